@@ -1,0 +1,10 @@
+//! kiln: a Dockerfile build engine with a content-addressed layer cache.
+#![warn(missing_docs)]
+
+pub mod archive;
+pub mod cache;
+pub mod executor;
+pub mod image;
+pub mod parser;
+pub mod planner;
+pub mod store;
