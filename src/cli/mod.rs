@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "kiln", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     /// Root directory of kiln's store.
-    #[arg(long, global = true, env = "KILN_ROOT", default_value = "/var/lib/kiln")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ROOT",
+        default_value = "/var/lib/kiln"
+    )]
     pub root: PathBuf,
 
     #[command(subcommand)]

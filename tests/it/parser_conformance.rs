@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 
 use kiln::parser;
 
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/conformance/buildkit")
-}
+use crate::util::corpus;
 
-fn case_dirs(dir: &Path) -> Vec<PathBuf> {
+pub fn case_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
