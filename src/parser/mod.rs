@@ -2,6 +2,7 @@
 
 pub mod ast;
 pub mod diag;
+pub mod shell;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Location, Node, Warning};
 pub use diag::{Diagnostic, Severity};
