@@ -34,6 +34,15 @@ use std::hash::BuildHasher;
 /// levels. The limit keeps hostile input from overflowing the stack.
 pub const MAX_NESTING: usize = 64;
 
+/// How many matcher steps the patterns of one word may take in total.
+///
+/// Pattern matching is linear in the value for a given pattern but
+/// proportional to value length times pattern length in the worst case (as
+/// in Go's regexp, which BuildKit uses). Real patterns are a few characters
+/// against short values, thousands of times below this; the cap turns a
+/// hostile pattern into an error instead of a hang.
+pub const MATCH_BUDGET: u64 = 100_000_000;
+
 /// Variables visible to an expansion.
 ///
 /// Names are compared exactly (case-sensitive), as BuildKit does on Unix.
@@ -116,7 +125,12 @@ fn env_entry<'a>(entry: &'a str, name: &str) -> Option<&'a str> {
     (key == name).then_some(value)
 }
 
-/// Why an expansion failed. The `Display` texts are BuildKit's.
+/// Why an expansion failed.
+///
+/// The `Display` texts are BuildKit's, except for the limits this
+/// implementation adds ([`TooDeep`](Self::TooDeep),
+/// [`MatchTooExpensive`](Self::MatchTooExpensive)) and for `${V` cut off
+/// right after the name, which BuildKit words as an unsupported modifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShellErrorKind {
@@ -162,6 +176,9 @@ pub enum ShellErrorKind {
     /// `${…}` nested more than [`MAX_NESTING`] levels deep.
     #[error("substitutions nested more than {0} levels deep")]
     TooDeep(usize),
+    /// The word's patterns needed more than [`MATCH_BUDGET`] matcher steps.
+    #[error("pattern matching gave up after {0} steps")]
+    MatchTooExpensive(u64),
 }
 
 /// What is wrong with a `#`, `%` or `/` pattern.
@@ -308,6 +325,7 @@ impl Lexer {
             env,
             scan: Scanner { src: text, pos: 0 },
             depth: 0,
+            budget: MATCH_BUDGET,
             capture,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -420,6 +438,8 @@ struct Expander<'a, E: ?Sized> {
     env: &'a E,
     scan: Scanner<'a>,
     depth: usize,
+    /// Matcher steps left for this word (see [`MATCH_BUDGET`]).
+    budget: u64,
     capture: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -657,9 +677,9 @@ impl<E: Env + ?Sized> Expander<'_, E> {
                 };
                 let value = value.unwrap_or_default();
                 if op == '#' {
-                    trim_prefix(pattern, &value, greedy)
+                    trim_prefix(pattern, &value, greedy, &mut self.budget)
                 } else {
-                    trim_suffix(pattern, &value, greedy)
+                    trim_suffix(pattern, &value, greedy, &mut self.budget)
                 }
             }
             _ => Err(ShellErrorKind::UnsupportedModifier(spelled)),
@@ -681,11 +701,11 @@ impl<E: Env + ?Sized> Expander<'_, E> {
         }
         let value = value.unwrap_or_default();
         let glob = Glob::compile(&pattern, true).map_err(|reason| invalid(&pattern, reason))?;
-        let mut vm = Vm::new(&glob);
+        let mut vm = Vm::new(&glob, &mut self.budget);
         if all {
-            return Ok(replace_all(&mut vm, &value, &replacement));
+            return replace_all(&mut vm, &value, &replacement);
         }
-        Ok(match vm.find(&value, 0, false) {
+        Ok(match vm.find(&value, 0, false)? {
             Some((a, b)) => format!("{}{replacement}{}", &value[..a], &value[b..]),
             None => value,
         })
@@ -696,7 +716,9 @@ impl<E: Env + ?Sized> Expander<'_, E> {
     fn operand(&mut self, stop: char, raw_escapes: bool, at_end: ShellErrorKind) -> Step<String> {
         match self.stop_on(Some(stop), raw_escapes, false) {
             Ok((word, _)) => Ok(word),
-            Err(ShellErrorKind::TooDeep(n)) => Err(ShellErrorKind::TooDeep(n)),
+            // Limits of this implementation are reported as they are, never
+            // disguised as a syntax error.
+            Err(e @ (ShellErrorKind::TooDeep(_) | ShellErrorKind::MatchTooExpensive(_))) => Err(e),
             Err(_) if self.scan.at_end() => Err(at_end),
             Err(e) => Err(e),
         }
@@ -772,9 +794,9 @@ fn is_letter(c: char) -> bool {
 }
 
 /// `${V#p}` / `${V##p}`: remove the shortest (longest) prefix matching `p`.
-fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
+fn trim_prefix(pattern: &str, value: &str, greedy: bool, budget: &mut u64) -> Step<String> {
     let glob = Glob::compile(pattern, greedy).map_err(|reason| invalid(pattern, reason))?;
-    Ok(match Vm::new(&glob).find(value, 0, true) {
+    Ok(match Vm::new(&glob, budget).find(value, 0, true)? {
         Some((_, end)) => value[end..].to_owned(),
         None => value.to_owned(),
     })
@@ -785,9 +807,9 @@ fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
 /// Like BuildKit, this reverses the value and the pattern and trims a
 /// prefix; the reversal decides corner cases (a trailing `\` in a pattern
 /// taken from a variable), so it is kept rather than matching from the end.
-fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
+fn trim_suffix(pattern: &str, value: &str, greedy: bool, budget: &mut u64) -> Step<String> {
     let reversed: String = value.chars().rev().collect();
-    let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy)?;
+    let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy, budget)?;
     Ok(trimmed.chars().rev().collect())
 }
 
@@ -898,6 +920,7 @@ impl Glob {
 /// leftmost-first priorities, so no input can make it backtrack forever.
 struct Vm<'g> {
     prog: &'g [Inst],
+    budget: &'g mut u64,
     /// Generation in which each instruction was last added to a list.
     seen: Vec<u64>,
     generation: u64,
@@ -905,9 +928,10 @@ struct Vm<'g> {
 }
 
 impl<'g> Vm<'g> {
-    fn new(glob: &'g Glob) -> Self {
+    fn new(glob: &'g Glob, budget: &'g mut u64) -> Self {
         Vm {
             prog: &glob.prog,
+            budget,
             seen: vec![0; glob.prog.len()],
             generation: 0,
             stack: Vec::new(),
@@ -916,9 +940,10 @@ impl<'g> Vm<'g> {
 
     /// Adds the thread at `pc` and everything reachable from it without
     /// consuming input, in priority order.
-    fn add(&mut self, list: &mut Vec<(usize, usize)>, pc: usize, start: usize) {
+    fn add(&mut self, list: &mut Vec<(usize, usize)>, pc: usize, start: usize) -> Step<()> {
         self.stack.push(pc);
         while let Some(pc) = self.stack.pop() {
+            self.spend()?;
             if self.seen[pc] == self.generation {
                 continue;
             }
@@ -932,11 +957,26 @@ impl<'g> Vm<'g> {
                 _ => list.push((pc, start)),
             }
         }
+        Ok(())
+    }
+
+    fn spend(&mut self) -> Step<()> {
+        match self.budget.checked_sub(1) {
+            Some(left) => {
+                *self.budget = left;
+                Ok(())
+            }
+            None => {
+                // Leave nothing for the word's other patterns either.
+                self.stack.clear();
+                Err(ShellErrorKind::MatchTooExpensive(MATCH_BUDGET))
+            }
+        }
     }
 
     /// The leftmost-first match in `text` starting at or after byte `from`
     /// (exactly at `from` when `anchored`), as a byte range.
-    fn find(&mut self, text: &str, from: usize, anchored: bool) -> Option<(usize, usize)> {
+    fn find(&mut self, text: &str, from: usize, anchored: bool) -> Step<Option<(usize, usize)>> {
         let mut current: Vec<(usize, usize)> = Vec::new();
         let mut next: Vec<(usize, usize)> = Vec::new();
         let mut found = None;
@@ -946,7 +986,7 @@ impl<'g> Vm<'g> {
             // A new start is the lowest-priority thread, and none is started
             // once something matched: that is what "leftmost" means.
             if found.is_none() && (!anchored || pos == from) {
-                self.add(&mut current, 0, pos);
+                self.add(&mut current, 0, pos)?;
             }
             if current.is_empty() && (found.is_some() || anchored) {
                 break;
@@ -955,14 +995,17 @@ impl<'g> Vm<'g> {
             self.generation += 1;
             next.clear();
             for &(pc, start) in &current {
+                self.spend()?;
                 match self.prog[pc] {
                     Inst::Match => {
                         found = Some((start, pos));
                         // Lower-priority threads lose to this match.
                         break;
                     }
-                    Inst::Char(want) if c == Some(want) => self.add(&mut next, pc + 1, start),
-                    Inst::Any if c.is_some_and(|c| c != '\n') => self.add(&mut next, pc + 1, start),
+                    Inst::Char(want) if c == Some(want) => self.add(&mut next, pc + 1, start)?,
+                    Inst::Any if c.is_some_and(|c| c != '\n') => {
+                        self.add(&mut next, pc + 1, start)?
+                    }
                     _ => {}
                 }
             }
@@ -972,18 +1015,18 @@ impl<'g> Vm<'g> {
                 None => break,
             }
         }
-        found
+        Ok(found)
     }
 }
 
 /// `${V//p/r}`: replaces every match, the way Go's `ReplaceAllString` does,
 /// including its handling of empty matches and of `$` in the replacement.
-fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str) -> String {
+fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str) -> Step<String> {
     let mut out = String::with_capacity(value.len());
     let mut last_end = 0;
     let mut search = 0;
     while search <= value.len() {
-        let Some((a, b)) = vm.find(value, search, false) else {
+        let Some((a, b)) = vm.find(value, search, false)? else {
             break;
         };
         out.push_str(&value[last_end..a]);
@@ -1000,7 +1043,7 @@ fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str) -> String {
         };
     }
     out.push_str(&value[last_end..]);
-    out
+    Ok(out)
 }
 
 /// Appends `template` to `out` as Go's `Regexp.Expand` would for a pattern
@@ -1475,6 +1518,10 @@ mod tests {
             ("a\\ b '' \"\" $E", &["a b"]),
             ("${U:-p q}", &["p", "q"]),
             ("\t a \n b\u{3000}c ", &["a", "b", "c"]),
+            // Recent BuildKit shares one field buffer between nested
+            // `${V:-…}` scans, so it drops the `hello`; kiln keeps the
+            // intended result (older BuildKit's).
+            ("hello${U:-abc}def", &["helloabcdef"]),
         ];
         for &(input, want) in rows {
             assert_eq!(lexer.process_words(input, &env).unwrap(), want, "{input:?}");
@@ -1562,12 +1609,28 @@ mod tests {
         let chunk = "plain 'quoted' \"dq $A\" \\x $A ${A:-d} ${A#v*} ";
         let big = chunk.repeat(10 * 1024 * 1024 / chunk.len());
         assert!(lexer.process_word(&big, &env).is_ok());
-        assert!(lexer.process_words(&big, &env).is_ok());
-        let stars = "*".repeat(5 * 1024 * 1024);
+        let some = chunk.repeat(2 * 1024 * 1024 / chunk.len());
+        assert!(lexer.process_words(&some, &env).is_ok());
+        let stars = "*".repeat(2 * 1024 * 1024);
         let word = format!("${{A#{stars}x}}${{A//{stars}?/-}}");
         assert!(lexer.process_word(&word, &env).is_ok());
         let unterminated = "'".to_owned() + &"a".repeat(10 * 1024 * 1024);
         assert!(lexer.process_word(&unterminated, &env).is_err());
+    }
+
+    #[test]
+    fn matcher_gives_up_when_over_budget() {
+        // Worst case for the VM: every start position keeps a thread alive
+        // at every pattern position.
+        let glob = Glob::compile(&("a".repeat(2_000) + "b"), true).unwrap();
+        let text = "a".repeat(20_000);
+        let mut budget = 1_000_000;
+        let got = Vm::new(&glob, &mut budget).find(&text, 0, false);
+        assert_eq!(got, Err(ShellErrorKind::MatchTooExpensive(MATCH_BUDGET)));
+        assert_eq!(budget, 0);
+        let mut budget = MATCH_BUDGET;
+        let cheap = Vm::new(&glob, &mut budget).find(&text[..100], 0, false);
+        assert_eq!(cheap, Ok(None));
     }
 
     #[test]
