@@ -8,6 +8,7 @@ mod grammar;
 mod heredoc;
 mod node;
 mod reader;
+pub mod shell;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Location, Node, Warning};
 pub use diag::{Diagnostic, Severity};
