@@ -5,7 +5,7 @@ pub mod diag;
 pub mod dump;
 pub mod error;
 mod grammar;
-mod heredoc;
+pub mod heredoc;
 mod node;
 mod reader;
 pub mod shell;

@@ -470,6 +470,10 @@ impl<E: Env + ?Sized> Expander<'_, E> {
                 result.push_str(&value);
                 // Unquoted variable values are subject to field splitting.
                 words.add_str(&value);
+            } else if c == '<' {
+                let value = self.possible_heredoc();
+                result.push_str(&value);
+                words.add_raw_str(&value);
             } else if quotes && c == '\'' {
                 let value = self.single_quote()?;
                 result.push_str(&value);
@@ -502,6 +506,22 @@ impl<E: Env + ?Sized> Expander<'_, E> {
             Some(c) => Err(ShellErrorKind::UnexpectedEnd(c)),
             None => Ok((result, words.finish())),
         }
+    }
+
+    /// `<`: a `<<` keeps the blanks after it in the same word, so `<<  EOF` stays one
+    /// heredoc marker when the line is split into words.
+    fn possible_heredoc(&mut self) -> String {
+        self.scan.next();
+        if self.scan.peek() != Some('<') {
+            return "<".to_string();
+        }
+        self.scan.next();
+        let mut out = String::from("<<");
+        while let Some(c) = self.scan.peek().filter(|c| *c == ' ' || *c == '\t') {
+            out.push(c);
+            self.scan.next();
+        }
+        out
     }
 
     /// `'…'`: everything up to the next `'` is literal; there is no escape.
