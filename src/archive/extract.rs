@@ -246,7 +246,7 @@ impl Extractor<'_> {
                 }
                 self.clear_slot(p, name, e)?;
                 symlinkat(e.link.as_slice(), p, *name).map_err(|x| err("create symlink", x))?;
-                self.finish_node(Target::At(p, name), e)?;
+                self.finish_node(Target::At(p, name), e, false)?;
             }
             Kind::Hardlink => self.hardlink(p, name, e)?,
             Kind::Char | Kind::Block => {
