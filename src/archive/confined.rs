@@ -49,7 +49,11 @@ const DIR_READ: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC);
 
 /// `lstat` relative to a directory fd; `None` if the name does not exist.
-pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &[u8], entry: &[u8]) -> Result<Option<FileStat>, ArchiveError> {
+pub(crate) fn stat_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    entry: &[u8],
+) -> Result<Option<FileStat>, ArchiveError> {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(Errno::ENOENT) => Ok(None),
@@ -70,8 +74,12 @@ pub(crate) struct Root {
 impl Root {
     /// Opens `path` (which the caller trusts, symlinks included) as the root.
     pub(crate) fn open(path: &Path) -> Result<Root, ArchiveError> {
-        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| ArchiveError::io("open root", path.display().to_string(), e))?;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ArchiveError::io("open root", path.display().to_string(), e))?;
         Ok(Root { fd })
     }
 
@@ -81,7 +89,8 @@ impl Root {
 
     /// Opens the root itself for reading and changing its metadata.
     pub(crate) fn open_self(&self) -> Result<OwnedFd, ArchiveError> {
-        openat(self.fd(), ".", DIR_READ, Mode::empty()).map_err(|e| ArchiveError::io("open", "/", e))
+        openat(self.fd(), ".", DIR_READ, Mode::empty())
+            .map_err(|e| ArchiveError::io("open", "/", e))
     }
 
     /// Resolves `comps` as a directory inside the root, following symlinks inside
@@ -96,7 +105,8 @@ impl Root {
     ) -> Result<Option<OwnedFd>, ArchiveError> {
         let err = |op, e: Errno| ArchiveError::io(op, show(entry), e);
         let mut queue: VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
-        let mut cur = openat(self.fd(), ".", DIR_PATH, Mode::empty()).map_err(|e| err("open root", e))?;
+        let mut cur =
+            openat(self.fd(), ".", DIR_PATH, Mode::empty()).map_err(|e| err("open root", e))?;
         let mut depth: usize = 0;
         let mut links = 0;
         while let Some(c) = queue.pop_front() {
@@ -106,7 +116,8 @@ impl Root {
             if c == b".." {
                 // `..` above the root is the root, as for `/..`.
                 if depth > 0 {
-                    cur = openat(&cur, "..", DIR_PATH, Mode::empty()).map_err(|e| err("open", e))?;
+                    cur =
+                        openat(&cur, "..", DIR_PATH, Mode::empty()).map_err(|e| err("open", e))?;
                     depth -= 1;
                 }
                 continue;
@@ -115,7 +126,8 @@ impl Root {
                 let Some(created) = created.as_deref_mut() else {
                     return Ok(None);
                 };
-                mkdirat(&cur, c.as_slice(), Mode::from_bits_truncate(0o755)).map_err(|e| err("create directory", e))?;
+                mkdirat(&cur, c.as_slice(), Mode::from_bits_truncate(0o755))
+                    .map_err(|e| err("create directory", e))?;
                 let fd = open_dir(cur.as_fd(), &c).map_err(|e| err("open", e))?;
                 // mkdir's mode is filtered by the umask; parents made up by the
                 // extractor are 0755 like Docker's.
@@ -126,7 +138,8 @@ impl Root {
                 continue;
             };
             if is_dir(&st) {
-                cur = openat(&cur, c.as_slice(), DIR_PATH, Mode::empty()).map_err(|e| err("open", e))?;
+                cur = openat(&cur, c.as_slice(), DIR_PATH, Mode::empty())
+                    .map_err(|e| err("open", e))?;
                 depth += 1;
             } else if is_symlink(&st) {
                 links += 1;
@@ -136,7 +149,8 @@ impl Root {
                 let target = readlinkat(&cur, c.as_slice()).map_err(|e| err("read link", e))?;
                 let target = target.as_bytes();
                 if target.starts_with(b"/") {
-                    cur = openat(self.fd(), ".", DIR_PATH, Mode::empty()).map_err(|e| err("open root", e))?;
+                    cur = openat(self.fd(), ".", DIR_PATH, Mode::empty())
+                        .map_err(|e| err("open root", e))?;
                     depth = 0;
                 }
                 for t in target.split(|&b| b == b'/').rev() {
@@ -152,8 +166,10 @@ impl Root {
 
 /// Lists a directory's entries (without `.` and `..`).
 fn list(dir: BorrowedFd<'_>, entry: &[u8]) -> Result<Vec<Vec<u8>>, ArchiveError> {
-    let fd = openat(dir, ".", DIR_READ, Mode::empty()).map_err(|e| ArchiveError::io("open", show(entry), e))?;
-    let mut d = nix::dir::Dir::from_fd(fd).map_err(|e| ArchiveError::io("read directory", show(entry), e))?;
+    let fd = openat(dir, ".", DIR_READ, Mode::empty())
+        .map_err(|e| ArchiveError::io("open", show(entry), e))?;
+    let mut d = nix::dir::Dir::from_fd(fd)
+        .map_err(|e| ArchiveError::io("read directory", show(entry), e))?;
     let mut names = Vec::new();
     for ent in d.iter() {
         let ent = ent.map_err(|e| ArchiveError::io("read directory", show(entry), e))?;
@@ -168,7 +184,11 @@ fn list(dir: BorrowedFd<'_>, entry: &[u8]) -> Result<Vec<Vec<u8>>, ArchiveError>
 /// Removes `name` in `dir` and, if it is a directory, everything below it, without
 /// following any symlink. Iterative, holding one directory fd at a time, so depth
 /// costs neither stack nor file descriptors.
-pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &[u8], entry: &[u8]) -> Result<(), ArchiveError> {
+pub(crate) fn remove_all(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    entry: &[u8],
+) -> Result<(), ArchiveError> {
     let err = |op, e: Errno| ArchiveError::io(op, show(entry), e);
     let Some(st) = stat_at(dir, name, entry)? else {
         return Ok(());
@@ -192,7 +212,8 @@ pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &[u8], entry: &[u8]) -> Resu
                 descended = true;
                 break;
             }
-            unlinkat(&cur, child.as_slice(), UnlinkatFlags::NoRemoveDir).map_err(|e| err("remove", e))?;
+            unlinkat(&cur, child.as_slice(), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| err("remove", e))?;
         }
         if descended {
             continue;
@@ -201,7 +222,8 @@ pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &[u8], entry: &[u8]) -> Resu
             None => break,
             Some(child) => {
                 cur = open_dir(cur.as_fd(), b"..").map_err(|e| err("open", e))?;
-                unlinkat(&cur, child.as_slice(), UnlinkatFlags::RemoveDir).map_err(|e| err("remove", e))?;
+                unlinkat(&cur, child.as_slice(), UnlinkatFlags::RemoveDir)
+                    .map_err(|e| err("remove", e))?;
             }
         }
     }
@@ -212,7 +234,11 @@ pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &[u8], entry: &[u8]) -> Resu
 /// `touched` (inodes this extraction created or wrote) is removed; touched
 /// directories are kept but emptied the same way, because an opaque directory hides
 /// the whole lower subtree, also below a directory the layer itself lists.
-pub(crate) fn clear_lower(dir: OwnedFd, touched: &HashSet<Ino>, entry: &[u8]) -> Result<(), ArchiveError> {
+pub(crate) fn clear_lower(
+    dir: OwnedFd,
+    touched: &HashSet<Ino>,
+    entry: &[u8],
+) -> Result<(), ArchiveError> {
     let err = |op, e: Errno| ArchiveError::io(op, show(entry), e);
     let level = |cur: BorrowedFd<'_>| -> Result<Vec<Vec<u8>>, ArchiveError> {
         let mut keep_dirs = Vec::new();

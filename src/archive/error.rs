@@ -180,7 +180,9 @@ pub enum ArchiveError {
     },
 
     /// A file changed size while it was being written into a layer.
-    #[error("{path} changed while it was being archived (expected {expected} bytes, read {found})")]
+    #[error(
+        "{path} changed while it was being archived (expected {expected} bytes, read {found})"
+    )]
     FileChanged {
         /// Host path.
         path: String,
@@ -192,7 +194,11 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
-    pub(crate) fn io(op: &'static str, path: impl Into<String>, source: impl Into<io::Error>) -> Self {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<String>,
+        source: impl Into<io::Error>,
+    ) -> Self {
         ArchiveError::Io {
             op,
             path: path.into(),

@@ -21,7 +21,9 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstat, futimens, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fstat, futimens, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
@@ -89,7 +91,11 @@ pub struct ExtractStats {
 ///
 /// On error, the root may hold part of the archive; the caller extracts into a
 /// temporary directory and discards it on failure.
-pub fn extract<R: Read>(reader: R, root: &Path, opts: &ExtractOptions) -> Result<ExtractStats, ArchiveError> {
+pub fn extract<R: Read>(
+    reader: R,
+    root: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats, ArchiveError> {
     let root = Root::open(root)?;
     let (stream, compression) = stream::open(reader, &opts.limits)?;
     let limits = ParseLimits {
@@ -122,7 +128,8 @@ pub fn extract<R: Read>(reader: R, root: &Path, opts: &ExtractOptions) -> Result
     x.finish_dirs()?;
     if let Some(mode) = opts.root_mode {
         let fd = root.open_self()?;
-        fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| ArchiveError::io("chmod", "/", e))?;
+        fchmod(&fd, Mode::from_bits_truncate(mode))
+            .map_err(|e| ArchiveError::io("chmod", "/", e))?;
     }
     let (bytes, sha) = parser.into_inner().finish();
     x.stats.stream_bytes = bytes;
@@ -169,23 +176,29 @@ enum Target<'a> {
 
 impl Extractor<'_> {
     fn apply<R: Read>(&mut self, parser: &mut TarParser<R>, e: &Entry) -> Result<(), ArchiveError> {
-        let comps = components(&e.path, "name contains a .. component").map_err(|reason| ArchiveError::UnsafePath {
-            path: show(&e.path),
-            reason,
+        let comps = components(&e.path, "name contains a .. component").map_err(|reason| {
+            ArchiveError::UnsafePath {
+                path: show(&e.path),
+                reason,
+            }
         })?;
         let Some((name, parent_comps)) = comps.split_last() else {
             return self.apply_root(e);
         };
         if name.starts_with(WHITEOUT_PREFIX) {
             if !self.opts.apply_whiteouts {
-                return Err(ArchiveError::WhiteoutNotAllowed { path: show(&e.path) });
+                return Err(ArchiveError::WhiteoutNotAllowed {
+                    path: show(&e.path),
+                });
             }
             return self.whiteout(e, parent_comps, name);
         }
         let parent = self
             .root
             .resolve_dir(parent_comps, Some(&mut self.touched), &e.path)?
-            .ok_or_else(|| ArchiveError::NotADirectory { path: show(&e.path) })?;
+            .ok_or_else(|| ArchiveError::NotADirectory {
+                path: show(&e.path),
+            })?;
         let p = parent.as_fd();
         let err = |op, err: Errno| ArchiveError::io(op, show(&e.path), err);
         match e.kind {
@@ -194,7 +207,11 @@ impl Extractor<'_> {
                 let fd = openat(
                     p,
                     *name,
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(|x| err("create", x))?;
@@ -205,7 +222,8 @@ impl Extractor<'_> {
                     if n == 0 {
                         break;
                     }
-                    f.write_all(&buf[..n]).map_err(|x| ArchiveError::io("write", show(&e.path), x))?;
+                    f.write_all(&buf[..n])
+                        .map_err(|x| ArchiveError::io("write", show(&e.path), x))?;
                     self.stats.file_bytes += n as u64;
                 }
                 // Writing clears setuid bits and security.capability, and chown
@@ -219,9 +237,11 @@ impl Extractor<'_> {
                         if existing.is_some() {
                             // Replace whatever is there (a symlink to the host, say)
                             // instead of following it.
-                            unlinkat(p, *name, UnlinkatFlags::NoRemoveDir).map_err(|x| err("remove", x))?;
+                            unlinkat(p, *name, UnlinkatFlags::NoRemoveDir)
+                                .map_err(|x| err("remove", x))?;
                         }
-                        mkdirat(p, *name, Mode::from_bits_truncate(0o700)).map_err(|x| err("create directory", x))?;
+                        mkdirat(p, *name, Mode::from_bits_truncate(0o700))
+                            .map_err(|x| err("create directory", x))?;
                         open_dir(p, name).map_err(|x| err("open", x))?
                     }
                 };
@@ -255,16 +275,30 @@ impl Extractor<'_> {
                     self.stats.skipped_devices += 1;
                     return Ok(());
                 }
-                let (major, minor) = (self.dev_part(e, e.dev_major)?, self.dev_part(e, e.dev_minor)?);
-                let kind = if e.kind == Kind::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+                let (major, minor) = (
+                    self.dev_part(e, e.dev_major)?,
+                    self.dev_part(e, e.dev_minor)?,
+                );
+                let kind = if e.kind == Kind::Char {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
                 self.clear_slot(p, name, e)?;
-                mknodat(p, *name, kind, Mode::from_bits_truncate(0o600), libc::makedev(major, minor))
-                    .map_err(|x| err("create device", x))?;
+                mknodat(
+                    p,
+                    *name,
+                    kind,
+                    Mode::from_bits_truncate(0o600),
+                    libc::makedev(major, minor),
+                )
+                .map_err(|x| err("create device", x))?;
                 self.finish_node(Target::At(p, name), e, true)?;
             }
             Kind::Fifo => {
                 self.clear_slot(p, name, e)?;
-                mknodat(p, *name, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0).map_err(|x| err("create fifo", x))?;
+                mknodat(p, *name, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+                    .map_err(|x| err("create fifo", x))?;
                 self.finish_node(Target::At(p, name), e, true)?;
             }
         }
@@ -291,10 +325,14 @@ impl Extractor<'_> {
         let fd = self.root.open_self()?;
         self.set_owner(Target::Fd(fd.as_fd()), e)?;
         let now_mode = if self.is_root { e.mode } else { e.mode | 0o700 };
-        fchmod(&fd, Mode::from_bits_truncate(now_mode)).map_err(|x| ArchiveError::io("chmod", "/", x))?;
+        fchmod(&fd, Mode::from_bits_truncate(now_mode))
+            .map_err(|x| ArchiveError::io("chmod", "/", x))?;
         self.set_xattrs(Target::Fd(fd.as_fd()), e)?;
-        self.deferred
-            .push((Vec::new(), e.mode, TimeSpec::new(e.mtime, i64::from(e.mtime_nsec))));
+        self.deferred.push((
+            Vec::new(),
+            e.mode,
+            TimeSpec::new(e.mtime, i64::from(e.mtime_nsec)),
+        ));
         Ok(())
     }
 
@@ -305,7 +343,8 @@ impl Extractor<'_> {
         match stat_at(p, name, &e.path)? {
             None => Ok(()),
             Some(st) if is_dir(&st) => remove_all(p, name, &e.path),
-            Some(_) => unlinkat(p, name, UnlinkatFlags::NoRemoveDir).map_err(|x| ArchiveError::io("remove", show(&e.path), x)),
+            Some(_) => unlinkat(p, name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|x| ArchiveError::io("remove", show(&e.path), x)),
         }
     }
 
@@ -325,7 +364,8 @@ impl Extractor<'_> {
             .root
             .resolve_dir(tparent, None, &e.path)?
             .ok_or_else(|| bad("target does not exist"))?;
-        let tst = stat_at(tdir.as_fd(), tname, &e.path)?.ok_or_else(|| bad("target does not exist"))?;
+        let tst =
+            stat_at(tdir.as_fd(), tname, &e.path)?.ok_or_else(|| bad("target does not exist"))?;
         if is_dir(&tst) {
             return Err(bad("target is a directory"));
         }
@@ -335,17 +375,25 @@ impl Extractor<'_> {
             }
         }
         self.clear_slot(p, name, e)?;
-        linkat(&tdir, *tname, p, name, AtFlags::empty()).map_err(|x| ArchiveError::io("create hard link", show(&e.path), x))?;
+        linkat(&tdir, *tname, p, name, AtFlags::empty())
+            .map_err(|x| ArchiveError::io("create hard link", show(&e.path), x))?;
         // Owner, mode and times belong to the shared inode: a link entry does not
         // change them.
         self.touched.insert(ino(&tst));
         Ok(())
     }
 
-    fn whiteout(&mut self, e: &Entry, parent_comps: &[&[u8]], name: &[u8]) -> Result<(), ArchiveError> {
+    fn whiteout(
+        &mut self,
+        e: &Entry,
+        parent_comps: &[&[u8]],
+        name: &[u8],
+    ) -> Result<(), ArchiveError> {
         let target = &name[WHITEOUT_PREFIX.len()..];
         if target.is_empty() || target == b"." || target == b".." {
-            return Err(ArchiveError::InvalidWhiteout { path: show(&e.path) });
+            return Err(ArchiveError::InvalidWhiteout {
+                path: show(&e.path),
+            });
         }
         // A whiteout's parent resolves inside the root like any path; if it does not
         // exist there is nothing to hide.
@@ -353,7 +401,8 @@ impl Extractor<'_> {
             return Ok(());
         };
         if name == OPAQUE_MARKER {
-            let fd = open_dir(dir.as_fd(), b".").map_err(|x| ArchiveError::io("open", show(&e.path), x))?;
+            let fd = open_dir(dir.as_fd(), b".")
+                .map_err(|x| ArchiveError::io("open", show(&e.path), x))?;
             clear_lower(fd, &self.touched, &e.path)?;
             self.stats.whiteouts += 1;
             return Ok(());
@@ -377,7 +426,12 @@ impl Extractor<'_> {
     }
 
     /// Owner, mode (unless a symlink), xattrs and times of a fresh non-directory.
-    fn finish_node(&mut self, t: Target<'_>, e: &Entry, with_mode: bool) -> Result<(), ArchiveError> {
+    fn finish_node(
+        &mut self,
+        t: Target<'_>,
+        e: &Entry,
+        with_mode: bool,
+    ) -> Result<(), ArchiveError> {
         self.set_owner(self.same(&t), e)?;
         if with_mode {
             self.set_mode(self.same(&t), e)?;
@@ -420,16 +474,28 @@ impl Extractor<'_> {
         }
         // u32::MAX is chown's "leave unchanged", not an owner.
         let id = |v: u64, field| {
-            u32::try_from(v).ok().filter(|&v| v != u32::MAX).ok_or(ArchiveError::OutOfRange {
-                path: show(&e.path),
-                field,
-                value: v,
-            })
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| v != u32::MAX)
+                .ok_or(ArchiveError::OutOfRange {
+                    path: show(&e.path),
+                    field,
+                    value: v,
+                })
         };
-        let (uid, gid) = (Uid::from_raw(id(e.uid, "uid")?), Gid::from_raw(id(e.gid, "gid")?));
+        let (uid, gid) = (
+            Uid::from_raw(id(e.uid, "uid")?),
+            Gid::from_raw(id(e.gid, "gid")?),
+        );
         match t {
             Target::Fd(fd) => fchown(fd, Some(uid), Some(gid)),
-            Target::At(dir, name) => fchownat(dir, name, Some(uid), Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW),
+            Target::At(dir, name) => fchownat(
+                dir,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
         }
         .map_err(|x| ArchiveError::io("chown", show(&e.path), x))
     }
@@ -437,9 +503,12 @@ impl Extractor<'_> {
     fn set_mode(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
         let mode = Mode::from_bits_truncate(e.mode);
         match t {
-            Target::Fd(fd) => fchmod(fd, mode).map_err(|x| ArchiveError::io("chmod", show(&e.path), x)),
+            Target::Fd(fd) => {
+                fchmod(fd, mode).map_err(|x| ArchiveError::io("chmod", show(&e.path), x))
+            }
             Target::At(dir, name) => {
-                let cname = CString::new(name).map_err(|x| ArchiveError::io("chmod", show(&e.path), x))?;
+                let cname =
+                    CString::new(name).map_err(|x| ArchiveError::io("chmod", show(&e.path), x))?;
                 // SAFETY: dir is a valid fd and cname a valid C string. glibc
                 // implements AT_SYMLINK_NOFOLLOW with fchmodat2 or an O_PATH fd, so
                 // a symlink put there meanwhile is refused, not followed.
@@ -454,7 +523,11 @@ impl Extractor<'_> {
                 if r == 0 {
                     Ok(())
                 } else {
-                    Err(ArchiveError::io("chmod", show(&e.path), std::io::Error::last_os_error()))
+                    Err(ArchiveError::io(
+                        "chmod",
+                        show(&e.path),
+                        std::io::Error::last_os_error(),
+                    ))
                 }
             }
         }
@@ -464,20 +537,30 @@ impl Extractor<'_> {
     /// a filesystem without user xattrs) are warnings, as in Docker.
     fn set_xattrs(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
         for (k, v) in &e.xattrs {
-            let ck = CString::new(k.as_slice()).map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
+            let ck = CString::new(k.as_slice())
+                .map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
             let r = match t {
                 // SAFETY: valid fd, C string and buffer.
                 Target::Fd(fd) => unsafe {
-                    libc::fsetxattr(confined::raw(fd), ck.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+                    libc::fsetxattr(
+                        confined::raw(fd),
+                        ck.as_ptr(),
+                        v.as_ptr().cast(),
+                        v.len(),
+                        0,
+                    )
                 },
                 Target::At(dir, name) => {
                     // The directory fd is confined; its /proc path reaches exactly it,
                     // and lsetxattr does not follow `name`.
                     let mut p = format!("/proc/self/fd/{}/", confined::raw(dir)).into_bytes();
                     p.extend_from_slice(name);
-                    let cp = CString::new(p).map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
+                    let cp = CString::new(p)
+                        .map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
                     // SAFETY: valid C strings and buffer.
-                    unsafe { libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr().cast(), v.len(), 0) }
+                    unsafe {
+                        libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+                    }
                 }
             };
             if r != 0 {
@@ -509,11 +592,13 @@ impl Extractor<'_> {
                         // Replaced or removed by a later entry.
                         _ => continue,
                     }
-                    open_dir(dir.as_fd(), name).map_err(|x| ArchiveError::io("open", show(&shown), x))?
+                    open_dir(dir.as_fd(), name)
+                        .map_err(|x| ArchiveError::io("open", show(&shown), x))?
                 }
             };
             if !self.is_root {
-                fchmod(&fd, Mode::from_bits_truncate(*mode)).map_err(|x| ArchiveError::io("chmod", show(&shown), x))?;
+                fchmod(&fd, Mode::from_bits_truncate(*mode))
+                    .map_err(|x| ArchiveError::io("chmod", show(&shown), x))?;
             }
             futimens(&fd, ts, ts).map_err(|x| ArchiveError::io("set times", show(&shown), x))?;
         }

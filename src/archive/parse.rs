@@ -8,7 +8,7 @@
 use std::io::{self, Read};
 
 use super::error::{show, ArchiveError, Limit};
-use super::writer::MAX_OCTAL_11;
+use super::writer::{Xattrs, MAX_OCTAL_11};
 
 const BLOCK: usize = 512;
 
@@ -61,7 +61,7 @@ pub(crate) struct Entry {
     pub mtime_nsec: u32,
     pub dev_major: u64,
     pub dev_minor: u64,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
 }
 
 /// Values from a PAX extended header that kiln uses.
@@ -73,7 +73,7 @@ struct Pax {
     uid: Option<u64>,
     gid: Option<u64>,
     mtime: Option<(i64, u32)>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 /// Maps a read error of the underlying stream: limit errors raised by the guard
@@ -128,7 +128,9 @@ impl<R: Read> TarParser<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = loop {
             match self.r.read(&mut buf[..want]) {
                 Ok(n) => break n,
@@ -137,7 +139,9 @@ impl<R: Read> TarParser<R> {
             }
         };
         if n == 0 {
-            return Err(ArchiveError::Truncated { offset: self.offset });
+            return Err(ArchiveError::Truncated {
+                offset: self.offset,
+            });
         }
         self.remaining -= n as u64;
         self.offset += n as u64;
@@ -155,7 +159,9 @@ impl<R: Read> TarParser<R> {
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
-        self.r.read_exact(buf).map_err(|e| stream_error(e, self.offset))?;
+        self.r
+            .read_exact(buf)
+            .map_err(|e| stream_error(e, self.offset))?;
         self.offset += buf.len() as u64;
         Ok(())
     }
@@ -176,7 +182,9 @@ impl<R: Read> TarParser<R> {
         match got {
             0 => Ok(None),
             BLOCK => Ok(Some(b)),
-            _ => Err(ArchiveError::Truncated { offset: self.offset }),
+            _ => Err(ArchiveError::Truncated {
+                offset: self.offset,
+            }),
         }
     }
 
@@ -250,7 +258,11 @@ impl<R: Read> TarParser<R> {
                     parse_pax(&data).map_err(|r| self.invalid(at, r))?;
                 }
                 b'L' | b'K' => {
-                    let slot = if hdr[156] == b'L' { &mut long_name } else { &mut long_link };
+                    let slot = if hdr[156] == b'L' {
+                        &mut long_name
+                    } else {
+                        &mut long_link
+                    };
                     if slot.is_some() {
                         return Err(ArchiveError::InvalidHeader {
                             offset: at,
@@ -261,11 +273,21 @@ impl<R: Read> TarParser<R> {
                     while data.last() == Some(&0) {
                         data.pop();
                     }
-                    let slot = if hdr[156] == b'L' { &mut long_name } else { &mut long_link };
+                    let slot = if hdr[156] == b'L' {
+                        &mut long_name
+                    } else {
+                        &mut long_link
+                    };
                     *slot = Some(data);
                 }
                 _ => {
-                    let e = self.build_entry(&hdr, at, pax.take().unwrap_or_default(), long_name.take(), long_link.take())?;
+                    let e = self.build_entry(
+                        &hdr,
+                        at,
+                        pax.take().unwrap_or_default(),
+                        long_name.take(),
+                        long_link.take(),
+                    )?;
                     return Ok(Some(e));
                 }
             }
@@ -293,7 +315,11 @@ impl<R: Read> TarParser<R> {
             (None, Some(p)) => p,
             (None, None) => {
                 let name = cstr(&hdr[..100]);
-                let prefix = if is_ustar { cstr(&hdr[345..500]) } else { &[][..] };
+                let prefix = if is_ustar {
+                    cstr(&hdr[345..500])
+                } else {
+                    &[][..]
+                };
                 if prefix.is_empty() {
                     name.to_vec()
                 } else {
@@ -320,10 +346,14 @@ impl<R: Read> TarParser<R> {
                 });
             }
             if v.contains(&0) {
-                return Err(ArchiveError::UnsafePath { path: show(&path), reason });
+                return Err(ArchiveError::UnsafePath {
+                    path: show(&path),
+                    reason,
+                });
             }
         }
-        let num = |range: std::ops::Range<usize>| numeric(&hdr[range]).map_err(|r| self.invalid(at, r));
+        let num =
+            |range: std::ops::Range<usize>| numeric(&hdr[range]).map_err(|r| self.invalid(at, r));
         let mode = (num(100..108)? & 0o7777) as u32;
         let uid = match pax.uid {
             Some(u) => u,
@@ -352,7 +382,10 @@ impl<R: Read> TarParser<R> {
             Some(t) => t,
             None => {
                 let t = num(136..148)?;
-                (i64::try_from(t).map_err(|_| self.invalid(at, "mtime out of range"))?, 0)
+                (
+                    i64::try_from(t).map_err(|_| self.invalid(at, "mtime out of range"))?,
+                    0,
+                )
             }
         };
         let typeflag = hdr[156];
@@ -375,7 +408,10 @@ impl<R: Read> TarParser<R> {
         if kind != Kind::File && size != 0 {
             // Go's archive/tar ignores the size of header-only types while GNU tar
             // skips it: refusing is the only answer both agree with.
-            return Err(self.invalid(at, format!("{} {} has data ({size} bytes)", kind.name(), show(&path))));
+            return Err(self.invalid(
+                at,
+                format!("{} {} has data ({size} bytes)", kind.name(), show(&path)),
+            ));
         }
         let (dev_major, dev_minor) = if matches!(kind, Kind::Char | Kind::Block) {
             (num(329..337)?, num(337..345)?)
@@ -484,7 +520,10 @@ fn numeric(field: &[u8]) -> Result<u64, String> {
         i += 1;
     }
     if field[i..].iter().any(|&b| b != b' ' && b != 0) {
-        return Err(format!("invalid numeric field {:?}", String::from_utf8_lossy(field)));
+        return Err(format!(
+            "invalid numeric field {:?}",
+            String::from_utf8_lossy(field)
+        ));
     }
     Ok(v)
 }
@@ -502,13 +541,18 @@ fn verify_checksum(hdr: &[u8; BLOCK]) -> Result<(), String> {
     if stored == unsigned || i64::try_from(stored).ok() == Some(signed) {
         Ok(())
     } else {
-        Err(format!("checksum mismatch (stored {stored}, computed {unsigned})"))
+        Err(format!(
+            "checksum mismatch (stored {stored}, computed {unsigned})"
+        ))
     }
 }
 
 fn decimal(v: &[u8]) -> Result<u64, String> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return Err(format!("invalid pax number {:?}", String::from_utf8_lossy(v)));
+        return Err(format!(
+            "invalid pax number {:?}",
+            String::from_utf8_lossy(v)
+        ));
     }
     v.iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)
@@ -558,14 +602,20 @@ fn parse_pax(data: &[u8]) -> Result<Pax, String> {
             .take(21)
             .position(|&b| b == b' ')
             .ok_or("pax record without length")?;
-        let len = usize::try_from(decimal(&rest[..sp])?).map_err(|_| "pax record length overflows")?;
+        let len =
+            usize::try_from(decimal(&rest[..sp])?).map_err(|_| "pax record length overflows")?;
         if len <= sp + 1 || len > rest.len() {
             return Err("pax record length out of bounds".into());
         }
         let rec = &rest[sp + 1..len];
         rest = &rest[len..];
-        let rec = rec.strip_suffix(b"\n").ok_or("pax record without newline")?;
-        let eq = rec.iter().position(|&b| b == b'=').ok_or("pax record without '='")?;
+        let rec = rec
+            .strip_suffix(b"\n")
+            .ok_or("pax record without newline")?;
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("pax record without '='")?;
         let (key, value) = (&rec[..eq], &rec[eq + 1..]);
         // An empty value deletes the keyword (POSIX pax), i.e. the ustar field applies.
         let opt = |v: &[u8]| (!v.is_empty()).then(|| v.to_vec());

@@ -54,8 +54,14 @@ impl Read for Guarded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Never ask for more than the limit allows (plus one byte to detect going
         // over), so an endless stream costs at most the limit.
-        let allowed = self.limits.max_total_size.saturating_sub(self.produced).saturating_add(1);
-        let want = buf.len().min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let allowed = self
+            .limits
+            .max_total_size
+            .saturating_sub(self.produced)
+            .saturating_add(1);
+        let want = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.produced += n as u64;
         if self.produced > self.limits.max_total_size {
@@ -78,7 +84,10 @@ impl Read for Guarded<'_> {
 }
 
 /// Wraps `r` in the right decompressor and the guard.
-pub(crate) fn open<'a, R: Read + 'a>(r: R, limits: &Limits) -> Result<(Guarded<'a>, Compression), ArchiveError> {
+pub(crate) fn open<'a, R: Read + 'a>(
+    r: R,
+    limits: &Limits,
+) -> Result<(Guarded<'a>, Compression), ArchiveError> {
     let count = Rc::new(Cell::new(0));
     let mut raw = Counting {
         inner: r,

@@ -58,7 +58,14 @@ fn octal(field: &mut [u8], v: u64) {
 }
 
 /// A ustar header block with a valid checksum; names longer than the field are cut.
-pub(crate) fn block(name: &[u8], typeflag: u8, link: &[u8], mode: u32, size: u64, h: &H) -> [u8; 512] {
+pub(crate) fn block(
+    name: &[u8],
+    typeflag: u8,
+    link: &[u8],
+    mode: u32,
+    size: u64,
+    h: &H,
+) -> [u8; 512] {
     let mut b = [0u8; 512];
     let n = name.len().min(100);
     b[..n].copy_from_slice(&name[..n]);
@@ -81,7 +88,7 @@ pub(crate) fn block(name: &[u8], typeflag: u8, link: &[u8], mode: u32, size: u64
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }
@@ -90,7 +97,14 @@ fn pad(out: &mut Vec<u8>) {
 pub(crate) fn push(out: &mut Vec<u8>, h: &H) {
     if !h.pax.is_empty() {
         let body: Vec<u8> = h.pax.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
-        out.extend_from_slice(&block(b"PaxHeaders.0/x", b'x', b"", 0o644, body.len() as u64, h));
+        out.extend_from_slice(&block(
+            b"PaxHeaders.0/x",
+            b'x',
+            b"",
+            0o644,
+            body.len() as u64,
+            h,
+        ));
         out.extend_from_slice(&body);
         pad(out);
     }
@@ -266,17 +280,36 @@ impl Sb {
 
     /// Extracts `tar` with `opts`, asserting that nothing outside the root changed:
     /// markers keep bytes, mode and inode, and nothing appeared or vanished.
-    pub fn run_with(&self, tar: &[u8], opts: &ExtractOptions) -> Result<ExtractStats, ArchiveError> {
+    pub fn run_with(
+        &self,
+        tar: &[u8],
+        opts: &ExtractOptions,
+    ) -> Result<ExtractStats, ArchiveError> {
         let before = listing(&self.top, &self.root);
-        for marker in ["etc", "etc/passwd", "victim", "victim/hello", "file", "markerdir"] {
-            assert!(before.contains_key(&self.top.join(marker)), "marker {marker} missing");
+        for marker in [
+            "etc",
+            "etc/passwd",
+            "victim",
+            "victim/hello",
+            "file",
+            "markerdir",
+        ] {
+            assert!(
+                before.contains_key(&self.top.join(marker)),
+                "marker {marker} missing"
+            );
         }
         let r = extract(tar, &self.root, opts);
         let after = listing(&self.top, &self.root);
         if before != after {
             for (p, s) in &after {
                 if before.get(p) != Some(s) {
-                    eprintln!("changed or new outside the root: {} {:?} (was {:?})", p.display(), s, before.get(p));
+                    eprintln!(
+                        "changed or new outside the root: {} {:?} (was {:?})",
+                        p.display(),
+                        s,
+                        before.get(p)
+                    );
                 }
             }
             for p in before.keys() {
@@ -316,7 +349,15 @@ pub(crate) fn user_xattrs_supported(dir: &Path) -> bool {
     fs::write(&p, b"").unwrap();
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     // SAFETY: valid C strings and buffer.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), c"user.probe".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            c"user.probe".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
     fs::remove_file(&p).unwrap();
     r == 0
 }

@@ -29,6 +29,12 @@ pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Prefix of OCI whiteout file names.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
+/// Extended attributes of one entry: (name, value) pairs, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Sort key of a [`LayerEntry`]: (rank, component) per path component.
+type SortKey = Vec<(u8, Vec<u8>)>;
+
 /// Options of the layer writer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterOptions {
@@ -134,8 +140,8 @@ impl LayerEntry {
     /// Component-wise sort key: parents sort before children, and the opaque marker
     /// sorts before its siblings so that any extractor sees it right after its
     /// directory.
-    fn sort_key(&self) -> Vec<(u8, Vec<u8>)> {
-        let comps = |p: &[u8]| -> Vec<(u8, Vec<u8>)> {
+    fn sort_key(&self) -> SortKey {
+        let comps = |p: &[u8]| -> SortKey {
             p.split(|&b| b == b'/')
                 .filter(|c| !c.is_empty())
                 .map(|c| (1, c.to_vec()))
@@ -173,7 +179,7 @@ struct Meta {
     size: u64,
     dev_major: u64,
     dev_minor: u64,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 impl Meta {
@@ -223,10 +229,12 @@ impl<W: Write> LayerWriter<W> {
     }
 
     fn append_dir_contents(&mut self, dir: &Path, prefix: &[u8]) -> Result<(), ArchiveError> {
-        let rd = fs::read_dir(dir).map_err(|e| ArchiveError::io("read directory", dir.display().to_string(), e))?;
+        let rd = fs::read_dir(dir)
+            .map_err(|e| ArchiveError::io("read directory", dir.display().to_string(), e))?;
         let mut names = Vec::new();
         for ent in rd {
-            let ent = ent.map_err(|e| ArchiveError::io("read directory", dir.display().to_string(), e))?;
+            let ent =
+                ent.map_err(|e| ArchiveError::io("read directory", dir.display().to_string(), e))?;
             names.push(ent.file_name());
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -252,12 +260,17 @@ impl<W: Write> LayerWriter<W> {
     /// where the caller has already turned overlay whiteouts into
     /// [`LayerEntry::Whiteout`] and [`LayerEntry::Opaque`].
     pub fn append_entries(&mut self, entries: Vec<LayerEntry>) -> Result<(), ArchiveError> {
-        let mut keyed: Vec<(Vec<(u8, Vec<u8>)>, LayerEntry)> =
+        let mut keyed: Vec<(SortKey, LayerEntry)> =
             entries.into_iter().map(|e| (e.sort_key(), e)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         for pair in keyed.windows(2) {
             if pair[0].0 == pair[1].0 {
-                let name: Vec<u8> = pair[1].0.iter().map(|c| c.1.as_slice()).collect::<Vec<_>>().join(&b'/');
+                let name: Vec<u8> = pair[1]
+                    .0
+                    .iter()
+                    .map(|c| c.1.as_slice())
+                    .collect::<Vec<_>>()
+                    .join(&b'/');
                 return Err(ArchiveError::InvalidLayerName {
                     path: show(&name),
                     reason: "duplicate entry",
@@ -277,11 +290,17 @@ impl<W: Write> LayerWriter<W> {
     /// Appends one host path under `name`. A regular file whose inode was already
     /// written becomes a hard link to its first name.
     pub fn append_path(&mut self, name: &[u8], source: &Path) -> Result<(), ArchiveError> {
-        let md = fs::symlink_metadata(source).map_err(|e| ArchiveError::io("stat", source.display().to_string(), e))?;
+        let md = fs::symlink_metadata(source)
+            .map_err(|e| ArchiveError::io("stat", source.display().to_string(), e))?;
         self.append_with_metadata(name, source, &md)
     }
 
-    fn append_with_metadata(&mut self, name: &[u8], source: &Path, md: &Metadata) -> Result<(), ArchiveError> {
+    fn append_with_metadata(
+        &mut self,
+        name: &[u8],
+        source: &Path,
+        md: &Metadata,
+    ) -> Result<(), ArchiveError> {
         let name = check_name(name)?;
         let base = name.rsplit(|&b| b == b'/').next().unwrap_or(&name);
         if base.starts_with(WHITEOUT_PREFIX) {
@@ -322,7 +341,8 @@ impl<W: Write> LayerWriter<W> {
             }
         } else if ft.is_symlink() {
             meta.typeflag = b'2';
-            let target = fs::read_link(source).map_err(|e| ArchiveError::io("read link", source.display().to_string(), e))?;
+            let target = fs::read_link(source)
+                .map_err(|e| ArchiveError::io("read link", source.display().to_string(), e))?;
             meta.link = target.as_os_str().as_bytes().to_vec();
         } else if ft.is_char_device() || ft.is_block_device() {
             meta.typeflag = if ft.is_char_device() { b'3' } else { b'4' };
@@ -350,7 +370,9 @@ impl<W: Write> LayerWriter<W> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(source)
             .map_err(|e| ArchiveError::io("open", src.clone(), e))?;
-        let fmd = f.metadata().map_err(|e| ArchiveError::io("stat", src.clone(), e))?;
+        let fmd = f
+            .metadata()
+            .map_err(|e| ArchiveError::io("stat", src.clone(), e))?;
         if fmd.ino() != md.ino() || fmd.dev() != md.dev() {
             return Err(ArchiveError::FileChanged {
                 path: src,
@@ -359,7 +381,8 @@ impl<W: Write> LayerWriter<W> {
             });
         }
         let expected = md.len();
-        let copied = io::copy(&mut f.take(expected), &mut self.out).map_err(|e| ArchiveError::io("archive", src.clone(), e))?;
+        let copied = io::copy(&mut f.take(expected), &mut self.out)
+            .map_err(|e| ArchiveError::io("archive", src.clone(), e))?;
         if copied != expected {
             return Err(ArchiveError::FileChanged {
                 path: src,
@@ -486,7 +509,11 @@ impl<W: Write> LayerWriter<W> {
             .map_err(|e| ArchiveError::io("write", show(&m.name), e))
     }
 
-    fn write_pax(&mut self, name: &[u8], records: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(), ArchiveError> {
+    fn write_pax(
+        &mut self,
+        name: &[u8],
+        records: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), ArchiveError> {
         let mut body = Vec::new();
         for (k, v) in records {
             body.extend_from_slice(&pax_record(k, v));
@@ -495,8 +522,7 @@ impl<W: Write> LayerWriter<W> {
         // reproducibility); the name is informational only.
         let base = name
             .split(|&b| b == b'/')
-            .filter(|c| !c.is_empty())
-            .next_back()
+            .rfind(|c| !c.is_empty())
             .unwrap_or(b"");
         let mut pname = b"PaxHeaders.0/".to_vec();
         pname.extend_from_slice(base);
@@ -524,7 +550,11 @@ impl<W: Write> LayerWriter<W> {
 
 /// Writes the tree below `dir` as a layer into `out`: a shorthand for
 /// [`LayerWriter::append_tree`] and [`LayerWriter::finish`].
-pub fn write_tree<W: Write>(dir: &Path, out: W, opts: WriterOptions) -> Result<(W, LayerDigest), ArchiveError> {
+pub fn write_tree<W: Write>(
+    dir: &Path,
+    out: W,
+    opts: WriterOptions,
+) -> Result<(W, LayerDigest), ArchiveError> {
     let mut w = LayerWriter::new(out, opts);
     w.append_tree(dir)?;
     w.finish()
@@ -539,7 +569,10 @@ fn check_name(name: &[u8]) -> Result<Vec<u8>, ArchiveError> {
     if name.contains(&0) {
         return Err(bad("contains a NUL byte"));
     }
-    let comps: Vec<&[u8]> = name.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    let comps: Vec<&[u8]> = name
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     if comps.is_empty() {
         return Err(bad("empty name"));
     }
@@ -604,9 +637,10 @@ pub(crate) fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
 /// Reads a path's xattrs (not following symlinks), sorted by name. Overlay's own
 /// `trusted.overlay.*` attributes and the host's SELinux label are left out: the
 /// first would change how the layer is read when mounted, the second is host state.
-pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ArchiveError> {
+pub(crate) fn read_xattrs(path: &Path) -> Result<Xattrs, ArchiveError> {
     let shown = || path.display().to_string();
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| ArchiveError::io("read xattrs", shown(), e))?;
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| ArchiveError::io("read xattrs", shown(), e))?;
     let names = match xattr_call(|buf, len| {
         // SAFETY: cpath is a valid C string; buf/len describe a writable buffer (or null/0).
         unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) }

@@ -19,7 +19,12 @@ use super::*;
 macro_rules! assert_err {
     ($r:expr, $pat:pat) => {{
         let r = $r;
-        assert!(matches!(r, Err($pat)), "expected {}, got {:?}", stringify!($pat), r);
+        assert!(
+            matches!(r, Err($pat)),
+            "expected {}, got {:?}",
+            stringify!($pat),
+            r
+        );
     }};
 }
 
@@ -41,16 +46,28 @@ fn lower_etc(sb: &Sb, content: &str) {
 #[test]
 fn containerd_symlink_absolute() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), S("localetc", &sb.host("etc")), F("/localetc/unbroken", "unbroken")]);
+    let t = tar(&[
+        D("etc"),
+        S("localetc", &sb.host("etc")),
+        F("/localetc/unbroken", "unbroken"),
+    ]);
     ok(sb.run(&t));
     // The absolute target resolves inside the root.
-    assert_eq!(sb.read(&format!("{}/unbroken", sb.host("etc"))), b"unbroken");
+    assert_eq!(
+        sb.read(&format!("{}/unbroken", sb.host("etc"))),
+        b"unbroken"
+    );
 }
 
 #[test]
 fn containerd_symlink_up_and_out() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), D("dummy"), S("localetc", "/dummy/../../etc"), F("/localetc/unbroken", "unbroken")]);
+    let t = tar(&[
+        D("etc"),
+        D("dummy"),
+        S("localetc", "/dummy/../../etc"),
+        F("/localetc/unbroken", "unbroken"),
+    ]);
     ok(sb.run(&t));
     assert_eq!(sb.read("etc/unbroken"), b"unbroken");
 }
@@ -66,7 +83,10 @@ fn containerd_symlink_multiple_absolute() {
         F("/dummy/etc/unbroken", "unbroken"),
     ]);
     ok(sb.run(&t));
-    assert_eq!(sb.read(&format!("{}/unbroken", sb.host("etc"))), b"unbroken");
+    assert_eq!(
+        sb.read(&format!("{}/unbroken", sb.host("etc"))),
+        b"unbroken"
+    );
 }
 
 #[test]
@@ -80,14 +100,22 @@ fn containerd_symlink_multiple_relative() {
         F("/localetc/unbroken", "unbroken"),
     ]);
     ok(sb.run(&t));
-    assert_eq!(sb.read(&format!("{}/unbroken", sb.host("etc"))), b"unbroken");
+    assert_eq!(
+        sb.read(&format!("{}/unbroken", sb.host("etc"))),
+        b"unbroken"
+    );
 }
 
 #[test]
 fn containerd_symlink_empty_file() {
     let sb = sandbox();
     // Would truncate the host's etc/passwd if the symlink were followed.
-    let t = tar(&[D("etc"), F("etc/passwd", "notempty"), S("localetc", &sb.host("etc")), F("/localetc/passwd", "")]);
+    let t = tar(&[
+        D("etc"),
+        F("etc/passwd", "notempty"),
+        S("localetc", &sb.host("etc")),
+        F("/localetc/passwd", ""),
+    ]);
     ok(sb.run(&t));
     assert_eq!(sb.read("etc/passwd"), b"notempty");
     assert_eq!(sb.read(&format!("{}/passwd", sb.host("etc"))), b"");
@@ -127,7 +155,12 @@ fn containerd_hardlink_absolute() {
     let sb = sandbox();
     // localetc points at the host's etc by absolute path: inside the root that
     // path does not exist, so the link has no target.
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), S("localetc", &sb.host("etc")), L("localpasswd", "/localetc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        S("localetc", &sb.host("etc")),
+        L("localpasswd", "/localetc/passwd"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::InvalidLinkTarget { .. });
     assert!(!sb.exists("localpasswd"));
 }
@@ -161,14 +194,22 @@ fn containerd_hardlink_relative_up_and_out() {
 #[test]
 fn containerd_hardlink_direct_relative() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), L("localpasswd", "../../../../../etc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        L("localpasswd", "../../../../../etc/passwd"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::InvalidLinkTarget { .. });
 }
 
 #[test]
 fn containerd_hardlink_direct_absolute() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), L("localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        L("localpasswd", "/etc/passwd"),
+    ]);
     ok(sb.run(&t));
     assert!(sb.same_inode("localpasswd", "etc/passwd"));
     assert_eq!(sb.read("localpasswd"), b"inside");
@@ -177,28 +218,48 @@ fn containerd_hardlink_direct_absolute() {
 #[test]
 fn containerd_symlink_parent_directory() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), S("..", "/etc/"), L("localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        S("..", "/etc/"),
+        L("localpasswd", "/etc/passwd"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::UnsafePath { .. });
 }
 
 #[test]
 fn containerd_symlink_empty_filename() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), S("", "/etc/"), L("localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        S("", "/etc/"),
+        L("localpasswd", "/etc/passwd"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::RootTypeChange { .. });
 }
 
 #[test]
 fn containerd_symlink_parent_relative() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), S("localetc/sub/..", "/etc/"), L("/localetc/localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        S("localetc/sub/..", "/etc/"),
+        L("/localetc/localpasswd", "/etc/passwd"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::UnsafePath { .. });
 }
 
 #[test]
 fn containerd_symlink_slash_ended() {
     let sb = sandbox();
-    let t = tar(&[D("etc"), F("/etc/passwd", "inside"), D("localetc/"), L("/localetc/localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        D("etc"),
+        F("/etc/passwd", "inside"),
+        D("localetc/"),
+        L("/localetc/localpasswd", "/etc/passwd"),
+    ]);
     ok(sb.run(&t));
     assert!(sb.same_inode("localetc/localpasswd", "etc/passwd"));
 }
@@ -208,7 +269,10 @@ fn containerd_symlink_override_directory() {
     let sb = sandbox();
     lower_etc(&sb, "inside");
     fs::create_dir(sb.r("localetc")).unwrap();
-    let t = tar(&[S("localetc", &sb.host("etc")), L("/localetc/localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        S("localetc", &sb.host("etc")),
+        L("/localetc/localpasswd", "/etc/passwd"),
+    ]);
     ok(sb.run(&t));
     assert!(sb.lmeta("localetc").file_type().is_symlink());
     assert!(sb.same_inode(&format!("{}/localpasswd", sb.host("etc")), "etc/passwd"));
@@ -219,7 +283,10 @@ fn containerd_symlink_override_directory_relative() {
     let sb = sandbox();
     lower_etc(&sb, "inside");
     fs::create_dir(sb.r("localetc")).unwrap();
-    let t = tar(&[S("localetc", "../../etc"), L("/localetc/localpasswd", "/etc/passwd")]);
+    let t = tar(&[
+        S("localetc", "../../etc"),
+        L("/localetc/localpasswd", "/etc/passwd"),
+    ]);
     ok(sb.run(&t));
     assert!(sb.same_inode("etc/localpasswd", "etc/passwd"));
 }
@@ -252,7 +319,10 @@ fn containerd_directory_override_symlink_and_hardlink() {
 fn containerd_whiteout_root_parent() {
     let sb = sandbox();
     lower_etc(&sb, "inside");
-    assert_err!(sb.run(&tar(&[F(".wh...", "")])), ArchiveError::InvalidWhiteout { .. });
+    assert_err!(
+        sb.run(&tar(&[F(".wh...", "")])),
+        ArchiveError::InvalidWhiteout { .. }
+    );
     assert_eq!(sb.read("etc/passwd"), b"inside");
 }
 
@@ -260,7 +330,10 @@ fn containerd_whiteout_root_parent() {
 fn containerd_whiteout_parent() {
     let sb = sandbox();
     lower_etc(&sb, "inside");
-    assert_err!(sb.run(&tar(&[F("etc/.wh...", "")])), ArchiveError::InvalidWhiteout { .. });
+    assert_err!(
+        sb.run(&tar(&[F("etc/.wh...", "")])),
+        ArchiveError::InvalidWhiteout { .. }
+    );
     assert_eq!(sb.read("etc/passwd"), b"inside");
 }
 
@@ -268,7 +341,10 @@ fn containerd_whiteout_parent() {
 fn containerd_whiteout_root() {
     let sb = sandbox();
     lower_etc(&sb, "inside");
-    assert_err!(sb.run(&tar(&[F(".wh..", "")])), ArchiveError::InvalidWhiteout { .. });
+    assert_err!(
+        sb.run(&tar(&[F(".wh..", "")])),
+        ArchiveError::InvalidWhiteout { .. }
+    );
     assert_eq!(sb.read("etc/passwd"), b"inside");
 }
 
@@ -276,7 +352,10 @@ fn containerd_whiteout_root() {
 fn containerd_whiteout_current_directory() {
     let sb = sandbox();
     lower_etc(&sb, "inside");
-    assert_err!(sb.run(&tar(&[F("etc/.wh..", "")])), ArchiveError::InvalidWhiteout { .. });
+    assert_err!(
+        sb.run(&tar(&[F("etc/.wh..", "")])),
+        ArchiveError::InvalidWhiteout { .. }
+    );
     assert_eq!(sb.read("etc/passwd"), b"inside");
 }
 
@@ -299,7 +378,10 @@ fn containerd_whiteout_symlink_path() {
     symlink(sb.host("etc"), sb.r("hostetc")).unwrap();
     // To the root's etc: the whiteout applies there.
     symlink("/etc", sb.r("localetc")).unwrap();
-    ok(sb.run(&tar(&[F("hostetc/.wh.passwd", ""), F("localetc/.wh.whitedout", "")])));
+    ok(sb.run(&tar(&[
+        F("hostetc/.wh.passwd", ""),
+        F("localetc/.wh.whitedout", ""),
+    ])));
     assert_eq!(sb.read("etc/passwd"), b"all users");
     assert!(!sb.exists("etc/whitedout"));
 }
@@ -327,7 +409,10 @@ fn containerd_whiteout_relative_path() {
     let sb = sandbox();
     lower_etc(&sb, "all users");
     symlink("/dne", sb.r("localetc")).unwrap();
-    assert_err!(sb.run(&tar(&[F("dne/../.wh.etc", "")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[F("dne/../.wh.etc", "")])),
+        ArchiveError::UnsafePath { .. }
+    );
     assert_eq!(sb.read("etc/passwd"), b"all users");
 }
 
@@ -357,7 +442,10 @@ fn containerd_hardlink_symlink_relative() {
     ]);
     ok(sb.run(&t));
     assert!(sb.same_inode("localpasswd", "passwdlink"));
-    assert_eq!(fs::read_link(sb.r("localpasswd")).unwrap().to_str(), Some("../../../../../etc/passwd"));
+    assert_eq!(
+        fs::read_link(sb.r("localpasswd")).unwrap().to_str(),
+        Some("../../../../../etc/passwd")
+    );
 }
 
 #[test]
@@ -397,45 +485,66 @@ fn containerd_hardlink_symlink_chmod() {
 #[test]
 fn moby_filename_dotdot() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[F("../victim/dotdot", "x")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[F("../victim/dotdot", "x")])),
+        ArchiveError::UnsafePath { .. }
+    );
 }
 
 #[test]
 fn moby_filename_slash_dotdot() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[F("/../victim/slash-dotdot", "x")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[F("/../victim/slash-dotdot", "x")])),
+        ArchiveError::UnsafePath { .. }
+    );
 }
 
 #[test]
 fn moby_hardlink_dotdot() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[L("dotdot", "../victim/hello")])), ArchiveError::InvalidLinkTarget { .. });
+    assert_err!(
+        sb.run(&tar(&[L("dotdot", "../victim/hello")])),
+        ArchiveError::InvalidLinkTarget { .. }
+    );
 }
 
 #[test]
 fn moby_hardlink_slash_dotdot() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[L("slash-dotdot", "/../victim/hello")])), ArchiveError::InvalidLinkTarget { .. });
+    assert_err!(
+        sb.run(&tar(&[L("slash-dotdot", "/../victim/hello")])),
+        ArchiveError::InvalidLinkTarget { .. }
+    );
 }
 
 #[test]
 fn moby_hardlink_then_write() {
     let sb = sandbox();
-    let t = tar(&[L("loophole-victim", "../victim"), F("loophole-victim/file", "x")]);
+    let t = tar(&[
+        L("loophole-victim", "../victim"),
+        F("loophole-victim/file", "x"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::InvalidLinkTarget { .. });
 }
 
 #[test]
 fn moby_hardlink_then_symlink() {
     let sb = sandbox();
-    let t = tar(&[L("loophole-victim", "../victim"), S("symlink", "loophole-victim/hello")]);
+    let t = tar(&[
+        L("loophole-victim", "../victim"),
+        S("symlink", "loophole-victim/hello"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::InvalidLinkTarget { .. });
 }
 
 #[test]
 fn moby_hardlink_then_hardlink() {
     let sb = sandbox();
-    let t = tar(&[L("loophole-victim", "../victim"), L("hardlink", "loophole-victim/hello")]);
+    let t = tar(&[
+        L("loophole-victim", "../victim"),
+        L("hardlink", "loophole-victim/hello"),
+    ]);
     assert_err!(sb.run(&t), ArchiveError::InvalidLinkTarget { .. });
 }
 
@@ -451,34 +560,49 @@ fn moby_symlink_dotdot() {
     let sb = sandbox();
     ok(sb.run(&tar(&[S("dotdot", "../victim/hello")])));
     // Stored verbatim: a symlink's target is data.
-    assert_eq!(fs::read_link(sb.r("dotdot")).unwrap().to_str(), Some("../victim/hello"));
+    assert_eq!(
+        fs::read_link(sb.r("dotdot")).unwrap().to_str(),
+        Some("../victim/hello")
+    );
 }
 
 #[test]
 fn moby_symlink_slash_dotdot() {
     let sb = sandbox();
     ok(sb.run(&tar(&[S("slash-dotdot", "/../victim/hello")])));
-    assert_eq!(fs::read_link(sb.r("slash-dotdot")).unwrap().to_str(), Some("/../victim/hello"));
+    assert_eq!(
+        fs::read_link(sb.r("slash-dotdot")).unwrap().to_str(),
+        Some("/../victim/hello")
+    );
 }
 
 #[test]
 fn moby_symlink_then_write() {
     let sb = sandbox();
-    ok(sb.run(&tar(&[S("loophole-victim", "../victim"), F("loophole-victim/file", "x")])));
+    ok(sb.run(&tar(&[
+        S("loophole-victim", "../victim"),
+        F("loophole-victim/file", "x"),
+    ])));
     assert_eq!(sb.read("victim/file"), b"x");
 }
 
 #[test]
 fn moby_symlink_then_symlink() {
     let sb = sandbox();
-    ok(sb.run(&tar(&[S("loophole-victim", "../victim"), S("symlink", "loophole-victim/hello")])));
+    ok(sb.run(&tar(&[
+        S("loophole-victim", "../victim"),
+        S("symlink", "loophole-victim/hello"),
+    ])));
     assert!(sb.lmeta("symlink").file_type().is_symlink());
 }
 
 #[test]
 fn moby_symlink_then_hardlink() {
     let sb = sandbox();
-    let t = tar(&[S("loophole-victim", "../victim"), L("hardlink", "loophole-victim/hello")]);
+    let t = tar(&[
+        S("loophole-victim", "../victim"),
+        L("hardlink", "loophole-victim/hello"),
+    ]);
     // Resolves to root/victim/hello, which does not exist.
     assert_err!(sb.run(&t), ArchiveError::InvalidLinkTarget { .. });
 }
@@ -486,14 +610,20 @@ fn moby_symlink_then_hardlink() {
 #[test]
 fn moby_symlink_then_remove_victim() {
     let sb = sandbox();
-    ok(sb.run(&tar(&[S("loophole-victim", "../victim"), F("loophole-victim", "x")])));
+    ok(sb.run(&tar(&[
+        S("loophole-victim", "../victim"),
+        F("loophole-victim", "x"),
+    ])));
     assert_eq!(sb.read("loophole-victim"), b"x");
 }
 
 #[test]
 fn moby_symlink_nested_parent() {
     let sb = sandbox();
-    let t = tar(&[S("dir/loophole", "../../victim"), F("dir/loophole/newdir/newfile", "x")]);
+    let t = tar(&[
+        S("dir/loophole", "../../victim"),
+        F("dir/loophole/newdir/newfile", "x"),
+    ]);
     ok(sb.run(&t));
     assert_eq!(sb.read("victim/newdir/newfile"), b"x");
 }
@@ -503,13 +633,19 @@ fn moby_symlink_nested_parent() {
 #[test]
 fn umoci_sanitise_garbage_prefix() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[F("/../file", "container content")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[F("/../file", "container content")])),
+        ArchiveError::UnsafePath { .. }
+    );
 }
 
 #[test]
 fn umoci_sanitise_dotdot_prefix() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[F("../file", "container content")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[F("../file", "container content")])),
+        ArchiveError::UnsafePath { .. }
+    );
 }
 
 /// umoci TestUnpackEntrySymlinkScoping: `link -> <prefix>` already in the root,
@@ -549,7 +685,10 @@ fn umoci_symlink_scoping_dotdot_prefix() {
 #[test]
 fn umoci_root_as_symlink_cve_2021_29136() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[S("/", &sb.host("victim"))])), ArchiveError::RootTypeChange { .. });
+    assert_err!(
+        sb.run(&tar(&[S("/", &sb.host("victim"))])),
+        ArchiveError::RootTypeChange { .. }
+    );
 }
 
 #[test]
@@ -562,15 +701,24 @@ fn umoci_dot_as_symlink_cve_2021_29136() {
 #[test]
 fn umoci_dot_as_file_cve_2021_29136() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[F("./", "x")])), ArchiveError::InvalidHeader { .. });
-    assert_err!(sb.run(&tar(&[F(".", "x")])), ArchiveError::RootTypeChange { .. });
+    assert_err!(
+        sb.run(&tar(&[F("./", "x")])),
+        ArchiveError::InvalidHeader { .. }
+    );
+    assert_err!(
+        sb.run(&tar(&[F(".", "x")])),
+        ArchiveError::RootTypeChange { .. }
+    );
 }
 
 #[test]
 fn umoci_dot_as_hardlink_cve_2021_29136() {
     let sb = sandbox();
     fs::write(sb.r("f"), "x").unwrap();
-    assert_err!(sb.run(&tar(&[L(".", "f")])), ArchiveError::RootTypeChange { .. });
+    assert_err!(
+        sb.run(&tar(&[L(".", "f")])),
+        ArchiveError::RootTypeChange { .. }
+    );
 }
 
 // ---- RUSTSEC and checklist cases ----------------------------------------------
@@ -619,7 +767,10 @@ fn file_over_symlink_replaces_it() {
 #[test]
 fn name_with_dotdot_in_middle() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[D("a"), F("a/../../x", "x")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[D("a"), F("a/../../x", "x")])),
+        ArchiveError::UnsafePath { .. }
+    );
 }
 
 #[test]
@@ -660,7 +811,11 @@ fn whiteout_under_symlinked_parent_to_host() {
     let sb = sandbox();
     symlink("../victim", sb.r("lnk")).unwrap();
     symlink(sb.host("victim"), sb.r("abs")).unwrap();
-    ok(sb.run(&tar(&[F("lnk/.wh.hello", ""), F("abs/.wh.hello", ""), F("abs/.wh..wh..opq", "")])));
+    ok(sb.run(&tar(&[
+        F("lnk/.wh.hello", ""),
+        F("abs/.wh.hello", ""),
+        F("abs/.wh..wh..opq", ""),
+    ])));
 }
 
 #[test]
@@ -713,7 +868,11 @@ fn opaque_only_empties_its_dir_of_lower_content() {
 fn whiteout_does_not_delete_same_layer_file() {
     let sb = sandbox();
     fs::write(sb.r("lowerfile"), "lower").unwrap();
-    ok(sb.run(&tar(&[F("f", "new"), F(".wh.f", ""), F(".wh.lowerfile", "")])));
+    ok(sb.run(&tar(&[
+        F("f", "new"),
+        F(".wh.f", ""),
+        F(".wh.lowerfile", ""),
+    ])));
     assert_eq!(sb.read("f"), b"new");
     assert!(!sb.exists("lowerfile"));
 }
@@ -725,7 +884,10 @@ fn whiteouts_refused_when_disabled() {
         apply_whiteouts: false,
         ..ExtractOptions::default()
     };
-    assert_err!(sb.run_with(&tar(&[F(".wh.x", "")]), &opts), ArchiveError::WhiteoutNotAllowed { .. });
+    assert_err!(
+        sb.run_with(&tar(&[F(".wh.x", "")]), &opts),
+        ArchiveError::WhiteoutNotAllowed { .. }
+    );
 }
 
 fn device(name: &str, typeflag: u8, major: u64, minor: u64) -> H {
@@ -739,7 +901,10 @@ fn device(name: &str, typeflag: u8, major: u64, minor: u64) -> H {
 #[test]
 fn devices_skipped_by_default() {
     let sb = sandbox();
-    let st = ok(sb.run(&tar(&[R(device("mem", b'3', 1, 1)), R(device("sda", b'4', 8, 0))])));
+    let st = ok(sb.run(&tar(&[
+        R(device("mem", b'3', 1, 1)),
+        R(device("sda", b'4', 8, 0)),
+    ])));
     assert_eq!(st.skipped_devices, 2);
     assert!(!sb.exists("mem"));
     assert!(!sb.exists("sda"));
@@ -875,7 +1040,10 @@ fn gnu_longname_is_confined_too() {
     let sb = sandbox();
     let mut long = H::new("././@LongLink", b'L');
     long.data = b"../victim/hello\0".to_vec();
-    assert_err!(sb.run(&tar(&[R(long), F("f", "x")])), ArchiveError::UnsafePath { .. });
+    assert_err!(
+        sb.run(&tar(&[R(long), F("f", "x")])),
+        ArchiveError::UnsafePath { .. }
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -1033,8 +1201,14 @@ fn truncated_archive() {
 #[test]
 fn sparse_and_unknown_types_refused() {
     let sb = sandbox();
-    assert_err!(sb.run(&tar(&[R(H::new("s", b'S'))])), ArchiveError::UnsupportedEntryType { .. });
-    assert_err!(sb.run(&tar(&[R(H::new("v", b'V'))])), ArchiveError::UnsupportedEntryType { .. });
+    assert_err!(
+        sb.run(&tar(&[R(H::new("s", b'S'))])),
+        ArchiveError::UnsupportedEntryType { .. }
+    );
+    assert_err!(
+        sb.run(&tar(&[R(H::new("v", b'V'))])),
+        ArchiveError::UnsupportedEntryType { .. }
+    );
     let mut h = H::new("s", b'0');
     h.pax = vec![(b"GNU.sparse.major".to_vec(), b"1".to_vec())];
     assert_err!(sb.run(&tar(&[R(h)])), ArchiveError::InvalidHeader { .. });
@@ -1043,8 +1217,14 @@ fn sparse_and_unknown_types_refused() {
 #[test]
 fn unsupported_compression_named() {
     let sb = sandbox();
-    assert_err!(sb.run(b"BZh91AY&SY"), ArchiveError::UnsupportedCompression("bzip2"));
-    assert_err!(sb.run(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]), ArchiveError::UnsupportedCompression("xz"));
+    assert_err!(
+        sb.run(b"BZh91AY&SY"),
+        ArchiveError::UnsupportedCompression("bzip2")
+    );
+    assert_err!(
+        sb.run(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+        ArchiveError::UnsupportedCompression("xz")
+    );
 }
 
 #[test]
