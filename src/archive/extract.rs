@@ -39,8 +39,8 @@ use super::Limits;
 pub struct ExtractOptions {
     /// Resource limits.
     pub limits: Limits,
-    /// Apply the archive's uid/gid. Defaults to whether the process runs as root;
-    /// otherwise everything belongs to the extracting user.
+    /// Apply the archive's uid/gid (default: on). Only honoured when running as
+    /// root; otherwise everything belongs to the extracting user.
     pub same_owner: bool,
     /// Create character and block devices (only honoured when running as root).
     /// When off, device entries are skipped with a warning.
@@ -59,7 +59,7 @@ impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
             limits: Limits::default(),
-            same_owner: nix::unistd::geteuid().is_root(),
+            same_owner: true,
             allow_devices: false,
             apply_whiteouts: true,
             root_mode: None,
@@ -469,7 +469,7 @@ impl Extractor<'_> {
     }
 
     fn set_owner(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
-        if !self.opts.same_owner {
+        if !(self.opts.same_owner && self.is_root) {
             return Ok(());
         }
         // u32::MAX is chown's "leave unchanged", not an owner.

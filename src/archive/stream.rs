@@ -20,14 +20,26 @@ pub enum Compression {
     Zstd,
 }
 
-/// Counts bytes read from the raw (compressed) input.
+/// Counts bytes read from the raw (compressed) input and bounds them.
+///
+/// The bound matters because decompressors can consume input without producing
+/// output (empty gzip members, zstd skippable frames): an endless run of those
+/// would never trip a limit on the decompressed side. Sitting below the
+/// decompressor, this one stops it even inside its own read loop.
 struct Counting<R> {
     inner: R,
     count: Rc<Cell<u64>>,
+    max: u64,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.count.get() > self.max {
+            return Err(io::Error::other(ArchiveError::LimitExceeded {
+                limit: Limit::TotalSize,
+                max: self.max,
+            }));
+        }
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)
@@ -89,9 +101,17 @@ pub(crate) fn open<'a, R: Read + 'a>(
     limits: &Limits,
 ) -> Result<(Guarded<'a>, Compression), ArchiveError> {
     let count = Rc::new(Cell::new(0));
+    // Compressed data is never much larger than what it decompresses to; the slack
+    // covers headers of tiny inputs and the trailing data allowed after the tar.
+    let max_raw = limits
+        .max_total_size
+        .saturating_add(limits.max_total_size / 64)
+        .saturating_add(limits.max_trailing_bytes)
+        .saturating_add(1 << 20);
     let mut raw = Counting {
         inner: r,
         count: Rc::clone(&count),
+        max: max_raw,
     };
     let mut magic = Vec::with_capacity(6);
     (&mut raw)

@@ -1119,6 +1119,73 @@ fn zstd_bomb_hits_ratio_limit() {
     );
 }
 
+/// A reader that repeats `chunk` forever.
+struct Forever(Vec<u8>, usize);
+
+impl Read for Forever {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            buf[n] = self.0[self.1];
+            self.1 = (self.1 + 1) % self.0.len();
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Empty gzip members decompress to nothing: an endless run of them after a
+/// valid layer must hit a limit on the compressed side instead of spinning.
+#[test]
+fn endless_empty_gzip_members() {
+    let sb = sandbox();
+    let layer = gzip(&tar(&[F("a", "x")]));
+    let stream = (&layer[..]).chain(Forever(gzip(b""), 0));
+    let opts = ExtractOptions {
+        limits: Limits {
+            max_total_size: 256 << 10,
+            ..Limits::default()
+        },
+        ..ExtractOptions::default()
+    };
+    let before = listing(&sb.top, &sb.root);
+    let r = extract(stream, &sb.root, &opts);
+    assert_err!(
+        r,
+        ArchiveError::LimitExceeded {
+            limit: Limit::TotalSize,
+            ..
+        }
+    );
+    assert_eq!(listing(&sb.top, &sb.root), before);
+}
+
+/// The same with zstd skippable frames.
+#[test]
+fn endless_zstd_skippable_frames() {
+    let sb = sandbox();
+    let layer = zstd::encode_all(&tar(&[F("a", "x")])[..], 1).unwrap();
+    // Skippable frame: magic 0x184D2A50, 4-byte length, payload.
+    let mut frame = vec![0x50, 0x2a, 0x4d, 0x18, 8, 0, 0, 0];
+    frame.extend_from_slice(&[0u8; 8]);
+    let stream = (&layer[..]).chain(Forever(frame, 0));
+    let opts = ExtractOptions {
+        limits: Limits {
+            max_total_size: 4 << 20,
+            ..Limits::default()
+        },
+        ..ExtractOptions::default()
+    };
+    let r = extract(stream, &sb.root, &opts);
+    assert_err!(
+        r,
+        ArchiveError::LimitExceeded {
+            limit: Limit::TotalSize,
+            ..
+        }
+    );
+}
+
 #[test]
 fn entry_count_limit() {
     let sb = sandbox();
