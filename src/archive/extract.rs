@@ -521,13 +521,24 @@ impl Extractor<'_> {
                     )
                 };
                 if r == 0 {
-                    Ok(())
-                } else {
-                    Err(ArchiveError::io(
-                        "chmod",
-                        show(&e.path),
-                        std::io::Error::last_os_error(),
-                    ))
+                    return Ok(());
+                }
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::ENOTSUP) {
+                    return Err(ArchiveError::io("chmod", show(&e.path), err));
+                }
+                // glibc < 2.32 has no AT_SYMLINK_NOFOLLOW for fchmodat. Only fifos
+                // and devices get here, just created by this extraction in a root
+                // no one else writes to: check it is still not a symlink, then chmod.
+                match stat_at(dir, name, &e.path)? {
+                    Some(st) if !confined::is_symlink(&st) => nix::sys::stat::fchmodat(
+                        dir,
+                        name,
+                        mode,
+                        nix::sys::stat::FchmodatFlags::FollowSymlink,
+                    )
+                    .map_err(|x| ArchiveError::io("chmod", show(&e.path), x)),
+                    _ => Err(ArchiveError::io("chmod", show(&e.path), err)),
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Layer tars: deterministic writing of layers and hardened extraction of untrusted tars.
 //!
-//! * [`writer`]: a directory tree or an explicit entry list → a byte-for-byte
+//! * [`LayerWriter`] / [`write_tree`]: a directory tree or an explicit entry list → a byte-for-byte
 //!   reproducible tar, hashed (diffID) while it streams.
 //! * [`extract()`]: a plain, gzip or zstd tar from anywhere (a registry, `docker
 //!   load`, `ADD`, `import`) → a directory, with OCI whiteouts applied and no way
@@ -11,7 +11,7 @@ mod error;
 mod extract;
 mod parse;
 mod stream;
-pub mod writer;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -19,7 +19,10 @@ mod tests;
 pub use error::{ArchiveError, Limit};
 pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use stream::Compression;
-pub use writer::{write_tree, HashingWriter, LayerDigest, LayerEntry, LayerWriter, WriterOptions};
+pub use writer::{
+    write_tree, HashingWriter, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs,
+    OPAQUE_MARKER, WHITEOUT_PREFIX,
+};
 
 /// Resource limits for extracting an untrusted tar. Each one exceeded is an
 /// [`ArchiveError::LimitExceeded`] naming it.

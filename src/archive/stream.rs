@@ -107,7 +107,7 @@ pub(crate) fn open<'a, R: Read + 'a>(
         .max_total_size
         .saturating_add(limits.max_total_size / 64)
         .saturating_add(limits.max_trailing_bytes)
-        .saturating_add(1 << 20);
+        .saturating_add(64 << 10);
     let mut raw = Counting {
         inner: r,
         count: Rc::clone(&count),

@@ -1144,6 +1144,7 @@ fn endless_empty_gzip_members() {
     let opts = ExtractOptions {
         limits: Limits {
             max_total_size: 256 << 10,
+            max_trailing_bytes: 4 << 10,
             ..Limits::default()
         },
         ..ExtractOptions::default()
