@@ -1316,3 +1316,10 @@ fn harness_detects_changes_outside_root() {
     sb.root = sb.top.clone();
     let _ = sb.run(&tar(&[F("victim/hello", "pwned")]));
 }
+
+#[test]
+fn symlink_loop_in_parent_path() {
+    let sb = sandbox();
+    let t = tar(&[S("a", "b"), S("b", "/a"), F("a/x", "x")]);
+    assert_err!(sb.run(&t), ArchiveError::TooManySymlinks { .. });
+}
