@@ -225,8 +225,13 @@ impl Context {
     }
 
     /// Content hashes of the regular files at or below each of `paths`, reading only files
-    /// whose stat data changed since `cache` saw them, in parallel.
-    pub fn hash_contents(&mut self, paths: &[&str], cache: &mut StatCache) -> Result<(), ContextError> {
+    /// whose stat data changed since `cache` saw them, in parallel. Returns how many files
+    /// were read.
+    pub fn hash_contents(
+        &mut self,
+        paths: &[&str],
+        cache: &mut StatCache,
+    ) -> Result<usize, ContextError> {
         let mut todo: Vec<(String, Entry)> = Vec::new();
         let mut known: Vec<(String, Hash)> = Vec::new();
         for p in paths {
@@ -247,11 +252,12 @@ impl Context {
             .into_par_iter()
             .map(|(k, e)| hash_file(&root.join(&k), &e).map(|h| (k, e, h)))
             .collect::<Result<_, _>>()?;
+        let read = hashed.len();
         for (k, e, h) in hashed {
             cache.insert(&k, &e, h);
             self.content.insert(k, h);
         }
-        Ok(())
+        Ok(read)
     }
 
     /// The content hash of a file hashed by [`Context::hash_contents`].
@@ -335,4 +341,163 @@ fn hash_file(path: &Path, expect: &Entry) -> Result<Hash, ContextError> {
 /// Lowercase hex of a hash.
 pub fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn write(root: &Path, rel: &str, data: &[u8]) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    fn scan(root: &Path, ignore: &str) -> Context {
+        Context::scan(root, &IgnoreRules::parse(".dockerignore", ignore).unwrap()).unwrap()
+    }
+
+    fn root_hash(root: &Path, cache: &mut StatCache) -> (Hash, usize) {
+        let mut c = scan(root, "");
+        let read = c.hash_contents(&[""], cache).unwrap();
+        (c.tree_hash("").unwrap(), read)
+    }
+
+    #[test]
+    fn ignore_rules_and_exceptions_shape_the_listing() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "src/main.rs", b"fn main() {}");
+        write(d.path(), "target/debug/x", b"x");
+        write(d.path(), "docs/keep/a.md", b"a");
+        write(d.path(), "docs/drop.md", b"b");
+        let c = scan(d.path(), "target\ndocs\n!docs/keep\n");
+        let keys: Vec<&str> = c.entries().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "",
+                "docs",
+                "docs/keep",
+                "docs/keep/a.md",
+                "src",
+                "src/main.rs"
+            ]
+        );
+    }
+
+    #[test]
+    fn symlinks_are_recorded_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        symlink("/etc/passwd", d.path().join("foo")).unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        symlink("../../../etc", d.path().join("sub/bar")).unwrap();
+        let mut c = scan(d.path(), "");
+        assert_eq!(c.get("foo").unwrap().kind, Kind::Symlink);
+        assert_eq!(
+            c.get("foo").unwrap().link_target.as_deref(),
+            Some("/etc/passwd")
+        );
+        assert!(c.get("sub/bar/passwd").is_none());
+        // Hashing reads no file through a link.
+        assert_eq!(
+            c.hash_contents(&[""], &mut StatCache::in_memory()).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn fifo_in_context_is_listed_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let mut c = scan(d.path(), "");
+        assert_eq!(c.get("pipe").unwrap().kind, Kind::Other);
+        assert_eq!(
+            c.hash_contents(&[""], &mut StatCache::in_memory()).unwrap(),
+            0
+        );
+        assert!(c.tree_hash("").is_some());
+    }
+
+    #[test]
+    fn tree_hash_follows_content_mode_and_names_not_times() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a/b.txt", b"hello");
+        let mut cache = StatCache::in_memory();
+        let (h1, read) = root_hash(d.path(), &mut cache);
+        assert_eq!(read, 1);
+
+        // Unchanged: nothing is read again.
+        let (h2, read) = root_hash(d.path(), &mut cache);
+        assert_eq!((h2, read), (h1, 0));
+
+        // mtime-only change: the file is read again (stat changed) but the hash is the same.
+        let f = fs::File::options()
+            .write(true)
+            .open(d.path().join("a/b.txt"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        drop(f);
+        let (h3, read) = root_hash(d.path(), &mut cache);
+        assert_eq!((h3, read), (h1, 1));
+
+        // Same size, mtime set back afterwards (`touch -r`): ctime still catches it.
+        let before = fs::metadata(d.path().join("a/b.txt"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        fs::write(d.path().join("a/b.txt"), b"jello").unwrap();
+        let f = fs::File::options()
+            .write(true)
+            .open(d.path().join("a/b.txt"))
+            .unwrap();
+        f.set_modified(before).unwrap();
+        drop(f);
+        let (h4, read) = root_hash(d.path(), &mut cache);
+        assert_eq!(read, 1);
+        assert_ne!(h4, h1);
+
+        // A mode change misses.
+        fs::set_permissions(d.path().join("a/b.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+        let (h5, _) = root_hash(d.path(), &mut cache);
+        assert_ne!(h5, h4);
+
+        // A rename misses.
+        fs::rename(d.path().join("a/b.txt"), d.path().join("a/c.txt")).unwrap();
+        let (h6, _) = root_hash(d.path(), &mut cache);
+        assert_ne!(h6, h5);
+    }
+
+    #[test]
+    fn subtree_is_exact_about_prefixes() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a/x", b"1");
+        write(d.path(), "a-b", b"2");
+        write(d.path(), "ab", b"3");
+        let c = scan(d.path(), "");
+        let keys: Vec<&str> = c.subtree("a").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "a/x"]);
+    }
+
+    #[test]
+    fn stat_cache_survives_a_reload_and_ignores_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "f", b"data");
+        let store = tempfile::tempdir().unwrap();
+        let file = store.path().join("contexts/ctx.statcache");
+        let mut cache = StatCache::load(&file);
+        let (h1, read) = root_hash(d.path(), &mut cache);
+        assert_eq!(read, 1);
+        cache.save().unwrap();
+        let mut cache = StatCache::load(&file);
+        let (h2, read) = root_hash(d.path(), &mut cache);
+        assert_eq!((h2, read), (h1, 0));
+        fs::write(&file, b"garbage").unwrap();
+        let mut cache = StatCache::load(&file);
+        assert_eq!(root_hash(d.path(), &mut cache).1, 1);
+    }
 }
