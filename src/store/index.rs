@@ -237,6 +237,39 @@ mod tests {
     }
 
     #[test]
+    fn index_lock_excludes_other_updaters() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let (_dir, store) = temp_store();
+        let held = store.lock_index().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (store, done) = (store.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                store
+                    .update_index(|entries| {
+                        entries.push(entry_for(
+                            &manifest_desc('d'),
+                            Some("docker.io/library/x:1"),
+                        ));
+                        Ok(())
+                    })
+                    .unwrap();
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "update ran while the lock was held"
+        );
+        drop(held);
+        t.join().unwrap();
+        assert!(done.load(Ordering::SeqCst));
+        assert_eq!(store.read_index().unwrap().manifests().len(), 1);
+    }
+
+    #[test]
     fn corrupt_index_is_reported_not_misread() {
         let (_dir, store) = temp_store();
         std::fs::write(store.index_path(), b"{\"schemaVersion\":2,\"manifests\":[").unwrap();

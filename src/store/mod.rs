@@ -113,7 +113,9 @@ impl Store {
         self.oci_dir().join("blobs").join("sha256")
     }
 
-    /// `<root>/tmp`, where every write is staged.
+    /// `<root>/tmp`, where every write is staged. Garbage collection
+    /// empties it, so anything working there must hold a [`Lease`] (or a
+    /// [`SnapshotReservation`]) for as long as its files are needed.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
