@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
-# busybox-static: the base image of tests and examples; skopeo and umoci: interop checks of
-# the OCI store.
+# busybox-static: the base image of tests and examples; skopeo, umoci: interop checks of the
+# OCI store; docker.io, podman: "docker load / podman load accept what kiln saved" checks.
 $SUDO apt-get install -y -qq --no-install-recommends \
-    busybox-static skopeo umoci ca-certificates >/dev/null
+    busybox-static skopeo umoci docker.io podman ca-certificates >/dev/null
