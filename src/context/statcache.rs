@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Entry, Hash};
@@ -87,7 +87,6 @@ impl StatCache {
         }
         let dir = file.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
-        let mut tmp = tempfile_in(dir)?;
         let mut buf = Vec::with_capacity(self.map.len() * 96);
         buf.extend_from_slice(MAGIC);
         let mut keys: Vec<&String> = self.map.keys().collect();
@@ -109,24 +108,11 @@ impl StatCache {
             }
             buf.extend_from_slice(h);
         }
-        tmp.1.write_all(&buf)?;
-        tmp.1.sync_all()?;
-        fs::rename(&tmp.0, file)?;
+        // Staged beside the destination, so the rename never crosses filesystems.
+        crate::store::fsutil::write_atomic(dir, file, &buf, 0o600).map_err(io::Error::other)?;
         self.dirty = false;
         Ok(())
     }
-}
-
-fn tempfile_in(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
-    for i in 0..100u32 {
-        let p = dir.join(format!(".statcache-{}-{i}.tmp", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::other("no temporary file name available"))
 }
 
 fn decode(b: &[u8]) -> Option<HashMap<String, (Key, Hash)>> {

@@ -24,7 +24,7 @@
 
 mod blobs;
 mod error;
-mod fsutil;
+pub(crate) mod fsutil;
 mod gc;
 mod images;
 pub mod index;
