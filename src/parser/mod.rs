@@ -4,10 +4,15 @@ pub mod ast;
 pub mod diag;
 pub mod dump;
 pub mod error;
+pub mod flags;
+mod goparse;
 mod grammar;
 mod heredoc;
+pub mod instructions;
 mod node;
 mod reader;
+pub mod runflags;
+pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Location, Node, Warning};
 pub use diag::{Diagnostic, Severity};
