@@ -652,7 +652,7 @@ impl InstructionError {
                 suggestion.as_ref().map(|s| format!("did you mean {s}?")),
             ),
             InstructionErrorKind::Flag(f) => f.message_and_help(),
-            k => (k.to_string(), None),
+            k => split_suggestion(&k.to_string()),
         }
     }
 
@@ -672,6 +672,16 @@ impl InstructionError {
     pub fn to_diagnostic(&self, file: &str, source: &str) -> Diagnostic {
         self.to_parse_error().to_diagnostic(file, source)
     }
+}
+
+/// Split BuildKit's ` (did you mean x?)` suffix off a message, as a separate hint.
+pub(crate) fn split_suggestion(message: &str) -> (String, Option<String>) {
+    if let Some(body) = message.strip_suffix("?)") {
+        if let Some((head, word)) = body.rsplit_once(" (did you mean ") {
+            return (head.to_string(), Some(format!("did you mean {word}?")));
+        }
+    }
+    (message.to_string(), None)
 }
 
 /// Turn one syntax-tree node into a checked instruction.
@@ -808,27 +818,31 @@ impl<'a> Request<'a> {
 
     /// Where the `n`-th flag word named `name` is, if known.
     fn flag_place(&self, name: &str, n: usize) -> Option<(Location, usize)> {
-        let index = self
-            .node
-            .flags
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| flag_name(f) == name)
-            .nth(n)
-            .map(|(i, _)| i)?;
-        flag_places(self.node).get(index).copied().flatten()
+        nth_flag_place(self.node, name, n)
     }
 
     /// The last flag word named `name` (the one whose value counts).
     fn last_flag_place(&self, name: &str) -> Option<(Location, usize)> {
-        let count = self
-            .node
-            .flags
-            .iter()
-            .filter(|f| flag_name(f) == name)
-            .count();
-        self.flag_place(name, count.checked_sub(1)?)
+        last_flag_place(self.node, name)
     }
+}
+
+/// Where the `n`-th flag word named `name` of `node` is written, and its width, when known.
+pub(crate) fn nth_flag_place(node: &Node, name: &str, n: usize) -> Option<(Location, usize)> {
+    let index = node
+        .flags
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| flag_name(f) == name)
+        .nth(n)
+        .map(|(i, _)| i)?;
+    flag_places(node).get(index).copied().flatten()
+}
+
+/// Where the last flag word named `name` of `node` (the one whose value counts) is written.
+pub(crate) fn last_flag_place(node: &Node, name: &str) -> Option<(Location, usize)> {
+    let count = node.flags.iter().filter(|f| flag_name(f) == name).count();
+    nth_flag_place(node, name, count.checked_sub(1)?)
 }
 
 /// A flag word's name: the text between `--` and `=`.

@@ -1,6 +1,7 @@
 //! Dockerfile parser: text to typed instructions with source spans. Imports nothing else of the crate.
 
 pub mod ast;
+pub mod check;
 pub mod diag;
 pub mod dump;
 pub mod error;
