@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod context;
 pub mod executor;
 pub mod image;
 pub mod parser;

@@ -1,1 +1,10 @@
-//! placeholder
+//! OCI image vocabulary shared by the store, the builder and the runtime:
+//! digests, image references, and the config/manifest/index documents.
+
+pub mod config;
+pub mod digest;
+pub mod reference;
+
+pub use config::ConfigError;
+pub use digest::{Digest, DigestError, Sha256Writer};
+pub use reference::{Reference, ReferenceError};

@@ -8,11 +8,12 @@ pub mod error;
 pub mod flags;
 mod goparse;
 mod grammar;
-mod heredoc;
+pub mod heredoc;
 pub mod instructions;
 mod node;
 mod reader;
 pub mod runflags;
+pub mod shell;
 pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Location, Node, Warning};

@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 
 use kiln::parser;
 
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/conformance/buildkit")
-}
+use crate::util::corpus;
 
-fn case_dirs(dir: &Path) -> Vec<PathBuf> {
+pub fn case_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -196,4 +194,66 @@ fn derived_parser_misc_and_directives() {
     let long = format!("\n\t\tFROM image\n\t\tLABEL test={}\n", "a".repeat(65536));
     let err = parser::parse(&long).unwrap_err();
     assert_eq!(err.message, misc["lineTooLong"]["error"].as_str().unwrap());
+}
+
+#[test]
+fn derived_parser_heredocs() {
+    use kiln::parser::heredoc;
+    let d = load_json("parser-heredocs.json");
+    let mut cases = Vec::new();
+    for key in ["extract", "jsonFormNoHeredoc"] {
+        cases.push((
+            key.to_string(),
+            d[key]["dockerfile"].as_str().unwrap().as_bytes().to_vec(),
+            d[key]["result"].clone(),
+        ));
+    }
+    check_results("derived/parser-heredocs.json (whole files)", cases);
+
+    let mut total = 0;
+    let mut failed = Vec::new();
+    for c in d["parseHeredocWord"].as_array().unwrap() {
+        total += 1;
+        let input = c["input"].as_str().unwrap();
+        let got = match heredoc::parse_word(input) {
+            Err(e) => serde_json::json!({ "error": e }),
+            Ok(None) => serde_json::json!({ "heredoc": null }),
+            Ok(Some(h)) => serde_json::json!({ "heredoc": {
+                "name": h.name, "fileDescriptor": h.file_descriptor, "expand": h.expand,
+                "chomp": h.chomp, "content": h.content } }),
+        };
+        let mut want = c.clone();
+        want.as_object_mut().unwrap().remove("input");
+        if want != got {
+            failed.push(format!("parseHeredocWord {input:?}: want {want} got {got}"));
+        }
+    }
+    for c in d["heredocsFromLine"].as_array().unwrap() {
+        total += 1;
+        let line = c["line"].as_str().unwrap();
+        let names: Vec<String> = heredoc::markers(line)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        let want: Vec<String> = serde_json::from_value(c["heredocNames"].clone()).unwrap();
+        if names != want {
+            failed.push(format!(
+                "heredocsFromLine {line:?}: want {want:?} got {names:?}"
+            ));
+        }
+    }
+    for c in d["chomp"].as_array().unwrap() {
+        total += 1;
+        let got = heredoc::chomp(c["input"].as_str().unwrap());
+        if got != c["expect"].as_str().unwrap() {
+            failed.push(format!("chomp {c}: got {got:?}"));
+        }
+    }
+    println!(
+        "derived/parser-heredocs.json (words, lines, chomp): {} passed, {} failed, 0 skipped",
+        total - failed.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

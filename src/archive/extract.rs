@@ -1,0 +1,618 @@
+//! Extracts untrusted layer and rootfs tars into a directory so that no entry can act outside it.
+//!
+//! Every entry is created with `*at` calls relative to a parent directory fd that
+//! was resolved inside the root (see [`super::confined`]); the final component is
+//! never followed: an existing symlink in the way is replaced, not written through,
+//! so a directory entry over a symlink never chmods the symlink's target
+//! (RUSTSEC-2026-0067). Symlink targets are stored verbatim: they are data, and the
+//! confined walk makes them harmless for every later entry.
+//!
+//! Setuid binaries and world-writable directories of an image are extracted as the
+//! image has them. The caller must therefore keep the extraction root inside a
+//! directory other host users cannot traverse (kiln's store keeps `snapshots/`
+//! mode 0700); [`ExtractOptions::root_mode`] can also restrict the root itself.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{
+    fchmod, fstat, futimens, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use super::confined::{self, clear_lower, ino, is_dir, open_dir, remove_all, stat_at, Ino, Root};
+use super::error::{show, ArchiveError};
+use super::parse::{Entry, Kind, ParseLimits, TarParser};
+use super::stream::{self, Compression};
+use super::writer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::Limits;
+
+/// How to extract.
+#[derive(Debug, Clone, Copy)]
+pub struct ExtractOptions {
+    /// Resource limits.
+    pub limits: Limits,
+    /// Apply the archive's uid/gid (default: on). Only honoured when running as
+    /// root; otherwise everything belongs to the extracting user.
+    pub same_owner: bool,
+    /// Create character and block devices (only honoured when running as root).
+    /// When off, device entries are skipped with a warning.
+    pub allow_devices: bool,
+    /// Apply OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`). When off, a whiteout
+    /// entry is an error: a rootfs tar (`docker import`) has no lower layers, and a
+    /// literal `.wh.` file would later be read as a whiteout.
+    pub apply_whiteouts: bool,
+    /// Mode for the root directory after extraction, overriding any `./` entry in
+    /// the archive. `Some(0o700)` keeps other host users from reaching setuid
+    /// files when the root's parent does not already do so.
+    pub root_mode: Option<u32>,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            limits: Limits::default(),
+            same_owner: true,
+            allow_devices: false,
+            apply_whiteouts: true,
+            root_mode: None,
+        }
+    }
+}
+
+/// What an extraction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractStats {
+    /// Entries read (extension headers not counted), whiteouts and skipped ones included.
+    pub entries: u64,
+    /// Bytes of regular-file data written.
+    pub file_bytes: u64,
+    /// Uncompressed bytes of the tar stream read, trailing data included.
+    pub stream_bytes: u64,
+    /// sha256 of those uncompressed bytes: the layer's diffID.
+    pub stream_sha256: [u8; 32],
+    /// Compression detected.
+    pub compression: Compression,
+    /// Whiteouts and opaque markers applied.
+    pub whiteouts: u64,
+    /// Device entries skipped.
+    pub skipped_devices: u64,
+}
+
+/// Extracts the tar (plain, gzip or zstd, detected by magic bytes) read from
+/// `reader` into the existing directory `root`, applying OCI whiteouts.
+///
+/// On error, the root may hold part of the archive; the caller extracts into a
+/// temporary directory and discards it on failure.
+pub fn extract<R: Read>(
+    reader: R,
+    root: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats, ArchiveError> {
+    let root = Root::open(root)?;
+    let (stream, compression) = stream::open(reader, &opts.limits)?;
+    let limits = ParseLimits {
+        max_entries: opts.limits.max_entries,
+        max_pax: opts.limits.max_pax_header_size,
+        max_name: opts.limits.max_name_len,
+        max_trailing: opts.limits.max_trailing_bytes,
+    };
+    let mut parser = TarParser::new(stream, limits);
+    let mut x = Extractor {
+        root: &root,
+        opts,
+        is_root: nix::unistd::geteuid().is_root(),
+        touched: HashSet::new(),
+        deferred: Vec::new(),
+        stats: ExtractStats {
+            entries: 0,
+            file_bytes: 0,
+            stream_bytes: 0,
+            stream_sha256: [0; 32],
+            compression,
+            whiteouts: 0,
+            skipped_devices: 0,
+        },
+    };
+    while let Some(entry) = parser.next_entry()? {
+        x.stats.entries += 1;
+        x.apply(&mut parser, &entry)?;
+    }
+    x.finish_dirs()?;
+    if let Some(mode) = opts.root_mode {
+        let fd = root.open_self()?;
+        fchmod(&fd, Mode::from_bits_truncate(mode))
+            .map_err(|e| ArchiveError::io("chmod", "/", e))?;
+    }
+    let (bytes, sha) = parser.into_inner().finish();
+    x.stats.stream_bytes = bytes;
+    x.stats.stream_sha256 = sha;
+    Ok(x.stats)
+}
+
+/// Splits an entry name into components inside the root. Leading `/` and `.`
+/// components are dropped (absolute names are rebased onto the root, as GNU tar
+/// does); `..` anywhere is refused rather than resolved, so no name can point
+/// above the directory it appears to be in.
+fn components<'a>(path: &'a [u8], what: &'static str) -> Result<Vec<&'a [u8]>, &'static str> {
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(what),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+struct Extractor<'r> {
+    root: &'r Root,
+    opts: &'r ExtractOptions,
+    is_root: bool,
+    /// Inodes this extraction created or wrote, which opaque markers and whiteouts
+    /// must leave alone: they only hide what lower layers had.
+    touched: HashSet<Ino>,
+    /// Directories whose mode and mtime are set at the end, after their children
+    /// were created (which changes the mtime, and may need write permission).
+    deferred: Vec<(Vec<Vec<u8>>, u32, TimeSpec)>,
+    stats: ExtractStats,
+}
+
+/// Where xattrs, owner and times go.
+enum Target<'a> {
+    /// An open file or directory.
+    Fd(BorrowedFd<'a>),
+    /// A name in a directory, not followed (symlinks, devices, fifos).
+    At(BorrowedFd<'a>, &'a [u8]),
+}
+
+impl Extractor<'_> {
+    fn apply<R: Read>(&mut self, parser: &mut TarParser<R>, e: &Entry) -> Result<(), ArchiveError> {
+        let comps = components(&e.path, "name contains a .. component").map_err(|reason| {
+            ArchiveError::UnsafePath {
+                path: show(&e.path),
+                reason,
+            }
+        })?;
+        let Some((name, parent_comps)) = comps.split_last() else {
+            return self.apply_root(e);
+        };
+        if name.starts_with(WHITEOUT_PREFIX) {
+            if !self.opts.apply_whiteouts {
+                return Err(ArchiveError::WhiteoutNotAllowed {
+                    path: show(&e.path),
+                });
+            }
+            return self.whiteout(e, parent_comps, name);
+        }
+        let parent = self
+            .root
+            .resolve_dir(parent_comps, Some(&mut self.touched), &e.path)?
+            .ok_or_else(|| ArchiveError::NotADirectory {
+                path: show(&e.path),
+            })?;
+        let p = parent.as_fd();
+        let err = |op, err: Errno| ArchiveError::io(op, show(&e.path), err);
+        match e.kind {
+            Kind::File => {
+                self.clear_slot(p, name, e)?;
+                let fd = openat(
+                    p,
+                    *name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|x| err("create", x))?;
+                let mut f = File::from(fd);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = parser.read_data(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_all(&buf[..n])
+                        .map_err(|x| ArchiveError::io("write", show(&e.path), x))?;
+                    self.stats.file_bytes += n as u64;
+                }
+                // Writing clears setuid bits and security.capability, and chown
+                // clears setuid bits: owner, then mode, then xattrs.
+                self.finish_node(Target::Fd(f.as_fd()), e, true)?;
+            }
+            Kind::Dir => {
+                let fd = match stat_at(p, name, &e.path)? {
+                    Some(st) if is_dir(&st) => open_dir(p, name).map_err(|x| err("open", x))?,
+                    existing => {
+                        if existing.is_some() {
+                            // Replace whatever is there (a symlink to the host, say)
+                            // instead of following it.
+                            unlinkat(p, *name, UnlinkatFlags::NoRemoveDir)
+                                .map_err(|x| err("remove", x))?;
+                        }
+                        mkdirat(p, *name, Mode::from_bits_truncate(0o700))
+                            .map_err(|x| err("create directory", x))?;
+                        open_dir(p, name).map_err(|x| err("open", x))?
+                    }
+                };
+                // A rootless extractor still needs to create the children.
+                let now_mode = if self.is_root { e.mode } else { e.mode | 0o700 };
+                self.set_owner(Target::Fd(fd.as_fd()), e)?;
+                fchmod(&fd, Mode::from_bits_truncate(now_mode)).map_err(|x| err("chmod", x))?;
+                self.set_xattrs(Target::Fd(fd.as_fd()), e)?;
+                self.touch(fd.as_fd(), e)?;
+                self.deferred.push((
+                    comps.iter().map(|c| c.to_vec()).collect(),
+                    e.mode,
+                    TimeSpec::new(e.mtime, i64::from(e.mtime_nsec)),
+                ));
+            }
+            Kind::Symlink => {
+                if e.link.is_empty() {
+                    return Err(ArchiveError::UnsafePath {
+                        path: show(&e.path),
+                        reason: "symlink with an empty target",
+                    });
+                }
+                self.clear_slot(p, name, e)?;
+                symlinkat(e.link.as_slice(), p, *name).map_err(|x| err("create symlink", x))?;
+                self.finish_node(Target::At(p, name), e, false)?;
+            }
+            Kind::Hardlink => self.hardlink(p, name, e)?,
+            Kind::Char | Kind::Block => {
+                if !(self.opts.allow_devices && self.is_root) {
+                    tracing::warn!(path = %show(&e.path), "skipping device node");
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
+                let (major, minor) = (
+                    self.dev_part(e, e.dev_major)?,
+                    self.dev_part(e, e.dev_minor)?,
+                );
+                let kind = if e.kind == Kind::Char {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
+                self.clear_slot(p, name, e)?;
+                mknodat(
+                    p,
+                    *name,
+                    kind,
+                    Mode::from_bits_truncate(0o600),
+                    libc::makedev(major, minor),
+                )
+                .map_err(|x| err("create device", x))?;
+                self.finish_node(Target::At(p, name), e, true)?;
+            }
+            Kind::Fifo => {
+                self.clear_slot(p, name, e)?;
+                mknodat(p, *name, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+                    .map_err(|x| err("create fifo", x))?;
+                self.finish_node(Target::At(p, name), e, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dev_part(&self, e: &Entry, v: u64) -> Result<u32, ArchiveError> {
+        u32::try_from(v).map_err(|_| ArchiveError::OutOfRange {
+            path: show(&e.path),
+            field: "device number",
+            value: v,
+        })
+    }
+
+    /// The archive's own entry for `/` or `.`: only a directory may stand there
+    /// (umoci CVE-2021-29136); its metadata applies to the root.
+    fn apply_root(&mut self, e: &Entry) -> Result<(), ArchiveError> {
+        if e.kind != Kind::Dir {
+            return Err(ArchiveError::RootTypeChange {
+                path: show(&e.path),
+                kind: e.kind.name(),
+            });
+        }
+        let fd = self.root.open_self()?;
+        self.set_owner(Target::Fd(fd.as_fd()), e)?;
+        let now_mode = if self.is_root { e.mode } else { e.mode | 0o700 };
+        fchmod(&fd, Mode::from_bits_truncate(now_mode))
+            .map_err(|x| ArchiveError::io("chmod", "/", x))?;
+        self.set_xattrs(Target::Fd(fd.as_fd()), e)?;
+        self.deferred.push((
+            Vec::new(),
+            e.mode,
+            TimeSpec::new(e.mtime, i64::from(e.mtime_nsec)),
+        ));
+        Ok(())
+    }
+
+    /// Makes room for a new non-directory at `name`: whatever is there is removed
+    /// (a directory recursively), never followed or written through, so a file that
+    /// is also hard-linked elsewhere is not modified either.
+    fn clear_slot(&self, p: BorrowedFd<'_>, name: &[u8], e: &Entry) -> Result<(), ArchiveError> {
+        match stat_at(p, name, &e.path)? {
+            None => Ok(()),
+            Some(st) if is_dir(&st) => remove_all(p, name, &e.path),
+            Some(_) => unlinkat(p, name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|x| ArchiveError::io("remove", show(&e.path), x)),
+        }
+    }
+
+    fn hardlink(&mut self, p: BorrowedFd<'_>, name: &[u8], e: &Entry) -> Result<(), ArchiveError> {
+        let bad = |reason| ArchiveError::InvalidLinkTarget {
+            path: show(&e.path),
+            target: show(&e.link),
+            reason,
+        };
+        let tcomps = components(&e.link, "target contains a .. component").map_err(bad)?;
+        let Some((tname, tparent)) = tcomps.split_last() else {
+            return Err(bad("target is the root directory"));
+        };
+        // The target's parents resolve inside the root; its last component is not
+        // followed, so a link to a symlink links the symlink itself (as linkat does).
+        let tdir = self
+            .root
+            .resolve_dir(tparent, None, &e.path)?
+            .ok_or_else(|| bad("target does not exist"))?;
+        let tst =
+            stat_at(tdir.as_fd(), tname, &e.path)?.ok_or_else(|| bad("target does not exist"))?;
+        if is_dir(&tst) {
+            return Err(bad("target is a directory"));
+        }
+        if let Some(st) = stat_at(p, name, &e.path)? {
+            if ino(&st) == ino(&tst) {
+                return Ok(());
+            }
+        }
+        self.clear_slot(p, name, e)?;
+        linkat(&tdir, *tname, p, name, AtFlags::empty())
+            .map_err(|x| ArchiveError::io("create hard link", show(&e.path), x))?;
+        // Owner, mode and times belong to the shared inode: a link entry does not
+        // change them.
+        self.touched.insert(ino(&tst));
+        Ok(())
+    }
+
+    fn whiteout(
+        &mut self,
+        e: &Entry,
+        parent_comps: &[&[u8]],
+        name: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let target = &name[WHITEOUT_PREFIX.len()..];
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(ArchiveError::InvalidWhiteout {
+                path: show(&e.path),
+            });
+        }
+        // A whiteout's parent resolves inside the root like any path; if it does not
+        // exist there is nothing to hide.
+        let Some(dir) = self.root.resolve_dir(parent_comps, None, &e.path)? else {
+            return Ok(());
+        };
+        if name == OPAQUE_MARKER {
+            let fd = open_dir(dir.as_fd(), b".")
+                .map_err(|x| ArchiveError::io("open", show(&e.path), x))?;
+            clear_lower(fd, &self.touched, &e.path)?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
+        if target.starts_with(WHITEOUT_PREFIX) {
+            // Other `.wh..wh.` names are AUFS bookkeeping (.wh..wh.plnk, ...), which
+            // Docker also skips.
+            tracing::warn!(path = %show(&e.path), "skipping AUFS metadata entry");
+            return Ok(());
+        }
+        match stat_at(dir.as_fd(), target, &e.path)? {
+            None => {}
+            Some(st) if self.touched.contains(&ino(&st)) => {
+                // OCI: a whiteout only hides lower layers, never its own layer's files.
+                tracing::warn!(path = %show(&e.path), "whiteout of a path from the same layer ignored");
+            }
+            Some(_) => remove_all(dir.as_fd(), target, &e.path)?,
+        }
+        self.stats.whiteouts += 1;
+        Ok(())
+    }
+
+    /// Owner, mode (unless a symlink), xattrs and times of a fresh non-directory.
+    fn finish_node(
+        &mut self,
+        t: Target<'_>,
+        e: &Entry,
+        with_mode: bool,
+    ) -> Result<(), ArchiveError> {
+        self.set_owner(self.same(&t), e)?;
+        if with_mode {
+            self.set_mode(self.same(&t), e)?;
+        }
+        self.set_xattrs(self.same(&t), e)?;
+        let ts = TimeSpec::new(e.mtime, i64::from(e.mtime_nsec));
+        let r = match t {
+            Target::Fd(fd) => {
+                let r = futimens(fd, &ts, &ts);
+                self.touch(fd, e)?;
+                r
+            }
+            Target::At(dir, name) => {
+                let r = utimensat(dir, name, &ts, &ts, UtimensatFlags::NoFollowSymlink);
+                if let Some(st) = stat_at(dir, name, &e.path)? {
+                    self.touched.insert(ino(&st));
+                }
+                r
+            }
+        };
+        r.map_err(|x| ArchiveError::io("set times", show(&e.path), x))
+    }
+
+    fn same<'a>(&self, t: &Target<'a>) -> Target<'a> {
+        match t {
+            Target::Fd(fd) => Target::Fd(*fd),
+            Target::At(d, n) => Target::At(*d, n),
+        }
+    }
+
+    fn touch(&mut self, fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
+        let st = fstat(fd).map_err(|x| ArchiveError::io("stat", show(&e.path), x))?;
+        self.touched.insert(ino(&st));
+        Ok(())
+    }
+
+    fn set_owner(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
+        if !(self.opts.same_owner && self.is_root) {
+            return Ok(());
+        }
+        // u32::MAX is chown's "leave unchanged", not an owner.
+        let id = |v: u64, field| {
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| v != u32::MAX)
+                .ok_or(ArchiveError::OutOfRange {
+                    path: show(&e.path),
+                    field,
+                    value: v,
+                })
+        };
+        let (uid, gid) = (
+            Uid::from_raw(id(e.uid, "uid")?),
+            Gid::from_raw(id(e.gid, "gid")?),
+        );
+        match t {
+            Target::Fd(fd) => fchown(fd, Some(uid), Some(gid)),
+            Target::At(dir, name) => fchownat(
+                dir,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
+        }
+        .map_err(|x| ArchiveError::io("chown", show(&e.path), x))
+    }
+
+    fn set_mode(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
+        let mode = Mode::from_bits_truncate(e.mode);
+        match t {
+            Target::Fd(fd) => {
+                fchmod(fd, mode).map_err(|x| ArchiveError::io("chmod", show(&e.path), x))
+            }
+            Target::At(dir, name) => {
+                let cname =
+                    CString::new(name).map_err(|x| ArchiveError::io("chmod", show(&e.path), x))?;
+                // SAFETY: dir is a valid fd and cname a valid C string. glibc
+                // implements AT_SYMLINK_NOFOLLOW with fchmodat2 or an O_PATH fd, so
+                // a symlink put there meanwhile is refused, not followed.
+                let r = unsafe {
+                    libc::fchmodat(
+                        confined::raw(dir),
+                        cname.as_ptr(),
+                        mode.bits(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                };
+                if r == 0 {
+                    return Ok(());
+                }
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::ENOTSUP) {
+                    return Err(ArchiveError::io("chmod", show(&e.path), err));
+                }
+                // glibc < 2.32 has no AT_SYMLINK_NOFOLLOW for fchmodat. Only fifos
+                // and devices get here, just created by this extraction in a root
+                // no one else writes to: check it is still not a symlink, then chmod.
+                match stat_at(dir, name, &e.path)? {
+                    Some(st) if !confined::is_symlink(&st) => nix::sys::stat::fchmodat(
+                        dir,
+                        name,
+                        mode,
+                        nix::sys::stat::FchmodatFlags::FollowSymlink,
+                    )
+                    .map_err(|x| ArchiveError::io("chmod", show(&e.path), x)),
+                    _ => Err(ArchiveError::io("chmod", show(&e.path), err)),
+                }
+            }
+        }
+    }
+
+    /// Sets xattrs; EPERM and ENOTSUP (a rootless extractor setting `trusted.*`,
+    /// a filesystem without user xattrs) are warnings, as in Docker.
+    fn set_xattrs(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
+        for (k, v) in &e.xattrs {
+            let ck = CString::new(k.as_slice())
+                .map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
+            let r = match t {
+                // SAFETY: valid fd, C string and buffer.
+                Target::Fd(fd) => unsafe {
+                    libc::fsetxattr(
+                        confined::raw(fd),
+                        ck.as_ptr(),
+                        v.as_ptr().cast(),
+                        v.len(),
+                        0,
+                    )
+                },
+                Target::At(dir, name) => {
+                    // The directory fd is confined; its /proc path reaches exactly it,
+                    // and lsetxattr does not follow `name`.
+                    let mut p = format!("/proc/self/fd/{}/", confined::raw(dir)).into_bytes();
+                    p.extend_from_slice(name);
+                    let cp = CString::new(p)
+                        .map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
+                    // SAFETY: valid C strings and buffer.
+                    unsafe {
+                        libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+                    }
+                }
+            };
+            if r != 0 {
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::ENOENT) => {
+                        tracing::warn!(path = %show(&e.path), xattr = %show(k), error = %err, "xattr not set");
+                    }
+                    _ => return Err(ArchiveError::io("set xattr", show(&e.path), err)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets directory modes and mtimes, children first.
+    fn finish_dirs(&mut self) -> Result<(), ArchiveError> {
+        for (comps, mode, ts) in self.deferred.iter().rev() {
+            let shown = comps.join(&b'/');
+            let fd: OwnedFd = match comps.split_last() {
+                None => self.root.open_self()?,
+                Some((name, parents)) => {
+                    let parents: Vec<&[u8]> = parents.iter().map(|c| c.as_slice()).collect();
+                    let Some(dir) = self.root.resolve_dir(&parents, None, &shown)? else {
+                        continue;
+                    };
+                    match stat_at(dir.as_fd(), name, &shown)? {
+                        Some(st) if is_dir(&st) => {}
+                        // Replaced or removed by a later entry.
+                        _ => continue,
+                    }
+                    open_dir(dir.as_fd(), name)
+                        .map_err(|x| ArchiveError::io("open", show(&shown), x))?
+                }
+            };
+            if !self.is_root {
+                fchmod(&fd, Mode::from_bits_truncate(*mode))
+                    .map_err(|x| ArchiveError::io("chmod", show(&shown), x))?;
+            }
+            futimens(&fd, ts, ts).map_err(|x| ArchiveError::io("set times", show(&shown), x))?;
+        }
+        Ok(())
+    }
+}

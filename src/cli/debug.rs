@@ -1,0 +1,104 @@
+//! `kiln debug ...` and `kiln build --check`: parser-level commands.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use kiln::parser;
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Print a Dockerfile's syntax tree in BuildKit's dump format
+    DumpAst {
+        /// The Dockerfile (`-` for standard input)
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads standard input)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Check the Dockerfile for errors and warnings without building
+    #[arg(long)]
+    pub check: bool,
+    /// Build context directory
+    pub path: PathBuf,
+}
+
+/// Read a Dockerfile from a path, or standard input for `-`.
+fn read_dockerfile(path: &Path) -> Result<Vec<u8>, String> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("error: reading Dockerfile from standard input: {e}"))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| format!("error: reading {}: {e}", path.display()))
+}
+
+fn display_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+pub fn run(cmd: DebugCommand) -> i32 {
+    match cmd {
+        DebugCommand::DumpAst { file } => {
+            let src = match read_dockerfile(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return 1;
+                }
+            };
+            match parser::parse_bytes(&src) {
+                Ok(df) => {
+                    print!("{}", parser::dump(&df));
+                    0
+                }
+                Err(e) => {
+                    let text = String::from_utf8_lossy(&src);
+                    eprintln!("{}", e.to_diagnostic(&display_name(&file), &text));
+                    1
+                }
+            }
+        }
+    }
+}
+
+pub fn build(args: &BuildArgs) -> i32 {
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.path.join("Dockerfile"));
+    if !args.check {
+        eprintln!("error: kiln build can only --check a Dockerfile in this version; building images is not implemented yet");
+        return 1;
+    }
+    let src = match read_dockerfile(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let name = display_name(&file);
+    match parser::parse_bytes(&src) {
+        Ok(_) => {
+            println!("Check complete, no warnings found.");
+            0
+        }
+        Err(e) => {
+            let text = String::from_utf8_lossy(&src);
+            eprintln!("{}", e.to_diagnostic(&name, &text));
+            1
+        }
+    }
+}

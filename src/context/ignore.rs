@@ -1,0 +1,397 @@
+//! `.dockerignore` files: Docker's pattern syntax and its match-or-parent-matches rule.
+//!
+//! Patterns are compiled the way moby/patternmatcher compiles them to regular expressions:
+//! `*` is any run of characters but `/`, `?` one character but `/`, `**` any number of
+//! directories (`**/` included), `[...]` a character class, `\` escapes the next character,
+//! and a pattern that ends in `**` matches everything below. A file is excluded when the last
+//! pattern that matches it (or one of its parent directories) is not a `!` exception.
+
+use std::fmt;
+
+/// A problem in a `.dockerignore` file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct IgnoreError {
+    /// The ignore file's name.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Token {
+    Char(char),
+    /// `*`: any run of non-`/` characters.
+    Star,
+    /// `?`: one non-`/` character.
+    One,
+    /// `**` followed by more pattern: `(.*/)?`.
+    Dirs,
+    /// `**` at the end: `.*`.
+    All,
+    /// `[...]`: (negated, ranges).
+    Class(bool, Vec<(char, char)>),
+}
+
+/// One compiled pattern.
+#[derive(Clone)]
+pub struct Pattern {
+    text: String,
+    exclusion: bool,
+    tokens: Vec<Token>,
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bang = if self.exclusion { "!" } else { "" };
+        write!(f, "{bang}{}", self.text)
+    }
+}
+
+/// Go's `filepath.Clean` on a slash-separated path.
+pub fn clean_path(p: &str) -> String {
+    if p.is_empty() {
+        return ".".to_string();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+impl Pattern {
+    /// Compile one pattern (already cleaned; `!` prefix allowed).
+    pub fn new(pattern: &str) -> Result<Pattern, String> {
+        let (exclusion, body) = match pattern.strip_prefix('!') {
+            Some("") => return Err("illegal exclusion pattern: \"!\"".to_string()),
+            Some(rest) => (true, rest),
+            None => (false, pattern),
+        };
+        let chars: Vec<char> = body.chars().collect();
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            i += 1;
+            match c {
+                '*' if chars.get(i) == Some(&'*') => {
+                    i += 1;
+                    if chars.get(i) == Some(&'/') {
+                        i += 1;
+                    }
+                    tokens.push(if i >= chars.len() {
+                        Token::All
+                    } else {
+                        Token::Dirs
+                    });
+                }
+                '*' => tokens.push(Token::Star),
+                '?' => tokens.push(Token::One),
+                '\\' => match chars.get(i) {
+                    Some(&n) => {
+                        tokens.push(Token::Char(n));
+                        i += 1;
+                    }
+                    None => tokens.push(Token::Char('\\')),
+                },
+                '[' => {
+                    let (tok, next) = parse_class(&chars, i)
+                        .ok_or_else(|| format!("syntax error in pattern {pattern:?}"))?;
+                    tokens.push(tok);
+                    i = next;
+                }
+                ']' => return Err(format!("syntax error in pattern {pattern:?}")),
+                other => tokens.push(Token::Char(other)),
+            }
+        }
+        Ok(Pattern {
+            text: body.to_string(),
+            exclusion,
+            tokens,
+        })
+    }
+
+    /// True for a `!` exception.
+    pub fn is_exclusion(&self) -> bool {
+        self.exclusion
+    }
+
+    /// Whether the whole of `path` matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let text: Vec<char> = path.chars().collect();
+        // reachable[j]: the tokens so far can consume exactly text[..j].
+        let mut reachable = vec![false; text.len() + 1];
+        reachable[0] = true;
+        for tok in &self.tokens {
+            let mut next = vec![false; text.len() + 1];
+            for j in 0..=text.len() {
+                if !reachable[j] {
+                    continue;
+                }
+                match tok {
+                    Token::Char(c) => {
+                        if text.get(j) == Some(c) {
+                            next[j + 1] = true;
+                        }
+                    }
+                    Token::One => {
+                        if text.get(j).is_some_and(|c| *c != '/') {
+                            next[j + 1] = true;
+                        }
+                    }
+                    Token::Class(neg, ranges) => {
+                        if let Some(c) = text.get(j) {
+                            let inside = ranges.iter().any(|(lo, hi)| lo <= c && c <= hi);
+                            if inside != *neg {
+                                next[j + 1] = true;
+                            }
+                        }
+                    }
+                    Token::Star => {
+                        next[j] = true;
+                        let mut k = j;
+                        while k < text.len() && text[k] != '/' {
+                            k += 1;
+                            next[k] = true;
+                        }
+                    }
+                    Token::All => next[j..].iter_mut().for_each(|n| *n = true),
+                    Token::Dirs => {
+                        // `(.*/)?`: nothing, or anything that ends in a slash.
+                        next[j] = true;
+                        for k in j..text.len() {
+                            if text[k] == '/' {
+                                next[k + 1] = true;
+                            }
+                        }
+                    }
+                }
+            }
+            reachable = next;
+        }
+        reachable[text.len()]
+    }
+}
+
+fn parse_class(chars: &[char], mut i: usize) -> Option<(Token, usize)> {
+    let neg = chars.get(i) == Some(&'^');
+    if neg {
+        i += 1;
+    }
+    let mut ranges = Vec::new();
+    let mut first = true;
+    loop {
+        let mut c = *chars.get(i)?;
+        if c == ']' && !first {
+            return Some((Token::Class(neg, ranges), i + 1));
+        }
+        first = false;
+        i += 1;
+        if c == '\\' {
+            c = *chars.get(i)?;
+            i += 1;
+        }
+        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|n| *n != ']') {
+            let mut hi = chars[i + 1];
+            i += 2;
+            if hi == '\\' {
+                hi = *chars.get(i)?;
+                i += 1;
+            }
+            if hi < c {
+                return None;
+            }
+            ranges.push((c, hi));
+        } else {
+            ranges.push((c, c));
+        }
+    }
+}
+
+/// The patterns of a `.dockerignore` file, in order.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreRules {
+    patterns: Vec<Pattern>,
+}
+
+impl IgnoreRules {
+    /// Read the text of an ignore file; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<IgnoreRules, IgnoreError> {
+        let mut patterns = Vec::new();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        for (idx, line) in text.lines().enumerate() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (invert, rest) = match line.strip_prefix('!') {
+                Some(r) => (true, r.trim()),
+                None => (false, line),
+            };
+            let mut p = if rest.is_empty() {
+                String::new()
+            } else {
+                clean_path(rest)
+            };
+            if p.len() > 1 && p.starts_with('/') {
+                p.remove(0);
+            }
+            if invert {
+                p.insert(0, '!');
+            }
+            let compiled = Pattern::new(&p).map_err(|message| IgnoreError {
+                file: file.to_string(),
+                line: idx + 1,
+                message,
+            })?;
+            patterns.push(compiled);
+        }
+        Ok(IgnoreRules { patterns })
+    }
+
+    /// Rules from a list of patterns (e.g. `COPY --exclude`).
+    pub fn from_patterns(patterns: &[String]) -> Result<IgnoreRules, String> {
+        let patterns = patterns
+            .iter()
+            .map(|p| {
+                let (bang, body) = match p.strip_prefix('!') {
+                    Some(b) => ("!", b),
+                    None => ("", p.as_str()),
+                };
+                Pattern::new(&format!("{bang}{}", clean_path(body)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(IgnoreRules { patterns })
+    }
+
+    /// True when there are no patterns.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// True when some pattern is a `!` exception: then an excluded directory must still be
+    /// walked, since something inside may be re-included.
+    pub fn has_exclusions(&self) -> bool {
+        self.patterns.iter().any(Pattern::is_exclusion)
+    }
+
+    /// Whether `path` (relative, `/`-separated) is excluded: the last pattern matching it or
+    /// one of its parent directories decides.
+    pub fn is_excluded(&self, path: &str) -> bool {
+        let parent_dirs: Vec<&str> = match path.rfind('/') {
+            Some(i) => path[..i].split('/').collect(),
+            None => Vec::new(),
+        };
+        let mut matched = false;
+        for p in &self.patterns {
+            // An inclusion cannot change an already matched path, nor an exception an
+            // unmatched one.
+            if p.exclusion != matched {
+                continue;
+            }
+            let mut m = p.matches(path);
+            if !m {
+                for i in 1..=parent_dirs.len() {
+                    if p.matches(&parent_dirs[..i].join("/")) {
+                        m = true;
+                        break;
+                    }
+                }
+            }
+            if m {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> IgnoreRules {
+        IgnoreRules::parse(".dockerignore", text).unwrap()
+    }
+
+    #[test]
+    fn docker_matching_table() {
+        // (patterns, path, excluded)
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "a", true),
+            ("*", "a/b", true),
+            ("*.md", "README.md", true),
+            ("*.md", "docs/README.md", false),
+            ("**/*.md", "docs/x/README.md", true),
+            ("**/*.md", "README.md", true),
+            ("docs", "docs/a/b", true),
+            ("/docs", "docs/a", true),
+            ("docs/", "docs/a", true),
+            ("a/**", "a/b/c", true),
+            ("a/**", "a", false),
+            ("a/**/b", "a/b", true),
+            ("a/**/b", "a/x/y/b", true),
+            ("?.txt", "a.txt", true),
+            ("?.txt", "ab.txt", false),
+            ("[a-c].txt", "b.txt", true),
+            ("[^a-c].txt", "b.txt", false),
+            ("\\*.txt", "*.txt", true),
+            ("\\*.txt", "a.txt", false),
+            ("*\n!keep.md", "keep.md", false),
+            ("*\n!keep.md", "other.md", true),
+            ("docs\n!docs/keep", "docs/keep/x", false),
+            ("docs\n!docs/keep", "docs/other", true),
+            ("!a\n*", "a", true),
+            ("# comment\n  \nnode_modules", "node_modules/x/y", true),
+            ("./a/../b", "b/c", true),
+            ("a**", "abc/d", true),
+            ("**", "anything/at/all", true),
+        ];
+        for (pats, path, want) in cases {
+            assert_eq!(rules(pats).is_excluded(path), *want, "{pats:?} vs {path}");
+        }
+    }
+
+    #[test]
+    fn bad_patterns_name_the_line() {
+        let err = IgnoreRules::parse(".dockerignore", "ok\n[a-\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        let err = IgnoreRules::parse(".dockerignore", "!\n").unwrap_err();
+        assert!(err.message.contains("illegal exclusion"), "{err}");
+    }
+
+    #[test]
+    fn clean_like_go() {
+        for (i, o) in [
+            ("a/./b/", "a/b"),
+            ("/../a", "/a"),
+            ("../a", "../a"),
+            ("a/../..", ".."),
+            ("", "."),
+        ] {
+            assert_eq!(clean_path(i), o);
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! kiln's integration tests: one test binary, one module per area.
+
+mod cli_parser;
+mod parser_conformance;
+mod parser_robustness;
+mod util;
