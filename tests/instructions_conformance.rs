@@ -1,9 +1,6 @@
 //! BuildKit conformance of the typed-instruction layer: walks
 //! testdata/conformance/buildkit/derived/instructions*.json (harness rules in the corpus
 //! README, §7.3) and checks every case.
-//!
-//! Cases whose expected result needs heredoc bodies are skipped, with the reason printed,
-//! while the parser does not read bodies yet; they run as soon as it does.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +29,6 @@ fn load(name: &str) -> Value {
 /// What happened to one case.
 enum Outcome {
     Pass,
-    Skip(String),
     Fail(String),
 }
 
@@ -40,7 +36,6 @@ enum Outcome {
 #[derive(Default)]
 struct Tally {
     passed: usize,
-    skipped: usize,
     failed: Vec<String>,
 }
 
@@ -48,26 +43,21 @@ impl Tally {
     fn record(&mut self, section: &str, index: usize, outcome: Outcome) {
         match outcome {
             Outcome::Pass => self.passed += 1,
-            Outcome::Skip(why) => {
-                self.skipped += 1;
-                println!("  skipped {section}[{index}]: {why}");
-            }
             Outcome::Fail(why) => self.failed.push(format!("{section}[{index}]: {why}")),
         }
     }
 
     fn print(&self, name: &str) {
+        // Nothing is skipped: every case of the data runs.
         println!(
-            "{name}: {} passed, {} skipped, {} failed",
+            "{name}: {} passed, 0 skipped, {} failed",
             self.passed,
-            self.skipped,
             self.failed.len()
         );
     }
 
     fn absorb(&mut self, other: Tally) {
         self.passed += other.passed;
-        self.skipped += other.skipped;
         self.failed.extend(other.failed);
     }
 }
@@ -100,15 +90,6 @@ fn check(got: Value, want: Value) -> Outcome {
         Outcome::Fail(format!("want {want}, got {got}"))
     }
 }
-
-/// True when the parser reads heredoc bodies; until then cases that need them are skipped.
-fn parser_reads_heredocs() -> bool {
-    parser::parse("RUN <<EOF\nx\nEOF\n")
-        .map(|df| df.children.first().is_some_and(|n| !n.heredocs.is_empty()))
-        .unwrap_or(false)
-}
-
-const NO_HEREDOCS: &str = "needs heredoc bodies, which the parser does not read yet";
 
 /// Parse a Dockerfile and check its first instruction.
 fn first_instruction(src: &str) -> Result<Result<Instruction, String>, String> {
@@ -165,9 +146,8 @@ fn node_errors_section(cases: &[Value], tally: &mut Tally) {
     }
 }
 
-fn copy_heredoc_section(cases: &[Value], heredocs: bool, tally: &mut Tally) {
+fn copy_heredoc_section(cases: &[Value], tally: &mut Tally) {
     for (i, case) in cases.iter().enumerate() {
-        let needs_bodies = !items(case, "sourceContents").is_empty();
         let outcome = match first_instruction(text(case, "dockerfile")) {
             Err(e) => Outcome::Fail(e),
             Ok(Err(e)) => Outcome::Fail(e),
@@ -182,12 +162,7 @@ fn copy_heredoc_section(cases: &[Value], heredocs: bool, tally: &mut Tally) {
                     "sourcePaths": case["sourcePaths"],
                     "sourceContents": case["sourceContents"],
                 });
-                match check(got, want) {
-                    Outcome::Fail(_) if needs_bodies && !heredocs => {
-                        Outcome::Skip(NO_HEREDOCS.to_string())
-                    }
-                    o => o,
-                }
+                check(got, want)
             }
             Ok(Ok(other)) => Outcome::Fail(format!("not a COPY: {other:?}")),
         };
@@ -195,9 +170,8 @@ fn copy_heredoc_section(cases: &[Value], heredocs: bool, tally: &mut Tally) {
     }
 }
 
-fn run_heredoc_section(cases: &[Value], heredocs: bool, tally: &mut Tally) {
+fn run_heredoc_section(cases: &[Value], tally: &mut Tally) {
     for (i, case) in cases.iter().enumerate() {
-        let needs_bodies = !items(case, "files").is_empty();
         let outcome = match first_instruction(text(case, "dockerfile")) {
             Err(e) => Outcome::Fail(e),
             Ok(Err(e)) => Outcome::Fail(e),
@@ -212,12 +186,7 @@ fn run_heredoc_section(cases: &[Value], heredocs: bool, tally: &mut Tally) {
                     "prependShell": case["prependShell"],
                     "files": case["files"],
                 });
-                match check(got, want) {
-                    Outcome::Fail(_) if needs_bodies && !heredocs => {
-                        Outcome::Skip(NO_HEREDOCS.to_string())
-                    }
-                    o => o,
-                }
+                check(got, want)
             }
             Ok(Ok(other)) => Outcome::Fail(format!("not a RUN: {other:?}")),
         };
@@ -388,7 +357,6 @@ type Section<'a> = (&'static str, Box<dyn Fn(&mut Tally) + 'a>);
 #[test]
 fn instructions_json() {
     let data = load("instructions.json");
-    let heredocs = parser_reads_heredocs();
     let mut total = Tally::default();
     let sections: Vec<Section<'_>> = vec![
         (
@@ -401,11 +369,11 @@ fn instructions_json() {
         ),
         (
             "copyHeredoc",
-            Box::new(|t| copy_heredoc_section(items(&data, "copyHeredoc"), heredocs, t)),
+            Box::new(|t| copy_heredoc_section(items(&data, "copyHeredoc"), t)),
         ),
         (
             "runHeredoc",
-            Box::new(|t| run_heredoc_section(items(&data, "runHeredoc"), heredocs, t)),
+            Box::new(|t| run_heredoc_section(items(&data, "runHeredoc"), t)),
         ),
         (
             "runDevice",

@@ -6,16 +6,17 @@
 //! per instruction (its first, as BuildKit would report it), and the file-wide checks run on
 //! whatever instructions could be read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::ast::{Dockerfile, Location, Node};
 use super::diag::{suggest, Diagnostic, Severity};
 use super::goparse;
 use super::instructions::{
-    last_flag_place, nth_flag_place, parse_instruction, split_suggestion, Instruction,
+    last_flag_place, nth_flag_place, parse_instruction, split_suggestion, ArgDef, Instruction,
     InstructionError, InstructionErrorKind, ShellOrExec,
 };
 use super::runflags::parse_mount;
+use super::shell::Lexer;
 
 /// One problem `check` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +116,7 @@ pub fn check(df: &Dockerfile) -> Vec<Finding> {
             "Empty continuation line".to_string(),
         );
     }
-    let (meta, stages) = c.group(df);
+    let (meta, mut stages) = c.group(df);
     if stages.is_empty() {
         if let Some(first) = df.children.first() {
             c.error_at(first, "dockerfile contains no stages to build".to_string());
@@ -123,7 +124,7 @@ pub fn check(df: &Dockerfile) -> Vec<Finding> {
     }
     c.casing(&stages);
     c.stage_names(&stages);
-    c.undefined_from_args(&meta, &stages, df.escape);
+    c.expand_from(&meta, &mut stages, df.escape);
     c.dispatch(&stages);
     c.dependencies(&stages);
     let mut findings = c.findings;
@@ -185,7 +186,9 @@ struct CheckStage<'a> {
     /// `stage-N` for unnamed stages, as BuildKit names them in messages.
     display: String,
     name: Option<String>,
+    /// The base name, expanded with the global ARGs once `expand_from` has run.
     base: String,
+    platform: Option<String>,
     from_node: &'a Node,
     commands: Vec<(&'a Node, Instruction)>,
 }
@@ -256,7 +259,7 @@ impl Checker {
     }
 
     /// Read every instruction, group them into stages, and report what cannot be read.
-    fn group<'a>(&mut self, df: &'a Dockerfile) -> (Vec<String>, Vec<CheckStage<'a>>) {
+    fn group<'a>(&mut self, df: &'a Dockerfile) -> (Vec<(ArgDef, &'a Node)>, Vec<CheckStage<'a>>) {
         let mut meta = Vec::new();
         let mut stages: Vec<CheckStage<'a>> = Vec::new();
         for node in &df.children {
@@ -277,7 +280,7 @@ impl Checker {
             }
             match parsed {
                 Ok(Instruction::Arg(a)) if stages.is_empty() => {
-                    meta.extend(a.args.into_iter().map(|d| d.name));
+                    meta.extend(a.args.into_iter().map(|d| (d, node)));
                 }
                 Ok(Instruction::From(f)) => stages.push(CheckStage {
                     display: f
@@ -286,6 +289,7 @@ impl Checker {
                         .unwrap_or_else(|| format!("stage-{}", stages.len())),
                     name: f.stage_name,
                     base: f.base,
+                    platform: f.platform,
                     from_node: node,
                     commands: Vec::new(),
                 }),
@@ -295,6 +299,7 @@ impl Checker {
                     display: format!("stage-{}", stages.len()),
                     name: None,
                     base: String::new(),
+                    platform: None,
                     from_node: node,
                     commands: Vec::new(),
                 }),
@@ -415,32 +420,87 @@ impl Checker {
         }
     }
 
-    /// UndefinedArgInFrom: variables in FROM that are neither global ARGs nor predefined.
-    fn undefined_from_args(&mut self, meta: &[String], stages: &[CheckStage<'_>], escape: char) {
-        let mut known: Vec<&str> = meta.iter().map(String::as_str).collect();
-        known.extend_from_slice(PREDEFINED_ARGS);
-        for s in stages {
-            let platform = s
-                .from_node
-                .flags
-                .iter()
-                .filter_map(|f| f.strip_prefix("--platform="))
-                .collect::<Vec<_>>();
-            let words = std::iter::once(s.base.as_str()).chain(platform);
-            let mut reported: Vec<String> = Vec::new();
-            for word in words {
-                for var in referenced_vars(word, escape) {
-                    if known.contains(&var.as_str()) || reported.contains(&var) {
-                        continue;
+    /// Expand FROM's base name and platform with the global ARGs (their defaults: a check
+    /// has no build arguments), as BuildKit does before anything else: UndefinedArgInFrom
+    /// for variables that are neither global ARGs nor predefined, errors for what cannot be
+    /// expanded or expands to nothing. Leaves each stage's `base` expanded, so that
+    /// `FROM $STAGE` finds the stage it names.
+    fn expand_from(
+        &mut self,
+        meta: &[(ArgDef, &Node)],
+        stages: &mut [CheckStage<'_>],
+        escape: char,
+    ) {
+        let lexer = Lexer::new(escape);
+        let target = stages
+            .last()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
+        let mut env = predefined_args(&target);
+        let mut known: Vec<String> = Vec::new();
+        for (def, node) in meta {
+            if let Some(v) = &def.default {
+                match lexer.process_word(v, &env) {
+                    Ok(value) => {
+                        env.insert(def.name.clone(), value);
                     }
-                    let mut message = format!("FROM argument '{var}' is not declared");
-                    if let Some(m) = suggest(&var, &known, true) {
-                        message.push_str(&format!(" (did you mean {m}?)"));
-                    }
-                    self.warn_at("UndefinedArgInFrom", s.from_node, message);
-                    reported.push(var);
+                    Err(e) => self.error_at(node, e.to_string()),
                 }
             }
+            known.push(def.name.clone());
+        }
+        known.extend(PREDEFINED_ARGS.iter().map(|a| a.to_string()));
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        for s in stages.iter_mut() {
+            // A FROM that could not be read has been reported already.
+            if s.base.is_empty() {
+                continue;
+            }
+            match lexer.process_word_with_matches(&s.base, &env) {
+                Ok(x) => {
+                    self.undefined_from_args(s.from_node, &x.unmatched, &known);
+                    if x.result.is_empty() {
+                        self.error_at(
+                            s.from_node,
+                            format!("base name ({}) should not be blank", s.base),
+                        );
+                    }
+                    s.base = x.result;
+                }
+                Err(e) => self.error_at(s.from_node, e.to_string()),
+            }
+            let Some(platform) = s.platform.clone() else {
+                continue;
+            };
+            match lexer.process_word_with_matches(&platform, &env) {
+                Ok(x) => {
+                    self.undefined_from_args(s.from_node, &x.unmatched, &known);
+                    if x.result.is_empty() {
+                        self.error_at(
+                            s.from_node,
+                            format!("empty platform value from expression {platform}"),
+                        );
+                    }
+                }
+                Err(e) => self.error_at(
+                    s.from_node,
+                    format!("failed to process arguments for platform {platform}: {e}"),
+                ),
+            }
+        }
+    }
+
+    /// UndefinedArgInFrom for each variable FROM used that nothing declares.
+    fn undefined_from_args(&mut self, node: &Node, unmatched: &BTreeSet<String>, known: &[&str]) {
+        for var in unmatched {
+            if known.contains(&var.as_str()) {
+                continue;
+            }
+            let mut message = format!("FROM argument '{var}' is not declared");
+            if let Some(m) = suggest(var, known, true) {
+                message.push_str(&format!(" (did you mean {m}?)"));
+            }
+            self.warn_at("UndefinedArgInFrom", node, message);
         }
     }
 
@@ -711,6 +771,38 @@ const PREDEFINED_ARGS: &[&str] = &[
     "TARGETSTAGE",
 ];
 
+/// The predefined build arguments with this machine's platform, as a build here would set
+/// them (BuildKit's `defaultArgs`).
+fn predefined_args(target: &str) -> HashMap<String, String> {
+    // Go's architecture names for the common Rust ones.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    let os = std::env::consts::OS;
+    let platform = format!("{os}/{arch}");
+    let pairs = [
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", os),
+        ("BUILDOSVERSION", ""),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", os),
+        ("TARGETOSVERSION", ""),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+        ("TARGETSTAGE", target),
+    ];
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// What dispatching a stage has set so far.
 #[derive(Default)]
 struct StageState {
@@ -809,42 +901,6 @@ fn cycles(edges: &[Vec<(usize, (Location, usize))>]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Names of the variables a word expands (`$NAME`, `${NAME...}`), skipping escaped `$`
-/// and single-quoted text.
-fn referenced_vars(word: &str, escape: char) -> Vec<String> {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = Vec::new();
-    let mut chars = word.chars().peekable();
-    let mut in_single = false;
-    let mut in_double = false;
-    while let Some(c) = chars.next() {
-        match c {
-            _ if in_single => in_single = c != '\'',
-            c if c == escape => {
-                chars.next();
-            }
-            '\'' if !in_double => in_single = true,
-            '"' => in_double = !in_double,
-            '$' => {
-                // In `${NAME...}` the brace only delimits the name.
-                let _ = chars.next_if_eq(&'{');
-                let mut name = String::new();
-                while let Some(n) = chars.next_if(|&n| is_name(n)) {
-                    name.push(n);
-                }
-                // `$1`, `$@` and a lone `$` are no named variables.
-                if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                    && !out.contains(&name)
-                {
-                    out.push(name);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,6 +964,11 @@ mod tests {
             // A stage built on a later one that depends back on it.
             ("FROM a AS x\nCOPY --from=y f /\nFROM x AS y\n", 2, "circular dependency detected on stage: x"),
             ("FROM a\nCOPY --from=3 f /\n", 2, "invalid stage index 3"),
+            ("FROM $NOPE\n", 1, "base name ($NOPE) should not be blank"),
+            ("ARG V\nFROM a:${V:?unset}\n", 2, "failed to process \"a:${V:?unset}\": V: unset"),
+            ("FROM --platform=$P a\n", 1, "empty platform value from expression $P"),
+            // A global ARG that names a stage makes FROM use that stage.
+            ("ARG B=x\nFROM a AS x\nCOPY --from=y f /\nFROM $B AS y\n", 3, "circular dependency detected on stage: x"),
             ("FROM a\nRUN --mount=type=foo x\n", 2, "unsupported mount type \"foo\""),
             ("FROM a\nRUN --mount=type=cache,target=/c,size=1m x\n", 2, "unexpected key 'size' for mount type 'cache'"),
             ("# check=skip=all;bogus=1\nFROM a", 1, "failed to parse check options: invalid check option \"bogus\""),
@@ -963,6 +1024,7 @@ mod tests {
         clean("FROM a AS base\nWORKDIR /app\nFROM base\nWORKDIR sub\n");
         clean("FROM a\nARG PUBLIC_KEY\nENV DEBUG=1\n");
         clean("FROM --platform=$BUILDPLATFORM a\n");
+        clean("ARG TAG=3\nARG IMG=alpine:${TAG}\nFROM ${IMG}-$TARGETARCH AS x\n");
         clean("FROM a\nEXPOSE 80/tcp 53/udp\n");
     }
 
@@ -984,23 +1046,6 @@ mod tests {
             f.to_diagnostic("Dockerfile", src).to_string(),
             "warning: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals\n --> Dockerfile:2:1\n  |\n2 | CMD echo hi\n  | ^^^"
         );
-    }
-
-    #[test]
-    fn variable_references() {
-        let cases: &[(&str, &[&str])] = &[
-            ("$A", &["A"]),
-            ("${A}:${B:-x}", &["A", "B"]),
-            ("${A:-$C}", &["A", "C"]),
-            ("\\$A", &[]),
-            ("'$A'", &[]),
-            ("\"$A\"", &["A"]),
-            ("$1$@", &[]),
-            ("a$", &[]),
-        ];
-        for (word, want) in cases {
-            assert_eq!(referenced_vars(word, '\\'), *want, "word {word:?}");
-        }
     }
 
     proptest::proptest! {

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use super::ast::{Location, Node};
+use super::ast::{Heredoc, Location, Node};
 use super::diag::{suggest, Diagnostic};
 use super::dump::go_quote;
 use super::error::ParseError;
 use super::flags::{parse_flags, FlagError, FlagSpec, Flags};
 use super::goparse;
-use super::grammar;
+use super::heredoc;
 use super::runflags::{Device, MountSpec, NetworkMode, RunFlagError, SecurityMode};
 
 /// The instructions of the Dockerfile reference, lowercase, in alphabetical order (the order
@@ -962,96 +962,10 @@ const HEALTHCHECK_FLAGS: &[FlagSpec<'static>] = &[
     FlagSpec::string("retries", ""),
 ];
 
-/// A heredoc marker word (`<<EOF`, `<<-'EOF'`) as COPY and ADD arguments hold it.
-struct Marker {
-    name: String,
-    chomp: bool,
-    expand: bool,
-}
-
-/// BuildKit's `MustParseHeredoc`: the marker in `word`, or `None` when it is not one (or
-/// its quotes do not balance).
-fn heredoc_marker(word: &str) -> Option<Marker> {
-    let (_, chomp, rest) = grammar::heredoc_word(word)?;
-    let (name, quoted) = single_shell_word(rest)?;
-    Some(Marker {
-        name,
-        chomp,
-        expand: !quoted,
-    })
-}
-
-/// The one shell word in `s` after quote and escape removal (no variable expansion), and
-/// whether any quotes were removed. `None` for zero or several words or an open quote.
-fn single_shell_word(s: &str) -> Option<(String, bool)> {
-    let mut words: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                quoted = true;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => cur.push(c),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                quoted = true;
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => match chars.peek() {
-                            Some(&n @ ('"' | '$' | '\\')) => {
-                                cur.push(n);
-                                chars.next();
-                            }
-                            Some(_) => cur.push('\\'),
-                            None => {}
-                        },
-                        c => cur.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    match <[String; 1]>::try_from(words) {
-        Ok([w]) => Some((w, quoted)),
-        Err(_) => None,
-    }
-}
-
-/// BuildKit's `ChompHeredocContent`: leading tabs removed from every line.
-fn chomp(content: &str) -> String {
-    content
-        .split_inclusive('\n')
-        .map(|l| l.trim_start_matches('\t'))
-        .collect()
+/// BuildKit's `MustParseHeredoc`: the heredoc marker in `word`, or `None` when it is not
+/// one (or its quotes do not balance).
+fn heredoc_marker(word: &str) -> Option<Heredoc> {
+    heredoc::parse_word(word).ok().flatten()
 }
 
 type SourcesAndDest = (Vec<String>, Vec<SourceContent>, String);
@@ -1085,7 +999,7 @@ fn sources_and_dest(
                     .map_or("", |h| h.content.as_str());
                 contents.push(SourceContent {
                     data: if m.chomp {
-                        chomp(body)
+                        heredoc::chomp(body)
                     } else {
                         body.to_string()
                     },
@@ -1663,7 +1577,6 @@ mod tests {
     /// The parser does not read heredoc bodies yet: these nodes carry them as it will.
     #[test]
     fn heredoc_bodies_from_nodes() {
-        use crate::parser::Heredoc;
         let doc = |name: &str, content: &str, chomp: bool, expand: bool| Heredoc {
             name: name.to_string(),
             file_descriptor: 0,
