@@ -140,19 +140,70 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The candidate nearest to `word` (case-insensitive), if it is close enough to be a typo.
-pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let lw = word.to_lowercase();
-    let mut best: Option<(&str, usize)> = None;
+/// The candidate nearest to `word`, if `word` looks like a typo of it: BuildKit's `suggest`
+/// package. A candidate qualifies when it is at most two edits away (the first of equally
+/// near candidates wins); when `word` equals a candidate there is no suggestion, since the
+/// error is then about something else. BuildKit has no minimum word length.
+///
+/// Without `case_sensitive`, words are compared lowercased and the suggestion takes the case
+/// of `word` when that is all lower or all upper case (`foo` gives `from`, `FOO` gives `FROM`).
+pub fn suggest(word: &str, candidates: &[&str], case_sensitive: bool) -> Option<String> {
+    let fold = |s: &str| {
+        if case_sensitive {
+            s.to_string()
+        } else {
+            s.to_lowercase()
+        }
+    };
+    let w = fold(word);
+    let mut best: Option<(String, usize)> = None;
     for c in candidates {
-        let d = edit_distance(&lw, &c.to_lowercase());
-        if best.is_none_or(|(_, bd)| d < bd) {
+        let c = fold(c);
+        if c == w {
+            return None;
+        }
+        let d = edit_distance(&w, &c);
+        if d <= 2 && best.as_ref().is_none_or(|(_, bd)| d < *bd) {
             best = Some((c, d));
         }
     }
-    // BuildKit's suggest package: words of two or more characters, at most two edits away.
-    if lw.chars().count() < 2 {
-        return None;
+    let (found, _) = best?;
+    if !case_sensitive && word != word.to_lowercase() && word == word.to_uppercase() {
+        return Some(found.to_uppercase());
     }
-    best.filter(|(_, d)| *d > 0 && *d <= 2).map(|(c, _)| c)
+    // Lower- and mixed-case words get the lowercased candidate, as BuildKit's matchCase does.
+    Some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_like_buildkit() {
+        let instructions = ["ADD", "ARG", "CMD", "COPY", "FROM", "RUN"];
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("FOO", false, Some("FROM")),
+            ("foo", false, Some("from")),
+            ("Foo", false, Some("from")),
+            ("RUNN", false, Some("RUN")),
+            ("run", false, None),
+            ("XYZXYZ", false, None),
+            // No minimum length: one letter is two edits from a three-letter name.
+            ("a", false, Some("add")),
+        ];
+        for (word, cs, want) in cases {
+            assert_eq!(
+                suggest(word, &instructions, *cs).as_deref(),
+                *want,
+                "word {word:?}"
+            );
+        }
+        let flags = ["chown", "from", "chmod", "link"];
+        assert_eq!(suggest("chow", &flags, true).as_deref(), Some("chown"));
+        assert_eq!(suggest("foo", &flags, true).as_deref(), Some("from"));
+        assert_eq!(suggest("Chown", &flags, true).as_deref(), Some("chown"));
+        assert_eq!(suggest("bogus", &flags, true), None);
+        assert_eq!(suggest("link", &flags, true), None);
+    }
 }

@@ -1,14 +1,20 @@
 //! Dockerfile parser: text to typed instructions with source spans. Imports nothing else of the crate.
 
 pub mod ast;
+pub mod check;
 pub mod diag;
 pub mod dump;
 pub mod error;
+pub mod flags;
+mod goparse;
 mod grammar;
 pub mod heredoc;
+pub mod instructions;
 mod node;
 mod reader;
+pub mod runflags;
 pub mod shell;
+pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Location, Node, Warning};
 pub use diag::{Diagnostic, Severity};

@@ -1,0 +1,1064 @@
+//! `kiln build --check`: what `docker build --check` reports without building — every
+//! instruction's error, whole-file errors (stage cycles, bad stage indexes, RUN mounts) and
+//! BuildKit's lint warnings — as findings in file order.
+//!
+//! Unlike BuildKit, which stops at the first error, every instruction is checked: one error
+//! per instruction (its first, as BuildKit would report it), and the file-wide checks run on
+//! whatever instructions could be read.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::ast::{Dockerfile, Location, Node};
+use super::diag::{suggest, Diagnostic, Severity};
+use super::goparse;
+use super::instructions::{
+    last_flag_place, nth_flag_place, parse_instruction, split_suggestion, ArgDef, Instruction,
+    InstructionError, InstructionErrorKind, ShellOrExec,
+};
+use super::runflags::parse_mount;
+use super::shell::Lexer;
+
+/// One problem `check` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Errors fail the build; warnings do not (unless `# check=error=true`).
+    pub severity: Severity,
+    /// BuildKit's rule name for a warning (`JSONArgsRecommended`); `None` for errors.
+    pub rule: Option<&'static str>,
+    /// What is wrong, in BuildKit's words.
+    pub message: String,
+    /// A hint shown after the caret, e.g. `did you mean RUN?`.
+    pub help: Option<String>,
+    /// Where it is.
+    pub location: Location,
+    /// Characters to underline.
+    pub width: usize,
+}
+
+impl Finding {
+    /// A displayable diagnostic for this finding in `file`, whose text is `source`. Warnings
+    /// are prefixed with their rule name, as `docker build --check` prints them.
+    pub fn to_diagnostic(&self, file: &str, source: &str) -> Diagnostic {
+        let message = match self.rule {
+            Some(rule) => format!("{rule}: {}", self.message),
+            None => self.message.clone(),
+        };
+        let d = match self.severity {
+            Severity::Error => Diagnostic::error(file, source, self.location, message),
+            Severity::Warning => Diagnostic::warning(file, source, self.location, message),
+        }
+        .with_width(self.width);
+        match &self.help {
+            Some(h) => d.with_help(h.clone()),
+            None => d,
+        }
+    }
+
+    /// True for an error.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    fn from_error(e: &InstructionError) -> Self {
+        let (message, help) = e.message_and_help();
+        Finding {
+            severity: Severity::Error,
+            rule: None,
+            message,
+            help,
+            location: e.location,
+            width: e.width,
+        }
+    }
+}
+
+/// The warning rules `check` implements, by BuildKit's names.
+pub const RULES: &[&str] = &[
+    "ConsistentInstructionCasing",
+    "DuplicateStageName",
+    "ExposeProtoCasing",
+    "FromAsCasing",
+    "JSONArgsRecommended",
+    "LegacyKeyValueFormat",
+    "MaintainerDeprecated",
+    "MultipleInstructionsDisallowed",
+    "NoEmptyContinuation",
+    "ReservedStageName",
+    "SecretsUsedInArgOrEnv",
+    "StageNameCasing",
+    "UndefinedArgInFrom",
+    "WorkdirRelativePath",
+];
+
+/// Parse `src` and check it. A file that does not parse yields that one error.
+pub fn check_source(src: &str) -> Vec<Finding> {
+    match super::parse(src) {
+        Ok(df) => check(&df),
+        Err(e) => vec![Finding {
+            severity: Severity::Error,
+            rule: None,
+            message: e.message.clone(),
+            help: e.help.clone(),
+            location: e.location,
+            width: e.width,
+        }],
+    }
+}
+
+/// Check a parsed Dockerfile. Findings are sorted by position.
+pub fn check(df: &Dockerfile) -> Vec<Finding> {
+    let mut c = Checker::new(df);
+    for w in &df.warnings {
+        c.warn(
+            "NoEmptyContinuation",
+            w.location,
+            1,
+            "Empty continuation line".to_string(),
+        );
+    }
+    let (meta, mut stages) = c.group(df);
+    if stages.is_empty() {
+        if let Some(first) = df.children.first() {
+            c.error_at(first, "dockerfile contains no stages to build".to_string());
+        }
+    }
+    c.casing(&stages);
+    c.stage_names(&stages);
+    c.expand_from(&meta, &mut stages, df.escape);
+    c.dispatch(&stages);
+    c.dependencies(&stages);
+    let mut findings = c.findings;
+    findings.sort_by_key(|f| (f.location.line, f.location.column));
+    findings
+}
+
+/// `# check=skip=...;error=true`.
+#[derive(Default)]
+struct LintConfig {
+    skip_all: bool,
+    skip: Vec<String>,
+    error: bool,
+}
+
+impl LintConfig {
+    /// BuildKit's `ParseLintOptions`.
+    fn parse(s: &str) -> Result<LintConfig, String> {
+        let mut cfg = LintConfig::default();
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(cfg);
+        }
+        for part in s.splitn(3, ';') {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(format!(
+                    "invalid check option {}",
+                    super::dump::go_quote(part)
+                ));
+            };
+            match k.trim() {
+                "skip" => {
+                    let v = v.trim();
+                    if v == "all" {
+                        cfg.skip_all = true;
+                    } else {
+                        cfg.skip = v.split(',').map(|r| r.trim().to_string()).collect();
+                    }
+                }
+                "error" => {
+                    cfg.error = goparse::parse_bool(v.trim()).ok_or_else(|| {
+                        format!(
+                            "failed to parse check option {}",
+                            super::dump::go_quote(part)
+                        )
+                    })?;
+                }
+                // Experimental rules are not implemented; enabling them changes nothing.
+                "experimental" => {}
+                k => return Err(format!("invalid check option {}", super::dump::go_quote(k))),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// A stage as `check` sees it: what could be read of it.
+struct CheckStage<'a> {
+    /// `stage-N` for unnamed stages, as BuildKit names them in messages.
+    display: String,
+    name: Option<String>,
+    /// The base name, expanded with the global ARGs once `expand_from` has run.
+    base: String,
+    platform: Option<String>,
+    from_node: &'a Node,
+    commands: Vec<(&'a Node, Instruction)>,
+}
+
+struct Checker {
+    findings: Vec<Finding>,
+    config: LintConfig,
+}
+
+impl Checker {
+    fn new(df: &Dockerfile) -> Self {
+        let mut findings = Vec::new();
+        let config = match df.directives.iter().find(|d| d.name == "check") {
+            Some(d) => LintConfig::parse(&d.value).unwrap_or_else(|e| {
+                findings.push(Finding {
+                    severity: Severity::Error,
+                    rule: None,
+                    message: format!("failed to parse check options: {e}"),
+                    help: None,
+                    location: Location {
+                        line: d.line,
+                        column: 1,
+                    },
+                    width: 1,
+                });
+                LintConfig::default()
+            }),
+            None => LintConfig::default(),
+        };
+        Checker { findings, config }
+    }
+
+    fn warn(&mut self, rule: &'static str, location: Location, width: usize, message: String) {
+        if self.config.skip_all || self.config.skip.iter().any(|s| s == rule) {
+            return;
+        }
+        self.findings.push(Finding {
+            severity: if self.config.error {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
+            rule: Some(rule),
+            message,
+            help: None,
+            location,
+            width: width.max(1),
+        });
+    }
+
+    fn warn_at(&mut self, rule: &'static str, node: &Node, message: String) {
+        self.warn(rule, node.location(), node.keyword.chars().count(), message);
+    }
+
+    fn error(&mut self, place: (Location, usize), message: String) {
+        self.findings.push(Finding {
+            severity: Severity::Error,
+            rule: None,
+            message,
+            help: None,
+            location: place.0,
+            width: place.1.max(1),
+        });
+    }
+
+    fn error_at(&mut self, node: &Node, message: String) {
+        self.error(keyword_place(node), message);
+    }
+
+    /// Read every instruction, group them into stages, and report what cannot be read.
+    fn group<'a>(&mut self, df: &'a Dockerfile) -> (Vec<(ArgDef, &'a Node)>, Vec<CheckStage<'a>>) {
+        let mut meta = Vec::new();
+        let mut stages: Vec<CheckStage<'a>> = Vec::new();
+        for node in &df.children {
+            // BuildKit lints FROM and MAINTAINER before reading them, so these warnings
+            // appear even when the instruction then fails.
+            match node.instruction().as_str() {
+                "from" => self.lint_from(node),
+                "maintainer" => self.warn_at(
+                    "MaintainerDeprecated",
+                    node,
+                    "Maintainer instruction is deprecated in favor of using label".to_string(),
+                ),
+                _ => {}
+            }
+            let parsed = parse_instruction(node);
+            if let Err(e) = &parsed {
+                self.findings.push(Finding::from_error(e));
+            }
+            match parsed {
+                Ok(Instruction::Arg(a)) if stages.is_empty() => {
+                    meta.extend(a.args.into_iter().map(|d| (d, node)));
+                }
+                Ok(Instruction::From(f)) => stages.push(CheckStage {
+                    display: f
+                        .stage_name
+                        .clone()
+                        .unwrap_or_else(|| format!("stage-{}", stages.len())),
+                    name: f.stage_name,
+                    base: f.base,
+                    platform: f.platform,
+                    from_node: node,
+                    commands: Vec::new(),
+                }),
+                // A FROM that cannot be read still starts a stage, so that what follows is
+                // not also reported as outside any stage.
+                Err(_) if node.instruction() == "from" => stages.push(CheckStage {
+                    display: format!("stage-{}", stages.len()),
+                    name: None,
+                    base: String::new(),
+                    platform: None,
+                    from_node: node,
+                    commands: Vec::new(),
+                }),
+                Ok(ins) => match stages.last_mut() {
+                    Some(stage) => stage.commands.push((node, ins)),
+                    None => self.findings.push(Finding::from_error(&InstructionError {
+                        kind: InstructionErrorKind::NoBuildStage,
+                        location: node.location(),
+                        width: node.keyword.chars().count(),
+                        line: node.start_line,
+                        end_line: node.end_line,
+                    })),
+                },
+                Err(_) => {}
+            }
+        }
+        (meta, stages)
+    }
+
+    /// StageNameCasing and FromAsCasing, on FROM's arguments as written.
+    fn lint_from(&mut self, node: &Node) {
+        let args = &node.args;
+        if let [_, _, name] = args.as_slice() {
+            if *name != name.to_lowercase() {
+                self.warn_at(
+                    "StageNameCasing",
+                    node,
+                    format!("Stage name '{name}' should be lowercase"),
+                );
+            }
+        }
+        if let Some(as_kw) = args.get(1).filter(|_| args.len() >= 3) {
+            let kw = &node.keyword;
+            let lower = *kw == kw.to_lowercase();
+            let upper = *kw == kw.to_uppercase();
+            // A keyword in mixed case is ConsistentInstructionCasing's business.
+            let mismatch = if lower {
+                *as_kw != as_kw.to_lowercase()
+            } else if upper {
+                *as_kw != as_kw.to_uppercase()
+            } else {
+                false
+            };
+            if mismatch {
+                self.warn_at(
+                    "FromAsCasing",
+                    node,
+                    format!("'{as_kw}' and '{kw}' keywords' casing do not match"),
+                );
+            }
+        }
+    }
+
+    /// ConsistentInstructionCasing over the instructions of all stages.
+    fn casing(&mut self, stages: &[CheckStage<'_>]) {
+        let nodes: Vec<&Node> = stages
+            .iter()
+            .flat_map(|s| std::iter::once(s.from_node).chain(s.commands.iter().map(|(n, _)| *n)))
+            .collect();
+        let (mut lower, mut upper) = (0, 0);
+        for n in &nodes {
+            let k = &n.keyword;
+            if *k == k.to_lowercase() {
+                lower += 1;
+            } else if *k == k.to_uppercase() {
+                upper += 1;
+            }
+        }
+        // A tie counts as an upper-case majority, as in BuildKit.
+        let majority_lower = lower > upper;
+        for n in nodes {
+            let k = &n.keyword;
+            let casing = if majority_lower && *k != k.to_lowercase() {
+                "lowercase"
+            } else if !majority_lower && *k != k.to_uppercase() {
+                "uppercase"
+            } else {
+                continue;
+            };
+            self.warn_at(
+                "ConsistentInstructionCasing",
+                n,
+                format!("Command '{k}' should match the case of the command majority ({casing})"),
+            );
+        }
+    }
+
+    /// DuplicateStageName and ReservedStageName.
+    fn stage_names(&mut self, stages: &[CheckStage<'_>]) {
+        let mut seen: Vec<&str> = Vec::new();
+        for s in stages {
+            let Some(name) = s.name.as_deref() else {
+                continue;
+            };
+            if matches!(name, "context" | "scratch") {
+                self.warn_at(
+                    "ReservedStageName",
+                    s.from_node,
+                    format!(
+                        "Stage name should not use the same name as reserved stage {}",
+                        super::dump::go_quote(name)
+                    ),
+                );
+            }
+            // BuildKit builds such a file: a later reference finds the last stage of that
+            // name. So this is a warning, not an error.
+            if seen.contains(&name) {
+                self.warn_at(
+                    "DuplicateStageName",
+                    s.from_node,
+                    format!(
+                        "Duplicate stage name {}, stage names should be unique",
+                        super::dump::go_quote(name)
+                    ),
+                );
+            }
+            seen.push(name);
+        }
+    }
+
+    /// Expand FROM's base name and platform with the global ARGs (their defaults: a check
+    /// has no build arguments), as BuildKit does before anything else: UndefinedArgInFrom
+    /// for variables that are neither global ARGs nor predefined, errors for what cannot be
+    /// expanded or expands to nothing. Leaves each stage's `base` expanded, so that
+    /// `FROM $STAGE` finds the stage it names.
+    fn expand_from(
+        &mut self,
+        meta: &[(ArgDef, &Node)],
+        stages: &mut [CheckStage<'_>],
+        escape: char,
+    ) {
+        let lexer = Lexer::new(escape);
+        let target = stages
+            .last()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
+        let mut env = predefined_args(&target);
+        let mut known: Vec<String> = Vec::new();
+        for (def, node) in meta {
+            if let Some(v) = &def.default {
+                match lexer.process_word(v, &env) {
+                    Ok(value) => {
+                        env.insert(def.name.clone(), value);
+                    }
+                    Err(e) => self.error_at(node, e.to_string()),
+                }
+            }
+            known.push(def.name.clone());
+        }
+        known.extend(PREDEFINED_ARGS.iter().map(|a| a.to_string()));
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        for s in stages.iter_mut() {
+            // A FROM that could not be read has been reported already.
+            if s.base.is_empty() {
+                continue;
+            }
+            match lexer.process_word_with_matches(&s.base, &env) {
+                Ok(x) => {
+                    self.undefined_from_args(s.from_node, &x.unmatched, &known);
+                    if x.result.is_empty() {
+                        self.error_at(
+                            s.from_node,
+                            format!("base name ({}) should not be blank", s.base),
+                        );
+                    }
+                    s.base = x.result;
+                }
+                Err(e) => self.error_at(s.from_node, e.to_string()),
+            }
+            let Some(platform) = s.platform.clone() else {
+                continue;
+            };
+            match lexer.process_word_with_matches(&platform, &env) {
+                Ok(x) => {
+                    self.undefined_from_args(s.from_node, &x.unmatched, &known);
+                    if x.result.is_empty() {
+                        self.error_at(
+                            s.from_node,
+                            format!("empty platform value from expression {platform}"),
+                        );
+                    }
+                }
+                Err(e) => self.error_at(
+                    s.from_node,
+                    format!("failed to process arguments for platform {platform}: {e}"),
+                ),
+            }
+        }
+    }
+
+    /// UndefinedArgInFrom for each variable FROM used that nothing declares.
+    fn undefined_from_args(&mut self, node: &Node, unmatched: &BTreeSet<String>, known: &[&str]) {
+        for var in unmatched {
+            if known.contains(&var.as_str()) {
+                continue;
+            }
+            let mut message = format!("FROM argument '{var}' is not declared");
+            if let Some(m) = suggest(var, known, true) {
+                message.push_str(&format!(" (did you mean {m}?)"));
+            }
+            self.warn_at("UndefinedArgInFrom", node, message);
+        }
+    }
+
+    /// The lints BuildKit runs while it converts each stage, and RUN mounts read after
+    /// expansion. Stage state (shell set, workdir set) carries over to stages built on them.
+    fn dispatch(&mut self, stages: &[CheckStage<'_>]) {
+        let bases = base_stages(stages);
+        let mut states: Vec<StageState> = Vec::with_capacity(stages.len());
+        for (i, s) in stages.iter().enumerate() {
+            let mut st = match bases.get(i).copied().flatten().and_then(|b| states.get(b)) {
+                Some(base) => StageState {
+                    shell_set: base.shell_set,
+                    workdir_set: base.workdir_set,
+                    ..StageState::default()
+                },
+                None => StageState::default(),
+            };
+            for (node, ins) in &s.commands {
+                self.dispatch_one(node, ins, &mut st);
+            }
+            states.push(st);
+        }
+    }
+
+    fn dispatch_one(&mut self, node: &Node, ins: &Instruction, st: &mut StageState) {
+        match ins {
+            Instruction::Cmd(c) => {
+                self.used_once(node, &mut st.cmd);
+                self.json_args(node, &c.cmd, st.shell_set);
+            }
+            Instruction::Entrypoint(e) => {
+                self.used_once(node, &mut st.entrypoint);
+                self.json_args(node, &e.cmd, st.shell_set);
+            }
+            Instruction::Healthcheck(_) => self.used_once(node, &mut st.healthcheck),
+            Instruction::Shell(_) => st.shell_set = true,
+            Instruction::Workdir(w) => {
+                // A path with variables is only known after expansion; BuildKit judges the
+                // expanded path, which a check without build arguments cannot.
+                if !st.workdir_set && !w.path.starts_with('/') && !w.path.contains('$') {
+                    self.warn_at(
+                        "WorkdirRelativePath",
+                        node,
+                        format!(
+                            "Relative workdir {} can have unexpected results if the base image changes",
+                            super::dump::go_quote(&w.path)
+                        ),
+                    );
+                }
+                st.workdir_set = true;
+            }
+            Instruction::Env(e) => {
+                for kv in &e.pairs {
+                    self.legacy_key_value(node, kv.legacy);
+                    self.secret_name(node, "ENV", &kv.key);
+                }
+            }
+            Instruction::Label(l) => {
+                for kv in &l.pairs {
+                    self.legacy_key_value(node, kv.legacy);
+                }
+            }
+            Instruction::Arg(a) => {
+                for d in &a.args {
+                    self.secret_name(node, "ARG", &d.name);
+                }
+            }
+            Instruction::Expose(e) => {
+                for port in &e.ports {
+                    if let Some((_, proto)) = port.split_once('/') {
+                        if *proto != proto.to_lowercase() {
+                            self.warn_at(
+                                "ExposeProtoCasing",
+                                node,
+                                format!(
+                                    "Defined protocol '{port}' in EXPOSE instruction should be lowercase"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            Instruction::Run(r) => {
+                for (i, m) in r.mounts.iter().enumerate() {
+                    // Values with variables are judged after expansion, at build time.
+                    if m.raw.contains('$') {
+                        continue;
+                    }
+                    if let Err(e) = parse_mount(&m.raw, &|v| Ok(v.to_string())) {
+                        let place =
+                            nth_flag_place(node, "mount", i).unwrap_or_else(|| keyword_place(node));
+                        let (message, help) = split_suggestion(&e.to_string());
+                        self.error(place, message);
+                        if let Some(last) = self.findings.last_mut() {
+                            last.help = help;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// MultipleInstructionsDisallowed: the earlier instruction is the one ignored.
+    fn used_once(&mut self, node: &Node, previous: &mut Option<(Location, usize)>) {
+        if let Some((location, width)) = *previous {
+            self.warn(
+                "MultipleInstructionsDisallowed",
+                location,
+                width,
+                format!(
+                    "Multiple {} instructions should not be used in the same stage because only the last one will be used",
+                    node.keyword
+                ),
+            );
+        }
+        *previous = Some(keyword_place(node));
+    }
+
+    /// JSONArgsRecommended: CMD or ENTRYPOINT in shell form, with the default shell.
+    fn json_args(&mut self, node: &Node, cmd: &ShellOrExec, shell_set: bool) {
+        if cmd.prepend_shell() && !cmd.cmd_line().is_empty() && !shell_set {
+            self.warn_at(
+                "JSONArgsRecommended",
+                node,
+                format!(
+                    "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                    node.keyword
+                ),
+            );
+        }
+    }
+
+    fn legacy_key_value(&mut self, node: &Node, legacy: bool) {
+        if legacy {
+            let k = &node.keyword;
+            self.warn_at(
+                "LegacyKeyValueFormat",
+                node,
+                format!(
+                    "\"{k} key=value\" should be used instead of legacy \"{k} key value\" format"
+                ),
+            );
+        }
+    }
+
+    /// SecretsUsedInArgOrEnv: names like `API_KEY` or `GITHUB_TOKEN`, unless marked public.
+    fn secret_name(&mut self, node: &Node, instruction: &str, name: &str) {
+        const SECRET: &[&str] = &[
+            "apikey",
+            "auth",
+            "credential",
+            "credentials",
+            "key",
+            "password",
+            "pword",
+            "passwd",
+            "secret",
+            "token",
+        ];
+        let has_part = |parts: &[&str]| {
+            let lower = name.to_lowercase();
+            let words: Vec<&str> = lower.split('_').collect();
+            // BuildKit's pattern `(?:_|^)(?:token|...)(?:_|$)`: a whole `_`-separated part.
+            words.iter().any(|w| parts.contains(w))
+        };
+        if has_part(SECRET) && !has_part(&["public"]) {
+            self.warn_at(
+                "SecretsUsedInArgOrEnv",
+                node,
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({instruction} {})",
+                    super::dump::go_quote(name)
+                ),
+            );
+        }
+    }
+
+    /// Stage references through `COPY --from` and `RUN --mount=from`, and cycles among them
+    /// and `FROM <stage>`.
+    fn dependencies(&mut self, stages: &[CheckStage<'_>]) {
+        // Later references find the last stage of a name, as BuildKit's name map does.
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in stages.iter().enumerate() {
+            if let Some(n) = s.name.as_deref() {
+                by_name.insert(n, i);
+            }
+        }
+        let bases = base_stages(stages);
+        // edges[i]: (stage it needs, where the need is written)
+        let mut edges: Vec<Vec<(usize, (Location, usize))>> = vec![Vec::new(); stages.len()];
+        for (i, s) in stages.iter().enumerate() {
+            if let Some(b) = bases.get(i).copied().flatten() {
+                edges[i].push((b, keyword_place(s.from_node)));
+            }
+            for (node, ins) in &s.commands {
+                match ins {
+                    Instruction::Copy(c) => {
+                        let Some(from) = c.from.as_deref().filter(|f| !f.contains('$')) else {
+                            continue;
+                        };
+                        let place =
+                            last_flag_place(node, "from").unwrap_or_else(|| keyword_place(node));
+                        match go_atoi(from) {
+                            Some(index) => match usize::try_from(index)
+                                .ok()
+                                .filter(|&x| x < stages.len())
+                            {
+                                Some(x) => edges[i].push((x, place)),
+                                None => self.error(place, format!("invalid stage index {index}")),
+                            },
+                            None => {
+                                if let Some(&x) = by_name.get(from.to_lowercase().as_str()) {
+                                    edges[i].push((x, place));
+                                }
+                            }
+                        }
+                    }
+                    Instruction::Run(r) => {
+                        for (m, spec) in r.mounts.iter().enumerate() {
+                            // BuildKit looks every mount up by name, `scratch` when it has
+                            // no `from=`.
+                            let from = spec.from.as_deref().unwrap_or("scratch").to_lowercase();
+                            if let Some(&x) = by_name.get(from.as_str()) {
+                                let place = nth_flag_place(node, "mount", m)
+                                    .unwrap_or_else(|| keyword_place(node));
+                                edges[i].push((x, place));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for cycle in cycles(&edges) {
+            // Name the cycle after its first stage, and point at that stage's reference into it.
+            let Some(&first) = cycle.iter().min() else {
+                continue;
+            };
+            let place = edges[first]
+                .iter()
+                .find(|(to, _)| cycle.contains(to))
+                .map(|(_, p)| *p)
+                .unwrap_or_else(|| keyword_place(stages[first].from_node));
+            self.error(
+                place,
+                format!(
+                    "circular dependency detected on stage: {}",
+                    stages[first].display
+                ),
+            );
+        }
+    }
+}
+
+/// The build arguments every FROM may use without declaring them.
+const PREDEFINED_ARGS: &[&str] = &[
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDOSVERSION",
+    "BUILDARCH",
+    "BUILDVARIANT",
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETOSVERSION",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "TARGETSTAGE",
+];
+
+/// The predefined build arguments with this machine's platform, as a build here would set
+/// them (BuildKit's `defaultArgs`).
+fn predefined_args(target: &str) -> HashMap<String, String> {
+    // Go's architecture names for the common Rust ones.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    let os = std::env::consts::OS;
+    let platform = format!("{os}/{arch}");
+    let pairs = [
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", os),
+        ("BUILDOSVERSION", ""),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", os),
+        ("TARGETOSVERSION", ""),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+        ("TARGETSTAGE", target),
+    ];
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// What dispatching a stage has set so far.
+#[derive(Default)]
+struct StageState {
+    shell_set: bool,
+    workdir_set: bool,
+    cmd: Option<(Location, usize)>,
+    entrypoint: Option<(Location, usize)>,
+    healthcheck: Option<(Location, usize)>,
+}
+
+fn keyword_place(node: &Node) -> (Location, usize) {
+    (node.location(), node.keyword.chars().count())
+}
+
+/// For each stage, the earlier stage its FROM names, if any: BuildKit resolves a base name
+/// only against stages defined before it, so `FROM x AS x` is the image `x`.
+fn base_stages(stages: &[CheckStage<'_>]) -> Vec<Option<usize>> {
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(stages.len());
+    for (i, s) in stages.iter().enumerate() {
+        out.push(by_name.get(s.base.as_str()).copied());
+        if let Some(n) = s.name.as_deref() {
+            by_name.insert(n, i);
+        }
+    }
+    out
+}
+
+/// Go's `strconv.Atoi`: optional sign, decimal digits.
+fn go_atoi(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The stage sets that depend on themselves: strongly connected components with more than
+/// one stage, or one stage that references itself. Each is sorted.
+fn cycles(edges: &[Vec<(usize, (Location, usize))>]) -> Vec<Vec<usize>> {
+    // Tarjan's algorithm, iterative so a long chain of stages cannot overflow the stack.
+    let n = edges.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut next_index = 0;
+    let mut out = Vec::new();
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        let mut work: Vec<(usize, usize)> = vec![(root, 0)];
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut e)) = work.last_mut() {
+            if let Some(&(w, _)) = edges[v].get(*e) {
+                *e += 1;
+                if index[w] == usize::MAX {
+                    index[w] = next_index;
+                    low[w] = next_index;
+                    next_index += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut comp = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    comp.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                let self_loop = edges[v].iter().any(|(to, _)| *to == v);
+                if comp.len() > 1 || self_loop {
+                    comp.sort_unstable();
+                    out.push(comp);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (rule or "error", line, message) of each finding.
+    fn findings(src: &str) -> Vec<(String, usize, String)> {
+        check_source(src)
+            .into_iter()
+            .map(|f| {
+                (
+                    f.rule.unwrap_or("error").to_string(),
+                    f.location.line,
+                    f.message,
+                )
+            })
+            .collect()
+    }
+
+    fn has(src: &str, rule: &str, line: usize, message: &str) {
+        let all = findings(src);
+        assert!(
+            all.iter()
+                .any(|(r, l, m)| r == rule && *l == line && m == message),
+            "{src:?}: want {rule} on line {line}: {message}\ngot {all:#?}"
+        );
+    }
+
+    fn clean(src: &str) {
+        let all = findings(src);
+        assert!(all.is_empty(), "{src:?}: want no findings, got {all:#?}");
+    }
+
+    #[test]
+    fn clean_file() {
+        clean("ARG BASE=alpine\nFROM $BASE AS build\nWORKDIR /src\nCOPY . .\nRUN make\n\nFROM build\nCOPY --from=build /out /out\nCMD [\"/out\"]\n");
+    }
+
+    #[test]
+    fn keeps_going_after_errors() {
+        let src = "FROM alpine\nRUNN x\nCOPY a\nEXPOSE\nFROM a AS 1x\nRUN y\n";
+        let all = findings(src);
+        let errors: Vec<_> = all.iter().filter(|(r, _, _)| r == "error").collect();
+        assert_eq!(errors.len(), 4, "{all:#?}");
+        has(src, "error", 2, "unknown instruction: RUNN");
+        has(src, "error", 4, "EXPOSE requires at least one argument");
+    }
+
+    #[test]
+    fn error_rules() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("RUN x\nFROM a", 1, "no build stage in current context"),
+            ("ARG a", 1, "dockerfile contains no stages to build"),
+            ("FROM busybox AS stage0\nCOPY --from=stage0 f1 /sub/\n", 2, "circular dependency detected on stage: stage0"),
+            (
+                "FROM busybox AS stage0\nCOPY --from=stage2 f1 /sub/\nFROM busybox AS stage1\nCOPY --from=stage0 f2 /sub/\nFROM busybox AS stage2\nCOPY --from=stage1 f2 /sub/\n",
+                2,
+                "circular dependency detected on stage: stage0",
+            ),
+            ("FROM busybox\nCOPY --from=0 f /\n", 2, "circular dependency detected on stage: stage-0"),
+            ("FROM a AS x\nRUN --mount=from=x,target=/y ls\n", 2, "circular dependency detected on stage: x"),
+            // A stage built on a later one that depends back on it.
+            ("FROM a AS x\nCOPY --from=y f /\nFROM x AS y\n", 2, "circular dependency detected on stage: x"),
+            ("FROM a\nCOPY --from=3 f /\n", 2, "invalid stage index 3"),
+            ("FROM $NOPE\n", 1, "base name ($NOPE) should not be blank"),
+            ("ARG V\nFROM a:${V:?unset}\n", 2, "failed to process \"a:${V:?unset}\": V: unset"),
+            ("FROM --platform=$P a\n", 1, "empty platform value from expression $P"),
+            // A global ARG that names a stage makes FROM use that stage.
+            ("ARG B=x\nFROM a AS x\nCOPY --from=y f /\nFROM $B AS y\n", 3, "circular dependency detected on stage: x"),
+            ("FROM a\nRUN --mount=type=foo x\n", 2, "unsupported mount type \"foo\""),
+            ("FROM a\nRUN --mount=type=cache,target=/c,size=1m x\n", 2, "unexpected key 'size' for mount type 'cache'"),
+            ("# check=skip=all;bogus=1\nFROM a", 1, "failed to parse check options: invalid check option \"bogus\""),
+        ];
+        for (src, line, message) in cases {
+            has(src, "error", *line, message);
+        }
+    }
+
+    #[test]
+    fn not_cycles() {
+        // BuildKit resolves a FROM name only against earlier stages: this is the image `x`.
+        clean("FROM x AS x\nRUN true\n");
+        // A later stage may be copied from, as long as nothing loops.
+        clean("FROM a AS one\nCOPY --from=two f /\nFROM b AS two\nRUN true\n");
+        // Variables in --mount values are judged at build time.
+        clean("FROM a\nARG T=cache\nRUN --mount=type=$T,target=/c x\n");
+    }
+
+    #[test]
+    fn warning_rules() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("FROM a\nMAINTAINER me\n", "MaintainerDeprecated", 2, "Maintainer instruction is deprecated in favor of using label"),
+            ("FROM a AS Build\n", "StageNameCasing", 1, "Stage name 'Build' should be lowercase"),
+            ("FROM a as b\n", "FromAsCasing", 1, "'as' and 'FROM' keywords' casing do not match"),
+            ("from a AS b\n", "FromAsCasing", 1, "'AS' and 'from' keywords' casing do not match"),
+            ("FROM a\nCMD echo hi\n", "JSONArgsRecommended", 2, "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"),
+            ("FROM a\nentrypoint run\nRUN x\nCMD [\"y\"]\n", "ConsistentInstructionCasing", 2, "Command 'entrypoint' should match the case of the command majority (uppercase)"),
+            ("from a\nrun x\nRUN y\n", "ConsistentInstructionCasing", 3, "Command 'RUN' should match the case of the command majority (lowercase)"),
+            ("FROM a\nWORKDIR app\n", "WorkdirRelativePath", 2, "Relative workdir \"app\" can have unexpected results if the base image changes"),
+            ("FROM a AS b\nFROM c AS b\n", "DuplicateStageName", 2, "Duplicate stage name \"b\", stage names should be unique"),
+            ("FROM a AS scratch\n", "ReservedStageName", 1, "Stage name should not use the same name as reserved stage \"scratch\""),
+            ("FROM a\nCMD [\"a\"]\nCMD [\"b\"]\n", "MultipleInstructionsDisallowed", 2, "Multiple CMD instructions should not be used in the same stage because only the last one will be used"),
+            ("FROM a\nHEALTHCHECK NONE\nHEALTHCHECK NONE\n", "MultipleInstructionsDisallowed", 2, "Multiple HEALTHCHECK instructions should not be used in the same stage because only the last one will be used"),
+            ("FROM a\nENV k v\n", "LegacyKeyValueFormat", 2, "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format"),
+            ("FROM a\nEXPOSE 80/TCP\n", "ExposeProtoCasing", 1 + 1, "Defined protocol '80/TCP' in EXPOSE instruction should be lowercase"),
+            ("FROM a\nARG GITHUB_TOKEN\n", "SecretsUsedInArgOrEnv", 2, "Do not use ARG or ENV instructions for sensitive data (ARG \"GITHUB_TOKEN\")"),
+            ("ARG VERSION\nFROM a:$VERSON\n", "UndefinedArgInFrom", 2, "FROM argument 'VERSON' is not declared (did you mean VERSION?)"),
+            ("FROM a\nRUN a \\\n\n  b\n", "NoEmptyContinuation", 2, "Empty continuation line"),
+        ];
+        for (src, rule, line, message) in cases {
+            has(src, rule, *line, message);
+        }
+    }
+
+    #[test]
+    fn warnings_not_raised() {
+        // An explicit SHELL makes shell-form CMD deliberate.
+        clean("FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\n");
+        // ... also when set in the stage this one is built on.
+        clean("FROM a AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM base\nCMD echo hi\n");
+        // A relative WORKDIR after an absolute one, in this stage or its base.
+        clean("FROM a AS base\nWORKDIR /app\nFROM base\nWORKDIR sub\n");
+        clean("FROM a\nARG PUBLIC_KEY\nENV DEBUG=1\n");
+        clean("FROM --platform=$BUILDPLATFORM a\n");
+        clean("ARG TAG=3\nARG IMG=alpine:${TAG}\nFROM ${IMG}-$TARGETARCH AS x\n");
+        clean("FROM a\nEXPOSE 80/tcp 53/udp\n");
+    }
+
+    #[test]
+    fn check_directive_controls_warnings() {
+        clean(
+            "# check=skip=JSONArgsRecommended,MaintainerDeprecated\nFROM a\nCMD x\nMAINTAINER me\n",
+        );
+        let all = check_source("# check=error=true\nFROM a\nCMD x\n");
+        assert_eq!(all.len(), 1);
+        assert!(all[0].is_error());
+    }
+
+    #[test]
+    fn renders_like_docker() {
+        let src = "FROM alpine\nCMD echo hi\n";
+        let f = &check_source(src)[0];
+        assert_eq!(
+            f.to_diagnostic("Dockerfile", src).to_string(),
+            "warning: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals\n --> Dockerfile:2:1\n  |\n2 | CMD echo hi\n  | ^^^"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, checking it reports findings and never panics.
+        #[test]
+        fn never_panics(lines in proptest::collection::vec(
+            r#"(FROM|from|RUN|COPY|ADD|ONBUILD|HEALTHCHECK|ENV|LABEL|ARG|EXPOSE|WORKDIR|CMD|ENTRYPOINT|SHELL|VOLUME|USER|STOPSIGNAL|MAINTAINER|FOO)( --[a-z]{1,8}(=[a-z0-9=,$"'/<-]{0,12})?){0,3}( [a-zA-Z0-9$<>"'=:/.\\\[\],{}é-]{0,10}){0,4}"#,
+            1..12,
+        )) {
+            let src = lines.join("\n");
+            for f in check_source(&src) {
+                let _ = f.to_diagnostic("Dockerfile", &src).to_string();
+            }
+        }
+    }
+}
