@@ -90,15 +90,46 @@ pub fn build(args: &BuildArgs) -> i32 {
         }
     };
     let name = display_name(&file);
-    match parser::parse_bytes(&src) {
-        Ok(_) => {
-            println!("Check complete, no warnings found.");
-            0
-        }
-        Err(e) => {
-            let text = String::from_utf8_lossy(&src);
-            eprintln!("{}", e.to_diagnostic(&name, &text));
-            1
-        }
+    let findings = match std::str::from_utf8(&src) {
+        Ok(text) => parser::check::check_source(text),
+        Err(_) => match parser::parse_bytes(&src) {
+            Err(e) => {
+                eprintln!("{}", e.to_diagnostic(&name, &String::from_utf8_lossy(&src)));
+                return 1;
+            }
+            Ok(_) => Vec::new(),
+        },
+    };
+    let text = String::from_utf8_lossy(&src);
+    let errors = findings.iter().filter(|f| f.is_error()).count();
+    let warnings = findings.len() - errors;
+    for f in &findings {
+        eprintln!(
+            "{}
+",
+            f.to_diagnostic(&name, &text)
+        );
+    }
+    match (errors, warnings) {
+        (0, 0) => println!("Check complete, no warnings found."),
+        (0, w) => println!("Check complete, {w} warning{} found.", plural(w)),
+        (e, w) => println!(
+            "Check complete, {e} error{} and {w} warning{} found.",
+            plural(e),
+            plural(w)
+        ),
+    }
+    if errors > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }

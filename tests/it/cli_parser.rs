@@ -90,3 +90,42 @@ fn dump_ast_reads_standard_input() {
     assert!(out.status.success());
     assert_eq!(out.stdout, b"(from \"busybox\")\n(run \"echo hi\")\n");
 }
+
+#[test]
+fn build_check_reports_every_problem_and_fails_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox AS base\nRUNN echo\nCOPY --chow=1 a b\nFROM base AS second\n\
+         COPY --from=third x y\nFROM second AS third\nCOPY --from=second a b\n",
+    )
+    .unwrap();
+    let out = kiln_in(dir.path(), &["build", "--check", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "error: unknown instruction: RUNN\n --> ./Dockerfile:2:1",
+        "did you mean RUN?",
+        "error: unknown flag: --chow\n --> ./Dockerfile:3:6",
+        "did you mean chown?",
+        "circular dependency detected on stage",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn build_check_warnings_alone_exit_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox\nMAINTAINER me\n",
+    )
+    .unwrap();
+    let out = kiln_in(dir.path(), &["build", "--check", "."]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: MaintainerDeprecated"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 warning found"), "{stdout}");
+}
