@@ -1,1 +1,478 @@
-//! placeholder
+//! Dockerfile to build graph: stages, their bases and dependencies, the target stage, pruning
+//! of stages the target does not need, and the build args each part can see.
+//!
+//! The plan is pure data: variables in instructions are expanded later, step by step, when
+//! the environment of the image being built is known (ENV of a base image feeds expansion).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::parser::instructions::InstructionError;
+use crate::parser::instructions::{ArgDef, Instruction};
+use crate::parser::shell::Lexer;
+use crate::parser::stages::{parse_stages, Stage};
+use crate::parser::{Dockerfile, Location};
+
+/// Build args that every build knows without an `ARG` (Docker's predefined args); passing
+/// them never triggers the unused-build-arg warning.
+pub const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SOURCE_DATE_EPOCH",
+];
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `FROM scratch`: an empty filesystem.
+    Scratch,
+    /// An image reference, variables already expanded.
+    Image(String),
+    /// An earlier stage, by index.
+    Stage(usize),
+}
+
+/// Where a `COPY --from` / `RUN --mount=from=` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A stage of this Dockerfile.
+    Stage(usize),
+    /// An image reference.
+    Image(String),
+}
+
+/// One stage of the plan.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// Position in the Dockerfile.
+    pub index: usize,
+    /// The `AS` name, lowercased.
+    pub name: Option<String>,
+    /// What it starts from.
+    pub base: Base,
+    /// `--platform`, expanded.
+    pub platform: Option<String>,
+    /// The stage's instructions, after FROM.
+    pub commands: Vec<Instruction>,
+    /// Stages this one needs (base, `COPY --from`, `RUN --mount=from=`).
+    pub deps: BTreeSet<usize>,
+    /// Images named by `COPY --from` / `--mount from=`.
+    pub image_sources: BTreeSet<String>,
+    /// Where its FROM is.
+    pub location: Location,
+    /// The FROM line's text.
+    pub code: String,
+}
+
+/// A planned build.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Every stage of the Dockerfile.
+    pub stages: Vec<StagePlan>,
+    /// The stage whose result is the image.
+    pub target: usize,
+    /// The stages to build, dependencies first; stages the target does not need are absent.
+    pub order: Vec<usize>,
+    /// Global ARGs (before the first FROM) with their values for this build.
+    pub global_args: Vec<(String, Option<String>)>,
+    /// `--build-arg` names no needed stage or global ARG declares (Docker warns about them).
+    pub unused_build_args: Vec<String>,
+}
+
+/// Options that shape a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+}
+
+/// Why a Dockerfile cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// An instruction is invalid.
+    #[error(transparent)]
+    Instruction(#[from] InstructionError),
+    /// The Dockerfile has no FROM.
+    #[error("dockerfile contains no stages to build")]
+    NoStages,
+    /// `--target` names no stage.
+    #[error("failed to reach build target {0} in Dockerfile")]
+    NoTarget(String),
+    /// A stage needs itself.
+    #[error("circular dependency detected on stage: {name}")]
+    Cycle {
+        /// The stage.
+        name: String,
+        /// Where.
+        location: Location,
+    },
+    /// A variable in FROM or --from cannot be expanded.
+    #[error("{message}")]
+    Expand {
+        /// What went wrong.
+        message: String,
+        /// Where.
+        location: Location,
+    },
+    /// A FROM base name is empty after expansion.
+    #[error("base name ({code}) should not be blank")]
+    BlankBase {
+        /// The FROM line.
+        code: String,
+        /// Where.
+        location: Location,
+    },
+    /// `COPY --from=N` with N out of range.
+    #[error("invalid stage index {index}")]
+    BadIndex {
+        /// The index given.
+        index: String,
+        /// Where.
+        location: Location,
+    },
+}
+
+impl PlanError {
+    /// Where the problem is, when it is in the Dockerfile.
+    pub fn location(&self) -> Option<Location> {
+        match self {
+            PlanError::Instruction(e) => Some(e.location),
+            PlanError::Cycle { location, .. }
+            | PlanError::Expand { location, .. }
+            | PlanError::BlankBase { location, .. }
+            | PlanError::BadIndex { location, .. } => Some(*location),
+            PlanError::NoStages | PlanError::NoTarget(_) => None,
+        }
+    }
+}
+
+/// Values of the global ARGs: defaults expanded in order, overridden by `--build-arg`.
+fn resolve_globals(
+    defs: &[ArgDef],
+    build_args: &BTreeMap<String, String>,
+    location: Location,
+) -> Result<Vec<(String, Option<String>)>, PlanError> {
+    let lexer = Lexer::new('\\');
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for d in defs {
+        let value = match build_args.get(&d.name) {
+            Some(v) => Some(v.clone()),
+            None => match &d.default {
+                Some(def) => {
+                    let env = env_of(&out);
+                    Some(
+                        lexer
+                            .process_word(def, &env)
+                            .map_err(|e| PlanError::Expand {
+                                message: e.to_string(),
+                                location,
+                            })?,
+                    )
+                }
+                None => None,
+            },
+        };
+        out.retain(|(n, _)| n != &d.name);
+        out.push((d.name.clone(), value));
+    }
+    Ok(out)
+}
+
+fn env_of(args: &[(String, Option<String>)]) -> Vec<String> {
+    args.iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect()
+}
+
+/// Plan a parsed Dockerfile.
+pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
+    let (stages, meta) = parse_stages(df)?;
+    if stages.is_empty() {
+        return Err(PlanError::NoStages);
+    }
+    let meta_defs: Vec<ArgDef> = meta.iter().flat_map(|a| a.args.clone()).collect();
+    let meta_loc = meta.first().map(|a| a.location).unwrap_or_default();
+    let globals = resolve_globals(&meta_defs, &opts.build_args, meta_loc)?;
+    let env = env_of(&globals);
+    let lexer = Lexer::new(df.escape);
+    let expand = |word: &str, location: Location| -> Result<String, PlanError> {
+        lexer
+            .process_word(word, &env)
+            .map_err(|e| PlanError::Expand {
+                message: e.to_string(),
+                location,
+            })
+    };
+
+    let mut planned: Vec<StagePlan> = Vec::with_capacity(stages.len());
+    for (index, st) in stages.iter().enumerate() {
+        planned.push(plan_stage(index, st, &planned, &expand)?);
+    }
+    // COPY --from and --mount from= may name any stage, later ones included.
+    let names: Vec<Option<String>> = planned.iter().map(|s| s.name.clone()).collect();
+    for sp in &mut planned {
+        for (word, location) in sources_of(&sp.commands) {
+            let value = expand(&word, location)?;
+            match resolve_source(&value, &names, location)? {
+                Source::Stage(i) => {
+                    sp.deps.insert(i);
+                }
+                Source::Image(r) => {
+                    sp.image_sources.insert(r);
+                }
+            }
+        }
+    }
+
+    let target = match &opts.target {
+        None => planned.len() - 1,
+        Some(t) => {
+            let lower = t.to_lowercase();
+            planned
+                .iter()
+                .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
+                .ok_or_else(|| PlanError::NoTarget(t.clone()))?
+        }
+    };
+    let order = topo_order(&planned, target)?;
+
+    let mut declared: BTreeSet<&str> = meta_defs.iter().map(|d| d.name.as_str()).collect();
+    for &i in &order {
+        for c in &planned[i].commands {
+            if let Instruction::Arg(a) = c {
+                declared.extend(a.args.iter().map(|d| d.name.as_str()));
+            }
+        }
+    }
+    let unused_build_args = opts
+        .build_args
+        .keys()
+        .filter(|k| !declared.contains(k.as_str()) && !PREDEFINED_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+
+    Ok(Plan {
+        stages: planned,
+        target,
+        order,
+        global_args: globals,
+        unused_build_args,
+    })
+}
+
+fn plan_stage(
+    index: usize,
+    st: &Stage,
+    earlier: &[StagePlan],
+    expand: &dyn Fn(&str, Location) -> Result<String, PlanError>,
+) -> Result<StagePlan, PlanError> {
+    let base_name = expand(&st.base, st.location)?;
+    if base_name.is_empty() {
+        return Err(PlanError::BlankBase {
+            code: st.code.clone(),
+            location: st.location,
+        });
+    }
+    let lower = base_name.to_lowercase();
+    // FROM resolves a name against earlier stages only; the last one of that name wins.
+    let base = if let Some(prev) = earlier
+        .iter()
+        .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
+        Base::Stage(prev)
+    } else if lower == "scratch" {
+        Base::Scratch
+    } else {
+        Base::Image(base_name)
+    };
+    let mut deps = BTreeSet::new();
+    if let Base::Stage(i) = base {
+        deps.insert(i);
+    }
+    let platform = match &st.platform {
+        Some(p) => Some(expand(p, st.location)?),
+        None => None,
+    };
+    Ok(StagePlan {
+        index,
+        name: st.name.clone(),
+        base,
+        platform,
+        commands: st.commands.clone(),
+        deps,
+        image_sources: BTreeSet::new(),
+        location: st.location,
+        code: st.code.clone(),
+    })
+}
+
+/// The `--from` words of COPY and RUN mounts in a stage.
+fn sources_of(commands: &[Instruction]) -> Vec<(String, Location)> {
+    let mut out = Vec::new();
+    for c in commands {
+        match c {
+            Instruction::Copy(cp) => {
+                if let Some(f) = &cp.from {
+                    out.push((f.clone(), cp.location));
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    if let Some(f) = &m.from {
+                        out.push((f.clone(), r.location));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A `--from` value: a stage name, a stage index, or an image.
+pub fn resolve_source(
+    value: &str,
+    names: &[Option<String>],
+    location: Location,
+) -> Result<Source, PlanError> {
+    let lower = value.to_lowercase();
+    if let Some(i) = names
+        .iter()
+        .rposition(|n| n.as_deref() == Some(lower.as_str()))
+    {
+        return Ok(Source::Stage(i));
+    }
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<usize>() {
+            Ok(i) if i < names.len() => Ok(Source::Stage(i)),
+            _ => Err(PlanError::BadIndex {
+                index: value.to_string(),
+                location,
+            }),
+        };
+    }
+    Ok(Source::Image(value.to_string()))
+}
+
+/// Stages the target needs, each after everything it depends on.
+fn topo_order(stages: &[StagePlan], target: usize) -> Result<Vec<usize>, PlanError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut mark = vec![Mark::New; stages.len()];
+    let mut order = Vec::new();
+    // Iterative DFS: (stage, next dependency to visit).
+    let mut stack: Vec<(usize, Vec<usize>)> =
+        vec![(target, stages[target].deps.iter().copied().collect())];
+    mark[target] = Mark::Active;
+    while let Some((s, deps)) = stack.last_mut() {
+        match deps.pop() {
+            Some(d) => match mark[d] {
+                Mark::Done => {}
+                Mark::Active => {
+                    let st = &stages[d];
+                    return Err(PlanError::Cycle {
+                        name: st.name.clone().unwrap_or_else(|| d.to_string()),
+                        location: st.location,
+                    });
+                }
+                Mark::New => {
+                    mark[d] = Mark::Active;
+                    stack.push((d, stages[d].deps.iter().copied().collect()));
+                }
+            },
+            None => {
+                let s = *s;
+                mark[s] = Mark::Done;
+                order.push(s);
+                stack.pop();
+            }
+        }
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::parse;
+
+    fn plan_of(src: &str, target: Option<&str>, args: &[(&str, &str)]) -> Result<Plan, PlanError> {
+        let df = parse(src).unwrap();
+        plan(
+            &df,
+            &PlanOptions {
+                build_args: args
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                target: target.map(str::to_string),
+            },
+        )
+    }
+
+    #[test]
+    fn bases_dependencies_and_pruning() {
+        let src = "ARG BASE=busybox:local\nFROM ${BASE} AS build\nRUN x\n\
+                   FROM scratch AS unused\nRUN broken --nonsense\n\
+                   FROM build AS mid\nCOPY --from=0 /a /b\n\
+                   FROM ${BASE}\nCOPY --from=mid /b /c\nCOPY --from=alpine:3 /x /y\n";
+        let p = plan_of(src, None, &[]).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("busybox:local".into()));
+        assert_eq!(p.stages[1].base, Base::Scratch);
+        assert_eq!(p.stages[2].base, Base::Stage(0));
+        assert_eq!(p.target, 3);
+        assert_eq!(p.order, vec![0, 2, 3]);
+        assert!(p.stages[3].image_sources.contains("alpine:3"));
+        let p = plan_of(src, Some("Build"), &[("BASE", "debian")]).unwrap();
+        assert_eq!(p.order, vec![0]);
+        assert_eq!(p.stages[0].base, Base::Image("debian".into()));
+    }
+
+    #[test]
+    fn targets_cycles_and_bad_indexes() {
+        assert!(matches!(
+            plan_of("FROM a AS x\n", Some("nope"), &[]),
+            Err(PlanError::NoTarget(_))
+        ));
+        let cyc = "FROM a AS one\nCOPY --from=two a b\nFROM a AS two\nCOPY --from=one a b\n";
+        assert!(matches!(
+            plan_of(cyc, None, &[]),
+            Err(PlanError::Cycle { .. })
+        ));
+        assert!(matches!(
+            plan_of("FROM a\nCOPY --from=7 a b\n", None, &[]),
+            Err(PlanError::BadIndex { .. })
+        ));
+        assert!(matches!(
+            plan_of("ARG X\nFROM ${X}\n", None, &[]),
+            Err(PlanError::BlankBase { .. })
+        ));
+    }
+
+    #[test]
+    fn unused_build_args_are_reported() {
+        let src = "ARG A\nFROM x\nARG B\nFROM y AS other\nARG C\n";
+        let p = plan_of(
+            src,
+            Some("other"),
+            &[("A", "1"), ("B", "2"), ("C", "3"), ("HTTP_PROXY", "p")],
+        )
+        .unwrap();
+        assert_eq!(p.unused_build_args, vec!["B".to_string()]);
+        let p = plan_of("ARG V=1\nARG W=${V}.0\nFROM img:${W}\n", None, &[]).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("img:1.0".into()));
+    }
+}
