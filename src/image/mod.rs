@@ -4,6 +4,7 @@
 pub mod config;
 pub mod digest;
 pub mod reference;
+pub mod spec;
 
 pub use config::ConfigError;
 pub use digest::{Digest, DigestError, Sha256Writer};
