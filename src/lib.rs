@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod build;
 pub mod cache;
 pub mod context;
 pub mod executor;

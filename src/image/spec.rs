@@ -48,13 +48,21 @@ pub struct RunConfig {
     #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
     pub user: String,
     /// `EXPOSE`: keys like `8080/tcp`.
-    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exposed_ports: Option<BTreeMap<String, Empty>>,
     /// `ENV`, as `K=V`.
     #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     /// `ENTRYPOINT`.
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     /// `CMD`.
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
@@ -63,16 +71,28 @@ pub struct RunConfig {
     #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, Empty>>,
     /// `WORKDIR`.
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub working_dir: String,
     /// `LABEL`.
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// `STOPSIGNAL`.
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_signal: Option<String>,
     /// `HEALTHCHECK` (Docker extension).
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthcheck: Option<HealthConfig>,
     /// `ONBUILD` triggers (Docker extension).
     #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
@@ -232,6 +252,9 @@ mod tests {
         assert_eq!(back.to_bytes(), bytes);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains("\"Shell\":[\"/bin/bash\",\"-c\"]"), "{text}");
-        assert!(text.contains("\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}"), "{text}");
+        assert!(
+            text.contains("\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}"),
+            "{text}"
+        );
     }
 }

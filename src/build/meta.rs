@@ -1,0 +1,348 @@
+//! Instructions that change only the image configuration (ENV, LABEL, CMD, ENTRYPOINT,
+//! EXPOSE, VOLUME, USER, WORKDIR, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, ARG, MAINTAINER),
+//! applied with Docker's meaning and recorded in the history as empty layers.
+
+use std::collections::BTreeMap;
+
+use crate::image::spec::{Empty, HealthConfig};
+use crate::parser::instructions::{Health, Instruction, ShellOrExec};
+
+use super::state::StageState;
+
+/// What a metadata instruction did, for the history and the cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The history's `created_by`, e.g. `ENV A=1`.
+    pub created_by: String,
+}
+
+/// Options a metadata step needs from the build.
+pub struct MetaContext<'a> {
+    /// `--build-arg` values.
+    pub build_args: &'a BTreeMap<String, String>,
+    /// Global ARGs (before the first FROM) and their values.
+    pub global_args: &'a [(String, Option<String>)],
+}
+
+fn shell_or_exec(state: &StageState, c: &ShellOrExec) -> Vec<String> {
+    match c {
+        ShellOrExec::Exec(v) => v.clone(),
+        ShellOrExec::Shell(s) => {
+            let mut v = state.shell();
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+/// Go's `path.Clean` for absolute container paths.
+pub fn clean_abs(p: &str) -> String {
+    crate::context::ignore::clean_path(&format!("/{p}"))
+}
+
+/// Normalise an EXPOSE spec: `80` → `80/tcp`, protocols lowercased, ranges expanded.
+pub fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let parse = |s: &str| -> Result<u16, String> {
+        s.parse::<u16>()
+            .map_err(|_| format!("invalid containerPort: {spec}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!("invalid port range: {spec}"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Apply a metadata instruction to `state`. Returns `None` for instructions that touch the
+/// filesystem (RUN, COPY, ADD, FROM), which the build handles itself.
+pub fn apply(
+    state: &mut StageState,
+    ins: &Instruction,
+    ctx: &MetaContext<'_>,
+) -> Option<Result<Applied, String>> {
+    if matches!(
+        ins,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::From(_)
+    ) {
+        return None;
+    }
+    Some(apply_inner(state, ins, ctx))
+}
+
+fn apply_inner(
+    state: &mut StageState,
+    ins: &Instruction,
+    ctx: &MetaContext<'_>,
+) -> Result<Applied, String> {
+    let created_by = match ins {
+        Instruction::Env(e) => {
+            let mut parts = Vec::new();
+            for kv in &e.pairs {
+                let k = state.expand(&kv.key)?;
+                let v = state.expand(&kv.value)?;
+                if k.is_empty() {
+                    return Err("ENV names can not be blank".to_string());
+                }
+                state.spec.config.env_set(&k, &v);
+                parts.push(format!("{k}={v}"));
+            }
+            format!("ENV {}", parts.join(" "))
+        }
+        Instruction::Label(l) => {
+            let mut parts = Vec::new();
+            for kv in &l.pairs {
+                let k = state.expand(&kv.key)?;
+                let v = state.expand(&kv.value)?;
+                if k.is_empty() {
+                    return Err("LABEL names can not be blank".to_string());
+                }
+                state
+                    .spec
+                    .config
+                    .labels
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(k.clone(), v.clone());
+                parts.push(format!("{k}={v}"));
+            }
+            format!("LABEL {}", parts.join(" "))
+        }
+        Instruction::Maintainer(m) => {
+            state.spec.author = Some(m.maintainer.clone());
+            format!("MAINTAINER {}", m.maintainer)
+        }
+        Instruction::Cmd(c) => {
+            let v = shell_or_exec(state, &c.cmd);
+            state.spec.config.cmd = Some(v.clone());
+            state.cmd_set = true;
+            format!("CMD {}", serde_json::to_string(&v).unwrap_or_default())
+        }
+        Instruction::Entrypoint(e) => {
+            let v = shell_or_exec(state, &e.cmd);
+            state.spec.config.entrypoint = Some(v.clone());
+            // A CMD inherited from the base image is dropped by a new ENTRYPOINT.
+            if !state.cmd_set {
+                state.spec.config.cmd = None;
+            }
+            format!(
+                "ENTRYPOINT {}",
+                serde_json::to_string(&v).unwrap_or_default()
+            )
+        }
+        Instruction::Expose(x) => {
+            let mut all = Vec::new();
+            for p in &x.ports {
+                let p = state.expand(p)?;
+                for port in p.split_whitespace() {
+                    all.extend(expose_ports(port)?);
+                }
+            }
+            let map = state
+                .spec
+                .config
+                .exposed_ports
+                .get_or_insert_with(BTreeMap::new);
+            for p in &all {
+                map.insert(p.clone(), Empty {});
+            }
+            format!("EXPOSE {}", all.join(" "))
+        }
+        Instruction::Volume(v) => {
+            let mut all = Vec::new();
+            for vol in &v.volumes {
+                let vol = state.expand(vol)?;
+                if vol.trim().is_empty() {
+                    return Err("VOLUME specified can not be an empty string".to_string());
+                }
+                all.push(vol);
+            }
+            let map = state.spec.config.volumes.get_or_insert_with(BTreeMap::new);
+            for vol in &all {
+                map.insert(vol.clone(), Empty {});
+            }
+            format!("VOLUME {}", serde_json::to_string(&all).unwrap_or_default())
+        }
+        Instruction::User(u) => {
+            let user = state.expand(&u.user)?;
+            state.spec.config.user = user.clone();
+            format!("USER {user}")
+        }
+        Instruction::Workdir(w) => {
+            let p = state.expand(&w.path)?;
+            let joined = if p.starts_with('/') {
+                p
+            } else {
+                let base = if state.spec.config.working_dir.is_empty() {
+                    "/"
+                } else {
+                    state.spec.config.working_dir.as_str()
+                };
+                format!("{base}/{p}")
+            };
+            let wd = clean_abs(&joined);
+            state.spec.config.working_dir = wd.clone();
+            format!("WORKDIR {wd}")
+        }
+        Instruction::Shell(s) => {
+            state.spec.config.shell = Some(s.shell.clone());
+            format!(
+                "SHELL {}",
+                serde_json::to_string(&s.shell).unwrap_or_default()
+            )
+        }
+        Instruction::Stopsignal(s) => {
+            let sig = state.expand(&s.signal)?;
+            state.spec.config.stop_signal = Some(sig.clone());
+            format!("STOPSIGNAL {sig}")
+        }
+        Instruction::Healthcheck(h) => {
+            let hc = match &h.health {
+                Health::None => HealthConfig {
+                    test: vec!["NONE".to_string()],
+                    ..Default::default()
+                },
+                Health::Cmd(c) => HealthConfig {
+                    test: c.test.clone(),
+                    interval: c.interval.as_nanos() as i64,
+                    timeout: c.timeout.as_nanos() as i64,
+                    start_period: c.start_period.as_nanos() as i64,
+                    start_interval: c.start_interval.as_nanos() as i64,
+                    retries: c.retries,
+                },
+            };
+            let shown = serde_json::to_string(&hc.test).unwrap_or_default();
+            state.spec.config.healthcheck = Some(hc);
+            format!("HEALTHCHECK {shown}")
+        }
+        Instruction::Onbuild(o) => {
+            state
+                .spec
+                .config
+                .on_build
+                .get_or_insert_with(Vec::new)
+                .push(o.expression.clone());
+            format!("ONBUILD {}", o.expression)
+        }
+        Instruction::Arg(a) => {
+            let mut parts = Vec::new();
+            for def in &a.args {
+                let value = match ctx.build_args.get(&def.name) {
+                    Some(v) => Some(v.clone()),
+                    None => match &def.default {
+                        Some(d) => Some(state.expand(d)?),
+                        // `ARG X` in a stage re-declares a global ARG and takes its value.
+                        None => ctx
+                            .global_args
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| k == &def.name)
+                            .and_then(|(_, v)| v.clone()),
+                    },
+                };
+                state.args.retain(|(k, _)| k != &def.name);
+                parts.push(match &value {
+                    Some(v) => format!("{}={v}", def.name),
+                    None => def.name.clone(),
+                });
+                state.args.push((def.name.clone(), value));
+            }
+            format!("ARG {}", parts.join(" "))
+        }
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::From(_) => {
+            String::new()
+        }
+    };
+    Ok(Applied { created_by })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::spec::ImageSpec;
+    use crate::parser::{instructions::parse_instruction, parse};
+
+    fn run(src: &str, build_args: &[(&str, &str)]) -> (StageState, Vec<String>) {
+        let df = parse(src).unwrap();
+        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+        st.spec.config.cmd = Some(vec!["base-cmd".into()]);
+        let args: BTreeMap<String, String> = build_args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let globals = vec![("GLOBAL".to_string(), Some("g".to_string()))];
+        let ctx = MetaContext {
+            build_args: &args,
+            global_args: &globals,
+        };
+        let mut hist = Vec::new();
+        for node in &df.children {
+            let ins = parse_instruction(node).unwrap();
+            if let Some(r) = apply(&mut st, &ins, &ctx) {
+                hist.push(r.unwrap().created_by);
+            }
+        }
+        (st, hist)
+    }
+
+    #[test]
+    fn env_arg_and_expansion_rules() {
+        let (st, hist) = run(
+            "ARG V=1\nARG GLOBAL\nARG FROMCLI=x\nENV A=$V B=\"${A}-two\" C=$GLOBAL\nENV V=env\nLABEL l=$V\n",
+            &[("FROMCLI", "cli")],
+        );
+        assert_eq!(st.spec.config.env, vec!["A=1", "B=1-two", "C=g", "V=env"]);
+        assert_eq!(st.spec.config.labels.as_ref().unwrap()["l"], "env");
+        assert_eq!(st.arg_values()["FROMCLI"], "cli");
+        assert_eq!(hist[0], "ARG V=1");
+        // ARG values reach RUN unless ENV overrides them; PATH gets Docker's default.
+        let env = st.run_env();
+        assert!(env.contains(&"FROMCLI=cli".to_string()));
+        assert!(!env.contains(&"V=1".to_string()));
+        assert!(env[0].starts_with("PATH=/usr/local/sbin"));
+    }
+
+    #[test]
+    fn cmd_entrypoint_shell_workdir_expose() {
+        let (st, _) = run("ENTRYPOINT [\"/e\"]\n", &[]);
+        assert_eq!(
+            st.spec.config.cmd, None,
+            "inherited CMD is reset by ENTRYPOINT"
+        );
+        let (st, _) = run(
+            "CMD echo hi\nSHELL [\"/bin/bash\", \"-c\"]\nENTRYPOINT run me\nWORKDIR /a\nWORKDIR b/../c\n\
+             EXPOSE 80 53/UDP 8000-8001\nUSER app:app\nSTOPSIGNAL SIGINT\nHEALTHCHECK CMD true\n",
+            &[],
+        );
+        let c = &st.spec.config;
+        assert_eq!(
+            c.cmd.as_deref(),
+            Some(&["/bin/sh".to_string(), "-c".into(), "echo hi".into()][..])
+        );
+        assert_eq!(
+            c.entrypoint.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".into(), "run me".into()][..])
+        );
+        assert_eq!(c.working_dir, "/a/c");
+        let ports: Vec<&String> = c.exposed_ports.as_ref().unwrap().keys().collect();
+        assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+        assert_eq!(c.user, "app:app");
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(
+            c.healthcheck.as_ref().unwrap().test,
+            vec!["CMD-SHELL", "true"]
+        );
+        assert!(expose_ports("80/xyz").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! The state of a stage while it is built: the image so far (config and layers), the ARGs in
+//! scope, and how Dockerfile words are expanded against them.
+
+use std::collections::BTreeMap;
+
+use crate::cache::LayerRef;
+use crate::image::spec::ImageSpec;
+use crate::parser::shell::Lexer;
+
+/// Docker's default `PATH` for Linux images without one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The shell of `RUN`/`CMD`/`ENTRYPOINT` in shell form when `SHELL` was never used.
+pub fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".to_string(), "-c".to_string()]
+}
+
+/// A stage being built.
+#[derive(Debug, Clone)]
+pub struct StageState {
+    /// The image configuration so far.
+    pub spec: ImageSpec,
+    /// Its layers, bottom first.
+    pub layers: Vec<LayerRef>,
+    /// ARGs declared in this stage so far, with their values (`None`: declared, no value).
+    pub args: Vec<(String, Option<String>)>,
+    /// True once this stage set CMD (ENTRYPOINT then keeps it).
+    pub cmd_set: bool,
+    /// The escape character of the Dockerfile.
+    pub escape: char,
+}
+
+impl StageState {
+    /// A stage starting from `spec` with `layers`.
+    pub fn new(spec: ImageSpec, layers: Vec<LayerRef>, escape: char) -> StageState {
+        StageState {
+            spec,
+            layers,
+            args: Vec::new(),
+            cmd_set: false,
+            escape,
+        }
+    }
+
+    /// The variables words are expanded with: ARGs with a value, then ENV (ENV wins).
+    pub fn expansion_env(&self) -> Vec<String> {
+        let mut env: Vec<String> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect();
+        env.extend(self.spec.config.env.iter().cloned());
+        env
+    }
+
+    /// Expand one word as Docker does for instruction arguments.
+    pub fn expand(&self, word: &str) -> Result<String, String> {
+        Lexer::new(self.escape)
+            .process_word(word, &self.expansion_env())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The environment of a RUN step: the image's ENV plus ARG values ENV does not override,
+    /// and a default PATH when the image has none.
+    pub fn run_env(&self) -> Vec<String> {
+        let mut env = self.spec.config.env.clone();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                if self.spec.config.env_get(k).is_none() {
+                    env.push(format!("{k}={v}"));
+                }
+            }
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, format!("PATH={DEFAULT_PATH}"));
+        }
+        env
+    }
+
+    /// The ARGs that have values, for cache keys (sorted by name).
+    pub fn arg_values(&self) -> BTreeMap<String, String> {
+        self.args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect()
+    }
+
+    /// The shell for shell-form commands.
+    pub fn shell(&self) -> Vec<String> {
+        self.spec.config.shell.clone().unwrap_or_else(default_shell)
+    }
+}
