@@ -2,6 +2,7 @@
 //! by content with a stat cache so an unchanged file is not read again.
 
 pub mod ignore;
+pub mod select;
 mod statcache;
 
 use std::collections::{BTreeMap, HashMap};
