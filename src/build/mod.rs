@@ -1,4 +1,472 @@
-//! `kiln build`: runs a plan's stages, step by step, against the store and the cache.
+//! `kiln build`: runs a plan's stages step by step against the store and the cache, and
+//! stores the target stage's result as an image.
 
 pub mod meta;
 pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cache::{KeyBuilder, LayerRef};
+use crate::image::config::{
+    canonical_json, descriptor, new_manifest, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER,
+};
+use crate::image::spec::{History, ImageSpec};
+use crate::image::{Digest, Reference};
+use crate::parser::instructions::{parse_instruction, Instruction};
+use crate::parser::Location;
+use crate::planner::{self, Base, Plan, PlanOptions};
+use crate::store::Store;
+
+use meta::MetaContext;
+use state::StageState;
+
+/// History comment of every step kiln records.
+pub const HISTORY_COMMENT: &str = "kiln.dockerfile.v0";
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// The build context directory (read in place).
+    pub context_dir: PathBuf,
+    /// The Dockerfile's bytes.
+    pub dockerfile: Vec<u8>,
+    /// The Dockerfile's name, for messages.
+    pub dockerfile_name: String,
+    /// `-t` names.
+    pub tags: Vec<Reference>,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--label` values added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`: fixes `created` times for reproducible images.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Something that happened during a build, for the progress display.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuildEvent {
+    /// A step starts (`id` numbers steps from 1 across the build).
+    Step {
+        /// Step number.
+        id: usize,
+        /// `[stage 2/5]`-style label.
+        stage: String,
+        /// The instruction text.
+        text: String,
+    },
+    /// A step was answered from the cache.
+    Cached {
+        /// Step number.
+        id: usize,
+    },
+    /// A step finished.
+    Done {
+        /// Step number.
+        id: usize,
+        /// Seconds it took.
+        seconds: f64,
+    },
+    /// Output of a running step.
+    Output {
+        /// Step number.
+        id: usize,
+        /// The text, as produced.
+        text: String,
+    },
+    /// A warning for the user.
+    Warning(String),
+}
+
+/// Receives build events.
+pub trait Progress: Sync {
+    /// Handle one event.
+    fn event(&self, e: BuildEvent);
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile cannot be parsed.
+    #[error(transparent)]
+    Parse(#[from] crate::parser::ParseError),
+    /// The Dockerfile cannot be planned.
+    #[error(transparent)]
+    Plan(#[from] planner::PlanError),
+    /// A step failed.
+    #[error("{message}")]
+    Step {
+        /// What went wrong.
+        message: String,
+        /// Where in the Dockerfile.
+        location: Location,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    /// A base image is not in the store.
+    #[error("{name}: image not found in the local store (kiln does not pull yet; import or load it first)")]
+    NoBaseImage {
+        /// The image name.
+        name: String,
+        /// Where.
+        location: Location,
+    },
+}
+
+impl BuildError {
+    /// Where in the Dockerfile the problem is, when it is there.
+    pub fn location(&self) -> Option<Location> {
+        match self {
+            BuildError::Parse(e) => Some(e.location),
+            BuildError::Plan(e) => e.location(),
+            BuildError::Step { location, .. } | BuildError::NoBaseImage { location, .. } => {
+                Some(*location)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The image a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// Image ID (config digest).
+    pub image_id: Digest,
+    /// Manifest digest.
+    pub manifest_digest: Digest,
+    /// Warnings given during the build.
+    pub warnings: Vec<String>,
+}
+
+/// A finished stage: its state and the cache key of its last step.
+#[derive(Debug, Clone)]
+struct StageResult {
+    state: StageState,
+    key: Digest,
+    history: Vec<History>,
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest,
+    plan: Plan,
+    progress: &'a dyn Progress,
+    escape: char,
+    step_id: usize,
+    created: String,
+}
+
+fn rfc3339(secs: i64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one format.
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Build the request's Dockerfile into `store`.
+pub fn build(
+    store: &Store,
+    req: &BuildRequest,
+    progress: &dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    let df = crate::parser::parse_bytes(&req.dockerfile)?;
+    let plan = planner::plan(
+        &df,
+        &PlanOptions {
+            build_args: req.build_args.clone(),
+            target: req.target.clone(),
+        },
+    )?;
+    let mut warnings = Vec::new();
+    if !plan.unused_build_args.is_empty() {
+        let w = format!(
+            "One or more build-args [{}] were not consumed",
+            plan.unused_build_args.join(" ")
+        );
+        progress.event(BuildEvent::Warning(w.clone()));
+        warnings.push(w);
+    }
+    let now = req.source_date_epoch.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    let mut b = Builder {
+        store,
+        req,
+        plan,
+        progress,
+        escape: df.escape,
+        step_id: 0,
+        created: rfc3339(now),
+    };
+    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    for idx in b.plan.order.clone() {
+        let r = b.build_stage(idx, &results)?;
+        results.insert(idx, r);
+    }
+    let target = results
+        .remove(&b.plan.target)
+        .expect("the target is the last stage in the order");
+    let (image_id, manifest_digest) = b.commit_image(target)?;
+    Ok(BuildResult {
+        image_id,
+        manifest_digest,
+        warnings,
+    })
+}
+
+impl Builder<'_> {
+    fn base_state(
+        &self,
+        idx: usize,
+        results: &BTreeMap<usize, StageResult>,
+    ) -> Result<StageResult, BuildError> {
+        let stage = &self.plan.stages[idx];
+        match &stage.base {
+            Base::Scratch => Ok(StageResult {
+                state: StageState::new(ImageSpec::scratch(), Vec::new(), self.escape),
+                key: KeyBuilder::new("scratch").finish(),
+                history: Vec::new(),
+            }),
+            Base::Stage(i) => {
+                let mut r = results
+                    .get(i)
+                    .cloned()
+                    .expect("dependencies are built first");
+                r.state.args.clear();
+                r.state.cmd_set = false;
+                Ok(r)
+            }
+            Base::Image(name) => {
+                let rec = self
+                    .store
+                    .resolve(name)
+                    .map_err(|_| BuildError::NoBaseImage {
+                        name: name.clone(),
+                        location: stage.location,
+                    })?;
+                let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
+                let spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
+                    message: format!("{name}: unreadable image config: {e}"),
+                    location: stage.location,
+                })?;
+                let layers = rec
+                    .manifest
+                    .layers()
+                    .iter()
+                    .zip(&rec.diff_ids)
+                    .map(|(l, d)| LayerRef {
+                        diff_id: d.clone(),
+                        size: l.size(),
+                    })
+                    .collect();
+                let mut key = KeyBuilder::new("image");
+                key.text("manifest", rec.manifest_digest.as_str());
+                let history = spec.history.clone();
+                Ok(StageResult {
+                    state: StageState::new(spec, layers, self.escape),
+                    key: key.finish(),
+                    history,
+                })
+            }
+        }
+    }
+
+    fn build_stage(
+        &mut self,
+        idx: usize,
+        results: &BTreeMap<usize, StageResult>,
+    ) -> Result<StageResult, BuildError> {
+        let mut cur = self.base_state(idx, results)?;
+        let stage = self.plan.stages[idx].clone();
+        let total = stage.commands.len() + 1;
+        let label = match &stage.name {
+            Some(n) => n.clone(),
+            None => format!("stage-{idx}"),
+        };
+        self.step_id += 1;
+        self.progress.event(BuildEvent::Step {
+            id: self.step_id,
+            stage: format!("{label} 1/{total}"),
+            text: stage.code.clone(),
+        });
+        // ONBUILD triggers of an image base run first, then are dropped from the image.
+        let mut commands: Vec<Instruction> = Vec::new();
+        if matches!(stage.base, Base::Image(_)) {
+            if let Some(triggers) = cur.state.spec.config.on_build.take() {
+                for t in triggers {
+                    let df = crate::parser::parse(&t)?;
+                    for node in &df.children {
+                        let ins = parse_instruction(node).map_err(|e| BuildError::Step {
+                            message: format!("ONBUILD trigger {t:?}: {}", e.buildkit_message()),
+                            location: stage.location,
+                        })?;
+                        commands.push(ins);
+                    }
+                }
+            }
+        }
+        commands.extend(stage.commands.iter().cloned());
+        let global_args = self.plan.global_args.clone();
+        for (n, ins) in commands.iter().enumerate() {
+            self.step_id += 1;
+            let id = self.step_id;
+            let started = Instant::now();
+            self.progress.event(BuildEvent::Step {
+                id,
+                stage: format!("{label} {}/{total}", n + 2),
+                text: ins.code().to_string(),
+            });
+            let ctx = MetaContext {
+                build_args: &self.req.build_args,
+                global_args: &global_args,
+            };
+            let mut key = KeyBuilder::new("step");
+            key.text("parent", cur.key.as_str())
+                .text("instruction", ins.code())
+                .list("env", &cur.state.expansion_env());
+            if let Some(applied) = meta::apply(&mut cur.state, ins, &ctx) {
+                let applied = applied.map_err(|message| BuildError::Step {
+                    message,
+                    location: ins.location(),
+                })?;
+                cur.key = key.finish();
+                cur.history.push(History {
+                    created: Some(self.created.clone()),
+                    created_by: Some(applied.created_by),
+                    comment: Some(HISTORY_COMMENT.to_string()),
+                    empty_layer: true,
+                    ..Default::default()
+                });
+                self.progress.event(BuildEvent::Done {
+                    id,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+                continue;
+            }
+            return Err(BuildError::Step {
+                message: format!("{} steps are not supported by this build yet", ins.name()),
+                location: ins.location(),
+            });
+        }
+        Ok(cur)
+    }
+
+    fn commit_image(&self, mut r: StageResult) -> Result<(Digest, Digest), BuildError> {
+        let spec = &mut r.state.spec;
+        if !self.req.labels.is_empty() {
+            let labels = spec.config.labels.get_or_insert_with(BTreeMap::new);
+            labels.extend(self.req.labels.clone());
+        }
+        spec.created = Some(self.created.clone());
+        spec.rootfs.diff_ids = r
+            .state
+            .layers
+            .iter()
+            .map(|l| l.diff_id.to_string())
+            .collect();
+        spec.history = r.history;
+        let config = spec.to_bytes();
+        let config_digest = Digest::of_bytes(&config);
+        let _lease = self.store.lease()?;
+        self.store.put_blob_bytes(&config, Some(&config_digest))?;
+        let layers = r
+            .state
+            .layers
+            .iter()
+            .map(|l| descriptor(MEDIA_TYPE_LAYER, &l.diff_id, l.size))
+            .collect();
+        let manifest = new_manifest(
+            descriptor(MEDIA_TYPE_CONFIG, &config_digest, config.len() as u64),
+            layers,
+        );
+        let manifest_bytes =
+            canonical_json("manifest", &manifest).map_err(|e| BuildError::Step {
+                message: format!("encoding the manifest: {e}"),
+                location: Location::default(),
+            })?;
+        self.store.put_blob_bytes(&manifest_bytes, None)?;
+        let rec = self
+            .store
+            .put_image_tagged(&config, &manifest_bytes, &self.req.tags)?;
+        Ok((rec.id, rec.manifest_digest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<BuildEvent>>);
+    impl Progress for Events {
+        fn event(&self, e: BuildEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn metadata_only_build_from_scratch_is_reproducible() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("root")).unwrap();
+        let req = BuildRequest {
+            context_dir: d.path().to_path_buf(),
+            dockerfile: b"FROM scratch AS base\nENV A=1\nFROM base\nARG V=2\nLABEL v=$V a=$A\nCMD [\"/app\"]\n"
+                .to_vec(),
+            dockerfile_name: "Dockerfile".into(),
+            tags: vec![Reference::parse("kiln-test/meta:1").unwrap()],
+            source_date_epoch: Some(1_700_000_000),
+            ..Default::default()
+        };
+        let events = Events::default();
+        let r1 = build(&store, &req, &events).unwrap();
+        let rec = store.resolve("kiln-test/meta:1").unwrap();
+        assert_eq!(rec.id, r1.image_id);
+        let spec =
+            ImageSpec::from_slice(&store.read_blob(&rec.id, "config", 1 << 20).unwrap()).unwrap();
+        assert_eq!(spec.config.env, vec!["A=1"]);
+        assert_eq!(spec.config.labels.unwrap()["v"], "2");
+        assert_eq!(spec.config.cmd, Some(vec!["/app".to_string()]));
+        assert_eq!(spec.created.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert!(spec.history.iter().all(|h| h.empty_layer));
+        assert_eq!(spec.history.len(), 4);
+
+        let other = Store::open(d.path().join("root2")).unwrap();
+        let r2 = build(&other, &req, &events).unwrap();
+        assert_eq!(r2.image_id, r1.image_id);
+        assert_eq!(r2.manifest_digest, r1.manifest_digest);
+    }
+}
