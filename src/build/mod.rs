@@ -1,6 +1,7 @@
 //! `kiln build`: runs a plan's stages step by step against the store and the cache, and
 //! stores the target stage's result as an image.
 
+pub mod copy;
 pub mod meta;
 pub mod state;
 

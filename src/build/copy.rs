@@ -1,0 +1,444 @@
+//! COPY and ADD as Docker does them: which source lands where (directory contents, trailing
+//! slashes, existing directories, globs, `--parents`, `--exclude`), with what owner and mode,
+//! written as a tar stream that the hardened extractor then writes into the image root.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::context::ignore::IgnoreRules;
+use crate::context::{Context, Kind};
+
+/// One item to write into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Path inside the image, relative to `/`.
+    pub name: String,
+    /// What it is.
+    pub kind: ItemKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time (seconds).
+    pub mtime: i64,
+}
+
+/// The content of an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A regular file copied from a host path.
+    File(PathBuf),
+    /// A regular file with inline content (a heredoc).
+    Data(Vec<u8>),
+    /// A directory.
+    Dir,
+    /// A symlink with this target.
+    Symlink(String),
+}
+
+/// One selected source: where its tree sits on the host and how it is named.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its path relative to the source root (`""` for the root itself).
+    pub rel: String,
+    /// The entries at or below it: path relative to the source root, metadata, host path.
+    pub entries: Vec<SourceEntry>,
+}
+
+/// One file or directory of a source tree.
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    /// Path relative to the source root.
+    pub rel: String,
+    /// What it is.
+    pub kind: Kind,
+    /// `st_mode` permission bits.
+    pub mode: u32,
+    /// Owner in the source.
+    pub uid: u32,
+    /// Group in the source.
+    pub gid: u32,
+    /// mtime (seconds).
+    pub mtime: i64,
+    /// Symlink target.
+    pub link: Option<String>,
+    /// Where to read it.
+    pub host: PathBuf,
+}
+
+/// The flags of one COPY/ADD.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// `--chown` resolved to numbers.
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod` as permission bits.
+    pub chmod: Option<u32>,
+    /// `--parents`: keep each source's path below the context root.
+    pub parents: bool,
+    /// `--exclude` patterns.
+    pub exclude: Vec<String>,
+    /// Keep the sources' owners (copies from a stage or image); context files become root's.
+    pub keep_owner: bool,
+}
+
+/// A COPY that cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CopyError {
+    /// Several sources need a directory destination.
+    #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
+    NeedDirDest,
+    /// A bad `--exclude` pattern.
+    #[error("invalid --exclude pattern: {0}")]
+    BadExclude(String),
+    /// `--chmod` is not octal.
+    #[error("invalid --chmod value {0:?}: expected an octal mode such as 0755")]
+    BadChmod(String),
+}
+
+/// Parse a `--chmod` value (octal only, as Docker's classic builder).
+pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| CopyError::BadChmod(s.to_string()))
+}
+
+/// The entries of a context source, `.dockerignore` already applied by the context scan.
+pub fn context_source(ctx: &Context, rel: &str) -> Source {
+    let entries = ctx
+        .subtree(rel)
+        .map(|(k, e)| SourceEntry {
+            rel: k.clone(),
+            kind: e.kind,
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime.0,
+            link: e.link_target.clone(),
+            host: ctx.root().join(k),
+        })
+        .collect();
+    Source {
+        rel: rel.to_string(),
+        entries,
+    }
+}
+
+/// The entries of a source inside a directory tree (a stage's root), never following links.
+pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
+    let mut entries = Vec::new();
+    let mut stack = vec![rel.to_string()];
+    while let Some(p) = stack.pop() {
+        let host = if p.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&p)
+        };
+        let meta = fs::symlink_metadata(&host)?;
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::Other
+        };
+        let link = if kind == Kind::Symlink {
+            Some(fs::read_link(&host)?.to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        if kind == Kind::Dir {
+            let mut names: Vec<String> = fs::read_dir(&host)?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect();
+            names.sort();
+            for n in names.into_iter().rev() {
+                stack.push(if p.is_empty() { n } else { format!("{p}/{n}") });
+            }
+        }
+        entries.push(SourceEntry {
+            rel: p,
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: meta.mtime(),
+            link,
+            host,
+        });
+    }
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(Source {
+        rel: rel.to_string(),
+        entries,
+    })
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+fn base_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Where each source lands. `dest` is absolute (WORKDIR already applied); `dest_is_dir`
+/// tells whether a path exists as a directory in the image.
+pub fn plan(
+    sources: &[Source],
+    dest: &str,
+    dest_is_dir: &dyn Fn(&str) -> bool,
+    opts: &CopyOptions,
+) -> Result<Vec<Item>, CopyError> {
+    let exclude = IgnoreRules::from_patterns(&opts.exclude).map_err(CopyError::BadExclude)?;
+    let dest_rel = crate::build::meta::clean_abs(dest)
+        .trim_start_matches('/')
+        .to_string();
+    let files = sources
+        .iter()
+        .filter(|s| s.entries.first().is_some_and(|e| e.kind != Kind::Dir))
+        .count();
+    let many = sources.len() > 1;
+    let into_dir = dest.ends_with('/')
+        || dest.ends_with("/.")
+        || dest_rel.is_empty()
+        || many
+        || dest_is_dir(&dest_rel);
+    if many && files > 0 && !(dest.ends_with('/') || dest_is_dir(&dest_rel)) {
+        return Err(CopyError::NeedDirDest);
+    }
+    let mut items = Vec::new();
+    for s in sources {
+        let Some(top) = s.entries.first() else {
+            continue;
+        };
+        // With --parents the source keeps its path below the context root.
+        let target_base = if opts.parents {
+            join(&dest_rel, &s.rel)
+        } else if top.kind == Kind::Dir {
+            dest_rel.clone()
+        } else if into_dir {
+            join(&dest_rel, base_name(&s.rel))
+        } else {
+            dest_rel.clone()
+        };
+        for e in &s.entries {
+            let under = e
+                .rel
+                .strip_prefix(&s.rel)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(&e.rel);
+            if !under.is_empty() && exclude.is_excluded(under) {
+                continue;
+            }
+            // The destination directory itself keeps what it has when it exists already.
+            if under.is_empty() && top.kind == Kind::Dir && !opts.parents {
+                if target_base.is_empty() || dest_is_dir(&target_base) {
+                    continue;
+                }
+            }
+            let name = join(&target_base, under);
+            if name.is_empty() {
+                continue;
+            }
+            let kind = match e.kind {
+                Kind::File => ItemKind::File(e.host.clone()),
+                Kind::Dir => ItemKind::Dir,
+                Kind::Symlink => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
+                // FIFOs, sockets and devices of a build context are not copied.
+                Kind::Other => continue,
+            };
+            let (uid, gid) = match opts.chown {
+                Some(o) => o,
+                None if opts.keep_owner => (e.uid, e.gid),
+                None => (0, 0),
+            };
+            let mode = match (opts.chmod, &kind) {
+                (Some(m), ItemKind::File(_) | ItemKind::Dir) => m,
+                (_, ItemKind::Symlink(_)) => 0o777,
+                _ => e.mode,
+            };
+            items.push(Item {
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime: e.mtime,
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// Write the items as a tar stream (parents are created by the extractor, 0755 root).
+pub fn write_tar<W: Write>(items: &[Item], out: W) -> io::Result<W> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    for it in items {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(it.mode);
+        h.set_uid(u64::from(it.uid));
+        h.set_gid(u64::from(it.gid));
+        h.set_mtime(it.mtime.max(0) as u64);
+        match &it.kind {
+            ItemKind::File(p) => {
+                let f = fs::File::open(p)?;
+                let len = f.metadata()?.len();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(len);
+                // A file that shrinks while being read would corrupt the stream; take
+                // exactly `len` bytes and pad if it got shorter.
+                let reader =
+                    io::Read::take(io::Read::chain(io::Read::take(f, len), io::repeat(0)), len);
+                b.append_data(&mut h, &it.name, reader)?;
+            }
+            ItemKind::Data(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, &it.name, d.as_slice())?;
+            }
+            ItemKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{}/", it.name), io::empty())?;
+            }
+            ItemKind::Symlink(t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, &it.name, t)?;
+            }
+        }
+    }
+    b.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx_with(files: &[&str]) -> (tempfile::TempDir, Context) {
+        let d = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = d.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, f.as_bytes()).unwrap();
+        }
+        let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
+        (d, c)
+    }
+
+    fn names(items: &[Item]) -> Vec<&str> {
+        items.iter().map(|i| i.name.as_str()).collect()
+    }
+
+    #[test]
+    fn docker_destination_rules() {
+        let (_d, c) = ctx_with(&["a.txt", "b.txt", "src/x.rs", "src/sub/y.rs"]);
+        let none = |_: &str| false;
+        let opts = CopyOptions::default();
+        let one = [context_source(&c, "a.txt")];
+        // File to a new name, into a directory by trailing slash, into an existing dir.
+        assert_eq!(
+            names(&plan(&one, "/app/renamed", &none, &opts).unwrap()),
+            ["app/renamed"]
+        );
+        assert_eq!(
+            names(&plan(&one, "/app/", &none, &opts).unwrap()),
+            ["app/a.txt"]
+        );
+        let app_exists = |p: &str| p == "app";
+        assert_eq!(
+            names(&plan(&one, "/app", &app_exists, &opts).unwrap()),
+            ["app/a.txt"]
+        );
+        // A directory source copies its contents; the new destination dir is created.
+        let dir = [context_source(&c, "src")];
+        assert_eq!(
+            names(&plan(&dir, "/dst", &none, &opts).unwrap()),
+            ["dst", "dst/sub", "dst/sub/y.rs", "dst/x.rs"]
+        );
+        assert_eq!(
+            names(&plan(&dir, "/dst", &|p: &str| p == "dst", &opts).unwrap()),
+            ["dst/sub", "dst/sub/y.rs", "dst/x.rs"]
+        );
+        // Several files need a directory destination.
+        let two = [context_source(&c, "a.txt"), context_source(&c, "b.txt")];
+        assert_eq!(
+            plan(&two, "/app", &none, &opts),
+            Err(CopyError::NeedDirDest)
+        );
+        assert_eq!(
+            names(&plan(&two, "/app/", &none, &opts).unwrap()),
+            ["app/a.txt", "app/b.txt"]
+        );
+        // --parents keeps the source path; --exclude drops matches below a source.
+        let p = CopyOptions {
+            parents: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&plan(&[context_source(&c, "src/x.rs")], "/out/", &none, &p).unwrap()),
+            ["out/src/x.rs"]
+        );
+        let ex = CopyOptions {
+            exclude: vec!["sub".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&plan(&dir, "/d/", &none, &ex).unwrap()),
+            ["d", "d/x.rs"]
+        );
+    }
+
+    #[test]
+    fn owners_and_modes() {
+        let (_d, c) = ctx_with(&["f"]);
+        let none = |_: &str| false;
+        let src = [context_source(&c, "f")];
+        let it = &plan(&src, "/f", &none, &CopyOptions::default()).unwrap()[0];
+        assert_eq!((it.uid, it.gid), (0, 0), "context files become root's");
+        let o = CopyOptions {
+            chown: Some((10, 20)),
+            chmod: Some(0o640),
+            ..Default::default()
+        };
+        let it = &plan(&src, "/f", &none, &o).unwrap()[0];
+        assert_eq!((it.uid, it.gid, it.mode), (10, 20, 0o640));
+        assert_eq!(parse_chmod("755"), Ok(0o755));
+        assert!(parse_chmod("u+x").is_err());
+    }
+
+    #[test]
+    fn tar_stream_round_trips_through_the_extractor() {
+        let (_d, c) = ctx_with(&["src/x.rs", "top.txt"]);
+        let none = |_: &str| false;
+        let items = plan(
+            &[context_source(&c, "src"), context_source(&c, "top.txt")],
+            "/app/",
+            &none,
+            &CopyOptions::default(),
+        )
+        .unwrap();
+        let tar = write_tar(&items, Vec::new()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
+        assert_eq!(fs::read(root.path().join("app/x.rs")).unwrap(), b"src/x.rs");
+        assert_eq!(
+            fs::read(root.path().join("app/top.txt")).unwrap(),
+            b"top.txt"
+        );
+    }
+}
