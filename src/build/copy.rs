@@ -244,10 +244,12 @@ pub fn plan(
                 continue;
             }
             // The destination directory itself keeps what it has when it exists already.
-            if under.is_empty() && top.kind == Kind::Dir && !opts.parents {
-                if target_base.is_empty() || dest_is_dir(&target_base) {
-                    continue;
-                }
+            if under.is_empty()
+                && top.kind == Kind::Dir
+                && !opts.parents
+                && (target_base.is_empty() || dest_is_dir(&target_base))
+            {
+                continue;
             }
             let name = join(&target_base, under);
             if name.is_empty() {
