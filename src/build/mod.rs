@@ -47,6 +47,10 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
     /// `SOURCE_DATE_EPOCH`: fixes `created` times for reproducible images.
     pub source_date_epoch: Option<i64>,
+    /// `.dockerignore` rules for the context.
+    pub ignore: crate::context::IgnoreRules,
+    /// `--network none`: RUN steps get only a loopback interface.
+    pub network_none: bool,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -315,6 +319,10 @@ impl Builder<'_> {
             id: self.step_id,
             stage: format!("{label} 1/{total}"),
             text: stage.code.clone(),
+        });
+        self.progress.event(BuildEvent::Done {
+            id: self.step_id,
+            seconds: 0.0,
         });
         // ONBUILD triggers of an image base run first, then are dropped from the image.
         let mut commands: Vec<Instruction> = Vec::new();

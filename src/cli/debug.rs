@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use kiln::parser;
 
@@ -16,20 +16,8 @@ pub enum DebugCommand {
     },
 }
 
-#[derive(Args, Debug)]
-pub struct BuildArgs {
-    /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads standard input)
-    #[arg(short = 'f', long = "file")]
-    pub file: Option<PathBuf>,
-    /// Check the Dockerfile for errors and warnings without building
-    #[arg(long)]
-    pub check: bool,
-    /// Build context directory
-    pub path: PathBuf,
-}
-
 /// Read a Dockerfile from a path, or standard input for `-`.
-fn read_dockerfile(path: &Path) -> Result<Vec<u8>, String> {
+pub fn read_dockerfile(path: &Path) -> Result<Vec<u8>, String> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -40,7 +28,7 @@ fn read_dockerfile(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("error: reading {}: {e}", path.display()))
 }
 
-fn display_name(path: &Path) -> String {
+pub fn display_name(path: &Path) -> String {
     if path == Path::new("-") {
         "<stdin>".to_string()
     } else {
@@ -73,42 +61,23 @@ pub fn run(cmd: DebugCommand) -> i32 {
     }
 }
 
-pub fn build(args: &BuildArgs) -> i32 {
-    let file = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.path.join("Dockerfile"));
-    if !args.check {
-        eprintln!("error: kiln build can only --check a Dockerfile in this version; building images is not implemented yet");
-        return 1;
-    }
-    let src = match read_dockerfile(&file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    let name = display_name(&file);
-    let findings = match std::str::from_utf8(&src) {
+/// `kiln build --check`: every problem with its place; 1 when there is an error.
+pub fn check(name: &str, src: &[u8]) -> i32 {
+    let findings = match std::str::from_utf8(src) {
         Ok(text) => parser::check::check_source(text),
-        Err(_) => match parser::parse_bytes(&src) {
+        Err(_) => match parser::parse_bytes(src) {
             Err(e) => {
-                eprintln!("{}", e.to_diagnostic(&name, &String::from_utf8_lossy(&src)));
+                eprintln!("{}", e.to_diagnostic(name, &String::from_utf8_lossy(src)));
                 return 1;
             }
             Ok(_) => Vec::new(),
         },
     };
-    let text = String::from_utf8_lossy(&src);
+    let text = String::from_utf8_lossy(src);
     let errors = findings.iter().filter(|f| f.is_error()).count();
     let warnings = findings.len() - errors;
     for f in &findings {
-        eprintln!(
-            "{}
-",
-            f.to_diagnostic(&name, &text)
-        );
+        eprintln!("{}\n", f.to_diagnostic(name, &text));
     }
     match (errors, warnings) {
         (0, 0) => println!("Check complete, no warnings found."),

@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and dispatch; the only code that prints.
 
+mod build;
 mod debug;
 // Used by the image and container listing commands, which are being wired next.
 #[allow(dead_code)]
@@ -29,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(debug::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -46,7 +47,7 @@ pub fn run() -> i32 {
         }
     };
     match cli.command {
-        Command::Build(args) => debug::build(&args),
+        Command::Build(args) => build::run(&cli.root, &args),
         Command::Debug(cmd) => debug::run(cmd),
     }
 }

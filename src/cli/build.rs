@@ -1,0 +1,217 @@
+//! `kiln build`: flags, reading the Dockerfile and `.dockerignore`, progress output.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use clap::Args;
+
+use kiln::build::{self, BuildEvent, BuildRequest, Progress};
+use kiln::image::Reference;
+use kiln::parser;
+use kiln::store::Store;
+
+use super::debug::{display_name, read_dockerfile};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); may be repeated
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads standard input)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (`K=V`, or `K` to take it from the environment)
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build this stage and what it needs, not the last one
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Base image pulling: only `never` exists until registries are supported
+    #[arg(long, default_value = "never", value_parser = ["never", "missing"])]
+    pub pull: String,
+    /// Network for RUN steps
+    #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
+    pub network: String,
+    /// Progress output: auto, tty or plain
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "quiet"])]
+    pub progress: String,
+    /// Set metadata on the image (`K=V`); may be repeated
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Write the image ID to this file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Print only the image ID
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Check the Dockerfile for errors and warnings without building
+    #[arg(long)]
+    pub check: bool,
+    /// Build context directory
+    pub path: PathBuf,
+}
+
+/// Plain progress in BuildKit's `--progress=plain` shape, on standard error.
+struct Plain {
+    out: Mutex<std::io::Stderr>,
+}
+
+impl Progress for Plain {
+    fn event(&self, e: BuildEvent) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = match e {
+            BuildEvent::Step { id, stage, text } => writeln!(out, "#{id} [{stage}] {text}"),
+            BuildEvent::Cached { id } => writeln!(out, "#{id} CACHED"),
+            BuildEvent::Done { id, seconds } => writeln!(out, "#{id} DONE {seconds:.1}s"),
+            BuildEvent::Output { id, text } => {
+                for line in text.lines() {
+                    let _ = writeln!(out, "#{id} {line}");
+                }
+                Ok(())
+            }
+            BuildEvent::Warning(w) => writeln!(out, "[Warning] {w}"),
+        };
+    }
+}
+
+struct Silent;
+
+impl Progress for Silent {
+    fn event(&self, _: BuildEvent) {}
+}
+
+fn key_values(items: &[String], from_env: bool) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for it in items {
+        match it.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            // `--build-arg K` takes K from the environment, and is dropped when unset.
+            None if from_env => {
+                if let Ok(v) = std::env::var(it) {
+                    out.insert(it.clone(), v);
+                }
+            }
+            None => return Err(format!("invalid value {it:?}: expected KEY=VALUE")),
+        }
+    }
+    Ok(out)
+}
+
+/// `<Dockerfile>.dockerignore` next to the Dockerfile wins over `<context>/.dockerignore`.
+fn ignore_rules(
+    context: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<kiln::context::IgnoreRules, String> {
+    let mut candidates = Vec::new();
+    if let Some(df) = dockerfile {
+        let mut name = df.as_os_str().to_owned();
+        name.push(".dockerignore");
+        candidates.push(PathBuf::from(name));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for c in candidates {
+        if let Ok(text) = std::fs::read_to_string(&c) {
+            return kiln::context::IgnoreRules::parse(&c.display().to_string(), &text)
+                .map_err(|e| format!("error: {e}"));
+        }
+    }
+    Ok(kiln::context::IgnoreRules::default())
+}
+
+pub fn run(root: &Path, args: &BuildArgs) -> i32 {
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.path.join("Dockerfile"));
+    let src = match read_dockerfile(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let name = display_name(&file);
+    if args.check {
+        return super::debug::check(&name, &src);
+    }
+    match build_image(root, args, &file, &name, src) {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("{msg}");
+            1
+        }
+    }
+}
+
+fn build_image(
+    root: &Path,
+    args: &BuildArgs,
+    file: &Path,
+    name: &str,
+    src: Vec<u8>,
+) -> Result<(), String> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).map_err(|e| format!("error: invalid tag {t:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let build_args = key_values(&args.build_args, true).map_err(|e| format!("error: {e}"))?;
+    let labels = key_values(&args.labels, false).map_err(|e| format!("error: {e}"))?;
+    let source_date_epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| format!("error: invalid SOURCE_DATE_EPOCH {v:?}: expected seconds"))
+        })
+        .transpose()?;
+    let dockerfile_path = (file != Path::new("-")).then_some(file);
+    let ignore = ignore_rules(&args.path, dockerfile_path)?;
+    let store = Store::open(root).map_err(|e| format!("error: {e}"))?;
+    let req = BuildRequest {
+        context_dir: args.path.clone(),
+        dockerfile: src.clone(),
+        dockerfile_name: name.to_string(),
+        ignore,
+        tags: tags.clone(),
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        labels,
+        source_date_epoch,
+        network_none: args.network == "none",
+    };
+    let quiet = args.quiet || args.progress == "quiet";
+    let plain = Plain {
+        out: Mutex::new(std::io::stderr()),
+    };
+    let progress: &dyn Progress = if quiet { &Silent } else { &plain };
+    let result = build::build(&store, &req, progress).map_err(|e| match e.location() {
+        Some(loc) if loc.line > 0 => {
+            let text = String::from_utf8_lossy(&src);
+            parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
+        }
+        _ => format!("error: {e}"),
+    })?;
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, result.image_id.to_string())
+            .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
+    }
+    if quiet {
+        println!("{}", result.image_id);
+    } else {
+        eprintln!("writing image {} done", result.image_id);
+        for t in &tags {
+            eprintln!("naming to {t} done");
+        }
+    }
+    Ok(())
+}
