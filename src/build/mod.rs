@@ -3,6 +3,7 @@
 
 pub mod copy;
 pub mod meta;
+pub mod mount;
 pub mod state;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,121 @@
+//! A private overlay view of a stack of snapshots for kiln's own file work (COPY, ADD,
+//! WORKDIR): mounted in a mount namespace that only one short-lived thread sees, so nothing
+//! is ever mounted on the host and the mount dies with the thread, even on a panic.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+/// Overlayfs refuses more lower layers than this.
+pub const MAX_LOWERS: usize = 500;
+
+/// Run `f` with `lowers` (top-most first) and `upper` merged at a mount point that only this
+/// call can see. `scratch` is an empty directory for the mount point, the work dir and the
+/// short lower names; it must be on the same filesystem as `upper`.
+pub fn with_overlay<R: Send>(
+    lowers: &[PathBuf],
+    upper: &Path,
+    scratch: &Path,
+    f: impl FnOnce(&Path) -> R + Send,
+) -> io::Result<R> {
+    if lowers.len() > MAX_LOWERS {
+        return Err(io::Error::other(format!(
+            "an image with {} layers is more than overlayfs can stack ({MAX_LOWERS})",
+            lowers.len()
+        )));
+    }
+    let merged = scratch.join("merged");
+    let work = scratch.join("work");
+    let names = scratch.join("l");
+    fs::create_dir_all(&merged)?;
+    fs::create_dir_all(&work)?;
+    fs::create_dir_all(&names)?;
+    // Short relative names keep the mount options under the kernel's one-page limit however
+    // long the store path is: lowerdir=0:1:2... resolved from a private working directory.
+    for (i, l) in lowers.iter().enumerate() {
+        symlink(l, names.join(i.to_string()))?;
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<R> {
+            // CLONE_NEWNS also unshares this thread's filesystem attributes (cwd), so the
+            // chdir below and every mount are invisible to the rest of the process.
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(io::Error::from)?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)?;
+            std::env::set_current_dir(&names)?;
+            let lower_opt = if lowers.is_empty() {
+                // Overlayfs needs a lower layer; an empty one changes nothing.
+                fs::create_dir_all(names.join("empty"))?;
+                "empty".to_string()
+            } else {
+                (0..lowers.len())
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            let opts = format!(
+                "lowerdir={lower_opt},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
+                upper.display(),
+                work.display()
+            );
+            mount(
+                Some("overlay"),
+                &merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(opts.as_str()),
+            )
+            .map_err(|e| io::Error::other(format!("mounting overlayfs ({opts}): {e}")))?;
+            let r = f(&merged);
+            // The namespace dies with this thread anyway; unmounting first makes the upper
+            // dir consistent before anyone reads it.
+            let _ = umount2(&merged, MntFlags::MNT_DETACH);
+            Ok(r)
+        })
+        .join()
+        .map_err(|_| io::Error::other("the overlay worker thread panicked"))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_view_is_private_and_writes_land_in_upper() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: needs root for overlayfs");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let low = d.path().join("low");
+        fs::create_dir_all(low.join("etc")).unwrap();
+        fs::write(low.join("etc/os"), b"base").unwrap();
+        let upper = d.path().join("upper");
+        fs::create_dir(&upper).unwrap();
+        let scratch = d.path().join("scratch");
+        let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let seen = with_overlay(&[low.clone()], &upper, &scratch, |m| {
+            let os = fs::read(m.join("etc/os")).unwrap();
+            fs::write(m.join("etc/new"), b"x").unwrap();
+            fs::remove_file(m.join("etc/os")).unwrap();
+            os
+        })
+        .unwrap();
+        assert_eq!(seen, b"base");
+        assert_eq!(fs::read(upper.join("etc/new")).unwrap(), b"x");
+        assert!(fs::read(low.join("etc/os")).is_ok(), "lower untouched");
+        assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
+        assert!(fs::read_dir(scratch.join("merged")).unwrap().next().is_none());
+    }
+}
