@@ -105,7 +105,7 @@ mod tests {
         fs::create_dir(&upper).unwrap();
         let scratch = d.path().join("scratch");
         let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let seen = with_overlay(&[low.clone()], &upper, &scratch, |m| {
+        let seen = with_overlay(std::slice::from_ref(&low), &upper, &scratch, |m| {
             let os = fs::read(m.join("etc/os")).unwrap();
             fs::write(m.join("etc/new"), b"x").unwrap();
             fs::remove_file(m.join("etc/os")).unwrap();
@@ -116,6 +116,9 @@ mod tests {
         assert_eq!(fs::read(upper.join("etc/new")).unwrap(), b"x");
         assert!(fs::read(low.join("etc/os")).is_ok(), "lower untouched");
         assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
-        assert!(fs::read_dir(scratch.join("merged")).unwrap().next().is_none());
+        assert!(fs::read_dir(scratch.join("merged"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 }
