@@ -2,15 +2,18 @@
 //! stores the target stage's result as an image.
 
 pub mod copy;
+pub mod fs;
 pub mod meta;
 pub mod mount;
+pub mod rootfs;
 pub mod state;
+mod steps;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cache::{KeyBuilder, LayerRef};
+use crate::cache::{CacheIndex, KeyBuilder, LayerRef};
 use crate::image::config::{
     canonical_json, descriptor, new_manifest, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER,
 };
@@ -163,6 +166,9 @@ struct StageResult {
 
 struct Builder<'a> {
     store: &'a Store,
+    cache: CacheIndex,
+    context: Option<crate::context::Context>,
+    statcache: Option<crate::context::StatCache>,
     req: &'a BuildRequest,
     plan: Plan,
     progress: &'a dyn Progress,
@@ -223,6 +229,9 @@ pub fn build(
     });
     let mut b = Builder {
         store,
+        cache: CacheIndex::open(store),
+        context: None,
+        statcache: None,
         req,
         plan,
         progress,
@@ -232,9 +241,17 @@ pub fn build(
     };
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     for idx in b.plan.order.clone() {
-        let r = b.build_stage(idx, &results)?;
+        let r = b.build_stage(idx, &results);
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                b.save_statcache();
+                return Err(e);
+            }
+        };
         results.insert(idx, r);
     }
+    b.save_statcache();
     let target = results
         .remove(&b.plan.target)
         .expect("the target is the last stage in the order");
@@ -366,6 +383,9 @@ impl Builder<'_> {
                     location: ins.location(),
                 })?;
                 cur.key = key.finish();
+                if let Instruction::Workdir(w) = ins {
+                    self.workdir_step(&mut cur, w.location)?;
+                }
                 cur.history.push(History {
                     created: Some(self.created.clone()),
                     created_by: Some(applied.created_by),
@@ -379,9 +399,47 @@ impl Builder<'_> {
                 });
                 continue;
             }
-            return Err(BuildError::Step {
-                message: format!("{} steps are not supported by this build yet", ins.name()),
-                location: ins.location(),
+            let spec = match ins {
+                Instruction::Copy(c) => steps::CopySpec {
+                    sources: &c.sources,
+                    contents: &c.contents,
+                    dest: &c.dest,
+                    from: c.from.as_deref(),
+                    chown: c.chown.as_deref(),
+                    chmod: c.chmod.as_deref(),
+                    exclude: &c.exclude,
+                    parents: c.parents,
+                    unpack: false,
+                    location: c.location,
+                    code: &c.code,
+                },
+                Instruction::Add(a) => steps::CopySpec {
+                    sources: &a.sources,
+                    contents: &a.contents,
+                    dest: &a.dest,
+                    from: None,
+                    chown: a.chown.as_deref(),
+                    chmod: a.chmod.as_deref(),
+                    exclude: &a.exclude,
+                    parents: false,
+                    unpack: a.unpack.unwrap_or(true),
+                    location: a.location,
+                    code: &a.code,
+                },
+                _ => {
+                    return Err(BuildError::Step {
+                        message: format!(
+                            "{} steps are not supported by this build yet",
+                            ins.name()
+                        ),
+                        location: ins.location(),
+                    })
+                }
+            };
+            self.copy_step(id, &mut cur, spec, results)?;
+            self.progress.event(BuildEvent::Done {
+                id,
+                seconds: started.elapsed().as_secs_f64(),
             });
         }
         Ok(cur)
@@ -478,5 +536,104 @@ mod tests {
         let r2 = build(&other, &req, &events).unwrap();
         assert_eq!(r2.image_id, r1.image_id);
         assert_eq!(r2.manifest_digest, r1.manifest_digest);
+    }
+}
+
+#[cfg(test)]
+mod fs_tests {
+    use super::*;
+    use std::fs;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<BuildEvent>>);
+    impl Progress for Events {
+        fn event(&self, e: BuildEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    fn unpack(store: &Store, name: &str, dir: &std::path::Path) {
+        let rec = store.resolve(name).unwrap();
+        for d in &rec.diff_ids {
+            let f = store.open_blob(d).unwrap();
+            crate::archive::extract(std::io::BufReader::new(f), dir, &Default::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn copy_from_context_and_stages_with_cache() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: needs root for overlayfs");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let ctx = d.path().join("ctx");
+        fs::create_dir_all(ctx.join("files/sub")).unwrap();
+        fs::write(ctx.join("files/a.txt"), b"A").unwrap();
+        fs::write(ctx.join("files/sub/b.txt"), b"B").unwrap();
+        fs::write(ctx.join("top.txt"), b"T").unwrap();
+        fs::write(ctx.join("ignored.log"), b"L").unwrap();
+        let store = Store::open(d.path().join("root")).unwrap();
+        let df = "FROM scratch AS a\nCOPY files/ /data/\nCOPY top.txt *.log /data/\nWORKDIR /work\n\
+                  FROM scratch\nARG X=there\nCOPY --from=a /data /copied\nCOPY <<EOF /hello.txt\nhi $X\nEOF\n";
+        let req = BuildRequest {
+            context_dir: ctx.clone(),
+            dockerfile: df.as_bytes().to_vec(),
+            dockerfile_name: "Dockerfile".into(),
+            tags: vec![Reference::parse("kiln-test/copy:1").unwrap()],
+            ignore: crate::context::IgnoreRules::parse(".dockerignore", "*.log\n").unwrap(),
+            ..Default::default()
+        };
+        let ev = Events::default();
+        let err = build(&store, &req, &ev).unwrap_err();
+        assert!(
+            err.to_string().contains("*.log"),
+            "ignored files are not in the context: {err}"
+        );
+
+        let req = BuildRequest {
+            dockerfile: df.replace(" *.log", "").into_bytes(),
+            ..req
+        };
+        build(&store, &req, &ev).unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        unpack(&store, "kiln-test/copy:1", &out);
+        assert_eq!(fs::read(out.join("copied/a.txt")).unwrap(), b"A");
+        assert_eq!(fs::read(out.join("copied/sub/b.txt")).unwrap(), b"B");
+        assert_eq!(fs::read(out.join("copied/top.txt")).unwrap(), b"T");
+        assert_eq!(fs::read(out.join("hello.txt")).unwrap(), b"hi there\n");
+        assert!(
+            !out.join("work").exists(),
+            "the final stage does not have stage a's WORKDIR"
+        );
+
+        // A rebuild with nothing changed answers every filesystem step from the cache.
+        let ev = Events::default();
+        build(&store, &req, &ev).unwrap();
+        let cached =
+            ev.0.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, BuildEvent::Cached { .. }))
+                .count();
+        assert_eq!(cached, 4);
+
+        // A content change misses from that COPY on.
+        fs::write(ctx.join("files/a.txt"), b"Z").unwrap();
+        let ev = Events::default();
+        build(&store, &req, &ev).unwrap();
+        let cached =
+            ev.0.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, BuildEvent::Cached { .. }))
+                .count();
+        assert_eq!(cached, 0);
+        let out2 = d.path().join("out2");
+        fs::create_dir(&out2).unwrap();
+        unpack(&store, "kiln-test/copy:1", &out2);
+        assert_eq!(fs::read(out2.join("copied/a.txt")).unwrap(), b"Z");
     }
 }

@@ -15,14 +15,17 @@ pub const MAX_LOWERS: usize = 500;
 
 /// Run `f` with `lowers` (top-most first) and `upper` merged at a mount point that only this
 /// call can see. `scratch` is an empty directory for the mount point, the work dir and the
-/// short lower names; it must be on the same filesystem as `upper`.
+/// short lower names; it must be on the same filesystem as `upper`. Each stack in `sources`
+/// (another stage's layers, for `COPY --from`) is mounted read-only too; `f` gets their
+/// mount points in the same order.
 pub fn with_overlay<R: Send>(
     lowers: &[PathBuf],
     upper: &Path,
     scratch: &Path,
-    f: impl FnOnce(&Path) -> R + Send,
+    sources: &[Vec<PathBuf>],
+    f: impl FnOnce(&Path, &[PathBuf]) -> R + Send,
 ) -> io::Result<R> {
-    if lowers.len() > MAX_LOWERS {
+    if lowers.len() > MAX_LOWERS || sources.iter().any(|s| s.len() > MAX_LOWERS) {
         return Err(io::Error::other(format!(
             "an image with {} layers is more than overlayfs can stack ({MAX_LOWERS})",
             lowers.len()
@@ -38,6 +41,15 @@ pub fn with_overlay<R: Send>(
     // long the store path is: lowerdir=0:1:2... resolved from a private working directory.
     for (i, l) in lowers.iter().enumerate() {
         symlink(l, names.join(i.to_string()))?;
+    }
+    let mut source_points = Vec::new();
+    for (n, stack) in sources.iter().enumerate() {
+        for (i, l) in stack.iter().enumerate() {
+            symlink(l, names.join(format!("s{n}-{i}")))?;
+        }
+        let point = scratch.join(format!("source{n}"));
+        fs::create_dir_all(&point)?;
+        source_points.push(point);
     }
     std::thread::scope(|s| {
         s.spawn(|| -> io::Result<R> {
@@ -76,9 +88,56 @@ pub fn with_overlay<R: Send>(
                 Some(opts.as_str()),
             )
             .map_err(|e| io::Error::other(format!("mounting overlayfs ({opts}): {e}")))?;
-            let r = f(&merged);
+            for (n, stack) in sources.iter().enumerate() {
+                let point = &source_points[n];
+                if stack.is_empty() {
+                    continue; // a scratch stage: an empty directory
+                }
+                // Overlayfs without an upper dir is read-only; one layer needs no overlay.
+                let opts = if stack.len() == 1 {
+                    None
+                } else {
+                    Some(format!(
+                        "lowerdir={}",
+                        (0..stack.len())
+                            .map(|i| format!("s{n}-{i}"))
+                            .collect::<Vec<_>>()
+                            .join(":")
+                    ))
+                };
+                match opts {
+                    Some(o) => mount(
+                        Some("overlay"),
+                        point,
+                        Some("overlay"),
+                        MsFlags::MS_RDONLY,
+                        Some(o.as_str()),
+                    ),
+                    None => mount(
+                        Some(&stack[0]),
+                        point,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .and_then(|_| {
+                        mount(
+                            None::<&str>,
+                            point,
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                            None::<&str>,
+                        )
+                    }),
+                }
+                .map_err(|e| io::Error::other(format!("mounting a source stage: {e}")))?;
+            }
+            let r = f(&merged, &source_points);
             // The namespace dies with this thread anyway; unmounting first makes the upper
             // dir consistent before anyone reads it.
+            for p in &source_points {
+                let _ = umount2(p, MntFlags::MNT_DETACH);
+            }
             let _ = umount2(&merged, MntFlags::MNT_DETACH);
             Ok(r)
         })
@@ -105,7 +164,7 @@ mod tests {
         fs::create_dir(&upper).unwrap();
         let scratch = d.path().join("scratch");
         let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let seen = with_overlay(std::slice::from_ref(&low), &upper, &scratch, |m| {
+        let seen = with_overlay(std::slice::from_ref(&low), &upper, &scratch, &[], |m, _| {
             let os = fs::read(m.join("etc/os")).unwrap();
             fs::write(m.join("etc/new"), b"x").unwrap();
             fs::remove_file(m.join("etc/os")).unwrap();

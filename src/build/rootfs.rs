@@ -1,0 +1,176 @@
+//! Looking things up inside an image's root from the host: paths resolved with
+//! `openat2(RESOLVE_IN_ROOT)` so a symlink in the image never leads out of it, and user and
+//! group names read from the image's own `/etc/passwd` and `/etc/group`.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// Open `path` (relative to the image root, leading `/` allowed) inside `root`, resolving
+/// every symlink as if `root` were `/`.
+pub fn open_in_root(root: &Path, path: &str, flags: i32) -> io::Result<OwnedFd> {
+    let root_c = CString::new(root.as_os_str().as_bytes())?;
+    // SAFETY: a plain open of a NUL-terminated path; the fd is owned below.
+    let dirfd = unsafe {
+        libc::open(
+            root_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dirfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dirfd` is a fresh descriptor nobody else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let path_c = CString::new(rel)?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: openat2 with a valid dirfd, NUL-terminated path and a correctly sized struct.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path_c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether `path` is a directory in the image (symlinks followed inside the root).
+pub fn is_dir_in_root(root: &Path, path: &str) -> bool {
+    open_in_root(root, path, libc::O_PATH | libc::O_DIRECTORY).is_ok()
+}
+
+fn read_in_root(root: &Path, path: &str, limit: u64) -> io::Result<String> {
+    let fd = open_in_root(root, path, libc::O_RDONLY)?;
+    let mut s = String::new();
+    File::from(fd).take(limit).read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// Resolve `user[:group]` (names or numbers) against the image's passwd and group files, as
+/// COPY --chown does: a name must exist; a number needs no entry; the group defaults to
+/// the user's primary group, or to the uid when the user is numeric and unknown.
+pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read_in_root(root, "/etc/passwd", 16 << 20).unwrap_or_default();
+    let find_user = |name: &str| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == name)
+                .then(|| (f[2].parse::<u32>().ok(), f[3].parse::<u32>().ok()))
+        })
+    };
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(n) => {
+            let primary = passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 4 && f[2] == user)
+                    .then(|| f[3].parse::<u32>().ok())
+                    .flatten()
+            });
+            (n, primary)
+        }
+        Err(_) => match find_user(user) {
+            Some((Some(u), g)) => (u, g),
+            _ => {
+                return Err(format!(
+                    "unable to find user {user}: no matching entries in passwd file"
+                ))
+            }
+        },
+    };
+    let gid = match group {
+        None | Some("") => primary.unwrap_or(uid),
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let groups = read_in_root(root, "/etc/group", 16 << 20).unwrap_or_default();
+                groups
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g)
+                            .then(|| f[2].parse::<u32>().ok())
+                            .flatten()
+                    })
+                    .ok_or_else(|| {
+                        format!("unable to find group {g}: no matching entries in group file")
+                    })?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(root.join("real/dir")).unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        symlink("/real", root.join("abs")).unwrap();
+        symlink("../../../../", root.join("up")).unwrap();
+        // A host directory the image must not see through its symlinks.
+        fs::create_dir_all(d.path().join("hostonly")).unwrap();
+        symlink("/hostonly", root.join("escape")).unwrap();
+        assert!(is_dir_in_root(&root, "/abs/dir"));
+        assert!(is_dir_in_root(&root, "up/real"));
+        assert!(!is_dir_in_root(&root, "escape"));
+        assert!(!is_dir_in_root(&root, "missing"));
+    }
+
+    #[test]
+    fn owners_from_the_image_files() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("etc")).unwrap();
+        fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_owner(d.path(), "app"), Ok((1000, 1001)));
+        assert_eq!(resolve_owner(d.path(), "app:staff"), Ok((1000, 50)));
+        assert_eq!(resolve_owner(d.path(), "1000:7"), Ok((1000, 7)));
+        assert_eq!(resolve_owner(d.path(), "4242"), Ok((4242, 4242)));
+        assert!(resolve_owner(d.path(), "nobody")
+            .unwrap_err()
+            .contains("unable to find user nobody"));
+        assert!(resolve_owner(d.path(), "app:nogroup").is_err());
+    }
+}

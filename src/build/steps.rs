@@ -1,0 +1,466 @@
+//! The filesystem steps of a stage: COPY, ADD and WORKDIR's directory, each keyed for the
+//! cache, answered from it when possible, and otherwise written through the overlay view.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufReader};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::archive::{self, ExtractOptions};
+use crate::cache::{CacheRecord, KeyBuilder, CACHE_VERSION};
+use crate::context::select::{confine, select};
+use crate::context::{self, Context, StatCache};
+use crate::image::spec::{History, ImageSpec};
+use crate::image::Digest;
+use crate::parser::instructions::SourceContent;
+use crate::parser::shell::Lexer;
+use crate::parser::Location;
+use crate::planner::{resolve_source, Source as PlanSource};
+
+use super::copy::{self, CopyOptions, Item, ItemKind};
+use super::fs::{change, FsError};
+use super::rootfs;
+use super::{BuildError, BuildEvent, Builder, StageResult, HISTORY_COMMENT};
+
+/// COPY and ADD, after the parser: what the step must do.
+pub(crate) struct CopySpec<'a> {
+    pub sources: &'a [String],
+    pub contents: &'a [SourceContent],
+    pub dest: &'a str,
+    pub from: Option<&'a str>,
+    pub chown: Option<&'a str>,
+    pub chmod: Option<&'a str>,
+    pub exclude: &'a [String],
+    pub parents: bool,
+    /// ADD: unpack local archives.
+    pub unpack: bool,
+    pub location: Location,
+    pub code: &'a str,
+}
+
+fn step_err(location: Location) -> impl Fn(String) -> BuildError {
+    move |message| BuildError::Step { message, location }
+}
+
+fn fs_err(location: Location) -> impl Fn(FsError) -> BuildError {
+    move |e| BuildError::Step {
+        message: e.to_string(),
+        location,
+    }
+}
+
+/// Where a COPY's files come from.
+enum From {
+    Context(Vec<String>),
+    Stage(usize, Vec<String>),
+}
+
+impl Builder<'_> {
+    fn context(&mut self) -> Result<&mut Context, BuildError> {
+        if self.context.is_none() {
+            let ctx = Context::scan(&self.req.context_dir, &self.req.ignore).map_err(|e| {
+                BuildError::Step {
+                    message: e.to_string(),
+                    location: Location::default(),
+                }
+            })?;
+            let abs = std::fs::canonicalize(&self.req.context_dir)
+                .unwrap_or_else(|_| self.req.context_dir.clone());
+            let name = context::hex(&Sha256::digest(abs.as_os_str().as_encoded_bytes()).into());
+            let cache = StatCache::load(
+                &self
+                    .store
+                    .root()
+                    .join("contexts")
+                    .join(format!("{name}.statcache-v1")),
+            );
+            self.context = Some(ctx);
+            self.statcache = Some(cache);
+        }
+        Ok(self.context.as_mut().expect("set above"))
+    }
+
+    /// Write the stat cache back (called once at the end of a build).
+    pub(crate) fn save_statcache(&mut self) {
+        if let Some(c) = &mut self.statcache {
+            if let Err(e) = c.save() {
+                tracing::warn!(error = %e, "cannot save the build context's stat cache");
+            }
+        }
+    }
+
+    /// Look a key up unless `--no-cache`; on a hit, take its state.
+    fn cached(&self, key: &Digest, cur: &mut StageResult) -> bool {
+        if self.req.no_cache {
+            return false;
+        }
+        let Some(rec) = self.cache.get(key) else {
+            return false;
+        };
+        let Ok(spec) = serde_json::from_value::<ImageSpec>(rec.config) else {
+            return false;
+        };
+        cur.state.spec = spec;
+        cur.state.layers = rec.layers;
+        true
+    }
+
+    fn remember(&self, key: &Digest, cur: &StageResult, inputs: BTreeMap<String, String>) {
+        let rec = CacheRecord {
+            version: CACHE_VERSION,
+            key: key.clone(),
+            layers: cur.state.layers.clone(),
+            config: serde_json::to_value(&cur.state.spec).unwrap_or_default(),
+            inputs,
+        };
+        if let Err(e) = self.cache.put(&rec) {
+            tracing::warn!(error = %e, "cannot record a cache entry");
+        }
+    }
+
+    /// Record a finished filesystem step in the history.
+    fn history(&self, cur: &mut StageResult, created_by: String, layer: bool) {
+        cur.history.push(History {
+            created: Some(self.created.clone()),
+            created_by: Some(created_by),
+            comment: Some(HISTORY_COMMENT.to_string()),
+            empty_layer: !layer,
+            ..Default::default()
+        });
+    }
+
+    /// COPY or ADD.
+    pub(crate) fn copy_step(
+        &mut self,
+        id: usize,
+        cur: &mut StageResult,
+        spec: CopySpec<'_>,
+        stages: &BTreeMap<usize, StageResult>,
+    ) -> Result<(), BuildError> {
+        let err = step_err(spec.location);
+        let st = &cur.state;
+        let sources = spec
+            .sources
+            .iter()
+            .map(|s| st.expand(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        if let Some(url) = sources.iter().find(|s| {
+            s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+        }) {
+            return Err(err(format!(
+                "{url}: adding remote URLs and git repositories is not supported yet; download it in a RUN step or into the build context"
+            )));
+        }
+        let dest_word = st.expand(spec.dest).map_err(&err)?;
+        let workdir = if st.spec.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            st.spec.config.working_dir.clone()
+        };
+        let dest = if dest_word.starts_with('/') {
+            dest_word.clone()
+        } else {
+            let slash = if dest_word.ends_with('/') || dest_word == "." {
+                "/"
+            } else {
+                ""
+            };
+            format!(
+                "{}{slash}",
+                super::meta::clean_abs(&format!("{workdir}/{dest_word}"))
+            )
+        };
+        let chown = spec.chown.map(|c| st.expand(c)).transpose().map_err(&err)?;
+        let chmod = spec
+            .chmod
+            .map(|c| {
+                st.expand(c)
+                    .and_then(|c| copy::parse_chmod(&c).map_err(|e| e.to_string()))
+            })
+            .transpose()
+            .map_err(&err)?;
+        let exclude = spec
+            .exclude
+            .iter()
+            .map(|e| st.expand(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        let lexer = Lexer::new(st.escape).skip_process_quotes(true);
+        let env = st.expansion_env();
+        let contents: Vec<(String, Vec<u8>)> = spec
+            .contents
+            .iter()
+            .map(|c| {
+                let data = if c.expand {
+                    lexer
+                        .process_word(&c.data, &env)
+                        .map_err(|e| e.to_string())?
+                } else {
+                    c.data.clone()
+                };
+                Ok((c.path.clone(), data.into_bytes()))
+            })
+            .collect::<Result<_, String>>()
+            .map_err(&err)?;
+
+        let mut key = KeyBuilder::new("copy");
+        key.text("parent", cur.key.as_str())
+            .text("instruction", spec.code)
+            .list("env", &env)
+            .list("sources", &sources)
+            .text("dest", &dest)
+            .opt("chown", chown.as_deref())
+            .opt("chmod", chmod.map(|m| format!("{m:o}")).as_deref())
+            .list("exclude", &exclude)
+            .text("parents", if spec.parents { "1" } else { "0" });
+        for (name, data) in &contents {
+            key.text("heredoc", name).field("heredoc-data", data);
+        }
+        let mut inputs = BTreeMap::new();
+        let from = match spec.from {
+            None => {
+                let ctx_stage = self.context()?;
+                let mut paths = Vec::new();
+                for s in &sources {
+                    paths.extend(select(ctx_stage, s).map_err(|e| err(e.to_string()))?);
+                }
+                let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                let cache = self.statcache.as_mut().expect("loaded with the context");
+                let ctx_stage = self.context.as_mut().expect("scanned above");
+                ctx_stage
+                    .hash_contents(&refs, cache)
+                    .map_err(|e| err(e.to_string()))?;
+                for p in &paths {
+                    let h = ctx_stage
+                        .tree_hash(p)
+                        .ok_or_else(|| err(format!("{p}: changed while it was read")))?;
+                    key.text("source", p).field("tree", &h);
+                    inputs.insert(format!("file:{p}"), context::hex(&h));
+                }
+                From::Context(paths)
+            }
+            Some(f) => {
+                let value = st.expand(f).map_err(&err)?;
+                let names: Vec<Option<String>> =
+                    self.plan.stages.iter().map(|s| s.name.clone()).collect();
+                match resolve_source(&value, &names, spec.location).map_err(|e| err(e.to_string()))? {
+                    PlanSource::Stage(i) => {
+                        let src = stages.get(&i).ok_or_else(|| {
+                            err(format!("stage {value} is not built before it is used"))
+                        })?;
+                        key.text("from-stage", src.key.as_str());
+                        From::Stage(i, sources.iter().map(|s| confine(s)).collect())
+                    }
+                    PlanSource::Image(name) => {
+                        return Err(err(format!(
+                            "COPY --from={name}: copying from an image that is not a stage is not supported yet; add a stage `FROM {name} AS x` and copy from it"
+                        )))
+                    }
+                }
+            }
+        };
+        let key = key.finish();
+        if self.cached(&key, cur) {
+            self.progress.event(BuildEvent::Cached { id });
+            self.history(cur, format!("{} # kiln", spec.code), true);
+            cur.key = key;
+            return Ok(());
+        }
+
+        let keep_owner = matches!(from, From::Stage(..));
+        let opts = CopyOptions {
+            chown: None,
+            chmod,
+            parents: spec.parents,
+            exclude,
+            keep_owner,
+        };
+        let (source_layers, stage_paths) = match &from {
+            From::Stage(i, paths) => (vec![stages[i].state.layers.clone()], paths.clone()),
+            From::Context(_) => (Vec::new(), Vec::new()),
+        };
+        let ctx_ref = self.context.as_ref();
+        let ctx_paths = match &from {
+            From::Context(p) => p.clone(),
+            From::Stage(..) => Vec::new(),
+        };
+        let unpack = spec.unpack;
+        let clamp = self.req.source_date_epoch;
+        let work = |merged: &std::path::Path, roots: &[std::path::PathBuf]| -> Result<(), String> {
+            let mut opts = opts;
+            if let Some(c) = &chown {
+                opts.chown = Some(rootfs::resolve_owner(merged, c)?);
+            }
+            let mut srcs = Vec::new();
+            let mut archives = Vec::new();
+            for p in &ctx_paths {
+                let ctx = ctx_ref.ok_or("the build context was not read")?;
+                if unpack && is_local_archive(&ctx.root().join(p)) {
+                    archives.push(ctx.root().join(p));
+                    continue;
+                }
+                srcs.push(copy::context_source(ctx, p));
+            }
+            for p in &stage_paths {
+                let root = roots.first().ok_or("the source stage was not mounted")?;
+                let real = real_path_in_root(root, p)?;
+                srcs.push(copy::tree_source(&real.0, &real.1).map_err(|e| format!("{p}: {e}"))?);
+            }
+            let is_dir = |p: &str| rootfs::is_dir_in_root(merged, p);
+            let mut items = copy::plan(&srcs, &dest, &is_dir, &opts).map_err(|e| e.to_string())?;
+            let dest_rel = super::meta::clean_abs(&dest)
+                .trim_start_matches('/')
+                .to_string();
+            for (name, data) in &contents {
+                items.push(Item {
+                    name: if dest.ends_with('/') || is_dir(&dest_rel) {
+                        format!("{dest_rel}/{name}")
+                            .trim_start_matches('/')
+                            .to_string()
+                    } else {
+                        dest_rel.clone()
+                    },
+                    kind: ItemKind::Data(data.clone()),
+                    mode: opts.chmod.unwrap_or(0o644),
+                    uid: opts.chown.map_or(0, |o| o.0),
+                    gid: opts.chown.map_or(0, |o| o.1),
+                    mtime: clamp.unwrap_or(0),
+                });
+            }
+            extract_items(&items, merged)?;
+            for a in &archives {
+                let target = dest_rel.clone();
+                let dir = merged.join(&target);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let f = std::fs::File::open(a).map_err(|e| format!("{}: {e}", a.display()))?;
+                archive::extract(BufReader::new(f), &dir, &ExtractOptions::default())
+                    .map_err(|e| format!("{}: {e}", a.display()))?;
+            }
+            Ok(())
+        };
+        let (result, layer) = change(self.store, &cur.state.layers, &source_layers, clamp, work)
+            .map_err(fs_err(spec.location))?;
+        result.map_err(&err)?;
+        if let Some(l) = &layer {
+            cur.state.layers.push(l.clone());
+        }
+        self.history(cur, format!("{} # kiln", spec.code), layer.is_some());
+        cur.key = key.clone();
+        self.remember(&key, cur, inputs);
+        Ok(())
+    }
+
+    /// WORKDIR creates its directory when the image lacks it (a layer only then).
+    pub(crate) fn workdir_step(
+        &mut self,
+        cur: &mut StageResult,
+        location: Location,
+    ) -> Result<(), BuildError> {
+        let wd = cur.state.spec.config.working_dir.clone();
+        let mut key = KeyBuilder::new("workdir");
+        key.text("parent", cur.key.as_str()).text("dir", &wd);
+        let key = key.finish();
+        if self.cached(&key, cur) {
+            cur.key = key;
+            return Ok(());
+        }
+        let wd2 = wd.clone();
+        let (r, layer) = change(
+            self.store,
+            &cur.state.layers,
+            &[],
+            self.req.source_date_epoch,
+            move |merged, _| {
+                if rootfs::is_dir_in_root(merged, &wd2) {
+                    return Ok(());
+                }
+                let item = Item {
+                    name: wd2.trim_start_matches('/').to_string(),
+                    kind: ItemKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                };
+                extract_items(&[item], merged)
+            },
+        )
+        .map_err(fs_err(location))?;
+        r.map_err(step_err(location))?;
+        if let Some(l) = layer {
+            cur.state.layers.push(l);
+        }
+        cur.key = key.clone();
+        self.remember(&key, cur, BTreeMap::new());
+        Ok(())
+    }
+}
+
+/// Write items into the merged root through the hardened extractor, streaming the tar.
+fn extract_items(items: &[Item], merged: &std::path::Path) -> Result<(), String> {
+    let (reader, writer) = io::pipe().map_err(|e| e.to_string())?;
+    std::thread::scope(|s| {
+        let w = s.spawn(move || copy::write_tar(items, writer).map(drop));
+        let r = archive::extract(
+            BufReader::new(reader),
+            merged,
+            // A context file literally named `.wh.x` must not delete anything in the image.
+            &ExtractOptions {
+                apply_whiteouts: false,
+                ..Default::default()
+            },
+        );
+        let wr = w
+            .join()
+            .map_err(|_| "the copy writer panicked".to_string())?;
+        r.map_err(|e| e.to_string())?;
+        wr.map_err(|e| e.to_string())
+    })
+}
+
+/// Resolve `path` inside `root` (symlinks followed inside it, the last component kept as
+/// is) to a host directory and a name below it that contains no symlink.
+fn real_path_in_root(
+    root: &std::path::Path,
+    path: &str,
+) -> Result<(std::path::PathBuf, String), String> {
+    let path = path.trim_start_matches('/');
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", path),
+    };
+    let fd = rootfs::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| format!("/{path}: {e}"))?;
+    use std::os::fd::AsRawFd;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("/{path}: {e}"))?;
+    if !real.starts_with(root) {
+        return Err(format!("/{path}: resolves outside the source stage"));
+    }
+    if name.is_empty() {
+        // The stage root itself.
+        return Ok((real, String::new()));
+    }
+    if std::fs::symlink_metadata(real.join(name)).is_err() {
+        return Err(format!("/{path}: not found in the source stage"));
+    }
+    Ok((real, name.to_string()))
+}
+
+/// A local file ADD unpacks: tar, possibly gzip/zstd-compressed (checked by magic bytes).
+fn is_local_archive(p: &std::path::Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return false;
+    }
+    let mut head = [0u8; 512];
+    let n = f.read(&mut head).unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
