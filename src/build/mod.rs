@@ -635,5 +635,17 @@ mod fs_tests {
         fs::create_dir(&out2).unwrap();
         unpack(&store, "kiln-test/copy:1", &out2);
         assert_eq!(fs::read(out2.join("copied/a.txt")).unwrap(), b"Z");
+
+        // COPY --from an image in the store.
+        let req = BuildRequest {
+            dockerfile: b"FROM scratch\nCOPY --from=kiln-test/copy:1 /hello.txt /h.txt\n".to_vec(),
+            tags: vec![Reference::parse("kiln-test/copy:2").unwrap()],
+            ..req
+        };
+        build(&store, &req, &Events::default()).unwrap();
+        let out3 = d.path().join("out3");
+        fs::create_dir(&out3).unwrap();
+        unpack(&store, "kiln-test/copy:2", &out3);
+        assert_eq!(fs::read(out3.join("h.txt")).unwrap(), b"hi there\n");
     }
 }

@@ -53,6 +53,7 @@ fn fs_err(location: Location) -> impl Fn(FsError) -> BuildError {
 enum From {
     Context(Vec<String>),
     Stage(usize, Vec<String>),
+    Image(Vec<crate::cache::LayerRef>, Vec<String>),
 }
 
 impl Builder<'_> {
@@ -244,7 +245,9 @@ impl Builder<'_> {
                 let value = st.expand(f).map_err(&err)?;
                 let names: Vec<Option<String>> =
                     self.plan.stages.iter().map(|s| s.name.clone()).collect();
-                match resolve_source(&value, &names, spec.location).map_err(|e| err(e.to_string()))? {
+                match resolve_source(&value, &names, spec.location)
+                    .map_err(|e| err(e.to_string()))?
+                {
                     PlanSource::Stage(i) => {
                         let src = stages.get(&i).ok_or_else(|| {
                             err(format!("stage {value} is not built before it is used"))
@@ -253,9 +256,23 @@ impl Builder<'_> {
                         From::Stage(i, sources.iter().map(|s| confine(s)).collect())
                     }
                     PlanSource::Image(name) => {
-                        return Err(err(format!(
-                            "COPY --from={name}: copying from an image that is not a stage is not supported yet; add a stage `FROM {name} AS x` and copy from it"
-                        )))
+                        let rec = self.store.resolve(&name).map_err(|_| {
+                            err(format!(
+                                "{name}: image not found in the local store (kiln does not pull yet; import or load it first)"
+                            ))
+                        })?;
+                        key.text("from-image", rec.manifest_digest.as_str());
+                        let layers = rec
+                            .manifest
+                            .layers()
+                            .iter()
+                            .zip(&rec.diff_ids)
+                            .map(|(l, d)| crate::cache::LayerRef {
+                                diff_id: d.clone(),
+                                size: l.size(),
+                            })
+                            .collect();
+                        From::Image(layers, sources.iter().map(|s| confine(s)).collect())
                     }
                 }
             }
@@ -268,7 +285,7 @@ impl Builder<'_> {
             return Ok(());
         }
 
-        let keep_owner = matches!(from, From::Stage(..));
+        let keep_owner = !matches!(from, From::Context(..));
         let opts = CopyOptions {
             chown: None,
             chmod,
@@ -278,12 +295,13 @@ impl Builder<'_> {
         };
         let (source_layers, stage_paths) = match &from {
             From::Stage(i, paths) => (vec![stages[i].state.layers.clone()], paths.clone()),
+            From::Image(layers, paths) => (vec![layers.clone()], paths.clone()),
             From::Context(_) => (Vec::new(), Vec::new()),
         };
         let ctx_ref = self.context.as_ref();
         let ctx_paths = match &from {
             From::Context(p) => p.clone(),
-            From::Stage(..) => Vec::new(),
+            From::Stage(..) | From::Image(..) => Vec::new(),
         };
         let unpack = spec.unpack;
         let clamp = self.req.source_date_epoch;
