@@ -831,6 +831,53 @@ mod tests {
         assert!(!home);
     }
 
+    fn failed(stage: Stage, errno: Errno) -> Report {
+        Report {
+            kind: Report::FAILED,
+            stage: stage.code(),
+            errno: errno as i32,
+        }
+    }
+
+    #[test]
+    fn child_failures_map_to_typed_errors() {
+        let spec = StepSpec::new(vec![], "/tmp", vec!["tool".into()]);
+        let ops = vec![
+            Op::PrivateMounts,
+            Op::MountOverlay {
+                target: CString::new("/m").expect("c"),
+                options: CString::new("lowerdir=i").expect("c"),
+            },
+            Op::Mount {
+                src: CString::new("proc").expect("c"),
+                rel: CString::new("proc").expect("c"),
+                fstype: CString::new("proc").expect("c"),
+                flags: 0,
+                data: None,
+                optional: false,
+            },
+        ];
+        let map = |r| match failure(r, &ops, &spec, "/w") {
+            Attempt::OverlayFailed(e) => format!("overlay {e}"),
+            Attempt::Failed(e) => e.to_string(),
+        };
+        // An overlay mount failure triggers the copy fallback instead of an error.
+        assert_eq!(
+            map(failed(Stage::Op(1), Errno::EINVAL)),
+            "overlay EINVAL: Invalid argument"
+        );
+        assert_eq!(
+            map(failed(Stage::Op(2), Errno::ELOOP)),
+            "image path /proc is a symlink; refusing to mount over it"
+        );
+        assert!(map(failed(Stage::Op(2), Errno::EPERM)).contains("mount proc on /proc"));
+        assert_eq!(
+            map(failed(Stage::Lookup, Errno::ENOENT)),
+            "exec: \"tool\": executable file not found in $PATH"
+        );
+        assert!(map(failed(Stage::Workdir, Errno::ELOOP)).starts_with("working directory /w"));
+    }
+
     #[test]
     fn commands_are_looked_up_in_path_order() {
         assert_eq!(

@@ -624,10 +624,79 @@ fn stale_scratch_dirs_do_not_block_and_can_be_cleaned() {
     let f = Fixture::new();
     let stale = f.scratch().join("step-0123456789abcdef");
     fs::create_dir_all(stale.join("work/work")).expect("stale");
-    fs::set_permissions(stale.join("work/work"), fs::Permissions::from_mode(0)).expect("chmod");
+    fs::set_permissions(stale.join("work/work"), fs::Permissions::from_mode(0o000)).expect("chmod");
     let r = run_ok(&f.spec("true"));
     assert_eq!(clean_scratch(&f.scratch()).expect("clean"), 2);
     assert!(!r.out.step_dir.exists());
+}
+
+#[test]
+fn dev_is_minimal_and_mknod_devices_do_not_open() {
+    require_root!();
+    let f = Fixture::new();
+    let r = run_io(&f.spec(
+        "ls /dev; readlink /dev/fd; readlink /dev/ptmx; readlink /dev/stdin; echo x > /dev/null; \
+         head -c 3 /dev/zero | wc -c; test -c /dev/pts/ptmx && echo pts; \
+         mknod /tmp/disk b 8 0 && echo made; head -c 1 /tmp/disk > /dev/null && echo read-disk; \
+         mknod /dev/disk2 b 8 0; head -c 1 /dev/disk2 > /dev/null && echo read-disk2; true",
+    ))
+    .expect("run");
+    let (ls, rest) = r
+        .stdout
+        .split_once("/proc/self/fd\n")
+        .expect("readlink output");
+    let names: BTreeSet<&str> = ls.lines().collect();
+    let want: BTreeSet<&str> = [
+        "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+        "stdout", "tty", "urandom", "zero",
+    ]
+    .into();
+    assert_eq!(names, want);
+    assert!(
+        rest.starts_with("pts/ptmx\n/proc/self/fd/0\n3\npts\nmade\n"),
+        "{rest}"
+    );
+    // CAP_MKNOD is a default, but without a device cgroup the root and /dev are nodev: a
+    // node for the host's disk can be made but not opened.
+    assert!(!r.stdout.contains("read-disk"), "{}", r.stdout);
+}
+
+#[test]
+fn symlinked_etc_hosts_in_the_image_is_shadowed_not_followed() {
+    require_root!();
+    let f = Fixture::new();
+    let target = f.lower.join("etc/real-hosts");
+    fs::write(&target, "image hosts\n").expect("write");
+    std::os::unix::fs::symlink("real-hosts", f.lower.join("etc/hosts")).expect("symlink");
+    let r = run_ok(&f.spec("cat /etc/hosts; echo more >> /etc/hosts; cat /etc/real-hosts"));
+    assert!(
+        r.stdout.starts_with("127.0.0.1\tlocalhost "),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.ends_with("image hosts\n"), "{}", r.stdout);
+    assert_eq!(fs::read_to_string(&target).expect("read"), "image hosts\n");
+    assert!(upper_changes(&r.out.upper).expect("changes").is_empty());
+}
+
+#[test]
+fn output_can_go_to_a_file_descriptor() {
+    require_root!();
+    let f = Fixture::new();
+    let log = f.dir.path().join("log");
+    let file = fs::File::create(&log).expect("log");
+    use std::os::fd::AsFd;
+    let out = run_step(
+        &f.spec("echo to-out; echo to-err >&2"),
+        StepIo {
+            stdin: Input::Null,
+            stdout: Output::Fd(file.as_fd()),
+            stderr: Output::Fd(file.as_fd()),
+        },
+    )
+    .expect("run");
+    assert!(out.status.success());
+    assert_eq!(fs::read_to_string(&log).expect("read"), "to-out\nto-err\n");
 }
 
 #[test]
