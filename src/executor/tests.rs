@@ -743,3 +743,79 @@ fn bench_trivial_step_median() {
     let median = bench_trivial_step(20);
     eprintln!("bench: median of 20 trivial steps (`true`): {median:?}");
 }
+
+/// Not a test on its own: the body of the subprocess that
+/// `killing_kiln_kills_its_step` SIGKILLs mid-step.
+#[test]
+#[ignore = "helper process for killing_kiln_kills_its_step"]
+fn helper_long_step() {
+    let Ok(lower) = std::env::var("KILN_TEST_LOWER") else {
+        return;
+    };
+    let scratch = std::env::var("KILN_TEST_SCRATCH").expect("scratch");
+    let spec = StepSpec::new(
+        vec![PathBuf::from(lower)],
+        scratch,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "sleep 3613 & sleep 3613; true".into(),
+        ],
+    );
+    let _ = run_step(&spec, StepIo::default());
+}
+
+fn sleepers(tag: &[u8]) -> usize {
+    fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter(|e| {
+            fs::read(e.path().join("cmdline")).is_ok_and(|c| c.windows(tag.len()).any(|w| w == tag))
+        })
+        .count()
+}
+
+#[test]
+fn killing_kiln_kills_its_step() {
+    // SIGKILL gives kiln no chance to clean up: the parent-death signal must take the
+    // container's PID 1, and with it the whole PID and mount namespace, down.
+    require_root!();
+    let f = Fixture::new();
+    let before = mountinfo();
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "executor::tests::helper_long_step",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("KILN_TEST_LOWER", &f.lower)
+        .env("KILN_TEST_SCRATCH", f.scratch())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn helper");
+    let tag = b"\x003613";
+    let start = Instant::now();
+    while sleepers(tag) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the step never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let start = Instant::now();
+    while sleepers(tag) > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the step outlived kiln"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(mountinfo(), before);
+    // The stale scratch dir is removable and does not block the next step.
+    run_ok(&f.spec("true"));
+    assert!(clean_scratch(&f.scratch()).expect("clean") >= 1);
+}
