@@ -3,7 +3,7 @@
 //!
 //! The idea is youki's `syscall` trait: [`super::setup`] decides *what* is mounted where and
 //! in which order, and only talks to a [`Kernel`]. Unit tests run that logic against
-//! [`fake::FakeKernel`] without root; the root tests run it against [`RealKernel`].
+//! `fake::FakeKernel` (test builds only) without root; the root tests run it against [`RealKernel`].
 //!
 //! [`RealKernel`] runs in a process created by a raw `clone` from a possibly multithreaded
 //! parent, between clone and exec. Locks held by other threads at clone time (malloc's among
