@@ -1,1 +1,299 @@
-//! placeholder
+//! Runs one build step's command in a fresh container over an overlay snapshot of its
+//! parent's layers, and reports what it changed.
+//!
+//! # Process model
+//!
+//! No runc and no re-exec of kiln. [`run_step`] prepares everything in the parent — the mount
+//! plan, C strings, argv/envp arrays, the seccomp program, pipes — then makes one raw
+//! `clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC [| CLONE_NEWNET] |
+//! CLONE_PIDFD)`. The child is PID 1 of the new PID namespace and becomes the step's command:
+//! **the command itself is PID 1**, as with BuildKit's RUN and `docker run` without
+//! `--init`. When it exits the kernel kills everything else in the namespace, so no process
+//! of a step outlives it.
+//!
+//! Between clone and exec the child runs only async-signal-safe code ([`setup`], through the
+//! [`kernel::Kernel`] seam): the parent may be multithreaded (rayon, the test harness), and a
+//! lock another thread held at clone time (malloc's) stays locked in the child forever.
+//!
+//! 1. close the parent's pipe ends, `PR_SET_PDEATHSIG(SIGKILL)`, `setsid`, reset signals,
+//!    wire stdio;
+//! 2. apply the mount plan ([`plan`]): make mounts private, mount the overlay, then `/proc`,
+//!    `/dev` (tmpfs with host device nodes bound in, devpts, shm, mqueue), `/sys`, masks,
+//!    read-only paths, `/etc/hosts|hostname|resolv.conf`, extra binds — every target opened
+//!    with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and mounted through its fd;
+//!    `pivot_root`, detach the old root, set the hostname, bring `lo` up;
+//! 3. report "ready" and wait. The parent now reads `/etc/passwd` and `/etc/group` and creates
+//!    a missing WORKDIR through `/proc/<pid>/root` with `RESOLVE_IN_ROOT` (allocation is fine
+//!    in the parent), and sends uid, gid, groups and HOME in a fixed-size record;
+//! 4. drop the bounding set to Docker's 14 capabilities, install the seccomp filter
+//!    ([`seccomp`]), `setgroups`/`setresgid`/`setresuid`, `capset`, re-arm the death signal,
+//!    enter the workdir (`RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, so `WORKDIR
+//!    /proc/self/fd/N` fails, CVE-2024-21626 shape), look the command up in `$PATH`, mark
+//!    every fd above 2 close-on-exec;
+//! 5. `execveat` the sealed exec trampoline ([`trampoline`]), which execs the command.
+//!
+//! # CVE-2019-5736
+//!
+//! Until it execs, the child's `/proc/self/exe` is the host's kiln binary. The child never
+//! execs a path from the image itself: it execs the trampoline from a sealed memfd, and only
+//! the trampoline execs the command. A `#!/proc/self/exe` script, a `RUN ["/proc/self/exe"]`
+//! or a `PT_INTERP` naming it therefore reaches the immutable memfd, never kiln's binary. See
+//! [`trampoline`] for the details.
+//!
+//! # Root filesystem
+//!
+//! The root is an overlay: `lowerdir=i:0:1:…` (the init layer, then the given lowers,
+//! top-most first), `upperdir`, `workdir`, mounted `nodev` inside the child's private mount
+//! namespace only — nothing is ever mounted in the host's namespace, and the overlay goes
+//! away with the namespace's last process. Layers are named by one-character symlinks in the
+//! step's scratch dir and the child `chdir`s there first, so the mount options stay under the
+//! 4096-byte page limit with up to overlayfs's 500 layers.
+//!
+//! The *init layer* (Docker's idea) is a small directory on top of the lowers holding only
+//! the mount targets the image lacks (`/proc`, `/dev`, `/sys`, `/etc/hosts`, …), so creating
+//! them never writes to the upper dir. Mount targets that are symlinks in the image are
+//! refused (CVE-2019-19921); a symlinked `/etc/hosts`, `/etc/hostname` or
+//! `/etc/resolv.conf` is shadowed by a plain file in the init layer instead, as Docker does.
+//! Those three files are bound from files generated in the scratch dir: a step writing them
+//! in place writes the scratch copy, which is discarded — like Docker, such edits never reach
+//! the layer; replacing them (`mv`) fails with EBUSY.
+//!
+//! If the overlay cannot be mounted (say, the store is itself on overlayfs) the executor warns
+//! once and falls back to a copied root ([`snapshot`]), writing the step's changes into the
+//! upper dir in overlay's format afterwards; [`upper_changes`] reads both the same way.
+//!
+//! # Cleanup
+//!
+//! The child dies with kiln (`PR_SET_PDEATHSIG`, re-armed after the uid change; it fires when
+//! the *thread* that called [`run_step`] exits, and that thread blocks until the step is
+//! over). On error, cancellation ([`StepSpec::cancel`]) or a kiln panic, a guard SIGKILLs the
+//! namespace's PID 1 through its pidfd and reaps it. Mounts exist only in the step's mount
+//! namespace. Every step gets a new uniquely named scratch dir, so a stale one from a killed
+//! kiln never blocks a run; [`remove_step_dir`] and [`clean_scratch`] remove them.
+//!
+//! Not covered (yet): cgroups (no resource limits, no device cgroup — `/dev` and the root are
+//! `nodev` instead), user namespaces, AppArmor/SELinux labels, a PTY for `kiln run -it`, and
+//! a `setuid` PID 1 loses the parent-death signal (the kernel clears it on exec of set-id
+//! binaries).
+
+pub mod changes;
+mod error;
+pub mod kernel;
+pub mod layers;
+pub mod plan;
+mod rootfs;
+mod run;
+pub mod seccomp;
+pub mod setup;
+pub mod snapshot;
+pub mod trampoline;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub use changes::{upper_changes, Change, ChangeKind};
+pub use error::ExecError;
+pub use kernel::{Kernel, RealKernel};
+pub use rootfs::{clean_scratch, remove_step_dir};
+pub use run::run_step;
+
+/// Docker's default `PATH`, used when the step's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's 14 default capabilities as a bit mask: CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
+/// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE,
+/// SETFCAP.
+pub const DEFAULT_CAPS: u64 = 0x0000_0000_a804_25fb;
+
+/// The network a step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The host's network namespace (Docker's default for builds).
+    #[default]
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+/// How the root filesystem is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootfsMode {
+    /// Overlayfs, falling back to a copy if it cannot be mounted.
+    #[default]
+    Auto,
+    /// Always copy (slow; for filesystems overlayfs cannot use, and for tests).
+    Copy,
+}
+
+/// How the root was actually made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// An overlay mount.
+    Overlay,
+    /// A copied root, diffed into the upper dir after the step.
+    Copy,
+}
+
+/// Where the step's writes go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RwLayer {
+    /// `upper/` and `work/` inside the step's scratch dir.
+    #[default]
+    InScratch,
+    /// Given dirs on the same filesystem (overlay's requirement).
+    Dirs {
+        /// The upper dir: receives the step's changes.
+        upper: PathBuf,
+        /// Overlay's work dir.
+        work: PathBuf,
+    },
+}
+
+/// An extra bind mount into the step's root (for `RUN --mount` later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Host path (file or directory).
+    pub source: PathBuf,
+    /// Absolute path inside the image.
+    pub target: String,
+    /// Mount read-only.
+    pub readonly: bool,
+}
+
+/// Everything that defines one step's run.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// Read-only lower dirs (image layer snapshots), top-most first.
+    pub lowers: Vec<PathBuf>,
+    /// Where the step's writes go.
+    pub rw: RwLayer,
+    /// A directory the executor may use; each step makes a `step-<id>` dir inside it.
+    pub scratch: PathBuf,
+    /// The command; the caller composes the SHELL form (`["/bin/sh", "-c", "…"]`).
+    pub argv: Vec<String>,
+    /// Environment, `KEY=value`. `PATH`, `HOSTNAME` and `HOME` are added when missing.
+    pub env: Vec<String>,
+    /// Working directory inside the image; created if missing.
+    pub workdir: String,
+    /// `USER`: `name[:group]` or `uid[:gid]`; empty for root.
+    pub user: String,
+    /// Hostname; `None`: the first 12 characters of the container id.
+    pub hostname: Option<String>,
+    /// Network.
+    pub network: NetworkMode,
+    /// Extra bind mounts.
+    pub binds: Vec<BindMount>,
+    /// Root filesystem strategy.
+    pub rootfs: RootfsMode,
+    /// Set to `true` (from a signal handler, another thread) to kill the step.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl StepSpec {
+    /// A spec with Docker's defaults: root, `/`, host network, no extra env.
+    pub fn new(lowers: Vec<PathBuf>, scratch: impl Into<PathBuf>, argv: Vec<String>) -> Self {
+        StepSpec {
+            lowers,
+            rw: RwLayer::InScratch,
+            scratch: scratch.into(),
+            argv,
+            env: Vec::new(),
+            workdir: "/".into(),
+            user: String::new(),
+            hostname: None,
+            network: NetworkMode::Host,
+            binds: Vec::new(),
+            rootfs: RootfsMode::Auto,
+            cancel: None,
+        }
+    }
+}
+
+/// Where the step's standard input comes from.
+#[derive(Debug, Default)]
+pub enum Input<'a> {
+    /// `/dev/null` (Docker's RUN).
+    #[default]
+    Null,
+    /// kiln's own stdin.
+    Inherit,
+    /// An open file or pipe.
+    Fd(BorrowedFd<'a>),
+}
+
+/// Where one of the step's output streams goes.
+#[derive(Default)]
+pub enum Output<'a> {
+    /// Discarded.
+    #[default]
+    Null,
+    /// kiln's own stdout/stderr.
+    Inherit,
+    /// An open file or pipe.
+    Fd(BorrowedFd<'a>),
+    /// Streamed to a callback, one line at a time (without the newline; very long lines
+    /// arrive in 64 KiB pieces).
+    Lines(&'a mut dyn FnMut(&[u8])),
+}
+
+impl std::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Null => f.write_str("Null"),
+            Output::Inherit => f.write_str("Inherit"),
+            Output::Fd(fd) => write!(f, "Fd({fd:?})"),
+            Output::Lines(_) => f.write_str("Lines(..)"),
+        }
+    }
+}
+
+/// The step's standard streams.
+#[derive(Debug, Default)]
+pub struct StepIo<'a> {
+    /// Standard input.
+    pub stdin: Input<'a>,
+    /// Standard output.
+    pub stdout: Output<'a>,
+    /// Standard error.
+    pub stderr: Output<'a>,
+}
+
+/// How the step's command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+/// The result of a step that ran.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// How the command ended.
+    pub status: ExitStatus,
+    /// The container's id (64 hex digits); the hostname defaults to its first 12.
+    pub container_id: String,
+    /// The upper dir holding the step's changes (read it with [`upper_changes`]).
+    pub upper: PathBuf,
+    /// Overlay's work dir.
+    pub work: PathBuf,
+    /// The step's scratch dir; remove it with [`remove_step_dir`] once the upper dir has been
+    /// committed.
+    pub step_dir: PathBuf,
+    /// How the root was made.
+    pub snapshot: Snapshot,
+}

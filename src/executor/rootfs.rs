@@ -1,0 +1,453 @@
+//! Lays out a step's scratch dir on the host before the container exists: upper and work
+//! dirs, the short-name layer links, the init layer of missing mount targets, and the
+//! generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::error::ExecError;
+use super::layers::{self, Found};
+use super::{RwLayer, StepSpec};
+
+/// overlayfs stacks at most this many lower layers (OVL_MAX_STACK); the init layer is one.
+pub const MAX_LOWERS: usize = 499;
+
+/// The host-side layout of one step.
+#[derive(Debug, Clone)]
+pub struct StepDir {
+    /// `<scratch>/step-<id>`.
+    pub dir: PathBuf,
+    /// Upper dir.
+    pub upper: PathBuf,
+    /// Work dir.
+    pub work: PathBuf,
+    /// Dir of short-name symlinks (`i`, `0`…, `u`, `w`).
+    pub links: PathBuf,
+    /// The init layer.
+    pub init: PathBuf,
+    /// Overlay mount point.
+    pub merged: PathBuf,
+    /// Copied root (copy mode).
+    pub rootfs: PathBuf,
+    /// `(in-root path, host file)` for the generated `/etc` files.
+    pub etc_files: Vec<(String, PathBuf)>,
+    /// Extra binds: `(host path, in-root path, read-only)`.
+    pub binds: Vec<(PathBuf, String, bool)>,
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExecError + 'a {
+    move |e| ExecError::io(what, path, e)
+}
+
+/// Turns an absolute in-image path into a clean relative one (`/a/./b/` → `a/b`), refusing
+/// `..` (the image's paths come from the Dockerfile; the executor never needs to go up).
+pub fn rel_path(abs: &str) -> Result<String, ExecError> {
+    let p = Path::new(abs);
+    if !p.is_absolute() {
+        return Err(ExecError::InvalidSpec(format!(
+            "{abs:?} is not an absolute path"
+        )));
+    }
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                return Err(ExecError::InvalidSpec(format!("{abs:?} contains '..'")))
+            }
+            Component::Prefix(_) => {}
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Lexically cleans a WORKDIR the way Go's `filepath.Clean` does (`..` above `/` stays at `/`).
+pub fn clean_workdir(w: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in w.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn make_dir(p: &Path, mode: u32) -> Result<(), ExecError> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(p)
+        .map_err(io_err("creating", p))
+}
+
+/// Copies mode and owner of `from` (if it exists) onto `to`.
+fn copy_owner_mode(from: Option<&Path>, to: &Path) -> Result<(), ExecError> {
+    let Some(from) = from else { return Ok(()) };
+    let Ok(m) = fs::symlink_metadata(from) else {
+        return Ok(());
+    };
+    std::os::unix::fs::lchown(to, Some(m.uid()), Some(m.gid())).map_err(io_err("chown", to))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(io_err("chmod", to))
+}
+
+/// The top-most layer holding `rel` as a directory.
+fn dir_in_layers(layers: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    layers
+        .iter()
+        .map(|l| l.join(rel))
+        .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+}
+
+/// Makes `init/<rel>` and its parents, each with the mode and owner it has in the image.
+fn init_dirs(layers: &[PathBuf], init: &Path, rel: &str) -> Result<(), ExecError> {
+    let mut prefix = String::new();
+    for comp in rel.split('/').filter(|c| !c.is_empty()) {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(comp);
+        let p = init.join(&prefix);
+        if fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        make_dir(&p, 0o755)?;
+        copy_owner_mode(dir_in_layers(layers, &prefix).as_deref(), &p)?;
+    }
+    Ok(())
+}
+
+fn lookup(layers: &[PathBuf], rel: &str) -> Result<Found, ExecError> {
+    layers::lookup(layers, rel).map_err(|e| ExecError::ImageFile {
+        path: format!("/{rel}"),
+        source: e,
+    })
+}
+
+fn not_dir_error(rel: &str, at: usize, symlink: bool) -> ExecError {
+    let path = format!(
+        "/{}",
+        rel.split('/').take(at + 1).collect::<Vec<_>>().join("/")
+    );
+    if symlink {
+        ExecError::SymlinkMountTarget { path }
+    } else {
+        ExecError::BadMountTarget {
+            path,
+            expected: "directory",
+        }
+    }
+}
+
+/// Wants `rel` to exist as a directory (`dir`) or file in the merged view; adds a stub to the
+/// init layer when the image lacks it. A symlinked file target is shadowed when
+/// `shadow_symlink` (the generated `/etc` files, as Docker's init layer does); every other
+/// symlink is refused.
+fn want_target(
+    layers: &[PathBuf],
+    init: &Path,
+    rel: &str,
+    dir: bool,
+    shadow_symlink: bool,
+) -> Result<(), ExecError> {
+    let path = format!("/{rel}");
+    let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+    let found = lookup(layers, rel)?;
+    let stub = match found {
+        Found::Absent => true,
+        Found::Dir if dir => false,
+        Found::File if !dir => false,
+        Found::Symlink if shadow_symlink && !dir => true,
+        Found::Symlink => return Err(ExecError::SymlinkMountTarget { path }),
+        Found::NotDir { at, symlink } => return Err(not_dir_error(rel, at, symlink)),
+        _ => {
+            return Err(ExecError::BadMountTarget {
+                path,
+                expected: if dir { "directory" } else { "regular file" },
+            })
+        }
+    };
+    if !stub {
+        return Ok(());
+    }
+    init_dirs(layers, init, parent)?;
+    let p = init.join(rel);
+    if dir {
+        make_dir(&p, 0o755)
+    } else {
+        fs::File::create(&p)
+            .map(drop)
+            .map_err(io_err("creating", &p))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(io_err("chmod", &p))
+    }
+}
+
+fn random_id() -> Result<String, ExecError> {
+    let mut buf = [0u8; 32];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: valid buffer of rest.len() bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(ExecError::Spawn(e));
+        }
+        filled += n as usize;
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A new container id: 64 hex digits.
+pub fn new_id() -> Result<String, ExecError> {
+    random_id()
+}
+
+fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n"
+    )
+}
+
+/// Creates the step's scratch layout for `spec`.
+pub fn prepare(spec: &StepSpec, id: &str, hostname: &str) -> Result<StepDir, ExecError> {
+    if spec.lowers.len() > MAX_LOWERS {
+        return Err(ExecError::TooManyLayers(spec.lowers.len()));
+    }
+    let mut lowers = Vec::with_capacity(spec.lowers.len());
+    for l in &spec.lowers {
+        let abs = std::path::absolute(l).map_err(io_err("resolving lower dir", l))?;
+        let m = fs::metadata(&abs).map_err(io_err("reading lower dir", &abs))?;
+        if !m.is_dir() {
+            return Err(ExecError::InvalidSpec(format!(
+                "lower {} is not a directory",
+                abs.display()
+            )));
+        }
+        lowers.push(abs);
+    }
+    let scratch = std::path::absolute(&spec.scratch).map_err(io_err("resolving", &spec.scratch))?;
+    fs::create_dir_all(&scratch).map_err(io_err("creating scratch dir", &scratch))?;
+    let dir = scratch.join(format!("step-{}", &id[..id.len().min(16)]));
+    // 0700: the copied or merged root may hold setuid binaries other host users must not
+    // reach.
+    make_dir(&dir, 0o700)?;
+    let result = prepare_in(spec, lowers, dir.clone(), hostname);
+    if result.is_err() {
+        let _ = remove_step_dir(&dir);
+    }
+    result
+}
+
+fn prepare_in(
+    spec: &StepSpec,
+    lowers: Vec<PathBuf>,
+    dir: PathBuf,
+    hostname: &str,
+) -> Result<StepDir, ExecError> {
+    let top_root = lowers.first().map(PathBuf::as_path);
+    let (upper, work) = match &spec.rw {
+        RwLayer::InScratch => {
+            let (u, w) = (dir.join("upper"), dir.join("work"));
+            make_dir(&u, 0o755)?;
+            make_dir(&w, 0o700)?;
+            // The upper dir's root is the container's "/": give it the image's mode.
+            copy_owner_mode(top_root, &u)?;
+            (u, w)
+        }
+        RwLayer::Dirs { upper, work } => {
+            let u = std::path::absolute(upper).map_err(io_err("resolving", upper))?;
+            let w = std::path::absolute(work).map_err(io_err("resolving", work))?;
+            fs::create_dir_all(&u).map_err(io_err("creating upper dir", &u))?;
+            fs::create_dir_all(&w).map_err(io_err("creating work dir", &w))?;
+            (u, w)
+        }
+    };
+
+    let init = dir.join("init");
+    make_dir(&init, 0o755)?;
+    copy_owner_mode(top_root, &init)?;
+    let mut view = vec![upper.clone()];
+    view.extend(lowers.iter().cloned());
+    for d in ["proc", "dev", "sys"] {
+        want_target(&view, &init, d, true, false)?;
+    }
+    let hosts = dir.join("hosts");
+    let hostname_file = dir.join("hostname");
+    let resolv = dir.join("resolv.conf");
+    fs::write(&hosts, hosts_file(hostname)).map_err(io_err("writing", &hosts))?;
+    fs::write(&hostname_file, format!("{hostname}\n"))
+        .map_err(io_err("writing", &hostname_file))?;
+    // The host's resolver config, as Docker copies it (unreadable: an empty file).
+    let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+    fs::write(&resolv, host_resolv).map_err(io_err("writing", &resolv))?;
+    let etc_files = vec![
+        ("etc/hosts".to_string(), hosts),
+        ("etc/hostname".to_string(), hostname_file),
+        ("etc/resolv.conf".to_string(), resolv),
+    ];
+    for (rel, _) in &etc_files {
+        want_target(&view, &init, rel, false, true)?;
+    }
+    let mut binds = Vec::new();
+    for b in &spec.binds {
+        let rel = rel_path(&b.target)?;
+        if rel.is_empty() {
+            return Err(ExecError::InvalidSpec("cannot bind over /".into()));
+        }
+        let m = fs::metadata(&b.source).map_err(io_err("reading bind source", &b.source))?;
+        want_target(&view, &init, &rel, m.is_dir(), false)?;
+        binds.push((b.source.clone(), rel, b.readonly));
+    }
+
+    let links = dir.join("l");
+    make_dir(&links, 0o700)?;
+    let link = |name: &str, target: &Path| -> Result<(), ExecError> {
+        let p = links.join(name);
+        std::os::unix::fs::symlink(target, &p).map_err(io_err("linking", &p))
+    };
+    link("i", &init)?;
+    for (i, l) in lowers.iter().enumerate() {
+        link(&i.to_string(), l)?;
+    }
+    link("u", &upper)?;
+    link("w", &work)?;
+
+    let merged = dir.join("merged");
+    make_dir(&merged, 0o755)?;
+    Ok(StepDir {
+        rootfs: dir.join("rootfs"),
+        dir,
+        upper,
+        work,
+        links,
+        init,
+        merged,
+        etc_files,
+        binds,
+    })
+}
+
+/// Copies the layers into `step.rootfs` for the copy fallback; returns the lowers view.
+pub fn copy_root(spec_lowers: &[PathBuf], step: &StepDir) -> Result<(), ExecError> {
+    let mut layers = vec![step.init.clone()];
+    for l in spec_lowers {
+        layers.push(std::path::absolute(l).map_err(io_err("resolving lower dir", l))?);
+    }
+    make_dir(&step.rootfs, 0o755)?;
+    copy_owner_mode(layers.get(1).map(PathBuf::as_path), &step.rootfs)?;
+    super::snapshot::build_root(&layers, &step.rootfs)
+        .map_err(io_err("copying layers", &step.rootfs))
+}
+
+/// Removes a step's scratch dir (after its upper dir has been committed, or on failure).
+/// Symlinks inside are removed, never followed. A missing dir is fine.
+pub fn remove_step_dir(path: &Path) -> Result<(), ExecError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ExecError::io("removing step dir", path, e)),
+    }
+}
+
+/// Removes every `step-*` dir left in `scratch` by killed runs; returns how many. Call it only
+/// when no step is running on this scratch dir (at startup, under the store's lock). Nothing
+/// is ever mounted on these dirs in the host's mount namespace, so removal cannot hit a busy
+/// mount.
+pub fn clean_scratch(scratch: &Path) -> Result<usize, ExecError> {
+    let entries = match fs::read_dir(scratch) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(ExecError::io("reading scratch dir", scratch, e)),
+    };
+    let mut n = 0;
+    for e in entries {
+        let e = e.map_err(io_err("reading scratch dir", scratch))?;
+        if e.file_name().to_string_lossy().starts_with("step-") {
+            remove_step_dir(&e.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_image_paths_are_cleaned_and_confined() {
+        assert_eq!(rel_path("/etc/hosts").expect("ok"), "etc/hosts");
+        assert_eq!(rel_path("/a/./b//c/").expect("ok"), "a/b/c");
+        assert!(rel_path("relative").is_err());
+        assert!(rel_path("/a/../../etc").is_err());
+        assert_eq!(clean_workdir("/a/b/../c/."), "/a/c");
+        assert_eq!(clean_workdir("/../../x"), "/x");
+        assert_eq!(clean_workdir(""), "/");
+    }
+
+    #[test]
+    fn init_layer_holds_only_missing_targets() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let lower = t.path().join("lower");
+        fs::create_dir_all(lower.join("proc")).expect("mkdir");
+        fs::create_dir_all(lower.join("etc")).expect("mkdir");
+        fs::write(lower.join("etc/hosts"), "x").expect("write");
+        std::os::unix::fs::symlink("../run/resolv.conf", lower.join("etc/resolv.conf"))
+            .expect("symlink");
+        let mut spec = StepSpec::new(vec![lower], t.path().join("scratch"), vec!["true".into()]);
+        spec.rw = RwLayer::InScratch;
+        let step = prepare(&spec, &new_id().expect("id"), "host").expect("prepare");
+        let init = &step.init;
+        assert!(!init.join("proc").exists());
+        assert!(init.join("dev").is_dir() && init.join("sys").is_dir());
+        assert!(!init.join("etc/hosts").exists());
+        assert!(init.join("etc/hostname").is_file());
+        // A symlinked /etc/resolv.conf is shadowed by a plain file, never followed.
+        assert!(init.join("etc/resolv.conf").is_file());
+        assert_eq!(
+            fs::read_link(step.links.join("0")).expect("link"),
+            spec.lowers[0]
+        );
+        remove_step_dir(&step.dir).expect("cleanup");
+    }
+
+    #[test]
+    fn symlinked_proc_in_the_image_is_refused() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let lower = t.path().join("lower");
+        fs::create_dir_all(&lower).expect("mkdir");
+        std::os::unix::fs::symlink("/", lower.join("proc")).expect("symlink");
+        let spec = StepSpec::new(vec![lower], t.path().join("scratch"), vec!["true".into()]);
+        let err = prepare(&spec, &new_id().expect("id"), "h").expect_err("refused");
+        assert!(
+            matches!(&err, ExecError::SymlinkMountTarget { path } if path == "/proc"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn symlinked_etc_is_refused_for_the_etc_binds() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let lower = t.path().join("lower");
+        fs::create_dir_all(&lower).expect("mkdir");
+        std::os::unix::fs::symlink("/host-etc", lower.join("etc")).expect("symlink");
+        let spec = StepSpec::new(vec![lower], t.path().join("scratch"), vec!["true".into()]);
+        let err = prepare(&spec, &new_id().expect("id"), "h").expect_err("refused");
+        assert!(
+            matches!(&err, ExecError::SymlinkMountTarget { path } if path == "/etc"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! The copy-based root filesystem, for hosts where overlayfs cannot be mounted: copy the
+//! layers into a fresh dir, remember what was there, and after the step write the difference
+//! into an upper dir in overlay's format (whiteouts, opaque dirs), so the rest of kiln cannot
+//! tell the two apart.
+//!
+//! Change detection uses inode number and ctime, which a step cannot set back (unlike mtime,
+//! which `touch -r` or archive extraction can). A directory that was removed and recreated
+//! has a new inode and becomes opaque. Hard links between new files are copied as separate
+//! files. Extended attributes are copied on a best-effort basis.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::layers::{is_opaque, is_whiteout};
+
+/// What the copied root held before the step, per path.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    entries: HashMap<PathBuf, Stamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    fmt: u32,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+fn stamp(m: &fs::Metadata) -> Stamp {
+    Stamp {
+        ino: m.ino(),
+        fmt: m.mode() & libc::S_IFMT,
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec(),
+    }
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    Ok(names)
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies owner, mode, extended attributes and times of `src` to `dst` (not following
+/// symlinks).
+fn copy_meta(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    if !meta.file_type().is_symlink() {
+        // After chown, which clears set-id bits.
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    copy_xattrs(src, dst);
+    let times = [
+        libc::timespec {
+            tv_sec: meta.atime() as libc::time_t,
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        libc::timespec {
+            tv_sec: meta.mtime() as libc::time_t,
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    ];
+    let c = cpath(dst)?;
+    // SAFETY: valid C string and a two-element timespec array.
+    let ret = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn copy_xattrs(src: &Path, dst: &Path) {
+    let (Ok(s), Ok(d)) = (cpath(src), cpath(dst)) else {
+        return;
+    };
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: valid C string and buffer.
+    let n = unsafe { libc::llistxattr(s.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return;
+    }
+    names.truncate(n as usize);
+    let mut value = vec![0u8; 64 * 1024];
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        // overlay's own bookkeeping is not content.
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let Ok(cname) = CString::new(name) else {
+            continue;
+        };
+        // SAFETY: valid C strings and buffer.
+        let len = unsafe {
+            libc::lgetxattr(
+                s.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len < 0 {
+            continue;
+        }
+        // SAFETY: valid C strings and a buffer of len bytes.
+        unsafe {
+            libc::lsetxattr(
+                d.as_ptr(),
+                cname.as_ptr(),
+                value.as_ptr().cast(),
+                len as usize,
+                0,
+            )
+        };
+    }
+}
+
+/// Creates a copy of a non-directory `src` at `dst` (which must not exist).
+fn copy_nondir(
+    src: &Path,
+    dst: &Path,
+    meta: &fs::Metadata,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let ft = meta.file_type();
+    if ft.is_file() && meta.nlink() > 1 {
+        if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+            return fs::hard_link(first, dst);
+        }
+    }
+    if ft.is_file() {
+        let mut from = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src)?;
+        let mut to: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(dst)?;
+        io::copy(&mut from, &mut to)?;
+        links.insert((meta.dev(), meta.ino()), dst.to_path_buf());
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+    } else {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_socket() {
+            return Ok(());
+        }
+        let c = cpath(dst)?;
+        // SAFETY: valid C string.
+        let ret = unsafe { libc::mknod(c.as_ptr(), meta.mode(), meta.rdev()) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    copy_meta(src, dst, meta)
+}
+
+/// Builds a root in `dest` (an empty dir) from `layers`, top-most first, applying whiteouts
+/// and opaque dirs as overlayfs would.
+pub fn build_root(layers: &[PathBuf], dest: &Path) -> io::Result<()> {
+    for layer in layers.iter().rev() {
+        let mut links = HashMap::new();
+        apply_dir(layer, dest, Path::new(""), &mut links)?;
+    }
+    Ok(())
+}
+
+fn apply_dir(
+    layer: &Path,
+    dest: &Path,
+    rel: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    for name in sorted_names(&layer.join(rel))? {
+        let r = rel.join(&name);
+        let s = layer.join(&r);
+        let d = dest.join(&r);
+        let meta = fs::symlink_metadata(&s)?;
+        if is_whiteout(&meta) {
+            remove_any(&d)?;
+            continue;
+        }
+        if meta.is_dir() {
+            match fs::symlink_metadata(&d) {
+                Ok(m) if m.is_dir() => {
+                    if is_opaque(&s) {
+                        for child in sorted_names(&d)? {
+                            remove_any(&d.join(child))?;
+                        }
+                    }
+                }
+                Ok(_) => {
+                    remove_any(&d)?;
+                    fs::create_dir(&d)?;
+                }
+                Err(_) => fs::create_dir(&d)?,
+            }
+            apply_dir(layer, dest, &r, links)?;
+            // After the children, so the directory's mtime is the layer's.
+            copy_meta(&s, &d, &meta)?;
+        } else {
+            remove_any(&d)?;
+            copy_nondir(&s, &d, &meta, links)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records what `root` holds now.
+pub fn record(root: &Path) -> io::Result<Manifest> {
+    let mut m = Manifest::default();
+    record_dir(root, Path::new(""), &mut m)?;
+    Ok(m)
+}
+
+fn record_dir(root: &Path, rel: &Path, m: &mut Manifest) -> io::Result<()> {
+    for name in sorted_names(&root.join(rel))? {
+        let r = rel.join(&name);
+        let meta = fs::symlink_metadata(root.join(&r))?;
+        m.entries.insert(r.clone(), stamp(&meta));
+        if meta.is_dir() {
+            record_dir(root, &r, m)?;
+        }
+    }
+    Ok(())
+}
+
+struct Diff<'a> {
+    root: &'a Path,
+    upper: &'a Path,
+    before: &'a Manifest,
+    seen: HashSet<PathBuf>,
+    /// Directories that replaced an earlier one (opaque): their old children need no whiteouts.
+    replaced: HashSet<PathBuf>,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+/// Writes what changed in `root` since `before` into `upper`, in overlay's format.
+pub fn diff_into_upper(root: &Path, before: &Manifest, upper: &Path) -> io::Result<()> {
+    let mut d = Diff {
+        root,
+        upper,
+        before,
+        seen: HashSet::new(),
+        replaced: HashSet::new(),
+        links: HashMap::new(),
+    };
+    d.dir(Path::new(""), false)?;
+    let mut deleted: Vec<&PathBuf> = before
+        .entries
+        .keys()
+        .filter(|p| !d.seen.contains(*p))
+        .collect();
+    deleted.sort();
+    for p in deleted {
+        let parent = p.parent().unwrap_or(Path::new(""));
+        let parent_kept = parent.as_os_str().is_empty()
+            || (d.seen.contains(parent) && !d.replaced.contains(parent));
+        if !parent_kept || d.replaced.iter().any(|r| p.starts_with(r)) {
+            continue;
+        }
+        d.ensure_parents(p)?;
+        let c = cpath(&upper.join(p))?;
+        // SAFETY: valid C string; a 0/0 character device is overlay's whiteout.
+        let ret = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Diff<'_> {
+    fn ensure_parents(&self, rel: &Path) -> io::Result<()> {
+        let mut prefix = PathBuf::new();
+        let comps: Vec<_> = rel.components().collect();
+        for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+            prefix.push(comp);
+            let u = self.upper.join(&prefix);
+            if fs::symlink_metadata(&u).is_err() {
+                fs::create_dir(&u)?;
+                let src = self.root.join(&prefix);
+                copy_meta(&src, &u, &fs::symlink_metadata(&src)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, rel: &Path, force: bool) -> io::Result<()> {
+        for name in sorted_names(&self.root.join(rel))? {
+            let r = rel.join(&name);
+            let src = self.root.join(&r);
+            let meta = fs::symlink_metadata(&src)?;
+            self.seen.insert(r.clone());
+            let now = stamp(&meta);
+            let prev = self.before.entries.get(&r).copied();
+            let is_new = prev.is_none_or(|p| p.ino != now.ino || p.fmt != now.fmt);
+            let changed = force || is_new || prev != Some(now);
+            let dst = self.upper.join(&r);
+            if meta.is_dir() {
+                let replaced = is_new && prev.is_some();
+                if changed {
+                    self.ensure_parents(&r)?;
+                    if fs::symlink_metadata(&dst).is_err() {
+                        fs::create_dir(&dst)?;
+                    }
+                    if replaced {
+                        self.replaced.insert(r.clone());
+                        let c = cpath(&dst)?;
+                        // SAFETY: valid C strings and a one-byte value.
+                        let ret = unsafe {
+                            libc::lsetxattr(
+                                c.as_ptr(),
+                                c"trusted.overlay.opaque".as_ptr(),
+                                b"y".as_ptr().cast(),
+                                1,
+                                0,
+                            )
+                        };
+                        if ret != 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                }
+                self.dir(&r, force || replaced)?;
+                if fs::symlink_metadata(&dst).is_ok() {
+                    copy_meta(&src, &dst, &meta)?;
+                }
+            } else if changed {
+                self.ensure_parents(&r)?;
+                remove_any(&dst)?;
+                copy_nondir(&src, &dst, &meta, &mut self.links)?;
+            }
+        }
+        Ok(())
+    }
+}
