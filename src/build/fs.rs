@@ -5,8 +5,9 @@ use std::fs;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{self, ExtractOptions, WriterOptions};
+use crate::archive::{self, ExtractOptions, LayerEntry, LayerWriter, WriterOptions};
 use crate::cache::LayerRef;
+use crate::executor::ChangeKind;
 use crate::image::config::chain_id;
 use crate::image::Digest;
 use crate::store::fsutil::{self, TempPath};
@@ -99,13 +100,39 @@ pub fn change<R: Send>(
     Ok((r, Some(layer)))
 }
 
-/// Write `upper` as a layer blob into the store.
-fn commit_dir(store: &Store, upper: &Path, clamp_mtime: Option<i64>) -> Result<LayerRef, FsError> {
+/// Write an overlay upper dir as a layer blob into the store: overlay whiteouts become
+/// `.wh.` entries and opaque directories `.wh..wh..opq`, so the cost follows what changed.
+pub fn commit_dir(
+    store: &Store,
+    upper: &Path,
+    clamp_mtime: Option<i64>,
+) -> Result<LayerRef, FsError> {
+    use std::os::unix::ffi::OsStrExt;
+    let changes = crate::executor::upper_changes(upper).map_err(|e| FsError::Io(e.to_string()))?;
+    let mut entries = Vec::with_capacity(changes.len());
+    for c in changes {
+        let name = c.path.as_os_str().as_bytes().to_vec();
+        match c.kind {
+            ChangeKind::Upsert => entries.push(LayerEntry::Path {
+                source: upper.join(&c.path),
+                name,
+            }),
+            ChangeKind::Delete => entries.push(LayerEntry::Whiteout { name }),
+            ChangeKind::Opaque => {
+                entries.push(LayerEntry::Opaque { dir: name.clone() });
+                entries.push(LayerEntry::Path {
+                    source: upper.join(&c.path),
+                    name,
+                });
+            }
+        }
+    }
     let tmp = scratch_dir(store)?;
     let path = tmp.path().join("layer.tar");
     let file = fs::File::create(&path)?;
-    let (w, digest) =
-        archive::write_tree(upper, BufWriter::new(file), WriterOptions { clamp_mtime })?;
+    let mut w = LayerWriter::new(BufWriter::new(file), WriterOptions { clamp_mtime });
+    w.append_entries(entries)?;
+    let (w, digest) = w.finish()?;
     w.into_inner()
         .map_err(|e| FsError::Io(e.to_string()))?
         .sync_all()?;

@@ -55,6 +55,8 @@ pub struct BuildRequest {
     pub ignore: crate::context::IgnoreRules,
     /// `--network none`: RUN steps get only a loopback interface.
     pub network_none: bool,
+    /// Set from a signal handler to stop running steps (Ctrl-C).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -169,6 +171,7 @@ struct Builder<'a> {
     cache: CacheIndex,
     context: Option<crate::context::Context>,
     statcache: Option<crate::context::StatCache>,
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     req: &'a BuildRequest,
     plan: Plan,
     progress: &'a dyn Progress,
@@ -232,6 +235,7 @@ pub fn build(
         cache: CacheIndex::open(store),
         context: None,
         statcache: None,
+        cancel: req.cancel.clone(),
         req,
         plan,
         progress,
@@ -361,6 +365,16 @@ impl Builder<'_> {
         commands.extend(stage.commands.iter().cloned());
         let global_args = self.plan.global_args.clone();
         for (n, ins) in commands.iter().enumerate() {
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                return Err(BuildError::Step {
+                    message: "build cancelled".to_string(),
+                    location: ins.location(),
+                });
+            }
             self.step_id += 1;
             let id = self.step_id;
             let started = Instant::now();
@@ -426,12 +440,17 @@ impl Builder<'_> {
                     location: a.location,
                     code: &a.code,
                 },
+                Instruction::Run(r) => {
+                    self.run_step(id, &mut cur, r)?;
+                    self.progress.event(BuildEvent::Done {
+                        id,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                    continue;
+                }
                 _ => {
                     return Err(BuildError::Step {
-                        message: format!(
-                            "{} steps are not supported by this build yet",
-                            ins.name()
-                        ),
+                        message: format!("{} cannot appear inside a stage", ins.name()),
                         location: ins.location(),
                     })
                 }
@@ -647,5 +666,162 @@ mod fs_tests {
         fs::create_dir(&out3).unwrap();
         unpack(&store, "kiln-test/copy:2", &out3);
         assert_eq!(fs::read(out3.join("h.txt")).unwrap(), b"hi there\n");
+    }
+}
+
+/// Test helpers shared by the build tests: a busybox base image made from the host's static
+/// busybox.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    /// Store a one-layer busybox image as `name`; `None` when the host has no static busybox.
+    pub fn busybox_image(store: &Store, name: &str) -> Option<()> {
+        let bb = std::path::Path::new("/bin/busybox");
+        if !bb.exists() {
+            println!("skipped: /bin/busybox (Debian busybox-static) is not installed");
+            return None;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for dir in ["bin", "etc", "tmp", "root"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        fs::set_permissions(
+            root.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        fs::copy(bb, root.join("bin/busybox")).unwrap();
+        let list = std::process::Command::new(bb)
+            .arg("--list")
+            .output()
+            .unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = symlink("busybox", root.join("bin").join(applet));
+            }
+        }
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+        let (tar, digest) =
+            crate::archive::write_tree(root, Vec::new(), Default::default()).unwrap();
+        let diff_id = Digest::parse(&digest.diff_id()).unwrap();
+        let _lease = store.lease().unwrap();
+        store.put_blob_bytes(&tar, Some(&diff_id)).unwrap();
+        let mut spec = ImageSpec::scratch();
+        spec.rootfs.diff_ids = vec![diff_id.to_string()];
+        spec.config.env = vec![format!("PATH={}", state::DEFAULT_PATH)];
+        spec.config.cmd = Some(vec!["sh".into()]);
+        let config = spec.to_bytes();
+        let cd = Digest::of_bytes(&config);
+        store.put_blob_bytes(&config, Some(&cd)).unwrap();
+        let manifest = new_manifest(
+            descriptor(MEDIA_TYPE_CONFIG, &cd, config.len() as u64),
+            vec![descriptor(MEDIA_TYPE_LAYER, &diff_id, tar.len() as u64)],
+        );
+        let mb = canonical_json("manifest", &manifest).unwrap();
+        store.put_blob_bytes(&mb, None).unwrap();
+        store
+            .put_image_tagged(&config, &mb, &[Reference::parse(name).unwrap()])
+            .unwrap();
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+    use std::fs;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<BuildEvent>>);
+    impl Progress for Events {
+        fn event(&self, e: BuildEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    fn files_of(store: &Store, name: &str, dir: &std::path::Path) {
+        let rec = store.resolve(name).unwrap();
+        for d in &rec.diff_ids {
+            let f = store.open_blob(d).unwrap();
+            crate::archive::extract(std::io::BufReader::new(f), dir, &Default::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn run_steps_make_layers_whiteouts_and_fail_with_their_exit_code() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: RUN steps need root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("root")).unwrap();
+        if testutil::busybox_image(&store, "busybox:local").is_none() {
+            return;
+        }
+        let ctx = d.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("in.txt"), b"from context").unwrap();
+        let df = "FROM busybox:local\nARG WHO=kiln\nENV GREETING=hello\nWORKDIR /app\nCOPY in.txt .\n\
+                  RUN echo \"$GREETING $WHO\" > out.txt && cat in.txt >> out.txt && echo step-output\n\
+                  RUN rm /etc/group && mkdir -p /opt/d && touch /opt/d/x\n\
+                  USER app\nRUN id -u > /tmp/uid\n";
+        let req = BuildRequest {
+            context_dir: ctx.clone(),
+            dockerfile: df.as_bytes().to_vec(),
+            dockerfile_name: "Dockerfile".into(),
+            tags: vec![Reference::parse("kiln-test/run:1").unwrap()],
+            ..Default::default()
+        };
+        let ev = Events::default();
+        build(&store, &req, &ev).unwrap();
+        let printed =
+            ev.0.lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, BuildEvent::Output { text, .. } if text == "step-output"));
+        assert!(printed, "step output is streamed");
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        files_of(&store, "kiln-test/run:1", &out);
+        assert_eq!(
+            fs::read_to_string(out.join("app/out.txt")).unwrap(),
+            "hello kiln\nfrom context"
+        );
+        assert!(
+            !out.join("etc/group").exists(),
+            "a deleted base file is a whiteout"
+        );
+        assert!(out.join("opt/d/x").exists());
+        assert_eq!(fs::read_to_string(out.join("tmp/uid")).unwrap(), "1000\n");
+
+        // Nothing changed: every step is cached, no container starts.
+        let ev = Events::default();
+        build(&store, &req, &ev).unwrap();
+        let cached =
+            ev.0.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, BuildEvent::Cached { .. }))
+                .count();
+        assert_eq!(cached, 4);
+
+        // A failing step reports its exit code and where it is.
+        let req = BuildRequest {
+            dockerfile: b"FROM busybox:local\nRUN exit 3\n".to_vec(),
+            ..req
+        };
+        let e = build(&store, &req, &Events::default()).unwrap_err();
+        assert!(e.to_string().contains("exit code: 3"), "{e}");
+        assert_eq!(e.location().unwrap().line, 2);
     }
 }

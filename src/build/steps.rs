@@ -482,3 +482,168 @@ fn is_local_archive(p: &std::path::Path) -> bool {
         || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || (n >= 262 && &h[257..262] == b"ustar")
 }
+
+impl Builder<'_> {
+    /// RUN: the command in a sandbox over the stage's layers; what it changed is a layer.
+    pub(crate) fn run_step(
+        &mut self,
+        id: usize,
+        cur: &mut StageResult,
+        r: &crate::parser::instructions::Run,
+    ) -> Result<(), BuildError> {
+        use crate::executor::{self, ExitStatus, Output, RwLayer, StepIo, StepSpec};
+        use crate::parser::instructions::ShellOrExec;
+        use crate::parser::runflags::NetworkMode as RunNetwork;
+
+        let err = step_err(r.location);
+        if !r.mounts.is_empty() {
+            return Err(err(
+                "RUN --mount is not supported yet; copy what the step needs with COPY".to_string(),
+            ));
+        }
+        let shell = cur.state.shell();
+        let argv: Vec<String> = match &r.cmd {
+            ShellOrExec::Exec(v) => v.clone(),
+            ShellOrExec::Shell(line) => {
+                let script = match r.files.as_slice() {
+                    [] => line.clone(),
+                    // `RUN <<EOF` alone: the body is the script (BuildKit does the same for
+                    // shells without heredoc support).
+                    [only]
+                        if crate::parser::heredoc::parse_word(line.trim())
+                            .ok()
+                            .flatten()
+                            .is_some() =>
+                    {
+                        only.data.clone()
+                    }
+                    // Otherwise the shell reads the heredocs itself.
+                    files => {
+                        let mut s = line.clone();
+                        for f in files {
+                            s.push('\n');
+                            s.push_str(&f.data);
+                            s.push_str(&f.name);
+                        }
+                        s
+                    }
+                };
+                shell
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(script))
+                    .collect()
+            }
+        };
+        if argv.is_empty() {
+            return Err(err("RUN needs a command".to_string()));
+        }
+        let env = cur.state.run_env();
+        let user = cur.state.spec.config.user.clone();
+        let workdir = if cur.state.spec.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            cur.state.spec.config.working_dir.clone()
+        };
+        let network_none = match r.network {
+            RunNetwork::None => true,
+            RunNetwork::Host => false,
+            _ => self.req.network_none,
+        };
+        let mut key = KeyBuilder::new("run");
+        key.text("parent", cur.key.as_str())
+            .list("argv", &argv)
+            .list("env", &env)
+            .text("user", &user)
+            .text("workdir", &workdir)
+            .text("network", if network_none { "none" } else { "host" });
+        let key = key.finish();
+        let created_by = format!("RUN {} # kiln", argv.join(" "));
+        if self.cached(&key, cur) {
+            self.progress.event(BuildEvent::Cached { id });
+            self.history(cur, created_by, true);
+            cur.key = key;
+            return Ok(());
+        }
+
+        let fse = fs_err(r.location);
+        let lowers = super::fs::lower_dirs(self.store, &cur.state.layers).map_err(&fse)?;
+        let res = self
+            .store
+            .reserve_snapshot()
+            .map_err(|e| err(e.to_string()))?;
+        let scratch = super::fs::scratch_dir(self.store).map_err(&fse)?;
+        let work = scratch.path().join("work");
+        std::fs::create_dir(&work).map_err(|e| err(e.to_string()))?;
+        let mut spec = StepSpec::new(lowers, scratch.path(), argv.clone());
+        spec.rw = RwLayer::Dirs {
+            upper: res.path(),
+            work,
+        };
+        spec.env = env;
+        spec.workdir = workdir;
+        spec.user = user;
+        spec.network = if network_none {
+            executor::NetworkMode::None
+        } else {
+            executor::NetworkMode::Host
+        };
+        spec.cancel = self.cancel.clone();
+        let progress = self.progress;
+        let mut out = |line: &[u8]| {
+            progress.event(BuildEvent::Output {
+                id,
+                text: String::from_utf8_lossy(line).into_owned(),
+            })
+        };
+        let mut errs = |line: &[u8]| {
+            progress.event(BuildEvent::Output {
+                id,
+                text: String::from_utf8_lossy(line).into_owned(),
+            })
+        };
+        let outcome = executor::run_step(
+            &spec,
+            StepIo {
+                stdin: Default::default(),
+                stdout: Output::Lines(&mut out),
+                stderr: Output::Lines(&mut errs),
+            },
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let _ = executor::remove_step_dir(&outcome.step_dir);
+        let shown = serde_json::to_string(&argv).unwrap_or_default();
+        match outcome.status {
+            ExitStatus::Code(0) => {}
+            ExitStatus::Code(c) => {
+                return Err(err(format!(
+                    "process {shown} did not complete successfully: exit code: {c}"
+                )))
+            }
+            ExitStatus::Signal(s) => {
+                return Err(err(format!(
+                    "process {shown} did not complete successfully: killed by signal {s}"
+                )))
+            }
+        }
+        let upper = res.path();
+        let changed = std::fs::read_dir(&upper)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if changed {
+            let layer = super::fs::commit_dir(self.store, &upper, self.req.source_date_epoch)
+                .map_err(&fse)?;
+            res.commit(
+                super::fs::top_chain(&cur.state.layers).as_ref(),
+                &layer.diff_id,
+            )
+            .map_err(|e| err(e.to_string()))?;
+            cur.state.layers.push(layer);
+        }
+        drop(scratch);
+        self.history(cur, created_by, changed);
+        cur.key = key.clone();
+        self.remember(&key, cur, BTreeMap::new());
+        Ok(())
+    }
+}

@@ -188,6 +188,7 @@ fn build_image(
         labels,
         source_date_epoch,
         network_none: args.network == "none",
+        cancel: Some(cancel_on_signals()),
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {
@@ -214,4 +215,26 @@ fn build_image(
         }
     }
     Ok(())
+}
+
+/// A flag set by SIGINT and SIGTERM: running steps are killed, the store stays valid.
+fn cancel_on_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    let flag = FLAG
+        .get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone();
+    extern "C" fn on_signal(_: libc::c_int) {
+        if let Some(f) = FLAG.get() {
+            f.store(true, Ordering::SeqCst);
+        }
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+    flag
 }
