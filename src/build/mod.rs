@@ -117,6 +117,16 @@ pub enum BuildError {
         /// Where in the Dockerfile.
         location: Location,
     },
+    /// A RUN command exited non-zero (or was killed).
+    #[error("{message}")]
+    RunFailed {
+        /// BuildKit's wording, with the exit code.
+        message: String,
+        /// Where in the Dockerfile.
+        location: Location,
+        /// The exit code (128 + signal for a killed command), for callers that pass it on.
+        code: i32,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -139,9 +149,9 @@ impl BuildError {
         match self {
             BuildError::Parse(e) => Some(e.location),
             BuildError::Plan(e) => e.location(),
-            BuildError::Step { location, .. } | BuildError::NoBaseImage { location, .. } => {
-                Some(*location)
-            }
+            BuildError::Step { location, .. }
+            | BuildError::RunFailed { location, .. }
+            | BuildError::NoBaseImage { location, .. } => Some(*location),
             _ => None,
         }
     }
@@ -169,14 +179,15 @@ struct StageResult {
 struct Builder<'a> {
     store: &'a Store,
     cache: CacheIndex,
-    context: Option<crate::context::Context>,
-    statcache: Option<crate::context::StatCache>,
+    /// The build context and its stat cache, scanned on first use; shared by stages that
+    /// run in parallel.
+    context: std::sync::Mutex<Option<(crate::context::Context, crate::context::StatCache)>>,
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     req: &'a BuildRequest,
     plan: Plan,
     progress: &'a dyn Progress,
     escape: char,
-    step_id: usize,
+    step_id: std::sync::atomic::AtomicUsize,
     created: String,
 }
 
@@ -230,32 +241,21 @@ pub fn build(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
-    let mut b = Builder {
+    let b = Builder {
         store,
         cache: CacheIndex::open(store),
-        context: None,
-        statcache: None,
+        context: std::sync::Mutex::new(None),
         cancel: req.cancel.clone(),
         req,
         plan,
         progress,
         escape: df.escape,
-        step_id: 0,
+        step_id: std::sync::atomic::AtomicUsize::new(0),
         created: rfc3339(now),
     };
-    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
-    for idx in b.plan.order.clone() {
-        let r = b.build_stage(idx, &results);
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                b.save_statcache();
-                return Err(e);
-            }
-        };
-        results.insert(idx, r);
-    }
+    let results = b.run_stages();
     b.save_statcache();
+    let mut results = results?;
     let target = results
         .remove(&b.plan.target)
         .expect("the target is the last stage in the order");
@@ -268,6 +268,65 @@ pub fn build(
 }
 
 impl Builder<'_> {
+    fn next_id(&self) -> usize {
+        self.step_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// Build the needed stages; stages whose dependencies are done run in parallel.
+    fn run_stages(&self) -> Result<BTreeMap<usize, StageResult>, BuildError> {
+        let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+        let mut pending: Vec<usize> = self.plan.order.clone();
+        while !pending.is_empty() {
+            let (ready, rest): (Vec<usize>, Vec<usize>) = pending.iter().partition(|i| {
+                self.plan.stages[**i]
+                    .deps
+                    .iter()
+                    .all(|d| results.contains_key(d))
+            });
+            if ready.is_empty() {
+                // The planner orders dependencies first; this would be a cycle it missed.
+                return Err(BuildError::Step {
+                    message: "stages depend on each other in a cycle".into(),
+                    location: self.plan.stages[pending[0]].location,
+                });
+            }
+            let done: Vec<(usize, Result<StageResult, BuildError>)> = if ready.len() == 1 {
+                vec![(ready[0], self.build_stage(ready[0], &results))]
+            } else {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = ready
+                        .iter()
+                        .map(|&i| {
+                            let results = &results;
+                            (i, s.spawn(move || self.build_stage(i, results)))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|(i, h)| {
+                            (
+                                i,
+                                h.join().unwrap_or_else(|_| {
+                                    Err(BuildError::Step {
+                                        message: "a build thread panicked".into(),
+                                        location: Location::default(),
+                                    })
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+            };
+            for (i, r) in done {
+                results.insert(i, r?);
+            }
+            pending = rest;
+        }
+        Ok(results)
+    }
+
     fn base_state(
         &self,
         idx: usize,
@@ -325,7 +384,7 @@ impl Builder<'_> {
     }
 
     fn build_stage(
-        &mut self,
+        &self,
         idx: usize,
         results: &BTreeMap<usize, StageResult>,
     ) -> Result<StageResult, BuildError> {
@@ -336,14 +395,14 @@ impl Builder<'_> {
             Some(n) => n.clone(),
             None => format!("stage-{idx}"),
         };
-        self.step_id += 1;
+        let from_id = self.next_id();
         self.progress.event(BuildEvent::Step {
-            id: self.step_id,
+            id: from_id,
             stage: format!("{label} 1/{total}"),
             text: stage.code.clone(),
         });
         self.progress.event(BuildEvent::Done {
-            id: self.step_id,
+            id: from_id,
             seconds: 0.0,
         });
         // ONBUILD triggers of an image base run first, then are dropped from the image.
@@ -375,8 +434,7 @@ impl Builder<'_> {
                     location: ins.location(),
                 });
             }
-            self.step_id += 1;
-            let id = self.step_id;
+            let id = self.next_id();
             let started = Instant::now();
             self.progress.event(BuildEvent::Step {
                 id,

@@ -57,8 +57,12 @@ enum From {
 }
 
 impl Builder<'_> {
-    fn context(&mut self) -> Result<&mut Context, BuildError> {
-        if self.context.is_none() {
+    /// The build context, scanned on first use, with its stat cache.
+    fn context(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, Option<(Context, StatCache)>>, BuildError> {
+        let mut guard = self.context.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
             let ctx = Context::scan(&self.req.context_dir, &self.req.ignore).map_err(|e| {
                 BuildError::Step {
                     message: e.to_string(),
@@ -75,15 +79,15 @@ impl Builder<'_> {
                     .join("contexts")
                     .join(format!("{name}.statcache-v1")),
             );
-            self.context = Some(ctx);
-            self.statcache = Some(cache);
+            *guard = Some((ctx, cache));
         }
-        Ok(self.context.as_mut().expect("set above"))
+        Ok(guard)
     }
 
     /// Write the stat cache back (called once at the end of a build).
-    pub(crate) fn save_statcache(&mut self) {
-        if let Some(c) = &mut self.statcache {
+    pub(crate) fn save_statcache(&self) {
+        let mut guard = self.context.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = guard.as_mut() {
             if let Err(e) = c.save() {
                 tracing::warn!(error = %e, "cannot save the build context's stat cache");
             }
@@ -132,7 +136,7 @@ impl Builder<'_> {
 
     /// COPY or ADD.
     pub(crate) fn copy_step(
-        &mut self,
+        &self,
         id: usize,
         cur: &mut StageResult,
         spec: CopySpec<'_>,
@@ -221,19 +225,17 @@ impl Builder<'_> {
         let mut inputs = BTreeMap::new();
         let from = match spec.from {
             None => {
-                let ctx_stage = self.context()?;
+                let mut guard = self.context()?;
+                let (ctx, cache) = guard.as_mut().expect("scanned by context()");
                 let mut paths = Vec::new();
                 for s in &sources {
-                    paths.extend(select(ctx_stage, s).map_err(|e| err(e.to_string()))?);
+                    paths.extend(select(ctx, s).map_err(|e| err(e.to_string()))?);
                 }
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                let cache = self.statcache.as_mut().expect("loaded with the context");
-                let ctx_stage = self.context.as_mut().expect("scanned above");
-                ctx_stage
-                    .hash_contents(&refs, cache)
+                ctx.hash_contents(&refs, cache)
                     .map_err(|e| err(e.to_string()))?;
                 for p in &paths {
-                    let h = ctx_stage
+                    let h = ctx
                         .tree_hash(p)
                         .ok_or_else(|| err(format!("{p}: changed while it was read")))?;
                     key.text("source", p).field("tree", &h);
@@ -298,28 +300,28 @@ impl Builder<'_> {
             From::Image(layers, paths) => (vec![layers.clone()], paths.clone()),
             From::Context(_) => (Vec::new(), Vec::new()),
         };
-        let ctx_ref = self.context.as_ref();
-        let ctx_paths = match &from {
-            From::Context(p) => p.clone(),
-            From::Stage(..) | From::Image(..) => Vec::new(),
-        };
+        // Context sources are listed now, so the copy itself does not hold the context.
         let unpack = spec.unpack;
+        let mut ctx_srcs = Vec::new();
+        let mut archives = Vec::new();
+        if let From::Context(paths) = &from {
+            let guard = self.context()?;
+            let (ctx, _) = guard.as_ref().expect("scanned by context()");
+            for p in paths {
+                if unpack && is_local_archive(&ctx.root().join(p)) {
+                    archives.push(ctx.root().join(p));
+                } else {
+                    ctx_srcs.push(copy::context_source(ctx, p));
+                }
+            }
+        }
         let clamp = self.req.source_date_epoch;
         let work = |merged: &std::path::Path, roots: &[std::path::PathBuf]| -> Result<(), String> {
             let mut opts = opts;
             if let Some(c) = &chown {
                 opts.chown = Some(rootfs::resolve_owner(merged, c)?);
             }
-            let mut srcs = Vec::new();
-            let mut archives = Vec::new();
-            for p in &ctx_paths {
-                let ctx = ctx_ref.ok_or("the build context was not read")?;
-                if unpack && is_local_archive(&ctx.root().join(p)) {
-                    archives.push(ctx.root().join(p));
-                    continue;
-                }
-                srcs.push(copy::context_source(ctx, p));
-            }
+            let mut srcs = ctx_srcs;
             for p in &stage_paths {
                 let root = roots.first().ok_or("the source stage was not mounted")?;
                 let real = real_path_in_root(root, p)?;
@@ -371,7 +373,7 @@ impl Builder<'_> {
 
     /// WORKDIR creates its directory when the image lacks it (a layer only then).
     pub(crate) fn workdir_step(
-        &mut self,
+        &self,
         cur: &mut StageResult,
         location: Location,
     ) -> Result<(), BuildError> {
@@ -486,7 +488,7 @@ fn is_local_archive(p: &std::path::Path) -> bool {
 impl Builder<'_> {
     /// RUN: the command in a sandbox over the stage's layers; what it changed is a layer.
     pub(crate) fn run_step(
-        &mut self,
+        &self,
         id: usize,
         cur: &mut StageResult,
         r: &crate::parser::instructions::Run,
@@ -616,14 +618,22 @@ impl Builder<'_> {
         match outcome.status {
             ExitStatus::Code(0) => {}
             ExitStatus::Code(c) => {
-                return Err(err(format!(
-                    "process {shown} did not complete successfully: exit code: {c}"
-                )))
+                return Err(BuildError::RunFailed {
+                    message: format!(
+                        "process {shown} did not complete successfully: exit code: {c}"
+                    ),
+                    location: r.location,
+                    code: c,
+                })
             }
             ExitStatus::Signal(s) => {
-                return Err(err(format!(
-                    "process {shown} did not complete successfully: killed by signal {s}"
-                )))
+                return Err(BuildError::RunFailed {
+                    message: format!(
+                        "process {shown} did not complete successfully: killed by signal {s}"
+                    ),
+                    location: r.location,
+                    code: 128 + s,
+                })
             }
         }
         let upper = res.path();

@@ -14,6 +14,30 @@ pub enum DebugCommand {
         /// The Dockerfile (`-` for standard input)
         file: PathBuf,
     },
+    /// Run a command in a sandbox over an image and commit what it changed as a new image
+    RunStep(RunStepArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunStepArgs {
+    /// The image to run on
+    #[arg(long)]
+    pub image: String,
+    /// Name for the committed image
+    #[arg(short = 't', long = "tag")]
+    pub tag: Option<String>,
+    /// User to run as (`name[:group]` or `uid[:gid]`)
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the image
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Network: host or none
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// Read a Dockerfile from a path, or standard input for `-`.
@@ -36,8 +60,9 @@ pub fn display_name(path: &Path) -> String {
     }
 }
 
-pub fn run(cmd: DebugCommand) -> i32 {
+pub fn run(root: &Path, cmd: DebugCommand) -> i32 {
     match cmd {
+        DebugCommand::RunStep(a) => run_step(root, &a),
         DebugCommand::DumpAst { file } => {
             let src = match read_dockerfile(&file) {
                 Ok(s) => s,
@@ -100,5 +125,72 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+/// Prints a step's output as it comes, nothing else.
+struct RawOutput;
+
+impl kiln::build::Progress for RawOutput {
+    fn event(&self, e: kiln::build::BuildEvent) {
+        if let kiln::build::BuildEvent::Output { text, .. } = e {
+            println!("{text}");
+        }
+    }
+}
+
+/// `kiln debug run-step`: a one-step build (`FROM image` + `RUN [argv]`), never cached.
+fn run_step(root: &Path, a: &RunStepArgs) -> i32 {
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut df = format!("FROM {}\n", a.image);
+    if let Some(u) = &a.user {
+        df.push_str(&format!("USER {u}\n"));
+    }
+    if let Some(w) = &a.workdir {
+        df.push_str(&format!("WORKDIR {w}\n"));
+    }
+    let argv: Vec<String> = a.command.iter().map(|c| json(c)).collect();
+    df.push_str(&format!("RUN [{}]\n", argv.join(", ")));
+    let tags = match a
+        .tag
+        .as_deref()
+        .map(kiln::image::Reference::parse)
+        .transpose()
+    {
+        Ok(t) => t.into_iter().collect(),
+        Err(e) => {
+            eprintln!("error: invalid tag: {e}");
+            return 1;
+        }
+    };
+    let store = match kiln::store::Store::open(root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let req = kiln::build::BuildRequest {
+        context_dir: std::env::temp_dir(),
+        dockerfile: df.into_bytes(),
+        dockerfile_name: "run-step".into(),
+        tags,
+        no_cache: true,
+        network_none: a.network == "none",
+        ..Default::default()
+    };
+    match kiln::build::build(&store, &req, &RawOutput) {
+        Ok(r) => {
+            eprintln!("committed {}", r.image_id);
+            0
+        }
+        Err(kiln::build::BuildError::RunFailed { message, code, .. }) => {
+            eprintln!("error: {message}");
+            code
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }

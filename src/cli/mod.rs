@@ -48,6 +48,6 @@ pub fn run() -> i32 {
     };
     match cli.command {
         Command::Build(args) => build::run(&cli.root, &args),
-        Command::Debug(cmd) => debug::run(cmd),
+        Command::Debug(cmd) => debug::run(&cli.root, cmd),
     }
 }
