@@ -445,11 +445,12 @@ impl Builder<'_> {
                 build_args: &self.req.build_args,
                 global_args: &global_args,
             };
-            let mut key = KeyBuilder::new("step");
-            key.text("parent", cur.key.as_str())
-                .text("instruction", ins.code())
-                .list("env", &cur.state.expansion_env());
             if let Some(applied) = meta::apply(&mut cur.state, ins, &ctx) {
+                // A metadata step's key is what it produced: the image config. An ARG that
+                // no later step uses then changes no key (RUN keys include ARG values).
+                let mut key = KeyBuilder::new("meta");
+                key.text("parent", cur.key.as_str())
+                    .field("config", &cur.state.spec.to_bytes());
                 let applied = applied.map_err(|message| BuildError::Step {
                     message,
                     location: ins.location(),

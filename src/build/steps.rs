@@ -212,7 +212,6 @@ impl Builder<'_> {
         let mut key = KeyBuilder::new("copy");
         key.text("parent", cur.key.as_str())
             .text("instruction", spec.code)
-            .list("env", &env)
             .list("sources", &sources)
             .text("dest", &dest)
             .opt("chown", chown.as_deref())

@@ -46,6 +46,11 @@ pub fn run() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    let mut cli = cli;
+    // Absolute, so paths derived from it stay right in threads that change directory.
+    if let Ok(abs) = std::path::absolute(&cli.root) {
+        cli.root = abs;
+    }
     match cli.command {
         Command::Build(args) => build::run(&cli.root, &args),
         Command::Debug(cmd) => debug::run(&cli.root, cmd),

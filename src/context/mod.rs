@@ -126,6 +126,8 @@ pub struct Context {
 impl Context {
     /// Walk `root` (no symlink is followed), leaving out what `rules` exclude.
     pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<Context, ContextError> {
+        // Absolute, so the paths stay right for threads that change their own directory.
+        let root = &fs::canonicalize(root).map_err(io_err(root))?;
         let meta = fs::metadata(root).map_err(io_err(root))?;
         if !meta.is_dir() {
             return Err(ContextError::Io {

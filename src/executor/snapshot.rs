@@ -3,7 +3,7 @@
 //! into an upper dir in overlay's format (whiteouts, opaque dirs), so the rest of kiln cannot
 //! tell the two apart.
 //!
-//! Change detection uses inode number and ctime, which a step cannot set back (unlike mtime,
+//! Change detection uses inode number, generation and ctime, which a step cannot set back (unlike mtime,
 //! which `touch -r` or archive extraction can). A directory that was removed and recreated
 //! has a new inode and becomes opaque. Hard links between new files are copied as separate
 //! files. Extended attributes are copied on a best-effort basis.
@@ -27,14 +27,51 @@ pub struct Manifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     ino: u64,
+    /// The inode's generation: a deleted and recreated file can get the same inode number
+    /// (and, within the filesystem's coarse clock tick, the same ctime), never the same
+    /// generation on filesystems that keep one (ext4, btrfs, xfs, tmpfs).
+    generation: u64,
     fmt: u32,
     ctime: i64,
     ctime_nsec: i64,
 }
 
-fn stamp(m: &fs::Metadata) -> Stamp {
+/// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`.
+const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+
+fn generation(path: &Path, m: &fs::Metadata) -> u64 {
+    // Symlinks cannot be opened for an ioctl; their inode number and ctime must do.
+    if m.file_type().is_symlink() || !(m.is_file() || m.is_dir()) {
+        return 0;
+    }
+    let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    else {
+        return 0;
+    };
+    let mut g: libc::c_long = 0;
+    use std::os::fd::AsRawFd;
+    // SAFETY: FS_IOC_GETVERSION writes one long through the pointer given.
+    let r = unsafe {
+        libc::ioctl(
+            f.as_raw_fd(),
+            FS_IOC_GETVERSION,
+            &mut g as *mut libc::c_long,
+        )
+    };
+    if r == 0 {
+        g as u64
+    } else {
+        0
+    }
+}
+
+fn stamp(path: &Path, m: &fs::Metadata) -> Stamp {
     Stamp {
         ino: m.ino(),
+        generation: generation(path, m),
         fmt: m.mode() & libc::S_IFMT,
         ctime: m.ctime(),
         ctime_nsec: m.ctime_nsec(),
@@ -247,8 +284,9 @@ pub fn record(root: &Path) -> io::Result<Manifest> {
 fn record_dir(root: &Path, rel: &Path, m: &mut Manifest) -> io::Result<()> {
     for name in sorted_names(&root.join(rel))? {
         let r = rel.join(&name);
-        let meta = fs::symlink_metadata(root.join(&r))?;
-        m.entries.insert(r.clone(), stamp(&meta));
+        let full = root.join(&r);
+        let meta = fs::symlink_metadata(&full)?;
+        m.entries.insert(r.clone(), stamp(&full, &meta));
         if meta.is_dir() {
             record_dir(root, &r, m)?;
         }
@@ -323,9 +361,11 @@ impl Diff<'_> {
             let src = self.root.join(&r);
             let meta = fs::symlink_metadata(&src)?;
             self.seen.insert(r.clone());
-            let now = stamp(&meta);
+            let now = stamp(&src, &meta);
             let prev = self.before.entries.get(&r).copied();
-            let is_new = prev.is_none_or(|p| p.ino != now.ino || p.fmt != now.fmt);
+            let is_new = prev.is_none_or(|p| {
+                p.ino != now.ino || p.generation != now.generation || p.fmt != now.fmt
+            });
             let changed = force || is_new || prev != Some(now);
             let dst = self.upper.join(&r);
             if meta.is_dir() {

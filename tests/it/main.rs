@@ -1,5 +1,6 @@
 //! kiln's integration tests: one test binary, one module per area.
 
+mod build_cmd;
 mod cli_parser;
 mod instructions_conformance;
 mod parser_conformance;

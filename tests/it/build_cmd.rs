@@ -1,0 +1,373 @@
+//! `kiln build` end to end: real multi-stage Dockerfiles over a busybox base, the cache as a
+//! user sees it, and Docker's rules for contexts, args, stages and instructions.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use crate::util::TestStore;
+
+fn write(dir: &Path, rel: &str, data: &str) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn cached_steps(o: &std::process::Output) -> usize {
+    stderr(o).lines().filter(|l| l.ends_with(" CACHED")).count()
+}
+
+#[test]
+fn multi_stage_build_with_copy_run_args_and_history() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "src/hello.txt", "hello");
+    write(&ctx, "src/sub/deep.txt", "deep");
+    write(
+        &ctx,
+        "Dockerfile",
+        "ARG BASE=busybox:local\n\
+         FROM ${BASE} AS build\n\
+         ARG VERSION=1.0\n\
+         WORKDIR /src\n\
+         COPY src/ ./\n\
+         RUN echo \"v$VERSION\" > version && cat hello.txt sub/deep.txt > joined\n\
+         FROM scratch AS unused\n\
+         COPY does-not-exist /\n\
+         FROM ${BASE}\n\
+         LABEL org.example.kind=test\n\
+         COPY --from=build /src/version /src/joined /out/\n\
+         ENV GREETING=hi\n\
+         USER app\n\
+         WORKDIR /home/app\n\
+         RUN echo \"$GREETING from $(id -un)\" > whoami\n\
+         EXPOSE 8080\n\
+         CMD [\"cat\", \"/out/joined\"]\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "kiln-test/app:1",
+            "--build-arg",
+            "VERSION=2.5",
+            ".",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = s.unpack("kiln-test/app:1");
+    assert_eq!(
+        fs::read_to_string(files.join("out/version")).unwrap(),
+        "v2.5\n"
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("out/joined")).unwrap(),
+        "hellodeep"
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("home/app/whoami")).unwrap(),
+        "hi from app\n"
+    );
+    assert!(
+        !files.join("src").exists(),
+        "the build stage's files stay in the build stage"
+    );
+    let cfg = s.config("kiln-test/app:1");
+    assert_eq!(cfg.config.user, "app");
+    assert_eq!(cfg.config.working_dir, "/home/app");
+    assert_eq!(
+        cfg.config.cmd,
+        Some(vec!["cat".to_string(), "/out/joined".to_string()])
+    );
+    assert!(cfg.config.env.contains(&"GREETING=hi".to_string()));
+    assert!(cfg.config.exposed_ports.unwrap().contains_key("8080/tcp"));
+    assert_eq!(cfg.config.labels.unwrap()["org.example.kind"], "test");
+    // History: one entry per step of the base and of the final stage, empty layers marked.
+    let created_by: Vec<String> = cfg
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.clone())
+        .collect();
+    assert!(
+        created_by
+            .iter()
+            .any(|c| c.starts_with("LABEL org.example.kind=test")),
+        "{created_by:?}"
+    );
+    let layers = cfg.history.iter().filter(|h| !h.empty_layer).count();
+    assert_eq!(
+        layers,
+        cfg.rootfs.diff_ids.len() - 1,
+        "the imported base has no history entry"
+    );
+
+    // Nothing changed: every filesystem step is answered from the cache.
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "kiln-test/app:1",
+            "--build-arg",
+            "VERSION=2.5",
+            ".",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cached_steps(&o), 4, "{}", stderr(&o));
+
+    // A different build arg reruns what depends on it only.
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "kiln-test/app:2", "."],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        cached_steps(&o),
+        1,
+        "COPY src/ stays cached: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(s.unpack("kiln-test/app:2").join("out/version")).unwrap(),
+        "v1.0\n"
+    );
+}
+
+#[test]
+fn cache_follows_content_and_mode_not_mtime() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "app/main.txt", "one");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nCOPY app /app\nRUN cat /app/main.txt > /copy\n",
+    );
+    let build = || s.kiln(&ctx, &["build", "--progress=plain", "-t", "c:1", "."], None);
+    assert!(build().status.success());
+    // mtime-only touch: hit.
+    let f = fs::File::options()
+        .write(true)
+        .open(ctx.join("app/main.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    drop(f);
+    let o = build();
+    assert_eq!(cached_steps(&o), 2, "{}", stderr(&o));
+    // Mode change: miss.
+    fs::set_permissions(ctx.join("app/main.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    let o = build();
+    assert_eq!(cached_steps(&o), 0, "{}", stderr(&o));
+    // Content change with the same size: miss, and the new content is in the image.
+    fs::write(ctx.join("app/main.txt"), "two").unwrap();
+    let o = build();
+    assert_eq!(cached_steps(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(s.unpack("c:1").join("copy")).unwrap(),
+        "two"
+    );
+    // --no-cache runs everything.
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "--no-cache", "-t", "c:1", "."],
+        None,
+    );
+    assert!(o.status.success());
+    assert_eq!(cached_steps(&o), 0);
+}
+
+#[test]
+fn context_rules_dockerignore_symlinks_and_confinement() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "keep/a.txt", "a");
+    write(&ctx, "keep/b.log", "b");
+    write(&ctx, "secret.env", "TOKEN=1");
+    symlink("/etc/passwd", ctx.join("keep/passwd-link")).unwrap();
+    write(&ctx, ".dockerignore", "*.env\n**/*.log\n");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nCOPY ../../keep /k\nCOPY . /all\n",
+    );
+    let o = s.kiln(&ctx, &["build", "-t", "ctx:1", "."], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = s.unpack("ctx:1");
+    assert_eq!(fs::read_to_string(files.join("k/a.txt")).unwrap(), "a");
+    assert!(
+        !files.join("k/b.log").exists(),
+        ".dockerignore applies to COPY"
+    );
+    assert!(!files.join("all/secret.env").exists());
+    let link = fs::symlink_metadata(files.join("k/passwd-link")).unwrap();
+    assert!(
+        link.file_type().is_symlink(),
+        "a context symlink is copied as a symlink"
+    );
+    assert_eq!(
+        fs::read_link(files.join("k/passwd-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    // COPY of a file that is not in the context fails with the Dockerfile line.
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nCOPY secret.env /\n",
+    );
+    let o = s.kiln(&ctx, &["build", "."], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("secret.env"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Dockerfile:2:"), "{}", stderr(&o));
+}
+
+#[test]
+fn dockerfile_from_stdin_or_outside_the_context_and_targets() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "f.txt", "file");
+    let df = "FROM busybox:local AS one\nRUN echo one > /one\nFROM busybox:local AS two\nCOPY f.txt /\nRUN false\n";
+    let o = s.kiln(
+        &ctx,
+        &["build", "-f", "-", "--target", "one", "-t", "t:1", "."],
+        Some(df.as_bytes()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s.unpack("t:1").join("one").exists());
+    // The last stage fails; exit code 1 and the step's location.
+    let outside = s.dir.path().join("elsewhere.Dockerfile");
+    fs::write(&outside, df).unwrap();
+    let o = s.kiln(&ctx, &["build", "-f", outside.to_str().unwrap(), "."], None);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("did not complete successfully: exit code: 1"),
+        "{err}"
+    );
+    assert!(err.contains("elsewhere.Dockerfile:5:1"), "{err}");
+    // An unknown target is an error; an unused build arg is a warning.
+    let o = s.kiln(
+        &ctx,
+        &["build", "-f", "-", "--target", "three", "."],
+        Some(df.as_bytes()),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("failed to reach build target three"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "-f",
+            "-",
+            "--target",
+            "one",
+            "--build-arg",
+            "NOPE=1",
+            ".",
+        ],
+        Some(df.as_bytes()),
+    );
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("[NOPE] were not consumed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "payload.txt", "payload");
+    write(&ctx, "Dockerfile", "FROM busybox:local\nONBUILD COPY payload.txt /from-trigger.txt\nONBUILD RUN echo triggered > /t\n");
+    let o = s.kiln(&ctx, &["build", "-t", "parent:1", "."], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        s.config("parent:1").config.on_build.map(|v| v.len()),
+        Some(2)
+    );
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM parent:1\nRUN cat /from-trigger.txt /t > /both\n",
+    );
+    let o = s.kiln(&ctx, &["build", "-t", "child:1", "."], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(s.unpack("child:1").join("both")).unwrap(),
+        "payloadtriggered\n"
+    );
+    assert_eq!(
+        s.config("child:1").config.on_build,
+        None,
+        "triggers are not inherited twice"
+    );
+}
+
+#[test]
+fn reproducible_with_source_date_epoch_in_two_stores() {
+    let a = TestStore::new();
+    let b = TestStore::new();
+    if a.busybox("busybox:local").is_none() || b.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = a.dir.path().join("ctx");
+    write(&ctx, "f.txt", "same");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nCOPY f.txt /\nRUN echo built > /b && touch /c\n",
+    );
+    let id = |s: &TestStore| {
+        let iid = s.dir.path().join("iid");
+        let o = s.kiln(
+            &ctx,
+            &[
+                "build",
+                "-q",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1700000000",
+                "--iidfile",
+                iid.to_str().unwrap(),
+                ".",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let printed = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let written = fs::read_to_string(&iid).unwrap();
+        assert_eq!(printed, written);
+        written
+    };
+    assert_eq!(id(&a), id(&b));
+}
