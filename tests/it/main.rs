@@ -1,6 +1,7 @@
 //! kiln's integration tests: one test binary, one module per area.
 
 mod build_cmd;
+mod build_interop;
 mod cli_parser;
 mod instructions_conformance;
 mod parser_conformance;
