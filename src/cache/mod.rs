@@ -6,6 +6,8 @@
 //! written atomically; a record whose layers are gone from the store is a miss, never an
 //! error.
 
+pub mod explain;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
