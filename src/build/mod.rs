@@ -57,6 +57,8 @@ pub struct BuildRequest {
     pub network_none: bool,
     /// Set from a signal handler to stop running steps (Ctrl-C).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// `--explain`: report every input of every step's cache key.
+    pub explain: bool,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -75,6 +77,20 @@ pub enum BuildEvent {
     Cached {
         /// Step number.
         id: usize,
+    },
+    /// A step missed the cache, and why.
+    Miss {
+        /// Step number.
+        id: usize,
+        /// The first input that differs from the previous build, in words.
+        reason: String,
+    },
+    /// `--explain`: every input of a step's key next to the previous build's.
+    Explain {
+        /// Step number.
+        id: usize,
+        /// One line per input; changed ones start with `≠`.
+        lines: Vec<String>,
     },
     /// A step finished.
     Done {
@@ -174,6 +190,8 @@ struct StageResult {
     state: StageState,
     key: Digest,
     history: Vec<History>,
+    /// What the stage started from (image name and digest, or a stage), a cache-key input.
+    base: String,
 }
 
 struct Builder<'a> {
@@ -189,6 +207,11 @@ struct Builder<'a> {
     escape: char,
     step_id: std::sync::atomic::AtomicUsize,
     created: String,
+    /// The inputs of this build's steps, and the previous build's, for miss reasons.
+    record: std::sync::Mutex<crate::cache::explain::BuildRecord>,
+    previous: Option<crate::cache::explain::BuildRecord>,
+    /// Step numbers by key, to name a parent step that rebuilt.
+    key_ids: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -241,6 +264,25 @@ pub fn build(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
+    let record_path = {
+        use sha2::{Digest as _, Sha256};
+        let abs =
+            std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
+        let mut h = Sha256::new();
+        h.update(abs.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(req.dockerfile_name.as_bytes());
+        h.update([0]);
+        h.update(req.target.as_deref().unwrap_or("").as_bytes());
+        let id: [u8; 32] = h.finalize().into();
+        crate::cache::explain::record_path(
+            &store
+                .root()
+                .join("cache")
+                .join(format!("v{}", crate::cache::CACHE_VERSION)),
+            &crate::context::hex(&id),
+        )
+    };
     let b = Builder {
         store,
         cache: CacheIndex::open(store),
@@ -252,9 +294,13 @@ pub fn build(
         escape: df.escape,
         step_id: std::sync::atomic::AtomicUsize::new(0),
         created: rfc3339(now),
+        record: Default::default(),
+        previous: crate::cache::explain::load(&record_path),
+        key_ids: Default::default(),
     };
     let results = b.run_stages();
     b.save_statcache();
+    b.save_record(&record_path);
     let mut results = results?;
     let target = results
         .remove(&b.plan.target)
@@ -338,6 +384,7 @@ impl Builder<'_> {
                 state: StageState::new(ImageSpec::scratch(), Vec::new(), self.escape),
                 key: KeyBuilder::new("scratch").finish(),
                 history: Vec::new(),
+                base: "scratch".to_string(),
             }),
             Base::Stage(i) => {
                 let mut r = results
@@ -346,6 +393,7 @@ impl Builder<'_> {
                     .expect("dependencies are built first");
                 r.state.args.clear();
                 r.state.cmd_set = false;
+                r.base = format!("stage {}", r.key);
                 Ok(r)
             }
             Base::Image(name) => {
@@ -378,6 +426,7 @@ impl Builder<'_> {
                     state: StageState::new(spec, layers, self.escape),
                     key: key.finish(),
                     history,
+                    base: format!("{name}@{}", rec.manifest_digest),
                 })
             }
         }
@@ -457,7 +506,7 @@ impl Builder<'_> {
                 })?;
                 cur.key = key.finish();
                 if let Instruction::Workdir(w) = ins {
-                    self.workdir_step(&mut cur, w.location)?;
+                    self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
                 }
                 cur.history.push(History {
                     created: Some(self.created.clone()),
@@ -500,7 +549,7 @@ impl Builder<'_> {
                     code: &a.code,
                 },
                 Instruction::Run(r) => {
-                    self.run_step(id, &mut cur, r)?;
+                    self.run_step(id, &mut cur, r, &format!("{idx}/{n}"))?;
                     self.progress.event(BuildEvent::Done {
                         id,
                         seconds: started.elapsed().as_secs_f64(),
@@ -514,7 +563,7 @@ impl Builder<'_> {
                     })
                 }
             };
-            self.copy_step(id, &mut cur, spec, results)?;
+            self.copy_step(id, &mut cur, spec, results, &format!("{idx}/{n}"))?;
             self.progress.event(BuildEvent::Done {
                 id,
                 seconds: started.elapsed().as_secs_f64(),

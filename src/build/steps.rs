@@ -94,20 +94,91 @@ impl Builder<'_> {
         }
     }
 
-    /// Look a key up unless `--no-cache`; on a hit, take its state.
-    fn cached(&self, key: &Digest, cur: &mut StageResult) -> bool {
-        if self.req.no_cache {
-            return false;
+    /// Record the step's inputs, then look its key up unless `--no-cache`: on a hit take
+    /// its state (and say CACHED), on a miss say why.
+    fn lookup(
+        &self,
+        id: Option<usize>,
+        position: &str,
+        key: &Digest,
+        mut inputs: BTreeMap<String, String>,
+        cur: &mut StageResult,
+    ) -> bool {
+        use crate::cache::explain::{compare, explain, StepInputs};
+        inputs.insert("base".into(), cur.base.clone());
+        inputs.insert("parent".into(), cur.key.to_string());
+        let ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = ids.get(cur.key.as_str()) {
+            inputs.insert("parent-step".into(), n.to_string());
         }
-        let Some(rec) = self.cache.get(key) else {
-            return false;
+        drop(ids);
+        let step = StepInputs {
+            position: position.to_string(),
+            key: key.to_string(),
+            inputs,
         };
-        let Ok(spec) = serde_json::from_value::<ImageSpec>(rec.config) else {
-            return false;
-        };
-        cur.state.spec = spec;
-        cur.state.layers = rec.layers;
-        true
+        let prev = self.previous.as_ref().and_then(|p| p.step(position));
+        if let Some(id) = id {
+            self.key_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.to_string(), id);
+            if self.req.explain {
+                self.progress.event(BuildEvent::Explain {
+                    id,
+                    lines: compare(prev, &step),
+                });
+            }
+        }
+        let hit = !self.req.no_cache
+            && match self.cache.get(key) {
+                Some(rec) => match serde_json::from_value::<ImageSpec>(rec.config) {
+                    Ok(spec) => {
+                        cur.state.spec = spec;
+                        cur.state.layers = rec.layers;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+        if let Some(id) = id {
+            if hit {
+                self.progress.event(BuildEvent::Cached { id });
+            } else {
+                let reason = if self.req.no_cache {
+                    "--no-cache".to_string()
+                } else {
+                    explain(prev, &step)
+                };
+                self.progress.event(BuildEvent::Miss { id, reason });
+            }
+        }
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .steps
+            .push(step);
+        hit
+    }
+
+    /// Save this build's step inputs for the next build's miss reasons.
+    pub(crate) fn save_record(&self, path: &std::path::Path) {
+        let mut rec = self
+            .record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        rec.version = crate::cache::explain::RECORD_VERSION;
+        rec.steps.sort_by(|a, b| a.position.cmp(&b.position));
+        let Some(dir) = path.parent() else { return };
+        let ok = std::fs::create_dir_all(dir).is_ok()
+            && serde_json::to_vec(&rec).is_ok_and(|bytes| {
+                crate::store::fsutil::write_atomic(dir, path, &bytes, 0o600).is_ok()
+            });
+        if !ok {
+            tracing::warn!(path = %path.display(), "cannot save the build record");
+        }
     }
 
     fn remember(&self, key: &Digest, cur: &StageResult, inputs: BTreeMap<String, String>) {
@@ -141,6 +212,7 @@ impl Builder<'_> {
         cur: &mut StageResult,
         spec: CopySpec<'_>,
         stages: &BTreeMap<usize, StageResult>,
+        position: &str,
     ) -> Result<(), BuildError> {
         let err = step_err(spec.location);
         let st = &cur.state;
@@ -238,7 +310,19 @@ impl Builder<'_> {
                         .tree_hash(p)
                         .ok_or_else(|| err(format!("{p}: changed while it was read")))?;
                     key.text("source", p).field("tree", &h);
-                    inputs.insert(format!("file:{p}"), context::hex(&h));
+                    for (k, e) in ctx.subtree(p) {
+                        let what = match (e.kind, ctx.content_hash(k)) {
+                            (context::Kind::File, Some(h)) => context::hex(h),
+                            (context::Kind::Symlink, _) => {
+                                format!("-> {}", e.link_target.as_deref().unwrap_or(""))
+                            }
+                            _ => "dir".to_string(),
+                        };
+                        inputs.insert(
+                            format!("file:{k}"),
+                            format!("{:o}:{}:{}:{what}", e.mode & 0o7777, e.uid, e.gid),
+                        );
+                    }
                 }
                 From::Context(paths)
             }
@@ -279,8 +363,13 @@ impl Builder<'_> {
             }
         };
         let key = key.finish();
-        if self.cached(&key, cur) {
-            self.progress.event(BuildEvent::Cached { id });
+        inputs.insert("instruction".into(), spec.code.to_string());
+        for (k, v) in cur.state.arg_values() {
+            if spec.code.contains(&k) {
+                inputs.insert(format!("arg:{k}"), v);
+            }
+        }
+        if self.lookup(Some(id), position, &key, inputs.clone(), cur) {
             self.history(cur, format!("{} # kiln", spec.code), true);
             cur.key = key;
             return Ok(());
@@ -375,12 +464,14 @@ impl Builder<'_> {
         &self,
         cur: &mut StageResult,
         location: Location,
+        position: &str,
     ) -> Result<(), BuildError> {
         let wd = cur.state.spec.config.working_dir.clone();
         let mut key = KeyBuilder::new("workdir");
         key.text("parent", cur.key.as_str()).text("dir", &wd);
         let key = key.finish();
-        if self.cached(&key, cur) {
+        let inputs = BTreeMap::from([("workdir".to_string(), wd.clone())]);
+        if self.lookup(None, position, &key, inputs, cur) {
             cur.key = key;
             return Ok(());
         }
@@ -491,6 +582,7 @@ impl Builder<'_> {
         id: usize,
         cur: &mut StageResult,
         r: &crate::parser::instructions::Run,
+        position: &str,
     ) -> Result<(), BuildError> {
         use crate::executor::{self, ExitStatus, Output, RwLayer, StepIo, StepSpec};
         use crate::parser::instructions::ShellOrExec;
@@ -560,8 +652,22 @@ impl Builder<'_> {
             .text("network", if network_none { "none" } else { "host" });
         let key = key.finish();
         let created_by = format!("RUN {} # kiln", argv.join(" "));
-        if self.cached(&key, cur) {
-            self.progress.event(BuildEvent::Cached { id });
+        let mut inputs = BTreeMap::new();
+        inputs.insert("instruction".to_string(), r.code.clone());
+        for (k, v) in cur.state.arg_values() {
+            inputs.insert(format!("arg:{k}"), v);
+        }
+        for e in &cur.state.spec.config.env {
+            let (k, v) = e.split_once('=').unwrap_or((e, ""));
+            inputs.insert(format!("env:{k}"), v.to_string());
+        }
+        inputs.insert("user".to_string(), user.clone());
+        inputs.insert("workdir".to_string(), workdir.clone());
+        inputs.insert(
+            "network".to_string(),
+            if network_none { "none" } else { "host" }.to_string(),
+        );
+        if self.lookup(Some(id), position, &key, inputs, cur) {
             self.history(cur, created_by, true);
             cur.key = key;
             return Ok(());

@@ -52,6 +52,9 @@ pub struct BuildArgs {
     /// Check the Dockerfile for errors and warnings without building
     #[arg(long)]
     pub check: bool,
+    /// Print every input of every step's cache key beside the previous build's
+    #[arg(long)]
+    pub explain: bool,
     /// Build context directory
     pub path: PathBuf,
 }
@@ -67,6 +70,13 @@ impl Progress for Plain {
         let _ = match e {
             BuildEvent::Step { id, stage, text } => writeln!(out, "#{id} [{stage}] {text}"),
             BuildEvent::Cached { id } => writeln!(out, "#{id} CACHED"),
+            BuildEvent::Miss { id, reason } => writeln!(out, "#{id} cache miss: {reason}"),
+            BuildEvent::Explain { id, lines } => {
+                for l in lines {
+                    let _ = writeln!(out, "#{id}   {l}");
+                }
+                Ok(())
+            }
             BuildEvent::Done { id, seconds } => writeln!(out, "#{id} DONE {seconds:.1}s"),
             BuildEvent::Output { id, text } => {
                 for line in text.lines() {
@@ -189,6 +199,7 @@ fn build_image(
         source_date_epoch,
         network_none: args.network == "none",
         cancel: Some(cancel_on_signals()),
+        explain: args.explain,
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {

@@ -161,7 +161,13 @@ fn cache_follows_content_and_mode_not_mtime() {
         "FROM busybox:local\nCOPY app /app\nRUN cat /app/main.txt > /copy\n",
     );
     let build = || s.kiln(&ctx, &["build", "--progress=plain", "-t", "c:1", "."], None);
-    assert!(build().status.success());
+    let o = build();
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("#2 cache miss: no earlier build"),
+        "{}",
+        stderr(&o)
+    );
     // mtime-only touch: hit.
     let f = fs::File::options()
         .write(true)
@@ -171,14 +177,29 @@ fn cache_follows_content_and_mode_not_mtime() {
     drop(f);
     let o = build();
     assert_eq!(cached_steps(&o), 2, "{}", stderr(&o));
-    // Mode change: miss.
+    // Mode change: miss, and the progress says why.
     fs::set_permissions(ctx.join("app/main.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     let o = build();
     assert_eq!(cached_steps(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("#2 cache miss: app/main.txt changed (mode)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("#3 cache miss: parent step #2 rebuilt"),
+        "{}",
+        stderr(&o)
+    );
     // Content change with the same size: miss, and the new content is in the image.
     fs::write(ctx.join("app/main.txt"), "two").unwrap();
     let o = build();
     assert_eq!(cached_steps(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cache miss: app/main.txt changed (content)"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         fs::read_to_string(s.unpack("c:1").join("copy")).unwrap(),
         "two"
