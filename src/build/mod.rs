@@ -59,6 +59,8 @@ pub struct BuildRequest {
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// `--explain`: report every input of every step's cache key.
     pub explain: bool,
+    /// `--secret` values by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// Something that happened during a build, for the progress display.

@@ -589,11 +589,6 @@ impl Builder<'_> {
         use crate::parser::runflags::NetworkMode as RunNetwork;
 
         let err = step_err(r.location);
-        if !r.mounts.is_empty() {
-            return Err(err(
-                "RUN --mount is not supported yet; copy what the step needs with COPY".to_string(),
-            ));
-        }
         let shell = cur.state.shell();
         let argv: Vec<String> = match &r.cmd {
             ShellOrExec::Exec(v) => v.clone(),
@@ -643,7 +638,12 @@ impl Builder<'_> {
             RunNetwork::Host => false,
             _ => self.req.network_none,
         };
+        // Mounts are prepared before the key: a bind's content is part of it.
+        let fse = fs_err(r.location);
+        let scratch = super::fs::scratch_dir(self.store).map_err(&fse)?;
+        let mounts = self.prepare_mounts(cur, &r.mounts, scratch.path(), r.location)?;
         let mut key = KeyBuilder::new("run");
+        key.list("mounts", &mounts.key_parts);
         key.text("parent", cur.key.as_str())
             .list("argv", &argv)
             .list("env", &env)
@@ -673,13 +673,11 @@ impl Builder<'_> {
             return Ok(());
         }
 
-        let fse = fs_err(r.location);
         let lowers = super::fs::lower_dirs(self.store, &cur.state.layers).map_err(&fse)?;
         let res = self
             .store
             .reserve_snapshot()
             .map_err(|e| err(e.to_string()))?;
-        let scratch = super::fs::scratch_dir(self.store).map_err(&fse)?;
         let work = scratch.path().join("work");
         std::fs::create_dir(&work).map_err(|e| err(e.to_string()))?;
         let mut spec = StepSpec::new(lowers, scratch.path(), argv.clone());
@@ -696,6 +694,7 @@ impl Builder<'_> {
             executor::NetworkMode::Host
         };
         spec.cancel = self.cancel.clone();
+        spec.binds = mounts.binds.clone();
         let progress = self.progress;
         let mut out = |line: &[u8]| {
             progress.event(BuildEvent::Output {
@@ -759,6 +758,229 @@ impl Builder<'_> {
         self.history(cur, created_by, changed);
         cur.key = key.clone();
         self.remember(&key, cur, BTreeMap::new());
+        Ok(())
+    }
+}
+
+/// What a `RUN --mount` turns into for one run: binds for the executor, what the cache key
+/// needs, and the locks and scratch files to keep until the step is over.
+#[derive(Default)]
+pub(crate) struct MountSet {
+    pub binds: Vec<crate::executor::BindMount>,
+    pub key_parts: Vec<String>,
+    pub locks: Vec<std::fs::File>,
+}
+
+impl Builder<'_> {
+    /// Prepare `RUN --mount` values: `bind` (from the context; read-only unless `rw`, writes
+    /// discarded), `cache` (persistent per id under kiln's cache directory), `tmpfs` (an
+    /// empty, discarded directory) and `secret` (from `--secret`, never in a layer, a key
+    /// or the history).
+    pub(crate) fn prepare_mounts(
+        &self,
+        cur: &StageResult,
+        raws: &[crate::parser::runflags::MountSpec],
+        scratch: &std::path::Path,
+        location: Location,
+    ) -> Result<MountSet, BuildError> {
+        use crate::executor::BindMount;
+        use crate::parser::runflags::{parse_mount, MountType, Sharing};
+        let err = step_err(location);
+        let mut set = MountSet::default();
+        let expand = |s: &str| cur.state.expand(s);
+        for (i, spec) in raws.iter().enumerate() {
+            let m = parse_mount(&spec.raw, &expand).map_err(|e| err(e.to_string()))?;
+            let target = |default: Option<String>| -> Result<String, BuildError> {
+                let t = m.target.clone().or(default).ok_or_else(|| {
+                    err(format!("RUN --mount={}: a target is required", spec.raw))
+                })?;
+                Ok(if t.starts_with('/') {
+                    t
+                } else {
+                    let wd = &cur.state.spec.config.working_dir;
+                    super::meta::clean_abs(&format!("{}/{t}", if wd.is_empty() { "/" } else { wd }))
+                })
+            };
+            match m.kind {
+                MountType::Bind => {
+                    if m.from.is_some() {
+                        return Err(err(
+                            "RUN --mount=type=bind,from=... is not supported yet; bind from the build context, or COPY --from the stage".into(),
+                        ));
+                    }
+                    let target = target(None)?;
+                    let rel = confine(m.source.as_deref().unwrap_or("."));
+                    let mut guard = self.context()?;
+                    let (ctx, cache) = guard.as_mut().expect("scanned by context()");
+                    // A path under a symlink is never in the scan, and a symlink itself is
+                    // refused: a bind must not lead out of the context.
+                    match ctx.get(&rel).map(|e| e.kind) {
+                        None => {
+                            return Err(err(format!(
+                                "RUN --mount source \"{rel}\": not found in the build context"
+                            )))
+                        }
+                        Some(context::Kind::Symlink) => {
+                            return Err(err(format!(
+                                "RUN --mount source \"{rel}\" is a symlink; refusing to follow it"
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                    ctx.hash_contents(&[rel.as_str()], cache)
+                        .map_err(|e| err(e.to_string()))?;
+                    let h = ctx
+                        .tree_hash(&rel)
+                        .ok_or_else(|| err("context changed".into()))?;
+                    set.key_parts.push(format!(
+                        "bind:{target}:{rel}:{}:{}",
+                        context::hex(&h),
+                        m.read_only
+                    ));
+                    let host = ctx.root().join(&rel);
+                    drop(guard);
+                    let source = if m.read_only {
+                        host
+                    } else {
+                        // Writes to an rw bind are thrown away: the step gets a copy.
+                        let copy = scratch.join(format!("bind-{i}"));
+                        copy_tree(&host, &copy).map_err(|e| err(e.to_string()))?;
+                        copy
+                    };
+                    set.binds.push(BindMount {
+                        source,
+                        target,
+                        readonly: m.read_only,
+                    });
+                }
+                MountType::Cache => {
+                    let target = target(None)?;
+                    let id = m.id.clone().unwrap_or_else(|| target.clone());
+                    let base = self.store.root().join("cache").join("mounts-v1");
+                    let name = context::hex(&Sha256::digest(id.as_bytes()).into());
+                    let dir = base.join(&name);
+                    if !dir.exists() {
+                        std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = m.mode.unwrap_or(0o755);
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                            .map_err(|e| err(e.to_string()))?;
+                        let _ = std::os::unix::fs::chown(&dir, m.uid, m.gid);
+                    }
+                    let mut source = dir.clone();
+                    if let Some(sub) = &m.source {
+                        // source= picks a subdirectory of the cache: confined, and refused when
+                        // any component is a symlink (a step could plant one).
+                        let sub = confine(sub);
+                        let mut p = dir.clone();
+                        for comp in sub.split('/').filter(|c| !c.is_empty()) {
+                            p.push(comp);
+                            match std::fs::symlink_metadata(&p) {
+                                Ok(md) if md.file_type().is_symlink() => {
+                                    return Err(err(format!(
+                                        "RUN --mount cache source \"{sub}\" goes through a symlink; refusing it"
+                                    )))
+                                }
+                                Ok(_) => {}
+                                Err(_) => std::fs::create_dir(&p).map_err(|e| err(e.to_string()))?,
+                            }
+                        }
+                        source = p;
+                    }
+                    if m.sharing == Some(Sharing::Locked) {
+                        let lock = std::fs::File::create(base.join(format!("{name}.lock")))
+                            .map_err(|e| err(e.to_string()))?;
+                        nix::fcntl::Flock::lock(
+                            lock.try_clone().map_err(|e| err(e.to_string()))?,
+                            nix::fcntl::FlockArg::LockExclusive,
+                        )
+                        .map(std::mem::forget)
+                        .map_err(|(_, e)| err(e.to_string()))?;
+                        set.locks.push(lock);
+                    }
+                    set.key_parts
+                        .push(format!("cache:{target}:{id}:{}", m.read_only));
+                    set.binds.push(BindMount {
+                        source,
+                        target,
+                        readonly: m.read_only,
+                    });
+                }
+                MountType::Tmpfs => {
+                    let target = target(None)?;
+                    let dir = scratch.join(format!("tmpfs-{i}"));
+                    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+                    set.key_parts.push(format!("tmpfs:{target}"));
+                    set.binds.push(BindMount {
+                        source: dir,
+                        target,
+                        readonly: false,
+                    });
+                }
+                MountType::Secret => {
+                    let id =
+                        m.id.clone()
+                            .or_else(|| {
+                                m.target
+                                    .as_ref()
+                                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
+                            })
+                            .unwrap_or_default();
+                    let Some(value) = self.req.secrets.get(&id) else {
+                        if m.required {
+                            return Err(err(format!(
+                                "secret {id} not provided (use --secret id={id},src=FILE)"
+                            )));
+                        }
+                        continue;
+                    };
+                    let target = target(Some(format!("/run/secrets/{id}")))?;
+                    let file = scratch.join(format!("secret-{i}"));
+                    {
+                        use std::io::Write;
+                        use std::os::unix::fs::OpenOptionsExt;
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(m.mode.unwrap_or(0o400))
+                            .open(&file)
+                            .map_err(|e| err(e.to_string()))?;
+                        f.write_all(value).map_err(|e| err(e.to_string()))?;
+                    }
+                    let _ = std::os::unix::fs::chown(&file, m.uid, m.gid);
+                    // Only the id reaches the key: the value never does.
+                    set.key_parts.push(format!("secret:{target}:{id}"));
+                    set.binds.push(BindMount {
+                        source: file,
+                        target,
+                        readonly: true,
+                    });
+                }
+                MountType::Ssh => {
+                    return Err(err("RUN --mount=type=ssh is not supported yet".into()));
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// Copy a file or a directory tree (symlinks as symlinks) for a writable bind.
+fn copy_tree(src: &std::path::Path, dst: &std::path::Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        std::fs::set_permissions(dst, meta.permissions())?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        std::fs::copy(src, dst).map(drop)
+    } else {
         Ok(())
     }
 }

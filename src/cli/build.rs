@@ -55,6 +55,9 @@ pub struct BuildArgs {
     /// Print every input of every step's cache key beside the previous build's
     #[arg(long)]
     pub explain: bool,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
     /// Build context directory
     pub path: PathBuf,
 }
@@ -200,6 +203,7 @@ fn build_image(
         network_none: args.network == "none",
         cancel: Some(cancel_on_signals()),
         explain: args.explain,
+        secrets: secrets(&args.secrets)?,
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {
@@ -248,4 +252,41 @@ fn cancel_on_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         }
     }
     flag
+}
+
+/// `--secret id=ID,src=FILE` / `id=ID,env=VAR` (Docker's syntax; `source=` and `type=file`
+/// accepted too). Values are read now and kept only in memory.
+fn secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => return Err(format!(
+                    "error: invalid --secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"
+                )),
+            }
+        }
+        let id = id
+            .or_else(|| env.clone())
+            .ok_or_else(|| format!("error: invalid --secret {spec:?}: no id"))?;
+        let value = match (src, env) {
+            (Some(path), _) => std::fs::read(&path)
+                .map_err(|e| format!("error: reading secret {id} from {path}: {e}"))?,
+            (None, Some(var)) => std::env::var(&var)
+                .map_err(|_| format!("error: secret {id}: environment variable {var} is not set"))?
+                .into_bytes(),
+            (None, None) => std::env::var(&id)
+                .map_err(|_| format!("error: secret {id}: give src=FILE or env=VAR"))?
+                .into_bytes(),
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
 }

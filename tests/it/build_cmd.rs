@@ -392,3 +392,98 @@ fn reproducible_with_source_date_epoch_in_two_stores() {
     };
     assert_eq!(id(&a), id(&b));
 }
+
+#[test]
+fn run_mounts_cache_bind_tmpfs_and_secret() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "data/f.txt", "bound");
+    let secret = s.dir.path().join("token");
+    fs::write(&secret, "s3cr3t-value-xyz").unwrap();
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\n\
+         RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log > /runs\n\
+         RUN --mount=type=bind,source=data,target=/mnt cat /mnt/f.txt > /copied && ! touch /mnt/new\n\
+         RUN --mount=type=bind,source=data,target=/rw,rw touch /rw/discarded\n\
+         RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-seen\n\
+         RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-seen\n",
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "--secret"];
+        let sec = format!("id=tok,src={}", secret.display());
+        args.push(&sec);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-t", "m:1", "."]);
+        let o = s.kiln(&ctx, &args, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    build(&[]);
+    build(&["--no-cache"]);
+    let files = s.unpack("m:1");
+    assert_eq!(
+        fs::read_to_string(files.join("runs")).unwrap(),
+        "run\nrun\n",
+        "the cache mount persists"
+    );
+    assert!(
+        !files.join("cache").join("log").exists(),
+        "cache contents stay out of the image"
+    );
+    assert_eq!(fs::read_to_string(files.join("copied")).unwrap(), "bound");
+    assert!(
+        !ctx.join("data/discarded").exists(),
+        "rw bind writes are discarded"
+    );
+    assert!(!files.join("rw/discarded").exists());
+    assert_eq!(fs::read_to_string(files.join("tmpfs-seen")).unwrap(), "x\n");
+    assert!(!files.join("scratch/x").exists());
+    assert_eq!(
+        fs::read_to_string(files.join("secret-seen"))
+            .unwrap()
+            .trim(),
+        "16"
+    );
+    assert!(!files.join("run/secrets/tok").exists());
+    // The secret is in no blob of the store: not a layer, not the config or history.
+    let blobs = s.root().join("oci/blobs/sha256");
+    for e in fs::read_dir(&blobs).unwrap() {
+        let bytes = fs::read(e.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(16).any(|w| w == b"s3cr3t-value-xyz"),
+            "secret leaked into a blob"
+        );
+    }
+    // A missing required secret is an error.
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nRUN --mount=type=secret,id=nope,required true\n",
+    );
+    let o = s.kiln(&ctx, &["build", "."], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("secret nope not provided"),
+        "{}",
+        stderr(&o)
+    );
+    // A cache source that is a symlink planted by a step is refused.
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nRUN --mount=type=cache,id=c,target=/c ln -sf /etc /c/link\n\
+         RUN --mount=type=cache,id=c,source=link,target=/d ls /d\n",
+    );
+    let o = s.kiln(&ctx, &["build", "."], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("goes through a symlink"),
+        "{}",
+        stderr(&o)
+    );
+}
