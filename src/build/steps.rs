@@ -768,7 +768,8 @@ impl Builder<'_> {
 pub(crate) struct MountSet {
     pub binds: Vec<crate::executor::BindMount>,
     pub key_parts: Vec<String>,
-    pub locks: Vec<std::fs::File>,
+    /// `sharing=locked` caches, held until the step is over.
+    pub locks: Vec<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl Builder<'_> {
@@ -890,13 +891,11 @@ impl Builder<'_> {
                     if m.sharing == Some(Sharing::Locked) {
                         let lock = std::fs::File::create(base.join(format!("{name}.lock")))
                             .map_err(|e| err(e.to_string()))?;
-                        nix::fcntl::Flock::lock(
-                            lock.try_clone().map_err(|e| err(e.to_string()))?,
-                            nix::fcntl::FlockArg::LockExclusive,
-                        )
-                        .map(std::mem::forget)
-                        .map_err(|(_, e)| err(e.to_string()))?;
-                        set.locks.push(lock);
+                        // Held (and released on drop) for as long as the step runs.
+                        let held =
+                            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                                .map_err(|(_, e)| err(e.to_string()))?;
+                        set.locks.push(held);
                     }
                     set.key_parts
                         .push(format!("cache:{target}:{id}:{}", m.read_only));

@@ -411,7 +411,9 @@ fn run_mounts_cache_bind_tmpfs_and_secret() {
          RUN --mount=type=bind,source=data,target=/mnt cat /mnt/f.txt > /copied && ! touch /mnt/new\n\
          RUN --mount=type=bind,source=data,target=/rw,rw touch /rw/discarded\n\
          RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-seen\n\
-         RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-seen\n",
+         RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-seen\n\
+         RUN --mount=type=cache,id=l,target=/l,sharing=locked touch /l/a\n\
+         RUN --mount=type=cache,id=l,target=/l,sharing=locked ls /l > /locked-seen\n",
     );
     let build = |extra: &[&str]| {
         let mut args = vec!["build", "--progress=plain", "--secret"];
@@ -450,6 +452,11 @@ fn run_mounts_cache_bind_tmpfs_and_secret() {
         "16"
     );
     assert!(!files.join("run/secrets/tok").exists());
+    assert_eq!(
+        fs::read_to_string(files.join("locked-seen")).unwrap(),
+        "a\n",
+        "a locked cache is released after its step"
+    );
     // The secret is in no blob of the store: not a layer, not the config or history.
     let blobs = s.root().join("oci/blobs/sha256");
     for e in fs::read_dir(&blobs).unwrap() {
