@@ -151,6 +151,18 @@ fn value(arg: &Arg, row: &Value) -> Result<Value, String> {
     }
 }
 
+/// JSON as Go's `json.Marshal` writes it, which Docker's `{{json}}` uses: `<`, `>` and `&`
+/// (and U+2028, U+2029) escaped as `\u003c` and so on. They can only occur inside strings, so
+/// replacing them in the encoded text is exact.
+fn go_json(v: &Value) -> Result<String, String> {
+    let s = serde_json::to_string(v).map_err(|e| e.to_string())?;
+    Ok(s.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029"))
+}
+
 /// Text of a value as Go's template prints it.
 fn text(v: &Value) -> String {
     match v {
@@ -182,8 +194,7 @@ fn eval(args: &[Arg], row: &Value) -> Result<String, String> {
             .ok_or_else(|| format!("template: {func} needs an argument"))
     };
     Ok(match func.as_str() {
-        "json" => serde_json::to_string(vals.first().unwrap_or(&Value::Null))
-            .map_err(|e| e.to_string())?,
+        "json" => go_json(vals.first().unwrap_or(&Value::Null))?,
         "upper" => one()?.to_uppercase(),
         "lower" => one()?.to_lowercase(),
         "title" => {
@@ -242,12 +253,13 @@ mod tests {
 
     #[test]
     fn renders_fields_and_functions() {
-        let row = json!({"Repository": "busybox", "Tag": "local", "Labels": ["a", "b"],
+        let row = json!({"Repository": "busybox", "Tag": "local", "Labels": ["a", "b"], "Html": "<none> &",
                          "Config": {"User": "app"}});
         let cases = [
             ("{{.Repository}}:{{.Tag}}", "busybox:local"),
             ("{{ .Config.User }}", "app"),
             ("{{json .Tag}}", "\"local\""),
+            ("{{json .Html}}", "\"\\u003cnone\\u003e \\u0026\""),
             ("{{upper .Tag}}", "LOCAL"),
             ("{{join .Labels \",\"}}", "a,b"),
             ("{{truncate .Repository 4}}", "busy"),

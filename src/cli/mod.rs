@@ -2,13 +2,18 @@
 
 mod build;
 mod debug;
-// Used by the image and container listing commands, which are being wired next.
-#[allow(dead_code)]
 mod format;
+mod image;
+mod system;
+mod units;
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+
+use kiln::store::Store;
 
 /// kiln builds container images from Dockerfiles and runs them.
 #[derive(Parser, Debug)]
@@ -31,9 +36,47 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<build::BuildArgs>),
+    /// Manage images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// List images
+    Images(image::LsArgs),
+    /// Remove one or more images
+    Rmi(image::RmArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(image::ImportArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(image::SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(image::LoadArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(image::TagArgs),
+    /// Show the history of an image
+    History(image::HistoryArgs),
+    /// Manage kiln's store
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+}
+
+/// Prints an error as Docker's CLI does and returns the exit code for it.
+pub(crate) fn fail(e: impl Display) -> i32 {
+    eprintln!("Error: {e}");
+    1
+}
+
+/// Writes to standard output; a closed pipe (`kiln images | head`) is not an error.
+pub(crate) fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Opens the store, or prints why not and returns the exit code.
+pub(crate) fn open_store(root: &Path) -> Result<Store, i32> {
+    Store::open(root).map_err(fail)
 }
 
 /// Run the command line; returns the process exit code.
@@ -46,13 +89,24 @@ pub fn run() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    use image::ImageCommand as I;
     let mut cli = cli;
     // Absolute, so paths derived from it stay right in threads that change directory.
     if let Ok(abs) = std::path::absolute(&cli.root) {
         cli.root = abs;
     }
+    let root = cli.root;
     match cli.command {
-        Command::Build(args) => build::run(&cli.root, &args),
-        Command::Debug(cmd) => debug::run(&cli.root, cmd),
+        Command::Build(args) => build::run(&root, &args),
+        Command::Image(cmd) => image::run(&root, cmd),
+        Command::Images(a) => image::run(&root, I::Ls(a)),
+        Command::Rmi(a) => image::run(&root, I::Rm(a)),
+        Command::Import(a) => image::run(&root, I::Import(a)),
+        Command::Save(a) => image::run(&root, I::Save(a)),
+        Command::Load(a) => image::run(&root, I::Load(a)),
+        Command::Tag(a) => image::run(&root, I::Tag(a)),
+        Command::History(a) => image::run(&root, I::History(a)),
+        Command::System(cmd) => system::run(&root, cmd),
+        Command::Debug(cmd) => debug::run(&root, cmd),
     }
 }

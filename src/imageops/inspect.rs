@@ -1,0 +1,233 @@
+//! Docker's views of one image: the `image inspect` document and the
+//! `image history` rows.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::Result;
+use super::list::{repo_digests, repo_tags};
+use super::time::Timestamp;
+use crate::image::config;
+use crate::image::Digest;
+use crate::store::{ImageRecord, Store};
+
+/// What Docker shows for a time it does not know (Go's zero `time.Time`).
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// `Config` of `docker image inspect`: the fields of the image config's
+/// `config` object, in Docker's order. Fields Docker leaves out when empty
+/// are left out; the others are `null` or `""` when the image has none.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectConfig {
+    /// `User`.
+    pub user: String,
+    /// `ExposedPorts` (`{"80/tcp": {}}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<Value>,
+    /// `Env` (`["PATH=…"]`).
+    pub env: Value,
+    /// `Cmd`.
+    pub cmd: Value,
+    /// `Healthcheck`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Value>,
+    /// `ArgsEscaped` (Windows images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_escaped: Option<Value>,
+    /// `Volumes` (`{"/data": {}}`).
+    pub volumes: Value,
+    /// `WorkingDir`.
+    pub working_dir: String,
+    /// `Entrypoint`.
+    pub entrypoint: Value,
+    /// `OnBuild` triggers.
+    pub on_build: Value,
+    /// `Labels`.
+    pub labels: Value,
+    /// `StopSignal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<Value>,
+    /// `Shell`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Value>,
+}
+
+/// `RootFS` of `docker image inspect`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectRootFs {
+    /// Always `layers`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The diffIDs.
+    pub layers: Vec<String>,
+}
+
+/// `Metadata` of `docker image inspect`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectMetadata {
+    /// When the image was last tagged; kiln does not record it.
+    pub last_tag_time: String,
+}
+
+/// The document `docker image inspect` prints for one image, field for
+/// field in Docker's order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    /// The image ID (`sha256:…`).
+    pub id: String,
+    /// Tags (`busybox:latest`).
+    pub repo_tags: Vec<String>,
+    /// Names by manifest digest (`busybox@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Docker's parent image; always empty in kiln.
+    pub parent: String,
+    /// The config's `comment`.
+    pub comment: String,
+    /// The config's `created`, as written.
+    pub created: String,
+    /// The config's `docker_version`, if another tool wrote one.
+    pub docker_version: String,
+    /// The config's `author`.
+    pub author: String,
+    /// The run configuration.
+    pub config: InspectConfig,
+    /// CPU architecture.
+    pub architecture: String,
+    /// CPU variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Operating system.
+    pub os: String,
+    /// OS version (Windows images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// Bytes of the config and layers.
+    pub size: u64,
+    /// The layers.
+    #[serde(rename = "RootFS")]
+    pub root_fs: InspectRootFs,
+    /// Bookkeeping.
+    pub metadata: InspectMetadata,
+}
+
+fn string_at(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// A value Docker shows as `null` when missing.
+fn or_null(v: &Value, key: &str) -> Value {
+    v.get(key).cloned().unwrap_or(Value::Null)
+}
+
+/// A value Docker leaves out when missing or empty.
+fn non_empty(v: &Value, key: &str) -> Option<Value> {
+    match v.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::Object(m)) if m.is_empty() => None,
+        Some(Value::Array(a)) if a.is_empty() => None,
+        Some(Value::Bool(false)) => None,
+        Some(x) => Some(x.clone()),
+    }
+}
+
+/// Builds the inspect document of `image`.
+pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
+    let raw = super::config_json(store, image)?;
+    let c = raw.get("config").cloned().unwrap_or(Value::Null);
+    Ok(ImageInspect {
+        id: image.id.to_string(),
+        repo_tags: repo_tags(image),
+        repo_digests: repo_digests(image),
+        parent: String::new(),
+        comment: string_at(&raw, "comment"),
+        created: raw
+            .get("created")
+            .and_then(Value::as_str)
+            .unwrap_or(ZERO_TIME)
+            .to_owned(),
+        docker_version: string_at(&raw, "docker_version"),
+        author: string_at(&raw, "author"),
+        config: InspectConfig {
+            user: string_at(&c, "User"),
+            exposed_ports: non_empty(&c, "ExposedPorts"),
+            env: or_null(&c, "Env"),
+            cmd: or_null(&c, "Cmd"),
+            healthcheck: non_empty(&c, "Healthcheck"),
+            args_escaped: non_empty(&c, "ArgsEscaped"),
+            volumes: or_null(&c, "Volumes"),
+            working_dir: string_at(&c, "WorkingDir"),
+            entrypoint: or_null(&c, "Entrypoint"),
+            on_build: or_null(&c, "OnBuild"),
+            labels: or_null(&c, "Labels"),
+            stop_signal: non_empty(&c, "StopSignal"),
+            shell: non_empty(&c, "Shell"),
+        },
+        architecture: image.config.architecture().to_string(),
+        variant: image.config.variant().clone(),
+        os: image.config.os().to_string(),
+        os_version: image.config.os_version().clone(),
+        size: image.size(),
+        root_fs: InspectRootFs {
+            kind: "layers".to_owned(),
+            layers: image.diff_ids.iter().map(Digest::to_string).collect(),
+        },
+        metadata: InspectMetadata {
+            last_tag_time: ZERO_TIME.to_owned(),
+        },
+    })
+}
+
+/// One row of `docker history`, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// The image ID for the top row; `None` (`<missing>`) for the others,
+    /// which have no image of their own.
+    pub id: Option<Digest>,
+    /// When the step ran.
+    pub created: Option<Timestamp>,
+    /// The step (`/bin/sh -c #(nop) CMD ["sh"]`).
+    pub created_by: String,
+    /// Bytes of the layer it made (0 for metadata-only steps).
+    pub size: u64,
+    /// The comment.
+    pub comment: String,
+    /// True for a step that made no layer.
+    pub empty_layer: bool,
+    /// The image's tags, on the top row.
+    pub tags: Vec<String>,
+}
+
+/// The history of `image`, newest first, with layer sizes.
+pub fn history(store: &Store, image: &ImageRecord) -> Result<Vec<HistoryEntry>> {
+    let entries = config::layer_history(&image.config)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries.into_iter().rev() {
+        let size = match &e.diff_id {
+            Some(d) => store.blob_size(d)?,
+            None => 0,
+        };
+        out.push(HistoryEntry {
+            id: None,
+            created: e
+                .history
+                .created()
+                .as_deref()
+                .and_then(|c| Timestamp::parse_rfc3339(c).ok()),
+            created_by: e.history.created_by().clone().unwrap_or_default(),
+            size,
+            comment: e.history.comment().clone().unwrap_or_default(),
+            empty_layer: e.diff_id.is_none(),
+            tags: Vec::new(),
+        });
+    }
+    if let Some(top) = out.first_mut() {
+        top.id = Some(image.id.clone());
+        top.tags = repo_tags(image);
+    }
+    Ok(out)
+}

@@ -1,0 +1,456 @@
+//! `kiln rmi` and `kiln image prune`: untagging and removing images with
+//! Docker's rules, then garbage collection so only unshared layers go.
+//!
+//! The rules are those of Docker's `ImageService.ImageDelete`:
+//!
+//! * by name (`rmi busybox:1`): the name is removed; when it was the last
+//!   tag of its repository, that repository's digest names go too; when no
+//!   name is left, the image is deleted;
+//! * by ID (`rmi 3f5a`): an image with at most one tag, all its names in one
+//!   repository, is untagged and deleted; one with more names needs `-f`
+//!   (`image is referenced in multiple repositories`);
+//! * an image a container uses cannot be deleted: a running container's
+//!   image never, a stopped container's only with `-f`. Containers do not
+//!   exist yet; [`ContainerUsers`] is the hook the runtime will fill in.
+//!
+//! Removing an image only drops it from `index.json`; the garbage
+//! collection that follows deletes the blobs and snapshots no remaining
+//! image reaches, so a layer shared with another image stays.
+
+use super::error::{ImageOpsError, Result};
+use crate::image::{Digest, Reference};
+use crate::store::{GcReport, ImageRecord, Store, StoreError};
+
+/// A container using an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerUse {
+    /// The container's ID (short form is fine).
+    pub container: String,
+    /// True when it is running.
+    pub running: bool,
+}
+
+/// Tells which containers use an image; the runtime implements it.
+pub trait ContainerUsers {
+    /// The containers created from the image with ID `image`.
+    fn containers_using(&self, image: &Digest) -> Vec<ContainerUse>;
+}
+
+/// No containers: what kiln has until the runtime exists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoContainers;
+
+impl ContainerUsers for NoContainers {
+    fn containers_using(&self, _image: &Digest) -> Vec<ContainerUse> {
+        Vec::new()
+    }
+}
+
+/// One line of Docker's removal output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveEvent {
+    /// A name was removed (`busybox:latest`, `busybox@sha256:…`).
+    Untagged(String),
+    /// An image (its ID) or a layer (its chainID) was deleted.
+    Deleted(Digest),
+}
+
+/// What `kiln rmi` did.
+#[derive(Debug, Default)]
+pub struct RemoveReport {
+    /// Untagged and deleted, in order, with deleted layers after their image.
+    pub events: Vec<RemoveEvent>,
+    /// Names that could not be removed, with why.
+    pub errors: Vec<(String, ImageOpsError)>,
+    /// Garbage collection's result, when an image was deleted; an error
+    /// here (the store busy with a build) only delays freeing space.
+    pub gc: Option<std::result::Result<GcReport, StoreError>>,
+}
+
+/// True when the names are at most one tag, all in one repository (Docker's
+/// `isSingleReference`); names other tools wrote count as repositories of
+/// their own.
+fn is_single_reference(image: &ImageRecord) -> bool {
+    let tags = image.tags().count();
+    let mut repos: Vec<Reference> = image.references.iter().map(|r| r.repository()).collect();
+    repos.dedup();
+    tags <= 1 && repos.len() + image.other_names.len() <= 1
+}
+
+/// How many names `image` keeps when `r` is removed (with the digest names
+/// of its repository, if `r` is that repository's last tag).
+fn names_left_after_untag(image: &ImageRecord, r: &Reference) -> usize {
+    let repo = r.repository();
+    let last_tag_of_repo =
+        r.tag().is_some() && !image.tags().any(|t| t != r && t.repository() == repo);
+    image
+        .references
+        .iter()
+        .filter(|x| *x != r)
+        .filter(|x| !(last_tag_of_repo && x.digest().is_some() && x.repository() == repo))
+        .count()
+        + image.other_names.len()
+}
+
+/// Refuses to delete an image containers use.
+fn check_containers(image: &ImageRecord, force: bool, users: &dyn ContainerUsers) -> Result<()> {
+    for u in users.containers_using(&image.id) {
+        if u.running {
+            return Err(ImageOpsError::Conflict {
+                message: format!(
+                    "unable to delete {} (cannot be forced) - image is being used by running container {}",
+                    image.id.short(),
+                    u.container
+                ),
+            });
+        }
+        if !force {
+            return Err(ImageOpsError::Conflict {
+                message: format!(
+                    "unable to delete {} (must be forced) - image is being used by stopped container {}",
+                    image.id.short(),
+                    u.container
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Drops the image and all its names from the index.
+fn delete(store: &Store, image: &ImageRecord, events: &mut Vec<RemoveEvent>) -> Result<()> {
+    store.remove_image(&image.manifest_digest)?;
+    for r in &image.references {
+        events.push(RemoveEvent::Untagged(r.familiar_string()));
+    }
+    for n in &image.other_names {
+        events.push(RemoveEvent::Untagged(n.clone()));
+    }
+    events.push(RemoveEvent::Deleted(image.id.clone()));
+    Ok(())
+}
+
+/// Removes one name or image; returns the events and the deleted image.
+fn remove_one(
+    store: &Store,
+    name: &str,
+    force: bool,
+    users: &dyn ContainerUsers,
+) -> Result<(Vec<RemoveEvent>, Option<ImageRecord>)> {
+    let image = super::resolve(store, name)?;
+    let mut events = Vec::new();
+    let by_reference = Reference::parse(name)
+        .ok()
+        .filter(|r| image.references.contains(r));
+    if let Some(r) = by_reference {
+        // Check containers before touching anything if this name is the last.
+        if names_left_after_untag(&image, &r) == 0 {
+            for u in users.containers_using(&image.id) {
+                if u.running {
+                    check_containers(&image, force, users)?;
+                }
+                if !force {
+                    return Err(ImageOpsError::Conflict {
+                        message: format!(
+                            "unable to remove repository reference {name:?} (must force) - container {} is using its referenced image {}",
+                            u.container,
+                            image.id.short()
+                        ),
+                    });
+                }
+            }
+        }
+        store.untag(&r)?;
+        events.push(RemoveEvent::Untagged(r.familiar_string()));
+        // The last tag of a repository takes the repository's digest names along.
+        if r.tag().is_some() {
+            let repo = r.repository();
+            let current = store.image(&image.manifest_digest)?;
+            if !current.tags().any(|t| t.repository() == repo) {
+                for d in current
+                    .references
+                    .iter()
+                    .filter(|x| x.digest().is_some() && x.repository() == repo)
+                {
+                    store.untag(d)?;
+                    events.push(RemoveEvent::Untagged(d.familiar_string()));
+                }
+            }
+        }
+        let current = store.image(&image.manifest_digest)?;
+        if !current.is_dangling() {
+            return Ok((events, None));
+        }
+        delete(store, &current, &mut events)?;
+        return Ok((events, Some(current)));
+    }
+    if image.other_names.iter().any(|n| n == name) && !is_single_reference(&image) && !force {
+        return Err(ImageOpsError::Conflict {
+            message: format!(
+                "unable to remove {name:?}: the image has other names; remove it by ID with -f"
+            ),
+        });
+    }
+    // By ID (or by a name another tool wrote).
+    if !is_single_reference(&image) && !force {
+        return Err(ImageOpsError::Conflict {
+            message: format!(
+                "unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                image.id.short()
+            ),
+        });
+    }
+    check_containers(&image, force, users)?;
+    delete(store, &image, &mut events)?;
+    Ok((events, Some(image)))
+}
+
+/// The chainIDs (top first) of `image`'s layers whose blobs `gc` deleted.
+fn deleted_layers(image: &ImageRecord, gc: &GcReport) -> Vec<Digest> {
+    let chains = image.chain_ids();
+    let mut out: Vec<Digest> = image
+        .diff_ids
+        .iter()
+        .zip(chains)
+        .filter(|(d, _)| gc.blobs_removed.contains(d))
+        .map(|(_, c)| c)
+        .collect();
+    out.reverse();
+    out
+}
+
+/// `kiln rmi [-f] IMAGE...`: removes each name or image, then collects
+/// garbage once. A name that fails does not stop the others; with `force`,
+/// a missing image is not an error (as `docker rmi -f`).
+pub fn remove_images(
+    store: &Store,
+    names: &[String],
+    force: bool,
+    users: &dyn ContainerUsers,
+) -> RemoveReport {
+    let mut report = RemoveReport::default();
+    let mut groups: Vec<(Vec<RemoveEvent>, Option<ImageRecord>)> = Vec::new();
+    for name in names {
+        match remove_one(store, name, force, users) {
+            Ok(g) => groups.push(g),
+            Err(ImageOpsError::NoSuchImage { .. }) if force => {}
+            Err(e) => report.errors.push((name.clone(), e)),
+        }
+    }
+    if groups.iter().any(|(_, deleted)| deleted.is_some()) {
+        report.gc = Some(store.gc());
+    }
+    for (mut events, deleted) in groups {
+        if let (Some(image), Some(Ok(gc))) = (&deleted, &report.gc) {
+            events.extend(
+                deleted_layers(image, gc)
+                    .into_iter()
+                    .map(RemoveEvent::Deleted),
+            );
+        }
+        report.events.extend(events);
+    }
+    report
+}
+
+/// What `kiln image prune` did.
+#[derive(Debug)]
+pub struct PruneReport {
+    /// Untagged and deleted, in order.
+    pub events: Vec<RemoveEvent>,
+    /// Garbage collection's result (bytes freed, or why it could not run).
+    pub gc: std::result::Result<GcReport, StoreError>,
+}
+
+impl PruneReport {
+    /// Bytes the garbage collection freed.
+    pub fn reclaimed(&self) -> u64 {
+        self.gc.as_ref().map_or(0, |g| g.bytes_freed)
+    }
+}
+
+/// `kiln image prune [-a]`: removes dangling images (with `all`, every image
+/// no container uses), then collects garbage.
+pub fn prune_images(store: &Store, all: bool, users: &dyn ContainerUsers) -> Result<PruneReport> {
+    let mut events = Vec::new();
+    for image in store.list_images()? {
+        if !(all || image.is_dangling()) {
+            continue;
+        }
+        if !users.containers_using(&image.id).is_empty() {
+            continue;
+        }
+        match delete(store, &image, &mut events) {
+            // Removed meanwhile by another kiln: nothing to do.
+            Err(ImageOpsError::Store(StoreError::ImageNotFound { .. })) => {}
+            other => other?,
+        }
+    }
+    Ok(PruneReport {
+        events,
+        gc: store.gc(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{layer_tar, put_test_image, temp_store};
+
+    fn r(s: &str) -> Reference {
+        Reference::parse(s).unwrap()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    struct Using(Digest, bool);
+
+    impl ContainerUsers for Using {
+        fn containers_using(&self, image: &Digest) -> Vec<ContainerUse> {
+            if *image == self.0 {
+                vec![ContainerUse {
+                    container: "c0ffee".into(),
+                    running: self.1,
+                }]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[test]
+    fn untags_then_deletes_on_the_last_name() {
+        let (_dir, store) = temp_store();
+        let shared = layer_tar(&[("shared", b"s")]);
+        let own = layer_tar(&[("own", b"o")]);
+        let a = put_test_image(&store, &[&shared, &own], "a");
+        let b = put_test_image(&store, &[&shared], "b");
+        store.tag(&r("app:1"), &a.manifest_digest).unwrap();
+        store.tag(&r("app:2"), &a.manifest_digest).unwrap();
+        store.tag(&r("other:1"), &b.manifest_digest).unwrap();
+
+        let rep = remove_images(&store, &names(&["app:1"]), false, &NoContainers);
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(rep.events, vec![RemoveEvent::Untagged("app:1".into())]);
+        assert!(rep.gc.is_none());
+
+        let rep = remove_images(&store, &names(&["app:2"]), false, &NoContainers);
+        let own_chain = a.chain_ids()[1].clone();
+        assert_eq!(
+            rep.events,
+            vec![
+                RemoveEvent::Untagged("app:2".into()),
+                RemoveEvent::Deleted(a.id.clone()),
+                RemoveEvent::Deleted(own_chain),
+            ]
+        );
+        // The shared layer stays for the other image.
+        assert!(store.has_blob(&b.layers()[0]));
+        assert!(store.check().unwrap().is_empty());
+        assert_eq!(store.list_images().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn by_id_needs_force_with_several_names() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[b"a"], "a");
+        store.tag(&r("one:1"), &a.manifest_digest).unwrap();
+        store.tag(&r("two:1"), &a.manifest_digest).unwrap();
+        let id = a.id.short().to_owned();
+        let rep = remove_images(&store, &names(&[&id]), false, &NoContainers);
+        let (_, err) = &rep.errors[0];
+        assert!(
+            err.to_string()
+                .contains("image is referenced in multiple repositories"),
+            "{err}"
+        );
+        let rep = remove_images(&store, &names(&[&id]), true, &NoContainers);
+        assert!(rep.errors.is_empty());
+        assert_eq!(
+            rep.events[..3],
+            [
+                RemoveEvent::Untagged("one:1".into()),
+                RemoveEvent::Untagged("two:1".into()),
+                RemoveEvent::Deleted(a.id.clone()),
+            ]
+        );
+        assert!(store.list_images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn last_tag_takes_its_digest_names_along() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[b"a"], "a");
+        store.tag(&r("app:1"), &a.manifest_digest).unwrap();
+        let by_digest = r(&format!("app@{}", a.manifest_digest));
+        store.tag(&by_digest, &a.manifest_digest).unwrap();
+        // `app` means app:latest, which does not exist.
+        let rep = remove_images(&store, &names(&["app"]), false, &NoContainers);
+        assert!(rep.events.is_empty());
+        assert!(matches!(
+            rep.errors.first(),
+            Some((_, ImageOpsError::NoSuchImage { name })) if name == "app:latest"
+        ));
+        let rep = remove_images(&store, &names(&["app:1"]), false, &NoContainers);
+        assert_eq!(
+            rep.events[..3],
+            [
+                RemoveEvent::Untagged("app:1".into()),
+                RemoveEvent::Untagged(by_digest.familiar_string()),
+                RemoveEvent::Deleted(a.id.clone()),
+            ]
+        );
+    }
+
+    #[test]
+    fn containers_block_removal() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[b"a"], "a");
+        store.tag(&r("app:1"), &a.manifest_digest).unwrap();
+        let stopped = Using(a.id.clone(), false);
+        let rep = remove_images(&store, &names(&["app:1"]), false, &stopped);
+        assert!(rep.errors[0].1.to_string().contains("must force"));
+        let running = Using(a.id.clone(), true);
+        let rep = remove_images(&store, &names(&["app:1"]), true, &running);
+        assert!(rep.errors[0].1.to_string().contains("cannot be forced"));
+        // Nothing was untagged.
+        assert_eq!(store.list_images().unwrap()[0].tags().count(), 1);
+        let rep = remove_images(&store, &names(&[a.id.as_str()]), true, &stopped);
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert!(store.list_images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn force_ignores_missing_images() {
+        let (_dir, store) = temp_store();
+        let rep = remove_images(&store, &names(&["nope"]), true, &NoContainers);
+        assert!(rep.errors.is_empty() && rep.events.is_empty());
+        let rep = remove_images(&store, &names(&["nope"]), false, &NoContainers);
+        assert_eq!(rep.errors[0].1.to_string(), "no such image: nope:latest");
+    }
+
+    #[test]
+    fn prune_removes_dangling_or_all() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[b"a"], "a");
+        let b = put_test_image(&store, &[b"bb"], "b");
+        store.tag(&r("app:1"), &a.manifest_digest).unwrap();
+        let rep = prune_images(&store, false, &NoContainers).unwrap();
+        assert_eq!(rep.events, vec![RemoveEvent::Deleted(b.id.clone())]);
+        assert!(rep.reclaimed() > 0);
+        let kept = Using(a.id.clone(), false);
+        let rep = prune_images(&store, true, &kept).unwrap();
+        assert!(rep.events.is_empty());
+        let rep = prune_images(&store, true, &NoContainers).unwrap();
+        assert_eq!(
+            rep.events,
+            vec![
+                RemoveEvent::Untagged("app:1".into()),
+                RemoveEvent::Deleted(a.id.clone())
+            ]
+        );
+        assert!(store.list_blobs().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,251 @@
+//! `kiln image save`: images out of the store as one tar that is both a
+//! docker-archive and an OCI image layout, as Docker 25 and later write it.
+//!
+//! ```text
+//! blobs/sha256/<hex>   layers, configs and manifests, each once
+//! index.json           OCI index: one entry per name (annotated with
+//!                      io.containerd.image.name and the tag as
+//!                      org.opencontainers.image.ref.name), one per unnamed image
+//! manifest.json        docker-archive: [{"Config", "RepoTags", "Layers"}]
+//! oci-layout           {"imageLayoutVersion":"1.0.0"}
+//! ```
+//!
+//! `docker load` reads `manifest.json` (all versions); `podman load` and
+//! `skopeo` read the OCI layout (podman falls back to `manifest.json` when
+//! the index holds several images). Layers are written as the store keeps
+//! them, uncompressed (`application/vnd.oci.image.layer.v1.tar`): every
+//! loader accepts that, and compressing is left to the transport. The tar is
+//! deterministic: entries in a fixed order, mtime 0, root-owned, no user
+//! names. Every blob is verified against its digest while it is copied.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use super::error::{io_err, ImageOpsError, Result};
+use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::{Digest, Reference};
+use crate::store::{ImageRecord, Store, StoreError};
+
+/// The annotation containerd and Docker use for an image's full name.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// One image to save, with the names it is saved under.
+#[derive(Debug, Clone)]
+pub struct SaveItem {
+    /// The image.
+    pub image: ImageRecord,
+    /// Its tags in the archive (none when saved by ID).
+    pub tags: Vec<Reference>,
+}
+
+/// Finds what `docker save NAME...` would save: a `name:tag` saves that
+/// tag; a bare repository name saves every tag of that repository (or, if
+/// it has none, the image whose ID starts with it); an ID or a digest
+/// reference saves the image without a name. Images named twice are saved
+/// once, with all their names.
+pub fn resolve_for_save(store: &Store, names: &[String]) -> Result<Vec<SaveItem>> {
+    let mut out: Vec<SaveItem> = Vec::new();
+    let mut add = |image: ImageRecord, tag: Option<Reference>| {
+        let slot = match out.iter_mut().position(|i| i.image.id == image.id) {
+            Some(p) => &mut out[p],
+            None => {
+                out.push(SaveItem {
+                    image,
+                    tags: Vec::new(),
+                });
+                let last = out.len() - 1;
+                &mut out[last]
+            }
+        };
+        if let Some(t) = tag {
+            if !slot.tags.contains(&t) {
+                slot.tags.push(t);
+            }
+        }
+    };
+    for name in names {
+        match Reference::parse_normalized_named(name) {
+            Ok(r) if r.is_name_only() => {
+                let images = store.list_images()?;
+                let mut found = false;
+                for image in images {
+                    let tags: Vec<Reference> = image
+                        .tags()
+                        .filter(|t| t.repository() == r)
+                        .cloned()
+                        .collect();
+                    for t in tags {
+                        found = true;
+                        add(image.clone(), Some(t));
+                    }
+                }
+                if !found {
+                    add(super::resolve(store, name)?, None);
+                }
+            }
+            Ok(r) if r.digest().is_none() => {
+                let image = super::resolve(store, name)?;
+                add(image, Some(r));
+            }
+            _ => add(super::resolve(store, name)?, None),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerArchiveItem {
+    config: String,
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// A header for a deterministic entry.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// Hashes what it reads.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+fn write_err(e: io::Error) -> ImageOpsError {
+    io_err("write", "the image archive")(e)
+}
+
+/// Writes a file entry.
+fn append<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) -> Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+    b.append_data(&mut h, name, data).map_err(write_err)
+}
+
+/// Copies a stored blob into the archive, verifying it on the way.
+fn append_blob<W: Write>(store: &Store, b: &mut tar::Builder<W>, d: &Digest) -> Result<()> {
+    let size = store.blob_size(d)?;
+    let file = store.open_blob(d)?;
+    let mut reader = Hashing {
+        inner: file.take(size),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut h = header(tar::EntryType::Regular, 0o644, size);
+    b.append_data(&mut h, blob_name(d), &mut reader)
+        .map_err(write_err)?;
+    let actual = Digest::from_hasher(reader.hasher);
+    if reader.count != size {
+        return Err(StoreError::SizeMismatch {
+            digest: d.clone(),
+            expected: size,
+            actual: reader.count,
+        }
+        .into());
+    }
+    if actual != *d {
+        return Err(StoreError::DigestMismatch {
+            expected: d.clone(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Writes `items` as an image archive to `out` and returns it.
+pub fn save<W: Write>(store: &Store, items: &[SaveItem], out: W) -> Result<W> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Deterministic);
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, dir, io::empty()).map_err(write_err)?;
+    }
+    let mut written: BTreeSet<Digest> = BTreeSet::new();
+    let mut index_entries = Vec::new();
+    let mut docker_items = Vec::new();
+    for item in items {
+        let image = &item.image;
+        let layers = image.layers();
+        for d in layers.iter().chain([&image.id, &image.manifest_digest]) {
+            if written.insert(d.clone()) {
+                append_blob(store, &mut b, d)?;
+            }
+        }
+        let template = config::descriptor(
+            MEDIA_TYPE_MANIFEST,
+            &image.manifest_digest,
+            image.manifest_size,
+        );
+        if item.tags.is_empty() {
+            index_entries.push(template.clone());
+        }
+        for t in &item.tags {
+            let mut e = template.clone();
+            let mut annotations = std::collections::HashMap::new();
+            annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), t.to_string());
+            if let Some(tag) = t.tag() {
+                annotations.insert(
+                    oci_spec::image::ANNOTATION_REF_NAME.to_owned(),
+                    tag.to_owned(),
+                );
+            }
+            e.set_annotations(Some(annotations));
+            index_entries.push(e);
+        }
+        docker_items.push(DockerArchiveItem {
+            config: blob_name(&image.id),
+            repo_tags: (!item.tags.is_empty())
+                .then(|| item.tags.iter().map(Reference::familiar_string).collect()),
+            layers: layers.iter().map(blob_name).collect(),
+        });
+    }
+    let mut index = oci_spec::image::ImageIndex::default();
+    index.set_media_type(Some(oci_spec::image::MediaType::from(MEDIA_TYPE_INDEX)));
+    index.set_manifests(index_entries);
+    append(
+        &mut b,
+        "index.json",
+        &config::canonical_json("index", &index)?,
+    )?;
+    let manifest_json =
+        serde_json::to_vec(&docker_items).map_err(|source| ImageOpsError::Json {
+            what: "manifest.json",
+            source,
+        })?;
+    append(&mut b, "manifest.json", &manifest_json)?;
+    append(
+        &mut b,
+        "oci-layout",
+        format!(
+            r#"{{"imageLayoutVersion":"{}"}}"#,
+            crate::store::OCI_LAYOUT_VERSION
+        )
+        .as_bytes(),
+    )?;
+    b.into_inner().map_err(write_err)
+}
