@@ -61,6 +61,8 @@ pub struct BuildRequest {
     pub explain: bool,
     /// `--secret` values by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--no-cache-filter`: stages (by name) whose steps never use the cache.
+    pub no_cache_filter: Vec<String>,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -194,6 +196,8 @@ struct StageResult {
     history: Vec<History>,
     /// What the stage started from (image name and digest, or a stage), a cache-key input.
     base: String,
+    /// The stage being built (its `AS` name), for `--no-cache-filter`.
+    stage_name: Option<String>,
 }
 
 struct Builder<'a> {
@@ -387,6 +391,7 @@ impl Builder<'_> {
                 key: KeyBuilder::new("scratch").finish(),
                 history: Vec::new(),
                 base: "scratch".to_string(),
+                stage_name: None,
             }),
             Base::Stage(i) => {
                 let mut r = results
@@ -429,6 +434,7 @@ impl Builder<'_> {
                     key: key.finish(),
                     history,
                     base: format!("{name}@{}", rec.manifest_digest),
+                    stage_name: None,
                 })
             }
         }
@@ -440,6 +446,7 @@ impl Builder<'_> {
         results: &BTreeMap<usize, StageResult>,
     ) -> Result<StageResult, BuildError> {
         let mut cur = self.base_state(idx, results)?;
+        cur.stage_name = self.plan.stages[idx].name.clone();
         let stage = self.plan.stages[idx].clone();
         let total = stage.commands.len() + 1;
         let label = match &stage.name {

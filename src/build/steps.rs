@@ -130,7 +130,14 @@ impl Builder<'_> {
                 });
             }
         }
+        let filtered = cur.stage_name.as_ref().is_some_and(|n| {
+            self.req
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(n))
+        });
         let hit = !self.req.no_cache
+            && !filtered
             && match self.cache.get(key) {
                 Some(rec) => match serde_json::from_value::<ImageSpec>(rec.config) {
                     Ok(spec) => {
@@ -148,6 +155,8 @@ impl Builder<'_> {
             } else {
                 let reason = if self.req.no_cache {
                     "--no-cache".to_string()
+                } else if filtered {
+                    "--no-cache-filter".to_string()
                 } else {
                     explain(prev, &step)
                 };
@@ -160,6 +169,24 @@ impl Builder<'_> {
             .steps
             .push(step);
         hit
+    }
+
+    /// After a filesystem step (hit or run), the key its successors chain on: the step's
+    /// key and the layer it ended with. A step that reran and produced other bytes (a
+    /// `--no-cache` rerun, a non-reproducible command) thus invalidates what follows, and
+    /// one that produced the same bytes does not.
+    fn settle_key(&self, key: &Digest, cur: &mut StageResult) {
+        let mut k = KeyBuilder::new("result");
+        k.text("step", key.as_str()).opt(
+            "top-layer",
+            cur.state.layers.last().map(|l| l.diff_id.as_str()),
+        );
+        let settled = k.finish();
+        let mut ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = ids.get(key.as_str()).copied() {
+            ids.insert(settled.to_string(), id);
+        }
+        cur.key = settled;
     }
 
     /// Save this build's step inputs for the next build's miss reasons.
@@ -371,7 +398,7 @@ impl Builder<'_> {
         }
         if self.lookup(Some(id), position, &key, inputs.clone(), cur) {
             self.history(cur, format!("{} # kiln", spec.code), true);
-            cur.key = key;
+            self.settle_key(&key, cur);
             return Ok(());
         }
 
@@ -454,7 +481,7 @@ impl Builder<'_> {
             cur.state.layers.push(l.clone());
         }
         self.history(cur, format!("{} # kiln", spec.code), layer.is_some());
-        cur.key = key.clone();
+        self.settle_key(&key, cur);
         self.remember(&key, cur, inputs);
         Ok(())
     }
@@ -472,7 +499,7 @@ impl Builder<'_> {
         let key = key.finish();
         let inputs = BTreeMap::from([("workdir".to_string(), wd.clone())]);
         if self.lookup(None, position, &key, inputs, cur) {
-            cur.key = key;
+            self.settle_key(&key, cur);
             return Ok(());
         }
         let wd2 = wd.clone();
@@ -501,7 +528,7 @@ impl Builder<'_> {
         if let Some(l) = layer {
             cur.state.layers.push(l);
         }
-        cur.key = key.clone();
+        self.settle_key(&key, cur);
         self.remember(&key, cur, BTreeMap::new());
         Ok(())
     }
@@ -626,7 +653,18 @@ impl Builder<'_> {
         if argv.is_empty() {
             return Err(err("RUN needs a command".to_string()));
         }
-        let env = cur.state.run_env();
+        let mut env = cur.state.run_env();
+        // The proxy build args reach RUN without an ARG, as in Docker, and stay out of the
+        // image's config and history.
+        for (k, v) in &self.req.build_args {
+            if crate::planner::PROXY_ARGS.contains(&k.as_str())
+                && !env
+                    .iter()
+                    .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
+            {
+                env.push(format!("{k}={v}"));
+            }
+        }
         let user = cur.state.spec.config.user.clone();
         let workdir = if cur.state.spec.config.working_dir.is_empty() {
             "/".to_string()
@@ -669,7 +707,7 @@ impl Builder<'_> {
         );
         if self.lookup(Some(id), position, &key, inputs, cur) {
             self.history(cur, created_by, true);
-            cur.key = key;
+            self.settle_key(&key, cur);
             return Ok(());
         }
 
@@ -756,7 +794,7 @@ impl Builder<'_> {
         }
         drop(scratch);
         self.history(cur, created_by, changed);
-        cur.key = key.clone();
+        self.settle_key(&key, cur);
         self.remember(&key, cur, BTreeMap::new());
         Ok(())
     }

@@ -31,6 +31,9 @@ pub struct BuildArgs {
     /// Do not use the cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the cache for these stages (by name); may be repeated
+    #[arg(long = "no-cache-filter")]
+    pub no_cache_filter: Vec<String>,
     /// Base image pulling: only `never` exists until registries are supported
     #[arg(long, default_value = "never", value_parser = ["never", "missing"])]
     pub pull: String,
@@ -204,6 +207,7 @@ fn build_image(
         cancel: Some(cancel_on_signals()),
         explain: args.explain,
         secrets: secrets(&args.secrets)?,
+        no_cache_filter: args.no_cache_filter.clone(),
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {
@@ -268,9 +272,11 @@ fn secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>, String> {
                 Some(("src" | "source", v)) => src = Some(v.to_string()),
                 Some(("env", v)) => env = Some(v.to_string()),
                 Some(("type", "file" | "env")) => {}
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "error: invalid --secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"
-                )),
+                ))
+                }
             }
         }
         let id = id

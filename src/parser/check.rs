@@ -757,7 +757,7 @@ impl Checker {
 }
 
 /// The build arguments every FROM may use without declaring them.
-const PREDEFINED_ARGS: &[&str] = &[
+pub const PREDEFINED_ARGS: &[&str] = &[
     "BUILDPLATFORM",
     "BUILDOS",
     "BUILDOSVERSION",
@@ -773,7 +773,7 @@ const PREDEFINED_ARGS: &[&str] = &[
 
 /// The predefined build arguments with this machine's platform, as a build here would set
 /// them (BuildKit's `defaultArgs`).
-fn predefined_args(target: &str) -> HashMap<String, String> {
+pub fn predefined_args(target: &str) -> HashMap<String, String> {
     // Go's architecture names for the common Rust ones.
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",

@@ -12,9 +12,8 @@ use crate::parser::shell::Lexer;
 use crate::parser::stages::{parse_stages, Stage};
 use crate::parser::{Dockerfile, Location};
 
-/// Build args that every build knows without an `ARG` (Docker's predefined args); passing
-/// them never triggers the unused-build-arg warning.
-pub const PREDEFINED_ARGS: &[&str] = &[
+/// The proxy build args: RUN steps see them without an `ARG`, and they never reach the image.
+pub const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -25,8 +24,15 @@ pub const PREDEFINED_ARGS: &[&str] = &[
     "no_proxy",
     "ALL_PROXY",
     "all_proxy",
-    "SOURCE_DATE_EPOCH",
 ];
+
+/// Whether a build arg is known without an `ARG` (passing it never triggers the unused
+/// build-arg warning).
+pub fn is_predefined(name: &str) -> bool {
+    PROXY_ARGS.contains(&name)
+        || name == "SOURCE_DATE_EPOCH"
+        || crate::parser::check::PREDEFINED_ARGS.contains(&name)
+}
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +86,8 @@ pub struct Plan {
     pub target: usize,
     /// The stages to build, dependencies first; stages the target does not need are absent.
     pub order: Vec<usize>,
-    /// Global ARGs (before the first FROM) with their values for this build.
+    /// Global ARGs (before the first FROM) with their values for this build, after BuildKit's
+    /// automatic platform ARGs.
     pub global_args: Vec<(String, Option<String>)>,
     /// `--build-arg` names no needed stage or global ARG declares (Docker warns about them).
     pub unused_build_args: Vec<String>,
@@ -159,10 +166,20 @@ impl PlanError {
 fn resolve_globals(
     defs: &[ArgDef],
     build_args: &BTreeMap<String, String>,
+    target: &str,
     location: Location,
 ) -> Result<Vec<(String, Option<String>)>, PlanError> {
     let lexer = Lexer::new('\\');
-    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    // BuildKit's automatic platform ARGs come first: this machine is both the build and the
+    // target platform (kiln builds for the host only).
+    let mut out: Vec<(String, Option<String>)> = {
+        let mut pre: Vec<_> = crate::parser::check::predefined_args(target)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        pre.sort();
+        pre
+    };
     for d in defs {
         let value = match build_args.get(&d.name) {
             Some(v) => Some(v.clone()),
@@ -201,7 +218,8 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     }
     let meta_defs: Vec<ArgDef> = meta.iter().flat_map(|a| a.args.clone()).collect();
     let meta_loc = meta.first().map(|a| a.location).unwrap_or_default();
-    let globals = resolve_globals(&meta_defs, &opts.build_args, meta_loc)?;
+    let target_name = opts.target.clone().unwrap_or_default();
+    let globals = resolve_globals(&meta_defs, &opts.build_args, &target_name, meta_loc)?;
     let env = env_of(&globals);
     let lexer = Lexer::new(df.escape);
     let expand = |word: &str, location: Location| -> Result<String, PlanError> {
@@ -256,7 +274,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let unused_build_args = opts
         .build_args
         .keys()
-        .filter(|k| !declared.contains(k.as_str()) && !PREDEFINED_ARGS.contains(&k.as_str()))
+        .filter(|k| !declared.contains(k.as_str()) && !is_predefined(k))
         .cloned()
         .collect();
 

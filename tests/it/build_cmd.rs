@@ -494,3 +494,63 @@ fn run_mounts_cache_bind_tmpfs_and_secret() {
         stderr(&o)
     );
 }
+
+#[test]
+fn platform_and_proxy_args_and_no_cache_filter() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local AS a\nARG TARGETARCH\nRUN echo \"$TARGETARCH $TARGETPLATFORM.\" > /arch\n\
+         FROM a\nRUN echo \"$HTTP_PROXY\" > /proxy\n",
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            "HTTP_PROXY=http://proxy.invalid:3128",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-t", "p:1", "."]);
+        let o = s.kiln(&ctx, &args, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let o = run(&[]);
+    assert!(
+        !stderr(&o).contains("not consumed"),
+        "proxy args are predefined: {}",
+        stderr(&o)
+    );
+    let files = s.unpack("p:1");
+    let arch = kiln::image::spec::host_architecture();
+    assert_eq!(
+        fs::read_to_string(files.join("arch")).unwrap(),
+        format!("{arch} .\n")
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("proxy")).unwrap(),
+        "http://proxy.invalid:3128\n"
+    );
+    let cfg = s.config("p:1");
+    assert!(
+        !cfg.config.env.iter().any(|e| e.contains("PROXY")),
+        "{:?}",
+        cfg.config.env
+    );
+    // --no-cache-filter a: stage a's step misses, and so does what builds on it.
+    let o = run(&["--no-cache-filter", "a"]);
+    assert_eq!(cached_steps(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cache miss: --no-cache-filter"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[]);
+    assert_eq!(cached_steps(&o), 2, "{}", stderr(&o));
+}
