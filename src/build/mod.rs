@@ -63,6 +63,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--no-cache-filter`: stages (by name) whose steps never use the cache.
     pub no_cache_filter: Vec<String>,
+    /// Where each RUN step's full output is written (`step-<n>.log`), if anywhere.
+    pub logs_dir: Option<PathBuf>,
 }
 
 /// Something that happened during a build, for the progress display.

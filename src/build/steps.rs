@@ -734,18 +734,25 @@ impl Builder<'_> {
         spec.cancel = self.cancel.clone();
         spec.binds = mounts.binds.clone();
         let progress = self.progress;
-        let mut out = |line: &[u8]| {
+        // The full output goes to the step's log file (never clipped) as well as to the
+        // progress display.
+        let log = self.req.logs_dir.as_ref().and_then(|d| {
+            std::fs::create_dir_all(d).ok()?;
+            std::fs::File::create(d.join(format!("step-{id}.log"))).ok()
+        });
+        let log = std::sync::Mutex::new(log);
+        let emit = |line: &[u8]| {
+            if let Some(f) = log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                use std::io::Write;
+                let _ = f.write_all(line).and_then(|_| f.write_all(b"\n"));
+            }
             progress.event(BuildEvent::Output {
                 id,
                 text: String::from_utf8_lossy(line).into_owned(),
             })
         };
-        let mut errs = |line: &[u8]| {
-            progress.event(BuildEvent::Output {
-                id,
-                text: String::from_utf8_lossy(line).into_owned(),
-            })
-        };
+        let mut out = |line: &[u8]| emit(line);
+        let mut errs = |line: &[u8]| emit(line);
         let outcome = executor::run_step(
             &spec,
             StepIo {

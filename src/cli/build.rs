@@ -41,7 +41,7 @@ pub struct BuildArgs {
     #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
     pub network: String,
     /// Progress output: auto, tty or plain
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "quiet"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
     pub progress: String,
     /// Set metadata on the image (`K=V`); may be repeated
     #[arg(long = "label")]
@@ -93,6 +93,56 @@ impl Progress for Plain {
             BuildEvent::Warning(w) => writeln!(out, "[Warning] {w}"),
         };
     }
+}
+
+/// `--progress=json`: one JSON object per event on standard error, for tools.
+struct Json {
+    out: Mutex<std::io::Stderr>,
+}
+
+impl Progress for Json {
+    fn event(&self, e: BuildEvent) {
+        let v = match e {
+            BuildEvent::Step { id, stage, text } => {
+                serde_json::json!({"event": "step", "id": id, "stage": stage, "instruction": text})
+            }
+            BuildEvent::Cached { id } => serde_json::json!({"event": "cached", "id": id}),
+            BuildEvent::Miss { id, reason } => {
+                serde_json::json!({"event": "cache-miss", "id": id, "reason": reason})
+            }
+            BuildEvent::Explain { id, lines } => {
+                serde_json::json!({"event": "explain", "id": id, "inputs": lines})
+            }
+            BuildEvent::Done { id, seconds } => {
+                serde_json::json!({"event": "done", "id": id, "seconds": seconds})
+            }
+            BuildEvent::Output { id, text } => {
+                serde_json::json!({"event": "output", "id": id, "text": text})
+            }
+            BuildEvent::Warning(w) => serde_json::json!({"event": "warning", "message": w}),
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{v}");
+    }
+}
+
+/// This build's log directory, `<root>/logs/<time>-<pid>`; only the newest 20 are kept.
+fn logs_dir(root: &Path) -> PathBuf {
+    let base = root.join("logs");
+    if let Ok(rd) = std::fs::read_dir(&base) {
+        let mut old: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        old.sort();
+        let keep = 19;
+        if old.len() > keep {
+            for p in &old[..old.len() - keep] {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    base.join(format!("{now:024}-{}", std::process::id()))
 }
 
 struct Silent;
@@ -208,18 +258,36 @@ fn build_image(
         explain: args.explain,
         secrets: secrets(&args.secrets)?,
         no_cache_filter: args.no_cache_filter.clone(),
+        logs_dir: Some(logs_dir(root)),
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {
         out: Mutex::new(std::io::stderr()),
     };
-    let progress: &dyn Progress = if quiet { &Silent } else { &plain };
-    let result = build::build(&store, &req, progress).map_err(|e| match e.location() {
-        Some(loc) if loc.line > 0 => {
-            let text = String::from_utf8_lossy(&src);
-            parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
-        }
-        _ => format!("error: {e}"),
+    let json = Json {
+        out: Mutex::new(std::io::stderr()),
+    };
+    let progress: &dyn Progress = if quiet {
+        &Silent
+    } else if args.progress == "json" {
+        &json
+    } else {
+        &plain
+    };
+    let logs = req.logs_dir.clone();
+    let logs_note = || match &logs {
+        Some(d) if d.exists() => format!("\nfull step logs: {}", d.display()),
+        _ => String::new(),
+    };
+    let result = build::build(&store, &req, progress).map_err(|e| {
+        let msg = match e.location() {
+            Some(loc) if loc.line > 0 => {
+                let text = String::from_utf8_lossy(&src);
+                parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
+            }
+            _ => format!("error: {e}"),
+        };
+        format!("{msg}{}", logs_note())
     })?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.image_id.to_string())
@@ -231,6 +299,10 @@ fn build_image(
         eprintln!("writing image {} done", result.image_id);
         for t in &tags {
             eprintln!("naming to {t} done");
+        }
+        let note = logs_note();
+        if !note.is_empty() {
+            eprintln!("{}", note.trim_start());
         }
     }
     Ok(())

@@ -554,3 +554,37 @@ fn platform_and_proxy_args_and_no_cache_filter() {
     let o = run(&[]);
     assert_eq!(cached_steps(&o), 2, "{}", stderr(&o));
 }
+
+#[test]
+fn step_logs_are_kept_whole_and_json_progress_is_one_object_per_line() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nRUN i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done\n",
+    );
+    let o = s.kiln(&ctx, &["build", "--progress=json", "."], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut events = Vec::new();
+    let mut logs = None;
+    for line in stderr(&o).lines() {
+        if let Some(p) = line.strip_prefix("full step logs: ") {
+            logs = Some(std::path::PathBuf::from(p));
+            continue;
+        }
+        if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON event per line");
+            events.push(v["event"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert!(events.contains(&"step".to_string()) && events.contains(&"cache-miss".to_string()));
+    assert_eq!(events.iter().filter(|e| *e == "output").count(), 5000);
+    let logs = logs.expect("the log directory is printed");
+    let text = fs::read_to_string(logs.join("step-2.log")).unwrap();
+    assert_eq!(text.lines().count(), 5000);
+    assert_eq!(text.lines().last(), Some("line 4999"));
+}
