@@ -2,6 +2,7 @@
 
 mod build_cmd;
 mod build_interop;
+mod build_interrupt;
 mod cli_parser;
 mod instructions_conformance;
 mod parser_conformance;
