@@ -58,6 +58,11 @@ pub struct BuildArgs {
     /// Print every input of every step's cache key beside the previous build's
     #[arg(long)]
     pub explain: bool,
+    /// Also export the result: `type=oci|docker,dest=FILE` (an image archive `docker load`,
+    /// `podman load` and `skopeo` read), `type=tar,dest=FILE` or `type=local,dest=DIR` (the
+    /// image's files); `dest=-` writes to standard output
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
@@ -289,6 +294,9 @@ fn build_image(
         };
         format!("{msg}{}", logs_note())
     })?;
+    for o in &args.outputs {
+        export(&store, &result, &tags, o)?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.image_id.to_string())
             .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
@@ -367,4 +375,81 @@ fn secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         out.insert(id, value);
     }
     Ok(out)
+}
+
+/// `--output`: write the built image (or its files) somewhere.
+fn export(
+    store: &Store,
+    result: &build::BuildResult,
+    tags: &[Reference],
+    spec: &str,
+) -> Result<(), String> {
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(v.to_string()),
+            _ if !field.contains('=') && kind.is_none() && dest.is_none() => {
+                // `-o DIR` is `type=local,dest=DIR`, as in Docker.
+                kind = Some("local".into());
+                dest = Some(field.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "error: invalid --output {spec:?}: unknown field {field:?}"
+                ))
+            }
+        }
+    }
+    let kind = kind.unwrap_or_else(|| "local".into());
+    let dest = dest.ok_or_else(|| format!("error: --output {spec:?} needs dest="))?;
+    let err = |e: String| format!("error: --output {spec}: {e}");
+    let image = store
+        .image(&result.manifest_digest)
+        .map_err(|e| err(e.to_string()))?;
+    let open = |dest: &str| -> Result<Box<dyn Write>, String> {
+        if dest == "-" {
+            Ok(Box::new(std::io::stdout().lock()))
+        } else {
+            std::fs::File::create(dest)
+                .map(|f| Box::new(std::io::BufWriter::new(f)) as Box<dyn Write>)
+                .map_err(|e| err(format!("{dest}: {e}")))
+        }
+    };
+    match kind.as_str() {
+        "oci" | "docker" => {
+            let items = [kiln::imageops::save::SaveItem {
+                image,
+                tags: tags.to_vec(),
+            }];
+            let mut w = kiln::imageops::save::save(store, &items, open(&dest)?)
+                .map_err(|e| err(e.to_string()))?;
+            w.flush().map_err(|e| err(e.to_string()))
+        }
+        "local" | "tar" => {
+            let dir = if kind == "local" {
+                std::fs::create_dir_all(&dest).map_err(|e| err(e.to_string()))?;
+                PathBuf::from(&dest)
+            } else {
+                store.tmp_dir().join(format!("export-{}", std::process::id()))
+            };
+            for d in &image.diff_ids {
+                let blob = store.open_blob(d).map_err(|e| err(e.to_string()))?;
+                kiln::archive::extract(std::io::BufReader::new(blob), &dir, &Default::default())
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            if kind == "tar" {
+                let w = open(&dest)?;
+                let r = kiln::archive::write_tree(&dir, w, Default::default());
+                let _ = std::fs::remove_dir_all(&dir);
+                let (mut w, _) = r.map_err(|e| err(e.to_string()))?;
+                w.flush().map_err(|e| err(e.to_string()))?;
+            }
+            Ok(())
+        }
+        other => Err(err(format!(
+            "unknown type {other:?} (kiln exports oci, docker, tar and local; pushing to a registry is not supported yet)"
+        ))),
+    }
 }

@@ -89,3 +89,89 @@ fn umoci_unpacks_what_kiln_built() {
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["config"]["Labels"]["built.by"], "kiln");
 }
+
+#[test]
+fn build_outputs_load_into_docker_and_skopeo() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:local\nRUN echo exported > /hello\nCMD [\"cat\", \"/hello\"]\n",
+    )
+    .unwrap();
+    let archive = s.dir.path().join("image.tar");
+    let files = s.dir.path().join("files");
+    let tag = format!("kiln-test-output-{}:1", std::process::id());
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "-t",
+            &tag,
+            "--output",
+            &format!("type=docker,dest={}", archive.display()),
+            "--output",
+            &format!("type=local,dest={}", files.display()),
+            ".",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read_to_string(files.join("hello")).unwrap(),
+        "exported\n"
+    );
+    assert!(files.join("bin/busybox").exists());
+    if have("skopeo") {
+        for transport in ["docker-archive", "oci-archive"] {
+            let out = Command::new("skopeo")
+                .args([
+                    "inspect",
+                    "--config",
+                    &format!("{transport}:{}", archive.display()),
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "skopeo {transport}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    } else {
+        println!("skipped skopeo part: skopeo not installed");
+    }
+    let docker_ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !docker_ok {
+        println!("skipped docker part: no Docker daemon (docker info failed)");
+        return;
+    }
+    let load = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let run = Command::new("docker")
+        .args(["run", "--rm", &tag])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    assert!(
+        run.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "exported\n");
+}
