@@ -134,6 +134,29 @@ pub enum ArchiveError {
         path: String,
     },
 
+    /// Writing an overlay whiteout (a 0/0 character device) or opaque marker
+    /// (`trusted.overlay.opaque`) was refused by the kernel: overlay-format
+    /// extraction needs root (`trusted.*` xattrs need CAP_SYS_ADMIN).
+    #[error("entry {path}: cannot create an overlay {what} without root privileges: {source}")]
+    OverlayNeedsPrivilege {
+        /// Entry name.
+        path: String,
+        /// `whiteout` or `opaque directory`.
+        what: &'static str,
+        /// The kernel's refusal (EPERM).
+        #[source]
+        source: io::Error,
+    },
+
+    /// An overlay upper directory holds something a layer tar cannot express.
+    #[error("overlay upper {path}: {reason}")]
+    UnsupportedOverlayUpper {
+        /// Host path of the offending entry.
+        path: String,
+        /// Why it cannot be committed.
+        reason: &'static str,
+    },
+
     /// The archive root (`/` or `.`) appears as something other than a directory
     /// (umoci CVE-2021-29136).
     #[error("entry {path}: the root directory cannot be replaced by a {kind}")]

@@ -7,6 +7,12 @@
 //! (RUSTSEC-2026-0067). Symlink targets are stored verbatim: they are data, and the
 //! confined walk makes them harmless for every later entry.
 //!
+//! Whiteouts are applied in one of three ways ([`WhiteoutMode`]): deleted from the
+//! tree below (a merged rootfs), written in overlayfs's own format (a snapshot
+//! that is one overlay lower dir), or refused (a rootfs tar). Overlay metadata
+//! xattrs (`trusted.overlay.*`, `user.overlay.*`) in an archive are never set:
+//! in a snapshot they would let a layer redirect or hide other layers' files.
+//!
 //! Setuid binaries and world-writable directories of an image are extracted as the
 //! image has them. The caller must therefore keep the extraction root inside a
 //! directory other host users cannot traverse (kiln's store keeps `snapshots/`
@@ -31,8 +37,36 @@ use super::confined::{self, clear_lower, ino, is_dir, open_dir, remove_all, stat
 use super::error::{show, ArchiveError};
 use super::parse::{Entry, Kind, ParseLimits, TarParser};
 use super::stream::{self, Compression};
+use super::upper::{is_overlay_xattr, is_whiteout_device, TRUSTED_OPAQUE};
 use super::writer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use super::Limits;
+
+/// What an extraction does with OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// Delete what they name in the target directory, which holds the layers
+    /// below: the result is the merged tree. Only lower content is removed; a
+    /// whiteout of a path this archive itself created is ignored, as OCI says.
+    #[default]
+    Apply,
+    /// Write them in overlayfs's format, for a snapshot that is mounted as one
+    /// overlay lower dir above the snapshots of the layers below: `dir/.wh.name`
+    /// becomes a 0/0 character device `dir/name`, `dir/.wh..wh..opq` the xattr
+    /// `trusted.overlay.opaque=y` on `dir`. Extract into an empty directory.
+    /// Needs root: `trusted.*` xattrs need CAP_SYS_ADMIN (whiteout devices alone
+    /// work unprivileged since Linux 5.8); without it, the first entry that
+    /// needs it fails with [`ArchiveError::OverlayNeedsPrivilege`].
+    ///
+    /// A directory entry that replaces a non-directory of the same archive is
+    /// made opaque too, since in [`WhiteoutMode::Apply`] that non-directory would
+    /// have deleted the lower directory first. Overlayfs ignores the opaque
+    /// xattr on a layer's root: see [`ExtractStats::opaque_root`].
+    Overlay,
+    /// Refuse them with [`ArchiveError::WhiteoutNotAllowed`]: a rootfs tar
+    /// (`docker import`) has no lower layers, and a literal `.wh.` file would
+    /// later be read as a whiteout.
+    Refuse,
+}
 
 /// How to extract.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +79,8 @@ pub struct ExtractOptions {
     /// Create character and block devices (only honoured when running as root).
     /// When off, device entries are skipped with a warning.
     pub allow_devices: bool,
-    /// Apply OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`). When off, a whiteout
-    /// entry is an error: a rootfs tar (`docker import`) has no lower layers, and a
-    /// literal `.wh.` file would later be read as a whiteout.
-    pub apply_whiteouts: bool,
+    /// What to do with OCI whiteouts (default: [`WhiteoutMode::Apply`]).
+    pub whiteouts: WhiteoutMode,
     /// Mode for the root directory after extraction, overriding any `./` entry in
     /// the archive. `Some(0o700)` keeps other host users from reaching setuid
     /// files when the root's parent does not already do so.
@@ -61,7 +93,7 @@ impl Default for ExtractOptions {
             limits: Limits::default(),
             same_owner: true,
             allow_devices: false,
-            apply_whiteouts: true,
+            whiteouts: WhiteoutMode::Apply,
             root_mode: None,
         }
     }
@@ -84,10 +116,16 @@ pub struct ExtractStats {
     pub whiteouts: u64,
     /// Device entries skipped.
     pub skipped_devices: u64,
+    /// The archive marks its root opaque (`.wh..wh..opq` at the top): nothing of
+    /// the layers below is visible. Overlayfs ignores that marker on a lower
+    /// dir's root, so a snapshot extracted with [`WhiteoutMode::Overlay`] must be
+    /// mounted without the snapshots below it.
+    pub opaque_root: bool,
 }
 
 /// Extracts the tar (plain, gzip or zstd, detected by magic bytes) read from
-/// `reader` into the existing directory `root`, applying OCI whiteouts.
+/// `reader` into the existing directory `root`, handling OCI whiteouts as
+/// [`ExtractOptions::whiteouts`] says.
 ///
 /// On error, the root may hold part of the archive; the caller extracts into a
 /// temporary directory and discards it on failure.
@@ -119,6 +157,7 @@ pub fn extract<R: Read>(
             compression,
             whiteouts: 0,
             skipped_devices: 0,
+            opaque_root: false,
         },
     };
     while let Some(entry) = parser.next_entry()? {
@@ -186,12 +225,13 @@ impl Extractor<'_> {
             return self.apply_root(e);
         };
         if name.starts_with(WHITEOUT_PREFIX) {
-            if !self.opts.apply_whiteouts {
-                return Err(ArchiveError::WhiteoutNotAllowed {
+            return match self.opts.whiteouts {
+                WhiteoutMode::Refuse => Err(ArchiveError::WhiteoutNotAllowed {
                     path: show(&e.path),
-                });
-            }
-            return self.whiteout(e, parent_comps, name);
+                }),
+                WhiteoutMode::Apply => self.whiteout(e, parent_comps, name),
+                WhiteoutMode::Overlay => self.overlay_whiteout(e, parent_comps, name),
+            };
         }
         let parent = self
             .root
@@ -242,7 +282,14 @@ impl Extractor<'_> {
                         }
                         mkdirat(p, *name, Mode::from_bits_truncate(0o700))
                             .map_err(|x| err("create directory", x))?;
-                        open_dir(p, name).map_err(|x| err("open", x))?
+                        let fd = open_dir(p, name).map_err(|x| err("open", x))?;
+                        if existing.is_some() && self.opts.whiteouts == WhiteoutMode::Overlay {
+                            // The replaced non-directory came from this archive and,
+                            // applied, would have deleted a lower directory here: the
+                            // lower directory's content must stay hidden.
+                            set_opaque(fd.as_fd(), e)?;
+                        }
+                        fd
                     }
                 };
                 // A rootless extractor still needs to create the children.
@@ -303,6 +350,12 @@ impl Extractor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `fd` is the extraction root.
+    fn is_root_dir(&self, fd: BorrowedFd<'_>, e: &Entry) -> Result<bool, ArchiveError> {
+        let st = |fd| fstat(fd).map_err(|x| ArchiveError::io("stat", show(&e.path), x));
+        Ok(ino(&st(fd)?) == ino(&st(self.root.fd())?))
     }
 
     fn dev_part(&self, e: &Entry, v: u64) -> Result<u32, ArchiveError> {
@@ -369,6 +422,11 @@ impl Extractor<'_> {
         if is_dir(&tst) {
             return Err(bad("target is a directory"));
         }
+        if self.opts.whiteouts == WhiteoutMode::Overlay && is_whiteout_device(&tst) {
+            // Applied, the whiteout would have left nothing to link to; linked, it
+            // would hide a second lower path.
+            return Err(bad("target does not exist"));
+        }
         if let Some(st) = stat_at(p, name, &e.path)? {
             if ino(&st) == ino(&tst) {
                 return Ok(());
@@ -383,36 +441,31 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    /// Applies a whiteout entry to the merged tree below ([`WhiteoutMode::Apply`]).
     fn whiteout(
         &mut self,
         e: &Entry,
         parent_comps: &[&[u8]],
         name: &[u8],
     ) -> Result<(), ArchiveError> {
-        let target = &name[WHITEOUT_PREFIX.len()..];
-        if target.is_empty() || target == b"." || target == b".." {
-            return Err(ArchiveError::InvalidWhiteout {
-                path: show(&e.path),
-            });
-        }
+        let marker = Marker::parse(e, name)?;
         // A whiteout's parent resolves inside the root like any path; if it does not
         // exist there is nothing to hide.
         let Some(dir) = self.root.resolve_dir(parent_comps, None, &e.path)? else {
             return Ok(());
         };
-        if name == OPAQUE_MARKER {
-            let fd = open_dir(dir.as_fd(), b".")
-                .map_err(|x| ArchiveError::io("open", show(&e.path), x))?;
-            clear_lower(fd, &self.touched, &e.path)?;
-            self.stats.whiteouts += 1;
-            return Ok(());
-        }
-        if target.starts_with(WHITEOUT_PREFIX) {
-            // Other `.wh..wh.` names are AUFS bookkeeping (.wh..wh.plnk, ...), which
-            // Docker also skips.
-            tracing::warn!(path = %show(&e.path), "skipping AUFS metadata entry");
-            return Ok(());
-        }
+        let target = match marker {
+            Marker::Opaque => {
+                let fd = open_dir(dir.as_fd(), b".")
+                    .map_err(|x| ArchiveError::io("open", show(&e.path), x))?;
+                self.stats.opaque_root |= self.is_root_dir(fd.as_fd(), e)?;
+                clear_lower(fd, &self.touched, &e.path)?;
+                self.stats.whiteouts += 1;
+                return Ok(());
+            }
+            Marker::Aufs => return Ok(()),
+            Marker::Whiteout(target) => target,
+        };
         match stat_at(dir.as_fd(), target, &e.path)? {
             None => {}
             Some(st) if self.touched.contains(&ino(&st)) => {
@@ -420,6 +473,77 @@ impl Extractor<'_> {
                 tracing::warn!(path = %show(&e.path), "whiteout of a path from the same layer ignored");
             }
             Some(_) => remove_all(dir.as_fd(), target, &e.path)?,
+        }
+        self.stats.whiteouts += 1;
+        Ok(())
+    }
+
+    /// Writes a whiteout entry in overlayfs's format ([`WhiteoutMode::Overlay`]).
+    fn overlay_whiteout(
+        &mut self,
+        e: &Entry,
+        parent_comps: &[&[u8]],
+        name: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let marker = Marker::parse(e, name)?;
+        if let Marker::Aufs = marker {
+            return Ok(());
+        }
+        // Unlike Apply, a missing parent is created (as for any entry): the
+        // directory may exist only in lower layers, and overlayfs looks for the
+        // whiteout at the same path in this one.
+        let dir = self
+            .root
+            .resolve_dir(parent_comps, Some(&mut self.touched), &e.path)?
+            .ok_or_else(|| ArchiveError::NotADirectory {
+                path: show(&e.path),
+            })?;
+        let target = match marker {
+            Marker::Opaque => {
+                let fd = open_dir(dir.as_fd(), b".")
+                    .map_err(|x| ArchiveError::io("open", show(&e.path), x))?;
+                set_opaque(fd.as_fd(), e)?;
+                self.stats.whiteouts += 1;
+                // Also when reached through a symlink to `/`.
+                self.stats.opaque_root |= self.is_root_dir(fd.as_fd(), e)?;
+                return Ok(());
+            }
+            Marker::Aufs => return Ok(()),
+            Marker::Whiteout(target) => target,
+        };
+        let p = dir.as_fd();
+        if let Some(st) = stat_at(p, target, &e.path)? {
+            if self.touched.contains(&ino(&st)) {
+                // OCI: a whiteout only hides lower layers, never its own layer's files.
+                tracing::warn!(path = %show(&e.path), "whiteout of a path from the same layer ignored");
+                return Ok(());
+            }
+            // Not from this archive (the root was not empty): replaced, never
+            // followed, like the slot of any new entry.
+            self.clear_slot(p, target, e)?;
+        }
+        // Mode 0 and device 0/0, as overlayfs makes its own whiteouts.
+        mknodat(
+            p,
+            target,
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            libc::makedev(0, 0),
+        )
+        .map_err(|x| match x {
+            Errno::EPERM => ArchiveError::OverlayNeedsPrivilege {
+                path: show(&e.path),
+                what: "whiteout",
+                source: x.into(),
+            },
+            x => ArchiveError::io("create whiteout", show(&e.path), x),
+        })?;
+        self.set_owner(Target::At(p, target), e)?;
+        let ts = TimeSpec::new(e.mtime, i64::from(e.mtime_nsec));
+        utimensat(p, target, &ts, &ts, UtimensatFlags::NoFollowSymlink)
+            .map_err(|x| ArchiveError::io("set times", show(&e.path), x))?;
+        if let Some(st) = stat_at(p, target, &e.path)? {
+            self.touched.insert(ino(&st));
         }
         self.stats.whiteouts += 1;
         Ok(())
@@ -548,6 +672,10 @@ impl Extractor<'_> {
     /// a filesystem without user xattrs) are warnings, as in Docker.
     fn set_xattrs(&self, t: Target<'_>, e: &Entry) -> Result<(), ArchiveError> {
         for (k, v) in &e.xattrs {
+            if is_overlay_xattr(k) {
+                tracing::warn!(path = %show(&e.path), xattr = %show(k), "overlay xattr in archive not set");
+                continue;
+            }
             let ck = CString::new(k.as_slice())
                 .map_err(|x| ArchiveError::io("set xattr", show(&e.path), x))?;
             let r = match t {
@@ -615,4 +743,64 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// What a `.wh.`-prefixed entry name means.
+enum Marker<'a> {
+    /// `.wh..wh..opq`: the parent directory is opaque.
+    Opaque,
+    /// Another `.wh..wh.` name: AUFS bookkeeping (`.wh..wh.plnk`, ...), skipped
+    /// as Docker does.
+    Aufs,
+    /// `.wh.<name>`: `<name>` is deleted.
+    Whiteout(&'a [u8]),
+}
+
+impl<'a> Marker<'a> {
+    /// Reads the last component `name` of entry `e`, which starts with `.wh.`.
+    /// `.wh.`, `.wh..` and `.wh...` are refused: they would name the directory
+    /// itself or its parent.
+    fn parse(e: &Entry, name: &'a [u8]) -> Result<Marker<'a>, ArchiveError> {
+        let target = &name[WHITEOUT_PREFIX.len()..];
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(ArchiveError::InvalidWhiteout {
+                path: show(&e.path),
+            });
+        }
+        if name == OPAQUE_MARKER {
+            return Ok(Marker::Opaque);
+        }
+        if target.starts_with(WHITEOUT_PREFIX) {
+            tracing::warn!(path = %show(&e.path), "skipping AUFS metadata entry");
+            return Ok(Marker::Aufs);
+        }
+        Ok(Marker::Whiteout(target))
+    }
+}
+
+/// Marks the open directory `fd` opaque for overlayfs. Unlike other xattrs a
+/// refusal is an error: without it, lower content would show through.
+fn set_opaque(fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
+    // SAFETY: valid fd, C string and buffer.
+    let r = unsafe {
+        libc::fsetxattr(
+            confined::raw(fd),
+            TRUSTED_OPAQUE.as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::EPERM) => ArchiveError::OverlayNeedsPrivilege {
+            path: show(&e.path),
+            what: "opaque directory",
+            source: err,
+        },
+        _ => ArchiveError::io("set opaque xattr", show(&e.path), err),
+    })
 }

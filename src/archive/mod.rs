@@ -3,22 +3,27 @@
 //! * [`LayerWriter`] / [`write_tree`]: a directory tree or an explicit entry list → a byte-for-byte
 //!   reproducible tar, hashed (diffID) while it streams.
 //! * [`extract()`]: a plain, gzip or zstd tar from anywhere (a registry, `docker
-//!   load`, `ADD`, `import`) → a directory, with OCI whiteouts applied and no way
-//!   for an entry to write, chmod, link or delete outside that directory.
+//!   load`, `ADD`, `import`) → a directory, with OCI whiteouts applied to the tree
+//!   below or written in overlayfs's format ([`WhiteoutMode`]), and no way for an
+//!   entry to write, chmod, link or delete outside that directory.
+//! * [`write_upper`] / [`upper_entries`]: an overlay upper dir (what a RUN step
+//!   changed) → a layer, overlay whiteouts turned into OCI ones.
 
 mod confined;
 mod error;
 mod extract;
 mod parse;
 mod stream;
+mod upper;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::{ArchiveError, Limit};
-pub use extract::{extract, ExtractOptions, ExtractStats};
+pub use extract::{extract, ExtractOptions, ExtractStats, WhiteoutMode};
 pub use stream::Compression;
+pub use upper::{upper_entries, write_upper};
 pub use writer::{
     write_tree, HashingWriter, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs,
     OPAQUE_MARKER, WHITEOUT_PREFIX,

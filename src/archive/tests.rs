@@ -1,7 +1,9 @@
-//! Tests of the archive module: hostile tars against the extractor, and round trips and determinism of the writer.
+//! Tests of the archive module: hostile tars against the extractor, round trips and determinism of the writer, and overlay snapshots and upper dirs.
 
 mod hostile;
+mod overlay;
 mod roundtrip;
+mod upper;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -364,4 +366,144 @@ pub(crate) fn user_xattrs_supported(dir: &Path) -> bool {
 
 pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+// ---------------------------------------------------------------------------
+// Overlay helpers: xattrs, a comparable view of a tree, and mounts that never
+// leave a private mount namespace.
+
+/// Sets xattr `k` on `p` without following a symlink; whether it worked.
+pub(crate) fn set_xattr_nofollow(p: &Path, k: &str, v: &[u8]) -> bool {
+    let cp = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let ck = std::ffi::CString::new(k).unwrap();
+    // SAFETY: valid C strings and buffer.
+    unsafe { libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr().cast(), v.len(), 0) == 0 }
+}
+
+/// Xattr `k` of `p` (not following a symlink), if set.
+pub(crate) fn get_xattr_nofollow(p: &Path, k: &str) -> Option<Vec<u8>> {
+    let cp = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let ck = std::ffi::CString::new(k).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings; buf is writable for its length.
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), ck.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// Whether `p` is an overlay whiteout, a 0/0 character device.
+pub(crate) fn is_whiteout(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+/// Whether `p` is marked opaque for a root-mounted overlay.
+pub(crate) fn is_opaque(p: &Path) -> bool {
+    get_xattr_nofollow(p, "trusted.overlay.opaque").as_deref() == Some(b"y")
+}
+
+/// What a tree looks like to a process, for comparing a merged overlay view with
+/// an extracted tree: type, mode, owner, content, link target, device number of
+/// everything below `top` (not `top` itself). Times are left out: copy-up and
+/// extraction set them differently by design.
+pub(crate) fn tree_view(top: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let k = kind(md.file_type());
+            let mut v = format!("{k} {:o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid());
+            match k {
+                "dir" => stack.push(p.clone()),
+                "file" => v += &format!(" {:?}", String::from_utf8_lossy(&fs::read(&p).unwrap())),
+                "symlink" => v = format!("symlink -> {}", fs::read_link(&p).unwrap().display()),
+                "char" | "block" => v += &format!(" dev {:x}", md.rdev()),
+                _ => {}
+            }
+            out.insert(p.strip_prefix(top).unwrap().to_path_buf(), v);
+        }
+    }
+    out
+}
+
+/// Whether the kernel has overlayfs.
+pub(crate) fn overlay_supported() -> bool {
+    fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|s| s.lines().any(|l| l.ends_with("\toverlay")))
+}
+
+/// Whether a test that mounts overlays can run; prints why not.
+pub(crate) fn can_mount_overlay() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    if !overlay_supported() {
+        eprintln!("skipped: needs overlayfs");
+        return false;
+    }
+    true
+}
+
+/// Runs `f` on a thread of its own in a private mount namespace: its mounts are
+/// invisible to the host and to other tests, and vanish with the thread even if
+/// an unmount was missed. Panics in `f` propagate.
+pub(crate) fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // CLONE_NEWNS implies CLONE_FS, which a thread may unshare alone.
+            unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+            // The copied mounts stay peers of the host's shared ones until made
+            // private; a mount below them would otherwise propagate to the host.
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make mounts private");
+            f()
+        });
+        match h.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
+/// An overlay mount, unmounted when dropped (also while a failing test unwinds).
+pub(crate) struct Mounted(PathBuf);
+
+impl Mounted {
+    /// Mounts overlayfs on `target` with `options` (`lowerdir=...` and so on).
+    pub fn overlay(target: &Path, options: &str) -> Mounted {
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options),
+        )
+        .unwrap_or_else(|e| panic!("mount overlay -o {options} on {}: {e}", target.display()));
+        Mounted(target.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        use nix::mount::{umount2, MntFlags};
+        if let Err(e) = umount2(&self.0, MntFlags::empty()) {
+            eprintln!("unmount {}: {e}; detaching", self.0.display());
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
 }

@@ -18,6 +18,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::error::{show, ArchiveError};
+use super::upper::is_overlay_xattr;
 
 const BLOCK: usize = 512;
 /// Largest value an 11-digit octal ustar size or mtime field holds (8 GiB - 1).
@@ -344,6 +345,14 @@ impl<W: Write> LayerWriter<W> {
             let target = fs::read_link(source)
                 .map_err(|e| ArchiveError::io("read link", source.display().to_string(), e))?;
             meta.link = target.as_os_str().as_bytes().to_vec();
+        } else if ft.is_char_device() && md.rdev() == 0 {
+            // Overlayfs's whiteout: as a device entry it would turn into a whiteout
+            // again in every overlay snapshot, silently hiding a lower file.
+            return Err(ArchiveError::InvalidLayerName {
+                path: show(&name),
+                reason:
+                    "a 0/0 character device is an overlay whiteout; list it as LayerEntry::Whiteout",
+            });
         } else if ft.is_char_device() || ft.is_block_device() {
             meta.typeflag = if ft.is_char_device() { b'3' } else { b'4' };
             let rdev = md.rdev();
@@ -635,8 +644,9 @@ pub(crate) fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 /// Reads a path's xattrs (not following symlinks), sorted by name. Overlay's own
-/// `trusted.overlay.*` attributes and the host's SELinux label are left out: the
-/// first would change how the layer is read when mounted, the second is host state.
+/// attributes (`trusted.overlay.*`, and `user.overlay.*` of `userxattr` mounts) and
+/// the host's SELinux label are left out: the first would change how the layer is
+/// read when its snapshot is mounted, the second is host state.
 pub(crate) fn read_xattrs(path: &Path) -> Result<Xattrs, ArchiveError> {
     let shown = || path.display().to_string();
     let cpath = CString::new(path.as_os_str().as_bytes())
@@ -651,7 +661,7 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<Xattrs, ArchiveError> {
     };
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name == b"security.selinux" {
+        if is_overlay_xattr(name) || name == b"security.selinux" {
             continue;
         }
         let cname = CString::new(name).map_err(|e| ArchiveError::io("read xattrs", shown(), e))?;
@@ -670,7 +680,7 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<Xattrs, ArchiveError> {
 }
 
 /// Runs a size-query-then-fill xattr call, retrying if the value grew in between.
-fn xattr_call(mut f: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
+pub(crate) fn xattr_call(mut f: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
     loop {
         let n = f(std::ptr::null_mut(), 0);
         if n < 0 {

@@ -881,7 +881,7 @@ fn whiteout_does_not_delete_same_layer_file() {
 fn whiteouts_refused_when_disabled() {
     let sb = sandbox();
     let opts = ExtractOptions {
-        apply_whiteouts: false,
+        whiteouts: WhiteoutMode::Refuse,
         ..ExtractOptions::default()
     };
     assert_err!(

@@ -187,7 +187,7 @@ fn write(dir: &Path, opts: WriterOptions) -> (Vec<u8>, LayerDigest) {
 }
 
 /// (typeflag, name field) of every header, PAX ones included.
-fn headers(t: &[u8]) -> Vec<(u8, Vec<u8>)> {
+pub(crate) fn headers(t: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + 512 <= t.len() && t[off..off + 512].iter().any(|&b| b != 0) {
@@ -538,7 +538,7 @@ fn rootfs_tar_with_dot_entries_extracts() {
     let t = tar(&[E::R(dot), E::R(bin), E::R(sh), E::S("./bin/ash", "sh")]);
     let dst = tempfile::tempdir().unwrap();
     let opts = ExtractOptions {
-        apply_whiteouts: false,
+        whiteouts: WhiteoutMode::Refuse,
         ..ExtractOptions::default()
     };
     let st = extract(&t[..], dst.path(), &opts).unwrap();
