@@ -5,9 +5,8 @@ use std::fs;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{self, ExtractOptions, LayerEntry, LayerWriter, WriterOptions};
+use crate::archive::{self, ExtractOptions, WriterOptions};
 use crate::cache::LayerRef;
-use crate::executor::ChangeKind;
 use crate::image::config::chain_id;
 use crate::image::Digest;
 use crate::store::fsutil::{self, TempPath};
@@ -47,11 +46,20 @@ pub fn lower_dirs(store: &Store, layers: &[LayerRef]) -> Result<Vec<PathBuf>, Fs
             None => {
                 let res = store.reserve_snapshot()?;
                 let blob = store.open_blob(&l.diff_id)?;
-                archive::extract(
-                    io::BufReader::new(blob),
-                    &res.path(),
-                    &ExtractOptions::default(),
-                )?;
+                // One layer per snapshot, in overlayfs's own format: whiteouts become 0/0
+                // devices and opaque markers xattrs, so the stack mounts to the right tree.
+                let opts = ExtractOptions {
+                    whiteouts: archive::WhiteoutMode::Overlay,
+                    ..Default::default()
+                };
+                let stats = archive::extract(io::BufReader::new(blob), &res.path(), &opts)?;
+                if stats.opaque_root && parent.is_some() {
+                    // Overlayfs ignores an opaque marker on a lower layer's root.
+                    return Err(FsError::Io(format!(
+                        "layer {} hides everything below it (an opaque root), which overlayfs cannot stack",
+                        l.diff_id
+                    )));
+                }
                 res.commit(parent.as_ref(), &l.diff_id)?
             }
         };
@@ -107,32 +115,11 @@ pub fn commit_dir(
     upper: &Path,
     clamp_mtime: Option<i64>,
 ) -> Result<LayerRef, FsError> {
-    use std::os::unix::ffi::OsStrExt;
-    let changes = crate::executor::upper_changes(upper).map_err(|e| FsError::Io(e.to_string()))?;
-    let mut entries = Vec::with_capacity(changes.len());
-    for c in changes {
-        let name = c.path.as_os_str().as_bytes().to_vec();
-        match c.kind {
-            ChangeKind::Upsert => entries.push(LayerEntry::Path {
-                source: upper.join(&c.path),
-                name,
-            }),
-            ChangeKind::Delete => entries.push(LayerEntry::Whiteout { name }),
-            ChangeKind::Opaque => {
-                entries.push(LayerEntry::Opaque { dir: name.clone() });
-                entries.push(LayerEntry::Path {
-                    source: upper.join(&c.path),
-                    name,
-                });
-            }
-        }
-    }
     let tmp = scratch_dir(store)?;
     let path = tmp.path().join("layer.tar");
     let file = fs::File::create(&path)?;
-    let mut w = LayerWriter::new(BufWriter::new(file), WriterOptions { clamp_mtime });
-    w.append_entries(entries)?;
-    let (w, digest) = w.finish()?;
+    let (w, digest) =
+        archive::write_upper(upper, BufWriter::new(file), WriterOptions { clamp_mtime })?;
     w.into_inner()
         .map_err(|e| FsError::Io(e.to_string()))?
         .sync_all()?;

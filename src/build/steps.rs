@@ -439,8 +439,7 @@ impl Builder<'_> {
             let mut srcs = ctx_srcs;
             for p in &stage_paths {
                 let root = roots.first().ok_or("the source stage was not mounted")?;
-                let real = real_path_in_root(root, p)?;
-                srcs.push(copy::tree_source(&real.0, &real.1).map_err(|e| format!("{p}: {e}"))?);
+                srcs.push(stage_source(root, p)?);
             }
             let is_dir = |p: &str| rootfs::is_dir_in_root(merged, p);
             let mut items = copy::plan(&srcs, &dest, &is_dir, &opts).map_err(|e| e.to_string())?;
@@ -462,6 +461,11 @@ impl Builder<'_> {
                     gid: opts.chown.map_or(0, |o| o.1),
                     mtime: clamp.unwrap_or(0),
                 });
+            }
+            if let Some(owner) = opts.chown {
+                let exists = |p: &str| rootfs::exists_in_root(merged, p);
+                let parents = copy::missing_parents(&items, &exists, owner, clamp.unwrap_or(0));
+                items.splice(0..0, parents);
             }
             extract_items(&items, merged)?;
             for a in &archives {
@@ -544,7 +548,7 @@ fn extract_items(items: &[Item], merged: &std::path::Path) -> Result<(), String>
             merged,
             // A context file literally named `.wh.x` must not delete anything in the image.
             &ExtractOptions {
-                apply_whiteouts: false,
+                whiteouts: crate::archive::WhiteoutMode::Refuse,
                 ..Default::default()
             },
         );
@@ -554,6 +558,33 @@ fn extract_items(items: &[Item], merged: &std::path::Path) -> Result<(), String>
         r.map_err(|e| e.to_string())?;
         wr.map_err(|e| e.to_string())
     })
+}
+
+/// A `COPY --from` source in a stage's root. A source that is itself a symlink is followed
+/// (inside the root) and copied under the link's name, as both of Docker's builders do;
+/// symlinks below a source directory stay symlinks.
+fn stage_source(root: &std::path::Path, path: &str) -> Result<copy::Source, String> {
+    let (dir, name) = real_path_in_root(root, path)?;
+    let is_link = !name.is_empty()
+        && std::fs::symlink_metadata(dir.join(&name)).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return copy::tree_source(&dir, &name).map_err(|e| format!("{path}: {e}"));
+    }
+    let fd = rootfs::open_in_root(root, path, libc::O_PATH)
+        .map_err(|e| format!("/{}: {e}", path.trim_start_matches('/')))?;
+    use std::os::fd::AsRawFd;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("{path}: {e}"))?;
+    let (tdir, tname) = match (real.strip_prefix(root), real.parent(), real.file_name()) {
+        (Ok(r), _, _) if r.as_os_str().is_empty() => (root.to_path_buf(), String::new()),
+        (Ok(_), Some(parent), Some(file)) => {
+            (parent.to_path_buf(), file.to_string_lossy().into_owned())
+        }
+        _ => return Err(format!("{path}: resolves outside the source stage")),
+    };
+    Ok(copy::tree_source(&tdir, &tname)
+        .map_err(|e| format!("{path}: {e}"))?
+        .renamed(&name))
 }
 
 /// Resolve `path` inside `root` (symlinks followed inside it, the last component kept as

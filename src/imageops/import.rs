@@ -128,7 +128,7 @@ pub fn import_rootfs<R: Read>(store: &Store, reader: R, opts: &ImportOptions) ->
     let fs = reservation.path();
     let extract_opts = ExtractOptions {
         limits: opts.limits,
-        apply_whiteouts: false,
+        whiteouts: crate::archive::WhiteoutMode::Refuse,
         ..ExtractOptions::default()
     };
     let stats = archive::extract(reader, &fs, &extract_opts)?;
