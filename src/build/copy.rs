@@ -49,6 +49,23 @@ pub struct Source {
     pub entries: Vec<SourceEntry>,
 }
 
+impl Source {
+    /// The same tree under another name: a source symlink that was followed keeps the
+    /// link's name.
+    pub fn renamed(mut self, rel: &str) -> Source {
+        for e in &mut self.entries {
+            let under = e
+                .rel
+                .strip_prefix(&self.rel)
+                .unwrap_or(&e.rel)
+                .trim_start_matches('/');
+            e.rel = join(rel, under);
+        }
+        self.rel = rel.to_string();
+        self
+    }
+}
+
 /// One file or directory of a source tree.
 #[derive(Debug, Clone)]
 pub struct SourceEntry {
@@ -285,6 +302,45 @@ pub fn plan(
     Ok(items)
 }
 
+/// The directories above `items` that the image lacks (`exists` says what it has), as items
+/// owned by `owner`, 0755, parents first: with `--chown`, Docker gives the directories a
+/// COPY creates to that owner too (both builders), where the extractor would make them
+/// root's.
+pub fn missing_parents(
+    items: &[Item],
+    exists: &dyn Fn(&str) -> bool,
+    owner: (u32, u32),
+    mtime: i64,
+) -> Vec<Item> {
+    let listed: std::collections::BTreeSet<&str> = items.iter().map(|i| i.name.as_str()).collect();
+    let mut missing = std::collections::BTreeSet::new();
+    for it in items {
+        let mut p = it.name.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if parent.is_empty() || listed.contains(parent) || missing.contains(parent) {
+                break;
+            }
+            if exists(parent) {
+                break;
+            }
+            missing.insert(parent.to_string());
+            p = parent;
+        }
+    }
+    // Sorted names put every directory before what is below it.
+    missing
+        .into_iter()
+        .map(|name| Item {
+            name,
+            kind: ItemKind::Dir,
+            mode: 0o755,
+            uid: owner.0,
+            gid: owner.1,
+            mtime,
+        })
+        .collect()
+}
+
 /// Write the items as a tar stream (parents are created by the extractor, 0755 root).
 pub fn write_tar<W: Write>(items: &[Item], out: W) -> io::Result<W> {
     let mut b = tar::Builder::new(out);
@@ -421,6 +477,44 @@ mod tests {
         assert_eq!((it.uid, it.gid, it.mode), (10, 20, 0o640));
         assert_eq!(parse_chmod("755"), Ok(0o755));
         assert!(parse_chmod("u+x").is_err());
+    }
+
+    // Regression: `COPY --chown=app:app f /new/dir/f` left /new and /new/dir root's.
+    #[test]
+    fn missing_parents_get_the_copy_owner() {
+        let item = |name: &str, kind| Item {
+            name: name.to_string(),
+            kind,
+            mode: 0o644,
+            uid: 7,
+            gid: 8,
+            mtime: 0,
+        };
+        let items = [
+            item("new/dir/f", ItemKind::Data(Vec::new())),
+            item("new/dir/g", ItemKind::Data(Vec::new())),
+            item("etc/x/y", ItemKind::Data(Vec::new())),
+            item("tree", ItemKind::Dir),
+            item("tree/sub/z", ItemKind::Data(Vec::new())),
+        ];
+        let exists = |p: &str| p == "etc";
+        let parents = missing_parents(&items, &exists, (7, 8), 0);
+        assert_eq!(names(&parents), ["etc/x", "new", "new/dir", "tree/sub"]);
+        assert!(parents
+            .iter()
+            .all(|p| (p.kind == ItemKind::Dir, p.mode, p.uid, p.gid) == (true, 0o755, 7, 8)));
+    }
+
+    #[test]
+    fn a_followed_link_keeps_its_name() {
+        let (_d, c) = ctx_with(&["dir/x"]);
+        let s = context_source(&c, "dir").renamed("link");
+        assert_eq!(s.rel, "link");
+        let rels: Vec<&str> = s.entries.iter().map(|e| e.rel.as_str()).collect();
+        assert_eq!(rels, ["link", "link/x"]);
+        let none = |_: &str| false;
+        let items = plan(&[s], "/out/", &none, &CopyOptions::default()).unwrap();
+        assert_eq!(names(&items), ["out", "out/x"]);
     }
 
     #[test]

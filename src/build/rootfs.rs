@@ -66,6 +66,11 @@ pub fn is_dir_in_root(root: &Path, path: &str) -> bool {
     open_in_root(root, path, libc::O_PATH | libc::O_DIRECTORY).is_ok()
 }
 
+/// Whether anything (a symlink included) is at `path` in the image.
+pub fn exists_in_root(root: &Path, path: &str) -> bool {
+    open_in_root(root, path, libc::O_PATH | libc::O_NOFOLLOW).is_ok()
+}
+
 fn read_in_root(root: &Path, path: &str, limit: u64) -> io::Result<String> {
     let fd = open_in_root(root, path, libc::O_RDONLY)?;
     let mut s = String::new();
