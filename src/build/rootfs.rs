@@ -79,8 +79,8 @@ fn read_in_root(root: &Path, path: &str, limit: u64) -> io::Result<String> {
 }
 
 /// Resolve `user[:group]` (names or numbers) against the image's passwd and group files, as
-/// COPY --chown does: a name must exist; a number needs no entry; the group defaults to
-/// the user's primary group, or to the uid when the user is numeric and unknown.
+/// COPY --chown does: a name must exist; a number needs no entry; without a group, a name
+/// takes the user's primary group and a number the same number.
 pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -94,16 +94,11 @@ pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
                 .then(|| (f[2].parse::<u32>().ok(), f[3].parse::<u32>().ok()))
         })
     };
+    // A UID without a group is also the GID, whatever passwd says (Docker's reference: "a UID
+    // without GID will use the same numeric UID as the GID"; both builders do so). A name
+    // without a group takes the user's primary group, as BuildKit does.
     let (uid, primary) = match user.parse::<u32>() {
-        Ok(n) => {
-            let primary = passwd.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 4 && f[2] == user)
-                    .then(|| f[3].parse::<u32>().ok())
-                    .flatten()
-            });
-            (n, primary)
-        }
+        Ok(n) => (n, Some(n)),
         Err(_) => match find_user(user) {
             Some((Some(u), g)) => (u, g),
             _ => {
@@ -173,6 +168,8 @@ mod tests {
         assert_eq!(resolve_owner(d.path(), "app:staff"), Ok((1000, 50)));
         assert_eq!(resolve_owner(d.path(), "1000:7"), Ok((1000, 7)));
         assert_eq!(resolve_owner(d.path(), "4242"), Ok((4242, 4242)));
+        // Regression: a UID without a group took its passwd entry's group (1001).
+        assert_eq!(resolve_owner(d.path(), "1000"), Ok((1000, 1000)));
         assert!(resolve_owner(d.path(), "nobody")
             .unwrap_err()
             .contains("unable to find user nobody"));
