@@ -22,6 +22,11 @@ use super::fs::{change, FsError};
 use super::rootfs;
 use super::{BuildError, BuildEvent, Builder, StageResult, HISTORY_COMMENT};
 
+/// Part of every COPY/ADD key: changed whenever a COPY of the same inputs writes something
+/// else, so entries an older kiln made are not reused. 2: a `--from` source that is a symlink
+/// is followed, `--chown` owns the parents it creates, `--chown=UID` means `UID:UID`.
+const COPY_SEMANTICS: &str = "2";
+
 /// COPY and ADD, after the parser: what the step must do.
 pub(crate) struct CopySpec<'a> {
     pub sources: &'a [String],
@@ -309,7 +314,8 @@ impl Builder<'_> {
             .map_err(&err)?;
 
         let mut key = KeyBuilder::new("copy");
-        key.text("parent", cur.key.as_str())
+        key.text("semantics", COPY_SEMANTICS)
+            .text("parent", cur.key.as_str())
             .text("instruction", spec.code)
             .list("sources", &sources)
             .text("dest", &dest)
