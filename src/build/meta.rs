@@ -89,13 +89,20 @@ fn apply_inner(
 ) -> Result<Applied, String> {
     let created_by = match ins {
         Instruction::Env(e) => {
-            let mut parts = Vec::new();
+            // Every word is expanded with the variables as they were before the instruction:
+            // `ENV abc=bye def=$abc` gives def the old abc (Docker's reference, "Environment
+            // replacement").
+            let mut pairs = Vec::new();
             for kv in &e.pairs {
                 let k = state.expand(&kv.key)?;
                 let v = state.expand(&kv.value)?;
                 if k.is_empty() {
                     return Err("ENV names can not be blank".to_string());
                 }
+                pairs.push((k, v));
+            }
+            let mut parts = Vec::new();
+            for (k, v) in pairs {
                 state.spec.config.env_set(&k, &v);
                 parts.push(format!("{k}={v}"));
             }
@@ -236,7 +243,9 @@ fn apply_inner(
             format!("ONBUILD {}", o.expression)
         }
         Instruction::Arg(a) => {
-            let mut parts = Vec::new();
+            // Defaults are expanded before any of this instruction's ARGs is declared, as
+            // ENV's values are: `ARG P=1 Q=${P}x` gives Q the P of before.
+            let mut values = Vec::new();
             for def in &a.args {
                 let value = match ctx.build_args.get(&def.name) {
                     Some(v) => Some(v.clone()),
@@ -251,12 +260,16 @@ fn apply_inner(
                             .and_then(|(_, v)| v.clone()),
                     },
                 };
-                state.args.retain(|(k, _)| k != &def.name);
+                values.push((def.name.clone(), value));
+            }
+            let mut parts = Vec::new();
+            for (name, value) in values {
+                state.args.retain(|(k, _)| k != &name);
                 parts.push(match &value {
-                    Some(v) => format!("{}={v}", def.name),
-                    None => def.name.clone(),
+                    Some(v) => format!("{name}={v}"),
+                    None => name.clone(),
                 });
-                state.args.push((def.name.clone(), value));
+                state.args.push((name, value));
             }
             format!("ARG {}", parts.join(" "))
         }
@@ -302,7 +315,8 @@ mod tests {
             "ARG V=1\nARG GLOBAL\nARG FROMCLI=x\nENV A=$V B=\"${A}-two\" C=$GLOBAL\nENV V=env\nLABEL l=$V\n",
             &[("FROMCLI", "cli")],
         );
-        assert_eq!(st.spec.config.env, vec!["A=1", "B=1-two", "C=g", "V=env"]);
+        // B's ${A} is the A of before this ENV: unset.
+        assert_eq!(st.spec.config.env, vec!["A=1", "B=-two", "C=g", "V=env"]);
         assert_eq!(st.spec.config.labels.as_ref().unwrap()["l"], "env");
         assert_eq!(st.arg_values()["FROMCLI"], "cli");
         assert_eq!(hist[0], "ARG V=1");
@@ -311,6 +325,23 @@ mod tests {
         assert!(env.contains(&"FROMCLI=cli".to_string()));
         assert!(!env.contains(&"V=1".to_string()));
         assert!(env[0].starts_with("PATH=/usr/local/sbin"));
+    }
+
+    // Regression: ENV and ARG expanded each pair with the pairs before it in the same
+    // instruction already set (`ENV abc=bye def=$abc` gave def=bye; Docker gives hello).
+    #[test]
+    fn one_instruction_expands_with_the_variables_of_before_it() {
+        let (st, hist) = run(
+            "ENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\nARG P=1 Q=${P}x\nARG R=$P\n",
+            &[],
+        );
+        assert_eq!(st.spec.config.env, vec!["abc=bye", "def=hello", "ghi=bye"]);
+        assert_eq!(hist[1], "ENV abc=bye def=hello");
+        let args = st.arg_values();
+        assert_eq!(
+            (&args["P"][..], &args["Q"][..], &args["R"][..]),
+            ("1", "x", "1")
+        );
     }
 
     #[test]
