@@ -132,13 +132,15 @@ fn apply_inner(
         }
         Instruction::Cmd(c) => {
             let v = shell_or_exec(state, &c.cmd);
-            state.spec.config.cmd = Some(v.clone());
+            // `CMD []` leaves no Cmd in the config, as both of Docker's builders write it.
+            state.spec.config.cmd = (!v.is_empty()).then(|| v.clone());
             state.cmd_set = true;
             format!("CMD {}", serde_json::to_string(&v).unwrap_or_default())
         }
         Instruction::Entrypoint(e) => {
             let v = shell_or_exec(state, &e.cmd);
-            state.spec.config.entrypoint = Some(v.clone());
+            // `ENTRYPOINT []` clears the entrypoint (no empty list in the config).
+            state.spec.config.entrypoint = (!v.is_empty()).then(|| v.clone());
             // A CMD inherited from the base image is dropped by a new ENTRYPOINT.
             if !state.cmd_set {
                 state.spec.config.cmd = None;
@@ -341,6 +343,20 @@ mod tests {
         assert_eq!(
             (&args["P"][..], &args["Q"][..], &args["R"][..]),
             ("1", "x", "1")
+        );
+    }
+
+    // Regression: `CMD []` and `ENTRYPOINT []` wrote empty lists into the config, where
+    // Docker's builders leave the field out.
+    #[test]
+    fn empty_exec_forms_unset_cmd_and_entrypoint() {
+        let (st, _) = run("ENTRYPOINT [\"/e\"]\nCMD [\"x\"]\nENTRYPOINT []\n", &[]);
+        assert_eq!(st.spec.config.entrypoint, None);
+        assert_eq!(st.spec.config.cmd.as_deref(), Some(&["x".to_string()][..]));
+        let (st, _) = run("CMD []\nENTRYPOINT []\n", &[]);
+        assert_eq!(
+            (st.spec.config.cmd, st.spec.config.entrypoint),
+            (None, None)
         );
     }
 
