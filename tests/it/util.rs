@@ -147,3 +147,11 @@ fn import_rootfs(root: &Path, tar: &Path, name: &str) {
         .put_image_tagged(&config, &mb, &[Reference::parse(name).expect("name")])
         .expect("image");
 }
+
+impl TestStore {
+    /// The rootfs tarball `busybox` imported (written by `scripts/busybox-rootfs.sh`), so
+    /// another builder can start from the very same bytes.
+    pub fn busybox_tar(&self) -> PathBuf {
+        self.dir.path().join("busybox-rootfs.tar")
+    }
+}
