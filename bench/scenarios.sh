@@ -33,7 +33,7 @@ fresh_root() {
     KILN_ROOT=$work/root "$kiln" image import "$work/busybox.tar" busybox:local >/dev/null
 }
 kbuild() { KILN_ROOT=$work/root "$kiln" build -q -t "bench-$1" "$work/ctx/$1"; }
-dbuild() { DOCKER_BUILDKIT=0 docker build -q -t "kiln-bench-$1" "$@" >/dev/null; }
+dbuild() { local s=$1; shift; DOCKER_BUILDKIT=0 docker build -q -t "kiln-bench-$s" "$@" >/dev/null; }
 
 # Same size, new content (one byte overwritten), then an mtime-only change of another file.
 edit_one()  { printf X | dd of="$(find "$work/ctx/s2" -type f -name 'f00000*' | head -1)" conv=notrunc status=none; }
