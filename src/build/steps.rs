@@ -106,23 +106,32 @@ impl Builder<'_> {
         id: Option<usize>,
         position: &str,
         key: &Digest,
-        mut inputs: BTreeMap<String, String>,
+        inputs: &mut dyn FnMut() -> BTreeMap<String, String>,
         cur: &mut StageResult,
     ) -> bool {
         use crate::cache::explain::{compare, explain, StepInputs};
-        inputs.insert("base".into(), cur.base.clone());
-        inputs.insert("parent".into(), cur.key.to_string());
-        let ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = ids.get(cur.key.as_str()) {
-            inputs.insert("parent-step".into(), n.to_string());
-        }
-        drop(ids);
-        let step = StepInputs {
-            position: position.to_string(),
-            key: key.to_string(),
-            inputs,
-        };
         let prev = self.previous.as_ref().and_then(|p| p.step(position));
+        // The same key as last time means the same inputs: reuse last time's record instead
+        // of describing every file again (a no-change rebuild stays a stat per file).
+        let same_as_before = !self.req.explain && prev.is_some_and(|p| p.key == key.as_str());
+        let step = match prev {
+            Some(p) if same_as_before => p.clone(),
+            _ => {
+                let mut inputs = inputs();
+                inputs.insert("base".into(), cur.base.clone());
+                inputs.insert("parent".into(), cur.key.to_string());
+                let ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = ids.get(cur.key.as_str()) {
+                    inputs.insert("parent-step".into(), n.to_string());
+                }
+                drop(ids);
+                StepInputs {
+                    position: position.to_string(),
+                    key: key.to_string(),
+                    inputs,
+                }
+            }
+        };
         if let Some(id) = id {
             self.key_ids
                 .lock()
@@ -203,6 +212,9 @@ impl Builder<'_> {
             .clone();
         rec.version = crate::cache::explain::RECORD_VERSION;
         rec.steps.sort_by(|a, b| a.position.cmp(&b.position));
+        if self.previous.as_ref() == Some(&rec) {
+            return; // a rebuild that changed nothing rewrites nothing
+        }
         let Some(dir) = path.parent() else { return };
         let ok = std::fs::create_dir_all(dir).is_ok()
             && serde_json::to_vec(&rec).is_ok_and(|bytes| {
@@ -343,19 +355,6 @@ impl Builder<'_> {
                         .tree_hash(p)
                         .ok_or_else(|| err(format!("{p}: changed while it was read")))?;
                     key.text("source", p).field("tree", &h);
-                    for (k, e) in ctx.subtree(p) {
-                        let what = match (e.kind, ctx.content_hash(k)) {
-                            (context::Kind::File, Some(h)) => context::hex(h),
-                            (context::Kind::Symlink, _) => {
-                                format!("-> {}", e.link_target.as_deref().unwrap_or(""))
-                            }
-                            _ => "dir".to_string(),
-                        };
-                        inputs.insert(
-                            format!("file:{k}"),
-                            format!("{:o}:{}:{}:{what}", e.mode & 0o7777, e.uid, e.gid),
-                        );
-                    }
                 }
                 From::Context(paths)
             }
@@ -402,7 +401,31 @@ impl Builder<'_> {
                 inputs.insert(format!("arg:{k}"), v);
             }
         }
-        if self.lookup(Some(id), position, &key, inputs.clone(), cur) {
+        // Described only when the record of the last build cannot be reused (see lookup).
+        let mut describe = || {
+            let mut m = inputs.clone();
+            if let (From::Context(paths), Ok(guard)) = (&from, self.context()) {
+                if let Some((ctx, _)) = guard.as_ref() {
+                    for p in paths {
+                        for (k, e) in ctx.subtree(p) {
+                            let what = match (e.kind, ctx.content_hash(k)) {
+                                (context::Kind::File, Some(h)) => context::hex(h),
+                                (context::Kind::Symlink, _) => {
+                                    format!("-> {}", e.link_target.as_deref().unwrap_or(""))
+                                }
+                                _ => "dir".to_string(),
+                            };
+                            m.insert(
+                                format!("file:{k}"),
+                                format!("{:o}:{}:{}:{what}", e.mode & 0o7777, e.uid, e.gid),
+                            );
+                        }
+                    }
+                }
+            }
+            m
+        };
+        if self.lookup(Some(id), position, &key, &mut describe, cur) {
             self.history(cur, format!("{} # kiln", spec.code), true);
             self.settle_key(&key, cur);
             return Ok(());
@@ -508,7 +531,7 @@ impl Builder<'_> {
         key.text("parent", cur.key.as_str()).text("dir", &wd);
         let key = key.finish();
         let inputs = BTreeMap::from([("workdir".to_string(), wd.clone())]);
-        if self.lookup(None, position, &key, inputs, cur) {
+        if self.lookup(None, position, &key, &mut || inputs.clone(), cur) {
             self.settle_key(&key, cur);
             return Ok(());
         }
@@ -742,7 +765,7 @@ impl Builder<'_> {
             "network".to_string(),
             if network_none { "none" } else { "host" }.to_string(),
         );
-        if self.lookup(Some(id), position, &key, inputs, cur) {
+        if self.lookup(Some(id), position, &key, &mut || inputs.clone(), cur) {
             self.history(cur, created_by, true);
             self.settle_key(&key, cur);
             return Ok(());
