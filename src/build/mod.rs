@@ -526,6 +526,20 @@ impl Builder<'_> {
                     empty_layer: true,
                     ..Default::default()
                 });
+                // Cached like the other steps, so a rebuild keeps the recorded history (and
+                // times) and an unchanged build gives the same image ID.
+                let meta_key = cur.key.clone();
+                let code = ins.code().to_string();
+                let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
+                if !self.lookup(
+                    None,
+                    &format!("{idx}/{n}"),
+                    &meta_key,
+                    &mut describe,
+                    &mut cur,
+                ) {
+                    self.remember(&meta_key, &cur, BTreeMap::new());
+                }
                 self.progress.event(BuildEvent::Done {
                     id,
                     seconds: started.elapsed().as_secs_f64(),
@@ -589,7 +603,13 @@ impl Builder<'_> {
             let labels = spec.config.labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.req.labels.clone());
         }
-        spec.created = Some(self.created.clone());
+        // The newest step's time: an image rebuilt entirely from the cache keeps its date.
+        spec.created = r
+            .history
+            .iter()
+            .filter_map(|h| h.created.clone())
+            .max()
+            .or_else(|| Some(self.created.clone()));
         spec.rootfs.diff_ids = r
             .state
             .layers

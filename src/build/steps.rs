@@ -101,7 +101,7 @@ impl Builder<'_> {
 
     /// Record the step's inputs, then look its key up unless `--no-cache`: on a hit take
     /// its state (and say CACHED), on a miss say why.
-    fn lookup(
+    pub(crate) fn lookup(
         &self,
         id: Option<usize>,
         position: &str,
@@ -154,7 +154,8 @@ impl Builder<'_> {
             && !filtered
             && match self.cache.get(key) {
                 Some(rec) => match serde_json::from_value::<ImageSpec>(rec.config) {
-                    Ok(spec) => {
+                    Ok(mut spec) => {
+                        cur.history = std::mem::take(&mut spec.history);
                         cur.state.spec = spec;
                         cur.state.layers = rec.layers;
                         true
@@ -225,12 +226,22 @@ impl Builder<'_> {
         }
     }
 
-    fn remember(&self, key: &Digest, cur: &StageResult, inputs: BTreeMap<String, String>) {
+    pub(crate) fn remember(
+        &self,
+        key: &Digest,
+        cur: &StageResult,
+        inputs: BTreeMap<String, String>,
+    ) {
+        // The stage's history so far travels with the config: a hit restores the entries
+        // (and their times) of the build that made them, so an unchanged rebuild gives the
+        // same image ID.
+        let mut spec = cur.state.spec.clone();
+        spec.history = cur.history.clone();
         let rec = CacheRecord {
             version: CACHE_VERSION,
             key: key.clone(),
             layers: cur.state.layers.clone(),
-            config: serde_json::to_value(&cur.state.spec).unwrap_or_default(),
+            config: serde_json::to_value(&spec).unwrap_or_default(),
             inputs,
         };
         if let Err(e) = self.cache.put(&rec) {
@@ -426,7 +437,6 @@ impl Builder<'_> {
             m
         };
         if self.lookup(Some(id), position, &key, &mut describe, cur) {
-            self.history(cur, format!("{} # kiln", spec.code), true);
             self.settle_key(&key, cur);
             return Ok(());
         }
@@ -766,7 +776,6 @@ impl Builder<'_> {
             if network_none { "none" } else { "host" }.to_string(),
         );
         if self.lookup(Some(id), position, &key, &mut || inputs.clone(), cur) {
-            self.history(cur, created_by, true);
             self.settle_key(&key, cur);
             return Ok(());
         }

@@ -590,3 +590,33 @@ fn step_logs_are_kept_whole_and_json_progress_is_one_object_per_line() {
     assert_eq!(text.lines().count(), 5000);
     assert_eq!(text.lines().last(), Some("line 4999"));
 }
+
+#[test]
+fn unchanged_rebuild_gives_the_same_image_id() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "f.txt", "f");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nENV A=1\nCOPY f.txt /\nRUN echo x > /x\nLABEL l=1\nWORKDIR /w\nCMD [\"sh\"]\n",
+    );
+    let id = || {
+        let o = s.kiln(&ctx, &["build", "-q", "-t", "same:1", "."], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let first = id();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(id(), first, "a rebuild from the cache is the same image");
+    // A change gives a new image, with a newer creation time.
+    write(&ctx, "f.txt", "g");
+    let changed = id();
+    assert_ne!(changed, first);
+    let cfg = s.config("same:1");
+    let newest = cfg.history.iter().filter_map(|h| h.created.clone()).max();
+    assert_eq!(cfg.created, newest);
+}
