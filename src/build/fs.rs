@@ -120,11 +120,10 @@ pub fn commit_dir(
     let file = fs::File::create(&path)?;
     let (w, digest) =
         archive::write_upper(upper, BufWriter::new(file), WriterOptions { clamp_mtime })?;
-    w.into_inner()
-        .map_err(|e| FsError::Io(e.to_string()))?
-        .sync_all()?;
+    // Flushed here; adopt_blob fsyncs before the rename.
+    drop(w.into_inner().map_err(|e| FsError::Io(e.to_string()))?);
     let diff_id = Digest::parse(&digest.diff_id()).map_err(|e| FsError::Io(e.to_string()))?;
-    store.put_blob_sized(fs::File::open(&path)?, &diff_id, digest.size)?;
+    store.adopt_blob(&path, &diff_id, digest.size)?;
     Ok(LayerRef {
         diff_id,
         size: digest.size,

@@ -119,6 +119,34 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Adopts a file written into the store's `tmp/` (same filesystem) as the blob
+    /// `digest`, by rename instead of a copy: for layers kiln writes itself, hashing every
+    /// byte as it writes them (a multi-gigabyte layer is then written once, not twice). The
+    /// size is checked; the file is removed in every case that does not keep it.
+    pub fn adopt_blob(&self, path: &std::path::Path, digest: &Digest, size: u64) -> Result<()> {
+        let _gc = self.gc_shared()?;
+        let guard = fsutil::TempPath::new(path.to_path_buf());
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let file = fs::File::open(path).map_err(io_err("open", path))?;
+        let actual = file.metadata().map_err(io_err("stat", path))?.len();
+        if actual != size {
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: size,
+                actual,
+            });
+        }
+        file.set_permissions(fs::Permissions::from_mode(BLOB_MODE))
+            .map_err(io_err("chmod", path))?;
+        file.sync_all().map_err(io_err("fsync", path))?;
+        drop(file);
+        fsutil::rename_durable(path, &self.blob_path(digest))?;
+        guard.disarm();
+        Ok(())
+    }
+
     /// Stores `bytes` and returns their digest.
     pub fn put_blob_bytes(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest> {
         self.put_blob(bytes, expected)

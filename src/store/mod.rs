@@ -301,6 +301,26 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn adopt_blob_checks_size_and_moves_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let bytes = b"layer written by kiln";
+        let digest = crate::image::Digest::of_bytes(bytes);
+        let tmp = store.tmp_dir().join("adopt-test");
+        std::fs::write(&tmp, bytes).unwrap();
+        let err = store.adopt_blob(&tmp, &digest, 3).unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
+        assert!(
+            !tmp.exists() && !store.has_blob(&digest),
+            "nothing half-stored"
+        );
+        std::fs::write(&tmp, bytes).unwrap();
+        store.adopt_blob(&tmp, &digest, bytes.len() as u64).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), bytes);
+    }
     use super::test_support::temp_store;
     use super::*;
 
