@@ -60,7 +60,7 @@ pub struct ImportArgs {
     /// Set commit message for imported image
     #[arg(short = 'm', long = "message")]
     pub message: Option<String>,
-    /// Set platform if server is multi-platform capable
+    /// Record this platform (os/arch[/variant]) instead of the host's
     #[arg(long)]
     pub platform: Option<String>,
     /// The rootfs tarball (plain, gzip or zstd), or `-` for standard input

@@ -168,3 +168,59 @@ pub fn import_rootfs<R: Read>(store: &Store, reader: R, opts: &ImportOptions) ->
         stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{layer_tar, temp_store};
+
+    #[test]
+    fn import_makes_an_image_and_its_snapshot() {
+        let (_dir, store) = temp_store();
+        let tar = layer_tar(&[("etc/hostname", b"kiln\n"), ("bin/tool", b"#!/bin/sh\n")]);
+        let opts = ImportOptions {
+            changes: Changes::parse(&["CMD [\"/bin/tool\"]".to_owned()]).unwrap(),
+            created: Timestamp::from_secs(1_700_000_000),
+            clamp_mtime: Some(1_700_000_000),
+            tag: Some(Reference::parse("it/x:1").unwrap()),
+            ..ImportOptions::default()
+        };
+        let a = import_rootfs(&store, &tar[..], &opts).unwrap();
+        assert_eq!(a.image.diff_ids.len(), 1);
+        assert_eq!(a.snapshot.chain_id, a.image.diff_ids[0]);
+        assert_eq!(
+            std::fs::read(a.snapshot.path.join("etc/hostname")).unwrap(),
+            b"kiln\n"
+        );
+        let raw: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&a.image.id, "config", 1 << 20).unwrap())
+                .unwrap();
+        assert_eq!(raw["comment"], DEFAULT_MESSAGE);
+        assert_eq!(raw["history"][0]["comment"], DEFAULT_MESSAGE);
+        assert_eq!(raw["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(raw["config"]["Cmd"], serde_json::json!(["/bin/tool"]));
+        assert_eq!(a.image.tags().count(), 1);
+        // The same tree, imported again, is the same image.
+        let b = import_rootfs(&store, &tar[..], &opts).unwrap();
+        assert_eq!(a.image.id, b.image.id);
+        assert!(store.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_changes_fail_before_reading() {
+        let (_dir, store) = temp_store();
+        let opts = ImportOptions {
+            changes: Changes::parse(&["EXPOSE 99999".to_owned()]).unwrap(),
+            ..ImportOptions::default()
+        };
+        // The reader would fail if read.
+        struct Unreadable;
+        impl Read for Unreadable {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                panic!("read before the changes were checked")
+            }
+        }
+        let err = import_rootfs(&store, Unreadable, &opts).unwrap_err();
+        assert!(err.to_string().contains("invalid port"), "{err}");
+    }
+}

@@ -1090,4 +1090,208 @@ mod tests {
         broken[0] = b'y';
         assert_eq!(sniff(&broken), Sniff::Other);
     }
+
+    use crate::store::test_support::{layer_tar, temp_store};
+
+    enum E<'a> {
+        File(&'a str, Vec<u8>),
+        Link(&'a str, &'a str),
+    }
+
+    fn archive(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match e {
+                E::File(name, data) => {
+                    h.set_size(data.len() as u64);
+                    // Raw names, `..` included: tar::Builder would refuse them.
+                    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+                    h.set_cksum();
+                    b.append(&h, &data[..]).unwrap();
+                }
+                E::Link(name, target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+                    h.set_link_name(target).unwrap();
+                    h.set_cksum();
+                    b.append(&h, &[][..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A config for one layer, and the layer.
+    fn image() -> (Vec<u8>, Vec<u8>) {
+        let layer = layer_tar(&[("hello", b"hi")]);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            Digest::of_bytes(&layer)
+        );
+        (config.into_bytes(), layer)
+    }
+
+    fn manifest_json(config: &str, layer: &str) -> Vec<u8> {
+        format!(r#"[{{"Config":"{config}","RepoTags":["it/x:1"],"Layers":["{layer}"]}}]"#)
+            .into_bytes()
+    }
+
+    fn load_err(bytes: &[u8], limits: &LoadLimits) -> String {
+        let (_dir, store) = temp_store();
+        let err = load(&store, bytes, limits).unwrap_err().to_string();
+        assert!(store.list_images().unwrap().is_empty(), "{err}");
+        err
+    }
+
+    #[test]
+    fn loads_legacy_layout_with_symlinked_layer() {
+        let (config, layer) = image();
+        let id = Digest::of_bytes(&config);
+        let bytes = archive(&[
+            E::File("aaa/layer.tar", layer.clone()),
+            E::Link("bbb/layer.tar", "../aaa/layer.tar"),
+            E::File(&format!("{}.json", id.hex()), config.clone()),
+            E::File(
+                "manifest.json",
+                manifest_json(&format!("{}.json", id.hex()), "bbb/layer.tar"),
+            ),
+        ]);
+        let (_dir, store) = temp_store();
+        let loaded = load(&store, &bytes[..], &LoadLimits::default()).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].image.id, id);
+        assert_eq!(loaded[0].tags[0].to_string(), "docker.io/it/x:1");
+        assert!(store.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_hostile_and_inconsistent_archives() {
+        let (config, layer) = image();
+        let id = Digest::of_bytes(&config);
+        let cfg = format!("{}.json", id.hex());
+        let limits = LoadLimits::default();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            // Names climbing out of the archive are never resolved.
+            (
+                archive(&[
+                    E::File("../layer.tar", layer.clone()),
+                    E::File(&cfg, config.clone()),
+                    E::File("manifest.json", manifest_json(&cfg, "../layer.tar")),
+                ]),
+                "not a valid path",
+            ),
+            (
+                archive(&[
+                    E::Link("l.tar", "../../etc/passwd"),
+                    E::File(&cfg, config.clone()),
+                    E::File("manifest.json", manifest_json(&cfg, "l.tar")),
+                ]),
+                "leaves the archive",
+            ),
+            (
+                archive(&[
+                    E::Link("a.tar", "b.tar"),
+                    E::Link("b.tar", "a.tar"),
+                    E::File(&cfg, config.clone()),
+                    E::File("manifest.json", manifest_json(&cfg, "a.tar")),
+                ]),
+                "too many levels",
+            ),
+            // A config whose name is not its digest.
+            (
+                archive(&[
+                    E::File("l.tar", layer.clone()),
+                    E::File(&format!("{}.json", "a".repeat(64)), config.clone()),
+                    E::File(
+                        "manifest.json",
+                        manifest_json(&format!("{}.json", "a".repeat(64)), "l.tar"),
+                    ),
+                ]),
+                "does not match its digest",
+            ),
+            // A layer that is not the config's diffID.
+            (
+                archive(&[
+                    E::File("l.tar", layer_tar(&[("other", b"x")])),
+                    E::File(&cfg, config.clone()),
+                    E::File("manifest.json", manifest_json(&cfg, "l.tar")),
+                ]),
+                "diffID",
+            ),
+            (
+                archive(&[
+                    E::File(&cfg, config.clone()),
+                    E::File("manifest.json", manifest_json(&cfg, "missing.tar")),
+                ]),
+                "missing from the archive",
+            ),
+            // A JSON document used as a layer.
+            (
+                archive(&[
+                    E::File(&cfg, config.clone()),
+                    E::File("manifest.json", manifest_json(&cfg, &cfg)),
+                ]),
+                "not a tar, gzip or zstd stream",
+            ),
+            // Repeated keys are refused, not resolved one way or the other.
+            (
+                archive(&[
+                    E::File("l.tar", layer.clone()),
+                    E::File(&cfg, config.clone()),
+                    E::File(
+                        "manifest.json",
+                        format!(r#"[{{"Config":"{cfg}","Config":"x","Layers":["l.tar"]}}]"#)
+                            .into_bytes(),
+                    ),
+                ]),
+                "duplicate field",
+            ),
+            (
+                archive(&[E::File("hello.txt", b"hello".to_vec())]),
+                "neither manifest.json",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = load_err(&bytes, &limits);
+            assert!(err.contains(want), "want {want:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn bounds_documents_and_decompression() {
+        let (config, _) = image();
+        let id = Digest::of_bytes(&config);
+        let cfg = format!("{}.json", id.hex());
+        // The documents do not fit the memory budget.
+        let small = LoadLimits {
+            max_documents_total: 100,
+            ..LoadLimits::default()
+        };
+        let bytes = archive(&[
+            E::File(&cfg, config.clone()),
+            E::File("manifest.json", manifest_json(&cfg, "l.tar")),
+        ]);
+        let err = load_err(&bytes, &small);
+        assert!(err.contains("memory limit"), "{err}");
+        // A gzip bomb: 64 MiB of zeros in a few kB, against tight limits.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &vec![0u8; 64 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        let tight = LoadLimits {
+            ratio_check_after: 1 << 20,
+            ..LoadLimits::default()
+        };
+        let bytes = archive(&[E::File("bomb.tar.gz", bomb.clone())]);
+        let err = load_err(&bytes, &tight);
+        assert!(err.contains("decompresses more than"), "{err}");
+        let capped = LoadLimits {
+            max_layer_size: 1 << 20,
+            ..LoadLimits::default()
+        };
+        let err = load_err(&bytes, &capped);
+        assert!(err.contains("larger than the 1048576 bytes"), "{err}");
+    }
 }

@@ -6,6 +6,9 @@
 //! * by name (`rmi busybox:1`): the name is removed; when it was the last
 //!   tag of its repository, that repository's digest names go too; when no
 //!   name is left, the image is deleted;
+//! * by the name and manifest digest `--digests` shows (`rmi busybox@sha256:…`):
+//!   the image's names in that repository go, and the image with them if
+//!   no other name is left;
 //! * by ID (`rmi 3f5a`): an image with at most one tag, all its names in one
 //!   repository, is untagged and deleted; one with more names needs `-f`
 //!   (`image is referenced in multiple repositories`);
@@ -139,9 +142,37 @@ fn remove_one(
 ) -> Result<(Vec<RemoveEvent>, Option<ImageRecord>)> {
     let image = super::resolve(store, name)?;
     let mut events = Vec::new();
-    let by_reference = Reference::parse(name)
-        .ok()
-        .filter(|r| image.references.contains(r));
+    let parsed = Reference::parse(name).ok();
+    // `name@digest` as `--digests` shows it but not recorded: it stands for
+    // the repository's names of this image, which all go.
+    if let Some(r) = parsed
+        .as_ref()
+        .filter(|r| r.digest() == Some(&image.manifest_digest) && !image.references.contains(r))
+    {
+        let repo = r.repository();
+        let names: Vec<Reference> = image
+            .references
+            .iter()
+            .filter(|x| x.repository() == repo)
+            .cloned()
+            .collect();
+        let left = image.references.len() - names.len() + image.other_names.len();
+        if left == 0 {
+            check_containers(&image, force, users)?;
+        }
+        for n in &names {
+            store.untag(n)?;
+            events.push(RemoveEvent::Untagged(n.familiar_string()));
+        }
+        events.push(RemoveEvent::Untagged(r.familiar_string()));
+        let current = store.image(&image.manifest_digest)?;
+        if !current.is_dangling() {
+            return Ok((events, None));
+        }
+        delete(store, &current, &mut events)?;
+        return Ok((events, Some(current)));
+    }
+    let by_reference = parsed.filter(|r| image.references.contains(r));
     if let Some(r) = by_reference {
         // Check containers before touching anything if this name is the last.
         if names_left_after_untag(&image, &r) == 0 {
@@ -402,6 +433,35 @@ mod tests {
                 RemoveEvent::Deleted(a.id.clone()),
             ]
         );
+    }
+
+    #[test]
+    fn the_shown_digest_name_removes_the_repository_names() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[b"a"], "a");
+        store.tag(&r("app:1"), &a.manifest_digest).unwrap();
+        store.tag(&r("app:2"), &a.manifest_digest).unwrap();
+        store.tag(&r("other:1"), &a.manifest_digest).unwrap();
+        let by_digest = format!("app@{}", a.manifest_digest);
+        let rep = remove_images(&store, &names(&[&by_digest]), false, &NoContainers);
+        assert_eq!(
+            rep.events,
+            vec![
+                RemoveEvent::Untagged("app:1".into()),
+                RemoveEvent::Untagged("app:2".into()),
+                RemoveEvent::Untagged(by_digest.clone()),
+            ]
+        );
+        let by_digest = format!("other@{}", a.manifest_digest);
+        let rep = remove_images(&store, &names(&[&by_digest]), false, &NoContainers);
+        assert_eq!(
+            rep.events[1..3],
+            [
+                RemoveEvent::Untagged(by_digest),
+                RemoveEvent::Deleted(a.id.clone())
+            ]
+        );
+        assert!(store.list_images().unwrap().is_empty());
     }
 
     #[test]

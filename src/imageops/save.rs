@@ -249,3 +249,61 @@ pub fn save<W: Write>(store: &Store, items: &[SaveItem], out: W) -> Result<W> {
     )?;
     b.into_inner().map_err(write_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imageops::load::{load, LoadLimits};
+    use crate::store::test_support::{layer_tar, put_test_image, temp_store};
+
+    #[test]
+    fn save_then_load_keeps_ids_names_and_shared_layers() {
+        let (_dir, store) = temp_store();
+        let shared = layer_tar(&[("shared", b"s")]);
+        let a = put_test_image(&store, &[&shared, &layer_tar(&[("a", b"a")])], "a");
+        let b = put_test_image(&store, &[&shared], "b");
+        store
+            .tag(&Reference::parse("it/a:1").unwrap(), &a.manifest_digest)
+            .unwrap();
+        let items =
+            resolve_for_save(&store, &["it/a:1".to_owned(), b.id.short().to_owned()]).unwrap();
+        assert_eq!(items.len(), 2);
+        let bytes = save(&store, &items, Vec::new()).unwrap();
+        // The shared layer is written once.
+        let names: Vec<String> = tar::Archive::new(&bytes[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        let blobs = names.iter().filter(|n| n.len() == 13 + 64).count();
+        assert_eq!(blobs, 4 + 2, "{names:?}");
+        // Deterministic.
+        assert_eq!(save(&store, &items, Vec::new()).unwrap(), bytes);
+
+        let (_dir2, other) = temp_store();
+        let loaded = load(&other, &bytes[..], &LoadLimits::default()).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].image.id, a.id);
+        assert_eq!(loaded[0].tags[0].to_string(), "docker.io/it/a:1");
+        assert_eq!(loaded[1].image.id, b.id);
+        assert!(loaded[1].tags.is_empty());
+        assert!(other.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_blob_fails_the_save() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[&layer_tar(&[("a", b"a")])], "a");
+        let path = store.blob_path(&a.layers()[0]);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(&path, vec![b'x'; len]).unwrap();
+        let items = resolve_for_save(&store, &[a.id.to_string()]).unwrap();
+        let err = save(&store, &items, Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("does not match its digest"),
+            "{err}"
+        );
+    }
+}
