@@ -646,16 +646,8 @@ impl Builder<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::testutil::Events;
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Events(Mutex<Vec<BuildEvent>>);
-    impl Progress for Events {
-        fn event(&self, e: BuildEvent) {
-            self.0.lock().unwrap().push(e);
-        }
-    }
 
     #[test]
     fn rfc3339_dates() {
@@ -699,25 +691,9 @@ mod tests {
 
 #[cfg(test)]
 mod fs_tests {
+    use super::testutil::{unpack, Events};
     use super::*;
     use std::fs;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Events(Mutex<Vec<BuildEvent>>);
-    impl Progress for Events {
-        fn event(&self, e: BuildEvent) {
-            self.0.lock().unwrap().push(e);
-        }
-    }
-
-    fn unpack(store: &Store, name: &str, dir: &std::path::Path) {
-        let rec = store.resolve(name).unwrap();
-        for d in &rec.diff_ids {
-            let f = store.open_blob(d).unwrap();
-            crate::archive::extract(std::io::BufReader::new(f), dir, &Default::default()).unwrap();
-        }
-    }
 
     #[test]
     fn copy_from_context_and_stages_with_cache() {
@@ -815,6 +791,26 @@ pub(crate) mod testutil {
     use super::*;
     use std::fs;
     use std::os::unix::fs::symlink;
+    use std::sync::Mutex;
+
+    /// Collects a build's events.
+    #[derive(Default)]
+    pub struct Events(pub Mutex<Vec<BuildEvent>>);
+
+    impl Progress for Events {
+        fn event(&self, e: BuildEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    /// Apply an image's layers, in order, into `dir`.
+    pub fn unpack(store: &Store, name: &str, dir: &std::path::Path) {
+        let rec = store.resolve(name).unwrap();
+        for d in &rec.diff_ids {
+            let f = store.open_blob(d).unwrap();
+            crate::archive::extract(std::io::BufReader::new(f), dir, &Default::default()).unwrap();
+        }
+    }
 
     /// Store a one-layer busybox image as `name`; `None` when the host has no static busybox.
     pub fn busybox_image(store: &Store, name: &str) -> Option<()> {
@@ -876,25 +872,9 @@ pub(crate) mod testutil {
 
 #[cfg(test)]
 mod run_tests {
+    use super::testutil::{unpack as files_of, Events};
     use super::*;
     use std::fs;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Events(Mutex<Vec<BuildEvent>>);
-    impl Progress for Events {
-        fn event(&self, e: BuildEvent) {
-            self.0.lock().unwrap().push(e);
-        }
-    }
-
-    fn files_of(store: &Store, name: &str, dir: &std::path::Path) {
-        let rec = store.resolve(name).unwrap();
-        for d in &rec.diff_ids {
-            let f = store.open_blob(d).unwrap();
-            crate::archive::extract(std::io::BufReader::new(f), dir, &Default::default()).unwrap();
-        }
-    }
 
     #[test]
     fn run_steps_make_layers_whiteouts_and_fail_with_their_exit_code() {
