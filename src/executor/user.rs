@@ -174,6 +174,11 @@ pub fn resolve(
             .map(|g| g.gid)
             .collect();
     }
+    // The primary group is a supplementary group too, as containerd and Docker do since
+    // CVE-2023-25173 (otherwise a file's group permission can be bypassed by dropping it).
+    if !out.groups.contains(&out.gid) {
+        out.groups.insert(0, out.gid);
+    }
     Ok(out)
 }
 
@@ -232,17 +237,17 @@ mod tests {
     #[test]
     fn user_specs_resolve_like_runc() {
         let cases: &[(&str, u32, u32, &[u32], &str)] = &[
-            ("", 0, 0, &[10], "/root"),
-            ("root", 0, 0, &[10], "/root"),
-            ("app", 1000, 1000, &[2000, 2001], "/home/app"),
-            ("1000", 1000, 1000, &[2000, 2001], "/home/app"),
-            ("app:extra", 1000, 2000, &[], "/home/app"),
-            ("app:2001", 1000, 2001, &[], "/home/app"),
-            ("app:4242", 1000, 4242, &[], "/home/app"),
+            ("", 0, 0, &[0, 10], "/root"),
+            ("root", 0, 0, &[0, 10], "/root"),
+            ("app", 1000, 1000, &[1000, 2000, 2001], "/home/app"),
+            ("1000", 1000, 1000, &[1000, 2000, 2001], "/home/app"),
+            ("app:extra", 1000, 2000, &[2000], "/home/app"),
+            ("app:2001", 1000, 2001, &[2001], "/home/app"),
+            ("app:4242", 1000, 4242, &[4242], "/home/app"),
             // Numeric ids without entries are allowed; gid 0 and HOME=/ by default.
-            ("1234", 1234, 0, &[], "/"),
-            ("1234:5678", 1234, 5678, &[], "/"),
-            ("nobody", 65534, 65534, &[], "/nonexistent"),
+            ("1234", 1234, 0, &[0], "/"),
+            ("1234:5678", 1234, 5678, &[5678], "/"),
+            ("nobody", 65534, 65534, &[65534], "/nonexistent"),
         ];
         for (spec, uid, gid, groups, home) in cases {
             let u = r(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
@@ -286,7 +291,7 @@ mod tests {
             ExecUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![],
+                groups: vec![0],
                 home: "/".into()
             }
         );
