@@ -828,6 +828,7 @@ impl Builder<'_> {
                 stdin: Default::default(),
                 stdout: Output::Lines(&mut out),
                 stderr: Output::Lines(&mut errs),
+                on_start: None,
             },
         )
         .map_err(|e| err(e.to_string()))?;

@@ -209,6 +209,10 @@ pub trait Kernel {
     fn reset_signals(&mut self) -> KResult<()>;
     /// `dup2(from, to)`.
     fn dup2(&mut self, from: RawFd, to: RawFd) -> KResult<()>;
+    /// Makes the terminal on `fd` the controlling terminal (`ioctl(TIOCSCTTY)`).
+    fn set_ctty(&mut self, fd: RawFd) -> KResult<()>;
+    /// `setns(fd, flags)`.
+    fn setns(&mut self, fd: RawFd, flags: c_int) -> KResult<()>;
     /// Sends a record to the parent.
     fn report(&mut self, report: Report);
     /// Waits for the parent's go-ahead; `Err` if the parent is gone.
@@ -542,6 +546,16 @@ impl Kernel for RealKernel {
     fn dup2(&mut self, from: RawFd, to: RawFd) -> KResult<()> {
         // SAFETY: plain fd operation.
         check(unsafe { libc::dup2(from, to) } as c_long).map(drop)
+    }
+
+    fn set_ctty(&mut self, fd: RawFd) -> KResult<()> {
+        // SAFETY: ioctl with an integer argument.
+        check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } as c_long).map(drop)
+    }
+
+    fn setns(&mut self, fd: RawFd, flags: c_int) -> KResult<()> {
+        // SAFETY: integer arguments.
+        check(unsafe { libc::setns(fd, flags) } as c_long).map(drop)
     }
 
     fn report(&mut self, report: Report) {
@@ -932,6 +946,12 @@ pub(crate) mod fake {
         }
         fn dup2(&mut self, from: RawFd, to: RawFd) -> KResult<()> {
             self.rec("dup2", format!("dup2 {from} {to}"))
+        }
+        fn set_ctty(&mut self, fd: RawFd) -> KResult<()> {
+            self.rec("ctty", format!("ctty {fd}"))
+        }
+        fn setns(&mut self, fd: RawFd, flags: c_int) -> KResult<()> {
+            self.rec("setns", format!("setns {fd} {flags:#x}"))
         }
         fn report(&mut self, report: Report) {
             self.calls.push(format!(

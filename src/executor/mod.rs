@@ -101,7 +101,7 @@ pub use changes::{upper_changes, Change, ChangeKind};
 pub use error::ExecError;
 pub use kernel::{Kernel, RealKernel};
 pub use rootfs::{clean_scratch, remove_step_dir};
-pub use run::run_step;
+pub use run::{exec_in, run_step};
 
 /// Docker's default `PATH`, used when the step's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -193,6 +193,8 @@ pub struct StepSpec {
     pub rootfs: RootfsMode,
     /// Set to `true` (from a signal handler, another thread) to kill the step.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Stdin is a terminal's slave end: make it the controlling terminal (`docker run -t`).
+    pub tty: bool,
 }
 
 impl StepSpec {
@@ -211,6 +213,7 @@ impl StepSpec {
             binds: Vec::new(),
             rootfs: RootfsMode::Auto,
             cancel: None,
+            tty: false,
         }
     }
 }
@@ -254,7 +257,7 @@ impl std::fmt::Debug for Output<'_> {
 }
 
 /// The step's standard streams.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StepIo<'a> {
     /// Standard input.
     pub stdin: Input<'a>,
@@ -262,6 +265,20 @@ pub struct StepIo<'a> {
     pub stdout: Output<'a>,
     /// Standard error.
     pub stderr: Output<'a>,
+    /// Called once the command is about to be exec'd, with its PID (in kiln's namespace)
+    /// and a pidfd for it (valid during the call; `dup` it to keep it).
+    pub on_start: Option<&'a mut dyn FnMut(libc::pid_t, BorrowedFd<'_>)>,
+}
+
+impl std::fmt::Debug for StepIo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepIo")
+            .field("stdin", &self.stdin)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .field("on_start", &self.on_start.is_some())
+            .finish()
+    }
 }
 
 /// How the step's command ended.

@@ -135,6 +135,14 @@ pub enum Op {
     Hostname(CString),
     /// Bring up `lo` in the new network namespace.
     LoopbackUp,
+    /// Join a running container's namespaces (`setns` through its PID 1's pidfd); for the
+    /// mount namespace this also makes the container's root the root and working directory.
+    JoinNamespaces {
+        /// A pidfd of the container's PID 1.
+        pidfd: std::os::fd::RawFd,
+        /// `CLONE_NEW*` flags of the namespaces to join.
+        flags: libc::c_int,
+    },
 }
 
 impl Op {
@@ -169,6 +177,7 @@ impl Op {
             Op::PivotRoot(p) => format!("pivot_root into {}", p.to_string_lossy()),
             Op::Hostname(h) => format!("sethostname {}", h.to_string_lossy()),
             Op::LoopbackUp => "bringing up lo".into(),
+            Op::JoinNamespaces { .. } => "joining the container's namespaces".into(),
         }
     }
 

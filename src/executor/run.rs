@@ -103,7 +103,8 @@ fn run_prepared(
         } else {
             None
         };
-        match attempt(spec, io, hostname, step, mode) {
+        let ops = step_ops(spec, hostname, step, mode).map_err(Attempt::Failed);
+        match ops.and_then(|ops| attempt(spec, io, hostname, ops, false)) {
             Err(Attempt::OverlayFailed(errno)) if spec.rootfs == RootfsMode::Auto => {
                 OVERLAY_WARNING.call_once(|| {
                     tracing::warn!(
@@ -504,14 +505,13 @@ impl LineBuf {
     }
 }
 
-fn attempt(
+/// The mount plan of a step's container.
+fn step_ops(
     spec: &StepSpec,
-    io: &mut StepIo<'_>,
     hostname: &str,
     step: &StepDir,
     mode: Snapshot,
-) -> Result<ExitStatus, Attempt> {
-    // --- Everything the child will read, prepared while allocation is still allowed. ---
+) -> Result<Vec<Op>, ExecError> {
     let root = match mode {
         Snapshot::Overlay => RootPlan::Overlay {
             links_dir: path_c(&step.links)?,
@@ -533,14 +533,62 @@ fn attempt(
     for (src, rel, ro) in &step.binds {
         binds.push((path_c(src)?, cstring("bind target", rel.as_str())?, *ro));
     }
-    let ops = plan::build(&PlanInput {
+    Ok(plan::build(&PlanInput {
         root,
         own_network: spec.network == NetworkMode::None,
         hostname: cstring("hostname", hostname)?,
         etc_files,
         binds,
-    });
+    }))
+}
 
+/// Runs a new command in an existing container: joins the namespaces of `target` (a pidfd of
+/// its PID 1) — mount (and so its root), PID, UTS, IPC and network — then applies the same
+/// defaults as a step: capabilities, seccomp, user, working directory, no leaked fds
+/// (`docker exec`). Nothing is mounted; the command's writes go to the container's root.
+pub fn exec_in(
+    spec: &StepSpec,
+    target: BorrowedFd<'_>,
+    mut io: StepIo<'_>,
+) -> Result<ExitStatus, ExecError> {
+    validate(spec)?;
+    let hostname = spec.hostname.clone().unwrap_or_default();
+    let ops = vec![Op::JoinNamespaces {
+        pidfd: target.as_raw_fd(),
+        flags: libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET,
+    }];
+    // The PID namespace cannot be joined by the child itself (it would apply to its children
+    // only), so this thread's children go there for the one clone, then back.
+    let own = std::fs::File::open("/proc/thread-self/ns/pid_for_children")
+        .map_err(|e| ExecError::io("opening", "/proc/thread-self/ns/pid_for_children", e))?;
+    // SAFETY: setns on valid fds; it only changes where this thread's future children go.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        return Err(ExecError::Setup {
+            stage: "joining the container's PID namespace".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let result = attempt(spec, &mut io, &hostname, ops, true);
+    // SAFETY: as above; back to the namespace this thread had.
+    unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
+    match result {
+        Ok(status) => Ok(status),
+        Err(Attempt::Failed(e)) => Err(e),
+        Err(Attempt::OverlayFailed(errno)) => Err(ExecError::Setup {
+            stage: "exec".into(),
+            source: errno.into(),
+        }),
+    }
+}
+
+fn attempt(
+    spec: &StepSpec,
+    io: &mut StepIo<'_>,
+    hostname: &str,
+    ops: Vec<Op>,
+    joined: bool,
+) -> Result<ExitStatus, Attempt> {
+    // --- Everything the child will read, prepared while allocation is still allowed. ---
     let (env, need_home) = final_env(spec, hostname);
     let path_value = env
         .iter()
@@ -635,17 +683,16 @@ fn attempt(
         argv: argv_ptrs.as_mut_ptr(),
         envp: envp.as_ptr(),
         home,
+        ctty: spec.tty,
     };
 
     // --- Clone. ---
-    let mut flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_PIDFD
-        | libc::SIGCHLD;
-    if spec.network == NetworkMode::None {
-        flags |= libc::CLONE_NEWNET;
+    let mut flags = libc::CLONE_PIDFD | libc::SIGCHLD;
+    if !joined {
+        flags |= libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+        if spec.network == NetworkMode::None {
+            flags |= libc::CLONE_NEWNET;
+        }
     }
     let mut pidfd: c_int = -1;
     // SAFETY: clone without CLONE_VM and without a new stack behaves like fork: the child
@@ -713,6 +760,9 @@ fn attempt(
     let go = identity(container.pid, spec, &workdir)?;
     write_all(&go_w, go.as_bytes())?;
     drop(go_w);
+    if let Some(cb) = io.on_start.as_mut() {
+        cb(container.pid, container.pidfd.as_fd());
+    }
 
     // --- Run: stream output, watch for failure reports, exit and cancellation. ---
     let mut report_open = Some(report_r);

@@ -128,6 +128,8 @@ pub struct ChildPlan<'a> {
     pub argv: *mut *const c_char,
     /// The environment, NULL-terminated.
     pub envp: *const *const c_char,
+    /// Make stdin the controlling terminal (it is a pty's slave end).
+    pub ctty: bool,
     /// Where to put `HOME`, when the step's env does not set it.
     pub home: Option<HomeSlot>,
 }
@@ -161,6 +163,9 @@ fn run_child_inner<K: Kernel>(k: &mut K, p: &ChildPlan<'_>) -> Result<Never, Fai
         if let Some(fd) = *src {
             at(Stage::Stdio, k.dup2(fd, target as RawFd))?;
         }
+    }
+    if p.ctty {
+        at(Stage::Stdio, k.set_ctty(0))?;
     }
 
     let mut root: Option<RawFd> = None;
@@ -410,6 +415,7 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
         }
         Op::Hostname(h) => k.set_hostname(h),
         Op::LoopbackUp => k.loopback_up(),
+        Op::JoinNamespaces { pidfd, flags } => k.setns(*pidfd, *flags),
     }
 }
 
@@ -486,6 +492,7 @@ mod tests {
             trampoline_fd: 9,
             argv: a.argv.as_mut_ptr(),
             envp: a.envp.as_ptr(),
+            ctty: false,
             home: None,
         };
         run_child(k, &plan)

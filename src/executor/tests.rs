@@ -110,6 +110,7 @@ fn run_io(spec: &StepSpec) -> Result<Ran, ExecError> {
             stdin: Input::Null,
             stdout: Output::Lines(&mut on_out),
             stderr: Output::Lines(&mut on_err),
+            on_start: None,
         },
     );
     res.map(|o| Ran {
@@ -692,6 +693,7 @@ fn output_can_go_to_a_file_descriptor() {
             stdin: Input::Null,
             stdout: Output::Fd(file.as_fd()),
             stderr: Output::Fd(file.as_fd()),
+            on_start: None,
         },
     )
     .expect("run");
@@ -816,4 +818,94 @@ fn killing_kiln_kills_its_step() {
     // The stale scratch dir is removable and does not block the next step.
     run_ok(&f.spec("true"));
     assert!(clean_scratch(&f.scratch()).expect("clean") >= 1);
+}
+
+/// `exec_in` joins a running container: it sees the container's processes (PID 1 is the
+/// container's command), hostname, root and files, runs with the same security defaults,
+/// and its writes land in the container's upper dir.
+#[test]
+fn exec_joins_a_running_container() {
+    require_root!();
+    let f = Fixture::new();
+    let mut spec = f.spec("echo ready > /tmp/ready; exec sleep 30");
+    spec.hostname = Some("box1".into());
+    spec.network = NetworkMode::None;
+    let (tx, rx) = std::sync::mpsc::channel::<std::os::fd::OwnedFd>();
+    let runner = std::thread::spawn(move || {
+        let mut on_start = |_pid: libc::pid_t, fd: std::os::fd::BorrowedFd<'_>| {
+            tx.send(fd.try_clone_to_owned().expect("dup pidfd"))
+                .expect("send");
+        };
+        run_step(
+            &spec,
+            StepIo {
+                on_start: Some(&mut on_start),
+                ..Default::default()
+            },
+        )
+    });
+    let pidfd = rx.recv_timeout(Duration::from_secs(20)).expect("started");
+    let exec = |script: &str, user: &str| {
+        let mut e = f.spec(script);
+        e.hostname = Some("box1".into());
+        e.user = user.into();
+        let mut out = Vec::new();
+        let mut cb = |l: &[u8]| {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        };
+        let status = exec_in(
+            &e,
+            std::os::fd::AsFd::as_fd(&pidfd),
+            StepIo {
+                stdout: Output::Lines(&mut cb),
+                ..Default::default()
+            },
+        )
+        .expect("exec");
+        (status, String::from_utf8_lossy(&out).into_owned())
+    };
+    // Wait until the container wrote its marker (it may still be starting).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out) = exec("cat /tmp/ready 2>/dev/null || true", "");
+        if out.trim() == "ready" || Instant::now() > deadline {
+            assert_eq!(out.trim(), "ready");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, out) = exec(
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; echo $$; ls /sys/class/net; \
+         grep CapEff /proc/self/status; echo made > /tmp/by-exec",
+        "",
+    );
+    assert!(status.success(), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "sleep 30", "{out}");
+    assert_eq!(lines[1], "box1");
+    assert_ne!(lines[2], "1", "the exec'd shell is not PID 1");
+    assert!(lines[2].parse::<u32>().expect("pid") < 1000, "{out}");
+    assert_eq!(lines[3], "lo", "container network namespace: {out}");
+    assert!(lines[4].ends_with("00000000a80425fb"), "{out}");
+    let (status, out) = exec("id -u; exit 7", "app");
+    assert_eq!(status, ExitStatus::Code(7));
+    assert_eq!(out.trim(), "1000");
+    // SAFETY: pidfd_send_signal on a valid pidfd.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd) as libc::c_long,
+            libc::SIGKILL as libc::c_long,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_long,
+        )
+    };
+    let outcome = runner.join().expect("join").expect("run");
+    assert_eq!(outcome.status, ExitStatus::Signal(libc::SIGKILL));
+    assert_eq!(
+        fs::read_to_string(outcome.upper.join("tmp/by-exec")).expect("exec's write in upper"),
+        "made\n"
+    );
+    remove_step_dir(&outcome.step_dir).expect("cleanup");
 }
