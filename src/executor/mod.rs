@@ -256,6 +256,9 @@ impl std::fmt::Debug for Output<'_> {
     }
 }
 
+/// See [`StepIo::on_start`].
+pub type OnStart = dyn FnMut(libc::pid_t, BorrowedFd<'_>);
+
 /// The step's standard streams.
 #[derive(Default)]
 pub struct StepIo<'a> {
@@ -267,7 +270,7 @@ pub struct StepIo<'a> {
     pub stderr: Output<'a>,
     /// Called once the command is about to be exec'd, with its PID (in kiln's namespace)
     /// and a pidfd for it (valid during the call; `dup` it to keep it).
-    pub on_start: Option<&'a mut dyn FnMut(libc::pid_t, BorrowedFd<'_>)>,
+    pub on_start: Option<&'a mut OnStart>,
 }
 
 impl std::fmt::Debug for StepIo<'_> {
