@@ -257,7 +257,7 @@ impl std::fmt::Debug for Output<'_> {
 }
 
 /// See [`StepIo::on_start`].
-pub type OnStart = dyn FnMut(libc::pid_t, BorrowedFd<'_>);
+pub type OnStart<'a> = dyn FnMut(libc::pid_t, BorrowedFd<'_>) + 'a;
 
 /// The step's standard streams.
 #[derive(Default)]
@@ -270,7 +270,7 @@ pub struct StepIo<'a> {
     pub stderr: Output<'a>,
     /// Called once the command is about to be exec'd, with its PID (in kiln's namespace)
     /// and a pidfd for it (valid during the call; `dup` it to keep it).
-    pub on_start: Option<&'a mut OnStart>,
+    pub on_start: Option<&'a mut OnStart<'a>>,
 }
 
 impl std::fmt::Debug for StepIo<'_> {
