@@ -1,0 +1,662 @@
+//! The per-container monitor (the role of containerd-shim): a detached `kiln` process that
+//! owns the container's PID 1 and its stdio, writes its log, records its state, serves
+//! attach clients, forwards published ports and applies the restart policy.
+//!
+//! The CLI starts it with `setsid` and a pipe it reads a few words from: `attach` once the
+//! attach socket listens (when the CLI wants to attach before the process starts),
+//! `started` once PID 1 runs, or `error <code> <message>` if it could not be started. After
+//! that the CLI may exit; the monitor lives until the container ends for good.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::attach::{self, Frame, Streams};
+use super::logs;
+use super::ports::{self, NetnsSlot};
+use super::{Container, ContainerError, Network, Result, State, Status, FORMAT_VERSION};
+use crate::build::fs::lower_dirs;
+use crate::cache::LayerRef;
+use crate::executor::{
+    self, BindMount, ExecError, ExitStatus, Input, NetworkMode, Output, RwLayer, StepIo, StepSpec,
+};
+use crate::store::Store;
+
+/// How long the monitor waits for the CLI to attach before starting anyway.
+const ATTACH_WAIT: Duration = Duration::from_secs(30);
+/// Docker's restart backoff: 100 ms, doubling, at most a minute; reset after 10 s of running.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+/// The exit code Docker gives a container whose command could not be started.
+pub fn start_failure_code(e: &ExecError) -> i32 {
+    match e {
+        ExecError::CommandNotFound(_) => 127,
+        ExecError::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => 127,
+        ExecError::Exec { .. } => 126,
+        _ => 128,
+    }
+}
+
+/// Runs the monitor for container `id` until it ends for good; returns the process's exit
+/// code. `ready` is the CLI's pipe (see the module docs).
+pub fn run(root: &Path, id: &str, ready: Option<fs::File>, wait_attach: bool) -> i32 {
+    let mut ready = Ready(ready);
+    match monitor(root, id, &mut ready, wait_attach) {
+        Ok(()) => 0,
+        Err(e) => {
+            ready.error(125, &e.to_string());
+            let _ = fs::write(
+                root.join("containers").join(id).join("monitor.err"),
+                format!("{e}\n"),
+            );
+            1
+        }
+    }
+}
+
+/// The CLI's pipe; silent once closed.
+struct Ready(Option<fs::File>);
+
+impl Ready {
+    fn say(&mut self, line: &str) {
+        if let Some(f) = &mut self.0 {
+            if f.write_all(format!("{line}\n").as_bytes()).is_err() {
+                self.0 = None;
+            }
+        }
+    }
+    fn error(&mut self, code: i32, msg: &str) {
+        self.say(&format!("error {code} {}", msg.replace('\n', " ")));
+        self.0 = None;
+    }
+    fn started(&mut self) {
+        self.say("started");
+        self.0 = None;
+    }
+}
+
+fn lock_monitor(dir: &Path) -> Result<fs::File> {
+    let path = dir.join("monitor.lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(super::io_err("opening", &path))?;
+    // SAFETY: flock on a valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(ContainerError::State(
+            "the container is already running (its monitor holds the lock)".into(),
+        ));
+    }
+    Ok(f)
+}
+
+/// What the run thread tells the I/O loop.
+enum Event {
+    Started(libc::pid_t, OwnedFd),
+    Done(std::result::Result<ExitStatus, ExecError>, PathBuf),
+}
+
+struct Client {
+    sock: UnixStream,
+    streams: Streams,
+}
+
+/// The container's stdio as the monitor holds it.
+struct Stdio {
+    /// Output readers: (fd, stream 1|2). With a tty, one: the master.
+    outputs: Vec<(OwnedFd, u8)>,
+    /// Where client stdin goes (pipe write end or the master).
+    stdin: Option<OwnedFd>,
+    /// The pty master, for resizes.
+    master: Option<RawFd>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Result<()> {
+    let dir = root.join("containers").join(id);
+    let _lock = lock_monitor(&dir)?;
+    let c = Container::load(&dir)?;
+    let cfg = c.config.clone();
+    let mut state = c.state.clone();
+    state.version = FORMAT_VERSION;
+    state.monitor_pid = std::process::id() as i32;
+    state.error.clear();
+    let _ = fs::remove_file(dir.join("stop-requested"));
+    let _ = fs::remove_file(dir.join("monitor.err"));
+    state.manually_stopped = false;
+    state.restart_count = 0;
+
+    let lowers = {
+        let store = Store::open(root).map_err(|e| ContainerError::Other(e.to_string()))?;
+        let layers: Vec<LayerRef> = c
+            .diff_ids()?
+            .into_iter()
+            .map(|diff_id| LayerRef { diff_id, size: 0 })
+            .collect();
+        lower_dirs(&store, &layers)
+            .map_err(|e| ContainerError::Other(format!("preparing the image's layers: {e}")))?
+    };
+
+    let mut port_specs = cfg.ports.clone();
+    let netns: NetnsSlot = Arc::new(Mutex::new(None));
+    if cfg.network != Network::Host {
+        let listeners = ports::bind(&mut port_specs)?;
+        ports::serve(listeners, netns.clone());
+    }
+    state.ports = port_specs;
+
+    let (_dirfd, sock_path) = attach::socket_path(&dir).map_err(super::io_err("opening", &dir))?;
+    let _ = fs::remove_file(dir.join("attach.sock"));
+    let listener = UnixListener::bind(&sock_path)
+        .map_err(super::io_err("listening on", dir.join("attach.sock")))?;
+    let mut clients: Vec<Client> = Vec::new();
+    if wait_attach {
+        ready.say("attach");
+        if wait_readable(listener.as_fd(), ATTACH_WAIT) {
+            if let Some(c) = accept(&listener) {
+                clients.push(c);
+            }
+        }
+    }
+
+    let mut spec = StepSpec::new(lowers, dir.join("run"), cfg.argv.clone());
+    spec.rw = RwLayer::Dirs {
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+    };
+    spec.env = cfg.env.clone();
+    spec.workdir = if cfg.working_dir.is_empty() {
+        "/".into()
+    } else {
+        cfg.working_dir.clone()
+    };
+    spec.user = cfg.user.clone();
+    spec.hostname = Some(cfg.hostname.clone());
+    spec.network = match cfg.network {
+        Network::Host => NetworkMode::Host,
+        Network::Private | Network::None => NetworkMode::None,
+    };
+    spec.tty = cfg.tty;
+    spec.binds = cfg
+        .mounts
+        .iter()
+        .map(|m| BindMount {
+            source: m.source.clone(),
+            target: m.destination.clone(),
+            readonly: !m.rw,
+        })
+        .collect();
+
+    let mut backoff = BACKOFF_START;
+    let mut log = logs::Writer::open(&dir).map_err(super::io_err("opening log in", &dir))?;
+    loop {
+        let started_at = Instant::now();
+        let outcome = run_once(
+            &dir,
+            &spec,
+            &cfg,
+            &mut state,
+            &listener,
+            &mut clients,
+            &mut log,
+            &netns,
+            ready,
+        )?;
+        let (code, start_error) = outcome;
+        let stop_requested = dir.join("stop-requested").exists();
+        state.manually_stopped = stop_requested;
+        state.pid = 0;
+        state.pid_start = 0;
+        state.exit_code = code;
+        state.finished_at = super::now();
+        for mut cl in clients.drain(..) {
+            if let Some(e) = &start_error {
+                let _ = Frame::Error(e.clone()).write_to(&mut cl.sock);
+            }
+            let _ = Frame::Exit(code).write_to(&mut cl.sock);
+        }
+        let again = start_error.is_none()
+            && cfg
+                .restart
+                .should_restart(code, state.restart_count, stop_requested);
+        if !again {
+            state.status = Status::Exited;
+            super::write_state(&dir, &state)?;
+            break;
+        }
+        if started_at.elapsed() >= BACKOFF_RESET {
+            backoff = BACKOFF_START;
+        }
+        state.status = Status::Restarting;
+        state.restart_count += 1;
+        super::write_state(&dir, &state)?;
+        // Wait out the backoff, giving up if someone stops the container meanwhile.
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !dir.join("stop-requested").exists() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if dir.join("stop-requested").exists() {
+            state.status = Status::Exited;
+            state.manually_stopped = true;
+            super::write_state(&dir, &state)?;
+            break;
+        }
+    }
+    drop(listener);
+    let _ = fs::remove_file(dir.join("attach.sock"));
+    if cfg.auto_remove {
+        let cs = super::Containers::new(root);
+        if let Ok(c) = Container::load(&dir) {
+            cs.remove_dir(&c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the process once and serves it until it ends. Returns its exit code and, if it
+/// could not be started, why.
+#[allow(clippy::too_many_arguments)]
+fn run_once(
+    dir: &Path,
+    spec: &StepSpec,
+    cfg: &super::ContainerConfig,
+    state: &mut State,
+    listener: &UnixListener,
+    clients: &mut Vec<Client>,
+    log: &mut logs::Writer,
+    netns: &NetnsSlot,
+    ready: &mut Ready,
+) -> Result<(i32, Option<String>)> {
+    let io_err = |e: io::Error| ContainerError::Other(format!("container stdio: {e}"));
+    // The container's ends, handed to the run thread; ours stay here.
+    let mut theirs: Vec<OwnedFd> = Vec::new();
+    let mut stdio = if cfg.tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| io_err(e.into()))?;
+        let master = pty.master;
+        set_cloexec(master.as_raw_fd());
+        set_cloexec(pty.slave.as_raw_fd());
+        let m = master.as_raw_fd();
+        theirs.push(pty.slave);
+        Stdio {
+            stdin: Some(dup(master.as_fd()).map_err(io_err)?),
+            outputs: vec![(master, 1)],
+            master: Some(m),
+        }
+    } else {
+        let (out_r, out_w) = pipe().map_err(io_err)?;
+        let (err_r, err_w) = pipe().map_err(io_err)?;
+        let stdin = if cfg.open_stdin {
+            let (in_r, in_w) = pipe().map_err(io_err)?;
+            theirs.push(in_r);
+            Some(in_w)
+        } else {
+            None
+        };
+        theirs.push(out_w);
+        theirs.push(err_w);
+        Stdio {
+            outputs: vec![(out_r, 1), (err_r, 2)],
+            stdin,
+            master: None,
+        }
+    };
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let (wake_r, wake_w) = pipe().map_err(io_err)?;
+    let spec_t = spec.clone();
+    let tty = cfg.tty;
+    let open_stdin = cfg.open_stdin;
+    let runner = std::thread::spawn(move || {
+        let wake = fs::File::from(wake_w);
+        let tx2 = tx.clone();
+        let mut on_start = |pid: libc::pid_t, fd: BorrowedFd<'_>| {
+            if let Ok(fd) = dup(fd) {
+                let _ = tx2.send(Event::Started(pid, fd));
+                let _ = (&wake).write_all(b"s");
+            }
+        };
+        let (stdin, stdout, stderr) = if tty {
+            let s = theirs[0].as_fd();
+            (Input::Fd(s), Output::Fd(s), Output::Fd(s))
+        } else if open_stdin {
+            (
+                Input::Fd(theirs[0].as_fd()),
+                Output::Fd(theirs[1].as_fd()),
+                Output::Fd(theirs[2].as_fd()),
+            )
+        } else {
+            (
+                Input::Null,
+                Output::Fd(theirs[0].as_fd()),
+                Output::Fd(theirs[1].as_fd()),
+            )
+        };
+        let res = executor::run_step(
+            &spec_t,
+            StepIo {
+                stdin,
+                stdout,
+                stderr,
+                on_start: Some(&mut on_start),
+            },
+        );
+        drop(theirs);
+        let (res, step_dir) = match res {
+            Ok(o) => (Ok(o.status), o.step_dir),
+            Err(e) => (Err(e), PathBuf::new()),
+        };
+        let _ = tx.send(Event::Done(res, step_dir));
+        let _ = (&wake).write_all(b"d");
+    });
+
+    let mut done: Option<(std::result::Result<ExitStatus, ExecError>, PathBuf)> = None;
+    let mut pidfd: Option<OwnedFd> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Events first: the state must say "running" before anyone is told.
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                Event::Started(pid, fd) => {
+                    state.status = Status::Running;
+                    state.pid = pid;
+                    state.pid_start = super::process_start(pid).unwrap_or(0);
+                    state.started_at = super::now();
+                    state.exit_code = 0;
+                    state.error.clear();
+                    super::write_state(dir, state)?;
+                    if cfg.network != Network::Host {
+                        if let Ok(ns) = fs::File::open(format!("/proc/{pid}/ns/net")) {
+                            if let Ok(mut slot) = netns.lock() {
+                                *slot = Some(Arc::new(OwnedFd::from(ns)));
+                            }
+                        }
+                        if cfg.network == Network::Private {
+                            start_pasta(dir, pid);
+                        }
+                    }
+                    pidfd = Some(fd);
+                    ready.started();
+                }
+                Event::Done(res, step_dir) => done = Some((res, step_dir)),
+            }
+        }
+        if done.is_some() && stdio.outputs.is_empty() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let pfd = |fd: RawFd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        fds.push(pfd(wake_r.as_raw_fd()));
+        fds.push(pfd(listener.as_raw_fd()));
+        for (fd, _) in &stdio.outputs {
+            fds.push(pfd(fd.as_raw_fd()));
+        }
+        let nout = stdio.outputs.len();
+        for c in clients.iter() {
+            fds.push(pfd(c.sock.as_raw_fd()));
+        }
+        // Once the process is gone, only drain what is left.
+        let timeout = if done.is_some() { 200 } else { -1 };
+        // SAFETY: valid pollfd array.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(io_err(io::Error::last_os_error()));
+        }
+        if r == 0 && done.is_some() {
+            // Output ends that will never report EOF (a pty whose slave someone still
+            // holds): give up on them.
+            stdio.outputs.clear();
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut b = [0u8; 16];
+            // SAFETY: valid buffer.
+            unsafe { libc::read(wake_r.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+        }
+        if fds[1].revents != 0 {
+            if let Some(c) = accept(listener) {
+                clients.push(c);
+            }
+        }
+        let mut closed_outputs = Vec::new();
+        for i in 0..nout {
+            if fds[2 + i].revents == 0 {
+                continue;
+            }
+            let (fd, stream) = &stdio.outputs[i];
+            // SAFETY: valid buffer.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                closed_outputs.push(i);
+                continue;
+            }
+            let data = &buf[..n as usize];
+            log.write(*stream, data);
+            clients.retain_mut(|c| {
+                let wanted = if *stream == 2 {
+                    c.streams.stderr
+                } else {
+                    c.streams.stdout
+                };
+                if !wanted {
+                    return true;
+                }
+                let f = if *stream == 2 {
+                    Frame::Stderr(data.to_vec())
+                } else {
+                    Frame::Stdout(data.to_vec())
+                };
+                f.write_to(&mut c.sock).is_ok()
+            });
+        }
+        for i in closed_outputs.into_iter().rev() {
+            stdio.outputs.remove(i);
+        }
+        // Client input.
+        let mut gone = Vec::new();
+        for (k, c) in clients.iter_mut().enumerate() {
+            if fds[2 + nout + k].revents == 0 {
+                continue;
+            }
+            match Frame::read_from(&mut c.sock) {
+                Ok(Some(Frame::Stdin(data))) if c.streams.stdin => {
+                    if let Some(w) = &stdio.stdin {
+                        if write_fd(w.as_raw_fd(), &data).is_err() {
+                            stdio.stdin = None;
+                        }
+                    }
+                }
+                Ok(Some(Frame::StdinClose)) if c.streams.stdin && !cfg.tty => {
+                    stdio.stdin = None;
+                }
+                Ok(Some(Frame::Resize(rows, cols))) => {
+                    if let Some(m) = stdio.master {
+                        resize(m, rows, cols);
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    gone.push(k);
+                    // `run -i`: the attached client's stdin ends when it leaves.
+                    if c.streams.stdin && cfg.stdin_once && !cfg.tty {
+                        stdio.stdin = None;
+                    }
+                }
+            }
+        }
+        for k in gone.into_iter().rev() {
+            clients.remove(k);
+        }
+    }
+    log.flush();
+    let _ = runner.join();
+    drop(pidfd);
+    if let Ok(mut slot) = netns.lock() {
+        *slot = None;
+    }
+    stop_pasta(dir);
+    let Some((res, step_dir)) = done else {
+        return Err(ContainerError::Other(
+            "the container's run thread vanished".into(),
+        ));
+    };
+    if !step_dir.as_os_str().is_empty() {
+        let _ = executor::remove_step_dir(&step_dir);
+    }
+    match res {
+        Ok(ExitStatus::Code(c)) => Ok((c, None)),
+        Ok(ExitStatus::Signal(s)) => Ok((128 + s, None)),
+        Err(e) => {
+            let code = start_failure_code(&e);
+            let msg = format!("failed to create task for container: {e}");
+            state.error = msg.clone();
+            ready.error(code, &msg);
+            Ok((code, Some(msg)))
+        }
+    }
+}
+
+fn set_cloexec(fd: RawFd) {
+    // SAFETY: fcntl on a valid fd.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+fn write_fd(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Sets a pty's window size; the kernel sends SIGWINCH to its foreground process group.
+pub fn resize(fd: RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: ioctl with a valid winsize.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+}
+
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) > 0 }
+}
+
+fn accept(listener: &UnixListener) -> Option<Client> {
+    let (mut sock, _) = listener.accept().ok()?;
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let hello = Frame::read_from(&mut sock).ok().flatten();
+    let _ = sock.set_read_timeout(None);
+    // A client that stops reading must not stall the container's output forever.
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(5)));
+    match hello {
+        Some(Frame::Hello(streams)) => Some(Client { sock, streams }),
+        _ => None,
+    }
+}
+
+/// Gives a private network outbound access through `pasta` (Debian package `passt`) when
+/// it is installed: a user-mode TCP/UDP stack bound to the container's namespace, no
+/// bridge or iptables. Without it the container has loopback only.
+fn start_pasta(dir: &Path, pid: libc::pid_t) {
+    let Some(pasta) = find_in_path("pasta") else {
+        return;
+    };
+    let pidfile = dir.join("pasta.pid");
+    let _ = fs::remove_file(&pidfile);
+    let status = std::process::Command::new(pasta)
+        .args([
+            "--config-net",
+            "--quiet",
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ])
+        .arg("--pid")
+        .arg(&pidfile)
+        .arg(format!("{pid}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        let _ = fs::write(
+            dir.join("monitor.err"),
+            "pasta failed; no outbound network\n",
+        );
+    }
+}
+
+fn stop_pasta(dir: &Path) {
+    let pidfile = dir.join("pasta.pid");
+    if let Ok(s) = fs::read_to_string(&pidfile) {
+        if let Ok(pid) = s.trim().parse::<i32>() {
+            // pasta exits by itself when the namespace goes away; make sure.
+            // SAFETY: kill with integer arguments.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = fs::remove_file(&pidfile);
+    }
+}
+
+/// `name` looked up in `$PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
