@@ -16,7 +16,7 @@ use kiln::imageops::inspect::{history, inspect, HistoryEntry};
 use kiln::imageops::list::{self, ImageFilters, ImageSummary};
 use kiln::imageops::load::{load, LoadLimits};
 use kiln::imageops::platform::Platform;
-use kiln::imageops::remove::{prune_images, remove_images, NoContainers, RemoveEvent};
+use kiln::imageops::remove::{prune_images, remove_images, RemoveEvent};
 use kiln::imageops::save::{resolve_for_save, save};
 use kiln::imageops::time::Timestamp;
 use kiln::imageops::{self, ImageOpsError};
@@ -295,7 +295,7 @@ fn title(field: &str) -> String {
 
 /// Renders rows with a `--format` value as Docker does: `table …` with a
 /// header and aligned columns, anything else one rendering per row.
-fn render(
+pub(crate) fn render(
     template: &str,
     rows: &[Value],
     title: &dyn Fn(&str) -> String,
@@ -495,7 +495,12 @@ fn tag(store: &Store, a: &TagArgs) -> CmdResult {
 }
 
 fn rm(store: &Store, a: &RmArgs) -> i32 {
-    let report = remove_images(store, &a.images, a.force, &NoContainers);
+    let report = remove_images(
+        store,
+        &a.images,
+        a.force,
+        &super::container::users(store.root()),
+    );
     let mut text = String::new();
     for e in &report.events {
         match e {
@@ -536,7 +541,7 @@ fn prune(store: &Store, a: &PruneArgs) -> CmdResult {
             return Ok(());
         }
     }
-    let report = prune_images(store, a.all, &NoContainers).map_err(msg)?;
+    let report = prune_images(store, a.all, &super::container::users(store.root())).map_err(msg)?;
     let mut text = String::new();
     if !report.events.is_empty() {
         text.push_str("Deleted Images:\n");

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch; the only code that prints.
 
 mod build;
+mod container;
 mod debug;
 mod format;
 mod image;
@@ -53,6 +54,35 @@ pub enum Command {
     Tag(image::TagArgs),
     /// Show the history of an image
     History(image::HistoryArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// Create and run a new container from an image
+    Run(Box<container::RunArgs>),
+    /// Create a new container
+    Create(Box<container::RunArgs>),
+    /// Start one or more stopped containers
+    Start(container::StartArgs),
+    /// Stop one or more running containers
+    Stop(container::StopArgs),
+    /// Restart one or more containers
+    Restart(container::StopArgs),
+    /// Kill one or more running containers
+    Kill(container::KillArgs),
+    /// Remove one or more containers
+    Rm(container::RmArgs),
+    /// List containers
+    Ps(container::PsArgs),
+    /// Execute a command in a running container
+    Exec(container::ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(container::AttachArgs),
+    /// Fetch the logs of a container
+    Logs(container::LogsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(container::NamesArgs),
+    /// Return low-level information on containers or images
+    Inspect(image::InspectArgs),
     /// Manage kiln's store
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -89,6 +119,7 @@ pub fn run() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    use container::ContainerCommand as C;
     use image::ImageCommand as I;
     let mut cli = cli;
     // Absolute, so paths derived from it stay right in threads that change directory.
@@ -106,7 +137,44 @@ pub fn run() -> i32 {
         Command::Load(a) => image::run(&root, I::Load(a)),
         Command::Tag(a) => image::run(&root, I::Tag(a)),
         Command::History(a) => image::run(&root, I::History(a)),
+        Command::Container(cmd) => container::run(&root, cmd),
+        Command::Run(a) => container::run(&root, C::Run(a)),
+        Command::Create(a) => container::run(&root, C::Create(a)),
+        Command::Start(a) => container::run(&root, C::Start(a)),
+        Command::Stop(a) => container::run(&root, C::Stop(a)),
+        Command::Restart(a) => container::run(&root, C::Restart(a)),
+        Command::Kill(a) => container::run(&root, C::Kill(a)),
+        Command::Rm(a) => container::run(&root, C::Rm(a)),
+        Command::Ps(a) => container::run(&root, C::Ls(a)),
+        Command::Exec(a) => container::run(&root, C::Exec(a)),
+        Command::Attach(a) => container::run(&root, C::Attach(a)),
+        Command::Logs(a) => container::run(&root, C::Logs(a)),
+        Command::Wait(a) => container::run(&root, C::Wait(a)),
+        Command::Inspect(a) => {
+            // Containers first, as `docker inspect` does, then images.
+            let cs = kiln::container::Containers::new(&root);
+            if a.images.iter().all(|n| cs.find(n).is_ok()) {
+                container::run(
+                    &root,
+                    C::Inspect(container::InspectArgs {
+                        format: a.format,
+                        containers: a.images,
+                    }),
+                )
+            } else {
+                image::run(&root, I::Inspect(a))
+            }
+        }
         Command::System(cmd) => system::run(&root, cmd),
         Command::Debug(cmd) => debug::run(&root, cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

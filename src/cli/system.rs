@@ -11,12 +11,16 @@ use super::{fail, open_store, out};
 pub enum SystemCommand {
     /// Verify every blob, image reference and snapshot of the store
     Check,
+    /// Start the containers a boot should bring back (restart policy always, and
+    /// unless-stopped ones nobody stopped); for a boot script or systemd unit
+    Restore,
 }
 
 /// Runs one `kiln system` subcommand.
 pub fn run(root: &Path, cmd: SystemCommand) -> i32 {
     match cmd {
         SystemCommand::Check => check(root),
+        SystemCommand::Restore => super::container::restore(root),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod attach;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod ops;
 pub mod ports;
 pub mod signals;
 
@@ -448,7 +449,10 @@ impl Container {
             state.status = Status::Dead;
             state.pid = 0;
             if state.error.is_empty() {
-                state.error = "the container's monitor process died".into();
+                state.error = match fs::read_to_string(dir.join("monitor.err")) {
+                    Ok(e) if !e.trim().is_empty() => e.trim().to_string(),
+                    _ => "the container's monitor process died".into(),
+                };
             }
         }
         Ok(Container {

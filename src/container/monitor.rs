@@ -47,6 +47,11 @@ pub fn start_failure_code(e: &ExecError) -> i32 {
 /// Runs the monitor for container `id` until it ends for good; returns the process's exit
 /// code. `ready` is the CLI's pipe (see the module docs).
 pub fn run(root: &Path, id: &str, ready: Option<fs::File>, wait_attach: bool) -> i32 {
+    // The monitor's stderr is /dev/null: leave a panic where `kiln inspect` users can find it.
+    let err_path = root.join("containers").join(id).join("monitor.err");
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = fs::write(&err_path, format!("kiln monitor panicked: {info}\n"));
+    }));
     let mut ready = Ready(ready);
     match monitor(root, id, &mut ready, wait_attach) {
         Ok(()) => 0,
@@ -442,11 +447,12 @@ fn run_once(
             // SAFETY: valid buffer.
             unsafe { libc::read(wake_r.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
         }
-        if fds[1].revents != 0 {
-            if let Some(c) = accept(listener) {
-                clients.push(c);
-            }
-        }
+        // Accepted now, served from the next round (fds has no slot for it yet).
+        let newcomer = if fds[1].revents != 0 {
+            accept(listener)
+        } else {
+            None
+        };
         let mut closed_outputs = Vec::new();
         for i in 0..nout {
             if fds[2 + i].revents == 0 {
@@ -519,6 +525,7 @@ fn run_once(
         for k in gone.into_iter().rev() {
             clients.remove(k);
         }
+        clients.extend(newcomer);
     }
     log.flush();
     let _ = runner.join();

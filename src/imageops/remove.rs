@@ -37,6 +37,12 @@ pub struct ContainerUse {
 pub trait ContainerUsers {
     /// The containers created from the image with ID `image`.
     fn containers_using(&self, image: &Digest) -> Vec<ContainerUse>;
+
+    /// Layers and snapshots containers still need (their image may be gone after
+    /// `rmi -f`); garbage collection keeps them.
+    fn gc_roots(&self) -> crate::store::GcRoots {
+        crate::store::GcRoots::default()
+    }
 }
 
 /// No containers: what kiln has until the runtime exists.
@@ -269,7 +275,7 @@ pub fn remove_images(
         }
     }
     if groups.iter().any(|(_, deleted)| deleted.is_some()) {
-        report.gc = Some(store.gc());
+        report.gc = Some(store.gc_with_roots(&users.gc_roots()));
     }
     for (mut events, deleted) in groups {
         if let (Some(image), Some(Ok(gc))) = (&deleted, &report.gc) {
@@ -319,7 +325,7 @@ pub fn prune_images(store: &Store, all: bool, users: &dyn ContainerUsers) -> Res
     }
     Ok(PruneReport {
         events,
-        gc: store.gc(),
+        gc: store.gc_with_roots(&users.gc_roots()),
     })
 }
 

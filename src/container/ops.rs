@@ -1,0 +1,522 @@
+//! Container operations the CLI composes: create from an image (Docker's rules for command,
+//! environment, user, volumes), stop, kill, remove, wait, and which images containers use.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{
+    monitor_alive, new_id, signals, Container, ContainerConfig, ContainerError, Containers,
+    MountPoint, Network, PortBinding, RestartPolicy, Result, Status, FORMAT_VERSION,
+};
+use crate::image::spec::ImageSpec;
+use crate::image::Digest;
+use crate::imageops::remove::{ContainerUse, ContainerUsers};
+use crate::store::{GcRoots, Store};
+
+/// Docker's default for `stop -t`.
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+
+/// What `kiln create` / `kiln run` were asked for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// The image (name, ID or ID prefix).
+    pub image: String,
+    /// Arguments after the image: replace the image's CMD.
+    pub command: Vec<String>,
+    /// `--entrypoint` (empty string: none).
+    pub entrypoint: Option<String>,
+    /// `-e` / `--env-file` entries, in order (`K=V`, or `K` to take the host's value).
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// Whether the CLI attaches (`run` without `-d`): stdin closes when it leaves.
+    pub attach: bool,
+    /// `--network`.
+    pub network: Network,
+    /// `-p`, parsed.
+    pub ports: Vec<PortBinding>,
+    /// `-v`, raw.
+    pub volumes: Vec<String>,
+    /// `--mount`, raw.
+    pub mounts: Vec<String>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`.
+    pub stop_timeout: Option<u32>,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// `--label`.
+    pub labels: Vec<String>,
+}
+
+/// Reads a Docker `--env-file`: `K=V` lines, `K` alone takes the host's value, `#` comments
+/// and blank lines are skipped.
+pub fn read_env_file(path: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(path).map_err(super::io_err("reading env file", path))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let key = l.split('=').next().unwrap_or_default();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(ContainerError::Invalid(format!(
+                "{}:{}: variable {key:?} contains whitespaces",
+                path.display(),
+                i + 1
+            )));
+        }
+        out.push(l.to_string());
+    }
+    Ok(out)
+}
+
+/// Applies `-e` entries to an environment: `K=V` sets, `K` takes the host's value or is
+/// dropped when the host has none (Docker's behaviour).
+fn apply_env(env: &mut Vec<String>, entries: &[String]) {
+    for e in entries {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        let entry = format!("{k}={v}");
+        match env
+            .iter_mut()
+            .find(|kv| kv.split_once('=').map_or(kv.as_str(), |(key, _)| key) == k)
+        {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+    }
+}
+
+fn clean_dest(d: &str, what: &str) -> Result<String> {
+    if !d.starts_with('/') {
+        return Err(ContainerError::Invalid(format!(
+            "invalid {what}: mount path must be absolute: {d:?}"
+        )));
+    }
+    if d.split('/').any(|c| c == "..") {
+        return Err(ContainerError::Invalid(format!(
+            "invalid {what}: mount path must not contain '..': {d:?}"
+        )));
+    }
+    if d.trim_end_matches('/').is_empty() {
+        return Err(ContainerError::Invalid(format!(
+            "invalid {what}: cannot mount over /"
+        )));
+    }
+    Ok(d.to_string())
+}
+
+fn volume_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    super::names::validate(name).map_err(|_| {
+        ContainerError::Invalid(format!(
+            "{name:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
+        ))
+    })?;
+    let d = root.join("volumes").join(name).join("_data");
+    fs::create_dir_all(&d).map_err(super::io_err("creating volume", &d))?;
+    Ok(d)
+}
+
+/// Parses `-v SRC:DST[:ro|rw]`, `-v NAME:DST`, `-v DST` (an anonymous volume).
+pub fn parse_volume(root: &Path, spec: &str) -> Result<MountPoint> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [d] => ("", *d, ""),
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => {
+            return Err(ContainerError::Invalid(format!(
+                "invalid volume specification: {spec:?}"
+            )))
+        }
+    };
+    let mut rw = true;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "readonly" => rw = false,
+            "rw" => rw = true,
+            "z" | "Z" | "private" | "rprivate" | "nocopy" => {}
+            _ => {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid mode {o:?} in volume specification {spec:?}"
+                )))
+            }
+        }
+    }
+    let destination = clean_dest(dst, "volume specification")?;
+    if src.starts_with('/') {
+        // Docker creates a missing host directory for -v.
+        let source = PathBuf::from(src);
+        if !source.exists() {
+            fs::create_dir_all(&source).map_err(super::io_err("creating", &source))?;
+        }
+        return Ok(MountPoint {
+            kind: "bind".into(),
+            name: String::new(),
+            source,
+            destination,
+            rw,
+        });
+    }
+    let name = if src.is_empty() {
+        new_id()?
+    } else {
+        src.to_string()
+    };
+    Ok(MountPoint {
+        kind: "volume".into(),
+        source: volume_dir(root, &name)?,
+        name,
+        destination,
+        rw,
+    })
+}
+
+/// Parses `--mount type=bind|volume,source=…,target=…[,readonly]`.
+pub fn parse_mount(root: &Path, spec: &str) -> Result<MountPoint> {
+    let mut kind = "volume".to_string();
+    let (mut src, mut dst, mut rw) = (String::new(), String::new(), true);
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k.to_ascii_lowercase().as_str() {
+            "type" => kind = v.to_string(),
+            "source" | "src" => src = v.to_string(),
+            "target" | "destination" | "dst" => dst = v.to_string(),
+            "readonly" | "ro" => rw = !matches!(v, "" | "1" | "true"),
+            "bind-propagation" | "consistency" | "volume-nocopy" => {}
+            _ => {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid field {k:?} in --mount {spec:?}"
+                )))
+            }
+        }
+    }
+    if dst.is_empty() {
+        return Err(ContainerError::Invalid(format!(
+            "invalid --mount {spec:?}: target is required"
+        )));
+    }
+    let destination = clean_dest(&dst, "--mount")?;
+    match kind.as_str() {
+        "bind" => {
+            let source = PathBuf::from(&src);
+            if !source.is_absolute() {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid --mount {spec:?}: a bind source must be an absolute path"
+                )));
+            }
+            if !source.exists() {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid mount config for type \"bind\": bind source path does not exist: {src}"
+                )));
+            }
+            Ok(MountPoint {
+                kind,
+                name: String::new(),
+                source,
+                destination,
+                rw,
+            })
+        }
+        "volume" => {
+            let name = if src.is_empty() { new_id()? } else { src };
+            Ok(MountPoint {
+                kind,
+                source: volume_dir(root, &name)?,
+                name,
+                destination,
+                rw,
+            })
+        }
+        other => Err(ContainerError::Invalid(format!(
+            "mount type {other:?} is not supported (bind and volume are)"
+        ))),
+    }
+}
+
+/// Creates a container from an image, as `docker create` does.
+pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
+    let root = store.root().to_path_buf();
+    let image = store.resolve(&opts.image).map_err(|_| {
+        ContainerError::Invalid(format!("Unable to find image '{}' locally", opts.image))
+    })?;
+    let bytes = store
+        .read_blob(&image.id, "image config", 16 << 20)
+        .map_err(|e| ContainerError::Other(e.to_string()))?;
+    let spec = ImageSpec::from_slice(&bytes)
+        .map_err(|e| ContainerError::Other(format!("image {}: bad config: {e}", opts.image)))?;
+    let ic = &spec.config;
+
+    let entrypoint: Option<Vec<String>> = match &opts.entrypoint {
+        Some(e) if e.is_empty() => None,
+        Some(e) => Some(vec![e.clone()]),
+        None => ic.entrypoint.clone(),
+    };
+    // Docker: arguments replace CMD; a new entrypoint drops the image's CMD.
+    let cmd: Option<Vec<String>> = if !opts.command.is_empty() {
+        Some(opts.command.clone())
+    } else if opts.entrypoint.is_some() {
+        None
+    } else {
+        ic.cmd.clone()
+    };
+    let mut argv: Vec<String> = entrypoint.clone().unwrap_or_default();
+    argv.extend(cmd.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(ContainerError::Invalid("No command specified".into()));
+    }
+
+    let id = new_id()?;
+    let mut env = ic.env.clone();
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
+    apply_env(&mut env, &opts.env);
+
+    let mut mounts = Vec::new();
+    for v in &opts.volumes {
+        mounts.push(parse_volume(&root, v)?);
+    }
+    for m in &opts.mounts {
+        mounts.push(parse_mount(&root, m)?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &mounts {
+        if !seen.insert(m.destination.trim_end_matches('/').to_string()) {
+            return Err(ContainerError::Invalid(format!(
+                "Duplicate mount point: {}",
+                m.destination
+            )));
+        }
+    }
+
+    let stop_signal = opts
+        .stop_signal
+        .clone()
+        .or_else(|| ic.stop_signal.clone())
+        .unwrap_or_else(|| "SIGTERM".into());
+    signals::parse(&stop_signal)?;
+    let mut labels: BTreeMap<String, String> = ic.labels.clone().unwrap_or_default();
+    for l in &opts.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let ports = if opts.network == Network::Private {
+        opts.ports.clone()
+    } else {
+        Vec::new()
+    };
+    if opts.auto_remove && opts.restart.name != "no" {
+        return Err(ContainerError::Invalid(
+            "Conflicting options: --restart and --rm".into(),
+        ));
+    }
+    let config = ContainerConfig {
+        version: FORMAT_VERSION,
+        id,
+        name: opts.name.clone().unwrap_or_default(),
+        created: super::now(),
+        image: opts.image.clone(),
+        image_id: image.id.to_string(),
+        diff_ids: image.diff_ids.iter().map(|d| d.to_string()).collect(),
+        argv,
+        entrypoint,
+        cmd,
+        env,
+        working_dir: opts
+            .workdir
+            .clone()
+            .unwrap_or_else(|| ic.working_dir.clone()),
+        user: opts.user.clone().unwrap_or_else(|| ic.user.clone()),
+        hostname,
+        tty: opts.tty,
+        open_stdin: opts.interactive,
+        stdin_once: opts.interactive && opts.attach,
+        network: opts.network,
+        ports,
+        mounts,
+        restart: opts.restart.clone(),
+        stop_signal,
+        stop_timeout: opts.stop_timeout,
+        auto_remove: opts.auto_remove,
+        labels,
+        exposed_ports: ic
+            .exposed_ports
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
+    Containers::new(&root).create(config)
+}
+
+/// Waits until the container's monitor has exited (its lock is free), at most `timeout`.
+pub fn wait_monitor_gone(c: &Container, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while monitor_alive(&c.dir) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Marks the container as stopped by the user, so its restart policy leaves it alone.
+fn request_stop(c: &Container) -> Result<()> {
+    let p = c.dir.join("stop-requested");
+    fs::write(&p, b"").map_err(super::io_err("writing", &p))
+}
+
+/// `kiln kill`: sends `signal` to the container's PID 1.
+pub fn kill(c: &Container, signal: i32) -> Result<()> {
+    if !c.is_running() {
+        return Err(ContainerError::State(format!(
+            "Cannot kill container: {}: container {} is not running",
+            c.config.name, c.config.id
+        )));
+    }
+    request_stop(c)?;
+    if let Some(fd) = c.pidfd() {
+        super::pidfd_signal(&fd, signal)
+            .map_err(|e| ContainerError::Other(format!("signalling container: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `kiln stop`: the stop signal, then SIGKILL after `timeout` seconds; returns once the
+/// monitor recorded the exit. A stopped container is not an error (Docker's behaviour).
+pub fn stop(c: &Container, timeout: Option<u32>) -> Result<()> {
+    if !c.is_running() {
+        return Ok(());
+    }
+    request_stop(c)?;
+    let timeout = timeout
+        .or(c.config.stop_timeout)
+        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+    if let Some(fd) = c.pidfd() {
+        let sig = signals::parse(&c.config.stop_signal).unwrap_or(libc::SIGTERM);
+        let _ = super::pidfd_signal(&fd, sig);
+        if !super::pidfd_wait(&fd, Duration::from_secs(u64::from(timeout))) {
+            let _ = super::pidfd_signal(&fd, libc::SIGKILL);
+            super::pidfd_wait(&fd, Duration::from_secs(30));
+        }
+    }
+    // The monitor records the exit (and, being told to stop, does not restart).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = Container::load(&c.dir)?;
+        if !now.is_running() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ContainerError::Other(format!(
+                "container {} did not stop in time",
+                c.config.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `kiln rm [-f]`: refuses a running container without `force`; with it, kills it first.
+pub fn remove(containers: &Containers, c: &Container, force: bool) -> Result<()> {
+    if c.is_running() {
+        if !force {
+            return Err(ContainerError::State(format!(
+                "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
+                c.config.name,
+                c.state.status.as_str()
+            )));
+        }
+        request_stop(c)?;
+        if let Some(fd) = c.pidfd() {
+            let _ = super::pidfd_signal(&fd, libc::SIGKILL);
+            super::pidfd_wait(&fd, Duration::from_secs(30));
+        }
+    }
+    if !wait_monitor_gone(c, Duration::from_secs(30)) {
+        return Err(ContainerError::Other(format!(
+            "container {}: its monitor did not exit",
+            c.config.name
+        )));
+    }
+    // With --rm the monitor may have removed it already.
+    if c.dir.exists() {
+        containers.remove_dir(c)?;
+    }
+    Ok(())
+}
+
+/// `kiln wait`: blocks until the container is no longer running; returns its exit code.
+pub fn wait(c: &Container) -> Result<i32> {
+    loop {
+        if !c.dir.exists() {
+            return Ok(c.state.exit_code);
+        }
+        let now = match Container::load(&c.dir) {
+            Ok(n) => n,
+            // Removed (--rm) meanwhile.
+            Err(_) if !c.dir.exists() => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        if !now.is_running() && (now.state.status != Status::Created || !monitor_alive(&c.dir)) {
+            return Ok(now.state.exit_code);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The containers of a root, as the image commands need to know them.
+#[derive(Debug, Clone)]
+pub struct StoreContainers(pub Containers);
+
+impl ContainerUsers for StoreContainers {
+    fn containers_using(&self, image: &Digest) -> Vec<ContainerUse> {
+        let id = image.to_string();
+        self.0
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.config.image_id == id)
+            .map(|c| ContainerUse {
+                container: c.short_id().to_string(),
+                running: c.is_running(),
+            })
+            .collect()
+    }
+
+    fn gc_roots(&self) -> GcRoots {
+        let mut roots = GcRoots::default();
+        for c in self.0.list().unwrap_or_default() {
+            if let Ok(ids) = c.diff_ids() {
+                roots
+                    .snapshots
+                    .extend(crate::image::config::chain_ids(&ids));
+                roots.blobs.extend(ids);
+            }
+        }
+        roots
+    }
+}
