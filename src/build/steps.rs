@@ -829,6 +829,7 @@ impl Builder<'_> {
                 stdout: Output::Lines(&mut out),
                 stderr: Output::Lines(&mut errs),
                 on_start: None,
+                console: None,
             },
         )
         .map_err(|e| err(e.to_string()))?;

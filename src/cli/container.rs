@@ -1164,7 +1164,6 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
         });
     spec.user = a.user.clone().unwrap_or_else(|| c.config.user.clone());
     spec.hostname = Some(c.config.hostname.clone());
-    spec.tty = a.tty;
     let result = if a.tty {
         exec_tty(&spec, &pidfd, a.interactive)
     } else {
@@ -1180,6 +1179,7 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
                 stdout: Output::Inherit,
                 stderr: Output::Inherit,
                 on_start: None,
+                console: None,
             },
         )
     };
@@ -1193,65 +1193,63 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
     }
 }
 
-/// `exec -t`: the command gets a pty; this process relays the terminal to it.
+/// `exec -t`: the command gets a pty from the container's devpts; this process relays the
+/// terminal to its master end.
 fn exec_tty(
     spec: &StepSpec,
     pidfd: &OwnedFd,
     interactive: bool,
 ) -> Result<executor::ExitStatus, executor::ExecError> {
-    let pty = nix::pty::openpty(None, None)
-        .map_err(|e| executor::ExecError::Spawn(io::Error::from(e)))?;
-    let master = pty.master;
-    if let Some((r, c)) = term_size(io::stdout().as_raw_fd()) {
-        resize(master.as_raw_fd(), r, c);
-    }
     let raw = if interactive {
         Some(RawMode::enter())
     } else {
         None
     };
-    let m_in = master.try_clone().map_err(executor::ExecError::Spawn)?;
-    if interactive {
-        std::thread::spawn(move || {
-            let mut f = File::from(m_in);
+    let mut pump: Option<std::thread::JoinHandle<()>> = None;
+    let mut on_console = |master: OwnedFd| {
+        if let Some((r, c)) = term_size(io::stdout().as_raw_fd()) {
+            resize(master.as_raw_fd(), r, c);
+        }
+        if interactive {
+            if let Ok(m_in) = master.try_clone() {
+                std::thread::spawn(move || {
+                    let mut f = File::from(m_in);
+                    let mut buf = [0u8; 8192];
+                    let mut input = io::stdin().lock();
+                    while let Ok(n) = input.read(&mut buf) {
+                        if n == 0 || f.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        pump = Some(std::thread::spawn(move || {
+            let mut f = File::from(master);
             let mut buf = [0u8; 8192];
-            let mut input = io::stdin().lock();
-            while let Ok(n) = input.read(&mut buf) {
-                if n == 0 || f.write_all(&buf[..n]).is_err() {
+            let mut stdout = io::stdout();
+            // EIO once the last process holding the terminal is gone.
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
                     break;
                 }
+                let _ = stdout.write_all(&buf[..n]);
+                let _ = stdout.flush();
             }
-        });
-    }
-    let m_out = master.try_clone().map_err(executor::ExecError::Spawn)?;
-    let pump = std::thread::spawn(move || {
-        let mut f = File::from(m_out);
-        let mut buf = [0u8; 8192];
-        let mut stdout = io::stdout();
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let _ = stdout.write_all(&buf[..n]);
-            let _ = stdout.flush();
-        }
-    });
-    let slave = pty.slave;
+        }));
+    };
     let res = executor::exec_in(
         spec,
         pidfd.as_fd(),
         StepIo {
-            stdin: Input::Fd(slave.as_fd()),
-            stdout: Output::Fd(slave.as_fd()),
-            stderr: Output::Fd(slave.as_fd()),
-            on_start: None,
+            console: Some(&mut on_console),
+            ..Default::default()
         },
     );
-    // With the slave closed here too, the master reads EIO once the output is drained.
-    drop(slave);
-    let _ = pump.join();
+    if let Some(p) = pump {
+        let _ = p.join();
+    }
     drop(raw);
-    drop(master);
     res
 }
 

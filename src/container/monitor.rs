@@ -107,6 +107,7 @@ fn lock_monitor(dir: &Path) -> Result<fs::File> {
 /// What the run thread tells the I/O loop.
 enum Event {
     Started(libc::pid_t, OwnedFd),
+    Console(OwnedFd),
     Done(std::result::Result<ExitStatus, ExecError>, PathBuf),
 }
 
@@ -122,7 +123,7 @@ struct Stdio {
     /// Where client stdin goes (pipe write end or the master).
     stdin: Option<OwnedFd>,
     /// The pty master, for resizes.
-    master: Option<RawFd>,
+    master: Option<OwnedFd>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -203,7 +204,6 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
         Network::Host => NetworkMode::Host,
         Network::Private | Network::None => NetworkMode::None,
     };
-    spec.tty = cfg.tty;
     spec.binds = cfg
         .mounts
         .iter()
@@ -299,16 +299,11 @@ fn run_once(
     // The container's ends, handed to the run thread; ours stay here.
     let mut theirs: Vec<OwnedFd> = Vec::new();
     let mut stdio = if cfg.tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| io_err(e.into()))?;
-        let master = pty.master;
-        set_cloexec(master.as_raw_fd());
-        set_cloexec(pty.slave.as_raw_fd());
-        let m = master.as_raw_fd();
-        theirs.push(pty.slave);
+        // The console comes from the container's own devpts once it exists (Event::Console).
         Stdio {
-            stdin: Some(dup(master.as_fd()).map_err(io_err)?),
-            outputs: vec![(master, 1)],
-            master: Some(m),
+            outputs: Vec::new(),
+            stdin: None,
+            master: None,
         }
     } else {
         let (out_r, out_w) = pipe().map_err(io_err)?;
@@ -343,9 +338,13 @@ fn run_once(
                 let _ = (&wake).write_all(b"s");
             }
         };
+        let tx3 = tx.clone();
+        let mut on_console = |master: OwnedFd| {
+            let _ = tx3.send(Event::Console(master));
+            let _ = (&wake).write_all(b"c");
+        };
         let (stdin, stdout, stderr) = if tty {
-            let s = theirs[0].as_fd();
-            (Input::Fd(s), Output::Fd(s), Output::Fd(s))
+            (Input::Null, Output::Null, Output::Null)
         } else if open_stdin {
             (
                 Input::Fd(theirs[0].as_fd()),
@@ -366,6 +365,7 @@ fn run_once(
                 stdout,
                 stderr,
                 on_start: Some(&mut on_start),
+                console: if tty { Some(&mut on_console) } else { None },
             },
         );
         drop(theirs);
@@ -379,6 +379,8 @@ fn run_once(
 
     let mut done: Option<(std::result::Result<ExitStatus, ExecError>, PathBuf)> = None;
     let mut pidfd: Option<OwnedFd> = None;
+    // The last size a client asked for, applied to a console that comes later.
+    let mut size: Option<(u16, u16)> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Events first: the state must say "running" before anyone is told.
@@ -404,6 +406,14 @@ fn run_once(
                     }
                     pidfd = Some(fd);
                     ready.started();
+                }
+                Event::Console(master) => {
+                    if let Some((rows, cols)) = size {
+                        resize(master.as_raw_fd(), rows, cols);
+                    }
+                    stdio.stdin = dup(master.as_fd()).ok();
+                    stdio.master = dup(master.as_fd()).ok();
+                    stdio.outputs.push((master, 1));
                 }
                 Event::Done(res, step_dir) => done = Some((res, step_dir)),
             }
@@ -508,8 +518,9 @@ fn run_once(
                     stdio.stdin = None;
                 }
                 Ok(Some(Frame::Resize(rows, cols))) => {
-                    if let Some(m) = stdio.master {
-                        resize(m, rows, cols);
+                    size = Some((rows, cols));
+                    if let Some(m) = &stdio.master {
+                        resize(m.as_raw_fd(), rows, cols);
                     }
                 }
                 Ok(Some(_)) => {}
@@ -553,11 +564,6 @@ fn run_once(
             Ok((code, Some(msg)))
         }
     }
-}
-
-fn set_cloexec(fd: RawFd) {
-    // SAFETY: fcntl on a valid fd.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
 fn write_fd(fd: RawFd, mut data: &[u8]) -> io::Result<()> {

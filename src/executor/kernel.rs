@@ -209,8 +209,9 @@ pub trait Kernel {
     fn reset_signals(&mut self) -> KResult<()>;
     /// `dup2(from, to)`.
     fn dup2(&mut self, from: RawFd, to: RawFd) -> KResult<()>;
-    /// Makes the terminal on `fd` the controlling terminal (`ioctl(TIOCSCTTY)`).
-    fn set_ctty(&mut self, fd: RawFd) -> KResult<()>;
+    /// Receives the console (a pty slave from the container's own devpts) from the parent
+    /// over the handshake socket, makes it fds 0, 1 and 2 and the controlling terminal.
+    fn take_console(&mut self) -> KResult<()>;
     /// `setns(fd, flags)`.
     fn setns(&mut self, fd: RawFd, flags: c_int) -> KResult<()>;
     /// Sends a record to the parent.
@@ -548,9 +549,51 @@ impl Kernel for RealKernel {
         check(unsafe { libc::dup2(from, to) } as c_long).map(drop)
     }
 
-    fn set_ctty(&mut self, fd: RawFd) -> KResult<()> {
-        // SAFETY: ioctl with an integer argument.
-        check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } as c_long).map(drop)
+    fn take_console(&mut self) -> KResult<()> {
+        // One byte carrying one fd (SCM_RIGHTS); the control buffer lives on the stack.
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        #[repr(C, align(8))]
+        struct Cmsg([u8; 64]);
+        let mut cbuf = Cmsg([0; 64]);
+        // SAFETY: zeroed msghdr is valid; the pointers below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as _;
+        loop {
+            // SAFETY: valid msghdr.
+            let n = unsafe { libc::recvmsg(self.go_fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            if n < 0 && Errno::last() == Errno::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                return Err(if n == 0 { Errno::EPIPE } else { Errno::last() });
+            }
+            break;
+        }
+        // SAFETY: the kernel filled msg; CMSG_FIRSTHDR/CMSG_DATA walk our own buffer.
+        let fd = unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if c.is_null()
+                || (*c).cmsg_level != libc::SOL_SOCKET
+                || (*c).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Err(Errno::EBADMSG);
+            }
+            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>())
+        };
+        for target in 0..3 {
+            self.dup2(fd, target)?;
+        }
+        self.close(fd);
+        // SAFETY: ioctl with an integer argument; we are a session leader without a terminal.
+        check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } as c_long).map(drop)
     }
 
     fn setns(&mut self, fd: RawFd, flags: c_int) -> KResult<()> {
@@ -947,8 +990,8 @@ pub(crate) mod fake {
         fn dup2(&mut self, from: RawFd, to: RawFd) -> KResult<()> {
             self.rec("dup2", format!("dup2 {from} {to}"))
         }
-        fn set_ctty(&mut self, fd: RawFd) -> KResult<()> {
-            self.rec("ctty", format!("ctty {fd}"))
+        fn take_console(&mut self) -> KResult<()> {
+            self.rec("console", "take_console".into())
         }
         fn setns(&mut self, fd: RawFd, flags: c_int) -> KResult<()> {
             self.rec("setns", format!("setns {fd} {flags:#x}"))

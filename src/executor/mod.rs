@@ -71,10 +71,19 @@
 //! namespace. Every step gets a new uniquely named scratch dir, so a stale one from a killed
 //! kiln never blocks a run; [`remove_step_dir`] and [`clean_scratch`] remove them.
 //!
+//! # Terminals and exec
+//!
+//! With [`StepIo::console`] the command gets a terminal as runc gives one: after the
+//! container's devpts is mounted, the parent opens its `ptmx` through `/proc/<pid>/root`
+//! (resolved inside the root), takes the peer with `TIOCGPTPEER`, and passes the slave over
+//! the handshake socket (`SCM_RIGHTS`); the child makes it fds 0–2 and its controlling
+//! terminal. The command sees `/dev/pts/0`; the caller gets the master. [`exec_in`] runs a
+//! command inside a running container by joining its namespaces (PID through the calling
+//! thread's `pid_for_children`, the rest in the child) with the same security defaults.
+//!
 //! Not covered (yet): cgroups (no resource limits, no device cgroup — `/dev` and the root are
-//! `nodev` instead), user namespaces, AppArmor/SELinux labels, a PTY for `kiln run -it`, and
-//! a `setuid` PID 1 loses the parent-death signal (the kernel clears it on exec of set-id
-//! binaries).
+//! `nodev` instead), user namespaces, AppArmor/SELinux labels, and a `setuid` PID 1 loses the
+//! parent-death signal (the kernel clears it on exec of set-id binaries).
 
 pub mod changes;
 mod error;
@@ -193,8 +202,6 @@ pub struct StepSpec {
     pub rootfs: RootfsMode,
     /// Set to `true` (from a signal handler, another thread) to kill the step.
     pub cancel: Option<Arc<AtomicBool>>,
-    /// Stdin is a terminal's slave end: make it the controlling terminal (`docker run -t`).
-    pub tty: bool,
 }
 
 impl StepSpec {
@@ -213,7 +220,6 @@ impl StepSpec {
             binds: Vec::new(),
             rootfs: RootfsMode::Auto,
             cancel: None,
-            tty: false,
         }
     }
 }
@@ -271,7 +277,14 @@ pub struct StepIo<'a> {
     /// Called once the command is about to be exec'd, with its PID (in kiln's namespace)
     /// and a pidfd for it (valid during the call; `dup` it to keep it).
     pub on_start: Option<&'a mut OnStart<'a>>,
+    /// Give the command a terminal (`docker run -t`): a pty from the container's own
+    /// `/dev/pts` becomes its stdin, stdout, stderr and controlling terminal; the master end
+    /// is handed to this callback before the command runs (the other streams are ignored).
+    pub console: Option<&'a mut OnConsole<'a>>,
 }
+
+/// See [`StepIo::console`].
+pub type OnConsole<'a> = dyn FnMut(std::os::fd::OwnedFd) + 'a;
 
 impl std::fmt::Debug for StepIo<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,6 +293,7 @@ impl std::fmt::Debug for StepIo<'_> {
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
             .field("on_start", &self.on_start.is_some())
+            .field("console", &self.console.is_some())
             .finish()
     }
 }

@@ -104,7 +104,7 @@ fn run_prepared(
             None
         };
         let ops = step_ops(spec, hostname, step, mode).map_err(Attempt::Failed);
-        match ops.and_then(|ops| attempt(spec, io, hostname, ops, false)) {
+        match ops.and_then(|ops| attempt(spec, io, hostname, ops, None)) {
             Err(Attempt::OverlayFailed(errno)) if spec.rootfs == RootfsMode::Auto => {
                 OVERLAY_WARNING.call_once(|| {
                     tracing::warn!(
@@ -198,6 +198,87 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), ExecError> {
     }
     // SAFETY: pipe2 returned two fresh fds.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd), ExecError> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: valid two-element array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(sys_err());
+    }
+    // SAFETY: two fresh fds.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn send_fd(sock: &OwnedFd, fd: BorrowedFd<'_>) -> Result<(), ExecError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"c")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(|e| ExecError::Spawn(e.into()))
+}
+
+/// Opens a pty in the container's own devpts instance (through `/proc/<pid>/root`, resolved
+/// inside it), so the command's terminal is `/dev/pts/0` as it sees it, owned by its user.
+/// Returns (master, slave).
+fn open_console(pid: libc::pid_t, uid: u32) -> Result<(OwnedFd, OwnedFd), ExecError> {
+    let err = |what: &str, e: std::io::Error| ExecError::Setup {
+        stage: format!("console: {what}"),
+        source: e,
+    };
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))
+        .map_err(|e| err("opening the container's root", e))?;
+    let path = CString::new("dev/pts/ptmx").map_err(|_| sys_err())?;
+    let m = kernel::openat2(
+        root.as_raw_fd(),
+        &path,
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| err("opening /dev/pts/ptmx", e.into()))?;
+    // SAFETY: a fresh fd.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    let unlock: c_int = 0;
+    // SAFETY: ioctls on our own pty master with valid arguments.
+    unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(err("unlocking the pty", std::io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: as above; TIOCGPTPEER opens the slave without a path lookup.
+    let sl = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if sl < 0 {
+        return Err(err(
+            "opening the pty's peer",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a fresh fd.
+    let slave = unsafe { OwnedFd::from_raw_fd(sl) };
+    // SAFETY: fchown on a valid fd; the tty group (5) as devpts's gid=5 option gives.
+    unsafe { libc::fchown(slave.as_raw_fd(), uid, 5) };
+    Ok((master, slave))
 }
 
 /// A close-on-exec duplicate at fd 3 or above, so wiring stdio in the child never clobbers a
@@ -568,8 +649,9 @@ pub fn exec_in(
             source: std::io::Error::last_os_error(),
         });
     }
-    let result = attempt(spec, &mut io, &hostname, ops, true);
-    // SAFETY: as above; back to the namespace this thread had.
+    let result = attempt(spec, &mut io, &hostname, ops, Some(own.as_fd()));
+    // SAFETY: as above; back to the namespace this thread had (attempt already did, right
+    // after the clone; this covers its early returns).
     unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
     match result {
         Ok(status) => Ok(status),
@@ -586,7 +668,7 @@ fn attempt(
     io: &mut StepIo<'_>,
     hostname: &str,
     ops: Vec<Op>,
-    joined: bool,
+    joined: Option<BorrowedFd<'_>>,
 ) -> Result<ExitStatus, Attempt> {
     // --- Everything the child will read, prepared while allocation is still allowed. ---
     let (env, need_home) = final_env(spec, hostname);
@@ -662,7 +744,8 @@ fn attempt(
         };
     }
     let (report_r, report_w) = pipe()?;
-    let (go_r, go_w) = pipe()?;
+    // A socket, not a pipe: a console fd travels over it (SCM_RIGHTS) after the identity.
+    let (go_r, go_w) = socketpair()?;
     let mut close_fds = vec![report_r.as_raw_fd(), go_w.as_raw_fd()];
     close_fds.extend(readers.iter().flatten().map(|r| r.as_raw_fd()));
     let child_plan = ChildPlan {
@@ -683,12 +766,12 @@ fn attempt(
         argv: argv_ptrs.as_mut_ptr(),
         envp: envp.as_ptr(),
         home,
-        ctty: spec.tty,
+        console: io.console.is_some(),
     };
 
     // --- Clone. ---
     let mut flags = libc::CLONE_PIDFD | libc::SIGCHLD;
-    if !joined {
+    if joined.is_none() {
         flags |= libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
         if spec.network == NetworkMode::None {
             flags |= libc::CLONE_NEWNET;
@@ -726,6 +809,12 @@ fn attempt(
         // SAFETY: _exit is async-signal-safe and skips atexit handlers and destructors.
         unsafe { libc::_exit(127) };
     }
+    if let Some(own) = joined {
+        // Back to our own PID namespace at once: while this thread's children would go into
+        // another one, it cannot even start a thread (clone(CLONE_THREAD) gives EINVAL).
+        // SAFETY: setns on a valid namespace fd.
+        unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
+    }
     if pid < 0 {
         return Err(sys_err().into());
     }
@@ -759,6 +848,12 @@ fn attempt(
     }
     let go = identity(container.pid, spec, &workdir)?;
     write_all(&go_w, go.as_bytes())?;
+    if let Some(cb) = io.console.as_mut() {
+        let (master, slave) = open_console(container.pid, go.uid)?;
+        send_fd(&go_w, slave.as_fd())?;
+        drop(slave);
+        cb(master);
+    }
     drop(go_w);
     if let Some(cb) = io.on_start.as_mut() {
         cb(container.pid, container.pidfd.as_fd());

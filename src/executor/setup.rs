@@ -128,8 +128,8 @@ pub struct ChildPlan<'a> {
     pub argv: *mut *const c_char,
     /// The environment, NULL-terminated.
     pub envp: *const *const c_char,
-    /// Make stdin the controlling terminal (it is a pty's slave end).
-    pub ctty: bool,
+    /// Receive a console from the parent after the handshake (see `Kernel::take_console`).
+    pub console: bool,
     /// Where to put `HOME`, when the step's env does not set it.
     pub home: Option<HomeSlot>,
 }
@@ -164,9 +164,6 @@ fn run_child_inner<K: Kernel>(k: &mut K, p: &ChildPlan<'_>) -> Result<Never, Fai
             at(Stage::Stdio, k.dup2(fd, target as RawFd))?;
         }
     }
-    if p.ctty {
-        at(Stage::Stdio, k.set_ctty(0))?;
-    }
 
     let mut root: Option<RawFd> = None;
     for (i, op) in p.ops.iter().enumerate() {
@@ -180,6 +177,9 @@ fn run_child_inner<K: Kernel>(k: &mut K, p: &ChildPlan<'_>) -> Result<Never, Fai
 
     let mut go = Go::default();
     at(Stage::Handshake, k.await_go(&mut go))?;
+    if p.console {
+        at(Stage::Stdio, k.take_console())?;
+    }
 
     // Without no_new_privs (Docker does not set it by default) installing a filter needs
     // CAP_SYS_ADMIN, so the filter goes in after the bounding set is cut but before the
@@ -492,7 +492,7 @@ mod tests {
             trampoline_fd: 9,
             argv: a.argv.as_mut_ptr(),
             envp: a.envp.as_ptr(),
-            ctty: false,
+            console: false,
             home: None,
         };
         run_child(k, &plan)

@@ -111,6 +111,7 @@ fn run_io(spec: &StepSpec) -> Result<Ran, ExecError> {
             stdout: Output::Lines(&mut on_out),
             stderr: Output::Lines(&mut on_err),
             on_start: None,
+            console: None,
         },
     );
     res.map(|o| Ran {
@@ -694,6 +695,7 @@ fn output_can_go_to_a_file_descriptor() {
             stdout: Output::Fd(file.as_fd()),
             stderr: Output::Fd(file.as_fd()),
             on_start: None,
+            console: None,
         },
     )
     .expect("run");
@@ -908,4 +910,51 @@ fn exec_joins_a_running_container() {
         "made\n"
     );
     remove_step_dir(&outcome.step_dir).expect("cleanup");
+}
+
+/// `-t`: the command's terminal is a pty of the container's own devpts (`/dev/pts/0` as it
+/// sees it), it is the controlling terminal, and the master end reaches the caller.
+#[test]
+fn console_comes_from_the_containers_devpts() {
+    require_root!();
+    let f = Fixture::new();
+    let spec = f.spec("tty; stty size; ps -o tty= -p $$ 2>/dev/null || true; echo done");
+    let (tx, rx) = std::sync::mpsc::channel::<std::os::fd::OwnedFd>();
+    let mut on_console = |m: std::os::fd::OwnedFd| {
+        let ws = libc::winsize {
+            ws_row: 33,
+            ws_col: 77,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: ioctl with a valid winsize on our master.
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&m), libc::TIOCSWINSZ, &ws) };
+        tx.send(m).expect("send");
+    };
+    let out = run_step(
+        &spec,
+        StepIo {
+            console: Some(&mut on_console),
+            ..Default::default()
+        },
+    )
+    .expect("run");
+    assert!(out.status.success());
+    let master = rx.recv().expect("console");
+    let mut text = Vec::new();
+    let mut file = fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    // Reads until EIO: every holder of the slave end is gone.
+    while let Ok(n) = std::io::Read::read(&mut file, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "/dev/pts/0", "{text}");
+    assert_eq!(lines[1], "33 77", "{text}");
+    assert_eq!(lines.last().copied(), Some("done"), "{text}");
+    remove_step_dir(&out.step_dir).expect("cleanup");
 }
