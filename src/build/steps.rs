@@ -830,6 +830,7 @@ impl Builder<'_> {
                 stderr: Output::Lines(&mut errs),
                 on_start: None,
                 console: None,
+                on_ready: None,
             },
         )
         .map_err(|e| err(e.to_string()))?;

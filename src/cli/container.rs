@@ -117,7 +117,8 @@ pub struct RunArgs {
     /// Restart policy (no, always, unless-stopped, on-failure[:max-retries])
     #[arg(long, default_value = "no")]
     pub restart: String,
-    /// Network: private (own namespace, ports forwarded), host, none
+    /// Network: private (own namespace, loopback, ports forwarded), pasta (private plus
+    /// outbound through pasta), host, none
     #[arg(long, default_value = "private")]
     pub network: String,
     /// Container host name
@@ -1180,6 +1181,7 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
                 stderr: Output::Inherit,
                 on_start: None,
                 console: None,
+                on_ready: None,
             },
         )
     };

@@ -257,10 +257,12 @@ impl RestartPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// Its own network namespace with loopback, published ports forwarded, outbound
-    /// through `pasta` when installed.
+    /// Its own network namespace with loopback only; published ports forwarded.
     #[default]
     Private,
+    /// Like `Private`, plus outbound access through `pasta` (Debian package `passt`), as
+    /// podman's `--network pasta`.
+    Pasta,
     /// The host's network namespace.
     Host,
     /// Its own network namespace with loopback only.
@@ -273,9 +275,10 @@ impl Network {
         match s {
             "private" | "bridge" | "default" => Ok(Network::Private),
             "host" => Ok(Network::Host),
+            "pasta" => Ok(Network::Pasta),
             "none" => Ok(Network::None),
             other => Err(ContainerError::Invalid(format!(
-                "network {other} not found (kiln knows private, host and none)"
+                "network {other} not found (kiln knows private, pasta, host and none)"
             ))),
         }
     }
@@ -284,6 +287,7 @@ impl Network {
     pub fn name(self) -> &'static str {
         match self {
             Network::Private => "private",
+            Network::Pasta => "pasta",
             Network::Host => "host",
             Network::None => "none",
         }
@@ -752,6 +756,9 @@ impl Containers {
 /// `run/` may hold a leftover mount point if a monitor was killed) and never following a
 /// symlink out of it.
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    // A monitor killed while it had the network namespace bound (for pasta) leaves that
+    // bind mount behind.
+    let _ = nix::mount::umount2(&path.join("netns"), nix::mount::MntFlags::MNT_DETACH);
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -202,7 +202,7 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     spec.hostname = Some(cfg.hostname.clone());
     spec.network = match cfg.network {
         Network::Host => NetworkMode::Host,
-        Network::Private | Network::None => NetworkMode::None,
+        Network::Private | Network::Pasta | Network::None => NetworkMode::None,
     };
     spec.binds = cfg
         .mounts
@@ -329,6 +329,9 @@ fn run_once(
     let spec_t = spec.clone();
     let tty = cfg.tty;
     let open_stdin = cfg.open_stdin;
+    let net_mode = cfg.network;
+    let netns_t = netns.clone();
+    let dir_t = dir.to_path_buf();
     let runner = std::thread::spawn(move || {
         let wake = fs::File::from(wake_w);
         let tx2 = tx.clone();
@@ -342,6 +345,23 @@ fn run_once(
         let mut on_console = |master: OwnedFd| {
             let _ = tx3.send(Event::Console(master));
             let _ = (&wake).write_all(b"c");
+        };
+        let network = net_mode;
+        let netns = netns_t;
+        let dir = dir_t;
+        let mut on_ready = |pid: libc::pid_t| {
+            // Before the command runs: published ports reach it and its outbound network
+            // is up from its first instruction.
+            if network != Network::Host {
+                if let Ok(ns) = fs::File::open(format!("/proc/{pid}/ns/net")) {
+                    if let Ok(mut slot) = netns.lock() {
+                        *slot = Some(Arc::new(OwnedFd::from(ns)));
+                    }
+                }
+                if network == Network::Pasta {
+                    start_pasta(&dir, pid);
+                }
+            }
         };
         let (stdin, stdout, stderr) = if tty {
             (Input::Null, Output::Null, Output::Null)
@@ -366,6 +386,7 @@ fn run_once(
                 stderr,
                 on_start: Some(&mut on_start),
                 console: if tty { Some(&mut on_console) } else { None },
+                on_ready: Some(&mut on_ready),
             },
         );
         drop(theirs);
@@ -394,16 +415,6 @@ fn run_once(
                     state.exit_code = 0;
                     state.error.clear();
                     super::write_state(dir, state)?;
-                    if cfg.network != Network::Host {
-                        if let Ok(ns) = fs::File::open(format!("/proc/{pid}/ns/net")) {
-                            if let Ok(mut slot) = netns.lock() {
-                                *slot = Some(Arc::new(OwnedFd::from(ns)));
-                            }
-                        }
-                        if cfg.network == Network::Private {
-                            start_pasta(dir, pid);
-                        }
-                    }
                     pidfd = Some(fd);
                     ready.started();
                 }
@@ -617,39 +628,45 @@ fn accept(listener: &UnixListener) -> Option<Client> {
     }
 }
 
-/// Gives a private network outbound access through `pasta` (Debian package `passt`) when
-/// it is installed: a user-mode TCP/UDP stack bound to the container's namespace, no
-/// bridge or iptables. Without it the container has loopback only.
+/// `--network pasta`: outbound access through `pasta` (Debian package `passt`), a user-mode
+/// TCP/UDP stack bound to the container's namespace, no bridge or iptables.
 fn start_pasta(dir: &Path, pid: libc::pid_t) {
     let Some(pasta) = find_in_path("pasta") else {
         return;
     };
     let pidfile = dir.join("pasta.pid");
     let _ = fs::remove_file(&pidfile);
-    let status = std::process::Command::new(pasta)
-        .args([
-            "--config-net",
-            "--quiet",
-            "-t",
-            "none",
-            "-u",
-            "none",
-            "-T",
-            "none",
-            "-U",
-            "none",
-        ])
-        .arg("--pid")
-        .arg(&pidfile)
-        .arg(format!("{pid}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    if !matches!(status, Ok(s) if s.success()) {
+    // pasta drops its privileges before opening the namespace, and may then not open
+    // /proc/<pid>/ns/net; a bind mount of it (as `ip netns` makes) opens like a file.
+    let nsfile = dir.join("netns");
+    let mounted = fs::write(&nsfile, b"").is_ok()
+        && nix::mount::mount(
+            Some(Path::new(&format!("/proc/{pid}/ns/net"))),
+            &nsfile,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .is_ok();
+    let status = mounted.then(|| {
+        std::process::Command::new(pasta)
+            .args(["--config-net", "--quiet", "--runas", "0:0", "--netns-only"])
+            .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+            .arg("--netns")
+            .arg(&nsfile)
+            .arg("--pid")
+            .arg(&pidfile)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    });
+    let _ = nix::mount::umount2(&nsfile, nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_file(&nsfile);
+    if !matches!(status, Some(Ok(s)) if s.success()) {
         let _ = fs::write(
             dir.join("monitor.err"),
-            "pasta failed; no outbound network\n",
+            "pasta could not be started; the container has no outbound network\n",
         );
     }
 }

@@ -323,7 +323,12 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let ports = if opts.network == Network::Private {
+    if opts.network == Network::Pasta && super::monitor::find_in_path("pasta").is_none() {
+        return Err(ContainerError::Invalid(
+            "--network pasta needs pasta (Debian package passt) in $PATH".into(),
+        ));
+    }
+    let ports = if matches!(opts.network, Network::Private | Network::Pasta) {
         opts.ports.clone()
     } else {
         Vec::new()

@@ -277,6 +277,9 @@ pub struct StepIo<'a> {
     /// Called once the command is about to be exec'd, with its PID (in kiln's namespace)
     /// and a pidfd for it (valid during the call; `dup` it to keep it).
     pub on_start: Option<&'a mut OnStart<'a>>,
+    /// Called with the container's PID once its namespaces and root are set up, before the
+    /// command runs (to configure its network, say).
+    pub on_ready: Option<&'a mut dyn FnMut(libc::pid_t)>,
     /// Give the command a terminal (`docker run -t`): a pty from the container's own
     /// `/dev/pts` becomes its stdin, stdout, stderr and controlling terminal; the master end
     /// is handed to this callback before the command runs (the other streams are ignored).
@@ -294,6 +297,7 @@ impl std::fmt::Debug for StepIo<'_> {
             .field("stderr", &self.stderr)
             .field("on_start", &self.on_start.is_some())
             .field("console", &self.console.is_some())
+            .field("on_ready", &self.on_ready.is_some())
             .finish()
     }
 }

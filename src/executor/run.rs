@@ -847,6 +847,9 @@ fn attempt(
         }
     }
     let go = identity(container.pid, spec, &workdir)?;
+    if let Some(cb) = io.on_ready.as_mut() {
+        cb(container.pid);
+    }
     write_all(&go_w, go.as_bytes())?;
     if let Some(cb) = io.console.as_mut() {
         let (master, slave) = open_console(container.pid, go.uid)?;

@@ -112,6 +112,7 @@ fn run_io(spec: &StepSpec) -> Result<Ran, ExecError> {
             stderr: Output::Lines(&mut on_err),
             on_start: None,
             console: None,
+            on_ready: None,
         },
     );
     res.map(|o| Ran {
@@ -696,6 +697,7 @@ fn output_can_go_to_a_file_descriptor() {
             stderr: Output::Fd(file.as_fd()),
             on_start: None,
             console: None,
+            on_ready: None,
         },
     )
     .expect("run");
