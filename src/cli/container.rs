@@ -133,6 +133,9 @@ pub struct RunArgs {
     /// Set meta data on a container
     #[arg(short = 'l', long = "label")]
     pub label: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
     /// The image
     pub image: String,
     /// The command and its arguments
@@ -420,6 +423,7 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
         stop_timeout: a.stop_timeout,
         auto_remove: a.rm,
         labels: a.label.clone(),
+        init: a.init,
     })
 }
 
@@ -1461,6 +1465,7 @@ pub fn inspect_doc(c: &Container) -> Value {
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
         },
+        "Init": cfg.init,
         "NetworkSettings": {
             "Ports": ports,
             "SandboxKey": if c.is_running() && cfg.network != Network::Host { format!("/proc/{}/ns/net", st.pid) } else { String::new() },

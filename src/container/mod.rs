@@ -349,6 +349,9 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     /// Ports the image exposes (`80/tcp`).
     pub exposed_ports: Vec<String>,
+    /// `--init`: a minimal init is PID 1 and runs the command.
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// The lifecycle states Docker shows.
@@ -875,6 +878,7 @@ mod tests {
             auto_remove: false,
             labels: BTreeMap::new(),
             exposed_ports: vec![],
+            init: false,
         };
         let a = cs.create(cfg("web")).expect("create");
         assert_eq!(a.state.status, Status::Created);

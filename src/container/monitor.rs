@@ -200,6 +200,7 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     };
     spec.user = cfg.user.clone();
     spec.hostname = Some(cfg.hostname.clone());
+    spec.init = cfg.init;
     spec.network = match cfg.network {
         Network::Host => NetworkMode::Host,
         Network::Private | Network::Pasta | Network::None => NetworkMode::None,

@@ -61,6 +61,8 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     /// `--label`.
     pub labels: Vec<String>,
+    /// `--init`.
+    pub init: bool,
 }
 
 /// Reads a Docker `--env-file`: `K=V` lines, `K` alone takes the host's value, `#` comments
@@ -372,6 +374,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
             .as_ref()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default(),
+        init: opts.init,
     };
     Containers::new(&root).create(config)
 }

@@ -87,6 +87,7 @@
 
 pub mod changes;
 mod error;
+pub mod init;
 pub mod kernel;
 pub mod layers;
 pub mod plan;
@@ -202,6 +203,8 @@ pub struct StepSpec {
     pub rootfs: RootfsMode,
     /// Set to `true` (from a signal handler, another thread) to kill the step.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Run the command under kiln's minimal init (`docker run --init`), see [`init`].
+    pub init: bool,
 }
 
 impl StepSpec {
@@ -220,6 +223,7 @@ impl StepSpec {
             binds: Vec::new(),
             rootfs: RootfsMode::Auto,
             cancel: None,
+            init: false,
         }
     }
 }

@@ -691,7 +691,12 @@ fn attempt(
         .iter()
         .map(|e| cstring("environment", e.as_str()))
         .collect::<Result<_, _>>()?;
-    let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(argv_c.len() + 2);
+    let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(argv_c.len() + 3);
+    // With --init: [init, <path>, argv…]; init execs argv[1] with argv[2..].
+    let init_name = c"init";
+    if spec.init {
+        argv_ptrs.push(init_name.as_ptr());
+    }
     argv_ptrs.push(std::ptr::null());
     argv_ptrs.extend(argv_c.iter().map(|a| a.as_ptr()));
     argv_ptrs.push(std::ptr::null());
@@ -716,7 +721,11 @@ fn attempt(
     });
     let workdir_c = cstring("working directory", workdir.as_str())?;
     let filter = seccomp::default_filter();
-    let tramp = trampoline::fd()?;
+    let tramp = if spec.init {
+        super::init::fd()?
+    } else {
+        trampoline::fd()?
+    };
 
     // --- File descriptors. ---
     let null = std::fs::OpenOptions::new()
@@ -748,6 +757,7 @@ fn attempt(
     let (go_r, go_w) = socketpair()?;
     let mut close_fds = vec![report_r.as_raw_fd(), go_w.as_raw_fd()];
     close_fds.extend(readers.iter().flatten().map(|r| r.as_raw_fd()));
+    let argv_base = argv_ptrs.as_mut_ptr();
     let child_plan = ChildPlan {
         close_fds: &close_fds,
         stdio: [
@@ -763,7 +773,9 @@ fn attempt(
         candidates: &cands,
         argv0_has_slash: argv0.contains('/'),
         trampoline_fd: tramp,
-        argv: argv_ptrs.as_mut_ptr(),
+        // SAFETY: index 1 exists when init is in front (init, slot, …, NULL).
+        argv: unsafe { argv_base.add(usize::from(spec.init)) },
+        exec_argv: argv_base.cast_const(),
         envp: envp.as_ptr(),
         home,
         console: io.console.is_some(),

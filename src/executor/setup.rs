@@ -126,6 +126,9 @@ pub struct ChildPlan<'a> {
     pub trampoline_fd: RawFd,
     /// `[<resolved path slot>, argv[0], …, NULL]`; the child fills slot 0.
     pub argv: *mut *const c_char,
+    /// The argv array given to exec: `argv` itself, or (with an init in front) the entry
+    /// before it.
+    pub exec_argv: *const *const c_char,
     /// The environment, NULL-terminated.
     pub envp: *const *const c_char,
     /// Receive a console from the parent after the handshake (see `Kernel::take_console`).
@@ -238,7 +241,7 @@ fn run_child_inner<K: Kernel>(k: &mut K, p: &ChildPlan<'_>) -> Result<Never, Fai
 
     at(Stage::Exec, k.cloexec_from(3))?;
     // SAFETY: argv and envp are NULL-terminated arrays of C strings prepared by the parent.
-    let e = unsafe { k.exec_fd(p.trampoline_fd, p.argv, p.envp) };
+    let e = unsafe { k.exec_fd(p.trampoline_fd, p.exec_argv, p.envp) };
     Err((Stage::Exec, e))
 }
 
@@ -474,6 +477,7 @@ mod tests {
     }
 
     fn run(k: &mut FakeKernel, a: &mut Args) -> Failure {
+        let argv_base = a.argv.as_mut_ptr();
         let plan = ChildPlan {
             close_fds: &[7, 8],
             stdio: [Some(20), Some(21), None],
@@ -490,7 +494,8 @@ mod tests {
             candidates: &a.cands,
             argv0_has_slash: false,
             trampoline_fd: 9,
-            argv: a.argv.as_mut_ptr(),
+            argv: argv_base,
+            exec_argv: argv_base.cast_const(),
             envp: a.envp.as_ptr(),
             console: false,
             home: None,

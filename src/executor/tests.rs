@@ -960,3 +960,26 @@ fn console_comes_from_the_containers_devpts() {
     assert_eq!(lines.last().copied(), Some("done"), "{text}");
     remove_step_dir(&out.step_dir).expect("cleanup");
 }
+
+/// `--init`: kiln's init is PID 1, the command runs under it, orphans are reaped (no zombie
+/// is left behind) and the command's exit code comes through.
+#[test]
+fn init_is_pid_1_and_reaps_orphans() {
+    require_root!();
+    let f = Fixture::new();
+    let mut spec = f.spec(
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; (sleep 0.1 &); sleep 0.6; \
+         ps -o stat,args | grep -c '^Z' || true; exit 5",
+    );
+    spec.init = true;
+    let ran = run_io(&spec).expect("run");
+    assert_eq!(ran.out.status, ExitStatus::Code(5), "{}", ran.stderr);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("init /bin/sh /bin/sh -c"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(lines[1], "0", "zombies left: {}", ran.stdout);
+    remove_step_dir(&ran.out.step_dir).expect("cleanup");
+}

@@ -93,7 +93,11 @@ const TRAMPOLINE: &[u8] = &[];
 static FD: OnceLock<Result<OwnedFd, Errno>> = OnceLock::new();
 
 fn create() -> Result<OwnedFd, Errno> {
-    let name = c"kiln-exec-trampoline";
+    sealed_memfd(c"kiln-exec-trampoline", TRAMPOLINE)
+}
+
+/// A memfd holding `bytes`, sealed against every change, close-on-exec.
+pub(super) fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> Result<OwnedFd, Errno> {
     let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // MFD_EXEC (Linux 6.3) keeps the memfd executable where vm.memfd_noexec would default it
     // to noexec; older kernels reject the flag, so retry without it.
@@ -109,7 +113,7 @@ fn create() -> Result<OwnedFd, Errno> {
     // SAFETY: memfd_create returned a fresh fd.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut file = std::fs::File::from(owned);
-    file.write_all(TRAMPOLINE)
+    file.write_all(bytes)
         .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
