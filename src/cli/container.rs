@@ -778,9 +778,9 @@ fn attach_loop(sock: UnixStream, stdin: bool, tty: bool) -> i32 {
                 break;
             }
             Ok(Some(Frame::Error(m))) => {
-                drop(raw);
+                // The exit frame follows with the code (126 cannot run, 127 not found).
                 eprintln!("kiln: {m}");
-                return 126;
+                code = 126;
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,

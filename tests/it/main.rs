@@ -5,6 +5,7 @@ mod build_interop;
 mod build_interrupt;
 mod build_vs_docker;
 mod cli_parser;
+mod containers;
 mod image_cmds;
 mod image_interop;
 mod instructions_conformance;

@@ -1,0 +1,1153 @@
+//! Containers end to end, as root: `kiln run` and friends over a busybox image and an image
+//! built by `kiln build`, through the real binary, its detached monitors and their sandboxes.
+//! Every test removes its containers (`rm -f`) when it ends, even when it fails.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::util::{stderr, stdout, TestStore};
+
+/// A store with `busybox:local`, whose containers are force-removed on drop.
+struct Env {
+    store: TestStore,
+}
+
+impl Env {
+    /// `None` (after saying why) when this host cannot run containers; under CI the
+    /// test fails instead, so nothing is silently skipped there.
+    fn new() -> Option<Env> {
+        let store = TestStore::new();
+        if store.busybox("busybox:local").is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "container tests must run in CI (as root, with busybox-static)"
+            );
+            return None;
+        }
+        Some(Env { store })
+    }
+
+    fn dir(&self) -> &Path {
+        self.store.dir.path()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.store.root()
+    }
+
+    /// Runs kiln; returns its output whatever the exit code.
+    fn run(&self, args: &[&str]) -> Output {
+        self.store.kiln(self.dir(), args, None)
+    }
+
+    /// Runs kiln, asserts success, returns standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "kiln {args:?} failed ({}):\n{}{}",
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// A command line of kiln with this store, not yet started.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.args(args)
+            .current_dir(self.dir())
+            .env("KILN_ROOT", self.root());
+        c
+    }
+
+    /// `kiln inspect` of a container, parsed.
+    fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["container", "inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        v[0].clone()
+    }
+
+    /// The recorded state of a container (`state.json`), for what inspect does not show.
+    fn state_file(&self, id: &str) -> serde_json::Value {
+        let p = self.root().join("containers").join(id).join("state.json");
+        serde_json::from_slice(&std::fs::read(&p).expect("state.json")).expect("state JSON")
+    }
+
+    /// Polls `inspect` until `pred` holds; panics after `secs` with the last document.
+    fn wait_for(
+        &self,
+        name: &str,
+        secs: u64,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            // The container may not exist yet (a CLI still creating it).
+            let o = self.run(&["container", "inspect", name]);
+            let v = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                .map(|v| v[0].clone())
+                .unwrap_or_default();
+            if o.status.success() && pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition never held:\n{v:#}{}",
+                stderr(&o)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Builds `dockerfile` (with extra context files) as `tag`.
+    fn build(&self, tag: &str, dockerfile: &str, files: &[(&str, &str)]) {
+        let ctx = self
+            .dir()
+            .join(format!("ctx-{}", tag.replace([':', '/'], "-")));
+        std::fs::create_dir_all(&ctx).expect("context dir");
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        for (name, data) in files {
+            std::fs::write(ctx.join(name), data).expect("context file");
+        }
+        let o = self
+            .store
+            .kiln(&ctx, &["build", "--progress=plain", "-t", tag, "."], None);
+        assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids = self.run(&["ps", "-aq", "--no-trunc"]);
+        for id in stdout(&ids).split_whitespace() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn running(v: &serde_json::Value) -> bool {
+    v["State"]["Running"] == true
+}
+
+fn exited(v: &serde_json::Value) -> bool {
+    v["State"]["Status"] == "exited"
+}
+
+/// True while a process with this PID exists (a zombie counts as gone).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+/// Mount points of this host that mention `needle`.
+fn mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A plain HTTP GET of `/` on 127.0.0.1:port, retried while the server starts.
+fn http_get(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })();
+        match attempt {
+            Ok(b) if b.starts_with("HTTP/") => return b,
+            r => assert!(
+                Instant::now() < deadline,
+                "no HTTP answer on port {port}: {r:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn host_port(v: &serde_json::Value, port: &str) -> u16 {
+    v["NetworkSettings"]["Ports"][port][0]["HostPort"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no host port for {port}: {v:#}"))
+}
+
+#[test]
+fn run_passes_exit_codes_and_applies_the_image_config() {
+    let Some(e) = Env::new() else { return };
+    let o = e.run(&["run", "--rm", "busybox:local", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = e.run(&["run", "--rm", "busybox:local", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    let o = e.run(&["run", "--rm", "no-such-image:1", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such-image:1"), "{}", stderr(&o));
+    // --rm leaves nothing behind.
+    assert_eq!(e.ok(&["ps", "-aq"]).trim(), "");
+
+    // The image's ENTRYPOINT, CMD, ENV, WORKDIR and USER apply; flags override them.
+    e.build(
+        "cfg:1",
+        "FROM busybox:local\nENV GREETING=hi\nWORKDIR /srv\nUSER nobody\n\
+         ENTRYPOINT [\"sh\", \"-c\", \"echo $GREETING $(pwd) $(id -u) \\\"$@\\\"\", \"x\"]\n\
+         CMD [\"from-cmd\"]\n",
+        &[],
+    );
+    assert_eq!(
+        e.ok(&["run", "--rm", "cfg:1"]).trim(),
+        "hi /srv 65534 from-cmd"
+    );
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=yo",
+            "-w",
+            "/tmp",
+            "-u",
+            "0",
+            "cfg:1",
+            "arg"
+        ])
+        .trim(),
+        "yo /tmp 0 arg"
+    );
+    // --entrypoint drops the image's CMD.
+    assert_eq!(
+        e.ok(&["run", "--rm", "--entrypoint", "pwd", "cfg:1"])
+            .trim(),
+        "/srv"
+    );
+    // --env-file, and -e NAME taking the caller's value.
+    std::fs::write(e.dir().join("env.list"), "# comment\nA=1\nB=two words\n").unwrap();
+    let out = e
+        .command(&[
+            "run",
+            "--rm",
+            "--env-file",
+            "env.list",
+            "-e",
+            "FROM_HOST",
+            "busybox:local",
+            "sh",
+            "-c",
+            "echo \"$A|$B|$FROM_HOST\"",
+        ])
+        .env("FROM_HOST", "hostval")
+        .output()
+        .expect("kiln");
+    assert_eq!(
+        stdout(&out).trim(),
+        "1|two words|hostval",
+        "{}",
+        stderr(&out)
+    );
+    // Hostname: the short id, or --hostname.
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "--hostname",
+            "box1",
+            "busybox:local",
+            "hostname"
+        ])
+        .trim(),
+        "box1"
+    );
+}
+
+#[test]
+fn web_server_built_by_kiln_serves_through_a_published_port() {
+    let Some(e) = Env::new() else { return };
+    e.build(
+        "web:1",
+        "FROM busybox:local\nRUN mkdir /www && echo '<h1>served by kiln</h1>' > /www/index.html\n\
+         EXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        &[],
+    );
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1::8080",
+        "web:1",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let v = e.wait_for("web", 10, running);
+    let port = host_port(&v, "8080/tcp");
+    let page = http_get(port, "/");
+    assert!(page.contains("200 OK"), "{page}");
+    assert!(page.contains("<h1>served by kiln</h1>"), "{page}");
+    // Two connections at once both work.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| http_get(port, "/index.html"));
+        let b = s.spawn(|| http_get(port, "/index.html"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.contains("served by kiln") && b.contains("served by kiln"));
+    assert!(http_get(port, "/missing").contains("404"));
+
+    let ps = e.ok(&["ps"]);
+    assert!(ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
+    assert!(ps.contains("web:1") && ps.contains("Up "), "{ps}");
+    assert_eq!(
+        v["Config"]["ExposedPorts"]["8080/tcp"],
+        serde_json::json!({})
+    );
+    assert_eq!(v["Id"], id);
+
+    // exec sees the container's processes and files, with -e, -w and -u.
+    let procs = e.ok(&["exec", "web", "ps", "-o", "pid,args"]);
+    assert!(
+        procs
+            .lines()
+            .any(|l| l.trim().starts_with("1 ") && l.contains("httpd")),
+        "{procs}"
+    );
+    assert_eq!(
+        e.ok(&["exec", "web", "cat", "/www/index.html"]).trim(),
+        "<h1>served by kiln</h1>"
+    );
+    assert_eq!(
+        e.ok(&[
+            "exec",
+            "-e",
+            "X=1",
+            "-w",
+            "/www",
+            "-u",
+            "nobody",
+            "web",
+            "sh",
+            "-c",
+            "echo $X $(pwd) $(id -u)"
+        ])
+        .trim(),
+        "1 /www 65534"
+    );
+    // A file written by exec is seen by the server.
+    e.ok(&["exec", "web", "sh", "-c", "echo new > /www/new.html"]);
+    assert!(http_get(port, "/new.html").contains("new"));
+    let o = e.run(&["exec", "web", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+
+    // The host port is released when the container stops.
+    e.ok(&["stop", "-t", "1", "web"]);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn stop_waits_for_the_timeout_only_when_the_process_ignores_the_signal() {
+    let Some(e) = Env::new() else { return };
+    // PID 1 without a handler ignores SIGTERM: stop waits -t seconds, then SIGKILLs.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    e.wait_for("stubborn", 10, running);
+    let t = Instant::now();
+    e.ok(&["stop", "-t", "2", "stubborn"]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "stop returned after {took:?}"
+    );
+    let v = e.inspect("stubborn");
+    assert!(exited(&v), "{v:#}");
+    assert_eq!(v["State"]["ExitCode"], 137);
+
+    // A process that handles SIGTERM exits on it, with its own code, before any SIGKILL.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        "busybox:local",
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    e.wait_for("polite", 10, running);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.ok(&["logs", "polite"]).contains("ready") {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    e.ok(&["stop", "-t", "60", "polite"]);
+    let v = e.inspect("polite");
+    assert_eq!(v["State"]["ExitCode"], 0, "{v:#}");
+    assert!(e.ok(&["logs", "polite"]).contains("got TERM"));
+
+    // --stop-signal and kill -s.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        "busybox:local",
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; while :; do sleep 0.1; done",
+    ]);
+    e.wait_for("usr1", 10, running);
+    std::thread::sleep(Duration::from_millis(300));
+    e.ok(&["stop", "usr1"]);
+    assert_eq!(e.inspect("usr1")["State"]["ExitCode"], 42);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "killme",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    e.wait_for("killme", 10, running);
+    e.ok(&["kill", "killme"]);
+    let v = e.wait_for("killme", 10, exited);
+    assert_eq!(v["State"]["ExitCode"], 137);
+    // `wait` prints the exit code.
+    assert_eq!(e.ok(&["wait", "killme"]).trim(), "137");
+}
+
+#[test]
+fn a_stopped_container_keeps_its_files_across_start() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    e.wait_for("keep", 10, running);
+    e.ok(&[
+        "exec",
+        "keep",
+        "sh",
+        "-c",
+        "echo kept > /data.txt && rm /etc/group",
+    ]);
+    e.ok(&["stop", "-t", "0", "keep"]);
+    assert!(exited(&e.inspect("keep")));
+    let ps = e.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=keep",
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert!(ps.starts_with("Exited (137)"), "{ps}");
+    assert_eq!(e.ok(&["ps", "-q"]).trim(), "");
+    e.ok(&["start", "keep"]);
+    e.wait_for("keep", 10, running);
+    assert_eq!(e.ok(&["exec", "keep", "cat", "/data.txt"]).trim(), "kept");
+    assert_eq!(
+        e.run(&["exec", "keep", "test", "-e", "/etc/group"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // restart too, and the image itself is untouched.
+    e.ok(&["restart", "-t", "0", "keep"]);
+    e.wait_for("keep", 10, running);
+    assert_eq!(e.ok(&["exec", "keep", "cat", "/data.txt"]).trim(), "kept");
+    let o = e.run(&["run", "--rm", "busybox:local", "cat", "/data.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn create_then_start_attached() {
+    let Some(e) = Env::new() else { return };
+    let id = e.ok(&[
+        "create",
+        "--name",
+        "twostep",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    let v = e.inspect("twostep");
+    assert_eq!(v["State"]["Status"], "created");
+    let ps = e.ok(&["ps", "-a", "--format", "{{.Names}}\t{{.Status}}"]);
+    assert!(ps.contains("twostep\tCreated"), "{ps}");
+    let o = e.run(&["start", "-a", "twostep"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+    assert_eq!(e.ok(&["wait", "twostep"]).trim(), "4");
+}
+
+#[test]
+fn on_failure_restarts_exactly_n_times_and_always_restarts_until_stopped() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo attempt; exit 1",
+    ]);
+    let v = e.wait_for("flaky", 30, |v| exited(v) && v["RestartCount"] == 2);
+    assert_eq!(v["State"]["ExitCode"], 1);
+    // It stays exited: no third restart.
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = e.inspect("flaky");
+    assert!(exited(&v) && v["RestartCount"] == 2, "{v:#}");
+    assert_eq!(e.ok(&["logs", "flaky"]).matches("attempt").count(), 3);
+
+    // on-failure does not restart after a clean exit.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "clean",
+        "--restart",
+        "on-failure",
+        "busybox:local",
+        "true",
+    ]);
+    e.wait_for("clean", 10, exited);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(e.inspect("clean")["RestartCount"], 0);
+
+    // always restarts after any exit; stop ends that.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo up; exit 0",
+    ]);
+    e.wait_for("again", 30, |v| v["RestartCount"].as_u64() >= Some(2));
+    e.ok(&["stop", "-t", "1", "again"]);
+    let v = e.wait_for("again", 10, exited);
+    let count = v["RestartCount"].clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = e.inspect("again");
+    assert!(exited(&v), "{v:#}");
+    assert_eq!(v["RestartCount"], count, "restarted after stop");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "always");
+}
+
+#[test]
+fn detached_containers_outlive_the_cli_and_a_dead_monitor_is_reported() {
+    let Some(e) = Env::new() else { return };
+    // Killing an attached `kiln run` does not stop its container.
+    let mut cli = e
+        .command(&["run", "--name", "fg", "busybox:local", "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kiln run");
+    e.wait_for("fg", 10, running);
+    cli.kill().expect("kill CLI");
+    cli.wait().expect("reap CLI");
+    std::thread::sleep(Duration::from_millis(300));
+    let v = e.inspect("fg");
+    assert!(running(&v), "{v:#}");
+    assert!(alive(v["State"]["Pid"].as_i64().unwrap()));
+
+    // A monitor killed with SIGKILL takes its container down and `ps` says Dead, not Up.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--restart",
+        "always",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    let v = e.wait_for("svc", 10, running);
+    let id = v["Id"].as_str().unwrap().to_owned();
+    let pid = v["State"]["Pid"].as_i64().unwrap();
+    let monitor = e.state_file(&id)["monitor_pid"].as_i64().unwrap();
+    assert_ne!(monitor, pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill monitor");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "container outlived its monitor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = e.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=svc",
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert_eq!(st.trim(), "Dead");
+    assert_eq!(e.inspect("svc")["State"]["Status"], "dead");
+
+    // `system restore` brings back `always` containers (and leaves running ones alone).
+    let restored = e.ok(&["system", "restore"]);
+    assert_eq!(restored.trim(), "svc");
+    let v = e.wait_for("svc", 10, running);
+    assert_ne!(v["State"]["Pid"].as_i64().unwrap(), pid);
+    assert!(running(&e.inspect("fg")));
+}
+
+#[test]
+fn rm_refuses_a_running_container_and_rm_f_leaves_nothing_behind() {
+    let Some(e) = Env::new() else { return };
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "gone",
+        "-v",
+        "/scratch",
+        "-p",
+        "127.0.0.1::80",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    let id = id.trim().to_owned();
+    let v = e.wait_for("gone", 10, running);
+    let pid = v["State"]["Pid"].as_i64().unwrap();
+    let monitor = e.state_file(&id)["monitor_pid"].as_i64().unwrap();
+    let port = host_port(&v, "80/tcp");
+    let dir = e.root().join("containers").join(&id);
+    assert!(dir.is_dir());
+
+    let o = e.run(&["rm", "gone"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("running"), "{}", stderr(&o));
+    assert!(running(&e.inspect("gone")));
+
+    // The image is in use: rmi refuses it without -f.
+    let o = e.run(&["rmi", "busybox:local"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(&id[..12]), "{}", stderr(&o));
+
+    e.ok(&["rm", "-f", "gone"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) || alive(monitor) {
+        assert!(Instant::now() < deadline, "process left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.exists(), "container directory left behind");
+    assert_eq!(mounts_mentioning(&id), Vec::<String>::new());
+    assert_eq!(
+        mounts_mentioning(&e.root().display().to_string()),
+        Vec::<String>::new()
+    );
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert_eq!(e.ok(&["ps", "-aq"]).trim(), "");
+    let o = e.run(&["inspect", "gone"]);
+    assert_ne!(o.status.code(), Some(0));
+    // Now the image can go.
+    e.ok(&["rmi", "busybox:local"]);
+}
+
+#[test]
+fn logs_tail_follow_and_timestamps() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox:local",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2",
+    ]);
+    e.wait_for("talker", 10, exited);
+    let o = e.run(&["logs", "talker"]);
+    assert_eq!(stdout(&o), "line1\nline2\nline3\nline4\nline5\n");
+    assert_eq!(stderr(&o), "oops\n");
+    let o = e.run(&["logs", "--tail", "2", "talker"]);
+    assert_eq!(format!("{}{}", stdout(&o), stderr(&o)), "line5\noops\n");
+    let o = e.run(&["logs", "-t", "--tail", "1", "talker"]);
+    let line = stderr(&o);
+    let (ts, rest) = line.split_once(' ').expect("timestamp");
+    assert_eq!(rest, "oops\n");
+    assert!(
+        ts.starts_with("20") && ts.ends_with('Z') && ts.contains('T'),
+        "{ts}"
+    );
+
+    // The log file is Docker's json-file format.
+    let id = e.inspect("talker")["Id"].as_str().unwrap().to_owned();
+    let log = std::fs::read_to_string(e.root().join("containers").join(id).join("log.json"))
+        .expect("log.json");
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["log"], "line1\n");
+    assert_eq!(first["stream"], "stdout");
+    assert!(first["time"].is_string());
+
+    // -f follows a running container until it exits.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox:local",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
+    ]);
+    let o = e.run(&["logs", "-f", "ticker"]);
+    assert_eq!(stdout(&o), "tick1\ntick2\ntick3\n");
+    assert!(exited(&e.inspect("ticker")));
+}
+
+#[test]
+fn ps_filters_formats_names_and_prune() {
+    let Some(e) = Env::new() else { return };
+    let auto = e.ok(&["run", "-d", "busybox:local", "sleep", "1000"]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "done1",
+        "--label",
+        "team=a",
+        "busybox:local",
+        "true",
+    ]);
+    e.wait_for("done1", 10, exited);
+    let name = e.inspect(auto.trim())["Name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_owned();
+    let (adj, who) = name.split_once('_').expect("adjective_surname");
+    assert!(
+        !adj.is_empty()
+            && !who.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+        "{name}"
+    );
+
+    let ps = e.ok(&["ps"]);
+    let header = ps.lines().next().unwrap();
+    for col in [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(ps.contains(&name) && !ps.contains("done1"), "{ps}");
+    let all = e.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let mut names: Vec<&str> = all.lines().collect();
+    names.sort();
+    let mut want = vec![name.as_str(), "done1"];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(
+        e.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "status=exited",
+            "--format",
+            "{{.Names}}"
+        ])
+        .trim(),
+        "done1"
+    );
+    assert_eq!(
+        e.ok(&["ps", "-a", "--filter", "label=team=a", "-q"])
+            .trim()
+            .len(),
+        12
+    );
+    assert_eq!(e.ok(&["ps", "-q", "--no-trunc"]).trim(), auto.trim(),);
+    let json = e.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=done1",
+        "--format",
+        "{{json .}}",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("ps json");
+    assert_eq!(v["Names"], "done1");
+    assert_eq!(v["Image"], "busybox:local");
+
+    // A name is unique.
+    let o = e.run(&["run", "-d", "--name", "done1", "busybox:local", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+
+    // prune removes stopped containers only.
+    let out = e.ok(&["container", "prune", "-f"]);
+    assert!(
+        out.contains("Total reclaimed space") || out.contains("Deleted"),
+        "{out}"
+    );
+    assert_eq!(e.ok(&["ps", "-aq", "--no-trunc"]).trim(), auto.trim());
+}
+
+#[test]
+fn volumes_and_bind_mounts() {
+    let Some(e) = Env::new() else { return };
+    // A named volume outlives its container.
+    e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "store1:/data",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo persisted > /data/f",
+    ]);
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "store1:/data",
+            "busybox:local",
+            "cat",
+            "/data/f"
+        ])
+        .trim(),
+        "persisted"
+    );
+    assert!(e.root().join("volumes/store1/_data/f").is_file());
+
+    // Bind mounts, read-only ones refusing writes.
+    let host = e.dir().join("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "from host").unwrap();
+    let bind = format!("{}:/mnt", host.display());
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            "busybox:local",
+            "sh",
+            "-c",
+            "cat /mnt/in.txt; echo back > /mnt/out.txt"
+        ]),
+        "from host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
+        "back\n"
+    );
+    let ro = format!("{}:/mnt:ro", host.display());
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo x > /mnt/no.txt",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!host.join("no.txt").exists());
+    let m = format!("type=bind,source={},target=/m,readonly", host.display());
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "--mount",
+            &m,
+            "busybox:local",
+            "cat",
+            "/m/in.txt"
+        ]),
+        "from host"
+    );
+    // A relative host path is not a volume name and is refused, as Docker does.
+    let o = e.run(&["run", "--rm", "-v", "./rel:/x", "busybox:local", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stdout(&o));
+
+    // inspect shows the mounts.
+    e.ok(&[
+        "create",
+        "--name",
+        "withvol",
+        "-v",
+        "store1:/data",
+        "-v",
+        &ro,
+        "busybox:local",
+    ]);
+    let mounts = e.inspect("withvol")["Mounts"].clone();
+    let mounts = mounts.as_array().expect("Mounts");
+    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    assert!(mounts.iter().any(|m| m["Type"] == "volume"
+        && m["Name"] == "store1"
+        && m["Destination"] == "/data"
+        && m["RW"] == true));
+    assert!(mounts
+        .iter()
+        .any(|m| m["Type"] == "bind" && m["Destination"] == "/mnt" && m["RW"] == false));
+}
+
+#[test]
+fn networks_private_host_and_none() {
+    let Some(e) = Env::new() else { return };
+    let private = e.ok(&["run", "--rm", "busybox:local", "ls", "/sys/class/net"]);
+    assert_eq!(private.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    let none = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox:local",
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert_eq!(none.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    // host: the host's interfaces, and a server on the host's loopback is reachable.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(b"hello from the host\n").unwrap();
+    });
+    let port_s = port.to_string();
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox:local",
+        "nc",
+        "127.0.0.1",
+        &port_s,
+    ]);
+    assert_eq!(out, "hello from the host\n");
+    server.join().unwrap();
+    // The private network cannot reach the host's loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "busybox:local",
+        "nc",
+        "-w",
+        "1",
+        "127.0.0.1",
+        &port,
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    drop(listener);
+}
+
+#[test]
+fn init_reaps_and_forwards_signals() {
+    let Some(e) = Env::new() else { return };
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox:local",
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(out.starts_with("init "), "{out}");
+    // Under --init a plain `sleep` gets SIGTERM from stop and dies at once with 143.
+    e.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "inited",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    e.wait_for("inited", 10, running);
+    e.ok(&["stop", "-t", "60", "inited"]);
+    let v = e.inspect("inited");
+    assert_eq!(v["State"]["ExitCode"], 143, "{v:#}");
+    assert_eq!(v["Init"], true);
+}
+
+/// Reads a child's output into a shared buffer, so the test can wait for text to appear.
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            b.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buf
+}
+
+fn wait_text(buf: &Arc<Mutex<Vec<u8>>>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {needle:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kiln <args>` under `script`, which gives it a real terminal of 40 rows and 100 columns.
+fn in_terminal(e: &Env, args: &str) -> std::process::Child {
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let cmd = format!("stty rows 40 cols 100; exec {kiln} {args}");
+    Command::new("script")
+        .args(["-q", "-f", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(e.dir())
+        .env("KILN_ROOT", e.root())
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)")
+}
+
+#[test]
+fn interactive_terminal_detach_and_attach() {
+    let Some(e) = Env::new() else { return };
+    let mut term = in_terminal(&e, "run -it --name tty1 busybox:local sh");
+    let mut input = term.stdin.take().unwrap();
+    let out = collect(term.stdout.take().unwrap());
+    input
+        .write_all(b"echo sum=$((40+2)); tty; stty size\n")
+        .unwrap();
+    wait_text(&out, "sum=42");
+    wait_text(&out, "/dev/pts/0");
+    wait_text(&out, "40 100");
+    // Ctrl-P Ctrl-Q detaches; the container keeps running.
+    input.write_all(&[0x10, 0x11]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while term.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "CLI did not detach");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v = e.inspect("tty1");
+    assert!(running(&v), "{v:#}");
+    assert_eq!(v["Config"]["Tty"], true);
+    assert!(e.ok(&["ps", "--format", "{{.Names}}"]).contains("tty1"));
+
+    // exec -it gets a terminal of its own in the same container.
+    let mut ex = in_terminal(&e, "exec -it tty1 sh");
+    let mut ex_in = ex.stdin.take().unwrap();
+    let ex_out = collect(ex.stdout.take().unwrap());
+    ex_in
+        .write_all(b"echo exec-$((6*7)); tty; exit 3\n")
+        .unwrap();
+    wait_text(&ex_out, "exec-42");
+    wait_text(&ex_out, "/dev/pts/1");
+    assert_eq!(ex.wait().unwrap().code(), Some(3));
+
+    // attach reconnects to the shell; `exit` ends the container and the CLI with its code.
+    let mut at = in_terminal(&e, "attach tty1");
+    let mut at_in = at.stdin.take().unwrap();
+    let at_out = collect(at.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    at_in.write_all(b"echo back-$((1+1))\n").unwrap();
+    wait_text(&at_out, "back-2");
+    at_in.write_all(b"exit 5\n").unwrap();
+    assert_eq!(at.wait().unwrap().code(), Some(5));
+    let v = e.wait_for("tty1", 10, exited);
+    assert_eq!(v["State"]["ExitCode"], 5);
+}
+
+#[test]
+fn interactive_stdin_without_a_terminal() {
+    let Some(e) = Env::new() else { return };
+    let mut child = e
+        .command(&[
+            "run",
+            "-i",
+            "--rm",
+            "busybox:local",
+            "sh",
+            "-c",
+            "tr a-z A-Z; exit 9",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln run -i");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped through\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "PIPED THROUGH\n", "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(9));
+}
