@@ -470,7 +470,18 @@ fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
         };
     }
     match start_attached(root, &c, a.interactive) {
-        Ok(code) => code,
+        Ok(code) => {
+            // With --rm, return once the monitor has removed the container (as `docker run
+            // --rm` does), unless the user detached and it still runs.
+            if c.config.auto_remove {
+                if let Ok(now) = Container::load(&c.dir) {
+                    if !now.is_running() {
+                        ops::wait_monitor_gone(&now, std::time::Duration::from_secs(10));
+                    }
+                }
+            }
+            code
+        }
         Err(StartError { code, message }) => {
             eprintln!("kiln: {message}");
             cleanup_failed(root, &c);
@@ -506,7 +517,10 @@ impl From<ContainerError> for StartError {
 
 /// Starts the monitor process for `c`; returns its readiness pipe.
 fn spawn_monitor(root: &Path, c: &Container, wait_attach: bool) -> Result<File, StartError> {
-    if kiln::container::monitor_alive(&c.dir) {
+    // A container that has just exited may still have its monitor recording that.
+    let settled = c.is_running()
+        || kiln::container::ops::wait_monitor_gone(c, std::time::Duration::from_secs(5));
+    if !settled || kiln::container::monitor_alive(&c.dir) {
         return Err(StartError {
             code: EXIT_TOOL,
             message: format!("container {} is already running", c.config.name),

@@ -237,19 +237,23 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
         state.pid_start = 0;
         state.exit_code = code;
         state.finished_at = super::now();
+        let again = start_error.is_none()
+            && cfg
+                .restart
+                .should_restart(code, state.restart_count, stop_requested);
+        if !again {
+            // Recorded before the clients hear of the exit: a CLI that then looks at the
+            // container must see it exited.
+            state.status = Status::Exited;
+            super::write_state(&dir, &state)?;
+        }
         for mut cl in clients.drain(..) {
             if let Some(e) = &start_error {
                 let _ = Frame::Error(e.clone()).write_to(&mut cl.sock);
             }
             let _ = Frame::Exit(code).write_to(&mut cl.sock);
         }
-        let again = start_error.is_none()
-            && cfg
-                .restart
-                .should_restart(code, state.restart_count, stop_requested);
         if !again {
-            state.status = Status::Exited;
-            super::write_state(&dir, &state)?;
             break;
         }
         if started_at.elapsed() >= BACKOFF_RESET {

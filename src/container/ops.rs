@@ -435,7 +435,11 @@ pub fn stop(c: &Container, timeout: Option<u32>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = Container::load(&c.dir)?;
-        if !now.is_running() {
+        // Stopped once its monitor, told not to restart it, has finished and gone: a
+        // `start` right after `stop` must not find the old monitor still winding down.
+        if !now.is_running()
+            && wait_monitor_gone(c, deadline.saturating_duration_since(Instant::now()))
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
