@@ -666,9 +666,10 @@ fn start_pasta(dir: &Path, pid: libc::pid_t) {
             .stderr(std::process::Stdio::null())
             .status()
     });
-    let _ = nix::mount::umount2(&nsfile, nix::mount::MntFlags::MNT_DETACH);
-    let _ = fs::remove_file(&nsfile);
+    // pasta goes on using that path after it has put itself in the background: the bind
+    // mount stays until the container ends (`stop_pasta`).
     if !matches!(status, Some(Ok(s)) if s.success()) {
+        release_netns_file(dir);
         let _ = fs::write(
             dir.join("monitor.err"),
             "pasta could not be started; the container has no outbound network\n",
@@ -685,6 +686,15 @@ fn stop_pasta(dir: &Path) {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
         let _ = fs::remove_file(&pidfile);
+    }
+    release_netns_file(dir);
+}
+
+fn release_netns_file(dir: &Path) {
+    let nsfile = dir.join("netns");
+    if nsfile.exists() {
+        let _ = nix::mount::umount2(&nsfile, nix::mount::MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&nsfile);
     }
 }
 

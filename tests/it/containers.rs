@@ -131,6 +131,16 @@ impl Drop for Env {
     }
 }
 
+/// A child process killed (and reaped) when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn running(v: &serde_json::Value) -> bool {
     v["State"]["Running"] == true
 }
@@ -578,16 +588,17 @@ fn on_failure_restarts_exactly_n_times_and_always_restarts_until_stopped() {
 fn detached_containers_outlive_the_cli_and_a_dead_monitor_is_reported() {
     let Some(e) = Env::new() else { return };
     // Killing an attached `kiln run` does not stop its container.
-    let mut cli = e
-        .command(&["run", "--name", "fg", "busybox:local", "sleep", "1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kiln run");
+    let mut cli = KillOnDrop(
+        e.command(&["run", "--name", "fg", "busybox:local", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln run"),
+    );
     e.wait_for("fg", 10, running);
-    cli.kill().expect("kill CLI");
-    cli.wait().expect("reap CLI");
+    cli.0.kill().expect("kill CLI");
+    cli.0.wait().expect("reap CLI");
     std::thread::sleep(Duration::from_millis(300));
     let v = e.inspect("fg");
     assert!(running(&v), "{v:#}");
@@ -998,6 +1009,45 @@ fn networks_private_host_and_none() {
 }
 
 #[test]
+fn pasta_gives_a_private_network_outbound_access() {
+    let Some(e) = Env::new() else { return };
+    if super::util::find_tool("pasta").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install passt");
+        println!("skipped: pasta is not installed (apt-get install passt)");
+        return;
+    }
+    // pasta maps the container's gateway address to the host's loopback: a server on
+    // 127.0.0.1 is reachable there, through the container's own eth0.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(b"hello through pasta\n").unwrap();
+    });
+    let script = format!(
+        "ip -4 addr show eth0 | grep -q 'inet ' || echo no-eth0; \
+         gw=$(ip route | awk '/default/ {{print $3}}'); timeout 10 nc $gw {port} </dev/null"
+    );
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "pasta",
+        "busybox:local",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(out, "hello through pasta\n");
+    server.join().unwrap();
+    // Nothing of pasta is left: no bind mount of the namespace, no process.
+    assert_eq!(
+        mounts_mentioning(&e.root().display().to_string()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn init_reaps_and_forwards_signals() {
     let Some(e) = Env::new() else { return };
     let out = e.ok(&[
@@ -1060,10 +1110,10 @@ fn wait_text(buf: &Arc<Mutex<Vec<u8>>>, needle: &str) {
 }
 
 /// `kiln <args>` under `script`, which gives it a real terminal of 40 rows and 100 columns.
-fn in_terminal(e: &Env, args: &str) -> std::process::Child {
+fn in_terminal(e: &Env, args: &str) -> KillOnDrop {
     let kiln = env!("CARGO_BIN_EXE_kiln");
     let cmd = format!("stty rows 40 cols 100; exec {kiln} {args}");
-    Command::new("script")
+    let child = Command::new("script")
         .args(["-q", "-f", "-e", "-c", &cmd, "/dev/null"])
         .current_dir(e.dir())
         .env("KILN_ROOT", e.root())
@@ -1072,15 +1122,16 @@ fn in_terminal(e: &Env, args: &str) -> std::process::Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("script (util-linux)")
+        .expect("script (util-linux)");
+    KillOnDrop(child)
 }
 
 #[test]
 fn interactive_terminal_detach_and_attach() {
     let Some(e) = Env::new() else { return };
     let mut term = in_terminal(&e, "run -it --name tty1 busybox:local sh");
-    let mut input = term.stdin.take().unwrap();
-    let out = collect(term.stdout.take().unwrap());
+    let mut input = term.0.stdin.take().unwrap();
+    let out = collect(term.0.stdout.take().unwrap());
     input
         .write_all(b"echo sum=$((40+2)); tty; stty size\n")
         .unwrap();
@@ -1090,7 +1141,7 @@ fn interactive_terminal_detach_and_attach() {
     // Ctrl-P Ctrl-Q detaches; the container keeps running.
     input.write_all(&[0x10, 0x11]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while term.try_wait().unwrap().is_none() {
+    while term.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "CLI did not detach");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1101,24 +1152,24 @@ fn interactive_terminal_detach_and_attach() {
 
     // exec -it gets a terminal of its own in the same container.
     let mut ex = in_terminal(&e, "exec -it tty1 sh");
-    let mut ex_in = ex.stdin.take().unwrap();
-    let ex_out = collect(ex.stdout.take().unwrap());
+    let mut ex_in = ex.0.stdin.take().unwrap();
+    let ex_out = collect(ex.0.stdout.take().unwrap());
     ex_in
         .write_all(b"echo exec-$((6*7)); tty; exit 3\n")
         .unwrap();
     wait_text(&ex_out, "exec-42");
     wait_text(&ex_out, "/dev/pts/1");
-    assert_eq!(ex.wait().unwrap().code(), Some(3));
+    assert_eq!(ex.0.wait().unwrap().code(), Some(3));
 
     // attach reconnects to the shell; `exit` ends the container and the CLI with its code.
     let mut at = in_terminal(&e, "attach tty1");
-    let mut at_in = at.stdin.take().unwrap();
-    let at_out = collect(at.stdout.take().unwrap());
+    let mut at_in = at.0.stdin.take().unwrap();
+    let at_out = collect(at.0.stdout.take().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     at_in.write_all(b"echo back-$((1+1))\n").unwrap();
     wait_text(&at_out, "back-2");
     at_in.write_all(b"exit 5\n").unwrap();
-    assert_eq!(at.wait().unwrap().code(), Some(5));
+    assert_eq!(at.0.wait().unwrap().code(), Some(5));
     let v = e.wait_for("tty1", 10, exited);
     assert_eq!(v["State"]["ExitCode"], 5);
 }
