@@ -7,6 +7,7 @@
 //! error.
 
 pub mod explain;
+pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
