@@ -671,9 +671,9 @@ impl Builder<'_> {
             .filter(|(stage, key)| stages.contains(stage) && seen.insert(key.clone()))
             .filter_map(|(_, key)| self.cache.get(&key))
             .collect();
-        let artifact = CacheArtifact::new(&records, to.mode())?;
         let sink = to.sink()?;
-        let report = transfer::export(self.store, &artifact, &*sink)?;
+        let artifact = CacheArtifact::new(self.store, &records, to.mode(), &*sink)?;
+        let report = transfer::export(&artifact, &*sink)?;
         tracing::info!(
             cache = %sink.describe(),
             records = report.records,

@@ -27,7 +27,7 @@
 
 pub mod local;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{CacheIndex, CacheRecord, LayerRef, CACHE_VERSION};
 use crate::image::config::{self, MEDIA_TYPE_LAYER, MEDIA_TYPE_MANIFEST};
-use crate::image::Digest;
-use crate::store::Store;
+use crate::image::{Digest, Sha256Writer};
+use crate::store::{fsutil, Lease, Store};
 
 /// `artifactType` of a kiln cache manifest.
 pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1";
@@ -291,11 +291,13 @@ pub trait CacheSource: Send + Sync {
 pub struct ExportedLayer {
     /// Digest of the uncompressed tar.
     pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub diff_size: u64,
     /// Digest of the blob carrying it in the artifact.
     pub digest: Digest,
     /// Size of that blob.
     pub size: u64,
-    /// Media type of that blob.
+    /// Media type of that blob ([`MEDIA_TYPE_LAYER_GZIP`] or [`MEDIA_TYPE_LAYER`]).
     pub media_type: String,
 }
 
@@ -326,9 +328,9 @@ pub struct RecordsDoc {
     pub records: Vec<ExportedRecord>,
 }
 
-/// A whole cache export in memory: the small documents' bytes, and descriptors of the
-/// layer blobs (read from the store when sent).
-#[derive(Debug, Clone)]
+/// A whole cache export in memory: the small documents' bytes, and the layer blobs (gzip
+/// files staged in the store's `tmp/`, or known to be at the destination already).
+#[derive(Debug)]
 pub struct CacheArtifact {
     /// The manifest's bytes (canonical JSON).
     pub manifest: Vec<u8>,
@@ -338,9 +340,17 @@ pub struct CacheArtifact {
     pub config: (Vec<u8>, BlobDesc),
     /// The records blob's bytes and descriptor.
     pub records: (Vec<u8>, BlobDesc),
-    /// The layer blobs, in manifest order (stored in the store under their digest).
+    /// The layer blobs, in manifest order.
     pub layers: Vec<BlobDesc>,
+    /// The compressed layers the destination lacked, staged under the store's `tmp/`
+    /// (removed when the artifact is dropped).
+    staged: HashMap<Digest, fsutil::TempPath>,
+    /// Keeps garbage collection off the staged files.
+    _lease: Lease,
 }
+
+/// Media type of a gzip-compressed layer.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 fn desc_of(bytes: &[u8], media_type: &str) -> BlobDesc {
     BlobDesc {
@@ -354,28 +364,123 @@ fn encode_err(what: &str) -> impl Fn(config::ConfigError) -> TransferError + '_ 
     move |e| TransferError(format!("encoding the cache {what}: {e}"))
 }
 
+/// What a diffID compressed to last time (`<root>/cache/compressed-v1/<hex>.gzip.json`), so
+/// a layer the destination already has is not compressed again.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompressedMemo {
+    diff_id: Digest,
+    digest: Digest,
+    size: u64,
+}
+
+fn memo_path(store: &Store, diff_id: &Digest) -> std::path::PathBuf {
+    store
+        .root()
+        .join("cache")
+        .join("compressed-v1")
+        .join(format!("{}.gzip.json", diff_id.hex()))
+}
+
+fn read_memo(store: &Store, diff_id: &Digest) -> Option<BlobDesc> {
+    let bytes = std::fs::read(memo_path(store, diff_id)).ok()?;
+    let memo: CompressedMemo = serde_json::from_slice(&bytes).ok()?;
+    (memo.diff_id == *diff_id).then(|| BlobDesc {
+        digest: memo.digest,
+        size: memo.size,
+        media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
+    })
+}
+
+fn write_memo(store: &Store, diff_id: &Digest, desc: &BlobDesc) {
+    let path = memo_path(store, diff_id);
+    let memo = CompressedMemo {
+        diff_id: diff_id.clone(),
+        digest: desc.digest.clone(),
+        size: desc.size,
+    };
+    let ok = path.parent().is_some_and(|dir| {
+        std::fs::create_dir_all(dir).is_ok()
+            && serde_json::to_vec(&memo)
+                .is_ok_and(|b| fsutil::write_atomic(dir, &path, &b, 0o600).is_ok())
+    });
+    if !ok {
+        tracing::warn!(path = %path.display(), "cannot record a compressed layer digest");
+    }
+}
+
+/// Compresses the store's layer `diff_id` into a temp file under the store's `tmp/`.
+fn compress_layer(
+    store: &Store,
+    diff_id: &Digest,
+) -> Result<(BlobDesc, fsutil::TempPath), TransferError> {
+    let err = |e: String| TransferError(format!("compressing layer {diff_id}: {e}"));
+    let mut src =
+        std::io::BufReader::new(store.open_blob(diff_id).map_err(|e| err(e.to_string()))?);
+    let (tmp, file) =
+        fsutil::create_temp_file(&store.tmp_dir(), "cache-gz").map_err(|e| err(e.to_string()))?;
+    let guard = fsutil::TempPath::new(tmp);
+    let hashed = Sha256Writer::new(std::io::BufWriter::new(file));
+    let mut gz = flate2::write::GzEncoder::new(hashed, flate2::Compression::default());
+    std::io::copy(&mut src, &mut gz).map_err(|e| err(e.to_string()))?;
+    let hashed = gz.finish().map_err(|e| err(e.to_string()))?;
+    let (buffered, digest, size) = hashed.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| err(e.into_error().to_string()))?;
+    file.sync_all().map_err(|e| err(e.to_string()))?;
+    let desc = BlobDesc {
+        digest,
+        size,
+        media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
+    };
+    Ok((desc, guard))
+}
+
 impl CacheArtifact {
-    /// The artifact for `records` (layers uncompressed, as the store holds them).
-    pub fn new(records: &[CacheRecord], mode: CacheMode) -> Result<CacheArtifact, TransferError> {
+    /// The artifact for `records`, to be written to `sink`. Layers are gzip-compressed;
+    /// one the sink already holds (by the digest it compressed to last time) is not
+    /// compressed again.
+    pub fn new(
+        store: &Store,
+        records: &[CacheRecord],
+        mode: CacheMode,
+        sink: &dyn CacheSink,
+    ) -> Result<CacheArtifact, TransferError> {
+        let lease = store
+            .lease()
+            .map_err(|e| TransferError(format!("exporting the cache: {e}")))?;
         let mut layers = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut by_diff: HashMap<Digest, BlobDesc> = HashMap::new();
+        let mut staged = HashMap::new();
         let mut exported = Vec::new();
         for rec in records {
             let mut ls = Vec::new();
             for l in &rec.layers {
-                let blob = BlobDesc {
-                    digest: l.diff_id.clone(),
-                    size: l.size,
-                    media_type: MEDIA_TYPE_LAYER.to_string(),
-                };
-                if seen.insert(l.diff_id.clone()) {
+                if !by_diff.contains_key(&l.diff_id) {
+                    let known = match read_memo(store, &l.diff_id) {
+                        Some(d) if sink.has_blob(&d)? => Some(d),
+                        _ => None,
+                    };
+                    let blob = match known {
+                        Some(d) => d,
+                        None => {
+                            let (d, file) = compress_layer(store, &l.diff_id)?;
+                            write_memo(store, &l.diff_id, &d);
+                            staged.insert(d.digest.clone(), file);
+                            d
+                        }
+                    };
                     layers.push(blob.clone());
+                    by_diff.insert(l.diff_id.clone(), blob);
                 }
+                let blob = &by_diff[&l.diff_id];
                 ls.push(ExportedLayer {
                     diff_id: l.diff_id.clone(),
-                    digest: blob.digest,
+                    diff_size: l.size,
+                    digest: blob.digest.clone(),
                     size: blob.size,
-                    media_type: blob.media_type,
+                    media_type: blob.media_type.clone(),
                 });
             }
             exported.push(ExportedRecord {
@@ -417,7 +522,30 @@ impl CacheArtifact {
             config: (config_bytes, config_desc),
             records: (records_bytes, records_desc),
             layers,
+            staged,
+            _lease: lease,
         })
+    }
+
+    /// The bytes of one of its blobs, to send (config, records or a layer).
+    pub fn open_blob(&self, desc: &BlobDesc) -> Result<Box<dyn Read + '_>, TransferError> {
+        for (bytes, d) in [&self.config, &self.records] {
+            if d.digest == desc.digest {
+                return Ok(Box::new(&bytes[..]));
+            }
+        }
+        if desc.digest == self.manifest_desc.digest {
+            return Ok(Box::new(&self.manifest[..]));
+        }
+        let staged = self.staged.get(&desc.digest).ok_or_else(|| {
+            TransferError(format!(
+                "blob {} is not staged for export (the destination had it)",
+                desc.digest
+            ))
+        })?;
+        let f = std::fs::File::open(staged.path())
+            .map_err(|e| TransferError(format!("{}: {e}", staged.path().display())))?;
+        Ok(Box::new(std::io::BufReader::new(f)))
     }
 }
 
@@ -432,39 +560,21 @@ pub struct ExportReport {
     pub skipped: usize,
 }
 
-/// Writes `artifact` to `sink`: every blob the sink lacks (layers read from `store`), then
-/// the manifest.
+/// Writes `artifact` to `sink`: every blob the sink lacks, then the manifest.
 pub fn export(
-    store: &Store,
     artifact: &CacheArtifact,
     sink: &dyn CacheSink,
 ) -> Result<ExportReport, TransferError> {
     let mut report = ExportReport::default();
-    let name = sink.describe();
-    let small = [&artifact.config, &artifact.records];
-    for (bytes, desc) in small {
-        if sink.has_blob(desc)? {
-            report.skipped += 1;
-        } else {
-            sink.put_blob(desc, &mut &bytes[..])?;
-            report.written += 1;
-        }
-    }
-    let _lease = store
-        .lease()
-        .map_err(|e| TransferError(format!("exporting the cache to {name}: {e}")))?;
-    for desc in &artifact.layers {
+    let blobs = [&artifact.config.1, &artifact.records.1]
+        .into_iter()
+        .chain(&artifact.layers);
+    for desc in blobs {
         if sink.has_blob(desc)? {
             report.skipped += 1;
             continue;
         }
-        let mut f = store.open_blob(&desc.digest).map_err(|e| {
-            TransferError(format!(
-                "exporting the cache to {name}: layer {}: {e}",
-                desc.digest
-            ))
-        })?;
-        sink.put_blob(desc, &mut f)?;
+        sink.put_blob(desc, &mut artifact.open_blob(desc)?)?;
         report.written += 1;
     }
     sink.put_manifest(&artifact.manifest, &artifact.manifest_desc)?;
@@ -678,6 +788,72 @@ impl ImportedCache {
     }
 }
 
+/// Counts and hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Fetches one layer from `source` into the store: the blob's bytes are checked against
+/// its digest and size, and the uncompressed tar against its diffID and size, before
+/// anything is kept.
+fn fetch_layer(
+    store: &Store,
+    source: &dyn CacheSource,
+    l: &ExportedLayer,
+) -> Result<(), TransferError> {
+    let desc = BlobDesc {
+        digest: l.digest.clone(),
+        size: l.size,
+        media_type: l.media_type.clone(),
+    };
+    let refuse = |e: String| TransferError(format!("{e}: refusing it"));
+    let mut hashed = HashingReader {
+        inner: source.open_blob(&desc)?.take(l.size.saturating_add(1)),
+        hasher: sha2::Sha256::default(),
+        count: 0,
+    };
+    match l.media_type.as_str() {
+        MEDIA_TYPE_LAYER if l.digest == l.diff_id && l.size == l.diff_size => store
+            .put_blob_sized(&mut hashed, &l.diff_id, l.diff_size)
+            .map_err(|e| refuse(e.to_string()))?,
+        MEDIA_TYPE_LAYER_GZIP => {
+            let mut gz = flate2::read::GzDecoder::new(&mut hashed);
+            store
+                .put_blob_sized(&mut gz, &l.diff_id, l.diff_size)
+                .map_err(|e| refuse(e.to_string()))?;
+            // The tar is right (its diffID checked out); the blob must be too, to the end.
+            std::io::copy(&mut hashed, &mut std::io::sink())
+                .map_err(|e| TransferError(e.to_string()))?;
+        }
+        other => {
+            return Err(TransferError(format!(
+                "media type {other} (with diffID {}), which kiln does not import",
+                l.diff_id
+            )))
+        }
+    }
+    let digest = Digest::from_hasher(hashed.hasher);
+    if digest != l.digest || hashed.count != l.size {
+        return Err(refuse(format!(
+            "the blob does not match its digest (got {digest} of {} bytes, expected {} bytes)",
+            hashed.count, l.size
+        )));
+    }
+    Ok(())
+}
+
 fn import_record(
     store: &Store,
     local: &CacheIndex,
@@ -689,27 +865,14 @@ fn import_record(
     let _lease = store.lease().map_err(|e| err(e.to_string()))?;
     let mut layers = Vec::new();
     for l in &rec.layers {
-        if l.media_type != MEDIA_TYPE_LAYER || l.digest != l.diff_id {
-            return Err(err(format!(
-                "layer {} has media type {}, which kiln does not import yet",
-                l.digest, l.media_type
-            )));
-        }
         if !store.has_blob(&l.diff_id) {
-            let desc = BlobDesc {
-                digest: l.digest.clone(),
-                size: l.size,
-                media_type: l.media_type.clone(),
-            };
-            let reader = src.source.open_blob(&desc)?;
-            store
-                .put_blob_sized(reader, &l.diff_id, l.size)
-                .map_err(|e| err(format!("layer {}: {e}: refusing it", l.digest)))?;
+            fetch_layer(store, &*src.source, l)
+                .map_err(|e| err(format!("layer {}: {e}", l.digest)))?;
             tracing::debug!(layer = %l.digest, cache = %name, "imported a cached layer");
         }
         layers.push(LayerRef {
             diff_id: l.diff_id.clone(),
-            size: l.size,
+            size: l.diff_size,
         });
     }
     let record = CacheRecord {

@@ -222,13 +222,19 @@ mod tests {
             config: serde_json::json!({"architecture": "amd64"}),
             inputs: [("instruction".to_string(), "RUN x".to_string())].into(),
         };
-        let art = CacheArtifact::new(std::slice::from_ref(&rec), CacheMode::Max).unwrap();
         let out = dir.path().join("cache");
         let sink = LocalLayout::new(&out, DEFAULT_TAG);
-        let r = export(&store, &art, &sink).unwrap();
+        let art =
+            CacheArtifact::new(&store, std::slice::from_ref(&rec), CacheMode::Max, &sink).unwrap();
+        assert_eq!(art.layers[0].media_type, MEDIA_TYPE_LAYER_GZIP);
+        let r = export(&art, &sink).unwrap();
         assert_eq!((r.records, r.written, r.skipped), (1, 3, 0));
-        // Again: nothing rewritten.
-        let r = export(&store, &art, &sink).unwrap();
+        drop(art);
+        // Again: nothing compressed or rewritten.
+        let art =
+            CacheArtifact::new(&store, std::slice::from_ref(&rec), CacheMode::Max, &sink).unwrap();
+        assert!(art.staged.is_empty());
+        let r = export(&art, &sink).unwrap();
         assert_eq!((r.written, r.skipped), (0, 3));
         let m = oci_spec::image::ImageIndex::from_file(out.join("index.json")).unwrap();
         assert_eq!(m.manifests().len(), 1);
@@ -251,9 +257,11 @@ mod tests {
 
         // A tampered layer is refused and nothing of it is stored.
         let (_d3, third) = temp_store();
-        let path = out.join("blobs/sha256").join(diff_id.hex());
+        let gz = &art.layers[0].digest;
+        let path = out.join("blobs/sha256").join(gz.hex());
         let mut bytes = fs::read(&path).unwrap();
-        bytes[600] ^= 1;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
         fs::write(&path, &bytes).unwrap();
         let local3 = crate::cache::CacheIndex::open(&third);
         assert!(imported
