@@ -3,7 +3,8 @@
 //! `org.opencontainers.image.ref.name`.
 //!
 //! Every file is written to a temp name in its final directory, fsynced and renamed;
-//! `index.json` is replaced last, so a reader sees the previous export or the new one,
+//! `index.json` is replaced last (under a `flock` of the directory, so concurrent exports
+//! do not lose each other's tags), so a reader sees the previous export or the new one,
 //! never a manifest whose blobs are missing. Blobs already present (right name and size)
 //! are not rewritten.
 
@@ -58,6 +59,18 @@ impl LocalLayout {
         path: &'a Path,
     ) -> impl Fn(io::Error) -> TransferError + 'a {
         move |e| self.err(format!("{what} {}: {e}", path.display()))
+    }
+
+    /// An exclusive `flock` on the directory itself (no lock file in the layout).
+    fn lock_dir(&self) -> Result<nix::fcntl::Flock<File>, TransferError> {
+        let mut dir = File::open(&self.dir).map_err(self.io_err("open", &self.dir))?;
+        loop {
+            match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(lock),
+                Err((d, nix::errno::Errno::EINTR)) => dir = d,
+                Err((_, e)) => return Err(self.io_err("lock", &self.dir)(e.into())),
+            }
+        }
     }
 
     /// Writes `bytes` to `dest` atomically (temp file next to it, fsync, rename).
@@ -137,6 +150,8 @@ impl CacheSink for LocalLayout {
             );
             self.write_small(&layout, body.as_bytes())?;
         }
+        // Two exports to one directory update index.json one after the other.
+        let _lock = self.lock_dir()?;
         let mut index = self.read_index()?.unwrap_or_else(empty_index);
         let mut entries: Vec<_> = index
             .manifests()
