@@ -197,6 +197,8 @@ pub struct BuildResult {
     pub manifest_digest: Digest,
     /// Warnings given during the build.
     pub warnings: Vec<String>,
+    /// `--cache-to`: each destination, and what was written there.
+    pub cache_exports: Vec<(String, crate::cache::transfer::ExportReport)>,
 }
 
 /// A finished stage: its state and the cache key of its last step.
@@ -347,9 +349,11 @@ pub fn build(
         .remove(&b.plan.target)
         .expect("the target is the last stage in the order");
     let (image_id, manifest_digest) = b.commit_image(target)?;
-    for to in &req.cache_to {
-        b.export_cache(to)?;
-    }
+    let cache_exports = req
+        .cache_to
+        .iter()
+        .map(|to| b.export_cache(to))
+        .collect::<Result<Vec<_>, _>>()?;
     warnings.extend(
         b.warnings
             .lock()
@@ -360,6 +364,7 @@ pub fn build(
         image_id,
         manifest_digest,
         warnings,
+        cache_exports,
     })
 }
 
@@ -644,7 +649,10 @@ impl Builder<'_> {
 
     /// `--cache-to`: export the records of this build's steps (the final image's stages for
     /// `mode=min`, every stage built for `mode=max`) and the layers they name.
-    fn export_cache(&self, to: &crate::cache::transfer::CacheTo) -> Result<(), BuildError> {
+    fn export_cache(
+        &self,
+        to: &crate::cache::transfer::CacheTo,
+    ) -> Result<(String, crate::cache::transfer::ExportReport), BuildError> {
         use crate::cache::transfer::{self, CacheArtifact, CacheMode};
         let mut stages = std::collections::BTreeSet::new();
         match to.mode() {
@@ -681,7 +689,7 @@ impl Builder<'_> {
             skipped = report.skipped,
             "exported the build cache"
         );
-        Ok(())
+        Ok((sink.describe(), report))
     }
 
     fn commit_image(&self, mut r: StageResult) -> Result<(Digest, Digest), BuildError> {

@@ -119,8 +119,11 @@ impl Progress for Json {
             BuildEvent::Step { id, stage, text } => {
                 serde_json::json!({"event": "step", "id": id, "stage": stage, "instruction": text})
             }
-            BuildEvent::Cached { id, from } => {
-                serde_json::json!({"event": "cached", "id": id, "from": from})
+            BuildEvent::Cached { id, from: None } => {
+                serde_json::json!({"event": "cached", "id": id})
+            }
+            BuildEvent::Cached { id, from: Some(c) } => {
+                serde_json::json!({"event": "cached", "id": id, "from": c})
             }
             BuildEvent::Miss { id, reason } => {
                 serde_json::json!({"event": "cache-miss", "id": id, "reason": reason})
@@ -326,6 +329,12 @@ fn build_image(
     if quiet {
         println!("{}", result.image_id);
     } else {
+        for (dest, r) in &result.cache_exports {
+            eprintln!(
+                "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
+                r.records, r.written, r.skipped
+            );
+        }
         eprintln!("writing image {} done", result.image_id);
         for t in &tags {
             eprintln!("naming to {t} done");

@@ -166,6 +166,14 @@ fn cache_exported_from_one_store_is_reused_by_an_empty_one() {
     let before = inodes(&max);
     let again = build(&a, &ctx, &["--cache-to", &max_to]);
     assert_eq!(count(&again, " CACHED"), steps);
+    assert!(
+        stderr(&again).contains(&format!(
+            "exporting cache to cache {} done ({n_max} records, 0 blobs written",
+            max.display()
+        )),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(inodes(&max), before);
 
     // Other OCI tools read the export: skopeo copies it, checking every blob's digest.
