@@ -260,6 +260,9 @@ pub struct BlobDesc {
     pub media_type: String,
 }
 
+/// Opens a blob to send, from its start.
+pub type OpenBlob<'a> = dyn Fn() -> std::io::Result<Box<dyn Read + Send + 'a>> + 'a;
+
 /// Where a cache export is written (a local layout now, a registry later). The exporter
 /// calls `has_blob`/`put_blob` for every blob, then `put_manifest` once, last.
 pub trait CacheSink {
@@ -267,8 +270,9 @@ pub trait CacheSink {
     fn describe(&self) -> String;
     /// True when the destination already holds this blob (it is then not sent again).
     fn has_blob(&self, blob: &BlobDesc) -> Result<bool, TransferError>;
-    /// Store one blob; `data` yields exactly `blob.size` bytes hashing to `blob.digest`.
-    fn put_blob(&self, blob: &BlobDesc, data: &mut dyn Read) -> Result<(), TransferError>;
+    /// Store one blob. `open` gives a reader from the start of the blob (again, if the
+    /// transport must resend), yielding `blob.size` bytes hashing to `blob.digest`.
+    fn put_blob(&self, blob: &BlobDesc, open: &OpenBlob<'_>) -> Result<(), TransferError>;
     /// Publish the manifest (after all its blobs), under the destination's tag.
     fn put_manifest(&self, manifest: &[u8], desc: &BlobDesc) -> Result<(), TransferError>;
 }
@@ -528,7 +532,7 @@ impl CacheArtifact {
     }
 
     /// The bytes of one of its blobs, to send (config, records or a layer).
-    pub fn open_blob(&self, desc: &BlobDesc) -> Result<Box<dyn Read + '_>, TransferError> {
+    pub fn open_blob(&self, desc: &BlobDesc) -> std::io::Result<Box<dyn Read + Send + '_>> {
         for (bytes, d) in [&self.config, &self.records] {
             if d.digest == desc.digest {
                 return Ok(Box::new(&bytes[..]));
@@ -538,13 +542,14 @@ impl CacheArtifact {
             return Ok(Box::new(&self.manifest[..]));
         }
         let staged = self.staged.get(&desc.digest).ok_or_else(|| {
-            TransferError(format!(
+            std::io::Error::other(format!(
                 "blob {} is not staged for export (the destination had it)",
                 desc.digest
             ))
         })?;
-        let f = std::fs::File::open(staged.path())
-            .map_err(|e| TransferError(format!("{}: {e}", staged.path().display())))?;
+        let f = std::fs::File::open(staged.path()).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", staged.path().display()))
+        })?;
         Ok(Box::new(std::io::BufReader::new(f)))
     }
 }
@@ -574,7 +579,7 @@ pub fn export(
             report.skipped += 1;
             continue;
         }
-        sink.put_blob(desc, &mut artifact.open_blob(desc)?)?;
+        sink.put_blob(desc, &|| artifact.open_blob(desc))?;
         report.written += 1;
     }
     sink.put_manifest(&artifact.manifest, &artifact.manifest_desc)?;

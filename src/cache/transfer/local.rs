@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-use super::{BlobDesc, CacheSink, CacheSource, TransferError, MAX_MANIFEST_SIZE};
+use super::{BlobDesc, CacheSink, CacheSource, OpenBlob, TransferError, MAX_MANIFEST_SIZE};
 use crate::image::config::{self, MEDIA_TYPE_MANIFEST};
 use crate::image::{Digest, Sha256Writer};
 use crate::store::fsutil;
@@ -109,7 +109,7 @@ impl CacheSink for LocalLayout {
             .is_ok_and(|m| m.is_file() && m.len() == blob.size))
     }
 
-    fn put_blob(&self, blob: &BlobDesc, data: &mut dyn Read) -> Result<(), TransferError> {
+    fn put_blob(&self, blob: &BlobDesc, open: &OpenBlob<'_>) -> Result<(), TransferError> {
         let dest = self.blob_path(&blob.digest);
         let dir = dest.parent().unwrap_or(&self.dir).to_path_buf();
         fsutil::create_dir_all(&dir, 0o755).map_err(|e| self.err(e.to_string()))?;
@@ -117,6 +117,7 @@ impl CacheSink for LocalLayout {
             fsutil::create_temp_file(&dir, ".kiln-tmp").map_err(|e| self.err(e.to_string()))?;
         let guard = fsutil::TempPath::new(tmp.clone());
         let mut w = Sha256Writer::new(BufWriter::new(file));
+        let data = open().map_err(|e| self.err(format!("reading blob {}: {e}", blob.digest)))?;
         io::copy(&mut data.take(blob.size + 1), &mut w).map_err(self.io_err("write", &tmp))?;
         let (buffered, digest, written) = w.finish();
         if digest != blob.digest || written != blob.size {
@@ -140,7 +141,7 @@ impl CacheSink for LocalLayout {
 
     fn put_manifest(&self, manifest: &[u8], desc: &BlobDesc) -> Result<(), TransferError> {
         if !self.has_blob(desc)? {
-            self.put_blob(desc, &mut &manifest[..])?;
+            self.put_blob(desc, &|| Ok(Box::new(manifest)))?;
         }
         let layout = self.dir.join("oci-layout");
         if !layout.is_file() {
