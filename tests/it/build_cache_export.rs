@@ -194,7 +194,11 @@ fn cache_exported_from_one_store_is_reused_by_an_empty_one() {
     let Some(b) = fresh() else { return };
     let from_max = format!("type=local,src={}", max.display());
     // (Exporting to the cache it imports from, as CI jobs do: nothing there changes.)
-    let o = build(&b, &ctx, &["--cache-from", &from_max, "--cache-to", &max_to]);
+    let o = build(
+        &b,
+        &ctx,
+        &["--cache-from", &from_max, "--cache-to", &max_to],
+    );
     assert_eq!(inodes(&max), before);
     assert_eq!(
         count(&o, &format!("CACHED (from cache {})", max.display())),
