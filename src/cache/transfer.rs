@@ -698,18 +698,19 @@ impl ImportedSource {
         let config_version = serde_json::from_slice::<serde_json::Value>(&config_bytes)
             .ok()
             .and_then(|v| v.get("cacheVersion").and_then(|n| n.as_u64()));
-        let records = if doc.cache_version == CACHE_VERSION
-            && config_version == Some(u64::from(CACHE_VERSION))
-        {
-            doc.records
-                .into_iter()
-                .map(|r| (r.key.clone(), r))
-                .collect()
-        } else {
-            // Keys of another version never match this kiln's: nothing to use.
-            tracing::info!(cache = %name, version = doc.cache_version, "cache of another key version");
-            HashMap::new()
-        };
+        if doc.cache_version != CACHE_VERSION || config_version != Some(u64::from(CACHE_VERSION)) {
+            // Keys of another version never match this kiln's: nothing in it can be used.
+            return Err(TransferError(format!(
+                "{name}: made with cache key version {} (this kiln's is {CACHE_VERSION}): none \
+                 of its steps can match",
+                doc.cache_version
+            )));
+        }
+        let records = doc
+            .records
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
         Ok(ImportedSource { source, records })
     }
 

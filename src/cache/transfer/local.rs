@@ -297,6 +297,73 @@ mod tests {
         assert!(e.contains("does not match its digest"), "{e}");
     }
 
+    /// Writes a hand-made cache (config and records documents as given) to `dir`.
+    fn craft(dir: &Path, config_json: &str, records_json: &str, artifact_type: Option<&str>) {
+        let sink = LocalLayout::new(dir, DEFAULT_TAG);
+        let config_desc = desc_of(config_json.as_bytes(), MEDIA_TYPE_CACHE_CONFIG);
+        let records_desc = desc_of(records_json.as_bytes(), MEDIA_TYPE_RECORDS);
+        for (bytes, d) in [(config_json, &config_desc), (records_json, &records_desc)] {
+            sink.put_blob(d, &|| Ok(Box::new(bytes.as_bytes())))
+                .unwrap();
+        }
+        let oci = |d: &BlobDesc| config::descriptor(&d.media_type, &d.digest, d.size);
+        let mut m = config::new_manifest(oci(&config_desc), vec![oci(&records_desc)]);
+        m.set_artifact_type(artifact_type.map(Into::into));
+        let bytes = config::canonical_json("manifest", &m).unwrap();
+        sink.put_manifest(&bytes, &desc_of(&bytes, MEDIA_TYPE_MANIFEST))
+            .unwrap();
+    }
+
+    #[test]
+    fn other_versions_and_foreign_artifacts_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let load = |dir: &Path| {
+            ImportedSource::load(std::sync::Arc::new(LocalLayout::new(dir, DEFAULT_TAG)))
+        };
+        let old = d.path().join("old");
+        craft(
+            &old,
+            r#"{"cacheVersion":999,"mode":"max"}"#,
+            r#"{"version":1,"cacheVersion":999,"records":[]}"#,
+            Some(ARTIFACT_TYPE),
+        );
+        let e = load(&old).unwrap_err().to_string();
+        assert!(e.contains("cache key version 999"), "{e}");
+        let newer = d.path().join("newer");
+        craft(
+            &newer,
+            r#"{"cacheVersion":1,"mode":"max"}"#,
+            r#"{"version":2,"cacheVersion":1,"records":[]}"#,
+            Some(ARTIFACT_TYPE),
+        );
+        let e = load(&newer).unwrap_err().to_string();
+        assert!(e.contains("records version 2"), "{e}");
+        let ok = d.path().join("ok");
+        craft(
+            &ok,
+            r#"{"cacheVersion":1,"mode":"max"}"#,
+            r#"{"version":1,"cacheVersion":1,"records":[]}"#,
+            Some(ARTIFACT_TYPE),
+        );
+        assert!(load(&ok).unwrap().is_empty());
+        // An ordinary image (no kiln artifactType, an OCI config) is not a cache.
+        let image = d.path().join("image");
+        let sink = LocalLayout::new(&image, DEFAULT_TAG);
+        let cfg =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cd = desc_of(cfg, config::MEDIA_TYPE_CONFIG);
+        sink.put_blob(&cd, &|| Ok(Box::new(&cfg[..]))).unwrap();
+        let m = config::new_manifest(
+            config::descriptor(&cd.media_type, &cd.digest, cd.size),
+            vec![],
+        );
+        let bytes = config::canonical_json("manifest", &m).unwrap();
+        sink.put_manifest(&bytes, &desc_of(&bytes, MEDIA_TYPE_MANIFEST))
+            .unwrap();
+        let e = load(&image).unwrap_err().to_string();
+        assert!(e.contains("not a kiln cache"), "{e}");
+    }
+
     #[test]
     fn bad_sources_are_clear_errors() {
         let d = tempfile::tempdir().unwrap();
