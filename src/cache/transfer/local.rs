@@ -320,32 +320,29 @@ mod tests {
         let load = |dir: &Path| {
             ImportedSource::load(std::sync::Arc::new(LocalLayout::new(dir, DEFAULT_TAG)))
         };
-        let old = d.path().join("old");
-        craft(
-            &old,
-            r#"{"cacheVersion":999,"mode":"max"}"#,
-            r#"{"version":1,"cacheVersion":999,"records":[]}"#,
-            Some(ARTIFACT_TYPE),
-        );
-        let e = load(&old).unwrap_err().to_string();
-        assert!(e.contains("cache key version 999"), "{e}");
-        let newer = d.path().join("newer");
-        craft(
-            &newer,
-            r#"{"cacheVersion":1,"mode":"max"}"#,
-            r#"{"version":2,"cacheVersion":1,"records":[]}"#,
-            Some(ARTIFACT_TYPE),
-        );
-        let e = load(&newer).unwrap_err().to_string();
-        assert!(e.contains("records version 2"), "{e}");
-        let ok = d.path().join("ok");
-        craft(
-            &ok,
-            r#"{"cacheVersion":1,"mode":"max"}"#,
-            r#"{"version":1,"cacheVersion":1,"records":[]}"#,
-            Some(ARTIFACT_TYPE),
-        );
-        assert!(load(&ok).unwrap().is_empty());
+        let cases = [
+            ("old", 999, 1, Some("cache key version 999")),
+            ("newer", 1, 2, Some("records version 2")),
+            ("ok", 1, 1, None),
+        ];
+        for (name, key_version, records_version, refused) in cases {
+            let dir = d.path().join(name);
+            craft(
+                &dir,
+                &format!(r#"{{"cacheVersion":{key_version},"mode":"max"}}"#),
+                &format!(
+                    r#"{{"version":{records_version},"cacheVersion":{key_version},"records":[]}}"#
+                ),
+                Some(ARTIFACT_TYPE),
+            );
+            match refused {
+                Some(why) => {
+                    let e = load(&dir).unwrap_err().to_string();
+                    assert!(e.contains(why), "{name}: {e}");
+                }
+                None => assert!(load(&dir).unwrap().is_empty()),
+            }
+        }
         // An ordinary image (no kiln artifactType, an OCI config) is not a cache.
         let image = d.path().join("image");
         let sink = LocalLayout::new(&image, DEFAULT_TAG);
