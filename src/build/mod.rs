@@ -65,6 +65,10 @@ pub struct BuildRequest {
     pub no_cache_filter: Vec<String>,
     /// Where each RUN step's full output is written (`step-<n>.log`), if anywhere.
     pub logs_dir: Option<PathBuf>,
+    /// `--cache-to`: where this build's cache records and layers are exported.
+    pub cache_to: Vec<crate::cache::transfer::CacheTo>,
+    /// `--cache-from`: exported caches whose records this build may use.
+    pub cache_from: Vec<crate::cache::transfer::CacheFrom>,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -83,6 +87,8 @@ pub enum BuildEvent {
     Cached {
         /// Step number.
         id: usize,
+        /// The `--cache-from` cache that answered, when not the local one.
+        from: Option<String>,
     },
     /// A step missed the cache, and why.
     Miss {
@@ -155,6 +161,9 @@ pub enum BuildError {
     /// The cache failed.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// `--cache-to` failed (the image itself is built and stored).
+    #[error("exporting the build cache: {0}")]
+    CacheExport(#[from] crate::cache::transfer::TransferError),
     /// A base image is not in the store.
     #[error("{name}: image not found in the local store (kiln does not pull yet; import or load it first)")]
     NoBaseImage {
@@ -188,6 +197,8 @@ pub struct BuildResult {
     pub manifest_digest: Digest,
     /// Warnings given during the build.
     pub warnings: Vec<String>,
+    /// `--cache-to`: each destination, and what was written there.
+    pub cache_exports: Vec<(String, crate::cache::transfer::ExportReport)>,
 }
 
 /// A finished stage: its state and the cache key of its last step.
@@ -200,6 +211,8 @@ struct StageResult {
     base: String,
     /// The stage being built (its `AS` name), for `--no-cache-filter`.
     stage_name: Option<String>,
+    /// The stage being built (its index in the plan), for `--cache-to mode=min`.
+    stage_idx: usize,
 }
 
 struct Builder<'a> {
@@ -220,6 +233,13 @@ struct Builder<'a> {
     previous: Option<crate::cache::explain::BuildRecord>,
     /// Step numbers by key, to name a parent step that rebuilt.
     key_ids: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The `--cache-from` caches.
+    imported: crate::cache::transfer::ImportedCache,
+    /// Warnings given while steps run (an imported layer refused).
+    warnings: std::sync::Mutex<Vec<String>>,
+    /// The key of every step that ended with a cache record (hit or recorded), by stage, for
+    /// `--cache-to`.
+    used_keys: std::sync::Mutex<Vec<(usize, Digest)>>,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -258,6 +278,13 @@ pub fn build(
             target: req.target.clone(),
         },
     )?;
+    // A destination that cannot be written to is refused before anything is built.
+    for to in &req.cache_to {
+        to.sink()?;
+    }
+    for from in &req.cache_from {
+        from.source()?;
+    }
     let mut warnings = Vec::new();
     if !plan.unused_build_args.is_empty() {
         let w = format!(
@@ -291,6 +318,11 @@ pub fn build(
             &crate::context::hex(&id),
         )
     };
+    let imported =
+        crate::cache::transfer::ImportedCache::load(&req.cache_from, &mut |w: String| {
+            progress.event(BuildEvent::Warning(w.clone()));
+            warnings.push(w);
+        });
     let b = Builder {
         store,
         cache: CacheIndex::open(store),
@@ -305,6 +337,9 @@ pub fn build(
         record: Default::default(),
         previous: crate::cache::explain::load(&record_path),
         key_ids: Default::default(),
+        imported,
+        warnings: Default::default(),
+        used_keys: Default::default(),
     };
     let results = b.run_stages();
     b.save_statcache();
@@ -314,10 +349,22 @@ pub fn build(
         .remove(&b.plan.target)
         .expect("the target is the last stage in the order");
     let (image_id, manifest_digest) = b.commit_image(target)?;
+    let cache_exports = req
+        .cache_to
+        .iter()
+        .map(|to| b.export_cache(to))
+        .collect::<Result<Vec<_>, _>>()?;
+    warnings.extend(
+        b.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..),
+    );
     Ok(BuildResult {
         image_id,
         manifest_digest,
         warnings,
+        cache_exports,
     })
 }
 
@@ -394,6 +441,7 @@ impl Builder<'_> {
                 history: Vec::new(),
                 base: "scratch".to_string(),
                 stage_name: None,
+                stage_idx: idx,
             }),
             Base::Stage(i) => {
                 let mut r = results
@@ -437,6 +485,7 @@ impl Builder<'_> {
                     history,
                     base: format!("{name}@{}", rec.manifest_digest),
                     stage_name: None,
+                    stage_idx: idx,
                 })
             }
         }
@@ -449,6 +498,7 @@ impl Builder<'_> {
     ) -> Result<StageResult, BuildError> {
         let mut cur = self.base_state(idx, results)?;
         cur.stage_name = self.plan.stages[idx].name.clone();
+        cur.stage_idx = idx;
         let stage = self.plan.stages[idx].clone();
         let total = stage.commands.len() + 1;
         let label = match &stage.name {
@@ -595,6 +645,51 @@ impl Builder<'_> {
             });
         }
         Ok(cur)
+    }
+
+    /// `--cache-to`: export the records of this build's steps (the final image's stages for
+    /// `mode=min`, every stage built for `mode=max`) and the layers they name.
+    fn export_cache(
+        &self,
+        to: &crate::cache::transfer::CacheTo,
+    ) -> Result<(String, crate::cache::transfer::ExportReport), BuildError> {
+        use crate::cache::transfer::{self, CacheArtifact, CacheMode};
+        let mut stages = std::collections::BTreeSet::new();
+        match to.mode() {
+            CacheMode::Max => stages.extend(self.plan.order.iter().copied()),
+            CacheMode::Min => {
+                let mut i = self.plan.target;
+                stages.insert(i);
+                while let Base::Stage(parent) = &self.plan.stages[i].base {
+                    if !stages.insert(*parent) {
+                        break;
+                    }
+                    i = *parent;
+                }
+            }
+        }
+        let used = self
+            .used_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut seen = std::collections::BTreeSet::new();
+        let records: Vec<_> = used
+            .into_iter()
+            .filter(|(stage, key)| stages.contains(stage) && seen.insert(key.clone()))
+            .filter_map(|(_, key)| self.cache.get(&key))
+            .collect();
+        let sink = to.sink()?;
+        let artifact = CacheArtifact::new(self.store, &records, to.mode(), &*sink)?;
+        let report = transfer::export(&artifact, &*sink)?;
+        tracing::info!(
+            cache = %sink.describe(),
+            records = report.records,
+            written = report.written,
+            skipped = report.skipped,
+            "exported the build cache"
+        );
+        Ok((sink.describe(), report))
     }
 
     fn commit_image(&self, mut r: StageResult) -> Result<(Digest, Digest), BuildError> {

@@ -150,23 +150,45 @@ impl Builder<'_> {
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(n))
         });
-        let hit = !self.req.no_cache
-            && !filtered
-            && match self.cache.get(key) {
-                Some(rec) => match serde_json::from_value::<ImageSpec>(rec.config) {
-                    Ok(mut spec) => {
-                        cur.history = std::mem::take(&mut spec.history);
-                        cur.state.spec = spec;
-                        cur.state.layers = rec.layers;
-                        true
-                    }
-                    Err(_) => false,
-                },
-                None => false,
-            };
+        let mut from = None;
+        let found = if self.req.no_cache || filtered {
+            None
+        } else {
+            self.cache.get(key).or_else(|| {
+                let hit = self
+                    .imported
+                    .fetch(self.store, &self.cache, key, &mut |w| {
+                        self.progress.event(BuildEvent::Warning(w.clone()));
+                        self.warnings
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(w);
+                    })?;
+                from = Some(hit.source);
+                Some(hit.record)
+            })
+        };
+        let hit = match found {
+            Some(rec) => match serde_json::from_value::<ImageSpec>(rec.config) {
+                Ok(mut spec) => {
+                    cur.history = std::mem::take(&mut spec.history);
+                    cur.state.spec = spec;
+                    cur.state.layers = rec.layers;
+                    true
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if hit {
+            self.used_keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((cur.stage_idx, key.clone()));
+        }
         if let Some(id) = id {
             if hit {
-                self.progress.event(BuildEvent::Cached { id });
+                self.progress.event(BuildEvent::Cached { id, from });
             } else {
                 let reason = if self.req.no_cache {
                     "--no-cache".to_string()
@@ -246,7 +268,12 @@ impl Builder<'_> {
         };
         if let Err(e) = self.cache.put(&rec) {
             tracing::warn!(error = %e, "cannot record a cache entry");
+            return;
         }
+        self.used_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((cur.stage_idx, key.clone()));
     }
 
     /// Record a finished filesystem step in the history.

@@ -4,9 +4,11 @@
 //! field is written as a length-prefixed name and a length-prefixed value, so no two
 //! different inputs encode alike. Records live in `<root>/cache/v1/<key-hex>.json`, each
 //! written atomically; a record whose layers are gone from the store is a miss, never an
-//! error.
+//! error. [`transfer`] exports records and their layers for another store
+//! (`--cache-to`) and imports them (`--cache-from`).
 
 pub mod explain;
+pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -66,6 +66,13 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (an OCI image layout);
+    /// `type=registry,ref=R` is not supported yet
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
+    /// Use an exported build cache: `type=local,src=DIR`; may be repeated
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
     /// Build context directory
     pub path: PathBuf,
 }
@@ -80,7 +87,8 @@ impl Progress for Plain {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let _ = match e {
             BuildEvent::Step { id, stage, text } => writeln!(out, "#{id} [{stage}] {text}"),
-            BuildEvent::Cached { id } => writeln!(out, "#{id} CACHED"),
+            BuildEvent::Cached { id, from: None } => writeln!(out, "#{id} CACHED"),
+            BuildEvent::Cached { id, from: Some(c) } => writeln!(out, "#{id} CACHED (from {c})"),
             BuildEvent::Miss { id, reason } => writeln!(out, "#{id} cache miss: {reason}"),
             BuildEvent::Explain { id, lines } => {
                 for l in lines {
@@ -111,7 +119,12 @@ impl Progress for Json {
             BuildEvent::Step { id, stage, text } => {
                 serde_json::json!({"event": "step", "id": id, "stage": stage, "instruction": text})
             }
-            BuildEvent::Cached { id } => serde_json::json!({"event": "cached", "id": id}),
+            BuildEvent::Cached { id, from: None } => {
+                serde_json::json!({"event": "cached", "id": id})
+            }
+            BuildEvent::Cached { id, from: Some(c) } => {
+                serde_json::json!({"event": "cached", "id": id, "from": c})
+            }
             BuildEvent::Miss { id, reason } => {
                 serde_json::json!({"event": "cache-miss", "id": id, "reason": reason})
             }
@@ -264,6 +277,18 @@ fn build_image(
         secrets: secrets(&args.secrets)?,
         no_cache_filter: args.no_cache_filter.clone(),
         logs_dir: Some(logs_dir(root)),
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|s| kiln::cache::transfer::parse_cache_to(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("error: {e}"))?,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| kiln::cache::transfer::parse_cache_from(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("error: {e}"))?,
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {
@@ -304,6 +329,12 @@ fn build_image(
     if quiet {
         println!("{}", result.image_id);
     } else {
+        for (dest, r) in &result.cache_exports {
+            eprintln!(
+                "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
+                r.records, r.written, r.skipped
+            );
+        }
         eprintln!("writing image {} done", result.image_id);
         for t in &tags {
             eprintln!("naming to {t} done");

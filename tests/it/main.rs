@@ -1,5 +1,6 @@
 //! kiln's integration tests: one test binary, one module per area.
 
+mod build_cache_export;
 mod build_cmd;
 mod build_interop;
 mod build_interrupt;
