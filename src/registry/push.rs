@@ -1,0 +1,312 @@
+//! `kiln push`: an image of the store to a registry. Layers are compressed
+//! in parallel (gzip, or zstd on request) into `<root>/tmp`; a layer whose
+//! compressed blob kiln already knows (see [`super::distribution`]) is not
+//! compressed again when the registry has it or can mount it from another
+//! repository. Blobs go first, the manifest last.
+//!
+//! [`push_manifest`] is the general form: any manifest (an image, an index,
+//! an artifact such as a build-cache export) with the blobs it references.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::client::Client;
+use super::distribution::{self, KnownBlob};
+use super::error::{RegistryError, Result};
+use super::pull::{Progress, Status};
+use super::{media, Compression};
+use crate::image::config::{self};
+use crate::image::{Digest, Reference, Sha256Writer};
+use crate::store::{fsutil, ImageRecord, Store};
+
+/// Opens a blob for reading from its start (called again for a retry).
+pub type OpenBlob<'a> =
+    Box<dyn Fn() -> std::io::Result<Box<dyn Read + Send + 'a>> + Send + Sync + 'a>;
+
+/// A blob a manifest references, and how to read it.
+pub struct BlobSource<'a> {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Reads it.
+    pub open: OpenBlob<'a>,
+}
+
+impl<'a> BlobSource<'a> {
+    /// A blob held in memory.
+    pub fn bytes(bytes: &'a [u8]) -> BlobSource<'a> {
+        BlobSource {
+            digest: Digest::of_bytes(bytes),
+            size: bytes.len() as u64,
+            open: Box::new(move || Ok(Box::new(bytes) as Box<dyn Read + Send + 'a>)),
+        }
+    }
+
+    /// A file (a blob of the store, a compressed layer in `<root>/tmp`).
+    pub fn file(path: PathBuf, digest: Digest, size: u64) -> BlobSource<'a> {
+        BlobSource {
+            digest,
+            size,
+            open: Box::new(move || {
+                Ok(Box::new(BufReader::new(std::fs::File::open(&path)?)) as Box<dyn Read + Send + 'a>)
+            }),
+        }
+    }
+}
+
+/// How to push.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// Layer compression.
+    pub compression: Compression,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+/// A pushed image.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The manifest's digest in the registry.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub size: u64,
+}
+
+/// Runs `work` on every item, `parallel` at a time; the first error wins.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    parallel: usize,
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let workers = parallel.clamp(1, 16).min(items.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= items.len() || error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    break;
+                }
+                match work(&items[i]) {
+                    Ok(r) => {
+                        if let Ok(mut v) = results.lock() {
+                            v[i] = Some(r);
+                        }
+                    }
+                    Err(e) => {
+                        let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Pushes `blobs` the registry does not have (in parallel), then the
+/// manifest under `reference` (a tag, or the manifest's digest); returns
+/// the manifest's digest. Works for any manifest and media type: image
+/// manifests, indexes, artifacts.
+pub fn push_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    manifest: &[u8],
+    media_type: &str,
+    blobs: &[BlobSource<'_>],
+    progress: Progress<'_>,
+) -> Result<Digest> {
+    parallel(blobs, client.options().parallel, |b| {
+        let id = &b.digest.hex()[..12];
+        if client.has_blob(repo, &b.digest)?.is_some() {
+            progress(id, Status::LayerExists);
+            return Ok(());
+        }
+        progress(id, Status::Pushing(0, b.size));
+        client.upload_blob(repo, &b.digest, b.size, &*b.open)?;
+        progress(id, Status::Pushed);
+        Ok(())
+    })?;
+    client.put_manifest(repo, reference, manifest, media_type)
+}
+
+/// A layer ready for the manifest: already in the registry, or compressed
+/// into a temp file to upload.
+struct Prepared {
+    blob: KnownBlob,
+    file: Option<fsutil::TempPath>,
+}
+
+/// Finds or makes the compressed blob of one layer.
+fn prepare_layer(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    diff_id: &Digest,
+    compression: Compression,
+    progress: Progress<'_>,
+) -> Result<Prepared> {
+    let id = &diff_id.hex()[..12];
+    let here = format!("{}/{repo}", client.registry());
+    let known: Vec<KnownBlob> = distribution::known(store, diff_id)
+        .into_iter()
+        .filter(|k| k.compression() == Some(compression))
+        .collect();
+    for k in &known {
+        if client.has_blob(repo, &k.digest)? == Some(k.size) {
+            progress(id, Status::LayerExists);
+            distribution::remember(store, diff_id, k, Some(&here));
+            return Ok(Prepared {
+                blob: k.clone(),
+                file: None,
+            });
+        }
+    }
+    let prefix = format!("{}/", client.registry());
+    for k in &known {
+        for from in k.sources.iter().filter_map(|s| s.strip_prefix(&prefix)) {
+            if from != repo && client.mount_blob(repo, &k.digest, from)? {
+                progress(id, Status::Mounted(from.to_string()));
+                distribution::remember(store, diff_id, k, Some(&here));
+                return Ok(Prepared {
+                    blob: k.clone(),
+                    file: None,
+                });
+            }
+        }
+    }
+    progress(id, Status::Preparing);
+    let (tmp, file) = fsutil::create_temp_file(&store.tmp_dir(), "push")?;
+    let guard = fsutil::TempPath::new(tmp.clone());
+    let write_err = |e: std::io::Error| RegistryError::Io {
+        op: "compress layer into",
+        path: tmp.display().to_string(),
+        source: e,
+    };
+    let mut src = store.open_blob(diff_id)?;
+    let mut enc = compression
+        .writer(Sha256Writer::new(BufWriter::new(file)))
+        .map_err(write_err)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        if client.options().cancelled() {
+            return Err(RegistryError::Interrupted);
+        }
+        let n = src.read(&mut buf).map_err(|e| RegistryError::Io {
+            op: "read",
+            path: format!("layer {diff_id}"),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n]).map_err(write_err)?;
+    }
+    let (mut out, digest, size) = enc.finish().map_err(write_err)?.finish();
+    out.flush().map_err(write_err)?;
+    let blob = KnownBlob {
+        digest,
+        size,
+        media_type: compression.oci_layer_type().to_string(),
+        sources: Vec::new(),
+    };
+    distribution::remember(store, diff_id, &blob, None);
+    Ok(Prepared {
+        blob,
+        file: Some(guard),
+    })
+}
+
+/// Pushes a stored image as `target` (a tag; `latest` when none).
+pub fn push_image(
+    store: &Store,
+    client: &Client,
+    image: &ImageRecord,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Pushed> {
+    let shown = super::display(target);
+    push_inner(store, client, image, target, opts, progress)
+        .map_err(|e| e.for_image("pushing", &shown))
+}
+
+fn push_inner(
+    store: &Store,
+    client: &Client,
+    image: &ImageRecord,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Pushed> {
+    if target.digest().is_some() {
+        return Err(RegistryError::Invalid(
+            "cannot push to a digest reference: give a tag".into(),
+        ));
+    }
+    let target = target.clone().with_default_tag();
+    let tag = target.tag().unwrap_or(crate::image::reference::DEFAULT_TAG);
+    let repo = target.path();
+    // The temp files of compressed layers must outlive a concurrent gc.
+    let _lease = store.lease()?;
+    let prepared = parallel(&image.diff_ids, client.options().parallel, |d| {
+        prepare_layer(store, client, repo, d, opts.compression, progress)
+    })?;
+    let config_bytes = store.read_blob(&image.id, "image config", 32 << 20)?;
+    let config_media = media::OCI_CONFIG;
+    let manifest = config::new_manifest(
+        config::descriptor(config_media, &image.id, config_bytes.len() as u64),
+        prepared
+            .iter()
+            .map(|p| config::descriptor(&p.blob.media_type, &p.blob.digest, p.blob.size))
+            .collect(),
+    );
+    let manifest = config::canonical_json("manifest", &manifest)?;
+    let mut blobs: Vec<BlobSource<'_>> = prepared
+        .iter()
+        .filter_map(|p| {
+            p.file.as_ref().map(|f| {
+                BlobSource::file(f.path().to_path_buf(), p.blob.digest.clone(), p.blob.size)
+            })
+        })
+        .collect();
+    blobs.push(BlobSource::bytes(&config_bytes));
+    let digest = push_manifest(
+        client,
+        repo,
+        tag,
+        &manifest,
+        media::OCI_MANIFEST,
+        &blobs,
+        progress,
+    )?;
+    let here = format!("{}/{repo}", client.registry());
+    for (p, d) in prepared.iter().zip(&image.diff_ids) {
+        distribution::remember(store, d, &p.blob, Some(&here));
+    }
+    Ok(Pushed {
+        digest,
+        size: manifest.len() as u64,
+    })
+}
