@@ -317,7 +317,7 @@ fn build_image(
 }
 
 /// A flag set by SIGINT and SIGTERM: running steps are killed, the store stays valid.
-fn cancel_on_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+pub(crate) fn cancel_on_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();

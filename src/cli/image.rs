@@ -49,6 +49,10 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Load an image from a tar archive or STDIN
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(super::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(super::registry::PushArgs),
 }
 
 /// `kiln image import`.
@@ -189,6 +193,11 @@ pub struct LoadArgs {
 
 /// Runs one `kiln image` subcommand.
 pub fn run(root: &Path, cmd: ImageCommand) -> i32 {
+    let cmd = match cmd {
+        ImageCommand::Pull(a) => return super::registry::pull(root, &a),
+        ImageCommand::Push(a) => return super::registry::push_cli(root, &a),
+        other => other,
+    };
     let store = match open_store(root) {
         Ok(s) => s,
         Err(code) => return code,
@@ -203,6 +212,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> i32 {
         ImageCommand::Prune(a) => prune(&store, &a),
         ImageCommand::Save(a) => save_cmd(&store, &a),
         ImageCommand::Load(a) => load_cmd(&store, &a),
+        ImageCommand::Pull(_) | ImageCommand::Push(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => 0,

@@ -523,7 +523,11 @@ impl Client {
         }
         let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            });
         let media_type = match (declared, content_type) {
             (Some(d), _) => d,
             (None, Some(c)) if c != "application/json" && !c.is_empty() => c,
@@ -758,9 +762,7 @@ impl Client {
                     if h.starts_with("sha256:") && h != digest.as_str() {
                         return Err(RegistryError::BadResponse {
                             registry: self.registry.clone(),
-                            reason: format!(
-                                "stored manifest as {h}, but its digest is {digest}"
-                            ),
+                            reason: format!("stored manifest as {h}, but its digest is {digest}"),
                         });
                     }
                 }
@@ -955,10 +957,21 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognised() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000", "::1"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "::1",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["docker.io", "10.0.0.1:5000", "example.com:443", "localhost.evil.com"] {
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "example.com:443",
+            "localhost.evil.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }
@@ -991,7 +1004,13 @@ mod tests {
                 let path = line.split(' ').nth(1).unwrap_or("").to_string();
                 seen.push(format!("{path} {auth}"));
                 let (status, headers, body) = if path.starts_with("/token") {
-                    if auth == (Credentials { username: "u".into(), secret: "p".into() }).basic_header() {
+                    if auth
+                        == (Credentials {
+                            username: "u".into(),
+                            secret: "p".into(),
+                        })
+                        .basic_header()
+                    {
                         ("200 OK", String::new(), r#"{"token":"t0k"}"#.to_string())
                     } else {
                         ("401 Unauthorized", String::new(), String::new())

@@ -145,7 +145,10 @@ fn is_index_type(t: &str) -> bool {
 fn parse_index(bytes: &[u8]) -> Result<RemoteIndex> {
     let i: RemoteIndex = serde_json::from_slice(bytes).map_err(|e| invalid("index", e))?;
     if i.schema_version != 2 {
-        return Err(invalid("index", format!("schemaVersion {}", i.schema_version)));
+        return Err(invalid(
+            "index",
+            format!("schemaVersion {}", i.schema_version),
+        ));
     }
     if i.layers.is_some() || i.config.is_some() {
         return Err(invalid("index", "it has layers or a config"));
@@ -163,7 +166,10 @@ fn parse_manifest(bytes: &[u8], declared: &str) -> Result<RemoteManifest> {
     if m.schema_version != 2 {
         return Err(invalid(
             "manifest",
-            format!("schemaVersion {} (only schema 2 is supported)", m.schema_version),
+            format!(
+                "schemaVersion {} (only schema 2 is supported)",
+                m.schema_version
+            ),
         ));
     }
     if m.manifests.is_some() {
@@ -214,9 +220,9 @@ fn choose(index: &RemoteIndex, platform: &Platform) -> Result<RemoteDescriptor> 
         .filter(|m| m.media_type == media::OCI_MANIFEST || m.media_type == media::DOCKER_MANIFEST)
         .collect();
     let fits = |m: &&&RemoteDescriptor| {
-        m.platform.as_ref().is_some_and(|p| {
-            platform.matches(&p.os, &p.architecture, p.variant.as_deref())
-        })
+        m.platform
+            .as_ref()
+            .is_some_and(|p| platform.matches(&p.os, &p.architecture, p.variant.as_deref()))
     };
     // An exact variant first (arm/v7 before an unspecified arm).
     let exact = candidates.iter().find(|m| {
@@ -329,9 +335,13 @@ struct Bound<R> {
 impl<R: Read> Bound<R> {
     fn check(&mut self, raw: u64) -> io::Result<()> {
         let msg = if self.produced > MAX_LAYER_SIZE {
-            Some(format!("a layer is larger than {MAX_LAYER_SIZE} bytes uncompressed"))
+            Some(format!(
+                "a layer is larger than {MAX_LAYER_SIZE} bytes uncompressed"
+            ))
         } else if self.produced > 64 << 20 && self.produced / raw.max(1) > MAX_RATIO {
-            Some(format!("a layer decompresses more than {MAX_RATIO} times its size"))
+            Some(format!(
+                "a layer decompresses more than {MAX_RATIO} times its size"
+            ))
         } else {
             None
         };
@@ -527,7 +537,11 @@ fn pull_inner(
         .collect();
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = client.options().parallel.clamp(1, 16).min(todo.len().max(1));
+    let workers = client
+        .options()
+        .parallel
+        .clamp(1, 16)
+        .min(todo.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -632,7 +646,14 @@ mod tests {
                 )
             })
             .collect();
-        parse_index(format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, manifests.join(",")).as_bytes()).unwrap()
+        parse_index(
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+                manifests.join(",")
+            )
+            .as_bytes(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -644,8 +665,16 @@ mod tests {
             ("unknown", "unknown", None),
         ]);
         let p = |s| Platform::parse(s).unwrap();
-        assert!(choose(&i, &p("linux/amd64")).unwrap().digest.hex().starts_with('2'));
-        assert!(choose(&i, &p("linux/arm/v7")).unwrap().digest.hex().starts_with('1'));
+        assert!(choose(&i, &p("linux/amd64"))
+            .unwrap()
+            .digest
+            .hex()
+            .starts_with('2'));
+        assert!(choose(&i, &p("linux/arm/v7"))
+            .unwrap()
+            .digest
+            .hex()
+            .starts_with('1'));
         let err = choose(&i, &p("linux/s390x")).unwrap_err().to_string();
         assert!(err.contains("linux/arm/v7, linux/amd64"), "{err}");
     }
@@ -669,7 +698,10 @@ mod tests {
             media::OCI_CONFIG,
             media::DOCKER_FOREIGN_LAYER
         );
-        let err = parse_manifest(foreign.as_bytes(), media::OCI_MANIFEST).err().unwrap().to_string();
+        let err = parse_manifest(foreign.as_bytes(), media::OCI_MANIFEST)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("foreign"), "{err}");
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:../../x","size":1}}"#;
         assert!(parse_manifest(bad_digest.as_bytes(), media::OCI_MANIFEST).is_err());

@@ -51,7 +51,8 @@ impl<'a> BlobSource<'a> {
             digest,
             size,
             open: Box::new(move || {
-                Ok(Box::new(BufReader::new(std::fs::File::open(&path)?)) as Box<dyn Read + Send + 'a>)
+                Ok(Box::new(BufReader::new(std::fs::File::open(&path)?))
+                    as Box<dyn Read + Send + 'a>)
             }),
         }
     }
@@ -137,8 +138,22 @@ pub fn push_manifest(
     blobs: &[BlobSource<'_>],
     progress: Progress<'_>,
 ) -> Result<Digest> {
-    parallel(blobs, client.options().parallel, |b| {
-        let id = &b.digest.hex()[..12];
+    let labelled: Vec<(&BlobSource<'_>, String)> = blobs
+        .iter()
+        .map(|b| (b, b.digest.hex()[..12].to_string()))
+        .collect();
+    push_blobs(client, repo, &labelled, progress)?;
+    client.put_manifest(repo, reference, manifest, media_type)
+}
+
+/// Uploads the blobs the registry lacks, in parallel, reporting each under its label.
+fn push_blobs(
+    client: &Client,
+    repo: &str,
+    blobs: &[(&BlobSource<'_>, String)],
+    progress: Progress<'_>,
+) -> Result<()> {
+    parallel(blobs, client.options().parallel, |(b, id)| {
         if client.has_blob(repo, &b.digest)?.is_some() {
             progress(id, Status::LayerExists);
             return Ok(());
@@ -148,7 +163,7 @@ pub fn push_manifest(
         progress(id, Status::Pushed);
         Ok(())
     })?;
-    client.put_manifest(repo, reference, manifest, media_type)
+    Ok(())
 }
 
 /// A layer ready for the manifest: already in the registry, or compressed
@@ -283,24 +298,24 @@ fn push_inner(
             .collect(),
     );
     let manifest = config::canonical_json("manifest", &manifest)?;
-    let mut blobs: Vec<BlobSource<'_>> = prepared
+    let layers: Vec<(BlobSource<'_>, String)> = prepared
         .iter()
-        .filter_map(|p| {
+        .zip(&image.diff_ids)
+        .filter_map(|(p, d)| {
             p.file.as_ref().map(|f| {
-                BlobSource::file(f.path().to_path_buf(), p.blob.digest.clone(), p.blob.size)
+                (
+                    BlobSource::file(f.path().to_path_buf(), p.blob.digest.clone(), p.blob.size),
+                    d.hex()[..12].to_string(),
+                )
             })
         })
         .collect();
-    blobs.push(BlobSource::bytes(&config_bytes));
-    let digest = push_manifest(
-        client,
-        repo,
-        tag,
-        &manifest,
-        media::OCI_MANIFEST,
-        &blobs,
-        progress,
-    )?;
+    let labelled: Vec<(&BlobSource<'_>, String)> =
+        layers.iter().map(|(b, id)| (b, id.clone())).collect();
+    push_blobs(client, repo, &labelled, progress)?;
+    let config_blob = BlobSource::bytes(&config_bytes);
+    push_blobs(client, repo, &[(&config_blob, String::new())], &|_, _| {})?;
+    let digest = client.put_manifest(repo, tag, &manifest, media::OCI_MANIFEST)?;
     let here = format!("{}/{repo}", client.registry());
     for (p, d) in prepared.iter().zip(&image.diff_ids) {
         distribution::remember(store, d, &p.blob, Some(&here));
