@@ -283,8 +283,52 @@ pub fn push_cli(root: &Path, args: &PushArgs) -> i32 {
     }
 }
 
-/// Pushes the stored image `source` as `target`, with Docker's messages;
-/// shared with `kiln build --push`.
+/// `kiln build --push`: pushes the image whose manifest is `manifest` as
+/// `target`, progress on standard error (standard output may carry `-q`'s ID).
+pub(crate) fn push_image_by_manifest(
+    store: &Store,
+    target: &Reference,
+    manifest: &str,
+    compression: Compression,
+    quiet: bool,
+) -> Result<(), String> {
+    let digest = kiln::image::Digest::parse(manifest).map_err(|e| e.to_string())?;
+    let image = store.image(&digest).map_err(|e| e.to_string())?;
+    let opts = client_options();
+    let client = Client::new(target.domain(), &opts).map_err(|e| e.to_string())?;
+    let seen = Mutex::new(std::collections::HashSet::new());
+    let report = |id: &str, s: Status| {
+        if quiet {
+            return;
+        }
+        let line = format!("{id}: {s}");
+        if seen
+            .lock()
+            .map(|mut v| v.insert(line.clone()))
+            .unwrap_or(false)
+        {
+            eprintln!("{line}");
+        }
+    };
+    let pushed = push::push_image(
+        store,
+        &client,
+        &image,
+        target,
+        &PushOptions { compression },
+        &report,
+    )
+    .map_err(|e| e.to_string())?;
+    if !quiet {
+        eprintln!(
+            "pushing {target} done: digest: {} size: {}",
+            pushed.digest, pushed.size
+        );
+    }
+    Ok(())
+}
+
+/// Pushes the stored image `source` as `target`, with Docker's messages.
 pub(crate) fn push_one(
     store: &Store,
     target: &Reference,
