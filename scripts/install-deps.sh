@@ -6,6 +6,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 # busybox-static: the base image of tests and examples; skopeo, umoci: interop checks of the
-# OCI store; docker.io, podman: "docker load / podman load accept what kiln saved" checks.
+# OCI store; docker.io, podman: "docker load / podman load accept what kiln saved" checks;
+# docker-registry, apache2-utils (htpasswd): the registry the push/pull tests run on 127.0.0.1.
 $SUDO apt-get install -y -qq --no-install-recommends \
-    busybox-static skopeo umoci docker.io podman ca-certificates >/dev/null
+    busybox-static skopeo umoci docker.io podman ca-certificates \
+    docker-registry apache2-utils >/dev/null

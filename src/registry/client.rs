@@ -192,6 +192,8 @@ impl Client {
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
             .redirects(8)
+            // Never forward credentials on a redirect (blobs are often served from a CDN).
+            .redirect_auth_headers(ureq::RedirectAuthHeaders::Never)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
