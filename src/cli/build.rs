@@ -420,9 +420,10 @@ fn export(
     result: &build::BuildResult,
     tags: &[Reference],
     spec: &str,
-    mut compression: kiln::registry::Compression,
+    push_compression: kiln::registry::Compression,
     quiet: bool,
 ) -> Result<(), String> {
+    let mut compression = None;
     let mut kind = None;
     let mut dest = None;
     let mut names: Vec<Reference> = Vec::new();
@@ -440,9 +441,11 @@ fn export(
             }
             Some(("push", v)) => push = Some(v == "true"),
             Some(("compression", v)) => {
-                compression = kiln::registry::Compression::parse(v).ok_or_else(|| {
-                    format!("error: invalid --output {spec:?}: compression {v:?} (gzip or zstd)")
-                })?
+                compression = Some(kiln::registry::Compression::parse(v).ok_or_else(|| {
+                    format!(
+                        "error: invalid --output {spec:?}: compression {v:?} (none, gzip or zstd)"
+                    )
+                })?)
             }
             _ if !field.contains('=') && kind.is_none() && dest.is_none() => {
                 // `-o DIR` is `type=local,dest=DIR`, as in Docker.
@@ -466,6 +469,7 @@ fn export(
         if names.is_empty() {
             return Err(format!("error: --output {spec:?} needs name= (or -t NAME)"));
         }
+        let compression = compression.unwrap_or(push_compression);
         return push_tags(store, result, &names, compression, quiet);
     }
     let dest = dest.ok_or_else(|| format!("error: --output {spec:?} needs dest="))?;
@@ -488,8 +492,10 @@ fn export(
                 image,
                 tags: tags.to_vec(),
             }];
-            let mut w = kiln::imageops::save::save(store, &items, open(&dest)?)
-                .map_err(|e| err(e.to_string()))?;
+            let compression = compression.unwrap_or(kiln::registry::Compression::None);
+            let mut w =
+                kiln::imageops::save::save_compressed(store, &items, open(&dest)?, compression)
+                    .map_err(|e| err(e.to_string()))?;
             w.flush().map_err(|e| err(e.to_string()))
         }
         "local" | "tar" => {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
+use kiln::image::compression::Compression;
 use kiln::image::Reference;
 use kiln::imageops::change::Changes;
 use kiln::imageops::import::{import_rootfs, ImportOptions};
@@ -17,7 +18,7 @@ use kiln::imageops::list::{self, ImageFilters, ImageSummary};
 use kiln::imageops::load::{load, LoadLimits};
 use kiln::imageops::platform::Platform;
 use kiln::imageops::remove::{prune_images, remove_images, RemoveEvent};
-use kiln::imageops::save::{resolve_for_save, save};
+use kiln::imageops::save::{resolve_for_save, save_compressed};
 use kiln::imageops::time::Timestamp;
 use kiln::imageops::{self, ImageOpsError};
 use kiln::store::Store;
@@ -175,6 +176,9 @@ pub struct SaveArgs {
     /// Write to a file, instead of STDOUT
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Compress the layers: none (default), gzip or zstd
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "zstd"])]
+    pub compression: String,
     /// The images
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
@@ -636,10 +640,12 @@ impl Drop for AtomicFile {
 
 fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
     let items = resolve_for_save(store, &a.images).map_err(msg)?;
+    let compression = Compression::parse(&a.compression).unwrap_or(Compression::None);
     match &a.output {
         Some(path) if path != Path::new("-") => {
             let (guard, file) = AtomicFile::create(path)?;
-            let w = save(store, &items, BufWriter::new(file)).map_err(msg)?;
+            let w =
+                save_compressed(store, &items, BufWriter::new(file), compression).map_err(msg)?;
             let file = w
                 .into_inner()
                 .map_err(|e| format!("failed to save image: {}", e.error()))?;
@@ -652,7 +658,8 @@ fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
                     "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
                 );
             }
-            let mut w = save(store, &items, BufWriter::new(stdout.lock())).map_err(msg)?;
+            let mut w = save_compressed(store, &items, BufWriter::new(stdout.lock()), compression)
+                .map_err(msg)?;
             w.flush().map_err(|e| format!("failed to save image: {e}"))
         }
     }

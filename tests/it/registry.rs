@@ -537,3 +537,58 @@ fn from_a_registry_image_pulls_it_and_build_pushes() {
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
 }
+
+#[test]
+fn an_interrupted_pull_completes_when_run_again() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(skopeo) = need("skopeo", None) else {
+        return;
+    };
+    let k = Kiln::new();
+    let base = format!("{}/kiln/resume-base:1", reg.host());
+    k.import_busybox(&base, &[]);
+    k.ok(&["push", &base]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo two > /two\n"),
+    )
+    .unwrap();
+    let app = format!("{}/kiln/resume:1", reg.host());
+    k.ok(&[
+        "build",
+        "-q",
+        "-t",
+        &app,
+        "--push",
+        &ctx.display().to_string(),
+    ]);
+    let raw: Value = serde_json::from_str(&skopeo_inspect(&skopeo, &app, true)).unwrap();
+    let top = raw["layers"][1]["digest"].as_str().unwrap().to_string();
+    // The registry loses the top layer mid-pull: the pull fails, the bottom layer is kept
+    // (complete and verified), no image is recorded.
+    let file = reg.blob_file(&top);
+    let aside = file.with_extension("aside");
+    std::fs::rename(&file, &aside).unwrap();
+    let fresh = Kiln::new();
+    let err = fresh.fails(&["pull", &app]);
+    assert!(
+        err.contains(&reg.host()) && err.contains("kiln/resume"),
+        "{err}"
+    );
+    assert!(fresh.ok(&["images", "-q"]).trim().is_empty());
+    assert_store_clean(&fresh);
+    std::fs::rename(&aside, &file).unwrap();
+    let out = fresh.ok(&["pull", &app]);
+    assert!(
+        out.contains("Already exists") && out.contains("Pull complete"),
+        "{out}"
+    );
+    assert_eq!(
+        fresh.ok(&["run", "--rm", &app, "cat", "/two"]).trim(),
+        "two"
+    );
+}
