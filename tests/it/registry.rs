@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -220,6 +221,20 @@ fn push_then_pull_into_an_empty_store_and_run() {
     let all = fresh.ok(&["pull", "-a", &format!("{}/kiln/bb", reg.host())]);
     assert!(all.contains("1: Pulling from kiln/bb"), "{all}");
 
+    // A store that knows nothing of the registry uploads in chunks when told to.
+    let chunked = format!("{}/kiln/chunked:1", reg.host());
+    let fourth = Kiln::new();
+    let fourth_id = fourth.import_busybox(&chunked, &[]);
+    let o = fourth.run_env(
+        &["push", &chunked],
+        &[("KILN_REGISTRY_CHUNK_SIZE", "300000")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Pushed"), "{}", stdout(&o));
+    fourth.ok(&["rmi", &chunked]);
+    fourth.ok(&["pull", &chunked]);
+    assert_eq!(fourth.inspect(&chunked)["Id"], fourth_id.as_str());
+
     // zstd layers are pushed as such and pulled back.
     let z = format!("{}/kiln/zstd:1", reg.host());
     k.ok(&["tag", &name, &z]);
@@ -275,7 +290,6 @@ fn basic_auth_needs_login() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Login Succeeded"));
     let file = config.path().join("config.json");
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
@@ -300,6 +314,42 @@ fn basic_auth_needs_login() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));
     assert!(other.ok(&["images", "-q"]).trim().is_empty());
+
+    // A credentials store (`credsStore`): login stores through the helper, pulls get from it.
+    let helpers = tempfile::tempdir().unwrap();
+    let script = helpers.path().join("docker-credential-kilntest");
+    let saved = helpers.path().join("saved.json");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n get) read s; [ -f {f} ] && exec cat {f}; echo 'credentials not found in native keychain'; exit 1;;\n store) cat > {f};;\n erase) read s; rm -f {f};;\nesac\n",
+            f = saved.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&file, r#"{"credsStore":"kilntest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("DOCKER_CONFIG", cfg.as_str()), ("PATH", path.as_str())];
+    let o = k.run_env(&["login", "-u", "kiln", "-p", "s3cret", &reg.host()], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stored: Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(stored["Secret"], "s3cret");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains("s3cret") && !text.contains("czNjcmV0"),
+        "{text}"
+    );
+    let helped = Kiln::new();
+    let o = helped.run_env(&["pull", &name], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = k.run_env(&["logout", &reg.host()], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!saved.exists());
 }
 
 /// The architecture Go names the host's, and another one.
@@ -520,6 +570,22 @@ fn from_a_registry_image_pulls_it_and_build_pushes() {
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     assert!(!log.contains("pull "), "{log}");
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+
+    // --pull always asks the registry again; nothing changed, so every step is cached.
+    let o = fresh.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--pull",
+        "always",
+        "-t",
+        &app,
+        &ctx_s,
+    ]);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains(&format!("pull {base}")), "{log}");
     assert_eq!(log.matches("CACHED").count(), 2, "{log}");
 
     // --output type=registry with zstd, under another name.
