@@ -379,7 +379,10 @@ impl Builder<'_> {
         let mut opts = crate::registry::ClientOptions::from_env();
         opts.cancel = self.cancel.clone();
         let fail = |e: crate::registry::RegistryError| BuildError::Step {
-            message: e.to_string(),
+            message: match policy {
+                PullPolicy::Missing => format!("{name}: not in the local store, and {e}"),
+                _ => e.to_string(),
+            },
             location,
         };
         let client = crate::registry::Client::new(reference.domain(), &opts).map_err(fail)?;

@@ -69,7 +69,11 @@ fn normalize_key(key: &str) -> &str {
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
         .unwrap_or(key);
-    k.split('/').next().unwrap_or(k)
+    match k.split('/').next().unwrap_or(k) {
+        // Docker Hub's names, as different tools write them.
+        "docker.io" | "registry-1.docker.io" => "index.docker.io",
+        host => host,
+    }
 }
 
 /// Docker's client config file, as read.
@@ -396,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config.json"),
-            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"},"http://reg.example:5000/v2/":{"username":"a","password":"b"}},"other":1}"#,
+            r#"{"auths":{"docker.io":{"auth":"dTpw"},"http://reg.example:5000/v2/":{"username":"a","password":"b"}},"other":1}"#,
         )
         .unwrap();
         let mut c = DockerConfig::load(dir.path()).unwrap();

@@ -25,6 +25,9 @@ pub use crate::image::compression::{Compression, Compressor};
 pub use client::{Client, ClientOptions};
 pub use error::{RegistryError, Result};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use crate::image::Reference;
 
 /// The host the distribution API of a reference's domain is served from
@@ -70,4 +73,47 @@ pub mod media {
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
     /// The `Accept` header for manifest requests: every type kiln can read.
     pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+}
+
+/// Runs `work` on every item, `parallel` at a time; the first error wins.
+pub(crate) fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    parallel: usize,
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let workers = parallel.clamp(1, 16).min(items.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= items.len() || error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    break;
+                }
+                match work(&items[i]) {
+                    Ok(r) => {
+                        if let Ok(mut v) = results.lock() {
+                            v[i] = Some(r);
+                        }
+                    }
+                    Err(e) => {
+                        let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect())
 }

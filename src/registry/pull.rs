@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -359,7 +357,7 @@ fn fetch_layer(
     store: &Store,
     client: &Client,
     repo: &str,
-    desc: &RemoteDescriptor,
+    desc: &KnownBlob,
     diff_id: &Digest,
     index: usize,
     progress: Progress<'_>,
@@ -477,6 +475,46 @@ fn fetch_layer(
     Ok(())
 }
 
+/// Fetches the layers (compressed blob, diffID) of `repo` that the store
+/// lacks, in parallel, each verified and stored uncompressed as described
+/// in the module documentation, and records where each blob came from.
+/// Public for other importers of registry content (a build cache).
+pub fn pull_layers(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    layers: &[(KnownBlob, Digest)],
+    progress: Progress<'_>,
+) -> Result<()> {
+    // Stored layers stay unreferenced until the caller records what uses them.
+    let _lease = store.lease()?;
+    let todo: Vec<(usize, &(KnownBlob, Digest))> = layers
+        .iter()
+        .enumerate()
+        .filter(|(_, (blob, diff_id))| {
+            let have = store.has_blob(diff_id);
+            let id = &blob.digest.hex()[..12];
+            progress(
+                id,
+                if have {
+                    Status::AlreadyExists
+                } else {
+                    Status::Waiting
+                },
+            );
+            !have
+        })
+        .collect();
+    super::parallel(&todo, client.options().parallel, |(i, (blob, diff_id))| {
+        fetch_layer(store, client, repo, blob, diff_id, *i, progress)
+    })?;
+    let source = format!("{}/{}", client.registry(), repo);
+    for (blob, diff_id) in layers {
+        distribution::remember(store, diff_id, blob, Some(&source));
+    }
+    Ok(())
+}
+
 /// Pulls `reference` into the store and names it: by its tag, or for a
 /// `name@sha256:…` reference by the stored image's own digest, with the
 /// registry's digest recorded so `name@sha256:…` finds it.
@@ -522,62 +560,23 @@ fn pull_inner(
 
     // Layers go into the store before any image references them.
     let _lease = store.lease()?;
-    let source = format!("{}/{}", client.registry(), repo);
-    let todo: Vec<usize> = (0..m.layers.len())
-        .filter(|&i| {
-            let have = store.has_blob(&diff_ids[i]);
-            let id = &m.layers[i].digest.hex()[..12];
-            if have {
-                progress(id, Status::AlreadyExists);
-            } else {
-                progress(id, Status::Waiting);
-            }
-            !have
+    let layers: Vec<(KnownBlob, Digest)> = m
+        .layers
+        .iter()
+        .zip(&diff_ids)
+        .map(|(l, d)| {
+            (
+                KnownBlob {
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                    sources: Vec::new(),
+                },
+                d.clone(),
+            )
         })
         .collect();
-    let next = AtomicUsize::new(0);
-    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = client
-        .options()
-        .parallel
-        .clamp(1, 16)
-        .min(todo.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&i) = todo.get(k) else { break };
-                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    break;
-                }
-                if let Err(e) =
-                    fetch_layer(store, client, repo, &m.layers[i], &diff_ids[i], i, progress)
-                {
-                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                    if slot.is_none() {
-                        *slot = Some(e);
-                    }
-                    break;
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    for (l, d) in m.layers.iter().zip(&diff_ids) {
-        distribution::remember(
-            store,
-            d,
-            &KnownBlob {
-                digest: l.digest.clone(),
-                size: l.size,
-                media_type: l.media_type.clone(),
-                sources: Vec::new(),
-            },
-            Some(&source),
-        );
-    }
+    pull_layers(store, client, repo, &layers, progress)?;
 
     let mut layers = Vec::new();
     for d in &diff_ids {

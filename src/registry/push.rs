@@ -9,12 +9,11 @@
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use super::client::Client;
 use super::distribution::{self, KnownBlob};
 use super::error::{RegistryError, Result};
+use super::parallel;
 use super::pull::{Progress, Status};
 use super::{media, Compression};
 use crate::image::config::{self};
@@ -80,49 +79,6 @@ pub struct Pushed {
     pub digest: Digest,
     /// The manifest's size.
     pub size: u64,
-}
-
-/// Runs `work` on every item, `parallel` at a time; the first error wins.
-fn parallel<T: Sync, R: Send>(
-    items: &[T],
-    parallel: usize,
-    work: impl Fn(&T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = parallel.clamp(1, 16).min(items.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= items.len() || error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    break;
-                }
-                match work(&items[i]) {
-                    Ok(r) => {
-                        if let Ok(mut v) = results.lock() {
-                            v[i] = Some(r);
-                        }
-                    }
-                    Err(e) => {
-                        let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert(e);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    Ok(results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .flatten()
-        .collect())
 }
 
 /// Pushes `blobs` the registry does not have (in parallel), then the
@@ -253,6 +209,46 @@ fn prepare_layer(
     })
 }
 
+/// Makes sure `repo` has a compressed blob of each stored layer `diff_ids`
+/// (skipped when the registry has a known one, mounted from another
+/// repository, or compressed in parallel and uploaded) and returns their
+/// descriptors, in order. Public for other exporters of store layers (a
+/// build cache); the manifest is the caller's ([`push_manifest`]).
+pub fn push_layers(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    diff_ids: &[Digest],
+    compression: Compression,
+    progress: Progress<'_>,
+) -> Result<Vec<KnownBlob>> {
+    // The temp files of compressed layers must outlive a concurrent gc.
+    let _lease = store.lease()?;
+    let prepared = parallel(diff_ids, client.options().parallel, |d| {
+        prepare_layer(store, client, repo, d, compression, progress)
+    })?;
+    let uploads: Vec<(BlobSource<'_>, String)> = prepared
+        .iter()
+        .zip(diff_ids)
+        .filter_map(|(p, d)| {
+            p.file.as_ref().map(|f| {
+                (
+                    BlobSource::file(f.path().to_path_buf(), p.blob.digest.clone(), p.blob.size),
+                    d.hex()[..12].to_string(),
+                )
+            })
+        })
+        .collect();
+    let labelled: Vec<(&BlobSource<'_>, String)> =
+        uploads.iter().map(|(b, id)| (b, id.clone())).collect();
+    push_blobs(client, repo, &labelled, progress)?;
+    let here = format!("{}/{repo}", client.registry());
+    for (p, d) in prepared.iter().zip(diff_ids) {
+        distribution::remember(store, d, &p.blob, Some(&here));
+    }
+    Ok(prepared.into_iter().map(|p| p.blob).collect())
+}
+
 /// Pushes a stored image as `target` (a tag; `latest` when none).
 pub fn push_image(
     store: &Store,
@@ -283,43 +279,26 @@ fn push_inner(
     let target = target.clone().with_default_tag();
     let tag = target.tag().unwrap_or(crate::image::reference::DEFAULT_TAG);
     let repo = target.path();
-    // The temp files of compressed layers must outlive a concurrent gc.
-    let _lease = store.lease()?;
-    let prepared = parallel(&image.diff_ids, client.options().parallel, |d| {
-        prepare_layer(store, client, repo, d, opts.compression, progress)
-    })?;
+    let blobs = push_layers(
+        store,
+        client,
+        repo,
+        &image.diff_ids,
+        opts.compression,
+        progress,
+    )?;
     let config_bytes = store.read_blob(&image.id, "image config", 32 << 20)?;
-    let config_media = media::OCI_CONFIG;
     let manifest = config::new_manifest(
-        config::descriptor(config_media, &image.id, config_bytes.len() as u64),
-        prepared
+        config::descriptor(media::OCI_CONFIG, &image.id, config_bytes.len() as u64),
+        blobs
             .iter()
-            .map(|p| config::descriptor(&p.blob.media_type, &p.blob.digest, p.blob.size))
+            .map(|b| config::descriptor(&b.media_type, &b.digest, b.size))
             .collect(),
     );
     let manifest = config::canonical_json("manifest", &manifest)?;
-    let layers: Vec<(BlobSource<'_>, String)> = prepared
-        .iter()
-        .zip(&image.diff_ids)
-        .filter_map(|(p, d)| {
-            p.file.as_ref().map(|f| {
-                (
-                    BlobSource::file(f.path().to_path_buf(), p.blob.digest.clone(), p.blob.size),
-                    d.hex()[..12].to_string(),
-                )
-            })
-        })
-        .collect();
-    let labelled: Vec<(&BlobSource<'_>, String)> =
-        layers.iter().map(|(b, id)| (b, id.clone())).collect();
-    push_blobs(client, repo, &labelled, progress)?;
     let config_blob = BlobSource::bytes(&config_bytes);
     push_blobs(client, repo, &[(&config_blob, String::new())], &|_, _| {})?;
     let digest = client.put_manifest(repo, tag, &manifest, media::OCI_MANIFEST)?;
-    let here = format!("{}/{repo}", client.registry());
-    for (p, d) in prepared.iter().zip(&image.diff_ids) {
-        distribution::remember(store, d, &p.blob, Some(&here));
-    }
     Ok(Pushed {
         digest,
         size: manifest.len() as u64,
