@@ -655,6 +655,144 @@ mod tests {
         .unwrap()
     }
 
+    use std::io::{BufRead, BufReader};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A registry on 127.0.0.1 serving fixed bodies by path; stopped when dropped.
+    struct FakeRegistry {
+        addr: String,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl FakeRegistry {
+        fn serve(routes: Vec<(String, Vec<u8>)>) -> FakeRegistry {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(mut stream) = stream else { continue };
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    let _ = reader.read_line(&mut line);
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                        Some((_, b)) => ("200 OK", b.clone()),
+                        None => ("404 Not Found", Vec::new()),
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(&body);
+                }
+            });
+            FakeRegistry {
+                addr,
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for FakeRegistry {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(&self.addr);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Routes of a one-layer image under `r:1`, with the layer blob as `served`.
+    fn image_routes(layer: &[u8], served: Vec<u8>) -> (Vec<(String, Vec<u8>)>, Digest) {
+        let layer_digest = Digest::of_bytes(layer);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+        )
+        .into_bytes();
+        let config_digest = Digest::of_bytes(&config);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{layer_digest}","size":{}}}]}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            config.len(),
+            media::OCI_LAYER,
+            layer.len()
+        )
+        .into_bytes();
+        let manifest_digest = Digest::of_bytes(&manifest);
+        (
+            vec![
+                ("/v2/r/manifests/1".into(), manifest.clone()),
+                (format!("/v2/r/manifests/{manifest_digest}"), manifest),
+                (format!("/v2/r/blobs/{config_digest}"), config),
+                (format!("/v2/r/blobs/{layer_digest}"), served),
+            ],
+            manifest_digest,
+        )
+    }
+
+    fn try_pull(
+        routes: Vec<(String, Vec<u8>)>,
+        reference: &str,
+    ) -> (Result<Pulled>, Store, tempfile::TempDir) {
+        let server = FakeRegistry::serve(routes);
+        let (dir, store) = crate::store::test_support::temp_store();
+        let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
+        let r = Reference::parse(&format!("{}/{reference}", server.addr)).unwrap();
+        let result = pull(&store, &client, &r, &PullOptions::default(), &|_, _| {});
+        (result, store, dir)
+    }
+
+    #[test]
+    fn pulls_and_verifies_every_byte() {
+        let layer = crate::store::test_support::layer_tar(&[("a", b"hello")]);
+        let (routes, manifest_digest) = image_routes(&layer, layer.clone());
+        let (ok, store, _dir) = try_pull(routes.clone(), "r:1");
+        let pulled = ok.unwrap();
+        assert_eq!(pulled.digest, manifest_digest);
+        assert!(store.check().unwrap().is_empty());
+
+        // The right bytes followed by more: refused, nothing kept.
+        let mut long = layer.clone();
+        long.extend_from_slice(b"trailing");
+        let (routes, _) = image_routes(&layer, long);
+        let (err, store, _dir) = try_pull(routes, "r:1");
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("its descriptor says"), "{err}");
+        assert!(store.list_images().unwrap().is_empty());
+        assert!(store.tmp_dir().read_dir().unwrap().next().is_none());
+
+        // A manifest asked for by digest must have that digest.
+        let (mut routes, manifest_digest) = image_routes(&layer, layer.clone());
+        let other = Digest::of_bytes(b"other");
+        let body = routes[0].1.clone();
+        routes.push((format!("/v2/r/manifests/{other}"), body));
+        let (err, _store, _dir) = try_pull(routes.clone(), &format!("r@{other}"));
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("does not match its digest"), "{err}");
+        let (ok, store, _dir) = try_pull(routes, &format!("r@{manifest_digest}"));
+        let pulled = ok.unwrap();
+        let by_digest = format!("{}@{manifest_digest}", pulled.image.references[0].name());
+        assert_eq!(store.resolve(&by_digest).unwrap().id, pulled.image.id);
+    }
+
     #[test]
     fn chooses_the_platform_of_an_index() {
         let i = index(&[
