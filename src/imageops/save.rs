@@ -190,11 +190,23 @@ fn pack(store: &Store, layer: &Digest, compression: Compression) -> Result<Packe
     let (tmp, file) = crate::store::fsutil::create_temp_file(&store.tmp_dir(), "save")?;
     let guard = crate::store::fsutil::TempPath::new(tmp.clone());
     let err = |e: io::Error| io_err("compress a layer into", tmp.display().to_string())(e);
-    let mut src = store.open_blob(layer)?;
+    let mut src = Hashing {
+        inner: store.open_blob(layer)?,
+        hasher: Sha256::new(),
+        count: 0,
+    };
     let mut enc = compression
         .writer(crate::image::Sha256Writer::new(io::BufWriter::new(file)))
         .map_err(err)?;
     io::copy(&mut src, &mut enc).map_err(err)?;
+    let actual = Digest::from_hasher(src.hasher);
+    if actual != *layer {
+        return Err(StoreError::DigestMismatch {
+            expected: layer.clone(),
+            actual,
+        }
+        .into());
+    }
     let (mut w, digest, size) = enc.finish().map_err(err)?.finish();
     w.flush().map_err(err)?;
     Ok(Packed {

@@ -8,6 +8,8 @@
 //! an artifact such as a build-cache export) with the blobs it references.
 
 use std::io::{BufReader, BufWriter, Read, Write};
+
+use sha2::Digest as _;
 use std::path::PathBuf;
 
 use super::client::Client;
@@ -180,6 +182,8 @@ fn prepare_layer(
         .writer(Sha256Writer::new(BufWriter::new(file)))
         .map_err(write_err)?;
     let mut buf = vec![0u8; 256 << 10];
+    // The stored layer is checked as it is read: a corrupted store never reaches a registry.
+    let mut check = sha2::Sha256::new();
     loop {
         if client.options().cancelled() {
             return Err(RegistryError::Interrupted);
@@ -192,7 +196,16 @@ fn prepare_layer(
         if n == 0 {
             break;
         }
+        check.update(&buf[..n]);
         enc.write_all(&buf[..n]).map_err(write_err)?;
+    }
+    let actual = Digest::from_hasher(check);
+    if actual != *diff_id {
+        return Err(crate::store::StoreError::DigestMismatch {
+            expected: diff_id.clone(),
+            actual,
+        }
+        .into());
     }
     let (mut out, digest, size) = enc.finish().map_err(write_err)?.finish();
     out.flush().map_err(write_err)?;
