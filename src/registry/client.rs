@@ -105,6 +105,42 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The proxy for `host` from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` (or
+/// their lowercase forms), unless `NO_PROXY` lists it (a host, a domain
+/// suffix, or `*`). Loopback registries never go through a proxy.
+pub fn proxy_for(host: &str, https: bool) -> Option<String> {
+    if is_loopback(host) {
+        return None;
+    }
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let proxy = if https {
+        var(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])
+    } else {
+        var(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])
+    }?;
+    let no_proxy = var(&["NO_PROXY", "no_proxy"]).unwrap_or_default();
+    (!no_proxy_matches(&no_proxy, host)).then_some(proxy)
+}
+
+/// True when a `NO_PROXY` list covers `host` (`host[:port]`).
+fn no_proxy_matches(list: &str, host: &str) -> bool {
+    let name = host
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+        .to_ascii_lowercase();
+    list.split(',').map(str::trim).any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        let e = entry.trim_start_matches('*').trim_start_matches('.');
+        entry == "*"
+            || (!e.is_empty() && (entry == host || name == e || name.ends_with(&format!(".{e}"))))
+    })
+}
+
 /// A fetched manifest or index: its bytes (what the digest covers), media
 /// type and digest.
 #[derive(Debug, Clone)]
@@ -187,7 +223,14 @@ impl Client {
         } else {
             "https"
         };
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(proxy) = proxy_for(&host, scheme == "https") {
+            match ureq::Proxy::new(&proxy) {
+                Ok(p) => agent = agent.proxy(p),
+                Err(e) => tracing::warn!(%proxy, error = %e, "ignoring an unusable proxy setting"),
+            }
+        }
+        let agent = agent
             .timeout_connect(Duration::from_secs(30))
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
@@ -955,6 +998,24 @@ mod tests {
         assert_eq!(b.scheme, "basic");
         assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_none());
         assert!(parse_challenge("").is_none());
+    }
+
+    #[test]
+    fn no_proxy_lists_are_matched() {
+        let list = "localhost, .corp.example,registry.lan:5000,other.io";
+        for h in [
+            "a.corp.example",
+            "corp.example",
+            "registry.lan:5000",
+            "other.io:443",
+        ] {
+            assert!(no_proxy_matches(list, h), "{h}");
+        }
+        for h in ["docker.io", "evilcorp.example", "registry.lan.evil:5000"] {
+            assert!(!no_proxy_matches(list, h), "{h}");
+        }
+        assert!(no_proxy_matches("*", "docker.io"));
+        assert!(!no_proxy_matches("", "docker.io"));
     }
 
     #[test]

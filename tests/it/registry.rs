@@ -658,3 +658,88 @@ fn an_interrupted_pull_completes_when_run_again() {
         "two"
     );
 }
+
+/// Relays every connection to 127.0.0.1:`to` and counts them: an HTTP proxy for
+/// plain-HTTP registries (Go's server takes absolute-form request targets).
+struct Relay {
+    port: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (count.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Relay { port, count, stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn an_http_proxy_from_the_environment_is_used() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let relay = Relay::start(reg.port);
+    let proxy = format!("http://127.0.0.1:{}", relay.port);
+    // A name only the proxy can reach (it never resolves here).
+    let name = "kiln-proxied.invalid:5000/kiln/p:1";
+    let env = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("NO_PROXY", "localhost,example.com"),
+        ("KILN_INSECURE_REGISTRIES", "kiln-proxied.invalid:5000"),
+    ];
+    let k = Kiln::new();
+    let id = k.import_busybox(name, &[]);
+    let o = k.run_env(&["push", name], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = Kiln::new();
+    let o = fresh.run_env(&["pull", name], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fresh.inspect(name)["Id"], id.as_str());
+    assert!(relay.count.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // Listed in NO_PROXY: no proxy, and the name does not resolve.
+    let o = fresh.run_env(
+        &["pull", name],
+        &[
+            ("HTTP_PROXY", proxy.as_str()),
+            ("NO_PROXY", ".invalid"),
+            ("KILN_INSECURE_REGISTRIES", "kiln-proxied.invalid:5000"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unreachable"), "{}", stderr(&o));
+}
