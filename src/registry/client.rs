@@ -105,6 +105,64 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Where per-registry CA certificates are looked for, as Docker does:
+/// `$KILN_CERTS_DIR`, else `/etc/docker/certs.d`.
+pub fn certs_dir() -> PathBuf {
+    std::env::var_os("KILN_CERTS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/docker/certs.d"))
+}
+
+/// The CA certificates in `<certs_dir>/<host>/*.crt` (PEM), which a registry
+/// with a private CA is verified against, besides the public roots. A
+/// registry with such a directory is spoken to over HTTPS even on loopback.
+fn registry_roots(host: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject;
+    // A host name never holds a path separator; refuse to look up anything else.
+    if host.contains('/') || host.starts_with('.') {
+        return Vec::new();
+    }
+    let dir = certs_dir().join(host);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        match rustls_pki_types::CertificateDer::pem_file_iter(&f) {
+            Ok(certs) => out.extend(certs.filter_map(|c| c.ok())),
+            Err(e) => {
+                tracing::warn!(file = %f.display(), error = %e, "ignoring an unreadable CA file")
+            }
+        }
+    }
+    out
+}
+
+/// A TLS configuration trusting the public roots and `extra`.
+fn tls_config(
+    extra: Vec<rustls_pki_types::CertificateDer<'static>>,
+) -> std::result::Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for c in extra {
+        roots.add(c)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
 /// The proxy for `host` from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` (or
 /// their lowercase forms), unless `NO_PROXY` lists it (a host, a domain
 /// suffix, or `*`). Loopback registries never go through a proxy.
@@ -218,12 +276,22 @@ impl Client {
         creds: Option<Credentials>,
     ) -> Client {
         let host = super::api_host(registry).to_string();
-        let scheme = if opts.plain_http(&host) || opts.plain_http(registry) {
-            "http"
-        } else {
-            "https"
-        };
+        let extra_roots = registry_roots(&host);
+        let scheme =
+            if extra_roots.is_empty() && (opts.plain_http(&host) || opts.plain_http(registry)) {
+                "http"
+            } else {
+                "https"
+            };
         let mut agent = ureq::AgentBuilder::new();
+        if !extra_roots.is_empty() {
+            match tls_config(extra_roots) {
+                Ok(c) => agent = agent.tls_config(c),
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "cannot use the registry's CA certificates")
+                }
+            }
+        }
         if let Some(proxy) = proxy_for(&host, scheme == "https") {
             match ureq::Proxy::new(&proxy) {
                 Ok(p) => agent = agent.proxy(p),

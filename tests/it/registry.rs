@@ -44,6 +44,11 @@ impl Drop for Registry {
 impl Registry {
     /// Starts a registry; with `auth`, user `kiln` / password `s3cret` via htpasswd.
     fn start(auth: bool) -> Option<Registry> {
+        Registry::start_with(auth, None)
+    }
+
+    /// [`Registry::start`], serving HTTPS with `tls` (certificate, key) when given.
+    fn start_with(auth: bool, tls: Option<(&Path, &Path)>) -> Option<Registry> {
         let bin = need(
             "docker-registry",
             Some(PathBuf::from("/usr/bin/docker-registry")),
@@ -58,6 +63,13 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if auth {
             let htpasswd = need("htpasswd", None)?;
             let line = run_tool(Command::new(htpasswd).args(["-Bbn", "kiln", "s3cret"]));
@@ -742,4 +754,110 @@ fn an_http_proxy_from_the_environment_is_used() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unreachable"), "{}", stderr(&o));
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, made with openssl in `dir`:
+/// (ca.crt, server.crt, server.key).
+fn test_ca(openssl: &Path, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    run_tool(
+        Command::new(openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=kiln test CA", "-keyout"])
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.crt"))
+            .stderr(Stdio::null()),
+    );
+    run_tool(
+        Command::new(openssl)
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+            ])
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.csr"))
+            .stderr(Stdio::null()),
+    );
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run_tool(
+        Command::new(openssl)
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(p("server.csr"))
+            .arg("-CA")
+            .arg(p("ca.crt"))
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .args(["-CAcreateserial", "-out"])
+            .arg(p("server.crt"))
+            .arg("-extfile")
+            .arg(p("ext.cnf"))
+            .stderr(Stdio::null()),
+    );
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
+#[test]
+fn https_registries_are_verified_against_their_ca() {
+    let Some(openssl) = need("openssl", None) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(&openssl, certs.path());
+    let Some(reg) = Registry::start_with(false, Some((&cert, &key))) else {
+        return;
+    };
+    let name = format!("{}/kiln/tls:1", reg.host());
+    let k = Kiln::new();
+    let id = k.import_busybox(&name, &[]);
+
+    // No CA for it: a loopback registry is spoken to over plain HTTP, which a TLS server refuses.
+    let empty = certs.path().join("none.d");
+    let e = empty.display().to_string();
+    let o = k.run_env(&["push", &name], &[("KILN_CERTS_DIR", e.as_str())]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&reg.host()), "{}", stderr(&o));
+
+    // The wrong CA: the certificate is refused.
+    let (other_ca, _, _) = {
+        let d = certs.path().join("other");
+        std::fs::create_dir_all(&d).unwrap();
+        test_ca(&openssl, &d)
+    };
+    let wrong = certs.path().join("wrong.d");
+    std::fs::create_dir_all(wrong.join(reg.host())).unwrap();
+    std::fs::copy(&other_ca, wrong.join(reg.host()).join("ca.crt")).unwrap();
+    let w = wrong.display().to_string();
+    let o = k.run_env(&["push", &name], &[("KILN_CERTS_DIR", w.as_str())]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("unreachable") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    // Its CA in certs.d/<host>/: HTTPS, verified.
+    let good = certs.path().join("certs.d");
+    std::fs::create_dir_all(good.join(reg.host())).unwrap();
+    std::fs::copy(&ca, good.join(reg.host()).join("ca.crt")).unwrap();
+    let g = good.display().to_string();
+    let env = [("KILN_CERTS_DIR", g.as_str())];
+    let o = k.run_env(&["push", &name], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = Kiln::new();
+    let o = fresh.run_env(&["pull", &name], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fresh.inspect(&name)["Id"], id.as_str());
 }
