@@ -7,6 +7,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 # busybox-static: the base image of tests and examples; skopeo, umoci: interop checks of the
 # OCI store; docker.io, podman: "docker load / podman load accept what kiln saved" checks;
-# passt: outbound network for `kiln run --network pasta`.
+# passt: outbound network for `kiln run --network pasta`; docker-registry, apache2-utils
+# (htpasswd), openssl: the registries (plain, basic auth, TLS with a test CA) the push/pull
+# tests run on 127.0.0.1.
 $SUDO apt-get install -y -qq --no-install-recommends \
-    busybox-static skopeo umoci docker.io podman passt ca-certificates >/dev/null
+    busybox-static skopeo umoci docker.io podman passt ca-certificates \
+    docker-registry apache2-utils openssl >/dev/null

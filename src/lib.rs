@@ -11,4 +11,5 @@ pub mod image;
 pub mod imageops;
 pub mod parser;
 pub mod planner;
+pub mod registry;
 pub mod store;

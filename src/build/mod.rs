@@ -69,6 +69,8 @@ pub struct BuildRequest {
     pub cache_to: Vec<crate::cache::transfer::CacheTo>,
     /// `--cache-from`: exported caches whose records this build may use.
     pub cache_from: Vec<crate::cache::transfer::CacheFrom>,
+    /// Whether `FROM` and `COPY --from` images are fetched from their registry.
+    pub pull: PullPolicy,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -122,6 +124,18 @@ pub enum BuildEvent {
     Warning(String),
 }
 
+/// When a base image (`FROM`, `COPY --from`) is fetched from its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Never: the image must be in the store.
+    #[default]
+    Never,
+    /// When the store does not have it (`kiln build`'s default).
+    Missing,
+    /// Always, so a moved tag is followed (layers already stored are not fetched again).
+    Always,
+}
+
 /// Receives build events.
 pub trait Progress: Sync {
     /// Handle one event.
@@ -165,7 +179,7 @@ pub enum BuildError {
     #[error("exporting the build cache: {0}")]
     CacheExport(#[from] crate::cache::transfer::TransferError),
     /// A base image is not in the store.
-    #[error("{name}: image not found in the local store (kiln does not pull yet; import or load it first)")]
+    #[error("{name}: image not found in the local store (and --pull never)")]
     NoBaseImage {
         /// The image name.
         name: String,
@@ -240,6 +254,8 @@ struct Builder<'a> {
     /// The key of every step that ended with a cache record (hit or recorded), by stage, for
     /// `--cache-to`.
     used_keys: std::sync::Mutex<Vec<(usize, Digest)>>,
+    /// Base images pulled by this build, by name as written.
+    pulled: std::sync::Mutex<std::collections::HashMap<String, crate::store::ImageRecord>>,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -340,6 +356,7 @@ pub fn build(
         imported,
         warnings: Default::default(),
         used_keys: Default::default(),
+        pulled: Default::default(),
     };
     let results = b.run_stages();
     b.save_statcache();
@@ -369,6 +386,87 @@ pub fn build(
 }
 
 impl Builder<'_> {
+    /// A base image from the store, pulled from its registry first as the
+    /// request's [`PullPolicy`] says (once per build and name).
+    fn image(
+        &self,
+        name: &str,
+        location: Location,
+    ) -> Result<crate::store::ImageRecord, BuildError> {
+        let policy = self.req.pull;
+        let local = || {
+            self.store
+                .resolve(name)
+                .map_err(|_| BuildError::NoBaseImage {
+                    name: name.to_string(),
+                    location,
+                })
+        };
+        let reference = match crate::image::Reference::parse_normalized_named(name) {
+            Ok(r) if policy != PullPolicy::Never => r,
+            _ => return local(),
+        };
+        let mut pulled = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = pulled.get(name) {
+            return Ok(r.clone());
+        }
+        if policy == PullPolicy::Missing {
+            if let Ok(r) = self.store.resolve(name) {
+                return Ok(r);
+            }
+        }
+        let id = self.next_id();
+        let started = Instant::now();
+        let shown = reference.clone().with_default_tag();
+        self.progress.event(BuildEvent::Step {
+            id,
+            stage: "internal".into(),
+            text: format!("pull {shown}"),
+        });
+        let mut opts = crate::registry::ClientOptions::from_env();
+        opts.cancel = self.cancel.clone();
+        let fail = |e: crate::registry::RegistryError| BuildError::Step {
+            message: match policy {
+                PullPolicy::Missing => format!("{name}: not in the local store, and {e}"),
+                _ => e.to_string(),
+            },
+            location,
+        };
+        let client = crate::registry::Client::new(reference.domain(), &opts).map_err(fail)?;
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        let report = |layer: &str, status: crate::registry::pull::Status| {
+            let text = format!("{layer}: {status}");
+            let new = seen
+                .lock()
+                .map(|mut s| s.insert(text.clone()))
+                .unwrap_or(false);
+            if new {
+                self.progress.event(BuildEvent::Output {
+                    id,
+                    text: format!("{text}\n"),
+                });
+            }
+        };
+        let result = crate::registry::pull::pull(
+            self.store,
+            &client,
+            &shown,
+            &crate::registry::pull::PullOptions::default(),
+            &report,
+        )
+        .map_err(fail)?;
+        self.progress.event(BuildEvent::Output {
+            id,
+            text: format!("digest: {}\n", result.digest),
+        });
+        self.progress.event(BuildEvent::Done {
+            id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        pulled.insert(name.to_string(), result.image.clone());
+        Ok(result.image)
+    }
+
     fn next_id(&self) -> usize {
         self.step_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -454,13 +552,7 @@ impl Builder<'_> {
                 Ok(r)
             }
             Base::Image(name) => {
-                let rec = self
-                    .store
-                    .resolve(name)
-                    .map_err(|_| BuildError::NoBaseImage {
-                        name: name.clone(),
-                        location: stage.location,
-                    })?;
+                let rec = self.image(name, stage.location)?;
                 let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
                 let spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
                     message: format!("{name}: unreadable image config: {e}"),

@@ -411,11 +411,9 @@ impl Builder<'_> {
                         From::Stage(i, sources.iter().map(|s| confine(s)).collect())
                     }
                     PlanSource::Image(name) => {
-                        let rec = self.store.resolve(&name).map_err(|_| {
-                            err(format!(
-                                "{name}: image not found in the local store (kiln does not pull yet; import or load it first)"
-                            ))
-                        })?;
+                        let rec = self
+                            .image(&name, spec.location)
+                            .map_err(|e| err(e.to_string()))?;
                         key.text("from-image", rec.manifest_digest.as_str());
                         let layers = rec
                             .manifest

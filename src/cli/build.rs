@@ -34,9 +34,16 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages (by name); may be repeated
     #[arg(long = "no-cache-filter")]
     pub no_cache_filter: Vec<String>,
-    /// Base image pulling: only `never` exists until registries are supported
-    #[arg(long, default_value = "never", value_parser = ["never", "missing"])]
+    /// Pull base images from their registry: `missing` (when not in the store), `always`
+    /// (follow moved tags) or `never`
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pub pull: String,
+    /// Push the image to its registry under every `-t` name (`--output type=registry`)
+    #[arg(long)]
+    pub push: bool,
+    /// Layer compression when pushing: gzip (default) or zstd
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    pub compression: String,
     /// Network for RUN steps
     #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
     pub network: String,
@@ -289,6 +296,11 @@ fn build_image(
             .map(|s| kiln::cache::transfer::parse_cache_from(s))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("error: {e}"))?,
+        pull: match args.pull.as_str() {
+            "always" => build::PullPolicy::Always,
+            "never" => build::PullPolicy::Never,
+            _ => build::PullPolicy::Missing,
+        },
     };
     let quiet = args.quiet || args.progress == "quiet";
     let plain = Plain {
@@ -319,8 +331,16 @@ fn build_image(
         };
         format!("{msg}{}", logs_note())
     })?;
+    let compression = kiln::registry::Compression::parse(&args.compression)
+        .unwrap_or(kiln::registry::Compression::Gzip);
     for o in &args.outputs {
-        export(&store, &result, &tags, o)?;
+        export(&store, &result, &tags, o, compression, quiet)?;
+    }
+    if args.push {
+        if tags.is_empty() {
+            return Err("error: --push needs a name: give -t NAME".into());
+        }
+        push_tags(&store, &result, &tags, compression, quiet)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.image_id.to_string())
@@ -348,7 +368,7 @@ fn build_image(
 }
 
 /// A flag set by SIGINT and SIGTERM: running steps are killed, the store stays valid.
-fn cancel_on_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+pub(crate) fn cancel_on_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
@@ -408,19 +428,56 @@ fn secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>, String> {
     Ok(out)
 }
 
+/// Pushes the built image under each name (the progress goes to standard error).
+fn push_tags(
+    store: &Store,
+    result: &build::BuildResult,
+    names: &[Reference],
+    compression: kiln::registry::Compression,
+    quiet: bool,
+) -> Result<(), String> {
+    let id = result.manifest_digest.to_string();
+    for t in names {
+        let target = t.clone().with_default_tag();
+        super::registry::push_image_by_manifest(store, &target, &id, compression, quiet)
+            .map_err(|e| format!("error: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `--output`: write the built image (or its files) somewhere.
 fn export(
     store: &Store,
     result: &build::BuildResult,
     tags: &[Reference],
     spec: &str,
+    push_compression: kiln::registry::Compression,
+    quiet: bool,
 ) -> Result<(), String> {
+    let mut compression = None;
     let mut kind = None;
     let mut dest = None;
+    let mut names: Vec<Reference> = Vec::new();
+    let mut push = None;
     for field in spec.split(',') {
         match field.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_string()),
             Some(("dest", v)) => dest = Some(v.to_string()),
+            Some(("name", v)) => {
+                for n in v.split(',').filter(|n| !n.is_empty()) {
+                    names.push(Reference::parse(n).map_err(|e| {
+                        format!("error: invalid --output {spec:?}: name {n:?}: {e}")
+                    })?);
+                }
+            }
+            Some(("push", v)) => push = Some(v == "true"),
+            Some(("compression", v)) => {
+                compression = Some(kiln::registry::Compression::parse(v).ok_or_else(|| {
+                    format!(
+                        "error: invalid --output {spec:?}: compression {v:?} (none, gzip or zstd)"
+                    )
+                })?)
+            }
             _ if !field.contains('=') && kind.is_none() && dest.is_none() => {
                 // `-o DIR` is `type=local,dest=DIR`, as in Docker.
                 kind = Some("local".into());
@@ -434,6 +491,18 @@ fn export(
         }
     }
     let kind = kind.unwrap_or_else(|| "local".into());
+    if kind == "registry" || (kind == "image" && push == Some(true)) {
+        let names = if names.is_empty() {
+            tags.to_vec()
+        } else {
+            names
+        };
+        if names.is_empty() {
+            return Err(format!("error: --output {spec:?} needs name= (or -t NAME)"));
+        }
+        let compression = compression.unwrap_or(push_compression);
+        return push_tags(store, result, &names, compression, quiet);
+    }
     let dest = dest.ok_or_else(|| format!("error: --output {spec:?} needs dest="))?;
     let err = |e: String| format!("error: --output {spec}: {e}");
     let image = store
@@ -454,8 +523,10 @@ fn export(
                 image,
                 tags: tags.to_vec(),
             }];
-            let mut w = kiln::imageops::save::save(store, &items, open(&dest)?)
-                .map_err(|e| err(e.to_string()))?;
+            let compression = compression.unwrap_or(kiln::registry::Compression::None);
+            let mut w =
+                kiln::imageops::save::save_compressed(store, &items, open(&dest)?, compression)
+                    .map_err(|e| err(e.to_string()))?;
             w.flush().map_err(|e| err(e.to_string()))
         }
         "local" | "tar" => {
@@ -463,7 +534,9 @@ fn export(
                 std::fs::create_dir_all(&dest).map_err(|e| err(e.to_string()))?;
                 PathBuf::from(&dest)
             } else {
-                store.tmp_dir().join(format!("export-{}", std::process::id()))
+                store
+                    .tmp_dir()
+                    .join(format!("export-{}", std::process::id()))
             };
             for d in &image.diff_ids {
                 let blob = store.open_blob(d).map_err(|e| err(e.to_string()))?;
@@ -480,7 +553,7 @@ fn export(
             Ok(())
         }
         other => Err(err(format!(
-            "unknown type {other:?} (kiln exports oci, docker, tar and local; pushing to a registry is not supported yet)"
+            "unknown type {other:?} (kiln exports oci, docker, tar, local and registry)"
         ))),
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
+use kiln::image::compression::Compression;
 use kiln::image::Reference;
 use kiln::imageops::change::Changes;
 use kiln::imageops::import::{import_rootfs, ImportOptions};
@@ -17,7 +18,7 @@ use kiln::imageops::list::{self, ImageFilters, ImageSummary};
 use kiln::imageops::load::{load, LoadLimits};
 use kiln::imageops::platform::Platform;
 use kiln::imageops::remove::{prune_images, remove_images, RemoveEvent};
-use kiln::imageops::save::{resolve_for_save, save};
+use kiln::imageops::save::{resolve_for_save, save_compressed};
 use kiln::imageops::time::Timestamp;
 use kiln::imageops::{self, ImageOpsError};
 use kiln::store::Store;
@@ -49,6 +50,10 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Load an image from a tar archive or STDIN
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(super::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(super::registry::PushArgs),
 }
 
 /// `kiln image import`.
@@ -171,6 +176,9 @@ pub struct SaveArgs {
     /// Write to a file, instead of STDOUT
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Compress the layers: none (default), gzip or zstd
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "zstd"])]
+    pub compression: String,
     /// The images
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
@@ -189,6 +197,11 @@ pub struct LoadArgs {
 
 /// Runs one `kiln image` subcommand.
 pub fn run(root: &Path, cmd: ImageCommand) -> i32 {
+    let cmd = match cmd {
+        ImageCommand::Pull(a) => return super::registry::pull(root, &a),
+        ImageCommand::Push(a) => return super::registry::push_cli(root, &a),
+        other => other,
+    };
     let store = match open_store(root) {
         Ok(s) => s,
         Err(code) => return code,
@@ -203,6 +216,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> i32 {
         ImageCommand::Prune(a) => prune(&store, &a),
         ImageCommand::Save(a) => save_cmd(&store, &a),
         ImageCommand::Load(a) => load_cmd(&store, &a),
+        ImageCommand::Pull(_) | ImageCommand::Push(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => 0,
@@ -626,10 +640,12 @@ impl Drop for AtomicFile {
 
 fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
     let items = resolve_for_save(store, &a.images).map_err(msg)?;
+    let compression = Compression::parse(&a.compression).unwrap_or(Compression::None);
     match &a.output {
         Some(path) if path != Path::new("-") => {
             let (guard, file) = AtomicFile::create(path)?;
-            let w = save(store, &items, BufWriter::new(file)).map_err(msg)?;
+            let w =
+                save_compressed(store, &items, BufWriter::new(file), compression).map_err(msg)?;
             let file = w
                 .into_inner()
                 .map_err(|e| format!("failed to save image: {}", e.error()))?;
@@ -642,7 +658,8 @@ fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
                     "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
                 );
             }
-            let mut w = save(store, &items, BufWriter::new(stdout.lock())).map_err(msg)?;
+            let mut w = save_compressed(store, &items, BufWriter::new(stdout.lock()), compression)
+                .map_err(msg)?;
             w.flush().map_err(|e| format!("failed to save image: {e}"))
         }
     }

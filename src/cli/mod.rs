@@ -5,6 +5,7 @@ mod container;
 mod debug;
 mod format;
 mod image;
+mod registry;
 mod system;
 mod units;
 
@@ -29,6 +30,11 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
+    /// A registry (`host[:port]`) to reach over plain HTTP; may be repeated
+    /// (also `KILN_INSECURE_REGISTRIES`, comma separated). Loopback registries always are.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,6 +58,14 @@ pub enum Command {
     Load(image::LoadArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(image::TagArgs),
+    /// Download an image from a registry
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry
+    Push(registry::PushArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
     /// Show the history of an image
     History(image::HistoryArgs),
     /// Manage containers
@@ -126,6 +140,17 @@ pub fn run() -> i32 {
     if let Ok(abs) = std::path::absolute(&cli.root) {
         cli.root = abs;
     }
+    if !cli.insecure_registries.is_empty() {
+        let mut all = std::env::var("KILN_INSECURE_REGISTRIES").unwrap_or_default();
+        for h in &cli.insecure_registries {
+            if !all.is_empty() {
+                all.push(',');
+            }
+            all.push_str(h);
+        }
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("KILN_INSECURE_REGISTRIES", all);
+    }
     let root = cli.root;
     match cli.command {
         Command::Build(args) => build::run(&root, &args),
@@ -136,6 +161,10 @@ pub fn run() -> i32 {
         Command::Save(a) => image::run(&root, I::Save(a)),
         Command::Load(a) => image::run(&root, I::Load(a)),
         Command::Tag(a) => image::run(&root, I::Tag(a)),
+        Command::Pull(a) => registry::pull(&root, &a),
+        Command::Push(a) => registry::push_cli(&root, &a),
+        Command::Login(a) => registry::login(&a),
+        Command::Logout(a) => registry::logout(&a),
         Command::History(a) => image::run(&root, I::History(a)),
         Command::Container(cmd) => container::run(&root, cmd),
         Command::Run(a) => container::run(&root, C::Run(a)),

@@ -1,6 +1,7 @@
 //! OCI image vocabulary shared by the store, the builder and the runtime:
 //! digests, image references, and the config/manifest/index documents.
 
+pub mod compression;
 pub mod config;
 pub mod digest;
 pub mod reference;

@@ -25,6 +25,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::error::{io_err, ImageOpsError, Result};
+use crate::image::compression::Compression;
 use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::image::{Digest, Reference};
 use crate::store::{ImageRecord, Store, StoreError};
@@ -177,8 +178,70 @@ fn append_blob<W: Write>(store: &Store, b: &mut tar::Builder<W>, d: &Digest) -> 
     Ok(())
 }
 
+/// A layer compressed for an archive, in a temp file of the store.
+struct Packed {
+    file: crate::store::fsutil::TempPath,
+    digest: Digest,
+    size: u64,
+}
+
+/// Compresses one stored layer into `<root>/tmp`.
+fn pack(store: &Store, layer: &Digest, compression: Compression) -> Result<Packed> {
+    let (tmp, file) = crate::store::fsutil::create_temp_file(&store.tmp_dir(), "save")?;
+    let guard = crate::store::fsutil::TempPath::new(tmp.clone());
+    let err = |e: io::Error| io_err("compress a layer into", tmp.display().to_string())(e);
+    let mut src = Hashing {
+        inner: store.open_blob(layer)?,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut enc = compression
+        .writer(crate::image::Sha256Writer::new(io::BufWriter::new(file)))
+        .map_err(err)?;
+    io::copy(&mut src, &mut enc).map_err(err)?;
+    let actual = Digest::from_hasher(src.hasher);
+    if actual != *layer {
+        return Err(StoreError::DigestMismatch {
+            expected: layer.clone(),
+            actual,
+        }
+        .into());
+    }
+    let (mut w, digest, size) = enc.finish().map_err(err)?.finish();
+    w.flush().map_err(err)?;
+    Ok(Packed {
+        file: guard,
+        digest,
+        size,
+    })
+}
+
 /// Writes `items` as an image archive to `out` and returns it.
 pub fn save<W: Write>(store: &Store, items: &[SaveItem], out: W) -> Result<W> {
+    save_compressed(store, items, out, Compression::None)
+}
+
+/// [`save`] with the layers compressed (gzip or zstd, in parallel): each
+/// image gets a manifest listing the compressed layers, which is what the
+/// archive's `index.json` points at; image IDs (configs) are unchanged.
+pub fn save_compressed<W: Write>(
+    store: &Store,
+    items: &[SaveItem],
+    out: W,
+    compression: Compression,
+) -> Result<W> {
+    use rayon::prelude::*;
+    // The temp files of compressed layers must outlive a concurrent gc.
+    let _lease = store.lease()?;
+    let mut packed: std::collections::BTreeMap<Digest, Packed> = Default::default();
+    if compression != Compression::None {
+        let unique: BTreeSet<Digest> = items.iter().flat_map(|i| i.image.layers()).collect();
+        let done: Vec<(Digest, Packed)> = unique
+            .into_par_iter()
+            .map(|d| pack(store, &d, compression).map(|p| (d, p)))
+            .collect::<Result<_>>()?;
+        packed.extend(done);
+    }
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Deterministic);
     for dir in ["blobs/", "blobs/sha256/"] {
@@ -190,17 +253,53 @@ pub fn save<W: Write>(store: &Store, items: &[SaveItem], out: W) -> Result<W> {
     let mut docker_items = Vec::new();
     for item in items {
         let image = &item.image;
-        let layers = image.layers();
-        for d in layers.iter().chain([&image.id, &image.manifest_digest]) {
-            if written.insert(d.clone()) {
-                append_blob(store, &mut b, d)?;
+        let mut layers = image.layers();
+        let (manifest_digest, manifest_size) = if compression == Compression::None {
+            for d in layers.iter().chain([&image.id, &image.manifest_digest]) {
+                if written.insert(d.clone()) {
+                    append_blob(store, &mut b, d)?;
+                }
             }
-        }
-        let template = config::descriptor(
-            MEDIA_TYPE_MANIFEST,
-            &image.manifest_digest,
-            image.manifest_size,
-        );
+            (image.manifest_digest.clone(), image.manifest_size)
+        } else {
+            let mut descriptors = Vec::new();
+            for d in &mut layers {
+                let p = packed
+                    .get(d)
+                    .ok_or_else(|| StoreError::BlobNotFound { digest: d.clone() })?;
+                if written.insert(p.digest.clone()) {
+                    let file = std::fs::File::open(p.file.path())
+                        .map_err(io_err("read", p.file.path().display().to_string()))?;
+                    let mut h = header(tar::EntryType::Regular, 0o644, p.size);
+                    b.append_data(&mut h, blob_name(&p.digest), file.take(p.size))
+                        .map_err(write_err)?;
+                }
+                descriptors.push(config::descriptor(
+                    compression.oci_layer_type(),
+                    &p.digest,
+                    p.size,
+                ));
+                *d = p.digest.clone();
+            }
+            if written.insert(image.id.clone()) {
+                append_blob(store, &mut b, &image.id)?;
+            }
+            let manifest = config::new_manifest(
+                config::descriptor(
+                    config::MEDIA_TYPE_CONFIG,
+                    &image.id,
+                    image.manifest.config().size(),
+                ),
+                descriptors,
+            );
+            let bytes = config::canonical_json("manifest", &manifest)?;
+            let digest = Digest::of_bytes(&bytes);
+            if written.insert(digest.clone()) {
+                append(&mut b, &blob_name(&digest), &bytes)?;
+            }
+            (digest, bytes.len() as u64)
+        };
+        let template = config::descriptor(MEDIA_TYPE_MANIFEST, &manifest_digest, manifest_size);
         if item.tags.is_empty() {
             index_entries.push(template.clone());
         }
@@ -255,6 +354,38 @@ mod tests {
     use super::*;
     use crate::imageops::load::{load, LoadLimits};
     use crate::store::test_support::{layer_tar, put_test_image, temp_store};
+
+    #[test]
+    fn compressed_archives_load_back_with_the_same_ids() {
+        let (_dir, store) = temp_store();
+        let layer = layer_tar(&[("a", b"hello hello hello hello")]);
+        let image = put_test_image(&store, &[&layer], "z");
+        let tag: Reference = "it/z:1".parse().unwrap();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let items = [SaveItem {
+                image: image.clone(),
+                tags: vec![tag.clone()],
+            }];
+            let bytes = save_compressed(&store, &items, Vec::new(), c).unwrap();
+            let mut a = tar::Archive::new(&bytes[..]);
+            let mut layer_types = Vec::new();
+            for e in a.entries().unwrap() {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
+                    if let Some(l) = v["layers"].as_array() {
+                        layer_types.push(l[0]["mediaType"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            assert_eq!(layer_types, vec![c.oci_layer_type().to_string()]);
+            let (_d2, other) = temp_store();
+            let loaded = load(&other, &bytes[..], &LoadLimits::default()).unwrap();
+            assert_eq!(loaded[0].image.id, image.id);
+            assert!(store.tmp_dir().read_dir().unwrap().next().is_none());
+        }
+    }
 
     #[test]
     fn save_then_load_keeps_ids_names_and_shared_layers() {

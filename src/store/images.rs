@@ -387,6 +387,16 @@ impl Store {
                 return Ok(i.clone());
             }
         }
+        if let Ok(r) = &parsed {
+            // `name@sha256:…` with a registry's manifest digest, recorded by a pull.
+            if let Some(local) = r.digest().and_then(|d| self.repo_digest_target(d)) {
+                if let Some(i) = images.iter().find(|i| {
+                    i.manifest_digest == local && i.references.iter().any(|n| n.name() == r.name())
+                }) {
+                    return Ok(i.clone());
+                }
+            }
+        }
         if let Some(i) = images.iter().find(|i| i.other_names.iter().any(|n| n == s)) {
             return Ok(i.clone());
         }
@@ -403,6 +413,34 @@ impl Store {
             Err(e) => Err(e.into()),
             Ok(_) => Err(StoreError::ImageNotFound { name: s.to_owned() }),
         }
+    }
+
+    /// `<root>/distribution/v1/repodigest/<hex>`: which stored manifest a
+    /// registry's manifest (or index) digest was pulled as.
+    fn repo_digest_path(&self, registry_digest: &Digest) -> std::path::PathBuf {
+        self.root()
+            .join("distribution")
+            .join("v1")
+            .join("repodigest")
+            .join(registry_digest.hex())
+    }
+
+    /// Records that the registry's manifest `registry_digest` was stored as
+    /// the image whose manifest is `local`, so `name@<registry_digest>`
+    /// resolves to it (the store keeps layers uncompressed, so its own
+    /// manifest digest differs from the registry's).
+    pub fn record_repo_digest(&self, registry_digest: &Digest, local: &Digest) -> Result<()> {
+        let path = self.repo_digest_path(registry_digest);
+        if let Some(dir) = path.parent() {
+            super::fsutil::create_dir_all(dir, 0o755)?;
+        }
+        super::fsutil::write_atomic(&self.tmp_dir(), &path, local.as_str().as_bytes(), 0o644)
+    }
+
+    /// The stored manifest a registry's digest was pulled as, if recorded.
+    pub fn repo_digest_target(&self, registry_digest: &Digest) -> Option<Digest> {
+        let text = std::fs::read_to_string(self.repo_digest_path(registry_digest)).ok()?;
+        Digest::parse(text.trim()).ok()
     }
 
     /// Reads the manifest and config of one image and collects its names

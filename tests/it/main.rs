@@ -12,4 +12,5 @@ mod image_interop;
 mod instructions_conformance;
 mod parser_conformance;
 mod parser_robustness;
+mod registry;
 mod util;

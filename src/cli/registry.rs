@@ -1,0 +1,470 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`: Docker's flags and
+//! messages over the library's registry client, with per-layer progress.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use clap::Args;
+
+use kiln::image::Reference;
+use kiln::imageops::platform::Platform;
+use kiln::registry::credentials::{config_dir, Credentials, DockerConfig};
+use kiln::registry::pull::{self, PullOptions, Status};
+use kiln::registry::push::{self, PushOptions};
+use kiln::registry::{Client, ClientOptions, Compression};
+use kiln::store::Store;
+
+use super::units::human_size;
+use super::{fail, open_store, out};
+
+/// `kiln pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Download all tagged images in the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
+    /// Pull the image for this platform (os/arch[/variant]) from a multi-platform index
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Suppress verbose output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// NAME[:TAG|@DIGEST]
+    pub name: String,
+}
+
+/// `kiln push`.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Push all tags of the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
+    /// Layer compression: gzip (default) or zstd
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    pub compression: String,
+    /// Suppress verbose output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// NAME[:TAG]
+    pub name: String,
+}
+
+/// `kiln login`.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The registry (default: Docker Hub)
+    pub server: Option<String>,
+}
+
+/// `kiln logout`.
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// The registry (default: Docker Hub)
+    pub server: Option<String>,
+}
+
+/// `https://host:5000/v2/` → `host:5000`; none → `docker.io`.
+fn server_name(server: Option<&str>) -> String {
+    let s = server.unwrap_or("docker.io");
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".into(),
+        h => h.to_string(),
+    }
+}
+
+/// Client options from the environment and `--insecure-registry`, with Ctrl-C wired in.
+pub(crate) fn client_options() -> ClientOptions {
+    let mut o = ClientOptions::from_env();
+    o.cancel = Some(super::build::cancel_on_signals());
+    o
+}
+
+/// Per-layer progress lines, as Docker prints them: redrawn in place on a
+/// terminal, one line per change of state otherwise.
+pub(crate) struct LayerView {
+    tty: bool,
+    quiet: bool,
+    state: Mutex<(Vec<String>, HashMap<String, Status>)>,
+}
+
+impl LayerView {
+    pub(crate) fn new(quiet: bool) -> LayerView {
+        LayerView {
+            tty: std::io::stdout().is_terminal(),
+            quiet,
+            state: Mutex::new((Vec::new(), HashMap::new())),
+        }
+    }
+
+    fn line(id: &str, s: &Status) -> String {
+        let bar = |done: u64, total: u64| {
+            let width = 50u64;
+            let filled = (done.min(total) * width).checked_div(total).unwrap_or(0) as usize;
+            let mut b = "=".repeat(filled);
+            if filled < width as usize {
+                b.push('>');
+            }
+            format!("[{b:<50}] {:>9}/{}", human_size(done), human_size(total))
+        };
+        match s {
+            Status::Downloading(d, t) | Status::Pushing(d, t) => {
+                format!("{id}: {s} {}", bar(*d, *t))
+            }
+            _ => format!("{id}: {s}"),
+        }
+    }
+
+    pub(crate) fn event(&self, id: &str, s: Status) {
+        if self.quiet {
+            return;
+        }
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (order, states) = &mut *g;
+        let same_kind = states
+            .get(id)
+            .is_some_and(|old| std::mem::discriminant(old) == std::mem::discriminant(&s));
+        if !order.iter().any(|o| o == id) {
+            order.push(id.to_string());
+            if self.tty {
+                out("\n");
+            }
+        }
+        states.insert(id.to_string(), s.clone());
+        if self.tty {
+            let mut text = format!("\x1b[{}A", order.len());
+            for o in order.iter() {
+                if let Some(st) = states.get(o) {
+                    text.push_str(&format!("\r\x1b[2K{}\n", Self::line(o, st)));
+                }
+            }
+            out(&text);
+        } else if !same_kind {
+            let text = match &s {
+                Status::Downloading(..) | Status::Pushing(..) => format!("{id}: {s}\n"),
+                _ => format!("{}\n", Self::line(id, &s)),
+            };
+            out(&text);
+        }
+    }
+}
+
+fn parse_name(name: &str) -> Result<Reference, String> {
+    Reference::parse_normalized_named(name).map_err(|e| format!("invalid reference {name:?}: {e}"))
+}
+
+pub fn pull(root: &Path, args: &PullArgs) -> i32 {
+    let store = match open_store(root) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match pull_cmd(&store, args) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+fn pull_cmd(store: &Store, args: &PullArgs) -> Result<(), String> {
+    let reference = parse_name(&args.name)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let opts = client_options();
+    let client = Client::new(reference.domain(), &opts).map_err(|e| e.to_string())?;
+    let refs = if args.all_tags {
+        if reference.tag().is_some() || reference.digest().is_some() {
+            return Err("tag can't be used with --all-tags/-a".into());
+        }
+        if !args.quiet {
+            out(&format!(
+                "Pulling all tags of {}\n",
+                reference.familiar_name()
+            ));
+        }
+        pull::all_tags(&client, &reference).map_err(|e| e.to_string())?
+    } else {
+        if reference.is_name_only() && !args.quiet {
+            out("Using default tag: latest\n");
+        }
+        vec![reference.clone().with_default_tag()]
+    };
+    let popts = PullOptions { platform };
+    for r in refs {
+        pull_one(store, &client, &r, &popts, args.quiet)?;
+    }
+    Ok(())
+}
+
+/// Pulls one reference with Docker's messages; shared with `kiln build`.
+pub(crate) fn pull_one(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    popts: &PullOptions,
+    quiet: bool,
+) -> Result<(), String> {
+    if !quiet {
+        let what = r
+            .tag()
+            .map(str::to_string)
+            .or_else(|| r.digest().map(|d| d.to_string()))
+            .unwrap_or_default();
+        out(&format!("{what}: Pulling from {}\n", r.path()));
+    }
+    let view = LayerView::new(quiet);
+    let pulled = pull::pull(store, client, r, popts, &|id, s| view.event(id, s))
+        .map_err(|e| e.to_string())?;
+    if quiet {
+        out(&format!("{r}\n"));
+    } else {
+        out(&format!("Digest: {}\n", pulled.digest));
+        let shown = r.familiar_string();
+        if pulled.changed {
+            out(&format!("Status: Downloaded newer image for {shown}\n"));
+        } else {
+            out(&format!("Status: Image is up to date for {shown}\n"));
+        }
+        out(&format!("{r}\n"));
+    }
+    Ok(())
+}
+
+pub fn push_cli(root: &Path, args: &PushArgs) -> i32 {
+    let store = match open_store(root) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let compression = Compression::parse(&args.compression).unwrap_or(Compression::Gzip);
+    let result = parse_name(&args.name).and_then(|reference| {
+        let targets = if args.all_tags {
+            let images = store.list_images().map_err(|e| e.to_string())?;
+            let mut tags: Vec<Reference> = images
+                .iter()
+                .flat_map(|i| i.tags().cloned().collect::<Vec<_>>())
+                .filter(|t| t.name() == reference.name())
+                .collect();
+            tags.sort();
+            if tags.is_empty() {
+                return Err(format!(
+                    "no tags of {} in the store",
+                    reference.familiar_name()
+                ));
+            }
+            tags
+        } else {
+            vec![reference.with_default_tag()]
+        };
+        for t in targets {
+            push_one(&store, &t, &t.to_string(), compression, args.quiet)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// `kiln build --push`: pushes the image whose manifest is `manifest` as
+/// `target`, progress on standard error (standard output may carry `-q`'s ID).
+pub(crate) fn push_image_by_manifest(
+    store: &Store,
+    target: &Reference,
+    manifest: &str,
+    compression: Compression,
+    quiet: bool,
+) -> Result<(), String> {
+    let digest = kiln::image::Digest::parse(manifest).map_err(|e| e.to_string())?;
+    let image = store.image(&digest).map_err(|e| e.to_string())?;
+    let opts = client_options();
+    let client = Client::new(target.domain(), &opts).map_err(|e| e.to_string())?;
+    let seen = Mutex::new(std::collections::HashSet::new());
+    let report = |id: &str, s: Status| {
+        if quiet {
+            return;
+        }
+        let line = format!("{id}: {s}");
+        if seen
+            .lock()
+            .map(|mut v| v.insert(line.clone()))
+            .unwrap_or(false)
+        {
+            eprintln!("{line}");
+        }
+    };
+    let pushed = push::push_image(
+        store,
+        &client,
+        &image,
+        target,
+        &PushOptions { compression },
+        &report,
+    )
+    .map_err(|e| e.to_string())?;
+    if !quiet {
+        eprintln!(
+            "pushing {target} done: digest: {} size: {}",
+            pushed.digest, pushed.size
+        );
+    }
+    Ok(())
+}
+
+/// Pushes the stored image `source` as `target`, with Docker's messages.
+pub(crate) fn push_one(
+    store: &Store,
+    target: &Reference,
+    source: &str,
+    compression: Compression,
+    quiet: bool,
+) -> Result<(), String> {
+    let image = store.resolve(source).map_err(|_| {
+        format!(
+            "An image does not exist locally with the tag: {}",
+            target.familiar_name()
+        )
+    })?;
+    let opts = client_options();
+    let client = Client::new(target.domain(), &opts).map_err(|e| e.to_string())?;
+    if !quiet {
+        out(&format!(
+            "The push refers to repository [{}]\n",
+            target.repository()
+        ));
+    }
+    let view = LayerView::new(quiet);
+    let pushed = push::push_image(
+        store,
+        &client,
+        &image,
+        target,
+        &PushOptions { compression },
+        &|id, s| view.event(id, s),
+    )
+    .map_err(|e| e.to_string())?;
+    if quiet {
+        out(&format!("{target}\n"));
+    } else {
+        out(&format!(
+            "{}: digest: {} size: {}\n",
+            target.tag().unwrap_or("latest"),
+            pushed.digest,
+            pushed.size
+        ));
+    }
+    Ok(())
+}
+
+fn prompt(text: &str, hide: bool) -> Result<String, String> {
+    eprint!("{text}");
+    let _ = std::io::stderr().flush();
+    let stdin = std::io::stdin();
+    let saved = if hide {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        tcgetattr(&stdin).ok().inspect(|t| {
+            let mut quiet = t.clone();
+            quiet.local_flags.remove(LocalFlags::ECHO);
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+        })
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    r.map_err(|e| format!("reading from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+pub fn login(args: &LoginArgs) -> i32 {
+    match login_cmd(args) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+fn login_cmd(args: &LoginArgs) -> Result<(), String> {
+    let server = server_name(args.server.as_deref());
+    if args.password.is_some() && args.password_stdin {
+        return Err("--password and --password-stdin are mutually exclusive".into());
+    }
+    if args.password.is_some() {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let tty = std::io::stdin().is_terminal();
+    let username = match &args.username {
+        Some(u) => u.clone(),
+        None if args.password_stdin => {
+            return Err("Must provide --username with --password-stdin".into())
+        }
+        None if tty => prompt("Username: ", false)?,
+        None => return Err("cannot perform an interactive login from a non TTY device".into()),
+    };
+    let password = match (&args.password, args.password_stdin) {
+        (Some(p), _) => p.clone(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut s)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) if tty => prompt("Password: ", true)?,
+        (None, false) => {
+            return Err("cannot perform an interactive login from a non TTY device".into())
+        }
+    };
+    if username.is_empty() || password.is_empty() {
+        return Err("username and password are required".into());
+    }
+    let creds = Credentials {
+        username,
+        secret: password,
+    };
+    let opts = client_options();
+    Client::with_credentials(&server, &opts, Some(creds.clone()))
+        .ping()
+        .map_err(|e| format!("login to {server} failed: {e}"))?;
+    let mut config = DockerConfig::load(&config_dir()).map_err(|e| e.to_string())?;
+    config.store(&server, &creds).map_err(|e| e.to_string())?;
+    out("Login Succeeded\n");
+    Ok(())
+}
+
+pub fn logout(args: &LogoutArgs) -> i32 {
+    let server = server_name(args.server.as_deref());
+    let result = DockerConfig::load(&config_dir()).and_then(|mut c| c.remove(&server));
+    match result {
+        Ok(true) => {
+            out(&format!("Removing login credentials for {server}\n"));
+            0
+        }
+        Ok(false) => {
+            out(&format!("Not logged in to {server}\n"));
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
