@@ -5,6 +5,7 @@ pub mod copy;
 pub mod fs;
 pub mod meta;
 pub mod mount;
+mod mountsrc;
 pub mod rootfs;
 pub mod state;
 mod steps;
@@ -418,16 +419,7 @@ impl Builder<'_> {
                     message: format!("{name}: unreadable image config: {e}"),
                     location: stage.location,
                 })?;
-                let layers = rec
-                    .manifest
-                    .layers()
-                    .iter()
-                    .zip(&rec.diff_ids)
-                    .map(|(l, d)| LayerRef {
-                        diff_id: d.clone(),
-                        size: l.size(),
-                    })
-                    .collect();
+                let layers = image_layers(&rec);
                 let mut key = KeyBuilder::new("image");
                 key.text("manifest", rec.manifest_digest.as_str());
                 let history = spec.history.clone();
@@ -574,7 +566,7 @@ impl Builder<'_> {
                     code: &a.code,
                 },
                 Instruction::Run(r) => {
-                    self.run_step(id, &mut cur, r, &format!("{idx}/{n}"))?;
+                    self.run_step(id, &mut cur, r, results, &format!("{idx}/{n}"))?;
                     self.progress.event(BuildEvent::Done {
                         id,
                         seconds: started.elapsed().as_secs_f64(),
@@ -642,6 +634,19 @@ impl Builder<'_> {
             .put_image_tagged(&config, &manifest_bytes, &self.req.tags)?;
         Ok((rec.id, rec.manifest_digest))
     }
+}
+
+/// The layers of a stored image, bottom first.
+pub(crate) fn image_layers(rec: &crate::store::ImageRecord) -> Vec<LayerRef> {
+    rec.manifest
+        .layers()
+        .iter()
+        .zip(&rec.diff_ids)
+        .map(|(l, d)| LayerRef {
+            diff_id: d.clone(),
+            size: l.size(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

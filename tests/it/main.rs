@@ -3,6 +3,7 @@
 mod build_cmd;
 mod build_interop;
 mod build_interrupt;
+mod build_mounts;
 mod build_vs_docker;
 mod cli_parser;
 mod image_cmds;
