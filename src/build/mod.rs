@@ -62,6 +62,8 @@ pub struct BuildRequest {
     pub explain: bool,
     /// `--secret` values by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// `--no-cache-filter`: stages (by name) whose steps never use the cache.
     pub no_cache_filter: Vec<String>,
     /// Where each RUN step's full output is written (`step-<n>.log`), if anywhere.

@@ -812,6 +812,12 @@ impl Builder<'_> {
             work,
         };
         spec.env = env;
+        // Set for the run only: not in the key, the config or the history.
+        if let Some(sock) = &mounts.ssh_sock {
+            if !spec.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                spec.env.push(format!("SSH_AUTH_SOCK={sock}"));
+            }
+        }
         spec.workdir = workdir;
         spec.user = user;
         spec.network = if network_none {
@@ -906,6 +912,8 @@ pub(crate) struct MountSet {
     pub key_parts: Vec<String>,
     /// `sharing=locked` caches, held until the step is over.
     pub locks: Vec<nix::fcntl::Flock<std::fs::File>>,
+    /// The first ssh mount's target: the step's `SSH_AUTH_SOCK`.
+    pub ssh_sock: Option<String>,
     /// Copies from other stages, made only when the step runs.
     pub pending: Vec<super::mountsrc::Pending>,
 }
@@ -1129,7 +1137,30 @@ impl Builder<'_> {
                     });
                 }
                 MountType::Ssh => {
-                    return Err(err("RUN --mount=type=ssh is not supported yet".into()));
+                    // The agent's socket is bound into the step; only the id and the target
+                    // reach the key, never the host path.
+                    let id = m.id.clone().unwrap_or_else(|| "default".to_string());
+                    let Some(sock) = self.req.ssh.get(&id) else {
+                        if m.required {
+                            return Err(err(format!(
+                                "no SSH agent forwarded for id {id} (use --ssh {id}[=SOCKET|KEY])"
+                            )));
+                        }
+                        continue;
+                    };
+                    let n = set
+                        .key_parts
+                        .iter()
+                        .filter(|k| k.starts_with("ssh:"))
+                        .count();
+                    let target = target(Some(format!("/run/buildkit/ssh_agent.{n}")))?;
+                    set.key_parts.push(format!("ssh:{target}:{id}"));
+                    set.ssh_sock.get_or_insert_with(|| target.clone());
+                    set.binds.push(BindMount {
+                        source: sock.clone(),
+                        target,
+                        readonly: false,
+                    });
                 }
             }
         }

@@ -66,6 +66,10 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// An ssh-agent for `RUN --mount=type=ssh`: `default` (from `$SSH_AUTH_SOCK`),
+    /// `ID=SOCKET` or `ID=KEY[,KEY...]` (key files, served by a private ssh-agent)
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// Build context directory
     pub path: PathBuf,
 }
@@ -247,6 +251,8 @@ fn build_image(
     let dockerfile_path = (file != Path::new("-")).then_some(file);
     let ignore = ignore_rules(&args.path, dockerfile_path)?;
     let store = Store::open(root).map_err(|e| format!("error: {e}"))?;
+    // Agents kiln starts for key files live until the build is over.
+    let ssh_agents = super::ssh::agents(&args.ssh)?;
     let req = BuildRequest {
         context_dir: args.path.clone(),
         dockerfile: src.clone(),
@@ -262,6 +268,7 @@ fn build_image(
         cancel: Some(cancel_on_signals()),
         explain: args.explain,
         secrets: secrets(&args.secrets)?,
+        ssh: ssh_agents.sockets.clone(),
         no_cache_filter: args.no_cache_filter.clone(),
         logs_dir: Some(logs_dir(root)),
     };

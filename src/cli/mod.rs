@@ -5,6 +5,7 @@ mod container;
 mod debug;
 mod format;
 mod image;
+mod ssh;
 mod system;
 mod units;
 

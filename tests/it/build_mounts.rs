@@ -4,7 +4,7 @@
 use std::fs;
 
 use crate::build_cmd::{cached_steps, write};
-use crate::util::{stderr, TestStore};
+use crate::util::{find_tool, run_tool, stderr, TestStore};
 
 const TOOLS: &str = "FROM busybox:local AS tools\n\
      ARG V=1\n\
@@ -104,4 +104,157 @@ fn bind_and_cache_mounts_from_a_stage_and_an_image() {
     let o = s.kiln(&ctx, &["build", "."], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nope"), "{}", stderr(&o));
+}
+
+/// An `ssh-agent` a test started, killed on drop.
+struct AgentGuard(std::process::Child);
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The host's `ssh-add` with its libraries and loader, to run inside a busybox step.
+fn host_ssh_add(dir: &std::path::Path) {
+    let bin = find_tool("ssh-add").unwrap();
+    fs::create_dir_all(dir).unwrap();
+    fs::copy(&bin, dir.join("ssh-add")).unwrap();
+    let ldd = run_tool(std::process::Command::new("ldd").arg(&bin));
+    for line in ldd.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            let p = std::path::Path::new(p);
+            fs::copy(p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn ssh_mount_forwards_an_agent_and_never_persists_it() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let tools = ["ssh-agent", "ssh-add", "ssh-keygen", "ldd"];
+    if let Some(t) = tools.iter().find(|t| find_tool(t).is_none()) {
+        assert!(std::env::var_os("CI").is_none(), "{t} missing in CI");
+        println!("skipped: {t} is not installed (openssh-client)");
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    host_ssh_add(&ctx.join("hb"));
+    let key = s.dir.path().join("id_test");
+    run_tool(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test-key", "-f"])
+            .arg(&key),
+    );
+    let fingerprint = run_tool(
+        std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&key),
+    );
+    let fingerprint = fingerprint.split_whitespace().nth(1).unwrap().to_string();
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\n\
+         RUN --mount=type=bind,source=hb,target=/hb --mount=type=ssh \
+             test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock \
+             && /hb/ld-linux-x86-64.so.2 --library-path /hb /hb/ssh-add -l > /keys\n\
+         RUN --mount=type=ssh,id=other,target=/agent test -S /agent && echo \"$SSH_AUTH_SOCK\" > /other\n\
+         RUN --mount=type=ssh,id=absent test -z \"$SSH_AUTH_SOCK\" && touch /no-agent\n",
+    );
+    // A key file (kiln runs a private agent) for `default`, a socket for `other`.
+    let sock = s.dir.path().join("agent.sock");
+    let _agent = AgentGuard(
+        std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let default = format!("default={}", key.display());
+    let other = format!("other={}", sock.display());
+    let build = |ssh: &[&str]| {
+        let mut args = vec!["build", "--progress=plain"];
+        for v in ssh {
+            args.extend_from_slice(&["--ssh", v]);
+        }
+        args.extend_from_slice(&["-t", "ssh:1", "."]);
+        let o = s.kiln(&ctx, &args, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    build(&[&default, &other]);
+    let files = s.unpack("ssh:1");
+    let keys = fs::read_to_string(files.join("keys")).unwrap();
+    assert!(
+        keys.contains(&fingerprint) && keys.contains("kiln-test-key"),
+        "the agent answered from inside the step: {keys}"
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("sock")).unwrap(),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("other")).unwrap(),
+        "/agent\n",
+        "SSH_AUTH_SOCK names the step's first ssh mount"
+    );
+    assert!(
+        files.join("no-agent").exists(),
+        "a missing optional agent is skipped"
+    );
+    assert!(
+        !files.join("agent").exists() || fs::metadata(files.join("agent")).unwrap().len() == 0,
+        "the socket stays out of the layer"
+    );
+    let config = s.config("ssh:1");
+    let shown = serde_json::to_string(&config).unwrap();
+    assert!(
+        !shown.contains("SSH_AUTH_SOCK="),
+        "not in the config's env: {shown}"
+    );
+    assert!(!shown.contains("kiln-ssh-"), "{shown}");
+    assert!(!shown.contains(sock.to_str().unwrap()), "{shown}");
+    // The agent is not part of the key: another socket for the same ids is a hit.
+    let o = build(&[&format!("default={}", sock.display()), &other]);
+    assert_eq!(cached_steps(&o), 3, "{}", stderr(&o));
+    // A required agent that is not forwarded is an error.
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nRUN --mount=type=ssh,required true\n",
+    );
+    let o = s.kiln(&ctx, &["build", "."], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no SSH agent forwarded for id default"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--ssh", "default=/nonexistent-key", "."],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent-key"), "{}", stderr(&o));
 }
