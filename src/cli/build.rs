@@ -40,7 +40,8 @@ pub struct BuildArgs {
     /// Network for RUN steps
     #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
     pub network: String,
-    /// Progress output: auto, tty or plain
+    /// Progress output: auto (tty on a terminal, else plain), tty (a live view), plain,
+    /// json or quiet
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
     pub progress: String,
     /// Set metadata on the image (`K=V`); may be repeated
@@ -279,10 +280,14 @@ fn build_image(
     let json = Json {
         out: Mutex::new(std::io::stderr()),
     };
+    let tty = (args.progress == "tty" || (args.progress == "auto" && super::tty::wanted()))
+        .then(super::tty::Tty::new);
     let progress: &dyn Progress = if quiet {
         &Silent
     } else if args.progress == "json" {
         &json
+    } else if let Some(t) = &tty {
+        t
     } else {
         &plain
     };
@@ -291,7 +296,12 @@ fn build_image(
         Some(d) if d.exists() => format!("\nfull step logs: {}", d.display()),
         _ => String::new(),
     };
-    let result = build::build(&store, &req, progress).map_err(|e| {
+    let run = || build::build(&store, &req, progress);
+    let result = match &tty {
+        Some(t) if !quiet && args.progress != "json" => t.around(run),
+        _ => run(),
+    };
+    let result = result.map_err(|e| {
         let msg = match e.location() {
             Some(loc) if loc.line > 0 => {
                 let text = String::from_utf8_lossy(&src);

@@ -7,6 +7,7 @@ mod format;
 mod image;
 mod ssh;
 mod system;
+mod tty;
 mod units;
 
 use std::fmt::Display;

@@ -258,3 +258,54 @@ fn ssh_mount_forwards_an_agent_and_never_persists_it() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nonexistent-key"), "{}", stderr(&o));
 }
+
+#[test]
+fn progress_tty_draws_a_live_view_on_a_terminal_and_plain_elsewhere() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let Some(script) = find_tool("script") else {
+        assert!(std::env::var_os("CI").is_none(), "script missing in CI");
+        println!("skipped: script (util-linux) is not installed");
+        return;
+    };
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\n\
+         RUN echo first-line && sleep 0.4 && echo second-line\n\
+         RUN touch /done\n",
+    );
+    // `auto` on a terminal (script gives kiln a pty) is the live view.
+    let cmd = format!(
+        "{} build --progress=auto -t tty:1 .",
+        env!("CARGO_BIN_EXE_kiln")
+    );
+    let o = std::process::Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(&ctx)
+        .env("KILN_ROOT", s.root())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("\x1b[J"), "redrawn in place: {out:?}");
+    assert!(out.contains("[+] Building"), "{out:?}");
+    assert!(
+        out.contains("#2 [stage-0 2/3] RUN echo first-line"),
+        "{out:?}"
+    );
+    assert!(out.contains("#2 DONE"), "{out:?}");
+    assert!(out.contains("#3 DONE"), "{out:?}");
+    assert!(out.contains("(3/3) FINISHED"), "{out:?}");
+    // Not a terminal: `auto` is the plain form, with every output line.
+    let o = s.kiln(&ctx, &["build", "--no-cache", "-t", "tty:1", "."], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(err.contains("#2 first-line\n#2 second-line\n"), "{err}");
+}
