@@ -131,9 +131,8 @@ impl View {
         cut(line, self.width - 1)
     }
 
-    /// The bytes that take the screen from the last frame to this one: back to the start of
-    /// the live region, clear it, print the finished lines, draw the region again.
-    pub fn paint(&mut self, now: f64) -> String {
+    /// Back to the start of the live region, cleared, and the finished lines printed.
+    fn rewind(&mut self) -> String {
         let mut s = String::new();
         if self.drawn > 0 {
             s.push_str(&format!("\x1b[{}A", self.drawn));
@@ -143,6 +142,13 @@ impl View {
             s.push_str(&self.cut(&l));
             s.push('\n');
         }
+        s
+    }
+
+    /// The bytes that take the screen from the last frame to this one: back to the start of
+    /// the live region, clear it, print the finished lines, draw the region again.
+    pub fn paint(&mut self, now: f64) -> String {
+        let mut s = self.rewind();
         let live = self.live(now);
         for l in &live {
             s.push_str(&self.cut(l));
@@ -168,15 +174,7 @@ impl View {
             self.running.remove(&id);
             self.pending.extend(lines);
         }
-        let mut s = String::new();
-        if self.drawn > 0 {
-            s.push_str(&format!("\x1b[{}A", self.drawn));
-        }
-        s.push_str("\r\x1b[J");
-        for l in std::mem::take(&mut self.pending) {
-            s.push_str(&self.cut(&l));
-            s.push('\n');
-        }
+        let mut s = self.rewind();
         s.push_str(&format!(
             "[+] Building {now:.1}s ({}/{}) FINISHED\n",
             self.done, self.total_seen
