@@ -223,6 +223,9 @@ struct Builder<'a> {
     previous: Option<crate::cache::explain::BuildRecord>,
     /// Step numbers by key, to name a parent step that rebuilt.
     key_ids: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Removals of finished steps' scratch directories, off the steps' critical path;
+    /// joined before the build returns.
+    cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -308,8 +311,10 @@ pub fn build(
         record: Default::default(),
         previous: crate::cache::explain::load(&record_path),
         key_ids: Default::default(),
+        cleanup: Default::default(),
     };
     let results = b.run_stages();
+    b.wait_cleanup();
     b.save_statcache();
     b.save_record(&record_path);
     let mut results = results?;
@@ -325,6 +330,26 @@ pub fn build(
 }
 
 impl Builder<'_> {
+    /// Run `f` (removing a finished step's files) on a thread of its own.
+    fn later(&self, f: impl FnOnce() + Send + 'static) {
+        let mut jobs = self.cleanup.lock().unwrap_or_else(|p| p.into_inner());
+        match std::thread::Builder::new()
+            .name("kiln-cleanup".into())
+            .spawn(f)
+        {
+            Ok(h) => jobs.push(h),
+            Err(e) => tracing::warn!(error = %e, "cannot start a cleanup thread"),
+        }
+    }
+
+    /// Wait for every removal [`Builder::later`] started.
+    fn wait_cleanup(&self) {
+        let jobs = std::mem::take(&mut *self.cleanup.lock().unwrap_or_else(|p| p.into_inner()));
+        for j in jobs {
+            let _ = j.join();
+        }
+    }
+
     fn next_id(&self) -> usize {
         self.step_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)

@@ -859,7 +859,6 @@ impl Builder<'_> {
             },
         )
         .map_err(|e| err(e.to_string()))?;
-        let _ = executor::remove_step_dir(&outcome.step_dir);
         let shown = serde_json::to_string(&argv).unwrap_or_default();
         match outcome.status {
             ExitStatus::Code(0) => {}
@@ -896,7 +895,12 @@ impl Builder<'_> {
             .map_err(|e| err(e.to_string()))?;
             cur.state.layers.push(layer);
         }
-        drop(scratch);
+        // The step's directory and scratch files go away while the next step starts.
+        let step_dir = outcome.step_dir;
+        self.later(move || {
+            let _ = executor::remove_step_dir(&step_dir);
+            drop(scratch);
+        });
         self.history(cur, created_by, changed);
         self.settle_key(&key, cur);
         self.remember(&key, cur, BTreeMap::new());
