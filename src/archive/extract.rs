@@ -149,6 +149,7 @@ pub fn extract<R: Read>(
         is_root: nix::unistd::geteuid().is_root(),
         touched: HashSet::new(),
         deferred: Vec::new(),
+        last_parent: None,
         stats: ExtractStats {
             entries: 0,
             file_bytes: 0,
@@ -202,6 +203,10 @@ struct Extractor<'r> {
     /// Directories whose mode and mtime are set at the end, after their children
     /// were created (which changes the mtime, and may need write permission).
     deferred: Vec<(Vec<Vec<u8>>, u32, TimeSpec)>,
+    /// The parent directory of the last regular file and its path: the next file in the
+    /// same directory (the common case) needs no new walk from the root. Any other kind of
+    /// entry, which could replace a directory, drops it.
+    last_parent: Option<(Vec<Vec<u8>>, OwnedFd)>,
     stats: ExtractStats,
 }
 
@@ -221,6 +226,17 @@ impl Extractor<'_> {
                 reason,
             }
         })?;
+        let is_file = e.kind == Kind::File;
+        let cached = match self.last_parent.take() {
+            Some((c, fd))
+                if is_file
+                    && c.len() == comps.len().saturating_sub(1)
+                    && c.iter().zip(&comps).all(|(a, b)| a.as_slice() == *b) =>
+            {
+                Some(fd)
+            }
+            _ => None,
+        };
         let Some((name, parent_comps)) = comps.split_last() else {
             return self.apply_root(e);
         };
@@ -233,12 +249,15 @@ impl Extractor<'_> {
                 WhiteoutMode::Overlay => self.overlay_whiteout(e, parent_comps, name),
             };
         }
-        let parent = self
-            .root
-            .resolve_dir(parent_comps, Some(&mut self.touched), &e.path)?
-            .ok_or_else(|| ArchiveError::NotADirectory {
-                path: show(&e.path),
-            })?;
+        let parent = match cached {
+            Some(fd) => fd,
+            None => self
+                .root
+                .resolve_dir(parent_comps, Some(&mut self.touched), &e.path)?
+                .ok_or_else(|| ArchiveError::NotADirectory {
+                    path: show(&e.path),
+                })?,
+        };
         let p = parent.as_fd();
         let err = |op, err: Errno| ArchiveError::io(op, show(&e.path), err);
         match e.kind {
@@ -269,6 +288,9 @@ impl Extractor<'_> {
                 // Writing clears setuid bits and security.capability, and chown
                 // clears setuid bits: owner, then mode, then xattrs.
                 self.finish_node(Target::Fd(f.as_fd()), e, true)?;
+                let path = parent_comps.iter().map(|c| c.to_vec()).collect();
+                self.last_parent = Some((path, parent));
+                return Ok(());
             }
             Kind::Dir => {
                 let fd = match stat_at(p, name, &e.path)? {

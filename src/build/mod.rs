@@ -5,6 +5,7 @@ pub mod copy;
 pub mod fs;
 pub mod meta;
 pub mod mount;
+mod mountsrc;
 pub mod rootfs;
 pub mod state;
 mod steps;
@@ -61,6 +62,8 @@ pub struct BuildRequest {
     pub explain: bool,
     /// `--secret` values by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// `--no-cache-filter`: stages (by name) whose steps never use the cache.
     pub no_cache_filter: Vec<String>,
     /// Where each RUN step's full output is written (`step-<n>.log`), if anywhere.
@@ -256,6 +259,9 @@ struct Builder<'a> {
     used_keys: std::sync::Mutex<Vec<(usize, Digest)>>,
     /// Base images pulled by this build, by name as written.
     pulled: std::sync::Mutex<std::collections::HashMap<String, crate::store::ImageRecord>>,
+    /// Removals of finished steps' scratch directories, off the steps' critical path;
+    /// joined before the build returns.
+    cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -357,8 +363,10 @@ pub fn build(
         warnings: Default::default(),
         used_keys: Default::default(),
         pulled: Default::default(),
+        cleanup: Default::default(),
     };
     let results = b.run_stages();
+    b.wait_cleanup();
     b.save_statcache();
     b.save_record(&record_path);
     let mut results = results?;
@@ -467,6 +475,26 @@ impl Builder<'_> {
         Ok(result.image)
     }
 
+    /// Run `f` (removing a finished step's files) on a thread of its own.
+    fn later(&self, f: impl FnOnce() + Send + 'static) {
+        let mut jobs = self.cleanup.lock().unwrap_or_else(|p| p.into_inner());
+        match std::thread::Builder::new()
+            .name("kiln-cleanup".into())
+            .spawn(f)
+        {
+            Ok(h) => jobs.push(h),
+            Err(e) => tracing::warn!(error = %e, "cannot start a cleanup thread"),
+        }
+    }
+
+    /// Wait for every removal [`Builder::later`] started.
+    fn wait_cleanup(&self) {
+        let jobs = std::mem::take(&mut *self.cleanup.lock().unwrap_or_else(|p| p.into_inner()));
+        for j in jobs {
+            let _ = j.join();
+        }
+    }
+
     fn next_id(&self) -> usize {
         self.step_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -558,16 +586,7 @@ impl Builder<'_> {
                     message: format!("{name}: unreadable image config: {e}"),
                     location: stage.location,
                 })?;
-                let layers = rec
-                    .manifest
-                    .layers()
-                    .iter()
-                    .zip(&rec.diff_ids)
-                    .map(|(l, d)| LayerRef {
-                        diff_id: d.clone(),
-                        size: l.size(),
-                    })
-                    .collect();
+                let layers = image_layers(&rec);
                 let mut key = KeyBuilder::new("image");
                 key.text("manifest", rec.manifest_digest.as_str());
                 let history = spec.history.clone();
@@ -716,7 +735,7 @@ impl Builder<'_> {
                     code: &a.code,
                 },
                 Instruction::Run(r) => {
-                    self.run_step(id, &mut cur, r, &format!("{idx}/{n}"))?;
+                    self.run_step(id, &mut cur, r, results, &format!("{idx}/{n}"))?;
                     self.progress.event(BuildEvent::Done {
                         id,
                         seconds: started.elapsed().as_secs_f64(),
@@ -829,6 +848,19 @@ impl Builder<'_> {
             .put_image_tagged(&config, &manifest_bytes, &self.req.tags)?;
         Ok((rec.id, rec.manifest_digest))
     }
+}
+
+/// The layers of a stored image, bottom first.
+pub(crate) fn image_layers(rec: &crate::store::ImageRecord) -> Vec<LayerRef> {
+    rec.manifest
+        .layers()
+        .iter()
+        .zip(&rec.diff_ids)
+        .map(|(l, d)| LayerRef {
+            diff_id: d.clone(),
+            size: l.size(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -54,6 +54,12 @@ fn fs_err(location: Location) -> impl Fn(FsError) -> BuildError {
     }
 }
 
+/// A resolved `--from`: a stage (index, key) or an image (layers, manifest digest).
+pub(crate) enum FromRef {
+    Stage(usize, String),
+    Image(Vec<crate::cache::LayerRef>, String),
+}
+
 /// Where a COPY's files come from.
 enum From {
     Context(Vec<String>),
@@ -398,34 +404,15 @@ impl Builder<'_> {
             }
             Some(f) => {
                 let value = st.expand(f).map_err(&err)?;
-                let names: Vec<Option<String>> =
-                    self.plan.stages.iter().map(|s| s.name.clone()).collect();
-                match resolve_source(&value, &names, spec.location)
-                    .map_err(|e| err(e.to_string()))?
-                {
-                    PlanSource::Stage(i) => {
-                        let src = stages.get(&i).ok_or_else(|| {
-                            err(format!("stage {value} is not built before it is used"))
-                        })?;
-                        key.text("from-stage", src.key.as_str());
-                        From::Stage(i, sources.iter().map(|s| confine(s)).collect())
+                let paths = sources.iter().map(|s| confine(s)).collect();
+                match self.resolve_from(&value, stages, spec.location)? {
+                    FromRef::Stage(i, k) => {
+                        key.text("from-stage", &k);
+                        From::Stage(i, paths)
                     }
-                    PlanSource::Image(name) => {
-                        let rec = self
-                            .image(&name, spec.location)
-                            .map_err(|e| err(e.to_string()))?;
-                        key.text("from-image", rec.manifest_digest.as_str());
-                        let layers = rec
-                            .manifest
-                            .layers()
-                            .iter()
-                            .zip(&rec.diff_ids)
-                            .map(|(l, d)| crate::cache::LayerRef {
-                                diff_id: d.clone(),
-                                size: l.size(),
-                            })
-                            .collect();
-                        From::Image(layers, sources.iter().map(|s| confine(s)).collect())
+                    FromRef::Image(layers, digest) => {
+                        key.text("from-image", &digest);
+                        From::Image(layers, paths)
                     }
                 }
             }
@@ -552,6 +539,31 @@ impl Builder<'_> {
         self.settle_key(&key, cur);
         self.remember(&key, cur, inputs);
         Ok(())
+    }
+
+    /// A `--from` value (COPY, RUN --mount): a built stage (its index and key) or an image
+    /// of the store (its layers and manifest digest).
+    pub(crate) fn resolve_from(
+        &self,
+        value: &str,
+        stages: &BTreeMap<usize, StageResult>,
+        location: Location,
+    ) -> Result<FromRef, BuildError> {
+        let err = step_err(location);
+        let names: Vec<Option<String>> = self.plan.stages.iter().map(|s| s.name.clone()).collect();
+        match resolve_source(value, &names, location).map_err(|e| err(e.to_string()))? {
+            PlanSource::Stage(i) => {
+                let src = stages
+                    .get(&i)
+                    .ok_or_else(|| err(format!("stage {value} is not built before it is used")))?;
+                Ok(FromRef::Stage(i, src.key.to_string()))
+            }
+            PlanSource::Image(name) => {
+                let rec = self.image(&name, location)?;
+                let layers = super::image_layers(&rec);
+                Ok(FromRef::Image(layers, rec.manifest_digest.to_string()))
+            }
+        }
     }
 
     /// WORKDIR creates its directory when the image lacks it (a layer only then).
@@ -704,6 +716,7 @@ impl Builder<'_> {
         id: usize,
         cur: &mut StageResult,
         r: &crate::parser::instructions::Run,
+        stages: &BTreeMap<usize, StageResult>,
         position: &str,
     ) -> Result<(), BuildError> {
         use crate::executor::{self, ExitStatus, Output, RwLayer, StepIo, StepSpec};
@@ -774,7 +787,7 @@ impl Builder<'_> {
         // Mounts are prepared before the key: a bind's content is part of it.
         let fse = fs_err(r.location);
         let scratch = super::fs::scratch_dir(self.store).map_err(&fse)?;
-        let mounts = self.prepare_mounts(cur, &r.mounts, scratch.path(), r.location)?;
+        let mounts = self.prepare_mounts(cur, &r.mounts, scratch.path(), stages, r.location)?;
         let mut key = KeyBuilder::new("run");
         key.list("mounts", &mounts.key_parts);
         key.text("parent", cur.key.as_str())
@@ -805,6 +818,10 @@ impl Builder<'_> {
             return Ok(());
         }
 
+        for p in &mounts.pending {
+            p.run(self.store)
+                .map_err(|e| err(format!("RUN --mount: {e}")))?;
+        }
         let lowers = super::fs::lower_dirs(self.store, &cur.state.layers).map_err(&fse)?;
         let res = self
             .store
@@ -818,6 +835,12 @@ impl Builder<'_> {
             work,
         };
         spec.env = env;
+        // Set for the run only: not in the key, the config or the history.
+        if let Some(sock) = &mounts.ssh_sock {
+            if !spec.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                spec.env.push(format!("SSH_AUTH_SOCK={sock}"));
+            }
+        }
         spec.workdir = workdir;
         spec.user = user;
         spec.network = if network_none {
@@ -859,7 +882,6 @@ impl Builder<'_> {
             },
         )
         .map_err(|e| err(e.to_string()))?;
-        let _ = executor::remove_step_dir(&outcome.step_dir);
         let shown = serde_json::to_string(&argv).unwrap_or_default();
         match outcome.status {
             ExitStatus::Code(0) => {}
@@ -896,7 +918,12 @@ impl Builder<'_> {
             .map_err(|e| err(e.to_string()))?;
             cur.state.layers.push(layer);
         }
-        drop(scratch);
+        // The step's directory and scratch files go away while the next step starts.
+        let step_dir = outcome.step_dir;
+        self.later(move || {
+            let _ = executor::remove_step_dir(&step_dir);
+            drop(scratch);
+        });
         self.history(cur, created_by, changed);
         self.settle_key(&key, cur);
         self.remember(&key, cur, BTreeMap::new());
@@ -912,6 +939,10 @@ pub(crate) struct MountSet {
     pub key_parts: Vec<String>,
     /// `sharing=locked` caches, held until the step is over.
     pub locks: Vec<nix::fcntl::Flock<std::fs::File>>,
+    /// The first ssh mount's target: the step's `SSH_AUTH_SOCK`.
+    pub ssh_sock: Option<String>,
+    /// Copies from other stages, made only when the step runs.
+    pub pending: Vec<super::mountsrc::Pending>,
 }
 
 impl Builder<'_> {
@@ -924,6 +955,7 @@ impl Builder<'_> {
         cur: &StageResult,
         raws: &[crate::parser::runflags::MountSpec],
         scratch: &std::path::Path,
+        stages: &BTreeMap<usize, StageResult>,
         location: Location,
     ) -> Result<MountSet, BuildError> {
         use crate::executor::BindMount;
@@ -945,12 +977,29 @@ impl Builder<'_> {
                 })
             };
             match m.kind {
+                MountType::Bind if m.from.is_some() => {
+                    // From a stage or an image: the step gets a private copy of the source
+                    // (resolved inside that root), so writes are discarded either way; the
+                    // key names the mounted stage's key or the image's digest.
+                    let target = target(None)?;
+                    let from = m.from.as_deref().unwrap_or_default();
+                    let (layers, ident) = self.mount_from(from, stages, location)?;
+                    let path = confine(m.source.as_deref().unwrap_or("/"));
+                    set.key_parts
+                        .push(format!("bind:{target}:from={ident}:{path}:{}", m.read_only));
+                    let dst = scratch.join(format!("bind-{i}"));
+                    set.pending.push(super::mountsrc::Pending::Copy {
+                        layers,
+                        path,
+                        dst: dst.clone(),
+                    });
+                    set.binds.push(BindMount {
+                        source: dst,
+                        target,
+                        readonly: m.read_only,
+                    });
+                }
                 MountType::Bind => {
-                    if m.from.is_some() {
-                        return Err(err(
-                            "RUN --mount=type=bind,from=... is not supported yet; bind from the build context, or COPY --from the stage".into(),
-                        ));
-                    }
                     let target = target(None)?;
                     let rel = confine(m.source.as_deref().unwrap_or("."));
                     let mut guard = self.context()?;
@@ -987,7 +1036,7 @@ impl Builder<'_> {
                     } else {
                         // Writes to an rw bind are thrown away: the step gets a copy.
                         let copy = scratch.join(format!("bind-{i}"));
-                        copy_tree(&host, &copy).map_err(|e| err(e.to_string()))?;
+                        super::mountsrc::copy_tree(&host, &copy).map_err(|e| err(e.to_string()))?;
                         copy
                     };
                     set.binds.push(BindMount {
@@ -1000,9 +1049,26 @@ impl Builder<'_> {
                     let target = target(None)?;
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
                     let base = self.store.root().join("cache").join("mounts-v1");
-                    let name = context::hex(&Sha256::digest(id.as_bytes()).into());
+                    // A cache seeded from a stage is its own cache: one per id and stage key
+                    // (or image digest), as in BuildKit.
+                    let seed = match m.from.as_deref() {
+                        Some(f) => Some(self.mount_from(f, stages, location)?),
+                        None => None,
+                    };
+                    let ident = match &seed {
+                        Some((_, ident)) => format!("{id}\0from={ident}"),
+                        None => id.clone(),
+                    };
+                    let name = context::hex(&Sha256::digest(ident.as_bytes()).into());
                     let dir = base.join(&name);
-                    if !dir.exists() {
+                    if let Some((layers, _)) = seed {
+                        std::fs::create_dir_all(&base).map_err(|e| err(e.to_string()))?;
+                        set.pending.push(super::mountsrc::Pending::Seed {
+                            layers,
+                            path: confine(m.source.as_deref().unwrap_or("/")),
+                            dir: dir.clone(),
+                        });
+                    } else if !dir.exists() {
                         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
                         use std::os::unix::fs::PermissionsExt;
                         let mode = m.mode.unwrap_or(0o755);
@@ -1011,7 +1077,7 @@ impl Builder<'_> {
                         let _ = std::os::unix::fs::chown(&dir, m.uid, m.gid);
                     }
                     let mut source = dir.clone();
-                    if let Some(sub) = &m.source {
+                    if let Some(sub) = m.source.as_ref().filter(|_| m.from.is_none()) {
                         // source= picks a subdirectory of the cache: confined, and refused when
                         // any component is a symlink (a step could plant one).
                         let sub = confine(sub);
@@ -1040,7 +1106,7 @@ impl Builder<'_> {
                         set.locks.push(held);
                     }
                     set.key_parts
-                        .push(format!("cache:{target}:{id}:{}", m.read_only));
+                        .push(format!("cache:{target}:{ident}:{}", m.read_only));
                     set.binds.push(BindMount {
                         source,
                         target,
@@ -1098,7 +1164,30 @@ impl Builder<'_> {
                     });
                 }
                 MountType::Ssh => {
-                    return Err(err("RUN --mount=type=ssh is not supported yet".into()));
+                    // The agent's socket is bound into the step; only the id and the target
+                    // reach the key, never the host path.
+                    let id = m.id.clone().unwrap_or_else(|| "default".to_string());
+                    let Some(sock) = self.req.ssh.get(&id) else {
+                        if m.required {
+                            return Err(err(format!(
+                                "no SSH agent forwarded for id {id} (use --ssh {id}[=SOCKET|KEY])"
+                            )));
+                        }
+                        continue;
+                    };
+                    let n = set
+                        .key_parts
+                        .iter()
+                        .filter(|k| k.starts_with("ssh:"))
+                        .count();
+                    let target = target(Some(format!("/run/buildkit/ssh_agent.{n}")))?;
+                    set.key_parts.push(format!("ssh:{target}:{id}"));
+                    set.ssh_sock.get_or_insert_with(|| target.clone());
+                    set.binds.push(BindMount {
+                        source: sock.clone(),
+                        target,
+                        readonly: false,
+                    });
                 }
             }
         }
@@ -1106,22 +1195,17 @@ impl Builder<'_> {
     }
 }
 
-/// Copy a file or a directory tree (symlinks as symlinks) for a writable bind.
-fn copy_tree(src: &std::path::Path, dst: &std::path::Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(src)?;
-    if meta.file_type().is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
-    } else if meta.is_dir() {
-        std::fs::create_dir_all(dst)?;
-        std::fs::set_permissions(dst, meta.permissions())?;
-        for e in std::fs::read_dir(src)? {
-            let e = e?;
-            copy_tree(&e.path(), &dst.join(e.file_name()))?;
-        }
-        Ok(())
-    } else if meta.is_file() {
-        std::fs::copy(src, dst).map(drop)
-    } else {
-        Ok(())
+impl Builder<'_> {
+    /// The layers of a mount's `from=` stage or image, and what names it in the step's key.
+    fn mount_from(
+        &self,
+        from: &str,
+        stages: &BTreeMap<usize, StageResult>,
+        location: Location,
+    ) -> Result<(Vec<crate::cache::LayerRef>, String), BuildError> {
+        Ok(match self.resolve_from(from, stages, location)? {
+            FromRef::Stage(i, key) => (stages[&i].state.layers.clone(), format!("stage:{key}")),
+            FromRef::Image(layers, digest) => (layers, format!("image:{digest}")),
+        })
     }
 }

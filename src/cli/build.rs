@@ -47,7 +47,8 @@ pub struct BuildArgs {
     /// Network for RUN steps
     #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
     pub network: String,
-    /// Progress output: auto, tty or plain
+    /// Progress output: auto (tty on a terminal, else plain), tty (a live view), plain,
+    /// json or quiet
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
     pub progress: String,
     /// Set metadata on the image (`K=V`); may be repeated
@@ -80,6 +81,10 @@ pub struct BuildArgs {
     /// Use an exported build cache: `type=local,src=DIR`; may be repeated
     #[arg(long = "cache-from")]
     pub cache_from: Vec<String>,
+    /// An ssh-agent for `RUN --mount=type=ssh`: `default` (from `$SSH_AUTH_SOCK`),
+    /// `ID=SOCKET` or `ID=KEY[,KEY...]` (key files, served by a private ssh-agent)
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// Build context directory
     pub path: PathBuf,
 }
@@ -267,6 +272,8 @@ fn build_image(
     let dockerfile_path = (file != Path::new("-")).then_some(file);
     let ignore = ignore_rules(&args.path, dockerfile_path)?;
     let store = Store::open(root).map_err(|e| format!("error: {e}"))?;
+    // Agents kiln starts for key files live until the build is over.
+    let ssh_agents = super::ssh::agents(&args.ssh)?;
     let req = BuildRequest {
         context_dir: args.path.clone(),
         dockerfile: src.clone(),
@@ -282,6 +289,7 @@ fn build_image(
         cancel: Some(cancel_on_signals()),
         explain: args.explain,
         secrets: secrets(&args.secrets)?,
+        ssh: ssh_agents.sockets.clone(),
         no_cache_filter: args.no_cache_filter.clone(),
         logs_dir: Some(logs_dir(root)),
         cache_to: args
@@ -309,10 +317,14 @@ fn build_image(
     let json = Json {
         out: Mutex::new(std::io::stderr()),
     };
+    let tty = (args.progress == "tty" || (args.progress == "auto" && super::tty::wanted()))
+        .then(super::tty::Tty::new);
     let progress: &dyn Progress = if quiet {
         &Silent
     } else if args.progress == "json" {
         &json
+    } else if let Some(t) = &tty {
+        t
     } else {
         &plain
     };
@@ -321,7 +333,12 @@ fn build_image(
         Some(d) if d.exists() => format!("\nfull step logs: {}", d.display()),
         _ => String::new(),
     };
-    let result = build::build(&store, &req, progress).map_err(|e| {
+    let run = || build::build(&store, &req, progress);
+    let result = match &tty {
+        Some(t) if !quiet && args.progress != "json" => t.around(run),
+        _ => run(),
+    };
+    let result = result.map_err(|e| {
         let msg = match e.location() {
             Some(loc) if loc.line > 0 => {
                 let text = String::from_utf8_lossy(&src);

@@ -6,7 +6,9 @@ mod debug;
 mod format;
 mod image;
 mod registry;
+mod ssh;
 mod system;
+mod tty;
 mod units;
 
 use std::fmt::Display;

@@ -135,46 +135,12 @@ impl Context {
                 source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
-        let mut entries = BTreeMap::new();
-        entries.insert(String::new(), Entry::from_meta(&meta, None));
         let walk_excluded = rules.has_exclusions();
-        let mut stack = vec![String::new()];
-        while let Some(dir) = stack.pop() {
-            let abs = root.join(&dir);
-            for item in fs::read_dir(&abs).map_err(io_err(&abs))? {
-                let item = item.map_err(io_err(&abs))?;
-                let name = item.file_name();
-                let Some(name) = name.to_str() else {
-                    // Non-UTF-8 names cannot be named in a Dockerfile; they are skipped.
-                    tracing::warn!(path = %abs.join(&name).display(), "skipping a context file whose name is not UTF-8");
-                    continue;
-                };
-                let rel = if dir.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{dir}/{name}")
-                };
-                let excluded = rules.is_excluded(&rel);
-                let path = item.path();
-                let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-                let is_dir = meta.is_dir();
-                if excluded && !(is_dir && walk_excluded) {
-                    continue;
-                }
-                let target = if meta.file_type().is_symlink() {
-                    let t = fs::read_link(&path).map_err(io_err(&path))?;
-                    Some(t.to_string_lossy().into_owned())
-                } else {
-                    None
-                };
-                if is_dir {
-                    stack.push(rel.clone());
-                }
-                if !excluded {
-                    entries.insert(rel, Entry::from_meta(&meta, target));
-                }
-            }
-        }
+        // Directories are read in parallel; each entry is one `statx` relative to its open
+        // directory (no path walk), so a no-change rebuild costs about a stat per file.
+        let mut found = walk_dir(root, String::new(), rules, walk_excluded)?;
+        found.push((String::new(), Entry::from_meta(&meta, None)));
+        let mut entries: BTreeMap<String, Entry> = found.into_iter().collect();
         // A directory walked only for its exceptions is listed when something in it is.
         let mut parents = Vec::new();
         for path in entries.keys() {
@@ -339,6 +305,60 @@ fn hash_file(path: &Path, expect: &Entry) -> Result<Hash, ContextError> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
+}
+
+/// The entries below `dir` (relative to `root`), subdirectories walked in parallel.
+fn walk_dir(
+    root: &Path,
+    dir: String,
+    rules: &IgnoreRules,
+    walk_excluded: bool,
+) -> Result<Vec<(String, Entry)>, ContextError> {
+    let abs = root.join(&dir);
+    let mut out = Vec::new();
+    let mut subdirs = Vec::new();
+    for item in fs::read_dir(&abs).map_err(io_err(&abs))? {
+        let item = item.map_err(io_err(&abs))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else {
+            // Non-UTF-8 names cannot be named in a Dockerfile; they are skipped.
+            tracing::warn!(path = %abs.join(&name).display(), "skipping a context file whose name is not UTF-8");
+            continue;
+        };
+        let rel = if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
+        let excluded = rules.is_excluded(&rel);
+        // lstat through the directory's descriptor: never follows a symlink.
+        let meta = item.metadata().map_err(|e| io_err(&abs.join(name))(e))?;
+        let is_dir = meta.is_dir();
+        if excluded && !(is_dir && walk_excluded) {
+            continue;
+        }
+        let target = if meta.file_type().is_symlink() {
+            let path = item.path();
+            let t = fs::read_link(&path).map_err(io_err(&path))?;
+            Some(t.to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        if is_dir {
+            subdirs.push(rel.clone());
+        }
+        if !excluded {
+            out.push((rel, Entry::from_meta(&meta, target)));
+        }
+    }
+    let below: Vec<Vec<(String, Entry)>> = subdirs
+        .into_par_iter()
+        .map(|d| walk_dir(root, d, rules, walk_excluded))
+        .collect::<Result<_, _>>()?;
+    for b in below {
+        out.extend(b);
+    }
+    Ok(out)
 }
 
 /// Lowercase hex of a hash.

@@ -118,17 +118,17 @@ impl StatCache {
 fn decode(b: &[u8]) -> Option<HashMap<String, (Key, Hash)>> {
     let mut rest = b.strip_prefix(MAGIC)?;
     let mut map = HashMap::new();
-    let take = |r: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+    fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if r.len() < n {
             return None;
         }
         let (a, b) = r.split_at(n);
         *r = b;
-        Some(a.to_vec())
-    };
+        Some(a)
+    }
     while !rest.is_empty() {
         let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?) as usize;
-        let path = String::from_utf8(take(&mut rest, len)?).ok()?;
+        let path = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
         let mut v = [0u64; 7];
         for x in &mut v {
             *x = u64::from_le_bytes(take(&mut rest, 8)?.try_into().ok()?);

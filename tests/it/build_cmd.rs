@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::util::TestStore;
 
-fn write(dir: &Path, rel: &str, data: &str) {
+pub(crate) fn write(dir: &Path, rel: &str, data: &str) {
     let p = dir.join(rel);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, data).unwrap();
@@ -17,7 +17,7 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn cached_steps(o: &std::process::Output) -> usize {
+pub(crate) fn cached_steps(o: &std::process::Output) -> usize {
     stderr(o).lines().filter(|l| l.ends_with(" CACHED")).count()
 }
 

@@ -4,6 +4,7 @@ mod build_cache_export;
 mod build_cmd;
 mod build_interop;
 mod build_interrupt;
+mod build_mounts;
 mod build_vs_docker;
 mod cli_parser;
 mod containers;

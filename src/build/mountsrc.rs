@@ -1,0 +1,116 @@
+//! Files a `RUN --mount` takes from another stage or an image (`from=`): resolved inside
+//! that stage's root, then copied out for the step, so the step can neither write into the
+//! stage's snapshots nor reach anything outside them.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::cache::LayerRef;
+use crate::store::Store;
+
+use super::fs::{lower_dirs, scratch_dir};
+use super::mount::with_overlay;
+use super::rootfs;
+
+/// A copy to make once the step is known to run (a cache hit makes none).
+pub(crate) enum Pending {
+    /// `path` of the stage `layers` copied to `dst` (a bind's private copy).
+    Copy {
+        layers: Vec<LayerRef>,
+        path: String,
+        dst: PathBuf,
+    },
+    /// A new cache directory `dir` seeded from `path` of the stage `layers`: filled in a
+    /// temporary directory beside it, then renamed into place.
+    Seed {
+        layers: Vec<LayerRef>,
+        path: String,
+        dir: PathBuf,
+    },
+}
+
+impl Pending {
+    /// Make the copy.
+    pub(crate) fn run(&self, store: &Store) -> Result<(), String> {
+        match self {
+            Pending::Copy { layers, path, dst } => copy_out(store, layers, path, dst),
+            Pending::Seed { layers, path, dir } => {
+                if dir.exists() {
+                    return Ok(()); // seeded by an earlier step or a parallel stage
+                }
+                let parent = dir.parent().ok_or("a cache directory has no parent")?;
+                let tmp = crate::store::fsutil::create_temp_dir(parent, "seed", 0o700)
+                    .map_err(|e| e.to_string())?;
+                let tmp = crate::store::fsutil::TempPath::new(tmp);
+                let inner = tmp.path().join("d");
+                copy_out(store, layers, path, &inner)?;
+                if !std::fs::symlink_metadata(&inner).is_ok_and(|m| m.is_dir()) {
+                    return Err(format!(
+                        "RUN --mount=type=cache source \"{path}\" is not a directory in its stage"
+                    ));
+                }
+                match std::fs::rename(&inner, dir) {
+                    Ok(()) => Ok(()),
+                    Err(_) if dir.exists() => Ok(()),
+                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                }
+            }
+        }
+    }
+}
+
+/// Copy `path` (resolved inside the root of `layers`, every symlink followed as if that
+/// root were `/`) to `dst`: a file, or a directory tree whose symlinks stay symlinks.
+pub(crate) fn copy_out(
+    store: &Store,
+    layers: &[LayerRef],
+    path: &str,
+    dst: &Path,
+) -> Result<(), String> {
+    let dirs = lower_dirs(store, layers).map_err(|e| e.to_string())?;
+    let scratch = scratch_dir(store).map_err(|e| e.to_string())?;
+    let upper = scratch.path().join("upper");
+    std::fs::create_dir(&upper).map_err(|e| e.to_string())?;
+    let view = scratch.path().join("view");
+    let shown = format!("/{}", path.trim_start_matches('/'));
+    with_overlay(
+        &[],
+        &upper,
+        &view,
+        &[dirs],
+        |_, roots| -> Result<(), String> {
+            let root = roots.first().ok_or("the source stage was not mounted")?;
+            let fd = rootfs::open_in_root(root, path, libc::O_PATH)
+                .map_err(|e| format!("{shown}: {e} in the mounted stage"))?;
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(|e| format!("{shown}: {e}"))?;
+            if !real.starts_with(root) {
+                return Err(format!("{shown}: resolves outside the mounted stage"));
+            }
+            copy_tree(&real, dst).map_err(|e| format!("{shown}: {e}"))
+        },
+    )
+    .map_err(|e| e.to_string())?
+}
+
+/// Copy a file or a directory tree (symlinks as symlinks, modes and owners kept).
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    use std::os::unix::fs::MetadataExt;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)?;
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        std::fs::set_permissions(dst, meta.permissions())?;
+    } else if meta.is_file() {
+        std::fs::copy(src, dst)?;
+    } else {
+        return Ok(()); // devices, FIFOs and sockets are not copied
+    }
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+}
