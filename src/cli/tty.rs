@@ -354,7 +354,7 @@ mod tests {
             },
             0.0,
         );
-        v.apply(BuildEvent::Cached { id: 1 }, 0.0);
+        v.apply(BuildEvent::Cached { id: 1, from: None }, 0.0);
         v.apply(BuildEvent::Warning("unused arg X".into()), 0.0);
         assert_eq!(
             v.paint(0.1),
