@@ -1026,11 +1026,15 @@ fn pasta_gives_a_private_network_outbound_access() {
     });
     let script = format!(
         "ip -4 addr show eth0 | grep -q 'inet ' || echo no-eth0; \
-         gw=$(ip route | awk '/default/ {{print $3}}'); timeout 10 nc $gw {port} </dev/null"
+         gw=$(ip route | awk '/default/ {{print $3}}'); sleep 2 | timeout 10 nc $gw {port}"
     );
+    // stdin stays open until the server's reply and end have come through (pasta can lose
+    // the server's FIN after the client half-closed), and --init keeps `timeout` able to
+    // stop nc, which as PID 1 would ignore SIGTERM.
     let out = e.ok(&[
         "run",
         "--rm",
+        "--init",
         "--network",
         "pasta",
         "busybox:local",
