@@ -26,9 +26,11 @@
 //! layout directory transport (`type=local`).
 
 pub mod local;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -107,13 +109,20 @@ impl CacheTo {
         }
     }
 
-    /// The sink this export writes to.
-    pub fn sink(&self) -> Result<Box<dyn CacheSink>, TransferError> {
+    /// The sink this export writes to (no request is made yet). `cancel` (Ctrl-C) stops a
+    /// registry transfer.
+    pub fn sink(
+        &self,
+        cancel: Option<&Arc<AtomicBool>>,
+    ) -> Result<Box<dyn CacheSink>, TransferError> {
         match self {
             CacheTo::Local { dest, tag, .. } => Ok(Box::new(local::LocalLayout::new(dest, tag))),
-            CacheTo::Registry { reference, .. } => {
-                Err(registry_unsupported("--cache-to", reference))
-            }
+            CacheTo::Registry { reference, .. } => Ok(Box::new(registry::RegistryCache::new(
+                "--cache-to",
+                reference,
+                true,
+                cancel,
+            )?)),
         }
     }
 }
@@ -136,22 +145,22 @@ pub enum CacheFrom {
 }
 
 impl CacheFrom {
-    /// The source this import reads from.
-    pub fn source(&self) -> Result<Arc<dyn CacheSource>, TransferError> {
+    /// The source this import reads from (no request is made yet). `cancel` (Ctrl-C) stops
+    /// a registry transfer.
+    pub fn source(
+        &self,
+        cancel: Option<&Arc<AtomicBool>>,
+    ) -> Result<Arc<dyn CacheSource>, TransferError> {
         match self {
             CacheFrom::Local { src, tag } => Ok(Arc::new(local::LocalLayout::new(src, tag))),
-            CacheFrom::Registry { reference } => {
-                Err(registry_unsupported("--cache-from", reference))
-            }
+            CacheFrom::Registry { reference } => Ok(Arc::new(registry::RegistryCache::new(
+                "--cache-from",
+                reference,
+                false,
+                cancel,
+            )?)),
         }
     }
-}
-
-fn registry_unsupported(flag: &str, reference: &str) -> TransferError {
-    TransferError(format!(
-        "{flag} type=registry,ref={reference}: not yet supported (kiln has no registry client \
-         yet); use type=local"
-    ))
 }
 
 /// Tag a local cache gets when `tag=` is not given.
@@ -748,10 +757,14 @@ pub struct ImportedHit {
 impl ImportedCache {
     /// Loads every source; one that cannot be read is reported through `warn` and skipped
     /// (the build goes on without it, as BuildKit does).
-    pub fn load(specs: &[CacheFrom], warn: &mut dyn FnMut(String)) -> ImportedCache {
+    pub fn load(
+        specs: &[CacheFrom],
+        cancel: Option<&Arc<AtomicBool>>,
+        warn: &mut dyn FnMut(String),
+    ) -> ImportedCache {
         let mut sources = Vec::new();
         for spec in specs {
-            match spec.source().and_then(ImportedSource::load) {
+            match spec.source(cancel).and_then(ImportedSource::load) {
                 Ok(s) => sources.push(s),
                 Err(e) => warn(format!("--cache-from: {e}; building without it")),
             }
@@ -938,17 +951,15 @@ mod tests {
             assert!(parse_cache_to(bad).is_err(), "{bad}");
         }
         assert!(parse_cache_from("type=local,dest=/c").is_err());
-        let e = parse_cache_to("type=registry,ref=r/c")
+        let sink = parse_cache_to("type=registry,ref=127.0.0.1:5000/c:main,mode=max")
             .unwrap()
-            .sink()
-            .err()
+            .sink(None)
             .unwrap();
-        assert!(e.to_string().contains("not yet supported"), "{e}");
-        let e = parse_cache_from("type=registry,ref=r/c")
+        assert_eq!(sink.describe(), "registry 127.0.0.1:5000/c:main");
+        let source = parse_cache_from("type=registry,ref=127.0.0.1:5000/c")
             .unwrap()
-            .source()
-            .err()
+            .source(None)
             .unwrap();
-        assert!(e.to_string().contains("not yet supported"), "{e}");
+        assert_eq!(source.describe(), "registry 127.0.0.1:5000/c:latest");
     }
 }
