@@ -870,6 +870,10 @@ fn fetch_layer(
             hashed.count, l.size
         )));
     }
+    if l.media_type == MEDIA_TYPE_LAYER_GZIP {
+        // A later export of this layer sends the same blob without compressing it again.
+        write_memo(store, &l.diff_id, &desc);
+    }
     Ok(())
 }
 
