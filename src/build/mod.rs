@@ -795,7 +795,7 @@ impl Builder<'_> {
             .collect();
         let sink = to.sink(self.req.cancel.as_ref())?;
         let artifact = CacheArtifact::new(self.store, &records, to.mode(), &*sink)?;
-        let report = transfer::export(&artifact, &*sink)?;
+        let report = transfer::export(self.store, &artifact, &*sink)?;
         tracing::info!(
             cache = %sink.describe(),
             records = report.records,

@@ -284,6 +284,16 @@ pub trait CacheSink {
     fn put_blob(&self, blob: &BlobDesc, open: &OpenBlob<'_>) -> Result<(), TransferError>;
     /// Publish the manifest (after all its blobs), under the destination's tag.
     fn put_manifest(&self, manifest: &[u8], desc: &BlobDesc) -> Result<(), TransferError>;
+    /// Makes the destination hold `blob` without sending it, from one of `sources` (the
+    /// `registry/repository` names kiln saw it in); true when it did. By default it cannot.
+    fn mount_blob(&self, _blob: &BlobDesc, _sources: &[String]) -> Result<bool, TransferError> {
+        Ok(false)
+    }
+    /// The `registry/repository` its blobs are in, when another repository of the same
+    /// registry can mount them from it.
+    fn blob_source(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where a cache import is read from. The transport only fetches bytes; the importer
@@ -296,6 +306,10 @@ pub trait CacheSource: Send + Sync {
     fn manifest(&self) -> Result<(Vec<u8>, Option<BlobDesc>), TransferError>;
     /// A blob's bytes as a stream (not yet verified).
     fn open_blob(&self, blob: &BlobDesc) -> Result<Box<dyn Read + Send>, TransferError>;
+    /// The `registry/repository` its blobs are in (see [`CacheSink::blob_source`]).
+    fn blob_source(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One layer as the records blob lists it.
@@ -355,6 +369,8 @@ pub struct CacheArtifact {
     pub records: (Vec<u8>, BlobDesc),
     /// The layer blobs, in manifest order.
     pub layers: Vec<BlobDesc>,
+    /// The layer each of `layers` holds.
+    layer_diff_ids: Vec<Digest>,
     /// The compressed layers the destination lacked, staged under the store's `tmp/`
     /// (removed when the artifact is dropped).
     staged: HashMap<Digest, fsutil::TempPath>,
@@ -377,49 +393,51 @@ fn encode_err(what: &str) -> impl Fn(config::ConfigError) -> TransferError + '_ 
     move |e| TransferError(format!("encoding the cache {what}: {e}"))
 }
 
-/// What a diffID compressed to last time (`<root>/cache/compressed-v1/<hex>.gzip.json`), so
-/// a layer the destination already has is not compressed again.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CompressedMemo {
-    diff_id: Digest,
-    digest: Digest,
-    size: u64,
+/// Whether `media_type` is a gzip layer (OCI's or Docker's: the bytes are the same kind).
+fn is_gzip_layer(media_type: &str) -> bool {
+    media_type == MEDIA_TYPE_LAYER_GZIP || media_type == crate::registry::media::DOCKER_LAYER_GZIP
 }
 
-fn memo_path(store: &Store, diff_id: &Digest) -> std::path::PathBuf {
-    store
-        .root()
-        .join("cache")
-        .join("compressed-v1")
-        .join(format!("{}.gzip.json", diff_id.hex()))
-}
-
-fn read_memo(store: &Store, diff_id: &Digest) -> Option<BlobDesc> {
-    let bytes = std::fs::read(memo_path(store, diff_id)).ok()?;
-    let memo: CompressedMemo = serde_json::from_slice(&bytes).ok()?;
-    (memo.diff_id == *diff_id).then(|| BlobDesc {
-        digest: memo.digest,
-        size: memo.size,
+/// A gzip blob of layer `diff_id` that `sink` holds already, or has just mounted from where
+/// kiln saw it (a push, a pull, an earlier export or import: the store's
+/// `distribution/` records), so the layer is neither compressed nor sent again.
+fn known_at_sink(
+    store: &Store,
+    sink: &dyn CacheSink,
+    diff_id: &Digest,
+) -> Result<Option<BlobDesc>, TransferError> {
+    let known: Vec<_> = crate::registry::distribution::known(store, diff_id)
+        .into_iter()
+        .filter(|k| is_gzip_layer(&k.media_type))
+        .collect();
+    let desc = |k: &crate::registry::distribution::KnownBlob| BlobDesc {
+        digest: k.digest.clone(),
+        size: k.size,
         media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
-    })
+    };
+    for k in &known {
+        if sink.has_blob(&desc(k))? {
+            return Ok(Some(desc(k)));
+        }
+    }
+    for k in &known {
+        if sink.mount_blob(&desc(k), &k.sources)? {
+            return Ok(Some(desc(k)));
+        }
+    }
+    Ok(None)
 }
 
-fn write_memo(store: &Store, diff_id: &Digest, desc: &BlobDesc) {
-    let path = memo_path(store, diff_id);
-    let memo = CompressedMemo {
-        diff_id: diff_id.clone(),
+/// Records that the gzip blob `desc` holds layer `diff_id` (and is in `source`, a
+/// `registry/repository`), for later exports and pushes.
+fn remember_gzip(store: &Store, diff_id: &Digest, desc: &BlobDesc, source: Option<&str>) {
+    let blob = crate::registry::distribution::KnownBlob {
         digest: desc.digest.clone(),
         size: desc.size,
+        media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
+        sources: Vec::new(),
     };
-    let ok = path.parent().is_some_and(|dir| {
-        std::fs::create_dir_all(dir).is_ok()
-            && serde_json::to_vec(&memo)
-                .is_ok_and(|b| fsutil::write_atomic(dir, &path, &b, 0o600).is_ok())
-    });
-    if !ok {
-        tracing::warn!(path = %path.display(), "cannot record a compressed layer digest");
-    }
+    crate::registry::distribution::remember(store, diff_id, &blob, source);
 }
 
 /// Compresses the store's layer `diff_id` into a temp file under the store's `tmp/`.
@@ -464,6 +482,7 @@ impl CacheArtifact {
             .lease()
             .map_err(|e| TransferError(format!("exporting the cache: {e}")))?;
         let mut layers = Vec::new();
+        let mut layer_diff_ids = Vec::new();
         let mut by_diff: HashMap<Digest, BlobDesc> = HashMap::new();
         let mut staged = HashMap::new();
         let mut exported = Vec::new();
@@ -471,20 +490,17 @@ impl CacheArtifact {
             let mut ls = Vec::new();
             for l in &rec.layers {
                 if !by_diff.contains_key(&l.diff_id) {
-                    let known = match read_memo(store, &l.diff_id) {
-                        Some(d) if sink.has_blob(&d)? => Some(d),
-                        _ => None,
-                    };
-                    let blob = match known {
+                    let blob = match known_at_sink(store, sink, &l.diff_id)? {
                         Some(d) => d,
                         None => {
                             let (d, file) = compress_layer(store, &l.diff_id)?;
-                            write_memo(store, &l.diff_id, &d);
+                            remember_gzip(store, &l.diff_id, &d, None);
                             staged.insert(d.digest.clone(), file);
                             d
                         }
                     };
                     layers.push(blob.clone());
+                    layer_diff_ids.push(l.diff_id.clone());
                     by_diff.insert(l.diff_id.clone(), blob);
                 }
                 let blob = &by_diff[&l.diff_id];
@@ -535,6 +551,7 @@ impl CacheArtifact {
             config: (config_bytes, config_desc),
             records: (records_bytes, records_desc),
             layers,
+            layer_diff_ids,
             staged,
             _lease: lease,
         })
@@ -574,8 +591,11 @@ pub struct ExportReport {
     pub skipped: usize,
 }
 
-/// Writes `artifact` to `sink`: every blob the sink lacks, then the manifest.
+/// Writes `artifact` to `sink`: every blob the sink lacks, then the manifest. The store
+/// remembers where its layers' blobs now are (a registry repository), so a push of the image
+/// mounts them instead of sending them again.
 pub fn export(
+    store: &Store,
     artifact: &CacheArtifact,
     sink: &dyn CacheSink,
 ) -> Result<ExportReport, TransferError> {
@@ -592,6 +612,11 @@ pub fn export(
         report.written += 1;
     }
     sink.put_manifest(&artifact.manifest, &artifact.manifest_desc)?;
+    if let Some(source) = sink.blob_source() {
+        for (desc, diff_id) in artifact.layers.iter().zip(&artifact.layer_diff_ids) {
+            remember_gzip(store, diff_id, desc, Some(&source));
+        }
+    }
     report.records = serde_json::from_slice::<RecordsDoc>(&artifact.records.0)
         .map(|d| d.records.len())
         .unwrap_or_default();
@@ -871,8 +896,9 @@ fn fetch_layer(
         )));
     }
     if l.media_type == MEDIA_TYPE_LAYER_GZIP {
-        // A later export of this layer sends the same blob without compressing it again.
-        write_memo(store, &l.diff_id, &desc);
+        // A later export or push of this layer uses (or mounts) this blob without
+        // compressing it again.
+        remember_gzip(store, &l.diff_id, &desc, source.blob_source().as_deref());
     }
     Ok(())
 }

@@ -167,9 +167,29 @@ fn registry_cache_is_reused_by_an_empty_store() {
         "{err}"
     );
     assert_eq!(image_id(&c), id_a);
+    // The push finds every layer in the cache's repository: mounted, not compressed or sent.
+    assert_eq!(count(&o, "Mounted from cache"), 4, "{err}");
     let info: Value = serde_json::from_str(&skopeo_inspect(&skopeo, &app, false)).unwrap();
     assert_eq!(info["Layers"].as_array().unwrap().len(), 4, "{info}");
     assert_eq!(cache_manifest(&skopeo, &cache), m);
+
+    // Exported to another repository of the registry: the layers are mounted, only the
+    // cache's config and records documents are sent.
+    let other = format!("{}/other/cache:1", reg.host());
+    let o = built(
+        &c,
+        &ctx,
+        cfg,
+        &["--cache-to", &format!("type=registry,ref={other},mode=max")],
+    );
+    assert!(
+        stderr(&o).contains(&format!(
+            "exporting cache to registry {other} done ({records} records, 2 blobs written"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(cache_manifest(&skopeo, &other)["layers"], m["layers"]);
 }
 
 #[test]

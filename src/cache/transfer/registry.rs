@@ -71,6 +71,11 @@ impl RegistryCache {
         TransferError(format!("{}: {e}", self.name))
     }
 
+    /// `registry/repository`, as the store's distribution records name where a blob is.
+    fn here(&self) -> String {
+        format!("{}/{}", self.client.registry(), self.repo)
+    }
+
     fn cancelled(&self) -> Result<(), TransferError> {
         if self.client.options().cancelled() {
             return Err(self.err(RegistryError::Interrupted));
@@ -116,6 +121,27 @@ impl CacheSink for RegistryCache {
         }
         Ok(())
     }
+
+    fn mount_blob(&self, blob: &BlobDesc, sources: &[String]) -> Result<bool, TransferError> {
+        let prefix = format!("{}/", self.client.registry());
+        for from in sources.iter().filter_map(|s| s.strip_prefix(&prefix)) {
+            self.cancelled()?;
+            if from != self.repo
+                && self
+                    .client
+                    .mount_blob(&self.repo, &blob.digest, from)
+                    .map_err(|e| self.err(e))?
+            {
+                tracing::debug!(blob = %blob.digest, from, cache = %self.name, "mounted a layer");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn blob_source(&self) -> Option<String> {
+        Some(self.here())
+    }
 }
 
 impl CacheSource for RegistryCache {
@@ -144,6 +170,10 @@ impl CacheSource for RegistryCache {
         self.client
             .blob_reader(&self.repo, &blob.digest)
             .map_err(|e| self.err(e))
+    }
+
+    fn blob_source(&self) -> Option<String> {
+        Some(self.here())
     }
 }
 
