@@ -272,9 +272,10 @@ pub struct BlobDesc {
 /// Opens a blob to send, from its start.
 pub type OpenBlob<'a> = dyn Fn() -> std::io::Result<Box<dyn Read + Send + 'a>> + 'a;
 
-/// Where a cache export is written (a local layout now, a registry later). The exporter
-/// calls `has_blob`/`put_blob` for every blob, then `put_manifest` once, last.
-pub trait CacheSink {
+/// Where a cache export is written (a local layout, a registry). The exporter calls
+/// `has_blob`/`put_blob` for every blob (several at once, up to [`CacheSink::parallel`]),
+/// then `put_manifest` once, last.
+pub trait CacheSink: Sync {
     /// The destination, for messages (`cache /dir`, `registry host/repo:tag`).
     fn describe(&self) -> String;
     /// True when the destination already holds this blob (it is then not sent again).
@@ -293,6 +294,10 @@ pub trait CacheSink {
     /// registry can mount them from it.
     fn blob_source(&self) -> Option<String> {
         None
+    }
+    /// How many blobs it takes at once.
+    fn parallel(&self) -> usize {
+        1
     }
 }
 
@@ -600,17 +605,19 @@ pub fn export(
     sink: &dyn CacheSink,
 ) -> Result<ExportReport, TransferError> {
     let mut report = ExportReport::default();
-    let blobs = [&artifact.config.1, &artifact.records.1]
+    let blobs: Vec<&BlobDesc> = [&artifact.config.1, &artifact.records.1]
         .into_iter()
-        .chain(&artifact.layers);
-    for desc in blobs {
+        .chain(&artifact.layers)
+        .collect();
+    let written = crate::registry::parallel_map(&blobs, sink.parallel(), |desc| {
         if sink.has_blob(desc)? {
-            report.skipped += 1;
-            continue;
+            return Ok(false);
         }
         sink.put_blob(desc, &|| artifact.open_blob(desc))?;
-        report.written += 1;
-    }
+        Ok(true)
+    })?;
+    report.written = written.iter().filter(|w| **w).count();
+    report.skipped = written.len() - report.written;
     sink.put_manifest(&artifact.manifest, &artifact.manifest_desc)?;
     if let Some(source) = sink.blob_source() {
         for (desc, diff_id) in artifact.layers.iter().zip(&artifact.layer_diff_ids) {

@@ -142,6 +142,10 @@ impl CacheSink for RegistryCache {
     fn blob_source(&self) -> Option<String> {
         Some(self.here())
     }
+
+    fn parallel(&self) -> usize {
+        self.client.options().parallel
+    }
 }
 
 impl CacheSource for RegistryCache {
