@@ -23,7 +23,12 @@
 //! written: has/put blob, then put the manifest last) and [`CacheSource`] (where an import is
 //! read: the manifest, then blobs on demand). Every byte read from a source is verified
 //! against its digest and size here, never by the transport. [`local`] is the OCI image
-//! layout directory transport (`type=local`).
+//! layout directory transport (`type=local`), [`registry`] the OCI distribution one
+//! (`type=registry`): the same artifact, byte for byte, in either.
+//!
+//! Which gzip blob holds a layer is remembered in the store's `distribution/` records, shared
+//! with `kiln push` and pulls: a layer the destination (or, for a registry, another
+//! repository it can mount from) already has is neither compressed nor sent again.
 
 pub mod local;
 pub mod registry;
