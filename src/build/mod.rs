@@ -302,10 +302,10 @@ pub fn build(
     )?;
     // A destination that cannot be written to is refused before anything is built.
     for to in &req.cache_to {
-        to.sink()?;
+        to.sink(req.cancel.as_ref())?;
     }
     for from in &req.cache_from {
-        from.source()?;
+        from.source(req.cancel.as_ref())?;
     }
     let mut warnings = Vec::new();
     if !plan.unused_build_args.is_empty() {
@@ -340,11 +340,14 @@ pub fn build(
             &crate::context::hex(&id),
         )
     };
-    let imported =
-        crate::cache::transfer::ImportedCache::load(&req.cache_from, &mut |w: String| {
+    let imported = crate::cache::transfer::ImportedCache::load(
+        &req.cache_from,
+        req.cancel.as_ref(),
+        &mut |w: String| {
             progress.event(BuildEvent::Warning(w.clone()));
             warnings.push(w);
-        });
+        },
+    );
     let b = Builder {
         store,
         cache: CacheIndex::open(store),
@@ -790,9 +793,9 @@ impl Builder<'_> {
             .filter(|(stage, key)| stages.contains(stage) && seen.insert(key.clone()))
             .filter_map(|(_, key)| self.cache.get(&key))
             .collect();
-        let sink = to.sink()?;
+        let sink = to.sink(self.req.cancel.as_ref())?;
         let artifact = CacheArtifact::new(self.store, &records, to.mode(), &*sink)?;
-        let report = transfer::export(&artifact, &*sink)?;
+        let report = transfer::export(self.store, &artifact, &*sink)?;
         tracing::info!(
             cache = %sink.describe(),
             records = report.records,

@@ -23,12 +23,19 @@
 //! written: has/put blob, then put the manifest last) and [`CacheSource`] (where an import is
 //! read: the manifest, then blobs on demand). Every byte read from a source is verified
 //! against its digest and size here, never by the transport. [`local`] is the OCI image
-//! layout directory transport (`type=local`).
+//! layout directory transport (`type=local`), [`registry`] the OCI distribution one
+//! (`type=registry`): the same artifact, byte for byte, in either.
+//!
+//! Which gzip blob holds a layer is remembered in the store's `distribution/` records, shared
+//! with `kiln push` and pulls: a layer the destination (or, for a registry, another
+//! repository it can mount from) already has is neither compressed nor sent again.
 
 pub mod local;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -107,13 +114,20 @@ impl CacheTo {
         }
     }
 
-    /// The sink this export writes to.
-    pub fn sink(&self) -> Result<Box<dyn CacheSink>, TransferError> {
+    /// The sink this export writes to (no request is made yet). `cancel` (Ctrl-C) stops a
+    /// registry transfer.
+    pub fn sink(
+        &self,
+        cancel: Option<&Arc<AtomicBool>>,
+    ) -> Result<Box<dyn CacheSink>, TransferError> {
         match self {
             CacheTo::Local { dest, tag, .. } => Ok(Box::new(local::LocalLayout::new(dest, tag))),
-            CacheTo::Registry { reference, .. } => {
-                Err(registry_unsupported("--cache-to", reference))
-            }
+            CacheTo::Registry { reference, .. } => Ok(Box::new(registry::RegistryCache::new(
+                "--cache-to",
+                reference,
+                true,
+                cancel,
+            )?)),
         }
     }
 }
@@ -136,22 +150,22 @@ pub enum CacheFrom {
 }
 
 impl CacheFrom {
-    /// The source this import reads from.
-    pub fn source(&self) -> Result<Arc<dyn CacheSource>, TransferError> {
+    /// The source this import reads from (no request is made yet). `cancel` (Ctrl-C) stops
+    /// a registry transfer.
+    pub fn source(
+        &self,
+        cancel: Option<&Arc<AtomicBool>>,
+    ) -> Result<Arc<dyn CacheSource>, TransferError> {
         match self {
             CacheFrom::Local { src, tag } => Ok(Arc::new(local::LocalLayout::new(src, tag))),
-            CacheFrom::Registry { reference } => {
-                Err(registry_unsupported("--cache-from", reference))
-            }
+            CacheFrom::Registry { reference } => Ok(Arc::new(registry::RegistryCache::new(
+                "--cache-from",
+                reference,
+                false,
+                cancel,
+            )?)),
         }
     }
-}
-
-fn registry_unsupported(flag: &str, reference: &str) -> TransferError {
-    TransferError(format!(
-        "{flag} type=registry,ref={reference}: not yet supported (kiln has no registry client \
-         yet); use type=local"
-    ))
 }
 
 /// Tag a local cache gets when `tag=` is not given.
@@ -263,9 +277,10 @@ pub struct BlobDesc {
 /// Opens a blob to send, from its start.
 pub type OpenBlob<'a> = dyn Fn() -> std::io::Result<Box<dyn Read + Send + 'a>> + 'a;
 
-/// Where a cache export is written (a local layout now, a registry later). The exporter
-/// calls `has_blob`/`put_blob` for every blob, then `put_manifest` once, last.
-pub trait CacheSink {
+/// Where a cache export is written (a local layout, a registry). The exporter calls
+/// `has_blob`/`put_blob` for every blob (several at once, up to [`CacheSink::parallel`]),
+/// then `put_manifest` once, last.
+pub trait CacheSink: Sync {
     /// The destination, for messages (`cache /dir`, `registry host/repo:tag`).
     fn describe(&self) -> String;
     /// True when the destination already holds this blob (it is then not sent again).
@@ -275,6 +290,20 @@ pub trait CacheSink {
     fn put_blob(&self, blob: &BlobDesc, open: &OpenBlob<'_>) -> Result<(), TransferError>;
     /// Publish the manifest (after all its blobs), under the destination's tag.
     fn put_manifest(&self, manifest: &[u8], desc: &BlobDesc) -> Result<(), TransferError>;
+    /// Makes the destination hold `blob` without sending it, from one of `sources` (the
+    /// `registry/repository` names kiln saw it in); true when it did. By default it cannot.
+    fn mount_blob(&self, _blob: &BlobDesc, _sources: &[String]) -> Result<bool, TransferError> {
+        Ok(false)
+    }
+    /// The `registry/repository` its blobs are in, when another repository of the same
+    /// registry can mount them from it.
+    fn blob_source(&self) -> Option<String> {
+        None
+    }
+    /// How many blobs it takes at once.
+    fn parallel(&self) -> usize {
+        1
+    }
 }
 
 /// Where a cache import is read from. The transport only fetches bytes; the importer
@@ -287,6 +316,10 @@ pub trait CacheSource: Send + Sync {
     fn manifest(&self) -> Result<(Vec<u8>, Option<BlobDesc>), TransferError>;
     /// A blob's bytes as a stream (not yet verified).
     fn open_blob(&self, blob: &BlobDesc) -> Result<Box<dyn Read + Send>, TransferError>;
+    /// The `registry/repository` its blobs are in (see [`CacheSink::blob_source`]).
+    fn blob_source(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One layer as the records blob lists it.
@@ -346,6 +379,8 @@ pub struct CacheArtifact {
     pub records: (Vec<u8>, BlobDesc),
     /// The layer blobs, in manifest order.
     pub layers: Vec<BlobDesc>,
+    /// The layer each of `layers` holds.
+    layer_diff_ids: Vec<Digest>,
     /// The compressed layers the destination lacked, staged under the store's `tmp/`
     /// (removed when the artifact is dropped).
     staged: HashMap<Digest, fsutil::TempPath>,
@@ -368,49 +403,51 @@ fn encode_err(what: &str) -> impl Fn(config::ConfigError) -> TransferError + '_ 
     move |e| TransferError(format!("encoding the cache {what}: {e}"))
 }
 
-/// What a diffID compressed to last time (`<root>/cache/compressed-v1/<hex>.gzip.json`), so
-/// a layer the destination already has is not compressed again.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CompressedMemo {
-    diff_id: Digest,
-    digest: Digest,
-    size: u64,
+/// Whether `media_type` is a gzip layer (OCI's or Docker's: the bytes are the same kind).
+fn is_gzip_layer(media_type: &str) -> bool {
+    media_type == MEDIA_TYPE_LAYER_GZIP || media_type == crate::registry::media::DOCKER_LAYER_GZIP
 }
 
-fn memo_path(store: &Store, diff_id: &Digest) -> std::path::PathBuf {
-    store
-        .root()
-        .join("cache")
-        .join("compressed-v1")
-        .join(format!("{}.gzip.json", diff_id.hex()))
-}
-
-fn read_memo(store: &Store, diff_id: &Digest) -> Option<BlobDesc> {
-    let bytes = std::fs::read(memo_path(store, diff_id)).ok()?;
-    let memo: CompressedMemo = serde_json::from_slice(&bytes).ok()?;
-    (memo.diff_id == *diff_id).then(|| BlobDesc {
-        digest: memo.digest,
-        size: memo.size,
+/// A gzip blob of layer `diff_id` that `sink` holds already, or has just mounted from where
+/// kiln saw it (a push, a pull, an earlier export or import: the store's
+/// `distribution/` records), so the layer is neither compressed nor sent again.
+fn known_at_sink(
+    store: &Store,
+    sink: &dyn CacheSink,
+    diff_id: &Digest,
+) -> Result<Option<BlobDesc>, TransferError> {
+    let known: Vec<_> = crate::registry::distribution::known(store, diff_id)
+        .into_iter()
+        .filter(|k| is_gzip_layer(&k.media_type))
+        .collect();
+    let desc = |k: &crate::registry::distribution::KnownBlob| BlobDesc {
+        digest: k.digest.clone(),
+        size: k.size,
         media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
-    })
+    };
+    for k in &known {
+        if sink.has_blob(&desc(k))? {
+            return Ok(Some(desc(k)));
+        }
+    }
+    for k in &known {
+        if sink.mount_blob(&desc(k), &k.sources)? {
+            return Ok(Some(desc(k)));
+        }
+    }
+    Ok(None)
 }
 
-fn write_memo(store: &Store, diff_id: &Digest, desc: &BlobDesc) {
-    let path = memo_path(store, diff_id);
-    let memo = CompressedMemo {
-        diff_id: diff_id.clone(),
+/// Records that the gzip blob `desc` holds layer `diff_id` (and is in `source`, a
+/// `registry/repository`), for later exports and pushes.
+fn remember_gzip(store: &Store, diff_id: &Digest, desc: &BlobDesc, source: Option<&str>) {
+    let blob = crate::registry::distribution::KnownBlob {
         digest: desc.digest.clone(),
         size: desc.size,
+        media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
+        sources: Vec::new(),
     };
-    let ok = path.parent().is_some_and(|dir| {
-        std::fs::create_dir_all(dir).is_ok()
-            && serde_json::to_vec(&memo)
-                .is_ok_and(|b| fsutil::write_atomic(dir, &path, &b, 0o600).is_ok())
-    });
-    if !ok {
-        tracing::warn!(path = %path.display(), "cannot record a compressed layer digest");
-    }
+    crate::registry::distribution::remember(store, diff_id, &blob, source);
 }
 
 /// Compresses the store's layer `diff_id` into a temp file under the store's `tmp/`.
@@ -455,6 +492,7 @@ impl CacheArtifact {
             .lease()
             .map_err(|e| TransferError(format!("exporting the cache: {e}")))?;
         let mut layers = Vec::new();
+        let mut layer_diff_ids = Vec::new();
         let mut by_diff: HashMap<Digest, BlobDesc> = HashMap::new();
         let mut staged = HashMap::new();
         let mut exported = Vec::new();
@@ -462,20 +500,17 @@ impl CacheArtifact {
             let mut ls = Vec::new();
             for l in &rec.layers {
                 if !by_diff.contains_key(&l.diff_id) {
-                    let known = match read_memo(store, &l.diff_id) {
-                        Some(d) if sink.has_blob(&d)? => Some(d),
-                        _ => None,
-                    };
-                    let blob = match known {
+                    let blob = match known_at_sink(store, sink, &l.diff_id)? {
                         Some(d) => d,
                         None => {
                             let (d, file) = compress_layer(store, &l.diff_id)?;
-                            write_memo(store, &l.diff_id, &d);
+                            remember_gzip(store, &l.diff_id, &d, None);
                             staged.insert(d.digest.clone(), file);
                             d
                         }
                     };
                     layers.push(blob.clone());
+                    layer_diff_ids.push(l.diff_id.clone());
                     by_diff.insert(l.diff_id.clone(), blob);
                 }
                 let blob = &by_diff[&l.diff_id];
@@ -526,6 +561,7 @@ impl CacheArtifact {
             config: (config_bytes, config_desc),
             records: (records_bytes, records_desc),
             layers,
+            layer_diff_ids,
             staged,
             _lease: lease,
         })
@@ -565,24 +601,34 @@ pub struct ExportReport {
     pub skipped: usize,
 }
 
-/// Writes `artifact` to `sink`: every blob the sink lacks, then the manifest.
+/// Writes `artifact` to `sink`: every blob the sink lacks, then the manifest. The store
+/// remembers where its layers' blobs now are (a registry repository), so a push of the image
+/// mounts them instead of sending them again.
 pub fn export(
+    store: &Store,
     artifact: &CacheArtifact,
     sink: &dyn CacheSink,
 ) -> Result<ExportReport, TransferError> {
     let mut report = ExportReport::default();
-    let blobs = [&artifact.config.1, &artifact.records.1]
+    let blobs: Vec<&BlobDesc> = [&artifact.config.1, &artifact.records.1]
         .into_iter()
-        .chain(&artifact.layers);
-    for desc in blobs {
+        .chain(&artifact.layers)
+        .collect();
+    let written = crate::registry::parallel_map(&blobs, sink.parallel(), |desc| {
         if sink.has_blob(desc)? {
-            report.skipped += 1;
-            continue;
+            return Ok(false);
         }
         sink.put_blob(desc, &|| artifact.open_blob(desc))?;
-        report.written += 1;
-    }
+        Ok(true)
+    })?;
+    report.written = written.iter().filter(|w| **w).count();
+    report.skipped = written.len() - report.written;
     sink.put_manifest(&artifact.manifest, &artifact.manifest_desc)?;
+    if let Some(source) = sink.blob_source() {
+        for (desc, diff_id) in artifact.layers.iter().zip(&artifact.layer_diff_ids) {
+            remember_gzip(store, diff_id, desc, Some(&source));
+        }
+    }
     report.records = serde_json::from_slice::<RecordsDoc>(&artifact.records.0)
         .map(|d| d.records.len())
         .unwrap_or_default();
@@ -748,10 +794,14 @@ pub struct ImportedHit {
 impl ImportedCache {
     /// Loads every source; one that cannot be read is reported through `warn` and skipped
     /// (the build goes on without it, as BuildKit does).
-    pub fn load(specs: &[CacheFrom], warn: &mut dyn FnMut(String)) -> ImportedCache {
+    pub fn load(
+        specs: &[CacheFrom],
+        cancel: Option<&Arc<AtomicBool>>,
+        warn: &mut dyn FnMut(String),
+    ) -> ImportedCache {
         let mut sources = Vec::new();
         for spec in specs {
-            match spec.source().and_then(ImportedSource::load) {
+            match spec.source(cancel).and_then(ImportedSource::load) {
                 Ok(s) => sources.push(s),
                 Err(e) => warn(format!("--cache-from: {e}; building without it")),
             }
@@ -857,6 +907,11 @@ fn fetch_layer(
             hashed.count, l.size
         )));
     }
+    if l.media_type == MEDIA_TYPE_LAYER_GZIP {
+        // A later export or push of this layer uses (or mounts) this blob without
+        // compressing it again.
+        remember_gzip(store, &l.diff_id, &desc, source.blob_source().as_deref());
+    }
     Ok(())
 }
 
@@ -938,17 +993,15 @@ mod tests {
             assert!(parse_cache_to(bad).is_err(), "{bad}");
         }
         assert!(parse_cache_from("type=local,dest=/c").is_err());
-        let e = parse_cache_to("type=registry,ref=r/c")
+        let sink = parse_cache_to("type=registry,ref=127.0.0.1:5000/c:main,mode=max")
             .unwrap()
-            .sink()
-            .err()
+            .sink(None)
             .unwrap();
-        assert!(e.to_string().contains("not yet supported"), "{e}");
-        let e = parse_cache_from("type=registry,ref=r/c")
+        assert_eq!(sink.describe(), "registry 127.0.0.1:5000/c:main");
+        let source = parse_cache_from("type=registry,ref=127.0.0.1:5000/c")
             .unwrap()
-            .source()
-            .err()
+            .source(None)
             .unwrap();
-        assert!(e.to_string().contains("not yet supported"), "{e}");
+        assert_eq!(source.describe(), "registry 127.0.0.1:5000/c:latest");
     }
 }

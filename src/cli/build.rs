@@ -74,11 +74,12 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
-    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (an OCI image layout);
-    /// `type=registry,ref=R` is not supported yet
+    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (an OCI image layout)
+    /// or `type=registry,ref=HOST/REPO:TAG[,mode=min|max]` (an OCI artifact in a registry)
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
-    /// Use an exported build cache: `type=local,src=DIR`; may be repeated
+    /// Use an exported build cache: `type=local,src=DIR` or `type=registry,ref=HOST/REPO:TAG`;
+    /// may be repeated
     #[arg(long = "cache-from")]
     pub cache_from: Vec<String>,
     /// An ssh-agent for `RUN --mount=type=ssh`: `default` (from `$SSH_AUTH_SOCK`),

@@ -81,9 +81,18 @@ pub(crate) fn parallel<T: Sync, R: Send>(
     parallel: usize,
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
+    parallel_map(items, parallel, work)
+}
+
+/// [`parallel`] with any error type.
+pub(crate) fn parallel_map<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    parallel: usize,
+    work: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let error: Mutex<Option<E>> = Mutex::new(None);
     let workers = parallel.clamp(1, 16).min(items.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {

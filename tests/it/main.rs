@@ -1,6 +1,7 @@
 //! kiln's integration tests: one test binary, one module per area.
 
 mod build_cache_export;
+mod build_cache_registry;
 mod build_cmd;
 mod build_interop;
 mod build_interrupt;

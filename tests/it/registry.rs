@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::util::{find_tool, run_tool, stderr, stdout, Kiln};
 
 /// A tool the tests need, or `None` after printing why (a failure in CI).
-fn need(name: &str, path: Option<PathBuf>) -> Option<PathBuf> {
+pub(crate) fn need(name: &str, path: Option<PathBuf>) -> Option<PathBuf> {
     let found = path.filter(|p| p.is_file()).or_else(|| find_tool(name));
     if found.is_none() {
         assert!(
@@ -28,7 +28,7 @@ fn need(name: &str, path: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 /// A `docker-registry` serving a temp dir on 127.0.0.1, killed when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
@@ -43,7 +43,7 @@ impl Drop for Registry {
 
 impl Registry {
     /// Starts a registry; with `auth`, user `kiln` / password `s3cret` via htpasswd.
-    fn start(auth: bool) -> Option<Registry> {
+    pub(crate) fn start(auth: bool) -> Option<Registry> {
         Registry::start_with(auth, None)
     }
 
@@ -99,12 +99,12 @@ impl Registry {
         panic!("docker-registry did not start listening on 127.0.0.1:{port}");
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// The file holding a blob in the registry's storage.
-    fn blob_file(&self, digest: &str) -> PathBuf {
+    pub(crate) fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
         self.dir
             .path()
@@ -140,7 +140,7 @@ fn http(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) ->
     (status, body)
 }
 
-fn skopeo_inspect(skopeo: &Path, image: &str, raw: bool) -> String {
+pub(crate) fn skopeo_inspect(skopeo: &Path, image: &str, raw: bool) -> String {
     let mut c = Command::new(skopeo);
     c.args(["inspect", "--tls-verify=false"]);
     if raw {

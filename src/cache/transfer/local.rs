@@ -243,14 +243,14 @@ mod tests {
         let art =
             CacheArtifact::new(&store, std::slice::from_ref(&rec), CacheMode::Max, &sink).unwrap();
         assert_eq!(art.layers[0].media_type, MEDIA_TYPE_LAYER_GZIP);
-        let r = export(&art, &sink).unwrap();
+        let r = export(&store, &art, &sink).unwrap();
         assert_eq!((r.records, r.written, r.skipped), (1, 3, 0));
         drop(art);
         // Again: nothing compressed or rewritten.
         let art =
             CacheArtifact::new(&store, std::slice::from_ref(&rec), CacheMode::Max, &sink).unwrap();
         assert!(art.staged.is_empty());
-        let r = export(&art, &sink).unwrap();
+        let r = export(&store, &art, &sink).unwrap();
         assert_eq!((r.written, r.skipped), (0, 3));
         let m = oci_spec::image::ImageIndex::from_file(out.join("index.json")).unwrap();
         assert_eq!(m.manifests().len(), 1);
