@@ -175,3 +175,169 @@ fn build_outputs_load_into_docker_and_skopeo() {
     );
     assert_eq!(String::from_utf8_lossy(&run.stdout), "exported\n");
 }
+
+/// The first bytes of every layer blob an archive names in its `manifest.json` (Docker
+/// archives list `Layers` paths; kiln writes one in OCI archives too).
+fn layer_magics(archive: &std::path::Path) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let read_member = |want: &str| -> Vec<u8> {
+        let mut t = tar::Archive::new(fs::File::open(archive).unwrap());
+        for e in t.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_string_lossy() == want {
+                let mut b = Vec::new();
+                e.read_to_end(&mut b).unwrap();
+                return b;
+            }
+        }
+        panic!("{want} not in {}", archive.display());
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read_member("manifest.json")).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| read_member(l.as_str().unwrap())[..4].to_vec())
+        .collect()
+}
+
+fn require(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install {tool} (scripts/install-deps.sh)"
+    );
+    println!("skipped: {tool} not installed");
+    false
+}
+
+#[test]
+fn compressed_outputs_load_into_docker_podman_and_skopeo() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    if !require("skopeo") || !require("docker") || !require("podman") {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:local\nRUN echo compressed > /hello\nCMD [\"cat\", \"/hello\"]\n",
+    )
+    .unwrap();
+    let gz = s.dir.path().join("gz.tar");
+    let zst = s.dir.path().join("zst.tar");
+    let tag = format!("kiln-test-gz-{}:1", std::process::id());
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "-t",
+            &tag,
+            "--output",
+            &format!("type=docker,dest={},compression=gzip", gz.display()),
+            "--output",
+            &format!("type=oci,dest={},compression=zstd", zst.display()),
+            ".",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gz_magic = layer_magics(&gz);
+    assert_eq!(gz_magic.len(), 2);
+    assert!(
+        gz_magic.iter().all(|m| m[..2] == [0x1f, 0x8b]),
+        "{gz_magic:?}"
+    );
+
+    // skopeo copies both (which verifies every blob against its digest) and sees the media
+    // types the layers really have.
+    for (archive, transport, media) in [
+        (&gz, "docker-archive", "gzip"),
+        (&zst, "oci-archive", "zstd"),
+    ] {
+        let dest = s.dir.path().join(format!("copy-{transport}"));
+        let out = Command::new("skopeo")
+            .args(["copy", &format!("{transport}:{}", archive.display())])
+            .arg(format!("dir:{}", dest.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy {transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m: serde_json::Value =
+            serde_json::from_slice(&fs::read(dest.join("manifest.json")).unwrap()).unwrap();
+        for l in m["layers"].as_array().unwrap() {
+            let t = l["mediaType"].as_str().unwrap();
+            assert!(t.ends_with(media), "{transport}: {t}");
+        }
+    }
+
+    // Docker and Podman load the gzip archive and run it.
+    let docker_ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        docker_ok || std::env::var_os("CI").is_none(),
+        "CI must start dockerd (scripts/start-dockerd.sh)"
+    );
+    let engines: &[&str] = if docker_ok {
+        &["docker", "podman"]
+    } else {
+        println!("skipped the docker part: no Docker daemon (docker info failed)");
+        &["podman"]
+    };
+    for engine in engines {
+        let load = Command::new(engine)
+            .args(["load", "-i"])
+            .arg(&gz)
+            .output()
+            .unwrap();
+        assert!(
+            load.status.success(),
+            "{engine} load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        // The name it was loaded under ("Loaded image: NAME"; Podman may qualify it).
+        let said = String::from_utf8_lossy(&load.stdout).into_owned();
+        let name = said
+            .lines()
+            .find_map(|l| l.strip_prefix("Loaded image: "))
+            .or_else(|| {
+                said.lines()
+                    .find_map(|l| l.strip_prefix("Loaded image(s): "))
+            })
+            .unwrap_or_else(|| panic!("{engine} load said: {said}"))
+            .trim()
+            .to_string();
+        assert!(name.ends_with(&tag), "{engine}: {name}");
+        let mut run = Command::new(engine);
+        run.args(["run", "--rm"]);
+        if *engine == "podman" {
+            // Podman raises nofile/nproc by default, which this machine's bounding set
+            // (no CAP_SYS_RESOURCE) refuses; lower limits are always allowed.
+            run.args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ]);
+        }
+        let run = run.arg(&name).output().unwrap();
+        let _ = Command::new(engine).args(["rmi", "-f", &name]).output();
+        assert!(
+            run.status.success(),
+            "{engine} run: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&run.stdout), "compressed\n");
+    }
+}
