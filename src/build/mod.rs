@@ -6,6 +6,7 @@ pub mod fs;
 pub mod meta;
 pub mod mount;
 mod mountsrc;
+mod remote;
 pub mod rootfs;
 pub mod state;
 mod steps;
@@ -721,6 +722,8 @@ impl Builder<'_> {
                     exclude: &c.exclude,
                     parents: c.parents,
                     unpack: false,
+                    add: false,
+                    checksum: None,
                     location: c.location,
                     code: &c.code,
                 },
@@ -734,6 +737,8 @@ impl Builder<'_> {
                     exclude: &a.exclude,
                     parents: false,
                     unpack: a.unpack.unwrap_or(true),
+                    add: true,
+                    checksum: a.checksum.as_deref(),
                     location: a.location,
                     code: &a.code,
                 },

@@ -19,6 +19,7 @@ use crate::planner::{resolve_source, Source as PlanSource};
 
 use super::copy::{self, CopyOptions, Item, ItemKind};
 use super::fs::{change, FsError};
+use super::remote::{self, RemoteKind};
 use super::rootfs;
 use super::{BuildError, BuildEvent, Builder, StageResult, HISTORY_COMMENT};
 
@@ -39,6 +40,10 @@ pub(crate) struct CopySpec<'a> {
     pub parents: bool,
     /// ADD: unpack local archives.
     pub unpack: bool,
+    /// ADD (URLs allowed), not COPY.
+    pub add: bool,
+    /// ADD `--checksum`: the digest a URL's content must have.
+    pub checksum: Option<&'a str>,
     pub location: Location,
     pub code: &'a str,
 }
@@ -310,13 +315,36 @@ impl Builder<'_> {
             .map(|s| st.expand(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
-        if let Some(url) = sources.iter().find(|s| {
-            s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
-        }) {
-            return Err(err(format!(
-                "{url}: adding remote URLs and git repositories is not supported yet; download it in a RUN step or into the build context"
-            )));
+        let mut urls = Vec::new();
+        let mut locals = Vec::new();
+        for s in &sources {
+            match remote::remote_kind(s) {
+                Some(RemoteKind::Git) => {
+                    return Err(err(format!(
+                        "{s}: adding git repositories is not supported yet; clone it in a RUN step or into the build context"
+                    )))
+                }
+                Some(RemoteKind::Http) if !spec.add => {
+                    return Err(err(format!(
+                        "{s}: COPY does not take URLs; use ADD to fetch a remote file"
+                    )))
+                }
+                Some(RemoteKind::Http) => urls.push(s.clone()),
+                None => locals.push(s.clone()),
+            }
         }
+        let checksum = match spec.checksum {
+            None => None,
+            Some(c) => {
+                let c = st.expand(c).map_err(&err)?;
+                if urls.len() != 1 || !locals.is_empty() || !spec.contents.is_empty() {
+                    return Err(err(
+                        "--checksum needs exactly one source, an http(s) URL".to_string()
+                    ));
+                }
+                Some(remote::parse_checksum(&c).map_err(&err)?)
+            }
+        };
         let dest_word = st.expand(spec.dest).map_err(&err)?;
         let workdir = if st.spec.config.working_dir.is_empty() {
             "/".to_string()
@@ -383,12 +411,41 @@ impl Builder<'_> {
             key.text("heredoc", name).field("heredoc-data", data);
         }
         let mut inputs = BTreeMap::new();
+        // Remote files are fetched on every build (as BuildKit does): their content, not
+        // their URL, is what the key sees.
+        let mut downloads = Vec::new();
+        for url in &urls {
+            self.progress.event(BuildEvent::Output {
+                id,
+                text: format!("fetching {url}\n"),
+            });
+            let d =
+                remote::fetch(url, &self.store.tmp_dir(), self.cancel.as_deref()).map_err(&err)?;
+            if let Some(want) = &checksum {
+                if *want != d.digest {
+                    return Err(err(format!(
+                        "ADD {url}: checksum mismatch: expected {want}, got {}",
+                        d.digest
+                    )));
+                }
+            }
+            self.progress.event(BuildEvent::Output {
+                id,
+                text: format!("{url}: {} bytes, {}\n", d.size, d.digest),
+            });
+            key.text("url", url)
+                .text("url-content", &d.digest)
+                .text("url-mtime", &d.mtime.unwrap_or(0).to_string());
+            inputs.insert(format!("url:{url}"), d.digest.clone());
+            downloads.push((url.clone(), d));
+        }
         let from = match spec.from {
+            None if locals.is_empty() => From::Context(Vec::new()),
             None => {
                 let mut guard = self.context()?;
                 let (ctx, cache) = guard.as_mut().expect("scanned by context()");
                 let mut paths = Vec::new();
-                for s in &sources {
+                for s in &locals {
                     paths.extend(select(ctx, s).map_err(|e| err(e.to_string()))?);
                 }
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
@@ -427,7 +484,11 @@ impl Builder<'_> {
         // Described only when the record of the last build cannot be reused (see lookup).
         let mut describe = || {
             let mut m = inputs.clone();
-            if let (From::Context(paths), Ok(guard)) = (&from, self.context()) {
+            let paths = match &from {
+                From::Context(paths) if !paths.is_empty() => Some(paths),
+                _ => None,
+            };
+            if let (Some(paths), Ok(guard)) = (paths, self.context()) {
                 if let Some((ctx, _)) = guard.as_ref() {
                     for p in paths {
                         for (k, e) in ctx.subtree(p) {
@@ -470,7 +531,12 @@ impl Builder<'_> {
         let unpack = spec.unpack;
         let mut ctx_srcs = Vec::new();
         let mut archives = Vec::new();
-        if let From::Context(paths) = &from {
+        let many_sources = sources.len() + contents.len() > 1;
+        let local_paths = match &from {
+            From::Context(paths) if !paths.is_empty() => Some(paths),
+            _ => None,
+        };
+        if let Some(paths) = local_paths {
             let guard = self.context()?;
             let (ctx, _) = guard.as_ref().expect("scanned by context()");
             for p in paths {
@@ -511,6 +577,38 @@ impl Builder<'_> {
                     uid: opts.chown.map_or(0, |o| o.0),
                     gid: opts.chown.map_or(0, |o| o.1),
                     mtime: clamp.unwrap_or(0),
+                });
+            }
+            for (url, d) in &downloads {
+                let into_dir = dest.ends_with('/') || is_dir(&dest_rel);
+                if many_sources && !into_dir {
+                    return Err(
+                        "When using ADD with more than one source file, the destination must be a directory and end with a /".into(),
+                    );
+                }
+                let name = if into_dir {
+                    let file = remote::url_file_name(url).ok_or_else(|| {
+                        format!("{url}: cannot determine a file name from the URL; give the destination a file name")
+                    })?;
+                    format!("{dest_rel}/{file}")
+                        .trim_start_matches('/')
+                        .to_string()
+                } else {
+                    dest_rel.clone()
+                };
+                // Docker gives a downloaded file mode 0600 and the server's Last-Modified time.
+                let mtime = match (d.mtime, clamp) {
+                    (Some(m), Some(c)) => m.min(c),
+                    (Some(m), None) => m,
+                    (None, c) => c.unwrap_or(0),
+                };
+                items.push(Item {
+                    name,
+                    kind: ItemKind::File(d.file.path().to_path_buf()),
+                    mode: opts.chmod.unwrap_or(0o600),
+                    uid: opts.chown.map_or(0, |o| o.0),
+                    gid: opts.chown.map_or(0, |o| o.1),
+                    mtime,
                 });
             }
             if let Some(owner) = opts.chown {
