@@ -172,6 +172,204 @@ pub(crate) fn fetch(
     })
 }
 
+/// A git source of `ADD`: `URL[#REF[:SUBDIR]]`, as BuildKit writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GitSource {
+    /// The repository URL, without the fragment.
+    pub url: String,
+    /// The branch, tag or commit (`HEAD` when not given).
+    pub reference: String,
+    /// The directory of the repository to add (`""`: all of it).
+    pub subdir: String,
+}
+
+impl GitSource {
+    /// Splits the fragment off; refuses what git could take for an option or a helper
+    /// transport, and a subdirectory that leaves the checkout.
+    pub(crate) fn parse(src: &str) -> Result<GitSource, String> {
+        let (url, fragment) = src.split_once('#').unwrap_or((src, ""));
+        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+        // `<transport>::<address>` asks git for a helper program (`ext::sh -c ...`).
+        let helper = url
+            .find("::")
+            .is_some_and(|i| !url[..i].contains(['/', '@', '[']));
+        if url.starts_with('-') || helper || url.chars().any(char::is_control) {
+            return Err(format!("{src}: not a git repository URL kiln accepts"));
+        }
+        if reference.starts_with('-')
+            || reference.contains("..")
+            || reference.contains(char::is_whitespace)
+        {
+            return Err(format!("{src}: invalid git reference {reference:?}"));
+        }
+        let subdir = subdir.trim_matches('/');
+        if subdir.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "{src}: the subdirectory {subdir:?} leaves the repository"
+            ));
+        }
+        Ok(GitSource {
+            url: url.to_string(),
+            reference: if reference.is_empty() {
+                "HEAD".into()
+            } else {
+                reference.into()
+            },
+            subdir: subdir.to_string(),
+        })
+    }
+}
+
+/// `git` with a safe environment: no prompts, no system or global configuration, and only
+/// the network transports (no `ext::`, no `file://` from a server's redirect).
+fn git() -> std::process::Command {
+    let mut c = std::process::Command::new("git");
+    c.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_PROTOCOL_FROM_USER", "0")
+        .env("GIT_ALLOW_PROTOCOL", "http:https:git:ssh")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn run_git(cmd: &mut std::process::Command, what: &str) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{what}: git is not installed (kiln runs the host's git to fetch repositories)")
+        } else {
+            format!("{what}: running git: {e}")
+        }
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim();
+        return Err(format!(
+            "{what}: {}",
+            if err.is_empty() { "git failed" } else { err }
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The commit `src.reference` names in the remote repository (`git ls-remote`): what the
+/// step's cache key holds, so an unchanged branch or tag needs no clone at all.
+pub(crate) fn git_resolve(src: &GitSource) -> Result<String, String> {
+    let r = &src.reference;
+    if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(r.to_ascii_lowercase());
+    }
+    let what = format!("ADD {}", src.url);
+    let out = run_git(git().args(["ls-remote", "--", &src.url, r]), &what)?;
+    // An annotated tag lists the tag object, then `^{}`, the commit it points to.
+    let mut found = None;
+    for line in out.lines() {
+        let Some((sha, name)) = line.split_once('\t') else {
+            continue;
+        };
+        let exact =
+            name == r || name == format!("refs/heads/{r}") || name == format!("refs/tags/{r}");
+        let peeled = name == format!("refs/tags/{r}^{{}}");
+        if peeled || (exact && found.is_none()) {
+            found = Some(sha.to_string());
+        }
+    }
+    found.ok_or_else(|| format!("{what}: no branch or tag {r:?} in the repository"))
+}
+
+/// Fetches `commit` (only it, no history) into a new directory under `tmp_dir` and checks
+/// it out; `.git` removed unless `keep_git_dir`. Every file's mtime is the commit's time,
+/// so the layer depends on the commit alone.
+pub(crate) fn git_checkout(
+    src: &GitSource,
+    commit: &str,
+    keep_git_dir: bool,
+    tmp_dir: &Path,
+) -> Result<TempPath, String> {
+    let what = format!("ADD {}", src.url);
+    let dir = TempPath::new(
+        fsutil::create_temp_dir(tmp_dir, "add-git", 0o700).map_err(|e| format!("{what}: {e}"))?,
+    );
+    let d = dir.path().to_path_buf();
+    run_git(git().arg("init").arg("-q").arg(&d), &what)?;
+    let fetch = |refspec: &str| {
+        run_git(
+            git().arg("-C").arg(&d).args([
+                "fetch",
+                "-q",
+                "--depth",
+                "1",
+                "--no-tags",
+                "--",
+                &src.url,
+                refspec,
+            ]),
+            &what,
+        )
+    };
+    // Servers that do not serve a bare commit id are asked for the name that resolved to it.
+    if fetch(commit).is_err() {
+        fetch(&src.reference)?;
+    }
+    let head = run_git(
+        git().arg("-C").arg(&d).args(["rev-parse", "FETCH_HEAD"]),
+        &what,
+    )?;
+    if head.trim() != commit {
+        return Err(format!(
+            "{what}: {} moved while it was fetched ({commit} resolved, {} fetched)",
+            src.reference,
+            head.trim()
+        ));
+    }
+    run_git(
+        git()
+            .arg("-C")
+            .arg(&d)
+            .args(["-c", "advice.detachedHead=false", "checkout", "-q", commit]),
+        &what,
+    )?;
+    let time = run_git(
+        git()
+            .arg("-C")
+            .arg(&d)
+            .args(["log", "-1", "--format=%ct", commit]),
+        &what,
+    )?;
+    let time: i64 = time.trim().parse().unwrap_or(0);
+    if !keep_git_dir {
+        std::fs::remove_dir_all(d.join(".git")).map_err(|e| format!("{what}: {e}"))?;
+    }
+    set_mtimes(&d, time).map_err(|e| format!("{what}: {e}"))?;
+    Ok(dir)
+}
+
+/// Sets the mtime of everything below `dir` (symlinks themselves, never their targets).
+fn set_mtimes(dir: &Path, secs: i64) -> std::io::Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let ts = TimeSpec::new(secs, 0);
+    let set = |p: &Path| {
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            &ts,
+            &ts,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(std::io::Error::from)
+    };
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            set_mtimes(&p, secs)?;
+        }
+        set(&p)?;
+    }
+    set(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +411,22 @@ mod tests {
         assert_eq!(url_file_name("https://h/a/%2e%2e"), None);
         assert_eq!(url_file_name("https://h/a/x%2Fy"), None);
         assert_eq!(url_file_name("https://h/a/%zz"), None);
+    }
+
+    #[test]
+    fn git_sources_split_ref_and_subdir_and_refuse_options() {
+        let g = GitSource::parse("https://h/r.git#v1.2:docs/api").unwrap();
+        assert_eq!(
+            (g.url.as_str(), g.reference.as_str(), g.subdir.as_str()),
+            ("https://h/r.git", "v1.2", "docs/api")
+        );
+        let g = GitSource::parse("git@h:team/r.git").unwrap();
+        assert_eq!((g.reference.as_str(), g.subdir.as_str()), ("HEAD", ""));
+        assert!(GitSource::parse("-uhttps://h/r.git").is_err());
+        assert!(GitSource::parse("ext::sh -c touch% /tmp/pwned").is_err());
+        assert!(GitSource::parse("https://h/r.git#--upload-pack=x").is_err());
+        assert!(GitSource::parse("https://h/r.git#main:../..").is_err());
+        assert!(GitSource::parse("https://h/r.git#a..b").is_err());
     }
 
     #[test]

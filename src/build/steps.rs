@@ -44,6 +44,8 @@ pub(crate) struct CopySpec<'a> {
     pub add: bool,
     /// ADD `--checksum`: the digest a URL's content must have.
     pub checksum: Option<&'a str>,
+    /// ADD `--keep-git-dir`: a repository keeps its `.git`.
+    pub keep_git_dir: bool,
     pub location: Location,
     pub code: &'a str,
 }
@@ -316,20 +318,17 @@ impl Builder<'_> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
         let mut urls = Vec::new();
+        let mut gits = Vec::new();
         let mut locals = Vec::new();
         for s in &sources {
             match remote::remote_kind(s) {
-                Some(RemoteKind::Git) => {
-                    return Err(err(format!(
-                        "{s}: adding git repositories is not supported yet; clone it in a RUN step or into the build context"
-                    )))
-                }
-                Some(RemoteKind::Http) if !spec.add => {
+                Some(_) if !spec.add => {
                     return Err(err(format!(
                         "{s}: COPY does not take URLs; use ADD to fetch a remote file"
                     )))
                 }
                 Some(RemoteKind::Http) => urls.push(s.clone()),
+                Some(RemoteKind::Git) => gits.push(remote::GitSource::parse(s).map_err(&err)?),
                 None => locals.push(s.clone()),
             }
         }
@@ -337,7 +336,11 @@ impl Builder<'_> {
             None => None,
             Some(c) => {
                 let c = st.expand(c).map_err(&err)?;
-                if urls.len() != 1 || !locals.is_empty() || !spec.contents.is_empty() {
+                if urls.len() != 1
+                    || !locals.is_empty()
+                    || !gits.is_empty()
+                    || !spec.contents.is_empty()
+                {
                     return Err(err(
                         "--checksum needs exactly one source, an http(s) URL".to_string()
                     ));
@@ -438,6 +441,23 @@ impl Builder<'_> {
                 .text("url-mtime", &d.mtime.unwrap_or(0).to_string());
             inputs.insert(format!("url:{url}"), d.digest.clone());
             downloads.push((url.clone(), d));
+        }
+        // A repository's branch or tag is resolved to a commit, which the key holds: an
+        // unchanged one is a cache hit without any clone.
+        let mut commits = Vec::new();
+        for g in &gits {
+            let commit = remote::git_resolve(g).map_err(&err)?;
+            self.progress.event(BuildEvent::Output {
+                id,
+                text: format!("{}#{} is {commit}\n", g.url, g.reference),
+            });
+            key.text("git", &g.url)
+                .text("git-ref", &g.reference)
+                .text("git-commit", &commit)
+                .text("git-subdir", &g.subdir)
+                .text("git-keep-dir", if spec.keep_git_dir { "1" } else { "0" });
+            inputs.insert(format!("git:{}#{}", g.url, g.reference), commit.clone());
+            commits.push(commit);
         }
         let from = match spec.from {
             None if locals.is_empty() => From::Context(Vec::new()),
@@ -547,6 +567,16 @@ impl Builder<'_> {
                 }
             }
         }
+        let mut checkouts = Vec::new();
+        for (g, commit) in gits.iter().zip(&commits) {
+            self.progress.event(BuildEvent::Output {
+                id,
+                text: format!("fetching {} at {commit}\n", g.url),
+            });
+            let dir = remote::git_checkout(g, commit, spec.keep_git_dir, &self.store.tmp_dir())
+                .map_err(&err)?;
+            checkouts.push((g.subdir.clone(), dir));
+        }
         let clamp = self.req.source_date_epoch;
         let work = |merged: &std::path::Path, roots: &[std::path::PathBuf]| -> Result<(), String> {
             let mut opts = opts;
@@ -557,6 +587,9 @@ impl Builder<'_> {
             for p in &stage_paths {
                 let root = roots.first().ok_or("the source stage was not mounted")?;
                 srcs.push(stage_source(root, p)?);
+            }
+            for (subdir, dir) in &checkouts {
+                srcs.push(stage_source(dir.path(), subdir)?);
             }
             let is_dir = |p: &str| rootfs::is_dir_in_root(merged, p);
             let mut items = copy::plan(&srcs, &dest, &is_dir, &opts).map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
 //! kiln's integration tests: one test binary, one module per area.
 
+mod build_add_git;
 mod build_add_url;
 mod build_cache_export;
 mod build_cache_registry;
