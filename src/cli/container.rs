@@ -63,6 +63,8 @@ pub enum ContainerCommand {
     Wait(NamesArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(super::cp::CpArgs),
     /// Internal: the per-container monitor process
     #[command(hide = true)]
     Monitor(MonitorArgs),
@@ -361,6 +363,7 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
             code
         }
         ContainerCommand::Prune(_) => prune_cmd(&containers),
+        ContainerCommand::Cp(a) => super::cp::cp_cmd(root, &a),
         ContainerCommand::Monitor(a) => {
             let ready = a.ready_fd.map(|fd| {
                 // SAFETY: the CLI passed this fd to us for exactly this purpose.

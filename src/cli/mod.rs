@@ -2,6 +2,7 @@
 
 mod build;
 mod container;
+mod cp;
 mod debug;
 mod format;
 mod image;
@@ -97,6 +98,8 @@ pub enum Command {
     Logs(container::LogsArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(container::NamesArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Return low-level information on containers or images
     Inspect(image::InspectArgs),
     /// Manage kiln's store
@@ -181,6 +184,7 @@ pub fn run() -> i32 {
         Command::Attach(a) => container::run(&root, C::Attach(a)),
         Command::Logs(a) => container::run(&root, C::Logs(a)),
         Command::Wait(a) => container::run(&root, C::Wait(a)),
+        Command::Cp(a) => container::run(&root, C::Cp(a)),
         Command::Inspect(a) => {
             // Containers first, as `docker inspect` does, then images.
             let cs = kiln::container::Containers::new(&root);

@@ -21,6 +21,7 @@
 //! monitor that died is detected through its lock: `ps` never shows a stale "running".
 
 pub mod attach;
+pub mod cp;
 pub mod logs;
 pub mod monitor;
 pub mod names;

@@ -1206,3 +1206,232 @@ fn interactive_stdin_without_a_terminal() {
     assert_eq!(stdout(&o), "PIPED THROUGH\n", "{}", stderr(&o));
     assert_eq!(o.status.code(), Some(9));
 }
+
+#[test]
+fn cp_in_and_out_of_running_and_stopped_containers() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo inside > /data/sub/f && ln -s /etc /data/etc-link && \
+         chown 1000:1000 /data/sub/f && sleep 1000",
+    ]);
+    e.wait_for("box", 10, running);
+    let host = e.dir().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let h = |p: &str| host.join(p);
+    // Wait for the command's files.
+    for _ in 0..100 {
+        if e.run(&["exec", "box", "test", "-e", "/data/etc-link"])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Out: a directory into an existing one keeps its name; `/.` copies its contents; a
+    // file to a new name takes it; links stay links; owners are kept.
+    e.ok(&["cp", "box:/data", &format!("{}/", host.display())]);
+    assert_eq!(
+        std::fs::read_to_string(h("data/sub/f")).unwrap(),
+        "inside\n"
+    );
+    assert_eq!(
+        std::fs::read_link(h("data/etc-link")).unwrap(),
+        Path::new("/etc")
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(h("data/sub/f")).unwrap().uid(), 1000);
+    e.ok(&[
+        "cp",
+        "box:/data/sub/.",
+        &h("contents").display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(h("contents/f")).unwrap(),
+        "inside\n"
+    );
+    e.ok(&[
+        "cp",
+        "box:/data/sub/f",
+        &h("renamed.txt").display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(h("renamed.txt")).unwrap(),
+        "inside\n"
+    );
+    // `-` writes a tar stream.
+    let o = e.run(&["cp", "box:/data/sub", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut names: Vec<String> = tar::Archive::new(&o.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|en| {
+            let p = en.unwrap().path().unwrap().display().to_string();
+            p.trim_end_matches('/').to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sub", "sub/f"]);
+
+    // In: a file into a directory (root-owned without -a, its owner kept with -a), a
+    // directory under a new name, a tar stream from stdin.
+    std::fs::write(h("in.txt"), "from the host\n").unwrap();
+    std::os::unix::fs::chown(h("in.txt"), Some(1234), Some(1234)).unwrap();
+    e.ok(&["cp", &h("in.txt").display().to_string(), "box:/data/"]);
+    assert_eq!(
+        e.ok(&["exec", "box", "stat", "-c", "%u:%g %s", "/data/in.txt"]),
+        "0:0 14\n"
+    );
+    e.ok(&[
+        "cp",
+        "-a",
+        &h("in.txt").display().to_string(),
+        "box:/data/kept.txt",
+    ]);
+    assert_eq!(
+        e.ok(&["exec", "box", "stat", "-c", "%u:%g", "/data/kept.txt"]),
+        "1234:1234\n"
+    );
+    e.ok(&["cp", &h("contents").display().to_string(), "box:/copied"]);
+    assert_eq!(e.ok(&["exec", "box", "cat", "/copied/f"]), "inside\n");
+    let mut tarball = tar::Builder::new(Vec::new());
+    let mut hd = tar::Header::new_gnu();
+    hd.set_size(6);
+    hd.set_mode(0o644);
+    hd.set_cksum();
+    tarball
+        .append_data(&mut hd, "streamed.txt", &b"piped\n"[..])
+        .unwrap();
+    let bytes = tarball.into_inner().unwrap();
+    let mut child = e
+        .command(&["cp", "-", "box:/data"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        e.ok(&["exec", "box", "cat", "/data/streamed.txt"]),
+        "piped\n"
+    );
+
+    // A stopped container: its overlay is mounted privately for the copy, and what was
+    // copied in is there when it starts again.
+    e.ok(&["stop", "-t", "1", "box"]);
+    std::fs::write(h("while-stopped"), "written while stopped\n").unwrap();
+    e.ok(&[
+        "cp",
+        &h("while-stopped").display().to_string(),
+        "box:/data/",
+    ]);
+    e.ok(&[
+        "cp",
+        "box:/data/in.txt",
+        &h("back.txt").display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(h("back.txt")).unwrap(),
+        "from the host\n"
+    );
+    assert_eq!(
+        mounts_mentioning(&e.root().display().to_string()),
+        Vec::<String>::new()
+    );
+    e.ok(&["start", "box"]);
+    e.wait_for("box", 10, running);
+    assert_eq!(
+        e.ok(&["exec", "box", "cat", "/data/while-stopped"]),
+        "written while stopped\n"
+    );
+
+    // Clear errors, exit 1.
+    for (args, want) in [
+        (
+            vec!["cp", "box:/missing", "/tmp/"],
+            "could not find /missing in container box",
+        ),
+        (vec!["cp", "nobox:/x", "/tmp/"], "nobox"),
+        (
+            vec!["cp", "/etc/hostname", "box:/no/such/dir/"],
+            "does not exist",
+        ),
+        (
+            vec!["cp", "/etc/hostname", "/tmp/x"],
+            "at least one container",
+        ),
+    ] {
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// SECURITY-CHECKLIST 21: a container swapping a path component between a directory and a
+/// symlink (to `/` and to `/tmp`) while `cp` runs in both directions: nothing is ever read
+/// from or written to the host outside the container.
+#[test]
+fn cp_stays_inside_a_container_that_swaps_symlinks() {
+    let Some(e) = Env::new() else { return };
+    let tag = format!("kiln-cp-race-{}", std::process::id());
+    // A host-only secret the container must never hand out, and a host path it must never
+    // get written.
+    let secret = PathBuf::from(format!("/tmp/{tag}-secret"));
+    std::fs::write(&secret, "host secret\n").unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = Rm(secret.clone());
+    let planted = PathBuf::from(format!("/tmp/{tag}-planted"));
+    let _rm2 = Rm(planted.clone());
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "swapper",
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir -p /w; while true; do rm -rf /w/x; mkdir -p /w/x; \
+         echo decoy > /w/x/decoy; rm -rf /w/x; ln -s /tmp /w/x; rm -f /w/x; ln -s / /w/x; done",
+    ]);
+    e.wait_for("swapper", 10, running);
+    let src = e.dir().join(format!("{tag}-planted"));
+    std::fs::write(&src, "planted\n").unwrap();
+    let out = e.dir().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for i in 0..40 {
+        let o = e.run(&[
+            "cp",
+            &format!("swapper:/w/x/{tag}-secret"),
+            &out.join(format!("got{i}")).display().to_string(),
+        ]);
+        if o.status.success() {
+            let got = std::fs::read_to_string(out.join(format!("got{i}"))).unwrap();
+            assert_ne!(
+                got, "host secret\n",
+                "the host's file came out of the container"
+            );
+        }
+        let _ = e.run(&["cp", &src.display().to_string(), "swapper:/w/x/"]);
+        let _ = e.run(&["cp", &src.display().to_string(), "swapper:/w/x/tmp/"]);
+        assert!(
+            !planted.exists(),
+            "a copy into the container wrote to the host's /tmp"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret\n");
+}
