@@ -65,6 +65,8 @@ pub enum ContainerCommand {
     Prune(PruneArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(super::cp::CpArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(super::port::PortArgs),
     /// Internal: the per-container monitor process
     #[command(hide = true)]
     Monitor(MonitorArgs),
@@ -107,9 +109,12 @@ pub struct RunArgs {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Publish a container's port(s) to the host ([ip:]host:container[/tcp])
+    /// Publish a container's port(s) to the host ([ip:][host[-host]:]ctr[-ctr][/tcp|udp])
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// Bind mount a volume (/host:/ctr[:ro], name:/ctr, /ctr)
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
@@ -364,6 +369,7 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
         }
         ContainerCommand::Prune(_) => prune_cmd(&containers),
         ContainerCommand::Cp(a) => super::cp::cp_cmd(root, &a),
+        ContainerCommand::Port(a) => super::port::port_cmd(root, &a),
         ContainerCommand::Monitor(a) => {
             let ready = a.ready_fd.map(|fd| {
                 // SAFETY: the CLI passed this fd to us for exactly this purpose.
@@ -398,7 +404,7 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
     env.extend(a.env.iter().cloned());
     let mut ports = Vec::new();
     for p in &a.publish {
-        ports.push(PortBinding::parse(p)?);
+        ports.extend(PortBinding::parse_all(p)?);
     }
     let network = Network::parse(&a.network)?;
     if network == Network::Host && !ports.is_empty() {
@@ -419,6 +425,7 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
         attach,
         network,
         ports,
+        publish_all: a.publish_all,
         volumes: a.volume.clone(),
         mounts: a.mount.clone(),
         restart: RestartPolicy::parse(&a.restart)?,

@@ -6,6 +6,7 @@ mod cp;
 mod debug;
 mod format;
 mod image;
+mod port;
 mod registry;
 mod ssh;
 mod system;
@@ -100,6 +101,8 @@ pub enum Command {
     Wait(container::NamesArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(cp::CpArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(port::PortArgs),
     /// Return low-level information on containers or images
     Inspect(image::InspectArgs),
     /// Manage kiln's store
@@ -185,6 +188,7 @@ pub fn run() -> i32 {
         Command::Logs(a) => container::run(&root, C::Logs(a)),
         Command::Wait(a) => container::run(&root, C::Wait(a)),
         Command::Cp(a) => container::run(&root, C::Cp(a)),
+        Command::Port(a) => container::run(&root, C::Port(a)),
         Command::Inspect(a) => {
             // Containers first, as `docker inspect` does, then images.
             let cs = kiln::container::Containers::new(&root);

@@ -111,21 +111,34 @@ pub struct PortBinding {
     pub host_port: u16,
     /// Port inside the container.
     pub container_port: u16,
-    /// `tcp` (the only protocol forwarded).
+    /// `tcp` or `udp`.
     pub proto: String,
 }
 
 impl PortBinding {
-    /// Parses Docker's `-p` syntax: `[ip:][host:]container[/proto]`.
+    /// Parses one binding of Docker's `-p` syntax: `[ip:][host:]container[/proto]`.
     pub fn parse(s: &str) -> Result<PortBinding> {
+        let mut all = PortBinding::parse_all(s)?;
+        if all.len() != 1 {
+            return Err(ContainerError::Invalid(format!(
+                "invalid port specification {s:?}: a single port was expected"
+            )));
+        }
+        Ok(all.remove(0))
+    }
+
+    /// Parses Docker's `-p` syntax, ranges included: `[ip:][host[-host]:]ctr[-ctr][/tcp|udp]`
+    /// gives one binding per port (`-p 8000-8002:9000-9002`, or `-p 9000-9002` with ports the
+    /// kernel picks).
+    pub fn parse_all(s: &str) -> Result<Vec<PortBinding>> {
         let bad =
             |why: &str| ContainerError::Invalid(format!("invalid port specification {s:?}: {why}"));
         let (spec, proto) = match s.rsplit_once('/') {
             Some((a, p)) => (a, p.to_ascii_lowercase()),
             None => (s, "tcp".to_string()),
         };
-        if proto != "tcp" {
-            return Err(bad("only tcp ports can be published"));
+        if proto != "tcp" && proto != "udp" {
+            return Err(bad("the protocol must be tcp or udp"));
         }
         // An IPv6 address comes in brackets: [::1]:8080:80.
         let (ip, rest) = if let Some(r) = spec.strip_prefix('[') {
@@ -148,15 +161,32 @@ impl PortBinding {
                 _ => Err(bad("a port must be a number from 1 to 65535")),
             }
         };
+        let range = |r: &str| -> Result<(u16, u16)> {
+            match r.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (port(a)?, port(b)?);
+                    if a > b {
+                        return Err(bad("a range must go upwards"));
+                    }
+                    Ok((a, b))
+                }
+                None => port(r).map(|p| (p, p)),
+            }
+        };
         let (host, ctr) = match rest.split_once(':') {
             Some((h, c)) => (h.to_string(), c.to_string()),
             None => (String::new(), rest.clone()),
         };
-        if host.contains('-') || ctr.contains('-') {
-            return Err(bad("port ranges are not supported"));
-        }
-        let container_port = port(&ctr)?;
-        let host_port = if host.is_empty() { 0 } else { port(&host)? };
+        let (c0, c1) = range(&ctr)?;
+        let hosts: Vec<u16> = if host.is_empty() {
+            vec![0; usize::from(c1 - c0) + 1]
+        } else {
+            let (h0, h1) = range(&host)?;
+            if h1 - h0 != c1 - c0 {
+                return Err(bad("the host and container ranges differ in size"));
+            }
+            (h0..=h1).collect()
+        };
         let host_ip = match ip.as_deref() {
             None | Some("") => "0.0.0.0".to_string(),
             Some(ip) => {
@@ -165,12 +195,15 @@ impl PortBinding {
                 ip.to_string()
             }
         };
-        Ok(PortBinding {
-            host_ip,
-            host_port,
-            container_port,
-            proto,
-        })
+        Ok((c0..=c1)
+            .zip(hosts)
+            .map(|(container_port, host_port)| PortBinding {
+                host_ip: host_ip.clone(),
+                host_port,
+                container_port,
+                proto: proto.clone(),
+            })
+            .collect())
     }
 
     /// `0.0.0.0:8080->80/tcp`, as `docker ps` shows it.
@@ -804,17 +837,38 @@ mod tests {
         let p = PortBinding::parse("[::1]:8080:80").expect("p");
         assert_eq!(p.host_ip, "::1");
         assert_eq!(p.display(), "::1:8080->80/tcp");
+        let p = PortBinding::parse("5353:53/udp").expect("p");
+        assert_eq!(
+            (p.host_port, p.container_port, p.proto.as_str()),
+            (5353, 53, "udp")
+        );
+        let r = PortBinding::parse_all("127.0.0.1:8000-8002:9000-9002").expect("range");
+        assert_eq!(
+            r.iter()
+                .map(|p| (p.host_port, p.container_port))
+                .collect::<Vec<_>>(),
+            [(8000, 9000), (8001, 9001), (8002, 9002)]
+        );
+        let r = PortBinding::parse_all("7000-7001/udp").expect("range");
+        assert_eq!(
+            r.iter()
+                .map(|p| (p.host_port, p.container_port))
+                .collect::<Vec<_>>(),
+            [(0, 7000), (0, 7001)]
+        );
         for bad in [
             "0:80",
             "a:80",
-            "8080:80/udp",
+            "8080:80/sctp",
             "1-2:80",
+            "5-3:5-3",
             "x.y:1:2",
             "1:2:3:4",
             "70000:80",
         ] {
-            assert!(PortBinding::parse(bad).is_err(), "{bad}");
+            assert!(PortBinding::parse_all(bad).is_err(), "{bad}");
         }
+        assert!(PortBinding::parse("1-2:1-2").is_err());
     }
 
     #[test]

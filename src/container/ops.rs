@@ -47,6 +47,8 @@ pub struct CreateOptions {
     pub network: Network,
     /// `-p`, parsed.
     pub ports: Vec<PortBinding>,
+    /// `-P`: publish every port the image exposes on a port the kernel picks.
+    pub publish_all: bool,
     /// `-v`, raw.
     pub volumes: Vec<String>,
     /// `--mount`, raw.
@@ -330,8 +332,33 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
             "--network pasta needs pasta (Debian package passt) in $PATH".into(),
         ));
     }
+    let exposed: Vec<String> = ic
+        .exposed_ports
+        .as_ref()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     let ports = if matches!(opts.network, Network::Private | Network::Pasta) {
-        opts.ports.clone()
+        let mut ports = opts.ports.clone();
+        if opts.publish_all {
+            for e in &exposed {
+                let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+                let Ok(container_port) = port.parse::<u16>() else {
+                    continue;
+                };
+                if !ports
+                    .iter()
+                    .any(|p| p.container_port == container_port && p.proto == proto)
+                {
+                    ports.push(PortBinding {
+                        host_ip: "0.0.0.0".into(),
+                        host_port: 0,
+                        container_port,
+                        proto: proto.to_string(),
+                    });
+                }
+            }
+        }
+        ports
     } else {
         Vec::new()
     };
@@ -369,11 +396,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         stop_timeout: opts.stop_timeout,
         auto_remove: opts.auto_remove,
         labels,
-        exposed_ports: ic
-            .exposed_ports
-            .as_ref()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default(),
+        exposed_ports: exposed,
         init: opts.init,
     };
     Containers::new(&root).create(config)

@@ -1,9 +1,12 @@
 //! Published ports: the monitor listens on the host port and, for each connection, opens
 //! one to the container's port from inside the container's network namespace, then copies
-//! bytes both ways. No iptables, no bridge, no root-owned daemon.
+//! bytes both ways. UDP is relayed per client address: each client gets a socket of its own
+//! inside the namespace, whose replies go back to that client, dropped after a quiet
+//! [`UDP_IDLE`]. No iptables, no bridge, no root-owned daemon.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -14,22 +17,44 @@ use super::{ContainerError, PortBinding, Result};
 /// The network namespace connections go into: set while the container runs.
 pub type NetnsSlot = Arc<Mutex<Option<Arc<OwnedFd>>>>;
 
+/// How long a UDP client's relay lives without traffic (Docker's userland proxy: 90 s).
+pub const UDP_IDLE: Duration = Duration::from_secs(90);
+
+/// A bound host port.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A UDP socket.
+    Udp(UdpSocket),
+}
+
 /// Binds every published port on the host, filling in ports chosen by the kernel (`-p 80`).
-pub fn bind(ports: &mut [PortBinding]) -> Result<Vec<(TcpListener, u16)>> {
+pub fn bind(ports: &mut [PortBinding]) -> Result<Vec<(Listener, u16)>> {
     let mut out = Vec::with_capacity(ports.len());
     for p in ports.iter_mut() {
         let ip: std::net::IpAddr = p
             .host_ip
             .parse()
             .map_err(|_| ContainerError::Invalid(format!("invalid host address {}", p.host_ip)))?;
-        let l = TcpListener::bind(SocketAddr::new(ip, p.host_port)).map_err(|e| {
+        let addr = SocketAddr::new(ip, p.host_port);
+        let failed = |e: io::Error| {
             ContainerError::Other(format!(
-                "driver failed programming external connectivity: Bind for {}:{} failed: {e}",
-                p.host_ip, p.host_port
+                "driver failed programming external connectivity: Bind for {}:{}/{} failed: {e}",
+                p.host_ip, p.host_port, p.proto
             ))
-        })?;
+        };
+        let (l, local) = if p.proto == "udp" {
+            let s = UdpSocket::bind(addr).map_err(failed)?;
+            let a = s.local_addr();
+            (Listener::Udp(s), a)
+        } else {
+            let l = TcpListener::bind(addr).map_err(failed)?;
+            let a = l.local_addr();
+            (Listener::Tcp(l), a)
+        };
         if p.host_port == 0 {
-            p.host_port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+            p.host_port = local.map(|a| a.port()).unwrap_or(0);
         }
         out.push((l, p.container_port));
     }
@@ -37,9 +62,16 @@ pub fn bind(ports: &mut [PortBinding]) -> Result<Vec<(TcpListener, u16)>> {
 }
 
 /// Serves each listener on its own thread for the life of the process.
-pub fn serve(listeners: Vec<(TcpListener, u16)>, netns: NetnsSlot) {
+pub fn serve(listeners: Vec<(Listener, u16)>, netns: NetnsSlot) {
     for (l, port) in listeners {
         let netns = netns.clone();
+        let l = match l {
+            Listener::Tcp(l) => l,
+            Listener::Udp(s) => {
+                thread::spawn(move || relay_udp(s, netns, port));
+                continue;
+            }
+        };
         thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { continue };
@@ -54,6 +86,66 @@ pub fn serve(listeners: Vec<(TcpListener, u16)>, netns: NetnsSlot) {
             }
         });
     }
+}
+
+/// Relays datagrams between host clients and the container's UDP `port`.
+fn relay_udp(outside: UdpSocket, netns: NetnsSlot, port: u16) {
+    let Ok(outside) = outside.try_clone().map(Arc::new) else {
+        return;
+    };
+    let clients: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Default::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = outside.recv_from(&mut buf) else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let known = clients.lock().ok().and_then(|c| c.get(&from).cloned());
+        let inside = match known {
+            Some(s) => s,
+            None => {
+                let Some(ns) = netns.lock().ok().and_then(|g| g.clone()) else {
+                    continue; // not running: dropped, as a closed port would
+                };
+                let Ok(s) = udp_inside(ns, port).map(Arc::new) else {
+                    continue;
+                };
+                if let Ok(mut c) = clients.lock() {
+                    c.insert(from, s.clone());
+                }
+                let (s2, out2, clients2) = (s.clone(), outside.clone(), clients.clone());
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = s2.set_read_timeout(Some(UDP_IDLE));
+                    while let Ok(n) = s2.recv(&mut buf) {
+                        let _ = out2.send_to(&buf[..n], from);
+                    }
+                    if let Ok(mut c) = clients2.lock() {
+                        c.remove(&from);
+                    }
+                });
+                s
+            }
+        };
+        let _ = inside.send(&buf[..n]);
+    }
+}
+
+/// A UDP socket inside the container's namespace, connected to its `port`: made on a
+/// thread of its own that enters the namespace (a socket stays in the namespace it was
+/// made in, whichever thread uses it later).
+fn udp_inside(ns: Arc<OwnedFd>, port: u16) -> io::Result<UdpSocket> {
+    thread::spawn(move || {
+        // SAFETY: setns on a valid namespace fd; it affects only this short-lived thread.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let s = UdpSocket::bind(("127.0.0.1", 0))?;
+        s.connect(("127.0.0.1", port))?;
+        Ok(s)
+    })
+    .join()
+    .map_err(|_| io::Error::other("the UDP set-up thread panicked"))?
 }
 
 fn connect_inside(ns: &OwnedFd, port: u16) -> io::Result<TcpStream> {
@@ -130,6 +222,50 @@ mod tests {
         let mut got = String::new();
         c.read_to_string(&mut got).expect("reply");
         assert_eq!(got, "HELLO");
+    }
+
+    /// UDP: each client's datagrams reach the server through a socket of its own, and the
+    /// server's replies come back to the client that sent them.
+    #[test]
+    fn udp_datagrams_are_relayed_per_client() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: setns needs root");
+            return;
+        }
+        let server = UdpSocket::bind("127.0.0.1:0").expect("server");
+        let sport = server.local_addr().expect("addr").port();
+        thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let reply: Vec<u8> = buf[..n].iter().map(|b| b.to_ascii_uppercase()).collect();
+                let _ = server.send_to(&reply, from);
+            }
+        });
+        let mut ports = vec![PortBinding::parse(&format!("127.0.0.1::{sport}/udp")).expect("p")];
+        let ls = bind(&mut ports).expect("bind");
+        let hport = ports[0].host_port;
+        assert_ne!(hport, 0);
+        let ns = std::fs::File::open("/proc/self/ns/net").expect("netns");
+        let slot: NetnsSlot = Arc::new(Mutex::new(Some(Arc::new(OwnedFd::from(ns)))));
+        serve(ls, slot);
+        let clients: Vec<UdpSocket> = (0..2)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").expect("client");
+                c.connect(("127.0.0.1", hport)).expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                c
+            })
+            .collect();
+        for round in 0..3 {
+            for (i, c) in clients.iter().enumerate() {
+                let msg = format!("client {i} round {round}");
+                c.send(msg.as_bytes()).expect("send");
+                let mut buf = [0u8; 64];
+                let n = c.recv(&mut buf).expect("reply");
+                assert_eq!(&buf[..n], msg.to_uppercase().as_bytes());
+            }
+        }
     }
 
     #[test]

@@ -1435,3 +1435,64 @@ fn cp_stays_inside_a_container_that_swaps_symlinks() {
     }
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret\n");
 }
+
+#[test]
+fn publish_all_port_ranges_udp_and_the_port_command() {
+    let Some(e) = Env::new() else { return };
+    e.build(
+        "multi:1",
+        "FROM busybox:local\nRUN mkdir /www && echo multi > /www/index.html\n\
+         EXPOSE 8080 9000 5353/udp\n",
+        &[],
+    );
+    // -P publishes every exposed port (tcp and udp); a range gives one binding per port.
+    e.ok(&[
+        "run",
+        "-d",
+        "-P",
+        "-p",
+        "127.0.0.1::7000-7001",
+        "--name",
+        "multi",
+        "multi:1",
+        "sh",
+        "-c",
+        "httpd -p 8080 -h /www; httpd -p 7001 -h /www; exec httpd -f -p 9000 -h /www",
+    ]);
+    let v = e.wait_for("multi", 10, running);
+    let listing = e.ok(&["port", "multi"]);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 5, "{listing}");
+    for (i, want) in [
+        "5353/udp -> 0.0.0.0:",
+        "7000/tcp -> 127.0.0.1:",
+        "7001/tcp -> 127.0.0.1:",
+        "8080/tcp -> 0.0.0.0:",
+        "9000/tcp -> 0.0.0.0:",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(lines[i].starts_with(want), "{listing}");
+    }
+    let p8080 = host_port(&v, "8080/tcp");
+    assert_eq!(
+        e.ok(&["port", "multi", "8080"]),
+        format!("0.0.0.0:{p8080}\n")
+    );
+    assert!(http_get(p8080, "/").contains("multi"));
+    assert!(http_get(host_port(&v, "9000/tcp"), "/").contains("multi"));
+    assert!(http_get(host_port(&v, "7001/tcp"), "/").contains("multi"));
+    let udp = host_port(&v, "5353/udp");
+    assert_ne!(udp, 0);
+    let o = e.run(&["port", "multi", "1234/udp"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("No public port '1234/udp' published for multi"),
+        "{}",
+        stderr(&o)
+    );
+    // A stopped container has no ports bound.
+    e.ok(&["stop", "-t", "1", "multi"]);
+    assert_eq!(e.ok(&["port", "multi"]), "");
+}
