@@ -8,6 +8,7 @@
 //! (`--cache-to`) and imports them (`--cache-from`).
 
 pub mod explain;
+pub mod prune;
 pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,8 +132,36 @@ impl CacheIndex {
         }
     }
 
-    fn path(&self, key: &Digest) -> PathBuf {
+    pub(crate) fn path(&self, key: &Digest) -> PathBuf {
         self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// Removes the record for `key`; whether there was one.
+    pub fn remove(&self, key: &Digest) -> bool {
+        fs::remove_file(self.path(key)).is_ok()
+    }
+
+    /// Removes the records that cannot be used any more (a layer left the store, or the
+    /// file is unreadable); how many.
+    pub fn remove_stale(&self) -> usize {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue; // temporary files of a writer
+            };
+            let usable = Digest::from_sha256_hex(hex)
+                .ok()
+                .and_then(|k| self.get(&k))
+                .is_some();
+            if !usable && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The record for `key`, if there is one whose layers are all still in the store.

@@ -533,7 +533,7 @@ fn rm(store: &Store, a: &RmArgs) -> i32 {
 }
 
 /// Asks on the terminal; true for `y`.
-fn confirm(question: &str) -> bool {
+pub(crate) fn confirm(question: &str) -> bool {
     eprint!("{question} [y/N] ");
     let _ = io::stderr().flush();
     let mut line = String::new();

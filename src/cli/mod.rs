@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch; the only code that prints.
 
 mod build;
+mod builder;
 mod container;
 mod cp;
 mod debug;
@@ -108,6 +109,9 @@ pub enum Command {
     /// Manage kiln's store
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(builder::BuilderCommand),
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -205,6 +209,7 @@ pub fn run() -> i32 {
             }
         }
         Command::System(cmd) => system::run(&root, cmd),
+        Command::Builder(cmd) => builder::run(&root, cmd),
         Command::Debug(cmd) => debug::run(&root, cmd),
     }
 }

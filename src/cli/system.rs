@@ -2,8 +2,14 @@
 
 use std::path::Path;
 
-use clap::Subcommand;
+use std::collections::BTreeSet;
 
+use clap::{Args, Subcommand};
+
+use kiln::container::Containers;
+use kiln::image::Digest;
+
+use super::units::human_size;
 use super::{fail, open_store, out};
 
 /// Manage kiln.
@@ -14,6 +20,25 @@ pub enum SystemCommand {
     /// Start the containers a boot should bring back (restart policy always, and
     /// unless-stopped ones nobody stopped); for a boot script or systemd unit
     Restore,
+    /// Show kiln disk usage
+    Df,
+    /// Remove unused data: stopped containers, dangling images (all unused with -a), the
+    /// build cache, and with --volumes unused volumes
+    Prune(SystemPruneArgs),
+}
+
+/// `kiln system prune`.
+#[derive(Args, Debug)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones, and all build cache
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Prune volumes no container uses
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 /// Runs one `kiln system` subcommand.
@@ -21,7 +46,217 @@ pub fn run(root: &Path, cmd: SystemCommand) -> i32 {
     match cmd {
         SystemCommand::Check => check(root),
         SystemCommand::Restore => super::container::restore(root),
+        SystemCommand::Df => df(root),
+        SystemCommand::Prune(a) => system_prune(root, &a),
     }
+}
+
+/// Bytes of the files below `p` (symlinks counted as links, never followed).
+fn du(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !m.is_dir() {
+        return m.len();
+    }
+    std::fs::read_dir(p)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| du(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    match (part * 100).checked_div(whole) {
+        Some(p) => format!("{p}%"),
+        None => "0%".into(),
+    }
+}
+
+/// `kiln system df`: Docker's four lines.
+fn df(root: &Path) -> i32 {
+    let store = match open_store(root) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let images = match store.list_images() {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let containers = Containers::new(root).list().unwrap_or_default();
+    let used_images: BTreeSet<String> = containers
+        .iter()
+        .map(|c| c.config.image_id.clone())
+        .collect();
+    let size_of = |ids: &BTreeSet<&Digest>| -> u64 {
+        ids.iter().filter_map(|d| store.blob_size(d).ok()).sum()
+    };
+    let all_layers: BTreeSet<&Digest> = images.iter().flat_map(|i| &i.diff_ids).collect();
+    let active_layers: BTreeSet<&Digest> = images
+        .iter()
+        .filter(|i| used_images.contains(&i.id.to_string()))
+        .flat_map(|i| &i.diff_ids)
+        .collect();
+    let img_size = size_of(&all_layers);
+    let img_reclaim = img_size - size_of(&active_layers).min(img_size);
+    let active_imgs = images
+        .iter()
+        .filter(|i| used_images.contains(&i.id.to_string()))
+        .count();
+
+    let ctr_sizes: Vec<(bool, u64)> = containers
+        .iter()
+        .map(|c| (c.is_running(), du(&c.dir.join("upper"))))
+        .collect();
+    let ctr_size: u64 = ctr_sizes.iter().map(|c| c.1).sum();
+    let ctr_reclaim: u64 = ctr_sizes.iter().filter(|c| !c.0).map(|c| c.1).sum();
+    let running = ctr_sizes.iter().filter(|c| c.0).count();
+
+    let used_vols: BTreeSet<String> = containers
+        .iter()
+        .flat_map(|c| {
+            c.config
+                .mounts
+                .iter()
+                .filter(|m| m.kind == "volume")
+                .map(|m| m.name.clone())
+        })
+        .collect();
+    let vols: Vec<(String, u64)> = std::fs::read_dir(root.join("volumes"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), du(&e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let vol_size: u64 = vols.iter().map(|v| v.1).sum();
+    let vol_reclaim: u64 = vols
+        .iter()
+        .filter(|v| !used_vols.contains(&v.0))
+        .map(|v| v.1)
+        .sum();
+    let vol_active = vols.iter().filter(|v| used_vols.contains(&v.0)).count();
+
+    let (records, records_used, cache_size) = kiln::cache::prune::usage(&store);
+
+    let mut text = format!(
+        "{:<16}{:<10}{:<10}{:<10}{}\n",
+        "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
+    );
+    let mut line = |t: &str, total: usize, active: usize, size: u64, rec: String| {
+        text.push_str(&format!(
+            "{t:<16}{total:<10}{active:<10}{:<10}{rec}\n",
+            human_size(size)
+        ));
+    };
+    line(
+        "Images",
+        images.len(),
+        active_imgs,
+        img_size,
+        format!(
+            "{} ({})",
+            human_size(img_reclaim),
+            percent(img_reclaim, img_size)
+        ),
+    );
+    line(
+        "Containers",
+        containers.len(),
+        running,
+        ctr_size,
+        format!(
+            "{} ({})",
+            human_size(ctr_reclaim),
+            percent(ctr_reclaim, ctr_size)
+        ),
+    );
+    line(
+        "Local Volumes",
+        vols.len(),
+        vol_active,
+        vol_size,
+        format!(
+            "{} ({})",
+            human_size(vol_reclaim),
+            percent(vol_reclaim, vol_size)
+        ),
+    );
+    line(
+        "Build Cache",
+        records,
+        records_used,
+        cache_size,
+        human_size(cache_size),
+    );
+    out(&text);
+    0
+}
+
+/// `kiln system prune`: containers, images, build cache (and volumes), as Docker's.
+fn system_prune(root: &Path, a: &SystemPruneArgs) -> i32 {
+    if !a.force {
+        let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+        if a.volumes {
+            w.push_str("  - all volumes not used by at least one container\n");
+        }
+        w.push_str(if a.all {
+            "  - all images without at least one container associated to them\n  - all build cache\n"
+        } else {
+            "  - all dangling images\n  - unused build cache\n"
+        });
+        eprintln!("{w}");
+        if !super::image::confirm("Are you sure you want to continue?") {
+            return 0;
+        }
+    }
+    let mut code = super::container::run(
+        root,
+        super::container::ContainerCommand::Prune(super::container::PruneArgs { force: true }),
+    );
+    if a.volumes {
+        let containers = Containers::new(root).list().unwrap_or_default();
+        let used: BTreeSet<String> = containers
+            .iter()
+            .flat_map(|c| {
+                c.config
+                    .mounts
+                    .iter()
+                    .filter(|m| m.kind == "volume")
+                    .map(|m| m.name.clone())
+            })
+            .collect();
+        let mut text = String::from("Deleted Volumes:\n");
+        let mut freed = 0;
+        for e in std::fs::read_dir(root.join("volumes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if used.contains(&name) {
+                continue;
+            }
+            let size = du(&e.path());
+            if std::fs::remove_dir_all(e.path()).is_ok() {
+                freed += size;
+                text.push_str(&format!("{name}\n"));
+            }
+        }
+        text.push_str(&format!("\nTotal reclaimed space: {}\n", human_size(freed)));
+        out(&text);
+    }
+    code |= super::image::run(
+        root,
+        super::image::ImageCommand::Prune(super::image::PruneArgs {
+            all: a.all,
+            force: true,
+        }),
+    );
+    let b = super::builder::BuilderPruneArgs {
+        all: a.all,
+        filter: Vec::new(),
+        force: true,
+    };
+    code | super::builder::builder_prune(root, &b, false)
 }
 
 fn check(root: &Path) -> i32 {

@@ -543,6 +543,22 @@ impl ContainerUsers for StoreContainers {
     }
 
     fn gc_roots(&self) -> GcRoots {
+        // The build cache's layers stay until `kiln builder prune`, as BuildKit's do.
+        let mut roots =
+            match crate::store::Store::open(self.0.dir().parent().unwrap_or(self.0.dir())) {
+                Ok(store) => crate::cache::CacheIndex::open(&store).gc_roots(),
+                Err(_) => GcRoots::default(),
+            };
+        let own = self.container_roots();
+        roots.blobs.extend(own.blobs);
+        roots.snapshots.extend(own.snapshots);
+        roots
+    }
+}
+
+impl StoreContainers {
+    /// The layers and snapshots containers need (their image may be gone after `rmi -f`).
+    pub fn container_roots(&self) -> GcRoots {
         let mut roots = GcRoots::default();
         for c in self.0.list().unwrap_or_default() {
             if let Ok(ids) = c.diff_ids() {

@@ -6,7 +6,7 @@ pub mod diag;
 pub mod dump;
 pub mod error;
 pub mod flags;
-mod goparse;
+pub(crate) mod goparse;
 mod grammar;
 pub mod heredoc;
 pub mod instructions;

@@ -620,3 +620,86 @@ fn unchanged_rebuild_gives_the_same_image_id() {
     let newest = cfg.history.iter().filter_map(|h| h.created.clone()).max();
     assert_eq!(cfg.created, newest);
 }
+
+/// The build cache outlives `rmi` and `image prune` (as BuildKit's does) until
+/// `kiln builder prune`: plain prune removes only records no image was built through, `-a`
+/// all of them; `system df` and `system prune` account for it.
+#[test]
+fn build_cache_survives_rmi_until_builder_prune() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    let dockerfile = |word: &str| {
+        format!("FROM busybox:local\nRUN echo {word} > /word && dd if=/dev/zero of=/blob bs=1024 count=64\n")
+    };
+    write(&ctx, "Dockerfile", &dockerfile("one"));
+    let build = |tag: &str| {
+        let o = s.kiln(&ctx, &["build", "--progress=plain", "-t", tag, "."], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    build("c:1");
+    s.kiln(&ctx, &["rmi", "c:1"], None);
+    assert_eq!(cached_steps(&build("c:1")), 1, "the RUN step survives rmi");
+    let df = String::from_utf8_lossy(&s.kiln(&ctx, &["system", "df"], None).stdout).into_owned();
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Build Cache") && l.split_whitespace().nth(2) == Some("1")),
+        "{df}"
+    );
+
+    // A new build replaces the tag; once the old image is pruned, its step is dangling.
+    write(&ctx, "Dockerfile", &dockerfile("two"));
+    build("c:1");
+    let o = s.kiln(&ctx, &["image", "prune", "-f"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s.kiln(&ctx, &["builder", "prune", "-f"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("Deleted build cache objects:"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.len() == 25).count(), 1, "{text}");
+    assert!(
+        text.contains("Total:	") && !text.contains("Total:	0B"),
+        "{text}"
+    );
+    assert_eq!(
+        cached_steps(&build("c:1")),
+        1,
+        "the step of the current image is kept"
+    );
+
+    // -a: everything; the next build runs its step again.
+    let o = s.kiln(&ctx, &["builder", "prune", "-a", "-f"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let df = String::from_utf8_lossy(&s.kiln(&ctx, &["system", "df"], None).stdout).into_owned();
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Build Cache") && l.split_whitespace().nth(2) == Some("0")),
+        "{df}"
+    );
+    assert_eq!(cached_steps(&build("c:1")), 0);
+    let o = s.kiln(
+        &ctx,
+        &["builder", "prune", "--filter", "until=bogus", "-f"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("until=bogus"), "{}", stderr(&o));
+
+    // system prune -a: the image (no container uses it) and its cache go; the store stays
+    // consistent.
+    let o = s.kiln(&ctx, &["system", "prune", "-a", "-f"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let images =
+        String::from_utf8_lossy(&s.kiln(&ctx, &["images", "-q"], None).stdout).into_owned();
+    assert_eq!(images, "");
+    let o = s.kiln(&ctx, &["system", "check"], None);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
