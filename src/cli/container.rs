@@ -17,6 +17,7 @@ use kiln::container::attach::{self, Frame, Streams};
 use kiln::container::logs;
 use kiln::container::monitor::{self, resize};
 use kiln::container::ops::{self, CreateOptions, StoreContainers};
+use kiln::container::cgroups::{self, Cgroup, Resources};
 use kiln::container::{
     signals, Container, ContainerError, Containers, Network, PortBinding, RestartPolicy, Status,
 };
@@ -136,6 +137,24 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares", allow_hyphen_values = true)]
+    pub cpu_shares: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
     /// The image
     pub image: String,
     /// The command and its arguments
@@ -424,6 +443,45 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
         auto_remove: a.rm,
         labels: a.label.clone(),
         init: a.init,
+        resources: resources(a)?,
+    })
+}
+
+/// The resource flags, parsed as Docker parses them.
+fn resources(a: &RunArgs) -> Result<Resources, ContainerError> {
+    let bad = |v: &str, flag: &str, why: &str| {
+        ContainerError::Invalid(format!(
+            "invalid argument {v:?} for \"{flag}\" flag: {why}"
+        ))
+    };
+    let size = |v: &Option<String>, flag: &str| -> Result<i64, ContainerError> {
+        match v.as_deref() {
+            None => Ok(0),
+            Some("-1") if flag == "--memory-swap" => Ok(-1),
+            Some(s) => cgroups::parse_bytes(s).ok_or_else(|| bad(s, flag, &format!("invalid size: '{s}'"))),
+        }
+    };
+    let int = |v: &Option<String>, flag: &str| -> Result<i64, ContainerError> {
+        match v.as_deref() {
+            None => Ok(0),
+            Some(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| bad(s, flag, &format!("strconv.ParseInt: parsing {s:?}: invalid syntax"))),
+        }
+    };
+    let nano_cpus = match a.cpus.as_deref() {
+        None => 0,
+        Some(s) => cgroups::parse_cpus(s)
+            .ok_or_else(|| bad(s, "--cpus", &format!("failed to parse {s} as a rational number")))?,
+    };
+    Ok(Resources {
+        memory: size(&a.memory, "-m, --memory")?,
+        memory_swap: size(&a.memory_swap, "--memory-swap")?,
+        nano_cpus,
+        cpu_shares: int(&a.cpu_shares, "-c, --cpu-shares")?,
+        pids_limit: int(&a.pids_limit, "--pids-limit")?.max(0),
+        cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
     })
 }
 

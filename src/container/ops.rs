@@ -63,6 +63,8 @@ pub struct CreateOptions {
     pub labels: Vec<String>,
     /// `--init`.
     pub init: bool,
+    /// `--memory`, `--cpus`, …
+    pub resources: super::cgroups::Resources,
 }
 
 /// Reads a Docker `--env-file`: `K=V` lines, `K` alone takes the host's value, `#` comments
@@ -335,6 +337,18 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     } else {
         Vec::new()
     };
+    if opts.resources.any() {
+        let h = super::cgroups::Hierarchy::host().ok_or_else(|| {
+            ContainerError::Invalid(format!(
+                "resource limits need cgroups, and none are mounted at {}",
+                super::cgroups::HOST_ROOT
+            ))
+        })?;
+        let online = h.online_cpus();
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ncpus = super::cgroups::parse_cpu_list(&online).map_or(ncpus, |l| l.len());
+        opts.resources.validate(ncpus, &online)?;
+    }
     if opts.auto_remove && opts.restart.name != "no" {
         return Err(ContainerError::Invalid(
             "Conflicting options: --restart and --rm".into(),
@@ -375,6 +389,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default(),
         init: opts.init,
+        resources: opts.resources.clone(),
     };
     Containers::new(&root).create(config)
 }
