@@ -14,10 +14,10 @@ use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
 use kiln::container::attach::{self, Frame, Streams};
+use kiln::container::cgroups::{self, Cgroup, Resources};
 use kiln::container::logs;
 use kiln::container::monitor::{self, resize};
 use kiln::container::ops::{self, CreateOptions, StoreContainers};
-use kiln::container::cgroups::{self, Cgroup, Resources};
 use kiln::container::{
     signals, Container, ContainerError, Containers, Network, PortBinding, RestartPolicy, Status,
 };
@@ -64,6 +64,14 @@ pub enum ContainerCommand {
     Wait(NamesArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(super::stats::StatsArgs),
+    /// Display the running processes of a container
+    Top(super::stats::TopArgs),
     /// Internal: the per-container monitor process
     #[command(hide = true)]
     Monitor(MonitorArgs),
@@ -380,6 +388,10 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
             code
         }
         ContainerCommand::Prune(_) => prune_cmd(&containers),
+        ContainerCommand::Pause(a) => each(&containers, &a.containers, ops::pause),
+        ContainerCommand::Unpause(a) => each(&containers, &a.containers, ops::unpause),
+        ContainerCommand::Stats(a) => super::stats::stats_cmd(&containers, &a),
+        ContainerCommand::Top(a) => super::stats::top_cmd(&containers, &a),
         ContainerCommand::Monitor(a) => {
             let ready = a.ready_fd.map(|fd| {
                 // SAFETY: the CLI passed this fd to us for exactly this purpose.
@@ -450,30 +462,38 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
 /// The resource flags, parsed as Docker parses them.
 fn resources(a: &RunArgs) -> Result<Resources, ContainerError> {
     let bad = |v: &str, flag: &str, why: &str| {
-        ContainerError::Invalid(format!(
-            "invalid argument {v:?} for \"{flag}\" flag: {why}"
-        ))
+        ContainerError::Invalid(format!("invalid argument {v:?} for \"{flag}\" flag: {why}"))
     };
     let size = |v: &Option<String>, flag: &str| -> Result<i64, ContainerError> {
         match v.as_deref() {
             None => Ok(0),
             Some("-1") if flag == "--memory-swap" => Ok(-1),
-            Some(s) => cgroups::parse_bytes(s).ok_or_else(|| bad(s, flag, &format!("invalid size: '{s}'"))),
+            Some(s) => {
+                cgroups::parse_bytes(s).ok_or_else(|| bad(s, flag, &format!("invalid size: '{s}'")))
+            }
         }
     };
     let int = |v: &Option<String>, flag: &str| -> Result<i64, ContainerError> {
         match v.as_deref() {
             None => Ok(0),
-            Some(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| bad(s, flag, &format!("strconv.ParseInt: parsing {s:?}: invalid syntax"))),
+            Some(s) => s.trim().parse().map_err(|_| {
+                bad(
+                    s,
+                    flag,
+                    &format!("strconv.ParseInt: parsing {s:?}: invalid syntax"),
+                )
+            }),
         }
     };
     let nano_cpus = match a.cpus.as_deref() {
         None => 0,
-        Some(s) => cgroups::parse_cpus(s)
-            .ok_or_else(|| bad(s, "--cpus", &format!("failed to parse {s} as a rational number")))?,
+        Some(s) => cgroups::parse_cpus(s).ok_or_else(|| {
+            bad(
+                s,
+                "--cpus",
+                &format!("failed to parse {s} as a rational number"),
+            )
+        })?,
     };
     Ok(Resources {
         memory: size(&a.memory, "-m, --memory")?,
@@ -985,10 +1005,22 @@ fn ago(t: &str, now: Timestamp) -> String {
     }
 }
 
+/// Docker's name of the state: the recorded status, or `paused`.
+fn state_name(c: &Container) -> &'static str {
+    if c.paused {
+        "paused"
+    } else {
+        c.state.status.as_str()
+    }
+}
+
 /// Docker's STATUS column.
 pub fn status_text(c: &Container, now: Timestamp) -> String {
     match c.state.status {
         Status::Created => "Created".into(),
+        Status::Running if c.paused => {
+            format!("Up {} (Paused)", ago(&c.state.started_at, now))
+        }
         Status::Running => format!("Up {}", ago(&c.state.started_at, now)),
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
@@ -1047,7 +1079,7 @@ fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
         "CreatedAt": c.config.created,
         "RunningFor": format!("{} ago", ago(&c.config.created, now)),
         "Ports": ports_text(c),
-        "State": c.state.status.as_str(),
+        "State": state_name(c),
         "Status": status_text(c, now),
         "Names": c.config.name,
         "Labels": labels.join(","),
@@ -1089,7 +1121,7 @@ fn ps_filter(c: &Container, f: &str) -> Result<bool, String> {
             {
                 return Err(format!("invalid filter 'status={v}'"));
             }
-            c.state.status.as_str() == v
+            state_name(c) == v
         }
         "label" => match v.split_once('=') {
             Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
@@ -1176,6 +1208,12 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
     let Some(pidfd) = c.pidfd() else {
         return fail(format!("container {} is not running", c.config.id));
     };
+    if c.paused {
+        return fail(format!(
+            "Container {} is paused, unpause the container before exec",
+            c.config.id
+        ));
+    }
     if a.detach {
         // A detached exec is this same command, run in the background on its own session.
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
@@ -1241,8 +1279,16 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
         });
     spec.user = a.user.clone().unwrap_or_else(|| c.config.user.clone());
     spec.hostname = Some(c.config.hostname.clone());
+    // The command joins the container's cgroup (its limits, `top`, `stats`) before it runs.
+    let cgroup = Cgroup::host(&c.config.id).filter(Cgroup::exists);
+    let mut join = |pid: libc::pid_t| -> io::Result<()> {
+        match &cgroup {
+            Some(cg) => cg.add(pid).map_err(|e| io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    };
     let result = if a.tty {
-        exec_tty(&spec, &pidfd, a.interactive)
+        exec_tty(&spec, &pidfd, a.interactive, &mut join)
     } else {
         executor::exec_in(
             &spec,
@@ -1257,7 +1303,7 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
                 stderr: Output::Inherit,
                 on_start: None,
                 console: None,
-                on_ready: None,
+                on_ready: Some(&mut join),
             },
         )
     };
@@ -1277,6 +1323,7 @@ fn exec_tty(
     spec: &StepSpec,
     pidfd: &OwnedFd,
     interactive: bool,
+    join: &mut dyn FnMut(libc::pid_t) -> io::Result<()>,
 ) -> Result<executor::ExitStatus, executor::ExecError> {
     let raw = if interactive {
         Some(RawMode::enter())
@@ -1321,6 +1368,7 @@ fn exec_tty(
         pidfd.as_fd(),
         StepIo {
             console: Some(&mut on_console),
+            on_ready: Some(join),
             ..Default::default()
         },
     );
@@ -1483,11 +1531,11 @@ pub fn inspect_doc(c: &Container) -> Value {
         "Path": path,
         "Args": args,
         "State": {
-            "Status": st.status.as_str(),
+            "Status": state_name(c),
             "Running": st.status == Status::Running,
-            "Paused": false,
+            "Paused": c.paused,
             "Restarting": st.status == Status::Restarting,
-            "OOMKilled": false,
+            "OOMKilled": st.oom_killed,
             "Dead": st.status == Status::Dead,
             "Pid": if st.status == Status::Running { st.pid } else { 0 },
             "ExitCode": st.exit_code,
@@ -1510,6 +1558,14 @@ pub fn inspect_doc(c: &Container) -> Value {
             "PortBindings": bindings,
             "RestartPolicy": {"Name": cfg.restart.name, "MaximumRetryCount": cfg.restart.max_retries},
             "AutoRemove": cfg.auto_remove,
+            "Memory": cfg.resources.memory,
+            "MemorySwap": cfg.resources.memory_swap,
+            "NanoCpus": cfg.resources.nano_cpus,
+            "CpuShares": cfg.resources.cpu_shares,
+            "CpuPeriod": 0,
+            "CpuQuota": 0,
+            "CpusetCpus": cfg.resources.cpuset_cpus,
+            "PidsLimit": if cfg.resources.pids_limit > 0 { json!(cfg.resources.pids_limit) } else { Value::Null },
         },
         "GraphDriver": {
             "Name": "overlay",

@@ -7,6 +7,7 @@ mod format;
 mod image;
 mod registry;
 mod ssh;
+mod stats;
 mod system;
 mod tty;
 mod units;
@@ -97,6 +98,14 @@ pub enum Command {
     Logs(container::LogsArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(container::NamesArgs),
+    /// Pause all processes within one or more containers
+    Pause(container::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(container::NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
+    /// Display the running processes of a container
+    Top(stats::TopArgs),
     /// Return low-level information on containers or images
     Inspect(image::InspectArgs),
     /// Manage kiln's store
@@ -181,6 +190,10 @@ pub fn run() -> i32 {
         Command::Attach(a) => container::run(&root, C::Attach(a)),
         Command::Logs(a) => container::run(&root, C::Logs(a)),
         Command::Wait(a) => container::run(&root, C::Wait(a)),
+        Command::Pause(a) => container::run(&root, C::Pause(a)),
+        Command::Unpause(a) => container::run(&root, C::Unpause(a)),
+        Command::Stats(a) => container::run(&root, C::Stats(a)),
+        Command::Top(a) => container::run(&root, C::Top(a)),
         Command::Inspect(a) => {
             // Containers first, as `docker inspect` does, then images.
             let cs = kiln::container::Containers::new(&root);

@@ -769,7 +769,10 @@ mod tests {
         };
         cg.create(&r).expect("create");
         let rd = |c: &str, f: &str| fs::read_to_string(d(c).join(f)).expect("read");
-        assert_eq!(rd("memory", "memory.limit_in_bytes"), (64 << 20).to_string());
+        assert_eq!(
+            rd("memory", "memory.limit_in_bytes"),
+            (64 << 20).to_string()
+        );
         assert_eq!(
             rd("memory", "memory.memsw.limit_in_bytes"),
             (128 << 20).to_string()
@@ -805,7 +808,11 @@ mod tests {
     fn v2_layout_enables_controllers_and_converts_values() {
         let t = tempfile::tempdir().expect("tempdir");
         let root = t.path();
-        fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").expect("w");
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .expect("w");
         let h = Hierarchy::detect(root).expect("detected");
         assert_eq!(
             h,
@@ -840,14 +847,20 @@ mod tests {
             rd("../../cgroup.subtree_control"),
             "+cpu +cpuset +io +memory +pids"
         );
-        assert_eq!(rd("../cgroup.subtree_control"), "+cpu +cpuset +io +memory +pids");
+        assert_eq!(
+            rd("../cgroup.subtree_control"),
+            "+cpu +cpuset +io +memory +pids"
+        );
         assert_eq!(rd("memory.max"), (64 << 20).to_string());
         assert_eq!(rd("memory.swap.max"), (32 << 20).to_string());
         assert_eq!(rd("cpu.max"), "50000 100000");
         assert_eq!(rd("cpu.weight"), "39");
         assert_eq!(rd("pids.max"), "10");
-        fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-            .expect("w");
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .expect("w");
         assert_eq!(cg.oom_kills(), 1);
         fs::write(d.join("cgroup.freeze"), "1\n").expect("w");
         assert!(cg.is_frozen());
@@ -858,7 +871,11 @@ mod tests {
         fs::write(d.join("memory.stat"), "anon 5000\ninactive_file 4000\n").expect("w");
         fs::write(d.join("memory.max"), "max\n").expect("w");
         fs::write(d.join("pids.current"), "3\n").expect("w");
-        fs::write(d.join("io.stat"), "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n").expect("w");
+        fs::write(
+            d.join("io.stat"),
+            "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n",
+        )
+        .expect("w");
         assert_eq!(
             cg.usage(),
             Usage {
