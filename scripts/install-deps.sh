@@ -9,7 +9,8 @@ $SUDO apt-get update -qq
 # OCI store; docker.io, podman: "docker load / podman load accept what kiln saved" checks;
 # passt: outbound network for `kiln run --network pasta`; docker-registry, apache2-utils
 # (htpasswd), openssl: the registries (plain, basic auth, TLS with a test CA) the push/pull
-# tests run on 127.0.0.1; openssh-client: ssh-agent for RUN --mount=type=ssh.
+# tests run on 127.0.0.1; openssh-client: ssh-agent for RUN --mount=type=ssh; procps: the
+# `ps` that `kiln top NAME -o …` runs, as `docker top` does.
 $SUDO apt-get install -y -qq --no-install-recommends \
     busybox-static skopeo umoci docker.io podman passt ca-certificates \
-    docker-registry apache2-utils openssl openssh-client >/dev/null
+    docker-registry apache2-utils openssl openssh-client procps >/dev/null
