@@ -130,7 +130,7 @@ pub fn parse_bytes(s: &str) -> Option<i64> {
 /// Parses `--cpus` (a decimal number of CPUs) into billionths of a CPU.
 pub fn parse_cpus(s: &str) -> Option<i64> {
     let n: f64 = s.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0 && n < 1e9).then(|| (n * 1e9).round() as i64)
+    (0.0..1e9).contains(&n).then(|| (n * 1e9).round() as i64)
 }
 
 /// Parses a CPU list (`0-2,4`) into the CPU numbers, or `None` if it is not one.
@@ -505,10 +505,10 @@ impl Cgroup {
         let Some(f) = self.freezer_file() else {
             return false;
         };
-        match read(&f).as_deref().map(str::trim) {
-            Some("FROZEN") | Some("FREEZING") | Some("1") => true,
-            _ => false,
-        }
+        matches!(
+            read(&f).as_deref().map(str::trim),
+            Some("FROZEN") | Some("FREEZING") | Some("1")
+        )
     }
 
     /// Freezes every process in the cgroup (`docker pause`); returns once they are.
