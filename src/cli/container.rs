@@ -495,9 +495,13 @@ fn resources(a: &RunArgs) -> Result<Resources, ContainerError> {
             )
         })?,
     };
+    let memory_swap = size(&a.memory_swap, "--memory-swap")?;
+    if memory_swap != 0 && !cgroups::Hierarchy::host().is_some_and(|h| h.swap_limit_supported()) {
+        eprintln!("WARNING: Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap.");
+    }
     Ok(Resources {
         memory: size(&a.memory, "-m, --memory")?,
-        memory_swap: size(&a.memory_swap, "--memory-swap")?,
+        memory_swap,
         nano_cpus,
         cpu_shares: int(&a.cpu_shares, "-c, --cpu-shares")?,
         pids_limit: int(&a.pids_limit, "--pids-limit")?.max(0),

@@ -61,7 +61,7 @@ impl Resources {
         if self.memory != 0 && self.memory < 6 * 1024 * 1024 {
             return bad("Minimum memory limit allowed is 6MB".into());
         }
-        if self.memory_swap != 0 && self.memory == 0 {
+        if self.memory_swap > 0 && self.memory == 0 {
             return bad(
                 "You should always set the Memory limit when using Memoryswap limit, see usage"
                     .into(),
@@ -191,6 +191,17 @@ impl Hierarchy {
     /// The host's layout.
     pub fn host() -> Option<Hierarchy> {
         Hierarchy::detect(Path::new(HOST_ROOT))
+    }
+
+    /// Whether `--memory-swap` can be enforced (v1 needs swap accounting: `memsw` files).
+    pub fn swap_limit_supported(&self) -> bool {
+        match self {
+            Hierarchy::V1 { root, .. } => root
+                .join("memory")
+                .join("memory.memsw.limit_in_bytes")
+                .exists(),
+            Hierarchy::V2 { .. } => true,
+        }
     }
 
     /// The CPUs the host has, as the root cpuset lists them.
@@ -341,8 +352,13 @@ impl Cgroup {
                 let kiln = root.join("kiln");
                 fs::create_dir_all(&kiln).map_err(|e| cg_err("creating", &kiln, e))?;
                 for d in [root.as_path(), kiln.as_path()] {
-                    if !enable.is_empty() {
-                        write(&d.join("cgroup.subtree_control"), &enable.join(" "))?;
+                    let f = d.join("cgroup.subtree_control");
+                    if !enable.is_empty() && write(&f, &enable.join(" ")).is_err() {
+                        // One the kernel refuses (say cpu, with realtime tasks about) must
+                        // not keep the others off; a limit that needs it fails below.
+                        for c in &enable {
+                            let _ = write(&f, c);
+                        }
                     }
                 }
                 let dir = root.join(&self.rel);
@@ -709,6 +725,13 @@ mod tests {
             ..Default::default()
         };
         ok.validate(2, "0-1").expect("valid");
+        // Unlimited swap alone is allowed (Docker checks only a positive --memory-swap).
+        Resources {
+            memory_swap: -1,
+            ..Default::default()
+        }
+        .validate(2, "0-1")
+        .expect("valid");
         let err = |r: Resources| r.validate(2, "0-1").expect_err("invalid").to_string();
         assert!(err(Resources {
             memory: 1 << 20,
