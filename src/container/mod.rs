@@ -13,6 +13,9 @@
 //! stop-requested  present after `stop`/`kill`, so the restart policy leaves it stopped
 //! ```
 //!
+//! Its cgroup, `kiln/<id>` in each cgroup hierarchy ([`cgroups`]), holds its limits and
+//! processes from its first start until it is removed.
+//!
 //! The monitor ([`monitor`]) is a `kiln` process of its own, started detached (`setsid`) by
 //! the CLI: it owns the container's PID 1, its stdio and logs, records state atomically,
 //! forwards published ports ([`ports`]) and applies the restart policy. The CLI only reads
