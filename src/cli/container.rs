@@ -14,6 +14,7 @@ use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
 use kiln::container::attach::{self, Frame, Streams};
+use kiln::container::cgroups::{self, Cgroup, Resources};
 use kiln::container::logs;
 use kiln::container::monitor::{self, resize};
 use kiln::container::ops::{self, CreateOptions, StoreContainers};
@@ -67,6 +68,14 @@ pub enum ContainerCommand {
     Cp(super::cp::CpArgs),
     /// List port mappings or a specific mapping for the container
     Port(super::port::PortArgs),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(super::stats::StatsArgs),
+    /// Display the running processes of a container
+    Top(super::stats::TopArgs),
     /// Internal: the per-container monitor process
     #[command(hide = true)]
     Monitor(MonitorArgs),
@@ -143,6 +152,24 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares", allow_hyphen_values = true)]
+    pub cpu_shares: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
     /// The image
     pub image: String,
     /// The command and its arguments
@@ -370,6 +397,10 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
         ContainerCommand::Prune(_) => prune_cmd(&containers),
         ContainerCommand::Cp(a) => super::cp::cp_cmd(root, &a),
         ContainerCommand::Port(a) => super::port::port_cmd(root, &a),
+        ContainerCommand::Pause(a) => each(&containers, &a.containers, ops::pause),
+        ContainerCommand::Unpause(a) => each(&containers, &a.containers, ops::unpause),
+        ContainerCommand::Stats(a) => super::stats::stats_cmd(&containers, &a),
+        ContainerCommand::Top(a) => super::stats::top_cmd(&containers, &a),
         ContainerCommand::Monitor(a) => {
             let ready = a.ready_fd.map(|fd| {
                 // SAFETY: the CLI passed this fd to us for exactly this purpose.
@@ -434,6 +465,57 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
         auto_remove: a.rm,
         labels: a.label.clone(),
         init: a.init,
+        resources: resources(a)?,
+    })
+}
+
+/// The resource flags, parsed as Docker parses them.
+fn resources(a: &RunArgs) -> Result<Resources, ContainerError> {
+    let bad = |v: &str, flag: &str, why: &str| {
+        ContainerError::Invalid(format!("invalid argument {v:?} for \"{flag}\" flag: {why}"))
+    };
+    let size = |v: &Option<String>, flag: &str| -> Result<i64, ContainerError> {
+        match v.as_deref() {
+            None => Ok(0),
+            Some("-1") if flag == "--memory-swap" => Ok(-1),
+            Some(s) => {
+                cgroups::parse_bytes(s).ok_or_else(|| bad(s, flag, &format!("invalid size: '{s}'")))
+            }
+        }
+    };
+    let int = |v: &Option<String>, flag: &str| -> Result<i64, ContainerError> {
+        match v.as_deref() {
+            None => Ok(0),
+            Some(s) => s.trim().parse().map_err(|_| {
+                bad(
+                    s,
+                    flag,
+                    &format!("strconv.ParseInt: parsing {s:?}: invalid syntax"),
+                )
+            }),
+        }
+    };
+    let nano_cpus = match a.cpus.as_deref() {
+        None => 0,
+        Some(s) => cgroups::parse_cpus(s).ok_or_else(|| {
+            bad(
+                s,
+                "--cpus",
+                &format!("failed to parse {s} as a rational number"),
+            )
+        })?,
+    };
+    let memory_swap = size(&a.memory_swap, "--memory-swap")?;
+    if memory_swap != 0 && !cgroups::Hierarchy::host().is_some_and(|h| h.swap_limit_supported()) {
+        eprintln!("WARNING: Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap.");
+    }
+    Ok(Resources {
+        memory: size(&a.memory, "-m, --memory")?,
+        memory_swap,
+        nano_cpus,
+        cpu_shares: int(&a.cpu_shares, "-c, --cpu-shares")?,
+        pids_limit: int(&a.pids_limit, "--pids-limit")?.max(0),
+        cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
     })
 }
 
@@ -937,10 +1019,22 @@ fn ago(t: &str, now: Timestamp) -> String {
     }
 }
 
+/// Docker's name of the state: the recorded status, or `paused`.
+fn state_name(c: &Container) -> &'static str {
+    if c.paused {
+        "paused"
+    } else {
+        c.state.status.as_str()
+    }
+}
+
 /// Docker's STATUS column.
 pub fn status_text(c: &Container, now: Timestamp) -> String {
     match c.state.status {
         Status::Created => "Created".into(),
+        Status::Running if c.paused => {
+            format!("Up {} (Paused)", ago(&c.state.started_at, now))
+        }
         Status::Running => format!("Up {}", ago(&c.state.started_at, now)),
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
@@ -999,7 +1093,7 @@ fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
         "CreatedAt": c.config.created,
         "RunningFor": format!("{} ago", ago(&c.config.created, now)),
         "Ports": ports_text(c),
-        "State": c.state.status.as_str(),
+        "State": state_name(c),
         "Status": status_text(c, now),
         "Names": c.config.name,
         "Labels": labels.join(","),
@@ -1041,7 +1135,7 @@ fn ps_filter(c: &Container, f: &str) -> Result<bool, String> {
             {
                 return Err(format!("invalid filter 'status={v}'"));
             }
-            c.state.status.as_str() == v
+            state_name(c) == v
         }
         "label" => match v.split_once('=') {
             Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
@@ -1128,6 +1222,12 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
     let Some(pidfd) = c.pidfd() else {
         return fail(format!("container {} is not running", c.config.id));
     };
+    if c.paused {
+        return fail(format!(
+            "Container {} is paused, unpause the container before exec",
+            c.config.id
+        ));
+    }
     if a.detach {
         // A detached exec is this same command, run in the background on its own session.
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
@@ -1193,8 +1293,16 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
         });
     spec.user = a.user.clone().unwrap_or_else(|| c.config.user.clone());
     spec.hostname = Some(c.config.hostname.clone());
+    // The command joins the container's cgroup (its limits, `top`, `stats`) before it runs.
+    let cgroup = Cgroup::host(&c.config.id).filter(Cgroup::exists);
+    let mut join = |pid: libc::pid_t| -> io::Result<()> {
+        match &cgroup {
+            Some(cg) => cg.add(pid).map_err(|e| io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    };
     let result = if a.tty {
-        exec_tty(&spec, &pidfd, a.interactive)
+        exec_tty(&spec, &pidfd, a.interactive, &mut join)
     } else {
         executor::exec_in(
             &spec,
@@ -1209,7 +1317,7 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
                 stderr: Output::Inherit,
                 on_start: None,
                 console: None,
-                on_ready: None,
+                on_ready: Some(&mut join),
             },
         )
     };
@@ -1229,6 +1337,7 @@ fn exec_tty(
     spec: &StepSpec,
     pidfd: &OwnedFd,
     interactive: bool,
+    join: &mut dyn FnMut(libc::pid_t) -> io::Result<()>,
 ) -> Result<executor::ExitStatus, executor::ExecError> {
     let raw = if interactive {
         Some(RawMode::enter())
@@ -1273,6 +1382,7 @@ fn exec_tty(
         pidfd.as_fd(),
         StepIo {
             console: Some(&mut on_console),
+            on_ready: Some(join),
             ..Default::default()
         },
     );
@@ -1435,11 +1545,11 @@ pub fn inspect_doc(c: &Container) -> Value {
         "Path": path,
         "Args": args,
         "State": {
-            "Status": st.status.as_str(),
+            "Status": state_name(c),
             "Running": st.status == Status::Running,
-            "Paused": false,
+            "Paused": c.paused,
             "Restarting": st.status == Status::Restarting,
-            "OOMKilled": false,
+            "OOMKilled": st.oom_killed,
             "Dead": st.status == Status::Dead,
             "Pid": if st.status == Status::Running { st.pid } else { 0 },
             "ExitCode": st.exit_code,
@@ -1462,6 +1572,14 @@ pub fn inspect_doc(c: &Container) -> Value {
             "PortBindings": bindings,
             "RestartPolicy": {"Name": cfg.restart.name, "MaximumRetryCount": cfg.restart.max_retries},
             "AutoRemove": cfg.auto_remove,
+            "Memory": cfg.resources.memory,
+            "MemorySwap": cfg.resources.memory_swap,
+            "NanoCpus": cfg.resources.nano_cpus,
+            "CpuShares": cfg.resources.cpu_shares,
+            "CpuPeriod": 0,
+            "CpuQuota": 0,
+            "CpusetCpus": cfg.resources.cpuset_cpus,
+            "PidsLimit": if cfg.resources.pids_limit > 0 { json!(cfg.resources.pids_limit) } else { Value::Null },
         },
         "GraphDriver": {
             "Name": "overlay",

@@ -10,6 +10,7 @@ mod image;
 mod port;
 mod registry;
 mod ssh;
+mod stats;
 mod system;
 mod tty;
 mod units;
@@ -104,6 +105,14 @@ pub enum Command {
     Cp(cp::CpArgs),
     /// List port mappings or a specific mapping for the container
     Port(port::PortArgs),
+    /// Pause all processes within one or more containers
+    Pause(container::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(container::NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
+    /// Display the running processes of a container
+    Top(stats::TopArgs),
     /// Return low-level information on containers or images
     Inspect(image::InspectArgs),
     /// Manage kiln's store
@@ -193,6 +202,10 @@ pub fn run() -> i32 {
         Command::Wait(a) => container::run(&root, C::Wait(a)),
         Command::Cp(a) => container::run(&root, C::Cp(a)),
         Command::Port(a) => container::run(&root, C::Port(a)),
+        Command::Pause(a) => container::run(&root, C::Pause(a)),
+        Command::Unpause(a) => container::run(&root, C::Unpause(a)),
+        Command::Stats(a) => container::run(&root, C::Stats(a)),
+        Command::Top(a) => container::run(&root, C::Top(a)),
         Command::Inspect(a) => {
             // Containers first, as `docker inspect` does, then images.
             let cs = kiln::container::Containers::new(&root);

@@ -37,6 +37,18 @@ pub fn human_size_precision(size: u64, precision: usize) -> String {
     format!("{}{}", go_g(v, precision), UNITS[i])
 }
 
+/// `units.BytesSize`: binary units, 4 significant digits (`1.523MiB`), as `docker stats`.
+pub fn bytes_size(size: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut v = size as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", go_g(v, 4), UNITS[i])
+}
+
 /// `units.HumanSizeWithPrecision(size, 3)`, what `docker images` shows.
 pub fn human_size(size: u64) -> String {
     human_size_precision(size, 3)

@@ -13,6 +13,9 @@
 //! stop-requested  present after `stop`/`kill`, so the restart policy leaves it stopped
 //! ```
 //!
+//! Its cgroup, `kiln/<id>` in each cgroup hierarchy ([`cgroups`]), holds its limits and
+//! processes from its first start until it is removed.
+//!
 //! The monitor ([`monitor`]) is a `kiln` process of its own, started detached (`setsid`) by
 //! the CLI: it owns the container's PID 1, its stdio and logs, records state atomically,
 //! forwards published ports ([`ports`]) and applies the restart policy. The CLI only reads
@@ -21,6 +24,7 @@
 //! monitor that died is detected through its lock: `ps` never shows a stale "running".
 
 pub mod attach;
+pub mod cgroups;
 pub mod cp;
 pub mod logs;
 pub mod monitor;
@@ -386,6 +390,9 @@ pub struct ContainerConfig {
     /// `--init`: a minimal init is PID 1 and runs the command.
     #[serde(default)]
     pub init: bool,
+    /// `--memory`, `--cpus` and the other resource limits.
+    #[serde(default)]
+    pub resources: cgroups::Resources,
 }
 
 /// The lifecycle states Docker shows.
@@ -450,6 +457,9 @@ pub struct State {
     /// The published ports as bound (a port the kernel chose filled in).
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// The last run ended with the kernel's OOM killer killing a process of it.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// The current time as RFC 3339 with nanoseconds.
@@ -466,6 +476,8 @@ pub struct Container {
     pub config: ContainerConfig,
     /// Its state as recorded, corrected for a dead monitor.
     pub state: State,
+    /// Running, with its cgroup frozen (`kiln pause`).
+    pub paused: bool,
 }
 
 impl Container {
@@ -496,10 +508,13 @@ impl Container {
                 };
             }
         }
+        let paused = state.status == Status::Running
+            && cgroups::Cgroup::host(&config.id).is_some_and(|cg| cg.is_frozen());
         Ok(Container {
             dir: dir.to_path_buf(),
             config,
             state,
+            paused,
         })
     }
 
@@ -769,6 +784,10 @@ impl Containers {
     /// Deletes a container's directory (the caller made sure nothing runs).
     pub fn remove_dir(&self, c: &Container) -> Result<()> {
         let _lock = self.lock()?;
+        // Its cgroup first: a failure leaves the container there for another `rm`.
+        if let Some(cg) = cgroups::Cgroup::host(&c.config.id) {
+            cg.remove()?;
+        }
         // Renamed away first so a crash mid-delete never leaves a half container.
         let trash = self.dir.join(format!(".rm-{}", c.config.id));
         fs::rename(&c.dir, &trash).map_err(io_err("removing", &c.dir))?;
@@ -934,6 +953,7 @@ mod tests {
             labels: BTreeMap::new(),
             exposed_ports: vec![],
             init: false,
+            resources: Default::default(),
         };
         let a = cs.create(cfg("web")).expect("create");
         assert_eq!(a.state.status, Status::Created);

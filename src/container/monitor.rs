@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::attach::{self, Frame, Streams};
+use super::cgroups::{Cgroup, Hierarchy};
 use super::logs;
 use super::ports::{self, NetnsSlot};
 use super::{Container, ContainerError, Network, Result, State, Status, FORMAT_VERSION};
@@ -153,6 +154,8 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     let _ = fs::remove_file(dir.join("monitor.err"));
     state.manually_stopped = false;
     state.restart_count = 0;
+    state.oom_killed = false;
+    let cgroup = container_cgroup(&cfg)?;
 
     let lowers = {
         let store = Store::open(root).map_err(|e| ContainerError::Other(e.to_string()))?;
@@ -219,6 +222,7 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     let mut log = logs::Writer::open(&dir).map_err(super::io_err("opening log in", &dir))?;
     loop {
         let started_at = Instant::now();
+        let ooms = cgroup.as_ref().map_or(0, Cgroup::oom_kills);
         let outcome = run_once(
             &dir,
             &spec,
@@ -228,9 +232,11 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
             &mut clients,
             &mut log,
             &netns,
+            cgroup.as_ref(),
             ready,
         )?;
         let (code, start_error) = outcome;
+        state.oom_killed = cgroup.as_ref().map_or(0, Cgroup::oom_kills) > ooms;
         let stop_requested = dir.join("stop-requested").exists();
         state.manually_stopped = stop_requested;
         state.pid = 0;
@@ -286,6 +292,30 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     Ok(())
 }
 
+/// The container's cgroup, created (or found from an earlier start) with its limits. A host
+/// without cgroups runs containers without one, unless limits were asked for.
+fn container_cgroup(cfg: &super::ContainerConfig) -> Result<Option<Cgroup>> {
+    let Some(h) = Hierarchy::host() else {
+        if cfg.resources.any() {
+            return Err(ContainerError::Other(format!(
+                "resource limits need cgroups, and none are mounted at {}",
+                super::cgroups::HOST_ROOT
+            )));
+        }
+        return Ok(None);
+    };
+    let cg = Cgroup::new(h, &cfg.id)?;
+    match cg.create(&cfg.resources) {
+        Ok(()) => Ok(Some(cg)),
+        Err(e) if cfg.resources.any() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "the container runs without a cgroup of its own");
+            let _ = cg.remove();
+            Ok(None)
+        }
+    }
+}
+
 /// Starts the process once and serves it until it ends. Returns its exit code and, if it
 /// could not be started, why.
 #[allow(clippy::too_many_arguments)]
@@ -298,6 +328,7 @@ fn run_once(
     clients: &mut Vec<Client>,
     log: &mut logs::Writer,
     netns: &NetnsSlot,
+    cgroup: Option<&Cgroup>,
     ready: &mut Ready,
 ) -> Result<(i32, Option<String>)> {
     let io_err = |e: io::Error| ContainerError::Other(format!("container stdio: {e}"));
@@ -337,6 +368,7 @@ fn run_once(
     let net_mode = cfg.network;
     let netns_t = netns.clone();
     let dir_t = dir.to_path_buf();
+    let cgroup_t = cgroup.cloned();
     let runner = std::thread::spawn(move || {
         let wake = fs::File::from(wake_w);
         let tx2 = tx.clone();
@@ -354,9 +386,13 @@ fn run_once(
         let network = net_mode;
         let netns = netns_t;
         let dir = dir_t;
-        let mut on_ready = |pid: libc::pid_t| {
-            // Before the command runs: published ports reach it and its outbound network
-            // is up from its first instruction.
+        let mut on_ready = |pid: libc::pid_t| -> io::Result<()> {
+            // Before the command runs: it is in its cgroup, under its limits, from its
+            // first instruction (and so is everything it starts).
+            if let Some(cg) = &cgroup_t {
+                cg.add(pid).map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            // Published ports reach it and its outbound network is up from the start.
             if network != Network::Host {
                 if let Ok(ns) = fs::File::open(format!("/proc/{pid}/ns/net")) {
                     if let Ok(mut slot) = netns.lock() {
@@ -367,6 +403,7 @@ fn run_once(
                     start_pasta(&dir, pid);
                 }
             }
+            Ok(())
         };
         let (stdin, stdout, stderr) = if tty {
             (Input::Null, Output::Null, Output::Null)

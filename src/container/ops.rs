@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::cgroups::Cgroup;
 use super::{
     monitor_alive, new_id, signals, Container, ContainerConfig, ContainerError, Containers,
     MountPoint, Network, PortBinding, RestartPolicy, Result, Status, FORMAT_VERSION,
@@ -65,6 +66,8 @@ pub struct CreateOptions {
     pub labels: Vec<String>,
     /// `--init`.
     pub init: bool,
+    /// `--memory`, `--cpus`, …
+    pub resources: super::cgroups::Resources,
 }
 
 /// Reads a Docker `--env-file`: `K=V` lines, `K` alone takes the host's value, `#` comments
@@ -362,6 +365,18 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     } else {
         Vec::new()
     };
+    if opts.resources.any() {
+        let h = super::cgroups::Hierarchy::host().ok_or_else(|| {
+            ContainerError::Invalid(format!(
+                "resource limits need cgroups, and none are mounted at {}",
+                super::cgroups::HOST_ROOT
+            ))
+        })?;
+        let online = h.online_cpus();
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ncpus = super::cgroups::parse_cpu_list(&online).map_or(ncpus, |l| l.len());
+        opts.resources.validate(ncpus, &online)?;
+    }
     if opts.auto_remove && opts.restart.name != "no" {
         return Err(ContainerError::Invalid(
             "Conflicting options: --restart and --rm".into(),
@@ -398,6 +413,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         labels,
         exposed_ports: exposed,
         init: opts.init,
+        resources: opts.resources.clone(),
     };
     Containers::new(&root).create(config)
 }
@@ -433,7 +449,58 @@ pub fn kill(c: &Container, signal: i32) -> Result<()> {
         super::pidfd_signal(&fd, signal)
             .map_err(|e| ContainerError::Other(format!("signalling container: {e}")))?;
     }
+    thaw_signalled(c);
     Ok(())
+}
+
+/// After a signal to a paused container: thawed, so it can act on it (as Docker does).
+fn thaw_signalled(c: &Container) {
+    if c.paused {
+        if let Some(cg) = Cgroup::host(&c.config.id) {
+            let _ = cg.thaw();
+        }
+    }
+}
+
+/// The cgroup of a running container, for `pause`, `stats`, `top`.
+pub fn running_cgroup(c: &Container) -> Result<Cgroup> {
+    if c.state.status != Status::Running {
+        return Err(ContainerError::State(format!(
+            "Container {} is not running",
+            c.config.id
+        )));
+    }
+    Cgroup::host(&c.config.id)
+        .filter(Cgroup::exists)
+        .ok_or_else(|| {
+            ContainerError::State(format!(
+                "container {} has no cgroup (started by an older kiln, or on a host without cgroups): restart it",
+                c.config.name
+            ))
+        })
+}
+
+/// `kiln pause`: freezes every process of the container.
+pub fn pause(c: &Container) -> Result<()> {
+    let cg = running_cgroup(c)?;
+    if c.paused {
+        return Err(ContainerError::State(format!(
+            "Container {} is already paused",
+            c.config.id
+        )));
+    }
+    cg.freeze()
+}
+
+/// `kiln unpause`.
+pub fn unpause(c: &Container) -> Result<()> {
+    if !c.paused {
+        return Err(ContainerError::State(format!(
+            "Container {} is not paused",
+            c.config.id
+        )));
+    }
+    running_cgroup(c)?.thaw()
 }
 
 /// `kiln stop`: the stop signal, then SIGKILL after `timeout` seconds; returns once the
@@ -449,6 +516,7 @@ pub fn stop(c: &Container, timeout: Option<u32>) -> Result<()> {
     if let Some(fd) = c.pidfd() {
         let sig = signals::parse(&c.config.stop_signal).unwrap_or(libc::SIGTERM);
         let _ = super::pidfd_signal(&fd, sig);
+        thaw_signalled(c);
         if !super::pidfd_wait(&fd, Duration::from_secs(u64::from(timeout))) {
             let _ = super::pidfd_signal(&fd, libc::SIGKILL);
             super::pidfd_wait(&fd, Duration::from_secs(30));
@@ -488,6 +556,7 @@ pub fn remove(containers: &Containers, c: &Container, force: bool) -> Result<()>
         request_stop(c)?;
         if let Some(fd) = c.pidfd() {
             let _ = super::pidfd_signal(&fd, libc::SIGKILL);
+            thaw_signalled(c);
             super::pidfd_wait(&fd, Duration::from_secs(30));
         }
     }

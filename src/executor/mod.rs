@@ -282,8 +282,9 @@ pub struct StepIo<'a> {
     /// and a pidfd for it (valid during the call; `dup` it to keep it).
     pub on_start: Option<&'a mut OnStart<'a>>,
     /// Called with the container's PID once its namespaces and root are set up, before the
-    /// command runs (to configure its network, say).
-    pub on_ready: Option<&'a mut dyn FnMut(libc::pid_t)>,
+    /// command runs (to configure its network, or place it in a cgroup, say). An error
+    /// kills the container: the command never runs.
+    pub on_ready: Option<&'a mut dyn FnMut(libc::pid_t) -> std::io::Result<()>>,
     /// Give the command a terminal (`docker run -t`): a pty from the container's own
     /// `/dev/pts` becomes its stdin, stdout, stderr and controlling terminal; the master end
     /// is handed to this callback before the command runs (the other streams are ignored).

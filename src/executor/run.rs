@@ -860,7 +860,15 @@ fn attempt(
     }
     let go = identity(container.pid, spec, &workdir)?;
     if let Some(cb) = io.on_ready.as_mut() {
-        cb(container.pid);
+        if let Err(e) = cb(container.pid) {
+            container.kill();
+            let _ = container.wait();
+            return Err(ExecError::Setup {
+                stage: "preparing the container".into(),
+                source: e,
+            }
+            .into());
+        }
     }
     write_all(&go_w, go.as_bytes())?;
     if let Some(cb) = io.console.as_mut() {

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use super::util::{stderr, stdout, TestStore};
 
 /// A store with `busybox:local`, whose containers are force-removed on drop.
-struct Env {
+pub(crate) struct Env {
     store: TestStore,
 }
 
 impl Env {
     /// `None` (after saying why) when this host cannot run containers; under CI the
     /// test fails instead, so nothing is silently skipped there.
-    fn new() -> Option<Env> {
+    pub(crate) fn new() -> Option<Env> {
         let store = TestStore::new();
         if store.busybox("busybox:local").is_none() {
             assert!(
@@ -35,17 +35,17 @@ impl Env {
         self.store.dir.path()
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.store.root()
     }
 
     /// Runs kiln; returns its output whatever the exit code.
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.store.kiln(self.dir(), args, None)
     }
 
     /// Runs kiln, asserts success, returns standard output.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(
             o.status.success(),
@@ -67,7 +67,7 @@ impl Env {
     }
 
     /// `kiln inspect` of a container, parsed.
-    fn inspect(&self, name: &str) -> serde_json::Value {
+    pub(crate) fn inspect(&self, name: &str) -> serde_json::Value {
         let out = self.ok(&["container", "inspect", name]);
         let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
         v[0].clone()
@@ -80,7 +80,7 @@ impl Env {
     }
 
     /// Polls `inspect` until `pred` holds; panics after `secs` with the last document.
-    fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         name: &str,
         secs: u64,
@@ -141,11 +141,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn running(v: &serde_json::Value) -> bool {
+pub(crate) fn running(v: &serde_json::Value) -> bool {
     v["State"]["Running"] == true
 }
 
-fn exited(v: &serde_json::Value) -> bool {
+pub(crate) fn exited(v: &serde_json::Value) -> bool {
     v["State"]["Status"] == "exited"
 }
 

@@ -10,6 +10,7 @@ mod build_interrupt;
 mod build_mounts;
 mod build_vs_docker;
 mod cli_parser;
+mod container_limits;
 mod containers;
 mod image_cmds;
 mod image_interop;
