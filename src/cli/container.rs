@@ -152,6 +152,27 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Command to run to check health (run with /bin/sh -c)
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Start period for the container to initialize before failures count (ms|s|m|h)
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long = "health-start-interval")]
+    pub health_start_interval: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<u32>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Memory limit (e.g. 64m, 1g)
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
@@ -466,7 +487,30 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
         labels: a.label.clone(),
         init: a.init,
         resources: resources(a)?,
+        health: health_flags(a)?,
     })
+}
+
+fn health_flags(a: &RunArgs) -> Result<kiln::container::health::HealthFlags, ContainerError> {
+    use kiln::container::health::parse_duration;
+    let d =
+        |flag: &str, v: &Option<String>| v.as_deref().map(|s| parse_duration(flag, s)).transpose();
+    let flags = kiln::container::health::HealthFlags {
+        cmd: a.health_cmd.clone(),
+        interval: d("--health-interval", &a.health_interval)?,
+        timeout: d("--health-timeout", &a.health_timeout)?,
+        start_period: d("--health-start-period", &a.health_start_period)?,
+        start_interval: d("--health-start-interval", &a.health_start_interval)?,
+        retries: a.health_retries,
+        disable: a.no_healthcheck,
+    };
+    if flags.disable && (flags.cmd.is_some() || flags.interval.is_some() || flags.retries.is_some())
+    {
+        return Err(ContainerError::Invalid(
+            "--no-healthcheck conflicts with --health-* options".into(),
+        ));
+    }
+    Ok(flags)
 }
 
 /// The resource flags, parsed as Docker parses them.
@@ -1035,7 +1079,15 @@ pub fn status_text(c: &Container, now: Timestamp) -> String {
         Status::Running if c.paused => {
             format!("Up {} (Paused)", ago(&c.state.started_at, now))
         }
-        Status::Running => format!("Up {}", ago(&c.state.started_at, now)),
+        Status::Running => {
+            let health = match c.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)",
+                Some("healthy") => " (healthy)",
+                Some("unhealthy") => " (unhealthy)",
+                _ => "",
+            };
+            format!("Up {}{health}", ago(&c.state.started_at, now))
+        }
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
             c.state.exit_code,
@@ -1156,6 +1208,16 @@ fn ps_filter(c: &Container, f: &str) -> Result<bool, String> {
                     == c.state.exit_code
         }
         "network" => c.config.network.name() == v,
+        "health" => {
+            if !["starting", "healthy", "unhealthy", "none"].contains(&v) {
+                return Err(format!("invalid filter 'health={v}'"));
+            }
+            let status = match (&c.health, c.state.status) {
+                (Some(h), Status::Running) => h.status.as_str(),
+                _ => "none",
+            };
+            status == v
+        }
         _ => return Err(format!("invalid filter '{k}'")),
     })
 }
@@ -1550,6 +1612,10 @@ pub fn inspect_doc(c: &Container) -> Value {
             "Paused": c.paused,
             "Restarting": st.status == Status::Restarting,
             "OOMKilled": st.oom_killed,
+            "Health": match (&c.health, st.status) {
+                (Some(h), Status::Running) => json!(h),
+                _ => Value::Null,
+            },
             "Dead": st.status == Status::Dead,
             "Pid": if st.status == Status::Running { st.pid } else { 0 },
             "ExitCode": st.exit_code,
@@ -1598,6 +1664,7 @@ pub fn inspect_doc(c: &Container) -> Value {
             "OpenStdin": cfg.open_stdin,
             "StdinOnce": cfg.stdin_once,
             "Env": cfg.env,
+            "Healthcheck": cfg.healthcheck,
             "Cmd": cfg.cmd,
             "Image": cfg.image,
             "Volumes": Value::Null,

@@ -26,6 +26,7 @@
 pub mod attach;
 pub mod cgroups;
 pub mod cp;
+pub mod health;
 pub mod logs;
 pub mod monitor;
 pub mod names;
@@ -393,6 +394,9 @@ pub struct ContainerConfig {
     /// `--memory`, `--cpus` and the other resource limits.
     #[serde(default)]
     pub resources: cgroups::Resources,
+    /// The health check the monitor runs (the image's, as the `--health-*` flags changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::image::spec::HealthConfig>,
 }
 
 /// The lifecycle states Docker shows.
@@ -478,6 +482,8 @@ pub struct Container {
     pub state: State,
     /// Running, with its cgroup frozen (`kiln pause`).
     pub paused: bool,
+    /// What its health check found, when it has one.
+    pub health: Option<health::Health>,
 }
 
 impl Container {
@@ -510,11 +516,13 @@ impl Container {
         }
         let paused = state.status == Status::Running
             && cgroups::Cgroup::host(&config.id).is_some_and(|cg| cg.is_frozen());
+        let health = config.healthcheck.as_ref().and_then(|_| health::read(dir));
         Ok(Container {
             dir: dir.to_path_buf(),
             config,
             state,
             paused,
+            health,
         })
     }
 

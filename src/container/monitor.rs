@@ -442,6 +442,8 @@ fn run_once(
 
     let mut done: Option<(std::result::Result<ExitStatus, ExecError>, PathBuf)> = None;
     let mut pidfd: Option<OwnedFd> = None;
+    // Stops with this run of the container (dropped when run_once returns).
+    let mut _health: Option<super::health::Checker> = None;
     // The last size a client asked for, applied to a console that comes later.
     let mut size: Option<(u16, u16)> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -457,6 +459,9 @@ fn run_once(
                     state.exit_code = 0;
                     state.error.clear();
                     super::write_state(dir, state)?;
+                    if let (Some(hc), Ok(fd2)) = (&cfg.healthcheck, dup(fd.as_fd())) {
+                        _health = Some(super::health::start(dir, cfg, hc, fd2));
+                    }
                     pidfd = Some(fd);
                     ready.started();
                 }

@@ -68,6 +68,8 @@ pub struct CreateOptions {
     pub init: bool,
     /// `--memory`, `--cpus`, …
     pub resources: super::cgroups::Resources,
+    /// `--health-*`, `--no-healthcheck`.
+    pub health: super::health::HealthFlags,
 }
 
 /// Reads a Docker `--env-file`: `K=V` lines, `K` alone takes the host's value, `#` comments
@@ -414,6 +416,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         exposed_ports: exposed,
         init: opts.init,
         resources: opts.resources.clone(),
+        healthcheck: super::health::effective(ic.healthcheck.as_ref(), &opts.health),
     };
     Containers::new(&root).create(config)
 }

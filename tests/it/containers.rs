@@ -1496,3 +1496,105 @@ fn publish_all_port_ranges_udp_and_the_port_command() {
     e.ok(&["stop", "-t", "1", "multi"]);
     assert_eq!(e.ok(&["port", "multi"]), "");
 }
+
+#[test]
+fn health_checks_from_the_image_and_flags() {
+    let Some(e) = Env::new() else { return };
+    e.build(
+        "healthy:1",
+        "FROM busybox:local\n\
+         HEALTHCHECK --interval=1s --timeout=5s --retries=2 CMD test -e /tmp/ready && echo ready\n\
+         CMD [\"sleep\", \"1000\"]\n",
+        &[],
+    );
+    let status = |name: &str| -> String {
+        e.inspect(name)["State"]["Health"]["Status"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    };
+    // The image's check: starting, unhealthy after two failures, healthy once it passes.
+    e.ok(&["run", "-d", "--name", "hc", "healthy:1"]);
+    assert_eq!(status("hc"), "starting");
+    let v = e.wait_for("hc", 20, |v| v["State"]["Health"]["Status"] == "unhealthy");
+    assert!(
+        v["State"]["Health"]["FailingStreak"].as_u64().unwrap() >= 2,
+        "{v:#}"
+    );
+    assert_eq!(v["State"]["Health"]["Log"][0]["ExitCode"], 1, "{v:#}");
+    assert_eq!(v["Config"]["Healthcheck"]["Retries"], 2);
+    assert!(e.ok(&["ps"]).contains("(unhealthy)"));
+    e.ok(&["exec", "hc", "touch", "/tmp/ready"]);
+    let v = e.wait_for("hc", 20, |v| v["State"]["Health"]["Status"] == "healthy");
+    let log = v["State"]["Health"]["Log"].as_array().unwrap();
+    assert_eq!(log.last().unwrap()["Output"], "ready\n", "{v:#}");
+    assert_eq!(v["State"]["Health"]["FailingStreak"], 0);
+    assert_eq!(
+        e.ok(&["ps", "-q", "--filter", "health=healthy"])
+            .trim()
+            .len(),
+        12
+    );
+    assert!(e.ok(&["ps"]).contains("(healthy)"));
+
+    // A check that outlives its timeout is killed and counts as a failure.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 30",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    let v = e.wait_for("slow", 20, |v| {
+        v["State"]["Health"]["Status"] == "unhealthy"
+    });
+    let entry = &v["State"]["Health"]["Log"][0];
+    assert_eq!(entry["ExitCode"], -1, "{v:#}");
+    assert!(
+        entry["Output"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded timeout"),
+        "{v:#}"
+    );
+    // No `sleep 30` of a killed check is left in the container.
+    let procs = e.ok(&["exec", "slow", "ps", "-o", "args"]);
+    assert!(!procs.contains("sleep 30"), "{procs}");
+
+    // --no-healthcheck turns the image's off.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "off",
+        "--no-healthcheck",
+        "healthy:1",
+    ]);
+    let v = e.wait_for("off", 10, running);
+    assert!(v["State"]["Health"].is_null(), "{v:#}");
+    assert!(v["Config"]["Healthcheck"].is_null(), "{v:#}");
+    let o = e.run(&[
+        "run",
+        "-d",
+        "--health-interval",
+        "soon",
+        "busybox:local",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--health-interval"), "{}", stderr(&o));
+
+    // A restart starts over as `starting`.
+    e.ok(&["restart", "-t", "1", "hc"]);
+    assert_eq!(status("hc"), "starting");
+}
