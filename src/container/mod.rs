@@ -962,6 +962,7 @@ mod tests {
             exposed_ports: vec![],
             init: false,
             resources: Default::default(),
+            healthcheck: None,
         };
         let a = cs.create(cfg("web")).expect("create");
         assert_eq!(a.state.status, Status::Created);
