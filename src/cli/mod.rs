@@ -14,6 +14,7 @@ mod stats;
 mod system;
 mod tty;
 mod units;
+mod volume;
 
 use std::fmt::Display;
 use std::io::Write;
@@ -121,6 +122,9 @@ pub enum Command {
     /// Manage the build cache
     #[command(subcommand)]
     Builder(builder::BuilderCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -223,6 +227,7 @@ pub fn run() -> i32 {
         }
         Command::System(cmd) => system::run(&root, cmd),
         Command::Builder(cmd) => builder::run(&root, cmd),
+        Command::Volume(cmd) => volume::run(&root, cmd),
         Command::Debug(cmd) => debug::run(&root, cmd),
     }
 }

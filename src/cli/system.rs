@@ -51,18 +51,7 @@ pub fn run(root: &Path, cmd: SystemCommand) -> i32 {
     }
 }
 
-/// Bytes of the files below `p` (symlinks counted as links, never followed).
-fn du(p: &Path) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if !m.is_dir() {
-        return m.len();
-    }
-    std::fs::read_dir(p)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| du(&e.path())).sum())
-        .unwrap_or(0)
-}
+use kiln::container::volumes::du;
 
 fn percent(part: u64, whole: u64) -> String {
     match (part * 100).checked_div(whole) {
@@ -196,7 +185,11 @@ fn system_prune(root: &Path, a: &SystemPruneArgs) -> i32 {
     if !a.force {
         let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
         if a.volumes {
-            w.push_str("  - all volumes not used by at least one container\n");
+            w.push_str(if a.all {
+                "  - all volumes not used by at least one container\n"
+            } else {
+                "  - all anonymous volumes not used by at least one container\n"
+            });
         }
         w.push_str(if a.all {
             "  - all images without at least one container associated to them\n  - all build cache\n"
@@ -213,36 +206,7 @@ fn system_prune(root: &Path, a: &SystemPruneArgs) -> i32 {
         super::container::ContainerCommand::Prune(super::container::PruneArgs { force: true }),
     );
     if a.volumes {
-        let containers = Containers::new(root).list().unwrap_or_default();
-        let used: BTreeSet<String> = containers
-            .iter()
-            .flat_map(|c| {
-                c.config
-                    .mounts
-                    .iter()
-                    .filter(|m| m.kind == "volume")
-                    .map(|m| m.name.clone())
-            })
-            .collect();
-        let mut text = String::from("Deleted Volumes:\n");
-        let mut freed = 0;
-        for e in std::fs::read_dir(root.join("volumes"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if used.contains(&name) {
-                continue;
-            }
-            let size = du(&e.path());
-            if std::fs::remove_dir_all(e.path()).is_ok() {
-                freed += size;
-                text.push_str(&format!("{name}\n"));
-            }
-        }
-        text.push_str(&format!("\nTotal reclaimed space: {}\n", human_size(freed)));
-        out(&text);
+        code |= super::volume::prune(root, a.all);
     }
     code |= super::image::run(
         root,

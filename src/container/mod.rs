@@ -33,6 +33,7 @@ pub mod names;
 pub mod ops;
 pub mod ports;
 pub mod signals;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::fs;

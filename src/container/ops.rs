@@ -136,7 +136,7 @@ fn clean_dest(d: &str, what: &str) -> Result<String> {
     Ok(d.to_string())
 }
 
-fn volume_dir(root: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn volume_dir(root: &Path, name: &str) -> Result<PathBuf> {
     super::names::validate(name).map_err(|_| {
         ContainerError::Invalid(format!(
             "{name:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"

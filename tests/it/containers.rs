@@ -1598,3 +1598,61 @@ fn health_checks_from_the_image_and_flags() {
     e.ok(&["restart", "-t", "1", "hc"]);
     assert_eq!(status("hc"), "starting");
 }
+
+#[test]
+fn volume_commands_create_list_inspect_remove_and_prune() {
+    let Some(e) = Env::new() else { return };
+    assert_eq!(e.ok(&["volume", "create", "data"]), "data\n");
+    let ls = e.ok(&["volume", "ls"]);
+    assert!(
+        ls.starts_with("DRIVER    VOLUME NAME\n") && ls.contains("local     data\n"),
+        "{ls}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["volume", "inspect", "data"])).unwrap();
+    let mountpoint = PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    assert_eq!(v[0]["Driver"], "local");
+    e.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "-v",
+        "data:/data",
+        "-v",
+        "/anon",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("f")).unwrap(),
+        "kept\n"
+    );
+    // In use by a stopped container: refused, with the container named.
+    let o = e.run(&["volume", "rm", "data"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("volume is in use"), "{}", stderr(&o));
+    assert_eq!(
+        e.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]),
+        ""
+    );
+    e.ok(&["rm", "writer"]);
+    let dangling = e.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]);
+    assert_eq!(dangling.lines().count(), 2, "{dangling}");
+    // prune: the anonymous one only; -a: the named one too.
+    let pruned = e.ok(&["volume", "prune", "-f"]);
+    assert!(
+        pruned.contains("Deleted Volumes:") && !pruned.contains("data\n"),
+        "{pruned}"
+    );
+    assert_eq!(e.ok(&["volume", "ls", "-q"]), "data\n");
+    e.ok(&["volume", "prune", "-a", "-f"]);
+    assert_eq!(e.ok(&["volume", "ls", "-q"]), "");
+    assert!(!mountpoint.exists());
+    let o = e.run(&["volume", "rm", "data"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such volume"), "{}", stderr(&o));
+    let o = e.run(&["volume", "create", "../escape"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!e.root().join("escape").exists());
+}

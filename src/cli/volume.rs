@@ -1,0 +1,183 @@
+//! `kiln volume …`: named volumes.
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use kiln::container::volumes;
+use kiln::imageops::time::Timestamp;
+
+use super::units::human_size;
+use super::{fail, out};
+
+/// Manage volumes.
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create(CreateArgs),
+    /// List volumes
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more volumes
+    Inspect(NamesArgs),
+    /// Remove one or more volumes
+    #[command(visible_alias = "remove")]
+    Rm(NamesArgs),
+    /// Remove unused volumes (anonymous ones unless -a)
+    Prune(PruneArgs),
+}
+
+/// `volume create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The volume's name (a random one when not given)
+    pub name: Option<String>,
+}
+
+/// `volume ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only display volume names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Filter: dangling=true|false, name=TEXT
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+}
+
+/// Commands taking volume names.
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    /// Force the removal of one or more volumes (ignored: a volume in use is never removed)
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Volumes
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `volume prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused volumes, not just anonymous ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// Runs one `kiln volume` subcommand.
+pub fn run(root: &Path, cmd: VolumeCommand) -> i32 {
+    match cmd {
+        VolumeCommand::Create(a) => match volumes::create(root, a.name.as_deref()) {
+            Ok(n) => {
+                out(&format!("{n}\n"));
+                0
+            }
+            Err(e) => fail(e),
+        },
+        VolumeCommand::Ls(a) => ls(root, &a),
+        VolumeCommand::Inspect(a) => {
+            let mut docs = Vec::new();
+            let mut code = 0;
+            for n in &a.names {
+                match volumes::find(root, n) {
+                    Ok(v) => docs.push(json!({
+                        "CreatedAt": Timestamp::from_secs(v.created).to_string(),
+                        "Driver": "local",
+                        "Labels": null,
+                        "Mountpoint": v.mountpoint,
+                        "Name": v.name,
+                        "Options": null,
+                        "Scope": "local",
+                    })),
+                    Err(e) => code = fail(e),
+                }
+            }
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&docs).unwrap_or_default()
+            ));
+            code
+        }
+        VolumeCommand::Rm(a) => {
+            let mut code = 0;
+            for n in &a.names {
+                match volumes::remove(root, n) {
+                    Ok(()) => out(&format!("{n}\n")),
+                    Err(e) => code = fail(e),
+                }
+            }
+            code
+        }
+        VolumeCommand::Prune(a) => {
+            if !a.force {
+                eprintln!(
+                    "WARNING! This will remove {} local volumes not used by at least one container.",
+                    if a.all { "all" } else { "anonymous" }
+                );
+                if !super::image::confirm("Are you sure you want to continue?") {
+                    return 0;
+                }
+            }
+            prune(root, a.all)
+        }
+    }
+}
+
+/// `volume prune` (and the volume part of `system prune --volumes`).
+pub fn prune(root: &Path, all: bool) -> i32 {
+    match volumes::prune(root, all) {
+        Ok((names, bytes)) => {
+            let mut text = String::new();
+            if !names.is_empty() {
+                text.push_str("Deleted Volumes:\n");
+                for n in names {
+                    text.push_str(&format!("{n}\n"));
+                }
+                text.push('\n');
+            }
+            text.push_str(&format!("Total reclaimed space: {}\n", human_size(bytes)));
+            out(&text);
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn ls(root: &Path, a: &LsArgs) -> i32 {
+    let list = match volumes::list(root) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let mut keep = Vec::new();
+    'v: for v in list {
+        for f in &a.filter {
+            let ok = match f.split_once('=') {
+                Some(("dangling", "true")) => v.used_by.is_empty(),
+                Some(("dangling", "false")) => !v.used_by.is_empty(),
+                Some(("name", n)) => v.name.contains(n),
+                _ => return fail(format!("invalid filter '{f}'")),
+            };
+            if !ok {
+                continue 'v;
+            }
+        }
+        keep.push(v);
+    }
+    let mut text = String::new();
+    if a.quiet {
+        for v in keep {
+            text.push_str(&format!("{}\n", v.name));
+        }
+    } else {
+        text.push_str(&format!("{:<10}{}\n", "DRIVER", "VOLUME NAME"));
+        for v in keep {
+            text.push_str(&format!("{:<10}{}\n", "local", v.name));
+        }
+    }
+    out(&text);
+    0
+}
