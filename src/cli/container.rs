@@ -68,6 +68,10 @@ pub enum ContainerCommand {
     Cp(super::cp::CpArgs),
     /// List port mappings or a specific mapping for the container
     Port(super::port::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(super::commit::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(super::commit::DiffArgs),
     /// Pause all processes within one or more containers
     Pause(NamesArgs),
     /// Unpause all processes within one or more containers
@@ -418,6 +422,8 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
         ContainerCommand::Prune(_) => prune_cmd(&containers),
         ContainerCommand::Cp(a) => super::cp::cp_cmd(root, &a),
         ContainerCommand::Port(a) => super::port::port_cmd(root, &a),
+        ContainerCommand::Commit(a) => super::commit::commit_cmd(root, &a),
+        ContainerCommand::Diff(a) => super::commit::diff_cmd(root, &a),
         ContainerCommand::Pause(a) => each(&containers, &a.containers, ops::pause),
         ContainerCommand::Unpause(a) => each(&containers, &a.containers, ops::unpause),
         ContainerCommand::Stats(a) => super::stats::stats_cmd(&containers, &a),

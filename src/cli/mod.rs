@@ -2,6 +2,7 @@
 
 mod build;
 mod builder;
+mod commit;
 mod container;
 mod cp;
 mod debug;
@@ -106,6 +107,10 @@ pub enum Command {
     Cp(cp::CpArgs),
     /// List port mappings or a specific mapping for the container
     Port(port::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(commit::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commit::DiffArgs),
     /// Pause all processes within one or more containers
     Pause(container::NamesArgs),
     /// Unpause all processes within one or more containers
@@ -206,6 +211,8 @@ pub fn run() -> i32 {
         Command::Wait(a) => container::run(&root, C::Wait(a)),
         Command::Cp(a) => container::run(&root, C::Cp(a)),
         Command::Port(a) => container::run(&root, C::Port(a)),
+        Command::Commit(a) => container::run(&root, C::Commit(a)),
+        Command::Diff(a) => container::run(&root, C::Diff(a)),
         Command::Pause(a) => container::run(&root, C::Pause(a)),
         Command::Unpause(a) => container::run(&root, C::Unpause(a)),
         Command::Stats(a) => container::run(&root, C::Stats(a)),

@@ -25,6 +25,7 @@
 
 pub mod attach;
 pub mod cgroups;
+pub mod commit;
 pub mod cp;
 pub mod health;
 pub mod logs;

@@ -1656,3 +1656,86 @@ fn volume_commands_create_list_inspect_remove_and_prune() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!e.root().join("escape").exists());
 }
+
+#[test]
+fn commit_and_diff_a_running_container() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "src",
+        "-e",
+        "STAGE=dev",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo made > /root/made && rm /etc/group && echo x >> /etc/passwd && touch /ready && sleep 1000",
+    ]);
+    e.wait_for("src", 10, running);
+    for _ in 0..100 {
+        if e.run(&["exec", "src", "test", "-e", "/ready"])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let diff = e.ok(&["diff", "src"]);
+    for line in [
+        "A /root/made",
+        "D /etc/group",
+        "C /etc/passwd",
+        "C /etc",
+        "A /ready",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} in\n{diff}");
+    }
+    let id = e.ok(&[
+        "commit",
+        "-a",
+        "kiln tests",
+        "-m",
+        "snapshot",
+        "-c",
+        "CMD [\"cat\", \"/root/made\"]",
+        "-c",
+        "LABEL committed=yes",
+        "src",
+        "snap:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    // The container keeps running, not left paused.
+    let v = e.inspect("src");
+    assert_eq!(v["State"]["Status"], "running", "{v:#}");
+    // The image has the changes, the container's env and the -c changes.
+    assert_eq!(e.ok(&["run", "--rm", "snap:1"]), "made\n");
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "snap:1",
+            "sh",
+            "-c",
+            "echo $STAGE; test -e /etc/group || echo gone"
+        ]),
+        "dev\ngone\n"
+    );
+    let img: serde_json::Value =
+        serde_json::from_str(&e.ok(&["image", "inspect", "snap:1"])).unwrap();
+    assert_eq!(img[0]["Author"], "kiln tests");
+    assert_eq!(img[0]["Comment"], "snapshot");
+    assert_eq!(img[0]["Config"]["Labels"]["committed"], "yes");
+    let base: serde_json::Value =
+        serde_json::from_str(&e.ok(&["image", "inspect", "busybox:local"])).unwrap();
+    let layers = img[0]["RootFS"]["Layers"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        base[0]["RootFS"]["Layers"].as_array().unwrap().len() + 1
+    );
+    let history = e.ok(&["history", "snap:1"]);
+    assert!(history.contains("snapshot"), "{history}");
+    let o = e.run(&["commit", "nosuch", "x:1"]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -1,0 +1,212 @@
+//! `kiln commit` (a container's changes as a new image) and `kiln diff` (what they are).
+//!
+//! A container's changes are its overlay upper dir, so a commit costs what the container
+//! changed: the upper dir becomes one layer through the same writer a RUN step's does
+//! (overlay whiteouts become `.wh.` entries), on top of the image's layers. A running
+//! container is paused (frozen) while its upper dir is read, as Docker does.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::{Container, ContainerError, Result};
+use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
+use crate::image::{Digest, Reference};
+use crate::imageops::change::Changes;
+use crate::store::{ImageRecord, Store};
+
+/// `kiln commit` flags.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// `-a`: the image's author.
+    pub author: Option<String>,
+    /// `-m`: the commit message (the history entry's comment).
+    pub message: Option<String>,
+    /// `-c`: Dockerfile instructions applied to the config.
+    pub changes: Changes,
+    /// `-p` (default on): freeze a running container while reading its changes.
+    pub pause: bool,
+    /// The name to give the image.
+    pub tag: Option<Reference>,
+}
+
+fn other(e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Other(e.to_string())
+}
+
+/// Thaws a container this commit froze, however the commit ends.
+struct Thaw<'a>(Option<&'a Container>);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            if let Ok(c) = Container::load(&c.dir) {
+                let _ = super::ops::unpause(&c);
+            }
+        }
+    }
+}
+
+/// Commits the container's changes as a new image.
+pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<ImageRecord> {
+    let image_id = Digest::parse(&c.config.image_id).map_err(other)?;
+    let base = store
+        .read_blob(&image_id, "image config", 16 << 20)
+        .map_err(|_| {
+            other(format!(
+                "{}: the container's image is no longer in the store",
+                c.config.image
+            ))
+        })?;
+    let mut doc: Value = serde_json::from_slice(&base).map_err(other)?;
+    let base_manifest = store
+        .list_images()
+        .map_err(other)?
+        .into_iter()
+        .find(|i| i.id == image_id)
+        .map(|i| i.manifest)
+        .ok_or_else(|| {
+            other(format!(
+                "{}: the container's image is no longer in the store",
+                c.config.image
+            ))
+        })?;
+
+    let _thaw = if opts.pause && c.is_running() && !c.paused && super::ops::pause(c).is_ok() {
+        Thaw(Some(c))
+    } else {
+        Thaw(None)
+    };
+    let _lease = store.lease().map_err(other)?;
+    let layer = crate::build::fs::commit_dir(store, &c.dir.join("upper"), None).map_err(other)?;
+    drop(_thaw);
+
+    // The container's own settings, as Docker's commit takes them, then the -c changes.
+    let cfg = &c.config;
+    let obj = doc
+        .as_object_mut()
+        .ok_or_else(|| other("the image config is not an object"))?;
+    let inner = obj
+        .entry("config")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !inner.is_object() {
+        *inner = Value::Object(Map::new());
+    }
+    let inner = inner.as_object_mut().expect("made an object above");
+    let list = |v: &Option<Vec<String>>| v.as_ref().map_or(Value::Null, |v| Value::from(v.clone()));
+    inner.insert("Cmd".into(), list(&cfg.cmd));
+    inner.insert("Entrypoint".into(), list(&cfg.entrypoint));
+    inner.insert("Env".into(), Value::from(cfg.env.clone()));
+    inner.insert("WorkingDir".into(), Value::from(cfg.working_dir.clone()));
+    inner.insert("User".into(), Value::from(cfg.user.clone()));
+    if !cfg.labels.is_empty() {
+        inner.insert(
+            "Labels".into(),
+            serde_json::to_value(&cfg.labels).map_err(other)?,
+        );
+    }
+    opts.changes.apply(inner).map_err(other)?;
+
+    let now = super::now();
+    obj.insert("created".into(), Value::from(now.clone()));
+    if let Some(a) = &opts.author {
+        obj.insert("author".into(), Value::from(a.clone()));
+    }
+    match &opts.message {
+        Some(m) => obj.insert("comment".into(), Value::from(m.clone())),
+        None => obj.remove("comment"),
+    };
+    let rootfs = obj
+        .entry("rootfs")
+        .or_insert_with(|| serde_json::json!({"type": "layers", "diff_ids": []}));
+    match rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) {
+        Some(ids) => ids.push(Value::from(layer.diff_id.to_string())),
+        None => return Err(other("the image config has no rootfs.diff_ids")),
+    }
+    let mut entry = Map::new();
+    entry.insert("created".into(), Value::from(now));
+    entry.insert("created_by".into(), Value::from(cfg.argv.join(" ")));
+    if let Some(a) = &opts.author {
+        entry.insert("author".into(), Value::from(a.clone()));
+    }
+    if let Some(m) = &opts.message {
+        entry.insert("comment".into(), Value::from(m.clone()));
+    }
+    let base_layers = base_manifest.layers().len();
+    match obj
+        .entry("history")
+        .or_insert_with(|| Value::Array(Vec::new()))
+    {
+        Value::Array(h) => {
+            // A base image without history for its layers (an imported one, say) gets
+            // blank entries for them, so history and layers still line up.
+            let with_layers = h
+                .iter()
+                .filter(|e| e.get("empty_layer") != Some(&Value::Bool(true)))
+                .count();
+            if with_layers < base_layers {
+                let blanks: Vec<Value> = (0..base_layers - with_layers)
+                    .map(|_| serde_json::json!({}))
+                    .collect();
+                h.splice(0..0, blanks);
+            }
+            h.push(Value::Object(entry));
+        }
+        _ => return Err(other("the image config's history is not a list")),
+    }
+
+    let config_bytes = config::canonical_json("config", &doc).map_err(other)?;
+    let config_digest = config::image_id(&config_bytes);
+    store
+        .put_blob_bytes(&config_bytes, Some(&config_digest))
+        .map_err(other)?;
+    let mut layers = base_manifest.layers().to_vec();
+    layers.push(config::descriptor(
+        MEDIA_TYPE_LAYER,
+        &layer.diff_id,
+        layer.size,
+    ));
+    let manifest = config::new_manifest(
+        config::descriptor(MEDIA_TYPE_CONFIG, &config_digest, config_bytes.len() as u64),
+        layers,
+    );
+    let manifest_bytes = config::canonical_json("manifest", &manifest).map_err(other)?;
+    store.put_blob_bytes(&manifest_bytes, None).map_err(other)?;
+    let tags: Vec<Reference> = opts.tag.iter().cloned().collect();
+    store
+        .put_image_tagged(&config_bytes, &manifest_bytes, &tags)
+        .map_err(other)
+}
+
+/// `kiln diff`: `A` added, `C` changed, `D` deleted paths, as Docker lists them, read from
+/// the upper dir and checked against the image's layers (which are never modified).
+pub fn diff(store: &Store, c: &Container) -> Result<Vec<(char, String)>> {
+    let layers: Vec<crate::cache::LayerRef> = c
+        .diff_ids()?
+        .into_iter()
+        .map(|diff_id| crate::cache::LayerRef { diff_id, size: 0 })
+        .collect();
+    // Top-most first, as lookup wants them.
+    let lowers: Vec<PathBuf> = crate::build::fs::lower_dirs(store, &layers).map_err(other)?;
+    let upper = c.dir.join("upper");
+    let changes = crate::executor::changes::upper_changes(&upper).map_err(other)?;
+    let mut out = Vec::new();
+    for ch in changes {
+        let rel = ch.path.to_string_lossy().into_owned();
+        let kind = match ch.kind {
+            crate::executor::changes::ChangeKind::Delete => 'D',
+            _ if in_image(&lowers, &rel) => 'C',
+            _ => 'A',
+        };
+        out.push((kind, format!("/{rel}")));
+    }
+    Ok(out)
+}
+
+fn in_image(lowers: &[PathBuf], rel: &str) -> bool {
+    use crate::executor::layers::Found;
+    !matches!(
+        crate::executor::layers::lookup(lowers, rel),
+        Ok(Found::Absent | Found::NotDir { .. }) | Err(_)
+    )
+}
