@@ -72,6 +72,8 @@ pub enum ContainerCommand {
     Commit(super::commit::CommitArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(super::commit::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(super::cp::ExportArgs),
     /// Pause all processes within one or more containers
     Pause(NamesArgs),
     /// Unpause all processes within one or more containers
@@ -424,6 +426,7 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
         ContainerCommand::Port(a) => super::port::port_cmd(root, &a),
         ContainerCommand::Commit(a) => super::commit::commit_cmd(root, &a),
         ContainerCommand::Diff(a) => super::commit::diff_cmd(root, &a),
+        ContainerCommand::Export(a) => super::cp::export_cmd(root, &a),
         ContainerCommand::Pause(a) => each(&containers, &a.containers, ops::pause),
         ContainerCommand::Unpause(a) => each(&containers, &a.containers, ops::unpause),
         ContainerCommand::Stats(a) => super::stats::stats_cmd(&containers, &a),

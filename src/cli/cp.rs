@@ -62,3 +62,60 @@ pub fn cp_cmd(root: &Path, a: &CpArgs) -> i32 {
         Err(e) => fail(e),
     }
 }
+
+/// `kiln export` / `kiln container export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<std::path::PathBuf>,
+    /// The container
+    pub container: String,
+}
+
+/// Runs `kiln export`: the container's filesystem as a tar archive. A file is written next
+/// to its destination and renamed over it once complete.
+pub fn export_cmd(root: &Path, a: &ExportArgs) -> i32 {
+    use std::io::IsTerminal;
+    let containers = Containers::new(root);
+    let c = match containers.find(&a.container) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match &a.output {
+        None => {
+            if std::io::stdout().is_terminal() {
+                return fail(
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+                );
+            }
+            match cp::export(&containers, &c, &mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => fail(e),
+            }
+        }
+        Some(dest) => {
+            let name = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dest.with_file_name(format!(".{name}.kiln-{}", std::process::id()));
+            let result = std::fs::File::create(&tmp)
+                .map_err(|e| format!("{}: {e}", tmp.display()))
+                .and_then(|mut f| {
+                    cp::export(&containers, &c, &mut f).map_err(|e| e.to_string())?;
+                    f.sync_all().map_err(|e| e.to_string())
+                })
+                .and_then(|_| {
+                    std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))
+                });
+            match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    fail(e)
+                }
+            }
+        }
+    }
+}

@@ -111,6 +111,8 @@ pub enum Command {
     Commit(commit::CommitArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(commit::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(cp::ExportArgs),
     /// Pause all processes within one or more containers
     Pause(container::NamesArgs),
     /// Unpause all processes within one or more containers
@@ -213,6 +215,7 @@ pub fn run() -> i32 {
         Command::Port(a) => container::run(&root, C::Port(a)),
         Command::Commit(a) => container::run(&root, C::Commit(a)),
         Command::Diff(a) => container::run(&root, C::Diff(a)),
+        Command::Export(a) => container::run(&root, C::Export(a)),
         Command::Pause(a) => container::run(&root, C::Pause(a)),
         Command::Unpause(a) => container::run(&root, C::Unpause(a)),
         Command::Stats(a) => container::run(&root, C::Stats(a)),

@@ -360,6 +360,85 @@ pub fn copy_out(
     })
 }
 
+/// `kiln export`: the container's filesystem (image layers and its changes) as a tar
+/// stream, one filesystem only: the mounts of a running container (`/proc`, `/sys`, `/dev`,
+/// volumes, the generated `/etc` files) appear as their mount points, never their contents.
+pub fn export(cs: &Containers, c: &Container, out: &mut (dyn Write + Send)) -> Result<()> {
+    let (reader, writer) = io::pipe().map_err(|e| other(e.to_string()))?;
+    std::thread::scope(|s| {
+        let inside = s.spawn(|| {
+            in_container(cs, c, move || -> std::result::Result<(), String> {
+                let items = one_filesystem(Path::new("/")).map_err(|e| e.to_string())?;
+                copy::write_tar(&items, writer).map_err(|e| e.to_string())?;
+                Ok(())
+            })
+        });
+        let mut r = reader;
+        let copied = io::copy(&mut r, out).map_err(|e| other(format!("writing the archive: {e}")));
+        drop(r);
+        let inner = inside
+            .join()
+            .map_err(|_| other("the export thread panicked"))?;
+        match (inner, copied) {
+            (Err(e), _) => Err(e),
+            (Ok(Err(e)), _) => Err(other(e)),
+            (_, Err(e)) => Err(e),
+            (Ok(Ok(())), Ok(_)) => Ok(()),
+        }
+    })
+}
+
+/// The tree below `root` as tar items, not crossing into other filesystems (a directory
+/// another filesystem is mounted on is listed, empty).
+fn one_filesystem(root: &Path) -> io::Result<Vec<Item>> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::symlink_metadata(root)?.dev();
+    let mut items = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((path, name)) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&path)?.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
+        for e in entries {
+            let Some(n) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let rel = if name.is_empty() {
+                n
+            } else {
+                format!("{name}/{n}")
+            };
+            let p = e.path();
+            let m = fs::symlink_metadata(&p)?;
+            let ft = m.file_type();
+            let same = m.dev() == dev;
+            let kind = if ft.is_dir() {
+                if same {
+                    stack.push((p.clone(), rel.clone()));
+                }
+                ItemKind::Dir
+            } else if !same {
+                continue; // a file bind-mounted over the image's (/etc/hosts, say)
+            } else if ft.is_file() {
+                ItemKind::File(p.clone())
+            } else if ft.is_symlink() {
+                ItemKind::Symlink(fs::read_link(&p)?.to_string_lossy().into_owned())
+            } else {
+                continue; // devices, fifos and sockets are not exported
+            };
+            items.push(Item {
+                name: rel,
+                kind,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: m.mtime(),
+            });
+        }
+    }
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(items)
+}
+
 /// A host path made absolute against the current directory, keeping Docker's trailing
 /// `/` and `/.` meanings.
 fn clean_host(p: &str) -> (PathBuf, bool, bool) {

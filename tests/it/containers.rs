@@ -1739,3 +1739,55 @@ fn commit_and_diff_a_running_container() {
     let o = e.run(&["commit", "nosuch", "x:1"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn export_writes_the_container_filesystem_without_its_mounts() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run", "-d", "--name", "ex", "-v", "vol:/data", "busybox:local", "sh", "-c",
+        "echo mine > /root/mine && echo in-volume > /data/v && rm /etc/group && touch /ready && sleep 1000",
+    ]);
+    e.wait_for("ex", 10, running);
+    for _ in 0..100 {
+        if e.run(&["exec", "ex", "test", "-e", "/ready"])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names = |bytes: &[u8]| -> Vec<String> {
+        tar::Archive::new(bytes)
+            .entries()
+            .unwrap()
+            .map(|en| {
+                let p = en.unwrap().path().unwrap().display().to_string();
+                p.trim_end_matches('/').to_string()
+            })
+            .collect()
+    };
+    let o = e.run(&["export", "ex"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let running_names = names(&o.stdout);
+    for want in ["root/mine", "bin/busybox", "proc", "data"] {
+        assert!(running_names.iter().any(|n| n == want), "{want}");
+    }
+    for absent in ["etc/group", "data/v", "proc/1"] {
+        assert!(
+            !running_names.iter().any(|n| n.starts_with(absent)),
+            "{absent}"
+        );
+    }
+    // Stopped: the same files, from its overlay; -o writes a file.
+    e.ok(&["stop", "-t", "1", "ex"]);
+    let out = e.dir().join("ex.tar");
+    e.ok(&["export", "-o", &out.display().to_string(), "ex"]);
+    let stopped = names(&std::fs::read(&out).unwrap());
+    assert!(stopped.iter().any(|n| n == "root/mine"));
+    assert!(!stopped.iter().any(|n| n == "etc/group"));
+    assert_eq!(
+        mounts_mentioning(&e.root().display().to_string()),
+        Vec::<String>::new()
+    );
+}
