@@ -333,6 +333,12 @@ pub struct LogsArgs {
     /// Show timestamps
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Show logs since a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)
+    #[arg(long)]
+    pub until: Option<String>,
     /// The container
     pub container: String,
 }
@@ -1479,11 +1485,30 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
             Err(_) => return fail(format!("invalid value for --tail: {n:?}")),
         },
     };
+    let now = Timestamp::now();
+    let bound = |v: &Option<String>| {
+        v.as_deref()
+            .map(|s| kiln::imageops::time::parse_time_filter(s, now))
+            .transpose()
+    };
+    let (since, until) = match (bound(&a.since), bound(&a.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let in_window = |e: &logs::Entry| {
+        if since.is_none() && until.is_none() {
+            return true;
+        }
+        let Ok(t) = Timestamp::parse_rfc3339(&e.time) else {
+            return true;
+        };
+        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
+    };
     let mut reader = logs::Reader::new(&c.dir);
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
     let mut print = |entries: &[logs::Entry]| {
-        for e in entries {
+        for e in entries.iter().filter(|e| in_window(e)) {
             let mut line = String::new();
             if a.timestamps {
                 line.push_str(&e.time);
@@ -1503,9 +1528,10 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
+    let first: Vec<logs::Entry> = first.into_iter().filter(|e| in_window(e)).collect();
     let skip = tail.map_or(0, |n| first.len().saturating_sub(n));
     print(&first[skip..]);
-    if !a.follow {
+    if !a.follow || until.is_some_and(|u| u <= now) {
         return 0;
     }
     loop {

@@ -222,6 +222,36 @@ fn parse(b: &[u8]) -> Option<Timestamp> {
     Some(Timestamp { secs, nanos })
 }
 
+/// A `--since`/`--until` value of `logs` (and other filters), as Docker reads it: an RFC 3339
+/// time, a Unix time (`1700000000`, `1700000000.5`), or a Go duration (`10m`, `1h30m`)
+/// meaning that long before `now`.
+pub fn parse_time_filter(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(t) = Timestamp::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    if let Some((secs, frac)) = s.split_once('.').or(Some((s, ""))) {
+        if let (Ok(secs), true) = (
+            secs.parse::<i64>(),
+            frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()),
+        ) {
+            let nanos = if frac.is_empty() {
+                0
+            } else {
+                format!("{frac:0<9}").parse::<u32>().unwrap_or(0)
+            };
+            return Ok(Timestamp { secs, nanos });
+        }
+    }
+    let d = crate::parser::goparse::parse_duration(s).map_err(|_| {
+        format!("invalid time {s:?}: expected RFC 3339, a Unix time or a duration like 10m")
+    })?;
+    let total = i128::from(now.secs) * 1_000_000_000 + i128::from(now.nanos) - i128::from(d);
+    Ok(Timestamp {
+        secs: total.div_euclid(1_000_000_000) as i64,
+        nanos: total.rem_euclid(1_000_000_000) as u32,
+    })
+}
+
 /// Seconds since the epoch of an HTTP date in its IMF-fixdate form
 /// (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7), as in `Last-Modified`.
 pub fn parse_http_date(s: &str) -> Option<i64> {
@@ -253,6 +283,31 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_docker_time_filters() {
+        let now = Timestamp::from_secs(1_000_000);
+        assert_eq!(
+            parse_time_filter("10m", now).unwrap(),
+            Timestamp::from_secs(999_400)
+        );
+        assert_eq!(
+            parse_time_filter("1700000000", now).unwrap(),
+            Timestamp::from_secs(1_700_000_000)
+        );
+        assert_eq!(
+            parse_time_filter("1.5", now).unwrap(),
+            Timestamp {
+                secs: 1,
+                nanos: 500_000_000
+            }
+        );
+        assert_eq!(
+            parse_time_filter("1970-01-01T00:00:10Z", now).unwrap(),
+            Timestamp::from_secs(10)
+        );
+        assert!(parse_time_filter("yesterday", now).is_err());
+    }
 
     #[test]
     fn parses_http_dates() {

@@ -1791,3 +1791,39 @@ fn export_writes_the_container_filesystem_without_its_mounts() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn logs_since_and_until() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talk",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo one; sleep 2; echo two",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.ok(&["logs", "talk"]).contains("one") {
+        assert!(Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    e.wait_for("talk", 15, |v| v["State"]["Status"] == "exited");
+    let t = format!("{between:.3}");
+    assert_eq!(e.ok(&["logs", "--since", &t, "talk"]), "two\n");
+    assert_eq!(e.ok(&["logs", "--until", &t, "talk"]), "one\n");
+    assert_eq!(e.ok(&["logs", "--since", "1h", "talk"]), "one\ntwo\n");
+    assert_eq!(
+        e.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "-n", "1", "talk"]),
+        "two\n"
+    );
+    let o = e.run(&["logs", "--since", "yesterday", "talk"]);
+    assert_eq!(o.status.code(), Some(1));
+}
