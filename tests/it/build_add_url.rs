@@ -264,8 +264,9 @@ fn add_url_errors_are_clear() {
             vec!["cannot determine a file name", "Dockerfile:2"],
         ),
         (
-            "FROM busybox:local\nADD git@example.com:team/repo.git /src\n".to_string(),
-            vec!["git repositories is not supported", "Dockerfile:2"],
+            // A repository nobody serves: git's error, naming the source and the line.
+            "FROM busybox:local\nADD git://127.0.0.1:1/repo.git /src\n".to_string(),
+            vec!["ADD git://127.0.0.1:1/repo.git", "Dockerfile:2"],
         ),
         (
             // Nothing listens on port 1 of loopback.
