@@ -57,6 +57,9 @@ pub struct BuildArgs {
     /// Write the image ID to this file
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (image ID, manifest digest, names) to this JSON file
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
     /// Print only the image ID
     #[arg(short, long)]
     pub quiet: bool,
@@ -362,6 +365,22 @@ fn build_image(
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.image_id.to_string())
+            .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        // BuildKit's keys, for CI scripts that read them.
+        let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let doc = serde_json::json!({
+            "containerimage.config.digest": result.image_id.to_string(),
+            "containerimage.digest": result.manifest_digest.to_string(),
+            "containerimage.descriptor": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": result.manifest_digest.to_string(),
+            },
+            "image.name": names.join(","),
+        });
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        std::fs::write(path, text + "\n")
             .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
     }
     if quiet {

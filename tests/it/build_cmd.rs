@@ -371,6 +371,7 @@ fn reproducible_with_source_date_epoch_in_two_stores() {
     );
     let id = |s: &TestStore| {
         let iid = s.dir.path().join("iid");
+        let meta = s.dir.path().join("meta.json");
         let o = s.kiln(
             &ctx,
             &[
@@ -380,6 +381,10 @@ fn reproducible_with_source_date_epoch_in_two_stores() {
                 "SOURCE_DATE_EPOCH=1700000000",
                 "--iidfile",
                 iid.to_str().unwrap(),
+                "--metadata-file",
+                meta.to_str().unwrap(),
+                "-t",
+                "repro:1",
                 ".",
             ],
             None,
@@ -388,7 +393,13 @@ fn reproducible_with_source_date_epoch_in_two_stores() {
         let printed = String::from_utf8_lossy(&o.stdout).trim().to_string();
         let written = fs::read_to_string(&iid).unwrap();
         assert_eq!(printed, written);
-        written
+        // --metadata-file: BuildKit's keys, the manifest digest as inspect reports it.
+        let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+        assert_eq!(m["containerimage.config.digest"], written.as_str());
+        assert_eq!(m["image.name"], "docker.io/library/repro:1");
+        let digest = m["containerimage.digest"].as_str().unwrap().to_string();
+        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{m}");
+        (written, digest)
     };
     assert_eq!(id(&a), id(&b));
 }
