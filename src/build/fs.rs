@@ -2,7 +2,7 @@
 //! against the stage's overlay view, and commit what changed as a new layer and snapshot.
 
 use std::fs;
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::archive::{self, ExtractOptions, WriterOptions};
@@ -118,10 +118,10 @@ pub fn commit_dir(
     let tmp = scratch_dir(store)?;
     let path = tmp.path().join("layer.tar");
     let file = fs::File::create(&path)?;
-    let (w, digest) =
-        archive::write_upper(upper, BufWriter::new(file), WriterOptions { clamp_mtime })?;
-    // Flushed here; adopt_blob fsyncs before the rename.
-    drop(w.into_inner().map_err(|e| FsError::Io(e.to_string()))?);
+    // The writer hands the file whole 1 MiB chunks: no buffering needed here.
+    let (file, digest) = archive::write_upper(upper, file, WriterOptions { clamp_mtime })?;
+    // adopt_blob fsyncs before the rename.
+    drop(file);
     let diff_id = Digest::parse(&digest.diff_id()).map_err(|e| FsError::Io(e.to_string()))?;
     store.adopt_blob(&path, &diff_id, digest.size)?;
     Ok(LayerRef {
