@@ -113,6 +113,166 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Size of the chunks a [`LayerWriter`] writes and hashes.
+const CHUNK: usize = 1 << 20;
+
+/// A layer's output stream: gathered into 1 MiB chunks, each written whole to the inner
+/// writer and then hashed. Once the stream outgrows one chunk the hashing moves to a second
+/// thread (fed through a short bounded queue, buffers recycled), so hashing a big layer
+/// overlaps with reading and writing it. The bytes and their digest are the same either way.
+struct ChunkedOut<W> {
+    inner: W,
+    buf: Vec<u8>,
+    fill: usize,
+    written: u64,
+    hasher: ChunkHasher,
+}
+
+enum ChunkHasher {
+    Inline(Sha256),
+    Thread {
+        send: std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+        recycle: std::sync::mpsc::Receiver<Vec<u8>>,
+        done: std::thread::JoinHandle<Sha256>,
+    },
+    /// Only while switching to a thread.
+    Moved,
+}
+
+impl<W: Write> ChunkedOut<W> {
+    fn new(inner: W) -> Self {
+        ChunkedOut {
+            inner,
+            buf: Vec::new(),
+            fill: 0,
+            written: 0,
+            hasher: ChunkHasher::Inline(Sha256::new()),
+        }
+    }
+
+    /// The unfilled part of the current chunk (allocated on first use).
+    fn space(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = match &self.hasher {
+                ChunkHasher::Thread { recycle, .. } => recycle.try_recv().ok(),
+                _ => None,
+            }
+            .unwrap_or_else(|| vec![0; CHUNK]);
+        }
+        &mut self.buf[self.fill..]
+    }
+
+    /// Copies `n` bytes (fewer at end of file) from `r`, read straight into the chunks.
+    fn copy_from(&mut self, r: &mut impl Read, n: u64) -> io::Result<u64> {
+        let mut copied = 0;
+        while copied < n {
+            let space = self.space();
+            let want = space
+                .len()
+                .min(usize::try_from(n - copied).unwrap_or(usize::MAX));
+            let got = match r.read(&mut space[..want]) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.fill += got;
+            copied += got as u64;
+            if self.fill == CHUNK {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Writes out the current chunk and hands it to the hasher.
+    fn flush_chunk(&mut self) -> io::Result<()> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        let fill = std::mem::take(&mut self.fill);
+        self.inner.write_all(&self.buf[..fill])?;
+        self.written += fill as u64;
+        if let ChunkHasher::Inline(h) = &mut self.hasher {
+            if fill < CHUNK {
+                h.update(&self.buf[..fill]);
+                return Ok(());
+            }
+            // A big stream: hash on a second thread from here on.
+            let ChunkHasher::Inline(mut h) =
+                std::mem::replace(&mut self.hasher, ChunkHasher::Moved)
+            else {
+                unreachable!("matched above")
+            };
+            let (send, chunks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+            let (give_back, recycle) = std::sync::mpsc::channel();
+            let done = std::thread::Builder::new()
+                .name("layer-hash".into())
+                .spawn(move || {
+                    for (chunk, len) in chunks {
+                        h.update(&chunk[..len]);
+                        let _ = give_back.send(chunk);
+                    }
+                    h
+                })?;
+            self.hasher = ChunkHasher::Thread {
+                send,
+                recycle,
+                done,
+            };
+        }
+        if let ChunkHasher::Thread { send, .. } = &self.hasher {
+            let chunk = std::mem::take(&mut self.buf);
+            send.send((chunk, fill))
+                .map_err(|_| io::Error::other("the layer hashing thread stopped"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and returns the inner writer with the stream's digest.
+    fn finish(mut self) -> io::Result<(W, LayerDigest)> {
+        self.flush_chunk()?;
+        self.inner.flush()?;
+        let h = match self.hasher {
+            ChunkHasher::Inline(h) => h,
+            ChunkHasher::Thread { send, done, .. } => {
+                drop(send);
+                done.join()
+                    .map_err(|_| io::Error::other("the layer hashing thread panicked"))?
+            }
+            ChunkHasher::Moved => {
+                return Err(io::Error::other(
+                    "the layer hashing thread could not be started",
+                ))
+            }
+        };
+        Ok((
+            self.inner,
+            LayerDigest {
+                sha256: h.finalize().into(),
+                size: self.written,
+            },
+        ))
+    }
+}
+
+impl<W: Write> Write for ChunkedOut<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let space = self.space();
+        let n = space.len().min(data.len());
+        space[..n].copy_from_slice(&data[..n]);
+        self.fill += n;
+        if self.fill == CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One item of an explicit entry list (see [`LayerWriter::append_entries`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerEntry {
@@ -207,7 +367,7 @@ impl Meta {
 /// [`LayerWriter::append_tree`] / [`LayerWriter::append_entries`], which sort), then
 /// [`LayerWriter::finish`].
 pub struct LayerWriter<W: Write> {
-    out: HashingWriter<W>,
+    out: ChunkedOut<W>,
     opts: WriterOptions,
     /// First layer name of each multiply-linked inode, keyed by (dev, ino).
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -217,7 +377,7 @@ impl<W: Write> LayerWriter<W> {
     /// Starts a layer written to `out`.
     pub fn new(out: W, opts: WriterOptions) -> Self {
         LayerWriter {
-            out: HashingWriter::new(out),
+            out: ChunkedOut::new(out),
             opts,
             links: HashMap::new(),
         }
@@ -374,7 +534,7 @@ impl<W: Write> LayerWriter<W> {
 
     fn copy_file(&mut self, source: &Path, md: &Metadata) -> Result<(), ArchiveError> {
         let src = source.display().to_string();
-        let f = File::options()
+        let mut f = File::options()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(source)
@@ -390,7 +550,9 @@ impl<W: Write> LayerWriter<W> {
             });
         }
         let expected = md.len();
-        let copied = io::copy(&mut f.take(expected), &mut self.out)
+        let copied = self
+            .out
+            .copy_from(&mut f, expected)
             .map_err(|e| ArchiveError::io("archive", src.clone(), e))?;
         if copied != expected {
             return Err(ArchiveError::FileChanged {
@@ -441,7 +603,9 @@ impl<W: Write> LayerWriter<W> {
             .write_all(&[0u8; 2 * BLOCK])
             .and_then(|_| self.out.flush())
             .map_err(|e| ArchiveError::io("write", "end of archive", e))?;
-        Ok(self.out.into_inner())
+        self.out
+            .finish()
+            .map_err(|e| ArchiveError::io("write", "end of archive", e))
     }
 
     fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {

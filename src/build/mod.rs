@@ -233,6 +233,15 @@ struct StageResult {
     stage_idx: usize,
 }
 
+/// One step of this build's record: the previous build's record of the same step (when its
+/// key is unchanged, so the inputs are too) or new inputs.
+enum Recorded {
+    /// Index into the previous record's steps.
+    Previous(usize),
+    /// Inputs described in this build.
+    New(crate::cache::explain::StepInputs),
+}
+
 struct Builder<'a> {
     store: &'a Store,
     cache: CacheIndex,
@@ -247,7 +256,7 @@ struct Builder<'a> {
     step_id: std::sync::atomic::AtomicUsize,
     created: String,
     /// The inputs of this build's steps, and the previous build's, for miss reasons.
-    record: std::sync::Mutex<crate::cache::explain::BuildRecord>,
+    record: std::sync::Mutex<Vec<Recorded>>,
     previous: Option<crate::cache::explain::BuildRecord>,
     /// Step numbers by key, to name a parent step that rebuilt.
     key_ids: std::sync::Mutex<std::collections::HashMap<String, usize>>,
@@ -349,7 +358,7 @@ pub fn build(
             warnings.push(w);
         },
     );
-    let b = Builder {
+    let mut b = Builder {
         store,
         cache: CacheIndex::open(store),
         context: std::sync::Mutex::new(None),
@@ -373,6 +382,11 @@ pub fn build(
     b.wait_cleanup();
     b.save_statcache();
     b.save_record(&record_path);
+    // Freeing a big context's listing and the previous record takes milliseconds: done on
+    // another thread, off the way out of the build.
+    let scanned = b.context.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let previous = b.previous.take();
+    std::thread::spawn(move || drop((scanned, previous)));
     let mut results = results?;
     let target = results
         .remove(&b.plan.target)

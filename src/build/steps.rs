@@ -21,7 +21,8 @@ use super::copy::{self, CopyOptions, Item, ItemKind};
 use super::fs::{change, FsError};
 use super::remote::{self, RemoteKind};
 use super::rootfs;
-use super::{BuildError, BuildEvent, Builder, StageResult, HISTORY_COMMENT};
+use super::{BuildError, BuildEvent, Builder, Recorded, StageResult, HISTORY_COMMENT};
+use crate::cache::explain::{BuildRecord, StepInputs, StoredStep};
 
 /// Part of every COPY/ADD key: changed whenever a COPY of the same inputs writes something
 /// else, so entries an older kiln made are not reused. 2: a `--from` source that is a symlink
@@ -122,13 +123,14 @@ impl Builder<'_> {
         inputs: &mut dyn FnMut() -> BTreeMap<String, String>,
         cur: &mut StageResult,
     ) -> bool {
-        use crate::cache::explain::{compare, explain, StepInputs};
-        let prev = self.previous.as_ref().and_then(|p| p.step(position));
+        use crate::cache::explain::{compare, explain};
+        let prev_index = self.previous.as_ref().and_then(|p| p.step_index(position));
+        let prev = prev_index.and_then(|i| self.previous.as_ref().map(|p| &p.steps[i]));
         // The same key as last time means the same inputs: reuse last time's record instead
         // of describing every file again (a no-change rebuild stays a stat per file).
         let same_as_before = !self.req.explain && prev.is_some_and(|p| p.key == key.as_str());
-        let step = match prev {
-            Some(p) if same_as_before => p.clone(),
+        let recorded = match prev_index {
+            Some(i) if same_as_before => Recorded::Previous(i),
             _ => {
                 let mut inputs = inputs();
                 inputs.insert("base".into(), cur.base.clone());
@@ -138,13 +140,15 @@ impl Builder<'_> {
                     inputs.insert("parent-step".into(), n.to_string());
                 }
                 drop(ids);
-                StepInputs {
+                Recorded::New(StepInputs {
                     position: position.to_string(),
                     key: key.to_string(),
                     inputs,
-                }
+                })
             }
         };
+        // The previous inputs are parsed only to compare or explain.
+        let prev_inputs = || prev.and_then(StoredStep::parse);
         if let Some(id) = id {
             self.key_ids
                 .lock()
@@ -153,7 +157,10 @@ impl Builder<'_> {
             if self.req.explain {
                 self.progress.event(BuildEvent::Explain {
                     id,
-                    lines: compare(prev, &step),
+                    lines: match &recorded {
+                        Recorded::New(step) => compare(prev_inputs().as_ref(), step),
+                        Recorded::Previous(_) => Vec::new(),
+                    },
                 });
             }
         }
@@ -208,7 +215,15 @@ impl Builder<'_> {
                 } else if filtered {
                     "--no-cache-filter".to_string()
                 } else {
-                    explain(prev, &step)
+                    let prev = prev_inputs();
+                    match &recorded {
+                        Recorded::New(step) => explain(prev.as_ref(), step),
+                        // Same key as last time: the inputs are last time's.
+                        Recorded::Previous(_) => match &prev {
+                            Some(p) => explain(Some(p), p),
+                            None => explain(None, &StepInputs::default()),
+                        },
+                    }
                 };
                 self.progress.event(BuildEvent::Miss { id, reason });
             }
@@ -216,8 +231,7 @@ impl Builder<'_> {
         self.record
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .steps
-            .push(step);
+            .push(recorded);
         hit
     }
 
@@ -241,16 +255,45 @@ impl Builder<'_> {
 
     /// Save this build's step inputs for the next build's miss reasons.
     pub(crate) fn save_record(&self, path: &std::path::Path) {
-        let mut rec = self
-            .record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        rec.version = crate::cache::explain::RECORD_VERSION;
-        rec.steps.sort_by(|a, b| a.position.cmp(&b.position));
-        if self.previous.as_ref() == Some(&rec) {
+        let recorded = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        let prev_steps = self.previous.as_ref().map_or(&[][..], |p| &p.steps);
+        let new: Vec<StoredStep> = match recorded
+            .iter()
+            .filter_map(|r| match r {
+                Recorded::New(s) => Some(StoredStep::new(s)),
+                Recorded::Previous(_) => None,
+            })
+            .collect()
+        {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the build record");
+                return;
+            }
+        };
+        let mut new_steps = new.iter();
+        let mut steps: Vec<&StoredStep> = recorded
+            .iter()
+            .filter_map(|r| match r {
+                Recorded::Previous(i) => Some(&prev_steps[*i]),
+                Recorded::New(_) => new_steps.next(),
+            })
+            .collect();
+        steps.sort_by(|a, b| a.position.cmp(&b.position));
+        let unchanged = self.previous.is_some()
+            && prev_steps.len() == steps.len()
+            && prev_steps
+                .iter()
+                .zip(&steps)
+                .all(|(a, b)| std::ptr::eq(a, *b) || a == *b);
+        if unchanged {
             return; // a rebuild that changed nothing rewrites nothing
         }
+        let rec = BuildRecord {
+            version: crate::cache::explain::RECORD_VERSION,
+            steps: steps.into_iter().cloned().collect(),
+        };
+        drop(recorded);
         let Some(dir) = path.parent() else { return };
         let ok = std::fs::create_dir_all(dir).is_ok()
             && serde_json::to_vec(&rec).is_ok_and(|bytes| {

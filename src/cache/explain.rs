@@ -26,19 +26,63 @@ pub struct StepInputs {
     pub inputs: BTreeMap<String, String>,
 }
 
+/// One step of a saved record. Its inputs stay JSON text until a miss needs them explained,
+/// so a rebuild whose keys all match does not parse an entry per context file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredStep {
+    /// Where the step is (see [`StepInputs::position`]).
+    pub position: String,
+    /// Its key.
+    pub key: String,
+    inputs: Box<serde_json::value::RawValue>,
+}
+
+impl StoredStep {
+    /// `step` as it is saved.
+    pub fn new(step: &StepInputs) -> serde_json::Result<StoredStep> {
+        Ok(StoredStep {
+            position: step.position.clone(),
+            key: step.key.clone(),
+            inputs: serde_json::value::to_raw_value(&step.inputs)?,
+        })
+    }
+
+    /// The step with its inputs parsed (`None` if they are unreadable).
+    pub fn parse(&self) -> Option<StepInputs> {
+        Some(StepInputs {
+            position: self.position.clone(),
+            key: self.key.clone(),
+            inputs: serde_json::from_str(self.inputs.get()).ok()?,
+        })
+    }
+}
+
+impl PartialEq for StoredStep {
+    fn eq(&self, other: &StoredStep) -> bool {
+        self.position == other.position
+            && self.key == other.key
+            && self.inputs.get() == other.inputs.get()
+    }
+}
+
 /// All steps of one build.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuildRecord {
     /// Format version.
     pub version: u32,
-    /// The steps that have keys, in build order.
-    pub steps: Vec<StepInputs>,
+    /// The steps that have keys, sorted by position.
+    pub steps: Vec<StoredStep>,
 }
 
 impl BuildRecord {
     /// The step at `position`.
-    pub fn step(&self, position: &str) -> Option<&StepInputs> {
-        self.steps.iter().find(|s| s.position == position)
+    pub fn step(&self, position: &str) -> Option<&StoredStep> {
+        self.step_index(position).map(|i| &self.steps[i])
+    }
+
+    /// The index in `steps` of the step at `position`.
+    pub fn step_index(&self, position: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.position == position)
     }
 }
 

@@ -300,10 +300,11 @@ impl IgnoreRules {
     /// Whether `path` (relative, `/`-separated) is excluded: the last pattern matching it or
     /// one of its parent directories decides.
     pub fn is_excluded(&self, path: &str) -> bool {
-        let parent_dirs: Vec<&str> = match path.rfind('/') {
-            Some(i) => path[..i].split('/').collect(),
-            None => Vec::new(),
-        };
+        if self.patterns.is_empty() {
+            return false;
+        }
+        // The parent directories are the prefixes of `path` ending before each `/`.
+        let parent_dirs: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
         let mut matched = false;
         for p in &self.patterns {
             // An inclusion cannot change an already matched path, nor an exception an
@@ -313,12 +314,7 @@ impl IgnoreRules {
             }
             let mut m = p.matches(path);
             if !m {
-                for i in 1..=parent_dirs.len() {
-                    if p.matches(&parent_dirs[..i].join("/")) {
-                        m = true;
-                        break;
-                    }
-                }
+                m = parent_dirs.iter().any(|d| p.matches(d));
             }
             if m {
                 matched = !p.exclusion;

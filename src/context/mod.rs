@@ -20,6 +20,38 @@ pub use statcache::StatCache;
 /// A sha256 value.
 pub type Hash = [u8; 32];
 
+/// A map keyed by context path, hashed with [`PathHasher`].
+pub(crate) type PathMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<PathHasher>>;
+
+/// A fast hasher for context paths (FxHash: rotate, xor, multiply per 8 bytes), where
+/// SipHash's cost showed in no-change rebuilds. Not collision-resistant: the keys are the
+/// paths of the user's own build context.
+#[derive(Default)]
+pub(crate) struct PathHasher(u64);
+
+impl std::hash::Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Errors reading a build context.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -120,7 +152,7 @@ impl Entry {
 pub struct Context {
     root: PathBuf,
     entries: BTreeMap<String, Entry>,
-    content: HashMap<String, Hash>,
+    content: PathMap<Hash>,
 }
 
 impl Context {
@@ -141,9 +173,10 @@ impl Context {
         let mut found = walk_dir(root, String::new(), rules, walk_excluded)?;
         found.push((String::new(), Entry::from_meta(&meta, None)));
         let mut entries: BTreeMap<String, Entry> = found.into_iter().collect();
-        // A directory walked only for its exceptions is listed when something in it is.
+        // A directory walked only for its exceptions is listed when something in it is
+        // (without exclusions to walk, every walked directory is listed already).
         let mut parents = Vec::new();
-        for path in entries.keys() {
+        for path in entries.keys().filter(|_| walk_excluded) {
             let mut p = path.as_str();
             while let Some(i) = p.rfind('/') {
                 p = &p[..i];
@@ -160,7 +193,7 @@ impl Context {
         Ok(Context {
             root: root.to_path_buf(),
             entries,
-            content: HashMap::new(),
+            content: PathMap::default(),
         })
     }
 
@@ -236,36 +269,86 @@ impl Context {
 
     /// Merkle hash of the tree at `path`: names, kinds, permission bits, ownership, contents
     /// and symlink targets, never times. Files must have been hashed first.
+    ///
+    /// One bottom-up pass over the subtree: a node's hash is `kiln-tree-v1\0`, its metadata,
+    /// then its content (a file), target (a symlink) or, for a directory, each child's name
+    /// length, name and hash in name order.
     pub fn tree_hash(&self, path: &str) -> Option<Hash> {
-        let e = self.entries.get(path)?;
-        let mut h = Sha256::new();
-        h.update(b"kiln-tree-v1\0");
-        encode_meta(&mut h, e);
-        match e.kind {
-            Kind::File => h.update(self.content.get(path)?),
-            Kind::Symlink => h.update(e.link_target.as_deref().unwrap_or("").as_bytes()),
-            Kind::Other => {}
-            Kind::Dir => {
-                let prefix = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!("{path}/")
-                };
-                for (k, _) in self.subtree(path) {
-                    let Some(name) = k.strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    if name.is_empty() || name.contains('/') {
-                        continue;
-                    }
-                    h.update((name.len() as u64).to_le_bytes());
-                    h.update(name.as_bytes());
-                    h.update(self.tree_hash(k)?);
-                }
-            }
+        let mut items: Vec<(&str, &Entry)> =
+            self.subtree(path).map(|(k, e)| (k.as_str(), e)).collect();
+        // Depth-first order ('/' before every other byte): a directory's descendants follow
+        // it directly. The map's own order puts `a-b` between `a` and `a/x`.
+        if !items.is_sorted_by(|a, b| dfs_order(a.0, b.0).is_le()) {
+            items.sort_unstable_by(|a, b| dfs_order(a.0, b.0));
         }
-        Some(h.finalize().into())
+        let (first, rest) = items.split_first()?;
+        if first.0 != path {
+            return None;
+        }
+        // The directories being hashed, innermost last.
+        let mut open: Vec<(&str, Sha256)> = Vec::new();
+        let mut done = None;
+        for &(k, e) in std::iter::once(first).chain(rest) {
+            while let Some(&(d, _)) = open.last() {
+                if is_below(k, d) {
+                    break;
+                }
+                let (d, h) = open.pop().expect("not empty");
+                done = Some(h.finalize().into());
+                add_child(&mut open, d, done.as_ref().expect("set"));
+            }
+            let mut h = Sha256::new();
+            h.update(b"kiln-tree-v1\0");
+            encode_meta(&mut h, e);
+            match e.kind {
+                Kind::Dir => {
+                    open.push((k, h));
+                    continue;
+                }
+                Kind::File => h.update(self.content.get(k)?),
+                Kind::Symlink => h.update(e.link_target.as_deref().unwrap_or("").as_bytes()),
+                Kind::Other => {}
+            }
+            let leaf: Hash = h.finalize().into();
+            add_child(&mut open, k, &leaf);
+            done = Some(leaf);
+        }
+        while let Some((d, h)) = open.pop() {
+            done = Some(h.finalize().into());
+            add_child(&mut open, d, done.as_ref().expect("set"));
+        }
+        done
     }
+}
+
+/// Path order of a depth-first walk: `/` sorts before every other byte.
+fn dfs_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
+}
+
+/// Whether `k` is strictly below directory `d` (`""` is the context root).
+fn is_below(k: &str, d: &str) -> bool {
+    if d.is_empty() {
+        return !k.is_empty();
+    }
+    k.len() > d.len() && k.starts_with(d) && k.as_bytes()[d.len()] == b'/'
+}
+
+/// Feed the finished node `k` into its parent's hash: the innermost open directory, when it
+/// is `k`'s parent (an entry whose parent is not listed is left out).
+fn add_child(open: &mut [(&str, Sha256)], k: &str, hash: &Hash) {
+    let Some((d, h)) = open.last_mut() else {
+        return;
+    };
+    let name = match k.rfind('/') {
+        Some(i) if &k[..i] == *d => &k[i + 1..],
+        None if d.is_empty() && !k.is_empty() => k,
+        _ => return,
+    };
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(hash);
 }
 
 fn encode_meta(h: &mut Sha256, e: &Entry) {

@@ -6,12 +6,11 @@
 //! (each u64/i64 LE), then the 32-byte sha256 of the content. Anything unreadable is treated
 //! as an empty cache: the cache only ever saves work, it never decides a result.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Entry, Hash};
+use super::{Entry, Hash, PathMap};
 
 const MAGIC: &[u8] = b"kiln-statcache-v1\n";
 
@@ -40,7 +39,7 @@ impl Key {
 #[derive(Default)]
 pub struct StatCache {
     file: Option<PathBuf>,
-    map: HashMap<String, (Key, Hash)>,
+    map: PathMap<(Key, Hash)>,
     dirty: bool,
 }
 
@@ -115,9 +114,10 @@ impl StatCache {
     }
 }
 
-fn decode(b: &[u8]) -> Option<HashMap<String, (Key, Hash)>> {
+fn decode(b: &[u8]) -> Option<PathMap<(Key, Hash)>> {
     let mut rest = b.strip_prefix(MAGIC)?;
-    let mut map = HashMap::new();
+    // Records are at least 92 bytes: room for all of them at once.
+    let mut map = PathMap::with_capacity_and_hasher(rest.len() / 92, Default::default());
     fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if r.len() < n {
             return None;

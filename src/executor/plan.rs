@@ -383,11 +383,18 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
 /// `redirect_dir=off,metacopy=off` keep the upper dir a plain diff that a tar writer can
 /// read: no redirect xattrs for renamed dirs, no data-less metacopy files after `chown`.
 pub fn overlay_options(n_lowers: usize, with_init: bool) -> String {
-    let mut lower: Vec<String> = Vec::with_capacity(n_lowers + 1);
+    let names: Vec<String> = (0..n_lowers).map(|i| i.to_string()).collect();
+    overlay_options_named(&names, with_init)
+}
+
+/// Overlay mount options for lowers named `names` (relative to the links dir, top-most
+/// first), below the init layer `i` when `with_init`.
+pub fn overlay_options_named(names: &[String], with_init: bool) -> String {
+    let mut lower: Vec<&str> = Vec::with_capacity(names.len() + 1);
     if with_init {
-        lower.push("i".into());
+        lower.push("i");
     }
-    lower.extend((0..n_lowers).map(|i| i.to_string()));
+    lower.extend(names.iter().map(String::as_str));
     format!(
         "lowerdir={},upperdir=u,workdir=w,redirect_dir=off,metacopy=off,index=off",
         lower.join(":")

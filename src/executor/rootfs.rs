@@ -23,8 +23,10 @@ pub struct StepDir {
     pub upper: PathBuf,
     /// Work dir.
     pub work: PathBuf,
-    /// Dir of short-name symlinks (`i`, `0`…, `u`, `w`).
+    /// Dir of short-name symlinks (`i`, `0`… or `s`, `u`, `w`).
     pub links: PathBuf,
+    /// The lowers' names relative to `links`, top-most first (`0`… or `s/<name>/fs`).
+    pub lower_names: Vec<String>,
     /// The init layer.
     pub init: PathBuf,
     /// Overlay mount point.
@@ -250,6 +252,31 @@ pub fn prepare(spec: &StepSpec, id: &str, hostname: &str) -> Result<StepDir, Exe
     result
 }
 
+/// The directory holding every lower when they are all store snapshots
+/// (`<dir>/<hex name>/fs`) and their names `s/<name>/fs` fit the overlay options' page;
+/// `None` otherwise (each lower then gets its own link).
+fn snapshots_dir_of(lowers: &[PathBuf]) -> Option<&Path> {
+    let mut dir = None;
+    let mut len = 0;
+    for l in lowers {
+        if l.file_name()? != "fs" {
+            return None;
+        }
+        let snap = l.parent()?;
+        let name = snap.file_name()?.to_str()?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        len += "s/".len() + name.len() + "/fs:".len();
+        let parent = snap.parent()?;
+        if *dir.get_or_insert(parent) != parent {
+            return None;
+        }
+    }
+    // The other options take under 100 bytes of the 4096-byte page.
+    dir.filter(|_| len <= 3800)
+}
+
 fn prepare_in(
     spec: &StepSpec,
     lowers: Vec<PathBuf>,
@@ -318,15 +345,31 @@ fn prepare_in(
         std::os::unix::fs::symlink(target, &p).map_err(io_err("linking", &p))
     };
     link("i", &init)?;
-    for (i, l) in lowers.iter().enumerate() {
-        link(&i.to_string(), l)?;
-    }
+    let lower_names = match snapshots_dir_of(&lowers) {
+        // One link names every store snapshot (`s/<chainID>/fs`): a link per layer per step
+        // costs a disk block for its long target, freed again when the step dir goes.
+        Some(snapshots) => {
+            link("s", snapshots)?;
+            lowers
+                .iter()
+                .filter_map(|l| l.parent()?.file_name()?.to_str())
+                .map(|name| format!("s/{name}/fs"))
+                .collect()
+        }
+        None => {
+            for (i, l) in lowers.iter().enumerate() {
+                link(&i.to_string(), l)?;
+            }
+            (0..lowers.len()).map(|i| i.to_string()).collect()
+        }
+    };
     link("u", &upper)?;
     link("w", &work)?;
 
     let merged = dir.join("merged");
     make_dir(&merged, 0o755)?;
     Ok(StepDir {
+        lower_names,
         rootfs: dir.join("rootfs"),
         dir,
         upper,
@@ -421,6 +464,38 @@ mod tests {
             spec.lowers[0]
         );
         remove_step_dir(&step.dir).expect("cleanup");
+    }
+
+    #[test]
+    fn store_snapshots_share_one_link() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let snaps = t.path().join("snapshots");
+        let (a, b) = (snaps.join("ab12/fs"), snaps.join("cd34/fs"));
+        fs::create_dir_all(&a).expect("mkdir");
+        fs::create_dir_all(&b).expect("mkdir");
+        let mut spec = StepSpec::new(
+            vec![a.clone(), b.clone()],
+            t.path().join("scratch"),
+            vec!["true".into()],
+        );
+        spec.rw = RwLayer::InScratch;
+        let step = prepare(&spec, &new_id().expect("id"), "host").expect("prepare");
+        assert_eq!(step.lower_names, ["s/ab12/fs", "s/cd34/fs"]);
+        assert_eq!(fs::read_link(step.links.join("s")).expect("link"), snaps);
+        assert!(step.links.join(&step.lower_names[1]).is_dir());
+        assert!(fs::symlink_metadata(step.links.join("0")).is_err());
+        remove_step_dir(&step.dir).expect("cleanup");
+        // Anything else gets a link per lower.
+        let other = t.path().join("elsewhere/ef56/fs");
+        assert_eq!(snapshots_dir_of(&[a.clone(), other]), None);
+        assert_eq!(snapshots_dir_of(&[t.path().join("lower")]), None);
+        assert_eq!(snapshots_dir_of(&[snaps.join("not:hex/fs")]), None);
+        let chain = snaps.join("a".repeat(64)).join("fs");
+        assert_eq!(
+            snapshots_dir_of(&vec![chain.clone(); 53]),
+            Some(snaps.as_path())
+        );
+        assert_eq!(snapshots_dir_of(&vec![chain; 60]), None, "past one page");
     }
 
     #[test]

@@ -599,7 +599,7 @@ fn step_ops(
             merged: path_c(&step.merged)?,
             options: cstring(
                 "overlay options",
-                plan::overlay_options(spec.lowers.len(), true),
+                plan::overlay_options_named(&step.lower_names, true),
             )?,
         },
         Snapshot::Copy => RootPlan::Copy {

@@ -147,9 +147,24 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `bytes` and returns their digest.
+    /// Stores `bytes` and returns their digest. The digest is known before anything is
+    /// written, so bytes already stored (an unchanged rebuild's config and manifest) cost no
+    /// temp file and no fsync.
     pub fn put_blob_bytes(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest> {
-        self.put_blob(bytes, expected)
+        let digest = Digest::of_bytes(bytes);
+        if let Some(want) = expected {
+            if *want != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let _gc = self.gc_shared()?;
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        self.stream_blob(bytes, Some(&digest), Some(bytes.len() as u64))
     }
 
     /// The common path of the `put_blob*` functions; the caller holds the

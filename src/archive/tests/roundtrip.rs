@@ -551,3 +551,33 @@ fn rootfs_tar_with_dot_entries_extracts() {
         1_600_000_000
     );
 }
+
+#[test]
+fn big_layers_hash_the_bytes_written() {
+    // Several 1 MiB chunks plus a partial one: hashed on the writer's second thread.
+    let d = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..(3 << 20) + 777u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(d.path().join("big"), &big).unwrap();
+    fs::write(d.path().join("small"), b"s").unwrap();
+    let (tar, digest) = write_tree(d.path(), Vec::new(), WriterOptions::default()).unwrap();
+    assert_eq!(digest.size, tar.len() as u64);
+    assert_eq!(
+        digest.sha256,
+        <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&tar))
+    );
+    // A stream under one chunk is hashed inline, the same way.
+    fs::remove_file(d.path().join("big")).unwrap();
+    let (tar, digest) = write_tree(d.path(), Vec::new(), WriterOptions::default()).unwrap();
+    assert_eq!(
+        digest.sha256,
+        <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&tar))
+    );
+    // The data survives the chunking.
+    fs::write(d.path().join("big"), &big).unwrap();
+    let (tar, _) = write_tree(d.path(), Vec::new(), WriterOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    extract(&tar[..], out.path(), &ExtractOptions::default()).unwrap();
+    assert_eq!(fs::read(out.path().join("big")).unwrap(), big);
+}
