@@ -25,7 +25,7 @@ use kiln::executor::{self, Input, Output, StepIo, StepSpec};
 use kiln::imageops::time::Timestamp;
 
 use super::image::render;
-use super::units::human_duration;
+use super::units::{human_duration, human_size};
 use super::{fail, open_store, out};
 
 /// Docker's exit code for errors of the tool itself (not of the container).
@@ -281,6 +281,9 @@ pub struct PsArgs {
     /// Show n last created containers
     #[arg(short = 'n', long = "last")]
     pub last: Option<usize>,
+    /// Display total file sizes
+    #[arg(short = 's', long)]
+    pub size: bool,
 }
 
 /// `kiln exec`.
@@ -1271,10 +1274,37 @@ fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
         kept.truncate(n);
     }
     let now = Timestamp::now();
-    let rows: Vec<Value> = kept.iter().map(|c| ps_row(c, a.no_trunc, now)).collect();
+    let store = if a.size || a.format.as_deref().is_some_and(|f| f.contains(".Size")) {
+        kiln::store::Store::open(containers.dir().parent().unwrap_or(containers.dir())).ok()
+    } else {
+        None
+    };
+    let rows: Vec<Value> = kept
+        .iter()
+        .map(|c| {
+            let mut row = ps_row(c, a.no_trunc, now);
+            if let Some(store) = &store {
+                // Docker's SIZE: what the container wrote, and with its image's layers.
+                let own = kiln::container::volumes::du(&c.dir.join("upper"));
+                let image: u64 = c
+                    .diff_ids()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|d| store.blob_size(d).ok())
+                    .sum();
+                row["Size"] = json!(format!(
+                    "{} (virtual {})",
+                    human_size(own),
+                    human_size(own + image)
+                ));
+            }
+            row
+        })
+        .collect();
     const TABLE: &str = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
     let template = match a.format.as_deref() {
         None | Some("table") if a.quiet => "{{.ID}}".to_string(),
+        None | Some("table") if a.size => format!("{TABLE}\t{{{{.Size}}}}"),
         None | Some("table") => TABLE.to_string(),
         Some("json") => "{{json .}}".to_string(),
         Some(f) => f.to_string(),

@@ -1738,6 +1738,10 @@ fn commit_and_diff_a_running_container() {
     assert!(history.contains("snapshot"), "{history}");
     let o = e.run(&["commit", "nosuch", "x:1"]);
     assert_eq!(o.status.code(), Some(1));
+    // ps -s: what the container wrote, and with its image.
+    let ps = e.ok(&["ps", "-s"]);
+    assert!(ps.lines().next().unwrap().ends_with("SIZE"), "{ps}");
+    assert!(ps.contains("B (virtual 2."), "{ps}");
 }
 
 #[test]
