@@ -179,6 +179,15 @@ pub struct RunArgs {
     /// Disable any container-specified HEALTHCHECK
     #[arg(long = "no-healthcheck")]
     pub no_healthcheck: bool,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Mount a tmpfs directory (PATH[:size=…,mode=…])
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Memory limit (e.g. 64m, 1g)
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
@@ -506,6 +515,9 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
         init: a.init,
         resources: resources(a)?,
         health: health_flags(a)?,
+        read_only: a.read_only,
+        tmpfs: a.tmpfs.clone(),
+        add_hosts: a.add_host.clone(),
     })
 }
 
@@ -1711,6 +1723,9 @@ pub fn inspect_doc(c: &Container) -> Value {
             "CpuQuota": 0,
             "CpusetCpus": cfg.resources.cpuset_cpus,
             "PidsLimit": if cfg.resources.pids_limit > 0 { json!(cfg.resources.pids_limit) } else { Value::Null },
+            "ReadonlyRootfs": cfg.read_only,
+            "Tmpfs": if cfg.tmpfs.is_empty() { Value::Null } else { json!(cfg.tmpfs.iter().map(|(p, o)| (p.clone(), json!(o))).collect::<serde_json::Map<_, _>>()) },
+            "ExtraHosts": if cfg.extra_hosts.is_empty() { Value::Null } else { json!(cfg.extra_hosts.iter().map(|(n, a)| format!("{n}:{a}")).collect::<Vec<_>>()) },
         },
         "GraphDriver": {
             "Name": "overlay",

@@ -399,6 +399,15 @@ pub struct ContainerConfig {
     /// The health check the monitor runs (the image's, as the `--health-*` flags changed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<crate::image::spec::HealthConfig>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--tmpfs`: `(path, mount options)`.
+    #[serde(default)]
+    pub tmpfs: Vec<(String, String)>,
+    /// `--add-host`: `(name, address)`.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// The lifecycle states Docker shows.
@@ -965,6 +974,9 @@ mod tests {
             init: false,
             resources: Default::default(),
             healthcheck: None,
+            read_only: false,
+            tmpfs: Vec::new(),
+            extra_hosts: Vec::new(),
         };
         let a = cs.create(cfg("web")).expect("create");
         assert_eq!(a.state.status, Status::Created);

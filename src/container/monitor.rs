@@ -204,6 +204,9 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     spec.user = cfg.user.clone();
     spec.hostname = Some(cfg.hostname.clone());
     spec.init = cfg.init;
+    spec.readonly_root = cfg.read_only;
+    spec.tmpfs = cfg.tmpfs.clone();
+    spec.extra_hosts = cfg.extra_hosts.clone();
     spec.network = match cfg.network {
         Network::Host => NetworkMode::Host,
         Network::Private | Network::Pasta | Network::None => NetworkMode::None,

@@ -70,6 +70,63 @@ pub struct CreateOptions {
     pub resources: super::cgroups::Resources,
     /// `--health-*`, `--no-healthcheck`.
     pub health: super::health::HealthFlags,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
+    /// `--add-host NAME:ADDRESS`.
+    pub add_hosts: Vec<String>,
+}
+
+/// Parses `--tmpfs PATH[:size=…,mode=…,uid=…,gid=…,nr_inodes=…]` (Docker's default size
+/// 64 MiB when none is given).
+pub fn parse_tmpfs(spec: &str) -> Result<(String, String)> {
+    let (path, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    let path = clean_dest(path, "--tmpfs")?;
+    let mut data: Vec<String> = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        let key = o.split_once('=').map_or(o, |(k, _)| k);
+        match key {
+            "size" | "mode" | "uid" | "gid" | "nr_inodes" | "noexec" | "ro" => {
+                data.push(o.to_string())
+            }
+            // nosuid and nodev are always on; the others are the defaults.
+            "rw" | "exec" | "nosuid" | "nodev" | "suid" | "dev" => {}
+            _ => {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid --tmpfs option {o:?} in {spec:?}: size, mode, uid, gid, nr_inodes, ro, rw, noexec, exec are supported"
+                )))
+            }
+        }
+    }
+    if !data.iter().any(|d| d.starts_with("size=")) {
+        data.push("size=65536k".into());
+    }
+    Ok((path, data.join(",")))
+}
+
+/// Parses `--add-host NAME:ADDRESS` (or `NAME=ADDRESS`).
+pub fn parse_add_host(spec: &str) -> Result<(String, String)> {
+    let (name, addr) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(|| {
+            ContainerError::Invalid(format!(
+                "invalid argument {spec:?} for --add-host: expected NAME:ADDRESS"
+            ))
+        })?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    if addr.parse::<std::net::IpAddr>().is_err() {
+        return Err(ContainerError::Invalid(format!(
+            "invalid IP address in --add-host {spec:?}: {addr:?}"
+        )));
+    }
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(ContainerError::Invalid(format!(
+            "invalid host name in --add-host {spec:?}"
+        )));
+    }
+    Ok((name.to_string(), addr.to_string()))
 }
 
 /// Reads a Docker `--env-file`: `K=V` lines, `K` alone takes the host's value, `#` comments
@@ -417,6 +474,17 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         init: opts.init,
         resources: opts.resources.clone(),
         healthcheck: super::health::effective(ic.healthcheck.as_ref(), &opts.health),
+        read_only: opts.read_only,
+        tmpfs: opts
+            .tmpfs
+            .iter()
+            .map(|t| parse_tmpfs(t))
+            .collect::<Result<_>>()?,
+        extra_hosts: opts
+            .add_hosts
+            .iter()
+            .map(|h| parse_add_host(h))
+            .collect::<Result<_>>()?,
     };
     Containers::new(&root).create(config)
 }

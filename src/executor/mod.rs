@@ -205,6 +205,12 @@ pub struct StepSpec {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Run the command under kiln's minimal init (`docker run --init`), see [`init`].
     pub init: bool,
+    /// `--read-only`: the root filesystem is mounted read-only (mounts on it stay as they are).
+    pub readonly_root: bool,
+    /// `--tmpfs`: `(absolute path inside, mount options)` for tmpfs mounts.
+    pub tmpfs: Vec<(String, String)>,
+    /// `--add-host`: `(name, address)` lines added to `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 impl StepSpec {
@@ -224,6 +230,9 @@ impl StepSpec {
             rootfs: RootfsMode::Auto,
             cancel: None,
             init: false,
+            readonly_root: false,
+            tmpfs: Vec::new(),
+            extra_hosts: Vec::new(),
         }
     }
 }

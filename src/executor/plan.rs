@@ -129,6 +129,8 @@ pub enum Op {
     /// Make a path read-only by binding it onto itself and remounting. Missing paths are
     /// skipped.
     ReadOnly(CString),
+    /// Remount the mount a path is on read-only (its mount flags only, not recursively).
+    RemountReadOnly(CString),
     /// `pivot_root` into the new root and detach the old one.
     PivotRoot(CString),
     /// Set the UTS hostname.
@@ -174,6 +176,7 @@ impl Op {
             }
             Op::Mask(p) => format!("mask {}", l(p)),
             Op::ReadOnly(p) => format!("read-only {}", l(p)),
+            Op::RemountReadOnly(p) => format!("remount read-only {}", l(p)),
             Op::PivotRoot(p) => format!("pivot_root into {}", p.to_string_lossy()),
             Op::Hostname(h) => format!("sethostname {}", h.to_string_lossy()),
             Op::LoopbackUp => "bringing up lo".into(),
@@ -238,6 +241,10 @@ pub struct PlanInput {
     pub etc_files: Vec<(CString, CString)>,
     /// Extra binds: `(host path, in-root path, read-only)`.
     pub binds: Vec<(CString, CString, bool)>,
+    /// tmpfs mounts: `(in-root path, tmpfs options, extra mount flags)`.
+    pub tmpfs: Vec<(CString, CString, c_ulong)>,
+    /// Remount the root read-only once everything is mounted on it.
+    pub readonly_root: bool,
 }
 
 fn c(s: &str) -> CString {
@@ -367,6 +374,35 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
             readonly: *readonly,
         });
     }
+    for (rel, data, flags) in &input.tmpfs {
+        // The mount point, parents first (an existing directory is fine).
+        let path = rel.to_string_lossy().into_owned();
+        let comps: Vec<&str> = path.split('/').filter(|x| !x.is_empty()).collect();
+        for i in 0..comps.len() {
+            let parent = if i == 0 {
+                ".".to_string()
+            } else {
+                comps[..i].join("/")
+            };
+            ops.push(Op::Mkdir {
+                parent: c(&parent),
+                name: c(comps[i]),
+                mode: 0o755,
+            });
+        }
+        ops.push(Op::Mount {
+            src: c("tmpfs"),
+            rel: rel.clone(),
+            fstype: c("tmpfs"),
+            flags: NOSUID | NODEV | flags,
+            data: Some(data.clone()),
+            optional: false,
+        });
+    }
+    if input.readonly_root {
+        // Only the root's own mount: /proc, /dev, volumes and tmpfs mounts keep their flags.
+        ops.push(Op::RemountReadOnly(c(".")));
+    }
     ops.push(Op::PivotRoot(root));
     ops.push(Op::Hostname(input.hostname.clone()));
     if input.own_network {
@@ -412,7 +448,50 @@ mod tests {
             hostname: c("abc123"),
             etc_files: vec![(c("etc/hosts"), c("/scratch/hosts"))],
             binds: vec![(c("/host/src"), c("run/src"), true)],
+            tmpfs: Vec::new(),
+            readonly_root: false,
         }
+    }
+
+    #[test]
+    fn tmpfs_mounts_and_a_read_only_root_come_before_pivot_root() {
+        let mut inp = input(overlay(), false);
+        inp.tmpfs = vec![(c("run/app"), c("size=1m"), libc::MS_NOEXEC)];
+        inp.readonly_root = true;
+        let ops = build(&inp);
+        let at = |want: &Op| {
+            ops.iter()
+                .position(|o| o == want)
+                .unwrap_or_else(|| panic!("{want:?}"))
+        };
+        let mk_run = at(&Op::Mkdir {
+            parent: c("."),
+            name: c("run"),
+            mode: 0o755,
+        });
+        let mk_app = at(&Op::Mkdir {
+            parent: c("run"),
+            name: c("app"),
+            mode: 0o755,
+        });
+        let mount = at(&Op::Mount {
+            src: c("tmpfs"),
+            rel: c("run/app"),
+            fstype: c("tmpfs"),
+            flags: NOSUID | NODEV | libc::MS_NOEXEC,
+            data: Some(c("size=1m")),
+            optional: false,
+        });
+        let ro = at(&Op::RemountReadOnly(c(".")));
+        let pivot = ops
+            .iter()
+            .position(|o| matches!(o, Op::PivotRoot(_)))
+            .unwrap();
+        assert!(mk_run < mk_app && mk_app < mount && mount < ro && ro < pivot);
+        // Without the flag, no remount.
+        assert!(!build(&input(overlay(), false))
+            .iter()
+            .any(|o| matches!(o, Op::RemountReadOnly(_))));
     }
 
     fn overlay() -> RootPlan {

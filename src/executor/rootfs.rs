@@ -313,7 +313,11 @@ fn prepare_in(
     let hosts = dir.join("hosts");
     let hostname_file = dir.join("hostname");
     let resolv = dir.join("resolv.conf");
-    fs::write(&hosts, hosts_file(hostname)).map_err(io_err("writing", &hosts))?;
+    let mut hosts_text = hosts_file(hostname);
+    for (name, addr) in &spec.extra_hosts {
+        hosts_text.push_str(&format!("{addr}\t{name}\n"));
+    }
+    fs::write(&hosts, hosts_text).map_err(io_err("writing", &hosts))?;
     fs::write(&hostname_file, format!("{hostname}\n"))
         .map_err(io_err("writing", &hostname_file))?;
     // The host's resolver config, as Docker copies it (unreadable: an empty file).

@@ -620,6 +620,29 @@ fn step_ops(
         hostname: cstring("hostname", hostname)?,
         etc_files,
         binds,
+        tmpfs: spec
+            .tmpfs
+            .iter()
+            .map(|(path, opts)| {
+                // Mount flags among the options (Docker's `noexec`, `ro`); the rest is tmpfs's.
+                let mut flags = 0;
+                let mut data = Vec::new();
+                for o in opts.split(',').filter(|o| !o.is_empty()) {
+                    match o {
+                        "noexec" => flags |= libc::MS_NOEXEC,
+                        "ro" => flags |= libc::MS_RDONLY,
+                        "nosuid" | "nodev" | "rw" | "exec" | "suid" | "dev" => {}
+                        _ => data.push(o),
+                    }
+                }
+                Ok((
+                    cstring("tmpfs target", path.trim_start_matches('/'))?,
+                    cstring("tmpfs options", data.join(",").as_str())?,
+                    flags,
+                ))
+            })
+            .collect::<Result<_, ExecError>>()?,
+        readonly_root: spec.readonly_root,
     }))
 }
 

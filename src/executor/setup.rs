@@ -410,6 +410,20 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
             k.close(fd);
             res
         }
+        Op::RemountReadOnly(rel) => {
+            let r = root_fd(root)?;
+            let fd = k.open_beneath(r, rel)?;
+            let res = k.mount_fd(
+                Src::None,
+                fd,
+                None,
+                // The root is mounted nodev (see MountOverlay / BindRoot): keep it.
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NODEV,
+                None,
+            );
+            k.close(fd);
+            res
+        }
         Op::PivotRoot(p) => {
             if let Some(fd) = root.take() {
                 k.close(fd);
@@ -446,6 +460,8 @@ mod tests {
                 (c("etc/resolv.conf"), c("/s/resolv.conf")),
             ],
             binds: vec![],
+            tmpfs: vec![],
+            readonly_root: false,
         })
     }
 

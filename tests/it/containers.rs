@@ -1831,3 +1831,90 @@ fn logs_since_and_until() {
     let o = e.run(&["logs", "--since", "yesterday", "talk"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn read_only_root_tmpfs_and_extra_hosts() {
+    let Some(e) = Env::new() else { return };
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/run/app:size=1m,noexec",
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "-v",
+        "data:/data",
+        "busybox:local",
+        "sh",
+        "-c",
+        "touch /x 2>/dev/null && echo root-writable; \
+         touch /run/app/f && echo tmpfs-writable; \
+         grep size=1024k /proc/mounts | grep -q /run/app && echo sized; \
+         grep /run/app /proc/mounts | grep -q noexec && echo noexec; \
+         echo v > /data/v && echo volume-writable; \
+         echo s > /dev/shm/s && echo shm-writable; \
+         grep db.internal /etc/hosts",
+    ]);
+    assert_eq!(
+        out,
+        "tmpfs-writable\nsized\nnoexec\nvolume-writable\nshm-writable\n10.1.2.3\tdb.internal\n"
+    );
+    // Without --read-only the root is writable; inspect shows the settings.
+    e.ok(&[
+        "create",
+        "--name",
+        "ro",
+        "--read-only",
+        "--tmpfs",
+        "/t",
+        "--add-host",
+        "a:::1",
+        "busybox:local",
+        "true",
+    ]);
+    let v = e.inspect("ro");
+    assert_eq!(v["HostConfig"]["ReadonlyRootfs"], true);
+    assert_eq!(v["HostConfig"]["Tmpfs"]["/t"], "size=65536k");
+    assert_eq!(v["HostConfig"]["ExtraHosts"][0], "a:::1");
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "busybox:local",
+            "sh",
+            "-c",
+            "touch /x && echo ok"
+        ]),
+        "ok\n"
+    );
+    for bad in [
+        vec![
+            "run",
+            "--rm",
+            "--tmpfs",
+            "relative",
+            "busybox:local",
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--tmpfs",
+            "/t:exec,bogus=1",
+            "busybox:local",
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--add-host",
+            "db:not-an-ip",
+            "busybox:local",
+            "true",
+        ],
+    ] {
+        let o = e.run(&bad);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}: {}", stderr(&o));
+    }
+}
