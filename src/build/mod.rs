@@ -57,6 +57,9 @@ pub struct BuildRequest {
     pub ignore: crate::context::IgnoreRules,
     /// `--network none`: RUN steps get only a loopback interface.
     pub network_none: bool,
+    /// `--add-host`: `(name, address)` lines in RUN steps' `/etc/hosts` (not in the cache
+    /// key, as BuildKit's).
+    pub extra_hosts: Vec<(String, String)>,
     /// Set from a signal handler to stop running steps (Ctrl-C).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// `--explain`: report every input of every step's cache key.

@@ -1023,6 +1023,7 @@ impl Builder<'_> {
             executor::NetworkMode::Host
         };
         spec.cancel = self.cancel.clone();
+        spec.extra_hosts = self.req.extra_hosts.clone();
         spec.binds = mounts.binds.clone();
         let progress = self.progress;
         // The full output goes to the step's log file (never clipped) as well as to the

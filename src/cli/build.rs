@@ -54,6 +54,9 @@ pub struct BuildArgs {
     /// Set metadata on the image (`K=V`); may be repeated
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip) for RUN steps
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Write the image ID to this file
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
@@ -290,6 +293,12 @@ fn build_image(
         labels,
         source_date_epoch,
         network_none: args.network == "none",
+        extra_hosts: args
+            .add_host
+            .iter()
+            .map(|h| kiln::container::ops::parse_add_host(h))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("error: {e}"))?,
         cancel: Some(cancel_on_signals()),
         explain: args.explain,
         secrets: secrets(&args.secrets)?,

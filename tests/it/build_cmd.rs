@@ -714,3 +714,60 @@ fn build_cache_survives_rmi_until_builder_prune() {
         stderr(&o)
     );
 }
+
+/// `--add-host` lines reach RUN steps' /etc/hosts, never the image, and do not change the
+/// cache key (as BuildKit's).
+#[test]
+fn build_add_host_reaches_run_steps_only() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nRUN grep mirror.internal /etc/hosts > /seen\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "--add-host",
+            "mirror.internal:10.9.8.7",
+            "-t",
+            "hosts:1",
+            ".",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = s.unpack("hosts:1");
+    assert_eq!(
+        fs::read_to_string(root.join("seen")).unwrap(),
+        "10.9.8.7\tmirror.internal\n"
+    );
+    assert!(
+        !root.join("etc/hosts").exists()
+            || !fs::read_to_string(root.join("etc/hosts"))
+                .unwrap()
+                .contains("mirror")
+    );
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "--progress=plain",
+            "--add-host",
+            "mirror.internal:10.9.8.6",
+            "-t",
+            "hosts:1",
+            ".",
+        ],
+        None,
+    );
+    assert_eq!(cached_steps(&o), 1, "{}", stderr(&o));
+    let o = s.kiln(&ctx, &["build", "--add-host", "bad", "."], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--add-host"), "{}", stderr(&o));
+}
