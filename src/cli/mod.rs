@@ -8,6 +8,7 @@ mod cp;
 mod debug;
 mod format;
 mod image;
+mod info;
 mod port;
 mod registry;
 mod ssh;
@@ -132,6 +133,10 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Show the kiln version information
+    Version(info::InfoArgs),
+    /// Display system-wide information
+    Info(info::InfoArgs),
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -238,6 +243,8 @@ pub fn run() -> i32 {
         Command::System(cmd) => system::run(&root, cmd),
         Command::Builder(cmd) => builder::run(&root, cmd),
         Command::Volume(cmd) => volume::run(&root, cmd),
+        Command::Version(a) => info::version_cmd(&a),
+        Command::Info(a) => info::info_cmd(&root, &a),
         Command::Debug(cmd) => debug::run(&root, cmd),
     }
 }

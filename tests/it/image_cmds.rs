@@ -545,3 +545,27 @@ fn system_check_reports_corruption() {
         stderr(&o)
     );
 }
+
+#[test]
+fn version_and_info_describe_kiln_and_the_store() {
+    let k = Kiln::new();
+    assert_eq!(
+        k.ok(&["version", "--format", "{{.Version}}"]),
+        format!("{}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let before: serde_json::Value =
+        serde_json::from_str(&k.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(before["Images"], 0);
+    assert_eq!(before["Containers"], 0);
+    k.import_busybox("busybox:local", &[]);
+    let after: serde_json::Value =
+        serde_json::from_str(&k.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(after["Images"], 1);
+    assert_eq!(after["Driver"], "overlay");
+    assert!(after["NCPU"].as_u64().unwrap() >= 1);
+    let text = k.ok(&["info"]);
+    assert!(
+        text.contains("Images: 1\n") && text.contains("Storage Driver: overlay"),
+        "{text}"
+    );
+}

@@ -1,0 +1,144 @@
+//! `kiln version` and `kiln info`: what a bug report needs.
+
+use std::path::Path;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use kiln::container::cgroups::Hierarchy;
+use kiln::container::{Containers, Status};
+
+use super::{fail, open_store, out};
+
+/// `kiln version` / `kiln info`.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format output using a custom template ("json" for JSON)
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+}
+
+fn uname() -> (String, String, String) {
+    let u = nix::sys::utsname::uname().ok();
+    let f = |s: Option<&std::ffi::OsStr>| {
+        s.map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    (
+        f(u.as_ref().map(|u| u.sysname())),
+        f(u.as_ref().map(|u| u.release())),
+        f(u.as_ref().map(|u| u.machine())),
+    )
+}
+
+fn os_name() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn show(doc: &Value, format: &Option<String>, text: String) -> i32 {
+    match format.as_deref() {
+        None => out(&text),
+        Some("json") | Some("{{json .}}") => out(&format!("{doc}\n")),
+        Some(t) => {
+            match super::image::render(t, std::slice::from_ref(doc), &|s: &str| s.to_string()) {
+                Ok(s) => out(&s),
+                Err(e) => return fail(e),
+            }
+        }
+    }
+    0
+}
+
+/// `kiln version`.
+pub fn version_cmd(a: &InfoArgs) -> i32 {
+    let (os, kernel, arch) = uname();
+    let doc = json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Os": os.to_lowercase(),
+        "Arch": arch,
+        "KernelVersion": kernel,
+    });
+    let text = format!(
+        "kiln:\n Version:        {}\n OS/Arch:        {}/{}\n Kernel Version: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        os.to_lowercase(),
+        arch,
+        kernel
+    );
+    show(&doc, &a.format, text)
+}
+
+/// `kiln info`.
+pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
+    let store = match open_store(root) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let images = store.list_images().map(|l| l.len()).unwrap_or(0);
+    let containers = Containers::new(root).list().unwrap_or_default();
+    let running = containers
+        .iter()
+        .filter(|c| c.state.status == Status::Running && !c.paused)
+        .count();
+    let paused = containers.iter().filter(|c| c.paused).count();
+    let stopped = containers.len() - running - paused;
+    let (os, kernel, arch) = uname();
+    let cgroup = match Hierarchy::host() {
+        Some(Hierarchy::V1 { .. }) => "1",
+        Some(Hierarchy::V2 { .. }) => "2",
+        None => "none",
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    let pasta = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("pasta").is_file()))
+        .unwrap_or(false);
+    let doc = json!({
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": stopped,
+        "Images": images,
+        "Driver": "overlay",
+        "RootDir": store.root(),
+        "CgroupVersion": cgroup,
+        "KernelVersion": kernel,
+        "OperatingSystem": os_name(),
+        "OSType": os.to_lowercase(),
+        "Architecture": arch,
+        "NCPU": cpus,
+        "MemTotal": mem,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Pasta": pasta,
+    });
+    let text = format!(
+        "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {stopped}\nImages: {images}\n\
+         Server Version: {}\nStorage Driver: overlay\nRoot Dir: {}\nCgroup Version: {cgroup}\n\
+         Outbound network for private containers (pasta): {}\nKernel Version: {kernel}\n\
+         Operating System: {}\nOSType: {}\nArchitecture: {arch}\nCPUs: {cpus}\nTotal Memory: {}\n",
+        containers.len(),
+        env!("CARGO_PKG_VERSION"),
+        store.root().display(),
+        if pasta { "yes" } else { "no (apt-get install passt)" },
+        os_name(),
+        os.to_lowercase(),
+        super::units::human_size(mem),
+    );
+    show(&doc, &a.format, text)
+}
