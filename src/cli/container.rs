@@ -74,6 +74,8 @@ pub enum ContainerCommand {
     Diff(super::commit::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(super::cp::ExportArgs),
+    /// Rename a container
+    Rename(RenameArgs),
     /// Pause all processes within one or more containers
     Pause(NamesArgs),
     /// Unpause all processes within one or more containers
@@ -374,6 +376,15 @@ pub struct NamesArgs {
     pub containers: Vec<String>,
 }
 
+/// `kiln rename`.
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// The container
+    pub container: String,
+    /// Its new name
+    pub new_name: String,
+}
+
 /// `kiln container prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
@@ -445,6 +456,10 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
         ContainerCommand::Commit(a) => super::commit::commit_cmd(root, &a),
         ContainerCommand::Diff(a) => super::commit::diff_cmd(root, &a),
         ContainerCommand::Export(a) => super::cp::export_cmd(root, &a),
+        ContainerCommand::Rename(a) => match containers.rename(&a.container, &a.new_name) {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
         ContainerCommand::Pause(a) => each(&containers, &a.containers, ops::pause),
         ContainerCommand::Unpause(a) => each(&containers, &a.containers, ops::unpause),
         ContainerCommand::Stats(a) => super::stats::stats_cmd(&containers, &a),

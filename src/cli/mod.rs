@@ -114,6 +114,8 @@ pub enum Command {
     Diff(commit::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(cp::ExportArgs),
+    /// Rename a container
+    Rename(container::RenameArgs),
     /// Pause all processes within one or more containers
     Pause(container::NamesArgs),
     /// Unpause all processes within one or more containers
@@ -221,6 +223,7 @@ pub fn run() -> i32 {
         Command::Commit(a) => container::run(&root, C::Commit(a)),
         Command::Diff(a) => container::run(&root, C::Diff(a)),
         Command::Export(a) => container::run(&root, C::Export(a)),
+        Command::Rename(a) => container::run(&root, C::Rename(a)),
         Command::Pause(a) => container::run(&root, C::Pause(a)),
         Command::Unpause(a) => container::run(&root, C::Unpause(a)),
         Command::Stats(a) => container::run(&root, C::Stats(a)),

@@ -751,6 +751,29 @@ impl Containers {
         }
     }
 
+    /// `kiln rename`: gives container `key` the unused name `new` (its config rewritten
+    /// atomically, under the same lock `create` takes, so two containers never share one).
+    pub fn rename(&self, key: &str, new: &str) -> Result<()> {
+        let new = new.trim_start_matches('/');
+        names::validate(new)?;
+        let _lock = self.lock()?;
+        let c = self.find(key)?;
+        if c.config.name == new {
+            return Err(ContainerError::Invalid(format!(
+                "Renaming a container with the same name as its current name: {new}"
+            )));
+        }
+        if let Some(other) = self.list()?.into_iter().find(|o| o.config.name == new) {
+            return Err(ContainerError::NameInUse {
+                name: new.to_string(),
+                id: other.config.id,
+            });
+        }
+        let mut config = c.config.clone();
+        config.name = new.to_string();
+        write_json(&c.dir.join("config.json"), &config)
+    }
+
     /// Records a new container (config and `created` state); fills in a generated name
     /// when `config.name` is empty. The name must be unique.
     pub fn create(&self, mut config: ContainerConfig) -> Result<Container> {

@@ -1918,3 +1918,45 @@ fn read_only_root_tmpfs_and_extra_hosts() {
         assert_eq!(o.status.code(), Some(125), "{bad:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn rename_running_and_stopped_containers() {
+    let Some(e) = Env::new() else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "old",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    e.ok(&["create", "--name", "other", "busybox:local", "true"]);
+    e.wait_for("old", 10, running);
+    e.ok(&["rename", "old", "new"]);
+    let v = e.inspect("new");
+    assert_eq!(v["Name"], "/new");
+    assert_eq!(v["State"]["Status"], "running");
+    assert!(e.run(&["inspect", "old"]).status.code() == Some(1));
+    // The new name works everywhere: exec, stop, ps.
+    assert_eq!(e.ok(&["exec", "new", "echo", "hi"]), "hi\n");
+    assert!(e.ok(&["ps", "--format", "{{.Names}}"]).contains("new"));
+    for (args, want) in [
+        (vec!["rename", "new", "other"], "already in use"),
+        (vec!["rename", "new", "new"], "same name"),
+        (vec!["rename", "new", "bad name!"], "Invalid container name"),
+        (vec!["rename", "missing", "x"], "No such container"),
+    ] {
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).to_lowercase().contains(&want.to_lowercase()),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    e.ok(&["stop", "-t", "1", "new"]);
+    e.ok(&["rename", "new", "again"]);
+    e.ok(&["start", "again"]);
+    e.wait_for("again", 10, running);
+}
