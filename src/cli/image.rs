@@ -17,10 +17,11 @@ use kiln::imageops::inspect::{history, inspect, HistoryEntry};
 use kiln::imageops::list::{self, ImageFilters, ImageSummary};
 use kiln::imageops::load::{load, LoadLimits};
 use kiln::imageops::platform::Platform;
-use kiln::imageops::remove::{prune_images, remove_images, RemoveEvent};
+use kiln::imageops::remove::{remove_images, RemoveEvent};
 use kiln::imageops::save::{resolve_for_save, save_compressed};
 use kiln::imageops::time::Timestamp;
 use kiln::imageops::{self, ImageOpsError};
+use kiln::store::ImageRecord;
 use kiln::store::Store;
 
 use super::format::{tabulate, Template};
@@ -165,6 +166,9 @@ pub struct PruneArgs {
     /// Remove all unused images, not just dangling ones
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Provide filter values (e.g. "until=24h", "label=key=value", "label!=key")
+    #[arg(long = "filter")]
+    pub filter: Vec<String>,
     /// Do not prompt for confirmation
     #[arg(short = 'f', long)]
     pub force: bool,
@@ -543,6 +547,60 @@ pub(crate) fn confirm(question: &str) -> bool {
     matches!(line.trim(), "y" | "Y")
 }
 
+/// `image prune --filter`: `until=<time or duration>` (created before it), `label=k[=v]`,
+/// `label!=k[=v]`.
+fn prune_filter(filters: &[String]) -> Result<impl Fn(&ImageRecord) -> bool, String> {
+    let now = kiln::imageops::time::Timestamp::now();
+    let mut until = None;
+    let mut labels: Vec<(bool, String, Option<String>)> = Vec::new();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| format!("Error: bad format of filter (expected name=value): {f}"))?;
+        match k {
+            "until" => {
+                until = Some(
+                    kiln::imageops::time::parse_time_filter(v, now)
+                        .map_err(|e| format!("Error: {e}"))?,
+                )
+            }
+            "label" | "label!" => {
+                let (lk, lv) = match v.split_once('=') {
+                    Some((a, b)) => (a.to_string(), Some(b.to_string())),
+                    None => (v.to_string(), None),
+                };
+                labels.push((k == "label", lk, lv));
+            }
+            _ => return Err(format!("Error: invalid filter '{k}'")),
+        }
+    }
+    Ok(move |img: &ImageRecord| {
+        if let Some(u) = until {
+            let created = img
+                .config
+                .created()
+                .as_deref()
+                .and_then(|c| kiln::imageops::time::Timestamp::parse_rfc3339(c).ok());
+            if created.is_none_or(|c| c >= u) {
+                return false;
+            }
+        }
+        let image_labels = img
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default();
+        labels.iter().all(|(want, k, v)| {
+            let has = match v {
+                Some(v) => image_labels.get(k) == Some(v),
+                None => image_labels.contains_key(k),
+            };
+            has == *want
+        })
+    })
+}
+
 fn prune(store: &Store, a: &PruneArgs) -> CmdResult {
     if !a.force {
         let warning = if a.all {
@@ -555,7 +613,14 @@ fn prune(store: &Store, a: &PruneArgs) -> CmdResult {
             return Ok(());
         }
     }
-    let report = prune_images(store, a.all, &super::container::users(store.root())).map_err(msg)?;
+    let selected = prune_filter(&a.filter)?;
+    let report = kiln::imageops::remove::prune_images_where(
+        store,
+        a.all,
+        &selected,
+        &super::container::users(store.root()),
+    )
+    .map_err(msg)?;
     let mut text = String::new();
     if !report.events.is_empty() {
         text.push_str("Deleted Images:\n");

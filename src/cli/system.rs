@@ -212,6 +212,7 @@ fn system_prune(root: &Path, a: &SystemPruneArgs) -> i32 {
         root,
         super::image::ImageCommand::Prune(super::image::PruneArgs {
             all: a.all,
+            filter: Vec::new(),
             force: true,
         }),
     );

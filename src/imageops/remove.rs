@@ -309,9 +309,20 @@ impl PruneReport {
 /// `kiln image prune [-a]`: removes dangling images (with `all`, every image
 /// no container uses), then collects garbage.
 pub fn prune_images(store: &Store, all: bool, users: &dyn ContainerUsers) -> Result<PruneReport> {
+    prune_images_where(store, all, &|_| true, users)
+}
+
+/// [`prune_images`] limited to the images `selected` accepts (`--filter until=…`,
+/// `label=…`).
+pub fn prune_images_where(
+    store: &Store,
+    all: bool,
+    selected: &dyn Fn(&ImageRecord) -> bool,
+    users: &dyn ContainerUsers,
+) -> Result<PruneReport> {
     let mut events = Vec::new();
     for image in store.list_images()? {
-        if !(all || image.is_dangling()) {
+        if !(all || image.is_dangling()) || !selected(&image) {
             continue;
         }
         if !users.containers_using(&image.id).is_empty() {

@@ -569,3 +569,40 @@ fn version_and_info_describe_kiln_and_the_store() {
         "{text}"
     );
 }
+
+#[test]
+fn image_prune_filters_by_age_and_label() {
+    let k = Kiln::new();
+    k.import_busybox("keep:1", &["--change", "LABEL keep=yes"]);
+    k.import_busybox("drop:1", &["--change", "LABEL tier=tmp"]);
+    let names = |k: &Kiln| k.ok(&["images", "--format", "{{.Repository}}"]);
+    // Nothing was created before 2000.
+    k.ok(&[
+        "image",
+        "prune",
+        "-a",
+        "-f",
+        "--filter",
+        "until=2000-01-01T00:00:00Z",
+    ]);
+    assert_eq!(names(&k).lines().count(), 2);
+    // label!=keep: only the unlabelled one goes.
+    let out = k.ok(&["image", "prune", "-a", "-f", "--filter", "label!=keep"]);
+    assert!(out.contains("untagged: drop:1"), "{out}");
+    assert_eq!(names(&k), "keep\n");
+    // until=<duration>: images older than that.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    k.ok(&[
+        "image",
+        "prune",
+        "-a",
+        "-f",
+        "--filter",
+        "until=1s",
+        "--filter",
+        "label=keep=yes",
+    ]);
+    assert_eq!(names(&k), "");
+    let o = k.run(&["image", "prune", "-f", "--filter", "colour=red"]);
+    assert_eq!(o.status.code(), Some(1));
+}
