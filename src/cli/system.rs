@@ -99,30 +99,15 @@ fn df(root: &Path) -> i32 {
     let ctr_reclaim: u64 = ctr_sizes.iter().filter(|c| !c.0).map(|c| c.1).sum();
     let running = ctr_sizes.iter().filter(|c| c.0).count();
 
-    let used_vols: BTreeSet<String> = containers
-        .iter()
-        .flat_map(|c| {
-            c.config
-                .mounts
-                .iter()
-                .filter(|m| m.kind == "volume")
-                .map(|m| m.name.clone())
-        })
+    // (in use, bytes) per volume, from the same listing `kiln volume` uses.
+    let vols: Vec<(bool, u64)> = kiln::container::volumes::list(root)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (!v.used_by.is_empty(), du(&v.mountpoint)))
         .collect();
-    let vols: Vec<(String, u64)> = std::fs::read_dir(root.join("volumes"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), du(&e.path())))
-                .collect()
-        })
-        .unwrap_or_default();
     let vol_size: u64 = vols.iter().map(|v| v.1).sum();
-    let vol_reclaim: u64 = vols
-        .iter()
-        .filter(|v| !used_vols.contains(&v.0))
-        .map(|v| v.1)
-        .sum();
-    let vol_active = vols.iter().filter(|v| used_vols.contains(&v.0)).count();
+    let vol_reclaim: u64 = vols.iter().filter(|v| !v.0).map(|v| v.1).sum();
+    let vol_active = vols.iter().filter(|v| v.0).count();
 
     let (records, records_used, cache_size) = kiln::cache::prune::usage(&store);
 

@@ -351,12 +351,9 @@ pub fn copy_out(
         let inner = inside
             .join()
             .map_err(|_| other("the copy thread panicked"))?;
-        match (host, inner) {
-            (Err(e), _) => Err(e),
-            (_, Err(e)) => Err(e),
-            (_, Ok(Err(e))) => Err(other(e)),
-            (Ok(n), Ok(Ok(()))) => Ok(n),
-        }
+        // What went wrong on the host (the destination) explains a broken stream best.
+        let (n, ()) = both(host, inner, false)?;
+        Ok(n)
     })
 }
 
@@ -379,12 +376,7 @@ pub fn export(cs: &Containers, c: &Container, out: &mut (dyn Write + Send)) -> R
         let inner = inside
             .join()
             .map_err(|_| other("the export thread panicked"))?;
-        match (inner, copied) {
-            (Err(e), _) => Err(e),
-            (Ok(Err(e)), _) => Err(other(e)),
-            (_, Err(e)) => Err(e),
-            (Ok(Ok(())), Ok(_)) => Ok(()),
-        }
+        both(copied, inner, true).map(drop)
     })
 }
 
@@ -437,6 +429,22 @@ fn one_filesystem(root: &Path) -> io::Result<Vec<Item>> {
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(items)
+}
+
+/// The outcome of a copy whose host side and container side ran at once: both results,
+/// or the first failure, the container side's first when `container_first` (its error is
+/// the cause; the other side then only saw a broken pipe).
+fn both<H, C>(
+    host: Result<H>,
+    container: Result<std::result::Result<C, String>>,
+    container_first: bool,
+) -> Result<(H, C)> {
+    let container = container.and_then(|r| r.map_err(other));
+    match (host, container) {
+        (Ok(h), Ok(c)) => Ok((h, c)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(h), Err(c)) => Err(if container_first { c } else { h }),
+    }
 }
 
 /// A host path made absolute against the current directory, keeping Docker's trailing
@@ -535,12 +543,8 @@ pub fn copy_in(
         let inner = inside
             .join()
             .map_err(|_| other("the copy thread panicked"))?;
-        match (inner, host) {
-            (Err(e), _) => Err(e),
-            (Ok(Err(e)), _) => Err(other(e)),
-            (_, Err(e)) => Err(e),
-            (Ok(Ok(n)), Ok(())) => Ok(n),
-        }
+        let ((), n) = both(host, inner, true)?;
+        Ok(n)
     })
 }
 
