@@ -24,6 +24,7 @@ pub use error::{ArchiveError, Limit};
 pub use extract::{extract, ExtractOptions, ExtractStats, WhiteoutMode};
 pub use stream::Compression;
 pub use upper::{upper_entries, write_upper};
+pub(crate) use writer::read_xattrs;
 pub use writer::{
     write_tree, HashingWriter, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs,
     OPAQUE_MARKER, WHITEOUT_PREFIX,

@@ -21,15 +21,17 @@
 
 use std::ffi::{CStr, CString};
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{FileStat, SFlag};
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use super::error::ArchiveError;
-use super::writer::{xattr_call, LayerDigest, LayerEntry, LayerWriter, WriterOptions};
+use super::writer::{xattr_call, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs};
 
 /// The xattr that makes a directory opaque on an overlay mounted by root.
 pub(crate) const TRUSTED_OPAQUE: &CStr = c"trusted.overlay.opaque";
@@ -83,20 +85,7 @@ pub fn upper_entries(upper: &Path) -> Result<Vec<LayerEntry>, ArchiveError> {
                 continue;
             }
             let attrs = OverlayAttrs::read(&source)?;
-            let refuse = |reason| ArchiveError::UnsupportedOverlayUpper {
-                path: source.display().to_string(),
-                reason,
-            };
-            if attrs.has(b"redirect") {
-                return Err(refuse(
-                    "renamed directory (redirect_dir=on): its content is in a lower layer; mount without redirect_dir",
-                ));
-            }
-            if attrs.has(b"metacopy") {
-                return Err(refuse(
-                    "metadata-only copy-up (metacopy=on): its data is in a lower layer; mount without metacopy",
-                ));
-            }
+            attrs.refuse_partial(&source)?;
             if ft.is_file() {
                 // The kernel honours the xattr only on an empty file; otherwise it
                 // is an ordinary file.
@@ -120,18 +109,237 @@ pub fn upper_entries(upper: &Path) -> Result<Vec<LayerEntry>, ArchiveError> {
     Ok(out)
 }
 
-/// Writes the overlay upper directory `upper` as a layer into `out`:
-/// [`upper_entries`], [`LayerWriter::append_entries`] and
-/// [`LayerWriter::finish`]. Overlay xattrs are not written.
+/// Writes the overlay upper directory `upper` as a layer into `out`: the entries
+/// [`upper_entries`] lists, in [`LayerWriter::append_entries`]'s order, in one
+/// depth-first walk that works relative to open directories: a stat, an open
+/// and one xattr listing per file or directory, whatever the depth. Overlay
+/// xattrs are not written.
 pub fn write_upper<W: Write>(
     upper: &Path,
     out: W,
     opts: WriterOptions,
 ) -> Result<(W, LayerDigest), ArchiveError> {
-    let entries = upper_entries(upper)?;
     let mut w = LayerWriter::new(out, opts);
-    w.append_entries(entries)?;
+    let mut frames = vec![Frame::open(upper.to_path_buf(), Vec::new(), true)?];
+    while let Some(frame) = frames.last_mut() {
+        let Some(child) = frame.children.pop() else {
+            frames.pop();
+            continue;
+        };
+        let source = frame.path.join(&child.name);
+        let shown = || source.display().to_string();
+        let mut name = frame.name.clone();
+        if !name.is_empty() {
+            name.push(b'/');
+        }
+        name.extend_from_slice(child.name.as_bytes());
+        let kind = child.st.st_mode & SFlag::S_IFMT.bits();
+        if child.whiteout {
+            w.append_whiteout(&name)?;
+            continue;
+        }
+        if kind != SFlag::S_IFREG.bits() && kind != SFlag::S_IFDIR.bits() {
+            w.append_path(&name, &source)?;
+            continue;
+        }
+        let is_dir = kind == SFlag::S_IFDIR.bits();
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | if is_dir {
+                OFlag::O_DIRECTORY
+            } else {
+                OFlag::O_NONBLOCK
+            };
+        let fd = openat(
+            frame.dir(),
+            frame.at(&child.name).as_os_str(),
+            flags,
+            Mode::empty(),
+        )
+        .map_err(|e| ArchiveError::io("open", shown(), io::Error::from(e)))?;
+        let mut file = fs::File::from(fd);
+        let md = file
+            .metadata()
+            .map_err(|e| ArchiveError::io("stat", shown(), e))?;
+        if md.ino() != child.st.st_ino || md.dev() != child.st.st_dev {
+            return Err(ArchiveError::FileChanged {
+                path: shown(),
+                expected: child.st.st_size as u64,
+                found: md.len(),
+            });
+        }
+        let (attrs, xattrs) = fd_xattrs(&file, &source)?;
+        attrs.refuse_partial(&source)?;
+        if !is_dir {
+            w.append_node(&name, &source, &md, xattrs, Some(&mut file))?;
+            continue;
+        }
+        w.append_node(&name, &source, &md, xattrs, None)?;
+        if attrs.value_fd(&file, &source, b"opaque")?.as_deref() == Some(b"y") {
+            w.append_opaque(&name)?;
+        }
+        // Deep trees keep only the first levels' directories open.
+        let keep_fd = frames.len() < 64;
+        let next = Frame::open_at(source, name, keep_fd.then_some(file))?;
+        frames.push(next);
+    }
     w.finish()
+}
+
+/// A directory being written: its children in reverse order of the layer, so the next
+/// one is popped from the end.
+struct Frame {
+    path: PathBuf,
+    name: Vec<u8>,
+    fd: Option<fs::File>,
+    children: Vec<Child>,
+}
+
+struct Child {
+    key: Vec<u8>,
+    name: std::ffi::OsString,
+    st: FileStat,
+    whiteout: bool,
+}
+
+impl Frame {
+    fn open(path: PathBuf, name: Vec<u8>, keep_fd: bool) -> Result<Frame, ArchiveError> {
+        let fd = if keep_fd {
+            Some(
+                fs::File::options()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&path)
+                    .map_err(|e| ArchiveError::io("open", path.display().to_string(), e))?,
+            )
+        } else {
+            None
+        };
+        Frame::open_at(path, name, fd)
+    }
+
+    /// Lists the directory and stats its children (relative to `fd` when given).
+    fn open_at(path: PathBuf, name: Vec<u8>, fd: Option<fs::File>) -> Result<Frame, ArchiveError> {
+        let mut frame = Frame {
+            path,
+            name,
+            fd,
+            children: Vec::new(),
+        };
+        let shown = || frame.path.display().to_string();
+        let rd = fs::read_dir(&frame.path)
+            .map_err(|e| ArchiveError::io("read directory", shown(), e))?;
+        let mut children = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| ArchiveError::io("read directory", shown(), e))?;
+            let n = ent.file_name();
+            let st = fstatat(
+                frame.dir(),
+                frame.at(&n).as_os_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| {
+                ArchiveError::io(
+                    "stat",
+                    frame.path.join(&n).display().to_string(),
+                    io::Error::from(e),
+                )
+            })?;
+            let kind = st.st_mode & SFlag::S_IFMT.bits();
+            // A 0/0 device, or an empty file with the overlay.whiteout xattr (honoured by
+            // the kernel only on an empty file).
+            let whiteout = is_whiteout_device(&st)
+                || (kind == SFlag::S_IFREG.bits()
+                    && st.st_size == 0
+                    && OverlayAttrs::read(&frame.path.join(&n))?.has(b"whiteout"));
+            let key = if whiteout {
+                [super::writer::WHITEOUT_PREFIX, n.as_bytes()].concat()
+            } else {
+                n.as_bytes().to_vec()
+            };
+            children.push(Child {
+                key,
+                name: n,
+                st,
+                whiteout,
+            });
+        }
+        children.sort_by(|a, b| b.key.cmp(&a.key));
+        frame.children = children;
+        Ok(frame)
+    }
+
+    /// The directory to look names up in: its fd, or the current directory when it is
+    /// looked up by full path.
+    fn dir(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &self.fd {
+            Some(f) => f.as_fd(),
+            None => nix::fcntl::AT_FDCWD,
+        }
+    }
+
+    /// `name` as [`Frame::dir`] resolves it.
+    fn at(&self, name: &std::ffi::OsStr) -> PathBuf {
+        match &self.fd {
+            Some(_) => PathBuf::from(name),
+            None => self.path.join(name),
+        }
+    }
+}
+
+/// The xattrs of an open file or directory, in one listing: its overlay xattrs (names)
+/// and the others with their values, sorted, as [`super::writer::read_xattrs`] gives them.
+fn fd_xattrs(f: &fs::File, path: &Path) -> Result<(OverlayAttrs, Xattrs), ArchiveError> {
+    let shown = || path.display().to_string();
+    let fd = f.as_raw_fd();
+    let mut small = [0u8; 1024];
+    // SAFETY: fd is open; the buffer is writable for its length.
+    let n = unsafe { libc::flistxattr(fd, small.as_mut_ptr().cast(), small.len()) };
+    let names = if n >= 0 {
+        small[..n as usize].to_vec()
+    } else {
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            e if e.raw_os_error() == Some(libc::ERANGE) => xattr_call(|buf, len| {
+                // SAFETY: as above; buf/len describe a writable buffer (or null/0).
+                unsafe { libc::flistxattr(fd, buf.cast(), len) }
+            })
+            .map_err(|e| ArchiveError::io("list xattrs", shown(), e))?,
+            e => return Err(ArchiveError::io("list xattrs", shown(), e)),
+        }
+    };
+    let mut overlay = Vec::new();
+    let mut values = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if is_overlay_xattr(name) {
+            overlay.push(name.to_vec());
+            continue;
+        }
+        if name == b"security.selinux" {
+            continue;
+        }
+        if let Some(v) = fd_xattr(f, path, name)? {
+            values.push((name.to_vec(), v));
+        }
+    }
+    values.sort();
+    Ok((OverlayAttrs(overlay), values))
+}
+
+/// One xattr of an open file (`None` if it is gone).
+fn fd_xattr(f: &fs::File, path: &Path, name: &[u8]) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let shown = || path.display().to_string();
+    let cname = CString::new(name).map_err(|e| ArchiveError::io("read xattr", shown(), e))?;
+    let fd = f.as_raw_fd();
+    match xattr_call(|buf, len| {
+        // SAFETY: fd is open, cname a valid C string, buf/len a writable buffer (or null/0).
+        unsafe { libc::fgetxattr(fd, cname.as_ptr(), buf.cast(), len) }
+    }) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(ArchiveError::io("read xattr", shown(), e)),
+    }
 }
 
 /// The overlay xattrs of one path: full names, without values.
@@ -180,6 +388,39 @@ impl OverlayAttrs {
 
     fn has(&self, key: &[u8]) -> bool {
         self.find(key).is_some()
+    }
+
+    /// Refuses a path whose content is partly in a lower layer, where a layer tar cannot
+    /// point.
+    fn refuse_partial(&self, path: &Path) -> Result<(), ArchiveError> {
+        let refuse = |reason| ArchiveError::UnsupportedOverlayUpper {
+            path: path.display().to_string(),
+            reason,
+        };
+        if self.has(b"redirect") {
+            return Err(refuse(
+                "renamed directory (redirect_dir=on): its content is in a lower layer; mount without redirect_dir",
+            ));
+        }
+        if self.has(b"metacopy") {
+            return Err(refuse(
+                "metadata-only copy-up (metacopy=on): its data is in a lower layer; mount without metacopy",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The value of overlay xattr `key` on the open `f`, if set.
+    fn value_fd(
+        &self,
+        f: &fs::File,
+        path: &Path,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, ArchiveError> {
+        match self.find(key) {
+            Some(name) => fd_xattr(f, path, name),
+            None => Ok(None),
+        }
     }
 
     /// The value of overlay xattr `key` on `path`, if set.

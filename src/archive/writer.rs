@@ -462,6 +462,20 @@ impl<W: Write> LayerWriter<W> {
         source: &Path,
         md: &Metadata,
     ) -> Result<(), ArchiveError> {
+        let xattrs = read_xattrs(source)?;
+        self.append_node(name, source, md, xattrs, None)
+    }
+
+    /// Appends a path whose metadata and xattrs the caller read; a regular file's data is
+    /// read from `open` when given (the file `md` describes), else from `source`.
+    pub(crate) fn append_node(
+        &mut self,
+        name: &[u8],
+        source: &Path,
+        md: &Metadata,
+        xattrs: Xattrs,
+        open: Option<&mut File>,
+    ) -> Result<(), ArchiveError> {
         let name = check_name(name)?;
         let base = name.rsplit(|&b| b == b'/').next().unwrap_or(&name);
         if base.starts_with(WHITEOUT_PREFIX) {
@@ -480,7 +494,7 @@ impl<W: Write> LayerWriter<W> {
             Some(max) => md.mtime().min(max),
             None => md.mtime(),
         };
-        meta.xattrs = read_xattrs(source)?;
+        meta.xattrs = xattrs;
         let mut data = false;
         if ft.is_dir() {
             meta.typeflag = b'5';
@@ -527,7 +541,10 @@ impl<W: Write> LayerWriter<W> {
         }
         self.write_header(&meta)?;
         if data {
-            self.copy_file(source, md)?;
+            match open {
+                Some(f) => self.copy_open(f, source, md)?,
+                None => self.copy_file(source, md)?,
+            }
         }
         Ok(())
     }
@@ -549,10 +566,21 @@ impl<W: Write> LayerWriter<W> {
                 found: fmd.len(),
             });
         }
+        self.copy_open(&mut f, source, md)
+    }
+
+    /// Copies exactly `md.len()` bytes of the open file `f`.
+    fn copy_open(
+        &mut self,
+        f: &mut File,
+        source: &Path,
+        md: &Metadata,
+    ) -> Result<(), ArchiveError> {
+        let src = source.display().to_string();
         let expected = md.len();
         let copied = self
             .out
-            .copy_from(&mut f, expected)
+            .copy_from(f, expected)
             .map_err(|e| ArchiveError::io("archive", src.clone(), e))?;
         if copied != expected {
             return Err(ArchiveError::FileChanged {

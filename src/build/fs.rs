@@ -90,6 +90,28 @@ pub fn change<R: Send>(
     clamp_mtime: Option<i64>,
     work: impl FnOnce(&Path, &[PathBuf]) -> R + Send,
 ) -> Result<(R, Option<LayerRef>), FsError> {
+    change_then(
+        store,
+        layers,
+        sources,
+        clamp_mtime,
+        |merged, roots, _| work(merged, roots),
+        |r, _| Ok((r, None)),
+    )
+}
+
+/// [`change`] in two parts: `work` runs on the mounted overlay (and also gets the lower
+/// dirs, top-most first); `then`, after the overlay is unmounted, may write into the upper
+/// dir itself (a COPY written straight into the layer) and return a file to keep beside the
+/// snapshot ([`super::direct::INDEX_FILE`]).
+pub(crate) fn change_then<R: Send, T>(
+    store: &Store,
+    layers: &[LayerRef],
+    sources: &[Vec<LayerRef>],
+    clamp_mtime: Option<i64>,
+    work: impl FnOnce(&Path, &[PathBuf], &[PathBuf]) -> R + Send,
+    then: impl FnOnce(R, &Path) -> Result<(T, Option<Vec<u8>>), FsError>,
+) -> Result<(T, Option<LayerRef>), FsError> {
     let lowers = lower_dirs(store, layers)?;
     let source_dirs = sources
         .iter()
@@ -98,14 +120,20 @@ pub fn change<R: Send>(
     let res = store.reserve_snapshot()?;
     let upper = res.path();
     let scratch = scratch_dir(store)?;
-    let r = with_overlay(&lowers, &upper, scratch.path(), &source_dirs, work)?;
+    let r = with_overlay(&lowers, &upper, scratch.path(), &source_dirs, |m, roots| {
+        work(m, roots, &lowers)
+    })?;
     drop(scratch);
+    let (t, index) = then(r, &upper)?;
     if fs::read_dir(&upper)?.next().is_none() {
-        return Ok((r, None));
+        return Ok((t, None));
     }
     let layer = commit_dir(store, &upper, clamp_mtime)?;
+    if let Some(bytes) = index {
+        res.write_beside(super::direct::INDEX_FILE, &bytes)?;
+    }
     res.commit(top_chain(layers).as_ref(), &layer.diff_id)?;
-    Ok((r, Some(layer)))
+    Ok((t, Some(layer)))
 }
 
 /// Write an overlay upper dir as a layer blob into the store: overlay whiteouts become
@@ -119,10 +147,10 @@ pub fn commit_dir(
     let path = tmp.path().join("layer.tar");
     let file = fs::File::create(&path)?;
     // The writer hands the file whole 1 MiB chunks: no buffering needed here.
-    let (file, digest) =
-        archive::write_upper(upper, WriteBehind::new(file), WriterOptions { clamp_mtime })?;
+    let out = Offload::new(WriteBehind::new(file))?;
+    let (out, digest) = archive::write_upper(upper, out, WriterOptions { clamp_mtime })?;
     // adopt_blob fsyncs before the rename.
-    drop(file);
+    drop(out.finish()?);
     let diff_id = Digest::parse(&digest.diff_id()).map_err(|e| FsError::Io(e.to_string()))?;
     store.adopt_blob(&path, &diff_id, digest.size)?;
     Ok(LayerRef {
@@ -290,6 +318,78 @@ impl io::Write for WriteBehind {
             self.leave_direct()?;
         }
         self.file.flush()
+    }
+}
+
+/// Writes on a second thread, so the walk that reads the layer's files never waits for
+/// the disk (the hashing has a thread of its own).
+struct Offload {
+    send: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    recycle: std::sync::mpsc::Receiver<Vec<u8>>,
+    done: Option<std::thread::JoinHandle<io::Result<WriteBehind>>>,
+}
+
+impl Offload {
+    fn new(mut w: WriteBehind) -> io::Result<Offload> {
+        let (send, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, recycle) = std::sync::mpsc::channel();
+        let done = std::thread::Builder::new()
+            .name("layer-write".into())
+            .spawn(move || {
+                for chunk in chunks {
+                    w.write_all(&chunk)?;
+                    let _ = give_back.send(chunk);
+                }
+                w.flush()?;
+                Ok(w)
+            })?;
+        Ok(Offload {
+            send: Some(send),
+            recycle,
+            done: Some(done),
+        })
+    }
+
+    /// Waits for everything to be written; the file, or the first write error.
+    fn finish(mut self) -> io::Result<fs::File> {
+        self.join().map(|w| w.file)
+    }
+
+    fn join(&mut self) -> io::Result<WriteBehind> {
+        drop(self.send.take());
+        match self.done.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the layer writing thread panicked")),
+            None => Err(io::Error::other("the layer file was already closed")),
+        }
+    }
+}
+
+impl io::Write for Offload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut chunk = self.recycle.try_recv().unwrap_or_default();
+        chunk.clear();
+        chunk.extend_from_slice(data);
+        let sent = self.send.as_ref().map(|s| s.send(chunk));
+        match sent {
+            Some(Ok(())) => Ok(data.len()),
+            // The thread stopped: its error says why.
+            _ => Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the layer writing thread stopped"))),
+        }
+    }
+
+    /// [`Offload::finish`] does the real flush.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        let _ = self.join();
     }
 }
 

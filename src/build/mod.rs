@@ -2,6 +2,7 @@
 //! stores the target stage's result as an image.
 
 pub mod copy;
+mod direct;
 pub mod fs;
 pub mod meta;
 pub mod mount;

@@ -18,7 +18,8 @@ use crate::parser::Location;
 use crate::planner::{resolve_source, Source as PlanSource};
 
 use super::copy::{self, CopyOptions, Item, ItemKind};
-use super::fs::{change, FsError};
+use super::direct;
+use super::fs::{change, change_then, FsError};
 use super::remote::{self, RemoteKind};
 use super::rootfs;
 use super::{BuildError, BuildEvent, Builder, Recorded, StageResult, HISTORY_COMMENT};
@@ -343,6 +344,16 @@ impl Builder<'_> {
         });
     }
 
+    /// The snapshot directory of the step at `position` in the previous build of this
+    /// Dockerfile (the top layer its cache record left), if it is still in the store.
+    fn previous_snapshot(&self, position: &str) -> Option<std::path::PathBuf> {
+        let prev = self.previous.as_ref()?.step(position)?;
+        let rec = self.cache.get(&Digest::parse(&prev.key).ok()?)?;
+        let chain = super::fs::top_chain(&rec.layers)?;
+        let snap = self.store.snapshot(&chain).ok()??;
+        snap.path.parent().map(std::path::Path::to_path_buf)
+    }
+
     /// COPY or ADD.
     pub(crate) fn copy_step(
         &self,
@@ -599,6 +610,9 @@ impl Builder<'_> {
             From::Context(paths) if !paths.is_empty() => Some(paths),
             _ => None,
         };
+        // Content hashes of the context files, by host path: a COPY written straight into
+        // its layer indexes them, so the next build can hard-link what did not change.
+        let mut hashed = std::collections::HashMap::new();
         if let Some(paths) = local_paths {
             let guard = self.context()?;
             let (ctx, _) = guard.as_ref().expect("scanned by context()");
@@ -607,9 +621,24 @@ impl Builder<'_> {
                     archives.push(ctx.root().join(p));
                 } else {
                     ctx_srcs.push(copy::context_source(ctx, p));
+                    for (k, e) in ctx.subtree(p) {
+                        if let (context::Kind::File, Some(h)) = (e.kind, ctx.content_hash(k)) {
+                            let h = direct::Hashed {
+                                hash: *h,
+                                size: e.size,
+                                mtime: e.mtime,
+                                ctime: e.ctime,
+                                ino: e.ino,
+                            };
+                            hashed.insert(ctx.root().join(k), h);
+                        }
+                    }
                 }
             }
         }
+        let links = self
+            .previous_snapshot(position)
+            .and_then(|d| direct::LinkSource::open(&d));
         let mut checkouts = Vec::new();
         for (g, commit) in gits.iter().zip(&commits) {
             self.progress.event(BuildEvent::Output {
@@ -621,7 +650,10 @@ impl Builder<'_> {
             checkouts.push((g.subdir.clone(), dir));
         }
         let clamp = self.req.source_date_epoch;
-        let work = |merged: &std::path::Path, roots: &[std::path::PathBuf]| -> Result<(), String> {
+        let work = |merged: &std::path::Path,
+                    roots: &[std::path::PathBuf],
+                    lowers: &[std::path::PathBuf]|
+         -> Result<Option<direct::Plan>, String> {
             let mut opts = opts;
             if let Some(c) = &chown {
                 opts.chown = Some(rootfs::resolve_owner(merged, c)?);
@@ -692,6 +724,11 @@ impl Builder<'_> {
                 let parents = copy::missing_parents(&items, &exists, owner, clamp.unwrap_or(0));
                 items.splice(0..0, parents);
             }
+            if archives.is_empty() {
+                if let Some(plan) = direct::plan(&items, merged, lowers) {
+                    return Ok(Some(plan));
+                }
+            }
             extract_items(&items, merged)?;
             for a in &archives {
                 let target = dest_rel.clone();
@@ -701,10 +738,26 @@ impl Builder<'_> {
                 archive::extract(BufReader::new(f), &dir, &ExtractOptions::default())
                     .map_err(|e| format!("{}: {e}", a.display()))?;
             }
-            Ok(())
+            Ok(None)
         };
-        let (result, layer) = change(self.store, &cur.state.layers, &source_layers, clamp, work)
-            .map_err(fs_err(spec.location))?;
+        // A COPY that only adds new paths is written after the overlay is gone, straight into
+        // the layer's directory.
+        let then = |r: Result<Option<direct::Plan>, String>, upper: &std::path::Path| match r {
+            Ok(Some(plan)) => direct::write(&plan, upper, &hashed, links.as_ref())
+                .map(|index| (Ok(()), Some(index)))
+                .map_err(|e| FsError::Io(e.to_string())),
+            Ok(None) => Ok((Ok(()), None)),
+            Err(e) => Ok((Err(e), None)),
+        };
+        let (result, layer) = change_then(
+            self.store,
+            &cur.state.layers,
+            &source_layers,
+            clamp,
+            work,
+            then,
+        )
+        .map_err(fs_err(spec.location))?;
         result.map_err(&err)?;
         if let Some(l) = &layer {
             cur.state.layers.push(l.clone());

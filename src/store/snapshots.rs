@@ -73,6 +73,13 @@ impl SnapshotReservation {
         self.dir.path().join(FS_DIR)
     }
 
+    /// Writes `name` beside `fs/` (metadata about the layer's files, such as the index of a
+    /// COPY written straight into it). Flushed and published with the snapshot.
+    pub fn write_beside(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.path().join(name);
+        fs::write(&path, bytes).map_err(io_err("write", &path))
+    }
+
     /// Publishes the snapshot as the layer `diff_id` stacked on the
     /// snapshot `parent` (a chainID), under the chainID the OCI spec
     /// derives from them. Everything written is flushed to disk first. If

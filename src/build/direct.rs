@@ -1,0 +1,546 @@
+//! COPY straight into a new layer (DESIGN.md §2: "COPY/ADD straight into a new layer").
+//!
+//! A COPY that only adds paths no layer below has (`COPY . /app` into a fresh directory, the
+//! common big copy) needs nothing from the overlay: its items are written directly into the
+//! new snapshot directory, with the directories above them copied up as overlayfs would
+//! (mode, owner and xattrs of the merged view). A file whose content (the context's hash)
+//! and metadata match a file of an earlier COPY's snapshot is hard-linked from that snapshot
+//! instead of written again: snapshots never change once committed. The layer is then
+//! committed from that directory like any other step's upper dir, so the blob is the one the
+//! overlay path makes, and a hard-linked file is indistinguishable from a copied one (each
+//! inode is used once per layer, and its owner, mode and times are the item's).
+//!
+//! Anything else (a path that exists below, a whiteout, a missing parent, a symlinked parent,
+//! a reserved `.wh.` name, a duplicate name) takes the overlay path, which handles it.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, futimens, mkdirat, Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, symlinkat, Gid, Uid};
+use serde::{Deserialize, Serialize};
+
+use super::copy::{Item, ItemKind};
+use crate::context::Hash;
+
+/// The file in a snapshot's directory (beside `fs/`) listing the files a direct COPY wrote,
+/// with their content hashes: what a later COPY may hard-link.
+pub(crate) const INDEX_FILE: &str = "copy-index.json";
+
+/// Above this many links an inode is copied instead (ext4 allows 65,000).
+const MAX_LINKS: u64 = 60_000;
+
+/// What a context file was when it was hashed: a copy made from it is indexed only if it
+/// still is (an edit during the build must not index old content under the new file).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hashed {
+    /// Content hash.
+    pub hash: Hash,
+    /// Size.
+    pub size: u64,
+    /// mtime (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// ctime (seconds, nanoseconds).
+    pub ctime: (i64, i64),
+    /// Inode.
+    pub ino: u64,
+}
+
+/// One indexed file of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IndexEntry {
+    name: String,
+    hash: String,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+/// The files of an earlier COPY's snapshot that can be hard-linked.
+pub(crate) struct LinkSource {
+    fs: OwnedFd,
+    files: HashMap<String, IndexEntry>,
+}
+
+impl LinkSource {
+    /// The index of the snapshot in `dir` (the directory holding `fs/`), if it has one.
+    pub(crate) fn open(dir: &Path) -> Option<LinkSource> {
+        let bytes = std::fs::read(dir.join(INDEX_FILE)).ok()?;
+        let list: Vec<IndexEntry> = serde_json::from_slice(&bytes).ok()?;
+        let fs = File::open(dir.join("fs")).ok()?;
+        Some(LinkSource {
+            fs: fs.into(),
+            files: list.into_iter().map(|e| (e.name.clone(), e)).collect(),
+        })
+    }
+
+    /// An fd (`O_PATH`) of the file to link for `item`, if this snapshot has one with the
+    /// same content, size, mode, owner and mtime.
+    fn find(&self, item: &Item, hashed: &Hashed) -> Option<(OwnedFd, (u64, u64))> {
+        let e = self.files.get(&item.name)?;
+        let mtime = item.mtime.max(0);
+        if e.hash != crate::context::hex(&hashed.hash)
+            || e.size != hashed.size
+            || (e.mode, e.uid, e.gid, e.mtime) != (item.mode, item.uid, item.gid, mtime)
+        {
+            return None;
+        }
+        let name = CString::new(item.name.as_bytes()).ok()?;
+        let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
+        let fd = crate::executor::kernel::openat2(
+            self.fs.as_raw_fd(),
+            &name,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            resolve,
+        )
+        .ok()?;
+        // SAFETY: openat2 returned a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = fstat(&fd).ok()?;
+        let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        let same = is_file
+            && st.st_size as u64 == e.size
+            && st.st_mode & 0o7777 == item.mode
+            && (st.st_uid, st.st_gid) == (item.uid, item.gid)
+            && st.st_mtime == mtime
+            && st.st_mtime_nsec == 0
+            && (st.st_nlink as u64) < MAX_LINKS;
+        same.then_some((fd, (st.st_dev, st.st_ino)))
+    }
+}
+
+/// A directory above the items that exists below: created in the new layer as overlayfs's
+/// copy-up would.
+#[derive(Debug)]
+struct Ancestor {
+    name: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A COPY that can be written straight into the new layer.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    ancestors: Vec<Ancestor>,
+    items: Vec<Item>,
+}
+
+fn comps(name: &str) -> Vec<&str> {
+    name.split('/').collect()
+}
+
+/// Whether nothing is at `path` (relative) under `dir`: the lookup failed because a
+/// component is missing or not a directory. Anything else (a whiteout, a loop) counts as
+/// something.
+fn absent(dir: &Path, path: &str) -> bool {
+    matches!(
+        std::fs::symlink_metadata(dir.join(path)).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENOENT | libc::ENOTDIR))
+    )
+}
+
+/// The direct plan for `items` over the merged root `merged` of the layers `lowers`, or
+/// `None` when the COPY must go through the overlay.
+pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<Plan> {
+    if items.is_empty() || !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let mut items = items.to_vec();
+    items.sort_by(|a, b| comps(&a.name).cmp(&comps(&b.name)));
+    let mut kinds: HashMap<&str, bool> = HashMap::with_capacity(items.len());
+    for it in &items {
+        let ok_name = it
+            .name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.starts_with(".wh."))
+            && !it.name.as_bytes().contains(&0);
+        let ok_kind = match &it.kind {
+            ItemKind::Symlink(t) => !t.is_empty() && !t.as_bytes().contains(&0),
+            _ => true,
+        };
+        if !ok_name || !ok_kind || kinds.insert(&it.name, it.kind == ItemKind::Dir).is_some() {
+            return None;
+        }
+    }
+    // Directories above the items: an item directory, or a real directory in the image
+    // (checked component by component, so a symlink is never gone through).
+    let mut existing: HashMap<String, bool> = HashMap::new();
+    let mut ancestors = Vec::new();
+    for it in &items {
+        let mut parent_is_item = false;
+        let mut at = 0;
+        while let Some(i) = it.name[at..].find('/') {
+            let p = &it.name[..at + i];
+            at += i + 1;
+            match kinds.get(p) {
+                Some(true) => {
+                    parent_is_item = true;
+                    continue;
+                }
+                Some(false) => return None,
+                None => parent_is_item = false,
+            }
+            if let Some(ok) = existing.get(p) {
+                if !ok {
+                    return None;
+                }
+                continue;
+            }
+            let md = std::fs::symlink_metadata(merged.join(p)).ok();
+            let ok = md.as_ref().is_some_and(|m| m.file_type().is_dir());
+            existing.insert(p.to_string(), ok);
+            let md = md.filter(|_| ok)?;
+            let xattrs = crate::archive::read_xattrs(&merged.join(p)).ok()?;
+            ancestors.push(Ancestor {
+                name: p.to_string(),
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                xattrs,
+            });
+        }
+        // An item directly below an existing directory must be new in every layer (a
+        // whiteout or an opaque directory below would need the overlay's handling).
+        if !parent_is_item
+            && !(absent(merged, &it.name) && lowers.iter().all(|l| absent(l, &it.name)))
+        {
+            return None;
+        }
+    }
+    Some(Plan { ancestors, items })
+}
+
+/// The open directories from the layer root down to the current item's parent. A
+/// directory item's mtime is set when it is left: all of its children come right after it.
+struct DirStack {
+    dirs: Vec<(String, OwnedFd, Option<i64>)>,
+}
+
+impl DirStack {
+    /// The parent directory of `name`, opening it below the ones already open.
+    fn parent(&mut self, name: &str) -> io::Result<&OwnedFd> {
+        let parts: Vec<&str> = comps(name);
+        let parents = &parts[..parts.len() - 1];
+        let mut keep = 1;
+        while keep < self.dirs.len()
+            && keep <= parents.len()
+            && self.dirs[keep].0 == parents[keep - 1]
+        {
+            keep += 1;
+        }
+        self.leave(keep)?;
+        for p in &parents[self.dirs.len() - 1..] {
+            let top = &self.dirs.last().expect("the root is never left").1;
+            let fd = open_dir(top, p)?;
+            self.dirs.push((p.to_string(), fd, None));
+        }
+        Ok(&self.dirs.last().expect("the root is never left").1)
+    }
+
+    /// Close the directories above `keep`, setting the mtime of those that are items.
+    fn leave(&mut self, keep: usize) -> io::Result<()> {
+        while self.dirs.len() > keep {
+            let (_, fd, mtime) = self.dirs.pop().expect("len > keep");
+            if let Some(m) = mtime {
+                let ts = TimeSpec::new(m, 0);
+                futimens(&fd, &ts, &ts)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_dir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn base(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+fn owner(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
+    fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    Ok(())
+}
+
+/// Copies exactly `len` bytes of `src` into `dst` (in the kernel where it can), padding
+/// with zeros if the source got shorter meanwhile, as the tar path does.
+fn copy_data(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both fds are open; null offsets use and advance the file positions.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) if done == 0 => {
+                    let mut r = io::Read::take(src, len);
+                    let mut w = dst;
+                    done = io::copy(&mut r, &mut w)?;
+                    break;
+                }
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+    }
+    if done < len {
+        dst.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Writes `plan` into the empty directory `upper` (not mounted anywhere). `hashed` gives
+/// the context files' content hashes by host path; `links`, an earlier snapshot to
+/// hard-link unchanged files from. Returns the index of the files written, for
+/// [`INDEX_FILE`].
+///
+/// Directories first, then the files on every core, then the directories' mtimes (which
+/// creating their children changed).
+pub(crate) fn write(
+    plan: &Plan,
+    upper: &Path,
+    hashed: &HashMap<PathBuf, Hashed>,
+    links: Option<&LinkSource>,
+) -> io::Result<Vec<u8>> {
+    let root: OwnedFd = File::open(upper)?.into();
+    let new_stack = || -> io::Result<DirStack> {
+        Ok(DirStack {
+            dirs: vec![(String::new(), root.try_clone()?, None)],
+        })
+    };
+    let mut stack = new_stack()?;
+    for a in &plan.ancestors {
+        let p = stack.parent(&a.name)?;
+        let n = base(&a.name);
+        mkdirat(p, n, Mode::from_bits_truncate(0o700)).map_err(|e| ctx("create", &a.name, e))?;
+        let fd = open_dir(p, n)?;
+        owner(&fd, a.uid, a.gid)?;
+        fchmod(&fd, Mode::from_bits_truncate(a.mode))?;
+        for (k, v) in &a.xattrs {
+            set_xattr(&fd, k, v).map_err(|e| ctx("set xattrs of", &a.name, e))?;
+        }
+    }
+    let (dirs, others): (Vec<&Item>, Vec<&Item>) =
+        plan.items.iter().partition(|it| it.kind == ItemKind::Dir);
+    for it in &dirs {
+        let p = stack.parent(&it.name)?;
+        let n = base(&it.name);
+        mkdirat(p, n, Mode::from_bits_truncate(0o700)).map_err(|e| ctx("create", &it.name, e))?;
+        let fd = open_dir(p, n)?;
+        owner(&fd, it.uid, it.gid)?;
+        fchmod(&fd, Mode::from_bits_truncate(it.mode))?;
+    }
+    drop(stack);
+    let used = std::sync::Mutex::new(HashSet::new());
+    let chunks: Vec<Vec<IndexEntry>> = {
+        use rayon::prelude::*;
+        others
+            .par_chunks(256)
+            .map(|chunk| -> io::Result<Vec<IndexEntry>> {
+                let mut stack = new_stack()?;
+                let mut index = Vec::new();
+                for it in chunk {
+                    let p = stack.parent(&it.name)?;
+                    if let Some(e) = write_item(it, p, hashed, links, &used)? {
+                        index.push(e);
+                    }
+                }
+                Ok(index)
+            })
+            .collect::<io::Result<_>>()?
+    };
+    for it in &dirs {
+        let name = CString::new(it.name.as_bytes())?;
+        let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
+        let fd = crate::executor::kernel::openat2(
+            root.as_raw_fd(),
+            &name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            resolve,
+        )
+        .map_err(|e| ctx("open", &it.name, e))?;
+        // SAFETY: openat2 returned a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ts = TimeSpec::new(it.mtime.max(0), 0);
+        futimens(&fd, &ts, &ts).map_err(|e| ctx("set times of", &it.name, e))?;
+    }
+    let index: Vec<IndexEntry> = chunks.into_iter().flatten().collect();
+    serde_json::to_vec(&index).map_err(io::Error::other)
+}
+
+fn ctx(what: &str, name: &str, e: impl Into<io::Error>) -> io::Error {
+    let e = e.into();
+    io::Error::new(e.kind(), format!("{what} /{name}: {e}"))
+}
+
+/// Writes one file or symlink into its (open) parent directory; an indexed file's entry.
+fn write_item(
+    it: &Item,
+    p: &OwnedFd,
+    hashed: &HashMap<PathBuf, Hashed>,
+    links: Option<&LinkSource>,
+    used: &std::sync::Mutex<HashSet<(u64, u64)>>,
+) -> io::Result<Option<IndexEntry>> {
+    let n = base(&it.name);
+    let ts = TimeSpec::new(it.mtime.max(0), 0);
+    match &it.kind {
+        ItemKind::Dir => Ok(None),
+        ItemKind::Symlink(target) => {
+            symlinkat(target.as_str(), p, n).map_err(|e| ctx("create", &it.name, e))?;
+            fchownat(
+                p,
+                n,
+                Some(Uid::from_raw(it.uid)),
+                Some(Gid::from_raw(it.gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            nix::sys::stat::utimensat(p, n, &ts, &ts, UtimensatFlags::NoFollowSymlink)?;
+            Ok(None)
+        }
+        ItemKind::Data(data) => {
+            let f = create_file(p, n).map_err(|e| ctx("create", &it.name, e))?;
+            (&f).write_all(data)?;
+            finish_file(&f, it, &ts)?;
+            Ok(None)
+        }
+        ItemKind::File(host) => {
+            let h = hashed.get(host);
+            if let (Some(l), Some(h)) = (links, h) {
+                if let Some((src, ino)) = l.find(it, h) {
+                    // Each inode once per layer: a second name would be a tar hard link.
+                    let fresh = used.lock().unwrap_or_else(|p| p.into_inner()).insert(ino);
+                    if fresh && link(&src, p, n).is_ok() {
+                        return Ok(Some(entry(it, h)));
+                    }
+                }
+            }
+            let src = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(host)
+                .map_err(|e| ctx("read", &host.display().to_string(), e))?;
+            let len = src.metadata()?.len();
+            let f = create_file(p, n).map_err(|e| ctx("create", &it.name, e))?;
+            copy_data(&src, &f, len).map_err(|e| ctx("copy", &it.name, e))?;
+            finish_file(&f, it, &ts)?;
+            // Indexed only if the source is still what was hashed.
+            let now = src.metadata()?;
+            Ok(h.filter(|h| {
+                h.size == len
+                    && now.len() == len
+                    && now.ino() == h.ino
+                    && (now.mtime(), now.mtime_nsec()) == h.mtime
+                    && (now.ctime(), now.ctime_nsec()) == h.ctime
+            })
+            .map(|h| entry(it, h)))
+        }
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+fn entry(it: &Item, h: &Hashed) -> IndexEntry {
+    IndexEntry {
+        name: it.name.clone(),
+        hash: crate::context::hex(&h.hash),
+        size: h.size,
+        mode: it.mode,
+        uid: it.uid,
+        gid: it.gid,
+        mtime: it.mtime.max(0),
+    }
+}
+
+fn create_file(dir: &OwnedFd, name: &str) -> io::Result<File> {
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Owner, then mode (chown clears setuid bits), then times, as the extractor does.
+fn finish_file(f: &File, it: &Item, ts: &TimeSpec) -> io::Result<()> {
+    fchown(
+        f.as_fd(),
+        Some(Uid::from_raw(it.uid)),
+        Some(Gid::from_raw(it.gid)),
+    )?;
+    fchmod(f.as_fd(), Mode::from_bits_truncate(it.mode))?;
+    futimens(f.as_fd(), ts, ts)?;
+    Ok(())
+}
+
+/// Hard-links the file `src` (an `O_PATH` fd) as `name` in `dir`.
+fn link(src: &OwnedFd, dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let cname = CString::new(name)?;
+    let empty: &CStr = c"";
+    // SAFETY: valid fds and C strings.
+    let r = unsafe {
+        libc::linkat(
+            src.as_raw_fd(),
+            empty.as_ptr(),
+            dir.as_raw_fd(),
+            cname.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last().into())
+    }
+}
+
+fn set_xattr(fd: &OwnedFd, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let cname = CString::new(name)?;
+    // SAFETY: a valid fd, C string and buffer.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
