@@ -213,9 +213,9 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
         }
         // An item directly below an existing directory must be new in every layer (a
         // whiteout or an opaque directory below would need the overlay's handling).
-        if !parent_is_item
-            && !(absent(merged, &it.name) && lowers.iter().all(|l| absent(l, &it.name)))
-        {
+        let new_everywhere =
+            || absent(merged, &it.name) && lowers.iter().all(|l| absent(l, &it.name));
+        if !parent_is_item && !new_everywhere() {
             return None;
         }
     }
@@ -542,5 +542,231 @@ fn set_xattr(fd: &OwnedFd, name: &[u8], value: &[u8]) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{self, ExtractOptions, WhiteoutMode, WriterOptions};
+    use crate::build::copy::{self, CopyOptions};
+    use crate::context::ignore::IgnoreRules;
+    use crate::context::Context;
+    use sha2::{Digest as _, Sha256};
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn context() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("src/deep/er")).unwrap();
+        fs::create_dir_all(r.join("private")).unwrap();
+        fs::write(r.join("a.txt"), "alpha").unwrap();
+        fs::write(r.join("empty"), "").unwrap();
+        fs::write(r.join("src/main.rs"), "fn main() {}").unwrap();
+        fs::write(r.join("src/deep/er/x.bin"), vec![7u8; 100_000]).unwrap();
+        fs::write(r.join("run.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(r.join("suid"), "s").unwrap();
+        fs::write(r.join("private/key"), "k").unwrap();
+        fs::set_permissions(r.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(r.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::set_permissions(r.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(r.join("private/key"), fs::Permissions::from_mode(0o600)).unwrap();
+        symlink("../a.txt", r.join("src/rel")).unwrap();
+        symlink("/etc/passwd", r.join("abs")).unwrap();
+        d
+    }
+
+    fn items(ctx_dir: &Path, chown: Option<(u32, u32)>) -> Vec<Item> {
+        let c = Context::scan(ctx_dir, &IgnoreRules::default()).unwrap();
+        let opts = CopyOptions {
+            chown,
+            ..Default::default()
+        };
+        let mut items =
+            copy::plan(&[copy::context_source(&c, "")], "/app", &|_| false, &opts).unwrap();
+        items.push(Item {
+            name: "app/heredoc".into(),
+            kind: ItemKind::Data(b"inline\n".to_vec()),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        });
+        items
+    }
+
+    fn hashed(items: &[Item]) -> HashMap<PathBuf, Hashed> {
+        let mut m = HashMap::new();
+        for it in items {
+            if let ItemKind::File(p) = &it.kind {
+                let md = fs::symlink_metadata(p).unwrap();
+                m.insert(
+                    p.clone(),
+                    Hashed {
+                        hash: Sha256::digest(fs::read(p).unwrap()).into(),
+                        size: md.len(),
+                        mtime: (md.mtime(), md.mtime_nsec()),
+                        ctime: (md.ctime(), md.ctime_nsec()),
+                        ino: md.ino(),
+                    },
+                );
+            }
+        }
+        m
+    }
+
+    fn layer(dir: &Path) -> Vec<u8> {
+        archive::write_upper(dir, Vec::new(), WriterOptions::default())
+            .unwrap()
+            .0
+    }
+
+    /// What the overlay path does: the items as a tar, through the extractor.
+    fn extracted(items: &[Item]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let tar = copy::write_tar(items, Vec::new()).unwrap();
+        let opts = ExtractOptions {
+            whiteouts: WhiteoutMode::Refuse,
+            ..Default::default()
+        };
+        archive::extract(tar.as_slice(), d.path(), &opts).unwrap();
+        d
+    }
+
+    fn is_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        println!("skipped: writing owners needs root");
+        false
+    }
+
+    #[test]
+    fn the_layer_is_the_one_the_extractor_makes() {
+        if !is_root() {
+            return;
+        }
+        let ctx = context();
+        let empty = tempfile::tempdir().unwrap();
+        for chown in [None, Some((1000, 1000))] {
+            let items = items(ctx.path(), chown);
+            let plan = plan(&items, empty.path(), &[]).expect("a new directory goes direct");
+            let up = tempfile::tempdir().unwrap();
+            write(&plan, up.path(), &hashed(&items), None).unwrap();
+            let want = extracted(&items);
+            assert_eq!(layer(up.path()), layer(want.path()), "chown {chown:?}");
+            let m = fs::metadata(up.path().join("app/suid")).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+        }
+    }
+
+    #[test]
+    fn unchanged_files_are_linked_from_the_last_snapshot() {
+        if !is_root() {
+            return;
+        }
+        let ctx = context();
+        let empty = tempfile::tempdir().unwrap();
+        let snaps = tempfile::tempdir().unwrap();
+        let first = snaps.path().join("1");
+        fs::create_dir_all(first.join("fs")).unwrap();
+        let items1 = items(ctx.path(), None);
+        let p1 = plan(&items1, empty.path(), &[]).unwrap();
+        let index = write(&p1, &first.join("fs"), &hashed(&items1), None).unwrap();
+        fs::write(first.join(INDEX_FILE), index).unwrap();
+
+        // One file edited (same size), and a snapshot file whose mode no longer matches.
+        fs::write(ctx.path().join("a.txt"), "ALPHA").unwrap();
+        fs::set_permissions(
+            first.join("fs/app/run.sh"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let items2 = items(ctx.path(), None);
+        let p2 = plan(&items2, empty.path(), &[]).unwrap();
+        let second = snaps.path().join("2");
+        fs::create_dir_all(second.join("fs")).unwrap();
+        let links = LinkSource::open(&first).expect("an index");
+        write(&p2, &second.join("fs"), &hashed(&items2), Some(&links)).unwrap();
+
+        let ino = |dir: &Path, f: &str| {
+            fs::symlink_metadata(dir.join("fs/app").join(f))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(ino(&first, "src/main.rs"), ino(&second, "src/main.rs"));
+        assert_eq!(
+            ino(&first, "src/deep/er/x.bin"),
+            ino(&second, "src/deep/er/x.bin")
+        );
+        assert_ne!(ino(&first, "a.txt"), ino(&second, "a.txt"), "edited");
+        assert_ne!(
+            ino(&first, "run.sh"),
+            ino(&second, "run.sh"),
+            "mode differs"
+        );
+        assert_eq!(fs::read(second.join("fs/app/a.txt")).unwrap(), b"ALPHA");
+        // The layer is the one a fresh copy makes: no tar hard links, the items' metadata.
+        assert_eq!(layer(&second.join("fs")), layer(extracted(&items2).path()));
+
+        // A tampered index (wrong hash) links nothing.
+        let mut list: Vec<IndexEntry> =
+            serde_json::from_slice(&fs::read(first.join(INDEX_FILE)).unwrap()).unwrap();
+        for e in &mut list {
+            e.hash = "00".repeat(32);
+        }
+        fs::write(first.join(INDEX_FILE), serde_json::to_vec(&list).unwrap()).unwrap();
+        let third = snaps.path().join("3");
+        fs::create_dir_all(third.join("fs")).unwrap();
+        let links = LinkSource::open(&first).unwrap();
+        write(&p2, &third.join("fs"), &hashed(&items2), Some(&links)).unwrap();
+        assert_ne!(ino(&first, "src/main.rs"), ino(&third, "src/main.rs"));
+    }
+
+    #[test]
+    fn what_needs_the_overlay_is_left_to_it() {
+        if !is_root() {
+            return;
+        }
+        let ctx = context();
+        let items = items(ctx.path(), None);
+        let merged = tempfile::tempdir().unwrap();
+        let lower = tempfile::tempdir().unwrap();
+        assert!(plan(&items, merged.path(), &[lower.path().to_path_buf()]).is_some());
+        // Something below at the destination (even only in a lower layer: a whiteout).
+        fs::write(lower.path().join("app"), "").unwrap();
+        assert!(plan(&items, merged.path(), &[lower.path().to_path_buf()]).is_none());
+        fs::create_dir(merged.path().join("app")).unwrap();
+        assert!(plan(&items, merged.path(), &[]).is_none());
+        // A symlinked parent is never gone through.
+        let merged = tempfile::tempdir().unwrap();
+        symlink("/tmp", merged.path().join("usr")).unwrap();
+        let one = |name: &str| Item {
+            name: name.into(),
+            kind: ItemKind::Data(Vec::new()),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        assert!(plan(&[one("usr/x")], merged.path(), &[]).is_none());
+        // A missing parent, a reserved name, a duplicate.
+        assert!(plan(&[one("nodir/x")], merged.path(), &[]).is_none());
+        assert!(plan(&[one(".wh.x")], merged.path(), &[]).is_none());
+        assert!(plan(&[one("x"), one("x")], merged.path(), &[]).is_none());
+        // An existing directory above is copied up with its mode, owner and xattrs.
+        fs::create_dir(merged.path().join("opt")).unwrap();
+        fs::set_permissions(merged.path().join("opt"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::chown(merged.path().join("opt"), Some(7), Some(8)).unwrap();
+        let p = plan(&[one("opt/x")], merged.path(), &[]).expect("direct");
+        let up = tempfile::tempdir().unwrap();
+        write(&p, up.path(), &HashMap::new(), None).unwrap();
+        let m = fs::metadata(up.path().join("opt")).unwrap();
+        assert_eq!(
+            (m.permissions().mode() & 0o7777, m.uid(), m.gid()),
+            (0o750, 7, 8)
+        );
+        assert!(up.path().join("opt/x").is_file());
     }
 }

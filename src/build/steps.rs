@@ -724,7 +724,9 @@ impl Builder<'_> {
                 let parents = copy::missing_parents(&items, &exists, owner, clamp.unwrap_or(0));
                 items.splice(0..0, parents);
             }
-            if archives.is_empty() {
+            // Written after the overlay is unmounted: only sources that stay readable then
+            // (not a stage's or an image's files, which are read through their own mounts).
+            if archives.is_empty() && roots.is_empty() {
                 if let Some(plan) = direct::plan(&items, merged, lowers) {
                     return Ok(Some(plan));
                 }

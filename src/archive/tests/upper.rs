@@ -120,6 +120,10 @@ fn hand_built_upper_lists_and_writes_oci_whiteouts() {
 
     let (bytes, digest) = write_upper(up.path(), Vec::new(), WriterOptions::default()).unwrap();
     assert_eq!(digest.size, bytes.len() as u64);
+    // The one-walk writer gives exactly what listing and sorting the entries gives.
+    let mut w = LayerWriter::new(Vec::new(), WriterOptions::default());
+    w.append_entries(upper_entries(up.path()).unwrap()).unwrap();
+    assert_eq!(w.finish().unwrap().0, bytes);
     let hs: Vec<(char, String)> = headers(&bytes)
         .into_iter()
         .map(|(t, n)| (char::from(t), String::from_utf8(n).unwrap()))
@@ -351,4 +355,27 @@ fn committed_overlay_changes_reapply_to_the_merged_view() {
         "stacked snapshots differ from the merged view"
     );
     assert_eq!(fs::metadata(upper.join("n")).unwrap().nlink(), 2);
+}
+
+// The walk keeps only the first levels' directories open: deeper ones are looked up by
+// path, with the same result.
+#[test]
+fn deep_uppers_are_written_whole() {
+    let up = tempfile::tempdir().unwrap();
+    let mut dir = up.path().to_path_buf();
+    for i in 0..100 {
+        dir.push(format!("d{i}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("f"), format!("{i}")).unwrap();
+    }
+    symlink("f", dir.join("l")).unwrap();
+    let (bytes, _) = write_upper(up.path(), Vec::new(), WriterOptions::default()).unwrap();
+    let mut w = LayerWriter::new(Vec::new(), WriterOptions::default());
+    w.append_entries(upper_entries(up.path()).unwrap()).unwrap();
+    assert_eq!(w.finish().unwrap().0, bytes);
+    let out = tempfile::tempdir().unwrap();
+    extract(&bytes[..], out.path(), &ExtractOptions::default()).unwrap();
+    let deepest = out.path().join(dir.strip_prefix(up.path()).unwrap());
+    assert_eq!(fs::read_to_string(deepest.join("f")).unwrap(), "99");
+    assert_eq!(fs::read_link(deepest.join("l")).unwrap(), Path::new("f"));
 }
