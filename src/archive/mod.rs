@@ -20,6 +20,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use confined::open_dir;
 pub use error::{ArchiveError, Limit};
 pub use extract::{extract, ExtractOptions, ExtractStats, WhiteoutMode};
 pub use stream::Compression;

@@ -29,6 +29,7 @@ use nix::unistd::{fchown, fchownat, symlinkat, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 use super::copy::{Item, ItemKind};
+use crate::archive::open_dir;
 use crate::context::Hash;
 
 /// The file in a snapshot's directory (beside `fs/`) listing the files a direct COPY wrote,
@@ -54,22 +55,18 @@ pub(crate) struct Hashed {
     pub ino: u64,
 }
 
-/// One indexed file of a snapshot.
+/// One indexed file of a snapshot: its content hash. Its size, mode, owner and mtime are
+/// the file's own, checked on the file itself before it is linked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IndexEntry {
     name: String,
     hash: String,
-    size: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: i64,
 }
 
 /// The files of an earlier COPY's snapshot that can be hard-linked.
 pub(crate) struct LinkSource {
     fs: OwnedFd,
-    files: HashMap<String, IndexEntry>,
+    files: HashMap<String, String>,
 }
 
 impl LinkSource {
@@ -80,36 +77,22 @@ impl LinkSource {
         let fs = File::open(dir.join("fs")).ok()?;
         Some(LinkSource {
             fs: fs.into(),
-            files: list.into_iter().map(|e| (e.name.clone(), e)).collect(),
+            files: list.into_iter().map(|e| (e.name, e.hash)).collect(),
         })
     }
 
     /// An fd (`O_PATH`) of the file to link for `item`, if this snapshot has one with the
     /// same content, size, mode, owner and mtime.
     fn find(&self, item: &Item, hashed: &Hashed) -> Option<(OwnedFd, (u64, u64))> {
-        let e = self.files.get(&item.name)?;
-        let mtime = item.mtime.max(0);
-        if e.hash != crate::context::hex(&hashed.hash)
-            || e.size != hashed.size
-            || (e.mode, e.uid, e.gid, e.mtime) != (item.mode, item.uid, item.gid, mtime)
-        {
+        if *self.files.get(&item.name)? != crate::context::hex(&hashed.hash) {
             return None;
         }
-        let name = CString::new(item.name.as_bytes()).ok()?;
-        let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
-        let fd = crate::executor::kernel::openat2(
-            self.fs.as_raw_fd(),
-            &name,
-            libc::O_PATH | libc::O_NOFOLLOW,
-            resolve,
-        )
-        .ok()?;
-        // SAFETY: openat2 returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = open_beneath(&self.fs, &item.name, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
         let st = fstat(&fd).ok()?;
+        let mtime = item.mtime.max(0);
         let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
         let same = is_file
-            && st.st_size as u64 == e.size
+            && st.st_size as u64 == hashed.size
             && st.st_mode & 0o7777 == item.mode
             && (st.st_uid, st.st_gid) == (item.uid, item.gid)
             && st.st_mtime == mtime
@@ -117,6 +100,16 @@ impl LinkSource {
             && (st.st_nlink as u64) < MAX_LINKS;
         same.then_some((fd, (st.st_dev, st.st_ino)))
     }
+}
+
+/// Opens `name` (a relative path) below the directory `dir`, through no symlink and no
+/// mount point.
+fn open_beneath(dir: &OwnedFd, name: &str, flags: i32) -> io::Result<OwnedFd> {
+    let name = CString::new(name)?;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
+    let fd = crate::executor::kernel::openat2(dir.as_raw_fd(), &name, flags, resolve)?;
+    // SAFETY: openat2 returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A directory above the items that exists below: created in the new layer as overlayfs's
@@ -137,10 +130,6 @@ pub(crate) struct Plan {
     items: Vec<Item>,
 }
 
-fn comps(name: &str) -> Vec<&str> {
-    name.split('/').collect()
-}
-
 /// Whether nothing is at `path` (relative) under `dir`: the lookup failed because a
 /// component is missing or not a directory. Anything else (a whiteout, a loop) counts as
 /// something.
@@ -158,7 +147,7 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
         return None;
     }
     let mut items = items.to_vec();
-    items.sort_by(|a, b| comps(&a.name).cmp(&comps(&b.name)));
+    items.sort_by(|a, b| a.name.split('/').cmp(b.name.split('/')));
     let mut kinds: HashMap<&str, bool> = HashMap::with_capacity(items.len());
     for it in &items {
         let ok_name = it
@@ -222,16 +211,15 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
     Some(Plan { ancestors, items })
 }
 
-/// The open directories from the layer root down to the current item's parent. A
-/// directory item's mtime is set when it is left: all of its children come right after it.
+/// The open directories from the layer root down to the current item's parent.
 struct DirStack {
-    dirs: Vec<(String, OwnedFd, Option<i64>)>,
+    dirs: Vec<(String, OwnedFd)>,
 }
 
 impl DirStack {
     /// The parent directory of `name`, opening it below the ones already open.
     fn parent(&mut self, name: &str) -> io::Result<&OwnedFd> {
-        let parts: Vec<&str> = comps(name);
+        let parts: Vec<&str> = name.split('/').collect();
         let parents = &parts[..parts.len() - 1];
         let mut keep = 1;
         while keep < self.dirs.len()
@@ -240,44 +228,29 @@ impl DirStack {
         {
             keep += 1;
         }
-        self.leave(keep)?;
+        self.dirs.truncate(keep);
         for p in &parents[self.dirs.len() - 1..] {
             let top = &self.dirs.last().expect("the root is never left").1;
-            let fd = open_dir(top, p)?;
-            self.dirs.push((p.to_string(), fd, None));
+            let fd = open_dir(top.as_fd(), p.as_bytes())?;
+            self.dirs.push((p.to_string(), fd));
         }
         Ok(&self.dirs.last().expect("the root is never left").1)
     }
-
-    /// Close the directories above `keep`, setting the mtime of those that are items.
-    fn leave(&mut self, keep: usize) -> io::Result<()> {
-        while self.dirs.len() > keep {
-            let (_, fd, mtime) = self.dirs.pop().expect("len > keep");
-            if let Some(m) = mtime {
-                let ts = TimeSpec::new(m, 0);
-                futimens(&fd, &ts, &ts)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn open_dir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
-    Ok(openat(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?)
 }
 
 fn base(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
-fn owner(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
-    fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
-    Ok(())
+/// Creates the directory `name` (the layer path `full`) in `parent` with this mode and
+/// owner; its mtime is set once its children are in.
+fn make_dir(parent: &OwnedFd, full: &str, mode: u32, uid: u32, gid: u32) -> io::Result<OwnedFd> {
+    let n = base(full);
+    mkdirat(parent, n, Mode::from_bits_truncate(0o700)).map_err(|e| ctx("create", full, e))?;
+    let fd = open_dir(parent.as_fd(), n.as_bytes())?;
+    fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    fchmod(&fd, Mode::from_bits_truncate(mode))?;
+    Ok(fd)
 }
 
 /// Copies exactly `len` bytes of `src` into `dst` (in the kernel where it can), padding
@@ -337,17 +310,12 @@ pub(crate) fn write(
     let root: OwnedFd = File::open(upper)?.into();
     let new_stack = || -> io::Result<DirStack> {
         Ok(DirStack {
-            dirs: vec![(String::new(), root.try_clone()?, None)],
+            dirs: vec![(String::new(), root.try_clone()?)],
         })
     };
     let mut stack = new_stack()?;
     for a in &plan.ancestors {
-        let p = stack.parent(&a.name)?;
-        let n = base(&a.name);
-        mkdirat(p, n, Mode::from_bits_truncate(0o700)).map_err(|e| ctx("create", &a.name, e))?;
-        let fd = open_dir(p, n)?;
-        owner(&fd, a.uid, a.gid)?;
-        fchmod(&fd, Mode::from_bits_truncate(a.mode))?;
+        let fd = make_dir(stack.parent(&a.name)?, &a.name, a.mode, a.uid, a.gid)?;
         for (k, v) in &a.xattrs {
             set_xattr(&fd, k, v).map_err(|e| ctx("set xattrs of", &a.name, e))?;
         }
@@ -355,12 +323,7 @@ pub(crate) fn write(
     let (dirs, others): (Vec<&Item>, Vec<&Item>) =
         plan.items.iter().partition(|it| it.kind == ItemKind::Dir);
     for it in &dirs {
-        let p = stack.parent(&it.name)?;
-        let n = base(&it.name);
-        mkdirat(p, n, Mode::from_bits_truncate(0o700)).map_err(|e| ctx("create", &it.name, e))?;
-        let fd = open_dir(p, n)?;
-        owner(&fd, it.uid, it.gid)?;
-        fchmod(&fd, Mode::from_bits_truncate(it.mode))?;
+        make_dir(stack.parent(&it.name)?, &it.name, it.mode, it.uid, it.gid)?;
     }
     drop(stack);
     let used = std::sync::Mutex::new(HashSet::new());
@@ -382,17 +345,8 @@ pub(crate) fn write(
             .collect::<io::Result<_>>()?
     };
     for it in &dirs {
-        let name = CString::new(it.name.as_bytes())?;
-        let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
-        let fd = crate::executor::kernel::openat2(
-            root.as_raw_fd(),
-            &name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            resolve,
-        )
-        .map_err(|e| ctx("open", &it.name, e))?;
-        // SAFETY: openat2 returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = open_beneath(&root, &it.name, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| ctx("open", &it.name, e))?;
         let ts = TimeSpec::new(it.mtime.max(0), 0);
         futimens(&fd, &ts, &ts).map_err(|e| ctx("set times of", &it.name, e))?;
     }
@@ -405,7 +359,8 @@ fn ctx(what: &str, name: &str, e: impl Into<io::Error>) -> io::Error {
     io::Error::new(e.kind(), format!("{what} /{name}: {e}"))
 }
 
-/// Writes one file or symlink into its (open) parent directory; an indexed file's entry.
+/// Writes one file or symlink (directories are made first) into its open parent
+/// directory; an indexed file's entry.
 fn write_item(
     it: &Item,
     p: &OwnedFd,
@@ -416,7 +371,7 @@ fn write_item(
     let n = base(&it.name);
     let ts = TimeSpec::new(it.mtime.max(0), 0);
     match &it.kind {
-        ItemKind::Dir => Ok(None),
+        ItemKind::Dir => unreachable!("directories are made before the files"),
         ItemKind::Symlink(target) => {
             symlinkat(target.as_str(), p, n).map_err(|e| ctx("create", &it.name, e))?;
             fchownat(
@@ -475,11 +430,6 @@ fn entry(it: &Item, h: &Hashed) -> IndexEntry {
     IndexEntry {
         name: it.name.clone(),
         hash: crate::context::hex(&h.hash),
-        size: h.size,
-        mode: it.mode,
-        uid: it.uid,
-        gid: it.gid,
-        mtime: it.mtime.max(0),
     }
 }
 

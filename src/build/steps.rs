@@ -354,6 +354,32 @@ impl Builder<'_> {
         snap.path.parent().map(std::path::Path::to_path_buf)
     }
 
+    /// The content hashes of the context files at or below `paths` (hashed already), by
+    /// host path, with the stat data they were hashed under.
+    fn context_hashes(
+        &self,
+        paths: &[String],
+    ) -> Result<std::collections::HashMap<std::path::PathBuf, direct::Hashed>, BuildError> {
+        let guard = self.context()?;
+        let (ctx, _) = guard.as_ref().expect("scanned by context()");
+        let mut hashed = std::collections::HashMap::new();
+        for p in paths {
+            for (k, e) in ctx.subtree(p) {
+                if let (context::Kind::File, Some(h)) = (e.kind, ctx.content_hash(k)) {
+                    let h = direct::Hashed {
+                        hash: *h,
+                        size: e.size,
+                        mtime: e.mtime,
+                        ctime: e.ctime,
+                        ino: e.ino,
+                    };
+                    hashed.insert(ctx.root().join(k), h);
+                }
+            }
+        }
+        Ok(hashed)
+    }
+
     /// COPY or ADD.
     pub(crate) fn copy_step(
         &self,
@@ -610,9 +636,6 @@ impl Builder<'_> {
             From::Context(paths) if !paths.is_empty() => Some(paths),
             _ => None,
         };
-        // Content hashes of the context files, by host path: a COPY written straight into
-        // its layer indexes them, so the next build can hard-link what did not change.
-        let mut hashed = std::collections::HashMap::new();
         if let Some(paths) = local_paths {
             let guard = self.context()?;
             let (ctx, _) = guard.as_ref().expect("scanned by context()");
@@ -621,24 +644,9 @@ impl Builder<'_> {
                     archives.push(ctx.root().join(p));
                 } else {
                     ctx_srcs.push(copy::context_source(ctx, p));
-                    for (k, e) in ctx.subtree(p) {
-                        if let (context::Kind::File, Some(h)) = (e.kind, ctx.content_hash(k)) {
-                            let h = direct::Hashed {
-                                hash: *h,
-                                size: e.size,
-                                mtime: e.mtime,
-                                ctime: e.ctime,
-                                ino: e.ino,
-                            };
-                            hashed.insert(ctx.root().join(k), h);
-                        }
-                    }
                 }
             }
         }
-        let links = self
-            .previous_snapshot(position)
-            .and_then(|d| direct::LinkSource::open(&d));
         let mut checkouts = Vec::new();
         for (g, commit) in gits.iter().zip(&commits) {
             self.progress.event(BuildEvent::Output {
@@ -743,11 +751,20 @@ impl Builder<'_> {
             Ok(None)
         };
         // A COPY that only adds new paths is written after the overlay is gone, straight into
-        // the layer's directory.
+        // the layer's directory, hard-linking what the previous build's snapshot of this step
+        // has unchanged.
         let then = |r: Result<Option<direct::Plan>, String>, upper: &std::path::Path| match r {
-            Ok(Some(plan)) => direct::write(&plan, upper, &hashed, links.as_ref())
-                .map(|index| (Ok(()), Some(index)))
-                .map_err(|e| FsError::Io(e.to_string())),
+            Ok(Some(plan)) => {
+                let hashed = self
+                    .context_hashes(local_paths.map_or(&[][..], Vec::as_slice))
+                    .map_err(|e| FsError::Io(e.to_string()))?;
+                let links = self
+                    .previous_snapshot(position)
+                    .and_then(|d| direct::LinkSource::open(&d));
+                direct::write(&plan, upper, &hashed, links.as_ref())
+                    .map(|index| (Ok(()), Some(index)))
+                    .map_err(|e| FsError::Io(e.to_string()))
+            }
             Ok(None) => Ok((Ok(()), None)),
             Err(e) => Ok((Err(e), None)),
         };
