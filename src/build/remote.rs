@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
+use crate::image::Sha256Writer;
 
 use crate::store::fsutil::{self, TempPath};
 
@@ -141,10 +141,8 @@ pub(crate) fn fetch(
     let (path, file) =
         fsutil::create_temp_file(tmp_dir, "add-url").map_err(|e| fail(e.to_string()))?;
     let guard = TempPath::new(path);
-    let mut out = std::io::BufWriter::new(file);
+    let mut out = Sha256Writer::new(std::io::BufWriter::new(file));
     let mut body = resp.into_reader();
-    let mut hash = Sha256::new();
-    let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -156,17 +154,15 @@ pub(crate) fn fetch(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(fail(format!("reading the response: {e}"))),
         };
-        hash.update(&buf[..n]);
         out.write_all(&buf[..n])
             .map_err(|e| fail(format!("writing {}: {e}", guard.path().display())))?;
-        size += n as u64;
     }
     out.flush()
         .map_err(|e| fail(format!("writing {}: {e}", guard.path().display())))?;
-    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (_, digest, size) = out.finish();
     Ok(Download {
         file: guard,
-        digest: format!("sha256:{hex}"),
+        digest: digest.to_string(),
         size,
         mtime,
     })
