@@ -19,10 +19,10 @@
 //! (`metacopy=on`) keep part of their content in the lower layers, where a
 //! layer tar cannot point; they are refused rather than committed incomplete.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -31,7 +31,9 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use super::error::ArchiveError;
-use super::writer::{xattr_call, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs};
+use super::writer::{
+    split_xattrs, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs, XattrsOf,
+};
 
 /// The xattr that makes a directory opaque on an overlay mounted by root.
 pub(crate) const TRUSTED_OPAQUE: &CStr = c"trusted.overlay.opaque";
@@ -96,7 +98,17 @@ pub fn upper_entries(upper: &Path) -> Result<Vec<LayerEntry>, ArchiveError> {
                 }
                 continue;
             }
-            if attrs.value(&source, b"opaque")?.as_deref() == Some(b"y") {
+            if attrs
+                .value(
+                    XattrsOf {
+                        path: &source,
+                        file: None,
+                    },
+                    b"opaque",
+                )?
+                .as_deref()
+                == Some(b"y")
+            {
                 out.push(LayerEntry::Opaque { dir: name.clone() });
             }
             out.push(LayerEntry::Path {
@@ -120,7 +132,7 @@ pub fn write_upper<W: Write>(
     opts: WriterOptions,
 ) -> Result<(W, LayerDigest), ArchiveError> {
     let mut w = LayerWriter::new(out, opts);
-    let mut frames = vec![Frame::open(upper.to_path_buf(), Vec::new(), true)?];
+    let mut frames = vec![Frame::open(upper.to_path_buf(), Vec::new())?];
     while let Some(frame) = frames.last_mut() {
         let Some(child) = frame.children.pop() else {
             frames.pop();
@@ -176,7 +188,17 @@ pub fn write_upper<W: Write>(
             continue;
         }
         w.append_node(&name, &source, &md, xattrs, None)?;
-        if attrs.value_fd(&file, &source, b"opaque")?.as_deref() == Some(b"y") {
+        if attrs
+            .value(
+                XattrsOf {
+                    path: &source,
+                    file: Some(&file),
+                },
+                b"opaque",
+            )?
+            .as_deref()
+            == Some(b"y")
+        {
             w.append_opaque(&name)?;
         }
         // Deep trees keep only the first levels' directories open.
@@ -204,19 +226,13 @@ struct Child {
 }
 
 impl Frame {
-    fn open(path: PathBuf, name: Vec<u8>, keep_fd: bool) -> Result<Frame, ArchiveError> {
-        let fd = if keep_fd {
-            Some(
-                fs::File::options()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&path)
-                    .map_err(|e| ArchiveError::io("open", path.display().to_string(), e))?,
-            )
-        } else {
-            None
-        };
-        Frame::open_at(path, name, fd)
+    fn open(path: PathBuf, name: Vec<u8>) -> Result<Frame, ArchiveError> {
+        let fd = fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| ArchiveError::io("open", path.display().to_string(), e))?;
+        Frame::open_at(path, name, Some(fd))
     }
 
     /// Lists the directory and stats its children (relative to `fd` when given).
@@ -291,55 +307,11 @@ impl Frame {
 /// The xattrs of an open file or directory, in one listing: its overlay xattrs (names)
 /// and the others with their values, sorted, as [`super::writer::read_xattrs`] gives them.
 fn fd_xattrs(f: &fs::File, path: &Path) -> Result<(OverlayAttrs, Xattrs), ArchiveError> {
-    let shown = || path.display().to_string();
-    let fd = f.as_raw_fd();
-    let mut small = [0u8; 1024];
-    // SAFETY: fd is open; the buffer is writable for its length.
-    let n = unsafe { libc::flistxattr(fd, small.as_mut_ptr().cast(), small.len()) };
-    let names = if n >= 0 {
-        small[..n as usize].to_vec()
-    } else {
-        match io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
-            e if e.raw_os_error() == Some(libc::ERANGE) => xattr_call(|buf, len| {
-                // SAFETY: as above; buf/len describe a writable buffer (or null/0).
-                unsafe { libc::flistxattr(fd, buf.cast(), len) }
-            })
-            .map_err(|e| ArchiveError::io("list xattrs", shown(), e))?,
-            e => return Err(ArchiveError::io("list xattrs", shown(), e)),
-        }
-    };
-    let mut overlay = Vec::new();
-    let mut values = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_xattr(name) {
-            overlay.push(name.to_vec());
-            continue;
-        }
-        if name == b"security.selinux" {
-            continue;
-        }
-        if let Some(v) = fd_xattr(f, path, name)? {
-            values.push((name.to_vec(), v));
-        }
-    }
-    values.sort();
+    let (overlay, values) = split_xattrs(XattrsOf {
+        path,
+        file: Some(f),
+    })?;
     Ok((OverlayAttrs(overlay), values))
-}
-
-/// One xattr of an open file (`None` if it is gone).
-fn fd_xattr(f: &fs::File, path: &Path, name: &[u8]) -> Result<Option<Vec<u8>>, ArchiveError> {
-    let shown = || path.display().to_string();
-    let cname = CString::new(name).map_err(|e| ArchiveError::io("read xattr", shown(), e))?;
-    let fd = f.as_raw_fd();
-    match xattr_call(|buf, len| {
-        // SAFETY: fd is open, cname a valid C string, buf/len a writable buffer (or null/0).
-        unsafe { libc::fgetxattr(fd, cname.as_ptr(), buf.cast(), len) }
-    }) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
-        Err(e) => Err(ArchiveError::io("read xattr", shown(), e)),
-    }
 }
 
 /// The overlay xattrs of one path: full names, without values.
@@ -349,27 +321,9 @@ impl OverlayAttrs {
     /// Lists `path`'s overlay xattrs (one `llistxattr`; most entries have none,
     /// so values are only read when asked for).
     fn read(path: &Path) -> Result<OverlayAttrs, ArchiveError> {
-        let cpath = c_path(path)?;
-        let names = match xattr_call(|buf, len| {
-            // SAFETY: cpath is a valid C string; buf/len describe a writable buffer (or null/0).
-            unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) }
-        }) {
-            Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
-            Err(e) => {
-                return Err(ArchiveError::io(
-                    "list xattrs",
-                    path.display().to_string(),
-                    e,
-                ))
-            }
-        };
+        let names = XattrsOf { path, file: None }.names()?;
         Ok(OverlayAttrs(
-            names
-                .split(|&b| b == 0)
-                .filter(|n| is_overlay_xattr(n))
-                .map(<[u8]>::to_vec)
-                .collect(),
+            names.into_iter().filter(|n| is_overlay_xattr(n)).collect(),
         ))
     }
 
@@ -410,40 +364,11 @@ impl OverlayAttrs {
         Ok(())
     }
 
-    /// The value of overlay xattr `key` on the open `f`, if set.
-    fn value_fd(
-        &self,
-        f: &fs::File,
-        path: &Path,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, ArchiveError> {
+    /// The value of overlay xattr `key` on `of`, if set.
+    fn value(&self, of: XattrsOf<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, ArchiveError> {
         match self.find(key) {
-            Some(name) => fd_xattr(f, path, name),
+            Some(name) => of.value(name),
             None => Ok(None),
         }
     }
-
-    /// The value of overlay xattr `key` on `path`, if set.
-    fn value(&self, path: &Path, key: &[u8]) -> Result<Option<Vec<u8>>, ArchiveError> {
-        let Some(name) = self.find(key) else {
-            return Ok(None);
-        };
-        let shown = || path.display().to_string();
-        let cpath = c_path(path)?;
-        let cname = CString::new(name).map_err(|e| ArchiveError::io("read xattr", shown(), e))?;
-        match xattr_call(|buf, len| {
-            // SAFETY: valid C strings; buf/len describe a writable buffer (or null/0).
-            unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.cast(), len) }
-        }) {
-            Ok(v) => Ok(Some(v)),
-            // Removed between list and get.
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
-            Err(e) => Err(ArchiveError::io("read xattr", shown(), e)),
-        }
-    }
-}
-
-fn c_path(path: &Path) -> Result<CString, ArchiveError> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| ArchiveError::io("read xattrs", path.display().to_string(), e))
 }

@@ -840,39 +840,118 @@ pub(crate) fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
 /// the host's SELinux label are left out: the first would change how the layer is
 /// read when its snapshot is mounted, the second is host state.
 pub(crate) fn read_xattrs(path: &Path) -> Result<Xattrs, ArchiveError> {
-    let shown = || path.display().to_string();
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| ArchiveError::io("read xattrs", shown(), e))?;
-    let names = match xattr_call(|buf, len| {
-        // SAFETY: cpath is a valid C string; buf/len describe a writable buffer (or null/0).
-        unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) }
-    }) {
-        Ok(n) => n,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP)) => return Ok(Vec::new()),
-        Err(e) => return Err(ArchiveError::io("list xattrs", shown(), e)),
-    };
-    let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_xattr(name) || name == b"security.selinux" {
-            continue;
-        }
-        let cname = CString::new(name).map_err(|e| ArchiveError::io("read xattrs", shown(), e))?;
-        match xattr_call(|buf, len| {
-            // SAFETY: as above; cname is a valid C string.
-            unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.cast(), len) }
-        }) {
-            Ok(v) => out.push((name.to_vec(), v)),
-            // Removed between list and get.
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-            Err(e) => return Err(ArchiveError::io("read xattr", shown(), e)),
-        }
-    }
-    out.sort();
-    Ok(out)
+    split_xattrs(XattrsOf { path, file: None }).map(|(_, values)| values)
 }
 
-/// Runs a size-query-then-fill xattr call, retrying if the value grew in between.
+/// Whose xattrs to read: the open `file` when given, else `path` itself (never followed);
+/// `path` names it in errors either way.
+#[derive(Clone, Copy)]
+pub(crate) struct XattrsOf<'a> {
+    /// The path.
+    pub path: &'a Path,
+    /// The path, open.
+    pub file: Option<&'a File>,
+}
+
+impl XattrsOf<'_> {
+    fn c_path(&self) -> Result<CString, ArchiveError> {
+        CString::new(self.path.as_os_str().as_bytes())
+            .map_err(|e| ArchiveError::io("read xattrs", self.path.display().to_string(), e))
+    }
+
+    /// The names of all xattrs (none where the filesystem has no xattrs).
+    pub(crate) fn names(self) -> Result<Vec<Vec<u8>>, ArchiveError> {
+        let listed = match self.file {
+            Some(f) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+                // SAFETY: fd is open; buf/len describe a writable buffer (or null/0).
+                xattr_call(|buf, len| unsafe { libc::flistxattr(fd, buf.cast(), len) })
+            }
+            None => {
+                let cpath = self.c_path()?;
+                // SAFETY: cpath is a valid C string; buf/len a writable buffer (or null/0).
+                xattr_call(|buf, len| unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) })
+            }
+        };
+        let names = match listed {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            Err(e) => {
+                return Err(ArchiveError::io(
+                    "list xattrs",
+                    self.path.display().to_string(),
+                    e,
+                ))
+            }
+        };
+        Ok(names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
+    /// The value of xattr `name` (`None` if it is gone).
+    pub(crate) fn value(self, name: &[u8]) -> Result<Option<Vec<u8>>, ArchiveError> {
+        let shown = || self.path.display().to_string();
+        let cname = CString::new(name).map_err(|e| ArchiveError::io("read xattr", shown(), e))?;
+        let got = match self.file {
+            Some(f) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+                // SAFETY: fd is open, cname a valid C string, buf/len a writable buffer.
+                xattr_call(|buf, len| unsafe {
+                    libc::fgetxattr(fd, cname.as_ptr(), buf.cast(), len)
+                })
+            }
+            None => {
+                let cpath = self.c_path()?;
+                // SAFETY: valid C strings; buf/len a writable buffer (or null/0).
+                xattr_call(|buf, len| unsafe {
+                    libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.cast(), len)
+                })
+            }
+        };
+        match got {
+            Ok(v) => Ok(Some(v)),
+            // Removed between list and get.
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+            Err(e) => Err(ArchiveError::io("read xattr", shown(), e)),
+        }
+    }
+}
+
+/// The names of overlayfs's own xattrs, and the other xattrs with their values, sorted,
+/// leaving out the host's SELinux label (see [`read_xattrs`]).
+pub(crate) fn split_xattrs(of: XattrsOf<'_>) -> Result<(Vec<Vec<u8>>, Xattrs), ArchiveError> {
+    let mut overlay = Vec::new();
+    let mut values = Vec::new();
+    for name in of.names()? {
+        if is_overlay_xattr(&name) {
+            overlay.push(name);
+        } else if name != b"security.selinux" {
+            if let Some(v) = of.value(&name)? {
+                values.push((name, v));
+            }
+        }
+    }
+    values.sort();
+    Ok((overlay, values))
+}
+
+/// Runs an xattr call that fills a buffer: a small one first, then a size query and a
+/// fill, retried if the value grew in between.
 pub(crate) fn xattr_call(mut f: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
+    // Most paths have no xattrs or a few short ones: one call into a small buffer, and the
+    // size query only when that is too small.
+    let mut small = [0u8; 1024];
+    let n = f(small.as_mut_ptr(), small.len());
+    if n >= 0 {
+        return Ok(small[..n as usize].to_vec());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ERANGE) {
+        return Err(e);
+    }
     loop {
         let n = f(std::ptr::null_mut(), 0);
         if n < 0 {
