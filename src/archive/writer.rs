@@ -57,12 +57,7 @@ pub struct LayerDigest {
 impl LayerDigest {
     /// The digest in OCI form, `sha256:<hex>`.
     pub fn diff_id(&self) -> String {
-        let mut s = String::with_capacity(7 + 64);
-        s.push_str("sha256:");
-        for b in self.sha256 {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        format!("sha256:{}", crate::image::digest::to_hex(&self.sha256))
     }
 }
 

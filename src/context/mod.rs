@@ -446,13 +446,7 @@ fn walk_dir(
 
 /// Lowercase hex of a hash.
 pub fn hex(h: &Hash) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in h {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
+    crate::image::digest::to_hex(h)
 }
 
 #[cfg(test)]
