@@ -1,12 +1,12 @@
 //! Layer tars: deterministic writing of layers and hardened extraction of untrusted tars.
 //!
-//! * [`LayerWriter`] / [`write_tree`]: a directory tree or an explicit entry list → a byte-for-byte
+//! * [`LayerWriter`] / [`write_tree`]: a directory tree → a byte-for-byte
 //!   reproducible tar, hashed (diffID) while it streams.
 //! * [`extract()`]: a plain, gzip or zstd tar from anywhere (a registry, `docker
 //!   load`, `ADD`, `import`) → a directory, with OCI whiteouts applied to the tree
 //!   below or written in overlayfs's format ([`WhiteoutMode`]), and no way for an
 //!   entry to write, chmod, link or delete outside that directory.
-//! * [`write_upper`] / [`upper_entries`]: an overlay upper dir (what a RUN step
+//! * [`write_upper`]: an overlay upper dir (what a RUN step
 //!   changed) → a layer, overlay whiteouts turned into OCI ones.
 
 mod confined;
@@ -24,11 +24,15 @@ pub(crate) use confined::open_dir;
 pub use error::{ArchiveError, Limit};
 pub use extract::{extract, ExtractOptions, ExtractStats, WhiteoutMode};
 pub use stream::Compression;
-pub use upper::{upper_entries, write_upper};
+#[cfg(test)]
+pub use upper::upper_entries;
+pub use upper::write_upper;
 pub(crate) use writer::read_xattrs;
+#[cfg(test)]
+pub use writer::LayerEntry;
 pub use writer::{
-    write_tree, HashingWriter, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs,
-    OPAQUE_MARKER, WHITEOUT_PREFIX,
+    write_tree, HashingWriter, LayerDigest, LayerWriter, WriterOptions, Xattrs, OPAQUE_MARKER,
+    WHITEOUT_PREFIX,
 };
 
 /// Resource limits for extracting an untrusted tar. Each one exceeded is an

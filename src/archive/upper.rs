@@ -1,11 +1,12 @@
-//! Lists an overlayfs upper directory as layer entries: the commit of a build step.
+//! Writes an overlayfs upper directory as a layer: the commit of a build step.
 //!
 //! A RUN step runs on an overlay mount whose upper dir receives everything the
 //! step changed: new and copied-up files as themselves, deletions as whiteouts
-//! and replaced directories as opaque directories. [`upper_entries`] turns that
-//! into [`LayerEntry`]s, which the writer emits as OCI whiteouts (`.wh.<name>`,
-//! `.wh..wh..opq`); one walk of the upper dir, whatever the size of the layers
-//! below it (DESIGN.md §5).
+//! and replaced directories as opaque directories. [`write_upper`] turns that
+//! into a layer with OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`); one walk of
+//! the upper dir, whatever the size of the layers below it (DESIGN.md §5).
+//! `upper_entries`, which lists the same as entries for the generic sorting
+//! writer, is the reference the tests hold it to.
 //!
 //! Overlayfs's formats, as read here (Documentation/filesystems/overlayfs.rst):
 //! * a whiteout is a 0/0 character device, or (Linux 6.7+ "xattr whiteouts") a
@@ -24,16 +25,14 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use super::error::ArchiveError;
-use super::writer::{
-    split_xattrs, LayerDigest, LayerEntry, LayerWriter, WriterOptions, Xattrs, XattrsOf,
-};
+use super::writer::{split_xattrs, LayerDigest, LayerWriter, WriterOptions, Xattrs, XattrsOf};
 
 /// The xattr that makes a directory opaque on an overlay mounted by root.
 pub(crate) const TRUSTED_OPAQUE: &CStr = c"trusted.overlay.opaque";
@@ -61,7 +60,10 @@ pub(crate) fn is_whiteout_device(st: &FileStat) -> bool {
 ///
 /// `upper` itself is not listed: overlayfs never makes its root opaque, and a
 /// layer carries no entry for `/`. Symlinks are never followed.
-pub fn upper_entries(upper: &Path) -> Result<Vec<LayerEntry>, ArchiveError> {
+#[cfg(test)]
+pub fn upper_entries(upper: &Path) -> Result<Vec<super::writer::LayerEntry>, ArchiveError> {
+    use super::writer::LayerEntry;
+    use std::os::unix::fs::FileTypeExt;
     let mut out = Vec::new();
     let mut pending: Vec<(PathBuf, Vec<u8>)> = vec![(upper.to_path_buf(), Vec::new())];
     while let Some((dir, prefix)) = pending.pop() {
@@ -121,9 +123,10 @@ pub fn upper_entries(upper: &Path) -> Result<Vec<LayerEntry>, ArchiveError> {
     Ok(out)
 }
 
-/// Writes the overlay upper directory `upper` as a layer into `out`: the entries
-/// [`upper_entries`] lists, in [`LayerWriter::append_entries`]'s order, in one
-/// depth-first walk that works relative to open directories: a stat, an open
+/// Writes the overlay upper directory `upper` as a layer into `out`: its files,
+/// directories and links as themselves, whiteouts as `.wh.<name>` and opaque
+/// directories with `.wh..wh..opq` first among their children, parents before
+/// children and siblings by name, in one depth-first walk that works relative to open directories: a stat, an open
 /// and one xattr listing per file or directory, whatever the depth. Overlay
 /// xattrs are not written.
 pub fn write_upper<W: Write>(

@@ -34,6 +34,7 @@ pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Sort key of a [`LayerEntry`]: (rank, component) per path component.
+#[cfg(test)]
 type SortKey = Vec<(u8, Vec<u8>)>;
 
 /// Options of the layer writer.
@@ -268,7 +269,9 @@ impl<W: Write> Write for ChunkedOut<W> {
     }
 }
 
-/// One item of an explicit entry list (see [`LayerWriter::append_entries`]).
+/// One item of an explicit entry list (see [`LayerWriter::append_entries`]): the reference
+/// the one-walk [`super::write_upper`] is tested against.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerEntry {
     /// A file, directory, symlink, device or fifo taken from `source` on the host
@@ -292,6 +295,7 @@ pub enum LayerEntry {
     },
 }
 
+#[cfg(test)]
 impl LayerEntry {
     /// Component-wise sort key: parents sort before children, and the opaque marker
     /// sorts before its siblings so that any extractor sees it right after its
@@ -359,7 +363,7 @@ impl Meta {
 /// Streams a deterministic layer tar into any `Write`.
 ///
 /// Call the `append_*` methods in the order the entries should appear (or use
-/// [`LayerWriter::append_tree`] / [`LayerWriter::append_entries`], which sort), then
+/// [`LayerWriter::append_tree`], which sorts), then
 /// [`LayerWriter::finish`].
 pub struct LayerWriter<W: Write> {
     out: ChunkedOut<W>,
@@ -415,6 +419,7 @@ impl<W: Write> LayerWriter<W> {
     /// siblings) and appends them. Meant for committing an overlay upper directory,
     /// where the caller has already turned overlay whiteouts into
     /// [`LayerEntry::Whiteout`] and [`LayerEntry::Opaque`].
+    #[cfg(test)]
     pub fn append_entries(&mut self, entries: Vec<LayerEntry>) -> Result<(), ArchiveError> {
         let mut keyed: Vec<(SortKey, LayerEntry)> =
             entries.into_iter().map(|e| (e.sort_key(), e)).collect();
