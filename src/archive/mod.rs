@@ -31,8 +31,7 @@ pub(crate) use writer::read_xattrs;
 #[cfg(test)]
 pub use writer::LayerEntry;
 pub use writer::{
-    write_tree, HashingWriter, LayerDigest, LayerWriter, WriterOptions, Xattrs, OPAQUE_MARKER,
-    WHITEOUT_PREFIX,
+    write_tree, LayerDigest, LayerWriter, WriterOptions, Xattrs, OPAQUE_MARKER, WHITEOUT_PREFIX,
 };
 
 /// Resource limits for extracting an untrusted tar. Each one exceeded is an

@@ -62,53 +62,6 @@ impl LayerDigest {
     }
 }
 
-/// A `Write` adapter that hashes (sha256) and counts everything written through it.
-#[derive(Debug)]
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
-    /// Digest and size of what has been written so far.
-    pub fn digest(&self) -> LayerDigest {
-        LayerDigest {
-            sha256: self.hasher.clone().finalize().into(),
-            size: self.written,
-        }
-    }
-
-    /// Returns the inner writer and the final digest.
-    pub fn into_inner(self) -> (W, LayerDigest) {
-        let digest = self.digest();
-        (self.inner, digest)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        // Only the bytes the inner writer accepted are part of the stream.
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Size of the chunks a [`LayerWriter`] writes and hashes.
 const CHUNK: usize = 1 << 20;
 
