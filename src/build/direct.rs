@@ -146,7 +146,7 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
     if items.is_empty() || !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let mut items = items.to_vec();
+    let mut items: Vec<&Item> = items.iter().collect();
     items.sort_by(|a, b| a.name.split('/').cmp(b.name.split('/')));
     let mut kinds: HashMap<&str, bool> = HashMap::with_capacity(items.len());
     for it in &items {
@@ -208,7 +208,10 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
             return None;
         }
     }
-    Some(Plan { ancestors, items })
+    Some(Plan {
+        ancestors,
+        items: items.into_iter().cloned().collect(),
+    })
 }
 
 /// The open directories from the layer root down to the current item's parent.
