@@ -2,9 +2,9 @@
 //! WORKDIR): mounted in a mount namespace that only one short-lived thread sees, so nothing
 //! is ever mounted on the host and the mount dies with the thread, even on a panic.
 
+use crate::executor::link_lowers;
 use std::fs;
 use std::io;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -38,15 +38,12 @@ pub fn with_overlay<R: Send>(
     fs::create_dir_all(&work)?;
     fs::create_dir_all(&names)?;
     // Short relative names keep the mount options under the kernel's one-page limit however
-    // long the store path is: lowerdir=0:1:2... resolved from a private working directory.
-    for (i, l) in lowers.iter().enumerate() {
-        symlink(l, names.join(i.to_string()))?;
-    }
+    // long the store path is, resolved from a private working directory.
+    let lower_names = link_lowers(&names, "", lowers)?;
     let mut source_points = Vec::new();
+    let mut source_names = Vec::new();
     for (n, stack) in sources.iter().enumerate() {
-        for (i, l) in stack.iter().enumerate() {
-            symlink(l, names.join(format!("s{n}-{i}")))?;
-        }
+        source_names.push(link_lowers(&names, &format!("s{n}-"), stack)?);
         let point = scratch.join(format!("source{n}"));
         fs::create_dir_all(&point)?;
         source_points.push(point);
@@ -70,10 +67,7 @@ pub fn with_overlay<R: Send>(
                 fs::create_dir_all(names.join("empty"))?;
                 "empty".to_string()
             } else {
-                (0..lowers.len())
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(":")
+                lower_names.join(":")
             };
             let opts = format!(
                 "lowerdir={lower_opt},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
@@ -97,13 +91,7 @@ pub fn with_overlay<R: Send>(
                 let opts = if stack.len() == 1 {
                     None
                 } else {
-                    Some(format!(
-                        "lowerdir={}",
-                        (0..stack.len())
-                            .map(|i| format!("s{n}-{i}"))
-                            .collect::<Vec<_>>()
-                            .join(":")
-                    ))
+                    Some(format!("lowerdir={}", source_names[n].join(":")))
                 };
                 match opts {
                     Some(o) => mount(

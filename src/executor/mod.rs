@@ -110,6 +110,7 @@ use std::sync::Arc;
 pub use changes::{upper_changes, Change, ChangeKind};
 pub use error::ExecError;
 pub use kernel::{Kernel, RealKernel};
+pub(crate) use rootfs::link_lowers;
 pub use rootfs::{clean_scratch, remove_step_dir};
 pub use run::{exec_in, run_step};
 

@@ -277,6 +277,37 @@ fn snapshots_dir_of(lowers: &[PathBuf]) -> Option<&Path> {
     dir.filter(|_| len <= 3800)
 }
 
+/// Links in `links` through which overlay options name `lowers` (top-most first), short
+/// however long the store's path is. When every lower is a store snapshot, one link
+/// `<prefix>s` to the snapshots directory names them all (`<prefix>s/<chainID>/fs`): a link
+/// per layer costs a disk block for its long target. Otherwise each lower gets its own
+/// link, `<prefix><i>`. Returns the names, relative to `links`.
+pub(crate) fn link_lowers(
+    links: &Path,
+    prefix: &str,
+    lowers: &[PathBuf],
+) -> std::io::Result<Vec<String>> {
+    match snapshots_dir_of(lowers) {
+        Some(snapshots) => {
+            std::os::unix::fs::symlink(snapshots, links.join(format!("{prefix}s")))?;
+            Ok(lowers
+                .iter()
+                .filter_map(|l| l.parent()?.file_name()?.to_str())
+                .map(|name| format!("{prefix}s/{name}/fs"))
+                .collect())
+        }
+        None => lowers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let name = format!("{prefix}{i}");
+                std::os::unix::fs::symlink(l, links.join(&name))?;
+                Ok(name)
+            })
+            .collect(),
+    }
+}
+
 fn prepare_in(
     spec: &StepSpec,
     lowers: Vec<PathBuf>,
@@ -349,24 +380,7 @@ fn prepare_in(
         std::os::unix::fs::symlink(target, &p).map_err(io_err("linking", &p))
     };
     link("i", &init)?;
-    let lower_names = match snapshots_dir_of(&lowers) {
-        // One link names every store snapshot (`s/<chainID>/fs`): a link per layer per step
-        // costs a disk block for its long target, freed again when the step dir goes.
-        Some(snapshots) => {
-            link("s", snapshots)?;
-            lowers
-                .iter()
-                .filter_map(|l| l.parent()?.file_name()?.to_str())
-                .map(|name| format!("s/{name}/fs"))
-                .collect()
-        }
-        None => {
-            for (i, l) in lowers.iter().enumerate() {
-                link(&i.to_string(), l)?;
-            }
-            (0..lowers.len()).map(|i| i.to_string()).collect()
-        }
-    };
+    let lower_names = link_lowers(&links, "", &lowers).map_err(io_err("linking", &links))?;
     link("u", &upper)?;
     link("w", &work)?;
 
