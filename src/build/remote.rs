@@ -114,17 +114,13 @@ pub(crate) fn fetch(
         .and_then(|(_, r)| r.split(['/', '?', '#']).next())
         .map(|h| h.rsplit_once('@').map_or(h, |(_, h)| h))
         .unwrap_or("");
-    let host_only = match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') && p.bytes().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
     let mut agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(120))
         .redirects(10)
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
     let https = url.to_ascii_lowercase().starts_with("https://");
-    if let Some(proxy) = crate::registry::client::proxy_for(host_only, https) {
+    if let Some(proxy) = crate::registry::client::proxy_for(host, https) {
         let p = ureq::Proxy::new(&proxy).map_err(|e| fail(format!("proxy {proxy}: {e}")))?;
         agent = agent.proxy(p);
     }
