@@ -576,28 +576,14 @@ fn prune_filter(filters: &[String]) -> Result<impl Fn(&ImageRecord) -> bool, Str
     }
     Ok(move |img: &ImageRecord| {
         if let Some(u) = until {
-            let created = img
-                .config
-                .created()
-                .as_deref()
-                .and_then(|c| kiln::imageops::time::Timestamp::parse_rfc3339(c).ok());
-            if created.is_none_or(|c| c >= u) {
+            if list::created_of(img).is_none_or(|c| c >= u) {
                 return false;
             }
         }
-        let image_labels = img
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.labels().clone())
-            .unwrap_or_default();
-        labels.iter().all(|(want, k, v)| {
-            let has = match v {
-                Some(v) => image_labels.get(k) == Some(v),
-                None => image_labels.contains_key(k),
-            };
-            has == *want
-        })
+        let image_labels = list::labels_of(img);
+        labels
+            .iter()
+            .all(|(want, k, v)| list::has_label(&image_labels, k, v.as_deref()) == *want)
     })
 }
 
