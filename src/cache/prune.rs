@@ -63,13 +63,22 @@ pub struct PruneReport {
 
 /// Every record of the store's cache, with its age and whether it is in use.
 pub fn records(store: &Store) -> Vec<RecordInfo> {
-    let index = CacheIndex::open(store);
-    let images: Vec<Vec<Digest>> = store
+    records_against(store, &image_layers(store))
+}
+
+/// The layers (diff IDs, bottom first) of each image in the store.
+fn image_layers(store: &Store) -> Vec<Vec<Digest>> {
+    store
         .list_images()
         .unwrap_or_default()
         .into_iter()
         .map(|i| i.diff_ids)
-        .collect();
+        .collect()
+}
+
+/// [`records`], with a record in use when its layers are the bottom of one of `images`.
+fn records_against(store: &Store, images: &[Vec<Digest>]) -> Vec<RecordInfo> {
+    let index = CacheIndex::open(store);
     index
         .records()
         .into_iter()
@@ -126,17 +135,13 @@ pub fn prune(
 /// The build cache's line of `system df`: records, records in use, bytes of layers only the
 /// cache keeps (not part of any image), and bytes a full prune would free.
 pub fn usage(store: &Store) -> (usize, usize, u64) {
-    let infos = records(store);
-    let image_layers: BTreeSet<Digest> = store
-        .list_images()
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|i| i.diff_ids)
-        .collect();
+    let images = image_layers(store);
+    let infos = records_against(store, &images);
+    let in_images: BTreeSet<&Digest> = images.iter().flatten().collect();
     let cache_only: BTreeSet<&Digest> = infos
         .iter()
         .flat_map(|i| i.record.layers.iter().map(|l| &l.diff_id))
-        .filter(|d| !image_layers.contains(*d))
+        .filter(|d| !in_images.contains(d))
         .collect();
     let size = cache_only
         .into_iter()

@@ -383,7 +383,7 @@ fn build_image(
             "containerimage.config.digest": result.image_id.to_string(),
             "containerimage.digest": result.manifest_digest.to_string(),
             "containerimage.descriptor": {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": kiln::image::config::MEDIA_TYPE_MANIFEST,
                 "digest": result.manifest_digest.to_string(),
             },
             "image.name": names.join(","),

@@ -33,12 +33,12 @@ pub struct BuilderPruneArgs {
 /// Runs one `kiln builder` subcommand.
 pub fn run(root: &Path, cmd: BuilderCommand) -> i32 {
     match cmd {
-        BuilderCommand::Prune(a) => builder_prune(root, &a, true),
+        BuilderCommand::Prune(a) => builder_prune(root, &a),
     }
 }
 
-/// `builder prune` (also part of `system prune`, which prints its own header).
-pub fn builder_prune(root: &Path, a: &BuilderPruneArgs, ask: bool) -> i32 {
+/// `builder prune` (also part of `system prune`, which asks first and passes `force`).
+pub fn builder_prune(root: &Path, a: &BuilderPruneArgs) -> i32 {
     let mut filter = PruneFilter {
         all: a.all,
         older_than: None,
@@ -48,14 +48,12 @@ pub fn builder_prune(root: &Path, a: &BuilderPruneArgs, ask: bool) -> i32 {
             return fail(e);
         }
     }
-    if ask && !a.force {
-        eprintln!(
-            "WARNING! This will remove all {}build cache.",
-            if a.all { "" } else { "dangling " }
-        );
-        if !super::image::confirm("Are you sure you want to continue?") {
-            return 0;
-        }
+    let warning = format!(
+        "WARNING! This will remove all {}build cache.",
+        if a.all { "" } else { "dangling " }
+    );
+    if !super::confirm_unless(a.force, &warning) {
+        return 0;
     }
     let store = match open_store(root) {
         Ok(s) => s,

@@ -536,17 +536,6 @@ fn rm(store: &Store, a: &RmArgs) -> i32 {
     i32::from(!report.errors.is_empty())
 }
 
-/// Asks on the terminal; true for `y`.
-pub(crate) fn confirm(question: &str) -> bool {
-    eprint!("{question} [y/N] ");
-    let _ = io::stderr().flush();
-    let mut line = String::new();
-    if io::stdin().read_line(&mut line).is_err() {
-        return false;
-    }
-    matches!(line.trim(), "y" | "Y")
-}
-
 /// `image prune --filter`: `until=<time or duration>` (created before it), `label=k[=v]`,
 /// `label!=k[=v]`.
 fn prune_filter(filters: &[String]) -> Result<impl Fn(&ImageRecord) -> bool, String> {
@@ -576,42 +565,25 @@ fn prune_filter(filters: &[String]) -> Result<impl Fn(&ImageRecord) -> bool, Str
     }
     Ok(move |img: &ImageRecord| {
         if let Some(u) = until {
-            let created = img
-                .config
-                .created()
-                .as_deref()
-                .and_then(|c| kiln::imageops::time::Timestamp::parse_rfc3339(c).ok());
-            if created.is_none_or(|c| c >= u) {
+            if list::created_of(img).is_none_or(|c| c >= u) {
                 return false;
             }
         }
-        let image_labels = img
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.labels().clone())
-            .unwrap_or_default();
-        labels.iter().all(|(want, k, v)| {
-            let has = match v {
-                Some(v) => image_labels.get(k) == Some(v),
-                None => image_labels.contains_key(k),
-            };
-            has == *want
-        })
+        let image_labels = list::labels_of(img);
+        labels
+            .iter()
+            .all(|(want, k, v)| list::has_label(&image_labels, k, v.as_deref()) == *want)
     })
 }
 
 fn prune(store: &Store, a: &PruneArgs) -> CmdResult {
-    if !a.force {
-        let warning = if a.all {
-            "WARNING! This will remove all images without at least one container associated to them."
-        } else {
-            "WARNING! This will remove all dangling images."
-        };
-        eprintln!("{warning}");
-        if !confirm("Are you sure you want to continue?") {
-            return Ok(());
-        }
+    let warning = if a.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !super::confirm_unless(a.force, warning) {
+        return Ok(());
     }
     let selected = prune_filter(&a.filter)?;
     let report = kiln::imageops::remove::prune_images_where(

@@ -98,17 +98,10 @@ pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
-    let pasta = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("pasta").is_file()))
-        .unwrap_or(false);
+    let mem = super::stats::host_memory();
+    // What the container monitor will find when it starts pasta.
+    let pasta = kiln::container::monitor::find_in_path("pasta").is_some();
+    let os_name = os_name();
     let doc = json!({
         "Containers": containers.len(),
         "ContainersRunning": running,
@@ -119,7 +112,7 @@ pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
         "RootDir": store.root(),
         "CgroupVersion": cgroup,
         "KernelVersion": kernel,
-        "OperatingSystem": os_name(),
+        "OperatingSystem": os_name,
         "OSType": os.to_lowercase(),
         "Architecture": arch,
         "NCPU": cpus,
@@ -136,7 +129,7 @@ pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
         env!("CARGO_PKG_VERSION"),
         store.root().display(),
         if pasta { "yes" } else { "no (apt-get install passt)" },
-        os_name(),
+        os_name,
         os.to_lowercase(),
         super::units::human_size(mem),
     );

@@ -157,6 +157,22 @@ pub(crate) fn out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Docker's prune prompt: unless `force`, prints `warning` and asks on the terminal; true to go
+/// on (`y` or `Y`).
+pub(crate) fn confirm_unless(force: bool, warning: &str) -> bool {
+    if force {
+        return true;
+    }
+    eprintln!("{warning}");
+    eprint!("Are you sure you want to continue? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y")
+}
+
 /// Opens the store, or prints why not and returns the exit code.
 pub(crate) fn open_store(root: &Path) -> Result<Store, i32> {
     Store::open(root).map_err(fail)

@@ -97,7 +97,7 @@ fn net_bytes(pid: i32) -> (u64, u64) {
     (rx, tx)
 }
 
-fn host_memory() -> u64 {
+pub(crate) fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {

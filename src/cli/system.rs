@@ -167,24 +167,21 @@ fn df(root: &Path) -> i32 {
 
 /// `kiln system prune`: containers, images, build cache (and volumes), as Docker's.
 fn system_prune(root: &Path, a: &SystemPruneArgs) -> i32 {
-    if !a.force {
-        let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
-        if a.volumes {
-            w.push_str(if a.all {
-                "  - all volumes not used by at least one container\n"
-            } else {
-                "  - all anonymous volumes not used by at least one container\n"
-            });
-        }
+    let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+    if a.volumes {
         w.push_str(if a.all {
-            "  - all images without at least one container associated to them\n  - all build cache\n"
+            "  - all volumes not used by at least one container\n"
         } else {
-            "  - all dangling images\n  - unused build cache\n"
+            "  - all anonymous volumes not used by at least one container\n"
         });
-        eprintln!("{w}");
-        if !super::image::confirm("Are you sure you want to continue?") {
-            return 0;
-        }
+    }
+    w.push_str(if a.all {
+        "  - all images without at least one container associated to them\n  - all build cache\n"
+    } else {
+        "  - all dangling images\n  - unused build cache\n"
+    });
+    if !super::confirm_unless(a.force, &w) {
+        return 0;
     }
     let mut code = super::container::run(
         root,
@@ -206,7 +203,7 @@ fn system_prune(root: &Path, a: &SystemPruneArgs) -> i32 {
         filter: Vec::new(),
         force: true,
     };
-    code | super::builder::builder_prune(root, &b, false)
+    code | super::builder::builder_prune(root, &b)
 }
 
 fn check(root: &Path) -> i32 {

@@ -113,14 +113,12 @@ pub fn run(root: &Path, cmd: VolumeCommand) -> i32 {
             code
         }
         VolumeCommand::Prune(a) => {
-            if !a.force {
-                eprintln!(
-                    "WARNING! This will remove {} local volumes not used by at least one container.",
-                    if a.all { "all" } else { "anonymous" }
-                );
-                if !super::image::confirm("Are you sure you want to continue?") {
-                    return 0;
-                }
+            let warning = format!(
+                "WARNING! This will remove {} local volumes not used by at least one container.",
+                if a.all { "all" } else { "anonymous" }
+            );
+            if !super::confirm_unless(a.force, &warning) {
+                return 0;
             }
             prune(root, a.all)
         }

@@ -81,18 +81,19 @@ pub struct CreateOptions {
 /// Parses `--tmpfs PATH[:size=…,mode=…,uid=…,gid=…,nr_inodes=…]` (Docker's default size
 /// 64 MiB when none is given).
 pub fn parse_tmpfs(spec: &str) -> Result<(String, String)> {
+    use crate::executor::plan::{tmpfs_option, TmpfsOption};
     let (path, opts) = spec.split_once(':').unwrap_or((spec, ""));
     let path = clean_dest(path, "--tmpfs")?;
     let mut data: Vec<String> = Vec::new();
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         let key = o.split_once('=').map_or(o, |(k, _)| k);
-        match key {
-            "size" | "mode" | "uid" | "gid" | "nr_inodes" | "noexec" | "ro" => {
+        match tmpfs_option(key) {
+            TmpfsOption::Flag(_) => data.push(o.to_string()),
+            TmpfsOption::Data if matches!(key, "size" | "mode" | "uid" | "gid" | "nr_inodes") => {
                 data.push(o.to_string())
             }
-            // nosuid and nodev are always on; the others are the defaults.
-            "rw" | "exec" | "nosuid" | "nodev" | "suid" | "dev" => {}
-            _ => {
+            TmpfsOption::Default => {}
+            TmpfsOption::Data => {
                 return Err(ContainerError::Invalid(format!(
                     "invalid --tmpfs option {o:?} in {spec:?}: size, mode, uid, gid, nr_inodes, ro, rw, noexec, exec are supported"
                 )))

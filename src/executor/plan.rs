@@ -247,6 +247,42 @@ pub struct PlanInput {
     pub readonly_root: bool,
 }
 
+/// What one `--tmpfs` option (Docker's syntax) becomes in the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmpfsOption {
+    /// A mount flag: `noexec`, `ro`.
+    Flag(c_ulong),
+    /// Nothing: `nosuid` and `nodev` are always on; `rw`, `exec`, `suid`, `dev` are the
+    /// defaults.
+    Default,
+    /// tmpfs's own (`size=…`, `mode=…`, …): part of the mount data.
+    Data,
+}
+
+/// Classifies one `--tmpfs` option.
+pub fn tmpfs_option(o: &str) -> TmpfsOption {
+    match o {
+        "noexec" => TmpfsOption::Flag(libc::MS_NOEXEC),
+        "ro" => TmpfsOption::Flag(libc::MS_RDONLY),
+        "nosuid" | "nodev" | "rw" | "exec" | "suid" | "dev" => TmpfsOption::Default,
+        _ => TmpfsOption::Data,
+    }
+}
+
+/// Splits comma-separated `--tmpfs` options into the extra mount flags and tmpfs's mount data.
+pub fn split_tmpfs_options(opts: &str) -> (c_ulong, String) {
+    let mut flags = 0;
+    let mut data = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match tmpfs_option(o) {
+            TmpfsOption::Flag(f) => flags |= f,
+            TmpfsOption::Default => {}
+            TmpfsOption::Data => data.push(o),
+        }
+    }
+    (flags, data.join(","))
+}
+
 fn c(s: &str) -> CString {
     // The literals passed here never contain NUL.
     CString::new(s).unwrap_or_default()
@@ -450,6 +486,30 @@ mod tests {
             binds: vec![(c("/host/src"), c("run/src"), true)],
             tmpfs: Vec::new(),
             readonly_root: false,
+        }
+    }
+
+    #[test]
+    fn tmpfs_options_split_into_mount_flags_and_data() {
+        let cases: &[(&str, c_ulong, &str)] = &[
+            ("size=65536k", 0, "size=65536k"),
+            ("", 0, ""),
+            ("noexec,size=1m", libc::MS_NOEXEC, "size=1m"),
+            (
+                "ro,mode=1777,noexec",
+                libc::MS_RDONLY | libc::MS_NOEXEC,
+                "mode=1777",
+            ),
+            ("rw,exec,nosuid,nodev,suid,dev,uid=1", 0, "uid=1"),
+            // Anything else is tmpfs's to judge.
+            ("noexec=1,,nr_inodes=9", 0, "noexec=1,nr_inodes=9"),
+        ];
+        for (opts, flags, data) in cases {
+            assert_eq!(
+                split_tmpfs_options(opts),
+                (*flags, data.to_string()),
+                "{opts}"
+            );
         }
     }
 

@@ -624,20 +624,10 @@ fn step_ops(
             .tmpfs
             .iter()
             .map(|(path, opts)| {
-                // Mount flags among the options (Docker's `noexec`, `ro`); the rest is tmpfs's.
-                let mut flags = 0;
-                let mut data = Vec::new();
-                for o in opts.split(',').filter(|o| !o.is_empty()) {
-                    match o {
-                        "noexec" => flags |= libc::MS_NOEXEC,
-                        "ro" => flags |= libc::MS_RDONLY,
-                        "nosuid" | "nodev" | "rw" | "exec" | "suid" | "dev" => {}
-                        _ => data.push(o),
-                    }
-                }
+                let (flags, data) = plan::split_tmpfs_options(opts);
                 Ok((
                     cstring("tmpfs target", path.trim_start_matches('/'))?,
-                    cstring("tmpfs options", data.join(",").as_str())?,
+                    cstring("tmpfs options", data)?,
                     flags,
                 ))
             })

@@ -264,6 +264,21 @@ fn open_dir_beneath<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<Ra
     }
 }
 
+/// Remounts the mount at `rel` read-only with `flags` (a bind remount drops the flags it is not
+/// given). Opens `rel` afresh: an fd opened before the mount still points at what it covers.
+fn remount_ro<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr, flags: libc::c_ulong) -> KResult<()> {
+    let fd = k.open_beneath(root, rel)?;
+    let res = k.mount_fd(
+        Src::None,
+        fd,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+        None,
+    );
+    k.close(fd);
+    res
+}
+
 fn ok_if_exists(r: KResult<()>) -> KResult<()> {
     match r {
         Err(Errno::EEXIST) => Ok(()),
@@ -333,17 +348,7 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
             k.close(fd);
             res?;
             if *readonly {
-                // Reopen: the old fd still points at what the bind now covers.
-                let fd = k.open_beneath(r, rel)?;
-                let res = k.mount_fd(
-                    Src::None,
-                    fd,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID | NODEV,
-                    None,
-                );
-                k.close(fd);
-                res?;
+                remount_ro(k, r, rel, NOSUID | NODEV)?;
             }
             Ok(())
         }
@@ -399,31 +404,10 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
             let res = k.mount_fd(Src::Fd(fd), fd, None, libc::MS_BIND | libc::MS_REC, None);
             k.close(fd);
             res?;
-            let fd = k.open_beneath(r, rel)?;
-            let res = k.mount_fd(
-                Src::None,
-                fd,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
-                None,
-            );
-            k.close(fd);
-            res
+            remount_ro(k, r, rel, NOSUID | NODEV | NOEXEC)
         }
-        Op::RemountReadOnly(rel) => {
-            let r = root_fd(root)?;
-            let fd = k.open_beneath(r, rel)?;
-            let res = k.mount_fd(
-                Src::None,
-                fd,
-                None,
-                // The root is mounted nodev (see MountOverlay / BindRoot): keep it.
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NODEV,
-                None,
-            );
-            k.close(fd);
-            res
-        }
+        // The root is mounted nodev (see MountOverlay / BindRoot): keep it.
+        Op::RemountReadOnly(rel) => remount_ro(k, root_fd(root)?, rel, NODEV),
         Op::PivotRoot(p) => {
             if let Some(fd) = root.take() {
                 k.close(fd);

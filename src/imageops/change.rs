@@ -383,46 +383,6 @@ fn check_signal(sig: &str) -> Applied {
     }
 }
 
-/// Go's `time.ParseDuration`, in nanoseconds (`1m30s`, `1.5h`, `300ms`).
-fn go_duration(s: &str) -> std::result::Result<i64, String> {
-    let bad = || format!("invalid duration {s:?}");
-    let mut rest = s;
-    let neg = rest.starts_with('-');
-    rest = rest.strip_prefix(['-', '+']).unwrap_or(rest);
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        rest = &rest[u..];
-        total += value * unit;
-    }
-    if total > i64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(if neg { -(total as i64) } else { total as i64 })
-}
-
 /// HEALTHCHECK [--interval=… --timeout=… --start-period=… --start-interval=… --retries=…] CMD …|NONE.
 fn healthcheck(node: &Node) -> std::result::Result<Value, String> {
     let Some((kind, rest)) = node.args.split_first() else {
@@ -475,7 +435,7 @@ fn healthcheck(node: &Node) -> std::result::Result<Value, String> {
             }
             other => return Err(format!("unknown HEALTHCHECK flag --{other}")),
         };
-        let d = go_duration(value)?;
+        let d = crate::parser::goparse::parse_duration(value)?;
         if d != 0 && d < 1_000_000 {
             return Err(format!("--{name} cannot be less than 1ms"));
         }
@@ -613,11 +573,12 @@ mod tests {
 
     #[test]
     fn parses_go_durations() {
-        assert_eq!(go_duration("1h2m3.5s"), Ok(3_723_500_000_000));
-        assert_eq!(go_duration("300ms"), Ok(300_000_000));
-        assert_eq!(go_duration("0"), Ok(0));
+        use crate::parser::goparse::parse_duration;
+        assert_eq!(parse_duration("1h2m3.5s"), Ok(3_723_500_000_000));
+        assert_eq!(parse_duration("300ms"), Ok(300_000_000));
+        assert_eq!(parse_duration("0"), Ok(0));
         for bad in ["", "5", "1x", "h", "1.2.3s"] {
-            assert!(go_duration(bad).is_err(), "{bad}");
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

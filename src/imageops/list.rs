@@ -123,12 +123,12 @@ impl ImageFilters {
             }
         }
         let labels = labels_of(image);
-        for (k, v) in &self.labels {
-            match (labels.get(k), v) {
-                (None, _) => return None,
-                (Some(have), Some(want)) if have != want => return None,
-                _ => {}
-            }
+        if !self
+            .labels
+            .iter()
+            .all(|(k, v)| has_label(&labels, k, v.as_deref()))
+        {
+            return None;
         }
         let mut references = image.references.clone();
         let mut other_names = image.other_names.clone();
@@ -155,6 +155,15 @@ pub fn created_of(image: &ImageRecord) -> Option<Timestamp> {
         .created()
         .as_deref()
         .and_then(|c| Timestamp::parse_rfc3339(c).ok())
+}
+
+/// Whether `labels` has `key`, with `value` when one is given (Docker's `label=` filter).
+pub fn has_label(labels: &BTreeMap<String, String>, key: &str, value: Option<&str>) -> bool {
+    match (labels.get(key), value) {
+        (None, _) => false,
+        (Some(have), Some(want)) => have == want,
+        (Some(_), None) => true,
+    }
 }
 
 /// The image's labels.
