@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::executor::StepSpec;
 use crate::image::Digest;
 use crate::imageops::time::Timestamp;
 
@@ -408,6 +409,19 @@ pub struct ContainerConfig {
     /// `--add-host`: `(name, address)`.
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
+}
+
+impl ContainerConfig {
+    /// A spec that runs `argv` as the container's command would: its environment, working
+    /// directory (empty: the executor's `/`), user and hostname.
+    pub fn step_spec(&self, scratch: impl Into<PathBuf>, argv: Vec<String>) -> StepSpec {
+        let mut spec = StepSpec::new(Vec::new(), scratch, argv);
+        spec.env = self.env.clone();
+        spec.workdir = self.working_dir.clone();
+        spec.user = self.user.clone();
+        spec.hostname = Some(self.hostname.clone());
+        spec
+    }
 }
 
 /// The lifecycle states Docker shows.

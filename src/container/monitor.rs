@@ -190,19 +190,12 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
         }
     }
 
-    let mut spec = StepSpec::new(lowers, dir.join("run"), cfg.argv.clone());
+    let mut spec = cfg.step_spec(dir.join("run"), cfg.argv.clone());
+    spec.lowers = lowers;
     spec.rw = RwLayer::Dirs {
         upper: dir.join("upper"),
         work: dir.join("work"),
     };
-    spec.env = cfg.env.clone();
-    spec.workdir = if cfg.working_dir.is_empty() {
-        "/".into()
-    } else {
-        cfg.working_dir.clone()
-    };
-    spec.user = cfg.user.clone();
-    spec.hostname = Some(cfg.hostname.clone());
     spec.init = cfg.init;
     spec.readonly_root = cfg.read_only;
     spec.tmpfs = cfg.tmpfs.clone();

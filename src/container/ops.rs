@@ -551,6 +551,19 @@ pub fn running_cgroup(c: &Container) -> Result<Cgroup> {
         })
 }
 
+/// The `on_ready` of a command run in the container with id `id` (`exec`, a health check):
+/// it joins the container's cgroup (its limits, `top`, `stats`) before it runs, if the
+/// container has one.
+pub fn cgroup_joiner(id: &str) -> impl FnMut(libc::pid_t) -> std::io::Result<()> {
+    let cgroup = Cgroup::host(id).filter(Cgroup::exists);
+    move |pid| match &cgroup {
+        Some(cg) => cg
+            .add(pid)
+            .map_err(|e| std::io::Error::other(e.to_string())),
+        None => Ok(()),
+    }
+}
+
 /// `kiln pause`: freezes every process of the container.
 pub fn pause(c: &Container) -> Result<()> {
     let cg = running_cgroup(c)?;
