@@ -250,12 +250,8 @@ fn in_container<R: Send>(
     }
     let store = crate::store::Store::open(cs.dir().parent().unwrap_or(cs.dir()))
         .map_err(|e| other(e.to_string()))?;
-    let layers: Vec<crate::cache::LayerRef> = c
-        .diff_ids()?
-        .into_iter()
-        .map(|diff_id| crate::cache::LayerRef { diff_id, size: 0 })
-        .collect();
-    let lowers = crate::build::fs::lower_dirs(&store, &layers).map_err(|e| other(e.to_string()))?;
+    let lowers =
+        crate::build::fs::lower_dirs(&store, &c.layers()?).map_err(|e| other(e.to_string()))?;
     let scratch = crate::store::fsutil::create_temp_dir(&c.dir, "cp", 0o700)
         .map_err(|e| other(e.to_string()))?;
     let scratch = crate::store::fsutil::TempPath::new(scratch);

@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::LayerRef;
 use crate::executor::StepSpec;
 use crate::image::Digest;
 use crate::imageops::time::Timestamp;
@@ -586,6 +587,16 @@ impl Container {
                     .map_err(|e| ContainerError::Other(format!("bad layer digest in config: {e}")))
             })
             .collect()
+    }
+
+    /// The image's layers, bottom first, as [`crate::build::fs::lower_dirs`] takes them (the
+    /// sizes are not needed there: 0).
+    pub fn layers(&self) -> Result<Vec<LayerRef>> {
+        Ok(self
+            .diff_ids()?
+            .into_iter()
+            .map(|diff_id| LayerRef { diff_id, size: 0 })
+            .collect())
     }
 }
 

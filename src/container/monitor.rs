@@ -22,7 +22,6 @@ use super::logs;
 use super::ports::{self, NetnsSlot};
 use super::{Container, ContainerError, Network, Result, State, Status, FORMAT_VERSION};
 use crate::build::fs::lower_dirs;
-use crate::cache::LayerRef;
 use crate::executor::{
     self, BindMount, ExecError, ExitStatus, Input, NetworkMode, Output, RwLayer, StepIo, StepSpec,
 };
@@ -159,12 +158,7 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
 
     let lowers = {
         let store = Store::open(root).map_err(|e| ContainerError::Other(e.to_string()))?;
-        let layers: Vec<LayerRef> = c
-            .diff_ids()?
-            .into_iter()
-            .map(|diff_id| LayerRef { diff_id, size: 0 })
-            .collect();
-        lower_dirs(&store, &layers)
+        lower_dirs(&store, &c.layers()?)
             .map_err(|e| ContainerError::Other(format!("preparing the image's layers: {e}")))?
     };
 
