@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use kiln::container::cgroups::Usage;
 use kiln::container::ops;
 use kiln::container::{Container, Containers, Network, Status};
+use kiln::imageops::time::Timestamp;
 
 use super::image::render;
 use super::units::{bytes_size, human_size_precision};
@@ -439,15 +440,7 @@ fn stime(start: u64, now: u64) -> String {
     if start / 86400 == now / 86400 {
         return format!("{:02}:{:02}", start / 3600 % 24, start / 60 % 60);
     }
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = (start / 86400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let (_, m, d) = Timestamp::from_secs(i64::try_from(start).unwrap_or(i64::MAX)).date();
     format!("{}{:02}", MONTHS[(m - 1) as usize], d)
 }
 
