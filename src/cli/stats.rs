@@ -109,7 +109,15 @@ fn host_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn stats_row(c: &Container, key: &str, no_trunc: bool, a: &Sample, b: &Sample) -> Value {
+/// One row of `stats`; `host_mem` is the limit of a container that has none.
+fn stats_row(
+    c: &Container,
+    key: &str,
+    no_trunc: bool,
+    a: &Sample,
+    b: &Sample,
+    host_mem: u64,
+) -> Value {
     let id = if no_trunc {
         c.config.id.clone()
     } else {
@@ -119,7 +127,7 @@ fn stats_row(c: &Container, key: &str, no_trunc: bool, a: &Sample, b: &Sample) -
         (Some(u1), Some(u2)) => {
             let wall = b.at.duration_since(a.at).as_nanos().max(1) as f64;
             let cpu = u2.cpu_ns.saturating_sub(u1.cpu_ns) as f64 / wall * 100.0;
-            let limit = u2.memory_limit.unwrap_or_else(host_memory);
+            let limit = u2.memory_limit.unwrap_or(host_mem);
             (
                 cpu,
                 u2.memory,
@@ -204,9 +212,10 @@ pub fn stats_cmd(containers: &Containers, a: &StatsArgs) -> i32 {
             std::thread::sleep(SAMPLE);
         }
         let mut rows = Vec::new();
+        let host_mem = host_memory();
         for ((key, c), s1) in list.iter().zip(&first) {
             let s2 = sample(c);
-            rows.push(stats_row(c, key, a.no_trunc, s1, &s2));
+            rows.push(stats_row(c, key, a.no_trunc, s1, &s2, host_mem));
             prev.insert(c.config.id.clone(), s2);
         }
         let text = match render(&template, &rows, &stats_title) {
