@@ -1549,8 +1549,11 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
     let mut reader = logs::Reader::new(&c.dir);
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
+    let window = |entries: Vec<logs::Entry>| -> Vec<logs::Entry> {
+        entries.into_iter().filter(|e| in_window(e)).collect()
+    };
     let mut print = |entries: &[logs::Entry]| {
-        for e in entries.iter().filter(|e| in_window(e)) {
+        for e in entries {
             let mut line = String::new();
             if a.timestamps {
                 line.push_str(&e.time);
@@ -1567,10 +1570,9 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
         }
     };
     let first = match reader.next_entries() {
-        Ok(e) => e,
+        Ok(e) => window(e),
         Err(e) => return fail(e),
     };
-    let first: Vec<logs::Entry> = first.into_iter().filter(|e| in_window(e)).collect();
     let skip = tail.map_or(0, |n| first.len().saturating_sub(n));
     print(&first[skip..]);
     if !a.follow || until.is_some_and(|u| u <= now) {
@@ -1581,7 +1583,7 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
             .map(|c| c.is_running() || kiln::container::monitor_alive(&c.dir))
             .unwrap_or(false);
         match reader.next_entries() {
-            Ok(e) => print(&e),
+            Ok(e) => print(&window(e)),
             Err(e) => return fail(e),
         }
         if !live {
