@@ -14,7 +14,7 @@ use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
 use kiln::container::attach::{self, Frame, Streams};
-use kiln::container::cgroups::{self, Cgroup, Resources};
+use kiln::container::cgroups::{self, Resources};
 use kiln::container::logs;
 use kiln::container::monitor::{self, resize};
 use kiln::container::ops::{self, CreateOptions, StoreContainers};
@@ -1399,8 +1399,8 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
     if command.is_empty() {
         return fail("exec needs a command");
     }
-    let mut spec = StepSpec::new(Vec::new(), root.join("tmp"), command);
-    let mut env = c.config.env.clone();
+    let mut spec = c.config.step_spec(root.join("tmp"), command);
+    let env = &mut spec.env;
     for e in &a.env {
         if let Some((k, _)) = e.split_once('=') {
             env.retain(|x| x.split_once('=').map_or(x.as_str(), |(key, _)| key) != k);
@@ -1413,28 +1413,13 @@ fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i32 {
     if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    spec.env = env;
-    spec.workdir = a
-        .workdir
-        .clone()
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| {
-            if c.config.working_dir.is_empty() {
-                "/".into()
-            } else {
-                c.config.working_dir.clone()
-            }
-        });
-    spec.user = a.user.clone().unwrap_or_else(|| c.config.user.clone());
-    spec.hostname = Some(c.config.hostname.clone());
-    // The command joins the container's cgroup (its limits, `top`, `stats`) before it runs.
-    let cgroup = Cgroup::host(&c.config.id).filter(Cgroup::exists);
-    let mut join = |pid: libc::pid_t| -> io::Result<()> {
-        match &cgroup {
-            Some(cg) => cg.add(pid).map_err(|e| io::Error::other(e.to_string())),
-            None => Ok(()),
-        }
-    };
+    if let Some(w) = a.workdir.as_ref().filter(|w| !w.is_empty()) {
+        spec.workdir = w.clone();
+    }
+    if let Some(u) = &a.user {
+        spec.user = u.clone();
+    }
+    let mut join = ops::cgroup_joiner(&c.config.id);
     let result = if a.tty {
         exec_tty(&spec, &pidfd, a.interactive, &mut join)
     } else {
@@ -1564,8 +1549,11 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
     let mut reader = logs::Reader::new(&c.dir);
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
+    let window = |entries: Vec<logs::Entry>| -> Vec<logs::Entry> {
+        entries.into_iter().filter(|e| in_window(e)).collect()
+    };
     let mut print = |entries: &[logs::Entry]| {
-        for e in entries.iter().filter(|e| in_window(e)) {
+        for e in entries {
             let mut line = String::new();
             if a.timestamps {
                 line.push_str(&e.time);
@@ -1582,10 +1570,9 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
         }
     };
     let first = match reader.next_entries() {
-        Ok(e) => e,
+        Ok(e) => window(e),
         Err(e) => return fail(e),
     };
-    let first: Vec<logs::Entry> = first.into_iter().filter(|e| in_window(e)).collect();
     let skip = tail.map_or(0, |n| first.len().saturating_sub(n));
     print(&first[skip..]);
     if !a.follow || until.is_some_and(|u| u <= now) {
@@ -1596,7 +1583,7 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
             .map(|c| c.is_running() || kiln::container::monitor_alive(&c.dir))
             .unwrap_or(false);
         match reader.next_entries() {
-            Ok(e) => print(&e),
+            Ok(e) => print(&window(e)),
             Err(e) => return fail(e),
         }
         if !live {

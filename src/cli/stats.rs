@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use kiln::container::cgroups::Usage;
 use kiln::container::ops;
 use kiln::container::{Container, Containers, Network, Status};
+use kiln::imageops::time::Timestamp;
 
 use super::image::render;
 use super::units::{bytes_size, human_size_precision};
@@ -108,7 +109,15 @@ pub(crate) fn host_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn stats_row(c: &Container, key: &str, no_trunc: bool, a: &Sample, b: &Sample) -> Value {
+/// One row of `stats`; `host_mem` is the limit of a container that has none.
+fn stats_row(
+    c: &Container,
+    key: &str,
+    no_trunc: bool,
+    a: &Sample,
+    b: &Sample,
+    host_mem: u64,
+) -> Value {
     let id = if no_trunc {
         c.config.id.clone()
     } else {
@@ -118,7 +127,7 @@ fn stats_row(c: &Container, key: &str, no_trunc: bool, a: &Sample, b: &Sample) -
         (Some(u1), Some(u2)) => {
             let wall = b.at.duration_since(a.at).as_nanos().max(1) as f64;
             let cpu = u2.cpu_ns.saturating_sub(u1.cpu_ns) as f64 / wall * 100.0;
-            let limit = u2.memory_limit.unwrap_or_else(host_memory);
+            let limit = u2.memory_limit.unwrap_or(host_mem);
             (
                 cpu,
                 u2.memory,
@@ -203,9 +212,10 @@ pub fn stats_cmd(containers: &Containers, a: &StatsArgs) -> i32 {
             std::thread::sleep(SAMPLE);
         }
         let mut rows = Vec::new();
+        let host_mem = host_memory();
         for ((key, c), s1) in list.iter().zip(&first) {
             let s2 = sample(c);
-            rows.push(stats_row(c, key, a.no_trunc, s1, &s2));
+            rows.push(stats_row(c, key, a.no_trunc, s1, &s2, host_mem));
             prev.insert(c.config.id.clone(), s2);
         }
         let text = match render(&template, &rows, &stats_title) {
@@ -439,15 +449,7 @@ fn stime(start: u64, now: u64) -> String {
     if start / 86400 == now / 86400 {
         return format!("{:02}:{:02}", start / 3600 % 24, start / 60 % 60);
     }
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = (start / 86400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let (_, m, d) = Timestamp::from_secs(i64::try_from(start).unwrap_or(i64::MAX)).date();
     format!("{}{:02}", MONTHS[(m - 1) as usize], d)
 }
 

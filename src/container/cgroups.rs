@@ -12,6 +12,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -190,7 +191,11 @@ impl Hierarchy {
 
     /// The host's layout.
     pub fn host() -> Option<Hierarchy> {
-        Hierarchy::detect(Path::new(HOST_ROOT))
+        // Detected once per process: it is the host's mount layout, which does not change
+        // under a running kiln, and `Container::load` asks on every call (polling loops).
+        static HOST: OnceLock<Option<Hierarchy>> = OnceLock::new();
+        HOST.get_or_init(|| Hierarchy::detect(Path::new(HOST_ROOT)))
+            .clone()
     }
 
     /// Whether `--memory-swap` can be enforced (v1 needs swap accounting: `memsw` files).

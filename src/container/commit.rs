@@ -181,13 +181,8 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
 /// `kiln diff`: `A` added, `C` changed, `D` deleted paths, as Docker lists them, read from
 /// the upper dir and checked against the image's layers (which are never modified).
 pub fn diff(store: &Store, c: &Container) -> Result<Vec<(char, String)>> {
-    let layers: Vec<crate::cache::LayerRef> = c
-        .diff_ids()?
-        .into_iter()
-        .map(|diff_id| crate::cache::LayerRef { diff_id, size: 0 })
-        .collect();
     // Top-most first, as lookup wants them.
-    let lowers: Vec<PathBuf> = crate::build::fs::lower_dirs(store, &layers).map_err(other)?;
+    let lowers: Vec<PathBuf> = crate::build::fs::lower_dirs(store, &c.layers()?).map_err(other)?;
     let upper = c.dir.join("upper");
     let changes = crate::executor::changes::upper_changes(&upper).map_err(other)?;
     let mut out = Vec::new();

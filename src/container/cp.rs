@@ -78,17 +78,41 @@ fn other(msg: impl Into<String>) -> ContainerError {
 fn clean(path: &str) -> (PathBuf, bool, bool) {
     let contents = path.ends_with("/.") || path == ".";
     let must_dir = path.ends_with('/') || contents;
-    let mut out = PathBuf::from("/");
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
+    (
+        PathBuf::from(crate::executor::clean_workdir(path)),
+        contents,
+        must_dir,
+    )
+}
+
+/// The last component of a cleaned source path (empty for `/`): the name its copy gets.
+fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Refuses `SRC/.` (a directory's contents) when `SRC` is no directory.
+fn check_contents(path: &Path, contents: bool, kind: SrcKind) -> std::result::Result<(), String> {
+    if contents && kind != SrcKind::Dir {
+        return Err(format!("{}: not a directory", path.display()));
     }
-    (out, contents, must_dir)
+    Ok(())
+}
+
+/// Unpacks the tar stream `reader` into `root` (a whiteout in it is refused: it would delete
+/// files), naming `dest` in errors. Returns the bytes of file contents written.
+fn unpack(reader: io::PipeReader, root: &Path, dest: &Path) -> std::result::Result<u64, String> {
+    let stats = archive::extract(
+        io::BufReader::new(reader),
+        root,
+        &ExtractOptions {
+            whiteouts: WhiteoutMode::Refuse,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(stats.file_bytes)
 }
 
 /// Docker's destination rules, shared by both directions. `dest` is the destination path
@@ -250,12 +274,8 @@ fn in_container<R: Send>(
     }
     let store = crate::store::Store::open(cs.dir().parent().unwrap_or(cs.dir()))
         .map_err(|e| other(e.to_string()))?;
-    let layers: Vec<crate::cache::LayerRef> = c
-        .diff_ids()?
-        .into_iter()
-        .map(|diff_id| crate::cache::LayerRef { diff_id, size: 0 })
-        .collect();
-    let lowers = crate::build::fs::lower_dirs(&store, &layers).map_err(|e| other(e.to_string()))?;
+    let lowers =
+        crate::build::fs::lower_dirs(&store, &c.layers()?).map_err(|e| other(e.to_string()))?;
     let scratch = crate::store::fsutil::create_temp_dir(&c.dir, "cp", 0o700)
         .map_err(|e| other(e.to_string()))?;
     let scratch = crate::store::fsutil::TempPath::new(scratch);
@@ -279,10 +299,7 @@ pub fn copy_out(
     stdout: &mut (dyn Write + Send),
 ) -> Result<u64> {
     let (src_path, src_contents, _) = clean(src);
-    let src_name = src_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let src_name = base_name(&src_path);
     let name = c.config.name.clone();
     let (reader, writer) = io::pipe().map_err(|e| other(e.to_string()))?;
     let (kind_tx, kind_rx) = mpsc::channel::<std::result::Result<SrcKind, String>>();
@@ -297,8 +314,8 @@ pub fn copy_out(
                     )));
                     return Ok(());
                 };
-                if src_contents && kind != SrcKind::Dir {
-                    let _ = kind_tx.send(Err(format!("{}: not a directory", src_path.display())));
+                if let Err(e) = check_contents(&src_path, src_contents, kind) {
+                    let _ = kind_tx.send(Err(e));
                     return Ok(());
                 }
                 let _ = kind_tx.send(Ok(kind));
@@ -336,16 +353,7 @@ pub fn copy_out(
                 return Err(other(format!("{}: no such directory", land.root.display())));
             }
             let _ = top_tx.send(land.top.clone());
-            let stats = archive::extract(
-                io::BufReader::new(reader),
-                &land.root,
-                &ExtractOptions {
-                    whiteouts: WhiteoutMode::Refuse,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| other(format!("{}: {e}", dest_path.display())))?;
-            Ok(stats.file_bytes)
+            unpack(reader, &land.root, &dest_path).map_err(other)
         })();
         drop(top_tx);
         let inner = inside
@@ -480,13 +488,8 @@ pub fn copy_in(
         src_kind_of(&src_path, opts.follow)
             .ok_or_else(|| other(format!("{}: no such file or directory", src_path.display())))?
     };
-    if src_contents && kind != SrcKind::Dir {
-        return Err(other(format!("{}: not a directory", src_path.display())));
-    }
-    let src_name = src_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    check_contents(&src_path, src_contents, kind).map_err(other)?;
+    let src_name = base_name(&src_path);
     let (dest_path, _, must_dir) = clean(dest);
     let (reader, writer) = io::pipe().map_err(|e| other(e.to_string()))?;
     let (land_tx, land_rx) = mpsc::channel::<std::result::Result<Option<String>, String>>();
@@ -512,16 +515,7 @@ pub fn copy_in(
                 if land_tx.send(Ok(land.top.clone())).is_err() {
                     return Ok(0);
                 }
-                let stats = archive::extract(
-                    io::BufReader::new(reader),
-                    &land.root,
-                    &ExtractOptions {
-                        whiteouts: WhiteoutMode::Refuse,
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| format!("{}: {e}", dest_path.display()))?;
-                Ok(stats.file_bytes)
+                unpack(reader, &land.root, &dest_path)
             })
         });
         let host = (|| -> Result<()> {

@@ -6,7 +6,7 @@
 //! written atomically by the checker alone, which `inspect` and `ps` read.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{ContainerConfig, Result};
-use crate::executor::{self, ExitStatus, Input, Output, StepIo, StepSpec};
+use crate::executor::{self, ExitStatus, Input, Output, StepIo};
 use crate::image::spec::HealthConfig;
 
 /// Docker's defaults.
@@ -231,26 +231,10 @@ fn check(
         "CMD-SHELL" => vec!["/bin/sh".into(), "-c".into(), hc.test[1].clone()],
         _ => hc.test[1..].to_vec(),
     };
-    let mut spec = StepSpec::new(Vec::new(), PathBuf::from("/tmp"), argv);
-    spec.env = cfg.env.clone();
-    spec.workdir = if cfg.working_dir.is_empty() {
-        "/".into()
-    } else {
-        cfg.working_dir.clone()
-    };
-    spec.user = cfg.user.clone();
-    spec.hostname = Some(cfg.hostname.clone());
+    let mut spec = cfg.step_spec("/tmp", argv);
     let cancel = Arc::new(AtomicBool::new(false));
     spec.cancel = Some(cancel.clone());
-    let cgroup = super::cgroups::Cgroup::host(&cfg.id).filter(super::cgroups::Cgroup::exists);
-    let mut join = |pid: libc::pid_t| -> std::io::Result<()> {
-        match &cgroup {
-            Some(cg) => cg
-                .add(pid)
-                .map_err(|e| std::io::Error::other(e.to_string())),
-            None => Ok(()),
-        }
-    };
+    let mut join = super::ops::cgroup_joiner(&cfg.id);
     let mut output = Vec::new();
     let mut keep = |line: &[u8]| {
         if output.len() < MAX_OUTPUT {

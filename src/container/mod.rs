@@ -45,6 +45,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::LayerRef;
+use crate::executor::StepSpec;
 use crate::image::Digest;
 use crate::imageops::time::Timestamp;
 
@@ -410,6 +412,19 @@ pub struct ContainerConfig {
     pub extra_hosts: Vec<(String, String)>,
 }
 
+impl ContainerConfig {
+    /// A spec that runs `argv` as the container's command would: its environment, working
+    /// directory (empty: the executor's `/`), user and hostname.
+    pub fn step_spec(&self, scratch: impl Into<PathBuf>, argv: Vec<String>) -> StepSpec {
+        let mut spec = StepSpec::new(Vec::new(), scratch, argv);
+        spec.env = self.env.clone();
+        spec.workdir = self.working_dir.clone();
+        spec.user = self.user.clone();
+        spec.hostname = Some(self.hostname.clone());
+        spec
+    }
+}
+
 /// The lifecycle states Docker shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -572,6 +587,16 @@ impl Container {
                     .map_err(|e| ContainerError::Other(format!("bad layer digest in config: {e}")))
             })
             .collect()
+    }
+
+    /// The image's layers, bottom first, as [`crate::build::fs::lower_dirs`] takes them (the
+    /// sizes are not needed there: 0).
+    pub fn layers(&self) -> Result<Vec<LayerRef>> {
+        Ok(self
+            .diff_ids()?
+            .into_iter()
+            .map(|diff_id| LayerRef { diff_id, size: 0 })
+            .collect())
     }
 }
 

@@ -22,7 +22,6 @@ use super::logs;
 use super::ports::{self, NetnsSlot};
 use super::{Container, ContainerError, Network, Result, State, Status, FORMAT_VERSION};
 use crate::build::fs::lower_dirs;
-use crate::cache::LayerRef;
 use crate::executor::{
     self, BindMount, ExecError, ExitStatus, Input, NetworkMode, Output, RwLayer, StepIo, StepSpec,
 };
@@ -159,12 +158,7 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
 
     let lowers = {
         let store = Store::open(root).map_err(|e| ContainerError::Other(e.to_string()))?;
-        let layers: Vec<LayerRef> = c
-            .diff_ids()?
-            .into_iter()
-            .map(|diff_id| LayerRef { diff_id, size: 0 })
-            .collect();
-        lower_dirs(&store, &layers)
+        lower_dirs(&store, &c.layers()?)
             .map_err(|e| ContainerError::Other(format!("preparing the image's layers: {e}")))?
     };
 
@@ -190,19 +184,12 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
         }
     }
 
-    let mut spec = StepSpec::new(lowers, dir.join("run"), cfg.argv.clone());
+    let mut spec = cfg.step_spec(dir.join("run"), cfg.argv.clone());
+    spec.lowers = lowers;
     spec.rw = RwLayer::Dirs {
         upper: dir.join("upper"),
         work: dir.join("work"),
     };
-    spec.env = cfg.env.clone();
-    spec.workdir = if cfg.working_dir.is_empty() {
-        "/".into()
-    } else {
-        cfg.working_dir.clone()
-    };
-    spec.user = cfg.user.clone();
-    spec.hostname = Some(cfg.hostname.clone());
     spec.init = cfg.init;
     spec.readonly_root = cfg.read_only;
     spec.tmpfs = cfg.tmpfs.clone();

@@ -403,23 +403,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     let ports = if matches!(opts.network, Network::Private | Network::Pasta) {
         let mut ports = opts.ports.clone();
         if opts.publish_all {
-            for e in &exposed {
-                let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
-                let Ok(container_port) = port.parse::<u16>() else {
-                    continue;
-                };
-                if !ports
-                    .iter()
-                    .any(|p| p.container_port == container_port && p.proto == proto)
-                {
-                    ports.push(PortBinding {
-                        host_ip: "0.0.0.0".into(),
-                        host_port: 0,
-                        container_port,
-                        proto: proto.to_string(),
-                    });
-                }
-            }
+            publish_all(&mut ports, &exposed, &opts.image)?;
         }
         ports
     } else {
@@ -490,6 +474,33 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     Containers::new(&root).create(config)
 }
 
+/// `-P`: adds a binding to a port the kernel picks for each port `image` exposes that
+/// `ports` does not publish yet. An exposed port is read as `-p` reads one, so a protocol
+/// `-p` refuses (`sctp`: kiln relays only tcp and udp) is refused here too, rather than
+/// bound as tcp. An entry that is not a single port (a range, a malformed key) is left out.
+fn publish_all(ports: &mut Vec<PortBinding>, exposed: &[String], image: &str) -> Result<()> {
+    for e in exposed {
+        let port = e.split_once('/').map_or(e.as_str(), |(port, _)| port);
+        if port.parse::<u16>().is_err() {
+            continue;
+        }
+        let bindings = PortBinding::parse_all(e).map_err(|err| {
+            ContainerError::Invalid(format!(
+                "-P: cannot publish port {e} that image {image} exposes: {err}"
+            ))
+        })?;
+        for b in bindings {
+            if !ports
+                .iter()
+                .any(|p| p.container_port == b.container_port && p.proto == b.proto)
+            {
+                ports.push(b);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Waits until the container's monitor has exited (its lock is free), at most `timeout`.
 pub fn wait_monitor_gone(c: &Container, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -550,6 +561,19 @@ pub fn running_cgroup(c: &Container) -> Result<Cgroup> {
                 c.config.name
             ))
         })
+}
+
+/// The `on_ready` of a command run in the container with id `id` (`exec`, a health check):
+/// it joins the container's cgroup (its limits, `top`, `stats`) before it runs, if the
+/// container has one.
+pub fn cgroup_joiner(id: &str) -> impl FnMut(libc::pid_t) -> std::io::Result<()> {
+    let cgroup = Cgroup::host(id).filter(Cgroup::exists);
+    move |pid| match &cgroup {
+        Some(cg) => cg
+            .add(pid)
+            .map_err(|e| std::io::Error::other(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// `kiln pause`: freezes every process of the container.
@@ -710,5 +734,55 @@ impl StoreContainers {
             }
         }
         roots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(host_ip: &str, host_port: u16, container_port: u16, proto: &str) -> PortBinding {
+        PortBinding {
+            host_ip: host_ip.into(),
+            host_port,
+            container_port,
+            proto: proto.into(),
+        }
+    }
+
+    #[test]
+    fn publish_all_adds_each_exposed_port_not_yet_published() {
+        let mut ports = vec![binding("127.0.0.1", 8080, 80, "tcp")];
+        let exposed = [
+            "80/tcp",
+            "443",
+            "53/udp",
+            "53/tcp",
+            "8000-8001/tcp",
+            "x/tcp",
+        ];
+        let exposed: Vec<String> = exposed.iter().map(|e| e.to_string()).collect();
+        publish_all(&mut ports, &exposed, "web:1").unwrap();
+        assert_eq!(
+            ports,
+            [
+                binding("127.0.0.1", 8080, 80, "tcp"),
+                binding("0.0.0.0", 0, 443, "tcp"),
+                binding("0.0.0.0", 0, 53, "udp"),
+                binding("0.0.0.0", 0, 53, "tcp"),
+            ]
+        );
+    }
+
+    // -P turned an exposed 80/sctp into a binding ports::bind served as tcp.
+    #[test]
+    fn publish_all_refuses_sctp_rather_than_binding_it_as_tcp() {
+        let mut ports = Vec::new();
+        let err = publish_all(&mut ports, &["80/sctp".to_string()], "web:1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "-P: cannot publish port 80/sctp that image web:1 exposes: invalid port specification \"80/sctp\": the protocol must be tcp or udp"
+        );
+        assert!(PortBinding::parse("80/sctp").is_err(), "as -p 80/sctp");
     }
 }

@@ -111,7 +111,7 @@ pub use changes::{upper_changes, Change, ChangeKind};
 pub use error::ExecError;
 pub use kernel::{Kernel, RealKernel};
 pub(crate) use rootfs::link_lowers;
-pub use rootfs::{clean_scratch, remove_step_dir};
+pub use rootfs::{clean_scratch, clean_workdir, remove_step_dir};
 pub use run::{exec_in, run_step};
 
 /// Docker's default `PATH`, used when the step's environment has none.

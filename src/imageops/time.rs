@@ -84,6 +84,12 @@ impl Timestamp {
         (later.secs - self.secs) as f64 + (f64::from(later.nanos) - f64::from(self.nanos)) / 1e9
     }
 
+    /// The UTC calendar date: year, month (1–12) and day of the month.
+    pub fn date(&self) -> (i64, u32, u32) {
+        let CivilDate { y, m, d } = self.civil().0;
+        (y, m, d)
+    }
+
     fn civil(&self) -> (CivilDate, CivilTime) {
         let days = self.secs.div_euclid(86_400);
         let rem = self.secs.rem_euclid(86_400);
@@ -388,5 +394,14 @@ mod tests {
             let c = civil_from_days(days);
             assert_eq!(days_from_civil(c.y, c.m, c.d), days);
         }
+    }
+
+    #[test]
+    fn dates_in_utc() {
+        assert_eq!(Timestamp::from_secs(0).date(), (1970, 1, 1));
+        assert_eq!(Timestamp::from_secs(-1).date(), (1969, 12, 31));
+        // 2024-02-29 23:59:59 UTC, then the next second.
+        assert_eq!(Timestamp::from_secs(1_709_251_199).date(), (2024, 2, 29));
+        assert_eq!(Timestamp::from_secs(1_709_251_200).date(), (2024, 3, 1));
     }
 }
