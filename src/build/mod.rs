@@ -837,13 +837,17 @@ impl Builder<'_> {
             let labels = spec.config.labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.req.labels.clone());
         }
-        // The newest step's time: an image rebuilt entirely from the cache keeps its date.
-        spec.created = r
-            .history
-            .iter()
-            .filter_map(|h| h.created.clone())
-            .max()
-            .or_else(|| Some(self.created.clone()));
+        // SOURCE_DATE_EPOCH's time, whatever the base's history says; otherwise the newest
+        // step's time: an image rebuilt entirely from the cache keeps its date.
+        spec.created = if self.req.source_date_epoch.is_some() {
+            Some(self.created.clone())
+        } else {
+            r.history
+                .iter()
+                .filter_map(|h| h.created.clone())
+                .max()
+                .or_else(|| Some(self.created.clone()))
+        };
         spec.rootfs.diff_ids = r
             .state
             .layers

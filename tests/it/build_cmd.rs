@@ -404,6 +404,48 @@ fn reproducible_with_source_date_epoch_in_two_stores() {
     assert_eq!(id(&a), id(&b));
 }
 
+// Regression: an image's `created` was its newest history entry, so a base imported
+// after SOURCE_DATE_EPOCH set it instead.
+#[test]
+fn created_is_source_date_epoch_over_a_newer_base() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "Dockerfile", "FROM imported:now\nRUN echo x > /x\n");
+    let tar = s.busybox_tar();
+    let o = s.kiln(
+        &ctx,
+        &["image", "import", tar.to_str().unwrap(), "imported:now"],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "-q",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-t",
+            "sde:1",
+            ".",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s.kiln(
+        &ctx,
+        &["image", "inspect", "--format", "{{.Created}}", "sde:1"],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "2023-11-14T22:13:20Z"
+    );
+}
+
 #[test]
 fn run_mounts_cache_bind_tmpfs_and_secret() {
     let s = TestStore::new();
