@@ -83,6 +83,15 @@ impl Root {
         Ok(Root { fd })
     }
 
+    /// The directory `comps` below this root, resolved inside it (symlinks followed
+    /// as if the root were `/`, missing directories created 0755), as a root of its own.
+    pub(crate) fn subdir(&self, comps: &[&[u8]], entry: &[u8]) -> Result<Root, ArchiveError> {
+        let fd = self
+            .resolve_dir(comps, Some(&mut HashSet::new()), entry)?
+            .ok_or_else(|| ArchiveError::NotADirectory { path: show(entry) })?;
+        Ok(Root { fd })
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -134,7 +134,35 @@ pub fn extract<R: Read>(
     root: &Path,
     opts: &ExtractOptions,
 ) -> Result<ExtractStats, ArchiveError> {
-    let root = Root::open(root)?;
+    extract_root(reader, &Root::open(root)?, opts)
+}
+
+/// Extracts the tar read from `reader` into the directory `dest` of the tree `root`
+/// (ADD of a local archive into an image). `dest` is resolved inside `root`: a symlink on
+/// the way, absolute or relative, leads to a directory of `root`, never out of it, and
+/// missing directories are created 0755. The archive's entries are then confined to that
+/// directory.
+pub fn extract_under<R: Read>(
+    reader: R,
+    root: &Path,
+    dest: &str,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats, ArchiveError> {
+    let comps: Vec<&[u8]> = dest
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let top = Root::open(root)?;
+    let sub = top.subdir(&comps, dest.as_bytes())?;
+    extract_root(reader, &sub, opts)
+}
+
+fn extract_root<R: Read>(
+    reader: R,
+    root: &Root,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats, ArchiveError> {
     let (stream, compression) = stream::open(reader, &opts.limits)?;
     let limits = ParseLimits {
         max_entries: opts.limits.max_entries,
@@ -144,7 +172,7 @@ pub fn extract<R: Read>(
     };
     let mut parser = TarParser::new(stream, limits);
     let mut x = Extractor {
-        root: &root,
+        root,
         opts,
         is_root: nix::unistd::geteuid().is_root(),
         touched: HashSet::new(),

@@ -22,7 +22,7 @@ mod tests;
 
 pub(crate) use confined::open_dir;
 pub use error::{ArchiveError, Limit};
-pub use extract::{extract, ExtractOptions, ExtractStats, WhiteoutMode};
+pub use extract::{extract, extract_under, ExtractOptions, ExtractStats, WhiteoutMode};
 pub use stream::Compression;
 #[cfg(test)]
 pub use upper::upper_entries;

@@ -287,6 +287,15 @@ impl Sb {
         tar: &[u8],
         opts: &ExtractOptions,
     ) -> Result<ExtractStats, ArchiveError> {
+        self.confined(|| extract(tar, &self.root, opts))
+    }
+
+    /// Runs `f`, asserting that nothing outside the root changed: markers keep bytes, mode
+    /// and inode, and nothing appeared or vanished.
+    pub fn confined(
+        &self,
+        f: impl FnOnce() -> Result<ExtractStats, ArchiveError>,
+    ) -> Result<ExtractStats, ArchiveError> {
         let before = listing(&self.top, &self.root);
         for marker in [
             "etc",
@@ -301,7 +310,7 @@ impl Sb {
                 "marker {marker} missing"
             );
         }
-        let r = extract(tar, &self.root, opts);
+        let r = f();
         let after = listing(&self.top, &self.root);
         if before != after {
             for (p, s) in &after {

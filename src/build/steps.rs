@@ -741,12 +741,16 @@ impl Builder<'_> {
             }
             extract_items(&items, merged)?;
             for a in &archives {
-                let target = dest_rel.clone();
-                let dir = merged.join(&target);
-                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                // The destination is resolved inside the image: a symlink there (`/y ->
+                // /host/dir`) leads to the image's own `/host/dir`, never the host's.
                 let f = std::fs::File::open(a).map_err(|e| format!("{}: {e}", a.display()))?;
-                archive::extract(BufReader::new(f), &dir, &ExtractOptions::default())
-                    .map_err(|e| format!("{}: {e}", a.display()))?;
+                archive::extract_under(
+                    BufReader::new(f),
+                    merged,
+                    &dest_rel,
+                    &ExtractOptions::default(),
+                )
+                .map_err(|e| format!("{}: {e}", a.display()))?;
             }
             Ok(None)
         };

@@ -43,6 +43,30 @@ fn lower_etc(sb: &Sb, content: &str) {
 
 // ---- containerd TestBreakouts ---------------------------------------------
 
+/// ADD of a local tar into `/y/` where the image has `/y -> /host/dir` (absolute or
+/// relative): the destination used to be joined onto the root's host path, so the tar
+/// landed on the host. It is resolved inside the root now.
+#[test]
+fn extract_under_a_symlinked_destination_stays_in_the_root() {
+    let sb = sandbox();
+    symlink(sb.host("victim"), sb.r("y")).unwrap();
+    symlink(
+        format!("{}{}", "../".repeat(30), sb.host("victim")),
+        sb.r("z"),
+    )
+    .unwrap();
+    let t = tar(&[F("hello", "image"), F("sub/new", "new")]);
+    for dest in ["y", "/y/", "z/deeper", "y/./x"] {
+        ok(sb.confined(|| {
+            crate::archive::extract_under(t.as_slice(), &sb.root, dest, &Default::default())
+        }));
+    }
+    let inside = sb.host("victim");
+    assert_eq!(sb.read(&format!("{inside}/hello")), b"image");
+    assert_eq!(sb.read(&format!("{inside}/deeper/sub/new")), b"new");
+    assert_eq!(sb.read(&format!("{inside}/x/hello")), b"image");
+}
+
 #[test]
 fn containerd_symlink_absolute() {
     let sb = sandbox();

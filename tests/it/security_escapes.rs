@@ -1,0 +1,80 @@
+//! Regression tests for host escapes found by review: a Dockerfile that points a COPY or ADD
+//! destination through a symlink at a host path must still write inside the image.
+
+use std::fs;
+use std::path::Path;
+
+use crate::build_cmd::write;
+use crate::util::TestStore;
+
+/// A one-file tar `payload/owned.txt`, built with the `tar` crate.
+fn one_tar(path: &Path) {
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    let data = b"pwned\n";
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "payload/owned.txt", &data[..])
+        .unwrap();
+    b.into_inner().unwrap();
+}
+
+/// ADD of a local tar joined its destination onto the merged root's host path and created
+/// it with create_dir_all, so an image symlink `/y -> /host/dir` (or `../../..`) sent the
+/// archive's files to the host.
+#[test]
+fn add_local_tar_through_a_symlinked_destination_stays_in_the_image() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let host = s.dir.path().join("host-target");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("keep"), "host file").unwrap();
+    let host_abs = host.to_str().unwrap().to_string();
+    let up = "../".repeat(40);
+    let ctx = s.dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    one_tar(&ctx.join("one.tar"));
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!(
+            "FROM busybox:local\n\
+             RUN ln -s {host_abs} /y && ln -s {up}{rel} /z && mkdir /d && ln -s {host_abs} /d/link\n\
+             ADD one.tar /y/\n\
+             ADD one.tar /z/sub/\n\
+             ADD one.tar d/link/deeper/\n",
+            rel = host_abs.trim_start_matches('/'),
+        ),
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "esc:add", "."],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Nothing new on the host.
+    let mut names: Vec<_> = fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
+    assert_eq!(fs::read_to_string(host.join("keep")).unwrap(), "host file");
+    // Everything inside the image, at the path the symlink names in the image.
+    let files = s.unpack("esc:add");
+    let inside = files.join(host_abs.trim_start_matches('/'));
+    for p in [
+        "payload/owned.txt",
+        "sub/payload/owned.txt",
+        "deeper/payload/owned.txt",
+    ] {
+        assert_eq!(
+            fs::read_to_string(inside.join(p)).unwrap(),
+            "pwned\n",
+            "{p}"
+        );
+    }
+}
