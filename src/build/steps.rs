@@ -1104,9 +1104,21 @@ impl Builder<'_> {
         let progress = self.progress;
         // The full output goes to the step's log file (never clipped) as well as to the
         // progress display.
+        // Step logs hold what the step echoed (build args included): private to the owner.
         let log = self.req.logs_dir.as_ref().and_then(|d| {
-            std::fs::create_dir_all(d).ok()?;
-            std::fs::File::create(d.join(format!("step-{id}.log"))).ok()
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .ok()?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(d.join(format!("step-{id}.log")))
+                .ok()
         });
         let log = std::sync::Mutex::new(log);
         let emit = |line: &[u8]| {

@@ -279,6 +279,7 @@ fn build_image(
     let dockerfile_path = (file != Path::new("-")).then_some(file);
     let ignore = ignore_rules(&args.path, dockerfile_path)?;
     let store = Store::open(root).map_err(|e| format!("error: {e}"))?;
+    super::warn_tightened(&store);
     // Agents kiln starts for key files live until the build is over.
     let ssh_agents = super::ssh::agents(&args.ssh)?;
     let req = BuildRequest {

@@ -175,7 +175,19 @@ pub(crate) fn confirm_unless(force: bool, warning: &str) -> bool {
 
 /// Opens the store, or prints why not and returns the exit code.
 pub(crate) fn open_store(root: &Path) -> Result<Store, i32> {
-    Store::open(root).map_err(fail)
+    let store = Store::open(root).map_err(fail)?;
+    warn_tightened(&store);
+    Ok(store)
+}
+
+/// Tells the user the store root was open to other users and is now 0700.
+pub(crate) fn warn_tightened(store: &Store) {
+    if let Some(mode) = store.tightened_from() {
+        eprintln!(
+            "warning: store root {} had mode {mode:04o}, readable by other users; it is now 0700",
+            store.root().display()
+        );
+    }
 }
 
 /// Run the command line; returns the process exit code.

@@ -19,6 +19,16 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store root is open to other users and this user cannot make it private.
+    #[error("store root {path} has mode {mode:04o} (readable by other users) and belongs to uid {uid}: make it private with `chmod 0700 {path}`, or use another --root")]
+    OpenRoot {
+        /// The store root.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+    },
     /// The store was written by a newer kiln with a format this one does not know.
     #[error("store {root} has format version {found}, but this kiln only understands version {supported}: use a newer kiln, or another --root")]
     NewerFormat {

@@ -63,6 +63,31 @@ const MAX_QUOTED_VERSION: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The root's mode when [`Store::open`] found it open to other users and tightened it.
+    tightened_from: Option<u32>,
+}
+
+/// Makes the store root 0700 when group or others have any access to it: build logs (echoed
+/// build args), container upper dirs, volumes, cache mounts and blobs are below it. A root
+/// this user may not chmod is refused rather than used as it is.
+fn tighten_root(root: &Path) -> Result<Option<u32>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(root).map_err(io_err("stat", root))?;
+    let mode = md.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && md.uid() != me.as_raw() {
+        return Err(StoreError::OpenRoot {
+            path: root.to_path_buf(),
+            mode,
+            uid: md.uid(),
+        });
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("chmod 0700", root))?;
+    Ok(Some(mode))
 }
 
 impl Store {
@@ -73,8 +98,12 @@ impl Store {
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref();
         let root = std::path::absolute(root).map_err(io_err("resolve", root))?;
-        let store = Store { root };
-        fsutil::create_dir_all(&store.root, 0o700)?;
+        fsutil::create_dir_all(&root, 0o700)?;
+        let tightened_from = tighten_root(&root)?;
+        let store = Store {
+            root,
+            tightened_from,
+        };
         // Refuse a newer format before creating or locking anything.
         store.read_version()?;
         let _lock = store.lock_index()?;
@@ -90,6 +119,13 @@ impl Store {
             )?;
         }
         Ok(store)
+    }
+
+    /// The mode the store root had when this open found it readable or searchable by other
+    /// users (a `/var/lib/kiln` made by hand or by a package, 0755) and tightened it to 0700.
+    /// The caller tells the user.
+    pub fn tightened_from(&self) -> Option<u32> {
+        self.tightened_from
     }
 
     /// The store root.

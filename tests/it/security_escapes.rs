@@ -78,3 +78,54 @@ fn add_local_tar_through_a_symlinked_destination_stays_in_the_image() {
         );
     }
 }
+
+/// A store root made before kiln (0755, as `mkdir /var/lib/kiln` gives) stayed world-readable,
+/// so another user could read step logs with echoed build args, volumes and blobs.
+#[test]
+fn a_world_readable_store_root_is_made_private_and_step_logs_are_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestStore::new();
+    fs::create_dir(s.root()).unwrap();
+    fs::set_permissions(s.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&s.root()), 0o700, "the first open tightens the root");
+    fs::set_permissions(s.root(), fs::Permissions::from_mode(0o751)).unwrap();
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\nARG TOKEN\nRUN echo \"token=$TOKEN\"\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &[
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            "TOKEN=s3cret",
+            ".",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("had mode 0751, readable by other users; it is now 0700"),
+        "{err}"
+    );
+    assert_eq!(mode(&s.root()), 0o700);
+    let mut logs = 0;
+    for build in fs::read_dir(s.root().join("logs")).unwrap() {
+        let build = build.unwrap().path();
+        assert_eq!(mode(&build), 0o700, "{}", build.display());
+        for f in fs::read_dir(&build).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+            logs += 1;
+        }
+    }
+    assert!(logs > 0, "the RUN step wrote no log");
+}
