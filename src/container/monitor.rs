@@ -40,7 +40,9 @@ pub fn start_failure_code(e: &ExecError) -> i32 {
         ExecError::CommandNotFound(_) => 127,
         ExecError::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => 127,
         ExecError::Exec { .. } => 126,
-        _ => 128,
+        // Docker's code for a container the runtime could not create (no namespaces, no
+        // privilege, a bad mount): 125, as for its own errors.
+        _ => 125,
     }
 }
 

@@ -191,6 +191,18 @@ fn clean_dest(d: &str, what: &str) -> Result<String> {
             "invalid {what}: cannot mount over /"
         )));
     }
+    // The container's /proc and /sys are the kernel's views, masked and read-only where
+    // Docker's are; a mount over them (or inside /proc) would undo that, so runc and Docker
+    // refuse it.
+    let comps: Vec<&str> = d.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    match comps.as_slice() {
+        ["proc", ..] | ["sys"] => {
+            return Err(ContainerError::Invalid(format!(
+                "invalid {what}: {d:?} cannot be mounted because it is /sys or inside /proc"
+            )));
+        }
+        _ => {}
+    }
     Ok(d.to_string())
 }
 
@@ -784,5 +796,21 @@ mod tests {
             "-P: cannot publish port 80/sctp that image web:1 exposes: invalid port specification \"80/sctp\": the protocol must be tcp or udp"
         );
         assert!(PortBinding::parse("80/sctp").is_err(), "as -p 80/sctp");
+    }
+
+    // `-v x:/proc` was accepted: a volume over the container's /proc undoes its masked and
+    // read-only paths (Docker and runc refuse it).
+    #[test]
+    fn mounts_over_proc_or_sys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for spec in ["/tmp:/proc", "/tmp:/proc/sys", "/tmp://proc/", "/tmp:/./proc", "v:/sys/"] {
+            let err = parse_volume(d.path(), spec).unwrap_err().to_string();
+            assert!(err.contains("cannot be mounted"), "{spec}: {err}");
+        }
+        let err = parse_mount(d.path(), "type=bind,source=/tmp,target=/proc").unwrap_err();
+        assert!(err.to_string().contains("inside /proc"), "{err}");
+        assert!(parse_tmpfs("/proc/x").is_err());
+        assert!(parse_volume(d.path(), "/tmp:/sys/fs/cgroup:ro").is_ok());
+        assert!(parse_volume(d.path(), "/tmp:/procfs").is_ok());
     }
 }

@@ -1,5 +1,6 @@
-//! Regression tests for host escapes found by review: a Dockerfile that points a COPY or ADD
-//! destination through a symlink at a host path must still write inside the image.
+//! Regression tests for what a security review of kiln found: a Dockerfile that points an ADD
+//! destination through a symlink at a host path, a store root open to other users, and the
+//! smaller exposures (exit codes, leftovers).
 
 use std::fs;
 use std::path::Path;
@@ -128,4 +129,40 @@ fn a_world_readable_store_root_is_made_private_and_step_logs_are_0600() {
         }
     }
     assert!(logs > 0, "the RUN step wrote no log");
+}
+
+/// `kiln run` by a user who may not create namespaces exited 128 (the code of a signal) where
+/// Docker gives 125 for a container the runtime could not create.
+#[test]
+fn run_that_cannot_create_the_container_exits_125() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        println!("skipped: needs root to run kiln as another user");
+        return;
+    }
+    let k = crate::util::Kiln::new();
+    k.import_busybox("busybox:local", &[]);
+    fs::set_permissions(k.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    let st = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(k.root())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "--rm", "busybox:local", "true"])
+        .env("KILN_ROOT", k.root())
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(125),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
