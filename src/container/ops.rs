@@ -194,7 +194,10 @@ fn clean_dest(d: &str, what: &str) -> Result<String> {
     // The container's /proc and /sys are the kernel's views, masked and read-only where
     // Docker's are; a mount over them (or inside /proc) would undo that, so runc and Docker
     // refuse it.
-    let comps: Vec<&str> = d.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = d
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     match comps.as_slice() {
         ["proc", ..] | ["sys"] => {
             return Err(ContainerError::Invalid(format!(
@@ -803,7 +806,13 @@ mod tests {
     #[test]
     fn mounts_over_proc_or_sys_are_refused() {
         let d = tempfile::tempdir().unwrap();
-        for spec in ["/tmp:/proc", "/tmp:/proc/sys", "/tmp://proc/", "/tmp:/./proc", "v:/sys/"] {
+        for spec in [
+            "/tmp:/proc",
+            "/tmp:/proc/sys",
+            "/tmp://proc/",
+            "/tmp:/./proc",
+            "v:/sys/",
+        ] {
             let err = parse_volume(d.path(), spec).unwrap_err().to_string();
             assert!(err.contains("cannot be mounted"), "{spec}: {err}");
         }

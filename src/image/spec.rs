@@ -14,23 +14,63 @@ pub struct Empty {}
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthConfig {
     /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", cmd]`.
-    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Test",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub test: Vec<String>,
     /// Time between checks.
-    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Interval",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub interval: i64,
     /// Time one check may take.
-    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Timeout",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub timeout: i64,
     /// Start-up grace period.
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub start_period: i64,
     /// Time between checks during the start period.
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartInterval",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub start_interval: i64,
     /// Failures before unhealthy.
-    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero_u")]
+    #[serde(
+        rename = "Retries",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero_u"
+    )]
     pub retries: u32,
+}
+
+/// Docker writes `null` for an empty field (`"Env": null` in `docker commit`'s configs): read
+/// it as the empty value, as Docker does, so every image `load` stores can also be run.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -45,7 +85,12 @@ fn is_zero_u(v: &u32) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
     /// `USER`.
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "User",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub user: String,
     /// `EXPOSE`: keys like `8080/tcp`.
     #[serde(
@@ -55,7 +100,12 @@ pub struct RunConfig {
     )]
     pub exposed_ports: Option<BTreeMap<String, Empty>>,
     /// `ENV`, as `K=V`.
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Env",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     /// `ENTRYPOINT`.
     #[serde(
@@ -74,6 +124,7 @@ pub struct RunConfig {
     #[serde(
         rename = "WorkingDir",
         default,
+        deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
@@ -161,7 +212,11 @@ pub struct History {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     /// True when the step added no layer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub empty_layer: bool,
 }
 
@@ -182,13 +237,17 @@ pub struct ImageSpec {
     /// Operating system.
     pub os: String,
     /// Runtime configuration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub config: RunConfig,
     /// Layer diffIDs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub rootfs: RootFs,
     /// One entry per step.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<History>,
 }
 

@@ -1167,6 +1167,40 @@ mod tests {
         assert!(store.check().unwrap().is_empty());
     }
 
+    /// `load` stored configs that `run` then could not read: Docker's `"Env": null` (which
+    /// must work) and a `Healthcheck` oci-spec does not look at (which must be refused).
+    #[test]
+    fn load_stores_only_configs_run_can_read() {
+        let layer = layer_tar(&[("hello", b"hi")]);
+        let with = |extra: &str| {
+            format!(
+                r#"{{"architecture":"amd64","os":"linux","config":{{{extra}}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+                Digest::of_bytes(&layer)
+            )
+            .into_bytes()
+        };
+        let archive_of = |config: &[u8]| {
+            let name = format!("{}.json", Digest::of_bytes(config).hex());
+            archive(&[
+                E::File("l/layer.tar", layer.clone()),
+                E::File(&name, config.to_vec()),
+                E::File("manifest.json", manifest_json(&name, "l/layer.tar")),
+            ])
+        };
+        let nulls = with(r#""Env":null,"User":null,"Cmd":null,"WorkingDir":null"#);
+        let (_dir, store) = temp_store();
+        let loaded = load(&store, &archive_of(&nulls)[..], &LoadLimits::default()).unwrap();
+        let bytes = store
+            .read_blob(&loaded[0].image.id, "config", 1 << 20)
+            .unwrap();
+        let spec = crate::image::spec::ImageSpec::from_slice(&bytes).unwrap();
+        assert!(spec.config.env.is_empty() && spec.config.user.is_empty());
+
+        let bad = with(r#""Healthcheck":{"Interval":"5s"}"#);
+        let err = load_err(&archive_of(&bad), &LoadLimits::default());
+        assert!(err.contains("its config cannot be read"), "{err}");
+    }
+
     #[test]
     fn refuses_hostile_and_inconsistent_archives() {
         let (config, layer) = image();

@@ -189,6 +189,10 @@ impl Store {
         }
         let manifest = config::parse_manifest(manifest_bytes)?;
         let config = config::parse_config(config_bytes)?;
+        // What `run` and `build` read of the config (Docker's fields too, `Healthcheck`,
+        // `OnBuild`, `Shell`): an image stored here must be usable, not refused later.
+        crate::image::spec::ImageSpec::from_slice(config_bytes)
+            .map_err(|e| reject(format!("its config cannot be read: {e}")))?;
         let id = config::image_id(config_bytes);
 
         let cd = manifest.config();
