@@ -636,6 +636,7 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        remove_stale_temps(&dir, &name);
         let tmp = dir.join(format!(".{name}.kiln-{}.tmp", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
@@ -664,6 +665,31 @@ impl AtomicFile {
         })?;
         self.done = true;
         Ok(())
+    }
+}
+
+/// Removes `.<name>.kiln-<pid>.tmp` files that a killed `save -o <name>` left beside the
+/// destination: those whose process is gone.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.kiln-");
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if pid > 0 && gone && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 

@@ -166,3 +166,27 @@ fn run_that_cannot_create_the_container_exits_125() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A killed `kiln save -o F` left `.F.kiln-PID.tmp` beside F for good; the next save removes
+/// the temporaries of processes that are gone (and leaves a running save's alone).
+#[test]
+fn save_removes_what_a_killed_save_left_behind() {
+    let k = crate::util::Kiln::new();
+    k.import_busybox("busybox:local", &[]);
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale = k.path(&format!(".out.tar.kiln-{dead_pid}.tmp"));
+    let live = k.path(&format!(".out.tar.kiln-{}.tmp", std::process::id()));
+    fs::write(&stale, "partial").unwrap();
+    fs::write(&live, "in progress").unwrap();
+    k.ok(&[
+        "save",
+        "-o",
+        k.path("out.tar").to_str().unwrap(),
+        "busybox:local",
+    ]);
+    assert!(!stale.exists(), "stale temporary left");
+    assert!(live.exists(), "a live process's temporary was removed");
+    assert!(k.path("out.tar").exists());
+}
