@@ -582,10 +582,18 @@ impl Builder<'_> {
         results: &BTreeMap<usize, StageResult>,
     ) -> Result<StageResult, BuildError> {
         let stage = &self.plan.stages[idx];
+        // Layers are committed with their mtimes clamped to SOURCE_DATE_EPOCH: a layer built
+        // without it (or with another) is other bytes, so the epoch is in every chain's root.
+        let epoch = self.req.source_date_epoch.map(|e| e.to_string());
+        let epoch = epoch.as_deref();
         match &stage.base {
             Base::Scratch => Ok(StageResult {
                 state: StageState::new(ImageSpec::scratch(), Vec::new(), self.escape),
-                key: KeyBuilder::new("scratch").finish(),
+                key: {
+                    let mut key = KeyBuilder::new("scratch");
+                    key.opt("source-date-epoch", epoch);
+                    key.finish()
+                },
                 history: Vec::new(),
                 base: "scratch".to_string(),
                 stage_name: None,
@@ -604,14 +612,18 @@ impl Builder<'_> {
             Base::Image(name) => {
                 let rec = self.image(name, stage.location)?;
                 let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
-                let spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
+                let mut spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
                     message: format!("{name}: unreadable image config: {e}"),
                     location: stage.location,
                 })?;
                 let layers = image_layers(&rec);
                 let mut key = KeyBuilder::new("image");
-                key.text("manifest", rec.manifest_digest.as_str());
-                let history = spec.history.clone();
+                key.text("manifest", rec.manifest_digest.as_str())
+                    .opt("source-date-epoch", epoch);
+                // The history travels beside the config, never in it: a cache hit restores
+                // the config without it, and a metadata step's key hashes the config, so a
+                // cold build and its rebuild must see the same bytes.
+                let history = std::mem::take(&mut spec.history);
                 Ok(StageResult {
                     state: StageState::new(spec, layers, self.escape),
                     key: key.finish(),

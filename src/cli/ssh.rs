@@ -122,7 +122,9 @@ fn start_agent(id: &str, keys: &[&str]) -> Result<Agent, String> {
         })?;
     let agent = Agent { child, dir };
     let start = Instant::now();
-    while !is_socket(&sock) {
+    // The socket file appears at bind(), before the agent listens: wait until it accepts
+    // (ssh-add got "Connection refused" in between on a loaded machine).
+    while !is_socket(&sock) || std::os::unix::net::UnixStream::connect(&sock).is_err() {
         if start.elapsed() > Duration::from_secs(10) {
             return Err(format!("error: --ssh {id}: ssh-agent did not start"));
         }

@@ -7,6 +7,7 @@ mod build_cache_registry;
 mod build_cmd;
 mod build_interop;
 mod build_interrupt;
+mod build_invariants;
 mod build_mounts;
 mod build_vs_docker;
 mod cli_parser;
