@@ -6,7 +6,10 @@
 //! unified hierarchy (`/sys/fs/cgroup/kiln/<id>`). The monitor creates it and writes the
 //! limits before the container's PID 1 runs, and places that process in it before its
 //! command is exec'd; it lives until the container is removed, so the monitor's restarts
-//! (restart policies) reuse it. The two layouts are the seam: [`Hierarchy`] is a directory
+//! (restart policies) reuse it. On v1 the `devices` controller gets Docker's default
+//! allow-list ([`device_rules`]): any node can be made, only null, zero, tty… opened. (v2
+//! would need a BPF device program; there, as for build steps, `nodev` on every mount of the
+//! container keeps a node it makes from opening.) The two layouts are the seam: [`Hierarchy`] is a directory
 //! tree, and the unit tests give it a fake one.
 
 use std::fs;
@@ -23,8 +26,8 @@ use super::{ContainerError, Result};
 pub const HOST_ROOT: &str = "/sys/fs/cgroup";
 
 /// The v1 controllers a container joins (each one that is mounted).
-const V1_CONTROLLERS: [&str; 7] = [
-    "memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio",
+const V1_CONTROLLERS: [&str; 8] = [
+    "memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices",
 ];
 /// The v2 controllers kiln enables for its containers (each one the host has).
 const V2_CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "io", "memory", "pids"];
@@ -225,6 +228,17 @@ impl Hierarchy {
     }
 }
 
+/// Docker's default device cgroup rules, as `devices.allow` lines: make any character or
+/// block node (`m`), read, write and make [`crate::executor::DEFAULT_DEVICES`].
+pub fn device_rules() -> Vec<String> {
+    let mut v = vec!["c *:* m".to_string(), "b *:* m".to_string()];
+    for (major, minor) in crate::executor::DEFAULT_DEVICES {
+        let minor = minor.map_or_else(|| "*".to_string(), |m| m.to_string());
+        v.push(format!("c {major}:{minor} rwm"));
+    }
+    v
+}
+
 /// One container's cgroup.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -375,6 +389,13 @@ impl Cgroup {
     }
 
     fn apply_v1(&self, r: &Resources) -> Result<()> {
+        if let Some(d) = self.dir_of("devices") {
+            // Deny everything, then allow Docker's list (a v1 child can only narrow).
+            write(&d.join("devices.deny"), "a")?;
+            for rule in device_rules() {
+                write(&d.join("devices.allow"), &rule)?;
+            }
+        }
         if let Some(d) = self.dir_of("memory") {
             if r.memory > 0 {
                 write(&d.join("memory.limit_in_bytes"), &r.memory.to_string())?;
@@ -811,6 +832,12 @@ mod tests {
         assert_eq!(rd("pids", "pids.max"), "10");
         assert_eq!(rd("cpuset", "cpuset.cpus"), "1");
         assert_eq!(rd("cpuset", "cpuset.mems"), "0");
+        // Docker's device list: everything denied, then (the fake file keeps the last write)
+        // its allow rules. Broke: containers had no device cgroup.
+        assert_eq!(rd("devices", "devices.deny"), "a");
+        assert_eq!(rd("devices", "devices.allow"), "c 10:200 rwm");
+        assert_eq!(device_rules().len(), 12);
+        assert!(device_rules().contains(&"c 136:* rwm".to_string()));
         assert_eq!(
             fs::read_to_string(t.path().join("cpuset/kiln/cpuset.cpus")).expect("read"),
             "0-3"

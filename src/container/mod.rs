@@ -421,6 +421,8 @@ impl ContainerConfig {
         spec.workdir = self.working_dir.clone();
         spec.user = self.user.clone();
         spec.hostname = Some(self.hostname.clone());
+        // As docker run: any node can be made; the device cgroup and nodev refuse opening it.
+        spec.mknod_any = true;
         spec
     }
 }

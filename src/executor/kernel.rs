@@ -177,6 +177,8 @@ pub trait Kernel {
     fn open_beneath(&mut self, root: RawFd, rel: &CStr) -> KResult<RawFd>;
     /// The type of an open file.
     fn kind(&mut self, fd: RawFd) -> KResult<FileKind>;
+    /// The `ST_*` flags `fstatfs` reports for the mount an open file is on.
+    fn mount_flags(&mut self, fd: RawFd) -> KResult<u64>;
     /// `mount(2)` onto an open file (through `/proc/self/fd/N`).
     fn mount_fd(
         &mut self,
@@ -419,6 +421,22 @@ impl Kernel for RealKernel {
             libc::S_IFLNK => FileKind::Symlink,
             _ => FileKind::Other,
         })
+    }
+
+    fn mount_flags(&mut self, fd: RawFd) -> KResult<u64> {
+        // On 64-bit Linux the kernel's struct statfs is glibc's statfs64 (which names
+        // f_flags); the raw syscall, as glibc's fstatvfs may read /proc/mounts.
+        // SAFETY: zeroed statfs64 is a valid out-buffer.
+        let mut st: libc::statfs64 = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is an open fd, st a buffer of the size the kernel writes.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fstatfs,
+                fd as c_long,
+                &mut st as *mut libc::statfs64,
+            )
+        })?;
+        Ok(st.f_flags as u64)
     }
 
     fn mount_fd(
@@ -824,6 +842,8 @@ pub(crate) mod fake {
         pub fail: HashMap<&'static str, Errno>,
         /// The identity handed out by `await_go`.
         pub go: Go,
+        /// `fstatfs` flags of the mounts at in-root paths (others: none).
+        pub statfs: HashMap<String, u64>,
         fds: HashMap<RawFd, String>,
         next_fd: RawFd,
     }
@@ -953,6 +973,14 @@ pub(crate) mod fake {
                 opt(data)
             );
             self.rec("mount", line)
+        }
+        fn mount_flags(&mut self, fd: RawFd) -> KResult<u64> {
+            let p = self.path_of(fd);
+            Ok(self
+                .statfs
+                .get(p.trim_start_matches('/'))
+                .copied()
+                .unwrap_or(0))
         }
         fn mkdir_at(&mut self, dir: RawFd, name: &CStr, mode: u32) -> KResult<()> {
             let line = format!("mkdir {}/{} {:o}", self.path_of(dir), s(name), mode);

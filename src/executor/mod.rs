@@ -81,9 +81,19 @@
 //! command inside a running container by joining its namespaces (PID through the calling
 //! thread's `pid_for_children`, the rest in the child) with the same security defaults.
 //!
-//! Not covered (yet): cgroups (no resource limits, no device cgroup — `/dev` and the root are
-//! `nodev` instead), user namespaces, AppArmor/SELinux labels, and a `setuid` PID 1 loses the
-//! parent-death signal (the kernel clears it on exec of set-id binaries).
+//! # Devices
+//!
+//! A step has no device cgroup (containers get Docker's, see `container::cgroups`, where the
+//! host has the v1 controller), so a node it mknods must not open: every mount it gets is
+//! `nodev` — the root, `/dev`, `/dev/shm`, `--tmpfs`, and every bind (volumes, `RUN --mount`
+//! dirs, `/etc/hosts`…) is remounted `nodev` keeping its source mount's flags — except the
+//! host's own `/dev/null`, `/dev/zero`… bound in, and devpts. On top of that, a build step
+//! cannot even make a block device or a character device outside Docker's list
+//! ([`seccomp`], [`StepSpec::mknod_any`]).
+//!
+//! Not covered (yet): cgroups for steps (no resource limits), user namespaces,
+//! AppArmor/SELinux labels, and a `setuid` PID 1 loses the parent-death signal (the kernel
+//! clears it on exec of set-id binaries).
 
 pub mod changes;
 mod error;
@@ -121,6 +131,22 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE,
 /// SETFCAP.
 pub const DEFAULT_CAPS: u64 = 0x0000_0000_a804_25fb;
+
+/// Docker's default device cgroup allow-list (runc's), besides making any node (`m`): the
+/// character devices a container may open, `(major, minor)`, `None` for every minor —
+/// null, zero, full, random, urandom, tty, console, ptmx, the pts, tun.
+pub const DEFAULT_DEVICES: &[(u32, Option<u32>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+    (10, Some(200)),
+];
 
 /// The network a step sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -212,6 +238,11 @@ pub struct StepSpec {
     pub tmpfs: Vec<(String, String)>,
     /// `--add-host`: `(name, address)` lines added to `/etc/hosts`.
     pub extra_hosts: Vec<(String, String)>,
+    /// Let the command mknod any device node, as `docker run` does (its device cgroup,
+    /// where there is one, and `nodev` on every mount refuse opening them). Off (a build
+    /// step, as BuildKit's RUN): mknod of a block device or of a character device outside
+    /// [`DEFAULT_DEVICES`] fails with EPERM.
+    pub mknod_any: bool,
 }
 
 impl StepSpec {
@@ -234,6 +265,7 @@ impl StepSpec {
             readonly_root: false,
             tmpfs: Vec::new(),
             extra_hosts: Vec::new(),
+            mknod_any: false,
         }
     }
 }

@@ -87,7 +87,8 @@ pub enum Op {
         /// Whether a failure is ignored (filesystems the kernel may lack).
         optional: bool,
     },
-    /// Bind a host path onto a path inside the root; optionally remount it read-only.
+    /// Bind a host path onto a path inside the root, then remount it `nodev` (and read-only)
+    /// keeping the flags the source's mount has.
     BindHost {
         /// Host path.
         src: CString,
@@ -95,6 +96,9 @@ pub enum Op {
         rel: CString,
         /// Remount read-only (with nosuid, nodev).
         readonly: bool,
+        /// Remount nodev: every bind but the host's device nodes bound into `/dev`, so a
+        /// node the command mknods on a mount can never open a host device.
+        nodev: bool,
     },
     /// Create a directory inside the root (an existing one is fine).
     Mkdir {
@@ -340,6 +344,7 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
             src: c(&format!("/dev/{dev}")),
             rel: c(&format!("dev/{dev}")),
             readonly: false,
+            nodev: false,
         });
     }
     for (name, target) in DEV_SYMLINKS {
@@ -401,6 +406,7 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
             src: src.clone(),
             rel: rel.clone(),
             readonly: false,
+            nodev: true,
         });
     }
     for (src, rel, readonly) in &input.binds {
@@ -408,6 +414,7 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
             src: src.clone(),
             rel: rel.clone(),
             readonly: *readonly,
+            nodev: true,
         });
     }
     for (rel, data, flags) in &input.tmpfs {
@@ -608,6 +615,26 @@ mod tests {
             .iter()
             .any(|o| matches!(o, Op::Mount { data: Some(d), .. }
             if d.as_bytes() == b"newinstance,ptmxmode=0666,mode=0620,gid=5")));
+    }
+
+    /// Broke: volumes and `RUN --mount` dirs were plain binds, so a block device mknod'ed
+    /// on one opened the host's disk.
+    #[test]
+    fn every_bind_but_the_host_device_nodes_is_nodev() {
+        let mut inp = input(overlay(), true);
+        inp.binds.push((c("/host/rw"), c("data"), false));
+        let mut binds = 0;
+        for op in build(&inp) {
+            if let Op::BindHost { src, nodev, .. } = &op {
+                let device = DEVICES
+                    .iter()
+                    .any(|d| src.as_bytes() == format!("/dev/{d}").as_bytes());
+                assert_eq!(*nodev, !device, "{op:?}");
+                binds += 1;
+            }
+        }
+        // The device nodes, /etc/hosts, a read-only and a read-write bind.
+        assert_eq!(binds, DEVICES.len() + 3);
     }
 
     #[test]

@@ -733,7 +733,7 @@ fn attempt(
         &spec.workdir
     });
     let workdir_c = cstring("working directory", workdir.as_str())?;
-    let filter = seccomp::default_filter();
+    let filter = seccomp::default_filter(spec.mknod_any);
     let tramp = if spec.init {
         super::init::fd()?
     } else {

@@ -11,6 +11,14 @@
 //! Docker's profile, because its flags sit in memory BPF cannot read and libc falls back to
 //! `clone` on ENOSYS.
 //!
+//! `mknod`/`mknodat` of a block device, or of a character device outside Docker's default
+//! device list ([`super::DEFAULT_DEVICES`]), is refused with EPERM in a build step — what
+//! BuildKit's device cgroup does to RUN — unless the step may make any node
+//! (`StepSpec::mknod_any`, `docker run`, whose device cgroup allows making every node and
+//! refuses opening it). Fifos, sockets, regular files and overlay whiteouts (char 0:0) stay
+//! allowed. Only the low 32 bits of the mode and dev arguments are looked at: the kernel
+//! truncates both (`umode_t`, `unsigned int`), so the high words cannot smuggle anything.
+//!
 //! Only the native architecture is allowed through. On x86_64 the x32 ABI shares the audit
 //! arch but sets bit 30 of the syscall number; those numbers are refused outright, or every
 //! entry of the deny-list could be bypassed through its x32 alias. Other architectures
@@ -25,6 +33,7 @@ const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
 const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const BPF_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 
 /// `SECCOMP_RET_ALLOW`.
 pub const RET_ALLOW: u32 = 0x7fff_0000;
@@ -37,6 +46,22 @@ pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG0_LO: u32 = 16; // little-endian low word of args[0]
+
+/// The offset of the low word of `args[i]` (x86_64 and aarch64 are little-endian).
+const fn arg_lo(i: u32) -> u32 {
+    OFF_ARG0_LO + 8 * i
+}
+
+const S_IFMT: u32 = 0o170_000;
+const S_IFCHR: u32 = 0o020_000;
+const S_IFBLK: u32 = 0o060_000;
+/// The major number's bits in the kernel's 32-bit device encoding (`new_encode_dev`).
+const DEV_MAJOR_MASK: u32 = 0xf_ff00;
+
+/// `major:minor` in the kernel's 32-bit device encoding, as `mknod` receives it.
+pub const fn encode_dev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
 
 #[cfg(target_arch = "x86_64")]
 const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
@@ -122,9 +147,64 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// Builds the filter. Every branch jumps at most a few instructions forward.
+/// The check of one mknod-like syscall (`nr`, mode in `args[mode]`, dev in `args[dev]`),
+/// entered with the syscall number in the accumulator; it returns in every branch but the
+/// one for another syscall, which skips it with the accumulator untouched.
+fn mknod_rule(nr: i64, mode: u32, dev: u32) -> Vec<sock_filter> {
+    let exact: Vec<u32> = std::iter::once(0) // an overlay whiteout
+        .chain(
+            super::DEFAULT_DEVICES
+                .iter()
+                .filter_map(|&(ma, mi)| mi.map(|mi| encode_dev(ma, mi))),
+        )
+        .collect();
+    let any_minor: Vec<u32> = super::DEFAULT_DEVICES
+        .iter()
+        .filter(|(_, mi)| mi.is_none())
+        .map(|&(ma, _)| encode_dev(ma, 0))
+        .collect();
+    // ld mode, and, jeq blk, jeq chr, ld dev, exact…, and, any_minor…, deny, allow
+    let len = 5 + exact.len() + 1 + any_minor.len() + 2;
+    let (deny, allow) = (len - 2, len - 1);
+    // Offset of a jump at `from` to `to`, both in the body (short: the body is ~20 long).
+    let off = |from: usize, to: usize| (to - from - 1) as u8;
+    let mut body = vec![
+        stmt(BPF_LD_W_ABS, arg_lo(mode)),
+        stmt(BPF_AND_K, S_IFMT),
+        jump(BPF_JEQ_K, S_IFBLK, off(2, deny), 0),
+        jump(BPF_JEQ_K, S_IFCHR, 0, off(3, allow)),
+        stmt(BPF_LD_W_ABS, arg_lo(dev)),
+    ];
+    for d in exact {
+        let at = body.len();
+        body.push(jump(BPF_JEQ_K, d, off(at, allow), 0));
+    }
+    body.push(stmt(BPF_AND_K, DEV_MAJOR_MASK));
+    for d in any_minor {
+        let at = body.len();
+        body.push(jump(BPF_JEQ_K, d, off(at, allow), 0));
+    }
+    body.push(stmt(BPF_RET_K, RET_ERRNO | libc::EPERM as u32));
+    body.push(stmt(BPF_RET_K, RET_ALLOW));
+    debug_assert_eq!(body.len(), len);
+    let mut p = vec![jump(BPF_JEQ_K, nr as u32, 0, len as u8)];
+    p.extend(body);
+    p
+}
+
+/// The mknod-like syscalls: `(number, index of the mode argument, index of dev)`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub fn default_filter() -> Vec<sock_filter> {
+fn mknod_syscalls() -> Vec<(i64, u32, u32)> {
+    #[allow(unused_mut)]
+    let mut v = vec![(libc::SYS_mknodat, 2, 3)];
+    #[cfg(target_arch = "x86_64")]
+    v.push((libc::SYS_mknod, 1, 2));
+    v
+}
+
+/// Builds the filter; `mknod_any` lets every device node be made (see the module docs).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn default_filter(mknod_any: bool) -> Vec<sock_filter> {
     let eperm = RET_ERRNO | libc::EPERM as u32;
     let enosys = RET_ERRNO | libc::ENOSYS as u32;
     let mut p = vec![
@@ -144,6 +224,11 @@ pub fn default_filter() -> Vec<sock_filter> {
     }
     p.push(jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1));
     p.push(stmt(BPF_RET_K, enosys));
+    if !mknod_any {
+        for (nr, mode, dev) in mknod_syscalls() {
+            p.extend(mknod_rule(nr, mode, dev));
+        }
+    }
     // clone: refuse namespace flags in args[0] (the flags argument on x86_64 and aarch64).
     p.push(jump(BPF_JEQ_K, libc::SYS_clone as u32, 0, 3));
     p.push(stmt(BPF_LD_W_ABS, OFF_ARG0_LO));
@@ -155,7 +240,7 @@ pub fn default_filter() -> Vec<sock_filter> {
 
 /// No filter on architectures this module has no tables for.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub fn default_filter() -> Vec<sock_filter> {
+pub fn default_filter(_mknod_any: bool) -> Vec<sock_filter> {
     Vec::new()
 }
 
@@ -165,6 +250,10 @@ mod tests {
 
     /// A small interpreter for the instructions the filter uses.
     fn eval(prog: &[sock_filter], arch: u32, nr: u32, arg0: u64) -> u32 {
+        eval_args(prog, arch, nr, [arg0, 0, 0, 0, 0, 0])
+    }
+
+    fn eval_args(prog: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut acc: u32 = 0;
         let mut pc = 0usize;
         loop {
@@ -174,9 +263,15 @@ mod tests {
                     acc = match ins.k {
                         OFF_NR => nr,
                         OFF_ARCH => arch,
-                        OFF_ARG0_LO => arg0 as u32,
+                        k if k >= OFF_ARG0_LO && (k - OFF_ARG0_LO).is_multiple_of(8) => {
+                            args[((k - OFF_ARG0_LO) / 8) as usize] as u32
+                        }
                         k => panic!("unexpected load offset {k}"),
                     };
+                    pc += 1;
+                }
+                BPF_AND_K => {
+                    acc &= ins.k;
                     pc += 1;
                 }
                 BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
@@ -201,7 +296,7 @@ mod tests {
 
     #[test]
     fn denies_the_escape_syscalls_with_eperm() {
-        let p = default_filter();
+        let p = default_filter(false);
         for (name, n) in denied_syscalls() {
             assert_eq!(eval(&p, NATIVE_ARCH, nr(n), 0), EPERM, "{name}");
         }
@@ -209,7 +304,7 @@ mod tests {
 
     #[test]
     fn allows_ordinary_syscalls() {
-        let p = default_filter();
+        let p = default_filter(false);
         for n in [
             libc::SYS_read,
             libc::SYS_write,
@@ -226,7 +321,7 @@ mod tests {
 
     #[test]
     fn clone_is_allowed_only_without_namespace_flags() {
-        let p = default_filter();
+        let p = default_filter(false);
         let fork_like =
             (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
         let thread = (libc::CLONE_VM
@@ -266,7 +361,7 @@ mod tests {
 
     #[test]
     fn clone3_says_enosys_so_libc_falls_back() {
-        let p = default_filter();
+        let p = default_filter(false);
         assert_eq!(
             eval(&p, NATIVE_ARCH, nr(libc::SYS_clone3), 0),
             RET_ERRNO | libc::ENOSYS as u32
@@ -275,7 +370,7 @@ mod tests {
 
     #[test]
     fn foreign_arch_is_killed() {
-        let p = default_filter();
+        let p = default_filter(false);
         const AUDIT_ARCH_I386: u32 = 0x4000_0003;
         assert_eq!(eval(&p, AUDIT_ARCH_I386, 1, 0), RET_KILL_PROCESS);
     }
@@ -283,7 +378,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn x32_aliases_cannot_bypass_the_list() {
-        let p = default_filter();
+        let p = default_filter(false);
         let x32_mount = X32_SYSCALL_BIT | nr(libc::SYS_mount);
         assert_eq!(eval(&p, NATIVE_ARCH, x32_mount, 0), EPERM);
         assert_eq!(eval(&p, NATIVE_ARCH, X32_SYSCALL_BIT, 0), EPERM);
@@ -291,8 +386,99 @@ mod tests {
 
     #[test]
     fn program_is_within_kernel_limits() {
-        let p = default_filter();
-        assert!(p.len() < 4096);
-        assert!(p.iter().all(|i| i.jt <= 3 && i.jf <= 3));
+        for p in [default_filter(false), default_filter(true)] {
+            assert!(p.len() < 4096);
+            // Every jump lands inside the program, which ends in a return.
+            for (i, ins) in p.iter().enumerate() {
+                if matches!(ins.code, BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K) {
+                    let far = i + 1 + usize::from(ins.jt.max(ins.jf));
+                    assert!(far < p.len(), "jump at {i}");
+                }
+            }
+            assert_eq!(p.last().map(|i| i.code), Some(BPF_RET_K));
+        }
+    }
+
+    const S_IFIFO: u64 = 0o010_000;
+    const S_IFREG: u64 = 0o100_000;
+
+    /// `mknod(path, mode, dev)` and `mknodat(AT_FDCWD, path, mode, dev)` as the filter
+    /// sees them, by `mknod_any`.
+    fn mknods(mknod_any: bool, mode: u64, dev: u64) -> Vec<u32> {
+        let p = default_filter(mknod_any);
+        let at = eval_args(
+            &p,
+            NATIVE_ARCH,
+            nr(libc::SYS_mknodat),
+            [libc::AT_FDCWD as u64, 0x1000, mode, dev, 0, 0],
+        );
+        #[allow(unused_mut)]
+        let mut v = vec![at];
+        #[cfg(target_arch = "x86_64")]
+        v.push(eval_args(
+            &p,
+            NATIVE_ARCH,
+            nr(libc::SYS_mknod),
+            [0x1000, mode, dev, 0, 0, 0],
+        ));
+        v
+    }
+
+    /// Broke: a build step could mknod the host's disk (b 8:0, b 7:0) on a mount and read
+    /// it; BuildKit's device cgroup refuses making such nodes in RUN.
+    #[test]
+    fn build_steps_cannot_make_block_or_unlisted_char_devices() {
+        let dev = |ma, mi| u64::from(encode_dev(ma, mi));
+        for (mode, d) in [
+            (S_IFBLK as u64 | 0o600, dev(8, 0)),
+            (S_IFBLK as u64 | 0o600, dev(7, 0)),
+            (S_IFBLK as u64, 0),
+            (S_IFCHR as u64 | 0o600, dev(1, 1)),    // /dev/mem
+            (S_IFCHR as u64 | 0o600, dev(1, 2)),    // /dev/kmem
+            (S_IFCHR as u64 | 0o600, dev(10, 229)), // /dev/fuse
+            (S_IFCHR as u64 | 0o600, dev(4, 1)),    // tty1
+            (S_IFCHR as u64 | 0o600, dev(137, 0)),
+            // Bits the kernel ignores change nothing: the high words are not looked at.
+            (S_IFBLK as u64 | 0xffff_0000_0000_0000, dev(8, 0)),
+            (S_IFBLK as u64, dev(8, 0) | 0x1_0000_0000),
+        ] {
+            assert!(
+                mknods(false, mode, d).iter().all(|r| *r == EPERM),
+                "{mode:o} {d:#x}"
+            );
+            // docker run: the node can be made (its cgroup and nodev refuse opening it).
+            assert!(mknods(true, mode, d).iter().all(|r| *r == RET_ALLOW));
+        }
+        for (mode, d) in [
+            (S_IFCHR as u64 | 0o666, dev(1, 3)),   // null
+            (S_IFCHR as u64 | 0o666, dev(1, 9)),   // urandom
+            (S_IFCHR as u64 | 0o666, dev(5, 2)),   // ptmx
+            (S_IFCHR as u64 | 0o620, dev(136, 7)), // a pts
+            (S_IFCHR as u64 | 0o620, dev(136, 300)),
+            (S_IFCHR as u64 | 0o666, dev(10, 200)), // tun
+            (S_IFCHR as u64, 0),                    // an overlay whiteout
+            (S_IFIFO | 0o644, 0),
+            (S_IFREG | 0o644, dev(8, 0)), // dev is ignored for other types
+            (0o644, 0),
+        ] {
+            assert!(
+                mknods(false, mode, d).iter().all(|r| *r == RET_ALLOW),
+                "{mode:o} {d:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_numbers_encode_as_the_kernel_decodes_them() {
+        // new_decode_dev: major = (dev & 0xfff00) >> 8, minor = (dev & 0xff) | ((dev >> 12) & 0xfff00).
+        for (ma, mi) in [(1, 3), (136, 0), (136, 300), (254, 0), (4095, 1_048_575)] {
+            let d = encode_dev(ma, mi);
+            assert_eq!(
+                ((d & 0xfff00) >> 8, (d & 0xff) | ((d >> 12) & 0xfff00)),
+                (ma, mi)
+            );
+        }
+        // As glibc's makedev, truncated to the 32 bits the syscall takes.
+        assert_eq!(u64::from(encode_dev(8, 1)), libc::makedev(8, 1));
     }
 }

@@ -264,17 +264,45 @@ fn open_dir_beneath<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<Ra
     }
 }
 
-/// Remounts the mount at `rel` read-only with `flags` (a bind remount drops the flags it is not
-/// given). Opens `rel` afresh: an fd opened before the mount still points at what it covers.
-fn remount_ro<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr, flags: libc::c_ulong) -> KResult<()> {
+/// `ST_*` bits of `statfs(2)` and the `MS_*` mount flags they stand for.
+const KEPT_FLAGS: [(u64, libc::c_ulong); 5] = [
+    (0x0001, libc::MS_RDONLY),      // ST_RDONLY
+    (0x0002, libc::MS_NOSUID),      // ST_NOSUID
+    (0x0004, libc::MS_NODEV),       // ST_NODEV
+    (0x0008, libc::MS_NOEXEC),      // ST_NOEXEC
+    (0x2000, libc::MS_NOSYMFOLLOW), // ST_NOSYMFOLLOW
+];
+
+/// The mount flags a bind remount must repeat to keep what the mount already has (`st_flags`
+/// from `fstatfs`): a remount sets exactly the flags it is given, so leaving out the source
+/// mount's `ro`, `nosuid`, `nodev` or `noexec` would loosen the bind — and fail with EPERM
+/// where the kernel locked them (a mount inherited into a less privileged user namespace).
+/// Atime flags are not repeated: the kernel keeps them on a remount that names none.
+pub fn kept_mount_flags(st_flags: u64) -> libc::c_ulong {
+    KEPT_FLAGS
+        .iter()
+        .filter(|(st, _)| st_flags & st != 0)
+        .fold(0, |acc, (_, ms)| acc | ms)
+}
+
+/// Remounts the bind mount at `rel` adding `flags` to the ones it has. Opens `rel` afresh:
+/// an fd opened before the mount still points at what it covers.
+fn remount_bind<K: Kernel>(
+    k: &mut K,
+    root: RawFd,
+    rel: &CStr,
+    flags: libc::c_ulong,
+) -> KResult<()> {
     let fd = k.open_beneath(root, rel)?;
-    let res = k.mount_fd(
-        Src::None,
-        fd,
-        None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
-        None,
-    );
+    let res = k.mount_flags(fd).and_then(|st| {
+        k.mount_fd(
+            Src::None,
+            fd,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | flags | kept_mount_flags(st),
+            None,
+        )
+    });
     k.close(fd);
     res
 }
@@ -309,11 +337,14 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
                 libc::MS_BIND | libc::MS_REC,
                 None,
             )?;
+            let fd = k.open_dir(path)?;
+            let st = k.mount_flags(fd);
+            k.close(fd);
             k.mount_path(
                 Src::None,
                 path,
                 None,
-                libc::MS_BIND | libc::MS_REMOUNT | NODEV,
+                libc::MS_BIND | libc::MS_REMOUNT | NODEV | kept_mount_flags(st?),
                 None,
             )
         }
@@ -341,14 +372,26 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
                 r
             }
         }
-        Op::BindHost { src, rel, readonly } => {
+        Op::BindHost {
+            src,
+            rel,
+            readonly,
+            nodev,
+        } => {
             let r = root_fd(root)?;
             let fd = k.open_beneath(r, rel)?;
             let res = k.mount_fd(Src::Name(src), fd, None, libc::MS_BIND, None);
             k.close(fd);
             res?;
+            let mut flags = 0;
             if *readonly {
-                remount_ro(k, r, rel, NOSUID | NODEV)?;
+                flags |= libc::MS_RDONLY | NOSUID | NODEV;
+            }
+            if *nodev {
+                flags |= NODEV;
+            }
+            if flags != 0 {
+                remount_bind(k, r, rel, flags)?;
             }
             Ok(())
         }
@@ -404,10 +447,10 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
             let res = k.mount_fd(Src::Fd(fd), fd, None, libc::MS_BIND | libc::MS_REC, None);
             k.close(fd);
             res?;
-            remount_ro(k, r, rel, NOSUID | NODEV | NOEXEC)
+            remount_bind(k, r, rel, libc::MS_RDONLY | NOSUID | NODEV | NOEXEC)
         }
         // The root is mounted nodev (see MountOverlay / BindRoot): keep it.
-        Op::RemountReadOnly(rel) => remount_ro(k, root_fd(root)?, rel, NODEV),
+        Op::RemountReadOnly(rel) => remount_bind(k, root_fd(root)?, rel, libc::MS_RDONLY | NODEV),
         Op::PivotRoot(p) => {
             if let Some(fd) = root.take() {
                 k.close(fd);
@@ -546,6 +589,8 @@ mod tests {
             "mount /proc/sys -> /proc/sys type=- flags=0x5000",
             "mount none -> /proc/sys type=- flags=0x102f",
             "mount /s/hosts -> /etc/hosts type=- flags=0x1000",
+            // Every bind but the host's device nodes is remounted nodev.
+            "mount none -> /etc/hosts type=- flags=0x1024",
             "pivot_root /s/merged",
             "hostname 0123456789ab",
             "lo up",
@@ -556,6 +601,52 @@ mod tests {
         assert!(!calls.contains("/proc/acpi"), "{calls}");
         assert!(index(&k, "private") < index(&k, "mount overlay"));
         assert!(index(&k, "pivot_root") < index(&k, "hostname"));
+    }
+
+    /// Broke: volume binds were not remounted nodev. The remount repeats the source mount's
+    /// flags: a remount drops (or, where they are locked, fails on) the flags it is not given.
+    #[test]
+    fn binds_are_remounted_nodev_keeping_the_source_mounts_flags() {
+        const ST_RDONLY: u64 = 1;
+        const ST_NOSUID: u64 = 2;
+        const ST_NOEXEC: u64 = 8;
+        const ST_RELATIME: u64 = 0x1000;
+        let mut k = FakeKernel::default();
+        k.statfs
+            .insert("data".into(), ST_NOSUID | ST_NOEXEC | ST_RELATIME);
+        k.statfs.insert("ro".into(), ST_RDONLY);
+        let bind = |src: &str, rel: &str, readonly: bool, nodev: bool| Op::BindHost {
+            src: c(src),
+            rel: c(rel),
+            readonly,
+            nodev,
+        };
+        let plan = [
+            Op::OpenRoot(c("/s/merged")),
+            bind("/vol", "data", false, true),
+            bind("/ctx", "ro", true, true),
+            bind("/plain", "plain", false, true),
+            bind("/dev/null", "dev/null", false, false),
+        ];
+        let mut root = None;
+        for op in &plan {
+            apply(&mut k, op, &mut root).expect("applied");
+        }
+        assert_eq!(
+            k.calls_starting("mount"),
+            [
+                "mount /vol -> /data type=- flags=0x1000 data=-",
+                // MS_BIND | MS_REMOUNT | nodev, plus the source's nosuid and noexec.
+                "mount none -> /data type=- flags=0x102e data=-",
+                "mount /ctx -> /ro type=- flags=0x1000 data=-",
+                "mount none -> /ro type=- flags=0x1027 data=-",
+                "mount /plain -> /plain type=- flags=0x1000 data=-",
+                "mount none -> /plain type=- flags=0x1024 data=-",
+                // The host's device nodes keep working: no remount.
+                "mount /dev/null -> /dev/null type=- flags=0x1000 data=-",
+            ]
+        );
+        assert_eq!(kept_mount_flags(0x200f | ST_RELATIME), 0x10f);
     }
 
     #[test]

@@ -637,13 +637,11 @@ fn stale_scratch_dirs_do_not_block_and_can_be_cleaned() {
 fn dev_is_minimal_and_mknod_devices_do_not_open() {
     require_root!();
     let f = Fixture::new();
-    let r = run_io(&f.spec(
-        "ls /dev; readlink /dev/fd; readlink /dev/ptmx; readlink /dev/stdin; echo x > /dev/null; \
-         head -c 3 /dev/zero | wc -c; test -c /dev/pts/ptmx && echo pts; \
+    let script = "ls /dev; readlink /dev/fd; readlink /dev/ptmx; readlink /dev/stdin; \
+         echo x > /dev/null; head -c 3 /dev/zero | wc -c; test -c /dev/pts/ptmx && echo pts; \
          mknod /tmp/disk b 8 0 && echo made; head -c 1 /tmp/disk > /dev/null && echo read-disk; \
-         mknod /dev/disk2 b 8 0; head -c 1 /dev/disk2 > /dev/null && echo read-disk2; true",
-    ))
-    .expect("run");
+         mknod /dev/disk2 b 8 0; head -c 1 /dev/disk2 > /dev/null && echo read-disk2; true";
+    let r = run_io(&f.spec(script)).expect("run");
     let (ls, rest) = r
         .stdout
         .split_once("/proc/self/fd\n")
@@ -655,13 +653,118 @@ fn dev_is_minimal_and_mknod_devices_do_not_open() {
     ]
     .into();
     assert_eq!(names, want);
+    // A build step cannot make a block device at all (seccomp, as BuildKit's RUN).
+    assert_eq!(rest, "pts/ptmx\n/proc/self/fd/0\n3\npts\n", "{}", r.stderr);
+    assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
+    // A container (docker run) can make one, but the root and /dev are nodev: the node for
+    // the host's disk does not open.
+    let mut spec = f.spec(script);
+    spec.mknod_any = true;
+    let r = run_io(&spec).expect("run");
+    assert!(r.stdout.ends_with("pts\nmade\n"), "{}", r.stdout);
+}
+
+/// The `nodev` flag of the mount `target` in a mountinfo dump, `None` if not a mount point.
+fn nodev_at(mountinfo: &str, target: &str) -> Option<bool> {
+    mountinfo.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(4) == Some(&target)).then(|| f[5].split(',').any(|o| o == "nodev"))
+    })
+}
+
+/// Broke: extra binds (`RUN --mount` dirs, volumes) were plain binds, so a node made there
+/// opened the host's device; a bind of a `nosuid,noexec` dir must stay so after the remount.
+#[test]
+fn binds_are_nodev_and_keep_their_source_flags() {
+    require_root!();
+    let f = Fixture::new();
+    let rw = f.dir.path().join("rw");
+    let ro = f.dir.path().join("ro");
+    let locked = f.dir.path().join("locked");
+    for d in [&rw, &ro, &locked] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    // A host dir that is its own nosuid,noexec mount (in a private namespace of a child, so
+    // nothing is left on the host).
+    let script =
+        "mknod /rw/null c 1 3 && echo made; head -c 1 /rw/null > /dev/null && echo opened; \
+         rm -f /rw/null; cat /proc/self/mountinfo";
+    let mut spec = f.spec(script);
+    spec.binds = vec![
+        BindMount {
+            source: rw.clone(),
+            target: "/rw".into(),
+            readonly: false,
+        },
+        BindMount {
+            source: ro.clone(),
+            target: "/ro".into(),
+            readonly: true,
+        },
+        BindMount {
+            source: locked.clone(),
+            target: "/locked".into(),
+            readonly: false,
+        },
+    ];
+    let status = std::thread::scope(|s| {
+        s.spawn(|| {
+            // This thread's own mount namespace: mount the source nosuid,noexec there only.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("private");
+            nix::mount::mount(
+                Some(&locked),
+                &locked,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .expect("bind");
+            nix::mount::mount(
+                None::<&str>,
+                &locked,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND
+                    | nix::mount::MsFlags::MS_REMOUNT
+                    | nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .expect("remount");
+            run_io(&spec)
+        })
+        .join()
+        .expect("thread")
+    });
+    let r = status.expect("run");
+    assert!(r.stdout.starts_with("made\n"), "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("opened"), "{}", r.stdout);
+    for t in ["/rw", "/ro", "/locked", "/etc/hosts", "/"] {
+        assert_eq!(nodev_at(&r.stdout, t), Some(true), "{t}: {}", r.stdout);
+    }
+    let opts = |t: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(t))
+            .and_then(|l| l.split_whitespace().nth(5))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let locked_opts = opts("/locked");
     assert!(
-        rest.starts_with("pts/ptmx\n/proc/self/fd/0\n3\npts\nmade\n"),
-        "{rest}"
+        locked_opts.contains("nosuid") && locked_opts.contains("noexec"),
+        "{locked_opts}"
     );
-    // CAP_MKNOD is a default, but without a device cgroup the root and /dev are nodev: a
-    // node for the host's disk can be made but not opened.
-    assert!(!r.stdout.contains("read-disk"), "{}", r.stdout);
+    assert!(opts("/ro").starts_with("ro,"), "{}", opts("/ro"));
+    assert!(opts("/rw").starts_with("rw,"), "{}", opts("/rw"));
+    assert!(!rw.join("null").exists());
 }
 
 #[test]

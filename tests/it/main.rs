@@ -19,5 +19,6 @@ mod instructions_conformance;
 mod parser_conformance;
 mod parser_robustness;
 mod registry;
+mod security_devices;
 mod security_escapes;
 mod util;
