@@ -833,6 +833,7 @@ impl Builder<'_> {
             return Ok(());
         }
         let wd2 = wd.clone();
+        let user = cur.state.spec.config.user.clone();
         let (r, layer) = change(
             self.store,
             &cur.state.layers,
@@ -842,15 +843,33 @@ impl Builder<'_> {
                 if rootfs::is_dir_in_root(merged, &wd2) {
                     return Ok(());
                 }
-                let item = Item {
-                    name: wd2.trim_start_matches('/').to_string(),
-                    kind: ItemKind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
+                // As BuildKit: the directories WORKDIR makes belong to the current USER, so
+                // `USER app` then `WORKDIR /x` gives app a directory it can write.
+                let (uid, gid) = if user.is_empty() {
+                    (0, 0)
+                } else {
+                    rootfs::resolve_owner(merged, &user)?
                 };
-                extract_items(&[item], merged)
+                let mut items = Vec::new();
+                let mut path = String::new();
+                for comp in wd2.split('/').filter(|c| !c.is_empty() && *c != ".") {
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    path.push_str(comp);
+                    if rootfs::exists_in_root(merged, &path) && items.is_empty() {
+                        continue;
+                    }
+                    items.push(Item {
+                        name: path.clone(),
+                        kind: ItemKind::Dir,
+                        mode: 0o755,
+                        uid,
+                        gid,
+                        mtime: 0,
+                    });
+                }
+                extract_items(&items, merged)
             },
         )
         .map_err(fs_err(location))?;

@@ -813,3 +813,42 @@ fn build_add_host_reaches_run_steps_only() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--add-host"), "{}", stderr(&o));
 }
+
+/// WORKDIR made its missing directories root's, so `USER app` + `WORKDIR /x` + `RUN touch f`
+/// failed; BuildKit makes them the current user's.
+#[test]
+fn workdir_creates_directories_owned_by_the_current_user() {
+    use std::os::unix::fs::MetadataExt;
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\n\
+         RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group\n\
+         USER app\n\
+         WORKDIR /work/deep\n\
+         RUN touch made-by-app\n\
+         USER 0\n\
+         WORKDIR /work/rooted\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "wd:1", "."],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = s.unpack("wd:1");
+    for (p, uid) in [
+        ("work", 1000),
+        ("work/deep", 1000),
+        ("work/deep/made-by-app", 1000),
+        ("work/rooted", 0),
+    ] {
+        let md = fs::symlink_metadata(files.join(p)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (uid, uid), "{p}");
+    }
+}
