@@ -85,6 +85,9 @@ pub struct ExtractOptions {
     /// the archive. `Some(0o700)` keeps other host users from reaching setuid
     /// files when the root's parent does not already do so.
     pub root_mode: Option<u32>,
+    /// Give every entry this uid and gid instead of the archive's (`ADD --chown` of a local
+    /// archive). Only honoured when running as root.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for ExtractOptions {
@@ -95,6 +98,7 @@ impl Default for ExtractOptions {
             allow_devices: false,
             whiteouts: WhiteoutMode::Apply,
             root_mode: None,
+            owner: None,
         }
     }
 }
@@ -657,10 +661,13 @@ impl Extractor<'_> {
                     value: v,
                 })
         };
-        let (uid, gid) = (
-            Uid::from_raw(id(e.uid, "uid")?),
-            Gid::from_raw(id(e.gid, "gid")?),
-        );
+        let (uid, gid) = match self.opts.owner {
+            Some((u, g)) => (Uid::from_raw(u), Gid::from_raw(g)),
+            None => (
+                Uid::from_raw(id(e.uid, "uid")?),
+                Gid::from_raw(id(e.gid, "gid")?),
+            ),
+        };
         match t {
             Target::Fd(fd) => fchown(fd, Some(uid), Some(gid)),
             Target::At(dir, name) => fchownat(

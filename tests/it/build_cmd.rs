@@ -852,3 +852,60 @@ fn workdir_creates_directories_owned_by_the_current_user() {
         assert_eq!((md.uid(), md.gid()), (uid, uid), "{p}");
     }
 }
+
+/// ADD of local archives as BuildKit does it: .tar.bz2 and .tar.xz unpack as well as gzip and
+/// plain tars (kiln refused them), a gzip file that is not a tar is copied as it is (kiln
+/// failed with "tar stream truncated"), and `--chown` owns the unpacked files.
+#[test]
+fn add_unpacks_every_archive_kind_and_copies_a_non_tar_gzip() {
+    use std::os::unix::fs::MetadataExt;
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "tree/sub/file.txt", "in the tree\n");
+    let sh = |script: &str| {
+        let st = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .current_dir(&ctx)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script}");
+    };
+    sh(
+        "tar -cf plain.tar tree && gzip -c plain.tar > t.tar.gz && bzip2 -c plain.tar > t.tar.bz2 \
+        && xz -c plain.tar > t.tar.xz && echo 'just text' | gzip -c > notes.txt.gz && rm -r tree",
+    );
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\n\
+         ADD plain.tar /plain/\n\
+         ADD t.tar.gz /gz/\n\
+         ADD t.tar.bz2 /bz2/\n\
+         ADD t.tar.xz /xz/\n\
+         ADD notes.txt.gz /notes/\n\
+         ADD --chown=1000:1001 t.tar.gz /owned/\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "add:1", "."],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = s.unpack("add:1");
+    for d in ["plain", "gz", "bz2", "xz", "owned"] {
+        assert_eq!(
+            fs::read_to_string(files.join(d).join("tree/sub/file.txt")).unwrap(),
+            "in the tree\n",
+            "{d}"
+        );
+    }
+    let gz = fs::read(files.join("notes/notes.txt.gz")).unwrap();
+    assert_eq!(gz, fs::read(ctx.join("notes.txt.gz")).unwrap());
+    for p in ["owned/tree", "owned/tree/sub", "owned/tree/sub/file.txt"] {
+        let md = fs::symlink_metadata(files.join(p)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1000, 1001), "{p}");
+    }
+}
