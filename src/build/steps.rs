@@ -1218,6 +1218,10 @@ impl Builder<'_> {
         };
         spec.cancel = self.cancel.clone();
         spec.extra_hosts = self.req.extra_hosts.clone();
+        // BuildKit's RUN: one fixed hostname (a random one would differ between two stores
+        // in whatever a step writes of it) and no /etc/hostname.
+        spec.hostname = Some("buildkitsandbox".to_string());
+        spec.etc_hostname = false;
         spec.binds = mounts.binds.clone();
         let progress = self.progress;
         // The full output goes to the step's log file (never clipped) as well as to the

@@ -243,6 +243,9 @@ pub struct StepSpec {
     /// step, as BuildKit's RUN): mknod of a block device or of a character device outside
     /// [`DEFAULT_DEVICES`] fails with EPERM.
     pub mknod_any: bool,
+    /// Bind a generated `/etc/hostname` (Docker's containers). Off for a build step:
+    /// BuildKit's RUN has none.
+    pub etc_hostname: bool,
 }
 
 impl StepSpec {
@@ -266,6 +269,7 @@ impl StepSpec {
             tmpfs: Vec::new(),
             extra_hosts: Vec::new(),
             mknod_any: false,
+            etc_hostname: true,
         }
     }
 }

@@ -354,11 +354,13 @@ fn prepare_in(
     // The host's resolver config, as Docker copies it (unreadable: an empty file).
     let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
     fs::write(&resolv, host_resolv).map_err(io_err("writing", &resolv))?;
-    let etc_files = vec![
+    let mut etc_files = vec![
         ("etc/hosts".to_string(), hosts),
-        ("etc/hostname".to_string(), hostname_file),
         ("etc/resolv.conf".to_string(), resolv),
     ];
+    if spec.etc_hostname {
+        etc_files.push(("etc/hostname".to_string(), hostname_file));
+    }
     for (rel, _) in &etc_files {
         want_target(&view, &init, rel, false, true)?;
     }

@@ -909,3 +909,38 @@ fn add_unpacks_every_archive_kind_and_copies_a_non_tar_gzip() {
         assert_eq!((md.uid(), md.gid()), (1000, 1001), "{p}");
     }
 }
+
+/// RUN's hostname was random per build (so two stores built different files from
+/// `hostname > f`) and /etc/hostname was bound in; BuildKit uses `buildkitsandbox` and has
+/// no /etc/hostname.
+#[test]
+fn run_steps_have_buildkits_fixed_hostname_and_no_etc_hostname() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local\n\
+         RUN hostname > /h && echo \"$HOSTNAME\" >> /h && grep -c buildkitsandbox /etc/hosts >> /h\n\
+         RUN if [ -e /etc/hostname ]; then echo present; else echo absent; fi > /etc-hostname\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "hn:1", "."],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = s.unpack("hn:1");
+    assert_eq!(
+        fs::read_to_string(files.join("h")).unwrap(),
+        "buildkitsandbox\nbuildkitsandbox\n1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("etc-hostname")).unwrap(),
+        "absent\n"
+    );
+    assert!(!files.join("etc/hostname").exists());
+}
