@@ -586,6 +586,22 @@ impl Builder<'_> {
         // without it (or with another) is other bytes, so the epoch is in every chain's root.
         let epoch = self.req.source_date_epoch.map(|e| e.to_string());
         let epoch = epoch.as_deref();
+        let mut r = self.base_stage(idx, results, epoch)?;
+        // As BuildKit: a stage whose base sets no PATH gets the default one in its config.
+        let env = &mut r.state.spec.config.env;
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={}", crate::executor::DEFAULT_PATH));
+        }
+        Ok(r)
+    }
+
+    fn base_stage(
+        &self,
+        idx: usize,
+        results: &BTreeMap<usize, StageResult>,
+        epoch: Option<&str>,
+    ) -> Result<StageResult, BuildError> {
+        let stage = &self.plan.stages[idx];
         match &stage.base {
             Base::Scratch => Ok(StageResult {
                 state: StageState::new(ImageSpec::scratch(), Vec::new(), self.escape),
