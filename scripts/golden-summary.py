@@ -127,15 +127,20 @@ def main():
     history = config.get("history") or []
     skip_history = len(base_config.get("history") or []) if n else 0
 
+    # Content equal to a file of the busybox base is named by that file, whether or not the
+    # image is built on it (FROM scratch + COPY --from), so no golden depends on the host's busybox.
+    base_files = {}
+    for data in base_layers:
+        apply_layer(base_files, data, [])
+    base_digests = {}
+    for p in sorted(base_files):
+        e = base_files[p]
+        if e["type"] == "file":
+            base_digests.setdefault(e["sha256"], p)
     state = {}
     for data in layers[:n]:
         apply_layer(state, data, [])
     base_state = dict(state)
-    base_digests = {}
-    for p in sorted(base_state):
-        e = base_state[p]
-        if e["type"] == "file":
-            base_digests.setdefault(e["sha256"], p)
     added = []
     for data in layers[n:]:
         listing = []
