@@ -10,6 +10,7 @@ that are BASE's layers are the base, and only what the build changed is recorded
 side of this format is tests/it/buildkit_goldens.rs; keep the two in step.
 """
 import hashlib
+import io
 import json
 import sys
 import tarfile
@@ -42,7 +43,6 @@ def norm(name):
 def apply_layer(state, data, listing):
     """Applies one layer tar (OCI whiteouts) to state {path: entry}; appends the layer's
     non-directory entries to listing."""
-    import io
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
         members = t.getmembers()
         # Opaque markers hide the lower layers' children before this layer's entries land.
