@@ -10,6 +10,7 @@ mod build_interrupt;
 mod build_invariants;
 mod build_mounts;
 mod build_vs_docker;
+mod buildkit_goldens;
 mod cli_parser;
 mod container_limits;
 mod containers;
