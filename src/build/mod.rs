@@ -581,7 +581,6 @@ impl Builder<'_> {
         idx: usize,
         results: &BTreeMap<usize, StageResult>,
     ) -> Result<StageResult, BuildError> {
-        let stage = &self.plan.stages[idx];
         // Layers are committed with their mtimes clamped to SOURCE_DATE_EPOCH: a layer built
         // without it (or with another) is other bytes, so the epoch is in every chain's root.
         let epoch = self.req.source_date_epoch.map(|e| e.to_string());
