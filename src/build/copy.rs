@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::context::ignore::IgnoreRules;
-use crate::context::{Context, Kind};
+use crate::context::{name, Context, ContextFile, Kind};
 
 /// One item to write into the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,10 @@ pub struct Item {
 pub enum ItemKind {
     /// A regular file copied from a host path.
     File(PathBuf),
+    /// A regular file of the build context, read only if it is still the file hashed.
+    ContextFile(ContextFile),
+    /// A FIFO (created empty, as BuildKit's copy does).
+    Fifo,
     /// A regular file with inline content (a heredoc).
     Data(Vec<u8>),
     /// A directory.
@@ -85,6 +89,10 @@ pub struct SourceEntry {
     pub link: Option<String>,
     /// Where to read it.
     pub host: PathBuf,
+    /// For a file of the build context: the file as listed, to open safely.
+    pub context: Option<ContextFile>,
+    /// A FIFO (`kind` is `Other`).
+    pub fifo: bool,
 }
 
 /// The flags of one COPY/ADD.
@@ -136,7 +144,9 @@ pub fn context_source(ctx: &Context, rel: &str) -> Source {
             gid: e.gid,
             mtime: e.mtime.0,
             link: e.link_target.clone(),
-            host: ctx.root().join(k),
+            host: ctx.host_key(k),
+            context: ctx.file(k),
+            fifo: e.is_fifo(),
         })
         .collect();
     Source {
@@ -153,7 +163,7 @@ pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
         let host = if p.is_empty() {
             root.to_path_buf()
         } else {
-            root.join(&p)
+            root.join(name::to_os(&p))
         };
         let meta = fs::symlink_metadata(&host)?;
         let ft = meta.file_type();
@@ -167,14 +177,16 @@ pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
             Kind::Other
         };
         let link = if kind == Kind::Symlink {
-            Some(fs::read_link(&host)?.to_string_lossy().into_owned())
+            use std::os::unix::ffi::OsStrExt;
+            Some(name::encode(fs::read_link(&host)?.as_os_str().as_bytes()).into_owned())
         } else {
             None
         };
         if kind == Kind::Dir {
+            use std::os::unix::ffi::OsStrExt;
             let mut names: Vec<String> = fs::read_dir(&host)?
                 .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .map(|e| name::encode(e.file_name().as_bytes()).into_owned())
                 .collect();
             names.sort();
             for n in names.into_iter().rev() {
@@ -190,6 +202,8 @@ pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
             mtime: meta.mtime(),
             link,
             host,
+            context: None,
+            fifo: std::os::unix::fs::FileTypeExt::is_fifo(&ft),
         });
     }
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
@@ -272,12 +286,15 @@ pub fn plan(
             if name.is_empty() {
                 continue;
             }
-            let kind = match e.kind {
-                Kind::File => ItemKind::File(e.host.clone()),
-                Kind::Dir => ItemKind::Dir,
-                Kind::Symlink => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
-                // FIFOs, sockets and devices of a build context are not copied.
-                Kind::Other => continue,
+            let kind = match (e.kind, &e.context) {
+                (Kind::File, Some(f)) => ItemKind::ContextFile(f.clone()),
+                (Kind::File, None) => ItemKind::File(e.host.clone()),
+                (Kind::Dir, _) => ItemKind::Dir,
+                (Kind::Symlink, _) => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
+                // A FIFO is copied as a FIFO, as BuildKit does (fsutil's copy makes one).
+                (Kind::Other, _) if e.fifo => ItemKind::Fifo,
+                // Sockets and devices are not copied.
+                (Kind::Other, _) => continue,
             };
             let (uid, gid) = match opts.chown {
                 Some(o) => o,
@@ -285,7 +302,7 @@ pub fn plan(
                 None => (0, 0),
             };
             let mode = match (opts.chmod, &kind) {
-                (Some(m), ItemKind::File(_) | ItemKind::Dir) => m,
+                (Some(m), ItemKind::File(_) | ItemKind::ContextFile(_) | ItemKind::Dir) => m,
                 (_, ItemKind::Symlink(_)) => 0o777,
                 _ => e.mode,
             };
@@ -342,6 +359,8 @@ pub fn missing_parents(
 }
 
 /// Write the items as a tar stream (parents are created by the extractor, 0755 root).
+/// Names and symlink targets are written as their raw bytes (see [`name`]); a target
+/// verbatim, never normalised (`/` stays `/`).
 pub fn write_tar<W: Write>(items: &[Item], out: W) -> io::Result<W> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
@@ -351,36 +370,74 @@ pub fn write_tar<W: Write>(items: &[Item], out: W) -> io::Result<W> {
         h.set_uid(u64::from(it.uid));
         h.set_gid(u64::from(it.gid));
         h.set_mtime(it.mtime.max(0) as u64);
+        let path = PathBuf::from(name::to_os(&it.name).into_owned());
         match &it.kind {
             ItemKind::File(p) => {
                 let f = fs::File::open(p)?;
-                let len = f.metadata()?.len();
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(len);
-                // A file that shrinks while being read would corrupt the stream; take
-                // exactly `len` bytes and pad if it got shorter.
-                let reader =
-                    io::Read::take(io::Read::chain(io::Read::take(f, len), io::repeat(0)), len);
-                b.append_data(&mut h, &it.name, reader)?;
+                append_file(&mut b, &mut h, &path, f)?;
+            }
+            ItemKind::ContextFile(cf) => {
+                let f = cf.open().map_err(io::Error::other)?;
+                append_file(&mut b, &mut h, &path, f)?;
             }
             ItemKind::Data(d) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(d.len() as u64);
-                b.append_data(&mut h, &it.name, d.as_slice())?;
+                b.append_data(&mut h, &path, d.as_slice())?;
             }
             ItemKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                b.append_data(&mut h, format!("{}/", it.name), io::empty())?;
+                let mut dir = path.into_os_string();
+                dir.push("/");
+                b.append_data(&mut h, dir, io::empty())?;
+            }
+            ItemKind::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_size(0);
+                b.append_data(&mut h, &path, io::empty())?;
             }
             ItemKind::Symlink(t) => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                b.append_link(&mut h, &it.name, t)?;
+                let target = name::decode(t);
+                // The tar crate's `append_link` cleans the target (`/` became `//`).
+                let slot = h.as_old().linkname.len();
+                if target.len() > slot {
+                    let mut long = tar::Header::new_gnu();
+                    long.set_entry_type(tar::EntryType::GNULongLink);
+                    if let Some(g) = long.as_gnu_mut() {
+                        g.name[..13].copy_from_slice(b"././@LongLink");
+                    }
+                    long.set_mode(0o644);
+                    long.set_size(target.len() as u64 + 1);
+                    long.set_cksum();
+                    b.append(&long, io::Read::chain(target.as_ref(), &[0u8][..]))?;
+                    h.set_link_name_literal(&target[..slot])?;
+                } else {
+                    h.set_link_name_literal(&target)?;
+                }
+                b.append_data(&mut h, &path, io::empty())?;
             }
         }
     }
     b.into_inner()
+}
+
+/// Append an opened regular file as `path`.
+fn append_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &Path,
+    f: fs::File,
+) -> io::Result<()> {
+    let len = f.metadata()?.len();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(len);
+    // A file that shrinks while being read would corrupt the stream; take exactly `len`
+    // bytes and pad if it got shorter.
+    let reader = io::Read::take(io::Read::chain(io::Read::take(f, len), io::repeat(0)), len);
+    b.append_data(h, path, reader)
 }
 
 #[cfg(test)]

@@ -1190,6 +1190,8 @@ pub(crate) struct MountSet {
     pub ssh_sock: Option<String>,
     /// Copies from other stages, made only when the step runs.
     pub pending: Vec<super::mountsrc::Pending>,
+    /// Context bind sources (`/proc/self/fd/N` in `binds`), open until the step is over.
+    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Builder<'_> {
@@ -1276,16 +1278,22 @@ impl Builder<'_> {
                         context::hex(&h),
                         m.read_only
                     ));
-                    let host = ctx.root().join(&rel);
-                    drop(guard);
+                    // From a descriptor opened below the context root through no symlink and
+                    // checked to be what was hashed: a directory swapped for a symlink since
+                    // is an error, never a mount (or a copy) of what the link points at.
                     let source = if m.read_only {
-                        host
+                        let fd = ctx.open_path(&rel).map_err(|e| err(e.to_string()))?;
+                        use std::os::fd::AsRawFd;
+                        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                        set.fds.push(fd);
+                        std::path::PathBuf::from(path)
                     } else {
                         // Writes to an rw bind are thrown away: the step gets a copy.
                         let copy = scratch.join(format!("bind-{i}"));
-                        super::mountsrc::copy_tree(&host, &copy).map_err(|e| err(e.to_string()))?;
+                        ctx.copy_out(&rel, &copy).map_err(|e| err(e.to_string()))?;
                         copy
                     };
+                    drop(guard);
                     set.binds.push(BindMount {
                         source,
                         target,

@@ -33,10 +33,7 @@ fn refused(path: &Path, reason: impl Into<String>) -> ContextError {
 }
 
 fn io(path: &Path, e: impl Into<std::io::Error>) -> ContextError {
-    ContextError::Io {
-        path: path.to_path_buf(),
-        source: e.into(),
-    }
+    refused(path, e.into().to_string())
 }
 
 fn size_text(limit: u64) -> String {
