@@ -594,4 +594,58 @@ mod tests {
             b"top.txt"
         );
     }
+
+    // Regression: `COPY rootlink/ /x/` with `rootlink -> /` made a link to `//`: the tar
+    // crate's `append_link` cleans targets. Targets are written verbatim now, long ones
+    // through a GNU long-link entry; and a FIFO is copied as a FIFO (BuildKit's behaviour)
+    // where it used to be dropped.
+    #[test]
+    fn symlink_targets_are_verbatim_and_fifos_are_copied() {
+        use std::os::unix::fs::{symlink, FileTypeExt};
+        let d = tempfile::tempdir().unwrap();
+        let long = format!("./{}/x//y/", "l".repeat(150));
+        symlink("/", d.path().join("rootlink")).unwrap();
+        symlink("./a//b/", d.path().join("odd")).unwrap();
+        symlink(&long, d.path().join("long")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+        )
+        .unwrap();
+        let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
+        let none = |_: &str| false;
+        let srcs: Vec<Source> = ["rootlink", "odd", "long", "pipe"]
+            .iter()
+            .map(|p| context_source(&c, p))
+            .collect();
+        let items = plan(&srcs, "/x/", &none, &CopyOptions::default()).unwrap();
+        let tar = write_tar(&items, Vec::new()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
+        let target = |n: &str| fs::read_link(root.path().join("x").join(n)).unwrap();
+        assert_eq!(target("rootlink"), Path::new("/"));
+        assert_eq!(target("odd").as_os_str(), "./a//b/");
+        assert_eq!(target("long").as_os_str(), long.as_str());
+        let pipe = fs::symlink_metadata(root.path().join("x/pipe")).unwrap();
+        assert!(pipe.file_type().is_fifo());
+        assert_eq!(pipe.mode() & 0o7777, 0o640);
+    }
+
+    // Regression: context files with names that are not UTF-8 were dropped.
+    #[test]
+    fn non_utf8_names_are_copied() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let raw = std::ffi::OsStr::from_bytes(b"n\xffame");
+        fs::create_dir(d.path().join("dir")).unwrap();
+        fs::write(d.path().join("dir").join(raw), b"bytes").unwrap();
+        let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
+        let none = |_: &str| false;
+        let items = plan(&[context_source(&c, "dir")], "/out/", &none, &CopyOptions::default())
+            .unwrap();
+        let tar = write_tar(&items, Vec::new()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
+        assert_eq!(fs::read(root.path().join("out").join(raw)).unwrap(), b"bytes");
+    }
 }

@@ -566,7 +566,12 @@ mod tests {
     fn hashed(items: &[Item]) -> HashMap<PathBuf, Hashed> {
         let mut m = HashMap::new();
         for it in items {
-            if let ItemKind::File(p) = &it.kind {
+            let p = match &it.kind {
+                ItemKind::File(p) => p,
+                ItemKind::ContextFile(cf) => &cf.host().to_path_buf(),
+                _ => continue,
+            };
+            {
                 let md = fs::symlink_metadata(p).unwrap();
                 m.insert(
                     p.clone(),
