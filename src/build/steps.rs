@@ -1190,8 +1190,6 @@ pub(crate) struct MountSet {
     pub ssh_sock: Option<String>,
     /// Copies from other stages, made only when the step runs.
     pub pending: Vec<super::mountsrc::Pending>,
-    /// Context bind sources (`/proc/self/fd/N` in `binds`), open until the step is over.
-    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Builder<'_> {
@@ -1278,21 +1276,18 @@ impl Builder<'_> {
                         context::hex(&h),
                         m.read_only
                     ));
-                    // From a descriptor opened below the context root through no symlink and
-                    // checked to be what was hashed: a directory swapped for a symlink since
-                    // is an error, never a mount (or a copy) of what the link points at.
-                    let source = if m.read_only {
-                        let fd = ctx.open_path(&rel).map_err(|e| err(e.to_string()))?;
-                        use std::os::fd::AsRawFd;
-                        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                        set.fds.push(fd);
-                        std::path::PathBuf::from(path)
-                    } else {
-                        // Writes to an rw bind are thrown away: the step gets a copy.
-                        let copy = scratch.join(format!("bind-{i}"));
-                        ctx.copy_out(&rel, &copy).map_err(|e| err(e.to_string()))?;
-                        copy
-                    };
+                    // The step gets a copy made from the files as listed (each opened below the
+                    // context root through no symlink, and checked to be the one hashed), so a
+                    // directory swapped for a symlink is an error, never a mount of its target.
+                    // A bind of the real directory would need its fd, and mount(2) refuses a
+                    // source from kiln's mount namespace once the step has its own (EINVAL);
+                    // writes to an rw bind are thrown away with the copy.
+                    // Made only when the step runs (a cache hit makes none).
+                    let source = scratch.join(format!("bind-{i}"));
+                    set.pending.push(super::mountsrc::Pending::Context {
+                        tree: ctx.tree(&rel),
+                        dst: source.clone(),
+                    });
                     drop(guard);
                     set.binds.push(BindMount {
                         source,

@@ -172,6 +172,69 @@ impl Entry {
     }
 }
 
+/// A listed subtree of the context, detached from the [`Context`]: what a bind mount of a
+/// context directory gets a copy of.
+#[derive(Debug, Clone)]
+pub struct ContextTree {
+    shown: PathBuf,
+    /// Path below the tree's top (`""` for the top), entry, and the file to read.
+    entries: Vec<(String, Entry, Option<ContextFile>)>,
+}
+
+impl ContextTree {
+    /// Copy it to `dst` (which must not exist): directories, files (each checked to be the
+    /// listed one), symlinks as symlinks, with modes and owners. FIFOs, sockets and devices
+    /// are left out.
+    pub fn copy_to(&self, dst: &Path) -> Result<(), ContextError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let mut dirs = Vec::new();
+        for (under, e, file) in &self.entries {
+            let to = if under.is_empty() {
+                dst.to_path_buf()
+            } else {
+                dst.join(name::to_os(under))
+            };
+            match e.kind {
+                Kind::Dir => {
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&to)
+                        .map_err(io_err(&to))?;
+                    dirs.push((to.clone(), e.mode));
+                }
+                Kind::File => {
+                    let mut src = file
+                        .as_ref()
+                        .ok_or_else(|| ContextError::Changed {
+                            path: self.shown.join(name::to_os(under)),
+                        })?
+                        .open()?;
+                    let mut out = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&to)
+                        .map_err(io_err(&to))?;
+                    io::copy(&mut src, &mut out).map_err(io_err(&to))?;
+                    fs::set_permissions(&to, fs::Permissions::from_mode(e.mode & 0o7777))
+                        .map_err(io_err(&to))?;
+                }
+                Kind::Symlink => {
+                    let t = e.link_target.as_deref().unwrap_or("");
+                    std::os::unix::fs::symlink(name::to_os(t), &to).map_err(io_err(&to))?;
+                }
+                Kind::Other => continue,
+            }
+            std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(io_err(&to))?;
+        }
+        // Modes last: a read-only directory still gets its children.
+        for (d, mode) in dirs.into_iter().rev() {
+            fs::set_permissions(&d, fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(io_err(&d))?;
+        }
+        Ok(())
+    }
+}
+
 /// A scanned build context: every entry not excluded by `.dockerignore`, keyed by its
 /// relative `/`-separated path (the context root itself is `""`). A name that is not UTF-8
 /// is kept, escaped as [`name`] describes.
@@ -323,58 +386,24 @@ impl Context {
         )
     }
 
-    /// Copy the listed tree at `key` to `dst` (which must not exist): directories, files
-    /// (each checked to be the listed one), symlinks as symlinks, with modes and owners.
-    /// FIFOs, sockets and devices are left out.
+    /// The listed tree at `key`, to copy later (see [`ContextTree::copy_to`]).
+    pub fn tree(&self, key: &str) -> ContextTree {
+        let entries = self
+            .subtree(key)
+            .map(|(k, e)| {
+                let under = k[key.len()..].trim_start_matches('/').to_string();
+                (under, e.clone(), self.file(k))
+            })
+            .collect();
+        ContextTree {
+            shown: self.host_path(key),
+            entries,
+        }
+    }
+
+    /// Copy the listed tree at `key` to `dst` now (see [`ContextTree::copy_to`]).
     pub fn copy_out(&self, key: &str, dst: &Path) -> Result<(), ContextError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let mut dirs = Vec::new();
-        for (k, e) in self.subtree(key) {
-            let under = k[key.len()..].trim_start_matches('/');
-            let to = if under.is_empty() {
-                dst.to_path_buf()
-            } else {
-                dst.join(name::to_os(under))
-            };
-            let err = io_err(&to);
-            match e.kind {
-                Kind::Dir => {
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&to)
-                        .map_err(io_err(&to))?;
-                    dirs.push((to.clone(), e.mode));
-                }
-                Kind::File => {
-                    let mut src = self
-                        .file(k)
-                        .ok_or_else(|| ContextError::Changed {
-                            path: self.host_path(k),
-                        })?
-                        .open()?;
-                    let mut out = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&to)
-                        .map_err(io_err(&to))?;
-                    io::copy(&mut src, &mut out).map_err(io_err(&to))?;
-                    fs::set_permissions(&to, fs::Permissions::from_mode(e.mode & 0o7777))
-                        .map_err(err)?;
-                }
-                Kind::Symlink => {
-                    let t = e.link_target.as_deref().unwrap_or("");
-                    std::os::unix::fs::symlink(name::to_os(t), &to).map_err(err)?;
-                }
-                Kind::Other => continue,
-            }
-            std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(io_err(&to))?;
-        }
-        // Modes last: a read-only directory still gets its children.
-        for (d, mode) in dirs.into_iter().rev() {
-            fs::set_permissions(&d, fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(io_err(&d))?;
-        }
-        Ok(())
+        self.tree(key).copy_to(dst)
     }
 
     /// All entries, sorted by path.
@@ -677,15 +706,19 @@ impl Walk<'_> {
             };
             let excluded = self.rules.is_excluded(&key);
             // lstat through the directory's descriptor: never follows a symlink.
+            let changed = |e: Errno| match e {
+                // Gone, or no longer a symlink, between the listing and this call.
+                Errno::ENOENT | Errno::EINVAL => ContextError::Changed { path: shown(&key) },
+                e => io_err(&shown(&key))(e.into()),
+            };
             let st = nix::sys::stat::fstatat(dir, cname, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| io_err(&shown(&key))(e.into()))?;
+                .map_err(changed)?;
             let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
             if excluded && !(is_dir && self.walk_excluded) {
                 continue;
             }
             let target = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                let t = nix::fcntl::readlinkat(dir, cname)
-                    .map_err(|e| io_err(&shown(&key))(e.into()))?;
+                let t = nix::fcntl::readlinkat(dir, cname).map_err(changed)?;
                 Some(name::encode(t.as_bytes()).into_owned())
             } else {
                 None
