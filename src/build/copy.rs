@@ -641,11 +641,19 @@ mod tests {
         fs::write(d.path().join("dir").join(raw), b"bytes").unwrap();
         let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
         let none = |_: &str| false;
-        let items = plan(&[context_source(&c, "dir")], "/out/", &none, &CopyOptions::default())
-            .unwrap();
+        let items = plan(
+            &[context_source(&c, "dir")],
+            "/out/",
+            &none,
+            &CopyOptions::default(),
+        )
+        .unwrap();
         let tar = write_tar(&items, Vec::new()).unwrap();
         let root = tempfile::tempdir().unwrap();
         crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
-        assert_eq!(fs::read(root.path().join("out").join(raw)).unwrap(), b"bytes");
+        assert_eq!(
+            fs::read(root.path().join("out").join(raw)).unwrap(),
+            b"bytes"
+        );
     }
 }

@@ -45,7 +45,12 @@ fn size_text(limit: u64) -> String {
 }
 
 /// Read at most `limit` bytes of `r`; more is an error naming `what` and `path`.
-fn read_bounded(r: impl Read, limit: u64, path: &Path, what: &str) -> Result<Vec<u8>, ContextError> {
+fn read_bounded(
+    r: impl Read,
+    limit: u64,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<u8>, ContextError> {
     let mut buf = Vec::new();
     r.take(limit + 1)
         .read_to_end(&mut buf)
@@ -148,7 +153,11 @@ pub fn read_ignore_file(dir: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, Con
         Err(e) => return Err(io(dir, e)),
     };
     let cname = CString::new(name.as_bytes()).map_err(|_| refused(&path, "bad file name"))?;
-    match nix::sys::stat::fstatat(&dirfd, cname.as_c_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+    match nix::sys::stat::fstatat(
+        &dirfd,
+        cname.as_c_str(),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
         Ok(_) => {}
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(io(&path, e)),
@@ -180,7 +189,13 @@ pub fn read_ignore_file(dir: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, Con
         Err(e) => return Err(io(&path, e)),
     };
     regular(&fd, &path, "an ignore file")?;
-    read_bounded(std::fs::File::from(fd), IGNORE_LIMIT, &path, "the ignore file").map(Some)
+    read_bounded(
+        std::fs::File::from(fd),
+        IGNORE_LIMIT,
+        &path,
+        "the ignore file",
+    )
+    .map(Some)
 }
 
 #[cfg(test)]
@@ -212,11 +227,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join(".dockerignore")).unwrap();
         let e = ignore_err(d.path());
-        assert!(e.contains(".dockerignore") && e.contains("directory"), "{e}");
+        assert!(
+            e.contains(".dockerignore") && e.contains("directory"),
+            "{e}"
+        );
 
         let d = tempfile::tempdir().unwrap();
-        nix::unistd::mkfifo(&d.path().join(".dockerignore"), Mode::from_bits_truncate(0o644))
-            .unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join(".dockerignore"),
+            Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
         let e = ignore_err(d.path());
         assert!(e.contains("FIFO"), "{e}");
 
@@ -245,7 +266,7 @@ mod tests {
             let p = d.path().join(".dockerignore");
             fs::write(&p, "x").unwrap();
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&p, fs::Permissions::from_mode(0)).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
             assert!(ignore_err(d.path()).contains(".dockerignore"));
         }
     }
@@ -276,8 +297,11 @@ mod tests {
         let e = ignore_err(d.path());
         assert!(e.contains("limit of 1 MiB"), "{e}");
 
-        fs::write(&df.with_file_name("ok"), "FROM scratch\n").unwrap();
-        assert_eq!(read_dockerfile(&d.path().join("ok")).unwrap(), b"FROM scratch\n");
+        fs::write(df.with_file_name("ok"), "FROM scratch\n").unwrap();
+        assert_eq!(
+            read_dockerfile(&d.path().join("ok")).unwrap(),
+            b"FROM scratch\n"
+        );
     }
 
     #[test]

@@ -689,8 +689,8 @@ impl Walk<'_> {
         let mut walked = Vec::new();
         let mut subdirs: Vec<(String, CString, u64, u64)> = Vec::new();
         let fail = |e: Errno| io_err(&shown(rel))(e.into());
-        let mut listing = nix::dir::Dir::from_fd(dir.try_clone().map_err(io_err(&shown(rel)))?)
-            .map_err(fail)?;
+        let mut listing =
+            nix::dir::Dir::from_fd(dir.try_clone().map_err(io_err(&shown(rel)))?).map_err(fail)?;
         for item in listing.iter() {
             let item = item.map_err(fail)?;
             let cname: &CStr = item.file_name();
@@ -1015,11 +1015,17 @@ mod tests {
             c.get("link").unwrap().link_target.as_deref(),
             Some(&*name::encode(b"t\xfe"))
         );
-        assert_eq!(c.hash_contents(&[""], &mut StatCache::in_memory()).unwrap(), 1);
+        assert_eq!(
+            c.hash_contents(&[""], &mut StatCache::in_memory()).unwrap(),
+            1
+        );
         let h1 = c.tree_hash("").unwrap();
         // The name is part of the hash: another invalid byte is another tree.
-        fs::rename(d.path().join(raw), d.path().join(std::ffi::OsStr::from_bytes(b"n\xfeame")))
-            .unwrap();
+        fs::rename(
+            d.path().join(raw),
+            d.path().join(std::ffi::OsStr::from_bytes(b"n\xfeame")),
+        )
+        .unwrap();
         let mut c = scan(d.path(), "");
         c.hash_contents(&[""], &mut StatCache::in_memory()).unwrap();
         assert_ne!(c.tree_hash("").unwrap(), h1);
@@ -1037,7 +1043,12 @@ mod tests {
         write(d.path(), "a/b.txt", b"hello");
         write(d.path(), "\u{e9}t\u{e9}", b"x");
         symlink("../a", d.path().join("a/up")).unwrap();
-        for (p, m) in [("", 0o755), ("a", 0o755), ("a/b.txt", 0o644), ("\u{e9}t\u{e9}", 0o600)] {
+        for (p, m) in [
+            ("", 0o755),
+            ("a", 0o755),
+            ("a/b.txt", 0o644),
+            ("\u{e9}t\u{e9}", 0o600),
+        ] {
             fs::set_permissions(d.path().join(p), fs::Permissions::from_mode(m)).unwrap();
         }
         let mut c = scan(d.path(), "");

@@ -197,7 +197,10 @@ fn race_builds(
             stderr(&o)
         );
         if let Some(f) = tree_contains(&dest, MARKER) {
-            panic!("round {i}: {} holds bytes from outside the context", f.display());
+            panic!(
+                "round {i}: {} holds bytes from outside the context",
+                f.display()
+            );
         }
         if o.status.success() {
             ok += 1;
@@ -212,7 +215,10 @@ fn race_builds(
         let _ = fs::remove_dir_all(&dest);
     }
     drop(swapper);
-    assert!(unexpected.is_empty(), "unexpected failures:\n{unexpected:#?}");
+    assert!(
+        unexpected.is_empty(),
+        "unexpected failures:\n{unexpected:#?}"
+    );
     let dest = base.join("out-after");
     let dest_arg = format!("type=local,dest={}", dest.display());
     let o = kiln_bounded(
@@ -306,7 +312,11 @@ fn fifo_in_the_context_never_blocks_and_is_copied_as_a_fifo() {
     let s = TestStore::new();
     let base = s.dir.path();
     let ctx = base.join("ctx");
-    write(&ctx, "Dockerfile", b"FROM scratch\nCOPY fifo /x\nCOPY . /all/\n");
+    write(
+        &ctx,
+        "Dockerfile",
+        b"FROM scratch\nCOPY fifo /x\nCOPY . /all/\n",
+    );
     nix::unistd::mkfifo(
         &ctx.join("fifo"),
         nix::sys::stat::Mode::from_bits_truncate(0o644),
@@ -334,7 +344,11 @@ fn non_utf8_file_names_are_copied() {
     let s = TestStore::new();
     let base = s.dir.path();
     let ctx = base.join("ctx");
-    write(&ctx, "Dockerfile", b"FROM scratch\nCOPY . /all/\nCOPY dir /d/\n");
+    write(
+        &ctx,
+        "Dockerfile",
+        b"FROM scratch\nCOPY . /all/\nCOPY dir /d/\n",
+    );
     fs::create_dir_all(ctx.join("dir")).unwrap();
     let name = OsStr::from_bytes(b"caf\xe9.txt");
     fs::write(ctx.join(name), b"latin-1 name").unwrap();
@@ -348,7 +362,10 @@ fn non_utf8_file_names_are_copied() {
         Duration::from_secs(300),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(fs::read(dest.join("all").join(name)).unwrap(), b"latin-1 name");
+    assert_eq!(
+        fs::read(dest.join("all").join(name)).unwrap(),
+        b"latin-1 name"
+    );
     assert_eq!(fs::read(dest.join("d").join(name)).unwrap(), b"in a dir");
 }
 
@@ -374,12 +391,22 @@ fn non_utf8_dockerignore_still_excludes_what_it_names() {
     write(&ctx, "secret.key", b"SECRET");
     write(&ctx, "keep.txt", b"keep");
     fs::write(ctx.join(OsStr::from_bytes(b"caf\xe9.pem")), b"SECRET2").unwrap();
-    write(&ctx, ".dockerignore", b"# caf\xe9\nsecret.key\ncaf\xe9.pem\n");
+    write(
+        &ctx,
+        ".dockerignore",
+        b"# caf\xe9\nsecret.key\ncaf\xe9.pem\n",
+    );
     let (o, dest) = copy_all(&s, &ctx, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(dest.join("all/keep.txt").exists());
-    assert!(!dest.join("all/secret.key").exists(), "secret.key was copied");
-    assert!(!dest.join("all").join(OsStr::from_bytes(b"caf\xe9.pem")).exists());
+    assert!(
+        !dest.join("all/secret.key").exists(),
+        "secret.key was copied"
+    );
+    assert!(!dest
+        .join("all")
+        .join(OsStr::from_bytes(b"caf\xe9.pem"))
+        .exists());
 }
 
 // Regression (issue 15 items 4 and 5, checklists 30 and 31): an ignore file kiln could not
@@ -394,9 +421,7 @@ fn unusable_dockerignore_is_a_build_error_naming_it() {
         ("directory", |p| fs::create_dir(p).unwrap(), "a directory"),
         (
             "fifo",
-            |p| {
-                nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap()
-            },
+            |p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap(),
             "a FIFO",
         ),
         ("dev-zero", |p| symlink("/dev/zero", p).unwrap(), "out of"),
