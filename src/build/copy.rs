@@ -623,7 +623,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
         let target = |n: &str| fs::read_link(root.path().join("x").join(n)).unwrap();
-        assert_eq!(target("rootlink"), Path::new("/"));
+        // As bytes: `Path` equality calls `//` and `/` the same.
+        assert_eq!(target("rootlink").as_os_str(), "/");
         assert_eq!(target("odd").as_os_str(), "./a//b/");
         assert_eq!(target("long").as_os_str(), long.as_str());
         let pipe = fs::symlink_metadata(root.path().join("x/pipe")).unwrap();
