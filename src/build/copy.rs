@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::context::ignore::IgnoreRules;
-use crate::context::{Context, Kind};
+use crate::context::{name, Context, ContextFile, Kind};
 
 /// One item to write into the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,10 @@ pub struct Item {
 pub enum ItemKind {
     /// A regular file copied from a host path.
     File(PathBuf),
+    /// A regular file of the build context, read only if it is still the file hashed.
+    ContextFile(ContextFile),
+    /// A FIFO (created empty, as BuildKit's copy does).
+    Fifo,
     /// A regular file with inline content (a heredoc).
     Data(Vec<u8>),
     /// A directory.
@@ -85,6 +89,10 @@ pub struct SourceEntry {
     pub link: Option<String>,
     /// Where to read it.
     pub host: PathBuf,
+    /// For a file of the build context: the file as listed, to open safely.
+    pub context: Option<ContextFile>,
+    /// A FIFO (`kind` is `Other`).
+    pub fifo: bool,
 }
 
 /// The flags of one COPY/ADD.
@@ -136,7 +144,9 @@ pub fn context_source(ctx: &Context, rel: &str) -> Source {
             gid: e.gid,
             mtime: e.mtime.0,
             link: e.link_target.clone(),
-            host: ctx.root().join(k),
+            host: ctx.host_key(k),
+            context: ctx.file(k),
+            fifo: e.is_fifo(),
         })
         .collect();
     Source {
@@ -153,7 +163,7 @@ pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
         let host = if p.is_empty() {
             root.to_path_buf()
         } else {
-            root.join(&p)
+            root.join(name::to_os(&p))
         };
         let meta = fs::symlink_metadata(&host)?;
         let ft = meta.file_type();
@@ -167,14 +177,16 @@ pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
             Kind::Other
         };
         let link = if kind == Kind::Symlink {
-            Some(fs::read_link(&host)?.to_string_lossy().into_owned())
+            use std::os::unix::ffi::OsStrExt;
+            Some(name::encode(fs::read_link(&host)?.as_os_str().as_bytes()).into_owned())
         } else {
             None
         };
         if kind == Kind::Dir {
+            use std::os::unix::ffi::OsStrExt;
             let mut names: Vec<String> = fs::read_dir(&host)?
                 .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .map(|e| name::encode(e.file_name().as_bytes()).into_owned())
                 .collect();
             names.sort();
             for n in names.into_iter().rev() {
@@ -190,6 +202,8 @@ pub fn tree_source(root: &Path, rel: &str) -> io::Result<Source> {
             mtime: meta.mtime(),
             link,
             host,
+            context: None,
+            fifo: std::os::unix::fs::FileTypeExt::is_fifo(&ft),
         });
     }
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
@@ -272,12 +286,15 @@ pub fn plan(
             if name.is_empty() {
                 continue;
             }
-            let kind = match e.kind {
-                Kind::File => ItemKind::File(e.host.clone()),
-                Kind::Dir => ItemKind::Dir,
-                Kind::Symlink => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
-                // FIFOs, sockets and devices of a build context are not copied.
-                Kind::Other => continue,
+            let kind = match (e.kind, &e.context) {
+                (Kind::File, Some(f)) => ItemKind::ContextFile(f.clone()),
+                (Kind::File, None) => ItemKind::File(e.host.clone()),
+                (Kind::Dir, _) => ItemKind::Dir,
+                (Kind::Symlink, _) => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
+                // A FIFO is copied as a FIFO, as BuildKit does (fsutil's copy makes one).
+                (Kind::Other, _) if e.fifo => ItemKind::Fifo,
+                // Sockets and devices are not copied.
+                (Kind::Other, _) => continue,
             };
             let (uid, gid) = match opts.chown {
                 Some(o) => o,
@@ -285,7 +302,7 @@ pub fn plan(
                 None => (0, 0),
             };
             let mode = match (opts.chmod, &kind) {
-                (Some(m), ItemKind::File(_) | ItemKind::Dir) => m,
+                (Some(m), ItemKind::File(_) | ItemKind::ContextFile(_) | ItemKind::Dir) => m,
                 (_, ItemKind::Symlink(_)) => 0o777,
                 _ => e.mode,
             };
@@ -342,6 +359,8 @@ pub fn missing_parents(
 }
 
 /// Write the items as a tar stream (parents are created by the extractor, 0755 root).
+/// Names and symlink targets are written as their raw bytes (see [`name`]); a target
+/// verbatim, never normalised (`/` stays `/`).
 pub fn write_tar<W: Write>(items: &[Item], out: W) -> io::Result<W> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
@@ -351,36 +370,74 @@ pub fn write_tar<W: Write>(items: &[Item], out: W) -> io::Result<W> {
         h.set_uid(u64::from(it.uid));
         h.set_gid(u64::from(it.gid));
         h.set_mtime(it.mtime.max(0) as u64);
+        let path = PathBuf::from(name::to_os(&it.name).into_owned());
         match &it.kind {
             ItemKind::File(p) => {
                 let f = fs::File::open(p)?;
-                let len = f.metadata()?.len();
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(len);
-                // A file that shrinks while being read would corrupt the stream; take
-                // exactly `len` bytes and pad if it got shorter.
-                let reader =
-                    io::Read::take(io::Read::chain(io::Read::take(f, len), io::repeat(0)), len);
-                b.append_data(&mut h, &it.name, reader)?;
+                append_file(&mut b, &mut h, &path, f)?;
+            }
+            ItemKind::ContextFile(cf) => {
+                let f = cf.open().map_err(io::Error::other)?;
+                append_file(&mut b, &mut h, &path, f)?;
             }
             ItemKind::Data(d) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(d.len() as u64);
-                b.append_data(&mut h, &it.name, d.as_slice())?;
+                b.append_data(&mut h, &path, d.as_slice())?;
             }
             ItemKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                b.append_data(&mut h, format!("{}/", it.name), io::empty())?;
+                let mut dir = path.into_os_string();
+                dir.push("/");
+                b.append_data(&mut h, dir, io::empty())?;
+            }
+            ItemKind::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_size(0);
+                b.append_data(&mut h, &path, io::empty())?;
             }
             ItemKind::Symlink(t) => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                b.append_link(&mut h, &it.name, t)?;
+                let target = name::decode(t);
+                // The tar crate's `append_link` cleans the target (`/` became `//`).
+                let slot = h.as_old().linkname.len();
+                if target.len() > slot {
+                    let mut long = tar::Header::new_gnu();
+                    long.set_entry_type(tar::EntryType::GNULongLink);
+                    if let Some(g) = long.as_gnu_mut() {
+                        g.name[..13].copy_from_slice(b"././@LongLink");
+                    }
+                    long.set_mode(0o644);
+                    long.set_size(target.len() as u64 + 1);
+                    long.set_cksum();
+                    b.append(&long, io::Read::chain(target.as_ref(), &[0u8][..]))?;
+                    h.set_link_name_literal(&target[..slot])?;
+                } else {
+                    h.set_link_name_literal(&target)?;
+                }
+                b.append_data(&mut h, &path, io::empty())?;
             }
         }
     }
     b.into_inner()
+}
+
+/// Append an opened regular file as `path`.
+fn append_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &Path,
+    f: fs::File,
+) -> io::Result<()> {
+    let len = f.metadata()?.len();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(len);
+    // A file that shrinks while being read would corrupt the stream; take exactly `len`
+    // bytes and pad if it got shorter.
+    let reader = io::Read::take(io::Read::chain(io::Read::take(f, len), io::repeat(0)), len);
+    b.append_data(h, path, reader)
 }
 
 #[cfg(test)]
@@ -535,6 +592,69 @@ mod tests {
         assert_eq!(
             fs::read(root.path().join("app/top.txt")).unwrap(),
             b"top.txt"
+        );
+    }
+
+    // Regression: `COPY rootlink/ /x/` with `rootlink -> /` made a link to `//`: the tar
+    // crate's `append_link` cleans targets. Targets are written verbatim now, long ones
+    // through a GNU long-link entry; and a FIFO is copied as a FIFO (BuildKit's behaviour)
+    // where it used to be dropped.
+    #[test]
+    fn symlink_targets_are_verbatim_and_fifos_are_copied() {
+        use std::os::unix::fs::{symlink, FileTypeExt};
+        let d = tempfile::tempdir().unwrap();
+        let long = format!("./{}/x//y/", "l".repeat(150));
+        symlink("/", d.path().join("rootlink")).unwrap();
+        symlink("./a//b/", d.path().join("odd")).unwrap();
+        symlink(&long, d.path().join("long")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+        )
+        .unwrap();
+        let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
+        let none = |_: &str| false;
+        let srcs: Vec<Source> = ["rootlink", "odd", "long", "pipe"]
+            .iter()
+            .map(|p| context_source(&c, p))
+            .collect();
+        let items = plan(&srcs, "/x/", &none, &CopyOptions::default()).unwrap();
+        let tar = write_tar(&items, Vec::new()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
+        let target = |n: &str| fs::read_link(root.path().join("x").join(n)).unwrap();
+        // As bytes: `Path` equality calls `//` and `/` the same.
+        assert_eq!(target("rootlink").as_os_str(), "/");
+        assert_eq!(target("odd").as_os_str(), "./a//b/");
+        assert_eq!(target("long").as_os_str(), long.as_str());
+        let pipe = fs::symlink_metadata(root.path().join("x/pipe")).unwrap();
+        assert!(pipe.file_type().is_fifo());
+        assert_eq!(pipe.mode() & 0o7777, 0o640);
+    }
+
+    // Regression: context files with names that are not UTF-8 were dropped.
+    #[test]
+    fn non_utf8_names_are_copied() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let raw = std::ffi::OsStr::from_bytes(b"n\xffame");
+        fs::create_dir(d.path().join("dir")).unwrap();
+        fs::write(d.path().join("dir").join(raw), b"bytes").unwrap();
+        let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
+        let none = |_: &str| false;
+        let items = plan(
+            &[context_source(&c, "dir")],
+            "/out/",
+            &none,
+            &CopyOptions::default(),
+        )
+        .unwrap();
+        let tar = write_tar(&items, Vec::new()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        crate::archive::extract(tar.as_slice(), root.path(), &Default::default()).unwrap();
+        assert_eq!(
+            fs::read(root.path().join("out").join(raw)).unwrap(),
+            b"bytes"
         );
     }
 }

@@ -157,6 +157,8 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
             && !it.name.as_bytes().contains(&0);
         let ok_kind = match &it.kind {
             ItemKind::Symlink(t) => !t.is_empty() && !t.as_bytes().contains(&0),
+            // FIFOs go through the extractor.
+            ItemKind::Fifo => false,
             _ => true,
         };
         if !ok_name || !ok_kind || kinds.insert(&it.name, it.kind == ItemKind::Dir).is_some() {
@@ -374,7 +376,9 @@ fn write_item(
     let n = base(&it.name);
     let ts = TimeSpec::new(it.mtime.max(0), 0);
     match &it.kind {
-        ItemKind::Dir => unreachable!("directories are made before the files"),
+        ItemKind::Dir | ItemKind::Fifo => {
+            unreachable!("directories are made before the files; FIFOs are never planned")
+        }
         ItemKind::Symlink(target) => {
             symlinkat(target.as_str(), p, n).map_err(|e| ctx("create", &it.name, e))?;
             fchownat(
@@ -393,7 +397,12 @@ fn write_item(
             finish_file(&f, it, &ts)?;
             Ok(None)
         }
-        ItemKind::File(host) => {
+        ItemKind::File(_) | ItemKind::ContextFile(_) => {
+            let (host, opened) = match &it.kind {
+                ItemKind::ContextFile(cf) => (cf.host(), Some(cf)),
+                ItemKind::File(host) => (host.as_path(), None),
+                _ => unreachable!("matched above"),
+            };
             let h = hashed.get(host);
             if let (Some(l), Some(h)) = (links, h) {
                 if let Some((src, ino)) = l.find(it, h) {
@@ -404,11 +413,16 @@ fn write_item(
                     }
                 }
             }
-            let src = File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(host)
-                .map_err(|e| ctx("read", &host.display().to_string(), e))?;
+            // A context file is opened below the context root and checked to be the one
+            // hashed; a file kiln made (a download) by its path.
+            let src = match opened {
+                Some(cf) => cf.open().map_err(io::Error::other)?,
+                None => File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(host)
+                    .map_err(|e| ctx("read", &host.display().to_string(), e))?,
+            };
             let len = src.metadata()?.len();
             let f = create_file(p, n).map_err(|e| ctx("create", &it.name, e))?;
             copy_data(&src, &f, len).map_err(|e| ctx("copy", &it.name, e))?;
@@ -552,7 +566,12 @@ mod tests {
     fn hashed(items: &[Item]) -> HashMap<PathBuf, Hashed> {
         let mut m = HashMap::new();
         for it in items {
-            if let ItemKind::File(p) = &it.kind {
+            let p = match &it.kind {
+                ItemKind::File(p) => p,
+                ItemKind::ContextFile(cf) => &cf.host().to_path_buf(),
+                _ => continue,
+            };
+            {
                 let md = fs::symlink_metadata(p).unwrap();
                 m.insert(
                     p.clone(),

@@ -21,6 +21,11 @@ pub(crate) enum Pending {
         path: String,
         dst: PathBuf,
     },
+    /// The listed context tree copied to `dst` (a context bind's copy).
+    Context {
+        tree: crate::context::ContextTree,
+        dst: PathBuf,
+    },
     /// A new cache directory `dir` seeded from `path` of the stage `layers`: filled in a
     /// temporary directory beside it, then renamed into place.
     Seed {
@@ -35,6 +40,7 @@ impl Pending {
     pub(crate) fn run(&self, store: &Store) -> Result<(), String> {
         match self {
             Pending::Copy { layers, path, dst } => copy_out(store, layers, path, dst),
+            Pending::Context { tree, dst } => tree.copy_to(dst).map_err(|e| e.to_string()),
             Pending::Seed { layers, path, dir } => {
                 if dir.exists() {
                     return Ok(()); // seeded by an earlier step or a parallel stage

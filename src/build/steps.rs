@@ -1414,16 +1414,19 @@ impl Builder<'_> {
                         context::hex(&h),
                         m.read_only
                     ));
-                    let host = ctx.root().join(&rel);
+                    // The step gets a copy made from the files as listed (each opened below the
+                    // context root through no symlink, and checked to be the one hashed), so a
+                    // directory swapped for a symlink is an error, never a mount of its target.
+                    // A bind of the real directory would need its fd, and mount(2) refuses a
+                    // source from kiln's mount namespace once the step has its own (EINVAL);
+                    // writes to an rw bind are thrown away with the copy.
+                    // Made only when the step runs (a cache hit makes none).
+                    let source = scratch.join(format!("bind-{i}"));
+                    set.pending.push(super::mountsrc::Pending::Context {
+                        tree: ctx.tree(&rel),
+                        dst: source.clone(),
+                    });
                     drop(guard);
-                    let source = if m.read_only {
-                        host
-                    } else {
-                        // Writes to an rw bind are thrown away: the step gets a copy.
-                        let copy = scratch.join(format!("bind-{i}"));
-                        super::mountsrc::copy_tree(&host, &copy).map_err(|e| err(e.to_string()))?;
-                        copy
-                    };
                     set.binds.push(BindMount {
                         source,
                         target,

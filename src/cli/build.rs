@@ -207,25 +207,13 @@ fn key_values(items: &[String], from_env: bool) -> Result<BTreeMap<String, Strin
     Ok(out)
 }
 
-/// `<Dockerfile>.dockerignore` next to the Dockerfile wins over `<context>/.dockerignore`.
+/// `<Dockerfile>.dockerignore` next to the Dockerfile wins over `<context>/.dockerignore`;
+/// one that exists but cannot be read is an error, never skipped.
 fn ignore_rules(
     context: &Path,
     dockerfile: Option<&Path>,
 ) -> Result<kiln::context::IgnoreRules, String> {
-    let mut candidates = Vec::new();
-    if let Some(df) = dockerfile {
-        let mut name = df.as_os_str().to_owned();
-        name.push(".dockerignore");
-        candidates.push(PathBuf::from(name));
-    }
-    candidates.push(context.join(".dockerignore"));
-    for c in candidates {
-        if let Ok(text) = std::fs::read_to_string(&c) {
-            return kiln::context::IgnoreRules::parse(&c.display().to_string(), &text)
-                .map_err(|e| format!("error: {e}"));
-        }
-    }
-    Ok(kiln::context::IgnoreRules::default())
+    kiln::context::files::load_ignore(context, dockerfile).map_err(|e| format!("error: {e}"))
 }
 
 pub fn run(root: &Path, args: &BuildArgs) -> i32 {

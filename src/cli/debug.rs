@@ -1,6 +1,5 @@
 //! `kiln debug ...` and `kiln build --check`: parser-level commands.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -40,16 +39,10 @@ pub struct RunStepArgs {
     pub command: Vec<String>,
 }
 
-/// Read a Dockerfile from a path, or standard input for `-`.
+/// Read a Dockerfile from a path, or standard input for `-`: a regular file, bounded
+/// (see `kiln::context::files`).
 pub fn read_dockerfile(path: &Path) -> Result<Vec<u8>, String> {
-    if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("error: reading Dockerfile from standard input: {e}"))?;
-        return Ok(buf);
-    }
-    std::fs::read(path).map_err(|e| format!("error: reading {}: {e}", path.display()))
+    kiln::context::files::read_dockerfile(path).map_err(|e| format!("error: reading {e}"))
 }
 
 pub fn display_name(path: &Path) -> String {

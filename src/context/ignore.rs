@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use super::name::{encode, units};
+
 /// A problem in a `.dockerignore` file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
@@ -22,7 +24,8 @@ pub struct IgnoreError {
 
 #[derive(Clone, PartialEq, Eq)]
 enum Token {
-    Char(char),
+    /// One character, or one raw byte of a name that is not UTF-8 (see [`super::name`]).
+    Char(u32),
     /// `*`: any run of non-`/` characters.
     Star,
     /// `?`: one non-`/` character.
@@ -32,7 +35,7 @@ enum Token {
     /// `**` at the end: `.*`.
     All,
     /// `[...]`: (negated, ranges).
-    Class(bool, Vec<(char, char)>),
+    Class(bool, Vec<(u32, u32)>),
 }
 
 /// One compiled pattern.
@@ -86,16 +89,16 @@ impl Pattern {
             Some(rest) => (true, rest),
             None => (false, pattern),
         };
-        let chars: Vec<char> = body.chars().collect();
+        let chars = units(body);
         let mut tokens = Vec::new();
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
             i += 1;
-            match c {
-                '*' if chars.get(i) == Some(&'*') => {
+            match char::from_u32(c).unwrap_or('\0') {
+                '*' if chars.get(i) == Some(&STAR) => {
                     i += 1;
-                    if chars.get(i) == Some(&'/') {
+                    if chars.get(i) == Some(&SLASH) {
                         i += 1;
                     }
                     tokens.push(if i >= chars.len() {
@@ -111,7 +114,7 @@ impl Pattern {
                         tokens.push(Token::Char(n));
                         i += 1;
                     }
-                    None => tokens.push(Token::Char('\\')),
+                    None => tokens.push(Token::Char(u32::from('\\'))),
                 },
                 '[' => {
                     let (tok, next) = parse_class(&chars, i)
@@ -120,7 +123,7 @@ impl Pattern {
                     i = next;
                 }
                 ']' => return Err(format!("syntax error in pattern {pattern:?}")),
-                other => tokens.push(Token::Char(other)),
+                _ => tokens.push(Token::Char(c)),
             }
         }
         Ok(Pattern {
@@ -137,7 +140,7 @@ impl Pattern {
 
     /// Whether the whole of `path` matches.
     pub fn matches(&self, path: &str) -> bool {
-        let text: Vec<char> = path.chars().collect();
+        let text = units(path);
         // reachable[j]: the tokens so far can consume exactly text[..j].
         let mut reachable = vec![false; text.len() + 1];
         reachable[0] = true;
@@ -154,7 +157,7 @@ impl Pattern {
                         }
                     }
                     Token::One => {
-                        if text.get(j).is_some_and(|c| *c != '/') {
+                        if text.get(j).is_some_and(|c| *c != SLASH) {
                             next[j + 1] = true;
                         }
                     }
@@ -169,7 +172,7 @@ impl Pattern {
                     Token::Star => {
                         next[j] = true;
                         let mut k = j;
-                        while k < text.len() && text[k] != '/' {
+                        while k < text.len() && text[k] != SLASH {
                             k += 1;
                             next[k] = true;
                         }
@@ -179,7 +182,7 @@ impl Pattern {
                         // `(.*/)?`: nothing, or anything that ends in a slash.
                         next[j] = true;
                         for k in j..text.len() {
-                            if text[k] == '/' {
+                            if text[k] == SLASH {
                                 next[k + 1] = true;
                             }
                         }
@@ -192,8 +195,12 @@ impl Pattern {
     }
 }
 
-fn parse_class(chars: &[char], mut i: usize) -> Option<(Token, usize)> {
-    let neg = chars.get(i) == Some(&'^');
+const SLASH: u32 = '/' as u32;
+const STAR: u32 = '*' as u32;
+
+fn parse_class(chars: &[u32], mut i: usize) -> Option<(Token, usize)> {
+    let is = |c: Option<&u32>, want: char| c == Some(&u32::from(want));
+    let neg = is(chars.get(i), '^');
     if neg {
         i += 1;
     }
@@ -201,19 +208,19 @@ fn parse_class(chars: &[char], mut i: usize) -> Option<(Token, usize)> {
     let mut first = true;
     loop {
         let mut c = *chars.get(i)?;
-        if c == ']' && !first {
+        if c == u32::from(']') && !first {
             return Some((Token::Class(neg, ranges), i + 1));
         }
         first = false;
         i += 1;
-        if c == '\\' {
+        if c == u32::from('\\') {
             c = *chars.get(i)?;
             i += 1;
         }
-        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|n| *n != ']') {
+        if is(chars.get(i), '-') && chars.get(i + 1).is_some_and(|n| *n != u32::from(']')) {
             let mut hi = chars[i + 1];
             i += 2;
-            if hi == '\\' {
+            if hi == u32::from('\\') {
                 hi = *chars.get(i)?;
                 i += 1;
             }
@@ -236,9 +243,18 @@ pub struct IgnoreRules {
 impl IgnoreRules {
     /// Read the text of an ignore file; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<IgnoreRules, IgnoreError> {
+        IgnoreRules::parse_bytes(file, text.as_bytes())
+    }
+
+    /// Read an ignore file's bytes, as Docker does: a line that is not UTF-8 is a pattern
+    /// like any other, matched byte for byte against names that are not UTF-8 either.
+    pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<IgnoreRules, IgnoreError> {
         let mut patterns = Vec::new();
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        for (idx, line) in text.lines().enumerate() {
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        for (idx, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let line = encode(raw);
+            let line: &str = &line;
             if line.starts_with('#') {
                 continue;
             }

@@ -20,6 +20,7 @@ mod instructions_conformance;
 mod parser_conformance;
 mod parser_robustness;
 mod registry;
+mod security_context;
 mod security_devices;
 mod security_escapes;
 mod util;
