@@ -640,10 +640,11 @@ impl Builder<'_> {
             let guard = self.context()?;
             let (ctx, _) = guard.as_ref().expect("scanned by context()");
             for p in paths {
-                if unpack && is_local_archive(&ctx.root().join(p)) {
-                    archives.push(ctx.root().join(p));
-                } else {
-                    ctx_srcs.push(copy::context_source(ctx, p));
+                // Read through the checked context file (no symlink, the listed inode).
+                let archive = ctx.file(p).filter(|f| unpack && is_local_archive(f));
+                match archive {
+                    Some(f) => archives.push(f),
+                    None => ctx_srcs.push(copy::context_source(ctx, p)),
                 }
             }
         }
@@ -1021,9 +1022,9 @@ fn is_tar_header(h: &[u8]) -> bool {
 /// A local file ADD unpacks: a tar, plain or compressed with gzip, bzip2, xz or zstd, as
 /// BuildKit decides it: the file must decompress to something that starts with a tar header
 /// (a gzip file that is not a tar is copied as it is).
-fn is_local_archive(p: &std::path::Path) -> bool {
+fn is_local_archive(file: &crate::context::ContextFile) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(p) else {
+    let Ok(mut f) = file.open() else {
         return false;
     };
     if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
@@ -1045,14 +1046,14 @@ fn is_local_archive(p: &std::path::Path) -> bool {
 /// Unpacks the local archive `a` into `dest` of the image root `merged` (resolved inside
 /// it), with every entry owned by `owner` when given (`ADD --chown`).
 fn unpack_local_archive(
-    a: &std::path::Path,
+    a: &crate::context::ContextFile,
     merged: &std::path::Path,
     dest: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<(), String> {
     use std::io::Read;
-    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", a.display());
-    let mut f = std::fs::File::open(a).map_err(|e| shown(&e))?;
+    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", a.host().display());
+    let mut f = a.open().map_err(|e| shown(&e))?;
     let mut magic = [0u8; 6];
     let n = f.read(&mut magic).map_err(|e| shown(&e))?;
     let head = io::Cursor::new(magic[..n].to_vec()).chain(f);
