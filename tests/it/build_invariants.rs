@@ -43,13 +43,32 @@ fn cases() -> Vec<PathBuf> {
     out
 }
 
-fn context_of(case: &Path) -> PathBuf {
-    let c = case.join("context");
-    if c.is_dir() {
-        c
-    } else {
-        case.to_path_buf()
+/// The case's build context, made in `scratch`: its `context/` folder with the modes of a
+/// `modes` file (the golden corpus's conventions), an empty directory for a case without
+/// one, or the folder itself for an example.
+fn context_of(case: &Path, scratch: &Path) -> PathBuf {
+    if case.parent().is_some_and(|p| p.ends_with("examples")) {
+        return case.to_path_buf();
     }
+    let ctx = scratch.join(format!(
+        "ctx-{}",
+        case.file_name().unwrap().to_string_lossy()
+    ));
+    if !ctx.exists() {
+        fs::create_dir_all(&ctx).unwrap();
+        crate::buildkit_goldens::prepare_context(case, &ctx);
+    }
+    ctx
+}
+
+/// The case's build arguments (`args`: `KEY=VALUE` lines).
+fn args_of(case: &Path) -> Vec<String> {
+    fs::read_to_string(case.join("args"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .flat_map(|kv| ["--build-arg".to_string(), kv.to_string()])
+        .collect()
 }
 
 /// A store holding the test base as `busybox` and `busybox:local`; the second store gets the
@@ -96,11 +115,13 @@ fn build(s: &TestStore, case: &Path, tag: &str, extra: &[&str], epoch: bool) -> 
         iid.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
+    let case_args = args_of(case);
+    args.extend(case_args.iter().map(String::as_str));
     if epoch {
         args.extend_from_slice(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
     }
     args.push(".");
-    let ctx = context_of(case);
+    let ctx = context_of(case, s.dir.path());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
     cmd.args(&args).current_dir(&ctx).env("KILN_ROOT", s.root());
     if epoch {

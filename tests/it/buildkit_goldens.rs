@@ -185,7 +185,7 @@ fn last_lines(s: &str, n: usize) -> String {
 /// Copies `case/context` into `ctx` with the modes git cannot keep (directories 0755, files
 /// 0755 if executable else 0644, everything root's), then applies the case's `modes` file
 /// (`MODE PATH` lines), as scripts/record-goldens.sh does.
-fn prepare_context(case: &Path, ctx: &Path) {
+pub(crate) fn prepare_context(case: &Path, ctx: &Path) {
     let src = case.join("context");
     if src.is_dir() {
         copy_tree(&src, ctx);
