@@ -603,7 +603,19 @@ impl Builder<'_> {
         let stage = &self.plan.stages[idx];
         match &stage.base {
             Base::Scratch => Ok(StageResult {
-                state: StageState::new(ImageSpec::scratch(), Vec::new(), self.escape),
+                state: StageState::new(
+                    // BuildKit's empty image has WorkingDir "/" (and the default PATH, which
+                    // base_state adds to every stage without one).
+                    ImageSpec {
+                        config: crate::image::spec::RunConfig {
+                            working_dir: "/".to_string(),
+                            ..Default::default()
+                        },
+                        ..ImageSpec::scratch()
+                    },
+                    Vec::new(),
+                    self.escape,
+                ),
                 key: {
                     let mut key = KeyBuilder::new("scratch");
                     key.opt("source-date-epoch", epoch);

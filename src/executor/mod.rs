@@ -243,8 +243,8 @@ pub struct StepSpec {
     /// step, as BuildKit's RUN): mknod of a block device or of a character device outside
     /// [`DEFAULT_DEVICES`] fails with EPERM.
     pub mknod_any: bool,
-    /// Bind a generated `/etc/hostname` (Docker's containers). Off for a build step:
-    /// BuildKit's RUN has none.
+    /// Give the command a generated `/etc/hostname` and a `HOSTNAME` variable, as Docker's
+    /// containers have. Off for a build step: BuildKit's RUN has neither.
     pub etc_hostname: bool,
 }
 

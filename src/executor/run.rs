@@ -163,7 +163,7 @@ fn final_env(spec: &StepSpec, hostname: &str) -> (Vec<String>, bool) {
     if !has(&env, "PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
-    if !has(&env, "HOSTNAME") {
+    if spec.etc_hostname && !has(&env, "HOSTNAME") {
         env.push(format!("HOSTNAME={hostname}"));
     }
     let need_home = !has(&env, "HOME");
