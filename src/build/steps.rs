@@ -1222,7 +1222,7 @@ impl Builder<'_> {
         // BuildKit's RUN: one fixed hostname (a random one would differ between two stores
         // in whatever a step writes of it) and no /etc/hostname.
         spec.hostname = Some("buildkitsandbox".to_string());
-        spec.etc_hostname = false;
+        spec.build_step = true;
         spec.binds = mounts.binds.clone();
         let progress = self.progress;
         // The full output goes to the step's log file (never clipped) as well as to the

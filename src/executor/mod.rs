@@ -243,9 +243,11 @@ pub struct StepSpec {
     /// step, as BuildKit's RUN): mknod of a block device or of a character device outside
     /// [`DEFAULT_DEVICES`] fails with EPERM.
     pub mknod_any: bool,
-    /// Give the command a generated `/etc/hostname` and a `HOSTNAME` variable, as Docker's
-    /// containers have. Off for a build step: BuildKit's RUN has neither.
-    pub etc_hostname: bool,
+    /// A build step, as BuildKit's RUN: no generated `/etc/hostname` and no `HOSTNAME`
+    /// variable (Docker's containers have both), and the `/proc`, `/dev` and `/sys` mount
+    /// points an image lacks are made in the step's layer (where runc makes them for
+    /// BuildKit) rather than in the hidden init layer.
+    pub build_step: bool,
 }
 
 impl StepSpec {
@@ -269,7 +271,7 @@ impl StepSpec {
             tmpfs: Vec::new(),
             extra_hosts: Vec::new(),
             mknod_any: false,
-            etc_hostname: true,
+            build_step: false,
         }
     }
 }

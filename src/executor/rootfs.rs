@@ -338,8 +338,9 @@ fn prepare_in(
     copy_owner_mode(top_root, &init)?;
     let mut view = vec![upper.clone()];
     view.extend(lowers.iter().cloned());
+    let stubs = if spec.build_step { &upper } else { &init };
     for d in ["proc", "dev", "sys"] {
-        want_target(&view, &init, d, true, false)?;
+        want_target(&view, stubs, d, true, false)?;
     }
     let hosts = dir.join("hosts");
     let hostname_file = dir.join("hostname");
@@ -358,7 +359,7 @@ fn prepare_in(
         ("etc/hosts".to_string(), hosts),
         ("etc/resolv.conf".to_string(), resolv),
     ];
-    if spec.etc_hostname {
+    if !spec.build_step {
         etc_files.push(("etc/hostname".to_string(), hostname_file));
     }
     for (rel, _) in &etc_files {

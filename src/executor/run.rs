@@ -163,7 +163,7 @@ fn final_env(spec: &StepSpec, hostname: &str) -> (Vec<String>, bool) {
     if !has(&env, "PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
-    if spec.etc_hostname && !has(&env, "HOSTNAME") {
+    if !spec.build_step && !has(&env, "HOSTNAME") {
         env.push(format!("HOSTNAME={hostname}"));
     }
     let need_home = !has(&env, "HOME");
