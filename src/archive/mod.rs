@@ -26,7 +26,7 @@ pub use extract::{extract, extract_under, ExtractOptions, ExtractStats, Whiteout
 pub use stream::Compression;
 #[cfg(test)]
 pub use upper::upper_entries;
-pub use upper::write_upper;
+pub use upper::{write_upper, write_upper_over};
 pub(crate) use writer::read_xattrs;
 #[cfg(test)]
 pub use writer::LayerEntry;

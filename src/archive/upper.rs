@@ -134,8 +134,26 @@ pub fn write_upper<W: Write>(
     out: W,
     opts: WriterOptions,
 ) -> Result<(W, LayerDigest), ArchiveError> {
+    write_upper_over(upper, None, out, opts)
+}
+
+/// [`write_upper`], leaving out what the step did not change: `base` is the merged view of
+/// the layers below (read-only). Overlayfs copies a file up whole when it is opened for
+/// writing, linked or chowned; where the copy is the same as below (type, mode, owner,
+/// device, capabilities, size and mtime, and the content when the mtimes have no
+/// nanoseconds), it is not written again, as BuildKit's overlay differ decides. So `RUN ln
+/// /bin/busybox /x` adds `/x` alone, as a file. An opaque directory with nothing below to
+/// hide gets no opaque marker.
+pub fn write_upper_over<W: Write>(
+    upper: &Path,
+    base: Option<&Path>,
+    out: W,
+    opts: WriterOptions,
+) -> Result<(W, LayerDigest), ArchiveError> {
     let mut w = LayerWriter::new(out, opts);
-    let mut frames = vec![Frame::open(upper.to_path_buf(), Vec::new())?];
+    let mut top = Frame::open(upper.to_path_buf(), Vec::new())?;
+    top.base = base.and_then(|b| open_base_dir(None, b.as_os_str()));
+    let mut frames = vec![top];
     while let Some(frame) = frames.last_mut() {
         let Some(child) = frame.children.pop() else {
             frames.pop();
@@ -153,11 +171,18 @@ pub fn write_upper<W: Write>(
             w.append_whiteout(&name)?;
             continue;
         }
-        if kind != SFlag::S_IFREG.bits() && kind != SFlag::S_IFDIR.bits() {
+        let is_dir = kind == SFlag::S_IFDIR.bits();
+        if !is_dir {
+            if let Some(b) = &frame.base {
+                if same_as_base(b, &child, &source) {
+                    continue;
+                }
+            }
+        }
+        if kind != SFlag::S_IFREG.bits() && !is_dir {
             w.append_path(&name, &source)?;
             continue;
         }
-        let is_dir = kind == SFlag::S_IFDIR.bits();
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
             | OFlag::O_CLOEXEC
@@ -191,7 +216,7 @@ pub fn write_upper<W: Write>(
             continue;
         }
         w.append_node(&name, &source, &md, xattrs, None)?;
-        if attrs
+        let opaque = attrs
             .value(
                 XattrsOf {
                     path: &source,
@@ -200,13 +225,21 @@ pub fn write_upper<W: Write>(
                 b"opaque",
             )?
             .as_deref()
-            == Some(b"y")
-        {
+            == Some(b"y");
+        let below = match &frame.base {
+            Some(b) => open_base_dir(Some(b), &child.name),
+            None => None,
+        };
+        // Without a base, every opaque marker is kept: there may be something below.
+        let hides_something = frame.base.is_none() || below.as_ref().is_some_and(has_entries);
+        if opaque && hides_something {
             w.append_opaque(&name)?;
         }
-        // Deep trees keep only the first levels' directories open.
+        // Deep trees keep only the first levels' directories open (and compare with the
+        // base only there); nothing below an opaque directory shows through from the base.
         let keep_fd = frames.len() < 64;
-        let next = Frame::open_at(source, name, keep_fd.then_some(file))?;
+        let mut next = Frame::open_at(source, name, keep_fd.then_some(file))?;
+        next.base = below.filter(|_| keep_fd && !opaque);
         frames.push(next);
     }
     w.finish()
@@ -219,6 +252,120 @@ struct Frame {
     name: Vec<u8>,
     fd: Option<fs::File>,
     children: Vec<Child>,
+    /// The same directory in the base (the layers below), when it is a real directory there.
+    base: Option<fs::File>,
+}
+
+/// Opens `name` in the base directory `dir` (or the base root by path) as a directory,
+/// never through a symlink.
+fn open_base_dir(dir: Option<&fs::File>, name: &std::ffi::OsStr) -> Option<fs::File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match dir {
+        Some(d) => openat(d.as_fd(), name, flags, Mode::empty()),
+        None => nix::fcntl::open(name, flags, Mode::empty()),
+    };
+    fd.ok().map(fs::File::from)
+}
+
+/// Whether a directory has any entry.
+fn has_entries(dir: &fs::File) -> bool {
+    let Ok(d) = nix::dir::Dir::openat(
+        dir.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    ) else {
+        return true;
+    };
+    let mut d = d;
+    let any = d
+        .iter()
+        .flatten()
+        .any(|e| !matches!(e.file_name().to_bytes(), b"." | b".."));
+    any
+}
+
+/// Whether the upper entry `child` (not a directory) is the same as the entry of that name
+/// in the base directory `base`, by BuildKit's overlay differ's rule (see
+/// [`write_upper_over`]).
+fn same_as_base(base: &fs::File, child: &Child, upper_path: &Path) -> bool {
+    if child.whiteout {
+        return false;
+    }
+    let Ok(b) = fstatat(
+        base.as_fd(),
+        child.name.as_os_str(),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) else {
+        return false;
+    };
+    let u = &child.st;
+    if (b.st_mode, b.st_uid, b.st_gid, b.st_rdev) != (u.st_mode, u.st_uid, u.st_gid, u.st_rdev)
+        || b.st_size != u.st_size
+        || b.st_mtime != u.st_mtime
+    {
+        return false;
+    }
+    let kind = u.st_mode & SFlag::S_IFMT.bits();
+    let regular = kind == SFlag::S_IFREG.bits();
+    let open = |dir: Option<&fs::File>| -> Option<fs::File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = match dir {
+            Some(d) => openat(d.as_fd(), child.name.as_os_str(), flags, Mode::empty()),
+            None => nix::fcntl::open(upper_path, flags, Mode::empty()),
+        };
+        fd.ok().map(fs::File::from)
+    };
+    if regular {
+        let (Some(bf), Some(uf)) = (open(Some(base)), open(None)) else {
+            return false;
+        };
+        let cap = |f: &fs::File| {
+            XattrsOf {
+                path: upper_path,
+                file: Some(f),
+            }
+            .value(b"security.capability")
+        };
+        match (cap(&bf), cap(&uf)) {
+            (Ok(x), Ok(y)) if x == y => {}
+            _ => return false,
+        }
+        if b.st_mtime_nsec == 0 && u.st_mtime_nsec == 0 {
+            return u.st_size == 0 || same_content(bf, uf);
+        }
+        return b.st_mtime_nsec == u.st_mtime_nsec;
+    }
+    if b.st_mtime_nsec == 0 && u.st_mtime_nsec == 0 {
+        if kind == SFlag::S_IFLNK.bits() {
+            let ut = nix::fcntl::readlinkat(nix::fcntl::AT_FDCWD, upper_path).ok();
+            let bt = nix::fcntl::readlinkat(base.as_fd(), child.name.as_os_str()).ok();
+            return ut.is_some() && ut == bt;
+        }
+        return true;
+    }
+    b.st_mtime_nsec == u.st_mtime_nsec
+}
+
+/// Whether two files have the same bytes.
+fn same_content(mut a: fs::File, mut b: fs::File) -> bool {
+    use std::io::Read;
+    let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = match a.read(&mut x) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if b.read_exact(&mut y[..n]).is_err() {
+            return false;
+        }
+        if x[..n] != y[..n] {
+            return false;
+        }
+        if n == 0 {
+            return b.read(&mut y[..1]).is_ok_and(|m| m == 0);
+        }
+    }
 }
 
 struct Child {
@@ -245,6 +392,7 @@ impl Frame {
             name,
             fd,
             children: Vec::new(),
+            base: None,
         };
         let shown = || frame.path.display().to_string();
         let rd = fs::read_dir(&frame.path)

@@ -143,12 +143,49 @@ pub fn commit_dir(
     upper: &Path,
     clamp_mtime: Option<i64>,
 ) -> Result<LayerRef, FsError> {
+    commit_dir_over(store, upper, None, clamp_mtime)
+}
+
+/// [`commit_dir`] for a RUN step's upper dir over the snapshots `lowers` (top-most first):
+/// files overlayfs copied up but the step left as they were are not written again (see
+/// [`archive::write_upper_over`]), as BuildKit's differ does. The lowers are compared
+/// through a read-only overlay of them that only this call sees.
+pub fn commit_run_dir(
+    store: &Store,
+    upper: &Path,
+    lowers: &[PathBuf],
+    clamp_mtime: Option<i64>,
+) -> Result<LayerRef, FsError> {
+    if lowers.is_empty() {
+        return commit_dir(store, upper, clamp_mtime);
+    }
+    let scratch = scratch_dir(store)?;
+    let empty = scratch.path().join("upper");
+    let work = scratch.path().join("overlay");
+    fs::create_dir_all(&empty)?;
+    fs::create_dir_all(&work)?;
+    with_overlay(&[], &empty, &work, &[lowers.to_vec()], |_, roots| {
+        commit_dir_over(
+            store,
+            upper,
+            roots.first().map(PathBuf::as_path),
+            clamp_mtime,
+        )
+    })?
+}
+
+fn commit_dir_over(
+    store: &Store,
+    upper: &Path,
+    base: Option<&Path>,
+    clamp_mtime: Option<i64>,
+) -> Result<LayerRef, FsError> {
     let tmp = scratch_dir(store)?;
     let path = tmp.path().join("layer.tar");
     let file = fs::File::create(&path)?;
     // The writer hands the file whole 1 MiB chunks: no buffering needed here.
     let out = Offload::new(WriteBehind::new(file))?;
-    let (out, digest) = archive::write_upper(upper, out, WriterOptions { clamp_mtime })?;
+    let (out, digest) = archive::write_upper_over(upper, base, out, WriterOptions { clamp_mtime })?;
     // adopt_blob fsyncs before the rename.
     drop(out.finish()?);
     let diff_id = Digest::parse(&digest.diff_id()).map_err(|e| FsError::Io(e.to_string()))?;

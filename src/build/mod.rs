@@ -965,7 +965,14 @@ mod tests {
         assert_eq!(rec.id, r1.image_id);
         let spec =
             ImageSpec::from_slice(&store.read_blob(&rec.id, "config", 1 << 20).unwrap()).unwrap();
-        assert_eq!(spec.config.env, vec!["A=1"]);
+        // BuildKit's empty image starts with the default PATH.
+        assert_eq!(
+            spec.config.env,
+            vec![
+                format!("PATH={}", crate::executor::DEFAULT_PATH),
+                "A=1".to_string()
+            ]
+        );
         assert_eq!(spec.config.labels.unwrap()["v"], "2");
         assert_eq!(spec.config.cmd, Some(vec!["/app".to_string()]));
         assert_eq!(spec.created.as_deref(), Some("2023-11-14T22:13:20Z"));

@@ -1295,8 +1295,13 @@ impl Builder<'_> {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         if changed {
-            let layer = super::fs::commit_dir(self.store, &upper, self.req.source_date_epoch)
-                .map_err(&fse)?;
+            let layer = super::fs::commit_run_dir(
+                self.store,
+                &upper,
+                &spec.lowers,
+                self.req.source_date_epoch,
+            )
+            .map_err(&fse)?;
             res.commit(
                 super::fs::top_chain(&cur.state.layers).as_ref(),
                 &layer.diff_id,

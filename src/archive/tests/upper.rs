@@ -379,3 +379,71 @@ fn deep_uppers_are_written_whole() {
     assert_eq!(fs::read_to_string(deepest.join("f")).unwrap(), "99");
     assert_eq!(fs::read_link(deepest.join("l")).unwrap(), Path::new("f"));
 }
+
+/// What overlayfs copied up but the step did not change is left out, as BuildKit's differ
+/// does: `RUN ln /bin/busybox /x` re-added /bin/busybox (as the file, with /x a hard link to
+/// it); an opaque marker over nothing below was written; a symlink in the base is never
+/// followed to compare.
+#[test]
+fn write_upper_over_leaves_out_unchanged_copy_ups() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = (t.path().join("base"), t.path().join("upper"));
+    for d in [&base, &up] {
+        fs::create_dir_all(d.join("bin")).unwrap();
+    }
+    let same_times = |from: &Path, to: &Path| {
+        let m = fs::metadata(from).unwrap().modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(to)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(m))
+            .unwrap();
+    };
+    fs::write(base.join("bin/busybox"), "busybox binary").unwrap();
+    fs::copy(base.join("bin/busybox"), up.join("bin/busybox")).unwrap();
+    same_times(&base.join("bin/busybox"), &up.join("bin/busybox"));
+    fs::hard_link(up.join("bin/busybox"), up.join("x")).unwrap();
+    // Same bytes, another mode: changed.
+    fs::write(base.join("chmodded"), "c").unwrap();
+    fs::write(up.join("chmodded"), "c").unwrap();
+    same_times(&base.join("chmodded"), &up.join("chmodded"));
+    fs::set_permissions(up.join("chmodded"), fs::Permissions::from_mode(0o600)).unwrap();
+    // Opaque over nothing, and over something.
+    fs::create_dir(up.join("o")).unwrap();
+    fs::create_dir_all(base.join("p/old")).unwrap();
+    fs::create_dir(up.join("p")).unwrap();
+    if is_root() {
+        set(&up.join("o"), "trusted.overlay.opaque", b"y");
+        set(&up.join("p"), "trusted.overlay.opaque", b"y");
+    }
+    // The base's `lnk` is a symlink to a directory holding an equal file: never followed.
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("f"), "f").unwrap();
+    symlink(&outside, base.join("lnk")).unwrap();
+    fs::create_dir(up.join("lnk")).unwrap();
+    fs::write(up.join("lnk/f"), "f").unwrap();
+    same_times(&outside.join("f"), &up.join("lnk/f"));
+
+    let (bytes, _) =
+        crate::archive::write_upper_over(&up, Some(&base), Vec::new(), WriterOptions::default())
+            .unwrap();
+    let names: Vec<(u8, String)> = headers(&bytes)
+        .into_iter()
+        .map(|(t, n)| (t, String::from_utf8(n).unwrap()))
+        .collect();
+    let has = |n: &str| names.iter().any(|(_, x)| x == n);
+    assert!(!has("bin/busybox"), "{names:?}");
+    assert!(names.contains(&(b'0', "x".to_string())), "{names:?}");
+    assert!(has("chmodded") && has("lnk/f"), "{names:?}");
+    if is_root() {
+        assert!(!has("o/.wh..wh..opq"), "{names:?}");
+        assert!(has("p/.wh..wh..opq"), "{names:?}");
+    }
+    // Without a base everything is written, as before.
+    let (all, _) = write_upper(&up, Vec::new(), WriterOptions::default()).unwrap();
+    let all: Vec<Vec<u8>> = headers(&all).into_iter().map(|(_, n)| n).collect();
+    assert!(all.contains(&b"bin/busybox".to_vec()));
+}
