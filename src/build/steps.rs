@@ -1030,9 +1030,7 @@ impl Builder<'_> {
             RunNetwork::Host => {
                 // BuildKit's network.host entitlement: the host's network (its loopback
                 // services included) only when the one building asked for it.
-                if !self.req.allow_network_host
-                    && self.req.network != executor::NetworkMode::Host
-                {
+                if !self.req.allow_network_host && self.req.network != executor::NetworkMode::Host {
                     return Err(err(
                         "network.host is not allowed: RUN --network=host needs \
                          `kiln build --allow network.host`"

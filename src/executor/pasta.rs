@@ -85,19 +85,31 @@ pub fn binary() -> Option<PathBuf> {
 /// A running pasta serving one namespace; dropping it stops pasta.
 #[derive(Debug)]
 pub struct Pasta {
-    child: Child,
+    /// Always `Some` until dropped.
+    child: Option<Child>,
+    /// Until [`Pasta::ready`]: the read end of the `--pid` pipe, and pasta's stderr.
+    starting: Option<(OwnedFd, std::fs::File)>,
 }
 
 impl Pasta {
-    /// Connects the network namespace of process `pid` (in kiln's PID namespace).
+    /// Connects the network namespace of process `pid` (in kiln's PID namespace), and
+    /// returns once its interface, address and routes are configured.
     pub fn start_for(pid: libc::pid_t, opts: PastaOptions) -> Result<Pasta, PastaError> {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(PastaError::Spawn)?;
-        Pasta::start(ns.as_fd(), opts)
+        let mut p = Pasta::spawn_for(pid, opts)?;
+        p.ready()?;
+        Ok(p)
     }
 
-    /// Connects the network namespace `netns` (an open `/proc/<pid>/ns/net`), and returns
-    /// once its interface, address and routes are configured.
-    pub fn start(netns: BorrowedFd<'_>, opts: PastaOptions) -> Result<Pasta, PastaError> {
+    /// Starts connecting the network namespace of process `pid` and returns at once, so
+    /// that the caller can go on preparing the process; [`Pasta::ready`] waits for the end.
+    pub fn spawn_for(pid: libc::pid_t, opts: PastaOptions) -> Result<Pasta, PastaError> {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(PastaError::Spawn)?;
+        Pasta::spawn(ns.as_fd(), opts)
+    }
+
+    /// Starts connecting the network namespace `netns` (an open `/proc/<pid>/ns/net`; pasta
+    /// holds its own reference once started, so the caller may close it).
+    pub fn spawn(netns: BorrowedFd<'_>, opts: PastaOptions) -> Result<Pasta, PastaError> {
         let bin = binary().ok_or(PastaError::NotInstalled)?;
         let (ready_r, ready_w) = pipe()?;
         let (ns_fd, ready_fd) = (netns.as_raw_fd(), ready_w.as_raw_fd());
@@ -121,9 +133,7 @@ impl Pasta {
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                errors.try_clone().map_err(PastaError::Spawn)?,
-            ));
+            .stderr(Stdio::from(errors.try_clone().map_err(PastaError::Spawn)?));
         // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
         // functions (prctl, fcntl) on fds that are open in the child. Only the child's copies
         // of the two fds lose close-on-exec; other processes kiln starts never see them.
@@ -140,14 +150,22 @@ impl Pasta {
         }
         let child = cmd.spawn().map_err(PastaError::Spawn)?;
         drop(ready_w);
-        let mut pasta = Pasta { child };
-        match pasta.wait_ready(&ready_r) {
-            Ok(()) => Ok(pasta),
-            Err(why) => {
-                pasta.kill();
-                Err(PastaError::Failed(why.unwrap_or_else(|| read_errors(errors))))
-            }
-        }
+        Ok(Pasta {
+            child: Some(child),
+            starting: Some((ready_r, errors)),
+        })
+    }
+
+    /// Waits until pasta has configured the namespace (at once if it already has). On an
+    /// error pasta is stopped.
+    pub fn ready(&mut self) -> Result<(), PastaError> {
+        let Some((ready, errors)) = self.starting.take() else {
+            return Ok(());
+        };
+        self.wait_ready(&ready).map_err(|why| {
+            self.kill();
+            PastaError::Failed(why.unwrap_or_else(|| read_errors(errors)))
+        })
     }
 
     /// Waits until pasta writes its PID (configured) or exits (failed). `Err(None)`: pasta's
@@ -182,7 +200,8 @@ impl Pasta {
             }
             if n > 0 {
                 // SAFETY: valid buffer.
-                let r = unsafe { libc::read(ready.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                let r =
+                    unsafe { libc::read(ready.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                 if r > 0 {
                     return Ok(());
                 }
@@ -194,21 +213,41 @@ impl Pasta {
                     return Err(Some(format!("waiting for pasta: {e}")));
                 }
             }
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return Err(None);
             }
         }
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl Drop for Pasta {
+    /// Kills pasta. Its exit is reaped on a thread of its own: closing its tap device and
+    /// sockets takes the kernel tens of milliseconds (the device's unregistration waits for
+    /// RCU grace periods), which a build step need not wait for.
     fn drop(&mut self) {
-        self.kill();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let reaper = std::thread::Builder::new()
+            .name("pasta-reaper".into())
+            .spawn(move || {
+                let _ = child.wait();
+            });
+        if let Err(e) = reaper {
+            // The killed pasta stays a zombie until kiln exits.
+            tracing::debug!(error = %e, "no thread to reap pasta");
+        }
     }
 }
 
@@ -241,7 +280,9 @@ pub fn resolv_conf(host: &str) -> String {
 
 fn read_errors(mut f: std::fs::File) -> String {
     let mut s = String::new();
-    let _ = f.rewind().and_then(|_| f.take(64 * 1024).read_to_string(&mut s));
+    let _ = f
+        .rewind()
+        .and_then(|_| f.take(64 * 1024).read_to_string(&mut s));
     // Without a syslog socket pasta adds one of these to stderr per message.
     s.lines()
         .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())

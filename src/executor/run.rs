@@ -99,7 +99,11 @@ fn sandbox_resolv_conf(spec: &StepSpec, step: &StepDir) -> Result<(), ExecError>
     if spec.network != NetworkMode::Sandbox {
         return Ok(());
     }
-    let Some((_, file)) = step.etc_files.iter().find(|(rel, _)| rel == "etc/resolv.conf") else {
+    let Some((_, file)) = step
+        .etc_files
+        .iter()
+        .find(|(rel, _)| rel == "etc/resolv.conf")
+    else {
         return Ok(());
     };
     let host = std::fs::read(file).map_err(|e| ExecError::io("reading", file, e))?;
@@ -880,6 +884,20 @@ fn attempt(
     drop(go_r);
     drop(child_stdio);
     drop(null);
+    // The namespace exists from the clone on: pasta configures it while the child sets up
+    // its root. It stops when this returns.
+    let mut pasta = if joined.is_none() && spec.network == NetworkMode::Sandbox {
+        match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                container.kill();
+                let _ = container.wait();
+                return Err(network_error(e).into());
+            }
+        }
+    } else {
+        None
+    };
 
     // --- Handshake: the root is ready; resolve the user inside it. ---
     match read_report(&report_r, &container.pidfd)? {
@@ -898,19 +916,12 @@ fn attempt(
         }
     }
     let go = identity(container.pid, spec, &workdir)?;
-    // Outbound network before the command's first instruction; stops when this returns.
-    let _pasta = if joined.is_none() && spec.network == NetworkMode::Sandbox {
-        match Pasta::start_for(container.pid, PastaOptions::sandbox()) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                container.kill();
-                let _ = container.wait();
-                return Err(network_error(e).into());
-            }
-        }
-    } else {
-        None
-    };
+    // Outbound network is up before the command's first instruction.
+    if let Some(Err(e)) = pasta.as_mut().map(Pasta::ready) {
+        container.kill();
+        let _ = container.wait();
+        return Err(network_error(e).into());
+    }
     if let Some(cb) = io.on_ready.as_mut() {
         if let Err(e) = cb(container.pid) {
             container.kill();

@@ -128,7 +128,19 @@ fn on_fake_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// `pasta` processes in the calling thread's network namespace.
+/// `pasta` processes left in the calling thread's network namespace once kiln is done. A
+/// killed pasta takes a moment to close its device and sockets: a bounded wait for that.
+fn pastas_left() -> Vec<String> {
+    for _ in 0..100 {
+        if pastas_here().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pastas_here()
+}
+
+/// `pasta` processes in the calling thread's network namespace (zombies have none).
 fn pastas_here() -> Vec<String> {
     let here = std::fs::read_link("/proc/thread-self/ns/net").expect("own netns");
     let mut found = Vec::new();
@@ -146,7 +158,11 @@ fn pastas_here() -> Vec<String> {
 /// Builds the one-step Dockerfile `RUN <run>` with `flags`; returns kiln's output.
 fn build(s: &TestStore, run: &str, flags: &[&str]) -> Output {
     let ctx = s.dir.path().join("ctx");
-    write(&ctx, "Dockerfile", &format!("FROM busybox:local\nRUN {run}\n"));
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!("FROM busybox:local\nRUN {run}\n"),
+    );
     let mut args = vec!["build", "--progress=plain", "--no-cache"];
     args.extend_from_slice(flags);
     args.extend_from_slice(&["-t", "net:1", "."]);
@@ -179,7 +195,11 @@ fn run_steps_reach_no_service_on_the_hosts_loopback_by_default() {
         assert!(out.contains(&format!("gateway={GATEWAY}")), "{out}");
         assert!(!out.contains("kiln-loopback-secret"), "{out}");
         assert_eq!(secret.hits(), 0, "a RUN step reached the host's loopback");
-        assert_eq!(pastas_here(), Vec::<String>::new(), "pasta outlived the step");
+        assert_eq!(
+            pastas_left(),
+            Vec::<String>::new(),
+            "pasta outlived the step"
+        );
 
         // `--network host` asks for the host's network, loopback included.
         let o = build(&s, &probe, &["--network", "host"]);
@@ -234,7 +254,11 @@ fn run_steps_have_outbound_access_through_pasta() {
         assert!(out.contains("kiln-reached-outside"), "{out}");
         assert!(out.contains(&format!("default via {GATEWAY}")), "{out}");
         assert!(outside.hits() >= 1);
-        assert_eq!(pastas_here(), Vec::<String>::new(), "pasta outlived the step");
+        assert_eq!(
+            pastas_left(),
+            Vec::<String>::new(),
+            "pasta outlived the step"
+        );
     });
 }
 
@@ -283,7 +307,14 @@ fn run_steps_resolve_names_through_the_hosts_loopback_resolver() {
             .arg("sh")
             .arg(&resolv)
             .arg(env!("CARGO_BIN_EXE_kiln"))
-            .args(["build", "--progress=plain", "--no-cache", "-t", "dns:1", "."])
+            .args([
+                "build",
+                "--progress=plain",
+                "--no-cache",
+                "-t",
+                "dns:1",
+                ".",
+            ])
             .current_dir(&ctx)
             .env("KILN_ROOT", s.root())
             .output()
@@ -309,4 +340,36 @@ fn network_none_has_only_loopback() {
     assert!(o.status.success(), "{}", text(&o));
     let links = std::fs::read_to_string(s.unpack("net:1").join("links")).expect("links");
     assert_eq!(links, "lo\n");
+}
+
+#[test]
+fn a_missing_pasta_fails_the_step_naming_the_package() {
+    let Some(s) = setup() else { return };
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "Dockerfile", "FROM busybox:local\nRUN true\n");
+    // A $PATH without pasta (kiln needs nothing else from it for this build).
+    let empty = s.dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--progress=plain", "-t", "nopasta:1", "."])
+        .current_dir(&ctx)
+        .env("KILN_ROOT", s.root())
+        .env("PATH", &empty)
+        .output()
+        .expect("kiln");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("apt-get install passt"),
+        "{}",
+        stderr(&o)
+    );
+    // Without a network of its own the step needs no pasta.
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--network", "none", "-t", "nopasta:1", "."])
+        .current_dir(&ctx)
+        .env("KILN_ROOT", s.root())
+        .env("PATH", &empty)
+        .output()
+        .expect("kiln");
+    assert!(o.status.success(), "{}", text(&o));
 }
