@@ -1,12 +1,14 @@
 //! Benchmark (not a test): the overhead of a trivial RUN step — sandbox set-up, `true`,
 //! commit of its (empty or one-file) diff, teardown — as the median of 50 runs, over a busybox
-//! root made from the host's static busybox. Run as root: `cargo bench --bench step`.
+//! root made from the host's static busybox, in the default network (its own namespace with
+//! pasta) and, for comparison, with `--network none` and `--network host`. Run as root:
+//! `cargo bench --bench step`.
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln::executor::{run_step, RwLayer, StepIo, StepSpec};
+use kiln::executor::{run_step, NetworkMode, RwLayer, StepIo, StepSpec};
 use kiln::store::Store;
 
 fn busybox_root(dir: &Path) -> std::io::Result<()> {
@@ -26,7 +28,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn one(store: &Store, lower: &Path, argv: &[&str]) -> Duration {
+fn one(store: &Store, lower: &Path, network: NetworkMode, argv: &[&str]) -> Duration {
     let start = Instant::now();
     let res = store.reserve_snapshot().expect("reserve");
     let scratch = tempfile::tempdir_in(store.tmp_dir()).expect("scratch");
@@ -41,6 +43,7 @@ fn one(store: &Store, lower: &Path, argv: &[&str]) -> Duration {
         upper: res.path(),
         work,
     };
+    spec.network = network;
     let out = run_step(&spec, StepIo::default()).expect("run");
     assert!(out.status.success());
     let _ = kiln::executor::remove_step_dir(&out.step_dir);
@@ -66,25 +69,36 @@ fn main() {
     let store = Store::open(d.path().join("root")).expect("store");
     let runs = 50;
     // Warm-up, then the measured runs.
-    one(&store, &lower, &["/bin/true"]);
-    let t: Vec<Duration> = (0..runs)
-        .map(|_| one(&store, &lower, &["/bin/true"]))
-        .collect();
-    println!(
-        "RUN true (set-up, run, commit, teardown): median of {runs}: {:.2} ms",
-        median(t).as_secs_f64() * 1e3
-    );
+    one(&store, &lower, NetworkMode::default(), &["/bin/true"]);
+    for (network, name) in [
+        (
+            NetworkMode::Sandbox,
+            "default network (own namespace, pasta)",
+        ),
+        (NetworkMode::None, "--network none"),
+        (NetworkMode::Host, "--network host"),
+    ] {
+        let t: Vec<Duration> = (0..runs)
+            .map(|_| one(&store, &lower, network, &["/bin/true"]))
+            .collect();
+        println!(
+            "RUN true (set-up, run, commit, teardown), {name}: median of {runs}: {:.2} ms",
+            median(t).as_secs_f64() * 1e3
+        );
+    }
     let t: Vec<Duration> = (0..runs)
         .map(|i| {
             one(
                 &store,
                 &lower,
+                NetworkMode::default(),
                 &["/bin/sh", "-c", &format!("touch /tmp/f{i}")],
             )
         })
         .collect();
     println!(
-        "RUN touch one file (plus a one-file layer commit): median of {runs}: {:.2} ms",
+        "RUN touch one file (plus a one-file layer commit), default network: median of {runs}: \
+         {:.2} ms",
         median(t).as_secs_f64() * 1e3
     );
 }

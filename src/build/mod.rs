@@ -56,8 +56,12 @@ pub struct BuildRequest {
     pub source_date_epoch: Option<i64>,
     /// `.dockerignore` rules for the context.
     pub ignore: crate::context::IgnoreRules,
-    /// `--network none`: RUN steps get only a loopback interface.
-    pub network_none: bool,
+    /// `--network`: the network of RUN steps without a `--network` of their own (by default a
+    /// namespace of their own with outbound access only, see [`crate::executor::NetworkMode`]).
+    pub network: crate::executor::NetworkMode,
+    /// `--allow network.host`: `RUN --network=host` may run (BuildKit's `network.host`
+    /// entitlement; `--network host` grants it too).
+    pub allow_network_host: bool,
     /// `--add-host`: `(name, address)` lines in RUN steps' `/etc/hosts` (not in the cache
     /// key, as BuildKit's).
     pub extra_hosts: Vec<(String, String)>,

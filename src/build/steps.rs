@@ -1148,10 +1148,26 @@ impl Builder<'_> {
         } else {
             cur.state.spec.config.working_dir.clone()
         };
-        let network_none = match r.network {
-            RunNetwork::None => true,
-            RunNetwork::Host => false,
-            _ => self.req.network_none,
+        let network = match r.network {
+            RunNetwork::None => executor::NetworkMode::None,
+            RunNetwork::Host => {
+                // BuildKit's network.host entitlement: the host's network (its loopback
+                // services included) only when the one building asked for it.
+                if !self.req.allow_network_host && self.req.network != executor::NetworkMode::Host {
+                    return Err(err(
+                        "network.host is not allowed: RUN --network=host needs \
+                         `kiln build --allow network.host`"
+                            .to_string(),
+                    ));
+                }
+                executor::NetworkMode::Host
+            }
+            _ => self.req.network,
+        };
+        let network_name = match network {
+            executor::NetworkMode::Sandbox => "sandbox",
+            executor::NetworkMode::Host => "host",
+            executor::NetworkMode::None => "none",
         };
         // Mounts are prepared before the key: a bind's content is part of it.
         let fse = fs_err(r.location);
@@ -1164,7 +1180,7 @@ impl Builder<'_> {
             .list("env", &env)
             .text("user", &user)
             .text("workdir", &workdir)
-            .text("network", if network_none { "none" } else { "host" });
+            .text("network", network_name);
         let key = key.finish();
         let created_by = format!("RUN {} # kiln", argv.join(" "));
         let mut inputs = BTreeMap::new();
@@ -1178,10 +1194,7 @@ impl Builder<'_> {
         }
         inputs.insert("user".to_string(), user.clone());
         inputs.insert("workdir".to_string(), workdir.clone());
-        inputs.insert(
-            "network".to_string(),
-            if network_none { "none" } else { "host" }.to_string(),
-        );
+        inputs.insert("network".to_string(), network_name.to_string());
         if self.lookup(Some(id), position, &key, &mut || inputs.clone(), cur) {
             self.settle_key(&key, cur);
             return Ok(());
@@ -1212,11 +1225,7 @@ impl Builder<'_> {
         }
         spec.workdir = workdir;
         spec.user = user;
-        spec.network = if network_none {
-            executor::NetworkMode::None
-        } else {
-            executor::NetworkMode::Host
-        };
+        spec.network = network;
         spec.cancel = self.cancel.clone();
         spec.extra_hosts = self.req.extra_hosts.clone();
         // BuildKit's RUN: one fixed hostname (a random one would differ between two stores

@@ -44,9 +44,14 @@ pub struct BuildArgs {
     /// Layer compression when pushing: gzip (default) or zstd
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     pub compression: String,
-    /// Network for RUN steps
-    #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
+    /// Network for RUN steps: `default` (a network namespace of their own with outbound
+    /// access through pasta, and no way to the host's loopback), `host` (the host's network,
+    /// its loopback services included) or `none` (loopback only)
+    #[arg(long, default_value = "default", value_parser = ["default", "host", "none"])]
     pub network: String,
+    /// Grant an entitlement: `network.host` lets `RUN --network=host` use the host's network
+    #[arg(long = "allow", value_parser = ["network.host"])]
+    pub allow: Vec<String>,
     /// Progress output: auto (tty on a terminal, else plain), tty (a live view), plain,
     /// json or quiet
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
@@ -164,6 +169,15 @@ impl Progress for Json {
 }
 
 /// This build's log directory, `<root>/logs/<time>-<pid>`; only the newest 20 are kept.
+/// The RUN steps' network for a `--network` value (clap has checked it).
+pub(super) fn network_mode(s: &str) -> kiln::executor::NetworkMode {
+    match s {
+        "host" => kiln::executor::NetworkMode::Host,
+        "none" => kiln::executor::NetworkMode::None,
+        _ => kiln::executor::NetworkMode::Sandbox,
+    }
+}
+
 fn logs_dir(root: &Path) -> PathBuf {
     let base = root.join("logs");
     if let Ok(rd) = std::fs::read_dir(&base) {
@@ -281,7 +295,8 @@ fn build_image(
         no_cache: args.no_cache,
         labels,
         source_date_epoch,
-        network_none: args.network == "none",
+        network: network_mode(&args.network),
+        allow_network_host: args.allow.iter().any(|a| a == "network.host"),
         extra_hosts: args
             .add_host
             .iter()

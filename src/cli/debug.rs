@@ -31,8 +31,8 @@ pub struct RunStepArgs {
     /// Working directory inside the image
     #[arg(short, long)]
     pub workdir: Option<String>,
-    /// Network: host or none
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    /// Network: default (its own, outbound only), host or none
+    #[arg(long, default_value = "default", value_parser = ["default", "host", "none"])]
     pub network: String,
     /// The command and its arguments
     #[arg(last = true, required = true)]
@@ -169,7 +169,7 @@ fn run_step(root: &Path, a: &RunStepArgs) -> i32 {
         dockerfile_name: "run-step".into(),
         tags,
         no_cache: true,
-        network_none: a.network == "none",
+        network: super::build::network_mode(&a.network),
         ..Default::default()
     };
     match kiln::build::build(&store, &req, &RawOutput) {

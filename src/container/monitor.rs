@@ -22,6 +22,7 @@ use super::logs;
 use super::ports::{self, NetnsSlot};
 use super::{Container, ContainerError, Network, Result, State, Status, FORMAT_VERSION};
 use crate::build::fs::lower_dirs;
+use crate::executor::pasta::{Pasta, PastaOptions};
 use crate::executor::{
     self, BindMount, ExecError, ExitStatus, Input, NetworkMode, Output, RwLayer, StepIo, StepSpec,
 };
@@ -378,6 +379,7 @@ fn run_once(
         let network = net_mode;
         let netns = netns_t;
         let dir = dir_t;
+        let mut pasta: Option<Pasta> = None;
         let mut on_ready = |pid: libc::pid_t| -> io::Result<()> {
             // Before the command runs: it is in its cgroup, under its limits, from its
             // first instruction (and so is everything it starts).
@@ -392,7 +394,7 @@ fn run_once(
                     }
                 }
                 if network == Network::Pasta {
-                    start_pasta(&dir, pid);
+                    pasta = start_pasta(&dir, pid);
                 }
             }
             Ok(())
@@ -424,6 +426,8 @@ fn run_once(
             },
         );
         drop(theirs);
+        // pasta ends with the container (and, by its death signal, with this thread).
+        drop(pasta);
         let (res, step_dir) = match res {
             Ok(o) => (Ok(o.status), o.step_dir),
             Err(e) => (Err(e), PathBuf::new()),
@@ -594,7 +598,6 @@ fn run_once(
     if let Ok(mut slot) = netns.lock() {
         *slot = None;
     }
-    stop_pasta(dir);
     let Some((res, step_dir)) = done else {
         return Err(ContainerError::Other(
             "the container's run thread vanished".into(),
@@ -667,68 +670,23 @@ fn accept(listener: &UnixListener) -> Option<Client> {
     }
 }
 
-/// `--network pasta`: outbound access through `pasta` (Debian package `passt`), a user-mode
-/// TCP/UDP stack bound to the container's namespace, no bridge or iptables.
-fn start_pasta(dir: &Path, pid: libc::pid_t) {
-    let Some(pasta) = find_in_path("pasta") else {
-        return;
+/// `--network pasta`: outbound access through `pasta` (Debian package `passt`), with the
+/// gateway address mapped to the host's loopback (podman's `host.containers.internal`).
+/// Without it the container still runs, with no outbound network, and says so.
+fn start_pasta(dir: &Path, pid: libc::pid_t) -> Option<Pasta> {
+    let opts = PastaOptions {
+        gateway_to_host: true,
+        dns_forward: false,
     };
-    let pidfile = dir.join("pasta.pid");
-    let _ = fs::remove_file(&pidfile);
-    // pasta drops its privileges before opening the namespace, and may then not open
-    // /proc/<pid>/ns/net; a bind mount of it (as `ip netns` makes) opens like a file.
-    let nsfile = dir.join("netns");
-    let mounted = fs::write(&nsfile, b"").is_ok()
-        && nix::mount::mount(
-            Some(Path::new(&format!("/proc/{pid}/ns/net"))),
-            &nsfile,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .is_ok();
-    let status = mounted.then(|| {
-        std::process::Command::new(pasta)
-            .args(["--config-net", "--quiet", "--runas", "0:0", "--netns-only"])
-            .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
-            .arg("--netns")
-            .arg(&nsfile)
-            .arg("--pid")
-            .arg(&pidfile)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-    });
-    // pasta goes on using that path after it has put itself in the background: the bind
-    // mount stays until the container ends (`stop_pasta`).
-    if !matches!(status, Some(Ok(s)) if s.success()) {
-        release_netns_file(dir);
-        let _ = fs::write(
-            dir.join("monitor.err"),
-            "pasta could not be started; the container has no outbound network\n",
-        );
-    }
-}
-
-fn stop_pasta(dir: &Path) {
-    let pidfile = dir.join("pasta.pid");
-    if let Ok(s) = fs::read_to_string(&pidfile) {
-        if let Ok(pid) = s.trim().parse::<i32>() {
-            // pasta exits by itself when the namespace goes away; make sure.
-            // SAFETY: kill with integer arguments.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+    match Pasta::start_for(pid, opts) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            let _ = fs::write(
+                dir.join("monitor.err"),
+                format!("{e}; the container has no outbound network\n"),
+            );
+            None
         }
-        let _ = fs::remove_file(&pidfile);
-    }
-    release_netns_file(dir);
-}
-
-fn release_netns_file(dir: &Path) {
-    let nsfile = dir.join("netns");
-    if nsfile.exists() {
-        let _ = nix::mount::umount2(&nsfile, nix::mount::MntFlags::MNT_DETACH);
-        let _ = fs::remove_file(&nsfile);
     }
 }
 

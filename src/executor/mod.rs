@@ -6,7 +6,7 @@
 //! No runc and no re-exec of kiln. [`run_step`] prepares everything in the parent — the mount
 //! plan, C strings, argv/envp arrays, the seccomp program, pipes — then makes one raw
 //! `clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC [| CLONE_NEWNET] |
-//! CLONE_PIDFD)`. The child is PID 1 of the new PID namespace and becomes the step's command:
+//! CLONE_PIDFD)` (`CLONE_NEWNET` unless [`NetworkMode::Host`]). The child is PID 1 of the new PID namespace and becomes the step's command:
 //! **the command itself is PID 1**, as with BuildKit's RUN and `docker run` without
 //! `--init`. When it exits the kernel kills everything else in the namespace, so no process
 //! of a step outlives it.
@@ -24,7 +24,8 @@
 //!    `pivot_root`, detach the old root, set the hostname, bring `lo` up;
 //! 3. report "ready" and wait. The parent now reads `/etc/passwd` and `/etc/group` and creates
 //!    a missing WORKDIR through `/proc/<pid>/root` with `RESOLVE_IN_ROOT` (allocation is fine
-//!    in the parent), and sends uid, gid, groups and HOME in a fixed-size record;
+//!    in the parent), connects the network namespace to [`pasta`] ([`NetworkMode::Sandbox`]),
+//!    and sends uid, gid, groups and HOME in a fixed-size record;
 //! 4. drop the bounding set to Docker's 14 capabilities, install the seccomp filter
 //!    ([`seccomp`]), `setgroups`/`setresgid`/`setresuid`, `capset`, re-arm the death signal,
 //!    enter the workdir (`RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, so `WORKDIR
@@ -100,6 +101,7 @@ mod error;
 pub mod init;
 pub mod kernel;
 pub mod layers;
+pub mod pasta;
 pub mod plan;
 mod rootfs;
 mod run;
@@ -151,8 +153,13 @@ pub const DEFAULT_DEVICES: &[(u32, Option<u32>)] = &[
 /// The network a step sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// The host's network namespace (Docker's default for builds).
+    /// A new network namespace of its own, with outbound TCP/UDP through [`pasta`] and DNS
+    /// through pasta's forwarder, and no route to the host's loopback (as Docker's builder,
+    /// whose steps get "connection refused" from a service on the host's 127.0.0.1). Fails
+    /// the step if pasta is not installed.
     #[default]
+    Sandbox,
+    /// The host's network namespace: everything the host reaches, its loopback included.
     Host,
     /// A new network namespace with only `lo`, up.
     None,
@@ -251,7 +258,8 @@ pub struct StepSpec {
 }
 
 impl StepSpec {
-    /// A spec with Docker's defaults: root, `/`, host network, no extra env.
+    /// A spec with Docker's defaults: root, `/`, a network namespace of its own
+    /// ([`NetworkMode::Sandbox`]), no extra env.
     pub fn new(lowers: Vec<PathBuf>, scratch: impl Into<PathBuf>, argv: Vec<String>) -> Self {
         StepSpec {
             lowers,
@@ -262,7 +270,7 @@ impl StepSpec {
             workdir: "/".into(),
             user: String::new(),
             hostname: None,
-            network: NetworkMode::Host,
+            network: NetworkMode::default(),
             binds: Vec::new(),
             rootfs: RootfsMode::Auto,
             cancel: None,

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 
 use super::error::ExecError;
 use super::kernel::{self, Go, RealKernel, Report, MAX_GROUPS, MAX_HOME};
+use super::pasta::{self, Pasta, PastaError, PastaOptions};
 use super::plan::{self, Op, PlanInput, RootPlan};
 use super::rootfs::{self, StepDir};
 use super::setup::{self, ChildPlan, HomeSlot, Stage};
@@ -68,17 +69,46 @@ fn validate(spec: &StepSpec) -> Result<(), ExecError> {
 /// cancelled), and then the step's scratch dir is already removed.
 pub fn run_step(spec: &StepSpec, mut io: StepIo<'_>) -> Result<StepOutcome, ExecError> {
     validate(spec)?;
+    if spec.network == NetworkMode::Sandbox && pasta::binary().is_none() {
+        return Err(network_error(PastaError::NotInstalled));
+    }
     let id = rootfs::new_id()?;
     let hostname = spec
         .hostname
         .clone()
         .unwrap_or_else(|| id[..12].to_string());
     let step = rootfs::prepare(spec, &id, &hostname)?;
-    let result = run_prepared(spec, &mut io, &id, &hostname, &step);
+    let result = sandbox_resolv_conf(spec, &step)
+        .and_then(|()| run_prepared(spec, &mut io, &id, &hostname, &step));
     if result.is_err() {
         let _ = rootfs::remove_step_dir(&step.dir);
     }
     result
+}
+
+fn network_error(e: PastaError) -> ExecError {
+    ExecError::Setup {
+        stage: "the step's network".into(),
+        source: std::io::Error::other(e),
+    }
+}
+
+/// In a [`NetworkMode::Sandbox`] step the host's loopback resolvers are out of reach: the
+/// step's copy of the host's `/etc/resolv.conf` names pasta's DNS forwarder instead.
+fn sandbox_resolv_conf(spec: &StepSpec, step: &StepDir) -> Result<(), ExecError> {
+    if spec.network != NetworkMode::Sandbox {
+        return Ok(());
+    }
+    let Some((_, file)) = step
+        .etc_files
+        .iter()
+        .find(|(rel, _)| rel == "etc/resolv.conf")
+    else {
+        return Ok(());
+    };
+    let host = std::fs::read(file).map_err(|e| ExecError::io("reading", file, e))?;
+    std::fs::write(file, pasta::resolv_conf(&String::from_utf8_lossy(&host)))
+        .map_err(|e| ExecError::io("writing", file, e))
 }
 
 fn run_prepared(
@@ -616,7 +646,7 @@ fn step_ops(
     }
     Ok(plan::build(&PlanInput {
         root,
-        own_network: spec.network == NetworkMode::None,
+        own_network: spec.network != NetworkMode::Host,
         hostname: cstring("hostname", hostname)?,
         etc_files,
         binds,
@@ -798,7 +828,7 @@ fn attempt(
     let mut flags = libc::CLONE_PIDFD | libc::SIGCHLD;
     if joined.is_none() {
         flags |= libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-        if spec.network == NetworkMode::None {
+        if spec.network != NetworkMode::Host {
             flags |= libc::CLONE_NEWNET;
         }
     }
@@ -854,6 +884,20 @@ fn attempt(
     drop(go_r);
     drop(child_stdio);
     drop(null);
+    // The namespace exists from the clone on: pasta configures it while the child sets up
+    // its root. It stops when this returns.
+    let mut pasta = if joined.is_none() && spec.network == NetworkMode::Sandbox {
+        match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                container.kill();
+                let _ = container.wait();
+                return Err(network_error(e).into());
+            }
+        }
+    } else {
+        None
+    };
 
     // --- Handshake: the root is ready; resolve the user inside it. ---
     match read_report(&report_r, &container.pidfd)? {
@@ -872,6 +916,12 @@ fn attempt(
         }
     }
     let go = identity(container.pid, spec, &workdir)?;
+    // Outbound network is up before the command's first instruction.
+    if let Some(Err(e)) = pasta.as_mut().map(Pasta::ready) {
+        container.kill();
+        let _ = container.wait();
+        return Err(network_error(e).into());
+    }
     if let Some(cb) = io.on_ready.as_mut() {
         if let Err(e) = cb(container.pid) {
             container.kill();

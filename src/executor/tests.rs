@@ -270,7 +270,9 @@ fn network_none_has_only_lo_and_host_shares_the_hosts() {
         .expect("host net")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    let r = run_ok(&f.spec("ls /sys/class/net"));
+    let mut spec = f.spec("ls /sys/class/net");
+    spec.network = NetworkMode::Host;
+    let r = run_ok(&spec);
     let inside: BTreeSet<String> = r.stdout.lines().map(str::to_string).collect();
     assert_eq!(inside, host);
 }

@@ -23,4 +23,5 @@ mod registry;
 mod security_context;
 mod security_devices;
 mod security_escapes;
+mod security_network;
 mod util;

@@ -1,0 +1,344 @@
+//! Connects a network namespace to the outside through `pasta` (Debian package `passt`): a
+//! user-mode TCP/UDP stack that gives the namespace an interface, an address and a default
+//! route, and carries its traffic on ordinary sockets of the host. No bridge, no iptables.
+//!
+//! pasta runs in the foreground as a child of the calling thread, with `PR_SET_PDEATHSIG`:
+//! it goes away with [`Pasta`] (dropped), and with kiln's thread if kiln dies first, so no
+//! pasta outlives the namespace it serves. The namespace reaches pasta as an inherited fd
+//! (`--netns /proc/self/fd/3`): pasta drops its capabilities before opening the namespace
+//! and could no longer open another process's `/proc/<pid>/ns/net`. It reports that the
+//! namespace is configured by writing its PID to `--pid`, here a pipe (`/proc/self/fd/N`),
+//! which it opens only after the interface, address and routes are in place.
+
+use std::io::{self, Read, Seek};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The address a namespace sends DNS queries to when pasta forwards them
+/// ([`PastaOptions::dns_forward`]); pasta answers them from the host's first resolver.
+pub const DNS_FORWARDER: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// How long pasta may take to configure the namespace.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the namespace may reach besides the outside world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PastaOptions {
+    /// Map the namespace's gateway address to the host's loopback (pasta's own default,
+    /// kept by `kiln run --network pasta` as podman's `host.containers.internal`). Off for
+    /// build steps: with it, a RUN step reaches every service listening on the host's
+    /// 127.0.0.1 through its gateway.
+    pub gateway_to_host: bool,
+    /// Forward DNS queries sent to [`DNS_FORWARDER`] to the host's resolver, which may
+    /// itself be on the host's loopback (systemd-resolved's 127.0.0.53).
+    pub dns_forward: bool,
+}
+
+impl PastaOptions {
+    /// A build step's network: outbound only, DNS through the forwarder, nothing of the
+    /// host's loopback.
+    pub fn sandbox() -> PastaOptions {
+        PastaOptions {
+            gateway_to_host: false,
+            dns_forward: true,
+        }
+    }
+}
+
+/// Why pasta could not connect a namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum PastaError {
+    /// No `pasta` in `$PATH`.
+    #[error(
+        "pasta is not installed: RUN steps get their own network through it \
+         (apt-get install passt), or build with --network none"
+    )]
+    NotInstalled,
+    /// The namespace or the pipes could not be opened, or pasta not started.
+    #[error("starting pasta: {0}")]
+    Spawn(#[source] io::Error),
+    /// pasta exited, or did not come up in time, before the namespace was configured.
+    #[error("pasta could not set up the network namespace{}", detail(.0))]
+    Failed(String),
+}
+
+fn detail(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+/// The `pasta` binary from `$PATH`, if installed.
+pub fn binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join("pasta"))
+        .find(|p| p.is_file())
+}
+
+/// A running pasta serving one namespace; dropping it stops pasta.
+#[derive(Debug)]
+pub struct Pasta {
+    /// Always `Some` until dropped.
+    child: Option<Child>,
+    /// Until [`Pasta::ready`]: the read end of the `--pid` pipe, and pasta's stderr.
+    starting: Option<(OwnedFd, std::fs::File)>,
+}
+
+impl Pasta {
+    /// Connects the network namespace of process `pid` (in kiln's PID namespace), and
+    /// returns once its interface, address and routes are configured.
+    pub fn start_for(pid: libc::pid_t, opts: PastaOptions) -> Result<Pasta, PastaError> {
+        let mut p = Pasta::spawn_for(pid, opts)?;
+        p.ready()?;
+        Ok(p)
+    }
+
+    /// Starts connecting the network namespace of process `pid` and returns at once, so
+    /// that the caller can go on preparing the process; [`Pasta::ready`] waits for the end.
+    pub fn spawn_for(pid: libc::pid_t, opts: PastaOptions) -> Result<Pasta, PastaError> {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(PastaError::Spawn)?;
+        Pasta::spawn(ns.as_fd(), opts)
+    }
+
+    /// Starts connecting the network namespace `netns` (an open `/proc/<pid>/ns/net`; pasta
+    /// holds its own reference once started, so the caller may close it).
+    pub fn spawn(netns: BorrowedFd<'_>, opts: PastaOptions) -> Result<Pasta, PastaError> {
+        let bin = binary().ok_or(PastaError::NotInstalled)?;
+        let (ready_r, ready_w) = pipe()?;
+        let (ns_fd, ready_fd) = (netns.as_raw_fd(), ready_w.as_raw_fd());
+        let errors = memfd()?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--foreground", "--quiet", "--config-net", "--netns-only"])
+            // Already root; without --runas pasta would switch to "nobody".
+            .args(["--runas", "0:0"])
+            // No port forwarding in either direction (pasta's default forwards every port
+            // bound in the namespace, and every host port to it).
+            .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+            .arg("--netns")
+            .arg(format!("/proc/self/fd/{ns_fd}"))
+            .arg("--pid")
+            .arg(format!("/proc/self/fd/{ready_fd}"));
+        if !opts.gateway_to_host {
+            cmd.arg("--no-map-gw");
+        }
+        if opts.dns_forward {
+            cmd.arg("--dns-forward").arg(DNS_FORWARDER.to_string());
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(errors.try_clone().map_err(PastaError::Spawn)?));
+        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+        // functions (prctl, fcntl) on fds that are open in the child. Only the child's copies
+        // of the two fds lose close-on-exec; other processes kiln starts never see them.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
+                    || libc::fcntl(ns_fd, libc::F_SETFD, 0) < 0
+                    || libc::fcntl(ready_fd, libc::F_SETFD, 0) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(PastaError::Spawn)?;
+        drop(ready_w);
+        Ok(Pasta {
+            child: Some(child),
+            starting: Some((ready_r, errors)),
+        })
+    }
+
+    /// Waits until pasta has configured the namespace (at once if it already has). On an
+    /// error pasta is stopped.
+    pub fn ready(&mut self) -> Result<(), PastaError> {
+        let Some((ready, errors)) = self.starting.take() else {
+            return Ok(());
+        };
+        self.wait_ready(&ready).map_err(|why| {
+            self.kill();
+            PastaError::Failed(why.unwrap_or_else(|| read_errors(errors)))
+        })
+    }
+
+    /// Waits until pasta writes its PID (configured) or exits (failed). `Err(None)`: pasta's
+    /// own messages say why.
+    fn wait_ready(&mut self, ready: &OwnedFd) -> Result<(), Option<String>> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut buf = [0u8; 32];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Some(format!(
+                    "no answer from pasta after {} seconds",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            let mut p = libc::pollfd {
+                fd: ready.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Short slices: a copy of the pipe's write end may linger in a container process
+            // another thread is cloning, delaying EOF, so pasta's exit is checked as well.
+            let slice = left.min(Duration::from_millis(100)).as_millis() as libc::c_int;
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, slice) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Some(format!("waiting for pasta: {e}")));
+            }
+            if n > 0 {
+                // SAFETY: valid buffer.
+                let r =
+                    unsafe { libc::read(ready.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if r > 0 {
+                    return Ok(());
+                }
+                if r == 0 {
+                    return Err(None);
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(Some(format!("waiting for pasta: {e}")));
+                }
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(None);
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Pasta {
+    /// Kills pasta. Its exit is reaped on a thread of its own: closing its tap device and
+    /// sockets takes the kernel tens of milliseconds (the device's unregistration waits for
+    /// RCU grace periods), which a build step need not wait for.
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let reaper = std::thread::Builder::new()
+            .name("pasta-reaper".into())
+            .spawn(move || {
+                let _ = child.wait();
+            });
+        if let Err(e) = reaper {
+            // The killed pasta stays a zombie until kiln exits.
+            tracing::debug!(error = %e, "no thread to reap pasta");
+        }
+    }
+}
+
+/// The resolver configuration for a namespace served with [`PastaOptions::dns_forward`]:
+/// the host's, with each loopback nameserver (unreachable from the namespace) replaced by
+/// [`DNS_FORWARDER`], once. Other lines are kept as they are.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::with_capacity(host.len());
+    let mut forwarder = false;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        let loopback = words.next() == Some("nameserver")
+            && words
+                .next()
+                .and_then(|a| a.split('%').next())
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback());
+        if loopback {
+            if !forwarder {
+                out.push_str(&format!("nameserver {DNS_FORWARDER}\n"));
+                forwarder = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn read_errors(mut f: std::fs::File) -> String {
+    let mut s = String::new();
+    let _ = f
+        .rewind()
+        .and_then(|_| f.take(64 * 1024).read_to_string(&mut s));
+    // Without a syslog socket pasta adds one of these to stderr per message.
+    s.lines()
+        .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), PastaError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(PastaError::Spawn(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fresh fds.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// An anonymous file for pasta's messages: read only if it fails, never blocks it.
+fn memfd() -> Result<std::fs::File, PastaError> {
+    // SAFETY: a NUL-terminated name; the result is a fresh fd we own.
+    let n = unsafe { libc::memfd_create(c"pasta-errors".as_ptr(), libc::MFD_CLOEXEC) };
+    if n < 0 {
+        return Err(PastaError::Spawn(io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { std::fs::File::from_raw_fd(n) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_nameservers_become_the_forwarder() {
+        let cases = [
+            ("nameserver 10.0.0.2\n", "nameserver 10.0.0.2\n"),
+            (
+                "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n",
+                "nameserver 169.254.1.1\noptions edns0 trust-ad\nsearch lan\n",
+            ),
+            (
+                "nameserver 127.0.0.1\nnameserver ::1\nnameserver 192.0.2.53\n",
+                "nameserver 169.254.1.1\nnameserver 192.0.2.53\n",
+            ),
+            ("nameserver fe80::1%eth0\n", "nameserver fe80::1%eth0\n"),
+            ("# nameserver 127.0.0.1\n", "# nameserver 127.0.0.1\n"),
+            ("", ""),
+        ];
+        for (host, want) in cases {
+            assert_eq!(resolv_conf(host), want, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_pasta_is_named_with_its_package() {
+        let msg = PastaError::NotInstalled.to_string();
+        assert!(msg.contains("apt-get install passt"), "{msg}");
+    }
+}
