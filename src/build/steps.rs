@@ -27,8 +27,11 @@ use crate::cache::explain::{BuildRecord, StepInputs, StoredStep};
 
 /// Part of every COPY/ADD key: changed whenever a COPY of the same inputs writes something
 /// else, so entries an older kiln made are not reused. 2: a `--from` source that is a symlink
-/// is followed, `--chown` owns the parents it creates, `--chown=UID` means `UID:UID`.
-const COPY_SEMANTICS: &str = "2";
+/// is followed, `--chown` owns the parents it creates, `--chown=UID` means `UID:UID`. 3: as
+/// BuildKit: context source symlinks followed, destination symlinks written through, a
+/// created destination directory 0755 and the copy's owner, an empty layer for a copy of
+/// nothing.
+const COPY_SEMANTICS: &str = "3";
 
 /// COPY and ADD, after the parser: what the step must do.
 pub(crate) struct CopySpec<'a> {
