@@ -100,8 +100,8 @@ pub struct SourceEntry {
 pub struct CopyOptions {
     /// `--chown` resolved to numbers.
     pub chown: Option<(u32, u32)>,
-    /// `--chmod` as permission bits.
-    pub chmod: Option<u32>,
+    /// `--chmod`.
+    pub chmod: Option<Chmod>,
     /// `--parents`: keep each source's path below the context root.
     pub parents: bool,
     /// `--exclude` patterns.
@@ -113,23 +113,182 @@ pub struct CopyOptions {
 /// A COPY that cannot be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CopyError {
-    /// Several sources need a directory destination.
-    #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
-    NeedDirDest,
+    /// A directory's contents copied onto something that is not a directory.
+    #[error("cannot copy to non-directory: /{0}")]
+    NotADirectory(String),
     /// A bad `--exclude` pattern.
     #[error("invalid --exclude pattern: {0}")]
     BadExclude(String),
-    /// `--chmod` is not octal.
-    #[error("invalid --chmod value {0:?}: expected an octal mode such as 0755")]
+    /// `--chmod` is neither octal nor symbolic.
+    #[error("invalid --chmod value {0:?}: expected an octal mode between 0 and 07777 (0755) or symbolic modes as chmod(1) takes them (u+x,go-w)")]
     BadChmod(String),
 }
 
-/// Parse a `--chmod` value (octal only, as Docker's classic builder).
-pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| CopyError::BadChmod(s.to_string()))
+/// A `--chmod` value. BuildKit takes an octal number, or else chmod(1)'s symbolic modes
+/// applied to each copied file's and directory's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    /// These permission bits for everything copied.
+    Octal(u32),
+    /// The text (for the cache key) and its clauses, applied in order.
+    Symbolic(String, Vec<ModeOp>),
+}
+
+/// One operation of a symbolic mode: `who` `op` `perm` (`u+x`), or a copy of one class's
+/// bits (`g=u`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeOp {
+    /// The bits the clause may touch: the `who` classes (with their set-id bits); every
+    /// class when no `who` is given (chmod(1) with a zero umask).
+    who: u32,
+    /// `+`, `-` or `=`.
+    op: u8,
+    /// The bits `r`, `w`, `x`, `s`, `t` name (spread over all classes, masked by `who`).
+    perm: u32,
+    /// `X`: execute, for directories and files some class may execute already.
+    cond_x: bool,
+    /// `u`, `g` or `o`: take the permissions of that class (as it is at this point).
+    copy: Option<u8>,
+}
+
+const SET_ID: u32 = 0o6000;
+const STICKY: u32 = 0o1000;
+/// Every class with its set-id bit: what `a` (or no `who`) names.
+const ALL: u32 = 0o6777;
+
+impl Chmod {
+    /// Parse a `--chmod` value: octal up to 07777, else symbolic
+    /// (`[ugoa]*([-+=]([rwxXst]*|[ugo]))+`, clauses separated by `,`).
+    pub fn parse(s: &str) -> Result<Chmod, CopyError> {
+        let bad = || CopyError::BadChmod(s.to_string());
+        if s.starts_with(|c: char| c.is_ascii_digit()) {
+            return u32::from_str_radix(s, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Chmod::Octal)
+                .ok_or_else(bad);
+        }
+        let mut ops = Vec::new();
+        for clause in s.split(',') {
+            let b = clause.as_bytes();
+            let mut i = 0;
+            let mut who = 0;
+            while let Some(c) = b.get(i) {
+                who |= match c {
+                    b'u' => 0o4700,
+                    b'g' => 0o2070,
+                    b'o' => 0o0007,
+                    b'a' => ALL,
+                    _ => break,
+                };
+                i += 1;
+            }
+            // At least one action.
+            if !matches!(b.get(i), Some(b'+' | b'-' | b'=')) {
+                return Err(bad());
+            }
+            while let Some(&op) = b.get(i).filter(|c| matches!(c, b'+' | b'-' | b'=')) {
+                i += 1;
+                let mut o = ModeOp {
+                    who: if who == 0 { ALL } else { who },
+                    op,
+                    perm: 0,
+                    cond_x: false,
+                    copy: None,
+                };
+                if let Some(&c @ (b'u' | b'g' | b'o')) = b.get(i) {
+                    o.copy = Some(c);
+                    i += 1;
+                } else {
+                    while let Some(c) = b.get(i) {
+                        match c {
+                            b'r' => o.perm |= 0o444,
+                            b'w' => o.perm |= 0o222,
+                            b'x' => o.perm |= 0o111,
+                            // `-X` takes execute away like `-x`.
+                            b'X' if op == b'-' => o.perm |= 0o111,
+                            b'X' => o.cond_x = true,
+                            // Set-id and sticky bits mean nothing for `o` alone.
+                            b's' if who != 0o0007 => o.perm |= SET_ID,
+                            b't' if who != 0o0007 => {
+                                o.perm |= STICKY;
+                                o.who |= STICKY;
+                            }
+                            b's' | b't' => {}
+                            _ => break,
+                        }
+                        i += 1;
+                    }
+                }
+                ops.push(o);
+            }
+            if i != b.len() {
+                return Err(bad());
+            }
+        }
+        Ok(Chmod::Symbolic(s.to_string(), ops))
+    }
+
+    /// The mode something of mode `mode` (permission bits) gets.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let ops = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(_, ops) => ops,
+        };
+        let orig = mode & 0o7777;
+        let mut m = orig;
+        for o in ops {
+            let mut add = o.perm;
+            if o.cond_x && (is_dir || orig & 0o111 != 0) {
+                add |= 0o111;
+            }
+            if let Some(from) = o.copy {
+                let bits = match from {
+                    b'u' => (m >> 6) & 7,
+                    b'g' => (m >> 3) & 7,
+                    _ => m & 7,
+                };
+                add = bits * 0o111;
+            }
+            match o.op {
+                b'+' => m |= add & o.who,
+                b'-' => m &= !(add & o.who),
+                _ => {
+                    // `=`: the classes named lose what they had (set-id bits included,
+                    // the sticky bit only when `t` is given), then get exactly `perm`.
+                    let clear = if o.copy.is_some() {
+                        o.who & 0o777
+                    } else {
+                        o.who
+                    };
+                    m = (m & !clear) | (add & o.who);
+                }
+            }
+        }
+        m
+    }
+
+    /// The bits a directory that the copy creates gets: octal modes apply to it (fsutil
+    /// creates it with that mode); symbolic ones do not (0755).
+    pub fn created_dir_mode(chmod: Option<&Chmod>) -> u32 {
+        match chmod {
+            Some(Chmod::Octal(m)) => *m,
+            _ => 0o755,
+        }
+    }
+
+    /// Its cache-key text (octal as `{:o}`, as before symbolic modes existed).
+    pub fn key(&self) -> String {
+        match self {
+            Chmod::Octal(m) => format!("{m:o}"),
+            Chmod::Symbolic(s, _) => s.clone(),
+        }
+    }
+}
+
+/// Parse a `--chmod` value (see [`Chmod::parse`]).
+pub fn parse_chmod(s: &str) -> Result<Chmod, CopyError> {
+    Chmod::parse(s)
 }
 
 /// The entries of a context source, `.dockerignore` already applied by the context scan.
@@ -225,46 +384,72 @@ fn base_name(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-/// Where each source lands. `dest` is absolute (WORKDIR already applied); `dest_is_dir`
-/// tells whether a path exists as a directory in the image.
+/// What the image has at a path (symlinks followed inside its root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing.
+    Nothing,
+    /// A directory.
+    Dir,
+    /// A file, symlink or anything else that is not a directory.
+    Other,
+}
+
+/// Where each source lands. `dest` is absolute (WORKDIR already applied, symlinks resolved
+/// inside the image); `probe` tells what the image has at a path.
+///
+/// As BuildKit does it, each source is copied in turn onto what the earlier ones left: a
+/// directory's contents go into the destination (created 0755, or the octal `--chmod`,
+/// owned by root or the `--chown` user, when it is new; an error when it is a file); a file
+/// goes into the destination when that is a directory or ends with `/`, else becomes it
+/// (`COPY a b /notadir`: the last one wins).
 pub fn plan(
     sources: &[Source],
     dest: &str,
-    dest_is_dir: &dyn Fn(&str) -> bool,
+    probe: &dyn Fn(&str) -> Existing,
     opts: &CopyOptions,
 ) -> Result<Vec<Item>, CopyError> {
     let exclude = IgnoreRules::from_patterns(&opts.exclude).map_err(CopyError::BadExclude)?;
     let dest_rel = crate::build::meta::clean_abs(dest)
         .trim_start_matches('/')
         .to_string();
-    let files = sources
-        .iter()
-        .filter(|s| s.entries.first().is_some_and(|e| e.kind != Kind::Dir))
-        .count();
-    let many = sources.len() > 1;
-    let into_dir = dest.ends_with('/')
-        || dest.ends_with("/.")
-        || dest_rel.is_empty()
-        || many
-        || dest_is_dir(&dest_rel);
-    if many && files > 0 && !(dest.ends_with('/') || dest_is_dir(&dest_rel)) {
-        return Err(CopyError::NeedDirDest);
-    }
+    let trailing = dest.ends_with('/') || dest.ends_with("/.");
+    // What this COPY has put at a path so far, over what the image has.
+    let mut planned: std::collections::HashMap<String, Existing> = Default::default();
+    let kind_of = |planned: &std::collections::HashMap<String, Existing>, p: &str| {
+        if p.is_empty() {
+            return Existing::Dir;
+        }
+        planned.get(p).copied().unwrap_or_else(|| probe(p))
+    };
+    let owner_of = |e: &SourceEntry| match opts.chown {
+        Some(o) => o,
+        None if opts.keep_owner => (e.uid, e.gid),
+        None => (0, 0),
+    };
     let mut items = Vec::new();
     for s in sources {
         let Some(top) = s.entries.first() else {
             continue;
         };
+        let dest_kind = kind_of(&planned, &dest_rel);
+        if trailing && dest_kind == Existing::Other {
+            return Err(CopyError::NotADirectory(dest_rel.clone()));
+        }
         // With --parents the source keeps its path below the context root.
         let target_base = if opts.parents {
             join(&dest_rel, &s.rel)
         } else if top.kind == Kind::Dir {
+            if dest_kind == Existing::Other {
+                return Err(CopyError::NotADirectory(dest_rel.clone()));
+            }
             dest_rel.clone()
-        } else if into_dir {
+        } else if trailing || dest_kind == Existing::Dir {
             join(&dest_rel, base_name(&s.rel))
         } else {
             dest_rel.clone()
         };
+        let base_existed = kind_of(&planned, &target_base);
         for e in &s.entries {
             let under = e
                 .rel
@@ -274,12 +459,9 @@ pub fn plan(
             if !under.is_empty() && exclude.is_excluded(under) {
                 continue;
             }
+            let top_dir = under.is_empty() && top.kind == Kind::Dir && !opts.parents;
             // The destination directory itself keeps what it has when it exists already.
-            if under.is_empty()
-                && top.kind == Kind::Dir
-                && !opts.parents
-                && (target_base.is_empty() || dest_is_dir(&target_base))
-            {
+            if top_dir && base_existed == Existing::Dir {
                 continue;
             }
             let name = join(&target_base, under);
@@ -296,15 +478,23 @@ pub fn plan(
                 // Sockets and devices are not copied.
                 (Kind::Other, _) => continue,
             };
-            let (uid, gid) = match opts.chown {
-                Some(o) => o,
-                None if opts.keep_owner => (e.uid, e.gid),
-                None => (0, 0),
-            };
-            let mode = match (opts.chmod, &kind) {
-                (Some(m), ItemKind::File(_) | ItemKind::ContextFile(_) | ItemKind::Dir) => m,
-                (_, ItemKind::Symlink(_)) => 0o777,
-                _ => e.mode,
+            // A destination directory the copy creates is made, not copied: 0755 (or the
+            // octal --chmod) and root's (or the --chown user's), whatever the source
+            // directory's mode and owner.
+            let ((uid, gid), mode) = if top_dir {
+                (
+                    opts.chown.unwrap_or((0, 0)),
+                    Chmod::created_dir_mode(opts.chmod.as_ref()),
+                )
+            } else {
+                let mode = match (&opts.chmod, &kind) {
+                    (_, ItemKind::Symlink(_)) => 0o777,
+                    (Some(c), ItemKind::File(_) | ItemKind::ContextFile(_) | ItemKind::Dir) => {
+                        c.apply(e.mode, kind == ItemKind::Dir)
+                    }
+                    _ => e.mode,
+                };
+                (owner_of(e), mode)
             };
             items.push(Item {
                 name,
@@ -315,18 +505,38 @@ pub fn plan(
                 mtime: e.mtime,
             });
         }
+        let landed = if top.kind == Kind::Dir {
+            Existing::Dir
+        } else {
+            Existing::Other
+        };
+        planned.insert(target_base, landed);
     }
+    // A later file replaces an earlier one of the same name (`COPY a b /notadir`).
+    let mut last = std::collections::HashMap::new();
+    for (i, it) in items.iter().enumerate() {
+        if it.kind != ItemKind::Dir {
+            last.insert(it.name.clone(), i);
+        }
+    }
+    let mut i = 0;
+    items.retain(|it| {
+        let keep = it.kind == ItemKind::Dir || last.get(&it.name) == Some(&i);
+        i += 1;
+        keep
+    });
     Ok(items)
 }
 
 /// The directories above `items` that the image lacks (`exists` says what it has), as items
-/// owned by `owner`, 0755, parents first: with `--chown`, Docker gives the directories a
-/// COPY creates to that owner too (both builders), where the extractor would make them
-/// root's.
+/// owned by `owner` with permission bits `mode`, parents first: with `--chown`, Docker gives
+/// the directories a COPY creates to that owner too (both builders), and BuildKit makes
+/// them with an octal `--chmod`'s mode, where the extractor would make them 0755 root's.
 pub fn missing_parents(
     items: &[Item],
     exists: &dyn Fn(&str) -> bool,
     owner: (u32, u32),
+    mode: u32,
     mtime: i64,
 ) -> Vec<Item> {
     let listed: std::collections::BTreeSet<&str> = items.iter().map(|i| i.name.as_str()).collect();
@@ -350,7 +560,7 @@ pub fn missing_parents(
         .map(|name| Item {
             name,
             kind: ItemKind::Dir,
-            mode: 0o755,
+            mode,
             uid: owner.0,
             gid: owner.1,
             mtime,
@@ -462,7 +672,7 @@ mod tests {
     #[test]
     fn docker_destination_rules() {
         let (_d, c) = ctx_with(&["a.txt", "b.txt", "src/x.rs", "src/sub/y.rs"]);
-        let none = |_: &str| false;
+        let none = |_: &str| Existing::Nothing;
         let opts = CopyOptions::default();
         let one = [context_source(&c, "a.txt")];
         // File to a new name, into a directory by trailing slash, into an existing dir.
@@ -474,7 +684,13 @@ mod tests {
             names(&plan(&one, "/app/", &none, &opts).unwrap()),
             ["app/a.txt"]
         );
-        let app_exists = |p: &str| p == "app";
+        let app_exists = |p: &str| {
+            if p == "app" {
+                Existing::Dir
+            } else {
+                Existing::Nothing
+            }
+        };
         assert_eq!(
             names(&plan(&one, "/app", &app_exists, &opts).unwrap()),
             ["app/a.txt"]
@@ -486,15 +702,15 @@ mod tests {
             ["dst", "dst/sub", "dst/sub/y.rs", "dst/x.rs"]
         );
         assert_eq!(
-            names(&plan(&dir, "/dst", &|p: &str| p == "dst", &opts).unwrap()),
+            names(&plan(&dir, "/dst", &dir_at("dst"), &opts).unwrap()),
             ["dst/sub", "dst/sub/y.rs", "dst/x.rs"]
         );
-        // Several files need a directory destination.
+        // Several files to a path that is not a directory: each replaces the one before,
+        // as BuildKit copies them (the last one wins).
         let two = [context_source(&c, "a.txt"), context_source(&c, "b.txt")];
-        assert_eq!(
-            plan(&two, "/app", &none, &opts),
-            Err(CopyError::NeedDirDest)
-        );
+        let items = plan(&two, "/app", &none, &opts).unwrap();
+        assert_eq!(names(&items), ["app"]);
+        assert!(matches!(&items[0].kind, ItemKind::ContextFile(f) if f.key() == "b.txt"));
         assert_eq!(
             names(&plan(&two, "/app/", &none, &opts).unwrap()),
             ["app/a.txt", "app/b.txt"]
@@ -521,19 +737,168 @@ mod tests {
     #[test]
     fn owners_and_modes() {
         let (_d, c) = ctx_with(&["f"]);
-        let none = |_: &str| false;
+        let none = |_: &str| Existing::Nothing;
         let src = [context_source(&c, "f")];
         let it = &plan(&src, "/f", &none, &CopyOptions::default()).unwrap()[0];
         assert_eq!((it.uid, it.gid), (0, 0), "context files become root's");
         let o = CopyOptions {
             chown: Some((10, 20)),
-            chmod: Some(0o640),
+            chmod: Some(Chmod::Octal(0o640)),
             ..Default::default()
         };
         let it = &plan(&src, "/f", &none, &o).unwrap()[0];
         assert_eq!((it.uid, it.gid, it.mode), (10, 20, 0o640));
-        assert_eq!(parse_chmod("755"), Ok(0o755));
-        assert!(parse_chmod("u+x").is_err());
+    }
+
+    fn dir_at(dir: &'static str) -> impl Fn(&str) -> Existing {
+        move |p: &str| {
+            if p == dir {
+                Existing::Dir
+            } else {
+                Existing::Nothing
+            }
+        }
+    }
+
+    // Regression (BuildKit golden copy-chmod-symbolic): `--chmod=u+x,g-r` was refused; BuildKit
+    // takes chmod(1)'s symbolic modes, applied to each file's own mode.
+    #[test]
+    fn parse_chmod_takes_octal_and_symbolic_modes() {
+        let ap = |s: &str, mode: u32, dir: bool| parse_chmod(s).unwrap().apply(mode, dir);
+        assert_eq!(parse_chmod("755"), Ok(Chmod::Octal(0o755)));
+        assert_eq!(parse_chmod("0640"), Ok(Chmod::Octal(0o640)));
+        assert_eq!(parse_chmod("7777"), Ok(Chmod::Octal(0o7777)));
+        // (text, mode, is a directory, result)
+        let cases: &[(&str, u32, bool, u32)] = &[
+            ("u+x,g-r", 0o644, false, 0o704),
+            ("go-rwx", 0o755, true, 0o700),
+            ("go-rwx", 0o644, false, 0o600),
+            ("a=r", 0o755, false, 0o444),
+            ("=r", 0o4755, false, 0o444),
+            ("+x", 0o644, false, 0o755),
+            ("u=rwx,go=rx", 0o600, false, 0o755),
+            ("o=", 0o777, false, 0o770),
+            ("g=u", 0o640, false, 0o660),
+            ("go=u-w", 0o750, false, 0o755),
+            ("a+X", 0o644, false, 0o644),
+            ("a+X", 0o744, false, 0o755),
+            ("a+X", 0o600, true, 0o711),
+            ("a-X", 0o755, false, 0o644),
+            ("u+s", 0o755, false, 0o4755),
+            ("g+s", 0o755, true, 0o2755),
+            ("+t", 0o755, true, 0o1755),
+            ("o+t", 0o755, true, 0o755),
+            ("u-s", 0o6755, false, 0o2755),
+            ("u+w-x", 0o555, false, 0o655),
+            ("ug+rw,o-rwx", 0o444, false, 0o660),
+        ];
+        for &(text, mode, dir, want) in cases {
+            assert_eq!(ap(text, mode, dir), want, "{text} on {mode:o}");
+        }
+        for bad in [
+            "", "u", "u+x,", ",u+x", "u+y", "z+x", "8", "0o755", "10000", "u+x g-w", "+x ", "-",
+        ] {
+            if bad == "-" {
+                // A lone operator is a valid clause that changes nothing.
+                assert_eq!(ap(bad, 0o644, false), 0o644);
+                continue;
+            }
+            assert!(parse_chmod(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(parse_chmod("u+x").unwrap().key(), "u+x");
+        assert_eq!(parse_chmod("0755").unwrap().key(), "755");
+    }
+
+    // Regression (goldens copy-dir-private-dest-mode, -chown, multistage-copy-from-chown,
+    // copy-chmod-symbolic-dir): the directory a COPY of a directory's contents creates took
+    // the source directory's mode (0700) and, from a stage, its owner.
+    #[test]
+    fn a_created_destination_directory_is_0755_and_the_copys_owner() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("private/sub")).unwrap();
+        fs::write(d.path().join("private/f"), "f").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for p in ["private", "private/sub"] {
+            fs::set_permissions(d.path().join(p), fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
+        let none = |_: &str| Existing::Nothing;
+        let src = [context_source(&c, "private")];
+        let modes = |o: &CopyOptions| -> Vec<(String, u32, u32)> {
+            plan(&src, "/p/", &none, o)
+                .unwrap()
+                .iter()
+                .map(|i| (i.name.clone(), i.mode, i.uid))
+                .collect()
+        };
+        let m = |n: &str, mode, uid| (n.to_string(), mode, uid);
+        assert_eq!(
+            modes(&CopyOptions::default()),
+            [m("p", 0o755, 0), m("p/f", 0o644, 0), m("p/sub", 0o700, 0)]
+        );
+        let chown = CopyOptions {
+            chown: Some((1000, 1000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            modes(&chown),
+            [
+                m("p", 0o755, 1000),
+                m("p/f", 0o644, 1000),
+                m("p/sub", 0o700, 1000)
+            ]
+        );
+        // From a stage (owners kept) the created directory is still root's.
+        let stage = CopyOptions {
+            keep_owner: true,
+            ..Default::default()
+        };
+        assert_eq!(modes(&stage)[0], m("p", 0o755, 0));
+        // An octal --chmod gives the created directory its mode; a symbolic one does not.
+        let octal = CopyOptions {
+            chmod: Some(Chmod::Octal(0o700)),
+            ..Default::default()
+        };
+        assert_eq!(modes(&octal)[0], m("p", 0o700, 0));
+        let symbolic = CopyOptions {
+            chmod: Some(parse_chmod("go-rwx").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            modes(&symbolic),
+            [m("p", 0o755, 0), m("p/f", 0o600, 0), m("p/sub", 0o700, 0)]
+        );
+    }
+
+    // Regression (golden copy-dir-onto-file): `COPY dir /etc/passwd` replaced nothing and
+    // wrote the directory's contents below a file; BuildKit refuses it.
+    #[test]
+    fn a_directory_onto_a_file_is_refused() {
+        let (_d, c) = ctx_with(&["dir/x", "a.txt"]);
+        let file_at = |p: &str| {
+            if p == "etc/passwd" {
+                Existing::Other
+            } else {
+                Existing::Nothing
+            }
+        };
+        let dir = [context_source(&c, "dir")];
+        let o = CopyOptions::default();
+        assert_eq!(
+            plan(&dir, "/etc/passwd", &file_at, &o),
+            Err(CopyError::NotADirectory("etc/passwd".into()))
+        );
+        assert!(plan(&dir, "/etc/passwd/", &file_at, &o).is_err());
+        // A file source first, then a directory onto what it became.
+        let none = |_: &str| Existing::Nothing;
+        let both = [context_source(&c, "a.txt"), context_source(&c, "dir")];
+        assert!(plan(&both, "/new", &none, &o).is_err());
+        // The other way round, the file goes into the directory the first one made.
+        let both = [context_source(&c, "dir"), context_source(&c, "a.txt")];
+        assert_eq!(
+            names(&plan(&both, "/new", &none, &o).unwrap()),
+            ["new", "new/x", "new/a.txt"]
+        );
     }
 
     // Regression: `COPY --chown=app:app f /new/dir/f` left /new and /new/dir root's.
@@ -555,7 +920,7 @@ mod tests {
             item("tree/sub/z", ItemKind::Data(Vec::new())),
         ];
         let exists = |p: &str| p == "etc";
-        let parents = missing_parents(&items, &exists, (7, 8), 0);
+        let parents = missing_parents(&items, &exists, (7, 8), 0o755, 0);
         assert_eq!(names(&parents), ["etc/x", "new", "new/dir", "tree/sub"]);
         assert!(parents
             .iter()
@@ -569,7 +934,7 @@ mod tests {
         assert_eq!(s.rel, "link");
         let rels: Vec<&str> = s.entries.iter().map(|e| e.rel.as_str()).collect();
         assert_eq!(rels, ["link", "link/x"]);
-        let none = |_: &str| false;
+        let none = |_: &str| Existing::Nothing;
         let items = plan(&[s], "/out/", &none, &CopyOptions::default()).unwrap();
         assert_eq!(names(&items), ["out", "out/x"]);
     }
@@ -577,7 +942,7 @@ mod tests {
     #[test]
     fn tar_stream_round_trips_through_the_extractor() {
         let (_d, c) = ctx_with(&["src/x.rs", "top.txt"]);
-        let none = |_: &str| false;
+        let none = |_: &str| Existing::Nothing;
         let items = plan(
             &[context_source(&c, "src"), context_source(&c, "top.txt")],
             "/app/",
@@ -613,7 +978,7 @@ mod tests {
         )
         .unwrap();
         let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
-        let none = |_: &str| false;
+        let none = |_: &str| Existing::Nothing;
         let srcs: Vec<Source> = ["rootlink", "odd", "long", "pipe"]
             .iter()
             .map(|p| context_source(&c, p))
@@ -641,7 +1006,7 @@ mod tests {
         fs::create_dir(d.path().join("dir")).unwrap();
         fs::write(d.path().join("dir").join(raw), b"bytes").unwrap();
         let c = Context::scan(d.path(), &IgnoreRules::default()).unwrap();
-        let none = |_: &str| false;
+        let none = |_: &str| Existing::Nothing;
         let items = plan(
             &[context_source(&c, "dir")],
             "/out/",

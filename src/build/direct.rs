@@ -550,8 +550,13 @@ mod tests {
             chown,
             ..Default::default()
         };
-        let mut items =
-            copy::plan(&[copy::context_source(&c, "")], "/app", &|_| false, &opts).unwrap();
+        let mut items = copy::plan(
+            &[copy::context_source(&c, "")],
+            "/app",
+            &|_| copy::Existing::Nothing,
+            &opts,
+        )
+        .unwrap();
         items.push(Item {
             name: "app/heredoc".into(),
             kind: ItemKind::Data(b"inline\n".to_vec()),

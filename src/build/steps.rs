@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::archive::{self, ExtractOptions};
 use crate::cache::{CacheRecord, KeyBuilder, CACHE_VERSION};
-use crate::context::select::{confine, select};
+use crate::context::select::{confine, select, Selected};
 use crate::context::{self, Context, StatCache};
 use crate::image::spec::{History, ImageSpec};
 use crate::image::Digest;
@@ -27,8 +27,11 @@ use crate::cache::explain::{BuildRecord, StepInputs, StoredStep};
 
 /// Part of every COPY/ADD key: changed whenever a COPY of the same inputs writes something
 /// else, so entries an older kiln made are not reused. 2: a `--from` source that is a symlink
-/// is followed, `--chown` owns the parents it creates, `--chown=UID` means `UID:UID`.
-const COPY_SEMANTICS: &str = "2";
+/// is followed, `--chown` owns the parents it creates, `--chown=UID` means `UID:UID`. 3: as
+/// BuildKit: context source symlinks followed, destination symlinks written through, a
+/// created destination directory 0755 and the copy's owner, an empty layer for a copy of
+/// nothing.
+const COPY_SEMANTICS: &str = "3";
 
 /// COPY and ADD, after the parser: what the step must do.
 pub(crate) struct CopySpec<'a> {
@@ -71,7 +74,7 @@ pub(crate) enum FromRef {
 
 /// Where a COPY's files come from.
 enum From {
-    Context(Vec<String>),
+    Context(Vec<Selected>),
     Stage(usize, Vec<String>),
     Image(Vec<crate::cache::LayerRef>, Vec<String>),
 }
@@ -456,6 +459,7 @@ impl Builder<'_> {
             })
             .transpose()
             .map_err(&err)?;
+        let chmod_key = chmod.as_ref().map(copy::Chmod::key);
         let exclude = spec
             .exclude
             .iter()
@@ -487,7 +491,7 @@ impl Builder<'_> {
             .list("sources", &sources)
             .text("dest", &dest)
             .opt("chown", chown.as_deref())
-            .opt("chmod", chmod.map(|m| format!("{m:o}")).as_deref())
+            .opt("chmod", chmod_key.as_deref())
             .list("exclude", &exclude)
             .text("parents", if spec.parents { "1" } else { "0" });
         for (name, data) in &contents {
@@ -546,16 +550,30 @@ impl Builder<'_> {
                 let (ctx, cache) = guard.as_mut().expect("scanned by context()");
                 let mut paths = Vec::new();
                 for s in &locals {
-                    paths.extend(select(ctx, s).map_err(|e| err(e.to_string()))?);
+                    // Symlinks given as sources are followed inside the context, as
+                    // BuildKit does; with --parents a source is copied as it is listed.
+                    let found = select(ctx, s, !spec.parents).map_err(|e| err(e.to_string()))?;
+                    if found.is_empty() {
+                        // BuildKit copies nothing for a pattern that matches nothing.
+                        self.progress.event(BuildEvent::Output {
+                            id,
+                            text: format!(
+                                "warning: \"{s}\" matches nothing in the build context; nothing copied for it\n"
+                            ),
+                        });
+                    }
+                    paths.extend(found);
                 }
-                let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = paths.iter().map(|p| p.key.as_str()).collect();
                 ctx.hash_contents(&refs, cache)
                     .map_err(|e| err(e.to_string()))?;
                 for p in &paths {
                     let h = ctx
-                        .tree_hash(p)
-                        .ok_or_else(|| err(format!("{p}: changed while it was read")))?;
-                    key.text("source", p).field("tree", &h);
+                        .tree_hash(&p.key)
+                        .ok_or_else(|| err(format!("{}: changed while it was read", p.name)))?;
+                    key.text("source", &p.name)
+                        .text("resolved", &p.key)
+                        .field("tree", &h);
                 }
                 From::Context(paths)
             }
@@ -591,7 +609,7 @@ impl Builder<'_> {
             if let (Some(paths), Ok(guard)) = (paths, self.context()) {
                 if let Some((ctx, _)) = guard.as_ref() {
                     for p in paths {
-                        for (k, e) in ctx.subtree(p) {
+                        for (k, e) in ctx.subtree(&p.key) {
                             let what = match (e.kind, ctx.content_hash(k)) {
                                 (context::Kind::File, Some(h)) => context::hex(h),
                                 (context::Kind::Symlink, _) => {
@@ -640,14 +658,19 @@ impl Builder<'_> {
             let guard = self.context()?;
             let (ctx, _) = guard.as_ref().expect("scanned by context()");
             for p in paths {
-                // Read through the checked context file (no symlink, the listed inode).
-                let archive = ctx.file(p).filter(|f| unpack && is_local_archive(f));
+                // Read through the checked context file (no symlink, the listed inode): a
+                // followed symlink is read as the entry it resolved to, under its own name.
+                let archive = ctx.file(&p.key).filter(|f| unpack && is_local_archive(f));
                 match archive {
                     Some(f) => archives.push(f),
-                    None => ctx_srcs.push(copy::context_source(ctx, p)),
+                    None if p.key == p.name => ctx_srcs.push(copy::context_source(ctx, &p.key)),
+                    None => ctx_srcs.push(copy::context_source(ctx, &p.key).renamed(&p.name)),
                 }
             }
         }
+        let local_keys: Vec<String> = local_paths
+            .map(|p| p.iter().map(|s| s.key.clone()).collect())
+            .unwrap_or_default();
         let mut checkouts = Vec::new();
         for (g, commit) in gits.iter().zip(&commits) {
             self.progress.event(BuildEvent::Output {
@@ -675,9 +698,22 @@ impl Builder<'_> {
             for (subdir, dir) in &checkouts {
                 srcs.push(stage_source(dir.path(), subdir)?);
             }
+            // A symlink at the destination is written through, as BuildKit does: the
+            // destination becomes the path it resolves to inside the image (a dangling
+            // link's target included), never a host path.
+            let dest = &resolve_dest(merged, &dest)?;
             let is_dir = |p: &str| rootfs::is_dir_in_root(merged, p);
-            let mut items = copy::plan(&srcs, &dest, &is_dir, &opts).map_err(|e| e.to_string())?;
-            let dest_rel = super::meta::clean_abs(&dest)
+            let probe = |p: &str| {
+                if is_dir(p) {
+                    copy::Existing::Dir
+                } else if rootfs::exists_in_root(merged, p) {
+                    copy::Existing::Other
+                } else {
+                    copy::Existing::Nothing
+                }
+            };
+            let mut items = copy::plan(&srcs, dest, &probe, &opts).map_err(|e| e.to_string())?;
+            let dest_rel = super::meta::clean_abs(dest)
                 .trim_start_matches('/')
                 .to_string();
             for (name, data) in &contents {
@@ -690,7 +726,7 @@ impl Builder<'_> {
                         dest_rel.clone()
                     },
                     kind: ItemKind::Data(data.clone()),
-                    mode: opts.chmod.unwrap_or(0o644),
+                    mode: opts.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
                     uid: opts.chown.map_or(0, |o| o.0),
                     gid: opts.chown.map_or(0, |o| o.1),
                     mtime: clamp.unwrap_or(0),
@@ -722,15 +758,21 @@ impl Builder<'_> {
                 items.push(Item {
                     name,
                     kind: ItemKind::File(d.file.path().to_path_buf()),
-                    mode: opts.chmod.unwrap_or(0o600),
+                    mode: opts.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
                     uid: opts.chown.map_or(0, |o| o.0),
                     gid: opts.chown.map_or(0, |o| o.1),
                     mtime,
                 });
             }
-            if let Some(owner) = opts.chown {
+            // The directories the copy creates above what it copies are the --chown user's
+            // and, with an octal --chmod, of that mode (fsutil's MkdirAll); otherwise the
+            // extractor makes them 0755 and root's, as BuildKit does.
+            let dir_mode = copy::Chmod::created_dir_mode(opts.chmod.as_ref());
+            if opts.chown.is_some() || dir_mode != 0o755 {
                 let exists = |p: &str| rootfs::exists_in_root(merged, p);
-                let parents = copy::missing_parents(&items, &exists, owner, clamp.unwrap_or(0));
+                let owner = opts.chown.unwrap_or((0, 0));
+                let parents =
+                    copy::missing_parents(&items, &exists, owner, dir_mode, clamp.unwrap_or(0));
                 items.splice(0..0, parents);
             }
             // Written after the overlay is unmounted: only sources that stay readable then
@@ -752,7 +794,7 @@ impl Builder<'_> {
         let then = |r: Result<Option<direct::Plan>, String>, upper: &std::path::Path| match r {
             Ok(Some(plan)) => {
                 let hashed = self
-                    .context_hashes(local_paths.map_or(&[][..], Vec::as_slice))
+                    .context_hashes(&local_keys)
                     .map_err(|e| FsError::Io(e.to_string()))?;
                 let links = self
                     .previous_snapshot(position)
@@ -774,10 +816,18 @@ impl Builder<'_> {
         )
         .map_err(fs_err(spec.location))?;
         result.map_err(&err)?;
-        if let Some(l) = &layer {
-            cur.state.layers.push(l.clone());
-        }
-        self.history(cur, format!("{} # kiln", spec.code), layer.is_some());
+        // A COPY that copies nothing (a pattern matching nothing) still adds a layer, an
+        // empty one, as BuildKit does for every COPY and ADD.
+        let layer = match layer {
+            Some(l) => l,
+            None => {
+                let empty = super::fs::scratch_dir(self.store).map_err(fs_err(spec.location))?;
+                super::fs::commit_dir(self.store, empty.path(), clamp)
+                    .map_err(fs_err(spec.location))?
+            }
+        };
+        cur.state.layers.push(layer);
+        self.history(cur, format!("{} # kiln", spec.code), true);
         self.settle_key(&key, cur);
         self.remember(&key, cur, inputs);
         Ok(())
@@ -1611,4 +1661,17 @@ impl Builder<'_> {
             FromRef::Image(layers, digest) => (layers, format!("image:{digest}")),
         })
     }
+}
+
+/// A COPY destination with its symlinks followed inside the image root `merged` (see
+/// [`rootfs::resolve_in_root`]), absolute, keeping a trailing `/` (`/.` becomes `/`).
+fn resolve_dest(merged: &std::path::Path, dest: &str) -> Result<String, String> {
+    let trailing = dest.ends_with('/') || dest.ends_with("/.");
+    let resolved = rootfs::resolve_in_root(merged, &super::meta::clean_abs(dest))
+        .map_err(|e| format!("{dest}: {e}"))?;
+    Ok(if trailing && !resolved.is_empty() {
+        format!("/{resolved}/")
+    } else {
+        format!("/{resolved}")
+    })
 }

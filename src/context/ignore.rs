@@ -84,7 +84,24 @@ pub fn clean_path(p: &str) -> String {
 impl Pattern {
     /// Compile one pattern (already cleaned; `!` prefix allowed).
     pub fn new(pattern: &str) -> Result<Pattern, String> {
-        let (exclusion, body) = match pattern.strip_prefix('!') {
+        Pattern::compile(pattern, true)
+    }
+
+    /// Compile a COPY/ADD source pattern: Go's `filepath.Match`, as BuildKit matches
+    /// sources, where `*` never crosses a `/` and `**` is two `*`s (one level), unlike in
+    /// `.dockerignore`.
+    pub fn source_glob(pattern: &str) -> Result<Pattern, String> {
+        Pattern::compile(pattern, false)
+    }
+
+    fn compile(pattern: &str, doublestar: bool) -> Result<Pattern, String> {
+        // `!` marks an exception in `.dockerignore` only; a source may start with one.
+        let bang = if doublestar {
+            pattern.strip_prefix('!')
+        } else {
+            None
+        };
+        let (exclusion, body) = match bang {
             Some("") => return Err("illegal exclusion pattern: \"!\"".to_string()),
             Some(rest) => (true, rest),
             None => (false, pattern),
@@ -96,7 +113,7 @@ impl Pattern {
             let c = chars[i];
             i += 1;
             match char::from_u32(c).unwrap_or('\0') {
-                '*' if chars.get(i) == Some(&STAR) => {
+                '*' if doublestar && chars.get(i) == Some(&STAR) => {
                     i += 1;
                     if chars.get(i) == Some(&SLASH) {
                         i += 1;

@@ -80,6 +80,65 @@ fn add_local_tar_through_a_symlinked_destination_stays_in_the_image() {
     }
 }
 
+/// A COPY destination that is a symlink is written through, as BuildKit does; a link to
+/// an absolute path that exists on the host (`/l -> /tmp/…/f`, `/ld -> /tmp/…`) must lead
+/// to the image's own path of that name, never the host's (checklist 27).
+#[test]
+fn copy_through_a_destination_symlink_to_a_host_path_stays_in_the_image() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let host = s.dir.path().join("host-dest");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("f"), "host file").unwrap();
+    let host_abs = host.to_str().unwrap().to_string();
+    assert!(host_abs.starts_with('/'));
+    let ctx = s.dir.path().join("ctx");
+    write(&ctx, "f.txt", "copied\n");
+    write(&ctx, "dir/x", "x\n");
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!(
+            "FROM busybox:local\n\
+             RUN ln -s {host_abs}/f /l && ln -s {host_abs} /ld && ln -s ../../../../..{host_abs}/new /up\n\
+             COPY f.txt /l\n\
+             COPY f.txt /ld/\n\
+             COPY dir /ld/sub\n\
+             COPY f.txt /up\n"
+        ),
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "esc:dest", "."],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The host directory is as it was.
+    let mut names: Vec<_> = fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "host file");
+    // The image has the files at the paths the links name inside it, the links unchanged.
+    let files = s.unpack("esc:dest");
+    let inside = files.join(host_abs.trim_start_matches('/'));
+    for p in ["f", "f.txt", "new"] {
+        assert_eq!(
+            fs::read_to_string(inside.join(p)).unwrap(),
+            "copied\n",
+            "{p}"
+        );
+    }
+    assert_eq!(fs::read_to_string(inside.join("sub/x")).unwrap(), "x\n");
+    for (l, t) in [("l", format!("{host_abs}/f")), ("ld", host_abs.clone())] {
+        assert_eq!(fs::read_link(files.join(l)).unwrap(), Path::new(&t), "{l}");
+    }
+}
+
 /// A store root made before kiln (0755, as `mkdir /var/lib/kiln` gives) stayed world-readable,
 /// so another user could read step logs with echoed build args, volumes and blobs.
 #[test]
