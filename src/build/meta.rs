@@ -7,13 +7,28 @@ use std::collections::BTreeMap;
 use crate::image::spec::{Empty, HealthConfig};
 use crate::parser::instructions::{Health, Instruction, ShellOrExec};
 
-use super::state::StageState;
+use super::state::{StageState, MAX_METADATA_BYTES};
 
 /// What a metadata instruction did, for the history and the cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The history's `created_by`, e.g. `ENV A=1`.
     pub created_by: String,
+    /// What it changed in the config, as named values in order (`env-name`, `env-value`,
+    /// `cmd`, …): with the parent step's key, this determines the config after the step, so
+    /// the step's cache key needs only this, not the whole config. ARG changes nothing here
+    /// (an ARG no later step uses changes no key; RUN keys include ARG values).
+    pub changes: Vec<(&'static str, String)>,
+}
+
+impl Applied {
+    /// Adds the instruction's changes to a cache key.
+    pub fn key_fields(&self, key: &mut crate::cache::KeyBuilder) {
+        key.field("changes", &(self.changes.len() as u64).to_le_bytes());
+        for (name, value) in &self.changes {
+            key.text(name, value);
+        }
+    }
 }
 
 /// Options a metadata step needs from the build.
@@ -79,7 +94,31 @@ pub fn apply(
     ) {
         return None;
     }
-    Some(apply_inner(state, ins, ctx))
+    Some(apply_inner(state, ins, ctx).and_then(|applied| {
+        // Each value lands twice in the image config: in its field and in the history.
+        let added = applied.created_by.len()
+            + applied
+                .changes
+                .iter()
+                .map(|(_, v)| v.len())
+                .sum::<usize>();
+        state.metadata_bytes = state.metadata_bytes.saturating_add(added);
+        if state.metadata_bytes > MAX_METADATA_BYTES {
+            return Err(format!(
+                "ENV, LABEL and the other metadata instructions make the image configuration \
+                 larger than kiln's limit of {} MiB here ({} bytes in all, {added} from this \
+                 instruction)",
+                MAX_METADATA_BYTES >> 20,
+                state.metadata_bytes
+            ));
+        }
+        Ok(applied)
+    }))
+}
+
+/// A JSON rendering of a small config value, for cache keys.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn apply_inner(
@@ -87,6 +126,7 @@ fn apply_inner(
     ins: &Instruction,
     ctx: &MetaContext<'_>,
 ) -> Result<Applied, String> {
+    let mut changes: Vec<(&'static str, String)> = Vec::new();
     let created_by = match ins {
         Instruction::Env(e) => {
             // Every word is expanded with the variables as they were before the instruction:
@@ -105,6 +145,8 @@ fn apply_inner(
             for (k, v) in pairs {
                 state.spec.config.env_set(&k, &v);
                 parts.push(format!("{k}={v}"));
+                changes.push(("env-name", k));
+                changes.push(("env-value", v));
             }
             format!("ENV {}", parts.join(" "))
         }
@@ -123,11 +165,14 @@ fn apply_inner(
                     .get_or_insert_with(BTreeMap::new)
                     .insert(k.clone(), v.clone());
                 parts.push(format!("{k}={v}"));
+                changes.push(("label-name", k));
+                changes.push(("label-value", v));
             }
             format!("LABEL {}", parts.join(" "))
         }
         Instruction::Maintainer(m) => {
             state.spec.author = Some(m.maintainer.clone());
+            changes.push(("author", m.maintainer.clone()));
             format!("MAINTAINER {}", m.maintainer)
         }
         Instruction::Cmd(c) => {
@@ -135,6 +180,7 @@ fn apply_inner(
             // `CMD []` leaves no Cmd in the config, as both of Docker's builders write it.
             state.spec.config.cmd = (!v.is_empty()).then(|| v.clone());
             state.cmd_set = true;
+            changes.push(("cmd", json(&state.spec.config.cmd)));
             format!("CMD {}", serde_json::to_string(&v).unwrap_or_default())
         }
         Instruction::Entrypoint(e) => {
@@ -145,6 +191,8 @@ fn apply_inner(
             if !state.cmd_set {
                 state.spec.config.cmd = None;
             }
+            changes.push(("entrypoint", json(&state.spec.config.entrypoint)));
+            changes.push(("cmd", json(&state.spec.config.cmd)));
             format!(
                 "ENTRYPOINT {}",
                 serde_json::to_string(&v).unwrap_or_default()
@@ -165,6 +213,7 @@ fn apply_inner(
                 .get_or_insert_with(BTreeMap::new);
             for p in &all {
                 map.insert(p.clone(), Empty {});
+                changes.push(("expose", p.clone()));
             }
             format!("EXPOSE {}", all.join(" "))
         }
@@ -180,12 +229,14 @@ fn apply_inner(
             let map = state.spec.config.volumes.get_or_insert_with(BTreeMap::new);
             for vol in &all {
                 map.insert(vol.clone(), Empty {});
+                changes.push(("volume", vol.clone()));
             }
             format!("VOLUME {}", serde_json::to_string(&all).unwrap_or_default())
         }
         Instruction::User(u) => {
             let user = state.expand(&u.user)?;
             state.spec.config.user = user.clone();
+            changes.push(("user", user.clone()));
             format!("USER {user}")
         }
         Instruction::Workdir(w) => {
@@ -202,10 +253,12 @@ fn apply_inner(
             };
             let wd = clean_abs(&joined);
             state.spec.config.working_dir = wd.clone();
+            changes.push(("workdir", wd.clone()));
             format!("WORKDIR {wd}")
         }
         Instruction::Shell(s) => {
             state.spec.config.shell = Some(s.shell.clone());
+            changes.push(("shell", json(&s.shell)));
             format!(
                 "SHELL {}",
                 serde_json::to_string(&s.shell).unwrap_or_default()
@@ -214,6 +267,7 @@ fn apply_inner(
         Instruction::Stopsignal(s) => {
             let sig = state.expand(&s.signal)?;
             state.spec.config.stop_signal = Some(sig.clone());
+            changes.push(("stopsignal", sig.clone()));
             format!("STOPSIGNAL {sig}")
         }
         Instruction::Healthcheck(h) => {
@@ -232,6 +286,7 @@ fn apply_inner(
                 },
             };
             let shown = serde_json::to_string(&hc.test).unwrap_or_default();
+            changes.push(("healthcheck", json(&hc)));
             state.spec.config.healthcheck = Some(hc);
             format!("HEALTHCHECK {shown}")
         }
@@ -242,6 +297,7 @@ fn apply_inner(
                 .on_build
                 .get_or_insert_with(Vec::new)
                 .push(o.expression.clone());
+            changes.push(("onbuild", o.expression.clone()));
             format!("ONBUILD {}", o.expression)
         }
         Instruction::Arg(a) => {
@@ -279,7 +335,10 @@ fn apply_inner(
             String::new()
         }
     };
-    Ok(Applied { created_by })
+    Ok(Applied {
+        created_by,
+        changes,
+    })
 }
 
 #[cfg(test)]

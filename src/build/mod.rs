@@ -229,6 +229,8 @@ struct StageResult {
     state: StageState,
     key: Digest,
     history: Vec<History>,
+    /// Where the current step's history entries start (set by its cache lookup).
+    history_mark: usize,
     /// What the stage started from (image name and digest, or a stage), a cache-key input.
     base: String,
     /// The stage being built (its `AS` name), for `--no-cache-filter`.
@@ -587,6 +589,7 @@ impl Builder<'_> {
                 state: StageState::new(ImageSpec::scratch(), Vec::new(), self.escape),
                 key: KeyBuilder::new("scratch").finish(),
                 history: Vec::new(),
+                history_mark: 0,
                 base: "scratch".to_string(),
                 stage_name: None,
                 stage_idx: idx,
@@ -604,17 +607,19 @@ impl Builder<'_> {
             Base::Image(name) => {
                 let rec = self.image(name, stage.location)?;
                 let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
-                let spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
+                let mut spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
                     message: format!("{name}: unreadable image config: {e}"),
                     location: stage.location,
                 })?;
                 let layers = image_layers(&rec);
                 let mut key = KeyBuilder::new("image");
                 key.text("manifest", rec.manifest_digest.as_str());
-                let history = spec.history.clone();
+                // The stage's history is kept beside the config and written into it last.
+                let history = std::mem::take(&mut spec.history);
                 Ok(StageResult {
                     state: StageState::new(spec, layers, self.escape),
                     key: key.finish(),
+                    history_mark: history.len(),
                     history,
                     base: format!("{name}@{}", rec.manifest_digest),
                     stage_name: None,
@@ -689,38 +694,49 @@ impl Builder<'_> {
                 global_args: &global_args,
             };
             if let Some(applied) = meta::apply(&mut cur.state, ins, &ctx) {
-                // A metadata step's key is what it produced: the image config. An ARG that
-                // no later step uses then changes no key (RUN keys include ARG values).
-                let mut key = KeyBuilder::new("meta");
-                key.text("parent", cur.key.as_str())
-                    .field("config", &cur.state.spec.to_bytes());
                 let applied = applied.map_err(|message| BuildError::Step {
                     message,
                     location: ins.location(),
                 })?;
+                // A metadata step's key is its parent's and what it changed (the expanded
+                // values it set), which together determine the config: never the whole
+                // config, which would make n metadata lines cost O(n²).
+                let mut key = KeyBuilder::new("meta");
+                key.text("parent", cur.key.as_str())
+                    .text("instruction", ins.name());
+                applied.key_fields(&mut key);
                 cur.key = key.finish();
                 if let Instruction::Workdir(w) = ins {
                     self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
                 }
-                cur.history.push(History {
-                    created: Some(self.created.clone()),
-                    created_by: Some(applied.created_by),
-                    comment: Some(HISTORY_COMMENT.to_string()),
-                    empty_layer: true,
-                    ..Default::default()
-                });
-                // Cached like the other steps, so a rebuild keeps the recorded history (and
-                // times) and an unchanged build gives the same image ID.
+                // Cached like the other steps, so a rebuild keeps the recorded history entry
+                // (and its time) and an unchanged build gives the same image ID.
                 let meta_key = cur.key.clone();
                 let code = ins.code().to_string();
                 let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
-                if !self.lookup(
+                let before = cur.history.len();
+                let hit = self.lookup(
                     None,
                     &format!("{idx}/{n}"),
                     &meta_key,
                     &mut describe,
                     &mut cur,
-                ) {
+                );
+                if hit && cur.history.len() == before + 1 {
+                    // The time is the record's; the text is this build's (an ARG's value is
+                    // not in the key).
+                    if let Some(h) = cur.history.last_mut() {
+                        h.created_by = Some(applied.created_by);
+                    }
+                } else {
+                    cur.history.truncate(before);
+                    cur.history.push(History {
+                        created: Some(self.created.clone()),
+                        created_by: Some(applied.created_by),
+                        comment: Some(HISTORY_COMMENT.to_string()),
+                        empty_layer: true,
+                        ..Default::default()
+                    });
                     self.remember(&meta_key, &cur, BTreeMap::new());
                 }
                 self.progress.event(BuildEvent::Done {
