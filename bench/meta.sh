@@ -46,6 +46,9 @@ phase "cold build" "$kiln" build -q -t bench-meta "$work/ctx"
 phase "no-change rebuild" "$kiln" build -q -t bench-meta "$work/ctx"
 echo "ENV LAST=1" >>"$work/ctx/Dockerfile"
 phase "one line added" "$kiln" build -q -t bench-meta "$work/ctx"
-phase "builder prune -a" "$kiln" builder prune -a -f
 echo
-echo "cache records: $(find "$KILN_ROOT/cache" -name '*.json' -path '*/v*/*' -not -path '*/builds/*' | wc -l)"
+echo "cache: $(find "$KILN_ROOT/cache" -maxdepth 2 -name "*.json" | wc -l) records, $(du -sb "$KILN_ROOT/cache" | cut -f1) bytes (records and build records)"
+echo
+echo "| phase | seconds | store growth (MiB) | peak memory |"
+echo "|---|---|---|---|"
+phase "builder prune -a" "$kiln" builder prune -a -f

@@ -18,4 +18,5 @@ mod instructions_conformance;
 mod parser_conformance;
 mod parser_robustness;
 mod registry;
+mod security_meta;
 mod util;
