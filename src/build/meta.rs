@@ -419,6 +419,74 @@ mod tests {
         );
     }
 
+    // The cache key of a metadata step is its parent's key and `changes`: they must say
+    // everything the step did to the config, or two different configs would share a key.
+    #[test]
+    fn changes_name_every_value_a_step_sets() {
+        let changes = |src: &str| {
+            let df = parse(src).unwrap();
+            let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+            st.spec.config.cmd = Some(vec!["base-cmd".into()]);
+            let args = BTreeMap::new();
+            let ctx = MetaContext {
+                build_args: &args,
+                global_args: &[],
+            };
+            df.children
+                .iter()
+                .map(|node| {
+                    let ins = parse_instruction(node).unwrap();
+                    apply(&mut st, &ins, &ctx).unwrap().unwrap().changes
+                })
+                .last()
+                .unwrap()
+        };
+        let s = |v: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            v.iter().map(|(k, v)| (*k, v.to_string())).collect()
+        };
+        assert_eq!(
+            changes("ARG V=x\nENV A=$V B=2\n"),
+            s(&[
+                ("env-name", "A"),
+                ("env-value", "x"),
+                ("env-name", "B"),
+                ("env-value", "2")
+            ])
+        );
+        // The CMD an ENTRYPOINT keeps or drops depends on the stage: it is in the change.
+        assert_eq!(
+            changes("ENTRYPOINT [\"/e\"]\n"),
+            s(&[("entrypoint", "[\"/e\"]"), ("cmd", "null")])
+        );
+        assert_eq!(
+            changes("CMD [\"c\"]\nENTRYPOINT [\"/e\"]\n"),
+            s(&[("entrypoint", "[\"/e\"]"), ("cmd", "[\"c\"]")])
+        );
+        assert_eq!(changes("ARG V=1\n"), s(&[]));
+        assert_eq!(
+            changes("LABEL a=b\n"),
+            s(&[("label-name", "a"), ("label-value", "b")])
+        );
+        assert_eq!(changes("WORKDIR /a/../b\n"), s(&[("workdir", "/b")]));
+    }
+
+    // Regression (issue 15): nothing bounded what metadata added to the config.
+    #[test]
+    fn metadata_stops_at_its_limit() {
+        let df = parse("ENV A=1\n").unwrap();
+        let ins = parse_instruction(&df.children[0]).unwrap();
+        let args = BTreeMap::new();
+        let ctx = MetaContext {
+            build_args: &args,
+            global_args: &[],
+        };
+        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+        st.metadata_bytes = MAX_METADATA_BYTES - 10;
+        assert!(apply(&mut st, &ins, &ctx).unwrap().is_ok());
+        let e = apply(&mut st, &ins, &ctx).unwrap().unwrap_err();
+        assert!(e.contains("larger than kiln's limit of 8 MiB"), "{e}");
+    }
+
     #[test]
     fn cmd_entrypoint_shell_workdir_expose() {
         let (st, _) = run("ENTRYPOINT [\"/e\"]\n", &[]);

@@ -314,6 +314,27 @@ mod tests {
         );
     }
 
+    // Version 1 records held whole configs (gigabytes for a long Dockerfile) and can never
+    // hit again: prune removes their directory, and leaves a newer kiln's alone.
+    #[test]
+    fn old_version_directories_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let cache = d.path().join("cache");
+        for dir in ["v1/builds", "v2", "v99", "mounts-v1", "vx"] {
+            std::fs::create_dir_all(cache.join(dir)).unwrap();
+        }
+        std::fs::write(cache.join("v1/abc.json"), b"{}").unwrap();
+        let idx = CacheIndex::open(&store);
+        assert_eq!(idx.remove_old_versions(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["mounts-v1", "v2", "v99", "vx"]);
+    }
+
     #[test]
     fn records_round_trip_and_missing_layers_miss() {
         let d = tempfile::tempdir().unwrap();
