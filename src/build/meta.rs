@@ -96,12 +96,8 @@ pub fn apply(
     }
     Some(apply_inner(state, ins, ctx).and_then(|applied| {
         // Each value lands twice in the image config: in its field and in the history.
-        let added = applied.created_by.len()
-            + applied
-                .changes
-                .iter()
-                .map(|(_, v)| v.len())
-                .sum::<usize>();
+        let added =
+            applied.created_by.len() + applied.changes.iter().map(|(_, v)| v.len()).sum::<usize>();
         state.metadata_bytes = state.metadata_bytes.saturating_add(added);
         if state.metadata_bytes > MAX_METADATA_BYTES {
             return Err(format!(

@@ -317,7 +317,11 @@ impl Builder<'_> {
             version: CACHE_VERSION,
             key: key.clone(),
             layers: cur.state.layers.clone(),
-            history: cur.history.get(cur.history_mark..).unwrap_or_default().to_vec(),
+            history: cur
+                .history
+                .get(cur.history_mark..)
+                .unwrap_or_default()
+                .to_vec(),
             inputs,
         };
         if let Err(e) = self.cache.put(&rec) {

@@ -1690,7 +1690,10 @@ mod tests {
         // Expanded, this grows past its written length and past MAX_WORD_LEN: refused, quickly.
         let big = chunk.repeat(10 * 1024 * 1024 / chunk.len());
         let got = lexer.process_word(&big, &env).map(|v| v.len());
-        assert_eq!(got.map_err(|e| e.kind), Err(ShellErrorKind::TooLong(big.len())));
+        assert_eq!(
+            got.map_err(|e| e.kind),
+            Err(ShellErrorKind::TooLong(big.len()))
+        );
         let some = chunk.repeat(MAX_WORD_LEN / 2 / chunk.len());
         assert!(lexer.process_words(&some, &env).is_ok());
         let stars = "*".repeat(2 * 1024 * 1024);
@@ -1707,7 +1710,12 @@ mod tests {
         let lexer = Lexer::new('\\');
         let quarter = "x".repeat(MAX_WORD_LEN / 4);
         let env = env_of(&[("A", quarter.as_str()), ("B", "$0$0$0$0$0")]);
-        let len = |w: &str| lexer.process_word(w, &env).map(|v| v.len()).map_err(|e| e.kind);
+        let len = |w: &str| {
+            lexer
+                .process_word(w, &env)
+                .map(|v| v.len())
+                .map_err(|e| e.kind)
+        };
         assert_eq!(len("${A}${A}${A}${A}"), Ok(MAX_WORD_LEN));
         for word in [
             "${A}${A}${A}${A}x",
@@ -1717,7 +1725,11 @@ mod tests {
             "${A/x/${A}${A}${A}${A}}",
             "${X:-${A}${A}${A}${A}${A}}",
         ] {
-            assert_eq!(len(word), Err(ShellErrorKind::TooLong(MAX_WORD_LEN)), "{word}");
+            assert_eq!(
+                len(word),
+                Err(ShellErrorKind::TooLong(MAX_WORD_LEN)),
+                "{word}"
+            );
         }
         // A longer word as written may expand to its own length.
         let written = "y".repeat(MAX_WORD_LEN + 10);

@@ -35,7 +35,10 @@ fn files_in(p: &Path) -> Vec<String> {
 
 /// The cache records of the store (the current version's directory).
 fn cache_records(k: &Kiln) -> Vec<String> {
-    let dir = k.root().join("cache").join(format!("v{}", kiln::cache::CACHE_VERSION));
+    let dir = k
+        .root()
+        .join("cache")
+        .join(format!("v{}", kiln::cache::CACHE_VERSION));
     files_in(&dir)
         .into_iter()
         .filter(|n| n.ends_with(".json"))
@@ -124,7 +127,11 @@ fn doubling_env_values_fail_at_their_line_and_leave_the_store_unchanged() {
         "{err}"
     );
     assert!(!err.contains("memory allocation"), "{err}");
-    assert!(err.len() < 4096, "a short message, not the value: {} bytes", err.len());
+    assert!(
+        err.len() < 4096,
+        "a short message, not the value: {} bytes",
+        err.len()
+    );
     assert_eq!(blobs(&k), blobs_before);
     assert!(k.run(&["image", "inspect", "doubled"]).status.code() != Some(0));
     let check = k.run(&["system", "check"]);
