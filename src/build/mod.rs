@@ -239,6 +239,18 @@ struct StageResult {
     stage_idx: usize,
 }
 
+/// Consecutive metadata steps not yet looked up in the cache (see [`Builder::flush_meta`]).
+struct PendingMeta {
+    /// Where the run's history entries start.
+    start: usize,
+    /// The key of its last step.
+    key: Digest,
+    /// The position of its last step.
+    position: String,
+    /// The instruction of its last step.
+    code: String,
+}
+
 /// One step of this build's record: the previous build's record of the same step (when its
 /// key is unchanged, so the inputs are too) or new inputs.
 enum Recorded {
@@ -671,6 +683,7 @@ impl Builder<'_> {
         }
         commands.extend(stage.commands.iter().cloned());
         let global_args = self.plan.global_args.clone();
+        let mut pending: Option<PendingMeta> = None;
         for (n, ins) in commands.iter().enumerate() {
             if self
                 .cancel
@@ -707,44 +720,33 @@ impl Builder<'_> {
                 applied.key_fields(&mut key);
                 cur.key = key.finish();
                 if let Instruction::Workdir(w) = ins {
+                    self.flush_meta(&mut cur, &mut pending);
                     self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
                 }
-                // Cached like the other steps, so a rebuild keeps the recorded history entry
-                // (and its time) and an unchanged build gives the same image ID.
-                let meta_key = cur.key.clone();
-                let code = ins.code().to_string();
-                let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
-                let before = cur.history.len();
-                let hit = self.lookup(
-                    None,
-                    &format!("{idx}/{n}"),
-                    &meta_key,
-                    &mut describe,
-                    &mut cur,
-                );
-                if hit && cur.history.len() == before + 1 {
-                    // The time is the record's; the text is this build's (an ARG's value is
-                    // not in the key).
-                    if let Some(h) = cur.history.last_mut() {
-                        h.created_by = Some(applied.created_by);
-                    }
-                } else {
-                    cur.history.truncate(before);
-                    cur.history.push(History {
-                        created: Some(self.created.clone()),
-                        created_by: Some(applied.created_by),
-                        comment: Some(HISTORY_COMMENT.to_string()),
-                        empty_layer: true,
-                        ..Default::default()
-                    });
-                    self.remember(&meta_key, &cur, BTreeMap::new());
-                }
+                cur.history.push(History {
+                    created: Some(self.created.clone()),
+                    created_by: Some(applied.created_by),
+                    comment: Some(HISTORY_COMMENT.to_string()),
+                    empty_layer: true,
+                    ..Default::default()
+                });
+                let start = cur.history.len() - 1;
+                let run = pending.get_or_insert_with(|| PendingMeta {
+                    start,
+                    key: cur.key.clone(),
+                    position: String::new(),
+                    code: String::new(),
+                });
+                run.key = cur.key.clone();
+                run.position = format!("{idx}/{n}");
+                run.code = ins.code().to_string();
                 self.progress.event(BuildEvent::Done {
                     id,
                     seconds: started.elapsed().as_secs_f64(),
                 });
                 continue;
             }
+            self.flush_meta(&mut cur, &mut pending);
             let spec = match ins {
                 Instruction::Copy(c) => steps::CopySpec {
                     sources: &c.sources,
@@ -799,7 +801,33 @@ impl Builder<'_> {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
+        self.flush_meta(&mut cur, &mut pending);
         Ok(cur)
+    }
+
+    /// Looks up (or records) a run of consecutive metadata steps as one cache entry, under
+    /// the key of its last step (which chains on every step of the run): the record keeps
+    /// the run's history entries, so a rebuild keeps their times and an unchanged build
+    /// gives the same image ID. One record per run, not per step: 3,000 ENV lines write one
+    /// file, not 3,000.
+    fn flush_meta(&self, cur: &mut StageResult, pending: &mut Option<PendingMeta>) {
+        let Some(run) = pending.take() else { return };
+        let fresh = cur.history.split_off(run.start.min(cur.history.len()));
+        let code = run.code;
+        let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
+        let hit = self.lookup(None, &run.position, &run.key, &mut describe, cur);
+        if hit && cur.history.len() == run.start + fresh.len() {
+            // The times are the record's; the texts are this build's (an ARG's value is not
+            // in the key).
+            for (h, f) in cur.history[run.start..].iter_mut().zip(fresh) {
+                h.created_by = f.created_by;
+            }
+        } else {
+            cur.history.truncate(run.start);
+            cur.history.extend(fresh);
+            // The lookup marked the run's start: the record keeps the run's entries.
+            self.remember(&run.key, cur, BTreeMap::new());
+        }
     }
 
     /// `--cache-to`: export the records of this build's steps (the final image's stages for

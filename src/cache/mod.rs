@@ -108,9 +108,10 @@ pub struct CacheRecord {
     pub key: Digest,
     /// All layers of the image after the step, bottom first.
     pub layers: Vec<LayerRef>,
-    /// The history entries the step added (one; none for the directory a WORKDIR creates),
-    /// so a hit keeps the times of the build that made them and an unchanged rebuild gives
-    /// the same image ID.
+    /// The history entries the step added (one for a filesystem step, none for the
+    /// directory a WORKDIR creates, one per step for a run of metadata steps, which is
+    /// recorded once under its last step's key), so a hit keeps the times of the build that
+    /// made them and an unchanged rebuild gives the same image ID.
     #[serde(default)]
     pub history: Vec<History>,
     /// The inputs the key was made of, by name, for explaining a later miss.
