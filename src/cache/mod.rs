@@ -241,18 +241,8 @@ impl CacheIndex {
         };
         fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
         let bytes = serde_json::to_vec(rec).map_err(|e| err(e.to_string()))?;
-        // Atomic (a temp file renamed into place) but not fsynced: a record is a cache entry,
-        // and one a crash loses or leaves empty reads as unreadable, which `get` takes for a
-        // miss and `remove_stale` removes. Syncing every record (file and directory) cost a
-        // build of 3,000 ENV lines six seconds.
-        let (tmp, mut file) = crate::store::fsutil::create_temp_file(&self.dir, "record")
-            .map_err(|e| err(e.to_string()))?;
-        let guard = crate::store::fsutil::TempPath::new(tmp.clone());
-        std::io::Write::write_all(&mut file, &bytes).map_err(|e| err(e.to_string()))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
-        guard.disarm();
-        Ok(())
+        crate::store::fsutil::write_atomic(&self.dir, &path, &bytes, 0o600)
+            .map_err(|e| err(e.to_string()))
     }
 
     /// Every record (unreadable ones skipped).
