@@ -7,13 +7,28 @@ use std::collections::BTreeMap;
 use crate::image::spec::{Empty, HealthConfig};
 use crate::parser::instructions::{Health, Instruction, ShellOrExec};
 
-use super::state::StageState;
+use super::state::{StageState, MAX_METADATA_BYTES};
 
 /// What a metadata instruction did, for the history and the cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The history's `created_by`, e.g. `ENV A=1`.
     pub created_by: String,
+    /// What it changed in the config, as named values in order (`env-name`, `env-value`,
+    /// `cmd`, …): with the parent step's key, this determines the config after the step, so
+    /// the step's cache key needs only this, not the whole config. ARG changes nothing here
+    /// (an ARG no later step uses changes no key; RUN keys include ARG values).
+    pub changes: Vec<(&'static str, String)>,
+}
+
+impl Applied {
+    /// Adds the instruction's changes to a cache key.
+    pub fn key_fields(&self, key: &mut crate::cache::KeyBuilder) {
+        key.field("changes", &(self.changes.len() as u64).to_le_bytes());
+        for (name, value) in &self.changes {
+            key.text(name, value);
+        }
+    }
 }
 
 /// Options a metadata step needs from the build.
@@ -79,7 +94,54 @@ pub fn apply(
     ) {
         return None;
     }
-    Some(apply_inner(state, ins, ctx))
+    Some(apply_inner(state, ins, ctx).and_then(|applied| {
+        // Each value lands twice in the image config: in its field and in the history.
+        let added =
+            applied.created_by.len() + applied.changes.iter().map(|(_, v)| v.len()).sum::<usize>();
+        state.metadata_bytes = state.metadata_bytes.saturating_add(added);
+        if state.metadata_bytes > MAX_METADATA_BYTES {
+            return Err(format!(
+                "ENV, LABEL and the other metadata instructions make the image configuration \
+                 larger than kiln's limit of {} MiB here ({} bytes in all, {added} from this \
+                 instruction)",
+                MAX_METADATA_BYTES >> 20,
+                state.metadata_bytes
+            ));
+        }
+        Ok(applied)
+    }))
+}
+
+/// `RunConfig::env_set` with a cheaper comparison per entry (a prefix and one byte, not a
+/// split of every entry): each ENV still looks at every entry, but 10,000 ENV lines then cost
+/// milliseconds instead of most of a second.
+fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+    if key.contains('=') {
+        // No entry's name contains `=`: the slow path appends, as env_set does.
+        let mut c = crate::image::spec::RunConfig {
+            env: std::mem::take(env),
+            ..Default::default()
+        };
+        c.env_set(key, value);
+        *env = c.env;
+        return;
+    }
+    let entry = format!("{key}={value}");
+    let slot = env.iter_mut().find(|kv| {
+        let b = kv.as_bytes();
+        b.len() >= key.len()
+            && b.get(key.len()).is_none_or(|&c| c == b'=')
+            && &b[..key.len()] == key.as_bytes()
+    });
+    match slot {
+        Some(slot) => *slot = entry,
+        None => env.push(entry),
+    }
+}
+
+/// A JSON rendering of a small config value, for cache keys.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn apply_inner(
@@ -87,6 +149,7 @@ fn apply_inner(
     ins: &Instruction,
     ctx: &MetaContext<'_>,
 ) -> Result<Applied, String> {
+    let mut changes: Vec<(&'static str, String)> = Vec::new();
     let created_by = match ins {
         Instruction::Env(e) => {
             // Every word is expanded with the variables as they were before the instruction:
@@ -103,8 +166,10 @@ fn apply_inner(
             }
             let mut parts = Vec::new();
             for (k, v) in pairs {
-                state.spec.config.env_set(&k, &v);
+                set_env(&mut state.spec.config.env, &k, &v);
                 parts.push(format!("{k}={v}"));
+                changes.push(("env-name", k));
+                changes.push(("env-value", v));
             }
             format!("ENV {}", parts.join(" "))
         }
@@ -123,11 +188,14 @@ fn apply_inner(
                     .get_or_insert_with(BTreeMap::new)
                     .insert(k.clone(), v.clone());
                 parts.push(format!("{k}={v}"));
+                changes.push(("label-name", k));
+                changes.push(("label-value", v));
             }
             format!("LABEL {}", parts.join(" "))
         }
         Instruction::Maintainer(m) => {
             state.spec.author = Some(m.maintainer.clone());
+            changes.push(("author", m.maintainer.clone()));
             format!("MAINTAINER {}", m.maintainer)
         }
         Instruction::Cmd(c) => {
@@ -135,6 +203,7 @@ fn apply_inner(
             // `CMD []` leaves no Cmd in the config, as both of Docker's builders write it.
             state.spec.config.cmd = (!v.is_empty()).then(|| v.clone());
             state.cmd_set = true;
+            changes.push(("cmd", json(&state.spec.config.cmd)));
             format!("CMD {}", serde_json::to_string(&v).unwrap_or_default())
         }
         Instruction::Entrypoint(e) => {
@@ -145,6 +214,8 @@ fn apply_inner(
             if !state.cmd_set {
                 state.spec.config.cmd = None;
             }
+            changes.push(("entrypoint", json(&state.spec.config.entrypoint)));
+            changes.push(("cmd", json(&state.spec.config.cmd)));
             format!(
                 "ENTRYPOINT {}",
                 serde_json::to_string(&v).unwrap_or_default()
@@ -165,6 +236,7 @@ fn apply_inner(
                 .get_or_insert_with(BTreeMap::new);
             for p in &all {
                 map.insert(p.clone(), Empty {});
+                changes.push(("expose", p.clone()));
             }
             format!("EXPOSE {}", all.join(" "))
         }
@@ -180,12 +252,14 @@ fn apply_inner(
             let map = state.spec.config.volumes.get_or_insert_with(BTreeMap::new);
             for vol in &all {
                 map.insert(vol.clone(), Empty {});
+                changes.push(("volume", vol.clone()));
             }
             format!("VOLUME {}", serde_json::to_string(&all).unwrap_or_default())
         }
         Instruction::User(u) => {
             let user = state.expand(&u.user)?;
             state.spec.config.user = user.clone();
+            changes.push(("user", user.clone()));
             format!("USER {user}")
         }
         Instruction::Workdir(w) => {
@@ -202,10 +276,12 @@ fn apply_inner(
             };
             let wd = clean_abs(&joined);
             state.spec.config.working_dir = wd.clone();
+            changes.push(("workdir", wd.clone()));
             format!("WORKDIR {wd}")
         }
         Instruction::Shell(s) => {
             state.spec.config.shell = Some(s.shell.clone());
+            changes.push(("shell", json(&s.shell)));
             format!(
                 "SHELL {}",
                 serde_json::to_string(&s.shell).unwrap_or_default()
@@ -214,6 +290,7 @@ fn apply_inner(
         Instruction::Stopsignal(s) => {
             let sig = state.expand(&s.signal)?;
             state.spec.config.stop_signal = Some(sig.clone());
+            changes.push(("stopsignal", sig.clone()));
             format!("STOPSIGNAL {sig}")
         }
         Instruction::Healthcheck(h) => {
@@ -232,6 +309,7 @@ fn apply_inner(
                 },
             };
             let shown = serde_json::to_string(&hc.test).unwrap_or_default();
+            changes.push(("healthcheck", json(&hc)));
             state.spec.config.healthcheck = Some(hc);
             format!("HEALTHCHECK {shown}")
         }
@@ -242,6 +320,7 @@ fn apply_inner(
                 .on_build
                 .get_or_insert_with(Vec::new)
                 .push(o.expression.clone());
+            changes.push(("onbuild", o.expression.clone()));
             format!("ONBUILD {}", o.expression)
         }
         Instruction::Arg(a) => {
@@ -279,7 +358,10 @@ fn apply_inner(
             String::new()
         }
     };
-    Ok(Applied { created_by })
+    Ok(Applied {
+        created_by,
+        changes,
+    })
 }
 
 #[cfg(test)]
@@ -358,6 +440,95 @@ mod tests {
             (st.spec.config.cmd, st.spec.config.entrypoint),
             (None, None)
         );
+    }
+
+    // The cache key of a metadata step is its parent's key and `changes`: they must say
+    // everything the step did to the config, or two different configs would share a key.
+    #[test]
+    fn changes_name_every_value_a_step_sets() {
+        let changes = |src: &str| {
+            let df = parse(src).unwrap();
+            let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+            st.spec.config.cmd = Some(vec!["base-cmd".into()]);
+            let args = BTreeMap::new();
+            let ctx = MetaContext {
+                build_args: &args,
+                global_args: &[],
+            };
+            df.children
+                .iter()
+                .map(|node| {
+                    let ins = parse_instruction(node).unwrap();
+                    apply(&mut st, &ins, &ctx).unwrap().unwrap().changes
+                })
+                .last()
+                .unwrap()
+        };
+        let s = |v: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            v.iter().map(|(k, v)| (*k, v.to_string())).collect()
+        };
+        assert_eq!(
+            changes("ARG V=x\nENV A=$V B=2\n"),
+            s(&[
+                ("env-name", "A"),
+                ("env-value", "x"),
+                ("env-name", "B"),
+                ("env-value", "2")
+            ])
+        );
+        // The CMD an ENTRYPOINT keeps or drops depends on the stage: it is in the change.
+        assert_eq!(
+            changes("ENTRYPOINT [\"/e\"]\n"),
+            s(&[("entrypoint", "[\"/e\"]"), ("cmd", "null")])
+        );
+        assert_eq!(
+            changes("CMD [\"c\"]\nENTRYPOINT [\"/e\"]\n"),
+            s(&[("entrypoint", "[\"/e\"]"), ("cmd", "[\"c\"]")])
+        );
+        assert_eq!(changes("ARG V=1\n"), s(&[]));
+        assert_eq!(
+            changes("LABEL a=b\n"),
+            s(&[("label-name", "a"), ("label-value", "b")])
+        );
+        assert_eq!(changes("WORKDIR /a/../b\n"), s(&[("workdir", "/b")]));
+    }
+
+    #[test]
+    fn set_env_replaces_like_env_set() {
+        for (env, k) in [
+            (vec!["A=1", "AB=2", "B"], "A"),
+            (vec!["A=1", "AB=2", "B"], "B"),
+            (vec!["A=1", "AB=2", "B"], "AB"),
+            (vec!["A=1", "AB=2", "B"], "C"),
+            (vec!["A=b=1"], "A=b"),
+            (vec!["A=1"], ""),
+        ] {
+            let mut a: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+            let mut c = crate::image::spec::RunConfig {
+                env: a.clone(),
+                ..Default::default()
+            };
+            c.env_set(k, "new");
+            set_env(&mut a, k, "new");
+            assert_eq!(a, c.env, "{env:?} {k}");
+        }
+    }
+
+    // Regression (issue 15): nothing bounded what metadata added to the config.
+    #[test]
+    fn metadata_stops_at_its_limit() {
+        let df = parse("ENV A=1\n").unwrap();
+        let ins = parse_instruction(&df.children[0]).unwrap();
+        let args = BTreeMap::new();
+        let ctx = MetaContext {
+            build_args: &args,
+            global_args: &[],
+        };
+        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+        st.metadata_bytes = MAX_METADATA_BYTES - 10;
+        assert!(apply(&mut st, &ins, &ctx).unwrap().is_ok());
+        let e = apply(&mut st, &ins, &ctx).unwrap().unwrap_err();
+        assert!(e.contains("larger than kiln's limit of 8 MiB"), "{e}");
     }
 
     #[test]

@@ -233,12 +233,26 @@ struct StageResult {
     state: StageState,
     key: Digest,
     history: Vec<History>,
+    /// Where the current step's history entries start (set by its cache lookup).
+    history_mark: usize,
     /// What the stage started from (image name and digest, or a stage), a cache-key input.
     base: String,
     /// The stage being built (its `AS` name), for `--no-cache-filter`.
     stage_name: Option<String>,
     /// The stage being built (its index in the plan), for `--cache-to mode=min`.
     stage_idx: usize,
+}
+
+/// Consecutive metadata steps not yet looked up in the cache (see [`Builder::flush_meta`]).
+struct PendingMeta {
+    /// Where the run's history entries start.
+    start: usize,
+    /// The key of its last step.
+    key: Digest,
+    /// The position of its last step.
+    position: String,
+    /// The instruction of its last step.
+    code: String,
 }
 
 /// One step of this build's record: the previous build's record of the same step (when its
@@ -626,6 +640,7 @@ impl Builder<'_> {
                     key.finish()
                 },
                 history: Vec::new(),
+                history_mark: 0,
                 base: "scratch".to_string(),
                 stage_name: None,
                 stage_idx: idx,
@@ -651,13 +666,12 @@ impl Builder<'_> {
                 let mut key = KeyBuilder::new("image");
                 key.text("manifest", rec.manifest_digest.as_str())
                     .opt("source-date-epoch", epoch);
-                // The history travels beside the config, never in it: a cache hit restores
-                // the config without it, and a metadata step's key hashes the config, so a
-                // cold build and its rebuild must see the same bytes.
+                // The stage's history is kept beside the config and written into it last.
                 let history = std::mem::take(&mut spec.history);
                 Ok(StageResult {
                     state: StageState::new(spec, layers, self.escape),
                     key: key.finish(),
+                    history_mark: history.len(),
                     history,
                     base: format!("{name}@{}", rec.manifest_digest),
                     stage_name: None,
@@ -709,6 +723,7 @@ impl Builder<'_> {
         }
         commands.extend(stage.commands.iter().cloned());
         let global_args = self.plan.global_args.clone();
+        let mut pending: Option<PendingMeta> = None;
         for (n, ins) in commands.iter().enumerate() {
             if self
                 .cancel
@@ -732,17 +747,20 @@ impl Builder<'_> {
                 global_args: &global_args,
             };
             if let Some(applied) = meta::apply(&mut cur.state, ins, &ctx) {
-                // A metadata step's key is what it produced: the image config. An ARG that
-                // no later step uses then changes no key (RUN keys include ARG values).
-                let mut key = KeyBuilder::new("meta");
-                key.text("parent", cur.key.as_str())
-                    .field("config", &cur.state.spec.to_bytes());
                 let applied = applied.map_err(|message| BuildError::Step {
                     message,
                     location: ins.location(),
                 })?;
+                // A metadata step's key is its parent's and what it changed (the expanded
+                // values it set), which together determine the config: never the whole
+                // config, which would make n metadata lines cost O(n²).
+                let mut key = KeyBuilder::new("meta");
+                key.text("parent", cur.key.as_str())
+                    .text("instruction", ins.name());
+                applied.key_fields(&mut key);
                 cur.key = key.finish();
                 if let Instruction::Workdir(w) = ins {
+                    self.flush_meta(&mut cur, &mut pending);
                     self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
                 }
                 cur.history.push(History {
@@ -752,26 +770,23 @@ impl Builder<'_> {
                     empty_layer: true,
                     ..Default::default()
                 });
-                // Cached like the other steps, so a rebuild keeps the recorded history (and
-                // times) and an unchanged build gives the same image ID.
-                let meta_key = cur.key.clone();
-                let code = ins.code().to_string();
-                let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
-                if !self.lookup(
-                    None,
-                    &format!("{idx}/{n}"),
-                    &meta_key,
-                    &mut describe,
-                    &mut cur,
-                ) {
-                    self.remember(&meta_key, &cur, BTreeMap::new());
-                }
+                let start = cur.history.len() - 1;
+                let run = pending.get_or_insert_with(|| PendingMeta {
+                    start,
+                    key: cur.key.clone(),
+                    position: String::new(),
+                    code: String::new(),
+                });
+                run.key = cur.key.clone();
+                run.position = format!("{idx}/{n}");
+                run.code = ins.code().to_string();
                 self.progress.event(BuildEvent::Done {
                     id,
                     seconds: started.elapsed().as_secs_f64(),
                 });
                 continue;
             }
+            self.flush_meta(&mut cur, &mut pending);
             let spec = match ins {
                 Instruction::Copy(c) => steps::CopySpec {
                     sources: &c.sources,
@@ -826,7 +841,33 @@ impl Builder<'_> {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
+        self.flush_meta(&mut cur, &mut pending);
         Ok(cur)
+    }
+
+    /// Looks up (or records) a run of consecutive metadata steps as one cache entry, under
+    /// the key of its last step (which chains on every step of the run): the record keeps
+    /// the run's history entries, so a rebuild keeps their times and an unchanged build
+    /// gives the same image ID. One record per run, not per step: 3,000 ENV lines write one
+    /// file, not 3,000.
+    fn flush_meta(&self, cur: &mut StageResult, pending: &mut Option<PendingMeta>) {
+        let Some(run) = pending.take() else { return };
+        let fresh = cur.history.split_off(run.start.min(cur.history.len()));
+        let code = run.code;
+        let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
+        let hit = self.lookup(None, &run.position, &run.key, &mut describe, cur);
+        if hit && cur.history.len() == run.start + fresh.len() {
+            // The times are the record's; the texts are this build's (an ARG's value is not
+            // in the key).
+            for (h, f) in cur.history[run.start..].iter_mut().zip(fresh) {
+                h.created_by = f.created_by;
+            }
+        } else {
+            cur.history.truncate(run.start);
+            cur.history.extend(fresh);
+            // The lookup marked the run's start: the record keeps the run's entries.
+            self.remember(&run.key, cur, BTreeMap::new());
+        }
     }
 
     /// `--cache-to`: export the records of this build's steps (the final image's stages for

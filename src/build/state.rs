@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::cache::LayerRef;
 use crate::image::spec::ImageSpec;
-use crate::parser::shell::Lexer;
+use crate::parser::shell::{Env, Lexer};
 
 /// Docker's default `PATH` for Linux images without one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -14,6 +14,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub fn default_shell() -> Vec<String> {
     vec!["/bin/sh".to_string(), "-c".to_string()]
 }
+
+/// Most bytes the metadata instructions (ENV, LABEL, …) of one image may add to its
+/// configuration, counting each value once for the config and once for the history entry
+/// that repeats it. Real images add kilobytes; the limit keeps the config well under the
+/// 16 MiB a build reads of a base image's config and the 32 MiB the store accepts, and
+/// turns runaway growth (values doubled line after line) into an error at its line.
+pub const MAX_METADATA_BYTES: usize = 8 << 20;
 
 /// A stage being built.
 #[derive(Debug, Clone)]
@@ -28,6 +35,24 @@ pub struct StageState {
     pub cmd_set: bool,
     /// The escape character of the Dockerfile.
     pub escape: char,
+    /// Bytes metadata instructions added to the config so far (see [`MAX_METADATA_BYTES`]).
+    pub metadata_bytes: usize,
+}
+
+/// The variables of a stage, looked up in place: ENV first, then ARGs with a value.
+struct Vars<'a>(&'a StageState);
+
+impl Env for Vars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        Env::get(self.0.spec.config.env.as_slice(), name).or_else(|| {
+            self.0
+                .args
+                .iter()
+                .rev()
+                .find(|(k, v)| k == name && v.is_some())
+                .and_then(|(_, v)| v.as_deref())
+        })
+    }
 }
 
 impl StageState {
@@ -39,6 +64,7 @@ impl StageState {
             args: Vec::new(),
             cmd_set: false,
             escape,
+            metadata_bytes: 0,
         }
     }
 
@@ -53,10 +79,12 @@ impl StageState {
         env
     }
 
-    /// Expand one word as Docker does for instruction arguments.
+    /// Expand one word as Docker does for instruction arguments, with the variables of
+    /// [`StageState::expansion_env`] (looked up in place, not copied: a Dockerfile of
+    /// thousands of ENV lines expands each word in time proportional to the lookups).
     pub fn expand(&self, word: &str) -> Result<String, String> {
         Lexer::new(self.escape)
-            .process_word(word, &self.expansion_env())
+            .process_word(word, &Vars(self))
             .map_err(|e| e.to_string())
     }
 

@@ -10,7 +10,7 @@ use crate::archive::{self, ExtractOptions};
 use crate::cache::{CacheRecord, KeyBuilder, CACHE_VERSION};
 use crate::context::select::{confine, select, Selected};
 use crate::context::{self, Context, StatCache};
-use crate::image::spec::{History, ImageSpec};
+use crate::image::spec::History;
 use crate::image::Digest;
 use crate::parser::instructions::SourceContent;
 use crate::parser::shell::Lexer;
@@ -128,6 +128,8 @@ impl Builder<'_> {
         cur: &mut StageResult,
     ) -> bool {
         use crate::cache::explain::{compare, explain};
+        // What the step adds to the history from here is what its record keeps.
+        cur.history_mark = cur.history.len();
         let prev_index = self.previous.as_ref().and_then(|p| p.step_index(position));
         let prev = prev_index.and_then(|i| self.previous.as_ref().map(|p| &p.steps[i]));
         // The same key as last time means the same inputs: reuse last time's record instead
@@ -192,16 +194,13 @@ impl Builder<'_> {
                 Some(hit.record)
             })
         };
+        // The config is the builder's own: the key covers it (see `crate::cache`).
         let hit = match found {
-            Some(rec) => match serde_json::from_value::<ImageSpec>(rec.config) {
-                Ok(mut spec) => {
-                    cur.history = std::mem::take(&mut spec.history);
-                    cur.state.spec = spec;
-                    cur.state.layers = rec.layers;
-                    true
-                }
-                Err(_) => false,
-            },
+            Some(rec) => {
+                cur.history.extend(rec.history);
+                cur.state.layers = rec.layers;
+                true
+            }
             None => false,
         };
         if hit {
@@ -314,16 +313,18 @@ impl Builder<'_> {
         cur: &StageResult,
         inputs: BTreeMap<String, String>,
     ) {
-        // The stage's history so far travels with the config: a hit restores the entries
-        // (and their times) of the build that made them, so an unchanged rebuild gives the
-        // same image ID.
-        let mut spec = cur.state.spec.clone();
-        spec.history = cur.history.clone();
+        // The history entries the step added (since its lookup) travel with the record: a
+        // hit restores them (and their times) as the build that made them wrote them, so an
+        // unchanged rebuild gives the same image ID.
         let rec = CacheRecord {
             version: CACHE_VERSION,
             key: key.clone(),
             layers: cur.state.layers.clone(),
-            config: serde_json::to_value(&spec).unwrap_or_default(),
+            history: cur
+                .history
+                .get(cur.history_mark..)
+                .unwrap_or_default()
+                .to_vec(),
             inputs,
         };
         if let Err(e) = self.cache.put(&rec) {

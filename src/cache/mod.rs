@@ -2,10 +2,17 @@
 //!
 //! Keys are sha256 over an explicit, versioned encoding (never `#[derive(Hash)]`): every
 //! field is written as a length-prefixed name and a length-prefixed value, so no two
-//! different inputs encode alike. Records live in `<root>/cache/v1/<key-hex>.json`, each
-//! written atomically; a record whose layers are gone from the store is a miss, never an
-//! error. [`transfer`] exports records and their layers for another store
-//! (`--cache-to`) and imports them (`--cache-from`).
+//! different inputs encode alike. Records live in `<root>/cache/v<N>/<key-hex>.json`
+//! ([`CACHE_VERSION`]), each written atomically; a record whose layers are gone from the
+//! store is a miss, never an error. [`transfer`] exports records and their layers for
+//! another store (`--cache-to`) and imports them (`--cache-from`).
+//!
+//! A record holds what its step changed, not the image state after it: the layers (the
+//! list a hit must find in the store) and the history entries the step added. The config
+//! is never stored: a key chains on its parent's key and covers what the step changed in
+//! the config, so the config before a hit is the one the record was made on, and the
+//! builder's own copy is right. A Dockerfile of n metadata lines thus writes O(n) bytes of
+//! cache, not O(n²) (version 1 stored the whole config and history in every record).
 
 pub mod explain;
 pub mod prune;
@@ -18,12 +25,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::image::spec::History;
 use crate::image::Digest;
 use crate::store::{GcRoots, Store};
 
 /// The version of the key encoding and of the record format; bumping it invalidates the
-/// whole cache (records sit in a directory named after it).
-pub const CACHE_VERSION: u32 = 1;
+/// whole cache (records sit in a directory named after it; `builder prune` removes the
+/// directories of older versions, whose keys can never match).
+///
+/// 2: records hold the history entries a step added instead of the whole config; metadata
+/// keys cover the step's change instead of the whole config.
+pub const CACHE_VERSION: u32 = 2;
 
 /// Builds a cache key from named fields.
 pub struct KeyBuilder {
@@ -87,7 +99,7 @@ pub struct LayerRef {
     pub size: u64,
 }
 
-/// What a step produced: the image state after it.
+/// What a step produced: the layers after it and the history entries it added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheRecord {
     /// Record format version.
@@ -96,8 +108,12 @@ pub struct CacheRecord {
     pub key: Digest,
     /// All layers of the image after the step, bottom first.
     pub layers: Vec<LayerRef>,
-    /// The image configuration document after the step (OCI image config JSON).
-    pub config: serde_json::Value,
+    /// The history entries the step added (one for a filesystem step, none for the
+    /// directory a WORKDIR creates, one per step for a run of metadata steps, which is
+    /// recorded once under its last step's key), so a hit keeps the times of the build that
+    /// made them and an unchanged rebuild gives the same image ID.
+    #[serde(default)]
+    pub history: Vec<History>,
     /// The inputs the key was made of, by name, for explaining a later miss.
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
@@ -124,7 +140,7 @@ pub struct CacheIndex {
 }
 
 impl CacheIndex {
-    /// The cache index of `store` (`<root>/cache/v1`).
+    /// The cache index of `store` (`<root>/cache/v<CACHE_VERSION>`).
     pub fn open(store: &Store) -> CacheIndex {
         CacheIndex {
             dir: store.root().join("cache").join(format!("v{CACHE_VERSION}")),
@@ -139,6 +155,39 @@ impl CacheIndex {
     /// Removes the record for `key`; whether there was one.
     pub fn remove(&self, key: &Digest) -> bool {
         fs::remove_file(self.path(key)).is_ok()
+    }
+
+    /// Removes the record directories of older cache versions (their keys never match this
+    /// kiln's, and their layers are no longer kept alive); how many. A newer version's
+    /// directory is left alone for the kiln that wrote it.
+    pub fn remove_old_versions(&self) -> usize {
+        let Some(parent) = self.dir.parent() else {
+            return 0;
+        };
+        let Ok(rd) = fs::read_dir(parent) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let old = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('v'))
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|v| v < CACHE_VERSION);
+            if old && e.file_type().is_ok_and(|t| t.is_dir()) {
+                match fs::remove_dir_all(e.path()) {
+                    Ok(()) => n += 1,
+                    Err(err) => tracing::warn!(
+                        path = %e.path().display(),
+                        error = %err,
+                        "cannot remove an old cache version"
+                    ),
+                }
+            }
+        }
+        n
     }
 
     /// Removes the records that cannot be used any more (a layer left the store, or the
@@ -256,6 +305,27 @@ mod tests {
         );
     }
 
+    // Version 1 records held whole configs (gigabytes for a long Dockerfile) and can never
+    // hit again: prune removes their directory, and leaves a newer kiln's alone.
+    #[test]
+    fn old_version_directories_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let cache = d.path().join("cache");
+        for dir in ["v1/builds", "v2", "v99", "mounts-v1", "vx"] {
+            std::fs::create_dir_all(cache.join(dir)).unwrap();
+        }
+        std::fs::write(cache.join("v1/abc.json"), b"{}").unwrap();
+        let idx = CacheIndex::open(&store);
+        assert_eq!(idx.remove_old_versions(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["mounts-v1", "v2", "v99", "vx"]);
+    }
+
     #[test]
     fn records_round_trip_and_missing_layers_miss() {
         let d = tempfile::tempdir().unwrap();
@@ -270,7 +340,10 @@ mod tests {
                 diff_id: layer.clone(),
                 size: 11,
             }],
-            config: serde_json::json!({"architecture": "amd64"}),
+            history: vec![History {
+                created_by: Some("RUN true".into()),
+                ..Default::default()
+            }],
             inputs: BTreeMap::new(),
         };
         assert!(idx.get(&key).is_none());

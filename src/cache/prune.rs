@@ -5,7 +5,8 @@
 //! *in use* when its layers are the bottom of some image in the store (a step of a build
 //! whose image still exists); the others are *dangling* (steps of builds whose images are
 //! gone or were rebuilt), which a plain prune removes, as `docker builder prune` removes
-//! dangling cache; `-a` removes every record.
+//! dangling cache; `-a` removes every record. Either removes the records of older cache
+//! versions, which can never hit.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -109,6 +110,7 @@ pub fn prune(
     let index = CacheIndex::open(store);
     let now = SystemTime::now();
     let mut report = PruneReport::default();
+    index.remove_old_versions();
     for info in records(store) {
         if info.in_use && !filter.all {
             continue;
@@ -167,7 +169,7 @@ mod tests {
                     size: store.blob_size(d).unwrap(),
                 })
                 .collect(),
-            config: serde_json::json!({}),
+            history: Vec::new(),
             inputs: Default::default(),
         };
         CacheIndex::open(store).put(&rec).unwrap();

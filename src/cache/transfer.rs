@@ -11,8 +11,8 @@
 //!   (`{"cacheVersion":1,"mode":"min"}`);
 //! * `layers[0]`: the records blob, media type [`MEDIA_TYPE_RECORDS`]: a versioned JSON
 //!   document ([`RecordsDoc`]) listing, for each step's cache key, the layers of the image
-//!   after the step (diffID, blob digest, size, media type), the image config after it and
-//!   the inputs the key was made of;
+//!   after the step (diffID, blob digest, size, media type), the history entries the step
+//!   added and the inputs the key was made of;
 //! * `layers[1..]`: every layer blob the records name, once each, as uncompressed tars
 //!   (`application/vnd.oci.image.layer.v1.tar`, blob digest = diffID).
 //!
@@ -51,8 +51,8 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1";
 pub const MEDIA_TYPE_CACHE_CONFIG: &str = "application/vnd.kiln.cache.config.v1+json";
 /// Media type of the records blob.
 pub const MEDIA_TYPE_RECORDS: &str = "application/vnd.kiln.cache.records.v1+json";
-/// Version of the records document.
-pub const RECORDS_VERSION: u32 = 1;
+/// Version of the records document (2: history entries instead of the whole config).
+pub const RECORDS_VERSION: u32 = 2;
 
 /// Largest cache manifest kiln reads.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -346,8 +346,9 @@ pub struct ExportedRecord {
     pub key: Digest,
     /// All layers of the image after the step, bottom first.
     pub layers: Vec<ExportedLayer>,
-    /// The image config after the step (with the history so far).
-    pub config: serde_json::Value,
+    /// The history entries the step added.
+    #[serde(default)]
+    pub history: Vec<crate::image::spec::History>,
     /// The inputs the key was made of.
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
@@ -525,7 +526,7 @@ impl CacheArtifact {
             exported.push(ExportedRecord {
                 key: rec.key.clone(),
                 layers: ls,
-                config: rec.config.clone(),
+                history: rec.history.clone(),
                 inputs: rec.inputs.clone(),
             });
         }
@@ -731,6 +732,21 @@ impl ImportedSource {
         };
         // The config is small and says which cache version the keys are.
         let config_bytes = read_verified(&*source, &config_desc, "cache config", MAX_CONFIG_SIZE)?;
+        let config_version = serde_json::from_slice::<serde_json::Value>(&config_bytes)
+            .ok()
+            .and_then(|v| v.get("cacheVersion").and_then(|n| n.as_u64()));
+        // Keys of another version never match this kiln's: nothing in it can be used (and
+        // its records, of another format, are not read).
+        let other_version = |v: u64| {
+            TransferError(format!(
+                "{name}: made with cache key version {v} (this kiln's is {CACHE_VERSION}): none \
+                 of its steps can match"
+            ))
+        };
+        match config_version {
+            Some(v) if v != u64::from(CACHE_VERSION) => return Err(other_version(v)),
+            _ => {}
+        }
         let records_bytes =
             read_verified(&*source, &records_desc, "cache records", MAX_RECORDS_SIZE)?;
         let doc: RecordsDoc = serde_json::from_slice(&records_bytes)
@@ -741,16 +757,8 @@ impl ImportedSource {
                 doc.version
             )));
         }
-        let config_version = serde_json::from_slice::<serde_json::Value>(&config_bytes)
-            .ok()
-            .and_then(|v| v.get("cacheVersion").and_then(|n| n.as_u64()));
         if doc.cache_version != CACHE_VERSION || config_version != Some(u64::from(CACHE_VERSION)) {
-            // Keys of another version never match this kiln's: nothing in it can be used.
-            return Err(TransferError(format!(
-                "{name}: made with cache key version {} (this kiln's is {CACHE_VERSION}): none \
-                 of its steps can match",
-                doc.cache_version
-            )));
+            return Err(other_version(u64::from(doc.cache_version)));
         }
         let records = doc
             .records
@@ -940,7 +948,7 @@ fn import_record(
         version: CACHE_VERSION,
         key: rec.key.clone(),
         layers,
-        config: rec.config.clone(),
+        history: rec.history.clone(),
         inputs: rec.inputs.clone(),
     };
     if let Err(e) = local.put(&record) {

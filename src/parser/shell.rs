@@ -43,6 +43,14 @@ pub const MAX_NESTING: usize = 64;
 /// hostile pattern into an error instead of a hang.
 pub const MATCH_BUDGET: u64 = 100_000_000;
 
+/// How long an expanded word may grow, in bytes: 1 MiB, or the word's own length as written
+/// when that is longer (a long heredoc body without variables expands to itself).
+///
+/// BuildKit has no limit, so `ENV A1=${A0}${A0}${A0}${A0}` repeated a dozen times asks for
+/// gigabytes and aborts the process. Real values (a `PATH`, a certificate, a JSON label) are
+/// kilobytes; the limit is far above them and turns doubling into an error instead.
+pub const MAX_WORD_LEN: usize = 1 << 20;
+
 /// Variables visible to an expansion.
 ///
 /// Names are compared exactly (case-sensitive), as BuildKit does on Unix.
@@ -129,7 +137,7 @@ fn env_entry<'a>(entry: &'a str, name: &str) -> Option<&'a str> {
 ///
 /// The `Display` texts are BuildKit's, except for the limits this
 /// implementation adds ([`TooDeep`](Self::TooDeep),
-/// [`MatchTooExpensive`](Self::MatchTooExpensive)) and for `${V` cut off
+/// [`MatchTooExpensive`](Self::MatchTooExpensive), [`TooLong`](Self::TooLong)) and for `${V` cut off
 /// right after the name, which BuildKit words as an unsupported modifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -179,6 +187,10 @@ pub enum ShellErrorKind {
     /// The word's patterns needed more than [`MATCH_BUDGET`] matcher steps.
     #[error("pattern matching gave up after {0} steps")]
     MatchTooExpensive(u64),
+    /// The expanded word would be longer than [`MAX_WORD_LEN`] bytes (or than the word as
+    /// written, when that is longer); the number is the limit.
+    #[error("the expanded word is longer than {0} bytes, kiln's limit")]
+    TooLong(usize),
 }
 
 /// What is wrong with a `#`, `%` or `/` pattern.
@@ -326,6 +338,7 @@ impl Lexer {
             scan: Scanner { src: text, pos: 0 },
             depth: 0,
             budget: MATCH_BUDGET,
+            max_len: MAX_WORD_LEN.max(text.len()),
             capture,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -440,6 +453,8 @@ struct Expander<'a, E: ?Sized> {
     depth: usize,
     /// Matcher steps left for this word (see [`MATCH_BUDGET`]).
     budget: u64,
+    /// The longest any text of this word may grow (see [`MAX_WORD_LEN`]).
+    max_len: usize,
     capture: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -463,10 +478,12 @@ impl<E: Env + ?Sized> Expander<'_, E> {
             // The stop character wins over everything, so `${V:-$}` ends at `}`.
             if Some(c) == stop {
                 self.scan.next();
+                self.fits(&result, "")?;
                 return Ok((result, words.finish()));
             }
             if c == '$' {
                 let value = self.dollar()?;
+                self.fits(&result, &value)?;
                 result.push_str(&value);
                 // Unquoted variable values are subject to field splitting.
                 words.add_str(&value);
@@ -476,10 +493,12 @@ impl<E: Env + ?Sized> Expander<'_, E> {
                 words.add_raw_str(&value);
             } else if quotes && c == '\'' {
                 let value = self.single_quote()?;
+                self.fits(&result, &value)?;
                 result.push_str(&value);
                 words.add_raw_str(&value);
             } else if quotes && c == '"' {
                 let value = self.double_quote(raw_escapes)?;
+                self.fits(&result, &value)?;
                 result.push_str(&value);
                 words.add_raw_str(&value);
             } else {
@@ -504,8 +523,22 @@ impl<E: Env + ?Sized> Expander<'_, E> {
         }
         match stop {
             Some(c) => Err(ShellErrorKind::UnexpectedEnd(c)),
-            None => Ok((result, words.finish())),
+            None => {
+                // Literal characters come from the word itself and grow it by at most its
+                // own length: checked once, here.
+                self.fits(&result, "")?;
+                Ok((result, words.finish()))
+            }
         }
+    }
+
+    /// Whether `add` may be appended to `text` without passing the word's length limit
+    /// (checked before the bytes are copied, so doubling fails before it allocates).
+    fn fits(&self, text: &str, add: &str) -> Step<()> {
+        if text.len().saturating_add(add.len()) > self.max_len {
+            return Err(ShellErrorKind::TooLong(self.max_len));
+        }
+        Ok(())
     }
 
     /// `<`: a `<<` keeps the blanks after it in the same word, so `<<  EOF` stays one
@@ -565,6 +598,7 @@ impl<E: Env + ?Sized> Expander<'_, E> {
                 }
                 Some('$') => {
                     let value = self.dollar()?;
+                    self.fits(&result, &value)?;
                     result.push_str(&value);
                 }
                 Some(c) => {
@@ -723,10 +757,15 @@ impl<E: Env + ?Sized> Expander<'_, E> {
         let glob = Glob::compile(&pattern, true).map_err(|reason| invalid(&pattern, reason))?;
         let mut vm = Vm::new(&glob, &mut self.budget);
         if all {
-            return replace_all(&mut vm, &value, &replacement);
+            return replace_all(&mut vm, &value, &replacement, self.max_len);
         }
         Ok(match vm.find(&value, 0, false)? {
-            Some((a, b)) => format!("{}{replacement}{}", &value[..a], &value[b..]),
+            Some((a, b)) => {
+                if value.len() - (b - a) + replacement.len() > self.max_len {
+                    return Err(ShellErrorKind::TooLong(self.max_len));
+                }
+                format!("{}{replacement}{}", &value[..a], &value[b..])
+            }
             None => value,
         })
     }
@@ -738,7 +777,11 @@ impl<E: Env + ?Sized> Expander<'_, E> {
             Ok((word, _)) => Ok(word),
             // Limits of this implementation are reported as they are, never
             // disguised as a syntax error.
-            Err(e @ (ShellErrorKind::TooDeep(_) | ShellErrorKind::MatchTooExpensive(_))) => Err(e),
+            Err(
+                e @ (ShellErrorKind::TooDeep(_)
+                | ShellErrorKind::MatchTooExpensive(_)
+                | ShellErrorKind::TooLong(_)),
+            ) => Err(e),
             Err(_) if self.scan.at_end() => Err(at_end),
             Err(e) => Err(e),
         }
@@ -1041,7 +1084,9 @@ impl<'g> Vm<'g> {
 
 /// `${V//p/r}`: replaces every match, the way Go's `ReplaceAllString` does,
 /// including its handling of empty matches and of `$` in the replacement.
-fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str) -> Step<String> {
+/// The result may not grow past `max_len` bytes: every match can insert the whole
+/// replacement, so a long value and a long replacement multiply.
+fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str, max_len: usize) -> Step<String> {
     let mut out = String::with_capacity(value.len());
     let mut last_end = 0;
     let mut search = 0;
@@ -1052,7 +1097,10 @@ fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str) -> Step<String> 
         out.push_str(&value[last_end..a]);
         // An empty match right after a previous match is not replaced again.
         if b > last_end || a == 0 {
-            expand_go_template(&mut out, replacement, &value[a..b]);
+            expand_go_template(&mut out, replacement, &value[a..b], max_len)?;
+        }
+        if out.len() > max_len {
+            return Err(ShellErrorKind::TooLong(max_len));
         }
         last_end = b;
         let width = value[search..].chars().next().map_or(1, char::len_utf8);
@@ -1070,9 +1118,18 @@ fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str) -> Step<String> 
 /// without groups: `$$` is `$`, `$0` / `${0}` is the whole match, any other
 /// well-formed `$name` is empty, and a malformed `$` is kept. Only `//` goes
 /// through this in BuildKit; a single `/` inserts the replacement verbatim.
-fn expand_go_template(out: &mut String, template: &str, whole: &str) {
+///
+/// Each `$0` inserts the whole match, so `out` is checked against `max_len` before it is.
+fn expand_go_template(out: &mut String, template: &str, whole: &str, max_len: usize) -> Step<()> {
     let mut rest = template;
+    let fits = |out: &String, add: usize| {
+        if out.len().saturating_add(add) > max_len {
+            return Err(ShellErrorKind::TooLong(max_len));
+        }
+        Ok(())
+    };
     while let Some(i) = rest.find('$') {
+        fits(out, i + 1)?;
         out.push_str(&rest[..i]);
         rest = &rest[i + 1..];
         if let Some(after) = rest.strip_prefix('$') {
@@ -1095,6 +1152,7 @@ fn expand_go_template(out: &mut String, template: &str, whole: &str) {
         match after {
             Some(after) if !name.is_empty() => {
                 if name == "0" {
+                    fits(out, whole.len())?;
                     out.push_str(whole);
                 }
                 rest = after;
@@ -1102,7 +1160,9 @@ fn expand_go_template(out: &mut String, template: &str, whole: &str) {
             _ => out.push('$'),
         }
     }
+    fits(out, rest.len())?;
     out.push_str(rest);
+    Ok(())
 }
 
 /// Quotes `s` the way Go's `strconv.Quote` (`%q`) does, for error messages
@@ -1627,15 +1687,53 @@ mod tests {
         let env = env_of(&[("A", "value with spaces")]);
         let lexer = Lexer::new('\\');
         let chunk = "plain 'quoted' \"dq $A\" \\x $A ${A:-d} ${A#v*} ";
+        // Expanded, this grows past its written length and past MAX_WORD_LEN: refused, quickly.
         let big = chunk.repeat(10 * 1024 * 1024 / chunk.len());
-        assert!(lexer.process_word(&big, &env).is_ok());
-        let some = chunk.repeat(2 * 1024 * 1024 / chunk.len());
+        let got = lexer.process_word(&big, &env).map(|v| v.len());
+        assert_eq!(
+            got.map_err(|e| e.kind),
+            Err(ShellErrorKind::TooLong(big.len()))
+        );
+        let some = chunk.repeat(MAX_WORD_LEN / 2 / chunk.len());
         assert!(lexer.process_words(&some, &env).is_ok());
         let stars = "*".repeat(2 * 1024 * 1024);
         let word = format!("${{A#{stars}x}}${{A//{stars}?/-}}");
         assert!(lexer.process_word(&word, &env).is_ok());
         let unterminated = "'".to_owned() + &"a".repeat(10 * 1024 * 1024);
         assert!(lexer.process_word(&unterminated, &env).is_err());
+    }
+
+    // Regression (issue 15): `A1=${A0}${A0}${A0}${A0}`, repeated, asked for a gigabyte and
+    // aborted the process; a word now stops growing at MAX_WORD_LEN.
+    #[test]
+    fn expansion_stops_at_the_word_length_limit() {
+        let lexer = Lexer::new('\\');
+        let quarter = "x".repeat(MAX_WORD_LEN / 4);
+        let env = env_of(&[("A", quarter.as_str()), ("B", "$0$0$0$0$0")]);
+        let len = |w: &str| {
+            lexer
+                .process_word(w, &env)
+                .map(|v| v.len())
+                .map_err(|e| e.kind)
+        };
+        assert_eq!(len("${A}${A}${A}${A}"), Ok(MAX_WORD_LEN));
+        for word in [
+            "${A}${A}${A}${A}x",
+            "\"${A}${A}${A}${A}${A}\"",
+            "${A//x/yyyyy}",
+            "${A//x*/$B}",
+            "${A/x/${A}${A}${A}${A}}",
+            "${X:-${A}${A}${A}${A}${A}}",
+        ] {
+            assert_eq!(
+                len(word),
+                Err(ShellErrorKind::TooLong(MAX_WORD_LEN)),
+                "{word}"
+            );
+        }
+        // A longer word as written may expand to its own length.
+        let written = "y".repeat(MAX_WORD_LEN + 10);
+        assert_eq!(len(&written), Ok(written.len()));
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn resolve_globals(
             Some(v) => Some(v.clone()),
             None => match &d.default {
                 Some(def) => {
-                    let env = env_of(&out);
+                    let env = ArgEnv(&out);
                     Some(
                         lexer
                             .process_word(def, &env)
@@ -204,10 +204,18 @@ fn resolve_globals(
     Ok(out)
 }
 
-fn env_of(args: &[(String, Option<String>)]) -> Vec<String> {
-    args.iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-        .collect()
+/// ARGs with a value as the variables of an expansion, looked up in place (copying them for
+/// each default made thousands of global ARGs quadratic).
+struct ArgEnv<'a>(&'a [(String, Option<String>)]);
+
+impl crate::parser::shell::Env for ArgEnv<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, v)| k == name && v.is_some())
+            .and_then(|(_, v)| v.as_deref())
+    }
 }
 
 /// Plan a parsed Dockerfile.
@@ -220,7 +228,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let meta_loc = meta.first().map(|a| a.location).unwrap_or_default();
     let target_name = opts.target.clone().unwrap_or_default();
     let globals = resolve_globals(&meta_defs, &opts.build_args, &target_name, meta_loc)?;
-    let env = env_of(&globals);
+    let env = ArgEnv(&globals);
     let lexer = Lexer::new(df.escape);
     let expand = |word: &str, location: Location| -> Result<String, PlanError> {
         lexer

@@ -114,7 +114,7 @@ fn records_doc(cache: &Path) -> serde_json::Value {
     let doc: serde_json::Value =
         serde_json::from_slice(&fs::read(blob(records["digest"].as_str().unwrap())).unwrap())
             .unwrap();
-    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["version"], kiln::cache::transfer::RECORDS_VERSION);
     doc
 }
 

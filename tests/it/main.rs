@@ -23,5 +23,6 @@ mod registry;
 mod security_context;
 mod security_devices;
 mod security_escapes;
+mod security_meta;
 mod security_network;
 mod util;

@@ -235,7 +235,10 @@ mod tests {
                 diff_id: diff_id.clone(),
                 size: layer.len() as u64,
             }],
-            config: serde_json::json!({"architecture": "amd64"}),
+            history: vec![crate::image::spec::History {
+                created_by: Some("RUN x".into()),
+                ..Default::default()
+            }],
             inputs: [("instruction".to_string(), "RUN x".to_string())].into(),
         };
         let out = dir.path().join("cache");
@@ -320,10 +323,13 @@ mod tests {
         let load = |dir: &Path| {
             ImportedSource::load(std::sync::Arc::new(LocalLayout::new(dir, DEFAULT_TAG)))
         };
+        let (cv, rv) = (CACHE_VERSION, RECORDS_VERSION);
         let cases = [
-            ("old", 999, 1, Some("cache key version 999")),
-            ("newer", 1, 2, Some("records version 2")),
-            ("ok", 1, 1, None),
+            ("old", 999, rv, Some("cache key version 999")),
+            // Version 1 stored whole configs in its records; its keys never match.
+            ("v1", 1, 1, Some("cache key version 1 (this kiln's is 2)")),
+            ("newer", cv, rv + 1, Some("records version 3")),
+            ("ok", cv, rv, None),
         ];
         for (name, key_version, records_version, refused) in cases {
             let dir = d.path().join(name);
