@@ -92,6 +92,9 @@ pub const RULES: &[&str] = &[
     "WorkdirRelativePath",
 ];
 
+/// Looks up a base image's config Env by name; `None` when the image is unknown.
+pub type ImageEnv<'a> = dyn Fn(&str) -> Option<Vec<String>> + 'a;
+
 /// What a check may know beyond the Dockerfile. The parser imports nothing else of the
 /// crate, so the caller brings what needs images: their Env, and reference syntax.
 #[derive(Default, Clone, Copy)]
@@ -100,7 +103,7 @@ pub struct CheckOptions<'a> {
     pub build_args: Option<&'a HashMap<String, String>>,
     /// The config Env (`KEY=value` entries) of a base image, by its expanded name; `None`
     /// when the image is not known. Stages whose base Env is unknown get no UndefinedVar.
-    pub image_env: Option<&'a dyn Fn(&str) -> Option<Vec<String>>>,
+    pub image_env: Option<&'a ImageEnv<'a>>,
     /// Whether an expanded base name is a valid image reference (Docker's
     /// `ParseNormalizedNamed`); without it only an empty name is invalid.
     pub valid_image_name: Option<&'a dyn Fn(&str) -> bool>,
