@@ -244,7 +244,14 @@ pub fn run(root: &Path, args: &BuildArgs) -> i32 {
     };
     let name = display_name(&file);
     if args.check {
-        return super::debug::check(&name, &src);
+        let build_args = match key_values(&args.build_args, true) {
+            Ok(a) => a.into_iter().collect(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        return super::debug::check(root, &name, &src, &build_args);
     }
     match build_image(root, args, &file, &name, src) {
         Ok(()) => 0,

@@ -1,10 +1,15 @@
 //! `kiln debug ...` and `kiln build --check`: parser-level commands.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use kiln::image::spec::ImageSpec;
+use kiln::image::Reference;
 use kiln::parser;
+use kiln::store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum DebugCommand {
@@ -80,9 +85,24 @@ pub fn run(root: &Path, cmd: DebugCommand) -> i32 {
 }
 
 /// `kiln build --check`: every problem with its place; 1 when there is an error.
-pub fn check(name: &str, src: &[u8]) -> i32 {
+/// `build_args` are the `--build-arg` values; base images in the store at `root` lend
+/// their Env to UndefinedVar (nothing is pulled, and no store is created).
+pub fn check(root: &Path, name: &str, src: &[u8], build_args: &HashMap<String, String>) -> i32 {
+    let store: OnceCell<Option<Store>> = OnceCell::new();
+    let image_env = |image: &str| {
+        let store = store
+            .get_or_init(|| root.is_dir().then(|| Store::open(root).ok()).flatten())
+            .as_ref()?;
+        stored_image_env(store, image)
+    };
+    let valid_image_name = |n: &str| Reference::parse_normalized_named(n).is_ok();
+    let options = parser::check::CheckOptions {
+        build_args: Some(build_args),
+        image_env: Some(&image_env),
+        valid_image_name: Some(&valid_image_name),
+    };
     let findings = match std::str::from_utf8(src) {
-        Ok(text) => parser::check::check_source(text),
+        Ok(text) => parser::check::check_source_with(text, &options),
         Err(_) => match parser::parse_bytes(src) {
             Err(e) => {
                 eprintln!("{}", e.to_diagnostic(name, &String::from_utf8_lossy(src)));
@@ -111,6 +131,14 @@ pub fn check(name: &str, src: &[u8]) -> i32 {
     } else {
         0
     }
+}
+
+/// The config Env of a stored image; `None` when it is not there or cannot be read, which
+/// the check takes as "unknown".
+fn stored_image_env(store: &Store, image: &str) -> Option<Vec<String>> {
+    let record = store.resolve(image).ok()?;
+    let bytes = kiln::imageops::config_bytes(store, &record).ok()?;
+    Some(ImageSpec::from_slice(&bytes).ok()?.config.env)
 }
 
 fn plural(n: usize) -> &'static str {

@@ -78,6 +78,7 @@ pub const RULES: &[&str] = &[
     "DuplicateStageName",
     "ExposeProtoCasing",
     "FromAsCasing",
+    "InvalidDefaultArgInFrom",
     "JSONArgsRecommended",
     "LegacyKeyValueFormat",
     "MaintainerDeprecated",
@@ -87,13 +88,36 @@ pub const RULES: &[&str] = &[
     "SecretsUsedInArgOrEnv",
     "StageNameCasing",
     "UndefinedArgInFrom",
+    "UndefinedVar",
     "WorkdirRelativePath",
 ];
 
+/// Looks up a base image's config Env by name; `None` when the image is unknown.
+pub type ImageEnv<'a> = dyn Fn(&str) -> Option<Vec<String>> + 'a;
+
+/// What a check may know beyond the Dockerfile. The parser imports nothing else of the
+/// crate, so the caller brings what needs images: their Env, and reference syntax.
+#[derive(Default, Clone, Copy)]
+pub struct CheckOptions<'a> {
+    /// `--build-arg` values; without them ARGs have their defaults.
+    pub build_args: Option<&'a HashMap<String, String>>,
+    /// The config Env (`KEY=value` entries) of a base image, by its expanded name; `None`
+    /// when the image is not known. Stages whose base Env is unknown get no UndefinedVar.
+    pub image_env: Option<&'a ImageEnv<'a>>,
+    /// Whether an expanded base name is a valid image reference (Docker's
+    /// `ParseNormalizedNamed`); without it only an empty name is invalid.
+    pub valid_image_name: Option<&'a dyn Fn(&str) -> bool>,
+}
+
 /// Parse `src` and check it. A file that does not parse yields that one error.
 pub fn check_source(src: &str) -> Vec<Finding> {
+    check_source_with(src, &CheckOptions::default())
+}
+
+/// [`check_source`] with build arguments and what is known of base images.
+pub fn check_source_with(src: &str, options: &CheckOptions<'_>) -> Vec<Finding> {
     match super::parse(src) {
-        Ok(df) => check(&df),
+        Ok(df) => check_with(&df, options),
         Err(e) => vec![Finding {
             severity: Severity::Error,
             rule: None,
@@ -107,7 +131,12 @@ pub fn check_source(src: &str) -> Vec<Finding> {
 
 /// Check a parsed Dockerfile. Findings are sorted by position.
 pub fn check(df: &Dockerfile) -> Vec<Finding> {
-    let mut c = Checker::new(df);
+    check_with(df, &CheckOptions::default())
+}
+
+/// [`check`] with build arguments and what is known of base images.
+pub fn check_with(df: &Dockerfile, options: &CheckOptions<'_>) -> Vec<Finding> {
+    let mut c = Checker::new(df, options);
     for w in &df.warnings {
         c.warn(
             "NoEmptyContinuation",
@@ -124,8 +153,8 @@ pub fn check(df: &Dockerfile) -> Vec<Finding> {
     }
     c.casing(&stages);
     c.stage_names(&stages);
-    c.expand_from(&meta, &mut stages, df.escape);
-    c.dispatch(&stages);
+    let global = c.expand_from(&meta, &mut stages);
+    c.dispatch(&stages, &global);
     c.dependencies(&stages);
     let mut findings = c.findings;
     findings.sort_by_key(|f| (f.location.line, f.location.column));
@@ -193,13 +222,15 @@ struct CheckStage<'a> {
     commands: Vec<(&'a Node, Instruction)>,
 }
 
-struct Checker {
+struct Checker<'o> {
     findings: Vec<Finding>,
     config: LintConfig,
+    lexer: Lexer,
+    options: CheckOptions<'o>,
 }
 
-impl Checker {
-    fn new(df: &Dockerfile) -> Self {
+impl<'o> Checker<'o> {
+    fn new(df: &Dockerfile, options: &CheckOptions<'o>) -> Self {
         let mut findings = Vec::new();
         let config = match df.directives.iter().find(|d| d.name == "check") {
             Some(d) => LintConfig::parse(&d.value).unwrap_or_else(|e| {
@@ -218,7 +249,12 @@ impl Checker {
             }),
             None => LintConfig::default(),
         };
-        Checker { findings, config }
+        Checker {
+            findings,
+            config,
+            lexer: Lexer::new(df.escape),
+            options: *options,
+        }
     }
 
     fn warn(&mut self, rule: &'static str, location: Location, width: usize, message: String) {
@@ -420,35 +456,97 @@ impl Checker {
         }
     }
 
-    /// Expand FROM's base name and platform with the global ARGs (their defaults: a check
-    /// has no build arguments), as BuildKit does before anything else: UndefinedArgInFrom
-    /// for variables that are neither global ARGs nor predefined, errors for what cannot be
-    /// expanded or expands to nothing. Leaves each stage's `base` expanded, so that
-    /// `FROM $STAGE` finds the stage it names.
+    /// The global ARGs' values over `env` (the predefined ARGs), BuildKit's `buildMetaArgs`:
+    /// a build argument wins over the default, which is expanded with the ARGs before it.
+    /// `None` when a default cannot be expanded; `report` says whether that is an error here.
+    fn meta_args(
+        &mut self,
+        meta: &[(ArgDef, &Node)],
+        mut env: HashMap<String, String>,
+        build_args: &HashMap<String, String>,
+        report: bool,
+    ) -> Option<HashMap<String, String>> {
+        let mut ok = true;
+        for (def, node) in meta {
+            let value = match (build_args.get(&def.name), &def.default) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(v)) => match self.lexer.process_word(v, &env) {
+                    Ok(value) => Some(value),
+                    Err(e) => {
+                        if report {
+                            self.error_at(node, e.to_string());
+                        }
+                        ok = false;
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            if let Some(v) = value {
+                env.insert(def.name.clone(), v);
+            }
+        }
+        (ok || report).then_some(env)
+    }
+
+    /// InvalidDefaultArgInFrom: a base name that, with the ARGs' defaults alone (no build
+    /// arguments), is empty or no valid image name. BuildKit warns even when the build
+    /// arguments given make it valid, and stops judging at the first name it cannot expand.
+    fn invalid_default_args(
+        &mut self,
+        defaults: &HashMap<String, String>,
+        stages: &[CheckStage<'_>],
+    ) {
+        let valid = self.options.valid_image_name;
+        for s in stages {
+            // A FROM that could not be read has been reported already.
+            if s.base.is_empty() {
+                continue;
+            }
+            let Ok(x) = self.lexer.process_word_with_matches(&s.base, defaults) else {
+                return;
+            };
+            let name = x.result;
+            if name.is_empty() || valid.is_some_and(|f| !f(&name)) {
+                self.warn_at(
+                    "InvalidDefaultArgInFrom",
+                    s.from_node,
+                    format!(
+                        "Default value for ARG {} results in empty or invalid base image name",
+                        s.base
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Expand FROM's base name and platform with the global ARGs, as BuildKit does before
+    /// anything else: InvalidDefaultArgInFrom with their defaults; then, with the build
+    /// arguments, UndefinedArgInFrom for variables that are neither global ARGs nor
+    /// predefined, and errors for what cannot be expanded or expands to nothing (so a blank
+    /// name stays an error unless a build argument fills it, as in BuildKit's check). Leaves
+    /// each stage's `base` expanded, so that `FROM $STAGE` finds the stage it names, and
+    /// returns the global ARGs' values, which a stage's `ARG NAME` takes.
     fn expand_from(
         &mut self,
         meta: &[(ArgDef, &Node)],
         stages: &mut [CheckStage<'_>],
-        escape: char,
-    ) {
-        let lexer = Lexer::new(escape);
+    ) -> HashMap<String, String> {
+        let lexer = self.lexer;
         let target = stages
             .last()
             .and_then(|s| s.name.clone())
             .unwrap_or_default();
-        let mut env = predefined_args(&target);
-        let mut known: Vec<String> = Vec::new();
-        for (def, node) in meta {
-            if let Some(v) = &def.default {
-                match lexer.process_word(v, &env) {
-                    Ok(value) => {
-                        env.insert(def.name.clone(), value);
-                    }
-                    Err(e) => self.error_at(node, e.to_string()),
-                }
-            }
-            known.push(def.name.clone());
+        let predefined = predefined_args(&target);
+        let none = HashMap::new();
+        if let Some(defaults) = self.meta_args(meta, predefined.clone(), &none, false) {
+            self.invalid_default_args(&defaults, stages);
         }
+        let build_args = self.options.build_args.unwrap_or(&none);
+        let env = self
+            .meta_args(meta, predefined, build_args, true)
+            .unwrap_or_default();
+        let mut known: Vec<String> = meta.iter().map(|(d, _)| d.name.clone()).collect();
         known.extend(PREDEFINED_ARGS.iter().map(|a| a.to_string()));
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
         for s in stages.iter_mut() {
@@ -467,7 +565,11 @@ impl Checker {
                     }
                     s.base = x.result;
                 }
-                Err(e) => self.error_at(s.from_node, e.to_string()),
+                Err(e) => {
+                    self.error_at(s.from_node, e.to_string());
+                    // Not a name a later stage or an image lookup could use.
+                    s.base.clear();
+                }
             }
             let Some(platform) = s.platform.clone() else {
                 continue;
@@ -488,6 +590,7 @@ impl Checker {
                 ),
             }
         }
+        env
     }
 
     /// UndefinedArgInFrom for each variable FROM used that nothing declares.
@@ -505,8 +608,9 @@ impl Checker {
     }
 
     /// The lints BuildKit runs while it converts each stage, and RUN mounts read after
-    /// expansion. Stage state (shell set, workdir set) carries over to stages built on them.
-    fn dispatch(&mut self, stages: &[CheckStage<'_>]) {
+    /// expansion. Stage state (shell set, workdir set, variables) carries over to stages
+    /// built on them. `global` holds the global ARGs' values.
+    fn dispatch(&mut self, stages: &[CheckStage<'_>], global: &HashMap<String, String>) {
         let bases = base_stages(stages);
         let mut states: Vec<StageState> = Vec::with_capacity(stages.len());
         for (i, s) in stages.iter().enumerate() {
@@ -514,18 +618,186 @@ impl Checker {
                 Some(base) => StageState {
                     shell_set: base.shell_set,
                     workdir_set: base.workdir_set,
+                    vars: base.vars.clone(),
                     ..StageState::default()
                 },
-                None => StageState::default(),
+                None => StageState {
+                    vars: self.image_vars(&s.base),
+                    ..StageState::default()
+                },
             };
             for (node, ins) in &s.commands {
-                self.dispatch_one(node, ins, &mut st);
+                self.dispatch_one(node, ins, &mut st, global);
             }
             states.push(st);
         }
     }
 
-    fn dispatch_one(&mut self, node: &Node, ins: &Instruction, st: &mut StageState) {
+    /// The variables a stage starts with on the image `base`: its Env, and PATH, which
+    /// BuildKit always sets. `None` when the image's Env is not known.
+    fn image_vars(&self, base: &str) -> Option<Vars> {
+        let env = match base {
+            "" => return None,
+            "scratch" => Vec::new(),
+            name => self.options.image_env.and_then(|f| f(name))?,
+        };
+        let mut vars = Vars::default();
+        for e in &env {
+            let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+            vars.set(k, v.to_string());
+        }
+        if !vars.is_set("PATH") {
+            vars.set("PATH", DEFAULT_PATH.to_string());
+        }
+        Some(vars)
+    }
+
+    /// UndefinedVar, for the words BuildKit expands before it dispatches an instruction
+    /// (not RUN's, CMD's or ENTRYPOINT's command, which the shell expands, nor EXPOSE's,
+    /// which BuildKit expands without looking), judged against what the stage has defined
+    /// so far; then what the instruction defines. A stage whose base image Env is unknown
+    /// (not in the store, or no lookup given) is skipped: any name might come from it.
+    fn undefined_vars(
+        &mut self,
+        node: &Node,
+        ins: &Instruction,
+        st: &mut StageState,
+        global: &HashMap<String, String>,
+    ) {
+        let Some(vars) = st.vars.as_mut() else {
+            return;
+        };
+        let lexer = self.lexer;
+        let mut unmatched: Vec<String> = Vec::new();
+        // Expand one word, noting its undefined names; `None` when it cannot be expanded.
+        let word = |w: &str, lexer: &Lexer, vars: &Vars, unmatched: &mut Vec<String>| {
+            let x = lexer.process_word_with_matches(w, vars).ok()?;
+            unmatched.extend(
+                x.unmatched
+                    .into_iter()
+                    .filter(|n| !vars.declared.contains(n)),
+            );
+            Some(x.result)
+        };
+        // Heredoc bodies are expanded with `\` as escape and quotes kept (BuildKit's
+        // `ExpandRaw`), unless the delimiter was quoted.
+        let raw = Lexer::new('\\').skip_process_quotes(true);
+        match ins {
+            Instruction::Env(e) => {
+                // Every pair is expanded before any is set: `ENV A=1 B=$A` uses the old A.
+                let set: Vec<_> = e
+                    .pairs
+                    .iter()
+                    .map(|kv| {
+                        let k = word(&kv.key, &lexer, vars, &mut unmatched);
+                        let v = word(&kv.value, &lexer, vars, &mut unmatched);
+                        k.zip(v)
+                    })
+                    .collect();
+                for (k, v) in set.into_iter().flatten() {
+                    vars.set(&k, v);
+                }
+            }
+            Instruction::Label(l) => {
+                for kv in &l.pairs {
+                    word(&kv.key, &lexer, vars, &mut unmatched);
+                    word(&kv.value, &lexer, vars, &mut unmatched);
+                }
+            }
+            Instruction::Copy(c) => {
+                for w in c.chown.iter().chain(&c.chmod).chain(&c.sources) {
+                    word(w, &lexer, vars, &mut unmatched);
+                }
+                word(&c.dest, &lexer, vars, &mut unmatched);
+                for f in c.contents.iter().filter(|f| f.expand) {
+                    word(&f.data, &raw, vars, &mut unmatched);
+                }
+            }
+            Instruction::Add(a) => {
+                let flags = a.chown.iter().chain(&a.chmod).chain(&a.checksum);
+                for w in flags.chain(&a.sources) {
+                    word(w, &lexer, vars, &mut unmatched);
+                }
+                word(&a.dest, &lexer, vars, &mut unmatched);
+                for f in a.contents.iter().filter(|f| f.expand) {
+                    word(&f.data, &raw, vars, &mut unmatched);
+                }
+            }
+            Instruction::Workdir(w) => {
+                word(&w.path, &lexer, vars, &mut unmatched);
+            }
+            Instruction::User(u) => {
+                word(&u.user, &lexer, vars, &mut unmatched);
+            }
+            Instruction::Volume(v) => {
+                for w in &v.volumes {
+                    word(w, &lexer, vars, &mut unmatched);
+                }
+            }
+            Instruction::Stopsignal(s) => {
+                word(&s.signal, &lexer, vars, &mut unmatched);
+            }
+            Instruction::Run(r) => {
+                // Only the values of `--mount` fields, as BuildKit reads them.
+                let found = std::cell::RefCell::new(Vec::new());
+                for m in &r.mounts {
+                    let _ = parse_mount(&m.raw, &|v| {
+                        let mut found = found.borrow_mut();
+                        word(v, &lexer, vars, &mut found).ok_or_else(String::new)
+                    });
+                }
+                unmatched.extend(found.into_inner());
+            }
+            Instruction::Arg(a) => {
+                let no_args = HashMap::new();
+                let build_args = self.options.build_args.unwrap_or(&no_args);
+                for d in &a.args {
+                    // BuildKit's dispatchArg: a build argument, else the global value when
+                    // there is no default, else the default, expanded.
+                    let value = match (build_args.get(&d.name), &d.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, None) => global.get(&d.name).cloned(),
+                        (None, Some(v)) => word(v, &lexer, vars, &mut unmatched),
+                    };
+                    vars.declared.insert(d.name.clone());
+                    if let Some(v) = value.filter(|_| !NON_ENV_ARGS.contains(&d.name.as_str())) {
+                        vars.set(&d.name, v);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let known: Vec<&str> = st
+            .vars
+            .iter()
+            .flat_map(|v| v.env.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        let mut messages = Vec::new();
+        for name in &unmatched {
+            if NON_ENV_ARGS.contains(&name.as_str()) {
+                continue;
+            }
+            let mut message = format!("Usage of undefined variable '${name}'");
+            // An empty name (`ENV ${UNSET}=1`) may be the nearest, and then, as in
+            // BuildKit, there is no suggestion.
+            if let Some(m) = suggest(name, &known, true).filter(|m| !m.is_empty()) {
+                message.push_str(&format!(" (did you mean ${m}?)"));
+            }
+            messages.push(message);
+        }
+        for m in messages {
+            self.warn_at("UndefinedVar", node, m);
+        }
+    }
+
+    fn dispatch_one(
+        &mut self,
+        node: &Node,
+        ins: &Instruction,
+        st: &mut StageState,
+        global: &HashMap<String, String>,
+    ) {
+        self.undefined_vars(node, ins, st, global);
         match ins {
             Instruction::Cmd(c) => {
                 self.used_once(node, &mut st.cmd);
@@ -803,9 +1075,46 @@ pub fn predefined_args(target: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// BuildKit's default PATH, which every stage has when its image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// ARGs BuildKit never puts in the environment, and never reports as undefined.
+const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
+
+/// The variables a stage has defined so far, for UndefinedVar.
+#[derive(Clone, Default)]
+struct Vars {
+    /// The environment, most recently set last: BuildKit offers suggestions in this order.
+    env: Vec<(String, String)>,
+    /// The stage's ARG names (and its base stages'), with or without a value.
+    declared: BTreeSet<String>,
+}
+
+impl Vars {
+    fn set(&mut self, key: &str, value: String) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value));
+    }
+
+    fn is_set(&self, key: &str) -> bool {
+        self.env.iter().any(|(k, _)| k == key)
+    }
+}
+
+impl super::shell::Env for Vars {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// What dispatching a stage has set so far.
 #[derive(Default)]
 struct StageState {
+    /// `None` when the base image's Env is unknown.
+    vars: Option<Vars>,
     shell_set: bool,
     workdir_set: bool,
     cmd: Option<(Location, usize)>,
@@ -1046,6 +1355,205 @@ mod tests {
             f.to_diagnostic("Dockerfile", src).to_string(),
             "warning: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals\n --> Dockerfile:2:1\n  |\n2 | CMD echo hi\n  | ^^^"
         );
+    }
+
+    fn rules_of(findings: &[Finding], rule: &str) -> Vec<(usize, String)> {
+        findings
+            .iter()
+            .filter(|f| f.rule == Some(rule))
+            .map(|f| (f.location.line, f.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn from_arg_without_default_warns_invalid_default_arg_in_from() {
+        // Was only the blank-name error; BuildKit's check also warns, since a build with
+        // `--build-arg BASE=...` works.
+        let src = "ARG BASE\nFROM $BASE AS x\n";
+        has(
+            src,
+            "InvalidDefaultArgInFrom",
+            2,
+            "Default value for ARG $BASE results in empty or invalid base image name",
+        );
+        // Without a value for BASE, BuildKit's check also gives this error.
+        has(src, "error", 2, "base name ($BASE) should not be blank");
+        // With one, only the warning: it judges the defaults.
+        let args = HashMap::from([("BASE".to_string(), "busybox".to_string())]);
+        let with_arg = check_source_with(
+            src,
+            &CheckOptions {
+                build_args: Some(&args),
+                ..CheckOptions::default()
+            },
+        );
+        assert_eq!(with_arg.len(), 1, "{with_arg:#?}");
+        assert_eq!(with_arg[0].rule, Some("InvalidDefaultArgInFrom"));
+        assert!(!with_arg[0].is_error());
+        clean("ARG BASE=busybox\nFROM $BASE AS x\n");
+        // The name's syntax is the caller's (the parser knows no image references).
+        let valid = |n: &str| n.chars().all(|c| !c.is_ascii_uppercase()) && !n.is_empty();
+        let opts = CheckOptions {
+            valid_image_name: Some(&valid),
+            ..CheckOptions::default()
+        };
+        let f = check_source_with("ARG B=Bad\nFROM ${B}\n", &opts);
+        assert_eq!(
+            rules_of(&f, "InvalidDefaultArgInFrom"),
+            vec![(
+                2,
+                "Default value for ARG ${B} results in empty or invalid base image name"
+                    .to_string()
+            )]
+        );
+        clean("# check=skip=InvalidDefaultArgInFrom,UndefinedArgInFrom\nARG BASE=\nFROM ${BASE:-busybox}\n");
+    }
+
+    #[test]
+    fn undefined_var_matches_buildkit() {
+        // Each expected line was produced by BuildKit's linter (73ed6825) on this file.
+        let src = "FROM scratch\nCOPY $TARGETARCH /x\nENV A=1 B=$A\nENV PATHX=$PATH C=$PAHT\nARG D\nARG E=$D$F\nRUN echo $G\nCMD [\"$H\"]\nEXPOSE $I\nUSER $J\nWORKDIR /$K\nLABEL $L=$M\nVOLUME /v$N\nSTOPSIGNAL 9$O\nCOPY --chown=$P --chmod=$Q a$R $S\nRUN --mount=type=cache,target=/t$T,id=$U echo\nCOPY <<EOF /y\n$V\nEOF\nFROM scratch AS two\nARG GLOB\nFROM two\nCOPY $GLOB $A $W /\n";
+        let want: Vec<(usize, String)> = [
+            (2, "TARGETARCH", ""),
+            (3, "A", ""),
+            (4, "PAHT", "PATH"),
+            (6, "F", "A"),
+            (10, "J", "A"),
+            (11, "K", "A"),
+            (12, "L", "A"),
+            (12, "M", "A"),
+            (13, "N", "A"),
+            (14, "O", "A"),
+            (15, "P", "A"),
+            (15, "Q", "A"),
+            (15, "R", "A"),
+            (15, "S", "A"),
+            (16, "T", "A"),
+            (16, "U", "A"),
+            (17, "V", "A"),
+            (23, "A", ""),
+            (23, "W", ""),
+        ]
+        .iter()
+        .map(|(l, v, m)| {
+            let mut msg = format!("Usage of undefined variable '${v}'");
+            if !m.is_empty() {
+                msg.push_str(&format!(" (did you mean ${m}?)"));
+            }
+            (*l, msg)
+        })
+        .collect();
+        let mut got = rules_of(&check_source(src), "UndefinedVar");
+        got.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want);
+        // A build argument for an ARG means its default is not expanded.
+        let args = HashMap::from([("E".to_string(), "1".to_string())]);
+        let got = rules_of(
+            &check_source_with(
+                src,
+                &CheckOptions {
+                    build_args: Some(&args),
+                    ..CheckOptions::default()
+                },
+            ),
+            "UndefinedVar",
+        );
+        assert!(!got.iter().any(|(l, _)| *l == 6), "{got:#?}");
+    }
+
+    #[test]
+    fn undefined_var_in_more_places_like_buildkit() {
+        // Also from BuildKit's linter: ADD's flags and sources, heredocs unless the
+        // delimiter is quoted, ENV names, JSON VOLUME; not HEALTHCHECK, SHELL or ONBUILD.
+        let src = "FROM scratch\nARG BUILDKIT_SBOM_SCAN_STAGE=$X1\nADD --checksum=$X2 --chown=$X3 http://e/a$X4 /\nCOPY <<\"EOF\" /y\n$X5\nEOF\nENV ${X6}=1\nARG Q=\"$X7\"\nVOLUME [\"/v$X8\"]\nHEALTHCHECK CMD echo $X9\nSHELL [\"$X10\"]\nONBUILD COPY $X11 /\nCOPY <<EOF /z\n$X13 \"$X14\"\nEOF\nFROM scratch AS s3\nENV A=1\nFROM s3\nCOPY $A $PATH $X15 /\n";
+        let mut got = rules_of(&check_source(src), "UndefinedVar");
+        got.sort();
+        let mut want: Vec<(usize, String)> = [
+            (2, "X1"),
+            (3, "X2"),
+            (3, "X3"),
+            (3, "X4"),
+            (7, "X6"),
+            (8, "X7"),
+            (9, "X8"),
+            (13, "X13"),
+            (13, "X14"),
+            (19, "X15"),
+        ]
+        .iter()
+        .map(|(l, v)| (*l, format!("Usage of undefined variable '${v}'")))
+        .collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn undefined_var_needs_the_base_image_env() {
+        // The check cannot see an image's Env without help: nothing is reported there.
+        clean("FROM busybox\nCOPY $NOPE /x\n");
+        clean("FROM busybox AS b\nFROM b\nCOPY $NOPE /x\n");
+        let env =
+            |name: &str| (name == "img").then(|| vec!["FOO=1".to_string(), "NOVALUE".to_string()]);
+        let opts = CheckOptions {
+            image_env: Some(&env),
+            ..CheckOptions::default()
+        };
+        let got = check_source_with(
+            "FROM img\nCOPY $FOO $NOVALUE $PATH $FOOO /x\nFROM other\nCOPY $NOPE /\n",
+            &opts,
+        );
+        assert_eq!(
+            rules_of(&got, "UndefinedVar"),
+            vec![(
+                2,
+                "Usage of undefined variable '$FOOO' (did you mean $FOO?)".to_string()
+            )]
+        );
+        // A stage built on one with a known env knows it too, with its ENVs and ARGs.
+        let got = check_source_with(
+            "FROM img AS base\nENV E=1\nARG A\nFROM base\nCOPY $FOO $E $A $B /\n",
+            &opts,
+        );
+        assert_eq!(
+            rules_of(&got, "UndefinedVar"),
+            vec![(
+                5,
+                "Usage of undefined variable '$B' (did you mean $E?)".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn undefined_var_arg_scoping() {
+        // A global ARG is defined in a stage only once declared there again.
+        has(
+            "ARG G=1\nFROM scratch\nCOPY $G /x\n",
+            "UndefinedVar",
+            3,
+            "Usage of undefined variable '$G'",
+        );
+        clean("ARG G=1\nFROM scratch\nARG G\nCOPY $G /x\n");
+        // A declared ARG counts even without a value; it is defined only after it.
+        clean("FROM scratch\nARG V\nWORKDIR /$V\n");
+        has(
+            "FROM scratch\nWORKDIR /$V\nARG V\n",
+            "UndefinedVar",
+            2,
+            "Usage of undefined variable '$V'",
+        );
+        clean("FROM scratch\nARG A=1 B=$A\n");
+        // Automatic platform ARGs too need declaring in the stage.
+        clean("FROM scratch\nARG TARGETARCH\nCOPY $TARGETARCH /x\n");
+        clean("# check=skip=UndefinedVar\nFROM scratch\nCOPY $NOPE /x\n");
+    }
+
+    #[test]
+    fn undefined_var_not_in_shell_commands() {
+        // BuildKit leaves the command of RUN, CMD, ENTRYPOINT and HEALTHCHECK to the shell.
+        let src = "FROM scratch\nRUN echo $A\nRUN [\"echo\", \"$B\"]\nCMD [\"$C\"]\nENTRYPOINT [\"$D\"]\nEXPOSE $E\nRUN <<EOF\necho $F\nEOF\n";
+        assert_eq!(rules_of(&check_source(src), "UndefinedVar"), vec![]);
     }
 
     proptest::proptest! {
