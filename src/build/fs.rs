@@ -82,7 +82,8 @@ pub fn top_chain(layers: &[LayerRef]) -> Option<Digest> {
 /// A change made on top of a stage's layers: `work` gets the merged root (lower layers plus
 /// the new upper dir) and the read-only roots of `sources`, and writes into the merged root;
 /// what it changed becomes a new layer, committed as a blob and a snapshot. Returns the new
-/// layer, or `None` when nothing changed.
+/// layer, an empty one when nothing changed (WORKDIR: BuildKit's mkdir is a layer even over
+/// an existing directory).
 pub fn change<R: Send>(
     store: &Store,
     layers: &[LayerRef],
@@ -95,6 +96,7 @@ pub fn change<R: Send>(
         layers,
         sources,
         clamp_mtime,
+        true,
         |merged, roots, _| work(merged, roots),
         |r, _| Ok((r, None)),
     )
@@ -103,12 +105,14 @@ pub fn change<R: Send>(
 /// [`change`] in two parts: `work` runs on the mounted overlay (and also gets the lower
 /// dirs, top-most first); `then`, after the overlay is unmounted, may write into the upper
 /// dir itself (a COPY written straight into the layer) and return a file to keep beside the
-/// snapshot ([`super::direct::INDEX_FILE`]).
+/// snapshot ([`super::direct::INDEX_FILE`]). Nothing changed gives no layer unless
+/// `empty_is_layer`.
 pub(crate) fn change_then<R: Send, T>(
     store: &Store,
     layers: &[LayerRef],
     sources: &[Vec<LayerRef>],
     clamp_mtime: Option<i64>,
+    empty_is_layer: bool,
     work: impl FnOnce(&Path, &[PathBuf], &[PathBuf]) -> R + Send,
     then: impl FnOnce(R, &Path) -> Result<(T, Option<Vec<u8>>), FsError>,
 ) -> Result<(T, Option<LayerRef>), FsError> {
@@ -125,7 +129,7 @@ pub(crate) fn change_then<R: Send, T>(
     })?;
     drop(scratch);
     let (t, index) = then(r, &upper)?;
-    if fs::read_dir(&upper)?.next().is_none() {
+    if !empty_is_layer && fs::read_dir(&upper)?.next().is_none() {
         return Ok((t, None));
     }
     let layer = commit_dir(store, &upper, clamp_mtime)?;

@@ -264,7 +264,9 @@ fn apply_inner(
         }
         Instruction::Workdir(w) => {
             let p = state.expand(&w.path)?;
-            let joined = if p.starts_with('/') {
+            // As BuildKit: an absolute path is kept as written (`/etc/` stays `/etc/`), a
+            // relative one is joined to the current one and cleaned.
+            let wd = if p.starts_with('/') {
                 p
             } else {
                 let base = if state.spec.config.working_dir.is_empty() {
@@ -272,9 +274,8 @@ fn apply_inner(
                 } else {
                     state.spec.config.working_dir.as_str()
                 };
-                format!("{base}/{p}")
+                clean_abs(&format!("{base}/{p}"))
             };
-            let wd = clean_abs(&joined);
             state.spec.config.working_dir = wd.clone();
             changes.push(("workdir", wd.clone()));
             format!("WORKDIR {wd}")
@@ -490,7 +491,9 @@ mod tests {
             changes("LABEL a=b\n"),
             s(&[("label-name", "a"), ("label-value", "b")])
         );
-        assert_eq!(changes("WORKDIR /a/../b\n"), s(&[("workdir", "/b")]));
+        // BuildKit keeps an absolute WORKDIR as written (util/system NormalizePath).
+        assert_eq!(changes("WORKDIR /a/../b\n"), s(&[("workdir", "/a/../b")]));
+        assert_eq!(changes("WORKDIR /etc/\n"), s(&[("workdir", "/etc/")]));
     }
 
     #[test]

@@ -759,6 +759,7 @@ impl Builder<'_> {
                     .text("instruction", ins.name());
                 applied.key_fields(&mut key);
                 cur.key = key.finish();
+                let workdir = matches!(ins, Instruction::Workdir(_));
                 if let Instruction::Workdir(w) = ins {
                     self.flush_meta(&mut cur, &mut pending);
                     self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
@@ -767,7 +768,9 @@ impl Builder<'_> {
                     created: Some(self.created.clone()),
                     created_by: Some(applied.created_by),
                     comment: Some(HISTORY_COMMENT.to_string()),
-                    empty_layer: true,
+                    // WORKDIR's mkdir is always a layer (an empty one over an existing
+                    // directory), as in BuildKit's images.
+                    empty_layer: !workdir,
                     ..Default::default()
                 });
                 let start = cur.history.len() - 1;

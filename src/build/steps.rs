@@ -812,6 +812,7 @@ impl Builder<'_> {
             &cur.state.layers,
             &source_layers,
             clamp,
+            false,
             work,
             then,
         )
@@ -875,7 +876,8 @@ impl Builder<'_> {
             self.settle_key(&key, cur);
             return Ok(());
         }
-        let wd2 = wd.clone();
+        // The directory a `/a/../b` WORKDIR names.
+        let wd2 = crate::executor::clean_workdir(&wd);
         let user = cur.state.spec.config.user.clone();
         let (r, layer) = change(
             self.store,
@@ -1194,11 +1196,9 @@ impl Builder<'_> {
             }
         }
         let user = cur.state.spec.config.user.clone();
-        let workdir = if cur.state.spec.config.working_dir.is_empty() {
-            "/".to_string()
-        } else {
-            cur.state.spec.config.working_dir.clone()
-        };
+        // The config keeps an absolute WORKDIR as written (`/a/../b`); the step runs in the
+        // directory it names.
+        let workdir = executor::clean_workdir(&cur.state.spec.config.working_dir);
         let network = match r.network {
             RunNetwork::None => executor::NetworkMode::None,
             RunNetwork::Host => {
