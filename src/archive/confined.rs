@@ -85,10 +85,36 @@ impl Root {
 
     /// The directory `comps` below this root, resolved inside it (symlinks followed
     /// as if the root were `/`, missing directories created 0755), as a root of its own.
-    pub(crate) fn subdir(&self, comps: &[&[u8]], entry: &[u8]) -> Result<Root, ArchiveError> {
+    /// The directories it creates are given `owner` when one is set (ADD --chown).
+    pub(crate) fn subdir(
+        &self,
+        comps: &[&[u8]],
+        entry: &[u8],
+        owner: Option<(u32, u32)>,
+    ) -> Result<Root, ArchiveError> {
+        let mut created = HashSet::new();
         let fd = self
-            .resolve_dir(comps, Some(&mut HashSet::new()), entry)?
+            .resolve_dir(comps, Some(&mut created), entry)?
             .ok_or_else(|| ArchiveError::NotADirectory { path: show(entry) })?;
+        if let (Some((uid, gid)), false) = (owner, created.is_empty()) {
+            // Walk again: every directory on the way that this call made gets the owner.
+            let mut cur = self.open_self()?;
+            for c in comps.iter().filter(|c| !c.is_empty() && **c != b".") {
+                let Ok(next) = openat(&cur, *c, DIR_READ, Mode::empty()) else {
+                    break;
+                };
+                let st = fstat(&next).map_err(|e| ArchiveError::io("stat", show(entry), e))?;
+                if created.contains(&ino(&st)) {
+                    nix::unistd::fchown(
+                        &next,
+                        Some(nix::unistd::Uid::from_raw(uid)),
+                        Some(nix::unistd::Gid::from_raw(gid)),
+                    )
+                    .map_err(|e| ArchiveError::io("chown", show(entry), e))?;
+                }
+                cur = next;
+            }
+        }
         Ok(Root { fd })
     }
 

@@ -158,7 +158,10 @@ pub fn extract_under<R: Read>(
         .filter(|c| !c.is_empty())
         .collect();
     let top = Root::open(root)?;
-    let sub = top.subdir(&comps, dest.as_bytes())?;
+    let owner = opts
+        .owner
+        .filter(|_| opts.same_owner && nix::unistd::geteuid().is_root());
+    let sub = top.subdir(&comps, dest.as_bytes(), owner)?;
     extract_root(reader, &sub, opts)
 }
 
