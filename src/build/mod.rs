@@ -690,7 +690,24 @@ impl Builder<'_> {
         cur.stage_name = self.plan.stages[idx].name.clone();
         cur.stage_idx = idx;
         let stage = self.plan.stages[idx].clone();
-        let total = stage.commands.len() + 1;
+        // ONBUILD triggers of the base (an image, or a stage of this Dockerfile, as in
+        // BuildKit) run first, then are dropped from the image.
+        let mut commands: Vec<Instruction> = Vec::new();
+        if let Some(triggers) = cur.state.spec.config.on_build.take() {
+            for t in triggers {
+                let df = crate::parser::parse(&t)?;
+                for node in &df.children {
+                    let ins = parse_instruction(node).map_err(|e| BuildError::Step {
+                        message: format!("ONBUILD trigger {t:?}: {}", e.buildkit_message()),
+                        location: stage.location,
+                    })?;
+                    commands.push(ins);
+                }
+            }
+        }
+        commands.extend(stage.commands.iter().cloned());
+        // Triggers count among the stage's steps, so `[p 2/4]` numbers stay in range.
+        let total = commands.len() + 1;
         let label = match &stage.name {
             Some(n) => n.clone(),
             None => format!("stage-{idx}"),
@@ -705,23 +722,6 @@ impl Builder<'_> {
             id: from_id,
             seconds: 0.0,
         });
-        // ONBUILD triggers of an image base run first, then are dropped from the image.
-        let mut commands: Vec<Instruction> = Vec::new();
-        if matches!(stage.base, Base::Image(_)) {
-            if let Some(triggers) = cur.state.spec.config.on_build.take() {
-                for t in triggers {
-                    let df = crate::parser::parse(&t)?;
-                    for node in &df.children {
-                        let ins = parse_instruction(node).map_err(|e| BuildError::Step {
-                            message: format!("ONBUILD trigger {t:?}: {}", e.buildkit_message()),
-                            location: stage.location,
-                        })?;
-                        commands.push(ins);
-                    }
-                }
-            }
-        }
-        commands.extend(stage.commands.iter().cloned());
         let global_args = self.plan.global_args.clone();
         let mut pending: Option<PendingMeta> = None;
         for (n, ins) in commands.iter().enumerate() {
@@ -764,16 +764,19 @@ impl Builder<'_> {
                     self.flush_meta(&mut cur, &mut pending);
                     self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
                 }
-                cur.history.push(History {
-                    created: Some(self.created.clone()),
-                    created_by: Some(applied.created_by),
-                    comment: Some(HISTORY_COMMENT.to_string()),
-                    // WORKDIR's mkdir is always a layer (an empty one over an existing
-                    // directory), as in BuildKit's images.
-                    empty_layer: !workdir,
-                    ..Default::default()
-                });
-                let start = cur.history.len() - 1;
+                let start = cur.history.len();
+                // BuildKit records no history entry for ONBUILD.
+                if !matches!(ins, Instruction::Onbuild(_)) {
+                    cur.history.push(History {
+                        created: Some(self.created.clone()),
+                        created_by: Some(applied.created_by),
+                        comment: Some(HISTORY_COMMENT.to_string()),
+                        // WORKDIR's mkdir is always a layer (an empty one over an existing
+                        // directory), as in BuildKit's images.
+                        empty_layer: !workdir,
+                        ..Default::default()
+                    });
+                }
                 let run = pending.get_or_insert_with(|| PendingMeta {
                     start,
                     key: cur.key.clone(),
