@@ -195,7 +195,13 @@ fn resolve_globals(
                             })?,
                     )
                 }
-                None => None,
+                // `ARG TARGETARCH` with no default declares the automatic value, as in
+                // BuildKit (and keeps a value declared before).
+                None => out
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == &d.name)
+                    .and_then(|(_, v)| v.clone()),
             },
         };
         out.retain(|(n, _)| n != &d.name);
