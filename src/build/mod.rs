@@ -257,6 +257,17 @@ struct PendingMeta {
 
 /// One step of this build's record: the previous build's record of the same step (when its
 /// key is unchanged, so the inputs are too) or new inputs.
+/// A metadata step as a later miss reason names it.
+#[derive(Debug, Clone)]
+struct MetaOrigin {
+    id: usize,
+    code: String,
+    /// Its place in the build record (`stage/step/meta`).
+    position: String,
+    /// The key before it.
+    parent: String,
+}
+
 enum Recorded {
     /// Index into the previous record's steps.
     Previous(usize),
@@ -282,6 +293,9 @@ struct Builder<'a> {
     previous: Option<crate::cache::explain::BuildRecord>,
     /// Step numbers by key, to name a parent step that rebuilt.
     key_ids: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Every metadata step of this build by the key it left: which step it was and the key
+    /// before it, so a miss below it can name the metadata step that changed.
+    meta_steps: std::sync::Mutex<std::collections::HashMap<String, MetaOrigin>>,
     /// The `--cache-from` caches.
     imported: crate::cache::transfer::ImportedCache,
     /// Warnings given while steps run (an imported layer refused).
@@ -394,6 +408,7 @@ pub fn build(
         record: Default::default(),
         previous: crate::cache::explain::load(&record_path),
         key_ids: Default::default(),
+        meta_steps: Default::default(),
         imported,
         warnings: Default::default(),
         used_keys: Default::default(),
@@ -758,7 +773,8 @@ impl Builder<'_> {
                 key.text("parent", cur.key.as_str())
                     .text("instruction", ins.name());
                 applied.key_fields(&mut key);
-                cur.key = key.finish();
+                let parent = std::mem::replace(&mut cur.key, key.finish());
+                self.note_meta_step(id, ins.code(), &format!("{idx}/{n}/meta"), &cur.key, parent);
                 let workdir = matches!(ins, Instruction::Workdir(_));
                 if let Instruction::Workdir(w) = ins {
                     self.flush_meta(&mut cur, &mut pending);

@@ -117,6 +117,77 @@ impl Builder<'_> {
         }
     }
 
+    /// Remember a metadata step (its number, text and the key before it) under the key it
+    /// left, and put its key in the build record so the next build can tell what changed.
+    pub(crate) fn note_meta_step(
+        &self,
+        id: usize,
+        code: &str,
+        position: &str,
+        key: &Digest,
+        parent: Digest,
+    ) {
+        self.meta_steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.to_string(),
+                super::MetaOrigin {
+                    id,
+                    code: code.to_string(),
+                    position: position.to_string(),
+                    parent: parent.to_string(),
+                },
+            );
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Recorded::New(StepInputs {
+                position: position.to_string(),
+                key: key.to_string(),
+                inputs: BTreeMap::from([("instruction".to_string(), code.to_string())]),
+            }));
+    }
+
+    /// When `key` is a metadata step's whose key is new since the previous build: the first
+    /// metadata step up its chain that changed, in words (`step #3 LABEL l=2 changed (was:
+    /// LABEL l=1)`), or the filesystem step above them that was rebuilt.
+    fn meta_change(&self, key: &str) -> Option<String> {
+        let prev = self.previous.as_ref()?;
+        let prev_key = |pos: &str| prev.step_index(pos).map(|i| prev.steps[i].key.as_str());
+        let metas = self.meta_steps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut origin = metas.get(key)?;
+        if prev_key(&origin.position) == Some(key) {
+            return None;
+        }
+        // Up the chain while the step above also changed.
+        while let Some(up) = metas.get(&origin.parent) {
+            if prev_key(&up.position) == Some(origin.parent.as_str()) {
+                break;
+            }
+            origin = up;
+        }
+        let above = self
+            .key_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&origin.parent)
+            .copied();
+        let before = prev
+            .step_index(&origin.position)
+            .and_then(|i| prev.steps[i].parse())
+            .and_then(|s| s.inputs.get("instruction").cloned());
+        Some(match before {
+            Some(b) if b != origin.code => {
+                format!("step #{} {} changed (was: {b})", origin.id, origin.code)
+            }
+            _ => match above {
+                Some(n) => format!("parent step #{n} rebuilt"),
+                None => format!("step #{} {} changed", origin.id, origin.code),
+            },
+        })
+    }
+
     /// Record the step's inputs, then look its key up unless `--no-cache`: on a hit take
     /// its state (and say CACHED), on a miss say why.
     pub(crate) fn lookup(
@@ -146,6 +217,9 @@ impl Builder<'_> {
                     inputs.insert("parent-step".into(), n.to_string());
                 }
                 drop(ids);
+                if let Some(why) = self.meta_change(cur.key.as_str()) {
+                    inputs.insert("parent-change".into(), why);
+                }
                 Recorded::New(StepInputs {
                     position: position.to_string(),
                     key: key.to_string(),

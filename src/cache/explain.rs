@@ -176,7 +176,7 @@ pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
         if k.starts_with("file:") || k.starts_with("arg:") || k.starts_with("env:") {
             continue;
         }
-        if k == "parent" || k == "parent-step" {
+        if k == "parent" || k == "parent-step" || k == "parent-change" {
             continue;
         }
         if prev.inputs.get(k) != cur.inputs.get(k) {
@@ -184,6 +184,9 @@ pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
         }
     }
     if get(&prev.inputs, "parent") != get(&cur.inputs, "parent") {
+        if let Some(why) = cur.inputs.get("parent-change") {
+            return why.clone();
+        }
         return match cur.inputs.get("parent-step") {
             Some(n) => format!("parent step #{n} rebuilt"),
             None => "the step before it changed".to_string(),

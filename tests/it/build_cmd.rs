@@ -944,3 +944,47 @@ fn run_steps_have_buildkits_fixed_hostname_and_no_etc_hostname() {
     );
     assert!(!files.join("etc/hostname").exists());
 }
+
+/// A step below a changed metadata step missed with "the step before it changed", naming
+/// neither the step nor what changed in it.
+#[test]
+fn miss_reasons_name_the_metadata_step_that_changed() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    let df = |label: &str, run: &str| {
+        write(
+            &ctx,
+            "Dockerfile",
+            &format!("FROM busybox:local\nRUN echo {run} > /a\nLABEL l={label}\nENV X=1\nRUN echo b > /b\n"),
+        );
+    };
+    let build = || {
+        let o = s.kiln(
+            &ctx,
+            &["build", "--progress=plain", "-t", "why:1", "."],
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    df("1", "a");
+    build();
+    let again = build();
+    assert_eq!(again.matches(" CACHED").count(), 2, "{again}");
+    df("2", "a");
+    let out = build();
+    assert!(
+        out.contains("#5 cache miss: step #3 LABEL l=2 changed (was: LABEL l=1)"),
+        "{out}"
+    );
+    df("2", "A");
+    let out = build();
+    assert!(
+        out.contains("#5 cache miss: parent step #2 rebuilt"),
+        "{out}"
+    );
+    assert!(!out.contains("the step before it changed"), "{out}");
+}
