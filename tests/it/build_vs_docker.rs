@@ -630,7 +630,7 @@ fn user_and_run_ownership() {
     let Some(env) = Env::new("user") else {
         return;
     };
-    let d = env.compare(
+    let mut d = env.compare(
         1,
         "FROM {BASE}\n\
          USER app\n\
@@ -648,6 +648,16 @@ fn user_and_run_ownership() {
          USER 4321\n\
          RUN echo \"$HOME $(id -u):$(id -g)\" > /tmp/unknown\n",
         &[],
+    );
+    // BuildKit (the reference) makes WORKDIR's directory the current USER's; Docker's
+    // classic builder makes it root's.
+    let (k, docker) = d.take("/made-by-workdir");
+    assert_eq!(
+        (k.map(|n| n.to_string()), docker.map(|n| n.to_string())),
+        (
+            Some("d 0755 1000:1000 ".to_string()),
+            Some("d 0755 0:0 ".to_string())
+        )
     );
     // Both give the process its primary group as a supplementary group too (containerd's and
     // Docker's fix for CVE-2023-25173), so `id` prints the same line.
