@@ -280,6 +280,10 @@ struct Builder<'a> {
     /// Removals of finished steps' scratch directories, off the steps' critical path;
     /// joined before the build returns.
     cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The network namespaces (each with its pasta) RUN steps of the default network join,
+    /// made on first use; closed once the stages are done, on success, error or Ctrl-C alike
+    /// (and when the builder is dropped, on a panic).
+    netpool: crate::executor::pasta::NetPool,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -385,8 +389,13 @@ pub fn build(
         used_keys: Default::default(),
         pulled: Default::default(),
         cleanup: Default::default(),
+        netpool: crate::executor::pasta::NetPool::new(
+            crate::executor::pasta::PastaOptions::sandbox(),
+        ),
     };
     let results = b.run_stages();
+    // No step runs any more: every pasta of the build is killed and reaped here.
+    b.netpool.close();
     b.wait_cleanup();
     b.save_statcache();
     b.save_record(&record_path);
