@@ -378,12 +378,12 @@ fn a_missing_pasta_fails_the_step_naming_the_package() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
-/// What an in-process build showed: its output lines, and how many pastas ran in the
+/// What an in-process build showed: its output lines, and the pastas (PIDs) that ran in the
 /// calling thread's network namespace while a step printed.
 #[derive(Default)]
 struct Watch {
     lines: std::sync::Mutex<Vec<String>>,
-    pastas_seen: AtomicUsize,
+    pastas_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Set when a step prints `cancel-me` (Ctrl-C's flag).
     cancel: Arc<AtomicBool>,
 }
@@ -392,13 +392,28 @@ impl kiln::build::Progress for Watch {
     fn event(&self, e: kiln::build::BuildEvent) {
         if let kiln::build::BuildEvent::Output { text, .. } = e {
             // Progress events arrive on the build's threads, in the build's namespace.
-            self.pastas_seen
-                .fetch_max(pastas_here().len(), Ordering::Relaxed);
+            self.pastas_seen.lock().expect("pids").extend(pastas_here());
             if text.contains("cancel-me") {
                 self.cancel.store(true, Ordering::SeqCst);
             }
             self.lines.lock().expect("lines").push(text);
         }
+    }
+}
+
+impl Watch {
+    /// The pastas seen during the build that still exist, running or not yet reaped (a
+    /// zombie keeps its name).
+    fn pastas_not_reaped(&self) -> Vec<String> {
+        let seen = self.pastas_seen.lock().expect("pids");
+        assert_eq!(seen.len(), 1, "one pasta serves the build's steps");
+        seen.iter()
+            .filter(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                comm.starts_with("pasta") || comm.starts_with("passt")
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -495,22 +510,30 @@ fn a_builds_pooled_pastas_are_gone_when_it_returns() {
         assert!(r.is_ok(), "{r:?}\n{lines}");
         assert!(lines.contains(&format!("default via {GATEWAY}")), "{lines}");
         assert_eq!(
-            watch.pastas_seen.load(Ordering::Relaxed),
-            1,
-            "one pasta serves the build's steps"
+            watch.pastas_not_reaped(),
+            Vec::<String>::new(),
+            "after a build"
         );
         assert_eq!(pastas_here(), Vec::<String>::new(), "after a build");
 
         let (r, watch) = build_in_process(&s, "FROM busybox:local\nRUN echo one\nRUN false\n");
         assert!(r.is_err(), "RUN false must fail the build");
-        assert_eq!(watch.pastas_seen.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            watch.pastas_not_reaped(),
+            Vec::<String>::new(),
+            "after a failed build"
+        );
         assert_eq!(pastas_here(), Vec::<String>::new(), "after a failed build");
 
         // Ctrl-C: the flag the signal handler sets, set while the step runs.
         let (r, watch) = build_in_process(&s, "FROM busybox:local\nRUN echo cancel-me; sleep 60\n");
         assert!(watch.cancel.load(Ordering::SeqCst));
         assert!(r.is_err(), "a cancelled build must fail");
-        assert_eq!(watch.pastas_seen.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            watch.pastas_not_reaped(),
+            Vec::<String>::new(),
+            "after a cancelled build"
+        );
         assert_eq!(
             pastas_here(),
             Vec::<String>::new(),
