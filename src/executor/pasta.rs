@@ -361,9 +361,6 @@ impl NetPool {
     /// A connected namespace for one step: an idle one, or a new one (which waits for its
     /// pasta). Give it back by dropping the lease once every process that joined it is gone.
     pub fn take(&self) -> Result<NetLease<'_>, PastaError> {
-        if binary().is_none() {
-            return Err(PastaError::NotInstalled);
-        }
         let reply = {
             let mut st = self.state();
             if st.closed {
@@ -381,6 +378,9 @@ impl NetPool {
                 // Its pasta is gone (killed from outside): that namespace has no way out.
                 tracing::debug!("a pooled network namespace lost its pasta; dropping it");
                 ns.pasta.kill();
+            }
+            if binary().is_none() {
+                return Err(PastaError::NotInstalled);
             }
             let opts = self.opts;
             if st.maker.is_none() {
@@ -577,6 +577,50 @@ mod tests {
         for (host, want) in cases {
             assert_eq!(resolv_conf(host), want, "{host:?}");
         }
+    }
+
+    // The pool lends each namespace to one step at a time and reuses it once given back;
+    // closing it must leave no pasta running or unreaped.
+    #[test]
+    fn a_pooled_namespace_is_lent_once_at_a_time_and_closing_reaps_its_pasta() {
+        if binary().is_none() || !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the network pool test (root, passt)"
+            );
+            println!("skipped: needs root and pasta (apt-get install passt)");
+            return;
+        }
+        let ino = |l: &NetLease<'_>| {
+            let fd = l.netns().expect("netns");
+            nix::sys::stat::fstat(&fd).expect("fstat").st_ino
+        };
+        let pool = NetPool::new(PastaOptions::sandbox());
+        let a = pool.take().expect("first namespace");
+        let b = pool.take().expect("second namespace");
+        let (ia, ib) = (ino(&a), ino(&b));
+        assert_ne!(ia, ib, "two steps at once share a namespace");
+        drop(a);
+        assert_eq!(pool.idle(), 1);
+        let again = pool.take().expect("a namespace given back");
+        assert_eq!(ino(&again), ia);
+        drop((again, b));
+        let pids: Vec<u32> = pool
+            .state()
+            .idle
+            .iter()
+            .filter_map(|n| n.pasta.child.as_ref().map(Child::id))
+            .collect();
+        assert_eq!(pids.len(), 2);
+        pool.close();
+        for pid in pids {
+            // Reaped: not even a zombie is left.
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "pasta {pid} outlived the pool"
+            );
+        }
+        assert!(pool.take().is_err(), "a closed pool lends nothing");
     }
 
     #[test]
