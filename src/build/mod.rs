@@ -394,8 +394,9 @@ pub fn build(
         ),
     };
     let results = b.run_stages();
-    // No step runs any more: every pasta of the build is killed and reaped here.
-    b.netpool.close();
+    // No step runs any more: every pasta of the build is killed now, and reaped by the time
+    // this returns (`_closing` is dropped before `b`), whichever way it returns.
+    let _closing = b.netpool.close_later();
     b.wait_cleanup();
     b.save_statcache();
     b.save_record(&record_path);

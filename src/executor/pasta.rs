@@ -417,23 +417,36 @@ impl NetPool {
     /// pool's thread. Namespaces lent out are stopped when given back. Later
     /// [`NetPool::take`]s fail.
     pub fn close(&self) {
-        let (mut idle, maker) = {
+        drop(self.close_later());
+    }
+
+    /// [`NetPool::close`], with only the killing done at once: the pastas' exits (tens of
+    /// milliseconds, the kernel removing each one's tap device) are waited for on another
+    /// thread until the returned [`Closing`] is dropped, so the caller can finish other work
+    /// meanwhile.
+    pub fn close_later(&self) -> Closing {
+        let (idle, maker) = {
             let mut st = self.state();
             st.closed = true;
             (std::mem::take(&mut st.idle), st.maker.take())
         };
-        // All signalled first: their exits (the tap devices' removal) overlap.
-        for ns in &mut idle {
-            ns.pasta.signal_kill();
+        if idle.is_empty() && maker.is_none() {
+            return Closing(None);
         }
-        for ns in &mut idle {
-            ns.pasta.kill();
-        }
-        drop(idle);
-        if let Some(m) = maker {
-            drop(m.requests);
-            let _ = m.thread.join();
-        }
+        // All signalled first, so their exits overlap; the namespaces' fds close here.
+        let pastas: Vec<Pasta> = idle
+            .into_iter()
+            .map(|mut ns| {
+                ns.pasta.signal_kill();
+                ns.pasta
+            })
+            .collect();
+        let teardown = Teardown { pastas, maker };
+        // If no thread can be started, the closure (and so the teardown) is dropped here.
+        let reaper = std::thread::Builder::new()
+            .name("kiln-netpool-close".into())
+            .spawn(move || drop(teardown));
+        Closing(reaper.ok())
     }
 
     /// How many namespaces the pool holds idle (for tests).
@@ -445,6 +458,37 @@ impl NetPool {
 impl Drop for NetPool {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// What [`NetPool::close_later`] leaves to finish: done when dropped.
+struct Teardown {
+    pastas: Vec<Pasta>,
+    maker: Option<Maker>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        for p in &mut self.pastas {
+            p.kill();
+        }
+        if let Some(m) = self.maker.take() {
+            drop(m.requests);
+            let _ = m.thread.join();
+        }
+    }
+}
+
+/// A [`NetPool`] being closed: dropping it waits until every pasta of the pool is reaped.
+#[derive(Debug)]
+#[must_use = "dropping it at once waits for the pool's pastas"]
+pub struct Closing(Option<JoinHandle<()>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
     }
 }
 
