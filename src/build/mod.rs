@@ -308,6 +308,10 @@ struct Builder<'a> {
     /// Removals of finished steps' scratch directories, off the steps' critical path;
     /// joined before the build returns.
     cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The network namespaces (each with its pasta) RUN steps of the default network join,
+    /// made on first use; closed once the stages are done, on success, error or Ctrl-C alike
+    /// (and when the builder is dropped, on a panic).
+    netpool: crate::executor::pasta::NetPool,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -414,8 +418,14 @@ pub fn build(
         used_keys: Default::default(),
         pulled: Default::default(),
         cleanup: Default::default(),
+        netpool: crate::executor::pasta::NetPool::new(
+            crate::executor::pasta::PastaOptions::sandbox(),
+        ),
     };
     let results = b.run_stages();
+    // No step runs any more: every pasta of the build is killed now, and reaped by the time
+    // this returns (`_closing` is dropped before `b`), whichever way it returns.
+    let _closing = b.netpool.close_later();
     b.wait_cleanup();
     b.save_statcache();
     b.save_record(&record_path);

@@ -1351,6 +1351,17 @@ impl Builder<'_> {
         spec.workdir = workdir;
         spec.user = user;
         spec.network = network;
+        // A namespace of the build's pool, connected already: the step joins it (a setns)
+        // instead of starting a pasta of its own.
+        let net = match network {
+            executor::NetworkMode::Sandbox => Some(
+                self.netpool
+                    .take()
+                    .map_err(|e| err(format!("the step's network: {e}")))?,
+            ),
+            _ => None,
+        };
+        spec.netns = net.as_ref().and_then(|n| n.netns());
         spec.cancel = self.cancel.clone();
         spec.extra_hosts = self.req.extra_hosts.clone();
         // BuildKit's RUN: one fixed hostname (a random one would differ between two stores
@@ -1400,8 +1411,11 @@ impl Builder<'_> {
                 console: None,
                 on_ready: None,
             },
-        )
-        .map_err(|e| err(e.to_string()))?;
+        );
+        // run_step has reaped the step's PID 1, so its PID namespace is empty: no process of
+        // the step (and no socket of one) is left in the namespace the next step gets.
+        drop(net);
+        let outcome = outcome.map_err(|e| err(e.to_string()))?;
         let shown = serde_json::to_string(&argv).unwrap_or_default();
         match outcome.status {
             ExitStatus::Code(0) => {}

@@ -6,7 +6,9 @@
 //! No runc and no re-exec of kiln. [`run_step`] prepares everything in the parent — the mount
 //! plan, C strings, argv/envp arrays, the seccomp program, pipes — then makes one raw
 //! `clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC [| CLONE_NEWNET] |
-//! CLONE_PIDFD)` (`CLONE_NEWNET` unless [`NetworkMode::Host`]). The child is PID 1 of the new PID namespace and becomes the step's command:
+//! CLONE_PIDFD)` (`CLONE_NEWNET` unless [`NetworkMode::Host`] or a pooled namespace to join,
+//! [`StepSpec::netns`]). The child is PID 1 of the new PID namespace and becomes the step's
+//! command:
 //! **the command itself is PID 1**, as with BuildKit's RUN and `docker run` without
 //! `--init`. When it exits the kernel kills everything else in the namespace, so no process
 //! of a step outlives it.
@@ -17,14 +19,17 @@
 //!
 //! 1. close the parent's pipe ends, `PR_SET_PDEATHSIG(SIGKILL)`, `setsid`, reset signals,
 //!    wire stdio;
-//! 2. apply the mount plan ([`plan`]): make mounts private, mount the overlay, then `/proc`,
+//! 2. join the pooled network namespace if given (`setns`, first: a sysfs mounted later
+//!    shows the devices of the mounter's network namespace), apply the mount plan
+//!    ([`plan`]): make mounts private, mount the overlay, then `/proc`,
 //!    `/dev` (tmpfs with host device nodes bound in, devpts, shm, mqueue), `/sys`, masks,
 //!    read-only paths, `/etc/hosts|hostname|resolv.conf`, extra binds — every target opened
 //!    with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and mounted through its fd;
 //!    `pivot_root`, detach the old root, set the hostname, bring `lo` up;
 //! 3. report "ready" and wait. The parent now reads `/etc/passwd` and `/etc/group` and creates
 //!    a missing WORKDIR through `/proc/<pid>/root` with `RESOLVE_IN_ROOT` (allocation is fine
-//!    in the parent), connects the network namespace to [`pasta`] ([`NetworkMode::Sandbox`]),
+//!    in the parent), connects a new network namespace to [`pasta`] ([`NetworkMode::Sandbox`]
+//!    without a pooled one),
 //!    and sends uid, gid, groups and HOME in a fixed-size record;
 //! 4. drop the bounding set to Docker's 14 capabilities, install the seccomp filter
 //!    ([`seccomp`]), `setgroups`/`setresgid`/`setresuid`, `capset`, re-arm the death signal,
@@ -231,6 +236,11 @@ pub struct StepSpec {
     pub hostname: Option<String>,
     /// Network.
     pub network: NetworkMode,
+    /// With [`NetworkMode::Sandbox`]: a network namespace already connected (an open
+    /// `/proc/<pid>/ns/net`, as a [`pasta::NetPool`] lends), which the step joins instead of
+    /// getting a new one and a pasta of its own. The caller must not let another step join
+    /// it before this one's processes are gone ([`run_step`] returns after that).
+    pub netns: Option<Arc<std::os::fd::OwnedFd>>,
     /// Extra bind mounts.
     pub binds: Vec<BindMount>,
     /// Root filesystem strategy.
@@ -271,6 +281,7 @@ impl StepSpec {
             user: String::new(),
             hostname: None,
             network: NetworkMode::default(),
+            netns: None,
             binds: Vec::new(),
             rootfs: RootfsMode::Auto,
             cancel: None,

@@ -9,6 +9,10 @@
 //! and could no longer open another process's `/proc/<pid>/ns/net`. It reports that the
 //! namespace is configured by writing its PID to `--pid`, here a pipe (`/proc/self/fd/N`),
 //! which it opens only after the interface, address and routes are in place.
+//!
+//! [`NetPool`] keeps such namespaces, each with its pasta, for the RUN steps of one build:
+//! a step joins one (`setns`) instead of making its own and waiting for a pasta, and gives
+//! it back once every process of the step is gone.
 
 use std::io::{self, Read, Seek};
 use std::net::Ipv4Addr;
@@ -16,6 +20,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The address a namespace sends DNS queries to when pasta forwards them
@@ -61,6 +67,9 @@ pub enum PastaError {
     /// The namespace or the pipes could not be opened, or pasta not started.
     #[error("starting pasta: {0}")]
     Spawn(#[source] io::Error),
+    /// The network pool's thread could not return to its own namespace after making one.
+    #[error("leaving a new network namespace: {0}")]
+    Stuck(#[source] io::Error),
     /// pasta exited, or did not come up in time, before the namespace was configured.
     #[error("pasta could not set up the network namespace{}", detail(.0))]
     Failed(String),
@@ -219,11 +228,24 @@ impl Pasta {
         }
     }
 
+    /// Kills pasta and reaps it.
     fn kill(&mut self) {
+        self.signal_kill();
         if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends pasta SIGKILL without waiting for it to exit.
+    fn signal_kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+    }
+
+    /// Whether pasta still runs (not exited, or exited and not yet noticed).
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 }
 
@@ -249,6 +271,271 @@ impl Drop for Pasta {
             tracing::debug!(error = %e, "no thread to reap pasta");
         }
     }
+}
+
+/// Network namespaces connected through pasta ([`PastaOptions`] as given), kept for the RUN
+/// steps of one build so that a step's network costs a `setns`, not a pasta start and a tap
+/// device.
+///
+/// A namespace is made on first use and lent to one step at a time ([`NetPool::take`]);
+/// steps that run at the same time (parallel stages) get one each. A step's sockets and
+/// listeners do not outlive it: every process of a step is in its PID namespace, which the
+/// kernel empties when the step's PID 1 exits, and the executor returns only once that PID 1
+/// is reaped; a [`NetLease`] must not be dropped before. Steps run with Docker's default
+/// capabilities, without `CAP_NET_ADMIN`, and `/proc/sys` read-only: they cannot change the
+/// namespace's addresses, routes or settings.
+///
+/// The namespaces are made and their pastas started on a thread of the pool's own, which
+/// lives until [`NetPool::close`]: pasta's parent-death signal is tied to the thread that
+/// started it, and the steps' threads (one per parallel stage) come and go. So when kiln
+/// dies every pasta of the pool dies with it; on a normal end, an error or a cancelled build
+/// the owner closes the pool (dropping it closes it too), which kills and reaps every pasta
+/// and closes every namespace.
+#[derive(Debug)]
+pub struct NetPool {
+    opts: PastaOptions,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Namespaces no step uses now.
+    idle: Vec<PooledNs>,
+    /// The thread that makes namespaces, once one was needed.
+    maker: Option<Maker>,
+    closed: bool,
+}
+
+/// A request to the maker thread: where to send the new namespace.
+type Request = mpsc::Sender<Result<PooledNs, PastaError>>;
+
+#[derive(Debug)]
+struct Maker {
+    requests: mpsc::Sender<Request>,
+    thread: JoinHandle<()>,
+}
+
+/// One namespace of the pool and the pasta serving it.
+#[derive(Debug)]
+struct PooledNs {
+    netns: Arc<OwnedFd>,
+    pasta: Pasta,
+}
+
+/// A namespace of a [`NetPool`] lent to one step; dropping it gives it back.
+#[derive(Debug)]
+pub struct NetLease<'a> {
+    pool: &'a NetPool,
+    ns: Option<PooledNs>,
+}
+
+impl NetLease<'_> {
+    /// The namespace, open (`/proc/<pid>/ns/net`): for
+    /// [`StepSpec::netns`](super::StepSpec::netns).
+    pub fn netns(&self) -> Option<Arc<OwnedFd>> {
+        self.ns.as_ref().map(|n| n.netns.clone())
+    }
+}
+
+impl Drop for NetLease<'_> {
+    fn drop(&mut self) {
+        if let Some(ns) = self.ns.take() {
+            self.pool.give_back(ns);
+        }
+    }
+}
+
+impl NetPool {
+    /// An empty pool: nothing runs until the first [`NetPool::take`].
+    pub fn new(opts: PastaOptions) -> NetPool {
+        NetPool {
+            opts,
+            state: Mutex::new(PoolState::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connected namespace for one step: an idle one, or a new one (which waits for its
+    /// pasta). Give it back by dropping the lease once every process that joined it is gone.
+    pub fn take(&self) -> Result<NetLease<'_>, PastaError> {
+        let reply = {
+            let mut st = self.state();
+            if st.closed {
+                return Err(PastaError::Failed(
+                    "the build's network pool is closed".into(),
+                ));
+            }
+            while let Some(mut ns) = st.idle.pop() {
+                if ns.pasta.running() {
+                    return Ok(NetLease {
+                        pool: self,
+                        ns: Some(ns),
+                    });
+                }
+                // Its pasta is gone (killed from outside): that namespace has no way out.
+                tracing::debug!("a pooled network namespace lost its pasta; dropping it");
+                ns.pasta.kill();
+            }
+            if binary().is_none() {
+                return Err(PastaError::NotInstalled);
+            }
+            let opts = self.opts;
+            if st.maker.is_none() {
+                st.maker = Some(Maker::start(opts)?);
+            }
+            let (tx, rx) = mpsc::channel();
+            st.maker
+                .as_ref()
+                .and_then(|m| m.requests.send(tx).ok())
+                .ok_or_else(|| PastaError::Failed("the network pool's thread is gone".into()))?;
+            rx
+        };
+        let mut ns = reply
+            .recv()
+            .map_err(|_| PastaError::Failed("the network pool's thread is gone".into()))??;
+        ns.pasta.ready()?;
+        Ok(NetLease {
+            pool: self,
+            ns: Some(ns),
+        })
+    }
+
+    fn give_back(&self, mut ns: PooledNs) {
+        let mut st = self.state();
+        if st.closed {
+            drop(st);
+            ns.pasta.kill();
+        } else {
+            st.idle.push(ns);
+        }
+    }
+
+    /// Kills and reaps every idle namespace's pasta, closes the namespaces and stops the
+    /// pool's thread. Namespaces lent out are stopped when given back. Later
+    /// [`NetPool::take`]s fail.
+    pub fn close(&self) {
+        drop(self.close_later());
+    }
+
+    /// [`NetPool::close`], with only the killing done at once: the pastas' exits (tens of
+    /// milliseconds, the kernel removing each one's tap device) are waited for on another
+    /// thread until the returned [`Closing`] is dropped, so the caller can finish other work
+    /// meanwhile.
+    pub fn close_later(&self) -> Closing {
+        let (idle, maker) = {
+            let mut st = self.state();
+            st.closed = true;
+            (std::mem::take(&mut st.idle), st.maker.take())
+        };
+        if idle.is_empty() && maker.is_none() {
+            return Closing(None);
+        }
+        // All signalled first, so their exits overlap; the namespaces' fds close here.
+        let pastas: Vec<Pasta> = idle
+            .into_iter()
+            .map(|mut ns| {
+                ns.pasta.signal_kill();
+                ns.pasta
+            })
+            .collect();
+        let teardown = Teardown { pastas, maker };
+        // If no thread can be started, the closure (and so the teardown) is dropped here.
+        let reaper = std::thread::Builder::new()
+            .name("kiln-netpool-close".into())
+            .spawn(move || drop(teardown));
+        Closing(reaper.ok())
+    }
+
+    /// How many namespaces the pool holds idle (for tests).
+    pub fn idle(&self) -> usize {
+        self.state().idle.len()
+    }
+}
+
+impl Drop for NetPool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What [`NetPool::close_later`] leaves to finish: done when dropped.
+struct Teardown {
+    pastas: Vec<Pasta>,
+    maker: Option<Maker>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        for p in &mut self.pastas {
+            p.kill();
+        }
+        if let Some(m) = self.maker.take() {
+            drop(m.requests);
+            let _ = m.thread.join();
+        }
+    }
+}
+
+/// A [`NetPool`] being closed: dropping it waits until every pasta of the pool is reaped.
+#[derive(Debug)]
+#[must_use = "dropping it at once waits for the pool's pastas"]
+pub struct Closing(Option<JoinHandle<()>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Maker {
+    fn start(opts: PastaOptions) -> Result<Maker, PastaError> {
+        // This thread's namespace (the host's, for the steps), to come back to after making
+        // each new one.
+        let own: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(PastaError::Spawn)?
+            .into();
+        let (requests, incoming) = mpsc::channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("kiln-netpool".into())
+            .spawn(move || {
+                for reply in incoming {
+                    let made = make_namespace(&own, opts);
+                    let stuck = matches!(made, Err(PastaError::Stuck(_)));
+                    let _ = reply.send(made);
+                    if stuck {
+                        // Still in the new namespace: no pasta may start from here.
+                        return;
+                    }
+                }
+            })
+            .map_err(PastaError::Spawn)?;
+        Ok(Maker { requests, thread })
+    }
+}
+
+/// A new network namespace (this thread enters it, opens it and goes back to `own`) and a
+/// pasta starting for it (started from `own`, where its sockets must be).
+fn make_namespace(own: &OwnedFd, opts: PastaOptions) -> Result<PooledNs, PastaError> {
+    // SAFETY: unshare of this thread's network namespace only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(PastaError::Spawn(io::Error::last_os_error()));
+    }
+    let ns = std::fs::File::open("/proc/thread-self/ns/net");
+    // SAFETY: setns to a namespace fd we hold.
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(PastaError::Stuck(io::Error::last_os_error()));
+    }
+    let netns: OwnedFd = ns.map_err(PastaError::Spawn)?.into();
+    let pasta = Pasta::spawn(netns.as_fd(), opts)?;
+    Ok(PooledNs {
+        netns: Arc::new(netns),
+        pasta,
+    })
 }
 
 /// The resolver configuration for a namespace served with [`PastaOptions::dns_forward`]:
@@ -334,6 +621,50 @@ mod tests {
         for (host, want) in cases {
             assert_eq!(resolv_conf(host), want, "{host:?}");
         }
+    }
+
+    // The pool lends each namespace to one step at a time and reuses it once given back;
+    // closing it must leave no pasta running or unreaped.
+    #[test]
+    fn a_pooled_namespace_is_lent_once_at_a_time_and_closing_reaps_its_pasta() {
+        if binary().is_none() || !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the network pool test (root, passt)"
+            );
+            println!("skipped: needs root and pasta (apt-get install passt)");
+            return;
+        }
+        let ino = |l: &NetLease<'_>| {
+            let fd = l.netns().expect("netns");
+            nix::sys::stat::fstat(&fd).expect("fstat").st_ino
+        };
+        let pool = NetPool::new(PastaOptions::sandbox());
+        let a = pool.take().expect("first namespace");
+        let b = pool.take().expect("second namespace");
+        let (ia, ib) = (ino(&a), ino(&b));
+        assert_ne!(ia, ib, "two steps at once share a namespace");
+        drop(a);
+        assert_eq!(pool.idle(), 1);
+        let again = pool.take().expect("a namespace given back");
+        assert_eq!(ino(&again), ia);
+        drop((again, b));
+        let pids: Vec<u32> = pool
+            .state()
+            .idle
+            .iter()
+            .filter_map(|n| n.pasta.child.as_ref().map(Child::id))
+            .collect();
+        assert_eq!(pids.len(), 2);
+        pool.close();
+        for pid in pids {
+            // Reaped: not even a zombie is left.
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "pasta {pid} outlived the pool"
+            );
+        }
+        assert!(pool.take().is_err(), "a closed pool lends nothing");
     }
 
     #[test]

@@ -56,6 +56,11 @@ fn validate(spec: &StepSpec) -> Result<(), ExecError> {
             spec.workdir
         )));
     }
+    if spec.netns.is_some() && spec.network != NetworkMode::Sandbox {
+        return Err(ExecError::InvalidSpec(
+            "a network namespace to join needs the sandbox network".into(),
+        ));
+    }
     if let Some(h) = &spec.hostname {
         if h.is_empty() || h.len() > 64 {
             return Err(ExecError::InvalidSpec(format!("bad hostname {h:?}")));
@@ -69,7 +74,7 @@ fn validate(spec: &StepSpec) -> Result<(), ExecError> {
 /// cancelled), and then the step's scratch dir is already removed.
 pub fn run_step(spec: &StepSpec, mut io: StepIo<'_>) -> Result<StepOutcome, ExecError> {
     validate(spec)?;
-    if spec.network == NetworkMode::Sandbox && pasta::binary().is_none() {
+    if spec.network == NetworkMode::Sandbox && spec.netns.is_none() && pasta::binary().is_none() {
         return Err(network_error(PastaError::NotInstalled));
     }
     let id = rootfs::new_id()?;
@@ -133,7 +138,21 @@ fn run_prepared(
         } else {
             None
         };
-        let ops = step_ops(spec, hostname, step, mode).map_err(Attempt::Failed);
+        let ops = step_ops(spec, hostname, step, mode)
+            .map(|mut ops| {
+                if let Some(ns) = &spec.netns {
+                    // First: the sysfs mounted later shows the joined namespace's devices.
+                    ops.insert(
+                        0,
+                        Op::JoinNamespaces {
+                            pidfd: ns.as_raw_fd(),
+                            flags: libc::CLONE_NEWNET,
+                        },
+                    );
+                }
+                ops
+            })
+            .map_err(Attempt::Failed);
         match ops.and_then(|ops| attempt(spec, io, hostname, ops, None)) {
             Err(Attempt::OverlayFailed(errno)) if spec.rootfs == RootfsMode::Auto => {
                 OVERLAY_WARNING.call_once(|| {
@@ -828,7 +847,8 @@ fn attempt(
     let mut flags = libc::CLONE_PIDFD | libc::SIGCHLD;
     if joined.is_none() {
         flags |= libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-        if spec.network != NetworkMode::Host {
+        // A pooled namespace is joined by the child (the first op) instead.
+        if spec.network != NetworkMode::Host && spec.netns.is_none() {
             flags |= libc::CLONE_NEWNET;
         }
     }
@@ -885,19 +905,20 @@ fn attempt(
     drop(child_stdio);
     drop(null);
     // The namespace exists from the clone on: pasta configures it while the child sets up
-    // its root. It stops when this returns.
-    let mut pasta = if joined.is_none() && spec.network == NetworkMode::Sandbox {
-        match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                container.kill();
-                let _ = container.wait();
-                return Err(network_error(e).into());
+    // its root. It stops when this returns. A pooled namespace has its pasta already.
+    let mut pasta =
+        if joined.is_none() && spec.network == NetworkMode::Sandbox && spec.netns.is_none() {
+            match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    container.kill();
+                    let _ = container.wait();
+                    return Err(network_error(e).into());
+                }
             }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
 
     // --- Handshake: the root is ready; resolve the user inside it. ---
     match read_report(&report_r, &container.pidfd)? {

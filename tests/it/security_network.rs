@@ -140,14 +140,18 @@ fn pastas_left() -> Vec<String> {
     pastas_here()
 }
 
-/// `pasta` processes in the calling thread's network namespace (zombies have none).
+/// `pasta` processes in the calling thread's network namespace (zombies have none). pasta is
+/// passt under another name, and Debian's re-executes itself as `passt.avx2` where the CPU
+/// has AVX2: any of those names counts.
 fn pastas_here() -> Vec<String> {
     let here = std::fs::read_link("/proc/thread-self/ns/net").expect("own netns");
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let p = e.path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-        if comm.trim() == "pasta" && std::fs::read_link(p.join("ns/net")).ok() == Some(here.clone())
+        let name = comm.trim().split('.').next().unwrap_or_default();
+        if (name == "pasta" || name == "passt")
+            && std::fs::read_link(p.join("ns/net")).ok() == Some(here.clone())
         {
             found.push(e.file_name().to_string_lossy().into_owned());
         }
@@ -372,4 +376,168 @@ fn a_missing_pasta_fails_the_step_naming_the_package() {
         .output()
         .expect("kiln");
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// What an in-process build showed: its output lines, and the pastas (PIDs) that ran in the
+/// calling thread's network namespace while a step printed.
+#[derive(Default)]
+struct Watch {
+    lines: std::sync::Mutex<Vec<String>>,
+    pastas_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Set when a step prints `cancel-me` (Ctrl-C's flag).
+    cancel: Arc<AtomicBool>,
+}
+
+impl kiln::build::Progress for Watch {
+    fn event(&self, e: kiln::build::BuildEvent) {
+        if let kiln::build::BuildEvent::Output { text, .. } = e {
+            // Progress events arrive on the build's threads, in the build's namespace.
+            self.pastas_seen.lock().expect("pids").extend(pastas_here());
+            if text.contains("cancel-me") {
+                self.cancel.store(true, Ordering::SeqCst);
+            }
+            self.lines.lock().expect("lines").push(text);
+        }
+    }
+}
+
+impl Watch {
+    /// The pastas seen during the build that still exist, running or not yet reaped (a
+    /// zombie keeps its name).
+    fn pastas_not_reaped(&self) -> Vec<String> {
+        let seen = self.pastas_seen.lock().expect("pids");
+        assert_eq!(seen.len(), 1, "one pasta serves the build's steps");
+        seen.iter()
+            .filter(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                comm.starts_with("pasta") || comm.starts_with("passt")
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Builds `dockerfile` through the library, on the calling thread (so its pool's pastas are
+/// in the calling thread's network namespace).
+fn build_in_process(
+    s: &TestStore,
+    dockerfile: &str,
+) -> (
+    Result<kiln::build::BuildResult, kiln::build::BuildError>,
+    Watch,
+) {
+    let ctx = s.dir.path().join("ctx-lib");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    let store = kiln::store::Store::open(s.root()).expect("store");
+    let watch = Watch::default();
+    let req = kiln::build::BuildRequest {
+        context_dir: ctx,
+        dockerfile: dockerfile.as_bytes().to_vec(),
+        dockerfile_name: "Dockerfile".into(),
+        no_cache: true,
+        cancel: Some(watch.cancel.clone()),
+        ..Default::default()
+    };
+    let r = kiln::build::build(&store, &req, &watch);
+    (r, watch)
+}
+
+// With the network namespaces pooled per build, a listener a step leaves running would be
+// there for the next step: the step's PID namespace (emptied when its PID 1 exits) is what
+// must take it away before the namespace is lent again.
+#[test]
+fn a_listener_left_by_one_run_step_is_gone_for_the_next() {
+    let Some(s) = setup() else { return };
+    on_fake_host(|| {
+        let ctx = s.dir.path().join("ctx");
+        write(
+            &ctx,
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN mkdir -p /tmp/www && echo kiln-leaked-listener > /tmp/www/index.html \
+                 && httpd -p 127.0.0.1:9999 -h /tmp/www \
+                 && wget -q -O- http://127.0.0.1:9999/ | sed 's/^/first: /' \
+                 && echo \"first-netns=$(readlink /proc/self/ns/net)\"\n\
+             RUN echo \"second-netns=$(readlink /proc/self/ns/net)\"; \
+                 if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc 127.0.0.1 9999; \
+                 then r=reached; else r=refused; fi; echo \"probe:$r\"\n",
+        );
+        let o = s.kiln(
+            &ctx,
+            &[
+                "build",
+                "--progress=plain",
+                "--no-cache",
+                "-t",
+                "net:1",
+                ".",
+            ],
+            None,
+        );
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        // The listener was up in the first step...
+        assert!(out.contains("first: kiln-leaked-listener"), "{out}");
+        // ...and the second step ran in the same (pooled) namespace...
+        let netns = |tag: &str| {
+            out.lines()
+                .find_map(|l| {
+                    l.split_once(&format!("{tag}net:["))
+                        .map(|(_, v)| v.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("no {tag} in:\n{out}"))
+        };
+        assert_eq!(netns("first-netns="), netns("second-netns="), "{out}");
+        // ...where nothing listens any more.
+        assert!(out.contains("probe:refused"), "{out}");
+        assert!(!out.contains("probe:reached"), "{out}");
+        assert_eq!(out.matches("kiln-leaked-listener").count(), 2, "{out}");
+        assert_eq!(pastas_left(), Vec::<String>::new(), "pasta outlived kiln");
+    });
+}
+
+// The pool's pastas belong to the build: gone (killed and reaped) when the build returns,
+// whether it succeeded, failed or was cancelled — not only when kiln exits.
+#[test]
+fn a_builds_pooled_pastas_are_gone_when_it_returns() {
+    let Some(s) = setup() else { return };
+    on_fake_host(|| {
+        let (r, watch) = build_in_process(
+            &s,
+            "FROM busybox:local\nRUN ip route\nRUN echo two > /two\n",
+        );
+        let lines = watch.lines.lock().expect("lines").join("\n");
+        assert!(r.is_ok(), "{r:?}\n{lines}");
+        assert!(lines.contains(&format!("default via {GATEWAY}")), "{lines}");
+        assert_eq!(
+            watch.pastas_not_reaped(),
+            Vec::<String>::new(),
+            "after a build"
+        );
+        assert_eq!(pastas_here(), Vec::<String>::new(), "after a build");
+
+        let (r, watch) = build_in_process(&s, "FROM busybox:local\nRUN echo one\nRUN false\n");
+        assert!(r.is_err(), "RUN false must fail the build");
+        assert_eq!(
+            watch.pastas_not_reaped(),
+            Vec::<String>::new(),
+            "after a failed build"
+        );
+        assert_eq!(pastas_here(), Vec::<String>::new(), "after a failed build");
+
+        // Ctrl-C: the flag the signal handler sets, set while the step runs.
+        let (r, watch) = build_in_process(&s, "FROM busybox:local\nRUN echo cancel-me; sleep 60\n");
+        assert!(watch.cancel.load(Ordering::SeqCst));
+        assert!(r.is_err(), "a cancelled build must fail");
+        assert_eq!(
+            watch.pastas_not_reaped(),
+            Vec::<String>::new(),
+            "after a cancelled build"
+        );
+        assert_eq!(
+            pastas_here(),
+            Vec::<String>::new(),
+            "after a cancelled build"
+        );
+    });
 }
