@@ -168,14 +168,20 @@ pub fn commit_run_dir(
     let work = scratch.path().join("overlay");
     fs::create_dir_all(&empty)?;
     fs::create_dir_all(&work)?;
-    with_overlay(&[], &empty, &work, &[lowers.to_vec()], |_, roots| {
+    let committed = with_overlay(&[], &empty, &work, &[lowers.to_vec()], |_, roots| {
         commit_dir_over(
             store,
             upper,
             roots.first().map(PathBuf::as_path),
             clamp_mtime,
         )
-    })?
+    });
+    match committed {
+        Ok(layer) => layer,
+        // Without a view of the lowers the layer is still right, only larger: everything
+        // overlayfs copied up is written.
+        Err(_) => commit_dir(store, upper, clamp_mtime),
+    }
 }
 
 fn commit_dir_over(
