@@ -988,3 +988,43 @@ fn miss_reasons_name_the_metadata_step_that_changed() {
     );
     assert!(!out.contains("the step before it changed"), "{out}");
 }
+
+/// ONBUILD triggers of a stage of the same Dockerfile did not run (BuildKit runs them), and
+/// trigger steps of an image were numbered past the stage's count (`[7/2]`).
+#[test]
+fn onbuild_triggers_of_a_stage_run_and_are_numbered_in_the_stage() {
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let ctx = s.dir.path().join("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox:local AS p\nONBUILD RUN touch /t\nONBUILD RUN touch /u\nFROM p\nRUN ls /t /u > /seen\n",
+    );
+    let o = s.kiln(
+        &ctx,
+        &["build", "--progress=plain", "-t", "ob:1", "."],
+        None,
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for line in [
+        "[stage-1 1/4] FROM p",
+        "[stage-1 2/4] RUN touch /t",
+        "[stage-1 3/4] RUN touch /u",
+        "[stage-1 4/4] RUN ls /t /u > /seen",
+    ] {
+        assert!(err.contains(line), "{line} in\n{err}");
+    }
+    let cfg = s.config("ob:1");
+    assert!(
+        cfg.config.on_build.is_none(),
+        "triggers are dropped once run"
+    );
+    assert_eq!(
+        fs::read_to_string(s.unpack("ob:1").join("seen")).unwrap(),
+        "/t\n/u\n"
+    );
+}
