@@ -44,6 +44,11 @@ pub struct Cli {
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     pub insecure_registries: Vec<String>,
 
+    /// Print debug logs on standard error (as `docker --debug`); `KILN_LOG` or `RUST_LOG`
+    /// (`info`, `kiln=debug`, …) choose more precisely. Warnings are always printed.
+    #[arg(short = 'D', long, global = true)]
+    pub debug: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -190,6 +195,25 @@ pub(crate) fn warn_tightened(store: &Store) {
     }
 }
 
+/// Sends the library's `tracing` events to standard error: warnings by default (an
+/// unreadable CA file, a cache record that could not be written), everything down to debug
+/// with `-D`, or what `KILN_LOG` / `RUST_LOG` say.
+fn init_logging(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = ["KILN_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new(if debug { "debug" } else { "warn" }));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(debug)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
+}
+
 /// Run the command line; returns the process exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -200,6 +224,7 @@ pub fn run() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    init_logging(cli.debug);
     use container::ContainerCommand as C;
     use image::ImageCommand as I;
     let mut cli = cli;

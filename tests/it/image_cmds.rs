@@ -606,3 +606,34 @@ fn image_prune_filters_by_age_and_label() {
     let o = k.run(&["image", "prune", "-f", "--filter", "colour=red"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// Library warnings went nowhere (no tracing subscriber was installed): an imported tar's
+/// device node was skipped without a word. They are printed on standard error now, and
+/// `KILN_LOG` chooses what is shown.
+#[test]
+fn library_warnings_reach_standard_error() {
+    let k = crate::util::Kiln::new();
+    let tar = k.path("dev.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_cksum();
+    b.append_data(&mut h, "dev/null2", std::io::empty())
+        .unwrap();
+    b.into_inner().unwrap();
+    let tar = tar.to_str().unwrap();
+    let o = k.run(&["image", "import", tar, "dev:1"]);
+    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    let err = crate::util::stderr(&o);
+    assert!(
+        err.contains("WARN") && err.contains("skipping device node path=dev/null2"),
+        "{err}"
+    );
+    let quiet = k.run_env(&["image", "import", tar, "dev:2"], &[("KILN_LOG", "off")]);
+    assert!(quiet.status.success());
+    assert_eq!(crate::util::stderr(&quiet), "");
+}
