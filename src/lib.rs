@@ -13,3 +13,4 @@ pub mod parser;
 pub mod planner;
 pub mod registry;
 pub mod store;
+pub mod symlinks;

@@ -61,91 +61,61 @@ pub fn open_in_root(root: &Path, path: &str, flags: i32) -> io::Result<OwnedFd> 
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// How many symlinks [`resolve_in_root`] follows before it gives up (`ELOOP`).
-const MAX_LINKS: usize = 255;
-
 /// `path` (relative to the image root, leading `/` allowed) with every symlink in it
 /// followed inside `root`, the last component included, the way BuildKit resolves a COPY
-/// destination (continuity's `RootPath`): an absolute target starts again at the root, `..`
-/// stops there, and a component that does not exist ends the following (the rest is taken
-/// as written, so a dangling link leads to where its target would be). The result is
-/// relative to the root and has no symlink in it; every lookup is an `O_PATH` open confined
-/// by [`open_in_root`], so no host path is ever looked at.
+/// destination (continuity's `RootPath`, see [`crate::symlinks::follow`]): a component that
+/// does not exist ends the following (the rest is taken as written, so a dangling link leads
+/// to where its target would be). The result is relative to the root and has no symlink in
+/// it; every lookup is an `O_PATH` open confined by [`open_in_root`], so no host path is
+/// ever looked at.
 pub fn resolve_in_root(root: &Path, path: &str) -> io::Result<String> {
+    use crate::symlinks::{follow, Node};
     use std::os::fd::AsRawFd;
-    let mut done: Vec<String> = Vec::new();
-    let mut todo: std::collections::VecDeque<String> =
-        path.split('/').map(str::to_string).collect();
-    let mut links = 0;
-    let mut missing = false;
-    while let Some(c) = todo.pop_front() {
-        match c.as_str() {
-            "" | "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => done.push(c),
-        }
-        if missing {
-            continue;
-        }
-        let cand = done.join("/");
-        let fd = match open_in_root(root, &cand, libc::O_PATH | libc::O_NOFOLLOW) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                missing = true;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let st = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFLNK => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    follow(
+        path,
+        |cand, _, _| {
+            let fd = match open_in_root(root, cand, libc::O_PATH | libc::O_NOFOLLOW) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Node::Missing),
+                Err(e) => return Err(e),
+            };
+            let st = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
+            Ok(match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => Node::Dir,
+                libc::S_IFLNK => {
+                    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+                    // SAFETY: readlinkat of the O_PATH descriptor itself (empty path) into a
+                    // buffer of the given length.
+                    let n = unsafe {
+                        libc::readlinkat(
+                            fd.as_raw_fd(),
+                            c"".as_ptr(),
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                        )
+                    };
+                    if n < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    buf.truncate(n as usize);
+                    Node::Link(String::from_utf8(buf).map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("/{cand} is a symlink to a path that is not UTF-8"),
+                        )
+                    })?)
                 }
-                let mut buf = vec![0u8; libc::PATH_MAX as usize];
-                // SAFETY: readlinkat of the O_PATH descriptor itself (empty path) into a
-                // buffer of the given length.
-                let n = unsafe {
-                    libc::readlinkat(
-                        fd.as_raw_fd(),
-                        c"".as_ptr(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                buf.truncate(n as usize);
-                let target = String::from_utf8(buf).map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("/{cand} is a symlink to a path that is not UTF-8"),
-                    )
-                })?;
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                for part in target.split('/').rev() {
-                    todo.push_front(part.to_string());
-                }
-            }
-            libc::S_IFDIR => {}
-            _ if todo.iter().any(|c| !c.is_empty() && c != ".") => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("/{cand} is not a directory"),
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(done.join("/"))
+                _ => Node::Other,
+            })
+        },
+        || io::Error::from_raw_os_error(libc::ELOOP),
+        |cand| {
+            io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("/{cand} is not a directory"),
+            )
+        },
+    )
 }
 
 /// Whether `path` is a directory in the image (symlinks followed inside the root).

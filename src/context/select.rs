@@ -41,73 +41,43 @@ pub struct Selected {
     pub key: String,
 }
 
-/// How many symlinks one resolution may follow (the kernel's limit is 40, BuildKit's 255).
-const MAX_LINKS: usize = 255;
-
 /// `path` with every symlink followed the way BuildKit follows a source (fsutil's
-/// `RootPath`): inside the context, never out of it. An absolute target starts again at the
-/// context root and `..` stops there, so `foo -> /etc/passwd` names the context's own
-/// `etc/passwd`. Only the listing is read, so what it names is a listed entry, opened
-/// later through the checked context file; a name that is not listed (missing, ignored, or
-/// below a file) is an error.
+/// `RootPath`, see [`crate::symlinks::follow`]): inside the context, never out of it, so
+/// `foo -> /etc/passwd` names the context's own `etc/passwd`. Only the listing is read, so
+/// what it names is a listed entry, opened later through the checked context file; a name
+/// that is not listed (missing, ignored, or below a file) is an error.
 pub fn resolve(ctx: &Context, path: &str) -> Result<String, SelectError> {
-    let mut done: Vec<String> = Vec::new();
-    let mut todo: std::collections::VecDeque<String> =
-        path.split('/').map(str::to_string).collect();
-    let mut links = 0;
-    let mut followed = false;
-    while let Some(c) = todo.pop_front() {
-        match c.as_str() {
-            "" | "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => done.push(c),
-        }
-        let key = done.join("/");
-        let Some(e) = ctx.get(&key) else {
-            return Err(if followed {
-                let rest: Vec<&str> = todo.iter().map(String::as_str).collect();
-                SelectError::Dangling(
-                    path.to_string(),
-                    clean_path(
-                        &[key.as_str()]
-                            .iter()
-                            .chain(&rest)
-                            .copied()
-                            .collect::<Vec<_>>()
-                            .join("/"),
-                    ),
-                )
-            } else {
-                SelectError::NotFound(path.to_string())
-            });
-        };
-        match e.kind {
-            Kind::Symlink => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(SelectError::Loop(path.to_string()));
-                }
-                let target = e.link_target.clone().unwrap_or_default();
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                for part in target.split('/').rev() {
-                    todo.push_front(part.to_string());
-                }
-                followed = true;
-            }
-            Kind::Dir => {}
-            _ if !todo.iter().all(|c| c.is_empty() || c == ".") => {
-                return Err(SelectError::NotFound(path.to_string()))
-            }
-            _ => {}
-        }
-    }
-    Ok(done.join("/"))
+    use crate::symlinks::{follow, Node};
+    follow(
+        path,
+        |key, followed, rest| {
+            let Some(e) = ctx.get(key) else {
+                return Err(if followed {
+                    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+                    SelectError::Dangling(
+                        path.to_string(),
+                        clean_path(
+                            &[key]
+                                .iter()
+                                .chain(&rest)
+                                .copied()
+                                .collect::<Vec<_>>()
+                                .join("/"),
+                        ),
+                    )
+                } else {
+                    SelectError::NotFound(path.to_string())
+                });
+            };
+            Ok(match e.kind {
+                Kind::Symlink => Node::Link(e.link_target.clone().unwrap_or_default()),
+                Kind::Dir => Node::Dir,
+                _ => Node::Other,
+            })
+        },
+        || SelectError::Loop(path.to_string()),
+        |_| SelectError::NotFound(path.to_string()),
+    )
 }
 
 /// The context paths a source selects, sorted by name (the root is `""`). With `follow`,
