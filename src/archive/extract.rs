@@ -88,6 +88,9 @@ pub struct ExtractOptions {
     /// Give every entry this uid and gid instead of the archive's (`ADD --chown` of a local
     /// archive). Only honoured when running as root.
     pub owner: Option<(u32, u32)>,
+    /// Also read bzip2- and xz-compressed tars (ADD of a local archive, as BuildKit does);
+    /// image layers are plain, gzip or zstd only.
+    pub bzip2_xz: bool,
 }
 
 impl Default for ExtractOptions {
@@ -99,6 +102,7 @@ impl Default for ExtractOptions {
             whiteouts: WhiteoutMode::Apply,
             root_mode: None,
             owner: None,
+            bzip2_xz: false,
         }
     }
 }
@@ -170,7 +174,7 @@ fn extract_root<R: Read>(
     root: &Root,
     opts: &ExtractOptions,
 ) -> Result<ExtractStats, ArchiveError> {
-    let (stream, compression) = stream::open(reader, &opts.limits)?;
+    let (stream, compression) = stream::open(reader, &opts.limits, opts.bzip2_xz)?;
     let limits = ParseLimits {
         max_entries: opts.limits.max_entries,
         max_pax: opts.limits.max_pax_header_size,

@@ -18,6 +18,67 @@ pub enum Compression {
     Gzip,
     /// zstd (one or more frames).
     Zstd,
+    /// bzip2: read only when asked for ([`super::ExtractOptions::bzip2_xz`]).
+    Bzip2,
+    /// xz: read only when asked for ([`super::ExtractOptions::bzip2_xz`]).
+    Xz,
+}
+
+impl Compression {
+    /// The compression a stream starting with `head` uses, by its magic bytes.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Compression::Xz
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// Whether the 512 bytes `h` are a tar header whose checksum adds up (an all-zero block,
+/// the end of an archive, is not one).
+pub fn is_tar_header(h: &[u8]) -> bool {
+    if h.len() < 512 || h[..512].iter().all(|&b| b == 0) {
+        return false;
+    }
+    let digits: String = h[148..156]
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .filter(|c| *c != ' ')
+        .collect();
+    let Ok(want) = u64::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    let sum: u64 = h[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// Whether `r` is a tar, plain or compressed with gzip, zstd, bzip2 or xz: what it
+/// decompresses to starts with a tar header. This is how BuildKit tells an archive that ADD
+/// unpacks from a file it copies (a gzip file that is not a tar is copied as it is).
+pub fn is_tar_stream<R: Read>(r: R) -> bool {
+    let Ok((stream, _)) = open(r, &Limits::default(), true) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(512);
+    stream.take(512).read_to_end(&mut head).is_ok() && is_tar_header(&head)
 }
 
 /// Counts bytes read from the raw (compressed) input and bounds them.
@@ -95,10 +156,12 @@ impl Read for Guarded<'_> {
     }
 }
 
-/// Wraps `r` in the right decompressor and the guard.
+/// Wraps `r` in the right decompressor and the guard. bzip2 and xz, which image layers never
+/// use, are read only with `bzip2_xz`.
 pub(crate) fn open<'a, R: Read + 'a>(
     r: R,
     limits: &Limits,
+    bzip2_xz: bool,
 ) -> Result<(Guarded<'a>, Compression), ArchiveError> {
     let count = Rc::new(Cell::new(0));
     // Compressed data is never much larger than what it decompresses to; the slack
@@ -118,17 +181,14 @@ pub(crate) fn open<'a, R: Read + 'a>(
         .take(6)
         .read_to_end(&mut magic)
         .map_err(|e| ArchiveError::io("read", "tar stream", e))?;
-    let compression = if magic.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else if magic.starts_with(b"BZh") {
-        return Err(ArchiveError::UnsupportedCompression("bzip2"));
-    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(ArchiveError::UnsupportedCompression("xz"));
-    } else {
-        Compression::None
-    };
+    let compression = Compression::detect(&magic);
+    match compression {
+        Compression::Bzip2 if !bzip2_xz => {
+            return Err(ArchiveError::UnsupportedCompression("bzip2"))
+        }
+        Compression::Xz if !bzip2_xz => return Err(ArchiveError::UnsupportedCompression("xz")),
+        _ => {}
+    }
     let input = io::Cursor::new(magic).chain(raw);
     let inner: Box<dyn Read + 'a> = match compression {
         Compression::None => Box::new(input),
@@ -137,6 +197,10 @@ pub(crate) fn open<'a, R: Read + 'a>(
             zstd::stream::read::Decoder::with_buffer(BufReader::new(input))
                 .map_err(|e| ArchiveError::io("start zstd decoder", "tar stream", e))?,
         ),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(BufReader::new(input))),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(
+            BufReader::new(input),
+        )),
     };
     Ok((
         Guarded {

@@ -1080,94 +1080,10 @@ fn real_path_in_root(
     Ok((real, name.to_string()))
 }
 
-/// A local file's compression, by its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Packing {
-    Plain,
-    Gzip,
-    Zstd,
-    Bzip2,
-    Xz,
-}
-
-impl Packing {
-    fn of(head: &[u8]) -> Packing {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Packing::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Packing::Zstd
-        } else if head.starts_with(b"BZh") {
-            Packing::Bzip2
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Packing::Xz
-        } else {
-            Packing::Plain
-        }
-    }
-
-    /// `r` decompressed.
-    fn open<'a, R: io::Read + 'a>(self, r: R) -> io::Result<Box<dyn io::Read + 'a>> {
-        let r = BufReader::new(r);
-        Ok(match self {
-            Packing::Plain => Box::new(r),
-            Packing::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-            Packing::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
-            Packing::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-            Packing::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
-        })
-    }
-}
-
-/// Whether 512 bytes are a tar header: the ustar magic, or (old v7 tars) a checksum that
-/// adds up.
-fn is_tar_header(h: &[u8]) -> bool {
-    if h.len() < 512 || h.iter().all(|&b| b == 0) {
-        return false;
-    }
-    if &h[257..262] == b"ustar" {
-        return true;
-    }
-    let field = String::from_utf8_lossy(&h[148..156]);
-    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
-    else {
-        return false;
-    };
-    let sum: u32 = h[..512]
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(b)
-            }
-        })
-        .sum();
-    sum == want
-}
-
-/// A local file ADD unpacks: a tar, plain or compressed with gzip, bzip2, xz or zstd, as
-/// BuildKit decides it: the file must decompress to something that starts with a tar header
-/// (a gzip file that is not a tar is copied as it is).
+/// A local file ADD unpacks: a tar, plain or compressed with gzip, bzip2, xz or zstd,
+/// decided by content as BuildKit does ([`archive::is_tar_stream`]).
 fn is_local_archive(file: &crate::context::ContextFile) -> bool {
-    use std::io::Read;
-    let Ok(mut f) = file.open() else {
-        return false;
-    };
-    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return false;
-    }
-    let mut magic = [0u8; 6];
-    let n = f.read(&mut magic).unwrap_or(0);
-    let packing = Packing::of(&magic[..n]);
-    let Ok(r) = packing.open(io::Cursor::new(magic[..n].to_vec()).chain(f)) else {
-        return false;
-    };
-    let mut head = Vec::with_capacity(512);
-    if r.take(512).read_to_end(&mut head).is_err() {
-        return false;
-    }
-    is_tar_header(&head)
+    file.open().is_ok_and(archive::is_tar_stream)
 }
 
 /// Unpacks the local archive `a` into `dest` of the image root `merged` (resolved inside
@@ -1178,26 +1094,17 @@ fn unpack_local_archive(
     dest: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<(), String> {
-    use std::io::Read;
     let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", a.host().display());
-    let mut f = a.open().map_err(|e| shown(&e))?;
-    let mut magic = [0u8; 6];
-    let n = f.read(&mut magic).map_err(|e| shown(&e))?;
-    let head = io::Cursor::new(magic[..n].to_vec()).chain(f);
-    // gzip and zstd the extractor reads itself; bzip2 and xz (which image layers never
-    // use) are undone here.
-    let reader: Box<dyn io::Read> = match Packing::of(&magic[..n]) {
-        p @ (Packing::Bzip2 | Packing::Xz) => p.open(head).map_err(|e| shown(&e))?,
-        _ => Box::new(head),
-    };
+    let f = a.open().map_err(|e| shown(&e))?;
     // The destination is resolved inside the image: a symlink there (`/y -> /host/dir`)
     // leads to the image's own `/host/dir`, never the host's.
     archive::extract_under(
-        BufReader::new(reader),
+        BufReader::new(f),
         merged,
         dest,
         &ExtractOptions {
             owner,
+            bzip2_xz: true,
             ..Default::default()
         },
     )

@@ -234,48 +234,20 @@ enum Sniff {
 }
 
 fn sniff(head: &[u8]) -> Sniff {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Sniff::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Sniff::Zstd
-    } else if head.starts_with(b"BZh") {
-        Sniff::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Sniff::Xz
-    } else if head.len() == 512 && is_tar_header(head) {
-        Sniff::Tar
-    } else {
-        Sniff::Other
+    use crate::archive::Compression as C;
+    match C::detect(head) {
+        C::Gzip => Sniff::Gzip,
+        C::Zstd => Sniff::Zstd,
+        C::Bzip2 => Sniff::Bzip2,
+        C::Xz => Sniff::Xz,
+        C::None if head.len() == 512 && is_tar_header(head) => Sniff::Tar,
+        C::None => Sniff::Other,
     }
 }
 
 /// A zero block (an empty tar) or a header whose checksum is right.
 fn is_tar_header(h: &[u8]) -> bool {
-    if h.iter().all(|&b| b == 0) {
-        return true;
-    }
-    let field = &h[148..156];
-    let digits: String = field
-        .iter()
-        .take_while(|&&b| b != 0)
-        .map(|&b| b as char)
-        .filter(|c| *c != ' ')
-        .collect();
-    let Ok(want) = u64::from_str_radix(&digits, 8) else {
-        return false;
-    };
-    let sum: u64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(b)
-            }
-        })
-        .sum();
-    sum == want
+    h.iter().all(|&b| b == 0) || crate::archive::is_tar_header(h)
 }
 
 /// Hashes and counts the raw bytes of a layer as the decompressor pulls them.
