@@ -67,7 +67,7 @@ fn one(store: &Store, lower: &Path, net: Net<'_>, argv: &[&str]) -> Duration {
     assert!(out.status.success());
     let _ = kiln::executor::remove_step_dir(&out.step_dir);
     if fs::read_dir(res.path()).expect("upper").next().is_some() {
-        let layer = kiln::build::fs::commit_dir(store, &res.path(), None).expect("commit");
+        let layer = kiln::rootfs::layers::commit_dir(store, &res.path(), None).expect("commit");
         res.commit(None, &layer.diff_id).expect("snapshot");
     }
     start.elapsed()

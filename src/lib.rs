@@ -12,5 +12,6 @@ pub mod imageops;
 pub mod parser;
 pub mod planner;
 pub mod registry;
+pub mod rootfs;
 pub mod store;
 pub mod symlinks;

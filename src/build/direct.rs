@@ -28,13 +28,10 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
-use super::copy::{Item, ItemKind};
 use crate::archive::open_dir;
 use crate::context::Hash;
-
-/// The file in a snapshot's directory (beside `fs/`) listing the files a direct COPY wrote,
-/// with their content hashes: what a later COPY may hard-link.
-pub(crate) const INDEX_FILE: &str = "copy-index.json";
+use crate::rootfs::copy::{Item, ItemKind};
+use crate::rootfs::layers::INDEX_FILE;
 
 /// Above this many links an inode is copied instead (ext4 allows 65,000).
 const MAX_LINKS: u64 = 60_000;
@@ -516,9 +513,9 @@ fn set_xattr(fd: &OwnedFd, name: &[u8], value: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::archive::{self, ExtractOptions, WhiteoutMode, WriterOptions};
-    use crate::build::copy::{self, CopyOptions};
     use crate::context::ignore::IgnoreRules;
     use crate::context::Context;
+    use crate::rootfs::copy::{self, CopyOptions};
     use sha2::{Digest as _, Sha256};
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};

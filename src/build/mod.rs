@@ -1,14 +1,10 @@
 //! `kiln build`: runs a plan's stages step by step against the store and the cache, and
 //! stores the target stage's result as an image.
 
-pub mod copy;
 mod direct;
-pub mod fs;
 pub mod meta;
-pub mod mount;
 mod mountsrc;
 mod remote;
-pub mod rootfs;
 pub mod state;
 mod steps;
 

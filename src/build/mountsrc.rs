@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use crate::cache::LayerRef;
 use crate::store::Store;
 
-use super::fs::{lower_dirs, scratch_dir};
-use super::mount::with_overlay;
-use super::rootfs;
+use crate::rootfs::layers::{lower_dirs, scratch_dir};
+use crate::rootfs::lookup;
+use crate::rootfs::overlay::with_overlay;
 
 /// A copy to make once the step is known to run (a cache hit makes none).
 pub(crate) enum Pending {
@@ -87,7 +87,7 @@ pub(crate) fn copy_out(
         &[dirs],
         |_, roots| -> Result<(), String> {
             let root = roots.first().ok_or("the source stage was not mounted")?;
-            let fd = rootfs::open_in_root(root, path, libc::O_PATH)
+            let fd = lookup::open_in_root(root, path, libc::O_PATH)
                 .map_err(|e| format!("{shown}: {e} in the mounted stage"))?;
             let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .map_err(|e| format!("{shown}: {e}"))?;

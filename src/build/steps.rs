@@ -17,13 +17,13 @@ use crate::parser::shell::Lexer;
 use crate::parser::Location;
 use crate::planner::{resolve_source, Source as PlanSource};
 
-use super::copy::{self, CopyOptions, Item, ItemKind};
 use super::direct;
-use super::fs::{change, change_then, FsError};
 use super::remote::{self, RemoteKind};
-use super::rootfs;
 use super::{BuildError, BuildEvent, Builder, Recorded, StageResult, HISTORY_COMMENT};
 use crate::cache::explain::{BuildRecord, StepInputs, StoredStep};
+use crate::rootfs::copy::{self, CopyOptions, Item, ItemKind};
+use crate::rootfs::layers::{self, change, change_then, FsError};
+use crate::rootfs::lookup;
 
 /// Part of every COPY/ADD key: changed whenever a COPY of the same inputs writes something
 /// else, so entries an older kiln made are not reused. 2: a `--from` source that is a symlink
@@ -427,7 +427,7 @@ impl Builder<'_> {
     fn previous_snapshot(&self, position: &str) -> Option<std::path::PathBuf> {
         let prev = self.previous.as_ref()?.step(position)?;
         let rec = self.cache.get(&Digest::parse(&prev.key).ok()?)?;
-        let chain = super::fs::top_chain(&rec.layers)?;
+        let chain = layers::top_chain(&rec.layers)?;
         let snap = self.store.snapshot(&chain).ok()??;
         snap.path.parent().map(std::path::Path::to_path_buf)
     }
@@ -763,7 +763,7 @@ impl Builder<'_> {
          -> Result<Option<direct::Plan>, String> {
             let mut opts = opts;
             if let Some(c) = &chown {
-                opts.chown = Some(rootfs::resolve_owner(merged, c)?);
+                opts.chown = Some(lookup::resolve_owner(merged, c)?);
             }
             let mut srcs = ctx_srcs;
             for p in &stage_paths {
@@ -777,11 +777,11 @@ impl Builder<'_> {
             // destination becomes the path it resolves to inside the image (a dangling
             // link's target included), never a host path.
             let dest = &resolve_dest(merged, &dest)?;
-            let is_dir = |p: &str| rootfs::is_dir_in_root(merged, p);
+            let is_dir = |p: &str| lookup::is_dir_in_root(merged, p);
             let probe = |p: &str| {
                 if is_dir(p) {
                     copy::Existing::Dir
-                } else if rootfs::exists_in_root(merged, p) {
+                } else if lookup::exists_in_root(merged, p) {
                     copy::Existing::Other
                 } else {
                     copy::Existing::Nothing
@@ -844,7 +844,7 @@ impl Builder<'_> {
             // extractor makes them 0755 and root's, as BuildKit does.
             let dir_mode = copy::Chmod::created_dir_mode(opts.chmod.as_ref());
             if opts.chown.is_some() || dir_mode != 0o755 {
-                let exists = |p: &str| rootfs::exists_in_root(merged, p);
+                let exists = |p: &str| lookup::exists_in_root(merged, p);
                 let owner = opts.chown.unwrap_or((0, 0));
                 let parents =
                     copy::missing_parents(&items, &exists, owner, dir_mode, clamp.unwrap_or(0));
@@ -897,8 +897,8 @@ impl Builder<'_> {
         let layer = match layer {
             Some(l) => l,
             None => {
-                let empty = super::fs::scratch_dir(self.store).map_err(fs_err(spec.location))?;
-                super::fs::commit_dir(self.store, empty.path(), clamp)
+                let empty = layers::scratch_dir(self.store).map_err(fs_err(spec.location))?;
+                layers::commit_dir(self.store, empty.path(), clamp)
                     .map_err(fs_err(spec.location))?
             }
         };
@@ -959,7 +959,7 @@ impl Builder<'_> {
             &[],
             self.req.source_date_epoch,
             move |merged, _| {
-                if rootfs::is_dir_in_root(merged, &wd2) {
+                if lookup::is_dir_in_root(merged, &wd2) {
                     return Ok(());
                 }
                 // As BuildKit: the directories WORKDIR makes belong to the current USER, so
@@ -967,7 +967,7 @@ impl Builder<'_> {
                 let (uid, gid) = if user.is_empty() {
                     (0, 0)
                 } else {
-                    rootfs::resolve_owner(merged, &user)?
+                    lookup::resolve_owner(merged, &user)?
                 };
                 let mut items = Vec::new();
                 let mut path = String::new();
@@ -976,7 +976,7 @@ impl Builder<'_> {
                         path.push('/');
                     }
                     path.push_str(comp);
-                    if rootfs::exists_in_root(merged, &path) && items.is_empty() {
+                    if lookup::exists_in_root(merged, &path) && items.is_empty() {
                         continue;
                     }
                     items.push(Item {
@@ -1034,7 +1034,7 @@ fn stage_source(root: &std::path::Path, path: &str) -> Result<copy::Source, Stri
     if !is_link {
         return copy::tree_source(&dir, &name).map_err(|e| format!("{path}: {e}"));
     }
-    let fd = rootfs::open_in_root(root, path, libc::O_PATH)
+    let fd = lookup::open_in_root(root, path, libc::O_PATH)
         .map_err(|e| format!("/{}: {e}", path.trim_start_matches('/')))?;
     use std::os::fd::AsRawFd;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -1062,7 +1062,7 @@ fn real_path_in_root(
         Some((p, n)) => (p, n),
         None => ("", path),
     };
-    let fd = rootfs::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)
+    let fd = lookup::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| format!("/{path}: {e}"))?;
     use std::os::fd::AsRawFd;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -1203,7 +1203,7 @@ impl Builder<'_> {
         };
         // Mounts are prepared before the key: a bind's content is part of it.
         let fse = fs_err(r.location);
-        let scratch = super::fs::scratch_dir(self.store).map_err(&fse)?;
+        let scratch = layers::scratch_dir(self.store).map_err(&fse)?;
         let mounts = self.prepare_mounts(cur, &r.mounts, scratch.path(), stages, r.location)?;
         let mut key = KeyBuilder::new("run");
         key.list("mounts", &mounts.key_parts);
@@ -1236,7 +1236,7 @@ impl Builder<'_> {
             p.run(self.store)
                 .map_err(|e| err(format!("RUN --mount: {e}")))?;
         }
-        let lowers = super::fs::lower_dirs(self.store, &cur.state.layers).map_err(&fse)?;
+        let lowers = layers::lower_dirs(self.store, &cur.state.layers).map_err(&fse)?;
         let res = self
             .store
             .reserve_snapshot()
@@ -1350,7 +1350,7 @@ impl Builder<'_> {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         if changed {
-            let layer = super::fs::commit_run_dir(
+            let layer = layers::commit_run_dir(
                 self.store,
                 &upper,
                 &spec.lowers,
@@ -1358,7 +1358,7 @@ impl Builder<'_> {
             )
             .map_err(&fse)?;
             res.commit(
-                super::fs::top_chain(&cur.state.layers).as_ref(),
+                layers::top_chain(&cur.state.layers).as_ref(),
                 &layer.diff_id,
             )
             .map_err(|e| err(e.to_string()))?;
@@ -1660,10 +1660,10 @@ impl Builder<'_> {
 }
 
 /// A COPY destination with its symlinks followed inside the image root `merged` (see
-/// [`rootfs::resolve_in_root`]), absolute, keeping a trailing `/` (`/.` becomes `/`).
+/// [`lookup::resolve_in_root`]), absolute, keeping a trailing `/` (`/.` becomes `/`).
 fn resolve_dest(merged: &std::path::Path, dest: &str) -> Result<String, String> {
     let trailing = dest.ends_with('/') || dest.ends_with("/.");
-    let resolved = rootfs::resolve_in_root(merged, &super::meta::clean_abs(dest))
+    let resolved = lookup::resolve_in_root(merged, &super::meta::clean_abs(dest))
         .map_err(|e| format!("{dest}: {e}"))?;
     Ok(if trailing && !resolved.is_empty() {
         format!("/{resolved}/")

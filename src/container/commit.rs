@@ -78,7 +78,8 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
         Thaw(None)
     };
     let _lease = store.lease().map_err(other)?;
-    let layer = crate::build::fs::commit_dir(store, &c.dir.join("upper"), None).map_err(other)?;
+    let layer =
+        crate::rootfs::layers::commit_dir(store, &c.dir.join("upper"), None).map_err(other)?;
     drop(_thaw);
 
     // The container's own settings, as Docker's commit takes them, then the -c changes.
@@ -182,7 +183,8 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
 /// the upper dir and checked against the image's layers (which are never modified).
 pub fn diff(store: &Store, c: &Container) -> Result<Vec<(char, String)>> {
     // Top-most first, as lookup wants them.
-    let lowers: Vec<PathBuf> = crate::build::fs::lower_dirs(store, &c.layers()?).map_err(other)?;
+    let lowers: Vec<PathBuf> =
+        crate::rootfs::layers::lower_dirs(store, &c.layers()?).map_err(other)?;
     let upper = c.dir.join("upper");
     let changes = crate::executor::changes::upper_changes(&upper).map_err(other)?;
     let mut out = Vec::new();

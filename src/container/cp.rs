@@ -16,8 +16,8 @@ use std::sync::mpsc;
 
 use super::{Container, ContainerError, Containers, Result};
 use crate::archive::{self, ExtractOptions, WhiteoutMode};
-use crate::build::copy::{self, Item, ItemKind};
 use crate::context::Kind;
+use crate::rootfs::copy::{self, Item, ItemKind};
 
 /// One side of `kiln cp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,17 +274,18 @@ fn in_container<R: Send>(
     }
     let store = crate::store::Store::open(cs.dir().parent().unwrap_or(cs.dir()))
         .map_err(|e| other(e.to_string()))?;
-    let lowers =
-        crate::build::fs::lower_dirs(&store, &c.layers()?).map_err(|e| other(e.to_string()))?;
+    let lowers = crate::rootfs::layers::lower_dirs(&store, &c.layers()?)
+        .map_err(|e| other(e.to_string()))?;
     let scratch = crate::store::fsutil::create_temp_dir(&c.dir, "cp", 0o700)
         .map_err(|e| other(e.to_string()))?;
     let scratch = crate::store::fsutil::TempPath::new(scratch);
     let upper = c.dir.join("upper");
-    let r = crate::build::mount::with_overlay(&lowers, &upper, scratch.path(), &[], |merged, _| {
-        chrooted(merged, f)
-    })
-    .map_err(err)?
-    .map_err(err)?;
+    let r =
+        crate::rootfs::overlay::with_overlay(&lowers, &upper, scratch.path(), &[], |merged, _| {
+            chrooted(merged, f)
+        })
+        .map_err(err)?
+        .map_err(err)?;
     Ok(r)
 }
 

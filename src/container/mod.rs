@@ -591,7 +591,7 @@ impl Container {
             .collect()
     }
 
-    /// The image's layers, bottom first, as [`crate::build::fs::lower_dirs`] takes them (the
+    /// The image's layers, bottom first, as [`crate::rootfs::layers::lower_dirs`] takes them (the
     /// sizes are not needed there: 0).
     pub fn layers(&self) -> Result<Vec<LayerRef>> {
         Ok(self

@@ -21,11 +21,11 @@ use super::cgroups::{Cgroup, Hierarchy};
 use super::logs;
 use super::ports::{self, NetnsSlot};
 use super::{Container, ContainerError, Network, Result, State, Status, FORMAT_VERSION};
-use crate::build::fs::lower_dirs;
 use crate::executor::pasta::{Pasta, PastaOptions};
 use crate::executor::{
     self, BindMount, ExecError, ExitStatus, Input, NetworkMode, Output, RwLayer, StepIo, StepSpec,
 };
+use crate::rootfs::layers::lower_dirs;
 use crate::store::Store;
 
 /// How long the monitor waits for the CLI to attach before starting anyway.

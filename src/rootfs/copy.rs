@@ -410,7 +410,7 @@ pub fn plan(
     opts: &CopyOptions,
 ) -> Result<Vec<Item>, CopyError> {
     let exclude = IgnoreRules::from_patterns(&opts.exclude).map_err(CopyError::BadExclude)?;
-    let dest_rel = crate::build::meta::clean_abs(dest)
+    let dest_rel = crate::context::ignore::clean_path(&format!("/{dest}"))
         .trim_start_matches('/')
         .to_string();
     let trailing = dest.ends_with('/') || dest.ends_with("/.");

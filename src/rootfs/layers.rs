@@ -1,5 +1,5 @@
-//! Filesystem steps of a build: make sure every layer of a stage has a snapshot, run a change
-//! against the stage's overlay view, and commit what changed as a new layer and snapshot.
+//! Layers on disk: make sure every layer of a stack has a snapshot, run a change against the
+//! stack's overlay view, and commit what changed as a new layer and snapshot.
 
 use std::fs;
 use std::io;
@@ -12,7 +12,11 @@ use crate::image::Digest;
 use crate::store::fsutil::{self, TempPath};
 use crate::store::{Store, StoreError};
 
-use super::mount::with_overlay;
+use super::overlay::with_overlay;
+
+/// The file in a snapshot's directory (beside `fs/`) listing the files a direct COPY wrote,
+/// with their content hashes: what a later COPY may hard-link.
+pub(crate) const INDEX_FILE: &str = "copy-index.json";
 
 /// Errors of a filesystem step.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +109,7 @@ pub fn change<R: Send>(
 /// [`change`] in two parts: `work` runs on the mounted overlay (and also gets the lower
 /// dirs, top-most first); `then`, after the overlay is unmounted, may write into the upper
 /// dir itself (a COPY written straight into the layer) and return a file to keep beside the
-/// snapshot ([`super::direct::INDEX_FILE`]). Nothing changed gives no layer unless
+/// snapshot ([`INDEX_FILE`]). Nothing changed gives no layer unless
 /// `empty_is_layer`.
 pub(crate) fn change_then<R: Send, T>(
     store: &Store,
@@ -134,7 +138,7 @@ pub(crate) fn change_then<R: Send, T>(
     }
     let layer = commit_dir(store, &upper, clamp_mtime)?;
     if let Some(bytes) = index {
-        res.write_beside(super::direct::INDEX_FILE, &bytes)?;
+        res.write_beside(INDEX_FILE, &bytes)?;
     }
     res.commit(top_chain(layers).as_ref(), &layer.diff_id)?;
     Ok((t, Some(layer)))
