@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod build;
 pub mod cache;
+pub mod common;
 pub mod container;
 pub mod context;
 pub mod executor;
@@ -14,4 +15,3 @@ pub mod planner;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
-pub mod symlinks;

@@ -58,7 +58,7 @@ pub struct LayerDigest {
 impl LayerDigest {
     /// The digest in OCI form, `sha256:<hex>`.
     pub fn diff_id(&self) -> String {
-        format!("sha256:{}", crate::image::digest::to_hex(&self.sha256))
+        format!("sha256:{}", crate::common::hex::encode(&self.sha256))
     }
 }
 

@@ -133,7 +133,7 @@ pub(crate) fn fetch(
     };
     let mtime = resp
         .header("Last-Modified")
-        .and_then(crate::imageops::time::parse_http_date);
+        .and_then(crate::common::time::parse_http_date);
     let (path, file) =
         fsutil::create_temp_file(tmp_dir, "add-url").map_err(|e| fail(e.to_string()))?;
     let guard = TempPath::new(path);

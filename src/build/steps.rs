@@ -374,7 +374,7 @@ impl Builder<'_> {
         let Some(dir) = path.parent() else { return };
         let ok = std::fs::create_dir_all(dir).is_ok()
             && serde_json::to_vec(&rec).is_ok_and(|bytes| {
-                crate::store::fsutil::write_atomic(dir, path, &bytes, 0o600).is_ok()
+                crate::common::atomic::write_atomic(dir, path, &bytes, 0o600).is_ok()
             });
         if !ok {
             tracing::warn!(path = %path.display(), "cannot save the build record");

@@ -241,7 +241,7 @@ impl CacheIndex {
         };
         fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
         let bytes = serde_json::to_vec(rec).map_err(|e| err(e.to_string()))?;
-        crate::store::fsutil::write_atomic(&self.dir, &path, &bytes, 0o600)
+        crate::common::atomic::write_atomic(&self.dir, &path, &bytes, 0o600)
             .map_err(|e| err(e.to_string()))
     }
 

@@ -41,7 +41,7 @@ impl PruneFilter {
     pub fn add(&mut self, filter: &str) -> Result<(), String> {
         match filter.split_once('=') {
             Some(("until", d)) => {
-                let nanos = crate::parser::goparse::parse_duration(d)
+                let nanos = crate::common::duration::parse_duration(d)
                     .map_err(|e| format!("invalid filter 'until={d}': {e}"))?;
                 self.older_than = Some(Duration::from_nanos(nanos.max(0) as u64));
                 Ok(())

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
+use kiln::common::time::Timestamp;
 use kiln::container::attach::{self, Frame, Streams};
 use kiln::container::cgroups::{self, Resources};
 use kiln::container::logs;
@@ -22,7 +23,6 @@ use kiln::container::{
     signals, Container, ContainerError, Containers, Network, PortBinding, RestartPolicy, Status,
 };
 use kiln::executor::{self, Input, Output, StepIo, StepSpec};
-use kiln::imageops::time::Timestamp;
 
 use super::image::render;
 use super::units::{human_duration, human_size};
@@ -1530,7 +1530,7 @@ fn logs_cmd(containers: &Containers, a: &LogsArgs) -> i32 {
     let now = Timestamp::now();
     let bound = |v: &Option<String>| {
         v.as_deref()
-            .map(|s| kiln::imageops::time::parse_time_filter(s, now))
+            .map(|s| kiln::common::time::parse_time_filter(s, now))
             .transpose()
     };
     let (since, until) = match (bound(&a.since), bound(&a.until)) {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
+use kiln::common::platform::Platform;
+use kiln::common::time::Timestamp;
 use kiln::image::compression::Compression;
 use kiln::image::Reference;
 use kiln::imageops::change::Changes;
@@ -16,10 +18,8 @@ use kiln::imageops::import::{import_rootfs, ImportOptions};
 use kiln::imageops::inspect::{history, inspect, HistoryEntry};
 use kiln::imageops::list::{self, ImageFilters, ImageSummary};
 use kiln::imageops::load::{load, LoadLimits};
-use kiln::imageops::platform::Platform;
 use kiln::imageops::remove::{remove_images, RemoveEvent};
 use kiln::imageops::save::{resolve_for_save, save_compressed};
-use kiln::imageops::time::Timestamp;
 use kiln::imageops::{self, ImageOpsError};
 use kiln::store::ImageRecord;
 use kiln::store::Store;
@@ -256,7 +256,7 @@ fn import(store: &Store, a: &ImportArgs) -> CmdResult {
         ..ImportOptions::default()
     };
     if let Some(p) = &a.platform {
-        opts.platform = Platform::parse(p).map_err(msg)?;
+        opts.platform = Platform::parse(p).map_err(|e| e.to_string())?;
     }
     if let Some(epoch) = source_date_epoch()? {
         opts.created = Timestamp::from_secs(epoch);
@@ -539,7 +539,7 @@ fn rm(store: &Store, a: &RmArgs) -> i32 {
 /// `image prune --filter`: `until=<time or duration>` (created before it), `label=k[=v]`,
 /// `label!=k[=v]`.
 fn prune_filter(filters: &[String]) -> Result<impl Fn(&ImageRecord) -> bool, String> {
-    let now = kiln::imageops::time::Timestamp::now();
+    let now = kiln::common::time::Timestamp::now();
     let mut until = None;
     let mut labels: Vec<(bool, String, Option<String>)> = Vec::new();
     for f in filters {
@@ -549,7 +549,7 @@ fn prune_filter(filters: &[String]) -> Result<impl Fn(&ImageRecord) -> bool, Str
         match k {
             "until" => {
                 until = Some(
-                    kiln::imageops::time::parse_time_filter(v, now)
+                    kiln::common::time::parse_time_filter(v, now)
                         .map_err(|e| format!("Error: {e}"))?,
                 )
             }

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use clap::Args;
 
+use kiln::common::platform::Platform;
 use kiln::image::Reference;
-use kiln::imageops::platform::Platform;
 use kiln::registry::credentials::{config_dir, Credentials, DockerConfig};
 use kiln::registry::pull::{self, PullOptions, Status};
 use kiln::registry::push::{self, PushOptions};

@@ -27,11 +27,7 @@ struct PrivateDir(PathBuf);
 impl PrivateDir {
     fn new() -> std::io::Result<PrivateDir> {
         use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("kiln-ssh-{}-{nanos}", std::process::id()));
+        let p = std::env::temp_dir().join(kiln::common::ids::unique_name("kiln-ssh"));
         std::fs::DirBuilder::new().mode(0o700).create(&p)?;
         Ok(PrivateDir(p))
     }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
+use kiln::common::time::{Timestamp, MONTHS};
 use kiln::container::cgroups::Usage;
 use kiln::container::ops;
 use kiln::container::{Container, Containers, Network, Status};
-use kiln::imageops::time::Timestamp;
 
 use super::image::render;
 use super::units::{bytes_size, human_size_precision};
@@ -443,9 +443,6 @@ fn passwd_names() -> BTreeMap<u32, String> {
 
 /// `ps`'s STIME: `HH:MM` today (UTC), else `MonDD`.
 fn stime(start: u64, now: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     if start / 86400 == now / 86400 {
         return format!("{:02}:{:02}", start / 3600 % 24, start / 60 % 60);
     }

@@ -5,8 +5,8 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use kiln::common::time::Timestamp;
 use kiln::container::volumes;
-use kiln::imageops::time::Timestamp;
 
 use super::units::human_size;
 use super::{fail, out};

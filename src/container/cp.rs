@@ -276,9 +276,9 @@ fn in_container<R: Send>(
         .map_err(|e| other(e.to_string()))?;
     let lowers = crate::rootfs::layers::lower_dirs(&store, &c.layers()?)
         .map_err(|e| other(e.to_string()))?;
-    let scratch = crate::store::fsutil::create_temp_dir(&c.dir, "cp", 0o700)
+    let scratch = crate::common::atomic::create_temp_dir(&c.dir, "cp", 0o700)
         .map_err(|e| other(e.to_string()))?;
-    let scratch = crate::store::fsutil::TempPath::new(scratch);
+    let scratch = crate::common::atomic::TempPath::new(scratch);
     let upper = c.dir.join("upper");
     let r =
         crate::rootfs::overlay::with_overlay(&lowers, &upper, scratch.path(), &[], |merged, _| {

@@ -119,7 +119,7 @@ pub fn parse_duration(flag: &str, s: &str) -> Result<i64> {
     let bad = |why: String| {
         super::ContainerError::Invalid(format!("invalid argument {s:?} for {flag}: {why}"))
     };
-    let n = crate::parser::goparse::parse_duration(s).map_err(bad)?;
+    let n = crate::common::duration::parse_duration(s).map_err(bad)?;
     if n < 0 {
         return Err(bad("must not be negative".into()));
     }

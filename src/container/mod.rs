@@ -46,9 +46,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::LayerRef;
+use crate::common::time::Timestamp;
 use crate::executor::StepSpec;
 use crate::image::Digest;
-use crate::imageops::time::Timestamp;
 
 /// Version of `config.json` and `state.json`.
 pub const FORMAT_VERSION: u32 = 1;
@@ -686,7 +686,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let bytes =
         serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Other(e.to_string()))?;
-    crate::store::fsutil::write_atomic(dir, path, &bytes, 0o600)
+    crate::common::atomic::write_atomic(dir, path, &bytes, 0o600)
         .map_err(|e| ContainerError::Other(e.to_string()))
 }
 
@@ -893,10 +893,7 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
 
 /// A new 64-hex-digit container ID.
 pub fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    let mut f = fs::File::open("/dev/urandom").map_err(io_err("opening", "/dev/urandom"))?;
-    io::Read::read_exact(&mut f, &mut bytes).map_err(io_err("reading", "/dev/urandom"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::common::ids::new_id().map_err(io_err("reading random bytes for", "an id"))
 }
 
 #[cfg(test)]

@@ -268,25 +268,10 @@ const SURNAMES: &[&str] = &[
     "yonath",
 ];
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ u64::from(std::process::id());
-    }
-    u64::from_le_bytes(b)
-}
-
 /// A random `adjective_surname` (never `boring_wozniak`, as in Docker).
 pub fn generate() -> String {
     loop {
-        let r = random_u64();
+        let r = crate::common::ids::random_u64();
         let a = ADJECTIVES[(r % ADJECTIVES.len() as u64) as usize];
         let s = SURNAMES[((r >> 32) % SURNAMES.len() as u64) as usize];
         if !(a == "boring" && s == "wozniak") {

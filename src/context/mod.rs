@@ -766,7 +766,7 @@ impl Walk<'_> {
 
 /// Lowercase hex of a hash.
 pub fn hex(h: &Hash) -> String {
-    crate::image::digest::to_hex(h)
+    crate::common::hex::encode(h)
 }
 
 #[cfg(test)]

@@ -42,12 +42,12 @@ pub struct Selected {
 }
 
 /// `path` with every symlink followed the way BuildKit follows a source (fsutil's
-/// `RootPath`, see [`crate::symlinks::follow`]): inside the context, never out of it, so
+/// `RootPath`, see [`crate::common::symlinks::follow`]): inside the context, never out of it, so
 /// `foo -> /etc/passwd` names the context's own `etc/passwd`. Only the listing is read, so
 /// what it names is a listed entry, opened later through the checked context file; a name
 /// that is not listed (missing, ignored, or below a file) is an error.
 pub fn resolve(ctx: &Context, path: &str) -> Result<String, SelectError> {
-    use crate::symlinks::{follow, Node};
+    use crate::common::symlinks::{follow, Node};
     follow(
         path,
         |key, followed, rest| {

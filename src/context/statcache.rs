@@ -108,7 +108,7 @@ impl StatCache {
             buf.extend_from_slice(h);
         }
         // Staged beside the destination, so the rename never crosses filesystems.
-        crate::store::fsutil::write_atomic(dir, file, &buf, 0o600).map_err(io::Error::other)?;
+        crate::common::atomic::write_atomic(dir, file, &buf, 0o600).map_err(io::Error::other)?;
         self.dirty = false;
         Ok(())
     }

@@ -190,28 +190,9 @@ fn want_target(
     }
 }
 
-fn random_id() -> Result<String, ExecError> {
-    let mut buf = [0u8; 32];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: valid buffer of rest.len() bytes.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(ExecError::Spawn(e));
-        }
-        filled += n as usize;
-    }
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// A new container id: 64 hex digits.
 pub fn new_id() -> Result<String, ExecError> {
-    random_id()
+    crate::common::ids::new_id().map_err(ExecError::Spawn)
 }
 
 fn hosts_file(hostname: &str) -> String {

@@ -97,17 +97,6 @@ fn is_oci_encoded(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
 }
 
-/// Lower-case hex of `bytes`.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
 impl Digest {
     /// Parses `sha256:<64 lowercase hex>`; anything else is an error.
     pub fn parse(s: &str) -> Result<Digest, DigestError> {
@@ -166,7 +155,10 @@ impl Digest {
     /// Finishes a sha256 hasher into a digest.
     pub fn from_hasher(hasher: Sha256) -> Digest {
         Digest {
-            full: format!("{SHA256}:{}", to_hex(&hasher.finalize())),
+            full: format!(
+                "{SHA256}:{}",
+                crate::common::hex::encode(&hasher.finalize())
+            ),
         }
     }
 

@@ -435,7 +435,7 @@ fn healthcheck(node: &Node) -> std::result::Result<Value, String> {
             }
             other => return Err(format!("unknown HEALTHCHECK flag --{other}")),
         };
-        let d = crate::parser::goparse::parse_duration(value)?;
+        let d = crate::common::duration::parse_duration(value)?;
         if d != 0 && d < 1_000_000 {
             return Err(format!("--{name} cannot be less than 1ms"));
         }
@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn parses_go_durations() {
-        use crate::parser::goparse::parse_duration;
+        use crate::common::duration::parse_duration;
         assert_eq!(parse_duration("1h2m3.5s"), Ok(3_723_500_000_000));
         assert_eq!(parse_duration("300ms"), Ok(300_000_000));
         assert_eq!(parse_duration("0"), Ok(0));

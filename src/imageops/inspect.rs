@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::error::Result;
 use super::list::{repo_digests, repo_tags};
-use super::time::Timestamp;
+use crate::common::time::Timestamp;
 use crate::image::config;
 use crate::image::Digest;
 use crate::store::{ImageRecord, Store};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::error::{ImageOpsError, Result};
 use super::glob::path_match;
-use super::time::Timestamp;
+use crate::common::time::Timestamp;
 use crate::image::Reference;
 use crate::store::{ImageRecord, Store};
 

@@ -37,8 +37,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::error::{ImageOpsError, Result};
-use super::platform::Platform;
 use super::tarscan::{self, Kind, ScanLimits};
+use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
 use crate::image::{Digest, Reference};
 use crate::store::{ImageRecord, Store, StoreError};

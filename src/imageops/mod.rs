@@ -23,11 +23,9 @@ pub mod inspect;
 pub mod list;
 pub mod load;
 mod pipe;
-pub mod platform;
 pub mod remove;
 pub mod save;
 mod tarscan;
-pub mod time;
 
 pub use error::{ImageOpsError, Result};
 

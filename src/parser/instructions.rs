@@ -1195,13 +1195,13 @@ fn parse_healthcheck(req: &Request<'_>) -> Result<Healthcheck, InstructionError>
             return Ok(Duration::ZERO);
         }
         let place = req.last_flag_place(name);
-        let d = goparse::parse_duration(value)
+        let d = crate::common::duration::parse_duration(value)
             .map_err(|m| req.fail_at(place, InstructionErrorKind::Duration(m)))?;
         // Zero means "inherit"; anything else must be at least a millisecond (negative too).
         if d != 0 && d < 1_000_000 {
             return Err(req.fail_at(place, InstructionErrorKind::IntervalTooShort(name)));
         }
-        Ok(goparse::nanos_to_duration(d))
+        Ok(crate::common::duration::nanos_to_duration(d))
     };
     let retries = match f.string("retries") {
         "" => 0,

@@ -18,9 +18,9 @@ use super::client::{Client, Manifest, MAX_MANIFEST_SIZE};
 use super::distribution::{self, KnownBlob};
 use super::error::{RegistryError, Result};
 use super::{media, Compression};
+use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
 use crate::image::{Digest, Reference, Sha256Writer};
-use crate::imageops::platform::Platform;
 use crate::store::{fsutil, ImageRecord, Store};
 
 /// Largest config kiln accepts from a registry.

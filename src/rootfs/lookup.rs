@@ -63,13 +63,13 @@ pub fn open_in_root(root: &Path, path: &str, flags: i32) -> io::Result<OwnedFd> 
 
 /// `path` (relative to the image root, leading `/` allowed) with every symlink in it
 /// followed inside `root`, the last component included, the way BuildKit resolves a COPY
-/// destination (continuity's `RootPath`, see [`crate::symlinks::follow`]): a component that
+/// destination (continuity's `RootPath`, see [`crate::common::symlinks::follow`]): a component that
 /// does not exist ends the following (the rest is taken as written, so a dangling link leads
 /// to where its target would be). The result is relative to the root and has no symlink in
 /// it; every lookup is an `O_PATH` open confined by [`open_in_root`], so no host path is
 /// ever looked at.
 pub fn resolve_in_root(root: &Path, path: &str) -> io::Result<String> {
-    use crate::symlinks::{follow, Node};
+    use crate::common::symlinks::{follow, Node};
     use std::os::fd::AsRawFd;
     follow(
         path,

@@ -2,7 +2,13 @@
 
 use std::fmt;
 
-use super::error::{ImageOpsError, Result};
+/// `--platform` is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform {value:?}: expected os/arch[/variant]")]
+pub struct PlatformError {
+    /// The value given (truncated).
+    pub value: String,
+}
 
 /// An image platform as OCI configs name it (`linux`, `amd64`, `v7`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +43,8 @@ impl Platform {
 
     /// Parses `os/arch[/variant]` (`linux/arm64`, `linux/arm/v7`), as
     /// `--platform` takes it. Names are lowercased, as containerd does.
-    pub fn parse(s: &str) -> Result<Platform> {
-        let bad = || ImageOpsError::Platform {
+    pub fn parse(s: &str) -> Result<Platform, PlatformError> {
+        let bad = || PlatformError {
             value: s.chars().take(64).collect(),
         };
         let parts: Vec<&str> = s.split('/').collect();

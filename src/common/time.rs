@@ -1,4 +1,5 @@
-//! Timestamps of image configs: RFC 3339 parsing and formatting in UTC, without a calendar crate.
+//! Points in time and kiln's one calendar: RFC 3339 and HTTP-date parsing and formatting in
+//! UTC, without a calendar crate. Every date kiln writes or reads goes through [`Timestamp`].
 //!
 //! Image configs record `created` as RFC 3339 text (Go's `time.RFC3339Nano`:
 //! `2024-05-01T12:00:00.123456789Z`, offsets allowed). Listing, filtering and
@@ -7,6 +8,11 @@
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// English month abbreviations, January first (HTTP dates, `ps`'s STIME).
+pub const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// A point in time: seconds and nanoseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -248,7 +254,7 @@ pub fn parse_time_filter(s: &str, now: Timestamp) -> Result<Timestamp, String> {
             return Ok(Timestamp { secs, nanos });
         }
     }
-    let d = crate::parser::goparse::parse_duration(s).map_err(|_| {
+    let d = super::duration::parse_duration(s).map_err(|_| {
         format!("invalid time {s:?}: expected RFC 3339, a Unix time or a duration like 10m")
     })?;
     let total = i128::from(now.secs) * 1_000_000_000 + i128::from(now.nanos) - i128::from(d);
@@ -264,9 +270,6 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let rest = s.trim().split_once(", ")?.1;
     let mut parts = rest.split(' ');
     let d: u32 = parts.next()?.parse().ok()?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let mon = parts.next()?;
     let mo = MONTHS.iter().position(|m| *m == mon)? as u32 + 1;
     let y: i64 = parts.next()?.parse().ok()?;
@@ -367,6 +370,15 @@ mod tests {
             Timestamp::from_secs(1_795_882_168).to_go_string(),
             "2026-11-28 16:09:28 +0000 UTC"
         );
+        // Whole seconds, as a build writes `created` (a leap day, and before the epoch).
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(Timestamp::from_secs(secs).to_rfc3339_secs(), text);
+        }
     }
 
     #[test]
