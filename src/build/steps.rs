@@ -760,7 +760,7 @@ impl Builder<'_> {
         let work = |merged: &std::path::Path,
                     roots: &[std::path::PathBuf],
                     lowers: &[std::path::PathBuf]|
-         -> Result<Option<direct::Plan>, String> {
+         -> Result<Option<direct::DirectWrite>, String> {
             let mut opts = opts;
             if let Some(c) = &chown {
                 opts.chown = Some(lookup::resolve_owner(merged, c)?);
@@ -866,7 +866,8 @@ impl Builder<'_> {
         // A COPY that only adds new paths is written after the overlay is gone, straight into
         // the layer's directory, hard-linking what the previous build's snapshot of this step
         // has unchanged.
-        let then = |r: Result<Option<direct::Plan>, String>, upper: &std::path::Path| match r {
+        let then = |r: Result<Option<direct::DirectWrite>, String>, upper: &std::path::Path| match r
+        {
             Ok(Some(plan)) => {
                 let hashed = self
                     .context_hashes(&local_keys)

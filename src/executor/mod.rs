@@ -65,7 +65,7 @@
 //! the layer; replacing them (`mv`) fails with EBUSY.
 //!
 //! If the overlay cannot be mounted (say, the store is itself on overlayfs) the executor warns
-//! once and falls back to a copied root ([`snapshot`]), writing the step's changes into the
+//! once and falls back to a copied root ([`copyroot`]), writing the step's changes into the
 //! upper dir in overlay's format afterwards; [`upper_changes`] reads both the same way.
 //!
 //! # Cleanup
@@ -102,17 +102,17 @@
 //! clears it on exec of set-id binaries).
 
 pub mod changes;
+pub mod copyroot;
 mod error;
 pub mod init;
 pub mod kernel;
 pub mod layers;
 pub mod pasta;
 pub mod plan;
-mod rootfs;
 mod run;
 pub mod seccomp;
 pub mod setup;
-pub mod snapshot;
+mod stepdir;
 pub mod trampoline;
 pub mod user;
 
@@ -127,9 +127,9 @@ use std::sync::Arc;
 pub use changes::{upper_changes, Change, ChangeKind};
 pub use error::ExecError;
 pub use kernel::{Kernel, RealKernel};
-pub(crate) use rootfs::link_lowers;
-pub use rootfs::{clean_scratch, clean_workdir, remove_step_dir};
 pub use run::{exec_in, run_step};
+pub(crate) use stepdir::link_lowers;
+pub use stepdir::{clean_scratch, clean_workdir, remove_step_dir};
 
 /// Docker's default `PATH`, used when the step's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -16,10 +16,10 @@ use super::error::ExecError;
 use super::kernel::{self, Go, RealKernel, Report, MAX_GROUPS, MAX_HOME};
 use super::pasta::{self, Pasta, PastaError, PastaOptions};
 use super::plan::{self, Op, PlanInput, RootPlan};
-use super::rootfs::{self, StepDir};
 use super::setup::{self, ChildPlan, HomeSlot, Stage};
+use super::stepdir::{self, StepDir};
 use super::{
-    seccomp, snapshot, trampoline, user, ExitStatus, Input, NetworkMode, Output, RootfsMode,
+    copyroot, seccomp, trampoline, user, ExitStatus, Input, NetworkMode, Output, RootfsMode,
     Snapshot, StepIo, StepOutcome, StepSpec, DEFAULT_CAPS, DEFAULT_PATH,
 };
 
@@ -77,16 +77,16 @@ pub fn run_step(spec: &StepSpec, mut io: StepIo<'_>) -> Result<StepOutcome, Exec
     if spec.network == NetworkMode::Sandbox && spec.netns.is_none() && pasta::binary().is_none() {
         return Err(network_error(PastaError::NotInstalled));
     }
-    let id = rootfs::new_id()?;
+    let id = stepdir::new_id()?;
     let hostname = spec
         .hostname
         .clone()
         .unwrap_or_else(|| id[..12].to_string());
-    let step = rootfs::prepare(spec, &id, &hostname)?;
+    let step = stepdir::prepare(spec, &id, &hostname)?;
     let result = sandbox_resolv_conf(spec, &step)
         .and_then(|()| run_prepared(spec, &mut io, &id, &hostname, &step));
     if result.is_err() {
-        let _ = rootfs::remove_step_dir(&step.dir);
+        let _ = stepdir::remove_step_dir(&step.dir);
     }
     result
 }
@@ -130,9 +130,9 @@ fn run_prepared(
     };
     loop {
         let manifest = if mode == Snapshot::Copy {
-            rootfs::copy_root(&spec.lowers, step)?;
+            stepdir::copy_root(&spec.lowers, step)?;
             Some(
-                snapshot::record(&step.rootfs)
+                copyroot::record(&step.rootfs)
                     .map_err(|e| ExecError::io("reading copied root", &step.rootfs, e))?,
             )
         } else {
@@ -174,9 +174,9 @@ fn run_prepared(
             Err(Attempt::Failed(e)) => return Err(e),
             Ok(status) => {
                 if let Some(m) = manifest {
-                    snapshot::diff_into_upper(&step.rootfs, &m, &step.upper)
+                    copyroot::diff_into_upper(&step.rootfs, &m, &step.upper)
                         .map_err(|e| ExecError::io("diffing copied root", &step.rootfs, e))?;
-                    rootfs::remove_step_dir(&step.rootfs)?;
+                    stepdir::remove_step_dir(&step.rootfs)?;
                 }
                 return Ok(StepOutcome {
                     status,
@@ -776,7 +776,7 @@ fn attempt(
         None
     };
     envp.push(std::ptr::null());
-    let workdir = rootfs::clean_workdir(if spec.workdir.is_empty() {
+    let workdir = stepdir::clean_workdir(if spec.workdir.is_empty() {
         "/"
     } else {
         &spec.workdir

@@ -2,16 +2,16 @@
 # The build benchmark (a script, never a timed test): scenarios S1-S5 of make-scenarios.sh,
 # built by kiln and, where installed, by Docker's classic builder in the same run.
 # Prints a Markdown table of median wall times (seconds) and kiln's peak memory.
-# Usage (as root): bash bench/scenarios.sh [RUNS]    (RUNS defaults to 3)
+# Usage (as root): bash scripts/bench/scenarios.sh [RUNS]    (RUNS defaults to 3)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 runs=${1:-3}
 work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cargo build --release --quiet
 kiln=$PWD/target/release/kiln
 bash scripts/busybox-rootfs.sh "$work/busybox.tar"
-bash bench/make-scenarios.sh "$work/ctx" >/dev/null
+bash scripts/bench/make-scenarios.sh "$work/ctx" >/dev/null
 have_docker=0
 if docker info >/dev/null 2>&1; then
     have_docker=1

@@ -3,9 +3,9 @@
 # (N defaults to 3000), built cold and rebuilt, then `builder prune -a`. Prints wall time,
 # the store's growth and kiln's peak memory per phase. Time and store growth must stay
 # linear in N (issue 15 item 6; the target for N=3000 is 3 s and 50 MiB).
-# Usage (as root): bash bench/meta.sh [N]
+# Usage (as root): bash scripts/bench/meta.sh [N]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 n=${1:-3000}
 work=$(mktemp -d /var/tmp/kiln-bench-meta.XXXXXX)
 trap 'rm -rf "$work"' EXIT
