@@ -4,7 +4,8 @@
 //! step changed: new and copied-up files as themselves, deletions as whiteouts
 //! and replaced directories as opaque directories. [`write_upper`] turns that
 //! into a layer with OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`); one walk of
-//! the upper dir, whatever the size of the layers below it (DESIGN.md §5).
+//! the upper dir, whatever the size of the layers below it: a step's commit costs what
+//! it changed, not the size of the image.
 //! `upper_entries`, which lists the same as entries for the generic sorting
 //! writer, is the reference the tests hold it to.
 //!

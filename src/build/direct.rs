@@ -1,4 +1,4 @@
-//! COPY straight into a new layer (DESIGN.md §2: "COPY/ADD straight into a new layer").
+//! COPY straight into a new layer, without an overlay mount.
 //!
 //! A COPY that only adds paths no layer below has (`COPY . /app` into a fresh directory, the
 //! common big copy) needs nothing from the overlay: its items are written directly into the

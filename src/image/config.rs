@@ -3,8 +3,8 @@
 //! diffIDs, chainIDs, per-layer history).
 //!
 //! The types are oci-spec's; this module adds what kiln needs on top.
-//! Parsing is strict where the hostile-input checklist (item 25) asks: a
-//! manifest with a `manifests` key, an index with `layers`, a `mediaType`
+//! Parsing is strict, so a hostile registry or archive cannot have a
+//! document read two ways: a manifest with a `manifests` key, an index with `layers`, a `mediaType`
 //! that contradicts the document, or a repeated key is rejected, and every
 //! digest is validated before anything uses it. Callers parse the bytes they
 //! digested, never a re-encoding.
@@ -103,7 +103,7 @@ pub enum ConfigError {
     },
 }
 
-/// The keys that tell a manifest and an index apart (checklist item 25).
+/// The keys that tell a manifest and an index apart (a document with both is refused).
 /// Deserialising into this also rejects a repeated `mediaType`, `manifests`,
 /// `layers` or `config` key, which serde's derive refuses.
 #[derive(Deserialize)]

@@ -2,8 +2,8 @@
 //!
 //! A [`Digest`] can only hold `sha256:` followed by exactly 64 lowercase hex
 //! digits, so it is safe to build a path from (`blobs/sha256/<hex>`): a
-//! string such as `sha256:../../x` never becomes a `Digest` (hostile-input
-//! checklist item 24). Error messages start with the wording of
+//! string such as `sha256:../../x`, an empty one or an unknown algorithm never
+//! becomes a `Digest`. Error messages start with the wording of
 //! `github.com/opencontainers/go-digest`, which Docker prints for the same
 //! inputs.
 

@@ -307,7 +307,7 @@ mod tests {
         let (_dir, store) = temp_store();
         let content = b"0123456789";
         let d = Digest::of_bytes(content);
-        // Correct prefix plus trailing bytes (checklist item 23).
+        // Correct prefix plus trailing bytes: refused, nothing committed.
         let err = store
             .put_blob_sized(&b"0123456789EXTRA"[..], &d, 10)
             .unwrap_err();

@@ -19,8 +19,7 @@
 //! How tags and untagged images are recorded is described in [`index`].
 //!
 //! `snapshots/` and `tmp/` are mode 0700: unpacked layers may hold setuid
-//! binaries, which other users of the host must not reach (hostile-input
-//! checklist item 9).
+//! binaries, which other users of the host must not reach.
 
 mod blobs;
 mod error;

@@ -1377,7 +1377,7 @@ fn cp_in_and_out_of_running_and_stopped_containers() {
     }
 }
 
-/// SECURITY-CHECKLIST 21: a container swapping a path component between a directory and a
+/// A container swapping a path component between a directory and a
 /// symlink (to `/` and to `/tmp`) while `cp` runs in both directions: nothing is ever read
 /// from or written to the host outside the container.
 #[test]

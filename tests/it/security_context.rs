@@ -1,5 +1,5 @@
-//! Hostile build contexts (SECURITY-CHECKLIST 12, 14, 29, 30, 31; issue 15 items 3-5):
-//! symlinks out of the context, a directory swapped for a symlink while builds run, and
+//! Hostile build contexts (issue 15 items 3-5): symlinks out of the context, a FIFO in it,
+//! `WORKDIR /proc/self/fd/N`, a directory swapped for a symlink while builds run, and
 //! Dockerfiles and ignore files that are not UTF-8, unreadable, special files or unbounded.
 
 use std::ffi::{CString, OsStr};
@@ -236,7 +236,7 @@ fn race_builds(
     ok
 }
 
-// Regression (issue 15 item 3, checklist 29): with `d` swapped for a symlink to a root-only
+// Regression (issue 15 item 3): with `d` swapped for a symlink to a root-only
 // directory while builds ran, `COPY d/ /x/` put that directory's 0600 file into the image
 // (2 builds in 50): files were reopened by path after the walk.
 #[test]
@@ -248,7 +248,7 @@ fn copy_from_a_directory_swapped_for_a_symlink_never_takes_outside_bytes() {
     println!("{ok} of 30 builds succeeded");
 }
 
-// Regression (issue 15 item 3, checklist 29): `RUN --mount=type=bind,source=d` mounted the
+// Regression (issue 15 item 3): `RUN --mount=type=bind,source=d` mounted the
 // joined path, so a swap between the check and the mount bound the root-only directory.
 #[test]
 fn bind_mount_of_a_directory_swapped_for_a_symlink_never_shows_outside_bytes() {
@@ -267,7 +267,7 @@ fn bind_mount_of_a_directory_swapped_for_a_symlink_never_shows_outside_bytes() {
     println!("{ok} of 20 builds succeeded");
 }
 
-// Checklist 12: a context symlink out of the context is never followed out of it. A source
+// A context symlink out of the context is never followed out of it. A source
 // that is a symlink is followed as BuildKit follows it (fsutil's RootPath): inside the
 // context, `/` meaning the context root, so it copies the context's own file or fails;
 // symlinks below a copied directory stay symlinks. The host files they name never reach the
@@ -333,7 +333,7 @@ fn context_symlinks_out_of_the_context_never_copy_host_files() {
     assert!(stderr(&o).contains("too many levels of symbolic links"));
 }
 
-// Checklist 14 (the hasher's half): a FIFO in the context is listed, never read, and
+// The hasher never blocks on a FIFO: a FIFO in the context is listed, never read, and
 // copied as a FIFO as BuildKit does (it used to be dropped: `COPY fifo /x` wrote nothing).
 #[test]
 fn fifo_in_the_context_never_blocks_and_is_copied_as_a_fifo() {
@@ -410,7 +410,7 @@ fn copy_all(s: &TestStore, ctx: &Path, extra: &[&str]) -> (Output, PathBuf) {
     (o, dest)
 }
 
-// Regression (issue 15 item 4, checklist 30): a .dockerignore with one byte that is not
+// Regression (issue 15 item 4): a .dockerignore with one byte that is not
 // UTF-8 was skipped as a whole, so the secret.key it excludes landed in the image.
 #[test]
 fn non_utf8_dockerignore_still_excludes_what_it_names() {
@@ -438,7 +438,7 @@ fn non_utf8_dockerignore_still_excludes_what_it_names() {
         .exists());
 }
 
-// Regression (issue 15 items 4 and 5, checklists 30 and 31): an ignore file kiln could not
+// Regression (issue 15 items 4 and 5): an ignore file kiln could not
 // read (a directory, a FIFO, a symlink out of the context or to /dev/zero) was skipped in
 // silence, or read without bound; each is now a build error naming it, at once.
 #[test]
@@ -491,7 +491,7 @@ fn unusable_dockerignore_is_a_build_error_naming_it() {
     assert!(!dest.join("all/secret.key").exists());
 }
 
-// Regression (issue 15 item 5, checklist 31): a Dockerfile that is a symlink to /dev/zero
+// Regression (issue 15 item 5): a Dockerfile that is a symlink to /dev/zero
 // was read without bound (10 GB of memory in 30 s), and a FIFO blocked forever.
 #[test]
 fn unbounded_or_special_dockerfile_is_refused_at_once() {
@@ -521,7 +521,7 @@ fn unbounded_or_special_dockerfile_is_refused_at_once() {
     }
 }
 
-// Checklist 14: `WORKDIR /proc/self/fd/N` names a descriptor of whatever process resolves
+// `WORKDIR /proc/self/fd/N` names a descriptor of whatever process resolves
 // it; kiln resolves a WORKDIR inside the image root, so the step fails naming it instead
 // of starting in a directory kiln (or the runtime) had open. (Already so before issue 15;
 // kept as a guard.)

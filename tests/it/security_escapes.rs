@@ -82,7 +82,7 @@ fn add_local_tar_through_a_symlinked_destination_stays_in_the_image() {
 
 /// A COPY destination that is a symlink is written through, as BuildKit does; a link to
 /// an absolute path that exists on the host (`/l -> /tmp/…/f`, `/ld -> /tmp/…`) must lead
-/// to the image's own path of that name, never the host's (checklist 27).
+/// to the image's own path of that name, never the host's.
 #[test]
 fn copy_through_a_destination_symlink_to_a_host_path_stays_in_the_image() {
     let s = TestStore::new();

@@ -1,4 +1,4 @@
-//! Hostile metadata (issue 15 items 6 and 7, checklist item 32): thousands of metadata
+//! Hostile metadata (issue 15 items 6 and 7): thousands of metadata
 //! instructions cost store space linear in their number and rebuild from the cache, and
 //! values that double line after line are a clear error at their line, with nothing left in
 //! the store.

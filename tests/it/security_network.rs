@@ -1,4 +1,4 @@
-//! The network of RUN steps (security checklist item 33): by default a namespace of their
+//! The network of RUN steps: by default a namespace of their
 //! own with outbound access through pasta and no way to a service on the host's loopback;
 //! the host's network only with `--network host` or `--allow network.host`; `--network none`
 //! with loopback only.

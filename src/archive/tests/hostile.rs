@@ -4,7 +4,7 @@
 //!
 //! Cases follow containerd `pkg/archive/tar_test.go` (TestBreakouts), moby
 //! `pkg/archive/archive_test.go` (TestUntarInvalid*), umoci
-//! `oci/layer/tar_extract_test.go` and kiln's SECURITY-CHECKLIST.md. Where those
+//! `oci/layer/tar_extract_test.go` and kiln's own review of hostile inputs. Where those
 //! projects point absolute symlinks at `/etc`, these tests point them at the
 //! sandbox's own `etc` beside the root, so a broken extractor damages the sandbox
 //! (and fails) instead of the host.
@@ -745,7 +745,7 @@ fn umoci_dot_as_hardlink_cve_2021_29136() {
     );
 }
 
-// ---- RUSTSEC and checklist cases ----------------------------------------------
+// ---- RUSTSEC advisories and kiln's own hostile cases ----------------------------
 
 /// RUSTSEC-2021-0080: tar-rs created `link/a/b` through `link -> ..`.
 #[test]
