@@ -125,7 +125,7 @@ struct Ancestor {
 
 /// A COPY that can be written straight into the new layer.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct DirectWrite {
     ancestors: Vec<Ancestor>,
     items: Vec<Item>,
 }
@@ -142,7 +142,7 @@ fn absent(dir: &Path, path: &str) -> bool {
 
 /// The direct plan for `items` over the merged root `merged` of the layers `lowers`, or
 /// `None` when the COPY must go through the overlay.
-pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<Plan> {
+pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<DirectWrite> {
     if items.is_empty() || !nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -210,7 +210,7 @@ pub(crate) fn plan(items: &[Item], merged: &Path, lowers: &[PathBuf]) -> Option<
             return None;
         }
     }
-    Some(Plan {
+    Some(DirectWrite {
         ancestors,
         items: items.into_iter().cloned().collect(),
     })
@@ -307,7 +307,7 @@ fn copy_data(src: &File, dst: &File, len: u64) -> io::Result<()> {
 /// Directories first, then the files on every core, then the directories' mtimes (which
 /// creating their children changed).
 pub(crate) fn write(
-    plan: &Plan,
+    plan: &DirectWrite,
     upper: &Path,
     hashed: &HashMap<PathBuf, Hashed>,
     links: Option<&LinkSource>,
