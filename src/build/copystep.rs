@@ -123,7 +123,7 @@ impl Builder<'_> {
                 text: format!("fetching {url}\n"),
             });
             let d = remote::fetch(url, &self.store.tmp_dir(), self.cancel.as_deref())
-                .map_err(CopyError::Remote)?;
+                .map_err(CopyError::from)?;
             if let Some(want) = &words.checksum {
                 if *want != d.digest {
                     return Err(CopyError::ChecksumMismatch {
@@ -144,7 +144,7 @@ impl Builder<'_> {
             remote.downloads.push((url.clone(), d));
         }
         for g in &words.gits {
-            let commit = remote::git_resolve(g).map_err(CopyError::Remote)?;
+            let commit = remote::git_resolve(g).map_err(CopyError::from)?;
             self.progress.event(BuildEvent::Output {
                 id,
                 text: format!("{}#{} is {commit}\n", g.url, g.reference),
@@ -308,7 +308,7 @@ impl Builder<'_> {
                 text: format!("fetching {} at {commit}\n", g.url),
             });
             let dir = remote::git_checkout(g, commit, c.keep_git_dir, &self.store.tmp_dir())
-                .map_err(|e| at(CopyError::Remote(e)))?;
+                .map_err(|e| at(e.into()))?;
             checkouts.push((g.subdir.clone(), dir));
         }
         let clamp = self.req.source_date_epoch;
@@ -446,7 +446,7 @@ fn expand_copy(cur: &StageResult, c: &CopyOp) -> Result<CopyWords, CopyError> {
         match remote::remote_kind(s) {
             Some(_) if !add => return Err(CopyError::UrlInCopy(s.clone())),
             Some(RemoteKind::Http) => urls.push(s.clone()),
-            Some(RemoteKind::Git) => gits.push(GitSource::parse(s).map_err(CopyError::Remote)?),
+            Some(RemoteKind::Git) => gits.push(GitSource::parse(s).map_err(CopyError::from)?),
             None => locals.push(s.clone()),
         }
     }
@@ -457,7 +457,7 @@ fn expand_copy(cur: &StageResult, c: &CopyOp) -> Result<CopyWords, CopyError> {
             if urls.len() != 1 || !locals.is_empty() || !gits.is_empty() || !c.contents.is_empty() {
                 return Err(CopyError::ChecksumSources);
             }
-            Some(remote::parse_checksum(&sum).map_err(CopyError::Remote)?)
+            Some(remote::parse_checksum(&sum).map_err(CopyError::from)?)
         }
     };
     let chmod = match &c.chmod {
@@ -561,22 +561,20 @@ fn write_copy(
 ) -> Result<Option<DirectWrite>, CopyError> {
     let mut opts = plan.opts;
     if let Some(c) = &plan.chown {
-        opts.chown = Some(rootfs::resolve_owner(merged, c).map_err(CopyError::Write)?);
+        opts.chown = Some(rootfs::resolve_owner(merged, c).map_err(WriteError::Owner)?);
     }
     let mut srcs = plan.ctx_srcs;
     for p in &plan.stage_paths {
-        let root = roots
-            .first()
-            .ok_or_else(|| CopyError::Write("the source stage was not mounted".into()))?;
-        srcs.push(stage_source(root, p).map_err(CopyError::Write)?);
+        let root = roots.first().ok_or(WriteError::NotMounted)?;
+        srcs.push(stage_source(root, p)?);
     }
     for (subdir, dir) in &plan.checkouts {
-        srcs.push(stage_source(dir, subdir).map_err(CopyError::Write)?);
+        srcs.push(stage_source(dir, subdir)?);
     }
     // A symlink at the destination is written through, as BuildKit does: the destination
     // becomes the path it resolves to inside the image (a dangling link's target included),
     // never a host path.
-    let dest = &resolve_dest(merged, &plan.dest).map_err(CopyError::Write)?;
+    let dest = &resolve_dest(merged, &plan.dest)?;
     let probe = |p: &str| {
         if rootfs::is_dir_in_root(merged, p) {
             copy::Existing::Dir
@@ -626,9 +624,9 @@ fn write_copy(
             return Ok(Some(direct));
         }
     }
-    extract_items(&items, merged).map_err(CopyError::Write)?;
+    extract_items(&items, merged)?;
     for a in &plan.archives {
-        unpack_local_archive(a, merged, &dest_rel, opts.chown).map_err(CopyError::Write)?;
+        unpack_local_archive(a, merged, &dest_rel, opts.chown)?;
     }
     Ok(None)
 }
@@ -696,9 +694,58 @@ fn download_items(
     Ok(items)
 }
 
+/// Why the copy cannot be written into the image root.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// `--chown` (or the USER of WORKDIR) names no user or group of the image.
+    #[error("{0}")]
+    Owner(String),
+    /// A path cannot be resolved or read (`/path: …`).
+    #[error("{path}: {source}")]
+    Path {
+        /// The path, as the message shows it.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A `--from` source resolves outside its stage.
+    #[error("{0}: resolves outside the source stage")]
+    Outside(String),
+    /// A `--from` source the stage does not have.
+    #[error("{0}: not found in the source stage")]
+    NotFound(String),
+    /// The source stage's overlay was not mounted.
+    #[error("the source stage was not mounted")]
+    NotMounted,
+    /// The tar stream between the copy's writer and the extractor failed.
+    #[error(transparent)]
+    Stream(io::Error),
+    /// The copy's writer thread panicked.
+    #[error("the copy writer panicked")]
+    WriterPanicked,
+    /// The extractor refused or failed.
+    #[error(transparent)]
+    Extract(#[from] crate::archive::ArchiveError),
+    /// A local archive cannot be read or unpacked.
+    #[error("{}: {source}", path.display())]
+    Archive {
+        /// The archive in the context.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn at_path(path: impl Into<String>) -> impl FnOnce(io::Error) -> WriteError {
+    let path = path.into();
+    move |source| WriteError::Path { path, source }
+}
+
 /// Write items into the merged root through the hardened extractor, streaming the tar.
-pub(crate) fn extract_items(items: &[Item], merged: &Path) -> Result<(), String> {
-    let (reader, writer) = io::pipe().map_err(|e| e.to_string())?;
+pub(crate) fn extract_items(items: &[Item], merged: &Path) -> Result<(), WriteError> {
+    let (reader, writer) = io::pipe().map_err(WriteError::Stream)?;
     std::thread::scope(|s| {
         let w = s.spawn(move || copy::write_tar(items, writer).map(drop));
         let r = archive::extract(
@@ -710,63 +757,62 @@ pub(crate) fn extract_items(items: &[Item], merged: &Path) -> Result<(), String>
                 ..Default::default()
             },
         );
-        let wr = w
-            .join()
-            .map_err(|_| "the copy writer panicked".to_string())?;
-        r.map_err(|e| e.to_string())?;
-        wr.map_err(|e| e.to_string())
+        let wr = w.join().map_err(|_| WriteError::WriterPanicked)?;
+        r?;
+        wr.map_err(WriteError::Stream)
     })
 }
 
 /// A `COPY --from` source in a stage's root. A source that is itself a symlink is followed
 /// (inside the root) and copied under the link's name, as both of Docker's builders do;
 /// symlinks below a source directory stay symlinks.
-fn stage_source(root: &Path, path: &str) -> Result<copy::Source, String> {
+fn stage_source(root: &Path, path: &str) -> Result<copy::Source, WriteError> {
     let (dir, name) = real_path_in_root(root, path)?;
     let is_link = !name.is_empty()
         && std::fs::symlink_metadata(dir.join(&name)).is_ok_and(|m| m.file_type().is_symlink());
     if !is_link {
-        return copy::tree_source(&dir, &name).map_err(|e| format!("{path}: {e}"));
+        return copy::tree_source(&dir, &name).map_err(at_path(path));
     }
     let fd = rootfs::open_in_root(root, path, libc::O_PATH)
-        .map_err(|e| format!("/{}: {e}", path.trim_start_matches('/')))?;
+        .map_err(at_path(format!("/{}", path.trim_start_matches('/'))))?;
     use std::os::fd::AsRawFd;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|e| format!("{path}: {e}"))?;
+    let real =
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(at_path(path))?;
     let (tdir, tname) = match (real.strip_prefix(root), real.parent(), real.file_name()) {
         (Ok(r), _, _) if r.as_os_str().is_empty() => (root.to_path_buf(), String::new()),
         (Ok(_), Some(parent), Some(file)) => {
             (parent.to_path_buf(), file.to_string_lossy().into_owned())
         }
-        _ => return Err(format!("{path}: resolves outside the source stage")),
+        _ => return Err(WriteError::Outside(path.to_string())),
     };
     Ok(copy::tree_source(&tdir, &tname)
-        .map_err(|e| format!("{path}: {e}"))?
+        .map_err(at_path(path))?
         .renamed(&name))
 }
 
 /// Resolve `path` inside `root` (symlinks followed inside it, the last component kept as
 /// is) to a host directory and a name below it that contains no symlink.
-fn real_path_in_root(root: &Path, path: &str) -> Result<(PathBuf, String), String> {
+fn real_path_in_root(root: &Path, path: &str) -> Result<(PathBuf, String), WriteError> {
     let path = path.trim_start_matches('/');
     let (parent, name) = match path.rsplit_once('/') {
         Some((p, n)) => (p, n),
         None => ("", path),
     };
+    let shown = format!("/{path}");
     let fd = rootfs::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| format!("/{path}: {e}"))?;
+        .map_err(at_path(shown.clone()))?;
     use std::os::fd::AsRawFd;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|e| format!("/{path}: {e}"))?;
+        .map_err(at_path(shown.clone()))?;
     if !real.starts_with(root) {
-        return Err(format!("/{path}: resolves outside the source stage"));
+        return Err(WriteError::Outside(shown));
     }
     if name.is_empty() {
         // The stage root itself.
         return Ok((real, String::new()));
     }
     if std::fs::symlink_metadata(real.join(name)).is_err() {
-        return Err(format!("/{path}: not found in the source stage"));
+        return Err(WriteError::NotFound(shown));
     }
     Ok((real, name.to_string()))
 }
@@ -784,9 +830,12 @@ fn unpack_local_archive(
     merged: &Path,
     dest: &str,
     owner: Option<(u32, u32)>,
-) -> Result<(), String> {
-    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", a.host().display());
-    let f = a.open().map_err(|e| shown(&e))?;
+) -> Result<(), WriteError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| WriteError::Archive {
+        path: a.host().to_path_buf(),
+        source,
+    };
+    let f = a.open().map_err(|e| failed(Box::new(e)))?;
     // The destination is resolved inside the image: a symlink there (`/y -> /host/dir`)
     // leads to the image's own `/host/dir`, never the host's.
     archive::extract_under(
@@ -800,15 +849,15 @@ fn unpack_local_archive(
         },
     )
     .map(drop)
-    .map_err(|e| shown(&e))
+    .map_err(|e| failed(Box::new(e)))
 }
 
 /// A COPY destination with its symlinks followed inside the image root `merged` (see
 /// [`rootfs::resolve_in_root`]), absolute, keeping a trailing `/` (`/.` becomes `/`).
-fn resolve_dest(merged: &Path, dest: &str) -> Result<String, String> {
+fn resolve_dest(merged: &Path, dest: &str) -> Result<String, WriteError> {
     let trailing = dest.ends_with('/') || dest.ends_with("/.");
-    let resolved = rootfs::resolve_in_root(merged, &super::meta::clean_abs(dest))
-        .map_err(|e| format!("{dest}: {e}"))?;
+    let resolved =
+        rootfs::resolve_in_root(merged, &super::meta::clean_abs(dest)).map_err(at_path(dest))?;
     Ok(if trailing && !resolved.is_empty() {
         format!("/{resolved}/")
     } else {

@@ -5,6 +5,10 @@ use crate::parser::shell::ShellError;
 use crate::parser::Location;
 use crate::planner::{self, ops::RunFlagError, ops::TriggerError};
 
+pub use super::copystep::WriteError;
+pub use super::mountsrc::MountSourceError;
+pub use super::remote::{FetchError, GitError, RemoteError};
+
 use super::fs::FsError;
 use super::meta::MetaError;
 
@@ -40,7 +44,7 @@ pub enum BuildError {
     Copy {
         /// What failed.
         #[source]
-        source: CopyError,
+        source: Box<CopyError>,
         /// Where in the Dockerfile.
         location: Location,
     },
@@ -205,7 +209,10 @@ impl StepFailure {
     fn at(self, location: Location) -> BuildError {
         match self {
             StepFailure::Meta(source) => BuildError::Meta { source, location },
-            StepFailure::Copy(source) => BuildError::Copy { source, location },
+            StepFailure::Copy(source) => BuildError::Copy {
+                source: Box::new(source),
+                location,
+            },
             StepFailure::Run(source) => BuildError::Run { source, location },
             StepFailure::Mount(source) => BuildError::Mount { source, location },
             StepFailure::Layer(source) => BuildError::Layer { source, location },
@@ -253,8 +260,8 @@ pub enum CopyError {
     #[error("--checksum needs exactly one source, an http(s) URL")]
     ChecksumSources,
     /// A remote source (URL, git repository) failed.
-    #[error("{0}")]
-    Remote(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// A downloaded file's digest is not the `--checksum`.
     #[error("ADD {url}: checksum mismatch: expected {want}, got {got}")]
     ChecksumMismatch {
@@ -286,8 +293,8 @@ pub enum CopyError {
     #[error("{0}: cannot determine a file name from the URL; give the destination a file name")]
     UrlNoFileName(String),
     /// Writing into the image root (a source, the destination, an owner) failed.
-    #[error("{0}")]
-    Write(String),
+    #[error(transparent)]
+    Write(#[from] super::copystep::WriteError),
 }
 
 /// Why a RUN step cannot be set up or started.
@@ -306,7 +313,7 @@ pub enum RunError {
     MountSpec(#[source] RunFlagError),
     /// A mount's source copy cannot be made.
     #[error("RUN --mount: {0}")]
-    MountSource(String),
+    MountSource(#[source] super::mountsrc::MountSourceError),
     /// The step's snapshot directory cannot be made.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -281,7 +281,8 @@ fn rfc3339(secs: i64) -> String {
     )
 }
 
-/// Build the request's Dockerfile into `store`.
+/// Build the request's Dockerfile into `store`: plan it → check the cache destinations →
+/// run the stages → commit the target's image → export the cache.
 pub fn build(
     store: &Store,
     req: &BuildRequest,
@@ -311,30 +312,7 @@ pub fn build(
         progress.event(BuildEvent::Warning(w.clone()));
         warnings.push(w);
     }
-    let now = req.source_date_epoch.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    });
-    let record_path = {
-        use sha2::{Digest as _, Sha256};
-        let abs =
-            std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
-        let mut h = Sha256::new();
-        h.update(abs.as_os_str().as_encoded_bytes());
-        h.update([0]);
-        h.update(req.dockerfile_name.as_bytes());
-        h.update([0]);
-        h.update(req.target.as_deref().unwrap_or("").as_bytes());
-        let id: [u8; 32] = h.finalize().into();
-        crate::cache::explain::record_path(
-            &store
-                .root()
-                .join("cache")
-                .join(format!("v{}", crate::cache::CACHE_VERSION)),
-            &crate::context::hex(&id),
-        )
-    };
+    let record_path = record_path(store, req);
     let imported = crate::cache::transfer::ImportedCache::load(
         &req.cache_from,
         req.cancel.as_ref(),
@@ -343,42 +321,18 @@ pub fn build(
             warnings.push(w);
         },
     );
-    let mut b = Builder {
+    let mut b = Builder::new(
         store,
-        cache: CacheIndex::open(store),
-        context: std::sync::Mutex::new(None),
-        cancel: req.cancel.clone(),
         req,
         plan,
         progress,
-        escape: df.escape,
-        step_id: std::sync::atomic::AtomicUsize::new(0),
-        created: rfc3339(now),
-        record: Default::default(),
-        previous: crate::cache::explain::load(&record_path),
-        key_ids: Default::default(),
-        meta_steps: Default::default(),
+        df.escape,
         imported,
-        warnings: Default::default(),
-        used_keys: Default::default(),
-        pulled: Default::default(),
-        cleanup: Default::default(),
-        netpool: crate::executor::pasta::NetPool::new(
-            crate::executor::pasta::PastaOptions::sandbox(),
-        ),
-    };
+        &record_path,
+    );
     let results = b.run_stages();
-    // No step runs any more: every pasta of the build is killed now, and reaped by the time
-    // this returns (`_closing` is dropped before `b`), whichever way it returns.
-    let _closing = b.netpool.close_later();
-    b.wait_cleanup();
-    b.save_statcache();
-    b.save_record(&record_path);
-    // Freeing a big context's listing and the previous record takes milliseconds: done on
-    // another thread, off the way out of the build.
-    let scanned = b.context.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let previous = b.previous.take();
-    std::thread::spawn(move || drop((scanned, previous)));
+    // Reaped by the time this returns (`_closing` is dropped before `b`).
+    let _closing = b.wind_down(&record_path);
     let mut results = results?;
     let target = results
         .remove(&b.plan.target)
@@ -401,6 +355,89 @@ pub fn build(
         warnings,
         cache_exports,
     })
+}
+
+/// Where this build's record of step inputs is kept: one per context, Dockerfile and target.
+fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
+    use sha2::{Digest as _, Sha256};
+    let abs = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
+    let mut h = Sha256::new();
+    h.update(abs.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(req.dockerfile_name.as_bytes());
+    h.update([0]);
+    h.update(req.target.as_deref().unwrap_or("").as_bytes());
+    let id: [u8; 32] = h.finalize().into();
+    crate::cache::explain::record_path(
+        &store
+            .root()
+            .join("cache")
+            .join(format!("v{}", crate::cache::CACHE_VERSION)),
+        &crate::context::hex(&id),
+    )
+}
+
+impl<'a> Builder<'a> {
+    fn new(
+        store: &'a Store,
+        req: &'a BuildRequest,
+        plan: Plan,
+        progress: &'a dyn Progress,
+        escape: char,
+        imported: crate::cache::transfer::ImportedCache,
+        record_path: &std::path::Path,
+    ) -> Builder<'a> {
+        let now = req.source_date_epoch.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        Builder {
+            store,
+            cache: CacheIndex::open(store),
+            context: std::sync::Mutex::new(None),
+            cancel: req.cancel.clone(),
+            req,
+            plan,
+            progress,
+            escape,
+            step_id: std::sync::atomic::AtomicUsize::new(0),
+            created: rfc3339(now),
+            record: Default::default(),
+            previous: crate::cache::explain::load(record_path),
+            key_ids: Default::default(),
+            meta_steps: Default::default(),
+            imported,
+            warnings: Default::default(),
+            used_keys: Default::default(),
+            pulled: Default::default(),
+            cleanup: Default::default(),
+            netpool: crate::executor::pasta::NetPool::new(
+                crate::executor::pasta::PastaOptions::sandbox(),
+            ),
+        }
+    }
+
+    /// Once no step runs any more, whichever way the stages ended: every pasta of the build
+    /// killed (and reaped before the builder is dropped), scratch removals joined, the stat
+    /// cache and the build record saved.
+    #[must_use = "the pastas are reaped when the Closing is dropped"]
+    fn wind_down(&mut self, record_path: &std::path::Path) -> crate::executor::pasta::Closing {
+        let closing = self.netpool.close_later();
+        self.wait_cleanup();
+        self.save_statcache();
+        self.save_record(record_path);
+        // Freeing a big context's listing and the previous record takes milliseconds: done
+        // on another thread, off the way out of the build.
+        let scanned = self
+            .context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let previous = self.previous.take();
+        std::thread::spawn(move || drop((scanned, previous)));
+        closing
+    }
 }
 
 impl Builder<'_> {

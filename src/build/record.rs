@@ -129,47 +129,25 @@ impl Builder<'_> {
         inputs: &mut dyn FnMut() -> BTreeMap<String, String>,
         cur: &mut StageResult,
     ) -> bool {
-        use crate::cache::explain::{compare, explain};
+        use crate::cache::explain::compare;
         // What the step adds to the history from here is what its record keeps.
         cur.history_mark = cur.history.len();
         let prev_index = self.previous.as_ref().and_then(|p| p.step_index(position));
         let prev = prev_index.and_then(|i| self.previous.as_ref().map(|p| &p.steps[i]));
-        // The same key as last time means the same inputs: reuse last time's record instead
-        // of describing every file again (a no-change rebuild stays a stat per file).
-        let same_as_before = !self.req.explain && prev.is_some_and(|p| p.key == key.as_str());
-        let recorded = match prev_index {
-            Some(i) if same_as_before => Recorded::Previous(i),
-            _ => {
-                let mut inputs = inputs();
-                inputs.insert("base".into(), cur.base.clone());
-                inputs.insert("parent".into(), cur.key.to_string());
-                let ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = ids.get(cur.key.as_str()) {
-                    inputs.insert("parent-step".into(), n.to_string());
-                }
-                drop(ids);
-                if let Some(why) = self.meta_change(cur.key.as_str()) {
-                    inputs.insert("parent-change".into(), why);
-                }
-                Recorded::New(StepInputs {
-                    position: position.to_string(),
-                    key: key.to_string(),
-                    inputs,
-                })
-            }
-        };
-        // The previous inputs are parsed only to compare or explain.
-        let prev_inputs = || prev.and_then(StoredStep::parse);
+        let recorded = self.step_inputs(position, key, inputs, cur, prev_index);
         if let Some(id) = id {
             self.key_ids
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.to_string(), id);
             if self.req.explain {
+                // The previous inputs are parsed only to compare or explain.
                 self.progress.event(BuildEvent::Explain {
                     id,
                     lines: match &recorded {
-                        Recorded::New(step) => compare(prev_inputs().as_ref(), step),
+                        Recorded::New(step) => {
+                            compare(prev.and_then(StoredStep::parse).as_ref(), step)
+                        }
                         Recorded::Previous(_) => Vec::new(),
                     },
                 });
@@ -181,66 +159,111 @@ impl Builder<'_> {
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(n))
         });
-        let mut from = None;
-        let found = if self.req.no_cache || filtered {
-            None
+        let (found, from) = if self.req.no_cache || filtered {
+            (None, None)
         } else {
-            self.cache.get(key).or_else(|| {
-                let hit = self
-                    .imported
-                    .fetch(self.store, &self.cache, key, &mut |w| {
-                        self.progress.event(BuildEvent::Warning(w.clone()));
-                        self.warnings
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(w);
-                    })?;
-                from = Some(hit.source);
-                Some(hit.record)
-            })
+            self.find_record(key)
         };
         // The config is the builder's own: the key covers it (see `crate::cache`).
-        let hit = match found {
-            Some(rec) => {
-                cur.history.extend(rec.history);
-                cur.state.layers = rec.layers;
-                true
-            }
-            None => false,
-        };
-        if hit {
+        let hit = found.is_some();
+        if let Some(rec) = found {
+            cur.history.extend(rec.history);
+            cur.state.layers = rec.layers;
             self.used_keys
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((cur.stage_idx, key.clone()));
         }
-        if let Some(id) = id {
-            if hit {
-                self.progress.event(BuildEvent::Cached { id, from });
-            } else {
-                let reason = if self.req.no_cache {
-                    "--no-cache".to_string()
-                } else if filtered {
-                    "--no-cache-filter".to_string()
-                } else {
-                    let prev = prev_inputs();
-                    match &recorded {
-                        Recorded::New(step) => explain(prev.as_ref(), step),
-                        // Same key as last time: the inputs are last time's.
-                        Recorded::Previous(_) => match &prev {
-                            Some(p) => explain(Some(p), p),
-                            None => explain(None, &StepInputs::default()),
-                        },
-                    }
-                };
+        match id {
+            Some(id) if hit => self.progress.event(BuildEvent::Cached { id, from }),
+            Some(id) => {
+                let reason = self.miss_reason(filtered, prev, &recorded);
                 self.progress.event(BuildEvent::Miss { id, reason });
             }
+            None => {}
         }
         self.record
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(recorded);
         hit
+    }
+
+    /// The step's inputs for the build record. The same key as last time means the same
+    /// inputs: last time's record is reused instead of describing every file again (a
+    /// no-change rebuild stays a stat per file).
+    fn step_inputs(
+        &self,
+        position: &str,
+        key: &Digest,
+        inputs: &mut dyn FnMut() -> BTreeMap<String, String>,
+        cur: &StageResult,
+        prev_index: Option<usize>,
+    ) -> Recorded {
+        let prev = prev_index.and_then(|i| self.previous.as_ref().map(|p| &p.steps[i]));
+        let same_as_before = !self.req.explain && prev.is_some_and(|p| p.key == key.as_str());
+        if let (Some(i), true) = (prev_index, same_as_before) {
+            return Recorded::Previous(i);
+        }
+        let mut inputs = inputs();
+        inputs.insert("base".into(), cur.base.clone());
+        inputs.insert("parent".into(), cur.key.to_string());
+        let ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = ids.get(cur.key.as_str()) {
+            inputs.insert("parent-step".into(), n.to_string());
+        }
+        drop(ids);
+        if let Some(why) = self.meta_change(cur.key.as_str()) {
+            inputs.insert("parent-change".into(), why);
+        }
+        Recorded::New(StepInputs {
+            position: position.to_string(),
+            key: key.to_string(),
+            inputs,
+        })
+    }
+
+    /// The record of `key`: the local cache's, or a `--cache-from` cache's (named).
+    fn find_record(&self, key: &Digest) -> (Option<CacheRecord>, Option<String>) {
+        if let Some(rec) = self.cache.get(key) {
+            return (Some(rec), None);
+        }
+        let hit = self.imported.fetch(self.store, &self.cache, key, &mut |w| {
+            self.progress.event(BuildEvent::Warning(w.clone()));
+            self.warnings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(w);
+        });
+        match hit {
+            Some(hit) => (Some(hit.record), Some(hit.source)),
+            None => (None, None),
+        }
+    }
+
+    /// Why a step missed, in words.
+    fn miss_reason(
+        &self,
+        filtered: bool,
+        prev: Option<&StoredStep>,
+        recorded: &Recorded,
+    ) -> String {
+        use crate::cache::explain::explain;
+        if self.req.no_cache {
+            return "--no-cache".to_string();
+        }
+        if filtered {
+            return "--no-cache-filter".to_string();
+        }
+        let prev = prev.and_then(StoredStep::parse);
+        match recorded {
+            Recorded::New(step) => explain(prev.as_ref(), step),
+            // Same key as last time: the inputs are last time's.
+            Recorded::Previous(_) => match &prev {
+                Some(p) => explain(Some(p), p),
+                None => explain(None, &StepInputs::default()),
+            },
+        }
     }
 
     /// After a filesystem step (hit or run), the key its successors chain on: the step's

@@ -12,7 +12,7 @@ use crate::planner::ops::{MetaOp, Op, OpKind, TriggerError};
 use crate::planner::Base;
 
 use super::copy::{Item, ItemKind};
-use super::copystep::extract_items;
+use super::copystep::{extract_items, WriteError};
 use super::error::CopyError;
 use super::fs::{change, FsError};
 use super::meta;
@@ -353,7 +353,7 @@ impl Builder<'_> {
                 let (uid, gid) = if user.is_empty() {
                     (0, 0)
                 } else {
-                    rootfs::resolve_owner(merged, &user)?
+                    rootfs::resolve_owner(merged, &user).map_err(WriteError::Owner)?
                 };
                 let mut items = Vec::new();
                 let mut path = String::new();
@@ -378,7 +378,7 @@ impl Builder<'_> {
             },
         )
         .map_err(BuildError::at::<FsError>(location))?;
-        r.map_err(|e| BuildError::at::<CopyError>(location)(CopyError::Write(e)))?;
+        r.map_err(|e| BuildError::at::<CopyError>(location)(e.into()))?;
         if let Some(l) = layer {
             cur.state.layers.push(l);
         }
