@@ -857,11 +857,9 @@ impl<'o> Checker<'o> {
             }
             Instruction::Run(r) => {
                 for (i, m) in r.mounts.iter().enumerate() {
-                    // Values with variables are judged after expansion, at build time.
-                    if m.raw.contains('$') {
-                        continue;
-                    }
-                    if let Err(e) = parse_mount(&m.raw, &|v| Ok(v.to_string())) {
+                    // Values with variables are judged after expansion, at build time; the
+                    // others exactly as the planner judges them.
+                    if let Some(Err(e)) = m.parse_literal(self.lexer.escape()) {
                         let place =
                             nth_flag_place(node, "mount", i).unwrap_or_else(|| keyword_place(node));
                         let (message, help) = split_suggestion(&e.to_string());

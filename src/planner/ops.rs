@@ -156,7 +156,7 @@ pub struct RunOp {
 pub struct MountOp {
     raw: String,
     from: Option<String>,
-    /// The typed mount when the value has nothing to expand (no `$`, quote or escape).
+    /// The typed mount when the value has nothing to expand ([`MountSpec::parse_literal`]).
     resolved: Option<Mount>,
 }
 
@@ -164,15 +164,7 @@ impl MountOp {
     /// Read a `--mount` value: typed now when it holds no variables, so a bad one is refused
     /// before any step runs.
     fn plan(spec: &MountSpec, escape: char) -> Result<MountOp, RunFlagError> {
-        let literal = !spec
-            .raw
-            .chars()
-            .any(|c| matches!(c, '$' | '\'' | '"') || c == escape);
-        let resolved = if literal {
-            Some(runflags::parse_mount(&spec.raw, &|v| Ok(v.to_string()))?)
-        } else {
-            None
-        };
+        let resolved = spec.parse_literal(escape).transpose()?;
         Ok(MountOp {
             raw: spec.raw.clone(),
             from: spec.from.clone(),
