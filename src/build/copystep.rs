@@ -10,14 +10,14 @@ use crate::cache::KeyBuilder;
 use crate::context::select::{confine, select, Selected};
 use crate::context::{self, ContextFile};
 use crate::parser::Location;
-use crate::planner::ops::{CopyKind, CopyOp, Op};
+use crate::planner::ops::{parse_checksum, CopyKind, CopyOp, Op};
 use crate::planner::{resolve_source, Source as PlanSource};
 
 use super::copy::{self, Chmod, CopyOptions, Item, ItemKind};
 use super::direct::{self, DirectWrite};
 use super::error::{CopyError, FromError};
 use super::fs::{change_then, FsError};
-use super::remote::{self, Download, GitSource, RemoteKind};
+use super::remote::{self, Download, GitSource, RemoteError, RemoteKind};
 use super::rootfs;
 use super::{BuildError, BuildEvent, Builder, StageResult};
 
@@ -457,7 +457,7 @@ fn expand_copy(cur: &StageResult, c: &CopyOp) -> Result<CopyWords, CopyError> {
             if urls.len() != 1 || !locals.is_empty() || !gits.is_empty() || !c.contents.is_empty() {
                 return Err(CopyError::ChecksumSources);
             }
-            Some(remote::parse_checksum(&sum).map_err(CopyError::from)?)
+            Some(parse_checksum(&sum).map_err(RemoteError::from)?)
         }
     };
     let chmod = match &c.chmod {

@@ -94,8 +94,8 @@ fn percent_decode(s: &str) -> Option<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// A `--checksum` that is not `sha256:<64 hex>`.
-    #[error("invalid --checksum={0}: expected sha256:<64 hexadecimal digits>")]
-    BadChecksum(String),
+    #[error(transparent)]
+    BadChecksum(#[from] crate::planner::ops::ChecksumError),
     /// A URL cannot be fetched.
     #[error("ADD {url}: {source}")]
     Fetch {
@@ -209,16 +209,6 @@ pub enum GitError {
     /// The checkout cannot be finished (`.git` removed, times set).
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// Parses `--checksum=sha256:<64 hex>` (the only algorithm BuildKit accepts for URLs).
-pub(crate) fn parse_checksum(s: &str) -> Result<String, RemoteError> {
-    match s.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) => {
-            Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
-        }
-        _ => Err(RemoteError::BadChecksum(s.to_string())),
-    }
 }
 
 /// Fetches `url` into a new temporary file under `tmp_dir`, hashing it as it streams.
@@ -516,6 +506,7 @@ fn set_mtimes(dir: &Path, secs: i64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::ops::parse_checksum;
 
     #[test]
     fn classifies_sources_as_buildkit_does() {
@@ -568,8 +559,14 @@ mod tests {
         assert!(GitSource::parse("-uhttps://h/r.git").is_err());
         assert!(GitSource::parse("ext::sh -c touch% /tmp/pwned").is_err());
         assert!(GitSource::parse("https://h/r.git#--upload-pack=x").is_err());
-        assert!(GitSource::parse("https://h/r.git#main:../..").is_err());
-        assert!(GitSource::parse("https://h/r.git#a..b").is_err());
+        assert!(matches!(
+            GitSource::parse("https://h/r.git#main:../.."),
+            Err(RemoteError::GitSubdir { .. })
+        ));
+        assert!(matches!(
+            GitSource::parse("https://h/r.git#a..b"),
+            Err(RemoteError::GitReference { .. })
+        ));
     }
 
     #[test]

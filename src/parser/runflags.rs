@@ -51,11 +51,8 @@ impl MountSpec {
     /// its variables. The planner and `kiln build --check` both judge mounts by this, so the
     /// check reports every mount the build refuses before its steps run.
     pub fn parse_literal(&self, escape: char) -> Option<Result<Mount, RunFlagError>> {
-        let literal = !self
-            .raw
-            .chars()
-            .any(|c| matches!(c, '$' | '\'' | '"') || c == escape);
-        literal.then(|| parse_mount(&self.raw, &|v| Ok(v.to_string())))
+        super::instructions::is_literal(&self.raw, escape)
+            .then(|| parse_mount(&self.raw, &|v| Ok(v.to_string())))
     }
 }
 

@@ -15,6 +15,7 @@ use crate::parser::instructions::{
 };
 use crate::parser::Location;
 
+pub use crate::parser::instructions::{parse_checksum, ChecksumError};
 use crate::parser::runflags::{self, MountSpec};
 pub use crate::parser::runflags::{Mount, MountType, RunFlagError, Sharing};
 
@@ -257,6 +258,15 @@ pub enum OpError {
         /// Where.
         location: Location,
     },
+    /// An `ADD --checksum` value is invalid.
+    #[error("{source}")]
+    Checksum {
+        /// What is wrong with it.
+        #[source]
+        source: ChecksumError,
+        /// Where.
+        location: Location,
+    },
     /// An instruction that starts a stage, inside one (an ONBUILD trigger).
     #[error("{name} cannot appear inside a stage")]
     NotInStage {
@@ -271,7 +281,9 @@ impl OpError {
     /// Where in the Dockerfile the problem is.
     pub fn location(&self) -> Location {
         match self {
-            OpError::Mount { location, .. } | OpError::NotInStage { location, .. } => *location,
+            OpError::Mount { location, .. }
+            | OpError::Checksum { location, .. }
+            | OpError::NotInStage { location, .. } => *location,
         }
     }
 }
@@ -328,6 +340,7 @@ impl ArgScope {
                 keep_git_dir: false,
             }),
             Instruction::Add(a) => OpKind::Copy(CopyOp {
+                checksum: self.checksum(a.checksum.as_deref(), a.location)?,
                 kind: CopyKind::Add,
                 sources: a.sources.clone(),
                 contents: inline_sources(&a.contents),
@@ -339,7 +352,6 @@ impl ArgScope {
                 parents: false,
                 exclude: a.exclude.clone(),
                 unpack: a.unpack.unwrap_or(true),
-                checksum: a.checksum.clone(),
                 keep_git_dir: a.keep_git_dir,
             }),
             Instruction::From(f) => {
@@ -356,6 +368,14 @@ impl ArgScope {
             location: ins.location(),
             code: ins.code().to_string(),
         })
+    }
+
+    /// An `ADD --checksum` word, judged now when it has no variables.
+    fn checksum(&self, word: Option<&str>, location: Location) -> Result<Option<String>, OpError> {
+        if let Some(w) = word.filter(|w| crate::parser::instructions::is_literal(w, self.escape)) {
+            parse_checksum(w).map_err(|source| OpError::Checksum { source, location })?;
+        }
+        Ok(word.map(str::to_string))
     }
 
     fn meta(&self, ins: &Instruction) -> MetaOp {
@@ -558,6 +578,17 @@ mod tests {
             }
         ));
         assert_eq!(e.location().line, 2);
+    }
+
+    #[test]
+    fn a_literal_bad_checksum_is_an_op_error() {
+        let e = lower("ADD --checksum=sha256:abc http://e/x /x\n").unwrap_err();
+        assert!(matches!(e, OpError::Checksum { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "invalid --checksum=sha256:abc: expected sha256:<64 hexadecimal digits>"
+        );
+        assert!(lower("ADD --checksum=$SUM http://e/x /x\n").is_ok());
     }
 
     #[test]
