@@ -132,10 +132,11 @@ pub enum PlanError {
         location: Location,
     },
     /// A variable in FROM or --from cannot be expanded.
-    #[error("{message}")]
+    #[error("{source}")]
     Expand {
         /// What went wrong.
-        message: String,
+        #[source]
+        source: crate::parser::shell::ShellError,
         /// Where.
         location: Location,
     },
@@ -199,10 +200,7 @@ fn resolve_globals(
                     Some(
                         lexer
                             .process_word(def, &env)
-                            .map_err(|e| PlanError::Expand {
-                                message: e.to_string(),
-                                location,
-                            })?,
+                            .map_err(|source| PlanError::Expand { source, location })?,
                     )
                 }
                 // `ARG TARGETARCH` with no default declares the automatic value, as in
@@ -249,10 +247,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let expand = |word: &str, location: Location| -> Result<String, PlanError> {
         lexer
             .process_word(word, &env)
-            .map_err(|e| PlanError::Expand {
-                message: e.to_string(),
-                location,
-            })
+            .map_err(|source| PlanError::Expand { source, location })
     };
 
     let mut planned: Vec<StagePlan> = Vec::with_capacity(stages.len());
