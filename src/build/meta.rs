@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::image::spec::{Empty, HealthConfig};
-use crate::parser::instructions::{Health, Instruction, ShellOrExec};
+use crate::image::spec::Empty;
+use crate::parser::shell::ShellError;
+use crate::planner::ops::{ArgDecl, ArgValue, Command, MetaOp};
 
 use super::state::{StageState, MAX_METADATA_BYTES};
 
@@ -31,18 +32,54 @@ impl Applied {
     }
 }
 
-/// Options a metadata step needs from the build.
-pub struct MetaContext<'a> {
-    /// `--build-arg` values.
-    pub build_args: &'a BTreeMap<String, String>,
-    /// Global ARGs (before the first FROM) and their values.
-    pub global_args: &'a [(String, Option<String>)],
+/// Why a metadata instruction cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A word's variables cannot be expanded.
+    #[error(transparent)]
+    Expand(#[from] ShellError),
+    /// `ENV` or `LABEL` with a name that expands to nothing.
+    #[error("{0} names can not be blank")]
+    BlankName(&'static str),
+    /// `VOLUME` with an empty path.
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
+    /// An `EXPOSE` port is invalid.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// The metadata outgrew [`MAX_METADATA_BYTES`].
+    #[error(
+        "ENV, LABEL and the other metadata instructions make the image configuration \
+         larger than kiln's limit of {} MiB here ({total} bytes in all, {added} from this \
+         instruction)",
+        MAX_METADATA_BYTES >> 20
+    )]
+    TooLarge {
+        /// Bytes in all.
+        total: usize,
+        /// Bytes from this instruction.
+        added: usize,
+    },
 }
 
-fn shell_or_exec(state: &StageState, c: &ShellOrExec) -> Vec<String> {
+/// What is wrong with an `EXPOSE` port (Docker's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// Not tcp, udp or sctp.
+    #[error("invalid proto: {0}")]
+    Proto(String),
+    /// Not a port number.
+    #[error("invalid containerPort: {0}")]
+    Port(String),
+    /// A range that ends before it starts.
+    #[error("invalid port range: {0}")]
+    Range(String),
+}
+
+fn command(state: &StageState, c: &Command) -> Vec<String> {
     match c {
-        ShellOrExec::Exec(v) => v.clone(),
-        ShellOrExec::Shell(s) => {
+        Command::Exec(v) => v.clone(),
+        Command::Shell(s) => {
             let mut v = state.shell();
             v.push(s.clone());
             v
@@ -56,17 +93,17 @@ pub fn clean_abs(p: &str) -> String {
 }
 
 /// Normalise an EXPOSE spec: `80` → `80/tcp`, protocols lowercased, ranges expanded.
-pub fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
+pub fn expose_ports(spec: &str) -> Result<Vec<String>, PortError> {
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_lowercase()),
         None => (spec, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto: {proto}"));
+        return Err(PortError::Proto(proto));
     }
-    let parse = |s: &str| -> Result<u16, String> {
+    let parse = |s: &str| -> Result<u16, PortError> {
         s.parse::<u16>()
-            .map_err(|_| format!("invalid containerPort: {spec}"))
+            .map_err(|_| PortError::Port(spec.to_string()))
     };
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (parse(a)?, parse(b)?),
@@ -76,40 +113,25 @@ pub fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
         }
     };
     if hi < lo {
-        return Err(format!("invalid port range: {spec}"));
+        return Err(PortError::Range(spec.to_string()));
     }
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
-/// Apply a metadata instruction to `state`. Returns `None` for instructions that touch the
-/// filesystem (RUN, COPY, ADD, FROM), which the build handles itself.
-pub fn apply(
-    state: &mut StageState,
-    ins: &Instruction,
-    ctx: &MetaContext<'_>,
-) -> Option<Result<Applied, String>> {
-    if matches!(
-        ins,
-        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::From(_)
-    ) {
-        return None;
+/// Apply a metadata operation to `state`: what it changed, for the history and the key.
+pub fn apply(state: &mut StageState, op: &MetaOp) -> Result<Applied, MetaError> {
+    let applied = apply_op(state, op)?;
+    // Each value lands twice in the image config: in its field and in the history.
+    let added =
+        applied.created_by.len() + applied.changes.iter().map(|(_, v)| v.len()).sum::<usize>();
+    state.metadata_bytes = state.metadata_bytes.saturating_add(added);
+    if state.metadata_bytes > MAX_METADATA_BYTES {
+        return Err(MetaError::TooLarge {
+            total: state.metadata_bytes,
+            added,
+        });
     }
-    Some(apply_inner(state, ins, ctx).and_then(|applied| {
-        // Each value lands twice in the image config: in its field and in the history.
-        let added =
-            applied.created_by.len() + applied.changes.iter().map(|(_, v)| v.len()).sum::<usize>();
-        state.metadata_bytes = state.metadata_bytes.saturating_add(added);
-        if state.metadata_bytes > MAX_METADATA_BYTES {
-            return Err(format!(
-                "ENV, LABEL and the other metadata instructions make the image configuration \
-                 larger than kiln's limit of {} MiB here ({} bytes in all, {added} from this \
-                 instruction)",
-                MAX_METADATA_BYTES >> 20,
-                state.metadata_bytes
-            ));
-        }
-        Ok(applied)
-    }))
+    Ok(applied)
 }
 
 /// `RunConfig::env_set` with a cheaper comparison per entry (a prefix and one byte, not a
@@ -144,220 +166,63 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-fn apply_inner(
-    state: &mut StageState,
-    ins: &Instruction,
-    ctx: &MetaContext<'_>,
-) -> Result<Applied, String> {
+/// One operation: each kind is a phase of its own below.
+fn apply_op(state: &mut StageState, op: &MetaOp) -> Result<Applied, MetaError> {
     let mut changes: Vec<(&'static str, String)> = Vec::new();
-    let created_by = match ins {
-        Instruction::Env(e) => {
-            // Every word is expanded with the variables as they were before the instruction:
-            // `ENV abc=bye def=$abc` gives def the old abc (Docker's reference, "Environment
-            // replacement").
-            let mut pairs = Vec::new();
-            for kv in &e.pairs {
-                let k = state.expand(&kv.key)?;
-                let v = state.expand(&kv.value)?;
-                if k.is_empty() {
-                    return Err("ENV names can not be blank".to_string());
-                }
-                pairs.push((k, v));
-            }
-            let mut parts = Vec::new();
-            for (k, v) in pairs {
-                set_env(&mut state.spec.config.env, &k, &v);
-                parts.push(format!("{k}={v}"));
-                changes.push(("env-name", k));
-                changes.push(("env-value", v));
-            }
-            format!("ENV {}", parts.join(" "))
+    let created_by = match op {
+        MetaOp::Env(pairs) => apply_env(state, pairs, &mut changes)?,
+        MetaOp::Label(pairs) => apply_label(state, pairs, &mut changes)?,
+        MetaOp::Maintainer(m) => {
+            state.spec.author = Some(m.clone());
+            changes.push(("author", m.clone()));
+            format!("MAINTAINER {m}")
         }
-        Instruction::Label(l) => {
-            let mut parts = Vec::new();
-            for kv in &l.pairs {
-                let k = state.expand(&kv.key)?;
-                let v = state.expand(&kv.value)?;
-                if k.is_empty() {
-                    return Err("LABEL names can not be blank".to_string());
-                }
-                state
-                    .spec
-                    .config
-                    .labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(k.clone(), v.clone());
-                parts.push(format!("{k}={v}"));
-                changes.push(("label-name", k));
-                changes.push(("label-value", v));
-            }
-            format!("LABEL {}", parts.join(" "))
-        }
-        Instruction::Maintainer(m) => {
-            state.spec.author = Some(m.maintainer.clone());
-            changes.push(("author", m.maintainer.clone()));
-            format!("MAINTAINER {}", m.maintainer)
-        }
-        Instruction::Cmd(c) => {
-            let v = shell_or_exec(state, &c.cmd);
+        MetaOp::Cmd(c) => {
+            let v = command(state, c);
             // `CMD []` leaves no Cmd in the config, as both of Docker's builders write it.
             state.spec.config.cmd = (!v.is_empty()).then(|| v.clone());
             state.cmd_set = true;
             changes.push(("cmd", json(&state.spec.config.cmd)));
             format!("CMD {}", serde_json::to_string(&v).unwrap_or_default())
         }
-        Instruction::Entrypoint(e) => {
-            let v = shell_or_exec(state, &e.cmd);
-            // `ENTRYPOINT []` clears the entrypoint (no empty list in the config).
-            state.spec.config.entrypoint = (!v.is_empty()).then(|| v.clone());
-            // A CMD inherited from the base image is dropped by a new ENTRYPOINT.
-            if !state.cmd_set {
-                state.spec.config.cmd = None;
-            }
-            changes.push(("entrypoint", json(&state.spec.config.entrypoint)));
-            changes.push(("cmd", json(&state.spec.config.cmd)));
-            format!(
-                "ENTRYPOINT {}",
-                serde_json::to_string(&v).unwrap_or_default()
-            )
-        }
-        Instruction::Expose(x) => {
-            let mut all = Vec::new();
-            for p in &x.ports {
-                let p = state.expand(p)?;
-                for port in p.split_whitespace() {
-                    all.extend(expose_ports(port)?);
-                }
-            }
-            let map = state
-                .spec
-                .config
-                .exposed_ports
-                .get_or_insert_with(BTreeMap::new);
-            for p in &all {
-                map.insert(p.clone(), Empty {});
-                changes.push(("expose", p.clone()));
-            }
-            format!("EXPOSE {}", all.join(" "))
-        }
-        Instruction::Volume(v) => {
-            let mut all = Vec::new();
-            for vol in &v.volumes {
-                let vol = state.expand(vol)?;
-                if vol.trim().is_empty() {
-                    return Err("VOLUME specified can not be an empty string".to_string());
-                }
-                all.push(vol);
-            }
-            let map = state.spec.config.volumes.get_or_insert_with(BTreeMap::new);
-            for vol in &all {
-                map.insert(vol.clone(), Empty {});
-                changes.push(("volume", vol.clone()));
-            }
-            format!("VOLUME {}", serde_json::to_string(&all).unwrap_or_default())
-        }
-        Instruction::User(u) => {
-            let user = state.expand(&u.user)?;
+        MetaOp::Entrypoint(e) => apply_entrypoint(state, e, &mut changes),
+        MetaOp::Expose(ports) => apply_expose(state, ports, &mut changes)?,
+        MetaOp::Volume(volumes) => apply_volume(state, volumes, &mut changes)?,
+        MetaOp::User(u) => {
+            let user = state.expand(u)?;
             state.spec.config.user = user.clone();
             changes.push(("user", user.clone()));
             format!("USER {user}")
         }
-        Instruction::Workdir(w) => {
-            let p = state.expand(&w.path)?;
-            // As BuildKit: an absolute path is kept as written (`/etc/` stays `/etc/`), a
-            // relative one is joined to the current one and cleaned.
-            let wd = if p.starts_with('/') {
-                p
-            } else {
-                let base = if state.spec.config.working_dir.is_empty() {
-                    "/"
-                } else {
-                    state.spec.config.working_dir.as_str()
-                };
-                clean_abs(&format!("{base}/{p}"))
-            };
-            state.spec.config.working_dir = wd.clone();
-            changes.push(("workdir", wd.clone()));
-            format!("WORKDIR {wd}")
+        MetaOp::Workdir(w) => apply_workdir(state, w, &mut changes)?,
+        MetaOp::Shell(shell) => {
+            state.spec.config.shell = Some(shell.clone());
+            changes.push(("shell", json(shell)));
+            format!("SHELL {}", serde_json::to_string(shell).unwrap_or_default())
         }
-        Instruction::Shell(s) => {
-            state.spec.config.shell = Some(s.shell.clone());
-            changes.push(("shell", json(&s.shell)));
-            format!(
-                "SHELL {}",
-                serde_json::to_string(&s.shell).unwrap_or_default()
-            )
-        }
-        Instruction::Stopsignal(s) => {
-            let sig = state.expand(&s.signal)?;
+        MetaOp::Stopsignal(s) => {
+            let sig = state.expand(s)?;
             state.spec.config.stop_signal = Some(sig.clone());
             changes.push(("stopsignal", sig.clone()));
             format!("STOPSIGNAL {sig}")
         }
-        Instruction::Healthcheck(h) => {
-            let hc = match &h.health {
-                Health::None => HealthConfig {
-                    test: vec!["NONE".to_string()],
-                    ..Default::default()
-                },
-                Health::Cmd(c) => HealthConfig {
-                    test: c.test.clone(),
-                    interval: c.interval.as_nanos() as i64,
-                    timeout: c.timeout.as_nanos() as i64,
-                    start_period: c.start_period.as_nanos() as i64,
-                    start_interval: c.start_interval.as_nanos() as i64,
-                    retries: c.retries,
-                },
-            };
+        MetaOp::Healthcheck(hc) => {
             let shown = serde_json::to_string(&hc.test).unwrap_or_default();
-            changes.push(("healthcheck", json(&hc)));
-            state.spec.config.healthcheck = Some(hc);
+            changes.push(("healthcheck", json(hc)));
+            state.spec.config.healthcheck = Some(hc.clone());
             format!("HEALTHCHECK {shown}")
         }
-        Instruction::Onbuild(o) => {
+        MetaOp::Onbuild(expression) => {
             state
                 .spec
                 .config
                 .on_build
                 .get_or_insert_with(Vec::new)
-                .push(o.expression.clone());
-            changes.push(("onbuild", o.expression.clone()));
-            format!("ONBUILD {}", o.expression)
+                .push(expression.clone());
+            changes.push(("onbuild", expression.clone()));
+            format!("ONBUILD {expression}")
         }
-        Instruction::Arg(a) => {
-            // Defaults are expanded before any of this instruction's ARGs is declared, as
-            // ENV's values are: `ARG P=1 Q=${P}x` gives Q the P of before.
-            let mut values = Vec::new();
-            for def in &a.args {
-                let value = match ctx.build_args.get(&def.name) {
-                    Some(v) => Some(v.clone()),
-                    None => match &def.default {
-                        Some(d) => Some(state.expand(d)?),
-                        // `ARG X` in a stage re-declares a global ARG and takes its value.
-                        None => ctx
-                            .global_args
-                            .iter()
-                            .rev()
-                            .find(|(k, _)| k == &def.name)
-                            .and_then(|(_, v)| v.clone()),
-                    },
-                };
-                values.push((def.name.clone(), value));
-            }
-            let mut parts = Vec::new();
-            for (name, value) in values {
-                state.args.retain(|(k, _)| k != &name);
-                parts.push(match &value {
-                    Some(v) => format!("{name}={v}"),
-                    None => name.clone(),
-                });
-                state.args.push((name, value));
-            }
-            format!("ARG {}", parts.join(" "))
-        }
-        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::From(_) => {
-            String::new()
-        }
+        MetaOp::Arg(decls) => apply_arg(state, decls)?,
     };
     Ok(Applied {
         created_by,
@@ -365,32 +230,212 @@ fn apply_inner(
     })
 }
 
+/// ENV: every word is expanded with the variables as they were before the instruction:
+/// `ENV abc=bye def=$abc` gives def the old abc (Docker's reference, "Environment
+/// replacement").
+fn apply_env(
+    state: &mut StageState,
+    pairs: &[(String, String)],
+    changes: &mut Vec<(&'static str, String)>,
+) -> Result<String, MetaError> {
+    let mut expanded = Vec::new();
+    for (k, v) in pairs {
+        let k = state.expand(k)?;
+        let v = state.expand(v)?;
+        if k.is_empty() {
+            return Err(MetaError::BlankName("ENV"));
+        }
+        expanded.push((k, v));
+    }
+    let mut parts = Vec::new();
+    for (k, v) in expanded {
+        set_env(&mut state.spec.config.env, &k, &v);
+        parts.push(format!("{k}={v}"));
+        changes.push(("env-name", k));
+        changes.push(("env-value", v));
+    }
+    Ok(format!("ENV {}", parts.join(" ")))
+}
+
+fn apply_label(
+    state: &mut StageState,
+    pairs: &[(String, String)],
+    changes: &mut Vec<(&'static str, String)>,
+) -> Result<String, MetaError> {
+    let mut parts = Vec::new();
+    for (k, v) in pairs {
+        let k = state.expand(k)?;
+        let v = state.expand(v)?;
+        if k.is_empty() {
+            return Err(MetaError::BlankName("LABEL"));
+        }
+        state
+            .spec
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
+        parts.push(format!("{k}={v}"));
+        changes.push(("label-name", k));
+        changes.push(("label-value", v));
+    }
+    Ok(format!("LABEL {}", parts.join(" ")))
+}
+
+fn apply_entrypoint(
+    state: &mut StageState,
+    e: &Command,
+    changes: &mut Vec<(&'static str, String)>,
+) -> String {
+    let v = command(state, e);
+    // `ENTRYPOINT []` clears the entrypoint (no empty list in the config).
+    state.spec.config.entrypoint = (!v.is_empty()).then(|| v.clone());
+    // A CMD inherited from the base image is dropped by a new ENTRYPOINT.
+    if !state.cmd_set {
+        state.spec.config.cmd = None;
+    }
+    changes.push(("entrypoint", json(&state.spec.config.entrypoint)));
+    changes.push(("cmd", json(&state.spec.config.cmd)));
+    format!(
+        "ENTRYPOINT {}",
+        serde_json::to_string(&v).unwrap_or_default()
+    )
+}
+
+fn apply_expose(
+    state: &mut StageState,
+    ports: &[String],
+    changes: &mut Vec<(&'static str, String)>,
+) -> Result<String, MetaError> {
+    let mut all = Vec::new();
+    for p in ports {
+        let p = state.expand(p)?;
+        for port in p.split_whitespace() {
+            all.extend(expose_ports(port)?);
+        }
+    }
+    let map = state
+        .spec
+        .config
+        .exposed_ports
+        .get_or_insert_with(BTreeMap::new);
+    for p in &all {
+        map.insert(p.clone(), Empty {});
+        changes.push(("expose", p.clone()));
+    }
+    Ok(format!("EXPOSE {}", all.join(" ")))
+}
+
+fn apply_volume(
+    state: &mut StageState,
+    volumes: &[String],
+    changes: &mut Vec<(&'static str, String)>,
+) -> Result<String, MetaError> {
+    let mut all = Vec::new();
+    for vol in volumes {
+        let vol = state.expand(vol)?;
+        if vol.trim().is_empty() {
+            return Err(MetaError::EmptyVolume);
+        }
+        all.push(vol);
+    }
+    let map = state.spec.config.volumes.get_or_insert_with(BTreeMap::new);
+    for vol in &all {
+        map.insert(vol.clone(), Empty {});
+        changes.push(("volume", vol.clone()));
+    }
+    Ok(format!(
+        "VOLUME {}",
+        serde_json::to_string(&all).unwrap_or_default()
+    ))
+}
+
+/// WORKDIR, as BuildKit: an absolute path is kept as written (`/etc/` stays `/etc/`), a
+/// relative one is joined to the current one and cleaned.
+fn apply_workdir(
+    state: &mut StageState,
+    w: &str,
+    changes: &mut Vec<(&'static str, String)>,
+) -> Result<String, MetaError> {
+    let p = state.expand(w)?;
+    let wd = if p.starts_with('/') {
+        p
+    } else {
+        let base = if state.spec.config.working_dir.is_empty() {
+            "/"
+        } else {
+            state.spec.config.working_dir.as_str()
+        };
+        clean_abs(&format!("{base}/{p}"))
+    };
+    state.spec.config.working_dir = wd.clone();
+    changes.push(("workdir", wd.clone()));
+    Ok(format!("WORKDIR {wd}"))
+}
+
+/// ARG: the planner chose each value's origin; defaults are expanded before any of this
+/// instruction's ARGs is declared, as ENV's values are: `ARG P=1 Q=${P}x` gives Q the P of
+/// before.
+fn apply_arg(state: &mut StageState, decls: &[ArgDecl]) -> Result<String, MetaError> {
+    let mut values = Vec::new();
+    for d in decls {
+        let value = match &d.value {
+            ArgValue::BuildArg(v) => Some(v.clone()),
+            ArgValue::Default(word) => Some(state.expand(word)?),
+            ArgValue::Global(v) => v.clone(),
+        };
+        values.push((d.name.clone(), value));
+    }
+    let mut parts = Vec::new();
+    for (name, value) in values {
+        state.args.retain(|(k, _)| k != &name);
+        parts.push(match &value {
+            Some(v) => format!("{name}={v}"),
+            None => name.clone(),
+        });
+        state.args.push((name, value));
+    }
+    Ok(format!("ARG {}", parts.join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::image::spec::ImageSpec;
-    use crate::parser::{instructions::parse_instruction, parse};
+    use crate::planner::ops::OpKind;
+    use crate::planner::{plan, PlanOptions};
+
+    /// The metadata ops of `src` (a stage body) with `build_args`, the global ARG `GLOBAL=g`
+    /// declared before it.
+    fn meta_ops(src: &str, build_args: &[(&str, &str)]) -> (char, Vec<MetaOp>) {
+        let df = crate::parser::parse(&format!("ARG GLOBAL=g\nFROM scratch\n{src}")).unwrap();
+        let opts = PlanOptions {
+            build_args: build_args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            target: None,
+        };
+        let p = plan(&df, &opts).unwrap();
+        let ops = p.stages[0]
+            .ops
+            .iter()
+            .filter_map(|op| match &op.kind {
+                OpKind::Meta(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        (df.escape, ops)
+    }
 
     fn run(src: &str, build_args: &[(&str, &str)]) -> (StageState, Vec<String>) {
-        let df = parse(src).unwrap();
-        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+        let (escape, ops) = meta_ops(src, build_args);
+        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), escape);
         st.spec.config.cmd = Some(vec!["base-cmd".into()]);
-        let args: BTreeMap<String, String> = build_args
+        let hist = ops
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|op| apply(&mut st, op).unwrap().created_by)
             .collect();
-        let globals = vec![("GLOBAL".to_string(), Some("g".to_string()))];
-        let ctx = MetaContext {
-            build_args: &args,
-            global_args: &globals,
-        };
-        let mut hist = Vec::new();
-        for node in &df.children {
-            let ins = parse_instruction(node).unwrap();
-            if let Some(r) = apply(&mut st, &ins, &ctx) {
-                hist.push(r.unwrap().created_by);
-            }
-        }
         (st, hist)
     }
 
@@ -448,20 +493,11 @@ mod tests {
     #[test]
     fn changes_name_every_value_a_step_sets() {
         let changes = |src: &str| {
-            let df = parse(src).unwrap();
-            let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+            let (escape, ops) = meta_ops(src, &[]);
+            let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), escape);
             st.spec.config.cmd = Some(vec!["base-cmd".into()]);
-            let args = BTreeMap::new();
-            let ctx = MetaContext {
-                build_args: &args,
-                global_args: &[],
-            };
-            df.children
-                .iter()
-                .map(|node| {
-                    let ins = parse_instruction(node).unwrap();
-                    apply(&mut st, &ins, &ctx).unwrap().unwrap().changes
-                })
+            ops.iter()
+                .map(|op| apply(&mut st, op).unwrap().changes)
                 .last()
                 .unwrap()
         };
@@ -520,17 +556,14 @@ mod tests {
     // Regression (issue 15): nothing bounded what metadata added to the config.
     #[test]
     fn metadata_stops_at_its_limit() {
-        let df = parse("ENV A=1\n").unwrap();
-        let ins = parse_instruction(&df.children[0]).unwrap();
-        let args = BTreeMap::new();
-        let ctx = MetaContext {
-            build_args: &args,
-            global_args: &[],
-        };
-        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), df.escape);
+        let (escape, ops) = meta_ops("ENV A=1\n", &[]);
+        let mut st = StageState::new(ImageSpec::scratch(), Vec::new(), escape);
         st.metadata_bytes = MAX_METADATA_BYTES - 10;
-        assert!(apply(&mut st, &ins, &ctx).unwrap().is_ok());
-        let e = apply(&mut st, &ins, &ctx).unwrap().unwrap_err();
+        assert!(apply(&mut st, &ops[0]).is_ok());
+        let e = apply(&mut st, &ops[0]).unwrap_err();
+        // A kind, not a string: the limit is what failed.
+        assert!(matches!(e, MetaError::TooLarge { .. }), "{e}");
+        let e = e.to_string();
         assert!(e.contains("larger than kiln's limit of 8 MiB"), "{e}");
     }
 
@@ -564,6 +597,7 @@ mod tests {
             c.healthcheck.as_ref().unwrap().test,
             vec!["CMD-SHELL", "true"]
         );
-        assert!(expose_ports("80/xyz").is_err());
+        assert_eq!(expose_ports("80/xyz"), Err(PortError::Proto("xyz".into())));
+        assert_eq!(expose_ports("9-8"), Err(PortError::Range("9-8".into())));
     }
 }

@@ -1,29 +1,34 @@
 //! `kiln build`: runs a plan's stages step by step against the store and the cache, and
 //! stores the target stage's result as an image.
 
+mod copystep;
 mod direct;
+pub mod error;
 pub mod meta;
 mod mountsrc;
+mod record;
 mod remote;
+mod runmounts;
+mod runstep;
+mod stage;
 pub mod state;
-mod steps;
+
+pub use error::BuildError;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cache::{CacheIndex, KeyBuilder, LayerRef};
+use crate::cache::{CacheIndex, LayerRef};
 use crate::image::config::{
     canonical_json, descriptor, new_manifest, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER,
 };
-use crate::image::spec::{History, ImageSpec};
+use crate::image::spec::History;
 use crate::image::{Digest, Reference};
-use crate::parser::instructions::{parse_instruction, Instruction};
 use crate::parser::Location;
 use crate::planner::{self, Base, Plan, PlanOptions};
 use crate::store::Store;
 
-use meta::MetaContext;
 use state::StageState;
 
 /// History comment of every step kiln records.
@@ -150,66 +155,6 @@ pub trait Progress: Sync {
     fn event(&self, e: BuildEvent);
 }
 
-/// Why a build failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The Dockerfile cannot be parsed.
-    #[error(transparent)]
-    Parse(#[from] crate::parser::ParseError),
-    /// The Dockerfile cannot be planned.
-    #[error(transparent)]
-    Plan(#[from] planner::PlanError),
-    /// A step failed.
-    #[error("{message}")]
-    Step {
-        /// What went wrong.
-        message: String,
-        /// Where in the Dockerfile.
-        location: Location,
-    },
-    /// A RUN command exited non-zero (or was killed).
-    #[error("{message}")]
-    RunFailed {
-        /// BuildKit's wording, with the exit code.
-        message: String,
-        /// Where in the Dockerfile.
-        location: Location,
-        /// The exit code (128 + signal for a killed command), for callers that pass it on.
-        code: i32,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// The cache failed.
-    #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
-    /// `--cache-to` failed (the image itself is built and stored).
-    #[error("exporting the build cache: {0}")]
-    CacheExport(#[from] crate::cache::transfer::TransferError),
-    /// A base image is not in the store.
-    #[error("{name}: image not found in the local store (and --pull never)")]
-    NoBaseImage {
-        /// The image name.
-        name: String,
-        /// Where.
-        location: Location,
-    },
-}
-
-impl BuildError {
-    /// Where in the Dockerfile the problem is, when it is there.
-    pub fn location(&self) -> Option<Location> {
-        match self {
-            BuildError::Parse(e) => Some(e.location),
-            BuildError::Plan(e) => e.location(),
-            BuildError::Step { location, .. }
-            | BuildError::RunFailed { location, .. }
-            | BuildError::NoBaseImage { location, .. } => Some(*location),
-            _ => None,
-        }
-    }
-}
-
 /// The image a build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
@@ -314,7 +259,8 @@ fn rfc3339(secs: i64) -> String {
     crate::common::time::Timestamp::from_secs(secs).to_rfc3339_secs()
 }
 
-/// Build the request's Dockerfile into `store`.
+/// Build the request's Dockerfile into `store`: plan it → check the cache destinations →
+/// run the stages → commit the target's image → export the cache.
 pub fn build(
     store: &Store,
     req: &BuildRequest,
@@ -344,30 +290,7 @@ pub fn build(
         progress.event(BuildEvent::Warning(w.clone()));
         warnings.push(w);
     }
-    let now = req.source_date_epoch.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    });
-    let record_path = {
-        use sha2::{Digest as _, Sha256};
-        let abs =
-            std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
-        let mut h = Sha256::new();
-        h.update(abs.as_os_str().as_encoded_bytes());
-        h.update([0]);
-        h.update(req.dockerfile_name.as_bytes());
-        h.update([0]);
-        h.update(req.target.as_deref().unwrap_or("").as_bytes());
-        let id: [u8; 32] = h.finalize().into();
-        crate::cache::explain::record_path(
-            &store
-                .root()
-                .join("cache")
-                .join(format!("v{}", crate::cache::CACHE_VERSION)),
-            &crate::context::hex(&id),
-        )
-    };
+    let record_path = record_path(store, req);
     let imported = crate::cache::transfer::ImportedCache::load(
         &req.cache_from,
         req.cancel.as_ref(),
@@ -376,42 +299,18 @@ pub fn build(
             warnings.push(w);
         },
     );
-    let mut b = Builder {
+    let mut b = Builder::new(
         store,
-        cache: CacheIndex::open(store),
-        context: std::sync::Mutex::new(None),
-        cancel: req.cancel.clone(),
         req,
         plan,
         progress,
-        escape: df.escape,
-        step_id: std::sync::atomic::AtomicUsize::new(0),
-        created: rfc3339(now),
-        record: Default::default(),
-        previous: crate::cache::explain::load(&record_path),
-        key_ids: Default::default(),
-        meta_steps: Default::default(),
+        df.escape,
         imported,
-        warnings: Default::default(),
-        used_keys: Default::default(),
-        pulled: Default::default(),
-        cleanup: Default::default(),
-        netpool: crate::executor::pasta::NetPool::new(
-            crate::executor::pasta::PastaOptions::sandbox(),
-        ),
-    };
+        &record_path,
+    );
     let results = b.run_stages();
-    // No step runs any more: every pasta of the build is killed now, and reaped by the time
-    // this returns (`_closing` is dropped before `b`), whichever way it returns.
-    let _closing = b.netpool.close_later();
-    b.wait_cleanup();
-    b.save_statcache();
-    b.save_record(&record_path);
-    // Freeing a big context's listing and the previous record takes milliseconds: done on
-    // another thread, off the way out of the build.
-    let scanned = b.context.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let previous = b.previous.take();
-    std::thread::spawn(move || drop((scanned, previous)));
+    // Reaped by the time this returns (`_closing` is dropped before `b`).
+    let _closing = b.wind_down(&record_path);
     let mut results = results?;
     let target = results
         .remove(&b.plan.target)
@@ -434,6 +333,89 @@ pub fn build(
         warnings,
         cache_exports,
     })
+}
+
+/// Where this build's record of step inputs is kept: one per context, Dockerfile and target.
+fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
+    use sha2::{Digest as _, Sha256};
+    let abs = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
+    let mut h = Sha256::new();
+    h.update(abs.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(req.dockerfile_name.as_bytes());
+    h.update([0]);
+    h.update(req.target.as_deref().unwrap_or("").as_bytes());
+    let id: [u8; 32] = h.finalize().into();
+    crate::cache::explain::record_path(
+        &store
+            .root()
+            .join("cache")
+            .join(format!("v{}", crate::cache::CACHE_VERSION)),
+        &crate::context::hex(&id),
+    )
+}
+
+impl<'a> Builder<'a> {
+    fn new(
+        store: &'a Store,
+        req: &'a BuildRequest,
+        plan: Plan,
+        progress: &'a dyn Progress,
+        escape: char,
+        imported: crate::cache::transfer::ImportedCache,
+        record_path: &std::path::Path,
+    ) -> Builder<'a> {
+        let now = req.source_date_epoch.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        Builder {
+            store,
+            cache: CacheIndex::open(store),
+            context: std::sync::Mutex::new(None),
+            cancel: req.cancel.clone(),
+            req,
+            plan,
+            progress,
+            escape,
+            step_id: std::sync::atomic::AtomicUsize::new(0),
+            created: rfc3339(now),
+            record: Default::default(),
+            previous: crate::cache::explain::load(record_path),
+            key_ids: Default::default(),
+            meta_steps: Default::default(),
+            imported,
+            warnings: Default::default(),
+            used_keys: Default::default(),
+            pulled: Default::default(),
+            cleanup: Default::default(),
+            netpool: crate::executor::pasta::NetPool::new(
+                crate::executor::pasta::PastaOptions::sandbox(),
+            ),
+        }
+    }
+
+    /// Once no step runs any more, whichever way the stages ended: every pasta of the build
+    /// killed (and reaped before the builder is dropped), scratch removals joined, the stat
+    /// cache and the build record saved.
+    #[must_use = "the pastas are reaped when the Closing is dropped"]
+    fn wind_down(&mut self, record_path: &std::path::Path) -> crate::executor::pasta::Closing {
+        let closing = self.netpool.close_later();
+        self.wait_cleanup();
+        self.save_statcache();
+        self.save_record(record_path);
+        // Freeing a big context's listing and the previous record takes milliseconds: done
+        // on another thread, off the way out of the build.
+        let scanned = self
+            .context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let previous = self.previous.take();
+        std::thread::spawn(move || drop((scanned, previous)));
+        closing
+    }
 }
 
 impl Builder<'_> {
@@ -476,11 +458,10 @@ impl Builder<'_> {
         });
         let mut opts = crate::registry::ClientOptions::from_env();
         opts.cancel = self.cancel.clone();
-        let fail = |e: crate::registry::RegistryError| BuildError::Step {
-            message: match policy {
-                PullPolicy::Missing => format!("{name}: not in the local store, and {e}"),
-                _ => e.to_string(),
-            },
+        let fail = |source: crate::registry::RegistryError| BuildError::Pull {
+            name: name.to_string(),
+            missing: policy == PullPolicy::Missing,
+            source: Box::new(source),
             location,
         };
         let client = crate::registry::Client::new(reference.domain(), &opts).map_err(fail)?;
@@ -542,342 +523,6 @@ impl Builder<'_> {
         self.step_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1
-    }
-
-    /// Build the needed stages; stages whose dependencies are done run in parallel.
-    fn run_stages(&self) -> Result<BTreeMap<usize, StageResult>, BuildError> {
-        let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
-        let mut pending: Vec<usize> = self.plan.order.clone();
-        while !pending.is_empty() {
-            let (ready, rest): (Vec<usize>, Vec<usize>) = pending.iter().partition(|i| {
-                self.plan.stages[**i]
-                    .deps
-                    .iter()
-                    .all(|d| results.contains_key(d))
-            });
-            if ready.is_empty() {
-                // The planner orders dependencies first; this would be a cycle it missed.
-                return Err(BuildError::Step {
-                    message: "stages depend on each other in a cycle".into(),
-                    location: self.plan.stages[pending[0]].location,
-                });
-            }
-            let done: Vec<(usize, Result<StageResult, BuildError>)> = if ready.len() == 1 {
-                vec![(ready[0], self.build_stage(ready[0], &results))]
-            } else {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = ready
-                        .iter()
-                        .map(|&i| {
-                            let results = &results;
-                            (i, s.spawn(move || self.build_stage(i, results)))
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|(i, h)| {
-                            (
-                                i,
-                                h.join().unwrap_or_else(|_| {
-                                    Err(BuildError::Step {
-                                        message: "a build thread panicked".into(),
-                                        location: Location::default(),
-                                    })
-                                }),
-                            )
-                        })
-                        .collect()
-                })
-            };
-            for (i, r) in done {
-                results.insert(i, r?);
-            }
-            pending = rest;
-        }
-        Ok(results)
-    }
-
-    fn base_state(
-        &self,
-        idx: usize,
-        results: &BTreeMap<usize, StageResult>,
-    ) -> Result<StageResult, BuildError> {
-        // Layers are committed with their mtimes clamped to SOURCE_DATE_EPOCH: a layer built
-        // without it (or with another) is other bytes, so the epoch is in every chain's root.
-        let epoch = self.req.source_date_epoch.map(|e| e.to_string());
-        let epoch = epoch.as_deref();
-        let mut r = self.base_stage(idx, results, epoch)?;
-        // As BuildKit: a stage whose base sets no PATH gets the default one in its config.
-        let env = &mut r.state.spec.config.env;
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push(format!("PATH={}", crate::executor::DEFAULT_PATH));
-        }
-        Ok(r)
-    }
-
-    fn base_stage(
-        &self,
-        idx: usize,
-        results: &BTreeMap<usize, StageResult>,
-        epoch: Option<&str>,
-    ) -> Result<StageResult, BuildError> {
-        let stage = &self.plan.stages[idx];
-        match &stage.base {
-            Base::Scratch => Ok(StageResult {
-                state: StageState::new(
-                    // BuildKit's empty image has WorkingDir "/" (and the default PATH, which
-                    // base_state adds to every stage without one).
-                    ImageSpec {
-                        config: crate::image::spec::RunConfig {
-                            working_dir: "/".to_string(),
-                            ..Default::default()
-                        },
-                        ..ImageSpec::scratch()
-                    },
-                    Vec::new(),
-                    self.escape,
-                ),
-                key: {
-                    let mut key = KeyBuilder::new("scratch");
-                    key.opt("source-date-epoch", epoch);
-                    key.finish()
-                },
-                history: Vec::new(),
-                history_mark: 0,
-                base: "scratch".to_string(),
-                stage_name: None,
-                stage_idx: idx,
-            }),
-            Base::Stage(i) => {
-                let mut r = results
-                    .get(i)
-                    .cloned()
-                    .expect("dependencies are built first");
-                r.state.args.clear();
-                r.state.cmd_set = false;
-                r.base = format!("stage {}", r.key);
-                Ok(r)
-            }
-            Base::Image(name) => {
-                let rec = self.image(name, stage.location)?;
-                let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
-                let mut spec = ImageSpec::from_slice(&bytes).map_err(|e| BuildError::Step {
-                    message: format!("{name}: unreadable image config: {e}"),
-                    location: stage.location,
-                })?;
-                let layers = image_layers(&rec);
-                let mut key = KeyBuilder::new("image");
-                key.text("manifest", rec.manifest_digest.as_str())
-                    .opt("source-date-epoch", epoch);
-                // The stage's history is kept beside the config and written into it last.
-                let history = std::mem::take(&mut spec.history);
-                Ok(StageResult {
-                    state: StageState::new(spec, layers, self.escape),
-                    key: key.finish(),
-                    history_mark: history.len(),
-                    history,
-                    base: format!("{name}@{}", rec.manifest_digest),
-                    stage_name: None,
-                    stage_idx: idx,
-                })
-            }
-        }
-    }
-
-    fn build_stage(
-        &self,
-        idx: usize,
-        results: &BTreeMap<usize, StageResult>,
-    ) -> Result<StageResult, BuildError> {
-        let mut cur = self.base_state(idx, results)?;
-        cur.stage_name = self.plan.stages[idx].name.clone();
-        cur.stage_idx = idx;
-        let stage = self.plan.stages[idx].clone();
-        // ONBUILD triggers of the base (an image, or a stage of this Dockerfile, as in
-        // BuildKit) run first, then are dropped from the image.
-        let mut commands: Vec<Instruction> = Vec::new();
-        if let Some(triggers) = cur.state.spec.config.on_build.take() {
-            for t in triggers {
-                let df = crate::parser::parse(&t)?;
-                for node in &df.children {
-                    let ins = parse_instruction(node).map_err(|e| BuildError::Step {
-                        message: format!("ONBUILD trigger {t:?}: {}", e.buildkit_message()),
-                        location: stage.location,
-                    })?;
-                    commands.push(ins);
-                }
-            }
-        }
-        commands.extend(stage.commands.iter().cloned());
-        // Triggers count among the stage's steps, so `[p 2/4]` numbers stay in range.
-        let total = commands.len() + 1;
-        let label = match &stage.name {
-            Some(n) => n.clone(),
-            None => format!("stage-{idx}"),
-        };
-        let from_id = self.next_id();
-        self.progress.event(BuildEvent::Step {
-            id: from_id,
-            stage: format!("{label} 1/{total}"),
-            text: stage.code.clone(),
-        });
-        self.progress.event(BuildEvent::Done {
-            id: from_id,
-            seconds: 0.0,
-        });
-        let global_args = self.plan.global_args.clone();
-        let mut pending: Option<PendingMeta> = None;
-        for (n, ins) in commands.iter().enumerate() {
-            if self
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-            {
-                return Err(BuildError::Step {
-                    message: "build cancelled".to_string(),
-                    location: ins.location(),
-                });
-            }
-            let id = self.next_id();
-            let started = Instant::now();
-            self.progress.event(BuildEvent::Step {
-                id,
-                stage: format!("{label} {}/{total}", n + 2),
-                text: ins.code().to_string(),
-            });
-            let ctx = MetaContext {
-                build_args: &self.req.build_args,
-                global_args: &global_args,
-            };
-            if let Some(applied) = meta::apply(&mut cur.state, ins, &ctx) {
-                let applied = applied.map_err(|message| BuildError::Step {
-                    message,
-                    location: ins.location(),
-                })?;
-                // A metadata step's key is its parent's and what it changed (the expanded
-                // values it set), which together determine the config: never the whole
-                // config, which would make n metadata lines cost O(n²).
-                let mut key = KeyBuilder::new("meta");
-                key.text("parent", cur.key.as_str())
-                    .text("instruction", ins.name());
-                applied.key_fields(&mut key);
-                let parent = std::mem::replace(&mut cur.key, key.finish());
-                self.note_meta_step(id, ins.code(), &format!("{idx}/{n}/meta"), &cur.key, parent);
-                let workdir = matches!(ins, Instruction::Workdir(_));
-                if let Instruction::Workdir(w) = ins {
-                    self.flush_meta(&mut cur, &mut pending);
-                    self.workdir_step(&mut cur, w.location, &format!("{idx}/{n}/workdir"))?;
-                }
-                let start = cur.history.len();
-                // BuildKit records no history entry for ONBUILD.
-                if !matches!(ins, Instruction::Onbuild(_)) {
-                    cur.history.push(History {
-                        created: Some(self.created.clone()),
-                        created_by: Some(applied.created_by),
-                        comment: Some(HISTORY_COMMENT.to_string()),
-                        // WORKDIR's mkdir is always a layer (an empty one over an existing
-                        // directory), as in BuildKit's images.
-                        empty_layer: !workdir,
-                        ..Default::default()
-                    });
-                }
-                let run = pending.get_or_insert_with(|| PendingMeta {
-                    start,
-                    key: cur.key.clone(),
-                    position: String::new(),
-                    code: String::new(),
-                });
-                run.key = cur.key.clone();
-                run.position = format!("{idx}/{n}");
-                run.code = ins.code().to_string();
-                self.progress.event(BuildEvent::Done {
-                    id,
-                    seconds: started.elapsed().as_secs_f64(),
-                });
-                continue;
-            }
-            self.flush_meta(&mut cur, &mut pending);
-            let spec = match ins {
-                Instruction::Copy(c) => steps::CopySpec {
-                    sources: &c.sources,
-                    contents: &c.contents,
-                    dest: &c.dest,
-                    from: c.from.as_deref(),
-                    chown: c.chown.as_deref(),
-                    chmod: c.chmod.as_deref(),
-                    exclude: &c.exclude,
-                    parents: c.parents,
-                    unpack: false,
-                    add: false,
-                    checksum: None,
-                    keep_git_dir: false,
-                    location: c.location,
-                    code: &c.code,
-                },
-                Instruction::Add(a) => steps::CopySpec {
-                    sources: &a.sources,
-                    contents: &a.contents,
-                    dest: &a.dest,
-                    from: None,
-                    chown: a.chown.as_deref(),
-                    chmod: a.chmod.as_deref(),
-                    exclude: &a.exclude,
-                    parents: false,
-                    unpack: a.unpack.unwrap_or(true),
-                    add: true,
-                    checksum: a.checksum.as_deref(),
-                    keep_git_dir: a.keep_git_dir,
-                    location: a.location,
-                    code: &a.code,
-                },
-                Instruction::Run(r) => {
-                    self.run_step(id, &mut cur, r, results, &format!("{idx}/{n}"))?;
-                    self.progress.event(BuildEvent::Done {
-                        id,
-                        seconds: started.elapsed().as_secs_f64(),
-                    });
-                    continue;
-                }
-                _ => {
-                    return Err(BuildError::Step {
-                        message: format!("{} cannot appear inside a stage", ins.name()),
-                        location: ins.location(),
-                    })
-                }
-            };
-            self.copy_step(id, &mut cur, spec, results, &format!("{idx}/{n}"))?;
-            self.progress.event(BuildEvent::Done {
-                id,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-        self.flush_meta(&mut cur, &mut pending);
-        Ok(cur)
-    }
-
-    /// Looks up (or records) a run of consecutive metadata steps as one cache entry, under
-    /// the key of its last step (which chains on every step of the run): the record keeps
-    /// the run's history entries, so a rebuild keeps their times and an unchanged build
-    /// gives the same image ID. One record per run, not per step: 3,000 ENV lines write one
-    /// file, not 3,000.
-    fn flush_meta(&self, cur: &mut StageResult, pending: &mut Option<PendingMeta>) {
-        let Some(run) = pending.take() else { return };
-        let fresh = cur.history.split_off(run.start.min(cur.history.len()));
-        let code = run.code;
-        let mut describe = || BTreeMap::from([("instruction".to_string(), code.clone())]);
-        let hit = self.lookup(None, &run.position, &run.key, &mut describe, cur);
-        if hit && cur.history.len() == run.start + fresh.len() {
-            // The times are the record's; the texts are this build's (an ARG's value is not
-            // in the key).
-            for (h, f) in cur.history[run.start..].iter_mut().zip(fresh) {
-                h.created_by = f.created_by;
-            }
-        } else {
-            cur.history.truncate(run.start);
-            cur.history.extend(fresh);
-            // The lookup marked the run's start: the record keeps the run's entries.
-            self.remember(&run.key, cur, BTreeMap::new());
-        }
     }
 
     /// `--cache-to`: export the records of this build's steps (the final image's stages for
@@ -963,11 +608,7 @@ impl Builder<'_> {
             descriptor(MEDIA_TYPE_CONFIG, &config_digest, config.len() as u64),
             layers,
         );
-        let manifest_bytes =
-            canonical_json("manifest", &manifest).map_err(|e| BuildError::Step {
-                message: format!("encoding the manifest: {e}"),
-                location: Location::default(),
-            })?;
+        let manifest_bytes = canonical_json("manifest", &manifest).map_err(BuildError::Manifest)?;
         self.store.put_blob_bytes(&manifest_bytes, None)?;
         let rec = self
             .store
@@ -993,12 +634,49 @@ pub(crate) fn image_layers(rec: &crate::store::ImageRecord) -> Vec<LayerRef> {
 mod tests {
     use super::testutil::Events;
     use super::*;
+    use crate::image::spec::ImageSpec;
 
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    // Regression: RUN --mount values were parsed when the step ran, after the steps before
+    // it; the planner refuses a bad one before any step starts.
+    #[test]
+    fn a_bad_mount_is_refused_before_any_step_runs() {
+        use crate::planner::ops::{OpError, RunFlagError};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("root")).unwrap();
+        let req = BuildRequest {
+            context_dir: d.path().to_path_buf(),
+            dockerfile: b"FROM scratch\nENV A=1\nRUN --mount=type=cache,size=1m,target=/c true\n"
+                .to_vec(),
+            dockerfile_name: "Dockerfile".into(),
+            ..Default::default()
+        };
+        let events = Events::default();
+        let e = build(&store, &req, &events).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                BuildError::Plan(planner::PlanError::Op(OpError::Mount {
+                    source: RunFlagError::KeyNotForType { .. },
+                    ..
+                }))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.location().map(|l| l.line), Some(3));
+        let started = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, BuildEvent::Step { .. }));
+        assert!(!started, "a step started before the refusal");
     }
 
     #[test]
@@ -1147,6 +825,7 @@ mod fs_tests {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
+    use crate::image::spec::ImageSpec;
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::sync::Mutex;
@@ -1298,6 +977,7 @@ mod run_tests {
             ..req
         };
         let e = build(&store, &req, &Events::default()).unwrap_err();
+        assert!(matches!(e, BuildError::RunFailed { code: 3, .. }), "{e:?}");
         assert!(e.to_string().contains("exit code: 3"), "{e}");
         assert_eq!(e.location().unwrap().line, 2);
     }

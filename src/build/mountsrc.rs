@@ -13,6 +13,52 @@ use crate::rootfs::layers::{lower_dirs, scratch_dir};
 use crate::rootfs::lookup;
 use crate::rootfs::overlay::with_overlay;
 
+/// Why a mount's files cannot be copied out for the step.
+#[derive(Debug, thiserror::Error)]
+pub enum MountSourceError {
+    /// The stage's layers cannot be unpacked or mounted.
+    #[error(transparent)]
+    Layer(#[from] crate::rootfs::layers::FsError),
+    /// The context tree cannot be copied.
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    /// The cache directory's temporary sibling cannot be made.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A cache's seed is not a directory in its stage.
+    #[error("RUN --mount=type=cache source \"{0}\" is not a directory in its stage")]
+    SeedNotDir(String),
+    /// The source cannot be found or copied in the mounted stage (`/path: …`).
+    #[error("{path}: {source}{}", if *.in_stage { " in the mounted stage" } else { "" })]
+    Source {
+        /// The source path, absolute.
+        path: String,
+        /// Whether the error came from resolving it in the stage.
+        in_stage: bool,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The source resolves outside the mounted stage.
+    #[error("{0}: resolves outside the mounted stage")]
+    Outside(String),
+    /// The stage's overlay was not mounted.
+    #[error("the source stage was not mounted")]
+    NotMounted,
+    /// The stage's overlay cannot be mounted.
+    #[error(transparent)]
+    Overlay(io::Error),
+    /// A scratch or cache directory cannot be made or renamed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// A copy to make once the step is known to run (a cache hit makes none).
 pub(crate) enum Pending {
     /// `path` of the stage `layers` copied to `dst` (a bind's private copy).
@@ -37,29 +83,32 @@ pub(crate) enum Pending {
 
 impl Pending {
     /// Make the copy.
-    pub(crate) fn run(&self, store: &Store) -> Result<(), String> {
+    pub(crate) fn run(&self, store: &Store) -> Result<(), MountSourceError> {
         match self {
             Pending::Copy { layers, path, dst } => copy_out(store, layers, path, dst),
-            Pending::Context { tree, dst } => tree.copy_to(dst).map_err(|e| e.to_string()),
+            Pending::Context { tree, dst } => Ok(tree.copy_to(dst)?),
             Pending::Seed { layers, path, dir } => {
                 if dir.exists() {
                     return Ok(()); // seeded by an earlier step or a parallel stage
                 }
-                let parent = dir.parent().ok_or("a cache directory has no parent")?;
-                let tmp = crate::store::fsutil::create_temp_dir(parent, "seed", 0o700)
-                    .map_err(|e| e.to_string())?;
+                let parent = dir.parent().ok_or_else(|| MountSourceError::Io {
+                    path: dir.clone(),
+                    source: io::Error::other("a cache directory has no parent"),
+                })?;
+                let tmp = crate::store::fsutil::create_temp_dir(parent, "seed", 0o700)?;
                 let tmp = crate::store::fsutil::TempPath::new(tmp);
                 let inner = tmp.path().join("d");
                 copy_out(store, layers, path, &inner)?;
                 if !std::fs::symlink_metadata(&inner).is_ok_and(|m| m.is_dir()) {
-                    return Err(format!(
-                        "RUN --mount=type=cache source \"{path}\" is not a directory in its stage"
-                    ));
+                    return Err(MountSourceError::SeedNotDir(path.clone()));
                 }
                 match std::fs::rename(&inner, dir) {
                     Ok(()) => Ok(()),
                     Err(_) if dir.exists() => Ok(()),
-                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                    Err(source) => Err(MountSourceError::Io {
+                        path: dir.clone(),
+                        source,
+                    }),
                 }
             }
         }
@@ -73,11 +122,14 @@ pub(crate) fn copy_out(
     layers: &[LayerRef],
     path: &str,
     dst: &Path,
-) -> Result<(), String> {
-    let dirs = lower_dirs(store, layers).map_err(|e| e.to_string())?;
-    let scratch = scratch_dir(store).map_err(|e| e.to_string())?;
+) -> Result<(), MountSourceError> {
+    let dirs = lower_dirs(store, layers)?;
+    let scratch = scratch_dir(store)?;
     let upper = scratch.path().join("upper");
-    std::fs::create_dir(&upper).map_err(|e| e.to_string())?;
+    std::fs::create_dir(&upper).map_err(|source| MountSourceError::Io {
+        path: upper.clone(),
+        source,
+    })?;
     let view = scratch.path().join("view");
     let shown = format!("/{}", path.trim_start_matches('/'));
     with_overlay(
@@ -85,19 +137,26 @@ pub(crate) fn copy_out(
         &upper,
         &view,
         &[dirs],
-        |_, roots| -> Result<(), String> {
-            let root = roots.first().ok_or("the source stage was not mounted")?;
-            let fd = lookup::open_in_root(root, path, libc::O_PATH)
-                .map_err(|e| format!("{shown}: {e} in the mounted stage"))?;
+        |_, roots| -> Result<(), MountSourceError> {
+            let root = roots.first().ok_or(MountSourceError::NotMounted)?;
+            let source = |in_stage: bool| {
+                let path = shown.clone();
+                move |source| MountSourceError::Source {
+                    path,
+                    in_stage,
+                    source,
+                }
+            };
+            let fd = lookup::open_in_root(root, path, libc::O_PATH).map_err(source(true))?;
             let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-                .map_err(|e| format!("{shown}: {e}"))?;
+                .map_err(source(false))?;
             if !real.starts_with(root) {
-                return Err(format!("{shown}: resolves outside the mounted stage"));
+                return Err(MountSourceError::Outside(shown.clone()));
             }
-            copy_tree(&real, dst).map_err(|e| format!("{shown}: {e}"))
+            copy_tree(&real, dst).map_err(source(false))
         },
     )
-    .map_err(|e| e.to_string())?
+    .map_err(MountSourceError::Overlay)?
 }
 
 /// Copy a file or a directory tree (symlinks as symlinks, modes and owners kept).

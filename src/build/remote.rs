@@ -89,16 +89,126 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Parses `--checksum=sha256:<64 hex>` (the only algorithm BuildKit accepts for URLs).
-pub(crate) fn parse_checksum(s: &str) -> Result<String, String> {
-    match s.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) => {
-            Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
-        }
-        _ => Err(format!(
-            "invalid --checksum={s}: expected sha256:<64 hexadecimal digits>"
-        )),
-    }
+/// Why a remote source (a URL, a git repository) cannot be used. Each message names the
+/// source, as `ADD <url>: …`.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// A `--checksum` that is not `sha256:<64 hex>`.
+    #[error(transparent)]
+    BadChecksum(#[from] crate::planner::ops::ChecksumError),
+    /// A URL cannot be fetched.
+    #[error("ADD {url}: {source}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: FetchError,
+    },
+    /// A git URL kiln refuses (an option, a helper transport, control characters).
+    #[error("{0}: not a git repository URL kiln accepts")]
+    GitUrl(String),
+    /// A git reference kiln refuses.
+    #[error("{src}: invalid git reference {reference:?}")]
+    GitReference {
+        /// The source as written.
+        src: String,
+        /// The reference.
+        reference: String,
+    },
+    /// A subdirectory that leaves the repository.
+    #[error("{src}: the subdirectory {subdir:?} leaves the repository")]
+    GitSubdir {
+        /// The source as written.
+        src: String,
+        /// The subdirectory.
+        subdir: String,
+    },
+    /// A repository cannot be resolved or checked out.
+    #[error("ADD {url}: {source}")]
+    Git {
+        /// The repository URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: GitError,
+    },
+}
+
+/// Why a URL cannot be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The proxy from the environment is invalid.
+    #[error("proxy {proxy}: {source}")]
+    Proxy {
+        /// The proxy.
+        proxy: String,
+        /// Why.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The server answered with an error status.
+    #[error("HTTP {code} {text}")]
+    Status {
+        /// The status code.
+        code: u16,
+        /// Its text.
+        text: String,
+    },
+    /// The connection failed.
+    #[error(transparent)]
+    Transport(Box<ureq::Transport>),
+    /// The download's temporary file cannot be made.
+    #[error(transparent)]
+    TempFile(#[from] crate::store::StoreError),
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// The response broke off.
+    #[error("reading the response: {0}")]
+    Read(#[source] std::io::Error),
+    /// The download cannot be written.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why git cannot resolve or check out a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// No git on the host.
+    #[error("git is not installed (kiln runs the host's git to fetch repositories)")]
+    NotInstalled,
+    /// git cannot be started.
+    #[error("running git: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// git failed: what it said.
+    #[error("{0}")]
+    Failed(String),
+    /// The reference names nothing.
+    #[error("no branch or tag {0:?} in the repository")]
+    NoReference(String),
+    /// The reference moved between its resolution and the fetch.
+    #[error("{reference} moved while it was fetched ({resolved} resolved, {fetched} fetched)")]
+    Moved {
+        /// The reference.
+        reference: String,
+        /// The commit it resolved to.
+        resolved: String,
+        /// The commit fetched.
+        fetched: String,
+    },
+    /// The checkout's directory cannot be made.
+    #[error(transparent)]
+    TempDir(#[from] crate::store::StoreError),
+    /// The checkout cannot be finished (`.git` removed, times set).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Fetches `url` into a new temporary file under `tmp_dir`, hashing it as it streams.
@@ -107,8 +217,18 @@ pub(crate) fn fetch(
     url: &str,
     tmp_dir: &Path,
     cancel: Option<&AtomicBool>,
-) -> Result<Download, String> {
-    let fail = |e: String| format!("ADD {url}: {e}");
+) -> Result<Download, RemoteError> {
+    fetch_into(url, tmp_dir, cancel).map_err(|source| RemoteError::Fetch {
+        url: url.to_string(),
+        source,
+    })
+}
+
+fn fetch_into(
+    url: &str,
+    tmp_dir: &Path,
+    cancel: Option<&AtomicBool>,
+) -> Result<Download, FetchError> {
     let host = url
         .split_once("://")
         .and_then(|(_, r)| r.split(['/', '?', '#']).next())
@@ -121,40 +241,50 @@ pub(crate) fn fetch(
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
     let https = url.to_ascii_lowercase().starts_with("https://");
     if let Some(proxy) = crate::registry::client::proxy_for(host, https) {
-        let p = ureq::Proxy::new(&proxy).map_err(|e| fail(format!("proxy {proxy}: {e}")))?;
+        let p = ureq::Proxy::new(&proxy).map_err(|e| FetchError::Proxy {
+            proxy: proxy.clone(),
+            source: Box::new(e),
+        })?;
         agent = agent.proxy(p);
     }
     let resp = match agent.build().get(url).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {
-            return Err(fail(format!("HTTP {code} {}", r.status_text())))
+            return Err(FetchError::Status {
+                code,
+                text: r.status_text().to_string(),
+            })
         }
-        Err(ureq::Error::Transport(t)) => return Err(fail(t.to_string())),
+        Err(ureq::Error::Transport(t)) => return Err(FetchError::Transport(Box::new(t))),
     };
     let mtime = resp
         .header("Last-Modified")
         .and_then(crate::common::time::parse_http_date);
-    let (path, file) =
-        fsutil::create_temp_file(tmp_dir, "add-url").map_err(|e| fail(e.to_string()))?;
+    let (path, file) = fsutil::create_temp_file(tmp_dir, "add-url")?;
     let guard = TempPath::new(path);
     let mut out = Sha256Writer::new(std::io::BufWriter::new(file));
     let mut body = resp.into_reader();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(fail("interrupted".into()));
+            return Err(FetchError::Interrupted);
         }
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(fail(format!("reading the response: {e}"))),
+            Err(e) => return Err(FetchError::Read(e)),
         };
-        out.write_all(&buf[..n])
-            .map_err(|e| fail(format!("writing {}: {e}", guard.path().display())))?;
+        let written = |source| FetchError::Write {
+            path: guard.path().to_path_buf(),
+            source,
+        };
+        out.write_all(&buf[..n]).map_err(written)?;
     }
-    out.flush()
-        .map_err(|e| fail(format!("writing {}: {e}", guard.path().display())))?;
+    out.flush().map_err(|source| FetchError::Write {
+        path: guard.path().to_path_buf(),
+        source,
+    })?;
     let (_, digest, size) = out.finish();
     Ok(Download {
         file: guard,
@@ -178,7 +308,7 @@ pub(crate) struct GitSource {
 impl GitSource {
     /// Splits the fragment off; refuses what git could take for an option or a helper
     /// transport, and a subdirectory that leaves the checkout.
-    pub(crate) fn parse(src: &str) -> Result<GitSource, String> {
+    pub(crate) fn parse(src: &str) -> Result<GitSource, RemoteError> {
         let (url, fragment) = src.split_once('#').unwrap_or((src, ""));
         let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
         // `<transport>::<address>` asks git for a helper program (`ext::sh -c ...`).
@@ -186,19 +316,23 @@ impl GitSource {
             .find("::")
             .is_some_and(|i| !url[..i].contains(['/', '@', '[']));
         if url.starts_with('-') || helper || url.chars().any(char::is_control) {
-            return Err(format!("{src}: not a git repository URL kiln accepts"));
+            return Err(RemoteError::GitUrl(src.to_string()));
         }
         if reference.starts_with('-')
             || reference.contains("..")
             || reference.contains(char::is_whitespace)
         {
-            return Err(format!("{src}: invalid git reference {reference:?}"));
+            return Err(RemoteError::GitReference {
+                src: src.to_string(),
+                reference: reference.to_string(),
+            });
         }
         let subdir = subdir.trim_matches('/');
         if subdir.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "{src}: the subdirectory {subdir:?} leaves the repository"
-            ));
+            return Err(RemoteError::GitSubdir {
+                src: src.to_string(),
+                subdir: subdir.to_string(),
+            });
         }
         Ok(GitSource {
             url: url.to_string(),
@@ -225,20 +359,19 @@ fn git() -> std::process::Command {
     c
 }
 
-fn run_git(cmd: &mut std::process::Command, what: &str) -> Result<String, String> {
+fn run_git(cmd: &mut std::process::Command) -> Result<String, GitError> {
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            format!("{what}: git is not installed (kiln runs the host's git to fetch repositories)")
+            GitError::NotInstalled
         } else {
-            format!("{what}: running git: {e}")
+            GitError::Spawn(e)
         }
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let err = err.trim();
-        return Err(format!(
-            "{what}: {}",
-            if err.is_empty() { "git failed" } else { err }
+        return Err(GitError::Failed(
+            if err.is_empty() { "git failed" } else { err }.to_string(),
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -246,13 +379,19 @@ fn run_git(cmd: &mut std::process::Command, what: &str) -> Result<String, String
 
 /// The commit `src.reference` names in the remote repository (`git ls-remote`): what the
 /// step's cache key holds, so an unchanged branch or tag needs no clone at all.
-pub(crate) fn git_resolve(src: &GitSource) -> Result<String, String> {
+pub(crate) fn git_resolve(src: &GitSource) -> Result<String, RemoteError> {
+    git_ls_remote(src).map_err(|source| RemoteError::Git {
+        url: src.url.clone(),
+        source,
+    })
+}
+
+fn git_ls_remote(src: &GitSource) -> Result<String, GitError> {
     let r = &src.reference;
     if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(r.to_ascii_lowercase());
     }
-    let what = format!("ADD {}", src.url);
-    let out = run_git(git().args(["ls-remote", "--", &src.url, r]), &what)?;
+    let out = run_git(git().args(["ls-remote", "--", &src.url, r]))?;
     // An annotated tag lists the tag object, then `^{}`, the commit it points to.
     let mut found = None;
     for line in out.lines() {
@@ -266,7 +405,7 @@ pub(crate) fn git_resolve(src: &GitSource) -> Result<String, String> {
             found = Some(sha.to_string());
         }
     }
-    found.ok_or_else(|| format!("{what}: no branch or tag {r:?} in the repository"))
+    found.ok_or_else(|| GitError::NoReference(r.clone()))
 }
 
 /// Fetches `commit` (only it, no history) into a new directory under `tmp_dir` and checks
@@ -277,62 +416,64 @@ pub(crate) fn git_checkout(
     commit: &str,
     keep_git_dir: bool,
     tmp_dir: &Path,
-) -> Result<TempPath, String> {
-    let what = format!("ADD {}", src.url);
-    let dir = TempPath::new(
-        fsutil::create_temp_dir(tmp_dir, "add-git", 0o700).map_err(|e| format!("{what}: {e}"))?,
-    );
+) -> Result<TempPath, RemoteError> {
+    git_fetch_commit(src, commit, keep_git_dir, tmp_dir).map_err(|source| RemoteError::Git {
+        url: src.url.clone(),
+        source,
+    })
+}
+
+fn git_fetch_commit(
+    src: &GitSource,
+    commit: &str,
+    keep_git_dir: bool,
+    tmp_dir: &Path,
+) -> Result<TempPath, GitError> {
+    let dir = TempPath::new(fsutil::create_temp_dir(tmp_dir, "add-git", 0o700)?);
     let d = dir.path().to_path_buf();
-    run_git(git().arg("init").arg("-q").arg(&d), &what)?;
+    run_git(git().arg("init").arg("-q").arg(&d))?;
     let fetch = |refspec: &str| {
-        run_git(
-            git().arg("-C").arg(&d).args([
-                "fetch",
-                "-q",
-                "--depth",
-                "1",
-                "--no-tags",
-                "--",
-                &src.url,
-                refspec,
-            ]),
-            &what,
-        )
+        run_git(git().arg("-C").arg(&d).args([
+            "fetch",
+            "-q",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--",
+            &src.url,
+            refspec,
+        ]))
     };
     // Servers that do not serve a bare commit id are asked for the name that resolved to it.
     if fetch(commit).is_err() {
         fetch(&src.reference)?;
     }
-    let head = run_git(
-        git().arg("-C").arg(&d).args(["rev-parse", "FETCH_HEAD"]),
-        &what,
-    )?;
+    let head = run_git(git().arg("-C").arg(&d).args(["rev-parse", "FETCH_HEAD"]))?;
     if head.trim() != commit {
-        return Err(format!(
-            "{what}: {} moved while it was fetched ({commit} resolved, {} fetched)",
-            src.reference,
-            head.trim()
-        ));
+        return Err(GitError::Moved {
+            reference: src.reference.clone(),
+            resolved: commit.to_string(),
+            fetched: head.trim().to_string(),
+        });
     }
-    run_git(
-        git()
-            .arg("-C")
-            .arg(&d)
-            .args(["-c", "advice.detachedHead=false", "checkout", "-q", commit]),
-        &what,
-    )?;
+    run_git(git().arg("-C").arg(&d).args([
+        "-c",
+        "advice.detachedHead=false",
+        "checkout",
+        "-q",
+        commit,
+    ]))?;
     let time = run_git(
         git()
             .arg("-C")
             .arg(&d)
             .args(["log", "-1", "--format=%ct", commit]),
-        &what,
     )?;
     let time: i64 = time.trim().parse().unwrap_or(0);
     if !keep_git_dir {
-        std::fs::remove_dir_all(d.join(".git")).map_err(|e| format!("{what}: {e}"))?;
+        std::fs::remove_dir_all(d.join(".git"))?;
     }
-    set_mtimes(&d, time).map_err(|e| format!("{what}: {e}"))?;
+    set_mtimes(&d, time)?;
     Ok(dir)
 }
 
@@ -365,6 +506,7 @@ fn set_mtimes(dir: &Path, secs: i64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::ops::parse_checksum;
 
     #[test]
     fn classifies_sources_as_buildkit_does() {
@@ -417,8 +559,14 @@ mod tests {
         assert!(GitSource::parse("-uhttps://h/r.git").is_err());
         assert!(GitSource::parse("ext::sh -c touch% /tmp/pwned").is_err());
         assert!(GitSource::parse("https://h/r.git#--upload-pack=x").is_err());
-        assert!(GitSource::parse("https://h/r.git#main:../..").is_err());
-        assert!(GitSource::parse("https://h/r.git#a..b").is_err());
+        assert!(matches!(
+            GitSource::parse("https://h/r.git#main:../.."),
+            Err(RemoteError::GitSubdir { .. })
+        ));
+        assert!(matches!(
+            GitSource::parse("https://h/r.git#a..b"),
+            Err(RemoteError::GitReference { .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::cache::LayerRef;
 use crate::image::spec::ImageSpec;
-use crate::parser::shell::{Env, Lexer};
+use crate::parser::shell::{Env, Lexer, ShellError};
 
 /// Docker's default `PATH` for Linux images without one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -82,10 +82,8 @@ impl StageState {
     /// Expand one word as Docker does for instruction arguments, with the variables of
     /// [`StageState::expansion_env`] (looked up in place, not copied: a Dockerfile of
     /// thousands of ENV lines expands each word in time proportional to the lookups).
-    pub fn expand(&self, word: &str) -> Result<String, String> {
-        Lexer::new(self.escape)
-            .process_word(word, &Vars(self))
-            .map_err(|e| e.to_string())
+    pub fn expand(&self, word: &str) -> Result<String, ShellError> {
+        Lexer::new(self.escape).process_word(word, &Vars(self))
     }
 
     /// The environment of a RUN step: the image's ENV plus ARG values ENV does not override,

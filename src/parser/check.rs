@@ -855,13 +855,26 @@ impl<'o> Checker<'o> {
                     }
                 }
             }
+            Instruction::Add(a) => {
+                // A value with variables is judged after expansion, at build time; the others
+                // exactly as the planner judges them.
+                let escape = self.lexer.escape();
+                if let Some(Err(e)) = a
+                    .checksum
+                    .as_deref()
+                    .filter(|w| super::instructions::is_literal(w, escape))
+                    .map(super::instructions::parse_checksum)
+                {
+                    let place = super::instructions::last_flag_place(node, "checksum")
+                        .unwrap_or_else(|| keyword_place(node));
+                    self.error(place, e.to_string());
+                }
+            }
             Instruction::Run(r) => {
                 for (i, m) in r.mounts.iter().enumerate() {
-                    // Values with variables are judged after expansion, at build time.
-                    if m.raw.contains('$') {
-                        continue;
-                    }
-                    if let Err(e) = parse_mount(&m.raw, &|v| Ok(v.to_string())) {
+                    // Values with variables are judged after expansion, at build time; the
+                    // others exactly as the planner judges them.
+                    if let Some(Err(e)) = m.parse_literal(self.lexer.escape()) {
                         let place =
                             nth_flag_place(node, "mount", i).unwrap_or_else(|| keyword_place(node));
                         let (message, help) = split_suggestion(&e.to_string());
@@ -1279,6 +1292,7 @@ mod tests {
             // A global ARG that names a stage makes FROM use that stage.
             ("ARG B=x\nFROM a AS x\nCOPY --from=y f /\nFROM $B AS y\n", 3, "circular dependency detected on stage: x"),
             ("FROM a\nRUN --mount=type=foo x\n", 2, "unsupported mount type \"foo\""),
+            ("FROM a\nADD --checksum=md5:x http://e/a /a\n", 2, "invalid --checksum=md5:x: expected sha256:<64 hexadecimal digits>"),
             ("FROM a\nRUN --mount=type=cache,target=/c,size=1m x\n", 2, "unexpected key 'size' for mount type 'cache'"),
             ("# check=skip=all;bogus=1\nFROM a", 1, "failed to parse check options: invalid check option \"bogus\""),
         ];

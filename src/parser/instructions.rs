@@ -839,6 +839,31 @@ pub(crate) fn nth_flag_place(node: &Node, name: &str, n: usize) -> Option<(Locat
     flag_places(node).get(index).copied().flatten()
 }
 
+/// A `--checksum` value that is not `sha256:<64 hex>`, the only digest BuildKit accepts for
+/// a URL.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --checksum={0}: expected sha256:<64 hexadecimal digits>")]
+pub struct ChecksumError(pub String);
+
+/// Read an `ADD --checksum` value, once expanded: the digest, its hex lowercased. The parser
+/// keeps the word (BuildKit's parser does not judge it); the planner judges a value without
+/// variables, and `kiln build --check` the same, so both refuse it before any step runs.
+pub fn parse_checksum(s: &str) -> Result<String, ChecksumError> {
+    match s.split_once(':') {
+        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+        }
+        _ => Err(ChecksumError(s.to_string())),
+    }
+}
+
+/// Whether expanding `word` would change nothing: no `$`, no quote, no `escape` character.
+pub fn is_literal(word: &str, escape: char) -> bool {
+    !word
+        .chars()
+        .any(|c| matches!(c, '$' | '\'' | '"') || c == escape)
+}
+
 /// Where the last flag word named `name` of `node` (the one whose value counts) is written.
 pub(crate) fn last_flag_place(node: &Node, name: &str) -> Option<(Location, usize)> {
     let count = node.flags.iter().filter(|f| flag_name(f) == name).count();

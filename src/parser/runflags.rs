@@ -45,6 +45,15 @@ impl MountSpec {
             from,
         })
     }
+
+    /// The typed mount now, when the value has nothing to expand (no `$`, no quote, no
+    /// `escape` character: expanding it would change nothing); `None` when it must wait for
+    /// its variables. The planner and `kiln build --check` both judge mounts by this, so the
+    /// check reports every mount the build refuses before its steps run.
+    pub fn parse_literal(&self, escape: char) -> Option<Result<Mount, RunFlagError>> {
+        super::instructions::is_literal(&self.raw, escape)
+            .then(|| parse_mount(&self.raw, &|v| Ok(v.to_string())))
+    }
 }
 
 /// The kind of a RUN mount.
@@ -577,6 +586,22 @@ mod tests {
             let e = MountSpec::parse(input).expect_err("must fail");
             assert_eq!(e.to_string(), *want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn literal_mounts_are_typed_at_once() {
+        let spec = |raw: &str| MountSpec::parse(raw).unwrap();
+        let m = spec("type=cache,target=/c").parse_literal('\\');
+        assert_eq!(m.unwrap().unwrap().kind, MountType::Cache);
+        assert!(matches!(
+            spec("type=cache,size=1m").parse_literal('\\'),
+            Some(Err(RunFlagError::KeyNotForType { .. }))
+        ));
+        // Words that expansion would change wait for it.
+        for raw in ["type=$T", "target='/a b'", "target=/a\\b"] {
+            assert!(spec(raw).parse_literal('\\').is_none(), "{raw}");
+        }
+        assert!(spec("target=/a\\b").parse_literal('`').is_some());
     }
 
     #[test]

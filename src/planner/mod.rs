@@ -4,6 +4,8 @@
 //! The plan is pure data: variables in instructions are expanded later, step by step, when
 //! the environment of the image being built is known (ENV of a base image feeds expansion).
 
+pub mod ops;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::parser::instructions::InstructionError;
@@ -11,6 +13,8 @@ use crate::parser::instructions::{ArgDef, Instruction};
 use crate::parser::shell::Lexer;
 use crate::parser::stages::{parse_stages, Stage};
 use crate::parser::{Dockerfile, Location};
+
+use ops::{ArgScope, Op, OpError};
 
 /// The proxy build args: RUN steps see them without an `ARG`, and they never reach the image.
 pub const PROXY_ARGS: &[&str] = &[
@@ -65,8 +69,9 @@ pub struct StagePlan {
     pub base: Base,
     /// `--platform`, expanded.
     pub platform: Option<String>,
-    /// The stage's instructions, after FROM.
-    pub commands: Vec<Instruction>,
+    /// The stage's operations, after FROM; lowered only for the stages the target needs
+    /// (empty for the others, which a build never runs).
+    pub ops: Vec<Op>,
     /// Stages this one needs (base, `COPY --from`, `RUN --mount=from=`).
     pub deps: BTreeSet<usize>,
     /// Images named by `COPY --from` / `--mount from=`.
@@ -86,11 +91,12 @@ pub struct Plan {
     pub target: usize,
     /// The stages to build, dependencies first; stages the target does not need are absent.
     pub order: Vec<usize>,
-    /// Global ARGs (before the first FROM) with their values for this build, after BuildKit's
-    /// automatic platform ARGs.
-    pub global_args: Vec<(String, Option<String>)>,
     /// `--build-arg` names no needed stage or global ARG declares (Docker warns about them).
     pub unused_build_args: Vec<String>,
+    /// The build args and the global ARGs (before the first FROM, after BuildKit's automatic
+    /// platform ARGs) with their values for this build: what ops are lowered with, ONBUILD
+    /// triggers (lowered at build time) included.
+    pub scope: ArgScope,
 }
 
 /// Options that shape a plan.
@@ -108,6 +114,9 @@ pub enum PlanError {
     /// An instruction is invalid.
     #[error(transparent)]
     Instruction(#[from] InstructionError),
+    /// An instruction cannot be lowered to an operation (a bad `RUN --mount` value).
+    #[error(transparent)]
+    Op(#[from] OpError),
     /// The Dockerfile has no FROM.
     #[error("dockerfile contains no stages to build")]
     NoStages,
@@ -123,10 +132,11 @@ pub enum PlanError {
         location: Location,
     },
     /// A variable in FROM or --from cannot be expanded.
-    #[error("{message}")]
+    #[error("{source}")]
     Expand {
         /// What went wrong.
-        message: String,
+        #[source]
+        source: crate::parser::shell::ShellError,
         /// Where.
         location: Location,
     },
@@ -153,6 +163,7 @@ impl PlanError {
     pub fn location(&self) -> Option<Location> {
         match self {
             PlanError::Instruction(e) => Some(e.location),
+            PlanError::Op(e) => Some(e.location()),
             PlanError::Cycle { location, .. }
             | PlanError::Expand { location, .. }
             | PlanError::BlankBase { location, .. }
@@ -189,10 +200,7 @@ fn resolve_globals(
                     Some(
                         lexer
                             .process_word(def, &env)
-                            .map_err(|e| PlanError::Expand {
-                                message: e.to_string(),
-                                location,
-                            })?,
+                            .map_err(|source| PlanError::Expand { source, location })?,
                     )
                 }
                 // `ARG TARGETARCH` with no default declares the automatic value, as in
@@ -239,10 +247,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let expand = |word: &str, location: Location| -> Result<String, PlanError> {
         lexer
             .process_word(word, &env)
-            .map_err(|e| PlanError::Expand {
-                message: e.to_string(),
-                location,
-            })
+            .map_err(|source| PlanError::Expand { source, location })
     };
 
     let mut planned: Vec<StagePlan> = Vec::with_capacity(stages.len());
@@ -251,8 +256,8 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     }
     // COPY --from and --mount from= may name any stage, later ones included.
     let names: Vec<Option<String>> = planned.iter().map(|s| s.name.clone()).collect();
-    for sp in &mut planned {
-        for (word, location) in sources_of(&sp.commands) {
+    for (sp, st) in planned.iter_mut().zip(&stages) {
+        for (word, location) in sources_of(&st.commands) {
             let value = expand(&word, location)?;
             match resolve_source(&value, &names, location)? {
                 Source::Stage(i) => {
@@ -277,9 +282,19 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     };
     let order = topo_order(&planned, target)?;
 
+    let scope = ArgScope {
+        build_args: opts.build_args.clone(),
+        global_args: globals,
+        escape: df.escape,
+    };
     let mut declared: BTreeSet<&str> = meta_defs.iter().map(|d| d.name.as_str()).collect();
     for &i in &order {
-        for c in &planned[i].commands {
+        planned[i].ops = stages[i]
+            .commands
+            .iter()
+            .map(|c| scope.lower(c))
+            .collect::<Result<_, _>>()?;
+        for c in &stages[i].commands {
             if let Instruction::Arg(a) = c {
                 declared.extend(a.args.iter().map(|d| d.name.as_str()));
             }
@@ -296,8 +311,8 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
         stages: planned,
         target,
         order,
-        global_args: globals,
         unused_build_args,
+        scope,
     })
 }
 
@@ -339,7 +354,7 @@ fn plan_stage(
         name: st.name.clone(),
         base,
         platform,
-        commands: st.commands.clone(),
+        ops: Vec::new(),
         deps,
         image_sources: BTreeSet::new(),
         location: st.location,

@@ -10,6 +10,7 @@ mod build_interop;
 mod build_interrupt;
 mod build_invariants;
 mod build_mounts;
+mod build_plan_errors;
 mod build_vs_docker;
 mod buildkit_goldens;
 mod cli_parser;
