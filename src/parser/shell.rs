@@ -25,8 +25,9 @@
 //! bracket expressions: `[` and `]` match themselves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::hash::BuildHasher;
+
+use super::dump::go_quote;
 
 /// How deeply `${…}` expansions may nest inside one another.
 ///
@@ -1165,56 +1166,6 @@ fn expand_go_template(out: &mut String, template: &str, whole: &str, max_len: us
     Ok(())
 }
 
-/// Quotes `s` the way Go's `strconv.Quote` (`%q`) does, for error messages
-/// that must read like BuildKit's.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if go_printable(c) => out.push(c),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Go's `unicode.IsPrint`, approximately: std has no general-category
-/// tables, so format characters and private use are listed by hand and
-/// unassigned code points count as printable.
-fn go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    !matches!(c as u32,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x890..=0x891 | 0x8E2 | 0x180E
-        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
-        | 0xD800..=0xF8FF | 0xFEFF | 0xFFF9..=0xFFFB | 0xFFFE..=0xFFFF
-        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
-        | 0xE0001 | 0xE0020..=0xE007F | 0xF0000..=0x10FFFF)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1783,6 +1734,46 @@ mod tests {
             "\"한국어 é\\u00a0\\ufeff\""
         );
         assert_eq!(go_quote("\u{10ffff}"), r#""\U0010ffff""#);
+    }
+
+    // The shell's error messages had their own `%q` that took unassigned code points (U+0378,
+    // U+1FFFF) as printable, so they disagreed with the dump and instruction errors. Both now
+    // use `dump::go_quote`; this walks ranges with assigned, unassigned, format and private-use
+    // code points and checks an expansion error quotes every one as the dump does.
+    #[test]
+    fn shell_errors_quote_like_the_dump_over_unassigned_code_points() {
+        let ranges = [
+            0u32..0x800,
+            0x0370..0x0390,
+            0x0890..0x0900,
+            0x2000..0x2070,
+            0xD7F0..0xD800,
+            0xE000..0xE010,
+            0xFDC0..0xFE00,
+            0xFFF0..0x1_0000,
+            0x1_FF00..0x2_0010,
+            0xE_0000..0xE_0100,
+            0x10_FFF0..0x11_0000,
+        ];
+        let env = env_of(&[]);
+        let mut checked = 0;
+        let chars = ranges.into_iter().flatten().filter_map(char::from_u32);
+        // Leave out what the lexer itself gives a meaning to.
+        for c in chars.filter(|c| !"$\\'\"`".contains(*c)) {
+            let word = format!("{c}${{");
+            let err = Lexer::new('\\').process_word(&word, &env).unwrap_err();
+            let want = format!(
+                "failed to process {}: {}",
+                crate::parser::dump::go_quote(&word),
+                err.kind
+            );
+            assert_eq!(err.to_string(), want, "U+{:04X}", c as u32);
+            checked += 1;
+        }
+        assert!(checked > 2500, "{checked}");
+        // Unassigned code points are not printable for Go's strconv.Quote.
+        assert_eq!(go_quote("\u{378}"), r#""\u0378""#);
+        assert_eq!(go_quote("\u{1ffff}"), r#""\U0001ffff""#);
     }
 
     fn lexers() -> Vec<Lexer> {
