@@ -54,6 +54,8 @@ pub(crate) struct Entry {
     pub path: Vec<u8>,
     pub link: Vec<u8>,
     pub kind: Kind,
+    /// Bytes of data (0 for every kind but a file).
+    pub size: u64,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
@@ -429,6 +431,7 @@ impl<R: Read> TarParser<R> {
             path,
             link,
             kind,
+            size,
             mode,
             uid,
             gid,
@@ -529,7 +532,8 @@ fn numeric(field: &[u8]) -> Result<u64, String> {
 }
 
 fn verify_checksum(hdr: &[u8; BLOCK]) -> Result<(), String> {
-    let stored = numeric(&hdr[148..156])?;
+    let stored = numeric(&hdr[148..156])
+        .map_err(|r| format!("bad checksum field ({r}): not a tar archive, or a corrupt one"))?;
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &b) in hdr.iter().enumerate() {
@@ -542,7 +546,7 @@ fn verify_checksum(hdr: &[u8; BLOCK]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "checksum mismatch (stored {stored}, computed {unsigned})"
+            "bad checksum (stored {stored}, computed {unsigned}): not a tar archive, or a corrupt one"
         ))
     }
 }

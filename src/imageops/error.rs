@@ -51,6 +51,13 @@ pub enum ImageOpsError {
         #[source]
         source: io::Error,
     },
+    /// An image archive (`kiln load`) is not a tar the archive parser accepts.
+    #[error("invalid image archive: {source}")]
+    InvalidTar {
+        /// What the parser refused.
+        #[source]
+        source: ArchiveError,
+    },
     /// An image archive (`kiln load`) is malformed, inconsistent or too large.
     #[error("invalid image archive: {reason}")]
     InvalidArchive {
