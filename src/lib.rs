@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod build;
 pub mod cache;
+pub mod common;
 pub mod container;
 pub mod context;
 pub mod executor;

@@ -1,14 +1,16 @@
 //! `.dockerignore` files: Docker's pattern syntax and its match-or-parent-matches rule.
 //!
-//! Patterns are compiled the way moby/patternmatcher compiles them to regular expressions:
-//! `*` is any run of characters but `/`, `?` one character but `/`, `**` any number of
-//! directories (`**/` included), `[...]` a character class, `\` escapes the next character,
-//! and a pattern that ends in `**` matches everything below. A file is excluded when the last
-//! pattern that matches it (or one of its parent directories) is not a `!` exception.
+//! Patterns are read the way moby/patternmatcher reads them ([`Syntax::DOCKERIGNORE`], see
+//! [`crate::common::glob`]): `*` is any run of characters but `/`, `?` one character but `/`,
+//! `**` any number of directories (`**/` included), `[...]` a character class, `\` escapes the
+//! next character, and a pattern that ends in `**` matches everything below. A file is
+//! excluded when the last pattern that matches it (or one of its parent directories) is not a
+//! `!` exception.
 
 use std::fmt;
 
 use super::name::{encode, units};
+use crate::common::glob::{Glob, Prefer, Syntax};
 
 /// A problem in a `.dockerignore` file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,28 +24,12 @@ pub struct IgnoreError {
     pub message: String,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-enum Token {
-    /// One character, or one raw byte of a name that is not UTF-8 (see [`super::name`]).
-    Char(u32),
-    /// `*`: any run of non-`/` characters.
-    Star,
-    /// `?`: one non-`/` character.
-    One,
-    /// `**` followed by more pattern: `(.*/)?`.
-    Dirs,
-    /// `**` at the end: `.*`.
-    All,
-    /// `[...]`: (negated, ranges).
-    Class(bool, Vec<(u32, u32)>),
-}
-
 /// One compiled pattern.
 #[derive(Clone)]
 pub struct Pattern {
     text: String,
     exclusion: bool,
-    tokens: Vec<Token>,
+    glob: Glob,
 }
 
 impl fmt::Debug for Pattern {
@@ -106,47 +92,17 @@ impl Pattern {
             Some(rest) => (true, rest),
             None => (false, pattern),
         };
-        let chars = units(body);
-        let mut tokens = Vec::new();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match char::from_u32(c).unwrap_or('\0') {
-                '*' if doublestar && chars.get(i) == Some(&STAR) => {
-                    i += 1;
-                    if chars.get(i) == Some(&SLASH) {
-                        i += 1;
-                    }
-                    tokens.push(if i >= chars.len() {
-                        Token::All
-                    } else {
-                        Token::Dirs
-                    });
-                }
-                '*' => tokens.push(Token::Star),
-                '?' => tokens.push(Token::One),
-                '\\' => match chars.get(i) {
-                    Some(&n) => {
-                        tokens.push(Token::Char(n));
-                        i += 1;
-                    }
-                    None => tokens.push(Token::Char(u32::from('\\'))),
-                },
-                '[' => {
-                    let (tok, next) = parse_class(&chars, i)
-                        .ok_or_else(|| format!("syntax error in pattern {pattern:?}"))?;
-                    tokens.push(tok);
-                    i = next;
-                }
-                ']' => return Err(format!("syntax error in pattern {pattern:?}")),
-                _ => tokens.push(Token::Char(c)),
-            }
-        }
+        let syntax = if doublestar {
+            Syntax::DOCKERIGNORE
+        } else {
+            Syntax::COPY_SOURCE
+        };
+        let glob = Glob::from_units(&units(body), syntax, Prefer::Longest)
+            .map_err(|_| format!("syntax error in pattern {pattern:?}"))?;
         Ok(Pattern {
             text: body.to_string(),
             exclusion,
-            tokens,
+            glob,
         })
     }
 
@@ -157,97 +113,7 @@ impl Pattern {
 
     /// Whether the whole of `path` matches.
     pub fn matches(&self, path: &str) -> bool {
-        let text = units(path);
-        // reachable[j]: the tokens so far can consume exactly text[..j].
-        let mut reachable = vec![false; text.len() + 1];
-        reachable[0] = true;
-        for tok in &self.tokens {
-            let mut next = vec![false; text.len() + 1];
-            for j in 0..=text.len() {
-                if !reachable[j] {
-                    continue;
-                }
-                match tok {
-                    Token::Char(c) => {
-                        if text.get(j) == Some(c) {
-                            next[j + 1] = true;
-                        }
-                    }
-                    Token::One => {
-                        if text.get(j).is_some_and(|c| *c != SLASH) {
-                            next[j + 1] = true;
-                        }
-                    }
-                    Token::Class(neg, ranges) => {
-                        if let Some(c) = text.get(j) {
-                            let inside = ranges.iter().any(|(lo, hi)| lo <= c && c <= hi);
-                            if inside != *neg {
-                                next[j + 1] = true;
-                            }
-                        }
-                    }
-                    Token::Star => {
-                        next[j] = true;
-                        let mut k = j;
-                        while k < text.len() && text[k] != SLASH {
-                            k += 1;
-                            next[k] = true;
-                        }
-                    }
-                    Token::All => next[j..].iter_mut().for_each(|n| *n = true),
-                    Token::Dirs => {
-                        // `(.*/)?`: nothing, or anything that ends in a slash.
-                        next[j] = true;
-                        for k in j..text.len() {
-                            if text[k] == SLASH {
-                                next[k + 1] = true;
-                            }
-                        }
-                    }
-                }
-            }
-            reachable = next;
-        }
-        reachable[text.len()]
-    }
-}
-
-const SLASH: u32 = '/' as u32;
-const STAR: u32 = '*' as u32;
-
-fn parse_class(chars: &[u32], mut i: usize) -> Option<(Token, usize)> {
-    let is = |c: Option<&u32>, want: char| c == Some(&u32::from(want));
-    let neg = is(chars.get(i), '^');
-    if neg {
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    loop {
-        let mut c = *chars.get(i)?;
-        if c == u32::from(']') && !first {
-            return Some((Token::Class(neg, ranges), i + 1));
-        }
-        first = false;
-        i += 1;
-        if c == u32::from('\\') {
-            c = *chars.get(i)?;
-            i += 1;
-        }
-        if is(chars.get(i), '-') && chars.get(i + 1).is_some_and(|n| *n != u32::from(']')) {
-            let mut hi = chars[i + 1];
-            i += 2;
-            if hi == u32::from('\\') {
-                hi = *chars.get(i)?;
-                i += 1;
-            }
-            if hi < c {
-                return None;
-            }
-            ranges.push((c, hi));
-        } else {
-            ranges.push((c, c));
-        }
+        self.glob.matches(&units(path))
     }
 }
 
