@@ -10,18 +10,36 @@
 use std::fmt;
 
 use super::name::{encode, units};
-use crate::common::glob::{Glob, Prefer, Syntax};
+use crate::common::glob::{Glob, GlobError, Prefer, Syntax};
 
 /// A problem in a `.dockerignore` file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}:{line}: {error}")]
 pub struct IgnoreError {
     /// The ignore file's name.
     pub file: String,
     /// 1-based line.
     pub line: usize,
-    /// What is wrong.
-    pub message: String,
+    /// What is wrong with the line's pattern.
+    #[source]
+    pub error: PatternError,
+}
+
+/// Why a `.dockerignore`, `COPY --exclude` or COPY source pattern cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// A `!` with no pattern after it.
+    #[error("illegal exclusion pattern: \"!\"")]
+    EmptyExclusion,
+    /// A malformed `[…]` class or a stray `]`.
+    #[error("syntax error in pattern {pattern:?}")]
+    Syntax {
+        /// The pattern as given (with its `!`).
+        pattern: String,
+        /// What the matcher found wrong.
+        #[source]
+        source: GlobError,
+    },
 }
 
 /// One compiled pattern.
@@ -69,18 +87,18 @@ pub fn clean_path(p: &str) -> String {
 
 impl Pattern {
     /// Compile one pattern (already cleaned; `!` prefix allowed).
-    pub fn new(pattern: &str) -> Result<Pattern, String> {
+    pub fn new(pattern: &str) -> Result<Pattern, PatternError> {
         Pattern::compile(pattern, true)
     }
 
     /// Compile a COPY/ADD source pattern: Go's `filepath.Match`, as BuildKit matches
     /// sources, where `*` never crosses a `/` and `**` is two `*`s (one level), unlike in
     /// `.dockerignore`.
-    pub fn source_glob(pattern: &str) -> Result<Pattern, String> {
+    pub fn source_glob(pattern: &str) -> Result<Pattern, PatternError> {
         Pattern::compile(pattern, false)
     }
 
-    fn compile(pattern: &str, doublestar: bool) -> Result<Pattern, String> {
+    fn compile(pattern: &str, doublestar: bool) -> Result<Pattern, PatternError> {
         // `!` marks an exception in `.dockerignore` only; a source may start with one.
         let bang = if doublestar {
             pattern.strip_prefix('!')
@@ -88,7 +106,7 @@ impl Pattern {
             None
         };
         let (exclusion, body) = match bang {
-            Some("") => return Err("illegal exclusion pattern: \"!\"".to_string()),
+            Some("") => return Err(PatternError::EmptyExclusion),
             Some(rest) => (true, rest),
             None => (false, pattern),
         };
@@ -97,8 +115,12 @@ impl Pattern {
         } else {
             Syntax::COPY_SOURCE
         };
-        let glob = Glob::from_units(&units(body), syntax, Prefer::Longest)
-            .map_err(|_| format!("syntax error in pattern {pattern:?}"))?;
+        let glob = Glob::from_units(&units(body), syntax, Prefer::Longest).map_err(|source| {
+            PatternError::Syntax {
+                pattern: pattern.to_string(),
+                source,
+            }
+        })?;
         Ok(Pattern {
             text: body.to_string(),
             exclusion,
@@ -160,10 +182,10 @@ impl IgnoreRules {
             if invert {
                 p.insert(0, '!');
             }
-            let compiled = Pattern::new(&p).map_err(|message| IgnoreError {
+            let compiled = Pattern::new(&p).map_err(|error| IgnoreError {
                 file: file.to_string(),
                 line: idx + 1,
-                message,
+                error,
             })?;
             patterns.push(compiled);
         }
@@ -171,7 +193,7 @@ impl IgnoreRules {
     }
 
     /// Rules from a list of patterns (e.g. `COPY --exclude`).
-    pub fn from_patterns(patterns: &[String]) -> Result<IgnoreRules, String> {
+    pub fn from_patterns(patterns: &[String]) -> Result<IgnoreRules, PatternError> {
         let patterns = patterns
             .iter()
             .map(|p| {
@@ -273,8 +295,17 @@ mod tests {
     fn bad_patterns_name_the_line() {
         let err = IgnoreRules::parse(".dockerignore", "ok\n[a-\n").unwrap_err();
         assert_eq!(err.line, 2);
+        assert!(
+            matches!(&err.error, PatternError::Syntax { pattern, .. } if pattern == "[a-"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            ".dockerignore:2: syntax error in pattern \"[a-\""
+        );
         let err = IgnoreRules::parse(".dockerignore", "!\n").unwrap_err();
-        assert!(err.message.contains("illegal exclusion"), "{err}");
+        assert_eq!(err.error, PatternError::EmptyExclusion);
+        assert!(err.to_string().contains("illegal exclusion"), "{err}");
     }
 
     #[test]
