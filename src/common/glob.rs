@@ -500,15 +500,14 @@ impl<'g> Vm<'g> {
             let c = text.get(pos).copied();
             self.generation += 1;
             next.clear();
-            for i in 0..current.len() {
-                let (pc, start) = current[i];
+            for &(pc, start) in &current {
                 self.spend()?;
                 match self.glob.prog[pc] {
-                    Inst::Match if mode == Mode::Whole => {
-                        if c.is_none() {
-                            return Ok(Some((start, pos)));
-                        }
+                    // A whole match must end at the end; one that ends earlier is dropped.
+                    Inst::Match if mode == Mode::Whole && c.is_none() => {
+                        return Ok(Some((start, pos)));
                     }
+                    Inst::Match if mode == Mode::Whole => {}
                     Inst::Match => {
                         found = Some((start, pos));
                         // Lower-priority threads lose to this match.
