@@ -170,7 +170,6 @@ impl Progress for Json {
 }
 
 /// This build's log directory, `<root>/logs/<time>-<pid>`; only the newest 20 are kept.
-/// The RUN steps' network for a `--network` value (clap has checked it).
 fn logs_dir(root: &Path) -> PathBuf {
     let base = root.join("logs");
     if let Ok(rd) = std::fs::read_dir(&base) {
@@ -604,10 +603,9 @@ fn export(
             }
             Ok(())
         }
-        // `type=image` stores without pushing: the build already did.
-        OutputType::Image | OutputType::Registry => Err(err(format!(
-            "unknown type {:?} (kiln exports oci, docker, tar, local and registry)",
-            "image"
-        ))),
+        // `type=image` without `push=true`: kiln has no such export (registry went above).
+        OutputType::Image | OutputType::Registry => Err(err(
+            "unknown type \"image\" (kiln exports oci, docker, tar, local and registry)".into(),
+        )),
     }
 }
