@@ -33,6 +33,77 @@ impl fmt::Display for Limit {
     }
 }
 
+/// What is wrong with a tar header or an extended (PAX, GNU long-name) header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// A numeric field is neither octal nor GNU base-256.
+    #[error("invalid numeric field {0:?}")]
+    Numeric(String),
+    /// A base-256 numeric field is negative.
+    #[error("negative base-256 number")]
+    NegativeNumber,
+    /// A numeric field does not fit 64 bits.
+    #[error("{0} number overflows")]
+    NumberOverflows(&'static str),
+    /// The checksum field cannot be read: what is there is not a tar header.
+    #[error("bad checksum field ({0}): not a tar archive, or a corrupt one")]
+    ChecksumField(Box<HeaderError>),
+    /// The checksum does not add up.
+    #[error(
+        "bad checksum (stored {stored}, computed {computed}): not a tar archive, or a corrupt one"
+    )]
+    Checksum {
+        /// The checksum in the header.
+        stored: u64,
+        /// The sum of the header's bytes.
+        computed: u64,
+    },
+    /// An extended header is the last thing in the archive.
+    #[error("extended header without an entry")]
+    ExtensionWithoutEntry,
+    /// Two PAX headers precede one entry.
+    #[error("two pax headers for one entry")]
+    TwoPaxHeaders,
+    /// Two GNU long names (or long link names) precede one entry.
+    #[error("two GNU long-name headers for one entry")]
+    TwoLongNames,
+    /// The header's mtime does not fit a signed 64-bit number.
+    #[error("mtime out of range")]
+    MtimeOutOfRange,
+    /// A link, directory, device or FIFO says it has data.
+    #[error("{kind} {path} has data ({size} bytes)")]
+    DataOnHeaderOnlyEntry {
+        /// What the entry is.
+        kind: &'static str,
+        /// Its name.
+        path: String,
+        /// The size its header gives.
+        size: u64,
+    },
+    /// A single zero block is followed by more headers.
+    #[error("data after a single zero block")]
+    DataAfterSingleZeroBlock,
+    /// A PAX record is malformed.
+    #[error("pax record {0}")]
+    PaxRecord(&'static str),
+    /// A PAX number (size, uid, gid, mtime) is not decimal.
+    #[error("invalid pax number {0:?}")]
+    PaxNumber(String),
+    /// A PAX mtime has a fraction that is not decimal.
+    #[error("invalid pax mtime")]
+    PaxMtime,
+    /// A PAX mtime does not fit a signed 64-bit number.
+    #[error("pax mtime out of range")]
+    PaxMtimeOutOfRange,
+    /// A `SCHILY.xattr.` record without a name.
+    #[error("empty xattr name")]
+    EmptyXattrName,
+    /// `GNU.sparse.` records.
+    #[error("sparse files are not supported")]
+    Sparse,
+}
+
 /// Errors from writing or extracting layer tars.
 ///
 /// Paths in messages are lossy UTF-8 renderings of the raw tar names.
@@ -60,7 +131,8 @@ pub enum ArchiveError {
         /// Offset of the header in the uncompressed stream.
         offset: u64,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: HeaderError,
     },
 
     /// The stream ended inside a header or an entry's data.

@@ -21,8 +21,9 @@ mod writer;
 mod tests;
 
 pub(crate) use confined::open_dir;
-pub use error::{ArchiveError, Limit};
+pub use error::{ArchiveError, HeaderError, Limit};
 pub use extract::{extract, extract_under, ExtractOptions, ExtractStats, WhiteoutMode};
+pub(crate) use parse::{Kind as TarKind, ParseLimits, TarParser};
 pub use stream::{is_tar_header, is_tar_stream, Compression};
 #[cfg(test)]
 pub use upper::upper_entries;

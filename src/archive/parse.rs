@@ -7,7 +7,7 @@
 
 use std::io::{self, Read};
 
-use super::error::{show, ArchiveError, Limit};
+use super::error::{show, ArchiveError, HeaderError, Limit};
 use super::writer::{Xattrs, MAX_OCTAL_11};
 
 const BLOCK: usize = 512;
@@ -54,6 +54,8 @@ pub(crate) struct Entry {
     pub path: Vec<u8>,
     pub link: Vec<u8>,
     pub kind: Kind,
+    /// Bytes of data (0 for every kind but a file).
+    pub size: u64,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
@@ -188,11 +190,8 @@ impl<R: Read> TarParser<R> {
         }
     }
 
-    fn invalid(&self, offset: u64, reason: impl Into<String>) -> ArchiveError {
-        ArchiveError::InvalidHeader {
-            offset,
-            reason: reason.into(),
-        }
+    fn invalid(&self, offset: u64, reason: HeaderError) -> ArchiveError {
+        ArchiveError::InvalidHeader { offset, reason }
     }
 
     /// Reads the data of an extension header (PAX or GNU long name) within the limit.
@@ -229,7 +228,7 @@ impl<R: Read> TarParser<R> {
             let at = self.offset;
             let Some(hdr) = self.read_block()? else {
                 if pax.is_some() || long_name.is_some() || long_link.is_some() {
-                    return Err(self.invalid(at, "extended header without an entry"));
+                    return Err(self.invalid(at, HeaderError::ExtensionWithoutEntry));
                 }
                 // No end-of-archive blocks: accepted, like Go's archive/tar does.
                 self.done = true;
@@ -237,7 +236,7 @@ impl<R: Read> TarParser<R> {
             };
             if hdr.iter().all(|&b| b == 0) {
                 if pax.is_some() || long_name.is_some() || long_link.is_some() {
-                    return Err(self.invalid(at, "extended header without an entry"));
+                    return Err(self.invalid(at, HeaderError::ExtensionWithoutEntry));
                 }
                 self.end_of_archive()?;
                 return Ok(None);
@@ -246,7 +245,7 @@ impl<R: Read> TarParser<R> {
             match hdr[156] {
                 b'x' => {
                     if pax.is_some() {
-                        return Err(self.invalid(at, "two pax headers for one entry"));
+                        return Err(self.invalid(at, HeaderError::TwoPaxHeaders));
                     }
                     let data = self.read_extension(&hdr, at)?;
                     pax = Some(parse_pax(&data).map_err(|r| self.invalid(at, r))?);
@@ -266,7 +265,7 @@ impl<R: Read> TarParser<R> {
                     if slot.is_some() {
                         return Err(ArchiveError::InvalidHeader {
                             offset: at,
-                            reason: "two GNU long-name headers for one entry".into(),
+                            reason: HeaderError::TwoLongNames,
                         });
                     }
                     let mut data = self.read_extension(&hdr, at)?;
@@ -383,7 +382,7 @@ impl<R: Read> TarParser<R> {
             None => {
                 let t = num(136..148)?;
                 (
-                    i64::try_from(t).map_err(|_| self.invalid(at, "mtime out of range"))?,
+                    i64::try_from(t).map_err(|_| self.invalid(at, HeaderError::MtimeOutOfRange))?,
                     0,
                 )
             }
@@ -410,7 +409,11 @@ impl<R: Read> TarParser<R> {
             // skips it: refusing is the only answer both agree with.
             return Err(self.invalid(
                 at,
-                format!("{} {} has data ({size} bytes)", kind.name(), show(&path)),
+                HeaderError::DataOnHeaderOnlyEntry {
+                    kind: kind.name(),
+                    path: show(&path),
+                    size,
+                },
             ));
         }
         let (dev_major, dev_minor) = if matches!(kind, Kind::Char | Kind::Block) {
@@ -429,6 +432,7 @@ impl<R: Read> TarParser<R> {
             path,
             link,
             kind,
+            size,
             mode,
             uid,
             gid,
@@ -452,7 +456,7 @@ impl<R: Read> TarParser<R> {
             // A lone zero block followed by headers: Go's archive/tar refuses it,
             // GNU tar reads on. Refusing avoids extracting a different archive than
             // another tool would show.
-            Some(_) => return Err(self.invalid(at, "data after a single zero block")),
+            Some(_) => return Err(self.invalid(at, HeaderError::DataAfterSingleZeroBlock)),
         }
         let max = self.limits.max_trailing;
         let mut buf = [0u8; 8192];
@@ -491,18 +495,18 @@ fn cstr(field: &[u8]) -> &[u8] {
 }
 
 /// Parses an octal (space/NUL padded) or GNU base-256 numeric field.
-fn numeric(field: &[u8]) -> Result<u64, String> {
+fn numeric(field: &[u8]) -> Result<u64, HeaderError> {
     if let Some(&first) = field.first() {
         if first & 0x80 != 0 {
             if first == 0xff {
-                return Err("negative base-256 number".into());
+                return Err(HeaderError::NegativeNumber);
             }
             let mut v: u64 = u64::from(first & 0x7f);
             for &b in &field[1..] {
                 v = v
                     .checked_mul(256)
                     .and_then(|v| v.checked_add(u64::from(b)))
-                    .ok_or("base-256 number overflows")?;
+                    .ok_or(HeaderError::NumberOverflows("base-256"))?;
             }
             return Ok(v);
         }
@@ -516,20 +520,19 @@ fn numeric(field: &[u8]) -> Result<u64, String> {
         v = v
             .checked_mul(8)
             .and_then(|v| v.checked_add(u64::from(field[i] - b'0')))
-            .ok_or("octal number overflows")?;
+            .ok_or(HeaderError::NumberOverflows("octal"))?;
         i += 1;
     }
     if field[i..].iter().any(|&b| b != b' ' && b != 0) {
-        return Err(format!(
-            "invalid numeric field {:?}",
-            String::from_utf8_lossy(field)
+        return Err(HeaderError::Numeric(
+            String::from_utf8_lossy(field).into_owned(),
         ));
     }
     Ok(v)
 }
 
-fn verify_checksum(hdr: &[u8; BLOCK]) -> Result<(), String> {
-    let stored = numeric(&hdr[148..156])?;
+fn verify_checksum(hdr: &[u8; BLOCK]) -> Result<(), HeaderError> {
+    let stored = numeric(&hdr[148..156]).map_err(|r| HeaderError::ChecksumField(Box::new(r)))?;
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &b) in hdr.iter().enumerate() {
@@ -541,27 +544,27 @@ fn verify_checksum(hdr: &[u8; BLOCK]) -> Result<(), String> {
     if stored == unsigned || i64::try_from(stored).ok() == Some(signed) {
         Ok(())
     } else {
-        Err(format!(
-            "checksum mismatch (stored {stored}, computed {unsigned})"
-        ))
+        Err(HeaderError::Checksum {
+            stored,
+            computed: unsigned,
+        })
     }
 }
 
-fn decimal(v: &[u8]) -> Result<u64, String> {
+fn decimal(v: &[u8]) -> Result<u64, HeaderError> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return Err(format!(
-            "invalid pax number {:?}",
-            String::from_utf8_lossy(v)
+        return Err(HeaderError::PaxNumber(
+            String::from_utf8_lossy(v).into_owned(),
         ));
     }
     v.iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)
             .and_then(|a| a.checked_add(u64::from(d - b'0')))
-            .ok_or_else(|| "pax number overflows".to_string())
+            .ok_or(HeaderError::NumberOverflows("pax"))
     })
 }
 
-fn parse_mtime(v: &[u8]) -> Result<(i64, u32), String> {
+fn parse_mtime(v: &[u8]) -> Result<(i64, u32), HeaderError> {
     let (neg, v) = match v.strip_prefix(b"-") {
         Some(rest) => (true, rest),
         None => (false, v),
@@ -570,9 +573,9 @@ fn parse_mtime(v: &[u8]) -> Result<(i64, u32), String> {
         Some(i) => (&v[..i], &v[i + 1..]),
         None => (v, &b""[..]),
     };
-    let s = i64::try_from(decimal(secs)?).map_err(|_| "pax mtime out of range".to_string())?;
+    let s = i64::try_from(decimal(secs)?).map_err(|_| HeaderError::PaxMtimeOutOfRange)?;
     if !frac.iter().all(u8::is_ascii_digit) {
-        return Err("invalid pax mtime".into());
+        return Err(HeaderError::PaxMtime);
     }
     let mut nsec: u32 = 0;
     for i in 0..9 {
@@ -590,7 +593,7 @@ fn parse_mtime(v: &[u8]) -> Result<(i64, u32), String> {
     }
 }
 
-fn parse_pax(data: &[u8]) -> Result<Pax, String> {
+fn parse_pax(data: &[u8]) -> Result<Pax, HeaderError> {
     let mut pax = Pax::default();
     let mut rest = data;
     while !rest.is_empty() {
@@ -601,21 +604,21 @@ fn parse_pax(data: &[u8]) -> Result<Pax, String> {
             .iter()
             .take(21)
             .position(|&b| b == b' ')
-            .ok_or("pax record without length")?;
-        let len =
-            usize::try_from(decimal(&rest[..sp])?).map_err(|_| "pax record length overflows")?;
+            .ok_or(HeaderError::PaxRecord("without length"))?;
+        let len = usize::try_from(decimal(&rest[..sp])?)
+            .map_err(|_| HeaderError::PaxRecord("length overflows"))?;
         if len <= sp + 1 || len > rest.len() {
-            return Err("pax record length out of bounds".into());
+            return Err(HeaderError::PaxRecord("length out of bounds"));
         }
         let rec = &rest[sp + 1..len];
         rest = &rest[len..];
         let rec = rec
             .strip_suffix(b"\n")
-            .ok_or("pax record without newline")?;
+            .ok_or(HeaderError::PaxRecord("without newline"))?;
         let eq = rec
             .iter()
             .position(|&b| b == b'=')
-            .ok_or("pax record without '='")?;
+            .ok_or(HeaderError::PaxRecord("without '='"))?;
         let (key, value) = (&rec[..eq], &rec[eq + 1..]);
         // An empty value deletes the keyword (POSIX pax), i.e. the ustar field applies.
         let opt = |v: &[u8]| (!v.is_empty()).then(|| v.to_vec());
@@ -629,12 +632,12 @@ fn parse_pax(data: &[u8]) -> Result<Pax, String> {
             _ => {
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     if name.is_empty() {
-                        return Err("empty xattr name".into());
+                        return Err(HeaderError::EmptyXattrName);
                     }
                     pax.xattrs.retain(|(n, _)| n != name);
                     pax.xattrs.push((name.to_vec(), value.to_vec()));
                 } else if key.starts_with(b"GNU.sparse.") {
-                    return Err("sparse files are not supported".into());
+                    return Err(HeaderError::Sparse);
                 }
                 // Other keywords (atime, ctime, uname, gname, comment, charset, ...)
                 // do not affect what is extracted.
@@ -670,8 +673,33 @@ mod tests {
         assert!(parse_pax(b"99 path=x\n").is_err());
         assert!(parse_pax(b"9 pathx\n").is_err());
         assert!(parse_pax(b"11 size=1x\n").is_err());
-        assert!(parse_pax(&pax_record(b"GNU.sparse.major", b"1")).is_err());
+        assert_eq!(
+            parse_pax(&pax_record(b"GNU.sparse.major", b"1")).unwrap_err(),
+            HeaderError::Sparse
+        );
         assert!(parse_pax(&pax_record(b"comment", b"anything")).is_ok());
+    }
+
+    #[test]
+    fn checksum_errors_say_what_is_wrong() {
+        let mut h = [0u8; BLOCK];
+        h[..5].copy_from_slice(b"hello");
+        h[148..156].copy_from_slice(b"garbage\0");
+        assert!(matches!(
+            verify_checksum(&h),
+            Err(HeaderError::ChecksumField(inner)) if matches!(*inner, HeaderError::Numeric(_))
+        ));
+        h[148..156].copy_from_slice(b"0000001\0");
+        let e = verify_checksum(&h).unwrap_err();
+        assert!(
+            matches!(e, HeaderError::Checksum { stored: 1, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("bad checksum (stored 1, computed "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,37 +9,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ArchiveError, Limit};
 use super::Limits;
 
-/// Compression of an extracted stream, detected from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// gzip (one or more members).
-    Gzip,
-    /// zstd (one or more frames).
-    Zstd,
-    /// bzip2: read only when asked for ([`super::ExtractOptions::bzip2_xz`]).
-    Bzip2,
-    /// xz: read only when asked for ([`super::ExtractOptions::bzip2_xz`]).
-    Xz,
-}
-
-impl Compression {
-    /// The compression a stream starting with `head` uses, by its magic bytes.
-    pub fn detect(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else if head.starts_with(b"BZh") {
-            Compression::Bzip2
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Compression::Xz
-        } else {
-            Compression::None
-        }
-    }
-}
+pub use crate::image::compression::Compression;
 
 /// Whether the 512 bytes `h` are a tar header whose checksum adds up (an all-zero block,
 /// the end of an archive, is not one).

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use kiln::build::{self, BuildEvent, BuildRequest, Progress};
 use kiln::image::Reference;
@@ -13,6 +13,7 @@ use kiln::parser;
 use kiln::store::Store;
 
 use super::debug::{display_name, read_dockerfile};
+use super::values::{Entitlement, Network, OutputType, ProgressMode, Pull, PushCompression};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -36,26 +37,26 @@ pub struct BuildArgs {
     pub no_cache_filter: Vec<String>,
     /// Pull base images from their registry: `missing` (when not in the store), `always`
     /// (follow moved tags) or `never`
-    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
-    pub pull: String,
+    #[arg(long, value_enum, default_value_t = Pull::Missing)]
+    pub pull: Pull,
     /// Push the image to its registry under every `-t` name (`--output type=registry`)
     #[arg(long)]
     pub push: bool,
     /// Layer compression when pushing: gzip (default) or zstd
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
-    pub compression: String,
+    #[arg(long, value_enum, default_value_t = PushCompression::Gzip)]
+    pub compression: PushCompression,
     /// Network for RUN steps: `default` (a network namespace of their own with outbound
     /// access through pasta, and no way to the host's loopback), `host` (the host's network,
     /// its loopback services included) or `none` (loopback only)
-    #[arg(long, default_value = "default", value_parser = ["default", "host", "none"])]
-    pub network: String,
+    #[arg(long, value_enum, default_value_t = Network::Default)]
+    pub network: Network,
     /// Grant an entitlement: `network.host` lets `RUN --network=host` use the host's network
-    #[arg(long = "allow", value_parser = ["network.host"])]
-    pub allow: Vec<String>,
+    #[arg(long = "allow", value_enum)]
+    pub allow: Vec<Entitlement>,
     /// Progress output: auto (tty on a terminal, else plain), tty (a live view), plain,
     /// json or quiet
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
-    pub progress: String,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
     /// Set metadata on the image (`K=V`); may be repeated
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -169,15 +170,6 @@ impl Progress for Json {
 }
 
 /// This build's log directory, `<root>/logs/<time>-<pid>`; only the newest 20 are kept.
-/// The RUN steps' network for a `--network` value (clap has checked it).
-pub(super) fn network_mode(s: &str) -> kiln::executor::NetworkMode {
-    match s {
-        "host" => kiln::executor::NetworkMode::Host,
-        "none" => kiln::executor::NetworkMode::None,
-        _ => kiln::executor::NetworkMode::Sandbox,
-    }
-}
-
 fn logs_dir(root: &Path) -> PathBuf {
     let base = root.join("logs");
     if let Ok(rd) = std::fs::read_dir(&base) {
@@ -302,8 +294,8 @@ fn build_image(
         no_cache: args.no_cache,
         labels,
         source_date_epoch,
-        network: network_mode(&args.network),
-        allow_network_host: args.allow.iter().any(|a| a == "network.host"),
+        network: args.network.into(),
+        allow_network_host: args.allow.contains(&Entitlement::NetworkHost),
         extra_hosts: args
             .add_host
             .iter()
@@ -328,24 +320,21 @@ fn build_image(
             .map(|s| kiln::cache::transfer::parse_cache_from(s))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("error: {e}"))?,
-        pull: match args.pull.as_str() {
-            "always" => build::PullPolicy::Always,
-            "never" => build::PullPolicy::Never,
-            _ => build::PullPolicy::Missing,
-        },
+        pull: args.pull.into(),
     };
-    let quiet = args.quiet || args.progress == "quiet";
+    let quiet = args.quiet || args.progress == ProgressMode::Quiet;
     let plain = Plain {
         out: Mutex::new(std::io::stderr()),
     };
     let json = Json {
         out: Mutex::new(std::io::stderr()),
     };
-    let tty = (args.progress == "tty" || (args.progress == "auto" && super::tty::wanted()))
-        .then(super::tty::Tty::new);
+    let tty = (args.progress == ProgressMode::Tty
+        || (args.progress == ProgressMode::Auto && super::tty::wanted()))
+    .then(super::tty::Tty::new);
     let progress: &dyn Progress = if quiet {
         &Silent
-    } else if args.progress == "json" {
+    } else if args.progress == ProgressMode::Json {
         &json
     } else if let Some(t) = &tty {
         t
@@ -359,7 +348,7 @@ fn build_image(
     };
     let run = || build::build(&store, &req, progress);
     let result = match &tty {
-        Some(t) if !quiet && args.progress != "json" => t.around(run),
+        Some(t) if !quiet && args.progress != ProgressMode::Json => t.around(run),
         _ => run(),
     };
     let result = result.map_err(|e| {
@@ -372,8 +361,7 @@ fn build_image(
         };
         format!("{msg}{}", logs_note())
     })?;
-    let compression = kiln::registry::Compression::parse(&args.compression)
-        .unwrap_or(kiln::registry::Compression::Gzip);
+    let compression = kiln::registry::Compression::from(args.compression);
     for o in &args.outputs {
         export(&store, &result, &tags, o, compression, quiet)?;
     }
@@ -518,7 +506,13 @@ fn export(
     let mut push = None;
     for field in spec.split(',') {
         match field.split_once('=') {
-            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("type", v)) => {
+                kind = Some(OutputType::from_str(v, false).map_err(|_| {
+                    format!(
+                        "error: --output {spec}: unknown type {v:?} (kiln exports oci, docker, tar, local and registry)"
+                    )
+                })?)
+            }
             Some(("dest", v)) => dest = Some(v.to_string()),
             Some(("name", v)) => {
                 for n in v.split(',').filter(|n| !n.is_empty()) {
@@ -537,7 +531,7 @@ fn export(
             }
             _ if !field.contains('=') && kind.is_none() && dest.is_none() => {
                 // `-o DIR` is `type=local,dest=DIR`, as in Docker.
-                kind = Some("local".into());
+                kind = Some(OutputType::Local);
                 dest = Some(field.to_string());
             }
             _ => {
@@ -547,8 +541,8 @@ fn export(
             }
         }
     }
-    let kind = kind.unwrap_or_else(|| "local".into());
-    if kind == "registry" || (kind == "image" && push == Some(true)) {
+    let kind = kind.unwrap_or(OutputType::Local);
+    if kind == OutputType::Registry || (kind == OutputType::Image && push == Some(true)) {
         let names = if names.is_empty() {
             tags.to_vec()
         } else {
@@ -574,8 +568,8 @@ fn export(
                 .map_err(|e| err(format!("{dest}: {e}")))
         }
     };
-    match kind.as_str() {
-        "oci" | "docker" => {
+    match kind {
+        OutputType::Oci | OutputType::Docker => {
             let items = [kiln::imageops::save::SaveItem {
                 image,
                 tags: tags.to_vec(),
@@ -586,8 +580,8 @@ fn export(
                     .map_err(|e| err(e.to_string()))?;
             w.flush().map_err(|e| err(e.to_string()))
         }
-        "local" | "tar" => {
-            let dir = if kind == "local" {
+        OutputType::Local | OutputType::Tar => {
+            let dir = if kind == OutputType::Local {
                 std::fs::create_dir_all(&dest).map_err(|e| err(e.to_string()))?;
                 PathBuf::from(&dest)
             } else {
@@ -600,7 +594,7 @@ fn export(
                 kiln::archive::extract(std::io::BufReader::new(blob), &dir, &Default::default())
                     .map_err(|e| err(e.to_string()))?;
             }
-            if kind == "tar" {
+            if kind == OutputType::Tar {
                 let w = open(&dest)?;
                 let r = kiln::archive::write_tree(&dir, w, Default::default());
                 let _ = std::fs::remove_dir_all(&dir);
@@ -609,8 +603,9 @@ fn export(
             }
             Ok(())
         }
-        other => Err(err(format!(
-            "unknown type {other:?} (kiln exports oci, docker, tar, local and registry)"
-        ))),
+        // `type=image` without `push=true`: kiln has no such export (registry went above).
+        OutputType::Image | OutputType::Registry => Err(err(
+            "unknown type \"image\" (kiln exports oci, docker, tar, local and registry)".into(),
+        )),
     }
 }

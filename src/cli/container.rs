@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use kiln::container::{
 use kiln::executor::{self, Input, Output, StepIo, StepSpec};
 
 use super::image::render;
+use super::tty::window_size as term_size;
 use super::units::{human_duration, human_size};
 use super::{fail, open_store, out};
 
@@ -844,18 +845,6 @@ impl Drop for RawMode {
             );
         }
     }
-}
-
-fn term_size(fd: RawFd) -> Option<(u16, u16)> {
-    let mut ws: libc::winsize = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: ioctl with a valid out-buffer.
-    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 /// Scans typed bytes for Docker's detach keys, Ctrl-P Ctrl-Q.

@@ -11,6 +11,8 @@ use kiln::image::Reference;
 use kiln::parser;
 use kiln::store::Store;
 
+use super::values::Network;
+
 #[derive(Subcommand, Debug)]
 pub enum DebugCommand {
     /// Print a Dockerfile's syntax tree in BuildKit's dump format
@@ -37,8 +39,8 @@ pub struct RunStepArgs {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// Network: default (its own, outbound only), host or none
-    #[arg(long, default_value = "default", value_parser = ["default", "host", "none"])]
-    pub network: String,
+    #[arg(long, value_enum, default_value_t = Network::Default)]
+    pub network: Network,
     /// The command and its arguments
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -197,7 +199,7 @@ fn run_step(root: &Path, a: &RunStepArgs) -> i32 {
         dockerfile_name: "run-step".into(),
         tags,
         no_cache: true,
-        network: super::build::network_mode(&a.network),
+        network: a.network.into(),
         ..Default::default()
     };
     match kiln::build::build(&store, &req, &RawOutput) {

@@ -26,6 +26,7 @@ use kiln::store::Store;
 
 use super::format::{tabulate, Template};
 use super::units::{human_duration, human_size, human_size_precision};
+use super::values::SaveCompression;
 use super::{fail, open_store, out};
 
 /// Manage images.
@@ -181,8 +182,8 @@ pub struct SaveArgs {
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
     /// Compress the layers: none (default), gzip or zstd
-    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "zstd"])]
-    pub compression: String,
+    #[arg(long, value_enum, default_value_t = SaveCompression::None)]
+    pub compression: SaveCompression,
     /// The images
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
@@ -703,7 +704,7 @@ impl Drop for AtomicFile {
 
 fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
     let items = resolve_for_save(store, &a.images).map_err(msg)?;
-    let compression = Compression::parse(&a.compression).unwrap_or(Compression::None);
+    let compression = Compression::from(a.compression);
     match &a.output {
         Some(path) if path != Path::new("-") => {
             let (guard, file) = AtomicFile::create(path)?;

@@ -16,6 +16,7 @@ mod stats;
 mod system;
 mod tty;
 mod units;
+mod values;
 mod volume;
 
 use std::fmt::Display;

@@ -17,6 +17,7 @@ use kiln::registry::{Client, ClientOptions, Compression};
 use kiln::store::Store;
 
 use super::units::human_size;
+use super::values::PushCompression;
 use super::{fail, open_store, out};
 
 /// `kiln pull`.
@@ -42,8 +43,8 @@ pub struct PushArgs {
     #[arg(short = 'a', long = "all-tags")]
     pub all_tags: bool,
     /// Layer compression: gzip (default) or zstd
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
-    pub compression: String,
+    #[arg(long, value_enum, default_value_t = PushCompression::Gzip)]
+    pub compression: PushCompression,
     /// Suppress verbose output
     #[arg(short, long)]
     pub quiet: bool,
@@ -252,7 +253,7 @@ pub fn push_cli(root: &Path, args: &PushArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let compression = Compression::parse(&args.compression).unwrap_or(Compression::Gzip);
+    let compression = Compression::from(args.compression);
     let result = parse_name(&args.name).and_then(|reference| {
         let targets = if args.all_tags {
             let images = store.list_images().map_err(|e| e.to_string())?;

@@ -264,14 +264,25 @@ pub fn wanted() -> bool {
 }
 
 fn terminal_width() -> usize {
-    // SAFETY: TIOCGWINSZ fills a winsize struct for the descriptor; nothing else is touched.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 0 {
-        ws.ws_col as usize
-    } else {
-        80
-    }
+    window_size(libc::STDERR_FILENO).map_or(80, |(_, cols)| usize::from(cols))
+}
+
+/// The size of the terminal on `fd` as (rows, columns), or `None` when `fd` is not a
+/// terminal or the terminal reports a zero size (a pty nobody has sized yet).
+///
+/// The one place the CLI asks a terminal its size: the build's live view, `run -t` and
+/// `attach` all come here.
+pub fn window_size(fd: std::os::fd::RawFd) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes a winsize struct through the valid pointer we pass; an
+    // fd that is not a terminal makes it fail with ENOTTY.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 #[cfg(test)]

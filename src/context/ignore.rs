@@ -1,41 +1,45 @@
 //! `.dockerignore` files: Docker's pattern syntax and its match-or-parent-matches rule.
 //!
-//! Patterns are compiled the way moby/patternmatcher compiles them to regular expressions:
-//! `*` is any run of characters but `/`, `?` one character but `/`, `**` any number of
-//! directories (`**/` included), `[...]` a character class, `\` escapes the next character,
-//! and a pattern that ends in `**` matches everything below. A file is excluded when the last
-//! pattern that matches it (or one of its parent directories) is not a `!` exception.
+//! Patterns are read the way moby/patternmatcher reads them ([`Syntax::DOCKERIGNORE`], see
+//! [`crate::common::glob`]): `*` is any run of characters but `/`, `?` one character but `/`,
+//! `**` any number of directories (`**/` included), `[...]` a character class, `\` escapes the
+//! next character, and a pattern that ends in `**` matches everything below. A file is
+//! excluded when the last pattern that matches it (or one of its parent directories) is not a
+//! `!` exception.
 
 use std::fmt;
 
 use super::name::{encode, units};
+use crate::common::glob::{Glob, GlobError, Prefer, Syntax};
 
 /// A problem in a `.dockerignore` file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}:{line}: {error}")]
 pub struct IgnoreError {
     /// The ignore file's name.
     pub file: String,
     /// 1-based line.
     pub line: usize,
-    /// What is wrong.
-    pub message: String,
+    /// What is wrong with the line's pattern.
+    #[source]
+    pub error: PatternError,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-enum Token {
-    /// One character, or one raw byte of a name that is not UTF-8 (see [`super::name`]).
-    Char(u32),
-    /// `*`: any run of non-`/` characters.
-    Star,
-    /// `?`: one non-`/` character.
-    One,
-    /// `**` followed by more pattern: `(.*/)?`.
-    Dirs,
-    /// `**` at the end: `.*`.
-    All,
-    /// `[...]`: (negated, ranges).
-    Class(bool, Vec<(u32, u32)>),
+/// Why a `.dockerignore`, `COPY --exclude` or COPY source pattern cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// A `!` with no pattern after it.
+    #[error("illegal exclusion pattern: \"!\"")]
+    EmptyExclusion,
+    /// A malformed `[…]` class or a stray `]`.
+    #[error("syntax error in pattern {pattern:?}")]
+    Syntax {
+        /// The pattern as given (with its `!`).
+        pattern: String,
+        /// What the matcher found wrong.
+        #[source]
+        source: GlobError,
+    },
 }
 
 /// One compiled pattern.
@@ -43,7 +47,7 @@ enum Token {
 pub struct Pattern {
     text: String,
     exclusion: bool,
-    tokens: Vec<Token>,
+    glob: Glob,
 }
 
 impl fmt::Debug for Pattern {
@@ -83,18 +87,18 @@ pub fn clean_path(p: &str) -> String {
 
 impl Pattern {
     /// Compile one pattern (already cleaned; `!` prefix allowed).
-    pub fn new(pattern: &str) -> Result<Pattern, String> {
+    pub fn new(pattern: &str) -> Result<Pattern, PatternError> {
         Pattern::compile(pattern, true)
     }
 
     /// Compile a COPY/ADD source pattern: Go's `filepath.Match`, as BuildKit matches
     /// sources, where `*` never crosses a `/` and `**` is two `*`s (one level), unlike in
     /// `.dockerignore`.
-    pub fn source_glob(pattern: &str) -> Result<Pattern, String> {
+    pub fn source_glob(pattern: &str) -> Result<Pattern, PatternError> {
         Pattern::compile(pattern, false)
     }
 
-    fn compile(pattern: &str, doublestar: bool) -> Result<Pattern, String> {
+    fn compile(pattern: &str, doublestar: bool) -> Result<Pattern, PatternError> {
         // `!` marks an exception in `.dockerignore` only; a source may start with one.
         let bang = if doublestar {
             pattern.strip_prefix('!')
@@ -102,51 +106,25 @@ impl Pattern {
             None
         };
         let (exclusion, body) = match bang {
-            Some("") => return Err("illegal exclusion pattern: \"!\"".to_string()),
+            Some("") => return Err(PatternError::EmptyExclusion),
             Some(rest) => (true, rest),
             None => (false, pattern),
         };
-        let chars = units(body);
-        let mut tokens = Vec::new();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match char::from_u32(c).unwrap_or('\0') {
-                '*' if doublestar && chars.get(i) == Some(&STAR) => {
-                    i += 1;
-                    if chars.get(i) == Some(&SLASH) {
-                        i += 1;
-                    }
-                    tokens.push(if i >= chars.len() {
-                        Token::All
-                    } else {
-                        Token::Dirs
-                    });
-                }
-                '*' => tokens.push(Token::Star),
-                '?' => tokens.push(Token::One),
-                '\\' => match chars.get(i) {
-                    Some(&n) => {
-                        tokens.push(Token::Char(n));
-                        i += 1;
-                    }
-                    None => tokens.push(Token::Char(u32::from('\\'))),
-                },
-                '[' => {
-                    let (tok, next) = parse_class(&chars, i)
-                        .ok_or_else(|| format!("syntax error in pattern {pattern:?}"))?;
-                    tokens.push(tok);
-                    i = next;
-                }
-                ']' => return Err(format!("syntax error in pattern {pattern:?}")),
-                _ => tokens.push(Token::Char(c)),
+        let syntax = if doublestar {
+            Syntax::DOCKERIGNORE
+        } else {
+            Syntax::COPY_SOURCE
+        };
+        let glob = Glob::from_units(&units(body), syntax, Prefer::Longest).map_err(|source| {
+            PatternError::Syntax {
+                pattern: pattern.to_string(),
+                source,
             }
-        }
+        })?;
         Ok(Pattern {
             text: body.to_string(),
             exclusion,
-            tokens,
+            glob,
         })
     }
 
@@ -157,97 +135,7 @@ impl Pattern {
 
     /// Whether the whole of `path` matches.
     pub fn matches(&self, path: &str) -> bool {
-        let text = units(path);
-        // reachable[j]: the tokens so far can consume exactly text[..j].
-        let mut reachable = vec![false; text.len() + 1];
-        reachable[0] = true;
-        for tok in &self.tokens {
-            let mut next = vec![false; text.len() + 1];
-            for j in 0..=text.len() {
-                if !reachable[j] {
-                    continue;
-                }
-                match tok {
-                    Token::Char(c) => {
-                        if text.get(j) == Some(c) {
-                            next[j + 1] = true;
-                        }
-                    }
-                    Token::One => {
-                        if text.get(j).is_some_and(|c| *c != SLASH) {
-                            next[j + 1] = true;
-                        }
-                    }
-                    Token::Class(neg, ranges) => {
-                        if let Some(c) = text.get(j) {
-                            let inside = ranges.iter().any(|(lo, hi)| lo <= c && c <= hi);
-                            if inside != *neg {
-                                next[j + 1] = true;
-                            }
-                        }
-                    }
-                    Token::Star => {
-                        next[j] = true;
-                        let mut k = j;
-                        while k < text.len() && text[k] != SLASH {
-                            k += 1;
-                            next[k] = true;
-                        }
-                    }
-                    Token::All => next[j..].iter_mut().for_each(|n| *n = true),
-                    Token::Dirs => {
-                        // `(.*/)?`: nothing, or anything that ends in a slash.
-                        next[j] = true;
-                        for k in j..text.len() {
-                            if text[k] == SLASH {
-                                next[k + 1] = true;
-                            }
-                        }
-                    }
-                }
-            }
-            reachable = next;
-        }
-        reachable[text.len()]
-    }
-}
-
-const SLASH: u32 = '/' as u32;
-const STAR: u32 = '*' as u32;
-
-fn parse_class(chars: &[u32], mut i: usize) -> Option<(Token, usize)> {
-    let is = |c: Option<&u32>, want: char| c == Some(&u32::from(want));
-    let neg = is(chars.get(i), '^');
-    if neg {
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    loop {
-        let mut c = *chars.get(i)?;
-        if c == u32::from(']') && !first {
-            return Some((Token::Class(neg, ranges), i + 1));
-        }
-        first = false;
-        i += 1;
-        if c == u32::from('\\') {
-            c = *chars.get(i)?;
-            i += 1;
-        }
-        if is(chars.get(i), '-') && chars.get(i + 1).is_some_and(|n| *n != u32::from(']')) {
-            let mut hi = chars[i + 1];
-            i += 2;
-            if hi == u32::from('\\') {
-                hi = *chars.get(i)?;
-                i += 1;
-            }
-            if hi < c {
-                return None;
-            }
-            ranges.push((c, hi));
-        } else {
-            ranges.push((c, c));
-        }
+        self.glob.matches(&units(path))
     }
 }
 
@@ -294,10 +182,10 @@ impl IgnoreRules {
             if invert {
                 p.insert(0, '!');
             }
-            let compiled = Pattern::new(&p).map_err(|message| IgnoreError {
+            let compiled = Pattern::new(&p).map_err(|error| IgnoreError {
                 file: file.to_string(),
                 line: idx + 1,
-                message,
+                error,
             })?;
             patterns.push(compiled);
         }
@@ -305,7 +193,7 @@ impl IgnoreRules {
     }
 
     /// Rules from a list of patterns (e.g. `COPY --exclude`).
-    pub fn from_patterns(patterns: &[String]) -> Result<IgnoreRules, String> {
+    pub fn from_patterns(patterns: &[String]) -> Result<IgnoreRules, PatternError> {
         let patterns = patterns
             .iter()
             .map(|p| {
@@ -407,8 +295,17 @@ mod tests {
     fn bad_patterns_name_the_line() {
         let err = IgnoreRules::parse(".dockerignore", "ok\n[a-\n").unwrap_err();
         assert_eq!(err.line, 2);
+        assert!(
+            matches!(&err.error, PatternError::Syntax { pattern, .. } if pattern == "[a-"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            ".dockerignore:2: syntax error in pattern \"[a-\""
+        );
         let err = IgnoreRules::parse(".dockerignore", "!\n").unwrap_err();
-        assert!(err.message.contains("illegal exclusion"), "{err}");
+        assert_eq!(err.error, PatternError::EmptyExclusion);
+        assert!(err.to_string().contains("illegal exclusion"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-pub use ignore::{IgnoreError, IgnoreRules};
+pub use ignore::{IgnoreError, IgnoreRules, PatternError};
 pub use statcache::StatCache;
 
 /// A sha256 value.

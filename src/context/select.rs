@@ -1,6 +1,6 @@
 //! COPY/ADD source selection in a build context: paths confined to the context, and globs.
 
-use super::ignore::{clean_path, Pattern};
+use super::ignore::{clean_path, Pattern, PatternError};
 use super::{Context, Kind};
 
 /// A COPY/ADD source that selects nothing usable.
@@ -17,7 +17,7 @@ pub enum SelectError {
     Loop(String),
     /// A glob that cannot be compiled.
     #[error("invalid source pattern \"{0}\": {1}")]
-    BadPattern(String, String),
+    BadPattern(String, #[source] PatternError),
 }
 
 /// A source path as a context path: cleaned, and confined to the context — `..` cannot climb

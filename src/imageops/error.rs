@@ -51,6 +51,38 @@ pub enum ImageOpsError {
         #[source]
         source: io::Error,
     },
+    /// An image archive (`kiln load`) is not a tar the archive parser accepts.
+    #[error("invalid image archive: {source}")]
+    InvalidTar {
+        /// What the parser refused.
+        #[source]
+        source: ArchiveError,
+    },
+    /// An image archive (`kiln load`) cannot be read.
+    #[error("invalid image archive: cannot read: {source}")]
+    ArchiveRead {
+        /// The stream's error.
+        #[source]
+        source: io::Error,
+    },
+    /// An image archive (`kiln load`) does not decompress.
+    #[error("invalid image archive: {compression}: {source}")]
+    ArchiveDecompress {
+        /// The compression it claims (by its magic bytes).
+        compression: &'static str,
+        /// The decompressor's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A document of an image archive (`kiln load`) names a digest that is not valid.
+    #[error("invalid image archive: {what}: {source}")]
+    ArchiveDigest {
+        /// Which document and field.
+        what: String,
+        /// What is wrong with the digest.
+        #[source]
+        source: DigestError,
+    },
     /// An image archive (`kiln load`) is malformed, inconsistent or too large.
     #[error("invalid image archive: {reason}")]
     InvalidArchive {
@@ -72,6 +104,15 @@ pub enum ImageOpsError {
         filter: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A `reference=` filter is not a valid pattern.
+    #[error("invalid filter 'reference={pattern}': {source}")]
+    ReferencePattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        #[source]
+        source: super::glob::BadPattern,
     },
     /// `--platform` is not `os/arch[/variant]`.
     #[error("invalid platform {value:?}: expected os/arch[/variant]")]

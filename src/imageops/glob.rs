@@ -3,128 +3,20 @@
 //! `*` matches any run of characters other than `/`, `?` one character other
 //! than `/`, `[…]` a character class (`[^…]` negated, `a-z` ranges), and `\`
 //! escapes the next character. A malformed pattern is an error, as in Go,
-//! whether or not the name would have matched.
+//! whether or not the name would have matched. The matcher is [`crate::common::glob`]'s.
+
+use crate::common::glob::{Glob, Prefer, Syntax};
 
 /// Why a pattern is not valid (Go's `path.ErrBadPattern`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("syntax error in pattern")]
 pub struct BadPattern;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Star,
-    Any,
-    Lit(char),
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl Token {
-    fn matches(&self, c: char) -> bool {
-        match self {
-            Token::Star => true,
-            Token::Any => c != '/',
-            Token::Lit(l) => *l == c,
-            Token::Class { negated, ranges } => {
-                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-            }
-        }
-    }
-}
-
-/// One character of a class, with `\` escapes; `]` and `-` end it.
-fn class_char(chars: &[char], i: &mut usize) -> Result<char, BadPattern> {
-    match chars.get(*i) {
-        None | Some(']') | Some('-') => Err(BadPattern),
-        Some('\\') => {
-            let c = chars.get(*i + 1).copied().ok_or(BadPattern)?;
-            *i += 2;
-            Ok(c)
-        }
-        Some(&c) => {
-            *i += 1;
-            Ok(c)
-        }
-    }
-}
-
-fn compile(pattern: &str) -> Result<Vec<Token>, BadPattern> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '*' => {
-                i += 1;
-                if out.last() != Some(&Token::Star) {
-                    out.push(Token::Star);
-                }
-            }
-            '?' => {
-                i += 1;
-                out.push(Token::Any);
-            }
-            '\\' => {
-                let c = chars.get(i + 1).copied().ok_or(BadPattern)?;
-                i += 2;
-                out.push(Token::Lit(c));
-            }
-            '[' => {
-                i += 1;
-                let negated = chars.get(i) == Some(&'^');
-                if negated {
-                    i += 1;
-                }
-                let mut ranges = Vec::new();
-                loop {
-                    if chars.get(i) == Some(&']') && !ranges.is_empty() {
-                        i += 1;
-                        break;
-                    }
-                    let lo = class_char(&chars, &mut i)?;
-                    let hi = if chars.get(i) == Some(&'-') {
-                        i += 1;
-                        class_char(&chars, &mut i)?
-                    } else {
-                        lo
-                    };
-                    if hi < lo {
-                        return Err(BadPattern);
-                    }
-                    ranges.push((lo, hi));
-                }
-                out.push(Token::Class { negated, ranges });
-            }
-            c => {
-                i += 1;
-                out.push(Token::Lit(c));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Reports whether `name` matches the shell pattern `pattern`, as Go's
-/// `path.Match` does.
+/// `path.Match` does ([`Syntax::GO_PATH`]).
 pub fn path_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {
-    let tokens = compile(pattern)?;
-    let name: Vec<char> = name.chars().collect();
-    // matched[j]: tokens[i..] match name[j..], computed from the last token back.
-    let mut next = vec![false; name.len() + 1];
-    next[name.len()] = true;
-    for t in tokens.iter().rev() {
-        let mut cur = vec![false; name.len() + 1];
-        for j in (0..=name.len()).rev() {
-            cur[j] = match t {
-                Token::Star => next[j] || (j < name.len() && name[j] != '/' && cur[j + 1]),
-                _ => j < name.len() && t.matches(name[j]) && next[j + 1],
-            };
-        }
-        next = cur;
-    }
-    Ok(next[0])
+    let glob = Glob::new(pattern, Syntax::GO_PATH, Prefer::Longest).map_err(|_| BadPattern)?;
+    Ok(glob.matches_str(name))
 }
 
 #[cfg(test)]

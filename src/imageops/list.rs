@@ -76,9 +76,9 @@ impl ImageFilters {
 
     /// Adds a `reference=` glob (what `kiln images REPOSITORY[:TAG]` adds too).
     pub fn add_reference(&mut self, pattern: &str) -> Result<()> {
-        path_match(pattern, "").map_err(|e| ImageOpsError::Filter {
-            filter: format!("reference={pattern}"),
-            reason: e.to_string(),
+        path_match(pattern, "").map_err(|source| ImageOpsError::ReferencePattern {
+            pattern: pattern.to_owned(),
+            source,
         })?;
         self.references.push(pattern.to_owned());
         Ok(())

@@ -38,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::{ImageOpsError, Result};
 use super::tarscan::{self, Kind, ScanLimits};
+use crate::archive::ArchiveError;
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
 use crate::image::{Digest, Reference};
@@ -99,6 +100,17 @@ fn bad(reason: impl Into<String>) -> ImageOpsError {
     ImageOpsError::InvalidArchive {
         reason: reason.into(),
     }
+}
+
+/// A read error of the archive stream: what the tar parser refused comes back as itself.
+fn read_err(e: io::Error) -> ImageOpsError {
+    if e.get_ref().is_some_and(|inner| inner.is::<ArchiveError>()) {
+        if let Some(Ok(source)) = e.into_inner().map(|i| i.downcast::<ArchiveError>()) {
+            return ImageOpsError::InvalidTar { source: *source };
+        }
+        return bad("cannot read the tar stream");
+    }
+    ImageOpsError::ArchiveRead { source: e }
 }
 
 // ---------------------------------------------------------------------------
@@ -355,7 +367,7 @@ fn store_layer(
         Ok((stored, stored_size)) => {
             // The decompressor may stop before the end (trailing bytes):
             // the raw digest covers the whole file.
-            io::copy(&mut raw, &mut io::sink()).map_err(|e| bad(format!("cannot read: {e}")))?;
+            io::copy(&mut raw, &mut io::sink()).map_err(read_err)?;
             Ok(Content::Layer {
                 raw: Digest::from_hasher(raw.hasher),
                 raw_size: count.get(),
@@ -378,9 +390,7 @@ fn read_file(
     limits: &LoadLimits,
 ) -> Result<Content> {
     let mut head = Vec::with_capacity(512);
-    data.take(512)
-        .read_to_end(&mut head)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    data.take(512).read_to_end(&mut head).map_err(read_err)?;
     match sniff(&head) {
         k @ (Sniff::Gzip | Sniff::Zstd | Sniff::Tar) => store_layer(store, head, data, k, limits),
         Sniff::Bzip2 => Ok(Content::Broken(
@@ -403,8 +413,7 @@ fn read_file(
                 });
             }
             let mut bytes = head;
-            data.read_to_end(&mut bytes)
-                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            data.read_to_end(&mut bytes).map_err(read_err)?;
             entries.memory += bytes.len() as u64;
             Ok(Content::Memory(bytes))
         }
@@ -415,17 +424,19 @@ fn read_file(
 fn open_archive<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>> {
     let mut reader = io::BufReader::new(reader);
     let head = io::BufRead::fill_buf(&mut reader)
-        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .map_err(read_err)?
         .to_vec();
     if head.is_empty() {
         return Err(bad("the archive is empty"));
     }
     Ok(match sniff(&head) {
         Sniff::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Sniff::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(reader)
-                .map_err(|e| bad(format!("zstd: {e}")))?,
-        ),
+        Sniff::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(
+            |source| ImageOpsError::ArchiveDecompress {
+                compression: "zstd",
+                source,
+            },
+        )?),
         Sniff::Bzip2 => {
             return Err(bad(
                 "bzip2-compressed archives are not supported: decompress it first",
@@ -632,7 +643,10 @@ struct ForeignDescriptor {
 
 impl ForeignDescriptor {
     fn digest(&self, what: &str) -> Result<Digest> {
-        Digest::parse(&self.digest).map_err(|e| bad(format!("{what}: {e}")))
+        Digest::parse(&self.digest).map_err(|source| ImageOpsError::ArchiveDigest {
+            what: what.to_owned(),
+            source,
+        })
     }
 }
 
@@ -1109,6 +1123,35 @@ mod tests {
     fn manifest_json(config: &str, layer: &str) -> Vec<u8> {
         format!(r#"[{{"Config":"{config}","RepoTags":["it/x:1"],"Layers":["{layer}"]}}]"#)
             .into_bytes()
+    }
+
+    // A truncated entry was reported as a string ("cannot read: …"); the tar parser's error
+    // now comes through as itself, so a caller can tell a truncated archive by its kind.
+    #[test]
+    fn a_truncated_entry_is_the_tar_parsers_error() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1000);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "manifest.json", &[b'x'; 1000][..])
+            .unwrap();
+        let bytes = b.into_inner().unwrap();
+        let (_dir, store) = temp_store();
+        let err = load(&store, &bytes[..700], &LoadLimits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageOpsError::InvalidTar {
+                    source: ArchiveError::Truncated { .. }
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("invalid image archive: tar stream truncated"),
+            "{err}"
+        );
     }
 
     fn load_err(bytes: &[u8], limits: &LoadLimits) -> String {

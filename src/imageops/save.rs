@@ -275,7 +275,7 @@ pub fn save_compressed<W: Write>(
                         .map_err(write_err)?;
                 }
                 descriptors.push(config::descriptor(
-                    compression.oci_layer_type(),
+                    compression.oci_layer_type().map_err(write_err)?,
                     &p.digest,
                     p.size,
                 ));
@@ -379,7 +379,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(layer_types, vec![c.oci_layer_type().to_string()]);
+            assert_eq!(layer_types, vec![c.oci_layer_type().unwrap().to_string()]);
             let (_d2, other) = temp_store();
             let loaded = load(&other, &bytes[..], &LoadLimits::default()).unwrap();
             assert_eq!(loaded[0].image.id, image.id);

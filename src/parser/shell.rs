@@ -25,8 +25,10 @@
 //! bracket expressions: `[` and `]` match themselves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::hash::BuildHasher;
+
+use super::dump::go_quote;
+use crate::common::glob::{Glob, Prefer, Searcher, Syntax};
 
 /// How deeply `${…}` expansions may nest inside one another.
 ///
@@ -193,17 +195,9 @@ pub enum ShellErrorKind {
     TooLong(usize),
 }
 
-/// What is wrong with a `#`, `%` or `/` pattern.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PatternError {
-    /// `\` before a character other than `*`, `?`, `\`, `}` or `/`.
-    #[error("invalid escape '\\{0}'")]
-    InvalidEscape(char),
-    /// `\` as the last character (possible only through a variable's value).
-    #[error("invalid escape '\\' at end of pattern")]
-    TrailingEscape,
-}
+/// What is wrong with a `#`, `%` or `/` pattern (the shell never reports
+/// [`GlobError::Syntax`](crate::common::glob::GlobError::Syntax): its patterns have no classes).
+pub use crate::common::glob::GlobError as PatternError;
 
 /// An expansion failure, naming the word that failed.
 ///
@@ -754,12 +748,13 @@ impl<E: Env + ?Sized> Expander<'_, E> {
             return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
         }
         let value = value.unwrap_or_default();
-        let glob = Glob::compile(&pattern, true).map_err(|reason| invalid(&pattern, reason))?;
-        let mut vm = Vm::new(&glob, &mut self.budget);
+        let glob = compile(&pattern, true)?;
+        let mut vm = Finder::new(&glob, &mut self.budget);
+        let units = Units::new(&value);
         if all {
-            return replace_all(&mut vm, &value, &replacement, self.max_len);
+            return replace_all(&mut vm, &value, &units, &replacement, self.max_len);
         }
-        Ok(match vm.find(&value, 0, false)? {
+        Ok(match vm.find(&units, 0, false)? {
             Some((a, b)) => {
                 if value.len() - (b - a) + replacement.len() > self.max_len {
                     return Err(ShellErrorKind::TooLong(self.max_len));
@@ -858,11 +853,13 @@ fn is_letter(c: char) -> bool {
 
 /// `${V#p}` / `${V##p}`: remove the shortest (longest) prefix matching `p`.
 fn trim_prefix(pattern: &str, value: &str, greedy: bool, budget: &mut u64) -> Step<String> {
-    let glob = Glob::compile(pattern, greedy).map_err(|reason| invalid(pattern, reason))?;
-    Ok(match Vm::new(&glob, budget).find(value, 0, true)? {
-        Some((_, end)) => value[end..].to_owned(),
-        None => value.to_owned(),
-    })
+    let glob = compile(pattern, greedy)?;
+    Ok(
+        match Finder::new(&glob, budget).find(&Units::new(value), 0, true)? {
+            Some((_, end)) => value[end..].to_owned(),
+            None => value.to_owned(),
+        },
+    )
 }
 
 /// `${V%p}` / `${V%%p}`: remove the shortest (longest) suffix matching `p`.
@@ -893,192 +890,71 @@ fn reverse_pattern(pattern: &str) -> String {
     pieces.iter().rev().flat_map(|p| p.iter()).collect()
 }
 
-/// One element of a compiled pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok {
-    Lit(char),
-    /// `?`: any one character except newline.
-    Any,
-    /// `*`: any run of characters without a newline.
-    Star,
-}
-
-/// A compiled shell pattern.
+/// Compiles a shell pattern; `greedy` makes `*` prefer the longest run.
 ///
-/// BuildKit turns patterns into Go regular expressions (`*` → `.*` or
-/// `.*?`, `?` → `.`) and takes the leftmost-first match. The matcher below
+/// BuildKit turns patterns into Go regular expressions (`*` → `.*` or `.*?`,
+/// `?` → `.`) and takes the leftmost-first match; [`crate::common::glob`]
 /// reproduces those semantics without a regex engine, including `.` not
 /// matching a newline.
-struct Glob {
-    prog: Vec<Inst>,
+fn compile(pattern: &str, greedy: bool) -> Step<Glob> {
+    // BuildKit scans patterns with Go's text/scanner too, which drops a
+    // leading byte-order mark.
+    let body = pattern.strip_prefix('\u{FEFF}').unwrap_or(pattern);
+    let prefer = if greedy {
+        Prefer::Longest
+    } else {
+        Prefer::Shortest
+    };
+    // The backslash is hard-coded, whatever the escape directive says,
+    // because BuildKit's pattern converter hard-codes it.
+    Glob::new(body, Syntax::SHELL, prefer).map_err(|reason| invalid(pattern, reason))
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Inst {
-    Char(char),
-    Any,
-    /// Try the first target, then the second.
-    Split(usize, usize),
-    Jmp(usize),
-    Match,
+/// A value as the matcher's units (its characters), with the byte offset of each.
+struct Units {
+    units: Vec<u32>,
+    /// `offsets[i]` is where unit `i` starts; the last is the value's length.
+    offsets: Vec<usize>,
 }
 
-impl Glob {
-    /// Compiles `pattern`; `greedy` makes `*` prefer the longest run.
-    fn compile(pattern: &str, greedy: bool) -> Result<Glob, PatternError> {
-        // BuildKit scans patterns with Go's text/scanner too, which drops a
-        // leading byte-order mark.
-        let pattern = pattern.strip_prefix('\u{FEFF}').unwrap_or(pattern);
-        let mut toks = Vec::new();
-        let mut chars = pattern.chars().peekable();
-        while let Some(c) = chars.next() {
-            let tok = match c {
-                '*' => Tok::Star,
-                '?' => Tok::Any,
-                // The backslash is hard-coded, whatever the escape directive
-                // says, because BuildKit's pattern converter hard-codes it.
-                '\\' => match chars.peek() {
-                    // `\}` and `\/` are only there to get past the `${…}`
-                    // syntax; the escape is not part of the pattern.
-                    Some('}' | '/') => continue,
-                    _ => match chars.next() {
-                        Some(e @ ('*' | '?' | '\\')) => Tok::Lit(e),
-                        Some(other) => return Err(PatternError::InvalidEscape(other)),
-                        None => return Err(PatternError::TrailingEscape),
-                    },
-                },
-                c => Tok::Lit(c),
-            };
-            // `**` matches exactly what `*` matches, with the same
-            // preference; folding them keeps long runs of stars cheap.
-            if tok == Tok::Star && toks.last() == Some(&Tok::Star) {
-                continue;
-            }
-            toks.push(tok);
+impl Units {
+    fn new(text: &str) -> Units {
+        let mut units = Vec::with_capacity(text.len());
+        let mut offsets = Vec::with_capacity(text.len() + 1);
+        for (at, c) in text.char_indices() {
+            units.push(u32::from(c));
+            offsets.push(at);
         }
-        let mut prog = Vec::with_capacity(toks.len() * 3 + 1);
-        for tok in toks {
-            match tok {
-                Tok::Lit(c) => prog.push(Inst::Char(c)),
-                Tok::Any => prog.push(Inst::Any),
-                Tok::Star => {
-                    let split = prog.len();
-                    let (body, after) = (split + 1, split + 3);
-                    prog.push(if greedy {
-                        Inst::Split(body, after)
-                    } else {
-                        Inst::Split(after, body)
-                    });
-                    prog.push(Inst::Any);
-                    prog.push(Inst::Jmp(split));
-                }
-            }
-        }
-        prog.push(Inst::Match);
-        Ok(Glob { prog })
+        offsets.push(text.len());
+        Units { units, offsets }
+    }
+
+    /// The unit at byte offset `at` (a character boundary).
+    fn index(&self, at: usize) -> usize {
+        self.offsets.partition_point(|&o| o < at)
     }
 }
 
-/// A Pike VM over a [`Glob`]: linear in the text for a given pattern, with
-/// leftmost-first priorities, so no input can make it backtrack forever.
-struct Vm<'g> {
-    prog: &'g [Inst],
-    budget: &'g mut u64,
-    /// Generation in which each instruction was last added to a list.
-    seen: Vec<u64>,
-    generation: u64,
-    stack: Vec<usize>,
+/// Searches a value for one pattern, in byte offsets, spending the word's budget.
+struct Finder<'g> {
+    searcher: Searcher<'g>,
 }
 
-impl<'g> Vm<'g> {
+impl<'g> Finder<'g> {
     fn new(glob: &'g Glob, budget: &'g mut u64) -> Self {
-        Vm {
-            prog: &glob.prog,
-            budget,
-            seen: vec![0; glob.prog.len()],
-            generation: 0,
-            stack: Vec::new(),
-        }
-    }
-
-    /// Adds the thread at `pc` and everything reachable from it without
-    /// consuming input, in priority order.
-    fn add(&mut self, list: &mut Vec<(usize, usize)>, pc: usize, start: usize) -> Step<()> {
-        self.stack.push(pc);
-        while let Some(pc) = self.stack.pop() {
-            self.spend()?;
-            if self.seen[pc] == self.generation {
-                continue;
-            }
-            self.seen[pc] = self.generation;
-            match self.prog[pc] {
-                Inst::Jmp(t) => self.stack.push(t),
-                Inst::Split(first, second) => {
-                    self.stack.push(second);
-                    self.stack.push(first);
-                }
-                _ => list.push((pc, start)),
-            }
-        }
-        Ok(())
-    }
-
-    fn spend(&mut self) -> Step<()> {
-        match self.budget.checked_sub(1) {
-            Some(left) => {
-                *self.budget = left;
-                Ok(())
-            }
-            None => {
-                // Leave nothing for the word's other patterns either.
-                self.stack.clear();
-                Err(ShellErrorKind::MatchTooExpensive(MATCH_BUDGET))
-            }
+        Finder {
+            searcher: glob.searcher(budget),
         }
     }
 
     /// The leftmost-first match in `text` starting at or after byte `from`
     /// (exactly at `from` when `anchored`), as a byte range.
-    fn find(&mut self, text: &str, from: usize, anchored: bool) -> Step<Option<(usize, usize)>> {
-        let mut current: Vec<(usize, usize)> = Vec::new();
-        let mut next: Vec<(usize, usize)> = Vec::new();
-        let mut found = None;
-        let mut pos = from;
-        self.generation += 1;
-        loop {
-            // A new start is the lowest-priority thread, and none is started
-            // once something matched: that is what "leftmost" means.
-            if found.is_none() && (!anchored || pos == from) {
-                self.add(&mut current, 0, pos)?;
-            }
-            if current.is_empty() && (found.is_some() || anchored) {
-                break;
-            }
-            let c = text.get(pos..).and_then(|rest| rest.chars().next());
-            self.generation += 1;
-            next.clear();
-            for &(pc, start) in &current {
-                self.spend()?;
-                match self.prog[pc] {
-                    Inst::Match => {
-                        found = Some((start, pos));
-                        // Lower-priority threads lose to this match.
-                        break;
-                    }
-                    Inst::Char(want) if c == Some(want) => self.add(&mut next, pc + 1, start)?,
-                    Inst::Any if c.is_some_and(|c| c != '\n') => {
-                        self.add(&mut next, pc + 1, start)?
-                    }
-                    _ => {}
-                }
-            }
-            std::mem::swap(&mut current, &mut next);
-            match c {
-                Some(c) => pos += c.len_utf8(),
-                None => break,
-            }
-        }
-        Ok(found)
+    fn find(&mut self, text: &Units, from: usize, anchored: bool) -> Step<Option<(usize, usize)>> {
+        let found = self
+            .searcher
+            .find(&text.units, text.index(from), anchored)
+            .map_err(|_| ShellErrorKind::MatchTooExpensive(MATCH_BUDGET))?;
+        Ok(found.map(|(a, b)| (text.offsets[a], text.offsets[b])))
     }
 }
 
@@ -1086,12 +962,18 @@ impl<'g> Vm<'g> {
 /// including its handling of empty matches and of `$` in the replacement.
 /// The result may not grow past `max_len` bytes: every match can insert the whole
 /// replacement, so a long value and a long replacement multiply.
-fn replace_all(vm: &mut Vm<'_>, value: &str, replacement: &str, max_len: usize) -> Step<String> {
+fn replace_all(
+    vm: &mut Finder<'_>,
+    value: &str,
+    units: &Units,
+    replacement: &str,
+    max_len: usize,
+) -> Step<String> {
     let mut out = String::with_capacity(value.len());
     let mut last_end = 0;
     let mut search = 0;
     while search <= value.len() {
-        let Some((a, b)) = vm.find(value, search, false)? else {
+        let Some((a, b)) = vm.find(units, search, false)? else {
             break;
         };
         out.push_str(&value[last_end..a]);
@@ -1163,56 +1045,6 @@ fn expand_go_template(out: &mut String, template: &str, whole: &str, max_len: us
     fits(out, rest.len())?;
     out.push_str(rest);
     Ok(())
-}
-
-/// Quotes `s` the way Go's `strconv.Quote` (`%q`) does, for error messages
-/// that must read like BuildKit's.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if go_printable(c) => out.push(c),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Go's `unicode.IsPrint`, approximately: std has no general-category
-/// tables, so format characters and private use are listed by hand and
-/// unassigned code points count as printable.
-fn go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    !matches!(c as u32,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x890..=0x891 | 0x8E2 | 0x180E
-        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
-        | 0xD800..=0xF8FF | 0xFEFF | 0xFFF9..=0xFFFB | 0xFFFE..=0xFFFF
-        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
-        | 0xE0001 | 0xE0020..=0xE007F | 0xF0000..=0x10FFFF)
 }
 
 #[cfg(test)]
@@ -1740,14 +1572,14 @@ mod tests {
     fn matcher_gives_up_when_over_budget() {
         // Worst case for the VM: every start position keeps a thread alive
         // at every pattern position.
-        let glob = Glob::compile(&("a".repeat(2_000) + "b"), true).unwrap();
+        let glob = compile(&("a".repeat(2_000) + "b"), true).unwrap();
         let text = "a".repeat(20_000);
         let mut budget = 1_000_000;
-        let got = Vm::new(&glob, &mut budget).find(&text, 0, false);
+        let got = Finder::new(&glob, &mut budget).find(&Units::new(&text), 0, false);
         assert_eq!(got, Err(ShellErrorKind::MatchTooExpensive(MATCH_BUDGET)));
         assert_eq!(budget, 0);
         let mut budget = MATCH_BUDGET;
-        let cheap = Vm::new(&glob, &mut budget).find(&text[..100], 0, false);
+        let cheap = Finder::new(&glob, &mut budget).find(&Units::new(&text[..100]), 0, false);
         assert_eq!(cheap, Ok(None));
     }
 
@@ -1783,6 +1615,46 @@ mod tests {
             "\"한국어 é\\u00a0\\ufeff\""
         );
         assert_eq!(go_quote("\u{10ffff}"), r#""\U0010ffff""#);
+    }
+
+    // The shell's error messages had their own `%q` that took unassigned code points (U+0378,
+    // U+1FFFF) as printable, so they disagreed with the dump and instruction errors. Both now
+    // use `dump::go_quote`; this walks ranges with assigned, unassigned, format and private-use
+    // code points and checks an expansion error quotes every one as the dump does.
+    #[test]
+    fn shell_errors_quote_like_the_dump_over_unassigned_code_points() {
+        let ranges = [
+            0u32..0x800,
+            0x0370..0x0390,
+            0x0890..0x0900,
+            0x2000..0x2070,
+            0xD7F0..0xD800,
+            0xE000..0xE010,
+            0xFDC0..0xFE00,
+            0xFFF0..0x1_0000,
+            0x1_FF00..0x2_0010,
+            0xE_0000..0xE_0100,
+            0x10_FFF0..0x11_0000,
+        ];
+        let env = env_of(&[]);
+        let mut checked = 0;
+        let chars = ranges.into_iter().flatten().filter_map(char::from_u32);
+        // Leave out what the lexer itself gives a meaning to.
+        for c in chars.filter(|c| !"$\\'\"`".contains(*c)) {
+            let word = format!("{c}${{");
+            let err = Lexer::new('\\').process_word(&word, &env).unwrap_err();
+            let want = format!(
+                "failed to process {}: {}",
+                crate::parser::dump::go_quote(&word),
+                err.kind
+            );
+            assert_eq!(err.to_string(), want, "U+{:04X}", c as u32);
+            checked += 1;
+        }
+        assert!(checked > 2500, "{checked}");
+        // Unassigned code points are not printable for Go's strconv.Quote.
+        assert_eq!(go_quote("\u{378}"), r#""\u0378""#);
+        assert_eq!(go_quote("\u{1ffff}"), r#""\U0001ffff""#);
     }
 
     fn lexers() -> Vec<Lexer> {

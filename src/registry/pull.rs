@@ -387,6 +387,13 @@ fn fetch_layer(
                 zstd::stream::read::Decoder::new(&mut tee)
                     .map_err(|e| invalid("layer", format!("zstd: {e}")))?,
             ),
+            // `of_layer_type` names no layer type for these.
+            Compression::Bzip2 | Compression::Xz => {
+                return Err(invalid(
+                    "manifest",
+                    format!("layer media type {}", desc.media_type),
+                ))
+            }
         };
         let mut bound = Bound {
             inner: decoder,

@@ -212,7 +212,7 @@ fn prepare_layer(
     let blob = KnownBlob {
         digest,
         size,
-        media_type: compression.oci_layer_type().to_string(),
+        media_type: compression.oci_layer_type().map_err(write_err)?.to_string(),
         sources: Vec::new(),
     };
     distribution::remember(store, diff_id, &blob, None);

@@ -409,7 +409,8 @@ pub fn plan(
     probe: &dyn Fn(&str) -> Existing,
     opts: &CopyOptions,
 ) -> Result<Vec<Item>, CopyError> {
-    let exclude = IgnoreRules::from_patterns(&opts.exclude).map_err(CopyError::BadExclude)?;
+    let exclude = IgnoreRules::from_patterns(&opts.exclude)
+        .map_err(|e| CopyError::BadExclude(e.to_string()))?;
     let dest_rel = crate::context::ignore::clean_path(&format!("/{dest}"))
         .trim_start_matches('/')
         .to_string();

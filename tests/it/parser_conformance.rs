@@ -216,7 +216,7 @@ fn derived_parser_heredocs() {
         total += 1;
         let input = c["input"].as_str().unwrap();
         let got = match heredoc::parse_word(input) {
-            Err(e) => serde_json::json!({ "error": e }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
             Ok(None) => serde_json::json!({ "heredoc": null }),
             Ok(Some(h)) => serde_json::json!({ "heredoc": {
                 "name": h.name, "fileDescriptor": h.file_descriptor, "expand": h.expand,

@@ -1,0 +1,211 @@
+//! The fixed sets of values that CLI options take, as clap `ValueEnum`s: clap refuses
+//! anything else (listing what it accepts), and the commands get a typed value instead of a
+//! string to re-parse.
+
+use clap::ValueEnum;
+
+use kiln::build::PullPolicy;
+use kiln::executor::NetworkMode;
+use kiln::image::compression::Compression;
+
+/// `--network` of `build` and `debug`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of their own with outbound access, no way to the host's loopback.
+    Default,
+    /// The host's network, its loopback services included.
+    Host,
+    /// Loopback only.
+    None,
+}
+
+impl From<Network> for NetworkMode {
+    fn from(n: Network) -> NetworkMode {
+        match n {
+            Network::Default => NetworkMode::Sandbox,
+            Network::Host => NetworkMode::Host,
+            Network::None => NetworkMode::None,
+        }
+    }
+}
+
+/// `build --pull`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pull {
+    /// When the image is not in the store.
+    Missing,
+    /// Always (follow moved tags).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<Pull> for PullPolicy {
+    fn from(p: Pull) -> PullPolicy {
+        match p {
+            Pull::Missing => PullPolicy::Missing,
+            Pull::Always => PullPolicy::Always,
+            Pull::Never => PullPolicy::Never,
+        }
+    }
+}
+
+/// `build --progress`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// `tty` on a terminal, `plain` elsewhere.
+    Auto,
+    /// A live view.
+    Tty,
+    /// One line per event.
+    Plain,
+    /// One JSON object per event.
+    Json,
+    /// Nothing but errors.
+    Quiet,
+}
+
+/// `build --allow`: entitlements.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entitlement {
+    /// `RUN --network=host` may use the host's network.
+    #[value(name = "network.host")]
+    NetworkHost,
+}
+
+/// `--compression` of `push` and `build --push`: the compressions a registry takes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushCompression {
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+impl From<PushCompression> for Compression {
+    fn from(c: PushCompression) -> Compression {
+        match c {
+            PushCompression::Gzip => Compression::Gzip,
+            PushCompression::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// `save --compression`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveCompression {
+    /// Plain tars.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+impl From<SaveCompression> for Compression {
+    fn from(c: SaveCompression) -> Compression {
+        match c {
+            SaveCompression::None => Compression::None,
+            SaveCompression::Gzip => Compression::Gzip,
+            SaveCompression::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// The `type=` of `build --output`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputType {
+    /// The image's files, in a directory.
+    Local,
+    /// The image's files, as a tar.
+    Tar,
+    /// An OCI image archive.
+    Oci,
+    /// A `docker load` archive.
+    Docker,
+    /// The image in the store (pushed with `push=true`).
+    Image,
+    /// Pushed to its registry.
+    Registry,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dockers() {
+        let names = |v: &[Entitlement]| -> Vec<String> {
+            v.iter()
+                .filter_map(|e| e.to_possible_value())
+                .map(|p| p.get_name().to_string())
+                .collect()
+        };
+        assert_eq!(names(Entitlement::value_variants()), ["network.host"]);
+        assert_eq!(
+            OutputType::from_str("registry", false),
+            Ok(OutputType::Registry)
+        );
+        assert!(OutputType::from_str("Registry", false).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<super::super::Cli, clap::Error> {
+        use clap::Parser;
+        super::super::Cli::try_parse_from(std::iter::once("kiln").chain(args.iter().copied()))
+    }
+
+    // The options were strings checked by a list and matched again as strings later; a bad
+    // value must still be clap's usage error (exit 2), naming what is accepted.
+    #[test]
+    fn fixed_value_options_refuse_other_values_as_usage_errors() {
+        for args in [
+            &["build", "--progress", "fancy", "."][..],
+            &["build", "--pull", "sometimes", "."],
+            &["build", "--network", "bridge", "."],
+            &["build", "--allow", "security.insecure", "."],
+            &["build", "--compression", "none", "."],
+            &["push", "--compression", "xz", "x"],
+            &["save", "--compression", "bzip2", "x"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+            assert!(e.use_stderr());
+            assert!(e.to_string().contains("possible values"), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn fixed_value_options_take_dockers_values() {
+        use super::super::Command;
+        let cli = parse(&[
+            "build",
+            "--progress=plain",
+            "--pull=never",
+            "--network=host",
+            "--allow=network.host",
+            "--compression=zstd",
+            ".",
+        ])
+        .unwrap();
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(b.progress, ProgressMode::Plain);
+        assert_eq!(PullPolicy::from(b.pull), PullPolicy::Never);
+        assert_eq!(NetworkMode::from(b.network), NetworkMode::Host);
+        assert_eq!(b.allow, [Entitlement::NetworkHost]);
+        assert_eq!(Compression::from(b.compression), Compression::Zstd);
+        let Command::Build(b) = parse(&["build", "."]).unwrap().command else {
+            panic!("not a build")
+        };
+        assert_eq!(
+            (b.progress, b.pull, b.network, b.compression),
+            (
+                ProgressMode::Auto,
+                Pull::Missing,
+                Network::Default,
+                PushCompression::Gzip
+            )
+        );
+    }
+}
