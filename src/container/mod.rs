@@ -28,6 +28,7 @@ pub mod cgroups;
 pub mod commit;
 pub mod cp;
 pub mod health;
+pub mod launch;
 pub mod logs;
 pub mod monitor;
 pub mod names;
