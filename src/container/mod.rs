@@ -34,6 +34,7 @@ pub mod monitor;
 pub mod names;
 pub mod ops;
 pub mod ports;
+mod session;
 pub mod signals;
 pub mod volumes;
 
