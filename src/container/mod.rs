@@ -97,6 +97,9 @@ pub enum ContainerError {
         #[source]
         source: serde_json::Error,
     },
+    /// `kiln cp` or `kiln export` failed.
+    #[error(transparent)]
+    Copy(cp::CpError),
     /// Anything else, already worded.
     #[error("{0}")]
     Other(String),
