@@ -13,6 +13,7 @@ mod build_mounts;
 mod build_vs_docker;
 mod buildkit_goldens;
 mod cli_parser;
+mod container_cli;
 mod container_limits;
 mod containers;
 mod image_cmds;

@@ -4,7 +4,7 @@
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 
-use clap::{ArgAction, Args};
+use clap::{ArgAction, Args, ValueEnum};
 
 use kiln::container::cgroups::{self, Resources};
 use kiln::container::launch;
@@ -69,8 +69,8 @@ pub struct RunArgs {
     pub restart: String,
     /// Network: private (own namespace, loopback, ports forwarded), pasta (private plus
     /// outbound through pasta), host, none
-    #[arg(long, default_value = "private")]
-    pub network: String,
+    #[arg(long, value_enum, default_value_t = NetworkArg::Private)]
+    pub network: NetworkArg,
     /// Container host name
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
@@ -141,6 +141,48 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// `--network`: the networks kiln gives containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    /// Its own network namespace with loopback; published ports forwarded (Docker's
+    /// `bridge` and `default` name it too)
+    #[value(alias = "bridge", alias = "default")]
+    Private,
+    /// Like private, plus outbound access through pasta
+    Pasta,
+    /// The host's network namespace
+    Host,
+    /// Its own network namespace with loopback only
+    None,
+}
+
+impl From<NetworkArg> for Network {
+    fn from(n: NetworkArg) -> Network {
+        match n {
+            NetworkArg::Private => Network::Private,
+            NetworkArg::Pasta => Network::Pasta,
+            NetworkArg::Host => Network::Host,
+            NetworkArg::None => Network::None,
+        }
+    }
+}
+
+/// The exit code for a command line clap refused: Docker's 125 for a bad value of a `run`
+/// or `create` flag whose values are a fixed set (kiln's own check gave 125 before these
+/// became clap value enums), else clap's 2.
+pub fn usage_error_code(e: &clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.as_str(),
+        _ => "",
+    };
+    if e.kind() == ErrorKind::InvalidValue && flag.starts_with("--network ") {
+        EXIT_TOOL
+    } else {
+        2
+    }
+}
+
 fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOptions, ContainerError> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -151,7 +193,7 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
     for p in &a.publish {
         ports.extend(PortBinding::parse_all(p)?);
     }
-    let network = Network::parse(&a.network)?;
+    let network = Network::from(a.network);
     if network == Network::Host && !ports.is_empty() {
         eprintln!("WARNING: Published ports are discarded when using host network mode");
     }
