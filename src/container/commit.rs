@@ -31,8 +31,13 @@ pub struct CommitOptions {
     pub tag: Option<Reference>,
 }
 
-fn other(e: impl std::fmt::Display) -> ContainerError {
-    ContainerError::Other(e.to_string())
+/// A failure of the layer code the runtime shares with the builder (listing the image's
+/// layers, committing the upper dir).
+fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ContainerError {
+    ContainerError::Layers {
+        what: "the container's layers",
+        source: e.into(),
+    }
 }
 
 /// Thaws a container this commit froze, however the commit ends.
@@ -56,13 +61,13 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
     } else {
         Thaw(None)
     };
-    let _lease = store.lease().map_err(other)?;
+    let _lease = store.lease()?;
     let layer = crate::build::fs::commit_dir(store, &c.dir.join("upper"), None).map_err(other)?;
     drop(_thaw);
 
     let obj = doc
         .as_object_mut()
-        .ok_or_else(|| other("the image config is not an object"))?;
+        .ok_or(ContainerError::BadImageConfig("is not an object"))?;
     container_config(obj, c, &opts.changes)?;
     let now = super::now();
     obj.insert("created".into(), Value::from(now.clone()));
@@ -78,7 +83,7 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
         .or_insert_with(|| serde_json::json!({"type": "layers", "diff_ids": []}));
     match rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) {
         Some(ids) => ids.push(Value::from(layer.diff_id.to_string())),
-        None => return Err(other("the image config has no rootfs.diff_ids")),
+        None => return Err(ContainerError::BadImageConfig("has no rootfs.diff_ids")),
     }
     let mut entry = Map::new();
     entry.insert("created".into(), Value::from(now));
@@ -101,20 +106,20 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
 
 /// The container's image: its config as JSON, and its manifest.
 fn base_image(store: &Store, c: &Container) -> Result<(Value, ImageManifest)> {
-    let gone = || {
-        other(format!(
-            "{}: the container's image is no longer in the store",
-            c.config.image
-        ))
-    };
-    let image_id = Digest::parse(&c.config.image_id).map_err(other)?;
+    let gone = || ContainerError::ImageGone(c.config.image.clone());
+    let image_id = Digest::parse(&c.config.image_id).map_err(|source| ContainerError::Digest {
+        what: "the container's image ID",
+        source,
+    })?;
     let base = store
         .read_blob(&image_id, "image config", 16 << 20)
         .map_err(|_| gone())?;
-    let doc: Value = serde_json::from_slice(&base).map_err(other)?;
+    let doc: Value = serde_json::from_slice(&base).map_err(|source| ContainerError::Json {
+        what: "the image config",
+        source,
+    })?;
     let base_manifest = store
-        .list_images()
-        .map_err(other)?
+        .list_images()?
         .into_iter()
         .find(|i| i.id == image_id)
         .map(|i| i.manifest)
@@ -133,7 +138,9 @@ fn container_config(obj: &mut Map<String, Value>, c: &Container, changes: &Chang
         *inner = Value::Object(Map::new());
     }
     let Value::Object(inner) = inner else {
-        return Err(other("the image config's config is not an object"));
+        return Err(ContainerError::BadImageConfig(
+            "has a config that is not an object",
+        ));
     };
     let list = |v: &Option<Vec<String>>| v.as_ref().map_or(Value::Null, |v| Value::from(v.clone()));
     inner.insert("Cmd".into(), list(&cfg.cmd));
@@ -144,10 +151,13 @@ fn container_config(obj: &mut Map<String, Value>, c: &Container, changes: &Chang
     if !cfg.labels.is_empty() {
         inner.insert(
             "Labels".into(),
-            serde_json::to_value(&cfg.labels).map_err(other)?,
+            serde_json::to_value(&cfg.labels).map_err(|source| ContainerError::Json {
+                what: "the container's labels",
+                source,
+            })?,
         );
     }
-    changes.apply(inner).map_err(other)
+    Ok(changes.apply(inner)?)
 }
 
 /// Appends the commit's history `entry`. A base image without history for its layers (an
@@ -161,7 +171,9 @@ fn add_history(
         .entry("history")
         .or_insert_with(|| Value::Array(Vec::new()))
     else {
-        return Err(other("the image config's history is not a list"));
+        return Err(ContainerError::BadImageConfig(
+            "has a history that is not a list",
+        ));
     };
     let with_layers = h
         .iter()
@@ -184,21 +196,17 @@ fn store_image(
     layers: Vec<Descriptor>,
     tag: Option<&Reference>,
 ) -> Result<ImageRecord> {
-    let config_bytes = config::canonical_json("config", doc).map_err(other)?;
+    let config_bytes = config::canonical_json("config", doc)?;
     let config_digest = config::image_id(&config_bytes);
-    store
-        .put_blob_bytes(&config_bytes, Some(&config_digest))
-        .map_err(other)?;
+    store.put_blob_bytes(&config_bytes, Some(&config_digest))?;
     let manifest = config::new_manifest(
         config::descriptor(MEDIA_TYPE_CONFIG, &config_digest, config_bytes.len() as u64),
         layers,
     );
-    let manifest_bytes = config::canonical_json("manifest", &manifest).map_err(other)?;
-    store.put_blob_bytes(&manifest_bytes, None).map_err(other)?;
+    let manifest_bytes = config::canonical_json("manifest", &manifest)?;
+    store.put_blob_bytes(&manifest_bytes, None)?;
     let tags: Vec<Reference> = tag.into_iter().cloned().collect();
-    store
-        .put_image_tagged(&config_bytes, &manifest_bytes, &tags)
-        .map_err(other)
+    Ok(store.put_image_tagged(&config_bytes, &manifest_bytes, &tags)?)
 }
 
 /// `kiln diff`: `A` added, `C` changed, `D` deleted paths, as Docker lists them, read from
@@ -207,7 +215,7 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(char, String)>> {
     // Top-most first, as lookup wants them.
     let lowers: Vec<PathBuf> = crate::build::fs::lower_dirs(store, &c.layers()?).map_err(other)?;
     let upper = c.dir.join("upper");
-    let changes = crate::executor::changes::upper_changes(&upper).map_err(other)?;
+    let changes = crate::executor::changes::upper_changes(&upper)?;
     let mut out = Vec::new();
     for ch in changes {
         let rel = ch.path.to_string_lossy().into_owned();

@@ -125,9 +125,11 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
     let mut state = fresh_state(&dir, &c);
     let cgroup = container_cgroup(&cfg)?;
     let lowers = {
-        let store = Store::open(root).map_err(|e| ContainerError::Other(e.to_string()))?;
-        lower_dirs(&store, &c.layers()?)
-            .map_err(|e| ContainerError::Other(format!("preparing the image's layers: {e}")))?
+        let store = Store::open(root)?;
+        lower_dirs(&store, &c.layers()?).map_err(|e| ContainerError::Layers {
+            what: "preparing the image's layers",
+            source: e.into(),
+        })?
     };
     let netns: NetnsSlot = Arc::new(Mutex::new(None));
     state.ports = publish_ports(&cfg, &netns)?;

@@ -431,11 +431,11 @@ fn image_config(store: &Store, reference: &str) -> Result<(ImageRecord, ImageSpe
     let image = store.resolve(reference).map_err(|_| {
         ContainerError::Invalid(format!("Unable to find image '{reference}' locally"))
     })?;
-    let bytes = store
-        .read_blob(&image.id, "image config", 16 << 20)
-        .map_err(|e| ContainerError::Other(e.to_string()))?;
-    let spec = ImageSpec::from_slice(&bytes)
-        .map_err(|e| ContainerError::Other(format!("image {reference}: bad config: {e}")))?;
+    let bytes = store.read_blob(&image.id, "image config", 16 << 20)?;
+    let spec = ImageSpec::from_slice(&bytes).map_err(|source| ContainerError::BadImage {
+        image: reference.to_string(),
+        source,
+    })?;
     Ok((image, spec))
 }
 
@@ -583,8 +583,7 @@ pub fn kill(c: &Container, signal: i32) -> Result<()> {
     }
     request_stop(c)?;
     if let Some(fd) = c.pidfd() {
-        super::pidfd_signal(&fd, signal)
-            .map_err(|e| ContainerError::Other(format!("signalling container: {e}")))?;
+        super::pidfd_signal(&fd, signal).map_err(ContainerError::Signal)?;
     }
     thaw_signalled(c);
     Ok(())
@@ -623,9 +622,7 @@ pub fn running_cgroup(c: &Container) -> Result<Cgroup> {
 pub fn cgroup_joiner(id: &str) -> impl FnMut(libc::pid_t) -> std::io::Result<()> {
     let cgroup = Cgroup::host(id).filter(Cgroup::exists);
     move |pid| match &cgroup {
-        Some(cg) => cg
-            .add(pid)
-            .map_err(|e| std::io::Error::other(e.to_string())),
+        Some(cg) => cg.add(pid).map_err(std::io::Error::other),
         None => Ok(()),
     }
 }
@@ -684,8 +681,8 @@ pub fn stop(c: &Container, timeout: Option<u32>) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(ContainerError::Other(format!(
-                "container {} did not stop in time",
+            return Err(ContainerError::Timeout(format!(
+                "{} did not stop in time",
                 c.config.name
             )));
         }
@@ -711,8 +708,8 @@ pub fn remove(containers: &Containers, c: &Container, force: bool) -> Result<()>
         }
     }
     if !wait_monitor_gone(c, Duration::from_secs(30)) {
-        return Err(ContainerError::Other(format!(
-            "container {}: its monitor did not exit",
+        return Err(ContainerError::Timeout(format!(
+            "{}: its monitor did not exit",
             c.config.name
         )));
     }

@@ -75,7 +75,7 @@ struct Relay {
 }
 
 fn stdio_err(e: io::Error) -> ContainerError {
-    ContainerError::Other(format!("container stdio: {e}"))
+    ContainerError::Stdio(e)
 }
 
 impl Session<'_> {
