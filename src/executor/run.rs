@@ -364,6 +364,12 @@ impl Container {
         };
     }
 
+    /// Kills and reaps it (on a failure before its command runs).
+    fn abort(&mut self) {
+        self.kill();
+        let _ = self.wait();
+    }
+
     fn wait(&mut self) -> Result<ExitStatus, ExecError> {
         let mut status: c_int = 0;
         loop {
@@ -820,7 +826,6 @@ impl ExecImage {
 /// The descriptors of one attempt: the child's stdio, the parent's output readers, the
 /// report pipe (child → parent) and the go socket (parent → child).
 struct AttemptFds {
-    null: std::fs::File,
     child_stdio: [Option<OwnedFd>; 3],
     readers: [Option<OwnedFd>; 2],
     report_r: OwnedFd,
@@ -859,7 +864,6 @@ impl AttemptFds {
         // A socket, not a pipe: a console fd travels over it (SCM_RIGHTS) after the identity.
         let (go_r, go_w) = socketpair()?;
         Ok(AttemptFds {
-            null,
             child_stdio,
             readers,
             report_r,
@@ -874,6 +878,12 @@ impl AttemptFds {
         let mut close_fds = vec![self.report_r.as_raw_fd(), self.go_w.as_raw_fd()];
         close_fds.extend(self.readers.iter().flatten().map(|r| r.as_raw_fd()));
         close_fds
+    }
+
+    /// After the clone: closes the child's ends here and returns the parent's (output
+    /// readers, report, go).
+    fn into_parent_ends(self) -> ([Option<OwnedFd>; 2], OwnedFd, OwnedFd) {
+        (self.readers, self.report_r, self.go_w)
     }
 
     fn child_stdio(&self) -> [Option<RawFd>; 3] {
@@ -915,19 +925,7 @@ fn attempt(
         console: io.console.is_some(),
     };
     let mut container = clone_child(spec, joined, &child_plan, &fds)?;
-    let AttemptFds {
-        null,
-        child_stdio,
-        readers,
-        report_r,
-        report_w,
-        go_r,
-        go_w,
-    } = fds;
-    drop(report_w);
-    drop(go_r);
-    drop(child_stdio);
-    drop(null);
+    let (readers, report_r, go_w) = fds.into_parent_ends();
     // The namespace exists from the clone on: pasta configures it while the child sets up
     // its root. It stops when this returns. A pooled namespace has its pasta already.
     let mut pasta =
@@ -935,8 +933,7 @@ fn attempt(
             match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    container.kill();
-                    let _ = container.wait();
+                    container.abort();
                     return Err(network_error(e).into());
                 }
             }
@@ -1082,14 +1079,12 @@ fn handshake(
     let go = identity(container.pid, spec, workdir)?;
     // Outbound network is up before the command's first instruction.
     if let Some(Err(e)) = pasta.map(|p| p.ready()) {
-        container.kill();
-        let _ = container.wait();
+        container.abort();
         return Err(network_error(e).into());
     }
     if let Some(cb) = io.on_ready.as_mut() {
         if let Err(e) = cb(container.pid) {
-            container.kill();
-            let _ = container.wait();
+            container.abort();
             return Err(ExecError::Setup {
                 stage: "preparing the container".into(),
                 source: e,

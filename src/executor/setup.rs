@@ -453,9 +453,8 @@ fn in_dir<K: Kernel>(
 /// Hides `rel` (if it exists): an empty read-only tmpfs over a directory, the host's
 /// `/dev/null` over anything else.
 fn mask<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<()> {
-    let fd = match k.open_beneath(root, rel) {
-        Err(Errno::ENOENT) => return Ok(()),
-        other => other?,
+    let Some(fd) = open_if_exists(k, root, rel)? else {
+        return Ok(());
     };
     let res = match k.kind(fd) {
         Ok(FileKind::Dir) => k.mount_fd(
@@ -474,11 +473,18 @@ fn mask<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<()> {
     res
 }
 
+/// `rel` beneath the root opened, or `None` when it does not exist.
+fn open_if_exists<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<Option<RawFd>> {
+    match k.open_beneath(root, rel) {
+        Err(Errno::ENOENT) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 /// Makes `rel` (if it exists) a read-only bind of itself.
 fn read_only<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<()> {
-    let fd = match k.open_beneath(root, rel) {
-        Err(Errno::ENOENT) => return Ok(()),
-        other => other?,
+    let Some(fd) = open_if_exists(k, root, rel)? else {
+        return Ok(());
     };
     let res = k.mount_fd(Src::Fd(fd), fd, None, libc::MS_BIND | libc::MS_REC, None);
     k.close(fd);
