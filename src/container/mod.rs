@@ -157,6 +157,28 @@ pub enum ContainerError {
     /// The container did not stop, or its monitor did not exit, in time.
     #[error("container {0}")]
     Timeout(String),
+    /// A cgroup file could not be read or written.
+    #[error("cgroup: {what} {}: {source}", path.display())]
+    Cgroup {
+        /// What was being done.
+        what: String,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// A published port could not be bound on the host.
+    #[error(
+        "driver failed programming external connectivity: Bind for {address} failed: {source}"
+    )]
+    Bind {
+        /// `IP:PORT/PROTO`.
+        address: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The container's image has left the store.
     #[error("{0}: the container's image is no longer in the store")]
     ImageGone(String),
