@@ -17,8 +17,10 @@
 //! processes from its first start until it is removed.
 //!
 //! The monitor ([`monitor`]) is a `kiln` process of its own, started detached (`setsid`) by
-//! the CLI: it owns the container's PID 1, its stdio and logs, records state atomically,
-//! forwards published ports ([`ports`]) and applies the restart policy. The CLI only reads
+//! [`launch`], which waits for it to report the container started or why not: it owns the
+//! container's PID 1, its stdio and logs (each run of the process: `session`), records
+//! state atomically, forwards published ports ([`ports`]) and applies the restart policy.
+//! The CLI only reads
 //! what the monitor recorded and signals the container's PID 1 directly (through a pidfd
 //! checked against the recorded process start time, so a recycled PID is never hit). A
 //! monitor that died is detected through its lock: `ps` never shows a stale "running".
