@@ -222,7 +222,11 @@ pub fn run() -> i32 {
         Err(e) => {
             let _ = e.print();
             // clap uses 2 for usage errors, as Docker does with 125 for its own; keep clap's.
-            return if e.use_stderr() { 2 } else { 0 };
+            return if e.use_stderr() {
+                container::usage_error_code(&e)
+            } else {
+                0
+            };
         }
     };
     init_logging(cli.debug);

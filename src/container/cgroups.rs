@@ -248,7 +248,11 @@ pub struct Cgroup {
 }
 
 fn cg_err(what: &str, path: &Path, e: io::Error) -> ContainerError {
-    ContainerError::Other(format!("cgroup: {what} {}: {e}", path.display()))
+    ContainerError::Cgroup {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {

@@ -64,14 +64,117 @@ enum SrcKind {
 
 /// Where the copied tree lands: unpack into `root`, naming the source's top `top` (`None`:
 /// the source directory's contents go straight into `root`).
+#[derive(Debug)]
 struct Landing {
     root: PathBuf,
     top: Option<String>,
 }
 
-fn other(msg: impl Into<String>) -> ContainerError {
-    ContainerError::Other(msg.into())
+/// Why a copy into or out of a container failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CpError {
+    /// The source is not in the container.
+    #[error("could not find {} in container {container}", path.display())]
+    NotInContainer {
+        /// The source path.
+        path: PathBuf,
+        /// The container's name.
+        container: String,
+    },
+    /// The source is not on the host.
+    #[error("{}: no such file or directory", .0.display())]
+    NoSource(PathBuf),
+    /// `SRC/.` (a directory's contents) of something that is no directory.
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// Docker's destination rules refuse the destination.
+    #[error("{}: {reason}", path.display())]
+    Destination {
+        /// The destination.
+        path: PathBuf,
+        /// Why it cannot take the source.
+        reason: &'static str,
+    },
+    /// A destination refused inside the container.
+    #[error("{source} (in container {container})")]
+    InContainer {
+        /// What is wrong.
+        #[source]
+        source: Box<CpError>,
+        /// The container's name.
+        container: String,
+    },
+    /// The directory the copy lands in does not exist.
+    #[error("{}: no such directory", .0.display())]
+    NoDirectory(PathBuf),
+    /// The directory the copy lands in does not exist in the container.
+    #[error("{}: no such directory in container {container}", path.display())]
+    NoDirectoryInContainer {
+        /// The directory.
+        path: PathBuf,
+        /// The container's name.
+        container: String,
+    },
+    /// The source tree could not be read.
+    #[error("{}: {source}", path.display())]
+    ReadSource {
+        /// The source.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The tar stream could not be unpacked at the destination.
+    #[error("{}: {source}", path.display())]
+    Unpack {
+        /// The destination.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: archive::ArchiveError,
+    },
+    /// The tar stream between the two sides could not be written or read.
+    #[error("{0}")]
+    Stream(#[source] io::Error),
+    /// The tar stream on standard output could not be written.
+    #[error("writing the archive: {0}")]
+    WriteArchive(#[source] io::Error),
+    /// The tar stream on standard input could not be read.
+    #[error("reading the archive: {0}")]
+    ReadArchive(#[source] io::Error),
+    /// The container's side ended without saying what it found.
+    #[error("the container side of the copy failed")]
+    ContainerSide,
+    /// A thread of the copy panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    /// The container's filesystem could not be entered.
+    #[error("{container}: {source}")]
+    Enter {
+        /// The container's name.
+        container: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A running container's process went away before the copy began.
+    #[error("{0}: its process is gone")]
+    ProcessGone(String),
+    /// A running container stopped while its root was being entered.
+    #[error("{0}: the container stopped during the copy")]
+    Stopped(String),
+    /// A stopped container's filesystem could not be assembled.
+    #[error("{0}")]
+    Mount(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+impl From<CpError> for ContainerError {
+    fn from(e: CpError) -> Self {
+        ContainerError::Copy(e)
+    }
+}
+
+type CpResult<T> = std::result::Result<T, CpError>;
 
 /// `path` made absolute and lexically clean, and whether it asked for a directory's contents
 /// (`dir/.`) or insisted on a directory (`dir/`).
@@ -93,16 +196,16 @@ fn base_name(path: &Path) -> String {
 }
 
 /// Refuses `SRC/.` (a directory's contents) when `SRC` is no directory.
-fn check_contents(path: &Path, contents: bool, kind: SrcKind) -> std::result::Result<(), String> {
+fn check_contents(path: &Path, contents: bool, kind: SrcKind) -> CpResult<()> {
     if contents && kind != SrcKind::Dir {
-        return Err(format!("{}: not a directory", path.display()));
+        return Err(CpError::NotADirectory(path.to_path_buf()));
     }
     Ok(())
 }
 
 /// Unpacks the tar stream `reader` into `root` (a whiteout in it is refused: it would delete
 /// files), naming `dest` in errors. Returns the bytes of file contents written.
-fn unpack(reader: io::PipeReader, root: &Path, dest: &Path) -> std::result::Result<u64, String> {
+fn unpack(reader: io::PipeReader, root: &Path, dest: &Path) -> CpResult<u64> {
     let stats = archive::extract(
         io::BufReader::new(reader),
         root,
@@ -111,7 +214,10 @@ fn unpack(reader: io::PipeReader, root: &Path, dest: &Path) -> std::result::Resu
             ..Default::default()
         },
     )
-    .map_err(|e| format!("{}: {e}", dest.display()))?;
+    .map_err(|source| CpError::Unpack {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     Ok(stats.file_bytes)
 }
 
@@ -124,14 +230,19 @@ fn landing(
     dest: &Path,
     dest_must_dir: bool,
     exists: Option<bool>, // Some(is_dir)
-) -> std::result::Result<Landing, String> {
-    let shown = dest.display();
+) -> CpResult<Landing> {
+    let refuse = |reason| {
+        Err(CpError::Destination {
+            path: dest.to_path_buf(),
+            reason,
+        })
+    };
     match (src_kind, exists) {
         (SrcKind::Stream, Some(true)) => Ok(Landing {
             root: dest.to_path_buf(),
             top: None,
         }),
-        (SrcKind::Stream, _) => Err(format!("{shown}: the destination must be a directory")),
+        (SrcKind::Stream, _) => refuse("the destination must be a directory"),
         (_, Some(true)) => Ok(Landing {
             root: dest.to_path_buf(),
             top: if src_contents {
@@ -140,14 +251,14 @@ fn landing(
                 Some(src_name.to_string())
             },
         }),
-        (SrcKind::Dir, Some(false)) => Err(format!("{shown}: cannot copy a directory to a file")),
-        (SrcKind::File, Some(false)) if dest_must_dir => Err(format!("{shown}: not a directory")),
+        (SrcKind::Dir, Some(false)) => refuse("cannot copy a directory to a file"),
+        (SrcKind::File, Some(false)) if dest_must_dir => refuse("not a directory"),
         (SrcKind::File, None) if dest_must_dir => {
-            Err(format!("{shown}: the destination directory does not exist"))
+            refuse("the destination directory does not exist")
         }
         (_, _) => {
             let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
-                return Err(format!("{shown}: not a valid destination"));
+                return refuse("not a valid destination");
             };
             Ok(Landing {
                 root: parent.to_path_buf(),
@@ -250,11 +361,14 @@ fn in_container<R: Send>(
     c: &Container,
     f: impl FnOnce() -> R + Send,
 ) -> Result<R> {
-    let err = |e: io::Error| other(format!("{}: {e}", c.config.name));
+    let err = |source: io::Error| CpError::Enter {
+        container: c.config.name.clone(),
+        source,
+    };
     if c.is_running() {
         let pidfd = c
             .pidfd()
-            .ok_or_else(|| other(format!("{}: its process is gone", c.config.name)))?;
+            .ok_or_else(|| CpError::ProcessGone(c.config.name.clone()))?;
         let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
         return chrooted(&root, || {
             // The PID cannot have been reused while the pidfd's process still runs, so the
@@ -265,19 +379,14 @@ fn in_container<R: Send>(
             Some(f())
         })
         .map_err(err)?
-        .ok_or_else(|| {
-            other(format!(
-                "{}: the container stopped during the copy",
-                c.config.name
-            ))
-        });
+        .ok_or_else(|| CpError::Stopped(c.config.name.clone()).into());
     }
     let store = crate::store::Store::open(cs.dir().parent().unwrap_or(cs.dir()))
-        .map_err(|e| other(e.to_string()))?;
-    let lowers = crate::rootfs::layers::lower_dirs(&store, &c.layers()?)
-        .map_err(|e| other(e.to_string()))?;
+        .map_err(|e| CpError::Mount(e.into()))?;
+    let lowers =
+        crate::rootfs::layers::lower_dirs(&store, &c.layers()?).map_err(|e| CpError::Mount(e.into()))?;
     let scratch = crate::common::atomic::create_temp_dir(&c.dir, "cp", 0o700)
-        .map_err(|e| other(e.to_string()))?;
+        .map_err(|e| CpError::Mount(e.into()))?;
     let scratch = crate::common::atomic::TempPath::new(scratch);
     let upper = c.dir.join("upper");
     let r =
@@ -302,17 +411,17 @@ pub fn copy_out(
     let (src_path, src_contents, _) = clean(src);
     let src_name = base_name(&src_path);
     let name = c.config.name.clone();
-    let (reader, writer) = io::pipe().map_err(|e| other(e.to_string()))?;
-    let (kind_tx, kind_rx) = mpsc::channel::<std::result::Result<SrcKind, String>>();
+    let (reader, writer) = io::pipe().map_err(CpError::Stream)?;
+    let (kind_tx, kind_rx) = mpsc::channel::<CpResult<SrcKind>>();
     let (top_tx, top_rx) = mpsc::channel::<Option<String>>();
     std::thread::scope(|s| {
         let inside = s.spawn(|| {
-            in_container(cs, c, move || -> std::result::Result<(), String> {
+            in_container(cs, c, move || -> CpResult<()> {
                 let Some(kind) = src_kind_of(&src_path, opts.follow) else {
-                    let _ = kind_tx.send(Err(format!(
-                        "could not find {} in container {name}",
-                        src_path.display()
-                    )));
+                    let _ = kind_tx.send(Err(CpError::NotInContainer {
+                        path: src_path.clone(),
+                        container: name,
+                    }));
                     return Ok(());
                 };
                 if let Err(e) = check_contents(&src_path, src_contents, kind) {
@@ -323,22 +432,23 @@ pub fn copy_out(
                 let Ok(top) = top_rx.recv() else {
                     return Ok(()); // the host side gave up
                 };
-                let items = items_of(&src_path, top.as_deref(), opts.follow, None)
-                    .map_err(|e| format!("{}: {e}", src_path.display()))?;
-                copy::write_tar(&items, writer).map_err(|e| e.to_string())?;
+                let items =
+                    items_of(&src_path, top.as_deref(), opts.follow, None).map_err(|source| {
+                        CpError::ReadSource {
+                            path: src_path.clone(),
+                            source,
+                        }
+                    })?;
+                copy::write_tar(&items, writer).map_err(CpError::Stream)?;
                 Ok(())
             })
         });
         let host = (|| -> Result<u64> {
-            let kind = kind_rx
-                .recv()
-                .map_err(|_| other("the container side of the copy failed"))?
-                .map_err(other)?;
+            let kind = kind_rx.recv().map_err(|_| CpError::ContainerSide)??;
             if dest == "-" {
                 let _ = top_tx.send(Some(src_name.clone()));
                 let mut r = reader;
-                return io::copy(&mut r, stdout)
-                    .map_err(|e| other(format!("writing the archive: {e}")));
+                return io::copy(&mut r, stdout).map_err(|e| CpError::WriteArchive(e).into());
             }
             let (dest_path, _, must_dir) = clean_host(dest);
             let land = landing(
@@ -348,18 +458,15 @@ pub fn copy_out(
                 &dest_path,
                 must_dir,
                 probe(&dest_path),
-            )
-            .map_err(other)?;
+            )?;
             if !land.root.is_dir() {
-                return Err(other(format!("{}: no such directory", land.root.display())));
+                return Err(CpError::NoDirectory(land.root).into());
             }
             let _ = top_tx.send(land.top.clone());
-            unpack(reader, &land.root, &dest_path).map_err(other)
+            Ok(unpack(reader, &land.root, &dest_path)?)
         })();
         drop(top_tx);
-        let inner = inside
-            .join()
-            .map_err(|_| other("the copy thread panicked"))?;
+        let inner = inside.join().map_err(|_| CpError::Panicked("copy"))?;
         // What went wrong on the host (the destination) explains a broken stream best.
         let (n, ()) = both(host, inner, false)?;
         Ok(n)
@@ -370,21 +477,19 @@ pub fn copy_out(
 /// stream, one filesystem only: the mounts of a running container (`/proc`, `/sys`, `/dev`,
 /// volumes, the generated `/etc` files) appear as their mount points, never their contents.
 pub fn export(cs: &Containers, c: &Container, out: &mut (dyn Write + Send)) -> Result<()> {
-    let (reader, writer) = io::pipe().map_err(|e| other(e.to_string()))?;
+    let (reader, writer) = io::pipe().map_err(CpError::Stream)?;
     std::thread::scope(|s| {
         let inside = s.spawn(|| {
-            in_container(cs, c, move || -> std::result::Result<(), String> {
-                let items = one_filesystem(Path::new("/")).map_err(|e| e.to_string())?;
-                copy::write_tar(&items, writer).map_err(|e| e.to_string())?;
+            in_container(cs, c, move || -> CpResult<()> {
+                let items = one_filesystem(Path::new("/")).map_err(CpError::Stream)?;
+                copy::write_tar(&items, writer).map_err(CpError::Stream)?;
                 Ok(())
             })
         });
         let mut r = reader;
-        let copied = io::copy(&mut r, out).map_err(|e| other(format!("writing the archive: {e}")));
+        let copied = io::copy(&mut r, out).map_err(|e| CpError::WriteArchive(e).into());
         drop(r);
-        let inner = inside
-            .join()
-            .map_err(|_| other("the export thread panicked"))?;
+        let inner = inside.join().map_err(|_| CpError::Panicked("export"))?;
         both(copied, inner, true).map(drop)
     })
 }
@@ -445,10 +550,10 @@ fn one_filesystem(root: &Path) -> io::Result<Vec<Item>> {
 /// the cause; the other side then only saw a broken pipe).
 fn both<H, C>(
     host: Result<H>,
-    container: Result<std::result::Result<C, String>>,
+    container: Result<CpResult<C>>,
     container_first: bool,
 ) -> Result<(H, C)> {
-    let container = container.and_then(|r| r.map_err(other));
+    let container = container.and_then(|r| r.map_err(ContainerError::from));
     match (host, container) {
         (Ok(h), Ok(c)) => Ok((h, c)),
         (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
@@ -486,18 +591,17 @@ pub fn copy_in(
     let kind = if src == "-" {
         SrcKind::Stream
     } else {
-        src_kind_of(&src_path, opts.follow)
-            .ok_or_else(|| other(format!("{}: no such file or directory", src_path.display())))?
+        src_kind_of(&src_path, opts.follow).ok_or_else(|| CpError::NoSource(src_path.clone()))?
     };
-    check_contents(&src_path, src_contents, kind).map_err(other)?;
+    check_contents(&src_path, src_contents, kind)?;
     let src_name = base_name(&src_path);
     let (dest_path, _, must_dir) = clean(dest);
-    let (reader, writer) = io::pipe().map_err(|e| other(e.to_string()))?;
-    let (land_tx, land_rx) = mpsc::channel::<std::result::Result<Option<String>, String>>();
+    let (reader, writer) = io::pipe().map_err(CpError::Stream)?;
+    let (land_tx, land_rx) = mpsc::channel::<CpResult<Option<String>>>();
     let name = c.config.name.clone();
     std::thread::scope(|s| {
         let inside = s.spawn(|| {
-            in_container(cs, c, move || -> std::result::Result<u64, String> {
+            in_container(cs, c, move || -> CpResult<u64> {
                 let land = match landing(
                     kind,
                     &src_name,
@@ -507,11 +611,18 @@ pub fn copy_in(
                     probe(&dest_path),
                 ) {
                     Ok(l) if l.root.is_dir() => l,
-                    Ok(l) => Err(format!(
-                        "{}: no such directory in container {name}",
-                        l.root.display()
-                    ))?,
-                    Err(e) => Err(format!("{e} (in container {name})"))?,
+                    Ok(l) => {
+                        return Err(CpError::NoDirectoryInContainer {
+                            path: l.root,
+                            container: name,
+                        })
+                    }
+                    Err(e) => {
+                        return Err(CpError::InContainer {
+                            source: Box::new(e),
+                            container: name,
+                        })
+                    }
                 };
                 if land_tx.send(Ok(land.top.clone())).is_err() {
                     return Ok(0);
@@ -520,24 +631,24 @@ pub fn copy_in(
             })
         });
         let host = (|| -> Result<()> {
-            let top = land_rx
-                .recv()
-                .map_err(|_| other("the container side of the copy failed"))?
-                .map_err(other)?;
+            let top = land_rx.recv().map_err(|_| CpError::ContainerSide)??;
             let mut w = writer;
             if kind == SrcKind::Stream {
-                io::copy(stdin, &mut w).map_err(|e| other(format!("reading the archive: {e}")))?;
+                io::copy(stdin, &mut w).map_err(CpError::ReadArchive)?;
                 return Ok(());
             }
             let owner = if opts.archive { None } else { Some((0, 0)) };
-            let items = items_of(&src_path, top.as_deref(), opts.follow, owner)
-                .map_err(|e| other(format!("{}: {e}", src_path.display())))?;
-            copy::write_tar(&items, w).map_err(|e| other(e.to_string()))?;
+            let items =
+                items_of(&src_path, top.as_deref(), opts.follow, owner).map_err(|source| {
+                    CpError::ReadSource {
+                        path: src_path.clone(),
+                        source,
+                    }
+                })?;
+            copy::write_tar(&items, w).map_err(CpError::Stream)?;
             Ok(())
         })();
-        let inner = inside
-            .join()
-            .map_err(|_| other("the copy thread panicked"))?;
+        let inner = inside.join().map_err(|_| CpError::Panicked("copy"))?;
         let ((), n) = both(host, inner, true)?;
         Ok(n)
     })
@@ -590,5 +701,33 @@ mod tests {
             (PathBuf::from("/b/c"), true, true)
         );
         assert_eq!(clean("x/"), (PathBuf::from("/x"), false, true));
+    }
+
+    #[test]
+    fn copy_errors_are_typed_and_keep_their_words() {
+        let d = Path::new("/dst");
+        let e = landing(SrcKind::Dir, "src", false, d, false, Some(false)).unwrap_err();
+        assert!(matches!(
+            e,
+            CpError::Destination {
+                reason: "cannot copy a directory to a file",
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), "/dst: cannot copy a directory to a file");
+        let e = check_contents(Path::new("/f"), true, SrcKind::File).unwrap_err();
+        assert_eq!(e.to_string(), "/f: not a directory");
+        // Refused inside the container: the cause stays reachable as the source.
+        let e = CpError::InContainer {
+            source: Box::new(e),
+            container: "web".into(),
+        };
+        assert_eq!(e.to_string(), "/f: not a directory (in container web)");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = ContainerError::from(e);
+        assert!(matches!(
+            e,
+            ContainerError::Copy(CpError::InContainer { .. })
+        ));
     }
 }

@@ -17,8 +17,10 @@
 //! processes from its first start until it is removed.
 //!
 //! The monitor ([`monitor`]) is a `kiln` process of its own, started detached (`setsid`) by
-//! the CLI: it owns the container's PID 1, its stdio and logs, records state atomically,
-//! forwards published ports ([`ports`]) and applies the restart policy. The CLI only reads
+//! [`launch`], which waits for it to report the container started or why not: it owns the
+//! container's PID 1, its stdio and logs (each run of the process: `session`), records
+//! state atomically, forwards published ports ([`ports`]) and applies the restart policy.
+//! The CLI only reads
 //! what the monitor recorded and signals the container's PID 1 directly (through a pidfd
 //! checked against the recorded process start time, so a recycled PID is never hit). A
 //! monitor that died is detected through its lock: `ps` never shows a stale "running".
@@ -28,11 +30,13 @@ pub mod cgroups;
 pub mod commit;
 pub mod cp;
 pub mod health;
+pub mod launch;
 pub mod logs;
 pub mod monitor;
 pub mod names;
 pub mod ops;
 pub mod ports;
+mod session;
 pub mod signals;
 pub mod volumes;
 
@@ -95,6 +99,103 @@ pub enum ContainerError {
         #[source]
         source: serde_json::Error,
     },
+    /// The image store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// An image operation (a `--change`, say) failed.
+    #[error(transparent)]
+    Image(#[from] crate::imageops::ImageOpsError),
+    /// An image config or manifest could not be read or encoded.
+    #[error(transparent)]
+    Config(#[from] crate::image::ConfigError),
+    /// A digest recorded in the container's config or its image is malformed.
+    #[error("{what}: {source}")]
+    Digest {
+        /// Which digest.
+        what: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: crate::image::DigestError,
+    },
+    /// A JSON document could not be read or written.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which document.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The image's layers could not be prepared, or the container's changes committed.
+    #[error("{what}: {source}")]
+    Layers {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file of the container's could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The image's config cannot be read.
+    #[error("image {image}: bad config: {source}")]
+    BadImage {
+        /// The image as named.
+        image: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A signal could not be sent to the container.
+    #[error("signalling container: {0}")]
+    Signal(#[source] io::Error),
+    /// The container did not stop, or its monitor did not exit, in time.
+    #[error("container {0}")]
+    Timeout(String),
+    /// A cgroup file could not be read or written.
+    #[error("cgroup: {what} {}: {source}", path.display())]
+    Cgroup {
+        /// What was being done.
+        what: String,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// A published port could not be bound on the host.
+    #[error(
+        "driver failed programming external connectivity: Bind for {address} failed: {source}"
+    )]
+    Bind {
+        /// `IP:PORT/PROTO`.
+        address: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The container's image has left the store.
+    #[error("{0}: the container's image is no longer in the store")]
+    ImageGone(String),
+    /// The image's config is not what an image config must be.
+    #[error("the image config {0}")]
+    BadImageConfig(&'static str),
+    /// A step of the executor's failed (reading a container's changes, say).
+    #[error(transparent)]
+    Exec(#[from] crate::executor::ExecError),
+    /// The container's stdio could not be set up or relayed.
+    #[error("container stdio: {0}")]
+    Stdio(#[source] io::Error),
+    /// `kiln cp` or `kiln export` failed.
+    #[error(transparent)]
+    Copy(cp::CpError),
     /// Anything else, already worded.
     #[error("{0}")]
     Other(String),
@@ -585,8 +686,10 @@ impl Container {
             .diff_ids
             .iter()
             .map(|d| {
-                Digest::parse(d)
-                    .map_err(|e| ContainerError::Other(format!("bad layer digest in config: {e}")))
+                Digest::parse(d).map_err(|source| ContainerError::Digest {
+                    what: "bad layer digest in config",
+                    source,
+                })
             })
             .collect()
     }
@@ -684,10 +787,16 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 /// Writes `value` as JSON to `path` atomically (temp file in the same dir, fsync, rename).
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let bytes =
-        serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Other(e.to_string()))?;
-    crate::common::atomic::write_atomic(dir, path, &bytes, 0o600)
-        .map_err(|e| ContainerError::Other(e.to_string()))
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
+        what: "encoding a container record",
+        source,
+    })?;
+    crate::common::atomic::write_atomic(dir, path, &bytes, 0o600).map_err(|e| {
+        ContainerError::Write {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })
 }
 
 /// Writes a container's state.

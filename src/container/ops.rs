@@ -11,10 +11,10 @@ use super::{
     monitor_alive, new_id, signals, Container, ContainerConfig, ContainerError, Containers,
     MountPoint, Network, PortBinding, RestartPolicy, Result, Status, FORMAT_VERSION,
 };
-use crate::image::spec::ImageSpec;
+use crate::image::spec::{ImageSpec, RunConfig};
 use crate::image::Digest;
 use crate::imageops::remove::{ContainerUse, ContainerUsers};
-use crate::store::{GcRoots, Store};
+use crate::store::{GcRoots, ImageRecord, Store};
 
 /// Docker's default for `stop -t`.
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
@@ -340,35 +340,13 @@ pub fn parse_mount(root: &Path, spec: &str) -> Result<MountPoint> {
 /// Creates a container from an image, as `docker create` does.
 pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     let root = store.root().to_path_buf();
-    let image = store.resolve(&opts.image).map_err(|_| {
-        ContainerError::Invalid(format!("Unable to find image '{}' locally", opts.image))
-    })?;
-    let bytes = store
-        .read_blob(&image.id, "image config", 16 << 20)
-        .map_err(|e| ContainerError::Other(e.to_string()))?;
-    let spec = ImageSpec::from_slice(&bytes)
-        .map_err(|e| ContainerError::Other(format!("image {}: bad config: {e}", opts.image)))?;
+    let (image, spec) = image_config(store, &opts.image)?;
     let ic = &spec.config;
-
-    let entrypoint: Option<Vec<String>> = match &opts.entrypoint {
-        Some(e) if e.is_empty() => None,
-        Some(e) => Some(vec![e.clone()]),
-        None => ic.entrypoint.clone(),
-    };
-    // Docker: arguments replace CMD; a new entrypoint drops the image's CMD.
-    let cmd: Option<Vec<String>> = if !opts.command.is_empty() {
-        Some(opts.command.clone())
-    } else if opts.entrypoint.is_some() {
-        None
-    } else {
-        ic.cmd.clone()
-    };
-    let mut argv: Vec<String> = entrypoint.clone().unwrap_or_default();
-    argv.extend(cmd.clone().unwrap_or_default());
-    if argv.is_empty() {
-        return Err(ContainerError::Invalid("No command specified".into()));
-    }
-
+    let Command {
+        entrypoint,
+        cmd,
+        argv,
+    } = command_of(opts, ic)?;
     let id = new_id()?;
     let mut env = ic.env.clone();
     let hostname = opts
@@ -376,24 +354,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         .clone()
         .unwrap_or_else(|| id[..12].to_string());
     apply_env(&mut env, &opts.env);
-
-    let mut mounts = Vec::new();
-    for v in &opts.volumes {
-        mounts.push(parse_volume(&root, v)?);
-    }
-    for m in &opts.mounts {
-        mounts.push(parse_mount(&root, m)?);
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for m in &mounts {
-        if !seen.insert(m.destination.trim_end_matches('/').to_string()) {
-            return Err(ContainerError::Invalid(format!(
-                "Duplicate mount point: {}",
-                m.destination
-            )));
-        }
-    }
-
+    let mounts = mounts_of(&root, opts)?;
     let stop_signal = opts
         .stop_signal
         .clone()
@@ -415,32 +376,8 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         .as_ref()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    let ports = if matches!(opts.network, Network::Private | Network::Pasta) {
-        let mut ports = opts.ports.clone();
-        if opts.publish_all {
-            publish_all(&mut ports, &exposed, &opts.image)?;
-        }
-        ports
-    } else {
-        Vec::new()
-    };
-    if opts.resources.any() {
-        let h = super::cgroups::Hierarchy::host().ok_or_else(|| {
-            ContainerError::Invalid(format!(
-                "resource limits need cgroups, and none are mounted at {}",
-                super::cgroups::HOST_ROOT
-            ))
-        })?;
-        let online = h.online_cpus();
-        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let ncpus = super::cgroups::parse_cpu_list(&online).map_or(ncpus, |l| l.len());
-        opts.resources.validate(ncpus, &online)?;
-    }
-    if opts.auto_remove && opts.restart.name != "no" {
-        return Err(ContainerError::Invalid(
-            "Conflicting options: --restart and --rm".into(),
-        ));
-    }
+    let ports = published_ports(opts, &exposed)?;
+    check_limits(opts)?;
     let config = ContainerConfig {
         version: FORMAT_VERSION,
         id,
@@ -487,6 +424,108 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
             .collect::<Result<_>>()?,
     };
     Containers::new(&root).create(config)
+}
+
+/// The image `reference` names in the store, and its config.
+fn image_config(store: &Store, reference: &str) -> Result<(ImageRecord, ImageSpec)> {
+    let image = store.resolve(reference).map_err(|_| {
+        ContainerError::Invalid(format!("Unable to find image '{reference}' locally"))
+    })?;
+    let bytes = store.read_blob(&image.id, "image config", 16 << 20)?;
+    let spec = ImageSpec::from_slice(&bytes).map_err(|source| ContainerError::BadImage {
+        image: reference.to_string(),
+        source,
+    })?;
+    Ok((image, spec))
+}
+
+/// What a container runs: entrypoint, command, and the two joined.
+struct Command {
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    argv: Vec<String>,
+}
+
+/// The container's command, as Docker combines flags and image: arguments replace CMD; a
+/// new entrypoint drops the image's CMD.
+fn command_of(opts: &CreateOptions, ic: &RunConfig) -> Result<Command> {
+    let entrypoint: Option<Vec<String>> = match &opts.entrypoint {
+        Some(e) if e.is_empty() => None,
+        Some(e) => Some(vec![e.clone()]),
+        None => ic.entrypoint.clone(),
+    };
+    let cmd: Option<Vec<String>> = if !opts.command.is_empty() {
+        Some(opts.command.clone())
+    } else if opts.entrypoint.is_some() {
+        None
+    } else {
+        ic.cmd.clone()
+    };
+    let mut argv: Vec<String> = entrypoint.clone().unwrap_or_default();
+    argv.extend(cmd.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(ContainerError::Invalid("No command specified".into()));
+    }
+    Ok(Command {
+        entrypoint,
+        cmd,
+        argv,
+    })
+}
+
+/// `-v` and `--mount`, each destination at most once.
+fn mounts_of(root: &Path, opts: &CreateOptions) -> Result<Vec<MountPoint>> {
+    let mut mounts = Vec::new();
+    for v in &opts.volumes {
+        mounts.push(parse_volume(root, v)?);
+    }
+    for m in &opts.mounts {
+        mounts.push(parse_mount(root, m)?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &mounts {
+        if !seen.insert(m.destination.trim_end_matches('/').to_string()) {
+            return Err(ContainerError::Invalid(format!(
+                "Duplicate mount point: {}",
+                m.destination
+            )));
+        }
+    }
+    Ok(mounts)
+}
+
+/// `-p` and `-P` bindings; none without a network of the container's own.
+fn published_ports(opts: &CreateOptions, exposed: &[String]) -> Result<Vec<PortBinding>> {
+    if !matches!(opts.network, Network::Private | Network::Pasta) {
+        return Ok(Vec::new());
+    }
+    let mut ports = opts.ports.clone();
+    if opts.publish_all {
+        publish_all(&mut ports, exposed, &opts.image)?;
+    }
+    Ok(ports)
+}
+
+/// Resource limits this host can apply, and no `--rm` with a restart policy.
+fn check_limits(opts: &CreateOptions) -> Result<()> {
+    if opts.resources.any() {
+        let h = super::cgroups::Hierarchy::host().ok_or_else(|| {
+            ContainerError::Invalid(format!(
+                "resource limits need cgroups, and none are mounted at {}",
+                super::cgroups::HOST_ROOT
+            ))
+        })?;
+        let online = h.online_cpus();
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ncpus = super::cgroups::parse_cpu_list(&online).map_or(ncpus, |l| l.len());
+        opts.resources.validate(ncpus, &online)?;
+    }
+    if opts.auto_remove && opts.restart.name != "no" {
+        return Err(ContainerError::Invalid(
+            "Conflicting options: --restart and --rm".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `-P`: adds a binding to a port the kernel picks for each port `image` exposes that
@@ -544,8 +583,7 @@ pub fn kill(c: &Container, signal: i32) -> Result<()> {
     }
     request_stop(c)?;
     if let Some(fd) = c.pidfd() {
-        super::pidfd_signal(&fd, signal)
-            .map_err(|e| ContainerError::Other(format!("signalling container: {e}")))?;
+        super::pidfd_signal(&fd, signal).map_err(ContainerError::Signal)?;
     }
     thaw_signalled(c);
     Ok(())
@@ -584,9 +622,7 @@ pub fn running_cgroup(c: &Container) -> Result<Cgroup> {
 pub fn cgroup_joiner(id: &str) -> impl FnMut(libc::pid_t) -> std::io::Result<()> {
     let cgroup = Cgroup::host(id).filter(Cgroup::exists);
     move |pid| match &cgroup {
-        Some(cg) => cg
-            .add(pid)
-            .map_err(|e| std::io::Error::other(e.to_string())),
+        Some(cg) => cg.add(pid).map_err(std::io::Error::other),
         None => Ok(()),
     }
 }
@@ -645,8 +681,8 @@ pub fn stop(c: &Container, timeout: Option<u32>) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(ContainerError::Other(format!(
-                "container {} did not stop in time",
+            return Err(ContainerError::Timeout(format!(
+                "{} did not stop in time",
                 c.config.name
             )));
         }
@@ -672,8 +708,8 @@ pub fn remove(containers: &Containers, c: &Container, force: bool) -> Result<()>
         }
     }
     if !wait_monitor_gone(c, Duration::from_secs(30)) {
-        return Err(ContainerError::Other(format!(
-            "container {}: its monitor did not exit",
+        return Err(ContainerError::Timeout(format!(
+            "{}: its monitor did not exit",
             c.config.name
         )));
     }

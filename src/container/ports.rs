@@ -38,11 +38,9 @@ pub fn bind(ports: &mut [PortBinding]) -> Result<Vec<(Listener, u16)>> {
             .parse()
             .map_err(|_| ContainerError::Invalid(format!("invalid host address {}", p.host_ip)))?;
         let addr = SocketAddr::new(ip, p.host_port);
-        let failed = |e: io::Error| {
-            ContainerError::Other(format!(
-                "driver failed programming external connectivity: Bind for {}:{}/{} failed: {e}",
-                p.host_ip, p.host_port, p.proto
-            ))
+        let failed = |source: io::Error| ContainerError::Bind {
+            address: format!("{}:{}/{}", p.host_ip, p.host_port, p.proto),
+            source,
         };
         let (l, local) = if p.proto == "udp" {
             let s = UdpSocket::bind(addr).map_err(failed)?;
@@ -182,6 +180,34 @@ fn forward(outside: TcpStream, ns: Arc<OwnedFd>, port: u16) {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    /// A port already taken on the host is a typed error that keeps the OS error as its
+    /// source, in Docker's words.
+    #[test]
+    fn a_taken_host_port_is_a_bind_error_with_its_cause() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let port = taken.local_addr().expect("address").port();
+        let mut ports = vec![PortBinding {
+            host_ip: "127.0.0.1".into(),
+            host_port: port,
+            container_port: 80,
+            proto: "tcp".into(),
+        }];
+        let Err(e) = bind(&mut ports) else {
+            panic!("bound a port that is taken");
+        };
+        assert!(
+            matches!(&e, ContainerError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!(
+                "driver failed programming external connectivity: Bind for 127.0.0.1:{port}/tcp failed: "
+            )),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
 
     /// Forwarding into the current namespace (as root, our own netns fd) reaches a server
     /// on loopback, and the reply comes back.

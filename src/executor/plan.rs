@@ -292,10 +292,38 @@ fn c(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
-/// Decides the container's mounts, in order.
+/// Decides the container's mounts, in order: the root, the kernel filesystems, the
+/// caller's files and mounts, then the switch into the root.
 pub fn build(input: &PlanInput) -> Vec<Op> {
     let mut ops = vec![Op::PrivateMounts];
-    let root = match &input.root {
+    let root = mount_root(&mut ops, &input.root);
+    ops.push(Op::OpenRoot(root.clone()));
+    ops.push(Op::Mount {
+        src: c("proc"),
+        rel: c("proc"),
+        fstype: c("proc"),
+        flags: NOSUID | NODEV | NOEXEC,
+        data: None,
+        optional: false,
+    });
+    dev(&mut ops);
+    sys(&mut ops);
+    user_mounts(&mut ops, input);
+    if input.readonly_root {
+        // Only the root's own mount: /proc, /dev, volumes and tmpfs mounts keep their flags.
+        ops.push(Op::RemountReadOnly(c(".")));
+    }
+    ops.push(Op::PivotRoot(root));
+    ops.push(Op::Hostname(input.hostname.clone()));
+    if input.own_network {
+        ops.push(Op::LoopbackUp);
+    }
+    ops
+}
+
+/// The root: an overlay of the layers, or a bind of a copied tree. Returns its path.
+fn mount_root(ops: &mut Vec<Op>, plan: &RootPlan) -> CString {
+    match plan {
         RootPlan::Overlay {
             links_dir,
             merged,
@@ -314,16 +342,12 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
             });
             rootfs.clone()
         }
-    };
-    ops.push(Op::OpenRoot(root.clone()));
-    ops.push(Op::Mount {
-        src: c("proc"),
-        rel: c("proc"),
-        fstype: c("proc"),
-        flags: NOSUID | NODEV | NOEXEC,
-        data: None,
-        optional: false,
-    });
+    }
+}
+
+/// `/dev`: a tmpfs with the host's harmless devices bound in, the usual links, and
+/// devpts, shm and mqueue.
+fn dev(ops: &mut Vec<Op>) {
     // nodev on /dev itself: without a device cgroup, a node the step mknods there (say 8:0,
     // the host's disk) must not open. The bound host nodes keep the host devtmpfs's flags.
     ops.push(Op::Mount {
@@ -385,6 +409,10 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
         data: None,
         optional: true,
     });
+}
+
+/// `/sys`, read-only, and the masked and read-only paths of `/proc` and `/sys`.
+fn sys(ops: &mut Vec<Op>) {
     // A fresh sysfs shows the mounting process's network namespace, so with --network none
     // /sys/class/net lists only lo.
     ops.push(Op::Mount {
@@ -401,6 +429,10 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
     for p in READONLY_PATHS {
         ops.push(Op::ReadOnly(c(p)));
     }
+}
+
+/// The caller's `/etc` files, bind mounts and tmpfs mounts.
+fn user_mounts(ops: &mut Vec<Op>, input: &PlanInput) {
     for (rel, src) in &input.etc_files {
         ops.push(Op::BindHost {
             src: src.clone(),
@@ -442,16 +474,6 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
             optional: false,
         });
     }
-    if input.readonly_root {
-        // Only the root's own mount: /proc, /dev, volumes and tmpfs mounts keep their flags.
-        ops.push(Op::RemountReadOnly(c(".")));
-    }
-    ops.push(Op::PivotRoot(root));
-    ops.push(Op::Hostname(input.hostname.clone()));
-    if input.own_network {
-        ops.push(Op::LoopbackUp);
-    }
-    ops
 }
 
 /// Builds overlay mount options naming layers by short relative names (`i`, `0`, `1`, …,

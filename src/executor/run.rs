@@ -364,6 +364,12 @@ impl Container {
         };
     }
 
+    /// Kills and reaps it (on a failure before its command runs).
+    fn abort(&mut self) {
+        self.kill();
+        let _ = self.wait();
+    }
+
     fn wait(&mut self) -> Result<ExitStatus, ExecError> {
         let mut status: c_int = 0;
         loop {
@@ -725,6 +731,170 @@ pub fn exec_in(
     }
 }
 
+/// What the child process reads after the clone, prepared while allocation is still
+/// allowed. The pointers in `argv`/`envp`/`home` point into heap buffers owned here, which
+/// the child sees in its copy of the address space.
+struct ExecImage {
+    argv0_has_slash: bool,
+    candidates: Vec<CString>,
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    /// `[init?, <resolved path slot>, argv…, NULL]`.
+    argv_ptrs: Vec<*const c_char>,
+    /// `HOME=` and room for the value the child fills in.
+    _home_buf: Vec<u8>,
+    envp: Vec<*const c_char>,
+    home: Option<HomeSlot>,
+    workdir: String,
+    workdir_c: CString,
+    filter: Vec<libc::sock_filter>,
+    trampoline_fd: RawFd,
+}
+
+impl ExecImage {
+    fn new(spec: &StepSpec, hostname: &str) -> Result<ExecImage, ExecError> {
+        let (env, need_home) = final_env(spec, hostname);
+        let path_value = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let argv0 = spec.argv[0].as_str();
+        let candidates: Vec<CString> = candidates(argv0, &path_value)
+            .into_iter()
+            .map(|c| cstring("command", c))
+            .collect::<Result<_, _>>()?;
+        let argv_c: Vec<CString> = spec
+            .argv
+            .iter()
+            .map(|a| cstring("argument", a.as_str()))
+            .collect::<Result<_, _>>()?;
+        let env_c: Vec<CString> = env
+            .iter()
+            .map(|e| cstring("environment", e.as_str()))
+            .collect::<Result<_, _>>()?;
+        let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(argv_c.len() + 3);
+        // With --init: [init, <path>, argv…]; init execs argv[1] with argv[2..].
+        if spec.init {
+            argv_ptrs.push(c"init".as_ptr());
+        }
+        argv_ptrs.push(std::ptr::null());
+        argv_ptrs.extend(argv_c.iter().map(|a| a.as_ptr()));
+        argv_ptrs.push(std::ptr::null());
+        let mut home_buf = vec![0u8; 5 + MAX_HOME + 1];
+        home_buf[..5].copy_from_slice(b"HOME=");
+        let mut envp: Vec<*const c_char> = env_c.iter().map(|e| e.as_ptr()).collect();
+        let home = if need_home {
+            envp.push(home_buf.as_ptr().cast());
+            // SAFETY: 5 is within the buffer.
+            Some(HomeSlot {
+                ptr: unsafe { home_buf.as_mut_ptr().add(5) },
+                cap: MAX_HOME + 1,
+            })
+        } else {
+            None
+        };
+        envp.push(std::ptr::null());
+        let workdir = stepdir::clean_workdir(if spec.workdir.is_empty() {
+            "/"
+        } else {
+            &spec.workdir
+        });
+        let workdir_c = cstring("working directory", workdir.as_str())?;
+        let trampoline_fd = if spec.init {
+            super::init::fd()?
+        } else {
+            trampoline::fd()?
+        };
+        Ok(ExecImage {
+            argv0_has_slash: argv0.contains('/'),
+            candidates,
+            _argv: argv_c,
+            _env: env_c,
+            argv_ptrs,
+            _home_buf: home_buf,
+            envp,
+            home,
+            workdir,
+            workdir_c,
+            filter: seccomp::default_filter(spec.mknod_any),
+            trampoline_fd,
+        })
+    }
+}
+
+/// The descriptors of one attempt: the child's stdio, the parent's output readers, the
+/// report pipe (child → parent) and the go socket (parent → child).
+struct AttemptFds {
+    child_stdio: [Option<OwnedFd>; 3],
+    readers: [Option<OwnedFd>; 2],
+    report_r: OwnedFd,
+    report_w: OwnedFd,
+    go_r: OwnedFd,
+    go_w: OwnedFd,
+}
+
+impl AttemptFds {
+    fn open(io: &StepIo<'_>) -> Result<AttemptFds, ExecError> {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| ExecError::io("opening", "/dev/null", e))?;
+        let mut child_stdio: [Option<OwnedFd>; 3] = [None, None, None];
+        child_stdio[0] = match &io.stdin {
+            Input::Null => Some(dup_high(null.as_fd())?),
+            Input::Inherit => None,
+            Input::Fd(fd) => Some(dup_high(*fd)?),
+        };
+        let mut readers: [Option<OwnedFd>; 2] = [None, None];
+        for (i, out) in [&io.stdout, &io.stderr].into_iter().enumerate() {
+            child_stdio[i + 1] = match out {
+                Output::Null => Some(dup_high(null.as_fd())?),
+                Output::Inherit => None,
+                Output::Fd(fd) => Some(dup_high(*fd)?),
+                Output::Lines(_) => {
+                    let (r, w) = pipe()?;
+                    readers[i] = Some(r);
+                    Some(dup_high(w.as_fd())?)
+                }
+            };
+        }
+        let (report_r, report_w) = pipe()?;
+        // A socket, not a pipe: a console fd travels over it (SCM_RIGHTS) after the identity.
+        let (go_r, go_w) = socketpair()?;
+        Ok(AttemptFds {
+            child_stdio,
+            readers,
+            report_r,
+            report_w,
+            go_r,
+            go_w,
+        })
+    }
+
+    /// The parent's ends, which the child closes first (so a dead parent shows up as EOF).
+    fn parent_ends(&self) -> Vec<RawFd> {
+        let mut close_fds = vec![self.report_r.as_raw_fd(), self.go_w.as_raw_fd()];
+        close_fds.extend(self.readers.iter().flatten().map(|r| r.as_raw_fd()));
+        close_fds
+    }
+
+    /// After the clone: closes the child's ends here and returns the parent's (output
+    /// readers, report, go).
+    fn into_parent_ends(self) -> ([Option<OwnedFd>; 2], OwnedFd, OwnedFd) {
+        (self.readers, self.report_r, self.go_w)
+    }
+
+    fn child_stdio(&self) -> [Option<RawFd>; 3] {
+        [
+            self.child_stdio[0].as_ref().map(|f| f.as_raw_fd()),
+            self.child_stdio[1].as_ref().map(|f| f.as_raw_fd()),
+            self.child_stdio[2].as_ref().map(|f| f.as_raw_fd()),
+        ]
+    }
+}
+
 fn attempt(
     spec: &StepSpec,
     io: &mut StepIo<'_>,
@@ -732,118 +902,75 @@ fn attempt(
     ops: Vec<Op>,
     joined: Option<BorrowedFd<'_>>,
 ) -> Result<ExitStatus, Attempt> {
-    // --- Everything the child will read, prepared while allocation is still allowed. ---
-    let (env, need_home) = final_env(spec, hostname);
-    let path_value = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
-        .to_string();
-    let argv0 = spec.argv[0].as_str();
-    let cands: Vec<CString> = candidates(argv0, &path_value)
-        .into_iter()
-        .map(|c| cstring("command", c))
-        .collect::<Result<_, _>>()?;
-    let argv_c: Vec<CString> = spec
-        .argv
-        .iter()
-        .map(|a| cstring("argument", a.as_str()))
-        .collect::<Result<_, _>>()?;
-    let env_c: Vec<CString> = env
-        .iter()
-        .map(|e| cstring("environment", e.as_str()))
-        .collect::<Result<_, _>>()?;
-    let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(argv_c.len() + 3);
-    // With --init: [init, <path>, argv…]; init execs argv[1] with argv[2..].
-    let init_name = c"init";
-    if spec.init {
-        argv_ptrs.push(init_name.as_ptr());
-    }
-    argv_ptrs.push(std::ptr::null());
-    argv_ptrs.extend(argv_c.iter().map(|a| a.as_ptr()));
-    argv_ptrs.push(std::ptr::null());
-    let mut home_buf = vec![0u8; 5 + MAX_HOME + 1];
-    home_buf[..5].copy_from_slice(b"HOME=");
-    let mut envp: Vec<*const c_char> = env_c.iter().map(|e| e.as_ptr()).collect();
-    let home = if need_home {
-        envp.push(home_buf.as_ptr().cast());
-        // SAFETY: 5 is within the buffer.
-        Some(HomeSlot {
-            ptr: unsafe { home_buf.as_mut_ptr().add(5) },
-            cap: MAX_HOME + 1,
-        })
-    } else {
-        None
-    };
-    envp.push(std::ptr::null());
-    let workdir = stepdir::clean_workdir(if spec.workdir.is_empty() {
-        "/"
-    } else {
-        &spec.workdir
-    });
-    let workdir_c = cstring("working directory", workdir.as_str())?;
-    let filter = seccomp::default_filter(spec.mknod_any);
-    let tramp = if spec.init {
-        super::init::fd()?
-    } else {
-        trampoline::fd()?
-    };
-
-    // --- File descriptors. ---
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| ExecError::io("opening", "/dev/null", e))?;
-    let mut child_stdio: [Option<OwnedFd>; 3] = [None, None, None];
-    child_stdio[0] = match &io.stdin {
-        Input::Null => Some(dup_high(null.as_fd())?),
-        Input::Inherit => None,
-        Input::Fd(fd) => Some(dup_high(*fd)?),
-    };
-    let mut readers: [Option<OwnedFd>; 2] = [None, None];
-    for (i, out) in [&io.stdout, &io.stderr].into_iter().enumerate() {
-        child_stdio[i + 1] = match out {
-            Output::Null => Some(dup_high(null.as_fd())?),
-            Output::Inherit => None,
-            Output::Fd(fd) => Some(dup_high(*fd)?),
-            Output::Lines(_) => {
-                let (r, w) = pipe()?;
-                readers[i] = Some(r);
-                Some(dup_high(w.as_fd())?)
-            }
-        };
-    }
-    let (report_r, report_w) = pipe()?;
-    // A socket, not a pipe: a console fd travels over it (SCM_RIGHTS) after the identity.
-    let (go_r, go_w) = socketpair()?;
-    let mut close_fds = vec![report_r.as_raw_fd(), go_w.as_raw_fd()];
-    close_fds.extend(readers.iter().flatten().map(|r| r.as_raw_fd()));
-    let argv_base = argv_ptrs.as_mut_ptr();
+    let mut image = ExecImage::new(spec, hostname)?;
+    let fds = AttemptFds::open(io)?;
+    let close_fds = fds.parent_ends();
+    let argv_base = image.argv_ptrs.as_mut_ptr();
     let child_plan = ChildPlan {
         close_fds: &close_fds,
-        stdio: [
-            child_stdio[0].as_ref().map(|f| f.as_raw_fd()),
-            child_stdio[1].as_ref().map(|f| f.as_raw_fd()),
-            child_stdio[2].as_ref().map(|f| f.as_raw_fd()),
-        ],
+        stdio: fds.child_stdio(),
         ops: &ops,
         keep_caps: DEFAULT_CAPS,
         last_cap: last_cap(),
-        seccomp: &filter,
-        workdir: &workdir_c,
-        candidates: &cands,
-        argv0_has_slash: argv0.contains('/'),
-        trampoline_fd: tramp,
+        seccomp: &image.filter,
+        workdir: &image.workdir_c,
+        candidates: &image.candidates,
+        argv0_has_slash: image.argv0_has_slash,
+        trampoline_fd: image.trampoline_fd,
         // SAFETY: index 1 exists when init is in front (init, slot, …, NULL).
         argv: unsafe { argv_base.add(usize::from(spec.init)) },
         exec_argv: argv_base.cast_const(),
-        envp: envp.as_ptr(),
-        home,
+        envp: image.envp.as_ptr(),
+        home: image.home,
         console: io.console.is_some(),
     };
+    let mut container = clone_child(spec, joined, &child_plan, &fds)?;
+    let (readers, report_r, go_w) = fds.into_parent_ends();
+    // The namespace exists from the clone on: pasta configures it while the child sets up
+    // its root. It stops when this returns. A pooled namespace has its pasta already.
+    let mut pasta =
+        if joined.is_none() && spec.network == NetworkMode::Sandbox && spec.netns.is_none() {
+            match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    container.abort();
+                    return Err(network_error(e).into());
+                }
+            }
+        } else {
+            None
+        };
+    let failure_of = |r: Report| failure(r, &ops, spec, &image.workdir);
+    handshake(
+        spec,
+        io,
+        &mut container,
+        &report_r,
+        go_w,
+        pasta.as_mut(),
+        &image.workdir,
+    )
+    .map_err(|e| e.into_attempt(&failure_of))?;
+    let ended = relay(spec, io, &container, report_r, readers)?;
+    let status = container.wait()?;
+    if let Some(r) = ended.failed {
+        return Err(failure_of(r));
+    }
+    if ended.killed {
+        return Err(ExecError::Interrupted.into());
+    }
+    Ok(status)
+}
 
-    // --- Clone. ---
+/// Clones the container process, which runs `plan` and ends in exec (or reports a failure
+/// and exits); in the parent, returns it. With `joined`, this thread's PID namespace for
+/// children is switched back to its own right after.
+fn clone_child(
+    spec: &StepSpec,
+    joined: Option<BorrowedFd<'_>>,
+    plan: &ChildPlan<'_>,
+    fds: &AttemptFds,
+) -> Result<Container, ExecError> {
     let mut flags = libc::CLONE_PIDFD | libc::SIGCHLD;
     if joined.is_none() {
         flags |= libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -869,10 +996,10 @@ fn attempt(
     };
     if pid == 0 {
         let mut k = RealKernel {
-            report_fd: report_w.as_raw_fd(),
-            go_fd: go_r.as_raw_fd(),
+            report_fd: fds.report_w.as_raw_fd(),
+            go_fd: fds.go_r.as_raw_fd(),
         };
-        let (stage, errno) = setup::run_child(&mut k, &child_plan);
+        let (stage, errno) = setup::run_child(&mut k, plan);
         kernel::Kernel::report(
             &mut k,
             Report {
@@ -891,41 +1018,54 @@ fn attempt(
         unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
     }
     if pid < 0 {
-        return Err(sys_err().into());
+        return Err(sys_err());
     }
     // SAFETY: CLONE_PIDFD stored a fresh pidfd.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let mut container = Container {
+    Ok(Container {
         pid: pid as libc::pid_t,
         pidfd,
         reaped: false,
-    };
-    drop(report_w);
-    drop(go_r);
-    drop(child_stdio);
-    drop(null);
-    // The namespace exists from the clone on: pasta configures it while the child sets up
-    // its root. It stops when this returns. A pooled namespace has its pasta already.
-    let mut pasta =
-        if joined.is_none() && spec.network == NetworkMode::Sandbox && spec.netns.is_none() {
-            match Pasta::spawn_for(container.pid, PastaOptions::sandbox()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    container.kill();
-                    let _ = container.wait();
-                    return Err(network_error(e).into());
-                }
-            }
-        } else {
-            None
-        };
+    })
+}
 
-    // --- Handshake: the root is ready; resolve the user inside it. ---
-    match read_report(&report_r, &container.pidfd)? {
+/// Why the handshake failed: the child reported a failure, or the parent's side did.
+enum HandshakeError {
+    Child(Report),
+    Parent(ExecError),
+}
+
+impl From<ExecError> for HandshakeError {
+    fn from(e: ExecError) -> Self {
+        HandshakeError::Parent(e)
+    }
+}
+
+impl HandshakeError {
+    fn into_attempt(self, failure_of: &dyn Fn(Report) -> Attempt) -> Attempt {
+        match self {
+            HandshakeError::Child(r) => failure_of(r),
+            HandshakeError::Parent(e) => Attempt::Failed(e),
+        }
+    }
+}
+
+/// The root is ready: resolves the user inside it, waits for the network, lets the caller
+/// prepare the process, sends the identity (and a console) and tells the caller it starts.
+fn handshake(
+    spec: &StepSpec,
+    io: &mut StepIo<'_>,
+    container: &mut Container,
+    report_r: &OwnedFd,
+    go_w: OwnedFd,
+    pasta: Option<&mut Pasta>,
+    workdir: &str,
+) -> Result<(), HandshakeError> {
+    match read_report(report_r, &container.pidfd)? {
         Some(r) if r.kind == Report::READY => {}
         Some(r) => {
             container.wait()?;
-            return Err(failure(r, &ops, spec, &workdir));
+            return Err(HandshakeError::Child(r));
         }
         None => {
             let status = container.wait()?;
@@ -936,17 +1076,15 @@ fn attempt(
             .into());
         }
     }
-    let go = identity(container.pid, spec, &workdir)?;
+    let go = identity(container.pid, spec, workdir)?;
     // Outbound network is up before the command's first instruction.
-    if let Some(Err(e)) = pasta.as_mut().map(Pasta::ready) {
-        container.kill();
-        let _ = container.wait();
+    if let Some(Err(e)) = pasta.map(|p| p.ready()) {
+        container.abort();
         return Err(network_error(e).into());
     }
     if let Some(cb) = io.on_ready.as_mut() {
         if let Err(e) = cb(container.pid) {
-            container.kill();
-            let _ = container.wait();
+            container.abort();
             return Err(ExecError::Setup {
                 stage: "preparing the container".into(),
                 source: e,
@@ -965,19 +1103,39 @@ fn attempt(
     if let Some(cb) = io.on_start.as_mut() {
         cb(container.pid, container.pidfd.as_fd());
     }
+    Ok(())
+}
 
-    // --- Run: stream output, watch for failure reports, exit and cancellation. ---
+/// How the run ended, besides its exit status.
+struct Ended {
+    /// The child reported a failure (of its exec) late.
+    failed: Option<Report>,
+    /// It was killed because the step was cancelled.
+    killed: bool,
+}
+
+/// Runs until the container exits (and a little after, to drain): streams output to
+/// `Output::Lines` callbacks, watches for a failure report and for cancellation.
+fn relay(
+    spec: &StepSpec,
+    io: &mut StepIo<'_>,
+    container: &Container,
+    report_r: OwnedFd,
+    mut readers: [Option<OwnedFd>; 2],
+) -> Result<Ended, ExecError> {
     let mut report_open = Some(report_r);
-    let mut failed: Option<Report> = None;
+    let mut ended = Ended {
+        failed: None,
+        killed: false,
+    };
     let mut lines = [LineBuf::default(), LineBuf::default()];
     let mut exited_at: Option<Instant> = None;
-    let mut killed = false;
     let mut chunk = vec![0u8; CHUNK];
     loop {
         if let Some(c) = &spec.cancel {
-            if c.load(Ordering::Relaxed) && !killed {
+            if c.load(Ordering::Relaxed) && !ended.killed {
                 container.kill();
-                killed = true;
+                ended.killed = true;
             }
         }
         let mut fds = Vec::with_capacity(4);
@@ -1019,31 +1177,14 @@ fn attempt(
                 0 => {
                     if let Some(r) = &report_open {
                         match read_report_now(r)? {
-                            Some(rep) => failed = Some(rep),
+                            Some(rep) => ended.failed = Some(rep),
                             None => report_open = None,
                         }
                     }
                 }
                 1 | 2 => {
                     let i = *w - 1;
-                    let Some(r) = &readers[i] else { continue };
-                    // SAFETY: valid buffer.
-                    let n = unsafe { libc::read(r.as_raw_fd(), chunk.as_mut_ptr().cast(), CHUNK) };
-                    if n < 0 && Errno::last() == Errno::EINTR {
-                        continue;
-                    }
-                    let out = if i == 0 {
-                        &mut io.stdout
-                    } else {
-                        &mut io.stderr
-                    };
-                    let Output::Lines(cb) = out else { continue };
-                    if n <= 0 {
-                        lines[i].finish(&mut **cb);
-                        readers[i] = None;
-                    } else {
-                        lines[i].feed(&chunk[..n as usize], &mut **cb);
-                    }
+                    read_output(io, i, &mut readers[i], &mut lines[i], &mut chunk);
                 }
                 _ => exited_at = Some(Instant::now()),
             }
@@ -1054,14 +1195,36 @@ fn attempt(
             lines[i].finish(&mut **cb);
         }
     }
-    let status = container.wait()?;
-    if let Some(r) = failed {
-        return Err(failure(r, &ops, spec, &workdir));
+    Ok(ended)
+}
+
+/// Reads what output `i` (0 stdout, 1 stderr) has into its line splitter; at its end,
+/// flushes the last line and closes the reader.
+fn read_output(
+    io: &mut StepIo<'_>,
+    i: usize,
+    reader: &mut Option<OwnedFd>,
+    lines: &mut LineBuf,
+    chunk: &mut [u8],
+) {
+    let Some(r) = reader else { return };
+    // SAFETY: valid buffer.
+    let n = unsafe { libc::read(r.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+    if n < 0 && Errno::last() == Errno::EINTR {
+        return;
     }
-    if killed {
-        return Err(ExecError::Interrupted.into());
+    let out = if i == 0 {
+        &mut io.stdout
+    } else {
+        &mut io.stderr
+    };
+    let Output::Lines(cb) = out else { return };
+    if n <= 0 {
+        lines.finish(&mut **cb);
+        *reader = None;
+    } else {
+        lines.feed(&chunk[..n as usize], &mut **cb);
     }
-    Ok(status)
 }
 
 #[cfg(test)]

@@ -314,11 +314,12 @@ fn ok_if_exists(r: KResult<()>) -> KResult<()> {
     }
 }
 
+const NOSUID: libc::c_ulong = libc::MS_NOSUID;
+const NODEV: libc::c_ulong = libc::MS_NODEV;
+const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
+
 /// Applies one step of the mount plan.
 pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult<()> {
-    const NOSUID: libc::c_ulong = libc::MS_NOSUID;
-    const NODEV: libc::c_ulong = libc::MS_NODEV;
-    const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
     match op {
         Op::PrivateMounts => k.make_mounts_private(),
         Op::Chdir(p) => k.chdir(p),
@@ -329,25 +330,7 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
             NODEV,
             Some(options),
         ),
-        Op::BindRoot { path } => {
-            k.mount_path(
-                Src::Name(path),
-                path,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-            )?;
-            let fd = k.open_dir(path)?;
-            let st = k.mount_flags(fd);
-            k.close(fd);
-            k.mount_path(
-                Src::None,
-                path,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | NODEV | kept_mount_flags(st?),
-                None,
-            )
-        }
+        Op::BindRoot { path } => bind_root(k, path),
         Op::OpenRoot(p) => {
             *root = Some(k.open_dir(p)?);
             Ok(())
@@ -377,78 +360,22 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
             rel,
             readonly,
             nodev,
-        } => {
-            let r = root_fd(root)?;
-            let fd = k.open_beneath(r, rel)?;
-            let res = k.mount_fd(Src::Name(src), fd, None, libc::MS_BIND, None);
-            k.close(fd);
-            res?;
-            let mut flags = 0;
-            if *readonly {
-                flags |= libc::MS_RDONLY | NOSUID | NODEV;
-            }
-            if *nodev {
-                flags |= NODEV;
-            }
-            if flags != 0 {
-                remount_bind(k, r, rel, flags)?;
-            }
-            Ok(())
-        }
-        Op::Mkdir { parent, name, mode } => {
-            let fd = open_dir_beneath(k, root_fd(root)?, parent)?;
-            let res = ok_if_exists(k.mkdir_at(fd, name, *mode));
-            k.close(fd);
-            res
-        }
-        Op::CreateFile { parent, name, mode } => {
-            let fd = open_dir_beneath(k, root_fd(root)?, parent)?;
-            let res = ok_if_exists(k.create_file_at(fd, name, *mode));
-            k.close(fd);
-            res
-        }
+        } => bind_host(k, root_fd(root)?, src, rel, *readonly, *nodev),
+        Op::Mkdir { parent, name, mode } => in_dir(k, root_fd(root)?, parent, |k, fd| {
+            k.mkdir_at(fd, name, *mode)
+        }),
+        Op::CreateFile { parent, name, mode } => in_dir(k, root_fd(root)?, parent, |k, fd| {
+            k.create_file_at(fd, name, *mode)
+        }),
         Op::Symlink {
             parent,
             name,
             target,
-        } => {
-            let fd = open_dir_beneath(k, root_fd(root)?, parent)?;
-            let res = ok_if_exists(k.symlink_at(target, fd, name));
-            k.close(fd);
-            res
-        }
-        Op::Mask(rel) => {
-            let fd = match k.open_beneath(root_fd(root)?, rel) {
-                Err(Errno::ENOENT) => return Ok(()),
-                other => other?,
-            };
-            let res = match k.kind(fd) {
-                Ok(FileKind::Dir) => k.mount_fd(
-                    Src::Name(c"tmpfs"),
-                    fd,
-                    Some(c"tmpfs"),
-                    libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
-                    None,
-                ),
-                // The host's /dev/null, by host path, before pivot_root: nothing the image
-                // controls (the CVE-2025-31133 trick swapped the container's /dev/null).
-                Ok(_) => k.mount_fd(Src::Name(c"/dev/null"), fd, None, libc::MS_BIND, None),
-                Err(e) => Err(e),
-            };
-            k.close(fd);
-            res
-        }
-        Op::ReadOnly(rel) => {
-            let r = root_fd(root)?;
-            let fd = match k.open_beneath(r, rel) {
-                Err(Errno::ENOENT) => return Ok(()),
-                other => other?,
-            };
-            let res = k.mount_fd(Src::Fd(fd), fd, None, libc::MS_BIND | libc::MS_REC, None);
-            k.close(fd);
-            res?;
-            remount_bind(k, r, rel, libc::MS_RDONLY | NOSUID | NODEV | NOEXEC)
-        }
+        } => in_dir(k, root_fd(root)?, parent, |k, fd| {
+            k.symlink_at(target, fd, name)
+        }),
+        Op::Mask(rel) => mask(k, root_fd(root)?, rel),
+        Op::ReadOnly(rel) => read_only(k, root_fd(root)?, rel),
         // The root is mounted nodev (see MountOverlay / BindRoot): keep it.
         Op::RemountReadOnly(rel) => remount_bind(k, root_fd(root)?, rel, libc::MS_RDONLY | NODEV),
         Op::PivotRoot(p) => {
@@ -461,6 +388,108 @@ pub fn apply<K: Kernel>(k: &mut K, op: &Op, root: &mut Option<RawFd>) -> KResult
         Op::LoopbackUp => k.loopback_up(),
         Op::JoinNamespaces { pidfd, flags } => k.setns(*pidfd, *flags),
     }
+}
+
+/// A copied root bound onto itself, then remounted nodev (keeping its other flags).
+fn bind_root<K: Kernel>(k: &mut K, path: &CStr) -> KResult<()> {
+    k.mount_path(
+        Src::Name(path),
+        path,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    let fd = k.open_dir(path)?;
+    let st = k.mount_flags(fd);
+    k.close(fd);
+    k.mount_path(
+        Src::None,
+        path,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | NODEV | kept_mount_flags(st?),
+        None,
+    )
+}
+
+/// A host path bound at `rel` in the root, then made read-only and/or nodev.
+fn bind_host<K: Kernel>(
+    k: &mut K,
+    root: RawFd,
+    src: &CStr,
+    rel: &CStr,
+    readonly: bool,
+    nodev: bool,
+) -> KResult<()> {
+    let fd = k.open_beneath(root, rel)?;
+    let res = k.mount_fd(Src::Name(src), fd, None, libc::MS_BIND, None);
+    k.close(fd);
+    res?;
+    let mut flags = 0;
+    if readonly {
+        flags |= libc::MS_RDONLY | NOSUID | NODEV;
+    }
+    if nodev {
+        flags |= NODEV;
+    }
+    if flags != 0 {
+        remount_bind(k, root, rel, flags)?;
+    }
+    Ok(())
+}
+
+/// Runs `f` on the directory `parent` beneath the root; what it creates may exist already.
+fn in_dir<K: Kernel>(
+    k: &mut K,
+    root: RawFd,
+    parent: &CStr,
+    f: impl FnOnce(&mut K, RawFd) -> KResult<()>,
+) -> KResult<()> {
+    let fd = open_dir_beneath(k, root, parent)?;
+    let res = ok_if_exists(f(k, fd));
+    k.close(fd);
+    res
+}
+
+/// Hides `rel` (if it exists): an empty read-only tmpfs over a directory, the host's
+/// `/dev/null` over anything else.
+fn mask<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<()> {
+    let Some(fd) = open_if_exists(k, root, rel)? else {
+        return Ok(());
+    };
+    let res = match k.kind(fd) {
+        Ok(FileKind::Dir) => k.mount_fd(
+            Src::Name(c"tmpfs"),
+            fd,
+            Some(c"tmpfs"),
+            libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
+            None,
+        ),
+        // The host's /dev/null, by host path, before pivot_root: nothing the image
+        // controls (the CVE-2025-31133 trick swapped the container's /dev/null).
+        Ok(_) => k.mount_fd(Src::Name(c"/dev/null"), fd, None, libc::MS_BIND, None),
+        Err(e) => Err(e),
+    };
+    k.close(fd);
+    res
+}
+
+/// `rel` beneath the root opened, or `None` when it does not exist.
+fn open_if_exists<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<Option<RawFd>> {
+    match k.open_beneath(root, rel) {
+        Err(Errno::ENOENT) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// Makes `rel` (if it exists) a read-only bind of itself.
+fn read_only<K: Kernel>(k: &mut K, root: RawFd, rel: &CStr) -> KResult<()> {
+    let Some(fd) = open_if_exists(k, root, rel)? else {
+        return Ok(());
+    };
+    let res = k.mount_fd(Src::Fd(fd), fd, None, libc::MS_BIND | libc::MS_REC, None);
+    k.close(fd);
+    res?;
+    remount_bind(k, root, rel, libc::MS_RDONLY | NOSUID | NODEV | NOEXEC)
 }
 
 #[cfg(test)]

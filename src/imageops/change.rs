@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::error::{ImageOpsError, Result};
-use crate::parser::shell::Lexer;
+use crate::parser::shell::{Lexer, ShellError};
 use crate::parser::{self, Node};
 
 /// Most ports one EXPOSE range may open (`EXPOSE 1-65535` is allowed, as in Docker).
@@ -36,13 +36,11 @@ impl Changes {
     pub fn parse(changes: &[String]) -> Result<Changes> {
         let mut items = Vec::new();
         for change in changes {
-            let bad = |reason: String| ImageOpsError::Change {
-                change: change.clone(),
-                reason,
-            };
-            let df = parser::parse(change).map_err(|e| bad(e.message.clone()))?;
+            let bad = |e: ChangeError| invalid(change, e);
+            let df =
+                parser::parse(change).map_err(|e| bad(ChangeError::Parse(e.message.clone())))?;
             if df.children.is_empty() {
-                return Err(bad("no instruction".to_owned()));
+                return Err(bad(ChangeError::Empty));
             }
             for node in df.children {
                 let kw = node.instruction();
@@ -60,10 +58,7 @@ impl Changes {
                         | "volume"
                         | "workdir"
                 ) {
-                    return Err(bad(format!(
-                        "{} is not a valid change command",
-                        kw.to_uppercase()
-                    )));
+                    return Err(bad(ChangeError::NotAllowed(kw.to_uppercase())));
                 }
                 items.push((change.clone(), node));
             }
@@ -81,16 +76,82 @@ impl Changes {
     pub fn apply(&self, config: &mut Map<String, Value>) -> Result<()> {
         let mut cmd_set = false;
         for (change, node) in &self.items {
-            apply_one(config, node, &mut cmd_set).map_err(|reason| ImageOpsError::Change {
-                change: change.clone(),
-                reason,
-            })?;
+            apply_one(config, node, &mut cmd_set).map_err(|e| invalid(change, e))?;
         }
         Ok(())
     }
 }
 
-type Applied = std::result::Result<(), String>;
+/// The crate-level error for change `change`.
+fn invalid(change: &str, e: ChangeError) -> ImageOpsError {
+    ImageOpsError::Change {
+        change: change.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Why one `--change` instruction cannot be applied; the message is the reason Docker gives.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The text is not a Dockerfile instruction.
+    #[error("{0}")]
+    Parse(String),
+    /// The text holds no instruction.
+    #[error("no instruction")]
+    Empty,
+    /// The instruction is not one a change may use.
+    #[error("{0} is not a valid change command")]
+    NotAllowed(String),
+    /// Flags on an instruction other than HEALTHCHECK.
+    #[error("{0} takes no flags")]
+    NoFlags(String),
+    /// An instruction without its arguments.
+    #[error("{0} requires at least one argument")]
+    NoArguments(&'static str),
+    /// USER, WORKDIR or STOPSIGNAL without exactly one argument.
+    #[error("{0} requires exactly one argument")]
+    OneArgument(&'static str),
+    /// ENV or LABEL with a name and no value.
+    #[error("{0} needs a name and a value")]
+    NameValue(&'static str),
+    /// ENV or LABEL with an empty name.
+    #[error("{0} names must not be empty")]
+    EmptyName(&'static str),
+    /// A word could not be expanded against the image's environment.
+    #[error(transparent)]
+    Expand(#[from] ShellError),
+    /// EXPOSE given a host port.
+    #[error("EXPOSE does not support port mappings: {0:?}")]
+    PortMapping(String),
+    /// EXPOSE given a protocol other than tcp, udp and sctp.
+    #[error("invalid protocol {proto:?} in port {spec:?}")]
+    Protocol {
+        /// The protocol.
+        proto: String,
+        /// The whole port.
+        spec: String,
+    },
+    /// EXPOSE given something that is not a port or range.
+    #[error("invalid port {0:?}: expected PORT[-PORT][/PROTOCOL]")]
+    Port(String),
+    /// VOLUME given an empty path.
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
+    /// STOPSIGNAL given no signal Docker knows.
+    #[error("invalid signal: {0}")]
+    Signal(String),
+    /// ONBUILD without a trigger.
+    #[error("ONBUILD requires an instruction")]
+    NoTrigger,
+    /// ONBUILD with a trigger that is not allowed.
+    #[error("{0} isn't allowed as an ONBUILD trigger")]
+    Trigger(String),
+    /// A HEALTHCHECK that cannot be read.
+    #[error("{0}")]
+    Healthcheck(String),
+}
+
+type Applied = std::result::Result<(), ChangeError>;
 
 /// The image's environment as a lookup table (later entries win, as in a process).
 fn env_of(config: &Map<String, Value>) -> BTreeMap<String, String> {
@@ -125,177 +186,211 @@ fn command(config: &Map<String, Value>, node: &Node, args: &[String]) -> Vec<Str
     shell
 }
 
-fn apply_one(config: &mut Map<String, Value>, node: &Node, cmd_set: &mut bool) -> Applied {
-    let lexer = Lexer::new('\\');
-    let env = env_of(config);
-    let expand = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
-    let one_arg = |name: &str| -> std::result::Result<String, String> {
-        match node.args.as_slice() {
-            [a] => expand(a),
-            _ => Err(format!("{name} requires exactly one argument")),
+/// Shell-word expansion against the image's environment as it was before the instruction.
+struct Words {
+    lexer: Lexer,
+    env: BTreeMap<String, String>,
+}
+
+impl Words {
+    fn of(config: &Map<String, Value>) -> Words {
+        Words {
+            lexer: Lexer::new('\\'),
+            env: env_of(config),
         }
-    };
+    }
+
+    fn expand(&self, w: &str) -> std::result::Result<String, ChangeError> {
+        Ok(self.lexer.process_word(w, &self.env)?)
+    }
+
+    /// The instruction's only argument, expanded.
+    fn one_arg(&self, node: &Node, name: &'static str) -> std::result::Result<String, ChangeError> {
+        match node.args.as_slice() {
+            [a] => self.expand(a),
+            _ => Err(ChangeError::OneArgument(name)),
+        }
+    }
+
+    /// ENV/LABEL's `name value` pairs (the parser gives name, value, separator), expanded.
+    fn pairs(
+        &self,
+        node: &Node,
+        name: &'static str,
+    ) -> std::result::Result<Vec<(String, String)>, ChangeError> {
+        if node.args.is_empty() {
+            return Err(ChangeError::NoArguments(name));
+        }
+        let mut out = Vec::new();
+        for kv in node.args.chunks(3) {
+            let [k, v, ..] = kv else {
+                return Err(ChangeError::NameValue(name));
+            };
+            let (k, v) = (self.expand(k)?, self.expand(v)?);
+            if k.is_empty() {
+                return Err(ChangeError::EmptyName(name));
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+}
+
+/// Adds `items` to the object at `key` of the config, made one if missing or of another
+/// type.
+fn insert_into(
+    config: &mut Map<String, Value>,
+    key: &str,
+    items: impl IntoIterator<Item = (String, Value)>,
+) {
+    let v = config
+        .entry(key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    if let Value::Object(m) = v {
+        m.extend(items);
+    }
+}
+
+fn apply_one(config: &mut Map<String, Value>, node: &Node, cmd_set: &mut bool) -> Applied {
     let kw = node.instruction();
     if !node.flags.is_empty() && kw != "healthcheck" {
-        return Err(format!("{} takes no flags", kw.to_uppercase()));
+        return Err(ChangeError::NoFlags(kw.to_uppercase()));
     }
+    let words = Words::of(config);
     match kw.as_str() {
         "cmd" => {
             config.insert("Cmd".into(), strings(&command(config, node, &node.args)));
             *cmd_set = true;
         }
-        "entrypoint" => {
-            let ep = if node.args.is_empty() {
-                Vec::new()
-            } else {
-                command(config, node, &node.args)
-            };
-            config.insert("Entrypoint".into(), strings(&ep));
-            if !*cmd_set {
-                config.remove("Cmd");
-            }
-        }
-        "env" => {
-            if node.args.is_empty() {
-                return Err("ENV requires at least one argument".into());
-            }
-            let mut list: Vec<String> = match config.get("Env") {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for kv in node.args.chunks(3) {
-                let [k, v, ..] = kv else {
-                    return Err("ENV needs a name and a value".into());
-                };
-                let (k, v) = (expand(k)?, expand(v)?);
-                if k.is_empty() {
-                    return Err("ENV names must not be empty".into());
-                }
-                let entry = format!("{k}={v}");
-                let prefix = format!("{k}=");
-                match list.iter_mut().find(|e| e.starts_with(&prefix) || **e == k) {
-                    Some(e) => *e = entry,
-                    None => list.push(entry),
-                }
-            }
-            config.insert("Env".into(), strings(&list));
-        }
+        "entrypoint" => set_entrypoint(config, node, *cmd_set),
+        "env" => set_env(config, words.pairs(node, "ENV")?),
         "label" => {
-            if node.args.is_empty() {
-                return Err("LABEL requires at least one argument".into());
-            }
-            let labels = config
-                .entry("Labels")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !labels.is_object() {
-                *labels = Value::Object(Map::new());
-            }
-            for kv in node.args.chunks(3) {
-                let [k, v, ..] = kv else {
-                    return Err("LABEL needs a name and a value".into());
-                };
-                let (k, v) = (expand(k)?, expand(v)?);
-                if k.is_empty() {
-                    return Err("LABEL names must not be empty".into());
-                }
-                if let Some(m) = labels.as_object_mut() {
-                    m.insert(k, Value::String(v));
-                }
-            }
+            let labels = words.pairs(node, "LABEL")?;
+            insert_into(
+                config,
+                "Labels",
+                labels.into_iter().map(|(k, v)| (k, Value::String(v))),
+            );
         }
-        "expose" => {
-            if node.args.is_empty() {
-                return Err("EXPOSE requires at least one argument".into());
-            }
-            let ports = config
-                .entry("ExposedPorts")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !ports.is_object() {
-                *ports = Value::Object(Map::new());
-            }
-            for a in &node.args {
-                for p in port_specs(&expand(a)?)? {
-                    if let Some(m) = ports.as_object_mut() {
-                        m.insert(p, json!({}));
-                    }
-                }
-            }
-        }
+        "expose" => expose(config, node, &words)?,
         "user" => {
-            config.insert("User".into(), Value::String(one_arg("USER")?));
+            config.insert("User".into(), Value::String(words.one_arg(node, "USER")?));
         }
         "workdir" => {
-            let dir = one_arg("WORKDIR")?;
+            let dir = words.one_arg(node, "WORKDIR")?;
             let current = config
                 .get("WorkingDir")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             config.insert("WorkingDir".into(), Value::String(workdir(current, &dir)));
         }
-        "volume" => {
-            if node.args.is_empty() {
-                return Err("VOLUME requires at least one argument".into());
-            }
-            let vols = config
-                .entry("Volumes")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !vols.is_object() {
-                *vols = Value::Object(Map::new());
-            }
-            for a in &node.args {
-                let v = expand(a)?;
-                if v.trim().is_empty() {
-                    return Err("VOLUME specified can not be an empty string".into());
-                }
-                if let Some(m) = vols.as_object_mut() {
-                    m.insert(v, json!({}));
-                }
-            }
-        }
+        "volume" => add_volumes(config, node, &words)?,
         "stopsignal" => {
-            let sig = one_arg("STOPSIGNAL")?;
+            let sig = words.one_arg(node, "STOPSIGNAL")?;
             check_signal(&sig)?;
             config.insert("StopSignal".into(), Value::String(sig));
         }
-        "onbuild" => {
-            let Some(next) = &node.next else {
-                return Err("ONBUILD requires an instruction".into());
-            };
-            let inner = next.instruction();
-            if matches!(inner.as_str(), "onbuild" | "from" | "maintainer") {
-                return Err(format!(
-                    "{} isn't allowed as an ONBUILD trigger",
-                    inner.to_uppercase()
-                ));
-            }
-            let original = node.original.trim_start();
-            let trigger = original
-                .get(node.keyword.len()..)
-                .unwrap_or("")
-                .trim()
-                .to_owned();
-            let list = config
-                .entry("OnBuild")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if !list.is_array() {
-                *list = Value::Array(Vec::new());
-            }
-            if let Some(a) = list.as_array_mut() {
-                a.push(Value::String(trigger));
-            }
-        }
+        "onbuild" => add_trigger(config, node)?,
         "healthcheck" => {
             config.insert("Healthcheck".into(), healthcheck(node)?);
         }
-        other => {
-            return Err(format!(
-                "{} is not a valid change command",
-                other.to_uppercase()
-            ))
+        other => return Err(ChangeError::NotAllowed(other.to_uppercase())),
+    }
+    Ok(())
+}
+
+/// ENTRYPOINT: set (or cleared, without arguments); it clears a CMD these changes did not
+/// set.
+fn set_entrypoint(config: &mut Map<String, Value>, node: &Node, cmd_set: bool) {
+    let ep = if node.args.is_empty() {
+        Vec::new()
+    } else {
+        command(config, node, &node.args)
+    };
+    config.insert("Entrypoint".into(), strings(&ep));
+    if !cmd_set {
+        config.remove("Cmd");
+    }
+}
+
+/// ENV: each name replaces its earlier value in place, or is added at the end.
+fn set_env(config: &mut Map<String, Value>, pairs: Vec<(String, String)>) {
+    let mut list: Vec<String> = match config.get("Env") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (k, v) in pairs {
+        let entry = format!("{k}={v}");
+        let prefix = format!("{k}=");
+        match list.iter_mut().find(|e| e.starts_with(&prefix) || **e == k) {
+            Some(e) => *e = entry,
+            None => list.push(entry),
         }
+    }
+    config.insert("Env".into(), strings(&list));
+}
+
+fn expose(config: &mut Map<String, Value>, node: &Node, words: &Words) -> Applied {
+    if node.args.is_empty() {
+        return Err(ChangeError::NoArguments("EXPOSE"));
+    }
+    let mut ports = Vec::new();
+    for a in &node.args {
+        ports.extend(port_specs(&words.expand(a)?)?);
+    }
+    insert_into(
+        config,
+        "ExposedPorts",
+        ports.into_iter().map(|p| (p, json!({}))),
+    );
+    Ok(())
+}
+
+fn add_volumes(config: &mut Map<String, Value>, node: &Node, words: &Words) -> Applied {
+    if node.args.is_empty() {
+        return Err(ChangeError::NoArguments("VOLUME"));
+    }
+    let mut vols = Vec::new();
+    for a in &node.args {
+        let v = words.expand(a)?;
+        if v.trim().is_empty() {
+            return Err(ChangeError::EmptyVolume);
+        }
+        vols.push((v, json!({})));
+    }
+    insert_into(config, "Volumes", vols);
+    Ok(())
+}
+
+/// ONBUILD: the trigger's text, as written, appended to the image's triggers.
+fn add_trigger(config: &mut Map<String, Value>, node: &Node) -> Applied {
+    let Some(next) = &node.next else {
+        return Err(ChangeError::NoTrigger);
+    };
+    let inner = next.instruction();
+    if matches!(inner.as_str(), "onbuild" | "from" | "maintainer") {
+        return Err(ChangeError::Trigger(inner.to_uppercase()));
+    }
+    let original = node.original.trim_start();
+    let trigger = original
+        .get(node.keyword.len()..)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let list = config
+        .entry("OnBuild")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = Value::Array(Vec::new());
+    }
+    if let Some(a) = list.as_array_mut() {
+        a.push(Value::String(trigger));
     }
     Ok(())
 }
@@ -323,17 +418,20 @@ fn workdir(current: &str, dir: &str) -> String {
 
 /// Docker's `nat.ParsePortSpecs` for EXPOSE: `80`, `80/udp`, `8000-8002/tcp`
 /// → `80/tcp`, … (ranges expanded).
-fn port_specs(spec: &str) -> std::result::Result<Vec<String>, String> {
-    let bad = || format!("invalid port {spec:?}: expected PORT[-PORT][/PROTOCOL]");
+fn port_specs(spec: &str) -> std::result::Result<Vec<String>, ChangeError> {
+    let bad = || ChangeError::Port(spec.to_owned());
     if spec.contains(':') {
-        return Err(format!("EXPOSE does not support port mappings: {spec:?}"));
+        return Err(ChangeError::PortMapping(spec.to_owned()));
     }
     let (range, proto) = match spec.split_once('/') {
         Some((r, p)) => (r, p.to_ascii_lowercase()),
         None => (spec, "tcp".to_owned()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid protocol {proto:?} in port {spec:?}"));
+        return Err(ChangeError::Protocol {
+            proto,
+            spec: spec.to_owned(),
+        });
     }
     let num = |s: &str| s.parse::<u16>().map_err(|_| bad());
     let (lo, hi) = match range.split_once('-') {
@@ -357,7 +455,7 @@ fn check_signal(sig: &str) -> Applied {
         return if (1..=64).contains(&n) {
             Ok(())
         } else {
-            Err(format!("invalid signal: {sig}"))
+            Err(ChangeError::Signal(sig.to_owned()))
         };
     }
     let upper = sig.to_ascii_uppercase();
@@ -379,12 +477,16 @@ fn check_signal(sig: &str) -> Applied {
     {
         Ok(())
     } else {
-        Err(format!("invalid signal: {sig}"))
+        Err(ChangeError::Signal(sig.to_owned()))
     }
 }
 
 /// HEALTHCHECK [--interval=… --timeout=… --start-period=… --start-interval=… --retries=…] CMD …|NONE.
-fn healthcheck(node: &Node) -> std::result::Result<Value, String> {
+fn healthcheck(node: &Node) -> std::result::Result<Value, ChangeError> {
+    healthcheck_value(node).map_err(ChangeError::Healthcheck)
+}
+
+fn healthcheck_value(node: &Node) -> std::result::Result<Value, String> {
     let Some((kind, rest)) = node.args.split_first() else {
         return Err("HEALTHCHECK requires an argument".into());
     };
@@ -452,6 +554,44 @@ fn healthcheck(node: &Node) -> std::result::Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apply_one_err(text: &str) -> ChangeError {
+        let df = parser::parse(text).expect("parses");
+        let mut config = Map::new();
+        apply_one(&mut config, &df.children[0], &mut false).expect_err(text)
+    }
+
+    #[test]
+    fn change_errors_are_typed_kinds() {
+        assert!(
+            matches!(apply_one_err("EXPOSE 8080:80"), ChangeError::PortMapping(p) if p == "8080:80")
+        );
+        assert!(matches!(
+            apply_one_err("EXPOSE 80/icmp"),
+            ChangeError::Protocol { proto, .. } if proto == "icmp"
+        ));
+        assert!(matches!(apply_one_err("EXPOSE 9-1"), ChangeError::Port(_)));
+        assert!(matches!(
+            apply_one_err("STOPSIGNAL SIGNOPE"),
+            ChangeError::Signal(_)
+        ));
+        assert!(matches!(
+            apply_one_err("WORKDIR"),
+            ChangeError::OneArgument("WORKDIR")
+        ));
+        assert!(matches!(
+            apply_one_err("ONBUILD FROM x"),
+            ChangeError::Trigger(t) if t == "FROM"
+        ));
+        assert!(matches!(
+            apply_one_err("HEALTHCHECK --retries=-1 CMD true"),
+            ChangeError::Healthcheck(_)
+        ));
+        assert!(matches!(
+            apply_one_err("RUN true"),
+            ChangeError::NotAllowed(k) if k == "RUN"
+        ));
+    }
 
     fn apply(base: Value, changes: &[&str]) -> Value {
         let mut config = base.as_object().cloned().unwrap_or_default();

@@ -14,6 +14,7 @@ mod build_plan_errors;
 mod build_vs_docker;
 mod buildkit_goldens;
 mod cli_parser;
+mod container_cli;
 mod container_limits;
 mod containers;
 mod image_cmds;

@@ -1,0 +1,35 @@
+//! The container CLI's flags with a fixed set of values (clap value enums): a bad value keeps
+//! Docker's exit code 125, and Docker's other names for a value still parse.
+
+use crate::util::{stderr, Kiln};
+
+#[test]
+fn run_with_an_unknown_network_exits_125_and_lists_the_networks() {
+    // --network became a clap value enum; clap's usage errors exit 2, run's bad values 125.
+    let k = Kiln::new();
+    for cmd in ["run", "create"] {
+        let o = k.run(&[cmd, "--network", "bogus", "busybox:local", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{cmd}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("bogus") && err.contains("pasta"), "{err}");
+    }
+    // Other usage errors keep clap's 2.
+    let o = k.run(&["run", "--no-such-flag", "busybox:local", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn every_network_name_docker_and_kiln_use_parses() {
+    // The image is missing, so each command gets past its flags to the store and fails
+    // there, naming the image (a refused flag would name the flag instead).
+    let k = Kiln::new();
+    for net in ["bridge", "default", "private", "none", "host", "pasta"] {
+        let o = k.run(&["create", "--network", net, "no-such-image:1", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{net}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no-such-image:1"),
+            "{net}: {}",
+            stderr(&o)
+        );
+    }
+}
