@@ -14,3 +14,5 @@ pub mod planner;
 pub mod registry;
 pub mod store;
 pub mod symlinks;
+#[cfg(test)]
+pub(crate) mod testutil;
