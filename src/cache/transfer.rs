@@ -86,7 +86,7 @@ pub enum TransferError {
         context: String,
         /// The store's error.
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
     /// A registry failed (or the transfer was interrupted).
     #[error("{context}: {source}")]
@@ -95,7 +95,7 @@ pub enum TransferError {
         context: String,
         /// The registry client's error.
         #[source]
-        source: crate::registry::RegistryError,
+        source: Box<crate::registry::RegistryError>,
     },
     /// A registry reference does not parse.
     #[error("{context}: {source}")]
@@ -104,7 +104,7 @@ pub enum TransferError {
         context: String,
         /// What is wrong with the reference.
         #[source]
-        source: crate::image::ReferenceError,
+        source: Box<crate::image::ReferenceError>,
     },
     /// An image document (manifest, index, descriptor) is malformed or cannot be encoded.
     #[error("{context}: {source}")]
@@ -113,14 +113,14 @@ pub enum TransferError {
         context: String,
         /// What is wrong with it.
         #[source]
-        source: crate::image::ConfigError,
+        source: Box<crate::image::ConfigError>,
     },
     /// A layer fetched from a cache was refused by the store (its bytes do not check out).
     #[error("{source}: refusing it")]
     LayerRefused {
         /// The store's error.
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
     /// A step of the transfer failed; `source` says how.
     #[error("{context}: {source}")]
@@ -145,7 +145,10 @@ impl TransferError {
         context: impl Into<String>,
     ) -> impl FnOnce(crate::store::StoreError) -> TransferError {
         let context = context.into();
-        move |source| TransferError::Store { context, source }
+        move |source| TransferError::Store {
+            context,
+            source: Box::new(source),
+        }
     }
 
     /// A [`TransferError::Document`] with `context`, for `map_err`.
@@ -153,7 +156,10 @@ impl TransferError {
         context: impl Into<String>,
     ) -> impl FnOnce(crate::image::ConfigError) -> TransferError {
         let context = context.into();
-        move |source| TransferError::Document { context, source }
+        move |source| TransferError::Document {
+            context,
+            source: Box::new(source),
+        }
     }
 
     /// This error as the cause of a step named `context`.
@@ -1029,7 +1035,9 @@ fn fetch_layer(
         media_type: l.media_type.clone(),
     };
     let refuse = |e: String| TransferError::Invalid(format!("{e}: refusing it"));
-    let refused = |source| TransferError::LayerRefused { source };
+    let refused = |source| TransferError::LayerRefused {
+        source: Box::new(source),
+    };
     let mut hashed = HashingReader {
         inner: source.open_blob(&desc)?.take(l.size.saturating_add(1)),
         hasher: sha2::Sha256::default(),

@@ -49,7 +49,7 @@ impl RegistryCache {
         let parsed = Reference::parse_normalized_named(reference).map_err(|source| {
             TransferError::Reference {
                 context: format!("{flag} type=registry,ref={reference}"),
-                source,
+                source: Box::new(source),
             }
         })?;
         if for_write && parsed.digest().is_some() {
@@ -66,7 +66,7 @@ impl RegistryCache {
         let client =
             Client::new(parsed.domain(), &opts).map_err(|source| TransferError::Registry {
                 context: format!("{flag} type=registry,ref={reference}"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(RegistryCache {
             client,
@@ -79,7 +79,7 @@ impl RegistryCache {
     fn err(&self, source: RegistryError) -> TransferError {
         TransferError::Registry {
             context: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
