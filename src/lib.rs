@@ -15,3 +15,5 @@ pub mod planner;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testutil;

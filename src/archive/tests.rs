@@ -449,15 +449,7 @@ pub(crate) fn overlay_supported() -> bool {
 
 /// Whether a test that mounts overlays can run; prints why not.
 pub(crate) fn can_mount_overlay() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    if !overlay_supported() {
-        eprintln!("skipped: needs overlayfs");
-        return false;
-    }
-    true
+    crate::testutil::root() && crate::testutil::require(overlay_supported(), "overlayfs")
 }
 
 /// Runs `f` on a thread of its own in a private mount namespace: its mounts are

@@ -609,11 +609,7 @@ mod tests {
     }
 
     fn is_root() -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        println!("skipped: writing owners needs root");
-        false
+        crate::testutil::require(nix::unistd::geteuid().is_root(), "root (writing owners)")
     }
 
     #[test]

@@ -727,8 +727,7 @@ mod fs_tests {
 
     #[test]
     fn copy_from_context_and_stages_with_cache() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: needs root for overlayfs");
+        if !crate::testutil::require(nix::unistd::geteuid().is_root(), "root (overlayfs)") {
             return;
         }
         let d = tempfile::tempdir().unwrap();
@@ -852,8 +851,7 @@ pub(crate) mod testutil {
     /// Store a one-layer busybox image as `name`; `None` when the host has no static busybox.
     pub fn busybox_image(store: &Store, name: &str) -> Option<()> {
         let bb = std::path::Path::new("/bin/busybox");
-        if !bb.exists() {
-            println!("skipped: /bin/busybox (Debian busybox-static) is not installed");
+        if !crate::testutil::busybox() {
             return None;
         }
         let d = tempfile::tempdir().unwrap();
@@ -915,8 +913,7 @@ mod run_tests {
 
     #[test]
     fn run_steps_make_layers_whiteouts_and_fail_with_their_exit_code() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: RUN steps need root");
+        if !crate::testutil::require(nix::unistd::geteuid().is_root(), "root (RUN steps)") {
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -119,16 +119,35 @@ pub struct CacheRecord {
     pub inputs: BTreeMap<String, String>,
 }
 
-/// Errors of the cache index.
+/// Errors of the cache index: writing a record failed, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// Writing a record failed.
-    #[error("build cache {path}: {message}")]
-    Write {
+    /// Creating the record directory failed.
+    #[error("build cache {path}: {source}")]
+    Io {
         /// The record file.
         path: PathBuf,
-        /// What failed.
-        message: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The record cannot be encoded.
+    #[error("build cache {path}: {source}")]
+    Encode {
+        /// The record file.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing the record into the store failed.
+    #[error("build cache {path}: {source}")]
+    Store {
+        /// The record file.
+        path: PathBuf,
+        /// The store's error.
+        #[source]
+        source: crate::store::StoreError,
     },
 }
 
@@ -235,14 +254,16 @@ impl CacheIndex {
     /// Store a record (atomically; an existing record for the key is replaced).
     pub fn put(&self, rec: &CacheRecord) -> Result<(), CacheError> {
         let path = self.path(&rec.key);
-        let err = |message: String| CacheError::Write {
+        fs::create_dir_all(&self.dir).map_err(|source| CacheError::Io {
             path: path.clone(),
-            message,
-        };
-        fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
-        let bytes = serde_json::to_vec(rec).map_err(|e| err(e.to_string()))?;
-        crate::common::atomic::write_atomic(&self.dir, &path, &bytes, 0o600)
-            .map_err(|e| err(e.to_string()))
+            source,
+        })?;
+        let bytes = serde_json::to_vec(rec).map_err(|source| CacheError::Encode {
+            path: path.clone(),
+            source,
+        })?;
+        crate::store::fsutil::write_atomic(&self.dir, &path, &bytes, 0o600)
+            .map_err(|source| CacheError::Store { path, source })
     }
 
     /// Every record (unreadable ones skipped).

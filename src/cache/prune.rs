@@ -36,19 +36,37 @@ pub struct PruneFilter {
     pub older_than: Option<Duration>,
 }
 
+/// A `--filter` of `builder prune` that kiln does not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PruneFilterError {
+    /// `until=` with a value that is not a Go duration.
+    #[error("invalid filter 'until={value}': {reason}")]
+    Until {
+        /// The value given.
+        value: String,
+        /// Why it is not a duration.
+        reason: String,
+    },
+    /// Another filter than `until=`.
+    #[error("invalid filter {0:?}: only until=<duration> is supported")]
+    Unsupported(String),
+}
+
 impl PruneFilter {
     /// Applies one `--filter` of `builder prune`: `until=<Go duration>` (`24h`, `90m`).
-    pub fn add(&mut self, filter: &str) -> Result<(), String> {
+    pub fn add(&mut self, filter: &str) -> Result<(), PruneFilterError> {
         match filter.split_once('=') {
             Some(("until", d)) => {
-                let nanos = crate::common::duration::parse_duration(d)
-                    .map_err(|e| format!("invalid filter 'until={d}': {e}"))?;
+                let nanos = crate::common::duration::parse_duration(d).map_err(|reason| {
+                    PruneFilterError::Until {
+                        value: d.to_string(),
+                        reason,
+                    }
+                })?;
                 self.older_than = Some(Duration::from_nanos(nanos.max(0) as u64));
                 Ok(())
             }
-            _ => Err(format!(
-                "invalid filter {filter:?}: only until=<duration> is supported"
-            )),
+            _ => Err(PruneFilterError::Unsupported(filter.to_string())),
         }
     }
 }

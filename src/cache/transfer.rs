@@ -61,10 +61,123 @@ pub const MAX_RECORDS_SIZE: u64 = 64 << 20;
 /// Largest config blob kiln reads.
 const MAX_CONFIG_SIZE: u64 = 64 << 10;
 
-/// An error of a cache transfer, already worded for the user (it names the cache).
+/// An error of a cache transfer, worded for the user (it names the cache). The variants
+/// with a `source` keep it, so the whole chain shows ("cache /dir: write /dir/blobs/…: No
+/// space left on device") and a caller can tell an I/O failure from a refused cache.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TransferError(pub String);
+pub enum TransferError {
+    /// A flag, or what a cache holds, is not what kiln accepts (a bad spec, a cache of
+    /// another version, a blob that does not match its digest, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the cache and the file.
+        context: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local store failed.
+    #[error("{context}: {source}")]
+    Store {
+        /// What was being done.
+        context: String,
+        /// The store's error.
+        #[source]
+        source: Box<crate::store::StoreError>,
+    },
+    /// A registry failed (or the transfer was interrupted).
+    #[error("{context}: {source}")]
+    Registry {
+        /// The cache.
+        context: String,
+        /// The registry client's error.
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
+    /// A registry reference does not parse.
+    #[error("{context}: {source}")]
+    Reference {
+        /// The flag and its value.
+        context: String,
+        /// What is wrong with the reference.
+        #[source]
+        source: Box<crate::image::ReferenceError>,
+    },
+    /// An image document (manifest, index, descriptor) is malformed or cannot be encoded.
+    #[error("{context}: {source}")]
+    Document {
+        /// Which document, of which cache.
+        context: String,
+        /// What is wrong with it.
+        #[source]
+        source: Box<crate::image::ConfigError>,
+    },
+    /// A layer fetched from a cache was refused by the store (its bytes do not check out).
+    #[error("{source}: refusing it")]
+    LayerRefused {
+        /// The store's error.
+        #[source]
+        source: Box<crate::store::StoreError>,
+    },
+    /// A step of the transfer failed; `source` says how.
+    #[error("{context}: {source}")]
+    Context {
+        /// The step (the cache, the layer).
+        context: String,
+        /// What failed in it.
+        #[source]
+        source: Box<TransferError>,
+    },
+}
+
+impl TransferError {
+    /// An [`TransferError::Io`] with `context`, for `map_err`.
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TransferError {
+        let context = context.into();
+        move |source| TransferError::Io { context, source }
+    }
+
+    /// A [`TransferError::Store`] with `context`, for `map_err`.
+    pub(crate) fn store(
+        context: impl Into<String>,
+    ) -> impl FnOnce(crate::store::StoreError) -> TransferError {
+        let context = context.into();
+        move |source| TransferError::Store {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// A [`TransferError::Document`] with `context`, for `map_err`.
+    pub(crate) fn document(
+        context: impl Into<String>,
+    ) -> impl FnOnce(crate::image::ConfigError) -> TransferError {
+        let context = context.into();
+        move |source| TransferError::Document {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// This error as the cause of a step named `context`.
+    pub(crate) fn context(self, context: impl Into<String>) -> TransferError {
+        TransferError::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost transfer error (through [`TransferError::Context`]), to match a kind.
+    pub fn innermost(&self) -> &TransferError {
+        match self {
+            TransferError::Context { source, .. } => source.innermost(),
+            e => e,
+        }
+    }
+}
 
 /// `mode=` of `--cache-to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -171,16 +284,38 @@ impl CacheFrom {
 /// Tag a local cache gets when `tag=` is not given.
 pub const DEFAULT_TAG: &str = "latest";
 
-fn fields(flag: &str, spec: &str) -> Result<BTreeMap<String, String>, String> {
+/// A `--cache-to` or `--cache-from` value kiln cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {flag} {spec:?}: {problem}")]
+pub struct CacheSpecError {
+    /// The flag.
+    pub flag: &'static str,
+    /// Its value.
+    pub spec: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn spec_err(flag: &'static str, spec: &str, problem: String) -> CacheSpecError {
+    CacheSpecError {
+        flag,
+        spec: spec.to_string(),
+        problem,
+    }
+}
+
+fn fields(flag: &'static str, spec: &str) -> Result<BTreeMap<String, String>, CacheSpecError> {
     let mut out = BTreeMap::new();
     for field in spec.split(',') {
         let Some((k, v)) = field.split_once('=') else {
-            return Err(format!(
-                "invalid {flag} {spec:?}: expected KEY=VALUE fields, got {field:?}"
+            return Err(spec_err(
+                flag,
+                spec,
+                format!("expected KEY=VALUE fields, got {field:?}"),
             ));
         };
         if out.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(format!("invalid {flag} {spec:?}: {k} given twice"));
+            return Err(spec_err(flag, spec, format!("{k} given twice")));
         }
     }
     Ok(out)
@@ -189,33 +324,39 @@ fn fields(flag: &str, spec: &str) -> Result<BTreeMap<String, String>, String> {
 fn take_nonempty(
     f: &mut BTreeMap<String, String>,
     key: &str,
-    flag: &str,
+    flag: &'static str,
     spec: &str,
-) -> Result<String, String> {
+) -> Result<String, CacheSpecError> {
     match f.remove(key) {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(format!("invalid {flag} {spec:?}: {key}= is required")),
+        _ => Err(spec_err(flag, spec, format!("{key}= is required"))),
     }
 }
 
-fn no_more(f: &BTreeMap<String, String>, flag: &str, spec: &str) -> Result<(), String> {
+fn no_more(
+    f: &BTreeMap<String, String>,
+    flag: &'static str,
+    spec: &str,
+) -> Result<(), CacheSpecError> {
     match f.keys().next() {
-        Some(k) => Err(format!("invalid {flag} {spec:?}: unknown field {k:?}")),
+        Some(k) => Err(spec_err(flag, spec, format!("unknown field {k:?}"))),
         None => Ok(()),
     }
 }
 
 /// Parses `--cache-to type=local,dest=DIR[,mode=min|max][,tag=T]` or
 /// `type=registry,ref=R[,mode=...]`.
-pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
+pub fn parse_cache_to(spec: &str) -> Result<CacheTo, CacheSpecError> {
     const FLAG: &str = "--cache-to";
     let mut f = fields(FLAG, spec)?;
     let mode = match f.remove("mode").as_deref() {
         None | Some("min") => CacheMode::Min,
         Some("max") => CacheMode::Max,
         Some(other) => {
-            return Err(format!(
-                "invalid {FLAG} {spec:?}: mode={other}: expected min or max"
+            return Err(spec_err(
+                FLAG,
+                spec,
+                format!("mode={other}: expected min or max"),
             ))
         }
     };
@@ -231,8 +372,10 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
             mode,
         },
         other => {
-            return Err(format!(
-                "invalid {FLAG} {spec:?}: type={other}: expected local or registry"
+            return Err(spec_err(
+                FLAG,
+                spec,
+                format!("type={other}: expected local or registry"),
             ))
         }
     };
@@ -241,7 +384,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
 }
 
 /// Parses `--cache-from type=local,src=DIR[,tag=T]` or `type=registry,ref=R`.
-pub fn parse_cache_from(spec: &str) -> Result<CacheFrom, String> {
+pub fn parse_cache_from(spec: &str) -> Result<CacheFrom, CacheSpecError> {
     const FLAG: &str = "--cache-from";
     let mut f = fields(FLAG, spec)?;
     let kind = take_nonempty(&mut f, "type", FLAG, spec)?;
@@ -254,8 +397,10 @@ pub fn parse_cache_from(spec: &str) -> Result<CacheFrom, String> {
             reference: take_nonempty(&mut f, "ref", FLAG, spec)?,
         },
         other => {
-            return Err(format!(
-                "invalid {FLAG} {spec:?}: type={other}: expected local or registry"
+            return Err(spec_err(
+                FLAG,
+                spec,
+                format!("type={other}: expected local or registry"),
             ))
         }
     };
@@ -400,8 +545,8 @@ fn desc_of(bytes: &[u8], media_type: &str) -> BlobDesc {
     }
 }
 
-fn encode_err(what: &str) -> impl Fn(config::ConfigError) -> TransferError + '_ {
-    move |e| TransferError(format!("encoding the cache {what}: {e}"))
+fn encode_err(what: &str) -> impl FnOnce(config::ConfigError) -> TransferError {
+    TransferError::document(format!("encoding the cache {what}"))
 }
 
 /// Whether `media_type` is a gzip layer (OCI's or Docker's: the bytes are the same kind).
@@ -456,21 +601,24 @@ fn compress_layer(
     store: &Store,
     diff_id: &Digest,
 ) -> Result<(BlobDesc, fsutil::TempPath), TransferError> {
-    let err = |e: String| TransferError(format!("compressing layer {diff_id}: {e}"));
-    let mut src =
-        std::io::BufReader::new(store.open_blob(diff_id).map_err(|e| err(e.to_string()))?);
-    let (tmp, file) =
-        fsutil::create_temp_file(&store.tmp_dir(), "cache-gz").map_err(|e| err(e.to_string()))?;
+    let context = || format!("compressing layer {diff_id}");
+    let mut src = std::io::BufReader::new(
+        store
+            .open_blob(diff_id)
+            .map_err(TransferError::store(context()))?,
+    );
+    let (tmp, file) = fsutil::create_temp_file(&store.tmp_dir(), "cache-gz")
+        .map_err(TransferError::store(context()))?;
     let guard = fsutil::TempPath::new(tmp);
     let hashed = Sha256Writer::new(std::io::BufWriter::new(file));
     let mut gz = flate2::write::GzEncoder::new(hashed, flate2::Compression::default());
-    std::io::copy(&mut src, &mut gz).map_err(|e| err(e.to_string()))?;
-    let hashed = gz.finish().map_err(|e| err(e.to_string()))?;
+    std::io::copy(&mut src, &mut gz).map_err(TransferError::io(context()))?;
+    let hashed = gz.finish().map_err(TransferError::io(context()))?;
     let (buffered, digest, size) = hashed.finish();
     let file = buffered
         .into_inner()
-        .map_err(|e| err(e.into_error().to_string()))?;
-    file.sync_all().map_err(|e| err(e.to_string()))?;
+        .map_err(|e| TransferError::io(context())(e.into_error()))?;
+    file.sync_all().map_err(TransferError::io(context()))?;
     let desc = BlobDesc {
         digest,
         size,
@@ -491,7 +639,7 @@ impl CacheArtifact {
     ) -> Result<CacheArtifact, TransferError> {
         let lease = store
             .lease()
-            .map_err(|e| TransferError(format!("exporting the cache: {e}")))?;
+            .map_err(TransferError::store("exporting the cache"))?;
         let mut layers = Vec::new();
         let mut layer_diff_ids = Vec::new();
         let mut by_diff: HashMap<Digest, BlobDesc> = HashMap::new();
@@ -645,7 +793,7 @@ fn read_verified(
 ) -> Result<Vec<u8>, TransferError> {
     let name = source.describe();
     if desc.size > limit {
-        return Err(TransferError(format!(
+        return Err(TransferError::Invalid(format!(
             "{name}: the {what} is {} bytes, more than the {limit} kiln reads",
             desc.size
         )));
@@ -655,7 +803,10 @@ fn read_verified(
         .open_blob(desc)?
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| TransferError(format!("{name}: reading the {what} {}: {e}", desc.digest)))?;
+        .map_err(TransferError::io(format!(
+            "{name}: reading the {what} {}",
+            desc.digest
+        )))?;
     check_bytes(&name, what, &bytes, desc)?;
     Ok(bytes)
 }
@@ -663,7 +814,7 @@ fn read_verified(
 fn check_bytes(name: &str, what: &str, bytes: &[u8], desc: &BlobDesc) -> Result<(), TransferError> {
     let actual = Digest::of_bytes(bytes);
     if actual != desc.digest || bytes.len() as u64 != desc.size {
-        return Err(TransferError(format!(
+        return Err(TransferError::Invalid(format!(
             "{name}: the {what} does not match its digest (expected {} of {} bytes, got {actual} \
              of {} bytes): refusing it",
             desc.digest,
@@ -694,7 +845,8 @@ impl ImportedSource {
     /// when a step hits).
     pub fn load(source: Arc<dyn CacheSource>) -> Result<ImportedSource, TransferError> {
         let name = source.describe();
-        let bad = |why: String| TransferError(format!("{name}: not a kiln cache: {why}"));
+        let bad = |why: String| TransferError::Invalid(format!("{name}: not a kiln cache: {why}"));
+        let bad_doc = || TransferError::document(format!("{name}: not a kiln cache"));
         let (bytes, desc) = source.manifest()?;
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(bad(format!(
@@ -704,7 +856,7 @@ impl ImportedSource {
         if let Some(desc) = &desc {
             check_bytes(&name, "cache manifest", &bytes, desc)?;
         }
-        let manifest = config::parse_manifest(&bytes).map_err(|e| bad(e.to_string()))?;
+        let manifest = config::parse_manifest(&bytes).map_err(bad_doc())?;
         let ours = manifest.artifact_type().as_ref().map(|t| t.to_string())
             == Some(ARTIFACT_TYPE.to_string())
             || manifest.config().media_type().to_string() == MEDIA_TYPE_CACHE_CONFIG;
@@ -720,13 +872,13 @@ impl ImportedSource {
             .ok_or_else(|| bad(format!("no {MEDIA_TYPE_RECORDS} blob in the manifest")))?;
         let records_desc = BlobDesc {
             digest: config::descriptor_digest("manifest", "layers", records_desc)
-                .map_err(|e| bad(e.to_string()))?,
+                .map_err(bad_doc())?,
             size: records_desc.size(),
             media_type: MEDIA_TYPE_RECORDS.to_string(),
         };
         let config_desc = BlobDesc {
             digest: config::descriptor_digest("manifest", "config", manifest.config())
-                .map_err(|e| bad(e.to_string()))?,
+                .map_err(bad_doc())?,
             size: manifest.config().size(),
             media_type: manifest.config().media_type().to_string(),
         };
@@ -738,7 +890,7 @@ impl ImportedSource {
         // Keys of another version never match this kiln's: nothing in it can be used (and
         // its records, of another format, are not read).
         let other_version = |v: u64| {
-            TransferError(format!(
+            TransferError::Invalid(format!(
                 "{name}: made with cache key version {v} (this kiln's is {CACHE_VERSION}): none \
                  of its steps can match"
             ))
@@ -882,7 +1034,10 @@ fn fetch_layer(
         size: l.size,
         media_type: l.media_type.clone(),
     };
-    let refuse = |e: String| TransferError(format!("{e}: refusing it"));
+    let refuse = |e: String| TransferError::Invalid(format!("{e}: refusing it"));
+    let refused = |source| TransferError::LayerRefused {
+        source: Box::new(source),
+    };
     let mut hashed = HashingReader {
         inner: source.open_blob(&desc)?.take(l.size.saturating_add(1)),
         hasher: sha2::Sha256::default(),
@@ -891,18 +1046,19 @@ fn fetch_layer(
     match l.media_type.as_str() {
         MEDIA_TYPE_LAYER if l.digest == l.diff_id && l.size == l.diff_size => store
             .put_blob_sized(&mut hashed, &l.diff_id, l.diff_size)
-            .map_err(|e| refuse(e.to_string()))?,
+            .map_err(refused)?,
         MEDIA_TYPE_LAYER_GZIP => {
             let mut gz = flate2::read::GzDecoder::new(&mut hashed);
             store
                 .put_blob_sized(&mut gz, &l.diff_id, l.diff_size)
-                .map_err(|e| refuse(e.to_string()))?;
+                .map_err(refused)?;
             // The tar is right (its diffID checked out); the blob must be too, to the end.
-            std::io::copy(&mut hashed, &mut std::io::sink())
-                .map_err(|e| TransferError(e.to_string()))?;
+            std::io::copy(&mut hashed, &mut std::io::sink()).map_err(TransferError::io(
+                "reading the layer's compressed blob to its end",
+            ))?;
         }
         other => {
-            return Err(TransferError(format!(
+            return Err(TransferError::Invalid(format!(
                 "media type {other} (with diffID {}), which kiln does not import",
                 l.diff_id
             )))
@@ -930,13 +1086,12 @@ fn import_record(
     rec: &ExportedRecord,
 ) -> Result<CacheRecord, TransferError> {
     let name = src.describe();
-    let err = |what: String| TransferError(format!("{name}: {what}"));
-    let _lease = store.lease().map_err(|e| err(e.to_string()))?;
+    let _lease = store.lease().map_err(TransferError::store(name.clone()))?;
     let mut layers = Vec::new();
     for l in &rec.layers {
         if !store.has_blob(&l.diff_id) {
             fetch_layer(store, &*src.source, l)
-                .map_err(|e| err(format!("layer {}: {e}", l.digest)))?;
+                .map_err(|e| e.context(format!("{name}: layer {}", l.digest)))?;
             tracing::debug!(layer = %l.digest, cache = %name, "imported a cached layer");
         }
         layers.push(LayerRef {

@@ -213,8 +213,7 @@ mod tests {
     /// on loopback, and the reply comes back.
     #[test]
     fn connections_are_forwarded_both_ways() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: setns needs root");
+        if !crate::testutil::require(nix::unistd::geteuid().is_root(), "root (setns)") {
             return;
         }
         let server = TcpListener::bind("127.0.0.1:0").expect("server");
@@ -254,8 +253,7 @@ mod tests {
     /// server's replies come back to the client that sent them.
     #[test]
     fn udp_datagrams_are_relayed_per_client() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: setns needs root");
+        if !crate::testutil::require(nix::unistd::geteuid().is_root(), "root (setns)") {
             return;
         }
         let server = UdpSocket::bind("127.0.0.1:0").expect("server");

@@ -1035,8 +1035,10 @@ mod tests {
     // hash is the one kiln computed before (as root, which the golden's owners assume).
     #[test]
     fn tree_hash_of_utf8_names_is_stable() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: the golden hash assumes files owned by root");
+        if !crate::testutil::require(
+            nix::unistd::geteuid().is_root(),
+            "root (the golden hash assumes files owned by root)",
+        ) {
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -627,12 +627,9 @@ mod tests {
     // closing it must leave no pasta running or unreaped.
     #[test]
     fn a_pooled_namespace_is_lent_once_at_a_time_and_closing_reaps_its_pasta() {
-        if binary().is_none() || !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the network pool test (root, passt)"
-            );
-            println!("skipped: needs root and pasta (apt-get install passt)");
+        if !crate::testutil::root()
+            || !crate::testutil::require(binary().is_some(), "pasta (apt-get install passt)")
+        {
             return;
         }
         let ino = |l: &NetLease<'_>| {

@@ -350,7 +350,7 @@ impl Client {
     fn transport(&self, e: ureq::Transport) -> RegistryError {
         RegistryError::Unreachable {
             registry: self.registry.clone(),
-            reason: e.to_string(),
+            source: Box::new(e),
         }
     }
 
@@ -428,9 +428,10 @@ impl Client {
         resp.into_reader()
             .take(MAX_TOKEN_RESPONSE)
             .read_to_end(&mut bytes)
-            .map_err(|e| RegistryError::Unreachable {
+            .map_err(|source| RegistryError::ReadFailed {
                 registry: self.registry.clone(),
-                reason: e.to_string(),
+                context: "reading the token response".to_string(),
+                source,
             })?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -669,9 +670,10 @@ impl Client {
         let mut bytes = Vec::new();
         r.take(limit + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| RegistryError::Unreachable {
+            .map_err(|source| RegistryError::ReadFailed {
                 registry: self.registry.clone(),
-                reason: format!("reading a {what}: {e}"),
+                context: format!("reading a {what}"),
+                source,
             })?;
         if bytes.len() as u64 > limit {
             return Err(RegistryError::BadResponse {
@@ -1181,6 +1183,32 @@ mod tests {
         assert!(seen[1].starts_with("/token?service=test"), "{seen:?}");
         assert!(seen[1].ends_with("Basic dTpw"), "{seen:?}");
         assert_eq!(seen[2], "/v2/ Bearer t0k");
+    }
+
+    // The transport error was flattened into a string (`reason`): a caller could neither
+    // walk to the cause nor match the kind of failure.
+    #[test]
+    fn a_closed_port_is_unreachable_with_the_transport_error_as_source() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let c = Client::with_credentials(&addr, &ClientOptions::default(), None);
+        let err = c.ping().unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("registry {addr} is unreachable: ")),
+            "{msg}"
+        );
+        let mut inner = &err;
+        while let RegistryError::Image { source, .. } = inner {
+            inner = source;
+        }
+        let RegistryError::Unreachable { source, .. } = inner else {
+            panic!("not Unreachable: {err:?}");
+        };
+        assert!(msg.ends_with(&source.to_string()), "{msg}");
+        assert!(std::error::Error::source(inner).is_some());
     }
 
     #[test]

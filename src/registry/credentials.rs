@@ -221,8 +221,13 @@ impl DockerConfig {
     fn save(&self) -> Result<()> {
         let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir.display()))?;
-        let mut bytes = serde_json::to_vec_pretty(&Value::Object(self.doc.clone()))
-            .map_err(|e| RegistryError::Credentials(e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&Value::Object(self.doc.clone())).map_err(|e| {
+                RegistryError::CredentialsFailed {
+                    context: format!("encoding {}", self.path.display()),
+                    source: Box::new(e),
+                }
+            })?;
         bytes.push(b'\n');
         let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
         let guard = crate::store::fsutil::TempPath::new(tmp.clone());
@@ -318,13 +323,19 @@ fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<(bool, Vec<u8>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| RegistryError::Credentials(format!("cannot run {program}: {e}")))?;
+        .map_err(|e| RegistryError::CredentialsFailed {
+            context: format!("cannot run {program}"),
+            source: Box::new(e),
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input);
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| RegistryError::Credentials(format!("{program} {action}: {e}")))?;
+        .map_err(|e| RegistryError::CredentialsFailed {
+            context: format!("{program} {action}"),
+            source: Box::new(e),
+        })?;
     let mut text = out.stdout;
     if !out.status.success() {
         text.extend_from_slice(&out.stderr);

@@ -20,12 +20,24 @@ pub enum RegistryError {
         source: Box<RegistryError>,
     },
     /// The registry cannot be reached (DNS, connection refused, TLS, timeout).
-    #[error("registry {registry} is unreachable: {reason}")]
+    #[error("registry {registry} is unreachable: {source}")]
     Unreachable {
         /// The registry host.
         registry: String,
         /// The transport error.
-        reason: String,
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    /// The connection failed while a response was read.
+    #[error("registry {registry} is unreachable: {context}: {source}")]
+    ReadFailed {
+        /// The registry host.
+        registry: String,
+        /// What was being read.
+        context: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
     },
     /// 401: no or wrong credentials.
     #[error("{registry}: unauthorized: authentication required{detail} (log in with `kiln login {registry}`)")]
@@ -125,6 +137,15 @@ pub enum RegistryError {
     /// Credentials could not be read, stored or used.
     #[error("credentials: {0}")]
     Credentials(String),
+    /// A credential helper could not be run, or the credentials file not encoded.
+    #[error("credentials: {context}: {source}")]
+    CredentialsFailed {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -453,9 +453,10 @@ fn fetch_layer(
             })
         }
         (Err(e), _) | (_, Err(e)) => {
-            return Err(RegistryError::Unreachable {
+            return Err(RegistryError::ReadFailed {
                 registry,
-                reason: format!("reading layer {index} ({}): {e}", desc.digest),
+                context: format!("reading layer {index} ({})", desc.digest),
+                source: e,
             })
         }
     };

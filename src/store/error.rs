@@ -62,6 +62,9 @@ pub enum StoreError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+        /// The parser's error, when one found it (`reason` is its message).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Content does not hash to the digest it was announced with.
     #[error("content does not match its digest: expected {expected}, got {actual}")]

@@ -431,6 +431,7 @@ impl Store {
                     serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMetadata {
                         path: self.blob_path(&d),
                         reason: e.to_string(),
+                        source: Some(Box::new(e)),
                     })
                 }) {
                 Ok(c) => c,

@@ -141,11 +141,13 @@ impl Store {
             return Err(StoreError::CorruptMetadata {
                 path,
                 reason: format!("larger than {MAX_INDEX_SIZE} bytes"),
+                source: None,
             });
         }
         config::parse_index(&bytes).map_err(|e| StoreError::CorruptMetadata {
             path,
             reason: e.to_string(),
+            source: Some(Box::new(e)),
         })
     }
 
@@ -276,5 +278,7 @@ mod tests {
         let err = store.read_index().unwrap_err();
         assert!(matches!(err, StoreError::CorruptMetadata { .. }), "{err:?}");
         assert!(err.to_string().contains("kiln system check"));
+        // The parser's error is kept as the source (it was only a string).
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     }
 }

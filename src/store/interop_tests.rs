@@ -1,18 +1,10 @@
 //! Interop tests: OCI tools (skopeo, umoci) read what the store wrote.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use super::test_support::{layer_tar, put_test_image, temp_store};
 use crate::image::Reference;
-
-/// The path of `name` on `$PATH`, if it is installed.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+use crate::testutil::tool;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -29,8 +21,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn skopeo_and_umoci_read_a_stored_image() {
-    let Some(skopeo) = find_tool("skopeo") else {
-        println!("skipped: skopeo not installed");
+    let Some(skopeo) = tool("skopeo", "apt-get install skopeo") else {
         return;
     };
     let (dir, store) = temp_store();
@@ -76,8 +67,7 @@ fn skopeo_and_umoci_read_a_stored_image() {
     ]));
     assert!(out.contains("\"other\""), "{out}");
 
-    let Some(umoci) = find_tool("umoci") else {
-        println!("skipped: umoci not installed");
+    let Some(umoci) = tool("umoci", "apt-get install umoci") else {
         return;
     };
     let bundle = dir.path().join("bundle");

@@ -243,6 +243,7 @@ impl Store {
             serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMetadata {
                 path: path.clone(),
                 reason: e.to_string(),
+                source: Some(Box::new(e)),
             })?;
         if layout.image_layout_version != OCI_LAYOUT_VERSION {
             return Err(StoreError::LayoutVersion {

@@ -156,12 +156,17 @@ impl Store {
         let corrupt = |reason: String| StoreError::CorruptMetadata {
             path: meta_path.clone(),
             reason,
+            source: None,
         };
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut io::Read::take(file, MAX_META_SIZE), &mut bytes)
             .map_err(io_err("read", &meta_path))?;
         let meta: SnapshotMeta =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMetadata {
+                path: meta_path.clone(),
+                reason: e.to_string(),
+                source: Some(Box::new(e)),
+            })?;
         if meta.version != SNAPSHOT_FORMAT_VERSION {
             return Err(corrupt(format!(
                 "snapshot format version {} is not {SNAPSHOT_FORMAT_VERSION}",

@@ -16,8 +16,7 @@ fn have(tool: &str) -> bool {
 
 #[test]
 fn umoci_unpacks_what_kiln_built() {
-    if !have("umoci") || !have("skopeo") {
-        println!("skipped: umoci or skopeo not installed (.ci/run installs them)");
+    if !require("umoci") || !require("skopeo") {
         return;
     }
     let s = TestStore::new();
@@ -126,7 +125,7 @@ fn build_outputs_load_into_docker_and_skopeo() {
         "exported\n"
     );
     assert!(files.join("bin/busybox").exists());
-    if have("skopeo") {
+    if require("skopeo") {
         for transport in ["docker-archive", "oci-archive"] {
             let out = Command::new("skopeo")
                 .args([
@@ -142,15 +141,8 @@ fn build_outputs_load_into_docker_and_skopeo() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-    } else {
-        println!("skipped skopeo part: skopeo not installed");
     }
-    let docker_ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !docker_ok {
-        println!("skipped docker part: no Docker daemon (docker info failed)");
+    if !docker_daemon() {
         return;
     }
     let load = Command::new("docker")
@@ -202,16 +194,26 @@ fn layer_magics(archive: &std::path::Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Whether `tool` runs here; reports it missing otherwise (a failure under CI).
+#[track_caller]
 fn require(tool: &str) -> bool {
-    if have(tool) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install {tool} (scripts/install-deps.sh)"
-    );
-    println!("skipped: {tool} not installed");
-    false
+    crate::util::require::require(
+        have(tool),
+        &format!("{tool} (scripts/install-deps.sh installs it)"),
+    )
+}
+
+/// Whether a Docker daemon answers; reports it missing otherwise (a failure under CI).
+#[track_caller]
+fn docker_daemon() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    crate::util::require::require(
+        ok,
+        "a Docker daemon (docker info failed; scripts/start-dockerd.sh starts one)",
+    )
 }
 
 #[test]
@@ -281,18 +283,9 @@ fn compressed_outputs_load_into_docker_podman_and_skopeo() {
     }
 
     // Docker and Podman load the gzip archive and run it.
-    let docker_ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        docker_ok || std::env::var_os("CI").is_none(),
-        "CI must start dockerd (scripts/start-dockerd.sh)"
-    );
-    let engines: &[&str] = if docker_ok {
+    let engines: &[&str] = if docker_daemon() {
         &["docker", "podman"]
     } else {
-        println!("skipped the docker part: no Docker daemon (docker info failed)");
         &["podman"]
     };
     for engine in engines {

@@ -11,7 +11,7 @@
 //! `--chmod` (which the classic builder refuses).
 //!
 //! Needs root (RUN steps) and a Docker daemon; `.ci/run` starts one. Without them each test
-//! prints why it skipped.
+//! fails under CI and skips loudly elsewhere (`util::require`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -195,10 +195,12 @@ struct Env {
 type Outcome = Result<(Tree, BTreeMap<String, Value>), String>;
 
 impl Env {
-    /// `None` (after printing why) without root, busybox or a Docker daemon.
+    /// `None` (after printing why; a failure under CI) without root, busybox or a Docker daemon.
     fn new(case: &str) -> Option<Env> {
-        if !have_docker() {
-            println!("skipped: no Docker daemon (docker info failed)");
+        if !crate::util::require::require(
+            have_docker(),
+            "a Docker daemon (docker info failed; scripts/start-dockerd.sh starts one)",
+        ) {
             return None;
         }
         let store = TestStore::new();

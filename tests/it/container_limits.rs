@@ -13,12 +13,10 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// An [`Env`] on a host with cgroups; `None` (after saying why) elsewhere, never under CI.
 fn env() -> Option<Env> {
     let e = Env::new()?;
-    if kiln::container::cgroups::Hierarchy::host().is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI hosts have cgroups mounted at {CGROUP_ROOT}"
-        );
-        println!("skipped: no cgroups mounted at {CGROUP_ROOT}");
+    if !super::util::require::require(
+        kiln::container::cgroups::Hierarchy::host().is_some(),
+        &format!("cgroups mounted at {CGROUP_ROOT}"),
+    ) {
         return None;
     }
     Some(e)
@@ -362,12 +360,7 @@ fn stats_and_top_show_the_containers_processes() {
     assert_eq!(first[0], "root");
     assert_eq!(first[7..], ["sleep", "1000"]);
     // With ps options, the host's ps filtered to the container (Docker's way).
-    let have_ps = super::util::find_tool("ps").is_some();
-    assert!(
-        have_ps || std::env::var_os("CI").is_none(),
-        "CI has ps (procps, scripts/install-deps.sh)"
-    );
-    if have_ps {
+    if super::util::require::tool("ps", "procps, scripts/install-deps.sh").is_some() {
         let top = e.ok(&["top", "busy", "-o", "pid,args"]);
         assert!(top.contains(&pid.to_string()), "{top}");
         assert!(top.contains("sleep 2000"), "{top}");
@@ -493,8 +486,7 @@ impl Drop for Cleanup {
 #[test]
 fn v2_cgroups_freeze_list_and_remove_for_real() {
     use kiln::container::cgroups::{Cgroup, Hierarchy, Resources};
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: cgroups need root");
+    if !super::util::require::require(nix::unistd::geteuid().is_root(), "root (cgroups)") {
         return;
     }
     let hybrid = Path::new(CGROUP_ROOT).join("unified");
@@ -503,11 +495,7 @@ fn v2_cgroups_freeze_list_and_remove_for_real() {
     } else if v2() {
         PathBuf::from(CGROUP_ROOT)
     } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI hosts have a cgroup v2 hierarchy"
-        );
-        println!("skipped: no cgroup v2 hierarchy");
+        super::util::require::missing("a cgroup v2 hierarchy");
         return;
     };
     let is_hybrid = root != Path::new(CGROUP_ROOT);

@@ -1,6 +1,6 @@
 //! Interop: other tools read what kiln imports and saves, and kiln loads
-//! what they save. Each test prints `skipped: <why>` and returns when its
-//! tool is missing or (docker) its daemon is unreachable; CI has them all.
+//! what they save. When its tool is missing or (docker) its daemon is unreachable, a test
+//! fails under CI, which has them all, and skips loudly elsewhere (`util::require`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +11,7 @@ use crate::util::{find_tool, run_tool, stderr, stdout, unique_name, Kiln};
 
 /// `docker` with a reachable daemon, or why not.
 fn docker() -> Result<PathBuf, String> {
-    let docker = find_tool("docker").ok_or("docker not installed")?;
+    let docker = find_tool("docker").ok_or("docker (not installed)")?;
     let ok = Command::new(&docker)
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()
@@ -19,13 +19,13 @@ fn docker() -> Result<PathBuf, String> {
     if ok {
         Ok(docker)
     } else {
-        Err("the docker daemon is not reachable".into())
+        Err("a reachable docker daemon (scripts/start-dockerd.sh starts one)".into())
     }
 }
 
 /// `podman` that works here, or why not.
 fn podman() -> Result<PathBuf, String> {
-    let podman = find_tool("podman").ok_or("podman not installed")?;
+    let podman = find_tool("podman").ok_or("podman (not installed)")?;
     let ok = Command::new(&podman)
         .args(["info", "--format", "{{.Host.Arch}}"])
         .output()
@@ -33,7 +33,7 @@ fn podman() -> Result<PathBuf, String> {
     if ok {
         Ok(podman)
     } else {
-        Err("podman does not work here (podman info failed)".into())
+        Err("a working podman (podman info failed)".into())
     }
 }
 
@@ -42,7 +42,7 @@ macro_rules! require {
         match $tool {
             Ok(t) => t,
             Err(why) => {
-                println!("skipped: {why}");
+                crate::util::require::missing(&why);
                 return;
             }
         }
@@ -81,7 +81,7 @@ fn skopeo_inspect(skopeo: &Path, image: &str) -> Value {
 
 #[test]
 fn skopeo_and_umoci_read_an_imported_image() {
-    let skopeo = require!(find_tool("skopeo").ok_or("skopeo not installed"));
+    let skopeo = require!(find_tool("skopeo").ok_or("skopeo (not installed)"));
     let k = Kiln::new();
     let id = k.import_busybox("it/bb:1", &["-c", "CMD [\"sh\"]"]);
     let doc = k.inspect("it/bb:1");
@@ -102,7 +102,7 @@ fn skopeo_and_umoci_read_an_imported_image() {
     assert_eq!(config["history"][0]["comment"], "Imported from -");
     assert!(id.starts_with("sha256:"));
 
-    let umoci = require!(find_tool("umoci").ok_or("umoci not installed"));
+    let umoci = require!(find_tool("umoci").ok_or("umoci (not installed)"));
     let bundle = k.path("bundle");
     let mut cmd = Command::new(umoci);
     cmd.arg("unpack");
@@ -125,7 +125,7 @@ fn skopeo_and_umoci_read_an_imported_image() {
 
 #[test]
 fn removing_one_image_keeps_the_layer_another_uses() {
-    let skopeo = require!(find_tool("skopeo").ok_or("skopeo not installed"));
+    let skopeo = require!(find_tool("skopeo").ok_or("skopeo (not installed)"));
     let k = Kiln::new();
     k.import_busybox("it/a:1", &["-m", "a"]);
     k.import_busybox("it/b:1", &["-m", "b"]);
@@ -147,7 +147,7 @@ fn removing_one_image_keeps_the_layer_another_uses() {
 
 #[test]
 fn skopeo_archives_load_into_kiln() {
-    let skopeo = require!(find_tool("skopeo").ok_or("skopeo not installed"));
+    let skopeo = require!(find_tool("skopeo").ok_or("skopeo (not installed)"));
     let k = Kiln::new();
     let id = k.import_busybox("it/bb:1", &[]);
     let src = format!("oci:{}:docker.io/it/bb:1", k.layout());

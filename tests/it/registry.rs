@@ -1,8 +1,8 @@
 //! Registries: Debian's `docker-registry` on 127.0.0.1 (with and without
 //! htpasswd auth), kiln pushing to it and pulling from it, checked with
 //! `skopeo`; multi-arch indexes, tampered blobs, `FROM` of a registry image.
-//! Without `docker-registry` (or `htpasswd`, `skopeo`) a test prints
-//! `skipped: …`, except in CI (`CI=true`), where it fails.
+//! Without `docker-registry` (or `htpasswd`, `skopeo`) a test skips loudly, except in CI,
+//! where it fails (`util::require`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,15 +14,13 @@ use serde_json::Value;
 
 use crate::util::{find_tool, run_tool, stderr, stdout, Kiln};
 
-/// A tool the tests need, or `None` after printing why (a failure in CI).
+/// A tool the tests need (at `path` if given, else on `PATH`), or `None` after printing why
+/// (a failure in CI).
+#[track_caller]
 pub(crate) fn need(name: &str, path: Option<PathBuf>) -> Option<PathBuf> {
     let found = path.filter(|p| p.is_file()).or_else(|| find_tool(name));
     if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is required in CI (scripts/install-deps.sh installs it)"
-        );
-        println!("skipped: {name} is not installed");
+        crate::util::require::missing(&format!("{name} (scripts/install-deps.sh installs it)"));
     }
     found
 }

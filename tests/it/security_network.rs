@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::build_cmd::write;
-use crate::util::{find_tool, stderr, stdout, TestStore};
+use crate::util::{stderr, stdout, TestStore};
 
 /// The fake host's address on its only link, its gateway (nothing answers there), and a
 /// second address of its own that stands for "the outside".
@@ -29,20 +29,9 @@ const OUTSIDE: &str = "10.202.0.7";
 /// every requirement is there, so a missing one fails.
 fn setup() -> Option<TestStore> {
     let s = TestStore::new();
-    let ok = s.busybox("busybox:local").is_some()
-        && ["pasta", "ip", "unshare"].iter().all(|t| {
-            let found = find_tool(t).is_some();
-            if !found {
-                println!("skipped: {t} is not installed (scripts/install-deps.sh)");
-            }
-            found
-        });
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the network tests (root, busybox-static, passt, iproute2)"
-        );
-        return None;
+    s.busybox("busybox:local")?;
+    for t in ["pasta", "ip", "unshare"] {
+        crate::util::require::tool(t, "scripts/install-deps.sh installs it")?;
     }
     Some(s)
 }

@@ -1,10 +1,20 @@
 //! Shared helpers for the integration tests: running the binary, a private
 //! store per test, a busybox rootfs, and finding the interop tools.
+//!
+//! A test whose requirement (root, busybox, a tool, a daemon) is missing reports it through
+//! [`require`]: a failure under CI, a loud skip elsewhere.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Test requirements, shared with the library's unit tests (`kiln::testutil` under `cfg(test)`):
+/// [`require::missing`], [`require::require`], [`require::root`], [`require::tool`].
+#[path = "../../src/testutil.rs"]
+#[allow(dead_code)]
+pub mod require;
+pub use require::find_tool;
 
 /// The BuildKit conformance corpus shipped in testdata.
 pub fn corpus() -> PathBuf {
@@ -76,11 +86,10 @@ impl TestStore {
         child.wait_with_output().expect("kiln output")
     }
 
-    /// Store a busybox image (from the host's static busybox) as `name`. `None` (after
-    /// printing why) when the host lacks busybox or root.
+    /// Store a busybox image (from the host's static busybox) as `name`. `None` when the host
+    /// lacks busybox or root (reported through [`require`]: a failure under CI).
     pub fn busybox(&self, name: &str) -> Option<()> {
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: building with RUN steps needs root");
+        if !require::require(nix::unistd::geteuid().is_root(), "root (RUN steps)") {
             return None;
         }
         let tar = self.dir.path().join("busybox-rootfs.tar");
@@ -91,7 +100,7 @@ impl TestStore {
             .status()
             .expect("bash");
         if !st.success() {
-            println!("skipped: no static busybox on this host (apt-get install busybox-static)");
+            require::missing("a static busybox (apt-get install busybox-static)");
             return None;
         }
         import_rootfs(&self.root(), &tar, name);
@@ -364,14 +373,6 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     let bytes = b.into_inner().unwrap();
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-/// The path of `name` on `$PATH`, if it is installed.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Runs a tool, asserting success; returns standard output.

@@ -936,8 +936,7 @@ fn devices_skipped_by_default() {
 
 #[test]
 fn devices_created_inside_when_allowed() {
-    if !is_root() {
-        eprintln!("skipped: creating devices needs root");
+    if !crate::testutil::require(is_root(), "root (creating devices)") {
         return;
     }
     let sb = sandbox();
@@ -966,8 +965,7 @@ fn device_bad_numbers_refused() {
 
 #[test]
 fn setuid_file_kept_and_root_mode_restricts() {
-    if !is_root() {
-        eprintln!("skipped: setuid-root files need root");
+    if !crate::testutil::require(is_root(), "root (setuid-root files)") {
         return;
     }
     let sb = sandbox();
@@ -1321,8 +1319,7 @@ fn unsupported_compression_named() {
 
 #[test]
 fn uid_out_of_range_refused_when_chowning() {
-    if !is_root() {
-        eprintln!("skipped: ownership is applied only as root");
+    if !crate::testutil::require(is_root(), "root (ownership is applied only as root)") {
         return;
     }
     let sb = sandbox();

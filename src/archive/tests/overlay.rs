@@ -38,10 +38,7 @@ fn ok(r: Result<ExtractStats, ArchiveError>) -> ExtractStats {
 
 /// Whiteouts are devices and opaque markers `trusted.*` xattrs: both need root.
 fn needs_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-    }
-    is_root()
+    crate::testutil::require(is_root(), "root")
 }
 
 /// No host marker beside the root (nor the sandbox itself) was made opaque.

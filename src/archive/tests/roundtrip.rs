@@ -415,11 +415,10 @@ fn hardlinks_written_as_link_entries() {
 #[test]
 fn xattrs_round_trip() {
     let d = tempfile::tempdir().unwrap();
-    if !user_xattrs_supported(d.path()) {
-        println!(
-            "skipped: the filesystem of {} does not take user.* xattrs",
-            d.path().display()
-        );
+    if !crate::testutil::require(
+        user_xattrs_supported(d.path()),
+        &format!("user.* xattrs on the filesystem of {}", d.path().display()),
+    ) {
         return;
     }
     fs::write(d.path().join("f"), "x").unwrap();
@@ -521,7 +520,7 @@ fn other_readers_agree_with_the_writer() {
                 want.len()
             );
         }
-        Err(e) => println!("skipped GNU tar check: {e}"),
+        Err(e) => crate::testutil::missing(&format!("GNU tar ({e})")),
     }
 }
 

@@ -10,10 +10,7 @@ use super::roundtrip::headers;
 use super::*;
 
 fn needs_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-    }
-    is_root()
+    crate::testutil::require(is_root(), "root")
 }
 
 fn whiteout_at(p: &Path) {
@@ -194,7 +191,7 @@ fn redirect_and_metacopy_refused() {
             fs::write(&p, "").unwrap();
         }
         if !set_xattr_nofollow(&p, key, b"/old") {
-            eprintln!("skipped {key}: not supported here");
+            crate::testutil::missing(&format!("{key} xattrs on the temp filesystem"));
             continue;
         }
         let r = upper_entries(up.path());

@@ -50,15 +50,19 @@ impl LocalLayout {
     }
 
     fn err(&self, what: String) -> TransferError {
-        TransferError(format!("{}: {what}", self.name()))
+        TransferError::Invalid(format!("{}: {what}", self.name()))
     }
 
-    fn io_err<'a>(
-        &'a self,
-        what: &'a str,
-        path: &'a Path,
-    ) -> impl Fn(io::Error) -> TransferError + 'a {
-        move |e| self.err(format!("{what} {}: {e}", path.display()))
+    fn io_err(&self, what: &str, path: &Path) -> impl FnOnce(io::Error) -> TransferError {
+        TransferError::io(format!("{}: {what} {}", self.name(), path.display()))
+    }
+
+    fn store_err(&self) -> impl FnOnce(crate::store::StoreError) -> TransferError {
+        TransferError::store(self.name())
+    }
+
+    fn doc_err(&self, what: &str) -> impl FnOnce(config::ConfigError) -> TransferError {
+        TransferError::document(format!("{}{what}", self.name()))
     }
 
     /// An exclusive `flock` on the directory itself (no lock file in the layout).
@@ -76,7 +80,7 @@ impl LocalLayout {
     /// Writes `bytes` to `dest` atomically (temp file next to it, fsync, rename).
     fn write_small(&self, dest: &Path, bytes: &[u8]) -> Result<(), TransferError> {
         let dir = dest.parent().unwrap_or(&self.dir);
-        fsutil::write_atomic(dir, dest, bytes, 0o644).map_err(|e| self.err(e.to_string()))
+        fsutil::write_atomic(dir, dest, bytes, 0o644).map_err(self.store_err())
     }
 
     fn read_index(&self) -> Result<Option<oci_spec::image::ImageIndex>, TransferError> {
@@ -95,7 +99,7 @@ impl LocalLayout {
         }
         config::parse_index(&bytes)
             .map(Some)
-            .map_err(|e| self.err(format!("index.json is not an OCI image index: {e}")))
+            .map_err(self.doc_err(": index.json is not an OCI image index"))
     }
 }
 
@@ -112,12 +116,15 @@ impl CacheSink for LocalLayout {
     fn put_blob(&self, blob: &BlobDesc, open: &OpenBlob<'_>) -> Result<(), TransferError> {
         let dest = self.blob_path(&blob.digest);
         let dir = dest.parent().unwrap_or(&self.dir).to_path_buf();
-        fsutil::create_dir_all(&dir, 0o755).map_err(|e| self.err(e.to_string()))?;
-        let (tmp, file) =
-            fsutil::create_temp_file(&dir, ".kiln-tmp").map_err(|e| self.err(e.to_string()))?;
+        fsutil::create_dir_all(&dir, 0o755).map_err(self.store_err())?;
+        let (tmp, file) = fsutil::create_temp_file(&dir, ".kiln-tmp").map_err(self.store_err())?;
         let guard = fsutil::TempPath::new(tmp.clone());
         let mut w = Sha256Writer::new(BufWriter::new(file));
-        let data = open().map_err(|e| self.err(format!("reading blob {}: {e}", blob.digest)))?;
+        let data = open().map_err(TransferError::io(format!(
+            "{}: reading blob {}",
+            self.name(),
+            blob.digest
+        )))?;
         io::copy(&mut data.take(blob.size + 1), &mut w).map_err(self.io_err("write", &tmp))?;
         let (buffered, digest, written) = w.finish();
         if digest != blob.digest || written != blob.size {
@@ -134,7 +141,7 @@ impl CacheSink for LocalLayout {
             .map_err(self.io_err("chmod", &tmp))?;
         file.sync_all().map_err(self.io_err("fsync", &tmp))?;
         drop(file);
-        fsutil::rename_durable(&tmp, &dest).map_err(|e| self.err(e.to_string()))?;
+        fsutil::rename_durable(&tmp, &dest).map_err(self.store_err())?;
         guard.disarm();
         Ok(())
     }
@@ -167,7 +174,7 @@ impl CacheSink for LocalLayout {
         ));
         entries.push(entry);
         index.set_manifests(entries);
-        let bytes = config::canonical_json("index", &index).map_err(|e| self.err(e.to_string()))?;
+        let bytes = config::canonical_json("index", &index).map_err(self.doc_err(""))?;
         self.write_small(&self.dir.join("index.json"), &bytes)
     }
 }
@@ -191,7 +198,7 @@ impl CacheSource for LocalLayout {
             .ok_or_else(|| self.err(format!("no cache tagged {:?} in index.json", self.tag)))?;
         let desc = BlobDesc {
             digest: config::descriptor_digest("index", "manifests", entry)
-                .map_err(|e| self.err(e.to_string()))?,
+                .map_err(self.doc_err(""))?,
             size: entry.size(),
             media_type: entry.media_type().to_string(),
         };
@@ -204,7 +211,10 @@ impl CacheSource for LocalLayout {
         self.open_blob(&desc)?
             .take(MAX_MANIFEST_SIZE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| self.err(format!("reading the cache manifest: {e}")))?;
+            .map_err(TransferError::io(format!(
+                "{}: reading the cache manifest",
+                self.name()
+            )))?;
         Ok((bytes, Some(desc)))
     }
 
@@ -377,5 +387,41 @@ mod tests {
         let garbage = LocalLayout::new(d.path(), DEFAULT_TAG);
         let e = ImportedSource::load(std::sync::Arc::new(garbage)).unwrap_err();
         assert!(e.to_string().contains("not an OCI image index"), "{e}");
+        assert!(matches!(e, TransferError::Document { .. }), "{e:?}");
+    }
+
+    // The cause of a failed export was flattened into a string: a caller could not tell a
+    // full disk from a refused cache, and the I/O error was lost as a source.
+    #[test]
+    fn a_failed_write_keeps_the_system_error_as_its_source() {
+        let (dir, store) = temp_store();
+        // The export directory is a file: its blobs/ cannot be made.
+        let out = dir.path().join("not-a-dir");
+        fs::write(&out, b"x").unwrap();
+        let sink = LocalLayout::new(&out, DEFAULT_TAG);
+        let blob = b"blob";
+        let desc = desc_of(blob, MEDIA_TYPE_RECORDS);
+        let e = sink
+            .put_blob(&desc, &|| Ok(Box::new(&blob[..])))
+            .unwrap_err();
+        assert!(
+            matches!(e, TransferError::Store { .. }),
+            "a store/filesystem failure, not a refusal: {e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("cache {}: ", out.display())),
+            "{msg}"
+        );
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("the chain ends in the system error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory, "{msg}");
+        assert!(msg.ends_with(&io.to_string()), "{msg}");
+        drop(store);
     }
 }

@@ -43,10 +43,15 @@ impl RegistryCache {
         for_write: bool,
         cancel: Option<&Arc<AtomicBool>>,
     ) -> Result<RegistryCache, TransferError> {
-        let bad =
-            |why: String| TransferError(format!("{flag} type=registry,ref={reference}: {why}"));
-        let parsed =
-            Reference::parse_normalized_named(reference).map_err(|e| bad(e.to_string()))?;
+        let bad = |why: String| {
+            TransferError::Invalid(format!("{flag} type=registry,ref={reference}: {why}"))
+        };
+        let parsed = Reference::parse_normalized_named(reference).map_err(|source| {
+            TransferError::Reference {
+                context: format!("{flag} type=registry,ref={reference}"),
+                source: Box::new(source),
+            }
+        })?;
         if for_write && parsed.digest().is_some() {
             return Err(bad("a cache is pushed under a tag, not a digest".into()));
         }
@@ -58,7 +63,11 @@ impl RegistryCache {
         };
         let mut opts = ClientOptions::from_env();
         opts.cancel = cancel.cloned();
-        let client = Client::new(parsed.domain(), &opts).map_err(|e| bad(e.to_string()))?;
+        let client =
+            Client::new(parsed.domain(), &opts).map_err(|source| TransferError::Registry {
+                context: format!("{flag} type=registry,ref={reference}"),
+                source: Box::new(source),
+            })?;
         Ok(RegistryCache {
             client,
             repo: parsed.path().to_string(),
@@ -67,8 +76,11 @@ impl RegistryCache {
         })
     }
 
-    fn err(&self, e: RegistryError) -> TransferError {
-        TransferError(format!("{}: {e}", self.name))
+    fn err(&self, source: RegistryError) -> TransferError {
+        TransferError::Registry {
+            context: self.name.clone(),
+            source: Box::new(source),
+        }
     }
 
     /// `registry/repository`, as the store's distribution records name where a blob is.
@@ -114,7 +126,7 @@ impl CacheSink for RegistryCache {
             .put_manifest(&self.repo, &self.reference, manifest, &desc.media_type)
             .map_err(|e| self.err(e))?;
         if digest != desc.digest {
-            return Err(TransferError(format!(
+            return Err(TransferError::Invalid(format!(
                 "{}: the manifest was stored as {digest}, expected {}",
                 self.name, desc.digest
             )));
