@@ -13,13 +13,13 @@ use crate::parser::Location;
 use crate::planner::ops::{parse_checksum, CopyKind, CopyOp, Op};
 use crate::planner::{resolve_source, Source as PlanSource};
 
-use crate::rootfs::copy::{self, Chmod, CopyOptions, Item, ItemKind};
 use super::direct::{self, DirectWrite};
 use super::error::{CopyError, FromError};
-use crate::rootfs::layers::{change_then, FsError};
 use super::remote::{self, Download, GitSource, RemoteError, RemoteKind};
-use crate::rootfs::lookup;
 use super::{BuildError, BuildEvent, Builder, StageResult};
+use crate::rootfs::copy::{self, Chmod, CopyOptions, Item, ItemKind};
+use crate::rootfs::layers::{change_then, FsError};
+use crate::rootfs::lookup;
 
 /// Part of every COPY/ADD key: changed whenever a COPY of the same inputs writes something
 /// else, so entries an older kiln made are not reused. 2: a `--from` source that is a symlink

@@ -9,8 +9,8 @@ pub use super::copystep::WriteError;
 pub use super::mountsrc::MountSourceError;
 pub use super::remote::{FetchError, GitError, RemoteError};
 
-use crate::rootfs::layers::FsError;
 use super::meta::MetaError;
+use crate::rootfs::layers::FsError;
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,9 @@ use crate::image::Digest;
 use crate::planner::ops::{Command, Network, Op, RunOp};
 
 use super::error::RunError;
-use crate::rootfs::layers::FsError;
 use super::runmounts::MountSet;
 use super::{BuildError, BuildEvent, Builder, StageResult};
+use crate::rootfs::layers::FsError;
 
 /// What a RUN runs, resolved against the stage: the key's inputs.
 struct RunInputs {

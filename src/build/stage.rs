@@ -11,16 +11,16 @@ use crate::parser::Location;
 use crate::planner::ops::{MetaOp, Op, OpKind, TriggerError};
 use crate::planner::Base;
 
-use crate::rootfs::copy::{Item, ItemKind};
 use super::copystep::{extract_items, WriteError};
 use super::error::CopyError;
-use crate::rootfs::layers::{change, FsError};
 use super::meta;
-use crate::rootfs::lookup;
 use super::state::StageState;
 use super::{
     image_layers, BuildError, BuildEvent, Builder, PendingMeta, StageResult, HISTORY_COMMENT,
 };
+use crate::rootfs::copy::{Item, ItemKind};
+use crate::rootfs::layers::{change, FsError};
+use crate::rootfs::lookup;
 
 impl Builder<'_> {
     /// Build the needed stages; stages whose dependencies are done run in parallel.

@@ -62,7 +62,8 @@ pub fn commit(store: &Store, c: &Container, opts: &CommitOptions) -> Result<Imag
         Thaw(None)
     };
     let _lease = store.lease()?;
-    let layer = crate::rootfs::layers::commit_dir(store, &c.dir.join("upper"), None).map_err(other)?;
+    let layer =
+        crate::rootfs::layers::commit_dir(store, &c.dir.join("upper"), None).map_err(other)?;
     drop(_thaw);
 
     let obj = doc

@@ -383,8 +383,8 @@ fn in_container<R: Send>(
     }
     let store = crate::store::Store::open(cs.dir().parent().unwrap_or(cs.dir()))
         .map_err(|e| CpError::Mount(e.into()))?;
-    let lowers =
-        crate::rootfs::layers::lower_dirs(&store, &c.layers()?).map_err(|e| CpError::Mount(e.into()))?;
+    let lowers = crate::rootfs::layers::lower_dirs(&store, &c.layers()?)
+        .map_err(|e| CpError::Mount(e.into()))?;
     let scratch = crate::common::atomic::create_temp_dir(&c.dir, "cp", 0o700)
         .map_err(|e| CpError::Mount(e.into()))?;
     let scratch = crate::common::atomic::TempPath::new(scratch);

@@ -23,8 +23,8 @@ use super::session::{self, Client, Session};
 use super::{
     Container, ContainerConfig, ContainerError, Network, Result, State, Status, FORMAT_VERSION,
 };
-use crate::rootfs::layers::lower_dirs;
 use crate::executor::{BindMount, ExecError, NetworkMode, RwLayer, StepSpec};
+use crate::rootfs::layers::lower_dirs;
 use crate::store::Store;
 
 /// How long the monitor waits for the CLI to attach before starting anyway.

@@ -14,8 +14,8 @@ use kiln::container::Containers;
 use kiln::executor::{self, Input, Output, StepIo, StepSpec};
 
 use super::attach::RawMode;
-use crate::cli::tty::window_size;
 use crate::cli::fail;
+use crate::cli::tty::window_size;
 
 /// `kiln exec`.
 #[derive(Args, Debug)]

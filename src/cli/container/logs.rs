@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use kiln::common::time::Timestamp;
 use kiln::container::logs;
 use kiln::container::{Container, Containers};
-use kiln::common::time::Timestamp;
 
 use crate::cli::fail;
 

@@ -3,8 +3,8 @@
 use clap::Args;
 use serde_json::{json, Value};
 
-use kiln::container::{Container, Containers, PortBinding, Status};
 use kiln::common::time::Timestamp;
+use kiln::container::{Container, Containers, PortBinding, Status};
 
 use crate::cli::image::render;
 use crate::cli::units::{human_duration, human_size};
