@@ -9,8 +9,8 @@ use crate::archive::{self, ExtractOptions};
 use crate::cache::KeyBuilder;
 use crate::context::select::{confine, select, Selected};
 use crate::context::{self, ContextFile};
-use crate::parser::Location;
 use crate::planner::ops::{parse_checksum, CopyKind, CopyOp, Op};
+use crate::planner::Location;
 use crate::planner::{resolve_source, Source as PlanSource};
 
 use super::direct::{self, DirectWrite};
@@ -464,7 +464,7 @@ fn expand_copy(cur: &StageResult, c: &CopyOp) -> Result<CopyWords, CopyError> {
         Some(m) => Some(copy::parse_chmod(&st.expand(m)?)?),
         None => None,
     };
-    let lexer = crate::parser::shell::Lexer::new(st.escape).skip_process_quotes(true);
+    let lexer = crate::planner::expand::Lexer::new(st.escape).skip_process_quotes(true);
     let env = st.expansion_env();
     let contents = c
         .contents

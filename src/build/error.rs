@@ -1,8 +1,8 @@
 //! Why a build fails: one variant per thing that can fail, each keeping its cause and, when
 //! the failure belongs to a Dockerfile line, where that line is.
 
-use crate::parser::shell::ShellError;
-use crate::parser::Location;
+use crate::planner::expand::ShellError;
+use crate::planner::Location;
 use crate::planner::{self, ops::RunFlagError, ops::TriggerError};
 
 pub use super::copystep::WriteError;
@@ -17,7 +17,7 @@ use crate::rootfs::layers::FsError;
 pub enum BuildError {
     /// The Dockerfile cannot be parsed.
     #[error(transparent)]
-    Parse(#[from] crate::parser::ParseError),
+    Parse(#[from] crate::planner::ParseError),
     /// The Dockerfile cannot be planned.
     #[error(transparent)]
     Plan(#[from] planner::PlanError),

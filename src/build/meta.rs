@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::image::spec::Empty;
-use crate::parser::shell::ShellError;
+use crate::planner::expand::ShellError;
 use crate::planner::ops::{ArgDecl, ArgValue, Command, MetaOp};
 
 use super::state::{StageState, MAX_METADATA_BYTES};
@@ -408,7 +408,9 @@ mod tests {
     /// The metadata ops of `src` (a stage body) with `build_args`, the global ARG `GLOBAL=g`
     /// declared before it.
     fn meta_ops(src: &str, build_args: &[(&str, &str)]) -> (char, Vec<MetaOp>) {
-        let df = crate::parser::parse(&format!("ARG GLOBAL=g\nFROM scratch\n{src}")).unwrap();
+        let df =
+            crate::planner::parse_bytes(format!("ARG GLOBAL=g\nFROM scratch\n{src}").as_bytes())
+                .unwrap();
         let opts = PlanOptions {
             build_args: build_args
                 .iter()

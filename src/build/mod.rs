@@ -25,7 +25,7 @@ use crate::image::config::{
 };
 use crate::image::spec::History;
 use crate::image::{Digest, Reference};
-use crate::parser::Location;
+use crate::planner::Location;
 use crate::planner::{self, Base, Plan, PlanOptions};
 use crate::store::Store;
 
@@ -266,7 +266,7 @@ pub fn build(
     req: &BuildRequest,
     progress: &dyn Progress,
 ) -> Result<BuildResult, BuildError> {
-    let df = crate::parser::parse_bytes(&req.dockerfile)?;
+    let df = crate::planner::parse_bytes(&req.dockerfile)?;
     let plan = planner::plan(
         &df,
         &PlanOptions {

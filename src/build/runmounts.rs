@@ -10,8 +10,8 @@ use sha2::{Digest as _, Sha256};
 use crate::context::select::confine;
 use crate::context::{self};
 use crate::executor::BindMount;
-use crate::parser::Location;
 use crate::planner::ops::{Mount, MountOp, MountType, Sharing};
+use crate::planner::Location;
 
 use super::copystep::FromRef;
 use super::error::MountError;

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crate::cache::KeyBuilder;
 use crate::image::spec::{History, ImageSpec};
-use crate::parser::Location;
 use crate::planner::ops::{MetaOp, Op, OpKind, TriggerError};
 use crate::planner::Base;
+use crate::planner::Location;
 
 use super::copystep::{extract_items, WriteError};
 use super::error::CopyError;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::cache::LayerRef;
 use crate::image::spec::ImageSpec;
-use crate::parser::shell::{Env, Lexer, ShellError};
+use crate::planner::expand::{Env, Lexer, ShellError};
 
 /// Docker's default `PATH` for Linux images without one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

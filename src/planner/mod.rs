@@ -6,13 +6,25 @@
 
 pub mod ops;
 
+/// The frontend's vocabulary that the build speaks when it executes ops: where an op came
+/// from in the Dockerfile, the parse error of a whole Dockerfile, and variable expansion,
+/// which runs step by step because a base image's ENV is only known when its stage runs.
+/// `build` takes these from here and never reads Dockerfile syntax itself.
+pub use crate::parser::{parse_bytes, Location, ParseError};
+
+/// Docker's shell-word expansion (`$V`, `${V:-w}`, quotes), as the build applies it to an
+/// op's words with the environment of the image being built.
+pub mod expand {
+    pub use crate::parser::shell::{Env, Lexer, ShellError};
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::parser::instructions::InstructionError;
 use crate::parser::instructions::{ArgDef, Instruction};
 use crate::parser::shell::Lexer;
 use crate::parser::stages::{parse_stages, Stage};
-use crate::parser::{Dockerfile, Location};
+use crate::parser::Dockerfile;
 
 use ops::{ArgScope, Op, OpError};
 

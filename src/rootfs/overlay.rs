@@ -140,8 +140,7 @@ mod tests {
 
     #[test]
     fn overlay_view_is_private_and_writes_land_in_upper() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: needs root for overlayfs");
+        if !crate::testutil::require(nix::unistd::geteuid().is_root(), "root (overlayfs)") {
             return;
         }
         let d = tempfile::tempdir().unwrap();
