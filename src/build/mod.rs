@@ -577,7 +577,9 @@ impl Builder<'_> {
             labels.extend(self.req.labels.clone());
         }
         // SOURCE_DATE_EPOCH's time, whatever the base's history says; otherwise the newest
-        // step's time: an image rebuilt entirely from the cache keeps its date.
+        // step's time: an image rebuilt entirely from the cache keeps its date. An image
+        // with no history at all (a base without one, and only ONBUILD steps, which record
+        // none) keeps the base's date, so that a rebuild gives the same image too.
         spec.created = if self.req.source_date_epoch.is_some() {
             Some(self.created.clone())
         } else {
@@ -585,6 +587,7 @@ impl Builder<'_> {
                 .iter()
                 .filter_map(|h| h.created.clone())
                 .max()
+                .or_else(|| spec.created.clone())
                 .or_else(|| Some(self.created.clone()))
         };
         spec.rootfs.diff_ids = r
@@ -677,6 +680,45 @@ mod tests {
             .iter()
             .any(|e| matches!(e, BuildEvent::Step { .. }));
         assert!(!started, "a step started before the refusal");
+    }
+
+    // Regression: an image with no history (a base without one, then only ONBUILD steps,
+    // which record none) was dated at build time, so each unchanged rebuild gave a new ID.
+    #[test]
+    fn an_image_without_history_keeps_the_bases_date() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("root")).unwrap();
+        let mut base = ImageSpec::scratch();
+        base.created = Some("2020-01-02T03:04:05Z".to_string());
+        let config = base.to_bytes();
+        let cd = Digest::of_bytes(&config);
+        let _lease = store.lease().unwrap();
+        store.put_blob_bytes(&config, Some(&cd)).unwrap();
+        let manifest = new_manifest(
+            descriptor(MEDIA_TYPE_CONFIG, &cd, config.len() as u64),
+            vec![],
+        );
+        let mb = canonical_json("manifest", &manifest).unwrap();
+        store.put_blob_bytes(&mb, None).unwrap();
+        store
+            .put_image_tagged(
+                &config,
+                &mb,
+                &[Reference::parse("kiln-test/nohist:1").unwrap()],
+            )
+            .unwrap();
+        let req = BuildRequest {
+            context_dir: d.path().to_path_buf(),
+            dockerfile: b"FROM kiln-test/nohist:1\nONBUILD RUN touch /t\n".to_vec(),
+            dockerfile_name: "Dockerfile".into(),
+            tags: vec![Reference::parse("kiln-test/onbuild:1").unwrap()],
+            ..Default::default()
+        };
+        let r = build(&store, &req, &Events::default()).unwrap();
+        let spec = ImageSpec::from_slice(&store.read_blob(&r.image_id, "config", 1 << 20).unwrap())
+            .unwrap();
+        assert!(spec.history.is_empty());
+        assert_eq!(spec.created.as_deref(), Some("2020-01-02T03:04:05Z"));
     }
 
     #[test]
