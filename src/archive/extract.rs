@@ -258,6 +258,9 @@ enum Target<'a> {
 }
 
 impl Extractor<'_> {
+    /// One entry, in phases: check its name, then hand the root's own entry and
+    /// whiteouts to their handlers, find the parent directory (reused from the last file
+    /// when it is the same), and create the node.
     fn apply<R: Read>(&mut self, parser: &mut TarParser<R>, e: &Entry) -> Result<(), ArchiveError> {
         let comps = components(&e.path, "name contains a .. component").map_err(|reason| {
             ArchiveError::UnsafePath {
@@ -265,17 +268,8 @@ impl Extractor<'_> {
                 reason,
             }
         })?;
-        let is_file = e.kind == Kind::File;
-        let cached = match self.last_parent.take() {
-            Some((c, fd))
-                if is_file
-                    && c.len() == comps.len().saturating_sub(1)
-                    && c.iter().zip(&comps).all(|(a, b)| a.as_slice() == *b) =>
-            {
-                Some(fd)
-            }
-            _ => None,
-        };
+        // Taken for every entry, so that any entry but a file drops it.
+        let cached = self.take_cached_parent(e, &comps);
         let Some((name, parent_comps)) = comps.split_last() else {
             return self.apply_root(e);
         };
@@ -298,119 +292,169 @@ impl Extractor<'_> {
                 })?,
         };
         let p = parent.as_fd();
-        let err = |op, err: Errno| ArchiveError::io(op, show(&e.path), err);
         match e.kind {
             Kind::File => {
-                self.clear_slot(p, name, e)?;
-                let fd = openat(
-                    p,
-                    *name,
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|x| err("create", x))?;
-                let mut f = File::from(fd);
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = parser.read_data(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    f.write_all(&buf[..n])
-                        .map_err(|x| ArchiveError::io("write", show(&e.path), x))?;
-                    self.stats.file_bytes += n as u64;
-                }
-                // Writing clears setuid bits and security.capability, and chown
-                // clears setuid bits: owner, then mode, then xattrs.
-                self.finish_node(Target::Fd(f.as_fd()), e, true)?;
+                self.write_file(parser, p, name, e)?;
                 let path = parent_comps.iter().map(|c| c.to_vec()).collect();
                 self.last_parent = Some((path, parent));
-                return Ok(());
             }
-            Kind::Dir => {
-                let fd = match stat_at(p, name, &e.path)? {
-                    Some(st) if is_dir(&st) => open_dir(p, name).map_err(|x| err("open", x))?,
-                    existing => {
-                        if existing.is_some() {
-                            // Replace whatever is there (a symlink to the host, say)
-                            // instead of following it.
-                            unlinkat(p, *name, UnlinkatFlags::NoRemoveDir)
-                                .map_err(|x| err("remove", x))?;
-                        }
-                        mkdirat(p, *name, Mode::from_bits_truncate(0o700))
-                            .map_err(|x| err("create directory", x))?;
-                        let fd = open_dir(p, name).map_err(|x| err("open", x))?;
-                        if existing.is_some() && self.opts.whiteouts == WhiteoutMode::Overlay {
-                            // The replaced non-directory came from this archive and,
-                            // applied, would have deleted a lower directory here: the
-                            // lower directory's content must stay hidden.
-                            set_opaque(fd.as_fd(), e)?;
-                        }
-                        fd
-                    }
-                };
-                // A rootless extractor still needs to create the children.
-                let now_mode = if self.is_root { e.mode } else { e.mode | 0o700 };
-                self.set_owner(Target::Fd(fd.as_fd()), e)?;
-                fchmod(&fd, Mode::from_bits_truncate(now_mode)).map_err(|x| err("chmod", x))?;
-                self.set_xattrs(Target::Fd(fd.as_fd()), e)?;
-                self.touch(fd.as_fd(), e)?;
-                self.deferred.push((
-                    comps.iter().map(|c| c.to_vec()).collect(),
-                    e.mode,
-                    TimeSpec::new(e.mtime, i64::from(e.mtime_nsec)),
-                ));
-            }
-            Kind::Symlink => {
-                if e.link.is_empty() {
-                    return Err(ArchiveError::UnsafePath {
-                        path: show(&e.path),
-                        reason: "symlink with an empty target",
-                    });
-                }
-                self.clear_slot(p, name, e)?;
-                symlinkat(e.link.as_slice(), p, *name).map_err(|x| err("create symlink", x))?;
-                self.finish_node(Target::At(p, name), e, false)?;
-            }
+            Kind::Dir => self.make_dir(p, name, &comps, e)?,
+            Kind::Symlink => self.make_symlink(p, name, e)?,
             Kind::Hardlink => self.hardlink(p, name, e)?,
-            Kind::Char | Kind::Block => {
-                if !(self.opts.allow_devices && self.is_root) {
-                    tracing::warn!(path = %show(&e.path), "skipping device node");
-                    self.stats.skipped_devices += 1;
-                    return Ok(());
-                }
-                let (major, minor) = (
-                    self.dev_part(e, e.dev_major)?,
-                    self.dev_part(e, e.dev_minor)?,
-                );
-                let kind = if e.kind == Kind::Char {
-                    SFlag::S_IFCHR
-                } else {
-                    SFlag::S_IFBLK
-                };
-                self.clear_slot(p, name, e)?;
-                mknodat(
-                    p,
-                    *name,
-                    kind,
-                    Mode::from_bits_truncate(0o600),
-                    libc::makedev(major, minor),
-                )
-                .map_err(|x| err("create device", x))?;
-                self.finish_node(Target::At(p, name), e, true)?;
-            }
+            Kind::Char | Kind::Block => self.make_device(p, name, e)?,
             Kind::Fifo => {
                 self.clear_slot(p, name, e)?;
                 mknodat(p, *name, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
-                    .map_err(|x| err("create fifo", x))?;
+                    .map_err(|x| ArchiveError::io("create fifo", show(&e.path), x))?;
                 self.finish_node(Target::At(p, name), e, true)?;
             }
         }
         Ok(())
+    }
+
+    /// The parent directory of the last file, if the regular file `e` (split into
+    /// `comps`) is in the same one. The cache is emptied either way.
+    fn take_cached_parent(&mut self, e: &Entry, comps: &[&[u8]]) -> Option<OwnedFd> {
+        match self.last_parent.take() {
+            Some((c, fd))
+                if e.kind == Kind::File
+                    && c.len() == comps.len().saturating_sub(1)
+                    && c.iter().zip(comps).all(|(a, b)| a.as_slice() == *b) =>
+            {
+                Some(fd)
+            }
+            _ => None,
+        }
+    }
+
+    /// A regular file: created afresh (never written through what was there), its data
+    /// copied from the archive, then its metadata.
+    fn write_file<R: Read>(
+        &mut self,
+        parser: &mut TarParser<R>,
+        p: BorrowedFd<'_>,
+        name: &[u8],
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        self.clear_slot(p, name, e)?;
+        let fd = openat(
+            p,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|x| ArchiveError::io("create", show(&e.path), x))?;
+        let mut f = File::from(fd);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = parser.read_data(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n])
+                .map_err(|x| ArchiveError::io("write", show(&e.path), x))?;
+            self.stats.file_bytes += n as u64;
+        }
+        // Writing clears setuid bits and security.capability, and chown
+        // clears setuid bits: owner, then mode, then xattrs.
+        self.finish_node(Target::Fd(f.as_fd()), e, true)
+    }
+
+    /// A directory: an existing one is kept, anything else in its place replaced. Its
+    /// final mode and mtime wait for [`Self::finish_dirs`].
+    fn make_dir(
+        &mut self,
+        p: BorrowedFd<'_>,
+        name: &[u8],
+        comps: &[&[u8]],
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        let err = |op, x: Errno| ArchiveError::io(op, show(&e.path), x);
+        let fd = match stat_at(p, name, &e.path)? {
+            Some(st) if is_dir(&st) => open_dir(p, name).map_err(|x| err("open", x))?,
+            existing => {
+                if existing.is_some() {
+                    // Replace whatever is there (a symlink to the host, say)
+                    // instead of following it.
+                    unlinkat(p, name, UnlinkatFlags::NoRemoveDir).map_err(|x| err("remove", x))?;
+                }
+                mkdirat(p, name, Mode::from_bits_truncate(0o700))
+                    .map_err(|x| err("create directory", x))?;
+                let fd = open_dir(p, name).map_err(|x| err("open", x))?;
+                if existing.is_some() && self.opts.whiteouts == WhiteoutMode::Overlay {
+                    // The replaced non-directory came from this archive and,
+                    // applied, would have deleted a lower directory here: the
+                    // lower directory's content must stay hidden.
+                    set_opaque(fd.as_fd(), e)?;
+                }
+                fd
+            }
+        };
+        // A rootless extractor still needs to create the children.
+        let now_mode = if self.is_root { e.mode } else { e.mode | 0o700 };
+        self.set_owner(Target::Fd(fd.as_fd()), e)?;
+        fchmod(&fd, Mode::from_bits_truncate(now_mode)).map_err(|x| err("chmod", x))?;
+        self.set_xattrs(Target::Fd(fd.as_fd()), e)?;
+        self.touch(fd.as_fd(), e)?;
+        self.deferred.push((
+            comps.iter().map(|c| c.to_vec()).collect(),
+            e.mode,
+            TimeSpec::new(e.mtime, i64::from(e.mtime_nsec)),
+        ));
+        Ok(())
+    }
+
+    /// A symlink, its target stored verbatim (never resolved here).
+    fn make_symlink(
+        &mut self,
+        p: BorrowedFd<'_>,
+        name: &[u8],
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        if e.link.is_empty() {
+            return Err(ArchiveError::UnsafePath {
+                path: show(&e.path),
+                reason: "symlink with an empty target",
+            });
+        }
+        self.clear_slot(p, name, e)?;
+        symlinkat(e.link.as_slice(), p, name)
+            .map_err(|x| ArchiveError::io("create symlink", show(&e.path), x))?;
+        self.finish_node(Target::At(p, name), e, false)
+    }
+
+    /// A character or block device: created only as root and when allowed, else
+    /// skipped with a warning.
+    fn make_device(
+        &mut self,
+        p: BorrowedFd<'_>,
+        name: &[u8],
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        if !(self.opts.allow_devices && self.is_root) {
+            tracing::warn!(path = %show(&e.path), "skipping device node");
+            self.stats.skipped_devices += 1;
+            return Ok(());
+        }
+        let (major, minor) = (
+            self.dev_part(e, e.dev_major)?,
+            self.dev_part(e, e.dev_minor)?,
+        );
+        let kind = if e.kind == Kind::Char {
+            SFlag::S_IFCHR
+        } else {
+            SFlag::S_IFBLK
+        };
+        self.clear_slot(p, name, e)?;
+        mknodat(
+            p,
+            name,
+            kind,
+            Mode::from_bits_truncate(0o600),
+            libc::makedev(major, minor),
+        )
+        .map_err(|x| ArchiveError::io("create device", show(&e.path), x))?;
+        self.finish_node(Target::At(p, name), e, true)
     }
 
     /// Whether `fd` is the extraction root.

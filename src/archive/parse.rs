@@ -293,14 +293,70 @@ impl<R: Read> TarParser<R> {
         }
     }
 
+    /// Turns a file header (with the extension headers before it) into an entry, in
+    /// phases: count it, take its names, its numbers and its kind, then check that
+    /// they agree.
     fn build_entry(
         &mut self,
         hdr: &[u8; BLOCK],
         at: u64,
-        pax: Pax,
+        mut pax: Pax,
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
     ) -> Result<Entry, ArchiveError> {
+        self.count_entry()?;
+        let (mut path, link) = self.names(
+            hdr,
+            pax.path.take().or(long_name),
+            pax.linkpath.take().or(long_link),
+        )?;
+        let n = self.numbers(hdr, at, &pax, &path)?;
+        let kind = entry_kind(hdr[156], &path)?;
+        if kind != Kind::File && n.size != 0 {
+            // Go's archive/tar ignores the size of header-only types while GNU tar
+            // skips it: refusing is the only answer both agree with.
+            return Err(self.invalid(
+                at,
+                HeaderError::DataOnHeaderOnlyEntry {
+                    kind: kind.name(),
+                    path: show(&path),
+                    size: n.size,
+                },
+            ));
+        }
+        let (dev_major, dev_minor) = if matches!(kind, Kind::Char | Kind::Block) {
+            let num = |range: std::ops::Range<usize>| {
+                numeric(&hdr[range]).map_err(|r| self.invalid(at, r))
+            };
+            (num(329..337)?, num(337..345)?)
+        } else {
+            (0, 0)
+        };
+        if kind == Kind::Dir {
+            while path.len() > 1 && path.ends_with(b"/") {
+                path.pop();
+            }
+        }
+        self.remaining = n.size;
+        self.padding = padding(n.size);
+        Ok(Entry {
+            path,
+            link,
+            kind,
+            size: n.size,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            mtime: n.mtime,
+            mtime_nsec: n.mtime_nsec,
+            dev_major,
+            dev_minor,
+            xattrs: pax.xattrs,
+        })
+    }
+
+    /// Counts one more entry against the limit.
+    fn count_entry(&mut self) -> Result<(), ArchiveError> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
             return Err(ArchiveError::LimitExceeded {
@@ -308,32 +364,19 @@ impl<R: Read> TarParser<R> {
                 max: self.limits.max_entries,
             });
         }
-        let is_ustar = &hdr[257..263] == b"ustar\0";
-        let mut path = match (pax.path, long_name) {
-            (Some(p), _) => p,
-            (None, Some(p)) => p,
-            (None, None) => {
-                let name = cstr(&hdr[..100]);
-                let prefix = if is_ustar {
-                    cstr(&hdr[345..500])
-                } else {
-                    &[][..]
-                };
-                if prefix.is_empty() {
-                    name.to_vec()
-                } else {
-                    let mut p = prefix.to_vec();
-                    p.push(b'/');
-                    p.extend_from_slice(name);
-                    p
-                }
-            }
-        };
-        let link = match (pax.linkpath, long_link) {
-            (Some(l), _) => l,
-            (None, Some(l)) => l,
-            (None, None) => cstr(&hdr[157..257]).to_vec(),
-        };
+        Ok(())
+    }
+
+    /// The entry's name and link target: from an extension header if one gave them,
+    /// else from the ustar fields; either way within the length limit and free of NULs.
+    fn names(
+        &self,
+        hdr: &[u8; BLOCK],
+        path: Option<Vec<u8>>,
+        link: Option<Vec<u8>>,
+    ) -> Result<(Vec<u8>, Vec<u8>), ArchiveError> {
+        let path = path.unwrap_or_else(|| ustar_name(hdr));
+        let link = link.unwrap_or_else(|| cstr(&hdr[157..257]).to_vec());
         for (v, reason) in [
             (&path, "name contains a NUL byte"),
             (&link, "link target contains a NUL byte"),
@@ -351,6 +394,18 @@ impl<R: Read> TarParser<R> {
                 });
             }
         }
+        Ok((path, link))
+    }
+
+    /// Mode, owner, size and mtime, each from the PAX header if it gave one; a PAX size
+    /// must agree with the ustar size.
+    fn numbers(
+        &self,
+        hdr: &[u8; BLOCK],
+        at: u64,
+        pax: &Pax,
+        path: &[u8],
+    ) -> Result<Numbers, ArchiveError> {
         let num =
             |range: std::ops::Range<usize>| numeric(&hdr[range]).map_err(|r| self.invalid(at, r));
         let mode = (num(100..108)? & 0o7777) as u32;
@@ -371,7 +426,7 @@ impl<R: Read> TarParser<R> {
             Some(p) if ustar_size == 0 && p > MAX_OCTAL_11 => p,
             Some(p) => {
                 return Err(ArchiveError::SizeMismatch {
-                    path: show(&path),
+                    path: show(path),
                     ustar: ustar_size,
                     pax: p,
                 })
@@ -387,60 +442,13 @@ impl<R: Read> TarParser<R> {
                 )
             }
         };
-        let typeflag = hdr[156];
-        let kind = match typeflag {
-            b'0' | 0 | b'7' if path.ends_with(b"/") => Kind::Dir,
-            b'0' | 0 | b'7' => Kind::File,
-            b'1' => Kind::Hardlink,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::Char,
-            b'4' => Kind::Block,
-            b'5' => Kind::Dir,
-            b'6' => Kind::Fifo,
-            other => {
-                return Err(ArchiveError::UnsupportedEntryType {
-                    path: show(&path),
-                    typeflag: char::from(other),
-                })
-            }
-        };
-        if kind != Kind::File && size != 0 {
-            // Go's archive/tar ignores the size of header-only types while GNU tar
-            // skips it: refusing is the only answer both agree with.
-            return Err(self.invalid(
-                at,
-                HeaderError::DataOnHeaderOnlyEntry {
-                    kind: kind.name(),
-                    path: show(&path),
-                    size,
-                },
-            ));
-        }
-        let (dev_major, dev_minor) = if matches!(kind, Kind::Char | Kind::Block) {
-            (num(329..337)?, num(337..345)?)
-        } else {
-            (0, 0)
-        };
-        if kind == Kind::Dir {
-            while path.len() > 1 && path.ends_with(b"/") {
-                path.pop();
-            }
-        }
-        self.remaining = size;
-        self.padding = padding(size);
-        Ok(Entry {
-            path,
-            link,
-            kind,
-            size,
+        Ok(Numbers {
             mode,
             uid,
             gid,
+            size,
             mtime,
             mtime_nsec,
-            dev_major,
-            dev_minor,
-            xattrs: pax.xattrs,
         })
     }
 
@@ -480,6 +488,55 @@ impl<R: Read> TarParser<R> {
             }
         }
     }
+}
+
+/// The numeric fields of a header, PAX overrides applied.
+struct Numbers {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: u32,
+}
+
+/// The name in the ustar fields: `prefix/name` when the header is ustar and has a prefix.
+fn ustar_name(hdr: &[u8; BLOCK]) -> Vec<u8> {
+    let name = cstr(&hdr[..100]);
+    let prefix = if &hdr[257..263] == b"ustar\0" {
+        cstr(&hdr[345..500])
+    } else {
+        &[][..]
+    };
+    if prefix.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = prefix.to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+/// What the typeflag says the entry is; a regular-file type whose name ends in `/` is a
+/// directory, as old tars wrote them.
+fn entry_kind(typeflag: u8, path: &[u8]) -> Result<Kind, ArchiveError> {
+    Ok(match typeflag {
+        b'0' | 0 | b'7' if path.ends_with(b"/") => Kind::Dir,
+        b'0' | 0 | b'7' => Kind::File,
+        b'1' => Kind::Hardlink,
+        b'2' => Kind::Symlink,
+        b'3' => Kind::Char,
+        b'4' => Kind::Block,
+        b'5' => Kind::Dir,
+        b'6' => Kind::Fifo,
+        other => {
+            return Err(ArchiveError::UnsupportedEntryType {
+                path: show(path),
+                typeflag: char::from(other),
+            })
+        }
+    })
 }
 
 fn padding(size: u64) -> u64 {

@@ -86,7 +86,7 @@ impl Changes {
 fn invalid(change: &str, e: ChangeError) -> ImageOpsError {
     ImageOpsError::Change {
         change: change.to_owned(),
-        reason: e.to_string(),
+        source: e,
     }
 }
 
@@ -709,6 +709,32 @@ mod tests {
             let err = apply_err(changes);
             assert!(err.contains(want), "{changes:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_crate_error_keeps_the_change_error_as_its_source() {
+        let changes = vec!["EXPOSE 8080:80".to_owned()];
+        let err = Changes::parse(&changes)
+            .unwrap()
+            .apply(&mut Map::new())
+            .unwrap_err();
+        let ImageOpsError::Change { change, source } = &err else {
+            panic!("not a change error: {err:?}");
+        };
+        assert_eq!(change, "EXPOSE 8080:80");
+        assert!(matches!(source, ChangeError::PortMapping(p) if p == "8080:80"));
+        let cause = std::error::Error::source(&err).expect("a source");
+        assert_eq!(cause.to_string(), source.to_string());
+        assert_eq!(
+            err.to_string(),
+            "invalid change \"EXPOSE 8080:80\": EXPOSE does not support port mappings: \"8080:80\""
+        );
+        // Refused while parsing too: the kind is kept.
+        let err = Changes::parse(&["RUN true".to_owned()]).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageOpsError::Change { source: ChangeError::NotAllowed(k), .. } if k == "RUN"
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::io;
 
+use super::change::ChangeError;
 use crate::archive::ArchiveError;
 use crate::image::{ConfigError, DigestError, ReferenceError};
 use crate::store::StoreError;
@@ -90,12 +91,13 @@ pub enum ImageOpsError {
         reason: String,
     },
     /// A `--change` instruction cannot be applied.
-    #[error("invalid change {change:?}: {reason}")]
+    #[error("invalid change {change:?}: {source}")]
     Change {
         /// The instruction as given.
         change: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: ChangeError,
     },
     /// A `--filter` is unknown or malformed.
     #[error("invalid filter '{filter}': {reason}")]
@@ -113,12 +115,6 @@ pub enum ImageOpsError {
         /// What is wrong with it.
         #[source]
         source: super::glob::BadPattern,
-    },
-    /// `--platform` is not `os/arch[/variant]`.
-    #[error("invalid platform {value:?}: expected os/arch[/variant]")]
-    Platform {
-        /// The value given.
-        value: String,
     },
     /// A digest reference was given where a tag is needed.
     #[error("refusing to create a tag with a digest reference: {reference}")]

@@ -18,7 +18,7 @@
 //! deterministic: entries in a fixed order, mtime 0, root-owned, no user
 //! names. Every blob is verified against its digest while it is copied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
@@ -230,81 +230,150 @@ pub fn save_compressed<W: Write>(
     out: W,
     compression: Compression,
 ) -> Result<W> {
-    use rayon::prelude::*;
     // The temp files of compressed layers must outlive a concurrent gc.
     let _lease = store.lease()?;
-    let mut packed: std::collections::BTreeMap<Digest, Packed> = Default::default();
-    if compression != Compression::None {
-        let unique: BTreeSet<Digest> = items.iter().flat_map(|i| i.image.layers()).collect();
-        let done: Vec<(Digest, Packed)> = unique
-            .into_par_iter()
-            .map(|d| pack(store, &d, compression).map(|p| (d, p)))
-            .collect::<Result<_>>()?;
-        packed.extend(done);
-    }
-    let mut b = tar::Builder::new(out);
-    b.mode(tar::HeaderMode::Deterministic);
-    for dir in ["blobs/", "blobs/sha256/"] {
-        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        b.append_data(&mut h, dir, io::empty()).map_err(write_err)?;
-    }
-    let mut written: BTreeSet<Digest> = BTreeSet::new();
-    let mut index_entries = Vec::new();
-    let mut docker_items = Vec::new();
+    let packed = pack_all(store, items, compression)?;
+    let mut archive = ArchiveWriter::new(out)?;
     for item in items {
-        let image = &item.image;
-        let mut layers = image.layers();
-        let (manifest_digest, manifest_size) = if compression == Compression::None {
-            for d in layers.iter().chain([&image.id, &image.manifest_digest]) {
-                if written.insert(d.clone()) {
-                    append_blob(store, &mut b, d)?;
-                }
-            }
-            (image.manifest_digest.clone(), image.manifest_size)
+        let (manifest, layers) = if compression == Compression::None {
+            archive.write_stored(store, &item.image)?
         } else {
-            let mut descriptors = Vec::new();
-            for d in &mut layers {
-                let p = packed
-                    .get(d)
-                    .ok_or_else(|| StoreError::BlobNotFound { digest: d.clone() })?;
-                if written.insert(p.digest.clone()) {
-                    let file = std::fs::File::open(p.file.path())
-                        .map_err(io_err("read", p.file.path().display().to_string()))?;
-                    let mut h = header(tar::EntryType::Regular, 0o644, p.size);
-                    b.append_data(&mut h, blob_name(&p.digest), file.take(p.size))
-                        .map_err(write_err)?;
-                }
-                descriptors.push(config::descriptor(
-                    compression.oci_layer_type().map_err(write_err)?,
-                    &p.digest,
-                    p.size,
-                ));
-                *d = p.digest.clone();
-            }
-            if written.insert(image.id.clone()) {
-                append_blob(store, &mut b, &image.id)?;
-            }
-            let manifest = config::new_manifest(
-                config::descriptor(
-                    config::MEDIA_TYPE_CONFIG,
-                    &image.id,
-                    image.manifest.config().size(),
-                ),
-                descriptors,
-            );
-            let bytes = config::canonical_json("manifest", &manifest)?;
-            let digest = Digest::of_bytes(&bytes);
-            if written.insert(digest.clone()) {
-                append(&mut b, &blob_name(&digest), &bytes)?;
-            }
-            (digest, bytes.len() as u64)
+            archive.write_compressed(store, &item.image, &packed, compression)?
         };
-        let template = config::descriptor(MEDIA_TYPE_MANIFEST, &manifest_digest, manifest_size);
+        archive.name(item, &manifest, layers);
+    }
+    archive.finish()
+}
+
+/// Compresses every layer of `items` once, in parallel (nothing for
+/// [`Compression::None`]).
+fn pack_all(
+    store: &Store,
+    items: &[SaveItem],
+    compression: Compression,
+) -> Result<BTreeMap<Digest, Packed>> {
+    use rayon::prelude::*;
+    if compression == Compression::None {
+        return Ok(BTreeMap::new());
+    }
+    let unique: BTreeSet<Digest> = items.iter().flat_map(|i| i.image.layers()).collect();
+    unique
+        .into_par_iter()
+        .map(|d| pack(store, &d, compression).map(|p| (d, p)))
+        .collect()
+}
+
+/// The archive being written: its tar, the blobs already in it (each is written
+/// once), and the entries of `index.json` and `manifest.json` gathered on the way.
+struct ArchiveWriter<W: Write> {
+    b: tar::Builder<W>,
+    written: BTreeSet<Digest>,
+    index_entries: Vec<oci_spec::image::Descriptor>,
+    docker_items: Vec<DockerArchiveItem>,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts the tar with the blob directories.
+    fn new(out: W) -> Result<Self> {
+        let mut b = tar::Builder::new(out);
+        b.mode(tar::HeaderMode::Deterministic);
+        for dir in ["blobs/", "blobs/sha256/"] {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            b.append_data(&mut h, dir, io::empty()).map_err(write_err)?;
+        }
+        Ok(ArchiveWriter {
+            b,
+            written: BTreeSet::new(),
+            index_entries: Vec::new(),
+            docker_items: Vec::new(),
+        })
+    }
+
+    /// Writes an image's blobs as the store keeps them; returns its manifest's
+    /// descriptor and its layers.
+    fn write_stored(
+        &mut self,
+        store: &Store,
+        image: &ImageRecord,
+    ) -> Result<(oci_spec::image::Descriptor, Vec<Digest>)> {
+        let layers = image.layers();
+        for d in layers.iter().chain([&image.id, &image.manifest_digest]) {
+            if self.written.insert(d.clone()) {
+                append_blob(store, &mut self.b, d)?;
+            }
+        }
+        let manifest = config::descriptor(
+            MEDIA_TYPE_MANIFEST,
+            &image.manifest_digest,
+            image.manifest_size,
+        );
+        Ok((manifest, layers))
+    }
+
+    /// Writes an image's compressed layers (from `packed`), its config and a new
+    /// manifest listing those layers; returns that manifest's descriptor and the
+    /// compressed layers.
+    fn write_compressed(
+        &mut self,
+        store: &Store,
+        image: &ImageRecord,
+        packed: &BTreeMap<Digest, Packed>,
+        compression: Compression,
+    ) -> Result<(oci_spec::image::Descriptor, Vec<Digest>)> {
+        let mut layers = image.layers();
+        let mut descriptors = Vec::new();
+        for d in &mut layers {
+            let p = packed
+                .get(d)
+                .ok_or_else(|| StoreError::BlobNotFound { digest: d.clone() })?;
+            if self.written.insert(p.digest.clone()) {
+                let file = std::fs::File::open(p.file.path())
+                    .map_err(io_err("read", p.file.path().display().to_string()))?;
+                let mut h = header(tar::EntryType::Regular, 0o644, p.size);
+                self.b
+                    .append_data(&mut h, blob_name(&p.digest), file.take(p.size))
+                    .map_err(write_err)?;
+            }
+            descriptors.push(config::descriptor(
+                compression.oci_layer_type().map_err(write_err)?,
+                &p.digest,
+                p.size,
+            ));
+            *d = p.digest.clone();
+        }
+        if self.written.insert(image.id.clone()) {
+            append_blob(store, &mut self.b, &image.id)?;
+        }
+        let manifest = config::new_manifest(
+            config::descriptor(
+                config::MEDIA_TYPE_CONFIG,
+                &image.id,
+                image.manifest.config().size(),
+            ),
+            descriptors,
+        );
+        let bytes = config::canonical_json("manifest", &manifest)?;
+        let digest = Digest::of_bytes(&bytes);
+        if self.written.insert(digest.clone()) {
+            append(&mut self.b, &blob_name(&digest), &bytes)?;
+        }
+        let manifest = config::descriptor(MEDIA_TYPE_MANIFEST, &digest, bytes.len() as u64);
+        Ok((manifest, layers))
+    }
+
+    /// Lists the image in `index.json` (once per tag, or once unnamed) and in
+    /// `manifest.json`.
+    fn name(
+        &mut self,
+        item: &SaveItem,
+        manifest: &oci_spec::image::Descriptor,
+        layers: Vec<Digest>,
+    ) {
         if item.tags.is_empty() {
-            index_entries.push(template.clone());
+            self.index_entries.push(manifest.clone());
         }
         for t in &item.tags {
-            let mut e = template.clone();
+            let mut e = manifest.clone();
             let mut annotations = std::collections::HashMap::new();
             annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), t.to_string());
             if let Some(tag) = t.tag() {
@@ -314,39 +383,43 @@ pub fn save_compressed<W: Write>(
                 );
             }
             e.set_annotations(Some(annotations));
-            index_entries.push(e);
+            self.index_entries.push(e);
         }
-        docker_items.push(DockerArchiveItem {
-            config: blob_name(&image.id),
+        self.docker_items.push(DockerArchiveItem {
+            config: blob_name(&item.image.id),
             repo_tags: (!item.tags.is_empty())
                 .then(|| item.tags.iter().map(Reference::familiar_string).collect()),
             layers: layers.iter().map(blob_name).collect(),
         });
     }
-    let mut index = oci_spec::image::ImageIndex::default();
-    index.set_media_type(Some(oci_spec::image::MediaType::from(MEDIA_TYPE_INDEX)));
-    index.set_manifests(index_entries);
-    append(
-        &mut b,
-        "index.json",
-        &config::canonical_json("index", &index)?,
-    )?;
-    let manifest_json =
-        serde_json::to_vec(&docker_items).map_err(|source| ImageOpsError::Json {
-            what: "manifest.json",
-            source,
-        })?;
-    append(&mut b, "manifest.json", &manifest_json)?;
-    append(
-        &mut b,
-        "oci-layout",
-        format!(
-            r#"{{"imageLayoutVersion":"{}"}}"#,
-            crate::store::OCI_LAYOUT_VERSION
-        )
-        .as_bytes(),
-    )?;
-    b.into_inner().map_err(write_err)
+
+    /// Writes `index.json`, `manifest.json` and `oci-layout`, and ends the tar.
+    fn finish(mut self) -> Result<W> {
+        let mut index = oci_spec::image::ImageIndex::default();
+        index.set_media_type(Some(oci_spec::image::MediaType::from(MEDIA_TYPE_INDEX)));
+        index.set_manifests(self.index_entries);
+        append(
+            &mut self.b,
+            "index.json",
+            &config::canonical_json("index", &index)?,
+        )?;
+        let manifest_json =
+            serde_json::to_vec(&self.docker_items).map_err(|source| ImageOpsError::Json {
+                what: "manifest.json",
+                source,
+            })?;
+        append(&mut self.b, "manifest.json", &manifest_json)?;
+        append(
+            &mut self.b,
+            "oci-layout",
+            format!(
+                r#"{{"imageLayoutVersion":"{}"}}"#,
+                crate::store::OCI_LAYOUT_VERSION
+            )
+            .as_bytes(),
+        )?;
+        self.b.into_inner().map_err(write_err)
+    }
 }
 
 #[cfg(test)]

@@ -351,8 +351,10 @@ impl<R: Read> Bound<R> {
     }
 }
 
-/// Fetches one layer into the store as an uncompressed blob; see the module
-/// documentation for the checks.
+/// Fetches one layer into the store as an uncompressed blob, in phases: stream it
+/// through the decompressor into a temp file, check the compressed bytes against the
+/// manifest, check the uncompressed ones against the config, and adopt the file; see
+/// the module documentation for the checks.
 fn fetch_layer(
     store: &Store,
     client: &Client,
@@ -379,87 +381,11 @@ fn fetch_layer(
     let (tmp, file) = fsutil::create_temp_file(&store.tmp_dir(), "pull")?;
     let guard = fsutil::TempPath::new(tmp.clone());
     let mut out = Sha256Writer::new(BufWriter::new(file));
-    let copied = {
-        let decoder: Box<dyn Read + '_> = match compression {
-            Compression::None => Box::new(&mut tee),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(&mut tee)
-                    .map_err(|e| invalid("layer", format!("zstd: {e}")))?,
-            ),
-            // `of_layer_type` names no layer type for these.
-            Compression::Bzip2 | Compression::Xz => {
-                return Err(invalid(
-                    "manifest",
-                    format!("layer media type {}", desc.media_type),
-                ))
-            }
-        };
-        let mut bound = Bound {
-            inner: decoder,
-            produced: 0,
-            limit_hit: None,
-        };
-        let mut buf = vec![0u8; 256 << 10];
-        let r: io::Result<()> = loop {
-            let n = match bound.inner.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(e),
-            };
-            bound.produced += n as u64;
-            if let Err(e) = bound.check(desc.size) {
-                break Err(e);
-            }
-            if let Err(e) = out.write_all(&buf[..n]) {
-                break Err(io::Error::new(io::ErrorKind::BrokenPipe, e));
-            }
-        };
-        r.map(|()| bound.produced)
-    };
+    let copied = decompress(&mut tee, compression, desc, &mut out)?;
     if client.options().cancelled() {
         return Err(RegistryError::Interrupted);
     }
-    // Whatever went wrong, the compressed bytes decide first: a tampered or
-    // truncated blob is a digest or size mismatch, not a decoder's riddle.
-    let drained = io::copy(&mut tee, &mut io::sink());
-    let raw_digest = Digest::from_hasher(std::mem::take(&mut tee.hasher));
-    let registry = client.registry().to_string();
-    if tee.count != desc.size && (drained.is_ok() || tee.count > desc.size) {
-        return Err(RegistryError::SizeMismatch {
-            registry,
-            what: format!("layer {index}"),
-            digest: desc.digest.clone(),
-            expected: desc.size,
-            actual: tee.count,
-        });
-    }
-    if tee.count == desc.size && raw_digest != desc.digest {
-        return Err(RegistryError::DigestMismatch {
-            registry,
-            what: format!("layer {index}"),
-            expected: desc.digest.clone(),
-            actual: raw_digest,
-        });
-    }
-    let size = match (copied, drained) {
-        (Ok(n), Ok(_)) => n,
-        (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => {
-            return Err(RegistryError::Io {
-                op: "write",
-                path: tmp.display().to_string(),
-                source: e,
-            })
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            return Err(RegistryError::ReadFailed {
-                registry,
-                context: format!("reading layer {index} ({})", desc.digest),
-                source: e,
-            })
-        }
-    };
+    let size = check_download(&mut tee, copied, desc, index, &tmp)?;
     let (buffered, stored, written) = out.finish();
     debug_assert_eq!(written, size);
     if stored != *diff_id {
@@ -481,6 +407,101 @@ fn fetch_layer(
     store.adopt_blob(&tmp, diff_id, written)?;
     (progress)(id, Status::PullComplete);
     Ok(())
+}
+
+/// Streams the layer from `tee` through its decompressor into `out`, bounded by
+/// [`Bound`]. The outer error is a layer kiln cannot start decoding; the inner result
+/// is the copy's: the uncompressed size, or what stopped it (a failed write comes back
+/// as [`io::ErrorKind::BrokenPipe`]).
+fn decompress<R: Read>(
+    tee: &mut Tee<'_, R>,
+    compression: Compression,
+    desc: &KnownBlob,
+    out: &mut impl Write,
+) -> Result<io::Result<u64>> {
+    let decoder: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(tee),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(tee)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(tee)
+                .map_err(|e| invalid("layer", format!("zstd: {e}")))?,
+        ),
+        // `of_layer_type` names no layer type for these.
+        Compression::Bzip2 | Compression::Xz => {
+            return Err(invalid(
+                "manifest",
+                format!("layer media type {}", desc.media_type),
+            ))
+        }
+    };
+    let mut bound = Bound {
+        inner: decoder,
+        produced: 0,
+        limit_hit: None,
+    };
+    let mut buf = vec![0u8; 256 << 10];
+    let r: io::Result<()> = loop {
+        let n = match bound.inner.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        bound.produced += n as u64;
+        if let Err(e) = bound.check(desc.size) {
+            break Err(e);
+        }
+        if let Err(e) = out.write_all(&buf[..n]) {
+            break Err(io::Error::new(io::ErrorKind::BrokenPipe, e));
+        }
+    };
+    Ok(r.map(|()| bound.produced))
+}
+
+/// Checks the compressed bytes against the manifest's size and digest, then reports
+/// the copy's own failure, if any. Whatever went wrong, the compressed bytes decide
+/// first: a tampered or truncated blob is a digest or size mismatch, not a decoder's
+/// riddle. Returns the uncompressed size.
+fn check_download<R: Read>(
+    tee: &mut Tee<'_, R>,
+    copied: io::Result<u64>,
+    desc: &KnownBlob,
+    index: usize,
+    tmp: &std::path::Path,
+) -> Result<u64> {
+    let drained = io::copy(tee, &mut io::sink());
+    let raw_digest = Digest::from_hasher(std::mem::take(&mut tee.hasher));
+    let registry = tee.client.registry().to_string();
+    if tee.count != desc.size && (drained.is_ok() || tee.count > desc.size) {
+        return Err(RegistryError::SizeMismatch {
+            registry,
+            what: format!("layer {index}"),
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: tee.count,
+        });
+    }
+    if tee.count == desc.size && raw_digest != desc.digest {
+        return Err(RegistryError::DigestMismatch {
+            registry,
+            what: format!("layer {index}"),
+            expected: desc.digest.clone(),
+            actual: raw_digest,
+        });
+    }
+    match (copied, drained) {
+        (Ok(n), Ok(_)) => Ok(n),
+        (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => Err(RegistryError::Io {
+            op: "write",
+            path: tmp.display().to_string(),
+            source: e,
+        }),
+        (Err(e), _) | (_, Err(e)) => Err(RegistryError::ReadFailed {
+            registry,
+            context: format!("reading layer {index} ({})", desc.digest),
+            source: e,
+        }),
+    }
 }
 
 /// Fetches the layers (compressed blob, diffID) of `repo` that the store

@@ -2,12 +2,13 @@
 //! slashes, existing directories, globs, `--parents`, `--exclude`), with what owner and mode,
 //! written as a tar stream that the hardened extractor then writes into the image root.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::context::ignore::IgnoreRules;
+use crate::context::ignore::{IgnoreRules, PatternError};
 use crate::context::{name, Context, ContextFile, Kind};
 
 /// One item to write into the image.
@@ -118,7 +119,7 @@ pub enum CopyError {
     NotADirectory(String),
     /// A bad `--exclude` pattern.
     #[error("invalid --exclude pattern: {0}")]
-    BadExclude(String),
+    BadExclude(#[source] PatternError),
     /// `--chmod` is neither octal nor symbolic.
     #[error("invalid --chmod value {0:?}: expected an octal mode between 0 and 07777 (0755) or symbolic modes as chmod(1) takes them (u+x,go-w)")]
     BadChmod(String),
@@ -409,58 +410,68 @@ pub fn plan(
     probe: &dyn Fn(&str) -> Existing,
     opts: &CopyOptions,
 ) -> Result<Vec<Item>, CopyError> {
-    let exclude = IgnoreRules::from_patterns(&opts.exclude)
-        .map_err(|e| CopyError::BadExclude(e.to_string()))?;
-    let dest_rel = crate::context::ignore::clean_path(&format!("/{dest}"))
-        .trim_start_matches('/')
-        .to_string();
-    let trailing = dest.ends_with('/') || dest.ends_with("/.");
-    // What this COPY has put at a path so far, over what the image has.
-    let mut planned: std::collections::HashMap<String, Existing> = Default::default();
-    let kind_of = |planned: &std::collections::HashMap<String, Existing>, p: &str| {
+    let mut planner = Planner {
+        probe,
+        opts,
+        exclude: IgnoreRules::from_patterns(&opts.exclude).map_err(CopyError::BadExclude)?,
+        dest_rel: crate::context::ignore::clean_path(&format!("/{dest}"))
+            .trim_start_matches('/')
+            .to_string(),
+        trailing: dest.ends_with('/') || dest.ends_with("/."),
+        planned: HashMap::new(),
+        items: Vec::new(),
+    };
+    for s in sources {
+        planner.add_source(s)?;
+    }
+    Ok(last_file_wins(planner.items))
+}
+
+/// The state of one [`plan`]: the COPY's destination and flags, and what the sources
+/// planned so far put where.
+struct Planner<'a> {
+    probe: &'a dyn Fn(&str) -> Existing,
+    opts: &'a CopyOptions,
+    exclude: IgnoreRules,
+    /// The destination, relative to `/`, cleaned.
+    dest_rel: String,
+    /// The destination ends with `/` (or `/.`): it must be a directory.
+    trailing: bool,
+    /// What this COPY has put at a path so far, over what the image has.
+    planned: HashMap<String, Existing>,
+    items: Vec<Item>,
+}
+
+impl Planner<'_> {
+    /// What is at `p` once the sources planned so far are copied.
+    fn kind_of(&self, p: &str) -> Existing {
         if p.is_empty() {
             return Existing::Dir;
         }
-        planned.get(p).copied().unwrap_or_else(|| probe(p))
-    };
-    let owner_of = |e: &SourceEntry| match opts.chown {
-        Some(o) => o,
-        None if opts.keep_owner => (e.uid, e.gid),
-        None => (0, 0),
-    };
-    let mut items = Vec::new();
-    for s in sources {
+        self.planned
+            .get(p)
+            .copied()
+            .unwrap_or_else(|| (self.probe)(p))
+    }
+
+    /// Plans the items of one source: where it lands, then each of its entries that is
+    /// not excluded, with its owner and mode.
+    fn add_source(&mut self, s: &Source) -> Result<(), CopyError> {
         let Some(top) = s.entries.first() else {
-            continue;
+            return Ok(());
         };
-        let dest_kind = kind_of(&planned, &dest_rel);
-        if trailing && dest_kind == Existing::Other {
-            return Err(CopyError::NotADirectory(dest_rel.clone()));
-        }
-        // With --parents the source keeps its path below the context root.
-        let target_base = if opts.parents {
-            join(&dest_rel, &s.rel)
-        } else if top.kind == Kind::Dir {
-            if dest_kind == Existing::Other {
-                return Err(CopyError::NotADirectory(dest_rel.clone()));
-            }
-            dest_rel.clone()
-        } else if trailing || dest_kind == Existing::Dir {
-            join(&dest_rel, base_name(&s.rel))
-        } else {
-            dest_rel.clone()
-        };
-        let base_existed = kind_of(&planned, &target_base);
+        let target_base = self.target_base(s, top)?;
+        let base_existed = self.kind_of(&target_base);
         for e in &s.entries {
             let under = e
                 .rel
                 .strip_prefix(&s.rel)
                 .map(|r| r.trim_start_matches('/'))
                 .unwrap_or(&e.rel);
-            if !under.is_empty() && exclude.is_excluded(under) {
+            if !under.is_empty() && self.exclude.is_excluded(under) {
                 continue;
             }
-            let top_dir = under.is_empty() && top.kind == Kind::Dir && !opts.parents;
+            let top_dir = under.is_empty() && top.kind == Kind::Dir && !self.opts.parents;
             // The destination directory itself keeps what it has when it exists already.
             if top_dir && base_existed == Existing::Dir {
                 continue;
@@ -469,35 +480,11 @@ pub fn plan(
             if name.is_empty() {
                 continue;
             }
-            let kind = match (e.kind, &e.context) {
-                (Kind::File, Some(f)) => ItemKind::ContextFile(f.clone()),
-                (Kind::File, None) => ItemKind::File(e.host.clone()),
-                (Kind::Dir, _) => ItemKind::Dir,
-                (Kind::Symlink, _) => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
-                // A FIFO is copied as a FIFO, as BuildKit does (fsutil's copy makes one).
-                (Kind::Other, _) if e.fifo => ItemKind::Fifo,
-                // Sockets and devices are not copied.
-                (Kind::Other, _) => continue,
+            let Some(kind) = item_kind(e) else {
+                continue;
             };
-            // A destination directory the copy creates is made, not copied: 0755 (or the
-            // octal --chmod) and root's (or the --chown user's), whatever the source
-            // directory's mode and owner.
-            let ((uid, gid), mode) = if top_dir {
-                (
-                    opts.chown.unwrap_or((0, 0)),
-                    Chmod::created_dir_mode(opts.chmod.as_ref()),
-                )
-            } else {
-                let mode = match (&opts.chmod, &kind) {
-                    (_, ItemKind::Symlink(_)) => 0o777,
-                    (Some(c), ItemKind::File(_) | ItemKind::ContextFile(_) | ItemKind::Dir) => {
-                        c.apply(e.mode, kind == ItemKind::Dir)
-                    }
-                    _ => e.mode,
-                };
-                (owner_of(e), mode)
-            };
-            items.push(Item {
+            let ((uid, gid), mode) = self.owner_and_mode(e, &kind, top_dir);
+            self.items.push(Item {
                 name,
                 kind,
                 mode,
@@ -511,10 +498,79 @@ pub fn plan(
         } else {
             Existing::Other
         };
-        planned.insert(target_base, landed);
+        self.planned.insert(target_base, landed);
+        Ok(())
     }
-    // A later file replaces an earlier one of the same name (`COPY a b /notadir`).
-    let mut last = std::collections::HashMap::new();
+
+    /// Where the source `s` (whose first entry is `top`) lands: its own path under the
+    /// destination with `--parents`, else the destination for a directory's contents, a
+    /// file in the destination directory, or the destination itself.
+    fn target_base(&self, s: &Source, top: &SourceEntry) -> Result<String, CopyError> {
+        let dest_kind = self.kind_of(&self.dest_rel);
+        if self.trailing && dest_kind == Existing::Other {
+            return Err(CopyError::NotADirectory(self.dest_rel.clone()));
+        }
+        // With --parents the source keeps its path below the context root.
+        Ok(if self.opts.parents {
+            join(&self.dest_rel, &s.rel)
+        } else if top.kind == Kind::Dir {
+            if dest_kind == Existing::Other {
+                return Err(CopyError::NotADirectory(self.dest_rel.clone()));
+            }
+            self.dest_rel.clone()
+        } else if self.trailing || dest_kind == Existing::Dir {
+            join(&self.dest_rel, base_name(&s.rel))
+        } else {
+            self.dest_rel.clone()
+        })
+    }
+
+    /// The owner and permission bits of the item made from `e`.
+    fn owner_and_mode(&self, e: &SourceEntry, kind: &ItemKind, top_dir: bool) -> ((u32, u32), u32) {
+        let opts = self.opts;
+        // A destination directory the copy creates is made, not copied: 0755 (or the
+        // octal --chmod) and root's (or the --chown user's), whatever the source
+        // directory's mode and owner.
+        if top_dir {
+            return (
+                opts.chown.unwrap_or((0, 0)),
+                Chmod::created_dir_mode(opts.chmod.as_ref()),
+            );
+        }
+        let mode = match (&opts.chmod, kind) {
+            (_, ItemKind::Symlink(_)) => 0o777,
+            (Some(c), ItemKind::File(_) | ItemKind::ContextFile(_) | ItemKind::Dir) => {
+                c.apply(e.mode, *kind == ItemKind::Dir)
+            }
+            _ => e.mode,
+        };
+        let owner = match opts.chown {
+            Some(o) => o,
+            None if opts.keep_owner => (e.uid, e.gid),
+            None => (0, 0),
+        };
+        (owner, mode)
+    }
+}
+
+/// What a source entry is copied as; `None` for what is not copied (sockets, devices).
+fn item_kind(e: &SourceEntry) -> Option<ItemKind> {
+    Some(match (e.kind, &e.context) {
+        (Kind::File, Some(f)) => ItemKind::ContextFile(f.clone()),
+        (Kind::File, None) => ItemKind::File(e.host.clone()),
+        (Kind::Dir, _) => ItemKind::Dir,
+        (Kind::Symlink, _) => ItemKind::Symlink(e.link.clone().unwrap_or_default()),
+        // A FIFO is copied as a FIFO, as BuildKit does (fsutil's copy makes one).
+        (Kind::Other, _) if e.fifo => ItemKind::Fifo,
+        // Sockets and devices are not copied.
+        (Kind::Other, _) => return None,
+    })
+}
+
+/// Drops every non-directory item that a later one of the same name replaces
+/// (`COPY a b /notadir`).
+fn last_file_wins(mut items: Vec<Item>) -> Vec<Item> {
+    let mut last = HashMap::new();
     for (i, it) in items.iter().enumerate() {
         if it.kind != ItemKind::Dir {
             last.insert(it.name.clone(), i);
@@ -526,7 +582,7 @@ pub fn plan(
         i += 1;
         keep
     });
-    Ok(items)
+    items
 }
 
 /// The directories above `items` that the image lacks (`exists` says what it has), as items
@@ -733,6 +789,33 @@ mod tests {
             names(&plan(&dir, "/d/", &none, &ex).unwrap()),
             ["d", "d/x.rs"]
         );
+    }
+
+    #[test]
+    fn a_bad_exclude_keeps_the_pattern_error_as_its_source() {
+        let (_d, c) = ctx_with(&["a.txt"]);
+        let opts = CopyOptions {
+            exclude: vec!["[a-".into()],
+            ..Default::default()
+        };
+        let err = plan(
+            &[context_source(&c, "a.txt")],
+            "/app/",
+            &|_: &str| Existing::Nothing,
+            &opts,
+        )
+        .unwrap_err();
+        let CopyError::BadExclude(pattern) = &err else {
+            panic!("not a bad exclude: {err:?}");
+        };
+        assert!(matches!(pattern, PatternError::Syntax { pattern, .. } if pattern == "[a-"));
+        assert_eq!(
+            err.to_string(),
+            "invalid --exclude pattern: syntax error in pattern \"[a-\""
+        );
+        // The chain goes on to the matcher's own error.
+        let cause = std::error::Error::source(&err).expect("a pattern error");
+        assert!(cause.source().is_some(), "{cause}");
     }
 
     #[test]
