@@ -150,7 +150,7 @@ pub struct GraphDriverData {
     pub lower_dir: Option<String>,
     /// Where the stack is mounted (`""` when it is not).
     pub merged_dir: String,
-    /// The top directory (`""` when the image is not unpacked yet).
+    /// The top directory.
     pub upper_dir: String,
     /// overlayfs's work directory (`""` when there is none).
     pub work_dir: String,
@@ -158,13 +158,12 @@ pub struct GraphDriverData {
 
 impl GraphDriver {
     /// The storage kiln uses for an image's layers: its unpacked snapshots,
-    /// the top one as `UpperDir` and the others as `LowerDir`. A layer not
-    /// unpacked yet (the image was never run) shows as `""`.
-    pub fn of_image(store: &Store, image: &ImageRecord) -> Result<GraphDriver> {
-        let mut dirs = snapshot_dirs(store, image)?;
+    /// the top one as `UpperDir` and the others as `LowerDir`.
+    pub fn of_image(store: &Store, image: &ImageRecord) -> GraphDriver {
+        let mut dirs = snapshot_dirs(image, store);
         let upper = dirs.pop().unwrap_or_default();
         dirs.reverse();
-        Ok(GraphDriver {
+        GraphDriver {
             data: GraphDriverData {
                 lower_dir: (!dirs.is_empty()).then(|| dirs.join(":")),
                 merged_dir: String::new(),
@@ -172,24 +171,21 @@ impl GraphDriver {
                 work_dir: String::new(),
             },
             name: DRIVER.to_owned(),
-        })
+        }
     }
 }
 
 /// The storage driver name `inspect` shows: kiln stacks layers with overlayfs.
 pub const DRIVER: &str = "overlay";
 
-/// The unpacked snapshot directory of each layer of `image`, bottom first
-/// (`""` for one not unpacked).
-pub fn snapshot_dirs(store: &Store, image: &ImageRecord) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for chain in image.chain_ids() {
-        out.push(match store.snapshot(&chain)? {
-            Some(s) => s.path.display().to_string(),
-            None => String::new(),
-        });
-    }
-    Ok(out)
+/// The snapshot directory of each layer of `image`, bottom first: where its
+/// files are unpacked, or will be when a container first runs from it.
+fn snapshot_dirs(image: &ImageRecord, store: &Store) -> Vec<String> {
+    image
+        .chain_ids()
+        .iter()
+        .map(|chain| store.snapshot_path(chain).display().to_string())
+        .collect()
 }
 
 /// The document `docker image inspect` prints for one image, field for
@@ -293,7 +289,7 @@ pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
         os_version: image.config.os_version().clone(),
         size,
         virtual_size: size,
-        graph_driver: GraphDriver::of_image(store, image)?,
+        graph_driver: GraphDriver::of_image(store, image),
         root_fs: InspectRootFs {
             kind: "layers".to_owned(),
             layers: image.diff_ids.iter().map(Digest::to_string).collect(),

@@ -20,8 +20,8 @@ use crate::util::{find_tool, require, stderr, stdout, unique_name};
 /// listed here that only kiln prints fails the test, as does any key only Docker prints.
 const OTHER_VERSIONS: &[&str] = &[
     // Docker 26+ and 28 (endpoint DNS names, gateway priority).
-    "NetworkSettings.Networks.bridge.DNSNames",
-    "NetworkSettings.Networks.bridge.GwPriority",
+    "NetworkSettings.Networks.*.DNSNames",
+    "NetworkSettings.Networks.*.GwPriority",
     // Docker 20.10 (dropped by API 1.44/1.45 daemons).
     "Container",
     "ContainerConfig",
@@ -80,7 +80,7 @@ impl DockerObjects {
 impl Drop for DockerObjects {
     fn drop(&mut self) {
         for c in &self.containers {
-            let _ = self.run(&["rm", "-f", c]);
+            let _ = self.run(&["rm", "-f", "-v", c]);
         }
         for i in &self.images {
             let _ = self.run(&["rmi", "-f", i]);
@@ -121,6 +121,13 @@ fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
+/// Whether the listed key `pattern` (`*` standing for any one key) is `path` or above it.
+fn covers(pattern: &str, path: &str) -> bool {
+    let path: Vec<&str> = path.split('.').collect();
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    pattern.len() <= path.len() && pattern.iter().zip(&path).all(|(a, b)| *a == "*" || a == b)
+}
+
 /// Asserts that kiln's document has Docker's keys, and no others but [`OTHER_VERSIONS`]'s
 /// (a listed key counts with everything below it).
 fn assert_same_keys(what: &str, kiln: &Value, docker: &Value) {
@@ -130,11 +137,7 @@ fn assert_same_keys(what: &str, kiln: &Value, docker: &Value) {
     let missing: Vec<_> = d.difference(&k).collect();
     let extra: Vec<_> = k
         .difference(&d)
-        .filter(|p| {
-            !OTHER_VERSIONS
-                .iter()
-                .any(|o| *p == o || p.starts_with(&format!("{o}.")))
-        })
+        .filter(|p| !OTHER_VERSIONS.iter().any(|o| covers(o, p)))
         .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
@@ -419,4 +422,119 @@ fn inspect_of_missing_names_and_types_as_docker() {
     }
     let o = e.run(&["inspect", "--type", "network", &image]);
     assert_ne!(o.status.code(), Some(0), "kiln has no networks to inspect");
+}
+
+/// Polls `inspect` of `name` (kiln's when `kiln`, else Docker's) until `pred` holds.
+fn wait_until(e: &Env, d: &DockerObjects, kiln: bool, name: &str, pred: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v = if kiln {
+            kiln_inspect(e, &[name])
+        } else {
+            d.inspect(&[name])
+        };
+        if pred(&v) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened (kiln: {kiln}): {v:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The keys Docker prints only when set (volumes, tmpfs, init, a health check, a stop
+/// signal and timeout, another network) are printed by kiln too, created and running.
+#[test]
+fn inspect_keys_of_a_container_with_every_optional_part() {
+    let Some(e) = Env::new() else { return };
+    let Some(docker) = docker() else { return };
+    let image = format!("{}:1", unique_name("inspect-opt"));
+    e.ok(&["tag", "busybox:local", &image]);
+    let tar = e.dir().join("image.tar");
+    e.ok(&["save", "-o", tar.to_str().unwrap(), &image]);
+    let name = unique_name("opt").replace('/', "-");
+    let vol = format!("{name}-vol");
+    let d = DockerObjects {
+        docker,
+        containers: vec![name.clone()],
+        images: vec![image.clone()],
+        volumes: vec![vol.clone()],
+    };
+    d.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let data = format!("{vol}:/data");
+    let args = [
+        "create",
+        "--name",
+        &name,
+        "-v",
+        &data,
+        "-v",
+        "/anon",
+        "--tmpfs",
+        "/t",
+        "--init",
+        "--read-only",
+        "--add-host",
+        "a:1.2.3.4",
+        "-w",
+        "/tmp",
+        "-u",
+        "0",
+        "--stop-signal",
+        "SIGINT",
+        "--stop-timeout",
+        "5",
+        "-m",
+        "64m",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        "--network",
+        "none",
+        &image,
+        "sleep",
+        "1000",
+    ];
+    e.ok(&args);
+    d.ok(&args);
+    let values = [
+        "/Config/Healthcheck/Test",
+        "/Config/StopSignal",
+        "/Config/StopTimeout",
+        "/Config/Volumes",
+        "/Config/WorkingDir",
+        "/Config/User",
+        "/HostConfig/Init",
+        "/HostConfig/ReadonlyRootfs",
+        "/HostConfig/ExtraHosts",
+        "/HostConfig/Memory",
+        "/HostConfig/NetworkMode",
+        "/HostConfig/Binds",
+        "/State/Status",
+        "/State/Health/Status",
+    ];
+    let compare = |what: &str| {
+        let mut k = kiln_inspect(&e, &[&name]);
+        let dd = d.inspect(&[&name]);
+        without_foreign_driver_data(&mut k, &dd);
+        assert_same_keys(what, &k, &dd);
+        assert_values_agree(what, &k, &dd, &values);
+    };
+    compare("created container");
+    e.ok(&["start", &name]);
+    d.ok(&["start", &name]);
+    let checked = |v: &Value| {
+        v["State"]["Health"]["Log"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    };
+    wait_until(&e, &d, true, &name, checked);
+    wait_until(&e, &d, false, &name, checked);
+    compare("running container with a health check");
+    e.ok(&["stop", "-t", "0", &name]);
+    d.ok(&["stop", "-t", "0", &name]);
+    compare("stopped container with a health check");
 }

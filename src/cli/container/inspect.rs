@@ -107,17 +107,14 @@ fn running_step_dir(c: &Container) -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-/// The unpacked snapshot of each of the container's image layers, bottom first (`""` for
-/// one not unpacked).
+/// The snapshot directory of each of the container's image layers, bottom first: where
+/// its files are unpacked, or will be when the container first starts.
 fn layer_dirs(store: &Store, c: &Container) -> Vec<String> {
     let mut parent: Option<Digest> = None;
     let mut out = Vec::new();
     for d in c.diff_ids().unwrap_or_default() {
         let chain = chain_id(parent.as_ref(), &d);
-        out.push(match store.snapshot(&chain) {
-            Ok(Some(s)) => s.path.display().to_string(),
-            _ => String::new(),
-        });
+        out.push(store.snapshot_path(&chain).display().to_string());
         parent = Some(chain);
     }
     out
@@ -139,7 +136,7 @@ fn graph_driver(c: &Container, step: Option<&Path>, layers: Vec<String>) -> Grap
         .map(|s| s.join("init").display().to_string())
         .into_iter()
         .collect();
-    lower.extend(layers.into_iter().rev().filter(|l| !l.is_empty()));
+    lower.extend(layers.into_iter().rev());
     GraphDriver {
         data: GraphDriverData {
             lower_dir: (!lower.is_empty()).then(|| lower.join(":")),
@@ -179,11 +176,25 @@ fn state_doc(c: &Container) -> StateDoc {
         error: st.error.clone(),
         started_at: time(&st.started_at),
         finished_at: time(&st.finished_at),
-        health: match (&c.health, st.status) {
-            (Some(h), Status::Running) => Some(json!(h)),
-            _ => None,
-        },
+        health: health_doc(c),
     }
+}
+
+/// `State.Health`, as Docker shows it: only for a container with a health check that has
+/// started; `starting` until the first check ends, and `unhealthy` once the container stops.
+fn health_doc(c: &Container) -> Option<Value> {
+    c.config.healthcheck.as_ref()?;
+    if c.state.started_at.is_empty() {
+        return None;
+    }
+    let mut h = match &c.health {
+        Some(h) => json!(h),
+        None => json!({"Status": "starting", "FailingStreak": 0, "Log": []}),
+    };
+    if c.state.status != Status::Running {
+        h["Status"] = json!("unhealthy");
+    }
+    Some(h)
 }
 
 /// The name Docker gives the container's network: kiln's own network stands where Docker's
@@ -407,4 +418,39 @@ pub(super) fn inspect_cmd(containers: &Containers, a: &InspectArgs) -> i32 {
         }
     }
     print_docs(&docs, a.format.as_deref(), &errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn binds_and_port_bindings_as_docker_lists_them() {
+        let m = |kind: &str, name: &str, source: &str, rw: bool| MountPoint {
+            kind: kind.into(),
+            name: name.into(),
+            source: PathBuf::from(source),
+            destination: "/d".into(),
+            rw,
+        };
+        let anon = "a".repeat(64);
+        for (mount, want) in [
+            (m("bind", "", "/h", true), Some("/h:/d")),
+            (m("bind", "", "/h", false), Some("/h:/d:ro")),
+            (m("volume", "data", "/v/data/_data", true), Some("data:/d")),
+            (m("volume", &anon, "/v/x/_data", true), None),
+        ] {
+            assert_eq!(bind_spec(&mount).as_deref(), want, "{mount:?}");
+        }
+        let ports = PortBinding::parse_all("8080:80").unwrap();
+        let mut more = PortBinding::parse_all("127.0.0.1::53/udp").unwrap();
+        more.extend(ports);
+        let b = port_bindings(&more);
+        assert_eq!(b["80/tcp"][0].host_ip, "");
+        assert_eq!(b["80/tcp"][0].host_port, "8080");
+        assert_eq!(b["53/udp"][0].host_ip, "127.0.0.1");
+        assert_eq!(b["53/udp"][0].host_port, "");
+    }
 }
