@@ -24,7 +24,7 @@ pub struct InspectArgs {
     #[arg(short = 's', long)]
     pub size: bool,
     /// Return JSON for specified type
-    #[arg(long = "type", value_enum)]
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
     pub kind: Option<ObjectType>,
     /// Names or IDs of containers, images or volumes
     #[arg(required = true, value_name = "NAME|ID")]
