@@ -408,31 +408,7 @@ fn inspect_cmd(store: &Store, a: &InspectArgs) -> i32 {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    let rendered = match &a.format {
-        Some(f) => docs
-            .iter()
-            .map(|d| {
-                let v = serde_json::to_value(d).map_err(|e| e.to_string())?;
-                render(f, &[v], &title)
-            })
-            .collect::<Result<String, String>>(),
-        None => {
-            let mut buf = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            serde::Serialize::serialize(&docs, &mut ser)
-                .map(|()| format!("{}\n", String::from_utf8_lossy(&buf)))
-                .map_err(|e| e.to_string())
-        }
-    };
-    match rendered {
-        Ok(text) => out(&text),
-        Err(e) => return fail(e),
-    }
-    for e in &errors {
-        eprintln!("Error: {e}");
-    }
-    i32::from(!errors.is_empty())
+    super::inspect::print_docs(&docs, a.format.as_deref(), &errors)
 }
 
 // ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ mod debug;
 mod format;
 mod image;
 mod info;
+mod inspect;
 mod port;
 mod registry;
 mod ssh;
@@ -131,7 +132,7 @@ pub enum Command {
     /// Display the running processes of a container
     Top(stats::TopArgs),
     /// Return low-level information on containers or images
-    Inspect(image::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Manage kiln's store
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -286,21 +287,7 @@ pub fn run() -> i32 {
         Command::Unpause(a) => container::run(&root, C::Unpause(a)),
         Command::Stats(a) => container::run(&root, C::Stats(a)),
         Command::Top(a) => container::run(&root, C::Top(a)),
-        Command::Inspect(a) => {
-            // Containers first, as `docker inspect` does, then images.
-            let cs = kiln::container::Containers::new(&root);
-            if a.images.iter().all(|n| cs.find(n).is_ok()) {
-                container::run(
-                    &root,
-                    C::Inspect(container::InspectArgs {
-                        format: a.format,
-                        containers: a.images,
-                    }),
-                )
-            } else {
-                image::run(&root, I::Inspect(a))
-            }
-        }
+        Command::Inspect(a) => inspect::run(&root, &a),
         Command::System(cmd) => system::run(&root, cmd),
         Command::Builder(cmd) => builder::run(&root, cmd),
         Command::Volume(cmd) => volume::run(&root, cmd),

@@ -20,7 +20,7 @@ pub enum VolumeCommand {
     #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Display detailed information on one or more volumes
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove one or more volumes
     #[command(visible_alias = "remove")]
     Rm(NamesArgs),
@@ -57,6 +57,17 @@ pub struct NamesArgs {
     pub names: Vec<String>,
 }
 
+/// `volume inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a custom template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Volumes
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
 /// `volume prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
@@ -81,26 +92,14 @@ pub fn run(root: &Path, cmd: VolumeCommand) -> i32 {
         VolumeCommand::Ls(a) => ls(root, &a),
         VolumeCommand::Inspect(a) => {
             let mut docs = Vec::new();
-            let mut code = 0;
+            let mut errors = Vec::new();
             for n in &a.names {
                 match volumes::find(root, n) {
-                    Ok(v) => docs.push(json!({
-                        "CreatedAt": Timestamp::from_secs(v.created).to_string(),
-                        "Driver": "local",
-                        "Labels": null,
-                        "Mountpoint": v.mountpoint,
-                        "Name": v.name,
-                        "Options": null,
-                        "Scope": "local",
-                    })),
-                    Err(e) => code = fail(e),
+                    Ok(v) => docs.push(volume_doc(&v)),
+                    Err(e) => errors.push(e.to_string()),
                 }
             }
-            out(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&docs).unwrap_or_default()
-            ));
-            code
+            super::inspect::print_docs(&docs, a.format.as_deref(), &errors)
         }
         VolumeCommand::Rm(a) => {
             let mut code = 0;
@@ -123,6 +122,19 @@ pub fn run(root: &Path, cmd: VolumeCommand) -> i32 {
             prune(root, a.all)
         }
     }
+}
+
+/// Docker's `volume inspect` document for `v`.
+pub(crate) fn volume_doc(v: &volumes::Volume) -> serde_json::Value {
+    json!({
+        "CreatedAt": Timestamp::from_secs(v.created).to_string(),
+        "Driver": "local",
+        "Labels": null,
+        "Mountpoint": v.mountpoint,
+        "Name": v.name,
+        "Options": null,
+        "Scope": "local",
+    })
 }
 
 /// `volume prune` (and the volume part of `system prune --volumes`).

@@ -479,6 +479,9 @@ pub struct ContainerConfig {
     pub network: Network,
     /// Published ports.
     pub ports: Vec<PortBinding>,
+    /// `-P`: every exposed port was published on a port the kernel picked.
+    #[serde(default)]
+    pub publish_all: bool,
     /// Mounts.
     pub mounts: Vec<MountPoint>,
     /// Restart policy.
@@ -1120,6 +1123,7 @@ mod tests {
             stdin_once: false,
             network: Network::Private,
             ports: vec![],
+            publish_all: false,
             mounts: vec![],
             restart: RestartPolicy::default(),
             stop_signal: "SIGTERM".into(),

@@ -401,6 +401,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         stdin_once: opts.interactive && opts.attach,
         network: opts.network,
         ports,
+        publish_all: opts.publish_all,
         mounts,
         restart: opts.restart.clone(),
         stop_signal,

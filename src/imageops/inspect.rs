@@ -14,17 +14,34 @@ use crate::store::{ImageRecord, Store};
 /// What Docker shows for a time it does not know (Go's zero `time.Time`).
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// `Config` of `docker image inspect`: the fields of the image config's
-/// `config` object, in Docker's order. Fields Docker leaves out when empty
-/// are left out; the others are `null` or `""` when the image has none.
+/// `Config` (and `ContainerConfig`) of `docker image inspect`: the fields of
+/// an image config's `config` object in Docker's order. The fields Docker
+/// always prints are `""`, `false` or `null` when the image has none; the
+/// ones it leaves out when empty are left out.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InspectConfig {
+    /// `Hostname`.
+    pub hostname: String,
+    /// `Domainname`.
+    pub domainname: String,
     /// `User`.
     pub user: String,
+    /// `AttachStdin`.
+    pub attach_stdin: bool,
+    /// `AttachStdout`.
+    pub attach_stdout: bool,
+    /// `AttachStderr`.
+    pub attach_stderr: bool,
     /// `ExposedPorts` (`{"80/tcp": {}}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exposed_ports: Option<Value>,
+    /// `Tty`.
+    pub tty: bool,
+    /// `OpenStdin`.
+    pub open_stdin: bool,
+    /// `StdinOnce`.
+    pub stdin_once: bool,
     /// `Env` (`["PATH=…"]`).
     pub env: Value,
     /// `Cmd`.
@@ -35,6 +52,9 @@ pub struct InspectConfig {
     /// `ArgsEscaped` (Windows images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_escaped: Option<Value>,
+    /// `Image`: the image a classic Docker build started the step from
+    /// (`""` for others).
+    pub image: String,
     /// `Volumes` (`{"/data": {}}`).
     pub volumes: Value,
     /// `WorkingDir`.
@@ -48,9 +68,45 @@ pub struct InspectConfig {
     /// `StopSignal`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<Value>,
+    /// `StopTimeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<Value>,
     /// `Shell`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<Value>,
+}
+
+impl InspectConfig {
+    /// Docker's view of a config's `config` (or `container_config`) object;
+    /// `Null` gives the all-empty one Docker shows for an image without it.
+    pub fn from_json(c: &Value) -> InspectConfig {
+        let flag = |key: &str| c.get(key).and_then(Value::as_bool).unwrap_or(false);
+        InspectConfig {
+            hostname: string_at(c, "Hostname"),
+            domainname: string_at(c, "Domainname"),
+            user: string_at(c, "User"),
+            attach_stdin: flag("AttachStdin"),
+            attach_stdout: flag("AttachStdout"),
+            attach_stderr: flag("AttachStderr"),
+            exposed_ports: non_empty(c, "ExposedPorts"),
+            tty: flag("Tty"),
+            open_stdin: flag("OpenStdin"),
+            stdin_once: flag("StdinOnce"),
+            env: or_null(c, "Env"),
+            cmd: or_null(c, "Cmd"),
+            healthcheck: non_empty(c, "Healthcheck"),
+            args_escaped: non_empty(c, "ArgsEscaped"),
+            image: string_at(c, "Image"),
+            volumes: or_null(c, "Volumes"),
+            working_dir: string_at(c, "WorkingDir"),
+            entrypoint: or_null(c, "Entrypoint"),
+            on_build: or_null(c, "OnBuild"),
+            labels: or_null(c, "Labels"),
+            stop_signal: non_empty(c, "StopSignal"),
+            stop_timeout: non_empty(c, "StopTimeout"),
+            shell: non_empty(c, "Shell"),
+        }
+    }
 }
 
 /// `RootFS` of `docker image inspect`.
@@ -72,8 +128,70 @@ pub struct InspectMetadata {
     pub last_tag_time: String,
 }
 
+/// `GraphDriver` of `docker image inspect` and `docker container inspect`:
+/// where the storage driver keeps the files.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriver {
+    /// The driver's own keys: `LowerDir` (below the top, `:`-separated,
+    /// top first; only when there is a layer below), `MergedDir`,
+    /// `UpperDir`, `WorkDir`.
+    pub data: GraphDriverData,
+    /// The driver: kiln stacks its snapshots with overlayfs.
+    pub name: String,
+}
+
+/// `GraphDriver.Data`, as Docker's overlay2 driver fills it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriverData {
+    /// The directories below the top one, top first, joined by `:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower_dir: Option<String>,
+    /// Where the stack is mounted (`""` when it is not).
+    pub merged_dir: String,
+    /// The top directory.
+    pub upper_dir: String,
+    /// overlayfs's work directory (`""` when there is none).
+    pub work_dir: String,
+}
+
+impl GraphDriver {
+    /// The storage kiln uses for an image's layers: its unpacked snapshots,
+    /// the top one as `UpperDir` and the others as `LowerDir`.
+    pub fn of_image(store: &Store, image: &ImageRecord) -> GraphDriver {
+        let mut dirs = snapshot_dirs(image, store);
+        let upper = dirs.pop().unwrap_or_default();
+        dirs.reverse();
+        GraphDriver {
+            data: GraphDriverData {
+                lower_dir: (!dirs.is_empty()).then(|| dirs.join(":")),
+                merged_dir: String::new(),
+                upper_dir: upper,
+                work_dir: String::new(),
+            },
+            name: DRIVER.to_owned(),
+        }
+    }
+}
+
+/// The storage driver name `inspect` shows: kiln stacks layers with overlayfs.
+pub const DRIVER: &str = "overlay";
+
+/// The snapshot directory of each layer of `image`, bottom first: where its
+/// files are unpacked, or will be when a container first runs from it.
+fn snapshot_dirs(image: &ImageRecord, store: &Store) -> Vec<String> {
+    image
+        .chain_ids()
+        .iter()
+        .map(|chain| store.snapshot_path(chain).display().to_string())
+        .collect()
+}
+
 /// The document `docker image inspect` prints for one image, field for
-/// field in Docker's order.
+/// field in Docker's order. Keys Docker 20.10 prints and later versions
+/// dropped (`Container`, `ContainerConfig`, `VirtualSize`) are kept: scripts
+/// written for either read them.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageInspect {
@@ -89,6 +207,11 @@ pub struct ImageInspect {
     pub comment: String,
     /// The config's `created`, as written.
     pub created: String,
+    /// The config's `container`: the container a classic Docker build
+    /// committed (`""` for other images).
+    pub container: String,
+    /// The config's `container_config`, all empty when it has none.
+    pub container_config: InspectConfig,
     /// The config's `docker_version`, if another tool wrote one.
     pub docker_version: String,
     /// The config's `author`.
@@ -107,6 +230,10 @@ pub struct ImageInspect {
     pub os_version: Option<String>,
     /// Bytes of the config and layers.
     pub size: u64,
+    /// The same as `Size` (Docker's old name for it).
+    pub virtual_size: u64,
+    /// Where the layers are unpacked.
+    pub graph_driver: GraphDriver,
     /// The layers.
     #[serde(rename = "RootFS")]
     pub root_fs: InspectRootFs,
@@ -138,7 +265,8 @@ fn non_empty(v: &Value, key: &str) -> Option<Value> {
 /// Builds the inspect document of `image`.
 pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
     let raw = super::config_json(store, image)?;
-    let c = raw.get("config").cloned().unwrap_or(Value::Null);
+    let null = Value::Null;
+    let size = image.size();
     Ok(ImageInspect {
         id: image.id.to_string(),
         repo_tags: repo_tags(image),
@@ -150,28 +278,18 @@ pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
             .and_then(Value::as_str)
             .unwrap_or(ZERO_TIME)
             .to_owned(),
+        container: string_at(&raw, "container"),
+        container_config: InspectConfig::from_json(raw.get("container_config").unwrap_or(&null)),
         docker_version: string_at(&raw, "docker_version"),
         author: string_at(&raw, "author"),
-        config: InspectConfig {
-            user: string_at(&c, "User"),
-            exposed_ports: non_empty(&c, "ExposedPorts"),
-            env: or_null(&c, "Env"),
-            cmd: or_null(&c, "Cmd"),
-            healthcheck: non_empty(&c, "Healthcheck"),
-            args_escaped: non_empty(&c, "ArgsEscaped"),
-            volumes: or_null(&c, "Volumes"),
-            working_dir: string_at(&c, "WorkingDir"),
-            entrypoint: or_null(&c, "Entrypoint"),
-            on_build: or_null(&c, "OnBuild"),
-            labels: or_null(&c, "Labels"),
-            stop_signal: non_empty(&c, "StopSignal"),
-            shell: non_empty(&c, "Shell"),
-        },
+        config: InspectConfig::from_json(raw.get("config").unwrap_or(&null)),
         architecture: image.config.architecture().to_string(),
         variant: image.config.variant().clone(),
         os: image.config.os().to_string(),
         os_version: image.config.os_version().clone(),
-        size: image.size(),
+        size,
+        virtual_size: size,
+        graph_driver: GraphDriver::of_image(store, image),
         root_fs: InspectRootFs {
             kind: "layers".to_owned(),
             layers: image.diff_ids.iter().map(Digest::to_string).collect(),

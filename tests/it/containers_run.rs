@@ -119,7 +119,7 @@ fn init_reaps_and_forwards_signals() {
     e.ok(&["stop", "-t", "60", "inited"]);
     let v = e.inspect("inited");
     assert_eq!(v["State"]["ExitCode"], 143, "{v:#}");
-    assert_eq!(v["Init"], true);
+    assert_eq!(v["HostConfig"]["Init"], true);
 }
 
 #[test]

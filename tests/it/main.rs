@@ -27,6 +27,7 @@ mod containers_terminal;
 mod containers_volumes;
 mod image_cmds;
 mod image_interop;
+mod inspect_keys;
 mod instructions_conformance;
 mod layering;
 mod parser_conformance;

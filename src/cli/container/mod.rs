@@ -26,7 +26,7 @@ mod run;
 
 pub use attach::AttachArgs;
 pub use exec::ExecArgs;
-pub use inspect::InspectArgs;
+pub use inspect::{inspect_doc, store_of, ContainerDoc, InspectArgs};
 pub use lifecycle::{KillArgs, PruneArgs, RmArgs, StartArgs, StopArgs};
 pub use logs::LogsArgs;
 pub use ps::PsArgs;
