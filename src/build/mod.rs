@@ -579,7 +579,8 @@ impl Builder<'_> {
         // SOURCE_DATE_EPOCH's time, whatever the base's history says; otherwise the newest
         // step's time: an image rebuilt entirely from the cache keeps its date. An image
         // with no history at all (a base without one, and only ONBUILD steps, which record
-        // none) keeps the base's date, so that a rebuild gives the same image too.
+        // none) keeps the base's date, or none if the base has none, so that a rebuild
+        // gives the same image too.
         spec.created = if self.req.source_date_epoch.is_some() {
             Some(self.created.clone())
         } else {
@@ -588,7 +589,6 @@ impl Builder<'_> {
                 .filter_map(|h| h.created.clone())
                 .max()
                 .or_else(|| spec.created.clone())
-                .or_else(|| Some(self.created.clone()))
         };
         spec.rootfs.diff_ids = r
             .state
@@ -719,6 +719,28 @@ mod tests {
             .unwrap();
         assert!(spec.history.is_empty());
         assert_eq!(spec.created.as_deref(), Some("2020-01-02T03:04:05Z"));
+
+        // A base without a date gives an image without one, not the build's time.
+        let undated = ImageSpec::scratch().to_bytes();
+        let cd = Digest::of_bytes(&undated);
+        store.put_blob_bytes(&undated, Some(&cd)).unwrap();
+        let manifest = new_manifest(
+            descriptor(MEDIA_TYPE_CONFIG, &cd, undated.len() as u64),
+            vec![],
+        );
+        let mb = canonical_json("manifest", &manifest).unwrap();
+        store.put_blob_bytes(&mb, None).unwrap();
+        store
+            .put_image_tagged(
+                &undated,
+                &mb,
+                &[Reference::parse("kiln-test/nohist:1").unwrap()],
+            )
+            .unwrap();
+        let r = build(&store, &req, &Events::default()).unwrap();
+        let spec = ImageSpec::from_slice(&store.read_blob(&r.image_id, "config", 1 << 20).unwrap())
+            .unwrap();
+        assert_eq!(spec.created, None);
     }
 
     #[test]

@@ -254,6 +254,8 @@ pub fn run(root: &Path, args: &BuildArgs) -> i32 {
     }
 }
 
+/// The build itself: read the flags into a request, run it with the chosen progress view,
+/// then hand the result where the flags say and tell the user.
 fn build_image(
     root: &Path,
     args: &BuildArgs,
@@ -261,39 +263,94 @@ fn build_image(
     name: &str,
     src: Vec<u8>,
 ) -> Result<(), String> {
-    let tags = args
-        .tags
-        .iter()
-        .map(|t| Reference::parse(t).map_err(|e| format!("error: invalid tag {t:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let build_args = key_values(&args.build_args, true).map_err(|e| format!("error: {e}"))?;
-    let labels = key_values(&args.labels, false).map_err(|e| format!("error: {e}"))?;
-    let source_date_epoch = build_args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| format!("error: invalid SOURCE_DATE_EPOCH {v:?}: expected seconds"))
-        })
-        .transpose()?;
-    let dockerfile_path = (file != Path::new("-")).then_some(file);
-    let ignore = ignore_rules(&args.path, dockerfile_path)?;
+    let tags = parse_tags(&args.tags)?;
+    let inputs = Inputs::read(args, file)?;
     let store = Store::open(root).map_err(|e| format!("error: {e}"))?;
     super::warn_tightened(&store);
     // Agents kiln starts for key files live until the build is over.
     let ssh_agents = super::ssh::agents(&args.ssh)?;
-    let req = BuildRequest {
+    let req = request(root, args, name, &src, inputs, &tags, &ssh_agents)?;
+    let view = View::new(args);
+    let result = view
+        .around(|| build::build(&store, &req, view.progress()))
+        .map_err(|e| {
+            let msg = match e.location() {
+                Some(loc) if loc.line > 0 => {
+                    let text = String::from_utf8_lossy(&src);
+                    parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
+                }
+                _ => format!("error: {e}"),
+            };
+            format!("{msg}{}", logs_note(req.logs_dir.as_deref()))
+        })?;
+    deliver(&store, args, &result, &tags, view.quiet)?;
+    report(&result, &tags, view.quiet, req.logs_dir.as_deref());
+    Ok(())
+}
+
+/// `-t` names.
+fn parse_tags(tags: &[String]) -> Result<Vec<Reference>, String> {
+    tags.iter()
+        .map(|t| Reference::parse(t).map_err(|e| format!("error: invalid tag {t:?}: {e}")))
+        .collect()
+}
+
+/// The flags read before the store is opened: variables, labels, the epoch, ignore rules.
+struct Inputs {
+    build_args: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    source_date_epoch: Option<i64>,
+    ignore: kiln::context::IgnoreRules,
+}
+
+impl Inputs {
+    fn read(args: &BuildArgs, file: &Path) -> Result<Inputs, String> {
+        let build_args = key_values(&args.build_args, true).map_err(|e| format!("error: {e}"))?;
+        let labels = key_values(&args.labels, false).map_err(|e| format!("error: {e}"))?;
+        // A `--build-arg SOURCE_DATE_EPOCH` wins over the environment.
+        let source_date_epoch = build_args
+            .get("SOURCE_DATE_EPOCH")
+            .cloned()
+            .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    format!("error: invalid SOURCE_DATE_EPOCH {v:?}: expected seconds")
+                })
+            })
+            .transpose()?;
+        let dockerfile_path = (file != Path::new("-")).then_some(file);
+        let ignore = ignore_rules(&args.path, dockerfile_path)?;
+        Ok(Inputs {
+            build_args,
+            labels,
+            source_date_epoch,
+            ignore,
+        })
+    }
+}
+
+/// The library's build request from the flags. Installs the signal handlers that cancel the
+/// build, reads the secrets and makes this build's log directory.
+fn request(
+    root: &Path,
+    args: &BuildArgs,
+    name: &str,
+    src: &[u8],
+    inputs: Inputs,
+    tags: &[Reference],
+    ssh_agents: &super::ssh::SshAgents,
+) -> Result<BuildRequest, String> {
+    Ok(BuildRequest {
         context_dir: args.path.clone(),
-        dockerfile: src.clone(),
+        dockerfile: src.to_vec(),
         dockerfile_name: name.to_string(),
-        ignore,
-        tags: tags.clone(),
-        build_args,
+        ignore: inputs.ignore,
+        tags: tags.to_vec(),
+        build_args: inputs.build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
-        labels,
-        source_date_epoch,
+        labels: inputs.labels,
+        source_date_epoch: inputs.source_date_epoch,
         network: args.network.into(),
         allow_network_host: args.allow.contains(&Entitlement::NetworkHost),
         extra_hosts: args
@@ -321,95 +378,132 @@ fn build_image(
             .collect::<Result<_, _>>()
             .map_err(|e| format!("error: {e}"))?,
         pull: args.pull.into(),
-    };
-    let quiet = args.quiet || args.progress == ProgressMode::Quiet;
-    let plain = Plain {
-        out: Mutex::new(std::io::stderr()),
-    };
-    let json = Json {
-        out: Mutex::new(std::io::stderr()),
-    };
-    let tty = (args.progress == ProgressMode::Tty
-        || (args.progress == ProgressMode::Auto && super::tty::wanted()))
-    .then(super::tty::Tty::new);
-    let progress: &dyn Progress = if quiet {
-        &Silent
-    } else if args.progress == ProgressMode::Json {
-        &json
-    } else if let Some(t) = &tty {
-        t
-    } else {
-        &plain
-    };
-    let logs = req.logs_dir.clone();
-    let logs_note = || match &logs {
+    })
+}
+
+/// Where the build's progress goes, as `--progress` and `--quiet` chose.
+struct View {
+    quiet: bool,
+    json: bool,
+    plain: Plain,
+    json_lines: Json,
+    tty: Option<super::tty::Tty>,
+}
+
+impl View {
+    fn new(args: &BuildArgs) -> View {
+        View {
+            quiet: args.quiet || args.progress == ProgressMode::Quiet,
+            json: args.progress == ProgressMode::Json,
+            plain: Plain {
+                out: Mutex::new(std::io::stderr()),
+            },
+            json_lines: Json {
+                out: Mutex::new(std::io::stderr()),
+            },
+            tty: (args.progress == ProgressMode::Tty
+                || (args.progress == ProgressMode::Auto && super::tty::wanted()))
+            .then(super::tty::Tty::new),
+        }
+    }
+
+    fn progress(&self) -> &dyn Progress {
+        if self.quiet {
+            &Silent
+        } else if self.json {
+            &self.json_lines
+        } else if let Some(t) = &self.tty {
+            t
+        } else {
+            &self.plain
+        }
+    }
+
+    /// Run `f` (the build), with the live view redrawn around it when that view is shown.
+    fn around<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.tty {
+            Some(t) if !self.quiet && !self.json => t.around(f),
+            _ => f(),
+        }
+    }
+}
+
+/// Where this build's step logs are, when it wrote any (a line to append to a message).
+fn logs_note(logs: Option<&Path>) -> String {
+    match logs {
         Some(d) if d.exists() => format!("\nfull step logs: {}", d.display()),
         _ => String::new(),
-    };
-    let run = || build::build(&store, &req, progress);
-    let result = match &tty {
-        Some(t) if !quiet && args.progress != ProgressMode::Json => t.around(run),
-        _ => run(),
-    };
-    let result = result.map_err(|e| {
-        let msg = match e.location() {
-            Some(loc) if loc.line > 0 => {
-                let text = String::from_utf8_lossy(&src);
-                parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
-            }
-            _ => format!("error: {e}"),
-        };
-        format!("{msg}{}", logs_note())
-    })?;
+    }
+}
+
+/// `--output`, `--push`, `--iidfile` and `--metadata-file`, in that order.
+fn deliver(
+    store: &Store,
+    args: &BuildArgs,
+    result: &build::BuildResult,
+    tags: &[Reference],
+    quiet: bool,
+) -> Result<(), String> {
     let compression = kiln::registry::Compression::from(args.compression);
     for o in &args.outputs {
-        export(&store, &result, &tags, o, compression, quiet)?;
+        export(store, result, tags, o, compression, quiet)?;
     }
     if args.push {
         if tags.is_empty() {
             return Err("error: --push needs a name: give -t NAME".into());
         }
-        push_tags(&store, &result, &tags, compression, quiet)?;
+        push_tags(store, result, tags, compression, quiet)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.image_id.to_string())
             .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        // BuildKit's keys, for CI scripts that read them.
-        let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        let doc = serde_json::json!({
-            "containerimage.config.digest": result.image_id.to_string(),
-            "containerimage.digest": result.manifest_digest.to_string(),
-            "containerimage.descriptor": {
-                "mediaType": kiln::image::config::MEDIA_TYPE_MANIFEST,
-                "digest": result.manifest_digest.to_string(),
-            },
-            "image.name": names.join(","),
-        });
-        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        std::fs::write(path, text + "\n")
-            .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
-    }
-    if quiet {
-        println!("{}", result.image_id);
-    } else {
-        for (dest, r) in &result.cache_exports {
-            eprintln!(
-                "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
-                r.records, r.written, r.skipped
-            );
-        }
-        eprintln!("writing image {} done", result.image_id);
-        for t in &tags {
-            eprintln!("naming to {t} done");
-        }
-        let note = logs_note();
-        if !note.is_empty() {
-            eprintln!("{}", note.trim_start());
-        }
+        write_metadata(path, result, tags)?;
     }
     Ok(())
+}
+
+/// `--metadata-file`: BuildKit's keys, for CI scripts that read them.
+fn write_metadata(
+    path: &Path,
+    result: &build::BuildResult,
+    tags: &[Reference],
+) -> Result<(), String> {
+    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let doc = serde_json::json!({
+        "containerimage.config.digest": result.image_id.to_string(),
+        "containerimage.digest": result.manifest_digest.to_string(),
+        "containerimage.descriptor": {
+            "mediaType": kiln::image::config::MEDIA_TYPE_MANIFEST,
+            "digest": result.manifest_digest.to_string(),
+        },
+        "image.name": names.join(","),
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    std::fs::write(path, text + "\n").map_err(|e| format!("error: writing {}: {e}", path.display()))
+}
+
+/// The last lines: the image ID alone when quiet, else what was exported, written and named.
+fn report(result: &build::BuildResult, tags: &[Reference], quiet: bool, logs: Option<&Path>) {
+    if quiet {
+        println!("{}", result.image_id);
+        return;
+    }
+    for (dest, r) in &result.cache_exports {
+        eprintln!(
+            "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
+            r.records, r.written, r.skipped
+        );
+    }
+    eprintln!("writing image {} done", result.image_id);
+    for t in tags {
+        eprintln!("naming to {t} done");
+    }
+    let note = logs_note(logs);
+    if !note.is_empty() {
+        eprintln!("{}", note.trim_start());
+    }
 }
 
 /// A flag set by SIGINT and SIGTERM: running steps are killed, the store stays valid.

@@ -13,9 +13,9 @@ use super::diag::{suggest, Diagnostic, Severity};
 use super::goparse;
 use super::instructions::{
     last_flag_place, nth_flag_place, parse_instruction, split_suggestion, ArgDef, Instruction,
-    InstructionError, InstructionErrorKind, ShellOrExec,
+    InstructionError, InstructionErrorKind, KeyValue, ShellOrExec, SourceContent,
 };
-use super::runflags::parse_mount;
+use super::runflags::{parse_mount, MountSpec};
 use super::shell::Lexer;
 
 /// One problem `check` found.
@@ -667,125 +667,17 @@ impl<'o> Checker<'o> {
         let Some(vars) = st.vars.as_mut() else {
             return;
         };
-        let lexer = self.lexer;
-        let mut unmatched: Vec<String> = Vec::new();
-        // Expand one word, noting its undefined names; `None` when it cannot be expanded.
-        let word = |w: &str, lexer: &Lexer, vars: &Vars, unmatched: &mut Vec<String>| {
-            let x = lexer.process_word_with_matches(w, vars).ok()?;
-            unmatched.extend(
-                x.unmatched
-                    .into_iter()
-                    .filter(|n| !vars.declared.contains(n)),
-            );
-            Some(x.result)
-        };
-        // Heredoc bodies are expanded with `\` as escape and quotes kept (BuildKit's
-        // `ExpandRaw`), unless the delimiter was quoted.
-        let raw = Lexer::new('\\').skip_process_quotes(true);
-        match ins {
-            Instruction::Env(e) => {
-                // Every pair is expanded before any is set: `ENV A=1 B=$A` uses the old A.
-                let set: Vec<_> = e
-                    .pairs
-                    .iter()
-                    .map(|kv| {
-                        let k = word(&kv.key, &lexer, vars, &mut unmatched);
-                        let v = word(&kv.value, &lexer, vars, &mut unmatched);
-                        k.zip(v)
-                    })
-                    .collect();
-                for (k, v) in set.into_iter().flatten() {
-                    vars.set(&k, v);
-                }
-            }
-            Instruction::Label(l) => {
-                for kv in &l.pairs {
-                    word(&kv.key, &lexer, vars, &mut unmatched);
-                    word(&kv.value, &lexer, vars, &mut unmatched);
-                }
-            }
-            Instruction::Copy(c) => {
-                for w in c.chown.iter().chain(&c.chmod).chain(&c.sources) {
-                    word(w, &lexer, vars, &mut unmatched);
-                }
-                word(&c.dest, &lexer, vars, &mut unmatched);
-                for f in c.contents.iter().filter(|f| f.expand) {
-                    word(&f.data, &raw, vars, &mut unmatched);
-                }
-            }
-            Instruction::Add(a) => {
-                let flags = a.chown.iter().chain(&a.chmod).chain(&a.checksum);
-                for w in flags.chain(&a.sources) {
-                    word(w, &lexer, vars, &mut unmatched);
-                }
-                word(&a.dest, &lexer, vars, &mut unmatched);
-                for f in a.contents.iter().filter(|f| f.expand) {
-                    word(&f.data, &raw, vars, &mut unmatched);
-                }
-            }
-            Instruction::Workdir(w) => {
-                word(&w.path, &lexer, vars, &mut unmatched);
-            }
-            Instruction::User(u) => {
-                word(&u.user, &lexer, vars, &mut unmatched);
-            }
-            Instruction::Volume(v) => {
-                for w in &v.volumes {
-                    word(w, &lexer, vars, &mut unmatched);
-                }
-            }
-            Instruction::Stopsignal(s) => {
-                word(&s.signal, &lexer, vars, &mut unmatched);
-            }
-            Instruction::Run(r) => {
-                // Only the values of `--mount` fields, as BuildKit reads them.
-                let found = std::cell::RefCell::new(Vec::new());
-                for m in &r.mounts {
-                    let _ = parse_mount(&m.raw, &|v| {
-                        let mut found = found.borrow_mut();
-                        word(v, &lexer, vars, &mut found).ok_or_else(String::new)
-                    });
-                }
-                unmatched.extend(found.into_inner());
-            }
-            Instruction::Arg(a) => {
-                let no_args = HashMap::new();
-                let build_args = self.options.build_args.unwrap_or(&no_args);
-                for d in &a.args {
-                    // BuildKit's dispatchArg: a build argument, else the global value when
-                    // there is no default, else the default, expanded.
-                    let value = match (build_args.get(&d.name), &d.default) {
-                        (Some(v), _) => Some(v.clone()),
-                        (None, None) => global.get(&d.name).cloned(),
-                        (None, Some(v)) => word(v, &lexer, vars, &mut unmatched),
-                    };
-                    vars.declared.insert(d.name.clone());
-                    if let Some(v) = value.filter(|_| !NON_ENV_ARGS.contains(&d.name.as_str())) {
-                        vars.set(&d.name, v);
-                    }
-                }
-            }
-            _ => {}
-        }
+        let no_args = HashMap::new();
+        let build_args = self.options.build_args.unwrap_or(&no_args);
+        let mut scan = WordScan::new(self.lexer, vars);
+        scan.instruction(ins, build_args, global);
+        let unmatched = scan.unmatched;
         let known: Vec<&str> = st
             .vars
             .iter()
             .flat_map(|v| v.env.iter().map(|(k, _)| k.as_str()))
             .collect();
-        let mut messages = Vec::new();
-        for name in &unmatched {
-            if NON_ENV_ARGS.contains(&name.as_str()) {
-                continue;
-            }
-            let mut message = format!("Usage of undefined variable '${name}'");
-            // An empty name (`ENV ${UNSET}=1`) may be the nearest, and then, as in
-            // BuildKit, there is no suggestion.
-            if let Some(m) = suggest(name, &known, true).filter(|m| !m.is_empty()) {
-                message.push_str(&format!(" (did you mean ${m}?)"));
-            }
-            messages.push(message);
-        }
-        for m in messages {
+        for m in undefined_var_messages(&unmatched, &known) {
             self.warn_at("UndefinedVar", node, m);
         }
     }
@@ -1133,6 +1025,169 @@ struct StageState {
     cmd: Option<(Location, usize)>,
     entrypoint: Option<(Location, usize)>,
     healthcheck: Option<(Location, usize)>,
+}
+
+/// One instruction's words expanded as BuildKit expands them before it dispatches the
+/// instruction, against a stage's variables, noting the names found undefined. What the
+/// instruction defines (ENV, ARG) is set in the variables as it goes.
+struct WordScan<'v> {
+    lexer: Lexer,
+    /// Heredoc bodies are expanded with `\` as escape and quotes kept (BuildKit's
+    /// `ExpandRaw`), unless the delimiter was quoted.
+    raw: Lexer,
+    vars: &'v mut Vars,
+    /// Names used but neither set nor declared, in the order met.
+    unmatched: Vec<String>,
+}
+
+impl<'v> WordScan<'v> {
+    fn new(lexer: Lexer, vars: &'v mut Vars) -> WordScan<'v> {
+        WordScan {
+            lexer,
+            raw: Lexer::new('\\').skip_process_quotes(true),
+            vars,
+            unmatched: Vec::new(),
+        }
+    }
+
+    /// Scan the words of `ins` that BuildKit expands (not RUN's, CMD's or ENTRYPOINT's
+    /// command, which the shell expands, nor EXPOSE's, which BuildKit expands without
+    /// looking).
+    fn instruction(
+        &mut self,
+        ins: &Instruction,
+        build_args: &HashMap<String, String>,
+        global: &HashMap<String, String>,
+    ) {
+        match ins {
+            Instruction::Env(e) => self.env(&e.pairs),
+            Instruction::Label(l) => {
+                for kv in &l.pairs {
+                    self.word(&kv.key);
+                    self.word(&kv.value);
+                }
+            }
+            Instruction::Copy(c) => {
+                self.words(c.chown.iter().chain(&c.chmod).chain(&c.sources));
+                self.word(&c.dest);
+                self.heredocs(&c.contents);
+            }
+            Instruction::Add(a) => {
+                let flags = a.chown.iter().chain(&a.chmod).chain(&a.checksum);
+                self.words(flags.chain(&a.sources));
+                self.word(&a.dest);
+                self.heredocs(&a.contents);
+            }
+            Instruction::Workdir(w) => self.words([&w.path]),
+            Instruction::User(u) => self.words([&u.user]),
+            Instruction::Volume(v) => self.words(&v.volumes),
+            Instruction::Stopsignal(s) => self.words([&s.signal]),
+            Instruction::Run(r) => self.mounts(&r.mounts),
+            Instruction::Arg(a) => self.args(&a.args, build_args, global),
+            _ => {}
+        }
+    }
+
+    /// Expand one word; `None` when it cannot be expanded.
+    fn word(&mut self, w: &str) -> Option<String> {
+        expand_noting(&self.lexer, w, self.vars, &mut self.unmatched)
+    }
+
+    fn words<'w>(&mut self, words: impl IntoIterator<Item = &'w String>) {
+        for w in words {
+            self.word(w);
+        }
+    }
+
+    fn heredocs(&mut self, contents: &[SourceContent]) {
+        for f in contents.iter().filter(|f| f.expand) {
+            expand_noting(&self.raw, &f.data, self.vars, &mut self.unmatched);
+        }
+    }
+
+    /// Every pair is expanded before any is set: `ENV A=1 B=$A` uses the old A.
+    fn env(&mut self, pairs: &[KeyValue]) {
+        let set: Vec<_> = pairs
+            .iter()
+            .map(|kv| {
+                let k = self.word(&kv.key);
+                let v = self.word(&kv.value);
+                k.zip(v)
+            })
+            .collect();
+        for (k, v) in set.into_iter().flatten() {
+            self.vars.set(&k, v);
+        }
+    }
+
+    /// Only the values of `--mount` fields, as BuildKit reads them.
+    fn mounts(&mut self, mounts: &[MountSpec]) {
+        let found = std::cell::RefCell::new(Vec::new());
+        for m in mounts {
+            let _ = parse_mount(&m.raw, &|v| {
+                let mut found = found.borrow_mut();
+                expand_noting(&self.lexer, v, self.vars, &mut found).ok_or_else(String::new)
+            });
+        }
+        self.unmatched.extend(found.into_inner());
+    }
+
+    /// BuildKit's dispatchArg: a build argument, else the global value when there is no
+    /// default, else the default, expanded.
+    fn args(
+        &mut self,
+        args: &[ArgDef],
+        build_args: &HashMap<String, String>,
+        global: &HashMap<String, String>,
+    ) {
+        for d in args {
+            let value = match (build_args.get(&d.name), &d.default) {
+                (Some(v), _) => Some(v.clone()),
+                (None, None) => global.get(&d.name).cloned(),
+                (None, Some(v)) => self.word(v),
+            };
+            self.vars.declared.insert(d.name.clone());
+            if let Some(v) = value.filter(|_| !NON_ENV_ARGS.contains(&d.name.as_str())) {
+                self.vars.set(&d.name, v);
+            }
+        }
+    }
+}
+
+/// Expand one word with `lexer`, adding its undefined names (those not declared by an ARG)
+/// to `unmatched`; `None` when it cannot be expanded.
+fn expand_noting(
+    lexer: &Lexer,
+    w: &str,
+    vars: &Vars,
+    unmatched: &mut Vec<String>,
+) -> Option<String> {
+    let x = lexer.process_word_with_matches(w, vars).ok()?;
+    unmatched.extend(
+        x.unmatched
+            .into_iter()
+            .filter(|n| !vars.declared.contains(n)),
+    );
+    Some(x.result)
+}
+
+/// BuildKit's UndefinedVar messages for the names in `unmatched`, suggesting the closest of
+/// the stage's `known` variables.
+fn undefined_var_messages(unmatched: &[String], known: &[&str]) -> Vec<String> {
+    let mut messages = Vec::new();
+    for name in unmatched {
+        if NON_ENV_ARGS.contains(&name.as_str()) {
+            continue;
+        }
+        let mut message = format!("Usage of undefined variable '${name}'");
+        // An empty name (`ENV ${UNSET}=1`) may be the nearest, and then, as in
+        // BuildKit, there is no suggestion.
+        if let Some(m) = suggest(name, known, true).filter(|m| !m.is_empty()) {
+            message.push_str(&format!(" (did you mean ${m}?)"));
+        }
+        messages.push(message);
+    }
+    messages
 }
 
 fn keyword_place(node: &Node) -> (Location, usize) {

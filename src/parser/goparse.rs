@@ -17,22 +17,28 @@ pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// Why Go's `strconv.ParseInt` refuses a value, in its words. The input is kept, quoted the
+/// Go way in the message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseIntError {
+    /// Not an optionally signed run of decimal digits.
+    #[error("strconv.ParseInt: parsing {}: invalid syntax", go_quote(.0))]
+    Syntax(String),
+    /// Digits that do not fit the integer's size.
+    #[error("strconv.ParseInt: parsing {}: value out of range", go_quote(.0))]
+    OutOfRange(String),
+}
+
 /// Go's `strconv.ParseInt(s, 10, 32)`, with its error text.
-pub(crate) fn parse_int32(s: &str) -> Result<i64, String> {
-    let syntax = || format!("strconv.ParseInt: parsing {}: invalid syntax", go_quote(s));
-    let range = || {
-        format!(
-            "strconv.ParseInt: parsing {}: value out of range",
-            go_quote(s)
-        )
-    };
+pub(crate) fn parse_int32(s: &str) -> Result<i64, ParseIntError> {
+    let range = || ParseIntError::OutOfRange(s.to_string());
     let (neg, digits) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(syntax());
+        return Err(ParseIntError::Syntax(s.to_string()));
     }
     let mut v: i64 = 0;
     for b in digits.bytes() {
@@ -192,13 +198,24 @@ mod tests {
         assert_eq!(parse_bool("yes"), None);
         assert_eq!(parse_int32("-1"), Ok(-1));
         assert_eq!(parse_int32("+7"), Ok(7));
+        let syntax = parse_int32("x").unwrap_err();
+        assert_eq!(syntax, ParseIntError::Syntax("x".to_string()));
         assert_eq!(
-            parse_int32("x"),
-            Err("strconv.ParseInt: parsing \"x\": invalid syntax".to_string())
+            syntax.to_string(),
+            "strconv.ParseInt: parsing \"x\": invalid syntax"
         );
+        let range = parse_int32("2147483648").unwrap_err();
+        assert_eq!(range, ParseIntError::OutOfRange("2147483648".to_string()));
         assert_eq!(
-            parse_int32("2147483648"),
-            Err("strconv.ParseInt: parsing \"2147483648\": value out of range".to_string())
+            range.to_string(),
+            "strconv.ParseInt: parsing \"2147483648\": value out of range"
+        );
+        // Past i64 too: still out of range, not a panic or a syntax error.
+        assert_eq!(
+            parse_int32("-99999999999999999999"),
+            Err(ParseIntError::OutOfRange(
+                "-99999999999999999999".to_string()
+            ))
         );
         assert_eq!(parse_uint32("0755", 8), Some(0o755));
         assert_eq!(parse_uint32("8", 8), None);

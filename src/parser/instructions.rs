@@ -560,8 +560,8 @@ pub enum InstructionErrorKind {
     #[error("{0}")]
     Duration(String),
     /// A `--retries` Go's `strconv.ParseInt` refuses (its message).
-    #[error("{0}")]
-    Retries(String),
+    #[error(transparent)]
+    Retries(goparse::ParseIntError),
     /// A negative `--retries`.
     #[error("--retries cannot be negative ({0})")]
     NegativeRetries(i64),
@@ -1482,6 +1482,28 @@ mod tests {
         ];
         for (src, want) in cases {
             assert_eq!(error(src).to_string(), *want, "source {src:?}");
+        }
+    }
+
+    #[test]
+    fn retries_refusals_are_typed() {
+        // `--retries` kept only Go's message as a string; a caller now matches the kind.
+        use goparse::ParseIntError;
+        let cases = [
+            ("x", ParseIntError::Syntax("x".to_string())),
+            (
+                "2147483648",
+                ParseIntError::OutOfRange("2147483648".to_string()),
+            ),
+        ];
+        for (value, want) in cases {
+            let e = error(&format!("HEALTHCHECK --retries={value} CMD x"));
+            assert_eq!(e.kind, InstructionErrorKind::Retries(want), "{value}");
+            assert_eq!(
+                std::error::Error::source(&e.kind).map(|s| s.to_string()),
+                None,
+                "the message is Go's alone, not repeated by a cause"
+            );
         }
     }
 

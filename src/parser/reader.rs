@@ -1,13 +1,14 @@
 //! The physical-line layer: directives, comments, continuation lines and heredoc bodies,
 //! turning Dockerfile text into instruction nodes with line spans.
 
-use super::ast::{Directive, Dockerfile, Location, Warning};
+use super::ast::{Directive, Dockerfile, Location, Node, Warning};
 use super::error::ParseError;
 use super::{grammar, heredoc, node};
 
 /// BuildKit's limit on one physical line (its scanner buffer).
 pub const MAX_LINE_LEN: usize = 65535;
 
+#[derive(Clone, Copy)]
 struct Line<'a> {
     /// The line with its own `\n` (heredoc bodies keep it).
     raw: &'a str,
@@ -99,70 +100,95 @@ impl Directives {
 /// Parse Dockerfile text. Errors carry BuildKit's wording and the line they refer to.
 pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let lines = split_lines(src);
-    let mut directives = Directives {
-        active: true,
-        escape: '\\',
-        seen: Vec::new(),
+    let mut reader = Reader {
+        lines: split_lines(src),
+        next: 0,
+        directives: Directives {
+            active: true,
+            escape: '\\',
+            seen: Vec::new(),
+        },
+        comments: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut children = Vec::new();
-    let mut warnings = Vec::new();
-    let mut comments: Vec<String> = Vec::new();
-    let mut i = 0;
-    let check_len = |idx: usize, l: &Line<'_>| -> Result<(), ParseError> {
-        let len = l.raw.strip_suffix('\n').unwrap_or(l.raw).len();
+    while let Some(line) = reader.next_line()? {
+        if let Some(n) = reader.instruction(line)? {
+            children.push(n);
+        }
+    }
+    if children.is_empty() {
+        return Err(ParseError::new(
+            "file with no instructions",
+            reader.lines.len().max(1),
+            1,
+        ));
+    }
+    Ok(Dockerfile {
+        children,
+        escape: reader.directives.escape,
+        directives: reader.directives.seen,
+        warnings: reader.warnings,
+    })
+}
+
+/// Reads physical lines in order, gathering what lies between instructions: directives,
+/// the comments before the next instruction, warnings.
+struct Reader<'a> {
+    lines: Vec<Line<'a>>,
+    /// Index of the next line to read, so also the 1-based number of the last line read.
+    next: usize,
+    directives: Directives,
+    /// Comments since the last instruction or blank comment line.
+    comments: Vec<String>,
+    warnings: Vec<Warning>,
+}
+
+/// An instruction's text with its continuation lines joined.
+struct Logical {
+    text: String,
+    /// Length of the part on the instruction's first line.
+    first_len: usize,
+    /// Whether an empty line was skipped inside it (BuildKit warns).
+    empty_continuation: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// The next physical line, refused when longer than BuildKit's scanner allows.
+    fn next_line(&mut self) -> Result<Option<Line<'a>>, ParseError> {
+        let Some(&line) = self.lines.get(self.next) else {
+            return Ok(None);
+        };
+        let len = line.raw.strip_suffix('\n').unwrap_or(line.raw).len();
         if len > MAX_LINE_LEN {
             return Err(ParseError::new(
                 format!("dockerfile line greater than max allowed size of {MAX_LINE_LEN}"),
-                idx + 1,
+                self.next + 1,
                 MAX_LINE_LEN + 1,
             ));
         }
-        Ok(())
-    };
-    while i < lines.len() {
-        let line = &lines[i];
-        check_len(i, line)?;
+        self.next += 1;
+        Ok(Some(line))
+    }
+
+    /// The instruction that starts at `line` (just read), with its continuation lines and
+    /// heredoc bodies; `None` when the line holds none (blank, comment, directive).
+    fn instruction(&mut self, line: Line<'a>) -> Result<Option<Node>, ParseError> {
         let first = line.text.trim_start();
-        let is_directive = directives.check(first, i + 1)?;
+        let start_line = self.next;
+        let is_directive = self.directives.check(first, start_line)?;
         if first.starts_with('#') && !is_directive {
-            let comment = first[1..].trim();
-            if comment.is_empty() {
-                comments.clear();
-            } else {
-                comments.push(comment.to_string());
-            }
+            self.note_comment(first[1..].trim());
         }
-        i += 1;
-        let start_line = i;
         let column = line.text.chars().count() - first.chars().count() + 1;
         let first = if first.starts_with('#') { "" } else { first };
-        let escape = directives.escape;
-        let (text, mut eol) = trim_continuation(first, escape);
-        if eol && text.is_empty() {
-            continue;
-        }
-        let mut logical = text.to_string();
-        let first_len = logical.len();
-        let mut empty_continuation = false;
-        while !eol && i < lines.len() {
-            let l = &lines[i];
-            check_len(i, l)?;
-            i += 1;
-            if is_comment(l.text) {
-                continue;
-            }
-            if l.text.trim_start().is_empty() {
-                empty_continuation = true;
-                continue;
-            }
-            let (t, e) = trim_continuation(l.text, escape);
-            eol = e;
-            logical.push_str(t);
-        }
-        if empty_continuation {
-            warnings.push(Warning {
-                message: format!("Empty continuation line found in: {logical}"),
+        let escape = self.directives.escape;
+        let Some(logical) = self.join_continuations(first, escape)? else {
+            return Ok(None);
+        };
+        if logical.empty_continuation {
+            self.warnings.push(Warning {
+                message: format!("Empty continuation line found in: {}", logical.text),
                 location: Location {
                     line: start_line,
                     column,
@@ -171,55 +197,95 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
         }
         let place = node::Place {
             line: start_line,
-            end_line: i,
+            end_line: self.next,
             column,
-            first_len,
+            first_len: logical.first_len,
         };
-        let mut n = node::from_line(&logical, escape, &place, 0)?;
+        let mut n = node::from_line(&logical.text, escape, &place, 0)?;
         n.start_line = start_line;
         n.column = column;
-        n.prev_comment = std::mem::take(&mut comments);
-        if heredoc::allowed(&n) && logical.contains("<<") {
-            for mut doc in heredoc::from_line(&logical, &place)? {
-                let mut terminated = false;
-                while i < lines.len() {
-                    let l = &lines[i];
-                    check_len(i, l)?;
-                    i += 1;
-                    let candidate = if doc.chomp {
-                        l.text.trim_start_matches('\t')
-                    } else {
-                        l.text
-                    };
-                    if candidate == doc.name {
-                        terminated = true;
-                        break;
-                    }
-                    doc.content.push_str(l.raw);
-                }
-                if !terminated {
-                    return Err(ParseError::new("unterminated heredoc", start_line, column)
-                        .with_end_line(i));
-                }
-                n.heredocs.push(doc);
-            }
+        n.prev_comment = std::mem::take(&mut self.comments);
+        if heredoc::allowed(&n) && logical.text.contains("<<") {
+            self.read_heredocs(&mut n, &logical.text, &place)?;
         }
-        n.end_line = i;
-        children.push(n);
+        n.end_line = self.next;
+        Ok(Some(n))
     }
-    if children.is_empty() {
-        return Err(ParseError::new(
-            "file with no instructions",
-            lines.len().max(1),
-            1,
-        ));
+
+    /// A comment line: an empty one ends the comment block before an instruction.
+    fn note_comment(&mut self, comment: &str) {
+        if comment.is_empty() {
+            self.comments.clear();
+        } else {
+            self.comments.push(comment.to_string());
+        }
     }
-    Ok(Dockerfile {
-        children,
-        escape: directives.escape,
-        directives: directives.seen,
-        warnings,
-    })
+
+    /// `first` (the first line's text) with the lines it continues onto, skipping comment
+    /// and empty lines between them; `None` when the first line holds nothing.
+    fn join_continuations(
+        &mut self,
+        first: &str,
+        escape: char,
+    ) -> Result<Option<Logical>, ParseError> {
+        let (text, mut eol) = trim_continuation(first, escape);
+        if eol && text.is_empty() {
+            return Ok(None);
+        }
+        let mut logical = Logical {
+            text: text.to_string(),
+            first_len: text.len(),
+            empty_continuation: false,
+        };
+        while !eol {
+            let Some(l) = self.next_line()? else {
+                break;
+            };
+            if is_comment(l.text) {
+                continue;
+            }
+            if l.text.trim_start().is_empty() {
+                logical.empty_continuation = true;
+                continue;
+            }
+            let (t, e) = trim_continuation(l.text, escape);
+            eol = e;
+            logical.text.push_str(t);
+        }
+        Ok(Some(logical))
+    }
+
+    /// The bodies of the heredocs `logical` opens, read from the lines after it.
+    fn read_heredocs(
+        &mut self,
+        n: &mut Node,
+        logical: &str,
+        place: &node::Place,
+    ) -> Result<(), ParseError> {
+        for mut doc in heredoc::from_line(logical, place)? {
+            let mut terminated = false;
+            while let Some(l) = self.next_line()? {
+                let candidate = if doc.chomp {
+                    l.text.trim_start_matches('\t')
+                } else {
+                    l.text
+                };
+                if candidate == doc.name {
+                    terminated = true;
+                    break;
+                }
+                doc.content.push_str(l.raw);
+            }
+            if !terminated {
+                return Err(
+                    ParseError::new("unterminated heredoc", place.line, place.column)
+                        .with_end_line(self.next),
+                );
+            }
+            n.heredocs.push(doc);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,21 @@ impl MountType {
         }
     }
 
+    /// The type named by a `type=` value (any case).
+    fn from_value(value: String) -> Result<MountType, RunFlagError> {
+        let lower = value.to_lowercase();
+        match MountType::ALL.iter().find(|(n, _)| *n == lower) {
+            Some(&(_, t)) => Ok(t),
+            None => {
+                let names: Vec<&str> = MountType::ALL.iter().map(|(n, _)| *n).collect();
+                Err(RunFlagError::UnknownType {
+                    suggestion: suggest(&value, &names, true),
+                    value,
+                })
+            }
+        }
+    }
+
     /// Secret, SSH and cache mounts may set a file mode and owner.
     fn file_info_allowed(self) -> bool {
         matches!(self, MountType::Secret | MountType::Ssh | MountType::Cache)
@@ -120,6 +135,21 @@ impl Sharing {
         ("private", Sharing::Private),
         ("locked", Sharing::Locked),
     ];
+
+    /// The mode named by a `sharing=` value (any case).
+    fn from_value(value: String) -> Result<Sharing, RunFlagError> {
+        let lower = value.to_lowercase();
+        match Sharing::ALL.iter().find(|(n, _)| *n == lower) {
+            Some(&(_, s)) => Ok(s),
+            None => {
+                let names: Vec<&str> = Sharing::ALL.iter().map(|(n, _)| *n).collect();
+                Err(RunFlagError::UnknownSharing {
+                    suggestion: suggest(&value, &names, true),
+                    value,
+                })
+            }
+        }
+    }
 }
 
 /// A `RUN --mount`, after variable expansion and validation.
@@ -288,118 +318,110 @@ const MOUNT_KEYS: &[&str] = &[
 /// Turn a `--mount` value into a typed [`Mount`], expanding each field's value with `expand`
 /// first (the planner passes its variable expander; a caller without variables passes
 /// `|s| Ok(s.to_string())`).
+///
+/// The fields are read in order, as BuildKit does (a key may depend on the type set before
+/// it), and the whole mount is then checked against its type.
 pub fn parse_mount(
     raw: &str,
     expand: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Mount, RunFlagError> {
     let fields = goparse::csv_fields(raw).map_err(RunFlagError::Csv)?;
-    let mut m = Mount {
-        kind: MountType::Bind,
-        from: None,
-        source: None,
-        target: None,
-        read_only: false,
-        size_limit: None,
-        id: None,
-        sharing: None,
-        required: false,
-        env: None,
-        mode: None,
-        uid: None,
-        gid: None,
-    };
-    // Read-only follows the type unless a field says otherwise.
-    let mut ro_auto = true;
-    let bool_value = |key: &str, value: &str| {
-        goparse::parse_bool(value).ok_or_else(|| RunFlagError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-        })
-    };
+    let mut draft = MountDraft::new();
     for field in &fields {
-        let Some((key, value)) = field.split_once('=') else {
-            let key = field.to_lowercase();
-            match key.as_str() {
-                "readonly" | "ro" => {
-                    m.read_only = true;
-                    ro_auto = false;
-                }
-                "readwrite" | "rw" => {
-                    m.read_only = false;
-                    ro_auto = false;
-                }
-                // The type must come before `required`: BuildKit judges it in field order.
-                "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => {
-                    m.required = true;
-                }
-                "required" => {
-                    return Err(RunFlagError::KeyNotForType { key, kind: m.kind });
-                }
-                _ => return Err(RunFlagError::NotKeyValue(field.clone())),
+        match field.split_once('=') {
+            None => draft.switch(field)?,
+            Some((key, value)) => {
+                let key = key.to_lowercase();
+                let value = expand(value).map_err(RunFlagError::Expand)?;
+                draft.set(key, value, field)?;
             }
-            continue;
-        };
-        let key = key.to_lowercase();
-        let value = expand(value).map_err(RunFlagError::Expand)?;
-        let some = |v: &str| Some(v.to_string());
+        }
+    }
+    draft.finish()
+}
+
+/// A mount being read field by field.
+struct MountDraft {
+    mount: Mount,
+    /// Read-only follows the type unless a field says otherwise.
+    ro_auto: bool,
+}
+
+impl MountDraft {
+    fn new() -> MountDraft {
+        MountDraft {
+            mount: Mount {
+                kind: MountType::Bind,
+                from: None,
+                source: None,
+                target: None,
+                read_only: false,
+                size_limit: None,
+                id: None,
+                sharing: None,
+                required: false,
+                env: None,
+                mode: None,
+                uid: None,
+                gid: None,
+            },
+            ro_auto: true,
+        }
+    }
+
+    /// A field without `=`: one of the boolean switches.
+    fn switch(&mut self, field: &str) -> Result<(), RunFlagError> {
+        let key = field.to_lowercase();
         match key.as_str() {
-            "type" => {
-                let lower = value.to_lowercase();
-                let Some(&(_, t)) = MountType::ALL.iter().find(|(n, _)| *n == lower) else {
-                    let names: Vec<&str> = MountType::ALL.iter().map(|(n, _)| *n).collect();
-                    return Err(RunFlagError::UnknownType {
-                        suggestion: suggest(&value, &names, true),
-                        value,
-                    });
-                };
-                m.kind = t;
+            "readonly" | "ro" => self.read_only(true),
+            "readwrite" | "rw" => self.read_only(false),
+            // The type must come before `required`: BuildKit judges it in field order.
+            "required" => {
+                self.only_for_secret_or_ssh(key)?;
+                self.mount.required = true;
             }
-            "from" => m.from = some(&value),
-            "source" | "src" => m.source = some(&value),
-            "target" | "dst" | "destination" => m.target = some(&value),
+            _ => return Err(RunFlagError::NotKeyValue(field.to_string())),
+        }
+        Ok(())
+    }
+
+    /// A `key=value` field, the key lowercased and the value expanded.
+    fn set(&mut self, key: String, value: String, field: &str) -> Result<(), RunFlagError> {
+        let m = &mut self.mount;
+        match key.as_str() {
+            "type" => m.kind = MountType::from_value(value)?,
+            "from" => m.from = Some(value),
+            "source" | "src" => m.source = Some(value),
+            "target" | "dst" | "destination" => m.target = Some(value),
             "readonly" | "ro" => {
-                m.read_only = bool_value(&key, &value)?;
-                ro_auto = false;
+                let on = bool_value(&key, &value)?;
+                self.read_only(on);
             }
             "readwrite" | "rw" => {
-                m.read_only = !bool_value(&key, &value)?;
-                ro_auto = false;
+                let on = bool_value(&key, &value)?;
+                self.read_only(!on);
             }
             "required" => {
-                if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                    return Err(RunFlagError::KeyNotForType { key, kind: m.kind });
-                }
-                m.required = bool_value(&key, &value)?;
+                self.only_for_secret_or_ssh(key.clone())?;
+                self.mount.required = bool_value(&key, &value)?;
             }
             "size" => {
                 if m.kind != MountType::Tmpfs {
                     return Err(RunFlagError::KeyNotForType { key, kind: m.kind });
                 }
-                m.size_limit = Some(goparse::parse_ram_bytes(&value).ok_or_else(|| {
-                    RunFlagError::InvalidValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                    }
-                })?);
+                m.size_limit = Some(
+                    goparse::parse_ram_bytes(&value)
+                        .ok_or(RunFlagError::InvalidValue { key, value })?,
+                );
             }
-            "id" => m.id = some(&value),
-            "sharing" => {
-                let lower = value.to_lowercase();
-                let Some(&(_, s)) = Sharing::ALL.iter().find(|(n, _)| *n == lower) else {
-                    let names: Vec<&str> = Sharing::ALL.iter().map(|(n, _)| *n).collect();
-                    return Err(RunFlagError::UnknownSharing {
-                        suggestion: suggest(&value, &names, true),
-                        value,
-                    });
-                };
-                m.sharing = Some(s);
-            }
+            "id" => m.id = Some(value),
+            "sharing" => m.sharing = Some(Sharing::from_value(value)?),
             "mode" | "uid" | "gid" => {
                 let base = if key == "mode" { 8 } else { 10 };
                 let n = goparse::parse_uint32(&value, base).ok_or_else(|| {
                     RunFlagError::InvalidNumber {
                         key: key.clone(),
-                        value: value.clone(),
+                        value,
                     }
                 })?;
                 match key.as_str() {
@@ -408,43 +430,79 @@ pub fn parse_mount(
                     _ => m.gid = Some(n),
                 }
             }
-            "env" => m.env = some(&value),
+            "env" => m.env = Some(value),
             _ => {
                 return Err(RunFlagError::UnknownKey {
                     suggestion: suggest(&key, MOUNT_KEYS, true),
                     key,
-                    field: field.clone(),
+                    field: field.to_string(),
                 })
             }
         }
+        Ok(())
     }
-    if !m.kind.file_info_allowed() {
-        let set = [("mode", m.mode), ("uid", m.uid), ("gid", m.gid)];
-        if let Some((key, _)) = set.iter().find(|(_, v)| v.is_some()) {
-            return Err(RunFlagError::FileInfoNotAllowed { key, kind: m.kind });
+
+    /// An explicit read-only or read-write field, which the type's default no longer overrides.
+    fn read_only(&mut self, on: bool) {
+        self.mount.read_only = on;
+        self.ro_auto = false;
+    }
+
+    /// `required` applies to secret and SSH mounts only.
+    fn only_for_secret_or_ssh(&self, key: String) -> Result<(), RunFlagError> {
+        let kind = self.mount.kind;
+        if matches!(kind, MountType::Secret | MountType::Ssh) {
+            Ok(())
+        } else {
+            Err(RunFlagError::KeyNotForType { key, kind })
         }
     }
-    if ro_auto {
-        m.read_only = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
+
+    /// The rules that look at the whole mount, once every field is read.
+    fn finish(self) -> Result<Mount, RunFlagError> {
+        let mut m = self.mount;
+        if !m.kind.file_info_allowed() {
+            let set = [("mode", m.mode), ("uid", m.uid), ("gid", m.gid)];
+            if let Some((key, _)) = set.iter().find(|(_, v)| v.is_some()) {
+                return Err(RunFlagError::FileInfoNotAllowed { key, kind: m.kind });
+            }
+        }
+        if self.ro_auto {
+            m.read_only = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
+        }
+        if m.kind == MountType::Secret {
+            check_secret(&m)?;
+        }
+        if m.sharing.is_some() && m.kind != MountType::Cache {
+            return Err(RunFlagError::SharingNotCache(m.kind));
+        }
+        Ok(m)
     }
-    if m.kind == MountType::Secret {
-        if m.from.is_some() {
-            return Err(RunFlagError::SecretFrom);
-        }
-        if m.sharing.is_some() {
-            return Err(RunFlagError::SecretSharing);
-        }
-        if m.source.is_none() && m.target.is_none() && m.id.is_none() {
-            return Err(RunFlagError::SecretIncomplete);
-        }
-        if m.source.is_some() && m.id.is_some() {
-            return Err(RunFlagError::SecretSourceAndId);
-        }
+}
+
+/// A secret mount names one secret, by source or id, and takes nothing from elsewhere.
+fn check_secret(m: &Mount) -> Result<(), RunFlagError> {
+    if m.from.is_some() {
+        return Err(RunFlagError::SecretFrom);
     }
-    if m.sharing.is_some() && m.kind != MountType::Cache {
-        return Err(RunFlagError::SharingNotCache(m.kind));
+    if m.sharing.is_some() {
+        return Err(RunFlagError::SecretSharing);
     }
-    Ok(m)
+    if m.source.is_none() && m.target.is_none() && m.id.is_none() {
+        return Err(RunFlagError::SecretIncomplete);
+    }
+    if m.source.is_some() && m.id.is_some() {
+        return Err(RunFlagError::SecretSourceAndId);
+    }
+    Ok(())
+}
+
+/// A boolean field's value, read as Go's `strconv.ParseBool` does.
+fn bool_value(key: &str, value: &str) -> Result<bool, RunFlagError> {
+    goparse::parse_bool(value).ok_or_else(|| RunFlagError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
 }
 
 /// A `RUN --device` request (CDI device name).
