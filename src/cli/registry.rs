@@ -96,19 +96,53 @@ pub(crate) fn client_options() -> ClientOptions {
     o
 }
 
+/// Where pull progress goes: standard output for `kiln pull`, standard error for `kiln run`
+/// and `create` (whose standard output is the container's, or its ID), as Docker does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sink {
+    Stdout,
+    Stderr,
+}
+
+impl Sink {
+    fn write(self, text: &str) {
+        match self {
+            Sink::Stdout => out(text),
+            Sink::Stderr => {
+                let mut e = std::io::stderr().lock();
+                let _ = e.write_all(text.as_bytes());
+                let _ = e.flush();
+            }
+        }
+    }
+
+    fn is_terminal(self) -> bool {
+        match self {
+            Sink::Stdout => std::io::stdout().is_terminal(),
+            Sink::Stderr => std::io::stderr().is_terminal(),
+        }
+    }
+}
+
 /// Per-layer progress lines, as Docker prints them: redrawn in place on a
 /// terminal, one line per change of state otherwise.
 pub(crate) struct LayerView {
     tty: bool,
     quiet: bool,
+    sink: Sink,
     state: Mutex<(Vec<String>, HashMap<String, Status>)>,
 }
 
 impl LayerView {
     pub(crate) fn new(quiet: bool) -> LayerView {
+        LayerView::to(quiet, Sink::Stdout)
+    }
+
+    fn to(quiet: bool, sink: Sink) -> LayerView {
         LayerView {
-            tty: std::io::stdout().is_terminal(),
+            tty: sink.is_terminal(),
             quiet,
+            sink,
             state: Mutex::new((Vec::new(), HashMap::new())),
         }
     }
@@ -143,7 +177,7 @@ impl LayerView {
         if !order.iter().any(|o| o == id) {
             order.push(id.to_string());
             if self.tty {
-                out("\n");
+                self.sink.write("\n");
             }
         }
         states.insert(id.to_string(), s.clone());
@@ -154,13 +188,13 @@ impl LayerView {
                     text.push_str(&format!("\r\x1b[2K{}\n", Self::line(o, st)));
                 }
             }
-            out(&text);
+            self.sink.write(&text);
         } else if !same_kind {
             let text = match &s {
                 Status::Downloading(..) | Status::Pushing(..) => format!("{id}: {s}\n"),
                 _ => format!("{}\n", Self::line(id, &s)),
             };
-            out(&text);
+            self.sink.write(&text);
         }
     }
 }
@@ -222,28 +256,55 @@ pub(crate) fn pull_one(
     popts: &PullOptions,
     quiet: bool,
 ) -> Result<(), String> {
+    pull_reporting(store, client, r, popts, quiet, Sink::Stdout)?;
+    // `docker pull` ends with the reference; `run` and `create` do not.
+    out(&format!("{r}\n"));
+    Ok(())
+}
+
+/// Pulls `r` (tagged `latest` if it names no tag) for `kiln run` and `kiln create`: Docker's
+/// messages and progress on standard error.
+pub(crate) fn pull_for_run(store: &Store, r: &Reference) -> Result<(), String> {
+    let r = r.clone().with_default_tag();
+    let client = Client::new(r.domain(), &client_options()).map_err(|e| e.to_string())?;
+    pull_reporting(
+        store,
+        &client,
+        &r,
+        &PullOptions { platform: None },
+        false,
+        Sink::Stderr,
+    )
+}
+
+/// Pulls one reference, reporting to `sink` as Docker does, up to its status line.
+fn pull_reporting(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    popts: &PullOptions,
+    quiet: bool,
+    sink: Sink,
+) -> Result<(), String> {
     if !quiet {
         let what = r
             .tag()
             .map(str::to_string)
             .or_else(|| r.digest().map(|d| d.to_string()))
             .unwrap_or_default();
-        out(&format!("{what}: Pulling from {}\n", r.path()));
+        sink.write(&format!("{what}: Pulling from {}\n", r.path()));
     }
-    let view = LayerView::new(quiet);
+    let view = LayerView::to(quiet, sink);
     let pulled = pull::pull(store, client, r, popts, &|id, s| view.event(id, s))
         .map_err(|e| e.to_string())?;
-    if quiet {
-        out(&format!("{r}\n"));
-    } else {
-        out(&format!("Digest: {}\n", pulled.digest));
+    if !quiet {
+        sink.write(&format!("Digest: {}\n", pulled.digest));
         let shown = r.familiar_string();
         if pulled.changed {
-            out(&format!("Status: Downloaded newer image for {shown}\n"));
+            sink.write(&format!("Status: Downloaded newer image for {shown}\n"));
         } else {
-            out(&format!("Status: Image is up to date for {shown}\n"));
+            sink.write(&format!("Status: Image is up to date for {shown}\n"));
         }
-        out(&format!("{r}\n"));
     }
     Ok(())
 }

@@ -46,6 +46,38 @@ pub fn start_failure_code(e: &ExecError) -> i32 {
     }
 }
 
+/// Docker's words for a command that could not be started (`docker run`'s message after
+/// "Error response from daemon: ", `docker exec`'s after "OCI runtime exec failed: "): a
+/// missing or unusable command as runc words it, a missing user as Docker does, anything
+/// else as the runtime's failure to create the task.
+pub fn start_failure_message(e: &ExecError) -> String {
+    match e {
+        ExecError::UnknownUser(_) | ExecError::UnknownGroup(_) | ExecError::BadUser { .. } => {
+            e.to_string()
+        }
+        ExecError::Exec { cmd, source } => {
+            let why = match source.kind() {
+                io::ErrorKind::NotFound => format!("stat {cmd}: no such file or directory"),
+                io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                _ => lowercase_errno(source),
+            };
+            format!("failed to create task for container: exec: {cmd:?}: {why}")
+        }
+        _ => format!("failed to create task for container: {e}"),
+    }
+}
+
+/// An errno's text as Go prints it: "exec format error", not "Exec format error (os error 8)".
+fn lowercase_errno(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// Runs the monitor for container `id` until it ends for good; returns the process's exit
 /// code. `ready` is the CLI's pipe (see the module docs).
 pub fn run(root: &Path, id: &str, ready: Option<fs::File>, wait_attach: bool) -> i32 {
@@ -150,7 +182,11 @@ fn monitor(root: &Path, id: &str, ready: &mut Ready, wait_attach: bool) -> Resul
         let ooms = cgroup.as_ref().map_or(0, Cgroup::oom_kills);
         let (code, start_error) = session.run_once(&mut state, &mut clients, &mut log, ready)?;
         state.oom_killed = cgroup.as_ref().map_or(0, Cgroup::oom_kills) > ooms;
-        let again = record_exit(&dir, &cfg, &mut state, code, start_error.is_some())?;
+        let again = record_exit(&dir, &cfg, &mut state, code, start_error.as_deref())?;
+        // Told once the state records it: a CLI that then looks must see the failure.
+        if let Some(e) = &start_error {
+            ready.error(code, e);
+        }
         session::farewell(&mut clients, code, start_error.as_ref());
         if !again {
             break;
@@ -254,14 +290,16 @@ fn container_spec(dir: &Path, cfg: &ContainerConfig, lowers: Vec<PathBuf>) -> St
 
 /// Records how a run ended; returns whether the restart policy wants another run. A final
 /// exit is recorded before the clients hear of it: a CLI that then looks at the container
-/// must see it exited.
+/// must see it exited. A command that never started leaves the container created, with the
+/// code and the error, as Docker leaves it.
 fn record_exit(
     dir: &Path,
     cfg: &ContainerConfig,
     state: &mut State,
     code: i32,
-    start_failed: bool,
+    start_error: Option<&str>,
 ) -> Result<bool> {
+    let start_failed = start_error.is_some();
     let stop_requested = dir.join("stop-requested").exists();
     state.manually_stopped = stop_requested;
     state.pid = 0;
@@ -272,8 +310,15 @@ fn record_exit(
         && cfg
             .restart
             .should_restart(code, state.restart_count, stop_requested);
+    if let Some(e) = start_error {
+        state.error = e.to_string();
+    }
     if !again {
-        state.status = Status::Exited;
+        state.status = if start_failed && state.started_at.is_empty() {
+            Status::Created
+        } else {
+            Status::Exited
+        };
         super::write_state(dir, state)?;
     }
     Ok(again)
@@ -350,4 +395,61 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failures_get_dockers_codes_and_words() {
+        let exec = |kind: io::ErrorKind| ExecError::Exec {
+            cmd: "/etc".into(),
+            source: io::Error::from(kind),
+        };
+        let eacces = ExecError::Exec {
+            cmd: "/etc".into(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        let enoexec = ExecError::Exec {
+            cmd: "/x".into(),
+            source: io::Error::from_raw_os_error(libc::ENOEXEC),
+        };
+        let task = "failed to create task for container: ";
+        for (e, code, words) in [
+            (
+                ExecError::CommandNotFound("nosuchcmd".into()),
+                127,
+                format!("{task}exec: \"nosuchcmd\": executable file not found in $PATH"),
+            ),
+            (
+                exec(io::ErrorKind::NotFound),
+                127,
+                format!("{task}exec: \"/etc\": stat /etc: no such file or directory"),
+            ),
+            (
+                eacces,
+                126,
+                format!("{task}exec: \"/etc\": permission denied"),
+            ),
+            (
+                enoexec,
+                126,
+                format!("{task}exec: \"/x\": exec format error"),
+            ),
+            (
+                ExecError::UnknownUser("nosuchuser".into()),
+                125,
+                "unable to find user nosuchuser: no matching entries in passwd file".into(),
+            ),
+            (
+                ExecError::TooManyLayers(600),
+                125,
+                format!("{task}too many lower layers: 600 (overlayfs stacks at most 500)"),
+            ),
+        ] {
+            assert_eq!(start_failure_code(&e), code, "{e}");
+            assert_eq!(start_failure_message(&e), words);
+        }
+    }
 }

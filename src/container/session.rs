@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::attach::{Frame, Streams};
 use super::cgroups::Cgroup;
 use super::logs;
-use super::monitor::{pipe, resize, start_failure_code, Ready};
+use super::monitor::{pipe, resize, start_failure_code, start_failure_message, Ready};
 use super::ports::NetnsSlot;
 use super::{ContainerConfig, ContainerError, Network, Result, State, Status};
 use crate::executor::pasta::{Pasta, PastaOptions};
@@ -124,7 +124,7 @@ impl Session<'_> {
         if !step_dir.as_os_str().is_empty() {
             let _ = executor::remove_step_dir(&step_dir);
         }
-        Ok(outcome(res, state, ready))
+        Ok(outcome(res))
     }
 
     /// Runs the container's process on a thread of its own, which reports to the I/O loop
@@ -267,23 +267,13 @@ fn prepare_process(
     Ok(())
 }
 
-/// The run's exit code and, if the process could not be started, why (also recorded in
-/// the state and told to the CLI).
-fn outcome(
-    res: std::result::Result<ExitStatus, ExecError>,
-    state: &mut State,
-    ready: &mut Ready,
-) -> (i32, Option<String>) {
+/// The run's exit code and, if the process could not be started, why in Docker's words
+/// (the monitor records it in the state, then tells the CLI).
+fn outcome(res: std::result::Result<ExitStatus, ExecError>) -> (i32, Option<String>) {
     match res {
         Ok(ExitStatus::Code(c)) => (c, None),
         Ok(ExitStatus::Signal(s)) => (128 + s, None),
-        Err(e) => {
-            let code = start_failure_code(&e);
-            let msg = format!("failed to create task for container: {e}");
-            state.error = msg.clone();
-            ready.error(code, &msg);
-            (code, Some(msg))
-        }
+        Err(e) => (start_failure_code(&e), Some(start_failure_message(&e))),
     }
 }
 

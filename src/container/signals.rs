@@ -1,6 +1,40 @@
-//! Signal names as Docker accepts them (`SIGTERM`, `TERM`, `15`).
+//! Signals for containers: names as Docker accepts them (`SIGTERM`, `TERM`, `15`), and the
+//! ones a foreground `run` or `attach` passes on to the container (Docker's `--sig-proxy`).
 
-use super::{ContainerError, Result};
+use std::path::Path;
+
+use super::{Container, ContainerError, Result};
+
+/// The signals an attached client passes on to the container. Docker's CLI passes every
+/// signal but those of its own plumbing; these are the ones a user or a supervisor sends
+/// (SIGCHLD, SIGPIPE and SIGWINCH stay the client's own; SIGKILL and SIGSTOP cannot be
+/// caught).
+pub const PROXIED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+];
+
+/// Sends `signal` to the main process of the container in `dir`, if it runs, without
+/// marking the container stopped (unlike [`super::ops::kill`]): its restart policy still
+/// applies, as with Docker's proxied signals. A container that is not running is not an
+/// error (its process may have just ended).
+pub fn forward(dir: &Path, signal: i32) -> Result<()> {
+    let c = Container::load(dir)?;
+    if let Some(fd) = c.pidfd() {
+        match super::pidfd_signal(&fd, signal) {
+            Ok(()) => {}
+            // Exited between the lookup and the signal.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(ContainerError::Signal(e)),
+        }
+    }
+    Ok(())
+}
 
 const SIGNALS: &[(&str, i32)] = &[
     ("HUP", libc::SIGHUP),

@@ -345,8 +345,8 @@ pub struct StepIo<'a> {
     pub stdout: Output<'a>,
     /// Standard error.
     pub stderr: Output<'a>,
-    /// Called once the command is about to be exec'd, with its PID (in kiln's namespace)
-    /// and a pidfd for it (valid during the call; `dup` it to keep it).
+    /// Called once the command has been exec'd (its lookup and exec succeeded), with its PID
+    /// (in kiln's namespace) and a pidfd for it (valid during the call; `dup` it to keep it).
     pub on_start: Option<&'a mut OnStart<'a>>,
     /// Called with the container's PID once its namespaces and root are set up, before the
     /// command runs (to configure its network, or place it in a cgroup, say). An error

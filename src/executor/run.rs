@@ -1100,6 +1100,13 @@ fn handshake(
         cb(master);
     }
     drop(go_w);
+    // The command runs once its exec closed the report pipe (close-on-exec). A command that
+    // is missing or not executable is reported before that, so the caller hears of it as a
+    // failure to start (Docker's 127/126 from `run -d`), never as a start.
+    if let Some(r) = read_report(report_r, &container.pidfd)? {
+        container.wait()?;
+        return Err(HandshakeError::Child(r));
+    }
     if let Some(cb) = io.on_start.as_mut() {
         cb(container.pid, container.pidfd.as_fd());
     }

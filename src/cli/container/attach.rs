@@ -2,15 +2,17 @@
 //! Docker's detach keys, and the relay between the terminal and the attach socket.
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 
 use kiln::container::attach::{self, Frame, Streams};
-use kiln::container::Container;
+use kiln::container::{signals, Container};
 
 use crate::cli::fail;
 
@@ -20,19 +22,30 @@ pub struct AttachArgs {
     /// Do not attach STDIN
     #[arg(long = "no-stdin")]
     pub no_stdin: bool,
+    /// Proxy all received signals to the process
+    #[arg(
+        long = "sig-proxy",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true"
+    )]
+    pub sig_proxy: bool,
     /// The container
     pub container: String,
 }
 
 /// Attaches this terminal to a running container; returns its exit code (0 on detach).
-pub(super) fn attach_cmd(c: &Container, stdin: bool) -> i32 {
+/// With `sig_proxy`, signals sent to this process go on to the container.
+pub(super) fn attach_cmd(c: &Container, stdin: bool, sig_proxy: bool) -> i32 {
     let streams = Streams {
         stdin,
         stdout: true,
         stderr: true,
     };
     match attach::connect(&c.dir, streams) {
-        Ok(sock) => attach_loop(sock, stdin, c.config.tty),
+        Ok(sock) => attach_loop(sock, stdin, c.config.tty, sig_proxy.then_some(&*c.dir)),
         Err(e) => fail(format!("attaching to {}: {e}", c.config.name)),
     }
 }
@@ -100,8 +113,9 @@ impl DetachKeys {
 }
 
 /// Relays the terminal to an attach connection until the container exits (its code) or the
-/// user detaches (0).
-pub(super) fn attach_loop(sock: UnixStream, stdin: bool, tty: bool) -> i32 {
+/// user detaches (0). With `proxy` (the container's directory), the signals a user sends
+/// this process go on to the container, as Docker's `--sig-proxy` does.
+pub(super) fn attach_loop(sock: UnixStream, stdin: bool, tty: bool, proxy: Option<&Path>) -> i32 {
     let raw = if tty && stdin {
         Some(RawMode::enter())
     } else {
@@ -111,63 +125,89 @@ pub(super) fn attach_loop(sock: UnixStream, stdin: bool, tty: bool) -> i32 {
         Ok(w) => Arc::new(Mutex::new(w)),
         Err(e) => return fail(e),
     };
-    let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let detached = Arc::new(AtomicBool::new(false));
     if tty {
-        let w = writer.clone();
-        std::thread::spawn(move || {
-            let mut last = None;
-            loop {
-                let size = crate::cli::tty::window_size(io::stdout().as_raw_fd())
-                    .or_else(|| crate::cli::tty::window_size(io::stdin().as_raw_fd()));
-                if size.is_some() && size != last {
-                    if let Some((r, c)) = size {
-                        let Ok(mut s) = w.lock() else { return };
-                        if Frame::Resize(r, c).write_to(&mut *s).is_err() {
-                            return;
-                        }
-                    }
-                    last = size;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
+        relay_window_size(writer.clone());
     }
     if stdin {
-        let w = writer.clone();
-        let detached = detached.clone();
-        let keys = tty;
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            let mut dk = DetachKeys::default();
-            let mut input = io::stdin().lock();
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        if let Ok(mut s) = w.lock() {
-                            let _ = Frame::StdinClose.write_to(&mut *s);
-                        }
+        relay_stdin(writer.clone(), detached.clone(), tty);
+    }
+    let signals = sock
+        .try_clone()
+        .ok()
+        .and_then(|s| SignalProxy::start(proxy.map(Path::to_path_buf), s));
+    let code = relay_output(sock);
+    let forced = signals.is_some_and(|s| s.stop());
+    drop(raw);
+    if forced {
+        eprintln!("got 3 SIGTERM/SIGINTs, forcefully exiting");
+        return 1;
+    }
+    if detached.load(Ordering::SeqCst) {
+        eprintln!("read escape sequence");
+        return 0;
+    }
+    code
+}
+
+/// Sends the terminal's size now and whenever it changes.
+fn relay_window_size(w: Arc<Mutex<UnixStream>>) {
+    std::thread::spawn(move || {
+        let mut last = None;
+        loop {
+            let size = crate::cli::tty::window_size(io::stdout().as_raw_fd())
+                .or_else(|| crate::cli::tty::window_size(io::stdin().as_raw_fd()));
+            if size.is_some() && size != last {
+                if let Some((r, c)) = size {
+                    let Ok(mut s) = w.lock() else { return };
+                    if Frame::Resize(r, c).write_to(&mut *s).is_err() {
                         return;
                     }
-                    Ok(n) => n,
-                };
-                let (data, detach) = if keys {
-                    dk.feed(&buf[..n])
-                } else {
-                    (buf[..n].to_vec(), false)
-                };
-                let Ok(mut s) = w.lock() else { return };
-                if !data.is_empty() && Frame::Stdin(data).write_to(&mut *s).is_err() {
-                    return;
                 }
-                if detach {
-                    detached.store(true, std::sync::atomic::Ordering::SeqCst);
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                    return;
-                }
+                last = size;
             }
-        });
-    }
-    let mut reader = sock;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+/// Sends what is typed to the container; with `keys` (a tty), Ctrl-P Ctrl-Q detaches.
+fn relay_stdin(w: Arc<Mutex<UnixStream>>, detached: Arc<AtomicBool>, keys: bool) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut dk = DetachKeys::default();
+        let mut input = io::stdin().lock();
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    if let Ok(mut s) = w.lock() {
+                        let _ = Frame::StdinClose.write_to(&mut *s);
+                    }
+                    return;
+                }
+                Ok(n) => n,
+            };
+            let (data, detach) = if keys {
+                dk.feed(&buf[..n])
+            } else {
+                (buf[..n].to_vec(), false)
+            };
+            let Ok(mut s) = w.lock() else { return };
+            if !data.is_empty() && Frame::Stdin(data).write_to(&mut *s).is_err() {
+                return;
+            }
+            if detach {
+                detached.store(true, Ordering::SeqCst);
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    });
+}
+
+/// Writes the container's output until it exits; returns its exit code (0 if the
+/// connection ends first).
+fn relay_output(mut reader: UnixStream) -> i32 {
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
     let mut code = 0;
@@ -194,12 +234,84 @@ pub(super) fn attach_loop(sock: UnixStream, stdin: bool, tty: bool) -> i32 {
             Ok(None) | Err(_) => break,
         }
     }
-    drop(raw);
-    if detached.load(std::sync::atomic::Ordering::SeqCst) {
-        eprintln!("read escape sequence");
-        return 0;
-    }
     code
+}
+
+/// The write end of the pipe the signal handler reports to (-1 when none is installed).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; one byte from a valid buffer.
+        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    }
+}
+
+/// While attached: signals sent to this process are caught, passed on to the container
+/// (when proxying), and counted: the third SIGINT or SIGTERM ends the attachment, leaving
+/// the container as it is (Docker's "forcefully exiting"). Without proxying only SIGINT and
+/// SIGTERM are caught, and only counted, as Docker's `--sig-proxy=false` does.
+struct SignalProxy {
+    caught: Vec<i32>,
+    write: OwnedFd,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl SignalProxy {
+    /// Installs the handlers; `sock` is shut down on the third SIGINT/SIGTERM.
+    fn start(dir: Option<PathBuf>, sock: UnixStream) -> Option<SignalProxy> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let caught: Vec<i32> = if dir.is_some() {
+            signals::PROXIED.to_vec()
+        } else {
+            vec![libc::SIGINT, libc::SIGTERM]
+        };
+        let thread = std::thread::spawn(move || {
+            let mut read = std::fs::File::from(read);
+            let mut b = [0u8; 1];
+            let mut stops = 0;
+            // Ends at EOF, when `stop` closes the write end.
+            while let Ok(1) = read.read(&mut b) {
+                let sig = i32::from(b[0]);
+                if let Some(d) = &dir {
+                    if let Err(e) = signals::forward(d, sig) {
+                        eprintln!("kiln: passing signal {sig} on to the container: {e}");
+                    }
+                }
+                if sig == libc::SIGINT || sig == libc::SIGTERM {
+                    stops += 1;
+                    if stops == 3 {
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+        SIGNAL_PIPE.store(write.as_raw_fd(), Ordering::SeqCst);
+        for &sig in &caught {
+            // SAFETY: the handler only writes one byte to a pipe, which is async-signal-safe.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+        Some(SignalProxy {
+            caught,
+            write,
+            thread,
+        })
+    }
+
+    /// Restores the default handlers; true if the user forced the end.
+    fn stop(self) -> bool {
+        for &sig in &self.caught {
+            // SAFETY: restoring the default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        SIGNAL_PIPE.store(-1, Ordering::SeqCst);
+        drop(self.write);
+        self.thread.join().unwrap_or(false)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `kiln exec`: a command run in a running container's namespaces, attached or detached.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,11 @@ pub(super) fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i3
             "Container {} is paused, unpause the container before exec",
             c.config.id
         ));
+    }
+    // Docker's check: a terminal for the command needs one to read from.
+    if a.tty && a.interactive && !a.detach && !io::stdin().is_terminal() {
+        eprintln!("the input device is not a TTY");
+        return 1;
     }
     if a.detach {
         // A detached exec is this same command, run in the background on its own session.
@@ -143,8 +148,15 @@ pub(super) fn exec_cmd(root: &Path, containers: &Containers, a: &ExecArgs) -> i3
         Ok(executor::ExitStatus::Code(code)) => code,
         Ok(executor::ExitStatus::Signal(s)) => 128 + s,
         Err(e) => {
-            eprintln!("OCI runtime exec failed: {e}");
-            monitor::start_failure_code(&e).max(126)
+            // Docker 28 gives 126 for every command its runtime could not start, found or
+            // not (its `run` gives 127 for a missing one).
+            let msg = monitor::start_failure_message(&e);
+            match msg.strip_prefix("failed to create task for container: ") {
+                Some(runtime) => eprintln!("OCI runtime exec failed: {runtime}"),
+                // A missing user is Docker's own check, in its own words.
+                None => eprintln!("{msg}"),
+            }
+            126
         }
     }
 }

@@ -1,12 +1,13 @@
 //! `kiln start`, `stop`, `restart`, `kill`, `rm` and `container prune`.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use clap::Args;
 
 use kiln::container::launch::{self, StartError};
 use kiln::container::ops;
-use kiln::container::Containers;
+use kiln::container::{signals, ContainerError, Containers};
 
 use super::attach::{attach_cmd, attach_loop};
 use crate::cli::{fail, out};
@@ -81,12 +82,16 @@ pub(super) fn start_cmd(root: &Path, containers: &Containers, a: &StartArgs) -> 
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        if c.is_running() {
-            return attach_cmd(&c, a.interactive && c.config.open_stdin);
-        }
         let stdin = a.interactive && c.config.open_stdin;
+        if stdin && c.config.tty && !std::io::stdin().is_terminal() {
+            eprintln!("the input device is not a TTY");
+            return 1;
+        }
+        if c.is_running() {
+            return attach_cmd(&c, stdin, true);
+        }
         return match launch::start_attached(root, &c, stdin) {
-            Ok(sock) => attach_loop(sock, stdin, c.config.tty),
+            Ok(sock) => attach_loop(sock, stdin, c.config.tty, Some(&c.dir)),
             Err(e) => fail(e),
         };
     }
@@ -115,6 +120,36 @@ pub(super) fn start_cmd(root: &Path, containers: &Containers, a: &StartArgs) -> 
             "Error: failed to start containers: {}",
             a.containers.join(", ")
         );
+    }
+    code
+}
+
+/// `kill`: signals each running container; a stopped or unknown one is an error in
+/// Docker's words, and the exit code is 1.
+pub(super) fn kill_cmd(containers: &Containers, a: &KillArgs) -> i32 {
+    let sig = match signals::parse(&a.signal) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut code = 0;
+    for name in &a.containers {
+        let res = containers.find(name).and_then(|c| {
+            if c.is_running() {
+                ops::kill(&c, sig)
+            } else {
+                Err(ContainerError::State(format!(
+                    "Container {} is not running",
+                    c.config.id
+                )))
+            }
+        });
+        match res {
+            Ok(()) => out(&format!("{name}\n")),
+            Err(e) => {
+                eprintln!("Error response from daemon: Cannot kill container: {name}: {e}");
+                code = 1;
+            }
+        }
     }
     code
 }

@@ -141,16 +141,13 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> i32 {
             let c = Container::load(&c.dir)?;
             launch::start_detached(root, &c)
         }),
-        ContainerCommand::Kill(a) => match signals::parse(&a.signal) {
-            Ok(sig) => each(&containers, &a.containers, |c| ops::kill(c, sig)),
-            Err(e) => fail(e),
-        },
+        ContainerCommand::Kill(a) => lifecycle::kill_cmd(&containers, &a),
         ContainerCommand::Rm(a) => lifecycle::rm_cmd(&containers, &a),
         ContainerCommand::Ls(a) => ps::ps_cmd(&containers, &a),
         ContainerCommand::Exec(a) => exec::exec_cmd(root, &containers, &a),
         ContainerCommand::Attach(a) => match containers.find(&a.container) {
             Ok(c) if c.state.status == Status::Running => {
-                attach::attach_cmd(&c, !a.no_stdin && c.config.open_stdin)
+                attach::attach_cmd(&c, !a.no_stdin && c.config.open_stdin, a.sig_proxy)
             }
             Ok(_) => fail("You cannot attach to a stopped container, start it first"),
             Err(e) => fail(e),

@@ -7,12 +7,18 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Args, ValueEnum};
 
 use kiln::container::cgroups::{self, Resources};
-use kiln::container::launch;
+use kiln::container::launch::{self, StartError};
 use kiln::container::ops::{self, CreateOptions};
 use kiln::container::{Container, ContainerError, Containers, Network, PortBinding, RestartPolicy};
 
+use kiln::image::reference::is_identifier;
+use kiln::image::Reference;
+use kiln::store::{Store, StoreError};
+
 use super::attach::attach_loop;
 use super::EXIT_TOOL;
+use crate::cli::registry::pull_for_run;
+use crate::cli::values::Pull;
 use crate::cli::{open_store, out};
 
 /// `kiln run` / `kiln create`.
@@ -134,6 +140,19 @@ pub struct RunArgs {
     /// CPUs in which to allow execution (0-3, 0,1)
     #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long, value_enum, default_value_t = Pull::Missing)]
+    pub pull: Pull,
+    /// Proxy received signals to the process
+    #[arg(
+        long = "sig-proxy",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true"
+    )]
+    pub sig_proxy: bool,
     /// The image
     pub image: String,
     /// The command and its arguments
@@ -169,14 +188,17 @@ impl From<NetworkArg> for Network {
 
 /// The exit code for a command line clap refused: Docker's 125 for a bad value of a `run`
 /// or `create` flag whose values are a fixed set (kiln's own check gave 125 before these
-/// became clap value enums), else clap's 2.
+/// became clap value enums; Docker's `build --pull=sometimes` is 125 too), else clap's 2.
 pub fn usage_error_code(e: &clap::Error) -> i32 {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let flag = match e.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(s)) => s.as_str(),
         _ => "",
     };
-    if e.kind() == ErrorKind::InvalidValue && flag.starts_with("--network ") {
+    let docker_checks_value = ["--network ", "--pull ", "--sig-proxy"]
+        .iter()
+        .any(|f| flag.starts_with(f));
+    if e.kind() == ErrorKind::InvalidValue && docker_checks_value {
         EXIT_TOOL
     } else {
         2
@@ -318,6 +340,16 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
         eprintln!("the input device is not a TTY");
         return 1;
     }
+    if let Err(e) = ensure_image(&store, &a.image, a.pull) {
+        // Docker's daemon errors: `run` exits 125, `create` 1.
+        return if start {
+            eprintln!("kiln: Error response from daemon: {e}");
+            EXIT_TOOL
+        } else {
+            eprintln!("Error response from daemon: {e}");
+            1
+        };
+    }
     let c = match ops::create(&store, &opts) {
         Ok(c) => c,
         Err(e) => {
@@ -331,21 +363,17 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
         return 0;
     }
     if a.detach {
+        // Docker prints the ID even when the start then fails.
+        out(&format!("{}\n", c.config.id));
         return match launch::start_detached(root, &c) {
-            Ok(()) => {
-                out(&format!("{}\n", c.config.id));
-                0
-            }
-            Err(e) => {
-                eprintln!("kiln: {e}");
-                cleanup_failed(root, &c);
-                e.exit_code()
-            }
+            Ok(()) => 0,
+            Err(e) => start_failed(root, &c, &e),
         };
     }
     match launch::start_attached(root, &c, a.interactive) {
         Ok(sock) => {
-            let code = attach_loop(sock, a.interactive, c.config.tty);
+            let proxy = a.sig_proxy.then_some(c.dir.as_path());
+            let code = attach_loop(sock, a.interactive, c.config.tty, proxy);
             // With --rm, return once the monitor has removed the container (as `docker run
             // --rm` does), unless the user detached and it still runs.
             if c.config.auto_remove {
@@ -357,12 +385,38 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
             }
             code
         }
-        Err(e) => {
-            eprintln!("kiln: {e}");
-            cleanup_failed(root, &c);
-            e.exit_code()
-        }
+        Err(e) => start_failed(root, &c, &e),
     }
+}
+
+/// Makes sure the image is in the store as `--pull` says, pulling it (progress on standard
+/// error) as `docker run` does: `missing` pulls a reference the store lacks, after Docker's
+/// "Unable to find image" line; `always` pulls whatever the store has; `never` refuses a
+/// missing image. References that name no repository (image IDs) are never pulled.
+fn ensure_image(store: &Store, image: &str, policy: Pull) -> Result<(), String> {
+    let missing = matches!(store.resolve(image), Err(StoreError::ImageNotFound { .. }));
+    let hex = image.strip_prefix("sha256:").unwrap_or(image);
+    if is_identifier(hex) || !(missing || policy == Pull::Always) {
+        return Ok(());
+    }
+    let Ok(named) = Reference::parse_normalized_named(image) else {
+        return Ok(());
+    };
+    let shown = named.clone().with_default_tag().familiar_string();
+    match policy {
+        Pull::Never => return Err(format!("No such image: {shown}")),
+        Pull::Missing => eprintln!("Unable to find image '{shown}' locally"),
+        Pull::Always => {}
+    }
+    pull_for_run(store, &named)
+}
+
+/// A start that failed: Docker's message and exit code (127/126 for the command, 125 for
+/// the rest), and a `--rm` container removed.
+fn start_failed(root: &Path, c: &Container, e: &StartError) -> i32 {
+    eprintln!("kiln: Error response from daemon: {e}");
+    cleanup_failed(root, c);
+    e.exit_code()
 }
 
 /// `--rm` containers that never started are removed, as Docker does.
@@ -372,5 +426,47 @@ fn cleanup_failed(root: &Path, c: &Container) {
         if let Ok(c) = Container::load(&c.dir) {
             let _ = ops::remove(&cs, &c, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::container::ContainerCommand;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["kiln", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(a) => Ok(*a),
+            Command::Container(ContainerCommand::Run(a)) => Ok(*a),
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pull_and_sig_proxy_parse_as_dockers() {
+        let a = run_args(&["img"]).unwrap();
+        assert_eq!((a.pull, a.sig_proxy), (Pull::Missing, true));
+        let a = run_args(&["--pull=never", "--sig-proxy=false", "img", "sh"]).unwrap();
+        assert_eq!((a.pull, a.sig_proxy), (Pull::Never, false));
+        assert_eq!(a.image, "img");
+        let a = run_args(&["--pull", "always", "--sig-proxy", "img"]).unwrap();
+        assert_eq!((a.pull, a.sig_proxy), (Pull::Always, true));
+        // A Go bool flag takes its value only after `=`: here `false` is the image.
+        let a = run_args(&["--sig-proxy", "false"]).unwrap();
+        assert_eq!((a.sig_proxy, a.image.as_str()), (true, "false"));
+        // Bad values are Docker's 125, other usage errors clap's 2.
+        for bad in [
+            &["--pull", "sometimes", "img"][..],
+            &["--sig-proxy=maybe", "img"],
+        ] {
+            assert_eq!(usage_error_code(&run_args(bad).unwrap_err()), EXIT_TOOL);
+        }
+        assert_eq!(
+            usage_error_code(&run_args(&["--nope", "img"]).unwrap_err()),
+            2
+        );
     }
 }
