@@ -23,6 +23,9 @@ pub struct Streams {
     pub stdout: bool,
     /// It wants stderr.
     pub stderr: bool,
+    /// Its terminal's size (rows, columns), when it has one: a container that starts with
+    /// this client attached gets its console sized before its command runs.
+    pub size: Option<(u16, u16)>,
 }
 
 /// One protocol message.
@@ -64,7 +67,13 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let payload: Vec<u8> = match self {
             Frame::Hello(s) => {
-                vec![u8::from(s.stdin) | (u8::from(s.stdout) << 1) | (u8::from(s.stderr) << 2)]
+                let mut v =
+                    vec![u8::from(s.stdin) | (u8::from(s.stdout) << 1) | (u8::from(s.stderr) << 2)];
+                if let Some((r, c)) = s.size {
+                    v.extend_from_slice(&r.to_be_bytes());
+                    v.extend_from_slice(&c.to_be_bytes());
+                }
+                v
             }
             Frame::Stdin(d) | Frame::Stdout(d) | Frame::Stderr(d) => d.clone(),
             Frame::StdinClose => Vec::new(),
@@ -110,10 +119,19 @@ impl Frame {
         Ok(Some(match head[0] {
             7 => {
                 let b = *p.first().ok_or_else(bad)?;
+                let size = match p.len() {
+                    1 => None,
+                    5 => Some((
+                        u16::from_be_bytes([p[1], p[2]]),
+                        u16::from_be_bytes([p[3], p[4]]),
+                    )),
+                    _ => return Err(bad()),
+                };
                 Frame::Hello(Streams {
                     stdin: b & 1 != 0,
                     stdout: b & 2 != 0,
                     stderr: b & 4 != 0,
+                    size,
                 })
             }
             0 => Frame::Stdin(p),
@@ -158,6 +176,13 @@ mod tests {
                 stdin: true,
                 stdout: true,
                 stderr: false,
+                size: None,
+            }),
+            Frame::Hello(Streams {
+                stdin: false,
+                stdout: true,
+                stderr: true,
+                size: Some((40, 100)),
             }),
             Frame::Stdin(b"ls\n".to_vec()),
             Frame::StdinClose,

@@ -68,8 +68,14 @@ pub fn start_detached(root: &Path, c: &Container) -> Result<(), StartError> {
 }
 
 /// Starts `c` with this process attached before its command runs (so no output is lost);
-/// returns the attach connection once the process runs.
-pub fn start_attached(root: &Path, c: &Container, stdin: bool) -> Result<UnixStream, StartError> {
+/// returns the attach connection once the process runs. `size` is the terminal's (rows,
+/// columns): a container with a tty gets its console sized before its command starts.
+pub fn start_attached(
+    root: &Path,
+    c: &Container,
+    stdin: bool,
+    size: Option<(u16, u16)>,
+) -> Result<UnixStream, StartError> {
     let mut ready = spawn_monitor(root, c, true)?;
     let first = ready.line();
     if first != "attach" {
@@ -79,6 +85,7 @@ pub fn start_attached(root: &Path, c: &Container, stdin: bool) -> Result<UnixStr
         stdin,
         stdout: true,
         stderr: true,
+        size,
     };
     let sock = attach::connect(&c.dir, streams).map_err(StartError::Attach)?;
     parse_ready(&ready.line())?;

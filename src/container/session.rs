@@ -91,7 +91,9 @@ impl Session<'_> {
         let (stdio, theirs) = open_stdio(self.cfg)?;
         let (tx, rx) = mpsc::channel::<Event>();
         let (wake_r, wake_w) = pipe().map_err(stdio_err)?;
-        let runner = self.spawn_runner(theirs, tx, wake_w);
+        // The size of an attached terminal, set on the console before the command runs.
+        let size = clients.iter().find_map(|c| c.streams.size);
+        let runner = self.spawn_runner(theirs, tx, wake_w, size);
         let mut relay = Relay {
             stdio,
             events: rx,
@@ -99,7 +101,7 @@ impl Session<'_> {
             done: None,
             pidfd: None,
             _health: None,
-            size: None,
+            size,
             buf: vec![0u8; 64 * 1024],
         };
         loop {
@@ -134,6 +136,7 @@ impl Session<'_> {
         theirs: Vec<OwnedFd>,
         tx: mpsc::Sender<Event>,
         wake: OwnedFd,
+        size: Option<(u16, u16)>,
     ) -> JoinHandle<()> {
         let spec = self.spec.clone();
         let tty = self.cfg.tty;
@@ -153,6 +156,9 @@ impl Session<'_> {
             };
             let tx3 = tx.clone();
             let mut on_console = |master: OwnedFd| {
+                if let Some((rows, cols)) = size {
+                    resize(master.as_raw_fd(), rows, cols);
+                }
                 let _ = tx3.send(Event::Console(master));
                 let _ = (&wake).write_all(b"c");
             };

@@ -354,7 +354,9 @@ pub struct StepIo<'a> {
     pub on_ready: Option<&'a mut dyn FnMut(libc::pid_t) -> std::io::Result<()>>,
     /// Give the command a terminal (`docker run -t`): a pty from the container's own
     /// `/dev/pts` becomes its stdin, stdout, stderr and controlling terminal; the master end
-    /// is handed to this callback before the command runs (the other streams are ignored).
+    /// is handed to this callback before the command gets the terminal, so what the callback
+    /// does to it (a window size) is in place when the command starts (the other streams are
+    /// ignored).
     pub console: Option<&'a mut OnConsole<'a>>,
 }
 

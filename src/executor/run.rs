@@ -1095,9 +1095,9 @@ fn handshake(
     write_all(&go_w, go.as_bytes())?;
     if let Some(cb) = io.console.as_mut() {
         let (master, slave) = open_console(container.pid, go.uid)?;
-        send_fd(&go_w, slave.as_fd())?;
-        drop(slave);
+        // The caller has the master (and may size it) before the command has its terminal.
         cb(master);
+        send_fd(&go_w, slave.as_fd())?;
     }
     drop(go_w);
     // The command runs once its exec closed the report pipe (close-on-exec). A command that

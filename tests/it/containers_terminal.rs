@@ -106,6 +106,23 @@ fn interactive_terminal_detach_and_attach() {
     assert_eq!(v["State"]["ExitCode"], 5);
 }
 
+// Regression: the terminal's size reached the container's console only after its command
+// had started, so a first `stty size` saw 0 rows and failed ("standard input: No child
+// processes"). The size now travels with the attach and is set before the command runs.
+#[test]
+fn a_tty_has_the_terminals_size_when_the_command_starts() {
+    let Some(e) = Env::new() else { return };
+    for _ in 0..3 {
+        let mut term = in_terminal(&e, "run -t --rm busybox:local stty size");
+        let out = collect(term.0.stdout.take().unwrap());
+        let status = term.0.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+        assert!(status.success(), "{status:?}: {text}");
+        assert!(text.contains("40 100"), "{text}");
+    }
+}
+
 #[test]
 fn interactive_stdin_without_a_terminal() {
     let Some(e) = Env::new() else { return };

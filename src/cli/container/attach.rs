@@ -43,6 +43,7 @@ pub(super) fn attach_cmd(c: &Container, stdin: bool, sig_proxy: bool) -> i32 {
         stdin,
         stdout: true,
         stderr: true,
+        size: None,
     };
     match attach::connect(&c.dir, streams) {
         Ok(sock) => attach_loop(sock, stdin, c.config.tty, sig_proxy.then_some(&*c.dir)),
@@ -150,13 +151,21 @@ pub(super) fn attach_loop(sock: UnixStream, stdin: bool, tty: bool, proxy: Optio
     code
 }
 
+/// The size of this process's terminal (stdout's, else stdin's), for a container with a tty.
+pub(super) fn terminal_size(tty: bool) -> Option<(u16, u16)> {
+    if !tty {
+        return None;
+    }
+    crate::cli::tty::window_size(io::stdout().as_raw_fd())
+        .or_else(|| crate::cli::tty::window_size(io::stdin().as_raw_fd()))
+}
+
 /// Sends the terminal's size now and whenever it changes.
 fn relay_window_size(w: Arc<Mutex<UnixStream>>) {
     std::thread::spawn(move || {
         let mut last = None;
         loop {
-            let size = crate::cli::tty::window_size(io::stdout().as_raw_fd())
-                .or_else(|| crate::cli::tty::window_size(io::stdin().as_raw_fd()));
+            let size = terminal_size(true);
             if size.is_some() && size != last {
                 if let Some((r, c)) = size {
                     let Ok(mut s) = w.lock() else { return };

@@ -90,7 +90,12 @@ pub(super) fn start_cmd(root: &Path, containers: &Containers, a: &StartArgs) -> 
         if c.is_running() {
             return attach_cmd(&c, stdin, true);
         }
-        return match launch::start_attached(root, &c, stdin) {
+        return match launch::start_attached(
+            root,
+            &c,
+            stdin,
+            super::attach::terminal_size(c.config.tty),
+        ) {
             Ok(sock) => attach_loop(sock, stdin, c.config.tty, Some(&c.dir)),
             Err(e) => fail(e),
         };

@@ -370,7 +370,12 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
             Err(e) => start_failed(root, &c, &e),
         };
     }
-    match launch::start_attached(root, &c, a.interactive) {
+    match launch::start_attached(
+        root,
+        &c,
+        a.interactive,
+        super::attach::terminal_size(c.config.tty),
+    ) {
         Ok(sock) => {
             let proxy = a.sig_proxy.then_some(c.dir.as_path());
             let code = attach_loop(sock, a.interactive, c.config.tty, proxy);
