@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use kiln::container::{Container, Containers, Network, Status};
 
 use super::ps::state_name;
-use crate::cli::image::render;
+use crate::cli::format::{DocFormat, Report};
 use crate::cli::{fail, out};
 
 /// `kiln container inspect`.
@@ -222,6 +222,10 @@ fn config_doc(c: &Container) -> Value {
 }
 
 pub(super) fn inspect_cmd(containers: &Containers, a: &InspectArgs) -> i32 {
+    let format = match DocFormat::parse_option(a.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return e.report(Report::Inspect),
+    };
     let mut docs = Vec::new();
     let mut code = 0;
     for name in &a.containers {
@@ -233,11 +237,11 @@ pub(super) fn inspect_cmd(containers: &Containers, a: &InspectArgs) -> i32 {
             }
         }
     }
-    let text = match &a.format {
-        Some(f) => docs
-            .iter()
-            .map(|d| render(f, std::slice::from_ref(d), &|s: &str| s.to_uppercase()))
-            .collect::<Result<String, String>>(),
+    let text = match &format {
+        Some(f) => match f.render_all(&docs) {
+            Ok(text) => Ok(text),
+            Err(e) => return e.report(Report::Inspect),
+        },
         None => {
             let mut buf = Vec::new();
             let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");

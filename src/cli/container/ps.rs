@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 use kiln::common::time::Timestamp;
 use kiln::container::{Container, Containers, PortBinding, Status};
 
-use crate::cli::image::render;
+use crate::cli::fail;
+use crate::cli::format::{print_rows, Report, Row};
 use crate::cli::units::{human_duration, human_size};
-use crate::cli::{fail, out};
 
 /// `kiln ps`.
 #[derive(Args, Debug)]
@@ -258,7 +258,7 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
     } else {
         None
     };
-    let rows: Vec<Value> = kept
+    let rows: Vec<Row> = kept
         .iter()
         .map(|c| {
             let mut row = ps_row(c, a.no_trunc, now);
@@ -277,7 +277,17 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
                     human_size(own + image)
                 ));
             }
-            row
+            // `.Label "k"` reads the labels themselves: `.Labels` is Docker's joined string.
+            let labels = c
+                .config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Row {
+                data: row,
+                labels: Some(labels),
+            }
         })
         .collect();
     const TABLE: &str = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
@@ -288,13 +298,7 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
         Some("json") => "{{json .}}".to_string(),
         Some(f) => f.to_string(),
     };
-    match render(&template, &rows, &ps_title) {
-        Ok(t) => {
-            out(&t);
-            0
-        }
-        Err(e) => fail(e),
-    }
+    print_rows(&template, &rows, &ps_title, Report::Ps)
 }
 
 #[cfg(test)]
