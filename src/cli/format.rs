@@ -226,18 +226,24 @@ impl DocFormat {
         }
     }
 
-    /// Each document rendered, one after the other.
-    pub(crate) fn render_all<T: serde::Serialize>(
-        &self,
-        docs: &[T],
-    ) -> Result<String, FormatError> {
+    /// Prints each document rendered, one after the other. When one fails, what was rendered
+    /// before it is printed (a lone newline when nothing was, as Docker's inspector flushes)
+    /// and the error returned.
+    pub(crate) fn print_all<T: serde::Serialize>(&self, docs: &[T]) -> Result<(), FormatError> {
         let mut text = String::new();
         for d in docs {
             // Serializing kiln's own documents to a value cannot fail (string keys only).
             let v = serde_json::to_value(d).unwrap_or_default();
-            text.push_str(&self.render(&v)?);
+            match self.render(&v) {
+                Ok(s) => text.push_str(&s),
+                Err(e) => {
+                    super::out(if text.is_empty() { "\n" } else { &text });
+                    return Err(e);
+                }
+            }
         }
-        Ok(text)
+        super::out(&text);
+        Ok(())
     }
 
     /// The document rendered, with a newline.

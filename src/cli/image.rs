@@ -396,8 +396,8 @@ fn inspect_cmd(store: &Store, a: &InspectArgs) -> i32 {
         }
     }
     let rendered = match &format {
-        Some(f) => match f.render_all(&docs) {
-            Ok(text) => Ok(text),
+        Some(f) => match f.print_all(&docs) {
+            Ok(()) => Ok(String::new()),
             Err(e) => return e.report(Report::Inspect),
         },
         None => {

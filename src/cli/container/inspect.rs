@@ -238,8 +238,8 @@ pub(super) fn inspect_cmd(containers: &Containers, a: &InspectArgs) -> i32 {
         }
     }
     let text = match &format {
-        Some(f) => match f.render_all(&docs) {
-            Ok(text) => Ok(text),
+        Some(f) => match f.print_all(&docs) {
+            Ok(()) => Ok(String::new()),
             Err(e) => return e.report(Report::Inspect),
         },
         None => {

@@ -139,7 +139,7 @@ fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
         "ID": if no_trunc { c.config.id.clone() } else { c.short_id().to_string() },
         "Image": c.config.image,
         "Command": if no_trunc { format!("\"{cmd}\"") } else { format!("\"{}\"", truncate(&cmd, 20)) },
-        "CreatedAt": c.config.created,
+        "CreatedAt": Timestamp::parse_rfc3339(&c.config.created).map(|t| t.to_go_string()).unwrap_or_else(|_| c.config.created.clone()),
         "RunningFor": format!("{} ago", ago(&c.config.created, now)),
         "Ports": ports_text(c),
         "State": state_name(c),
@@ -148,6 +148,8 @@ fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
         "Labels": labels.join(","),
         "Mounts": c.config.mounts.iter().map(|m| if m.name.is_empty() { m.source.display().to_string() } else { m.name.clone() }).collect::<Vec<_>>().join(","),
         "Networks": c.config.network.name(),
+        "LocalVolumes": c.config.mounts.iter().filter(|m| !m.name.is_empty()).count().to_string(),
+        "Platform": null,
         "Size": "N/A",
     })
 }
