@@ -26,6 +26,7 @@ struct DockerCleanup {
     docker: PathBuf,
     containers: Vec<String>,
     images: Vec<String>,
+    volumes: Vec<String>,
 }
 
 impl Drop for DockerCleanup {
@@ -35,6 +36,11 @@ impl Drop for DockerCleanup {
         }
         for i in &self.images {
             let _ = Command::new(&self.docker).args(["rmi", "-f", i]).output();
+        }
+        for v in &self.volumes {
+            let _ = Command::new(&self.docker)
+                .args(["volume", "rm", "-f", v])
+                .output();
         }
     }
 }
@@ -261,10 +267,12 @@ fn the_same_template_prints_the_same_as_docker() {
     let archive = k.path("fmt.tar");
     k.ok(&["save", "-o", archive.to_str().unwrap(), &name]);
     let container = unique_name("fmt-ctr").replace('/', "-");
+    let volume = unique_name("fmt-vol").replace('/', "-");
     let _cleanup = DockerCleanup {
         docker: docker.clone(),
         containers: vec![container.clone()],
         images: vec![name.clone()],
+        volumes: vec![volume.clone()],
     };
     crate::util::run_tool(Command::new(&docker).args(["load", "-i", archive.to_str().unwrap()]));
     for template in [
@@ -351,4 +359,20 @@ fn the_same_template_prints_the_same_as_docker() {
     ] {
         same(&docker, &k, &["inspect", "--format", template, &container]);
     }
+    crate::util::run_tool(Command::new(&docker).args(["volume", "create", &volume]));
+    k.ok(&["volume", "create", &volume]);
+    let filter = format!("name={volume}");
+    for template in [
+        "{{.Name}} {{.Driver}} {{.Scope}} {{.Labels}}|{{.Label \"x\"}}|{{.Size}}",
+        "table {{.Name}}\\t{{.Driver | upper}}",
+        "table",
+        "{{.Name",
+    ] {
+        same(
+            &docker,
+            &k,
+            &["volume", "ls", "--filter", &filter, "--format", template],
+        );
+    }
+    same(&docker, &k, &["volume", "ls", "--filter", &filter]);
 }
