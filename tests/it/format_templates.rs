@@ -376,3 +376,25 @@ fn the_same_template_prints_the_same_as_docker() {
     }
     same(&docker, &k, &["volume", "ls", "--filter", &filter]);
 }
+
+#[test]
+fn system_df_takes_templates_with_dockers_fields() {
+    let k = Kiln::new();
+    assert_eq!(
+        k.ok(&["system", "df", "--format", "{{.Type}}"]),
+        "Images\nContainers\nLocal Volumes\nBuild Cache\n"
+    );
+    assert_eq!(
+        k.ok(&["system", "df", "--format", "table {{.Type}}\\t{{.TotalCount}}"]),
+        "TYPE            TOTAL\nImages          0\nContainers      0\nLocal Volumes   0\nBuild Cache     0\n"
+    );
+    // Docker 28's `system df --format json` rows have these keys, all strings.
+    let first = k.ok(&["system", "df", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["Active", "Reclaimable", "Size", "TotalCount", "Type"]
+    );
+    assert_eq!(row["TotalCount"], "0");
+}
