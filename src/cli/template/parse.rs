@@ -179,6 +179,9 @@ pub(super) struct Tree {
     pub defines: BTreeMap<String, Vec<Node>>,
 }
 
+/// How deeply `if`/`range`/`with` and parentheses may nest.
+const MAX_NESTING: usize = 100;
+
 /// What ends a list: `{{end}}`, `{{else}}` (with what follows `else` on the same action).
 enum Stop {
     End,
@@ -191,6 +194,7 @@ struct Parser<'a> {
     at: usize,
     vars: Vec<String>,
     range_depth: usize,
+    depth: usize,
     defines: BTreeMap<String, Vec<Node>>,
     is_func: &'a dyn Fn(&str) -> bool,
 }
@@ -207,6 +211,7 @@ pub(super) fn parse(
         at: 0,
         vars: vec!["$".to_owned()],
         range_depth: 0,
+        depth: 0,
         defines: BTreeMap::new(),
         is_func,
     };
@@ -380,7 +385,24 @@ impl Parser<'_> {
         Err(self.err("unexpected EOF"))
     }
 
+    /// Enters a nested construct; like Go's parser, refuses nesting deeper than a limit, so a
+    /// hostile template cannot exhaust the stack.
+    fn nest(&mut self) -> Result<(), TemplateError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.err("max expression depth exceeded"));
+        }
+        Ok(())
+    }
+
     fn control(&mut self, context: &str) -> Result<Branch, TemplateError> {
+        self.nest()?;
+        let b = self.control_body(context);
+        self.depth -= 1;
+        b
+    }
+
+    fn control_body(&mut self, context: &str) -> Result<Branch, TemplateError> {
         let mark = self.vars.len();
         let pipe = self.pipeline(context, Kind::RightDelim)?;
         if context == "range" {
@@ -646,9 +668,12 @@ impl Parser<'_> {
                 }
                 Arg::Number { pos, text }
             }
-            Kind::LeftParen => Arg::Pipe(Box::new(
-                self.pipeline("parenthesized pipeline", Kind::RightParen)?,
-            )),
+            Kind::LeftParen => {
+                self.nest()?;
+                let p = self.pipeline("parenthesized pipeline", Kind::RightParen)?;
+                self.depth -= 1;
+                Arg::Pipe(Box::new(p))
+            }
             Kind::Str { value, quoted } => Arg::Str { pos, value, quoted },
             _ => {
                 self.at -= 1;

@@ -289,3 +289,20 @@ fn self_calling_definitions_stop() {
     let e = fails("{{define \"r\"}}{{template \"r\"}}{{end}}{{template \"r\"}}");
     assert!(e.contains("exceeded maximum template depth"), "{e}");
 }
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let parens = format!("{{{{{}1{}}}}}", "(".repeat(100_000), ")".repeat(100_000));
+    assert_eq!(
+        fails(&parens),
+        "template: :1: max expression depth exceeded"
+    );
+    let ifs = format!(
+        "{}x{}",
+        "{{if 1}}".repeat(100_000),
+        "{{end}}".repeat(100_000)
+    );
+    assert_eq!(fails(&ifs), "template: :1: max expression depth exceeded");
+    let ok = format!("{{{{{}1{}}}}}", "(".repeat(50), ")".repeat(50));
+    assert_eq!(run(&ok), "1");
+}
