@@ -121,7 +121,7 @@ impl Format {
     ) -> Result<String, FormatError> {
         let mut text = String::new();
         if self.table {
-            text.push_str(&self.header(title)?);
+            text.push_str(&self.header(title));
             text.push('\n');
         }
         for r in rows {
@@ -143,8 +143,9 @@ impl Format {
     }
 
     /// The header row: the template run over a map of each field it reads to its title, with
-    /// Docker's header functions (`{{upper .Names}}` stays `NAMES`).
-    fn header(&self, title: &dyn Fn(&str) -> String) -> Result<String, FormatError> {
+    /// Docker's header functions (`{{upper .Names}}` stays `NAMES`). As in Docker, a template
+    /// that fails on the titles heads the table with what it printed before failing.
+    fn header(&self, title: &dyn Fn(&str) -> String) -> String {
         let mut map = Map::new();
         for chain in self.template.fields() {
             insert_title(&mut map, &chain, title);
@@ -156,7 +157,7 @@ impl Format {
             header: true,
             marshal_escapes_html: false,
         };
-        self.template.execute(&data).map_err(FormatError::Exec)
+        self.template.execute_partial(&data)
     }
 }
 
@@ -338,6 +339,10 @@ mod tests {
             out,
             "REPOSITORY   3|ID      |\nbusybox      6|0123456789ab|\n"
         );
+        // A template that fails over the titles (range over a string) heads the table with
+        // what it printed first.
+        let out = render("table {{.Tag}}\\t{{range .ID}}x{{end}}", &[], &upper).unwrap();
+        assert_eq!(out, "TAG\n");
         // No rows: the header alone.
         assert_eq!(render("table {{.Tag}}", &[], &upper).unwrap(), "TAG\n");
     }

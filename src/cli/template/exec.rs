@@ -87,10 +87,11 @@ impl<'a> Exec<'a> {
         }
     }
 
-    pub(super) fn run(&mut self) -> Result<String, TemplateError> {
-        let mut out = String::new();
-        self.walk(&self.data.value.clone(), &self.t.tree.root, &mut out)?;
-        Ok(out)
+    /// Runs the template, appending to `out` as it goes: on an error, `out` holds what was
+    /// printed before it, as Go's writer would.
+    pub(super) fn run(&mut self, out: &mut String) -> Result<(), TemplateError> {
+        self.walk(&self.data.value.clone(), &self.t.tree.root, out)
+            .map(|_| ())
     }
 
     fn err(&self, pos: Pos, context: &str, msg: impl Into<String>) -> TemplateError {

@@ -98,7 +98,16 @@ impl Template {
 
     /// Executes the template over `data`.
     pub fn execute(&self, data: &Data<'_>) -> Result<String, TemplateError> {
-        exec::Exec::new(self, data).run()
+        let mut out = String::new();
+        exec::Exec::new(self, data).run(&mut out)?;
+        Ok(out)
+    }
+
+    /// Executes the template and returns what it printed, up to an error if one happens.
+    pub fn execute_partial(&self, data: &Data<'_>) -> String {
+        let mut out = String::new();
+        let _ = exec::Exec::new(self, data).run(&mut out);
+        out
     }
 
     /// The field chains the template reads from the dot (`.A.B` → `["A", "B"]`), in order,
