@@ -363,9 +363,9 @@ fn ls(store: &Store, a: &LsArgs) -> i32 {
     const TABLE_DIGESTS: &str =
         "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
     let template = match a.format.as_deref() {
-        None | Some("table") if a.quiet => "{{.ID}}".to_owned(),
-        None | Some("table") if a.digests => TABLE_DIGESTS.to_owned(),
-        None | Some("table") => TABLE.to_owned(),
+        None | Some("" | "table") if a.quiet => "{{.ID}}".to_owned(),
+        None | Some("" | "table") if a.digests => TABLE_DIGESTS.to_owned(),
+        None | Some("" | "table") => TABLE.to_owned(),
         Some("json") => "{{json .}}".to_owned(),
         Some(f) if f.starts_with("table") && a.digests && !f.contains("{{.Digest}}") => {
             format!("{f}\t{{{{.Digest}}}}")
@@ -462,8 +462,8 @@ fn history_cmd(store: &Store, a: &HistoryArgs) -> i32 {
         Err(e) => return fail(e),
     };
     let template = match a.format.as_deref() {
-        None | Some("table") if a.quiet => "{{.ID}}",
-        None | Some("table") => {
+        None | Some("" | "table") if a.quiet => "{{.ID}}",
+        None | Some("" | "table") => {
             "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
         }
         Some("json") => "{{json .}}",

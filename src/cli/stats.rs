@@ -178,7 +178,7 @@ fn stats_title(f: &str) -> String {
 pub fn stats_cmd(containers: &Containers, a: &StatsArgs) -> i32 {
     const TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
     let template = match a.format.as_deref() {
-        None | Some("table") => TABLE.to_string(),
+        None | Some("" | "table") => TABLE.to_string(),
         Some("json") => "{{json .}}".to_string(),
         Some(f) => f.to_string(),
     };

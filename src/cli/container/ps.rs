@@ -294,9 +294,9 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
         .collect();
     const TABLE: &str = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
     let template = match a.format.as_deref() {
-        None | Some("table") if a.quiet => "{{.ID}}".to_string(),
-        None | Some("table") if a.size => format!("{TABLE}\t{{{{.Size}}}}"),
-        None | Some("table") => TABLE.to_string(),
+        None | Some("" | "table") if a.quiet => "{{.ID}}".to_string(),
+        None | Some("" | "table") if a.size => format!("{TABLE}\t{{{{.Size}}}}"),
+        None | Some("" | "table") => TABLE.to_string(),
         Some("json") => "{{json .}}".to_string(),
         Some(f) => f.to_string(),
     };
