@@ -1,228 +1,271 @@
-//! Docker-style `--format` templates (a Go text/template subset) and tab-aligned tables.
-//!
-//! Supported: literal text with `\t` / `\n` escapes, `{{.Field}}` and nested `{{.A.B}}`,
-//! `{{json .}}` / `{{json .Field}}`, `{{upper x}}`, `{{lower x}}`, `{{title x}}`,
-//! `{{join .List ", "}}`, `{{truncate .Field N}}`, `{{println ...}}`, and the `table` prefix
-//! that adds a header row and aligns columns as Docker's tabwriter does.
+//! `--format` as Docker's CLI applies a template: list commands (`ps`, `images`, `history`,
+//! `stats`) take the `table` directive, `\t`/`\n` escapes, one line per row and an aligned
+//! header; single documents (`inspect`, `version`, `info`) run the template as written. The
+//! template language itself is [`super::template`], the one engine every command uses.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-/// A parsed template.
-#[derive(Debug, Clone)]
-pub struct Template {
-    table: bool,
-    parts: Vec<Part>,
+use serde_json::{Map, Value};
+
+use super::template::{Data, Methods, NoMethods, Template, TemplateError};
+
+/// A `--format` value that failed, worded as Docker words it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FormatError {
+    /// The template does not parse.
+    #[error("template parsing error: {0}")]
+    Parse(#[source] TemplateError),
+    /// The template failed on a row (Docker's list commands call this a parsing error too).
+    #[error("template parsing error: {0}")]
+    Exec(#[source] TemplateError),
 }
 
-#[derive(Debug, Clone)]
-enum Part {
-    Text(String),
-    Action(Vec<Arg>),
+/// Which of Docker's commands' wording and exit codes a template error gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Report {
+    /// `images`, `history`, `stats`, `volume ls`: `template parsing error: …`, exit 1.
+    List,
+    /// `ps`: `failed to parse template: …` / `failed to execute template: …`, exit 1.
+    Ps,
+    /// `inspect`: `template parsing error: …`; exit 64 (usage) when it does not parse.
+    Inspect,
+    /// `version` and `info`: as inspect, but an execution error is printed bare.
+    Version,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Arg {
-    Field(Vec<String>),
-    Ident(String),
-    Str(String),
-    Num(i64),
-}
-
-impl Template {
-    /// Parse a `--format` value. `table` at the start turns on the header and alignment.
-    pub fn parse(src: &str) -> Result<Template, String> {
-        let (table, body) = match src.strip_prefix("table") {
-            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
-                (true, rest.trim_start())
-            }
-            _ => (false, src),
+impl FormatError {
+    /// Prints the error on standard error as Docker does and returns Docker's exit code.
+    pub(crate) fn report(&self, how: Report) -> i32 {
+        let (msg, code) = match (self, how) {
+            (FormatError::Parse(e), Report::Ps) => (format!("failed to parse template: {e}"), 1),
+            (FormatError::Exec(e), Report::Ps) => (format!("failed to execute template: {e}"), 1),
+            (FormatError::Parse(_), Report::Inspect | Report::Version) => (self.to_string(), 64),
+            (FormatError::Exec(e), Report::Version) => (e.to_string(), 1),
+            _ => (self.to_string(), 1),
         };
-        let body = body.replace("\\t", "\t").replace("\\n", "\n");
-        let mut parts = Vec::new();
-        let mut rest = body.as_str();
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_string()));
-            }
-            let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| format!("template parsing error: unclosed action in {src:?}"))?;
-            let action = after[..end]
-                .trim()
-                .trim_start_matches('-')
-                .trim_end_matches('-');
-            parts.push(Part::Action(parse_action(action.trim())?));
-            rest = &after[end + 2..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
-        Ok(Template { table, parts })
+        eprintln!("{msg}");
+        code
+    }
+}
+
+/// One row of a list command: its fields, and the labels `{{.Label "k"}}` reads when the
+/// row has them (Docker's `ps` rows do).
+pub(crate) struct Row {
+    pub data: Value,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl From<Value> for Row {
+    fn from(data: Value) -> Row {
+        Row { data, labels: None }
+    }
+}
+
+/// `.Label "k"` of a row: the label's value, empty when it is not set.
+struct LabelMethod<'a>(&'a BTreeMap<String, String>);
+
+impl Methods for LabelMethod<'_> {
+    fn arity(&self, name: &str) -> Option<usize> {
+        (name == "Label").then_some(1)
+    }
+    fn call(&self, _: &str, args: &[Value]) -> Value {
+        let key = args.first().and_then(Value::as_str).unwrap_or_default();
+        Value::String(self.0.get(key).cloned().unwrap_or_default())
+    }
+}
+
+/// `.Label "com.example.some-thing"` in a header: Docker heads the column with the last part
+/// of the key, `-` and `_` as spaces (`some thing`).
+struct HeaderLabel;
+
+impl Methods for HeaderLabel {
+    fn arity(&self, name: &str) -> Option<usize> {
+        (name == "Label").then_some(1)
+    }
+    fn call(&self, _: &str, args: &[Value]) -> Value {
+        let key = args.first().and_then(Value::as_str).unwrap_or_default();
+        let last = key.rsplit('.').next().unwrap_or_default();
+        Value::String(last.replace(['-', '_'], " "))
+    }
+}
+
+/// A parsed `--format` of a list command.
+pub(crate) struct Format {
+    template: Template,
+    table: bool,
+}
+
+impl Format {
+    /// Parses a list command's format as Docker does: a leading `table` turns on the header
+    /// and alignment, spaces around the rest are dropped, and `\t` and `\n` become a tab and
+    /// a newline.
+    pub(crate) fn parse(src: &str) -> Result<Format, FormatError> {
+        let (table, body) = match src.strip_prefix("table") {
+            Some(rest) => (true, rest),
+            None => (false, src),
+        };
+        let body = body
+            .trim_matches(' ')
+            .replace("\\t", "\t")
+            .replace("\\n", "\n");
+        let template = Template::parse("", &body).map_err(FormatError::Parse)?;
+        Ok(Format { template, table })
     }
 
-    /// True when the template started with `table`.
-    pub fn is_table(&self) -> bool {
-        self.table
-    }
-
-    /// Render one row.
-    pub fn render(&self, row: &Value) -> Result<String, String> {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Action(args) => out.push_str(&eval(args, row)?),
-            }
+    /// Renders the rows, one line each (after a header row, aligned, for `table`).
+    /// `title` names a field's column (`ID` → `CONTAINER ID`).
+    pub(crate) fn render(
+        &self,
+        rows: &[Row],
+        title: &dyn Fn(&str) -> String,
+    ) -> Result<String, FormatError> {
+        let mut text = String::new();
+        if self.table {
+            text.push_str(&self.header(title));
+            text.push('\n');
         }
-        Ok(out)
+        for r in rows {
+            let labels = r.labels.as_ref().map(LabelMethod);
+            let methods: &dyn Methods = match &labels {
+                Some(l) => l,
+                None => &NoMethods,
+            };
+            let data = Data {
+                value: &r.data,
+                methods,
+                header: false,
+                marshal_escapes_html: true,
+            };
+            text.push_str(&self.template.execute(&data).map_err(FormatError::Exec)?);
+            text.push('\n');
+        }
+        Ok(if self.table { tabulate(&text) } else { text })
     }
 
-    /// Render the header row of a table: each `{{.Field}}` becomes its column title.
-    pub fn render_header(&self, title: impl Fn(&str) -> String) -> String {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Action(args) => {
-                    let field = args.iter().find_map(|a| match a {
-                        Arg::Field(path) => path.last().cloned(),
-                        _ => None,
-                    });
-                    out.push_str(&title(&field.unwrap_or_default()));
+    /// The header row: the template run over a map of each field it reads to its title, with
+    /// Docker's header functions (`{{upper .Names}}` stays `NAMES`). As in Docker, a template
+    /// that fails on the titles heads the table with what it printed before failing.
+    fn header(&self, title: &dyn Fn(&str) -> String) -> String {
+        let mut map = Map::new();
+        for chain in self.template.fields() {
+            insert_title(&mut map, &chain, title);
+        }
+        let value = Value::Object(map);
+        let data = Data {
+            value: &value,
+            methods: &HeaderLabel,
+            header: true,
+            marshal_escapes_html: false,
+        };
+        self.template.execute_partial(&data)
+    }
+}
+
+fn insert_title(map: &mut Map<String, Value>, chain: &[String], title: &dyn Fn(&str) -> String) {
+    let Some((first, rest)) = chain.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.entry(first.clone())
+            .or_insert_with(|| Value::String(title(first)));
+        return;
+    }
+    let entry = map
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(inner) = entry {
+        insert_title(inner, rest, title);
+    }
+}
+
+/// Renders list rows with a `--format` value and prints them; a template error is reported
+/// as Docker reports it (`how`). Returns the exit code.
+pub(crate) fn print_rows(
+    template: &str,
+    rows: &[Row],
+    title: &dyn Fn(&str) -> String,
+    how: Report,
+) -> i32 {
+    match Format::parse(template).and_then(|f| f.render(rows, title)) {
+        Ok(text) => {
+            super::out(&text);
+            0
+        }
+        Err(e) => e.report(how),
+    }
+}
+
+#[cfg(test)]
+/// Renders list rows with a `--format` value (see [`Format::render`]).
+pub(crate) fn render(
+    template: &str,
+    rows: &[Value],
+    title: &dyn Fn(&str) -> String,
+) -> Result<String, FormatError> {
+    let rows: Vec<Row> = rows.iter().cloned().map(Row::from).collect();
+    Format::parse(template)?.render(&rows, title)
+}
+
+/// A parsed `--format` of a single-document command (`inspect`, `version`, `info`): the
+/// template exactly as written, each document followed by a newline.
+pub(crate) struct DocFormat(Template);
+
+impl DocFormat {
+    /// Parses `src`; `name` is the template's name in messages (`version` for `version`).
+    pub(crate) fn parse(name: &str, src: &str) -> Result<DocFormat, FormatError> {
+        Template::parse(name, src)
+            .map(DocFormat)
+            .map_err(FormatError::Parse)
+    }
+
+    /// The format of an `inspect`: `None` for the default (and Docker's `json`), which prints
+    /// the documents as an indented JSON array.
+    pub(crate) fn parse_option(src: Option<&str>) -> Result<Option<DocFormat>, FormatError> {
+        match src {
+            None | Some("") | Some("json") => Ok(None),
+            Some(f) => DocFormat::parse("", f).map(Some),
+        }
+    }
+
+    /// Prints each document rendered, one after the other. When one fails, what was rendered
+    /// before it is printed (a lone newline when nothing was, as Docker's inspector flushes)
+    /// and the error returned.
+    pub(crate) fn print_all<T: serde::Serialize>(&self, docs: &[T]) -> Result<(), FormatError> {
+        let mut text = String::new();
+        for d in docs {
+            // Serializing kiln's own documents to a value cannot fail (string keys only).
+            let v = serde_json::to_value(d).unwrap_or_default();
+            match self.render(&v) {
+                Ok(s) => text.push_str(&s),
+                Err(e) => {
+                    super::out(if text.is_empty() { "\n" } else { &text });
+                    return Err(e);
                 }
             }
         }
-        out
+        super::out(&text);
+        Ok(())
+    }
+
+    /// The document rendered, with a newline.
+    pub(crate) fn render(&self, doc: &Value) -> Result<String, FormatError> {
+        let data = Data {
+            value: doc,
+            methods: &NoMethods,
+            header: false,
+            marshal_escapes_html: false,
+        };
+        let mut s = self.0.execute(&data).map_err(FormatError::Exec)?;
+        s.push('\n');
+        Ok(s)
     }
 }
 
-fn parse_action(s: &str) -> Result<Vec<Arg>, String> {
-    let mut args = Vec::new();
-    let mut rest = s;
-    loop {
-        rest = rest.trim_start();
-        if rest.is_empty() {
-            break;
-        }
-        if let Some(r) = rest.strip_prefix('"') {
-            let end = r
-                .find('"')
-                .ok_or_else(|| format!("template parsing error: unterminated string in {s:?}"))?;
-            args.push(Arg::Str(r[..end].to_string()));
-            rest = &r[end + 1..];
-            continue;
-        }
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let word = &rest[..end];
-        rest = &rest[end..];
-        if word == "." {
-            args.push(Arg::Field(Vec::new()));
-        } else if let Some(path) = word.strip_prefix('.') {
-            args.push(Arg::Field(path.split('.').map(str::to_string).collect()));
-        } else if let Ok(n) = word.parse::<i64>() {
-            args.push(Arg::Num(n));
-        } else {
-            args.push(Arg::Ident(word.to_string()));
-        }
-    }
-    if args.is_empty() {
-        return Err("template parsing error: empty action".to_string());
-    }
-    Ok(args)
-}
-
-fn lookup<'a>(row: &'a Value, path: &[String]) -> Result<&'a Value, String> {
-    let mut v = row;
-    for key in path {
-        v = v
-            .get(key)
-            .ok_or_else(|| format!("template: can't evaluate field {key}"))?;
-    }
-    Ok(v)
-}
-
-fn value(arg: &Arg, row: &Value) -> Result<Value, String> {
-    match arg {
-        Arg::Field(path) => lookup(row, path).cloned(),
-        Arg::Str(s) => Ok(Value::String(s.clone())),
-        Arg::Num(n) => Ok(Value::from(*n)),
-        Arg::Ident(i) => Err(format!("template: function {i:?} not defined here")),
-    }
-}
-
-/// JSON as Go's `json.Marshal` writes it, which Docker's `{{json}}` uses: `<`, `>` and `&`
-/// (and U+2028, U+2029) escaped as `\u003c` and so on. They can only occur inside strings, so
-/// replacing them in the encoded text is exact.
-fn go_json(v: &Value) -> Result<String, String> {
-    let s = serde_json::to_string(v).map_err(|e| e.to_string())?;
-    Ok(s.replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029"))
-}
-
-/// Text of a value as Go's template prints it.
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "<no value>".to_string(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(text).collect::<Vec<_>>().join(" ")),
-        Value::Object(o) => format!(
-            "map[{}]",
-            o.iter()
-                .map(|(k, v)| format!("{k}:{}", text(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        other => other.to_string(),
-    }
-}
-
-fn eval(args: &[Arg], row: &Value) -> Result<String, String> {
-    let Some(Arg::Ident(func)) = args.first() else {
-        return Ok(text(&value(&args[0], row)?));
-    };
-    let vals = args[1..]
-        .iter()
-        .map(|a| value(a, row))
-        .collect::<Result<Vec<_>, _>>()?;
-    let one = || {
-        vals.first()
-            .map(text)
-            .ok_or_else(|| format!("template: {func} needs an argument"))
-    };
-    Ok(match func.as_str() {
-        "json" => go_json(vals.first().unwrap_or(&Value::Null))?,
-        "upper" => one()?.to_uppercase(),
-        "lower" => one()?.to_lowercase(),
-        "title" => {
-            let s = one()?;
-            let mut c = s.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect())
-                .unwrap_or_default()
-        }
-        "println" => format!("{}\n", vals.iter().map(text).collect::<Vec<_>>().join(" ")),
-        "join" => match (vals.first(), vals.get(1)) {
-            (Some(Value::Array(a)), Some(sep)) => {
-                a.iter().map(text).collect::<Vec<_>>().join(&text(sep))
-            }
-            _ => return Err("template: join needs a list and a separator".to_string()),
-        },
-        "truncate" => match (vals.first(), vals.get(1).and_then(Value::as_u64)) {
-            (Some(v), Some(n)) => text(v).chars().take(n as usize).collect(),
-            _ => return Err("template: truncate needs a value and a length".to_string()),
-        },
-        other => return Err(format!("template: function {other:?} not defined")),
-    })
-}
-
-/// Align tab-separated cells into columns as Go's tabwriter does with Docker's settings
+/// Aligns tab-separated cells into columns as Go's tabwriter does with Docker's settings
 /// (minimum width 10, padding 3); the last cell of each line is not padded.
-pub fn tabulate(lines: &[String]) -> String {
-    let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+pub(crate) fn tabulate(text: &str) -> String {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let rows: Vec<Vec<&str>> = text.split('\n').map(|l| l.split('\t').collect()).collect();
     let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; ncols];
     for r in &rows {
@@ -251,43 +294,103 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn upper(f: &str) -> String {
+        f.to_uppercase()
+    }
+
     #[test]
-    fn renders_fields_and_functions() {
-        let row = json!({"Repository": "busybox", "Tag": "local", "Labels": ["a", "b"], "Html": "<none> &",
-                         "Config": {"User": "app"}});
+    fn list_rows_render_one_line_each() {
+        let rows = [
+            json!({"Repository": "busybox", "Tag": "local", "Html": "<none> &"}),
+            json!({"Repository": "a", "Tag": "b", "Html": ""}),
+        ];
         let cases = [
-            ("{{.Repository}}:{{.Tag}}", "busybox:local"),
-            ("{{ .Config.User }}", "app"),
-            ("{{json .Tag}}", "\"local\""),
-            ("{{json .Html}}", "\"\\u003cnone\\u003e \\u0026\""),
-            ("{{upper .Tag}}", "LOCAL"),
-            ("{{join .Labels \",\"}}", "a,b"),
-            ("{{truncate .Repository 4}}", "busy"),
-            ("{{.Repository}}\\t{{.Tag}}", "busybox\tlocal"),
+            ("{{.Repository}}:{{.Tag}}", "busybox:local\na:b\n"),
+            ("  {{.Tag}}  ", "local\nb\n"),
+            ("{{.Repository}}\\t{{.Tag}}", "busybox\tlocal\na\tb\n"),
+            // A row's own JSON is escaped as Go's json.Marshal escapes it; a field's is not.
+            ("{{json .Html}}", "\"<none> &\"\n\"\"\n"),
         ];
         for (t, want) in cases {
-            let got = Template::parse(t).unwrap().render(&row).unwrap();
-            assert_eq!(got, want, "template {t}");
+            assert_eq!(render(t, &rows, &upper).unwrap(), want, "template {t}");
         }
-        assert!(Template::parse("{{.Missing}}")
-            .unwrap()
-            .render(&row)
-            .is_err());
-        assert!(Template::parse("{{.Tag").is_err());
+        assert_eq!(
+            render("{{json .}}", &rows[..1], &upper).unwrap(),
+            "{\"Html\":\"\\u003cnone\\u003e \\u0026\",\"Repository\":\"busybox\",\"Tag\":\"local\"}\n"
+        );
     }
 
     #[test]
     fn table_header_and_alignment() {
-        let t = Template::parse("table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}").unwrap();
-        assert!(t.is_table());
-        let header = t.render_header(|f| f.to_uppercase());
-        let row = t
-            .render(&json!({"Repository": "busybox", "Tag": "latest", "ID": "0123456789ab"}))
-            .unwrap();
-        let out = tabulate(&[header, row]);
+        let rows = [json!({"Repository": "busybox", "Tag": "latest", "ID": "0123456789ab"})];
+        let out = render("table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}", &rows, &upper).unwrap();
         assert_eq!(
             out,
             "REPOSITORY   TAG       ID\nbusybox      latest    0123456789ab\n"
+        );
+        // The header runs the template over the titles, with Docker's header functions.
+        let out = render(
+            "table {{.Repository | lower}}\\t{{len .Tag}}|{{printf \"%-8s|\" .ID}}",
+            &rows,
+            &upper,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "REPOSITORY   3|ID      |\nbusybox      6|0123456789ab|\n"
+        );
+        // A template that fails over the titles (range over a string) heads the table with
+        // what it printed first.
+        let out = render("table {{.Tag}}\\t{{range .ID}}x{{end}}", &[], &upper).unwrap();
+        assert_eq!(out, "TAG\n");
+        // No rows: the header alone.
+        assert_eq!(render("table {{.Tag}}", &[], &upper).unwrap(), "TAG\n");
+    }
+
+    #[test]
+    fn label_method_on_rows_and_headers() {
+        let labels: BTreeMap<String, String> = [("com.x".to_owned(), "yes".to_owned())].into();
+        let rows = [Row {
+            data: json!({"Names": "c1", "Labels": "com.x=yes"}),
+            labels: Some(labels),
+        }];
+        let f = Format::parse(
+            "table {{.Names}}\\t{{.Label \"com.x\"}}|{{.Label \"no-such_label\"}}|{{.Labels}}",
+        )
+        .unwrap();
+        assert_eq!(
+            f.render(&rows, &upper).unwrap(),
+            "NAMES     x|no such label|LABELS\nc1        yes||com.x=yes\n"
+        );
+    }
+
+    #[test]
+    fn errors_are_worded_as_docker() {
+        let e = Format::parse("{{.Foo").err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "template parsing error: template: :1: unclosed action"
+        );
+        let e = render("{{index .A 5}}", &[json!({"A": [1]})], &upper).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "template parsing error: template: :1:2: executing \"\" at <index .A 5>: error calling index: index out of range: 5"
+        );
+        assert!(matches!(e, FormatError::Exec(_)));
+    }
+
+    #[test]
+    fn documents_use_the_template_as_written() {
+        let f = DocFormat::parse("", "{{.Os}}\\t{{json .Config}}").unwrap();
+        assert_eq!(
+            f.render(&json!({"Os": "linux", "Config": {"A": "<b>"}}))
+                .unwrap(),
+            "linux\\t{\"A\":\"<b>\"}\n"
+        );
+        let v = DocFormat::parse("version", "{{.Foo").err().unwrap();
+        assert_eq!(
+            v.to_string(),
+            "template parsing error: template: version:1: unclosed action"
         );
     }
 }

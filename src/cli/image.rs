@@ -24,7 +24,7 @@ use kiln::imageops::{self, ImageOpsError};
 use kiln::store::ImageRecord;
 use kiln::store::Store;
 
-use super::format::{tabulate, Template};
+use super::format::{Report, Row};
 use super::units::{human_duration, human_size, human_size_precision};
 use super::values::SaveCompression;
 use super::{fail, open_store, out};
@@ -213,9 +213,9 @@ pub fn run(root: &Path, cmd: ImageCommand) -> i32 {
     };
     let result = match cmd {
         ImageCommand::Import(a) => import(&store, &a),
-        ImageCommand::Ls(a) => ls(&store, &a),
+        ImageCommand::Ls(a) => return ls(&store, &a),
         ImageCommand::Inspect(a) => return inspect_cmd(&store, &a),
-        ImageCommand::History(a) => history_cmd(&store, &a),
+        ImageCommand::History(a) => return history_cmd(&store, &a),
         ImageCommand::Tag(a) => tag(&store, &a),
         ImageCommand::Rm(a) => return rm(&store, &a),
         ImageCommand::Prune(a) => prune(&store, &a),
@@ -312,28 +312,6 @@ fn title(field: &str) -> String {
     .to_owned()
 }
 
-/// Renders rows with a `--format` value as Docker does: `table …` with a
-/// header and aligned columns, anything else one rendering per row.
-pub(crate) fn render(
-    template: &str,
-    rows: &[Value],
-    title: &dyn Fn(&str) -> String,
-) -> Result<String, String> {
-    let t = Template::parse(template)?;
-    let mut lines = Vec::with_capacity(rows.len() + 1);
-    if t.is_table() {
-        lines.push(t.render_header(title));
-    }
-    for r in rows {
-        lines.push(t.render(r)?);
-    }
-    if t.is_table() {
-        Ok(tabulate(&lines))
-    } else {
-        Ok(lines.iter().map(|l| format!("{l}\n")).collect())
-    }
-}
-
 /// Seconds since `t`, with an unknown time as the epoch (as Docker shows it).
 fn since(now: Timestamp, t: Option<Timestamp>) -> String {
     let t = t.unwrap_or(Timestamp::from_secs(0));
@@ -369,31 +347,36 @@ fn image_rows(images: &[ImageSummary], no_trunc: bool) -> Vec<Value> {
     rows
 }
 
-fn ls(store: &Store, a: &LsArgs) -> CmdResult {
-    let mut filters = ImageFilters::parse(store, &a.filter).map_err(msg)?;
-    if let Some(r) = &a.reference {
-        filters.add_reference(r).map_err(msg)?;
-    }
-    let images = list::list(store, &filters).map_err(msg)?;
+fn ls(store: &Store, a: &LsArgs) -> i32 {
+    let list = || -> Result<_, ImageOpsError> {
+        let mut filters = ImageFilters::parse(store, &a.filter)?;
+        if let Some(r) = &a.reference {
+            filters.add_reference(r)?;
+        }
+        list::list(store, &filters)
+    };
+    let images = match list() {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
     const TABLE: &str = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
     const TABLE_DIGESTS: &str =
         "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
     let template = match a.format.as_deref() {
-        None | Some("table") if a.quiet => "{{.ID}}".to_owned(),
-        None | Some("table") if a.digests => TABLE_DIGESTS.to_owned(),
-        None | Some("table") => TABLE.to_owned(),
+        None | Some("" | "table") if a.quiet => "{{.ID}}".to_owned(),
+        None | Some("" | "table") if a.digests => TABLE_DIGESTS.to_owned(),
+        None | Some("" | "table") => TABLE.to_owned(),
         Some("json") => "{{json .}}".to_owned(),
         Some(f) if f.starts_with("table") && a.digests && !f.contains("{{.Digest}}") => {
             format!("{f}\t{{{{.Digest}}}}")
         }
         Some(f) => f.to_owned(),
     };
-    out(&render(
-        &template,
-        &image_rows(&images, a.no_trunc),
-        &title,
-    )?);
-    Ok(())
+    let rows: Vec<Row> = image_rows(&images, a.no_trunc)
+        .into_iter()
+        .map(Row::from)
+        .collect();
+    super::format::print_rows(&template, &rows, &title, Report::List)
 }
 
 // ---------------------------------------------------------------------------
@@ -448,12 +431,14 @@ fn history_rows(entries: &[HistoryEntry], a: &HistoryArgs) -> Vec<Value> {
         .collect()
 }
 
-fn history_cmd(store: &Store, a: &HistoryArgs) -> CmdResult {
-    let image = imageops::resolve(store, &a.image).map_err(msg)?;
-    let entries = history(store, &image).map_err(msg)?;
+fn history_cmd(store: &Store, a: &HistoryArgs) -> i32 {
+    let entries = match imageops::resolve(store, &a.image).and_then(|i| history(store, &i)) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
     let template = match a.format.as_deref() {
-        None | Some("table") if a.quiet => "{{.ID}}",
-        None | Some("table") => {
+        None | Some("" | "table") if a.quiet => "{{.ID}}",
+        None | Some("" | "table") => {
             "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
         }
         Some("json") => "{{json .}}",
@@ -466,12 +451,11 @@ fn history_cmd(store: &Store, a: &HistoryArgs) -> CmdResult {
             title(f)
         }
     };
-    out(&render(
-        template,
-        &history_rows(&entries, a),
-        &history_title,
-    )?);
-    Ok(())
+    let rows: Vec<Row> = history_rows(&entries, a)
+        .into_iter()
+        .map(Row::from)
+        .collect();
+    super::format::print_rows(template, &rows, &history_title, Report::List)
 }
 
 // ---------------------------------------------------------------------------
@@ -762,6 +746,7 @@ mod tests {
 
     #[test]
     fn renders_tables_and_lines() {
+        use crate::cli::format::render;
         let rows = vec![
             json!({"A": "x", "B": "y"}),
             json!({"A": "long value", "B": "z"}),

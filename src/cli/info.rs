@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use kiln::container::cgroups::Hierarchy;
 use kiln::container::{Containers, Status};
 
-use super::{fail, open_store, out};
+use kiln::common::platform::Platform;
+
+use super::format::{DocFormat, Report};
+use super::{open_store, out};
 
 /// `kiln version` / `kiln info`.
 #[derive(Args, Debug)]
@@ -42,37 +45,47 @@ fn os_name() -> String {
         .unwrap_or_default()
 }
 
-fn show(doc: &Value, format: &Option<String>, text: String) -> i32 {
+/// Prints `text`, or the document through `--format` (a template, or `json` for the whole
+/// document), as `docker version` and `docker info` do; `name` is the template's name.
+fn show(doc: &Value, format: &Option<String>, name: &str, text: String) -> i32 {
     match format.as_deref() {
-        None => out(&text),
-        Some("json") | Some("{{json .}}") => out(&format!("{doc}\n")),
-        Some(t) => {
-            match super::image::render(t, std::slice::from_ref(doc), &|s: &str| s.to_string()) {
-                Ok(s) => out(&s),
-                Err(e) => return fail(e),
-            }
-        }
+        None | Some("") => out(&text),
+        Some("json") => out(&format!("{doc}\n")),
+        Some(t) => match DocFormat::parse(name, t).and_then(|f| f.render(doc)) {
+            Ok(s) => out(&s),
+            Err(e) => return e.report(Report::Version),
+        },
     }
     0
 }
 
-/// `kiln version`.
+/// `kiln version`: Docker's document (`{{.Client.Version}}`, `{{.Server.Version}}`); kiln has
+/// no daemon, so the server is the same program as the client.
 pub fn version_cmd(a: &InfoArgs) -> i32 {
-    let (os, kernel, arch) = uname();
+    let (_, kernel, _) = uname();
+    let host = Platform::host();
+    let (os, arch) = (host.os.as_str(), host.architecture.as_str());
+    let version = env!("CARGO_PKG_VERSION");
     let doc = json!({
-        "Version": env!("CARGO_PKG_VERSION"),
-        "Os": os.to_lowercase(),
-        "Arch": arch,
-        "KernelVersion": kernel,
+        "Client": {
+            "Version": version, "ApiVersion": "", "DefaultAPIVersion": "", "GitCommit": "",
+            "GoVersion": "", "Os": os, "Arch": arch, "BuildTime": "", "Context": "default",
+        },
+        "Server": {
+            "Platform": {"Name": "kiln"},
+            "Components": [{
+                "Name": "Engine", "Version": version,
+                "Details": {"Os": os, "Arch": arch, "KernelVersion": kernel},
+            }],
+            "Version": version, "ApiVersion": "", "MinAPIVersion": "", "GitCommit": "",
+            "GoVersion": "", "Os": os, "Arch": arch, "KernelVersion": kernel, "BuildTime": "",
+        },
     });
     let text = format!(
-        "kiln:\n Version:        {}\n OS/Arch:        {}/{}\n Kernel Version: {}\n",
-        env!("CARGO_PKG_VERSION"),
-        os.to_lowercase(),
-        arch,
-        kernel
+        "Client:\n Version:           {version}\n OS/Arch:           {os}/{arch}\n Context:           default\n\n\
+         Server: kiln\n Engine:\n  Version:          {version}\n  OS/Arch:          {os}/{arch}\n  Kernel Version:   {kernel}\n"
     );
-    show(&doc, &a.format, text)
+    show(&doc, &a.format, "version", text)
 }
 
 /// `kiln info`.
@@ -133,5 +146,5 @@ pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
         os.to_lowercase(),
         super::units::human_size(mem),
     );
-    show(&doc, &a.format, text)
+    show(&doc, &a.format, "", text)
 }

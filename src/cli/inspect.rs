@@ -11,7 +11,7 @@ use kiln::container::{volumes, Containers};
 use kiln::imageops::{self, inspect::ImageInspect};
 
 use super::container::{inspect_doc, store_of, ContainerDoc};
-use super::image::render;
+use super::format::{DocFormat, Report};
 use super::{fail, out};
 
 /// `kiln inspect`.
@@ -122,34 +122,32 @@ pub fn run(root: &Path, a: &InspectArgs) -> i32 {
 
 /// Prints inspect documents as Docker does: a JSON array indented by four spaces, in the
 /// documents' own key order, or with `format` one rendering per document (an empty line when
-/// there is none). Then each of `errors`; returns the exit code (1 when there was one).
+/// there is none). Then each of `errors`; returns the exit code (1 when there was one, and
+/// Docker's codes for a template that fails).
 pub(crate) fn print_docs<T: Serialize>(docs: &[T], format: Option<&str>, errors: &[String]) -> i32 {
-    let text = match format {
-        Some(f) => render_each(docs, f).map(|t| if t.is_empty() { "\n".to_owned() } else { t }),
+    let format = match DocFormat::parse_option(format) {
+        Ok(f) => f,
+        Err(e) => return e.report(Report::Inspect),
+    };
+    match &format {
+        Some(_) if docs.is_empty() => out("\n"),
+        Some(f) => {
+            if let Err(e) = f.print_all(docs) {
+                return e.report(Report::Inspect);
+            }
+        }
         None => {
             let mut buf = Vec::new();
             let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
             let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            docs.serialize(&mut ser)
-                .map(|()| format!("{}\n", String::from_utf8_lossy(&buf)))
-                .map_err(|e| e.to_string())
+            match docs.serialize(&mut ser) {
+                Ok(()) => out(&format!("{}\n", String::from_utf8_lossy(&buf))),
+                Err(e) => return fail(e),
+            }
         }
-    };
-    match text {
-        Ok(t) => out(&t),
-        Err(e) => return fail(e),
     }
     for e in errors {
         eprintln!("Error: {e}");
     }
     i32::from(!errors.is_empty())
-}
-
-fn render_each<T: Serialize>(docs: &[T], template: &str) -> Result<String, String> {
-    docs.iter()
-        .map(|d| {
-            let v = serde_json::to_value(d).map_err(|e| e.to_string())?;
-            render(template, &[v], &|s: &str| s.to_uppercase())
-        })
-        .collect()
 }

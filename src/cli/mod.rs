@@ -15,6 +15,7 @@ mod registry;
 mod ssh;
 mod stats;
 mod system;
+mod template;
 mod tty;
 mod units;
 mod values;

@@ -13,7 +13,7 @@ use kiln::container::cgroups::Usage;
 use kiln::container::ops;
 use kiln::container::{Container, Containers, Network, Status};
 
-use super::image::render;
+use super::format::{Format, Report, Row};
 use super::units::{bytes_size, human_size_precision};
 use super::{fail, out};
 
@@ -178,9 +178,13 @@ fn stats_title(f: &str) -> String {
 pub fn stats_cmd(containers: &Containers, a: &StatsArgs) -> i32 {
     const TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
     let template = match a.format.as_deref() {
-        None | Some("table") => TABLE.to_string(),
+        None | Some("" | "table") => TABLE.to_string(),
         Some("json") => "{{json .}}".to_string(),
         Some(f) => f.to_string(),
+    };
+    let format = match Format::parse(&template) {
+        Ok(f) => f,
+        Err(e) => return e.report(Report::List),
     };
     let mut prev: BTreeMap<String, Sample> = BTreeMap::new();
     loop {
@@ -215,12 +219,12 @@ pub fn stats_cmd(containers: &Containers, a: &StatsArgs) -> i32 {
         let host_mem = host_memory();
         for ((key, c), s1) in list.iter().zip(&first) {
             let s2 = sample(c);
-            rows.push(stats_row(c, key, a.no_trunc, s1, &s2, host_mem));
+            rows.push(Row::from(stats_row(c, key, a.no_trunc, s1, &s2, host_mem)));
             prev.insert(c.config.id.clone(), s2);
         }
-        let text = match render(&template, &rows, &stats_title) {
+        let text = match format.render(&rows, &stats_title) {
             Ok(t) => t,
-            Err(e) => return fail(e),
+            Err(e) => return e.report(Report::List),
         };
         if a.no_stream {
             out(&text);

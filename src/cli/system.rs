@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use kiln::container::Containers;
 use kiln::image::Digest;
 
+use super::format::{print_rows, Report, Row};
 use super::units::human_size;
 use super::{fail, open_store, out};
 
@@ -21,10 +22,19 @@ pub enum SystemCommand {
     /// unless-stopped ones nobody stopped); for a boot script or systemd unit
     Restore,
     /// Show kiln disk usage
-    Df,
+    Df(DfArgs),
     /// Remove unused data: stopped containers, dangling images (all unused with -a), the
     /// build cache, and with --volumes unused volumes
     Prune(SystemPruneArgs),
+}
+
+/// `kiln system df`.
+#[derive(Args, Debug)]
+pub struct DfArgs {
+    /// Format output using a custom template ("table", "table TEMPLATE", "json" or a Go
+    /// template)
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 /// `kiln system prune`.
@@ -46,7 +56,7 @@ pub fn run(root: &Path, cmd: SystemCommand) -> i32 {
     match cmd {
         SystemCommand::Check => check(root),
         SystemCommand::Restore => super::container::restore(root),
-        SystemCommand::Df => df(root),
+        SystemCommand::Df(a) => df(root, &a),
         SystemCommand::Prune(a) => system_prune(root, &a),
     }
 }
@@ -61,7 +71,7 @@ fn percent(part: u64, whole: u64) -> String {
 }
 
 /// `kiln system df`: Docker's four lines.
-fn df(root: &Path) -> i32 {
+fn df(root: &Path, a: &DfArgs) -> i32 {
     let store = match open_store(root) {
         Ok(s) => s,
         Err(code) => return code,
@@ -111,15 +121,13 @@ fn df(root: &Path) -> i32 {
 
     let (records, records_used, cache_size) = kiln::cache::prune::usage(&store);
 
-    let mut text = format!(
-        "{:<16}{:<10}{:<10}{:<10}{}\n",
-        "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
-    );
+    let mut rows: Vec<Row> = Vec::new();
     let mut line = |t: &str, total: usize, active: usize, size: u64, rec: String| {
-        text.push_str(&format!(
-            "{t:<16}{total:<10}{active:<10}{:<10}{rec}\n",
-            human_size(size)
-        ));
+        let row = serde_json::json!({
+            "Type": t, "TotalCount": total.to_string(), "Active": active.to_string(),
+            "Size": human_size(size), "Reclaimable": rec,
+        });
+        rows.push(Row::from(row));
     };
     line(
         "Images",
@@ -161,8 +169,18 @@ fn df(root: &Path) -> i32 {
         cache_size,
         human_size(cache_size),
     );
-    out(&text);
-    0
+    let template = match a.format.as_deref() {
+        None | Some("") | Some("table") => {
+            "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
+        }
+        Some("json") => "{{json .}}",
+        Some(f) => f,
+    };
+    let title = |f: &str| match f {
+        "TotalCount" => "TOTAL".to_owned(),
+        other => other.to_uppercase(),
+    };
+    print_rows(template, &rows, &title, Report::List)
 }
 
 /// `kiln system prune`: containers, images, build cache (and volumes), as Docker's.

@@ -8,6 +8,7 @@ use serde_json::json;
 use kiln::common::time::Timestamp;
 use kiln::container::volumes;
 
+use super::format::{print_rows, Report, Row};
 use super::units::human_size;
 use super::{fail, out};
 
@@ -44,6 +45,10 @@ pub struct LsArgs {
     /// Filter: dangling=true|false, name=TEXT
     #[arg(short = 'f', long = "filter")]
     pub filter: Vec<String>,
+    /// Format output using a custom template ("table", "table TEMPLATE", "json" or a Go
+    /// template)
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 /// Commands taking volume names.
@@ -177,17 +182,30 @@ fn ls(root: &Path, a: &LsArgs) -> i32 {
         }
         keep.push(v);
     }
-    let mut text = String::new();
-    if a.quiet {
-        for v in keep {
-            text.push_str(&format!("{}\n", v.name));
-        }
-    } else {
-        text.push_str(&format!("{:<10}{}\n", "DRIVER", "VOLUME NAME"));
-        for v in keep {
-            text.push_str(&format!("{:<10}{}\n", "local", v.name));
-        }
-    }
-    out(&text);
-    0
+    // Docker's volume rows; kiln's volumes are local and carry no labels.
+    let rows: Vec<Row> = keep
+        .iter()
+        .map(|v| {
+            let row = json!({
+                "Availability": "N/A", "Driver": "local", "Group": "N/A", "Labels": "",
+                "Links": "N/A", "Mountpoint": v.mountpoint, "Name": v.name, "Scope": "local",
+                "Size": "N/A", "Status": "N/A",
+            });
+            Row {
+                data: row,
+                labels: Some(Default::default()),
+            }
+        })
+        .collect();
+    let template = match a.format.as_deref() {
+        None | Some("") | Some("table") if a.quiet => "{{.Name}}",
+        None | Some("") | Some("table") => "table {{.Driver}}\t{{.Name}}",
+        Some("json") => "{{json .}}",
+        Some(f) => f,
+    };
+    let title = |f: &str| match f {
+        "Name" => "VOLUME NAME".to_owned(),
+        other => other.to_uppercase(),
+    };
+    print_rows(template, &rows, &title, Report::List)
 }

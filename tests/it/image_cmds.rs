@@ -550,7 +550,7 @@ fn system_check_reports_corruption() {
 fn version_and_info_describe_kiln_and_the_store() {
     let k = Kiln::new();
     assert_eq!(
-        k.ok(&["version", "--format", "{{.Version}}"]),
+        k.ok(&["version", "--format", "{{.Client.Version}}"]),
         format!("{}\n", env!("CARGO_PKG_VERSION"))
     );
     let before: serde_json::Value =

@@ -26,6 +26,7 @@ mod containers_run;
 mod containers_terminal;
 mod containers_volumes;
 mod docker_habits_run;
+mod format_templates;
 mod image_cmds;
 mod image_interop;
 mod inspect_keys;

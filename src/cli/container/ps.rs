@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 use kiln::common::time::Timestamp;
 use kiln::container::{Container, Containers, PortBinding, Status};
 
-use crate::cli::image::render;
+use crate::cli::fail;
+use crate::cli::format::{print_rows, Report, Row};
 use crate::cli::units::{human_duration, human_size};
-use crate::cli::{fail, out};
 
 /// `kiln ps`.
 #[derive(Args, Debug)]
@@ -139,7 +139,7 @@ fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
         "ID": if no_trunc { c.config.id.clone() } else { c.short_id().to_string() },
         "Image": c.config.image,
         "Command": if no_trunc { format!("\"{cmd}\"") } else { format!("\"{}\"", truncate(&cmd, 20)) },
-        "CreatedAt": c.config.created,
+        "CreatedAt": Timestamp::parse_rfc3339(&c.config.created).map(|t| t.to_go_string()).unwrap_or_else(|_| c.config.created.clone()),
         "RunningFor": format!("{} ago", ago(&c.config.created, now)),
         "Ports": ports_text(c),
         "State": state_name(c),
@@ -148,6 +148,8 @@ fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
         "Labels": labels.join(","),
         "Mounts": c.config.mounts.iter().map(|m| if m.name.is_empty() { m.source.display().to_string() } else { m.name.clone() }).collect::<Vec<_>>().join(","),
         "Networks": c.config.network.name(),
+        "LocalVolumes": c.config.mounts.iter().filter(|m| !m.name.is_empty()).count().to_string(),
+        "Platform": null,
         "Size": "N/A",
     })
 }
@@ -258,7 +260,7 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
     } else {
         None
     };
-    let rows: Vec<Value> = kept
+    let rows: Vec<Row> = kept
         .iter()
         .map(|c| {
             let mut row = ps_row(c, a.no_trunc, now);
@@ -277,24 +279,28 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
                     human_size(own + image)
                 ));
             }
-            row
+            // `.Label "k"` reads the labels themselves: `.Labels` is Docker's joined string.
+            let labels = c
+                .config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Row {
+                data: row,
+                labels: Some(labels),
+            }
         })
         .collect();
     const TABLE: &str = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
     let template = match a.format.as_deref() {
-        None | Some("table") if a.quiet => "{{.ID}}".to_string(),
-        None | Some("table") if a.size => format!("{TABLE}\t{{{{.Size}}}}"),
-        None | Some("table") => TABLE.to_string(),
+        None | Some("" | "table") if a.quiet => "{{.ID}}".to_string(),
+        None | Some("" | "table") if a.size => format!("{TABLE}\t{{{{.Size}}}}"),
+        None | Some("" | "table") => TABLE.to_string(),
         Some("json") => "{{json .}}".to_string(),
         Some(f) => f.to_string(),
     };
-    match render(&template, &rows, &ps_title) {
-        Ok(t) => {
-            out(&t);
-            0
-        }
-        Err(e) => fail(e),
-    }
+    print_rows(&template, &rows, &ps_title, Report::Ps)
 }
 
 #[cfg(test)]
