@@ -167,22 +167,6 @@ impl From<NetworkArg> for Network {
     }
 }
 
-/// The exit code for a command line clap refused: Docker's 125 for a bad value of a `run`
-/// or `create` flag whose values are a fixed set (kiln's own check gave 125 before these
-/// became clap value enums), else clap's 2.
-pub fn usage_error_code(e: &clap::Error) -> i32 {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let flag = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.as_str(),
-        _ => "",
-    };
-    if e.kind() == ErrorKind::InvalidValue && flag.starts_with("--network ") {
-        EXIT_TOOL
-    } else {
-        2
-    }
-}
-
 fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOptions, ContainerError> {
     let mut env = Vec::new();
     for f in &a.env_file {
