@@ -171,7 +171,7 @@ pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
         variant: image.config.variant().clone(),
         os: image.config.os().to_string(),
         os_version: image.config.os_version().clone(),
-        size: image.size(),
+        size: super::size::Sizes::new(store).image(image)?,
         root_fs: InspectRootFs {
             kind: "layers".to_owned(),
             layers: image.diff_ids.iter().map(Digest::to_string).collect(),
@@ -206,9 +206,10 @@ pub struct HistoryEntry {
 pub fn history(store: &Store, image: &ImageRecord) -> Result<Vec<HistoryEntry>> {
     let entries = config::layer_history(&image.config)?;
     let mut out = Vec::with_capacity(entries.len());
+    let mut sizes = super::size::Sizes::new(store);
     for e in entries.into_iter().rev() {
         let size = match &e.diff_id {
-            Some(d) => store.blob_size(d)?,
+            Some(d) => sizes.layer(d)?,
             None => 0,
         };
         out.push(HistoryEntry {
