@@ -196,7 +196,7 @@ mod tests {
         fs::write(&kept, "5\n").unwrap();
         let mut later = Sizes::new(&store);
         assert_eq!(later.layer(layer).unwrap(), 5);
-        sizes.forget(&[layer.clone()]);
+        sizes.forget(std::slice::from_ref(layer));
         assert!(!kept.exists());
         let mut fresh = Sizes::new(&store);
         assert_eq!(fresh.image(&image).unwrap(), 1007);
