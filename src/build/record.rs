@@ -248,19 +248,18 @@ impl Builder<'_> {
         prev: Option<&StoredStep>,
         recorded: &Recorded,
     ) -> String {
-        use crate::cache::explain::explain;
+        use crate::cache::explain::{explain, explain_stored};
         if self.req.no_cache {
             return "--no-cache".to_string();
         }
         if filtered {
             return "--no-cache-filter".to_string();
         }
-        let prev = prev.and_then(StoredStep::parse);
         match recorded {
-            Recorded::New(step) => explain(prev.as_ref(), step),
+            Recorded::New(step) => explain_stored(prev, step),
             // Same key as last time: the inputs are last time's.
-            Recorded::Previous(_) => match &prev {
-                Some(p) => explain(Some(p), p),
+            Recorded::Previous(_) => match prev.and_then(|p| Some((p, p.parse()?))) {
+                Some((stored, p)) => explain_stored(Some(stored), &p),
                 None => explain(None, &StepInputs::default()),
             },
         }
@@ -311,19 +310,39 @@ impl Builder<'_> {
             })
             .collect();
         steps.sort_by(|a, b| a.position.cmp(&b.position));
+        // A step looked up that neither hit nor stored its result did not finish (its RUN
+        // failed, the build stopped): the next build's miss says so. Metadata steps have no
+        // entries of their own.
+        let entries: std::collections::HashSet<String> = self
+            .used_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, k)| k.to_string())
+            .collect();
+        let metas = self.meta_steps.lock().unwrap_or_else(|p| p.into_inner());
+        let unfinished = |s: &StoredStep| !entries.contains(&s.key) && !metas.contains_key(&s.key);
         let unchanged = self.previous.is_some()
             && prev_steps.len() == steps.len()
             && prev_steps
                 .iter()
                 .zip(&steps)
-                .all(|(a, b)| std::ptr::eq(a, *b) || a == *b);
+                .all(|(a, b)| (std::ptr::eq(a, *b) || a == *b) && a.unfinished == unfinished(b));
         if unchanged {
             return; // a rebuild that changed nothing rewrites nothing
         }
         let rec = BuildRecord {
             version: crate::cache::explain::RECORD_VERSION,
-            steps: steps.into_iter().cloned().collect(),
+            steps: steps
+                .into_iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.unfinished = unfinished(&s);
+                    s
+                })
+                .collect(),
         };
+        drop(metas);
         drop(recorded);
         let Some(dir) = path.parent() else { return };
         let ok = std::fs::create_dir_all(dir).is_ok()

@@ -35,6 +35,11 @@ pub struct StoredStep {
     /// Its key.
     pub key: String,
     inputs: Box<serde_json::value::RawValue>,
+    /// The build that recorded it left no cache entry for it: the step failed, or the build
+    /// stopped before it ended. A retry then misses for that reason, not because an entry
+    /// went (records written before this field read as finished).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unfinished: bool,
 }
 
 impl StoredStep {
@@ -44,6 +49,7 @@ impl StoredStep {
             position: step.position.clone(),
             key: step.key.clone(),
             inputs: serde_json::value::to_raw_value(&step.inputs)?,
+            unfinished: false,
         })
     }
 
@@ -62,6 +68,7 @@ impl PartialEq for StoredStep {
         self.position == other.position
             && self.key == other.key
             && self.inputs.get() == other.inputs.get()
+            && self.unfinished == other.unfinished
     }
 }
 
@@ -122,21 +129,50 @@ fn file_detail(old: &str, new: &str) -> &'static str {
     }
 }
 
+/// Why a step with the same inputs as last time missed, when last time left no entry.
+pub const UNFINISHED: &str =
+    "the last build stored no result for it (the step failed, or the build stopped first)";
+
+/// Why a step with the same inputs as last time missed, when last time stored an entry.
+pub const ENTRY_GONE: &str = "its cache entry is gone (pruned since the last build)";
+
+/// Why `cur` missed, compared with the same step of the previous build as that build saved
+/// it (which says whether the step finished then).
+pub fn explain_stored(prev: Option<&StoredStep>, cur: &StepInputs) -> String {
+    let Some(stored) = prev else {
+        return explain(None, cur);
+    };
+    let Some(parsed) = stored.parse() else {
+        // Unreadable inputs: nothing to compare with.
+        return explain(None, cur);
+    };
+    match difference(&parsed, cur) {
+        Some(why) => why,
+        None if stored.unfinished => UNFINISHED.to_string(),
+        None => ENTRY_GONE.to_string(),
+    }
+}
+
 /// Why `cur` missed, compared with the same step of the previous build.
 pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
-    let Some(prev) = prev else {
-        return "no earlier build".to_string();
-    };
+    match prev {
+        None => "no earlier build".to_string(),
+        Some(prev) => difference(prev, cur).unwrap_or_else(|| ENTRY_GONE.to_string()),
+    }
+}
+
+/// The first input that differs between `prev` and `cur`, in words; `None` when they agree.
+fn difference(prev: &StepInputs, cur: &StepInputs) -> Option<String> {
     let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned();
     if get(&prev.inputs, "base") != get(&cur.inputs, "base") {
         let name = cur
             .inputs
             .get("base")
             .map_or("", |b| b.split('@').next().unwrap_or(b));
-        return format!("base image {name} changed");
+        return Some(format!("base image {name} changed"));
     }
     if get(&prev.inputs, "instruction") != get(&cur.inputs, "instruction") {
-        return "the instruction changed".to_string();
+        return Some("the instruction changed".to_string());
     }
     for prefix in ["arg:", "env:"] {
         let keys: std::collections::BTreeSet<&String> = prev
@@ -151,7 +187,7 @@ pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
                 let name = &k[prefix.len()..];
                 let show = |v: Option<&String>| v.map_or("unset".to_string(), |v| v.clone());
                 let what = if prefix == "arg:" { "build arg" } else { "ENV" };
-                return format!("{what} {name} changed ({} → {})", show(a), show(b));
+                return Some(format!("{what} {name} changed ({} → {})", show(a), show(b)));
             }
         }
     }
@@ -165,10 +201,10 @@ pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
         let path = &k["file:".len()..];
         match (prev.inputs.get(k), cur.inputs.get(k)) {
             (Some(a), Some(b)) if a != b => {
-                return format!("{path} changed ({})", file_detail(a, b))
+                return Some(format!("{path} changed ({})", file_detail(a, b)))
             }
-            (None, Some(_)) => return format!("{path} added"),
-            (Some(_), None) => return format!("{path} removed"),
+            (None, Some(_)) => return Some(format!("{path} added")),
+            (Some(_), None) => return Some(format!("{path} removed")),
             _ => {}
         }
     }
@@ -180,19 +216,19 @@ pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
             continue;
         }
         if prev.inputs.get(k) != cur.inputs.get(k) {
-            return format!("{k} changed");
+            return Some(format!("{k} changed"));
         }
     }
     if get(&prev.inputs, "parent") != get(&cur.inputs, "parent") {
         if let Some(why) = cur.inputs.get("parent-change") {
-            return why.clone();
+            return Some(why.clone());
         }
-        return match cur.inputs.get("parent-step") {
+        return Some(match cur.inputs.get("parent-step") {
             Some(n) => format!("parent step #{n} rebuilt"),
             None => "the step before it changed".to_string(),
-        };
+        });
     }
-    "the cache entry is gone (pruned, or built with --no-cache)".to_string()
+    None
 }
 
 /// A readable side-by-side of every input of a step, for `kiln build --explain`.
@@ -272,7 +308,27 @@ mod tests {
             explain(Some(&base), &with("parent", Some("p2"))),
             "parent step #4 rebuilt"
         );
-        assert!(explain(Some(&base), &base).contains("cache entry is gone"));
+        assert_eq!(explain(Some(&base), &base), ENTRY_GONE);
+        // A step the last build did not finish (its RUN failed) had no entry to lose.
+        let mut stored = StoredStep::new(&base).unwrap();
+        assert_eq!(explain_stored(Some(&stored), &base), ENTRY_GONE);
+        stored.unfinished = true;
+        assert_eq!(explain_stored(Some(&stored), &base), UNFINISHED);
+        assert_eq!(
+            explain_stored(Some(&stored), &with("arg:VERSION", Some("1.3"))),
+            "build arg VERSION changed (1.2 → 1.3)"
+        );
+        assert_eq!(explain_stored(None, &base), "no earlier build");
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(json.contains("\"unfinished\":true"), "{json}");
+        let back: StoredStep = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, stored);
+        stored.unfinished = false;
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(
+            !json.contains("unfinished"),
+            "records stay as they were: {json}"
+        );
         let lines = compare(Some(&base), &with("arg:VERSION", Some("1.3")));
         assert!(
             lines.contains(&"≠ arg:VERSION: 1.2 → 1.3".to_string()),

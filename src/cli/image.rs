@@ -318,16 +318,18 @@ fn since(now: Timestamp, t: Option<Timestamp>) -> String {
     format!("{} ago", human_duration(t.seconds_until(now)))
 }
 
-fn image_rows(images: &[ImageSummary], no_trunc: bool) -> Vec<Value> {
+fn image_rows(store: &Store, images: &[ImageSummary], no_trunc: bool) -> Vec<Value> {
     let now = Timestamp::now();
     let mut rows = Vec::new();
+    // What Docker counts: the layers' unpacked files (see `imageops::size`).
+    let mut sizes = kiln::imageops::size::Sizes::new(store);
     for s in images {
         let id = if no_trunc {
             s.image.id.to_string()
         } else {
             s.image.id.short().to_owned()
         };
-        let size = s.image.size();
+        let size = sizes.image(&s.image).unwrap_or_else(|_| s.image.size());
         for (repo, tag) in s.rows() {
             rows.push(json!({
                 "Containers": "N/A",
@@ -372,7 +374,7 @@ fn ls(store: &Store, a: &LsArgs) -> i32 {
         }
         Some(f) => f.to_owned(),
     };
-    let rows: Vec<Row> = image_rows(&images, a.no_trunc)
+    let rows: Vec<Row> = image_rows(store, &images, a.no_trunc)
         .into_iter()
         .map(Row::from)
         .collect();

@@ -18,6 +18,7 @@ mod system;
 mod template;
 mod tty;
 mod units;
+mod usage;
 mod values;
 mod volume;
 
@@ -219,17 +220,13 @@ fn init_logging(debug: bool) {
 
 /// Run the command line; returns the process exit code.
 pub fn run() -> i32 {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            // clap uses 2 for usage errors, as Docker does with 125 for its own; keep clap's.
-            return if e.use_stderr() {
-                container::usage_error_code(&e)
-            } else {
-                0
-            };
-        }
+        // Docker's codes: 125 for a flag, 1 for arguments or an unknown command.
+        Err(e) => return usage::report(&e, &argv),
     };
     init_logging(cli.debug);
     use container::ContainerCommand as C;

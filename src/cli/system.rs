@@ -85,8 +85,12 @@ fn df(root: &Path, a: &DfArgs) -> i32 {
         .iter()
         .map(|c| c.config.image_id.clone())
         .collect();
+    // Each layer once, by its unpacked files, as Docker counts (see `imageops::size`).
+    let sizes = std::cell::RefCell::new(kiln::imageops::size::Sizes::new(&store));
     let size_of = |ids: &BTreeSet<&Digest>| -> u64 {
-        ids.iter().filter_map(|d| store.blob_size(d).ok()).sum()
+        ids.iter()
+            .filter_map(|d| sizes.borrow_mut().layer(d).ok())
+            .sum()
     };
     let all_layers: BTreeSet<&Digest> = images.iter().flat_map(|i| &i.diff_ids).collect();
     let active_layers: BTreeSet<&Digest> = images

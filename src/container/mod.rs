@@ -215,7 +215,9 @@ pub(crate) fn io_err(
 /// A published port: `-p [ip:]host:container[/proto]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
-    /// Host address to listen on (`0.0.0.0` for all).
+    /// Host address to listen on. Empty when `-p` named none: every IPv4 address, and every
+    /// IPv6 one too when the host has IPv6, as Docker binds `0.0.0.0` and `[::]` (the ports
+    /// bound record each address). `0.0.0.0` given explicitly is IPv4 only, as in Docker.
     pub host_ip: String,
     /// Host port.
     pub host_port: u16,
@@ -298,7 +300,7 @@ impl PortBinding {
             (h0..=h1).collect()
         };
         let host_ip = match ip.as_deref() {
-            None | Some("") => "0.0.0.0".to_string(),
+            None | Some("") => String::new(),
             Some(ip) => {
                 ip.parse::<std::net::IpAddr>()
                     .map_err(|_| bad("not an IP address"))?;
@@ -316,12 +318,24 @@ impl PortBinding {
             .collect())
     }
 
-    /// `0.0.0.0:8080->80/tcp`, as `docker ps` shows it.
+    /// `0.0.0.0:8080->80/tcp` or `[::]:8080->80/tcp`, as `docker ps` shows one binding.
     pub fn display(&self) -> String {
         format!(
-            "{}:{}->{}/{}",
-            self.host_ip, self.host_port, self.container_port, self.proto
+            "{}->{}/{}",
+            self.host_address(),
+            self.container_port,
+            self.proto
         )
+    }
+
+    /// The host side as an address: `0.0.0.0:8080`, `[::1]:8080` (brackets around IPv6, as
+    /// Go's `net.JoinHostPort`); an unnamed address shows as `0.0.0.0`.
+    pub fn host_address(&self) -> String {
+        match self.host_ip.as_str() {
+            "" => format!("0.0.0.0:{}", self.host_port),
+            ip if ip.contains(':') => format!("[{ip}]:{}", self.host_port),
+            ip => format!("{ip}:{}", self.host_port),
+        }
     }
 }
 
@@ -1022,8 +1036,11 @@ mod tests {
                 p.container_port,
                 p.proto.as_str()
             ),
-            ("0.0.0.0", 8080, 80, "tcp")
+            ("", 8080, 80, "tcp")
         );
+        assert_eq!(p.display(), "0.0.0.0:8080->80/tcp");
+        let p = PortBinding::parse("0.0.0.0:8080:80").expect("p");
+        assert_eq!(p.host_ip, "0.0.0.0", "an address given is kept: IPv4 only");
         let p = PortBinding::parse("127.0.0.1:9000:9001/tcp").expect("p");
         assert_eq!(
             (p.host_ip.as_str(), p.host_port, p.container_port),
@@ -1033,7 +1050,7 @@ mod tests {
         assert_eq!((p.host_port, p.container_port), (0, 80));
         let p = PortBinding::parse("[::1]:8080:80").expect("p");
         assert_eq!(p.host_ip, "::1");
-        assert_eq!(p.display(), "::1:8080->80/tcp");
+        assert_eq!(p.display(), "[::1]:8080->80/tcp");
         let p = PortBinding::parse("5353:53/udp").expect("p");
         assert_eq!(
             (p.host_port, p.container_port, p.proto.as_str()),

@@ -247,9 +247,9 @@ pub fn parse_volume(root: &Path, spec: &str) -> Result<MountPoint> {
         }
     }
     let destination = clean_dest(dst, "volume specification")?;
-    if src.starts_with('/') {
+    if src.starts_with('/') || src.starts_with('.') {
         // Docker creates a missing host directory for -v.
-        let source = PathBuf::from(src);
+        let source = host_path(src)?;
         if !source.exists() {
             fs::create_dir_all(&source).map_err(super::io_err("creating", &source))?;
         }
@@ -273,6 +273,31 @@ pub fn parse_volume(root: &Path, spec: &str) -> Result<MountPoint> {
         destination,
         rw,
     })
+}
+
+/// A bind source as the host path it names: a relative one (`./data`, `../x`, `.`) taken from
+/// the current directory, as Docker's CLI does since 23.0, and made absolute lexically as
+/// Go's `filepath.Abs` (`..` drops the name before it, symlinks are left to the mount). An
+/// absolute one is kept as given.
+/// Docker reads `data:/x` (no leading `.` or `/`) as a volume name, and so does kiln.
+fn host_path(src: &str) -> Result<PathBuf> {
+    let path = Path::new(src);
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let cwd =
+        std::env::current_dir().map_err(super::io_err("reading the current directory for", src))?;
+    let mut clean = PathBuf::from("/");
+    for c in cwd.join(path).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::Normal(n) => clean.push(n),
+            _ => {}
+        }
+    }
+    Ok(clean)
 }
 
 /// Parses `--mount type=bind|volume,source=…,target=…[,readonly]`.
@@ -302,12 +327,12 @@ pub fn parse_mount(root: &Path, spec: &str) -> Result<MountPoint> {
     let destination = clean_dest(&dst, "--mount")?;
     match kind.as_str() {
         "bind" => {
-            let source = PathBuf::from(&src);
-            if !source.is_absolute() {
+            if !src.starts_with('/') && !src.starts_with('.') {
                 return Err(ContainerError::Invalid(format!(
-                    "invalid --mount {spec:?}: a bind source must be an absolute path"
+                    "invalid --mount {spec:?}: a bind source must be an absolute path, or relative starting with ."
                 )));
             }
+            let source = host_path(&src)?;
             if !source.exists() {
                 return Err(ContainerError::Invalid(format!(
                     "invalid mount config for type \"bind\": bind source path does not exist: {src}"
@@ -337,6 +362,14 @@ pub fn parse_mount(root: &Path, spec: &str) -> Result<MountPoint> {
     }
 }
 
+/// The host's name (`uname -n`), for a container on the host's network.
+fn host_name() -> Result<String> {
+    nix::unistd::gethostname()
+        .map_err(|e| super::io_err("reading the host's name for", "--network host")(e.into()))?
+        .into_string()
+        .map_err(|_| ContainerError::Invalid("the host's name is not UTF-8".into()))
+}
+
 /// Creates a container from an image, as `docker create` does.
 pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     let root = store.root().to_path_buf();
@@ -349,10 +382,12 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     } = command_of(opts, ic)?;
     let id = new_id()?;
     let mut env = ic.env.clone();
-    let hostname = opts
-        .hostname
-        .clone()
-        .unwrap_or_else(|| id[..12].to_string());
+    let hostname = match (&opts.hostname, opts.network) {
+        (Some(h), _) => h.clone(),
+        // The host's network comes with the host's name, as in Docker.
+        (None, Network::Host) => host_name()?,
+        (None, _) => id[..12].to_string(),
+    };
     apply_env(&mut env, &opts.env);
     let mounts = mounts_of(&root, opts)?;
     let stop_signal = opts
@@ -819,9 +854,9 @@ mod tests {
             ports,
             [
                 binding("127.0.0.1", 8080, 80, "tcp"),
-                binding("0.0.0.0", 0, 443, "tcp"),
-                binding("0.0.0.0", 0, 53, "udp"),
-                binding("0.0.0.0", 0, 53, "tcp"),
+                binding("", 0, 443, "tcp"),
+                binding("", 0, 53, "udp"),
+                binding("", 0, 53, "tcp"),
             ]
         );
     }
@@ -836,6 +871,31 @@ mod tests {
             "-P: cannot publish port 80/sctp that image web:1 exposes: invalid port specification \"80/sctp\": the protocol must be tcp or udp"
         );
         assert!(PortBinding::parse("80/sctp").is_err(), "as -p 80/sctp");
+    }
+
+    // `-v ./rel:/b` was read as a volume named `./rel` (an invalid name); Docker 23+ binds
+    // the directory, relative to the current one.
+    #[test]
+    fn relative_bind_sources_are_taken_from_the_current_directory() {
+        // Directories that exist (the crate's), so nothing is made outside a temp dir.
+        let d = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let name = cwd.file_name().unwrap().to_str().unwrap().to_string();
+        let up = format!("../{name}/./src:/b");
+        for (spec, want) in [
+            ("./src:/b", cwd.join("src")),
+            (".:/b:ro", cwd.clone()),
+            (up.as_str(), cwd.join("src")),
+        ] {
+            let m = parse_volume(d.path(), spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!((m.kind.as_str(), &m.source), ("bind", &want), "{spec}");
+            assert_eq!(m.destination, "/b");
+        }
+        let m = parse_volume(d.path(), "data:/b").unwrap();
+        assert_eq!((m.kind.as_str(), m.name.as_str()), ("volume", "data"));
+        let m = parse_mount(d.path(), "type=bind,source=.,target=/b").unwrap();
+        assert_eq!(m.source, cwd);
+        assert!(parse_mount(d.path(), "type=bind,source=data,target=/b").is_err());
     }
 
     // `-v x:/proc` was accepted: a volume over the container's /proc undoes its masked and

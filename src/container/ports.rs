@@ -30,33 +30,150 @@ pub enum Listener {
 }
 
 /// Binds every published port on the host, filling in ports chosen by the kernel (`-p 80`).
-pub fn bind(ports: &mut [PortBinding]) -> Result<Vec<(Listener, u16)>> {
+/// A binding with no host address listens on `0.0.0.0` and, when the host has IPv6, on
+/// `[::]` with the same port, as Docker does; `ports` then holds both, so `ps`, `port` and
+/// `inspect` show both.
+pub fn bind(ports: &mut Vec<PortBinding>) -> Result<Vec<(Listener, u16)>> {
+    let ipv6 = host_has_ipv6();
     let mut out = Vec::with_capacity(ports.len());
-    for p in ports.iter_mut() {
-        let ip: std::net::IpAddr = p
-            .host_ip
-            .parse()
-            .map_err(|_| ContainerError::Invalid(format!("invalid host address {}", p.host_ip)))?;
-        let addr = SocketAddr::new(ip, p.host_port);
-        let failed = |source: io::Error| ContainerError::Bind {
-            address: format!("{}:{}/{}", p.host_ip, p.host_port, p.proto),
-            source,
-        };
-        let (l, local) = if p.proto == "udp" {
-            let s = UdpSocket::bind(addr).map_err(failed)?;
+    let mut bound = Vec::with_capacity(ports.len());
+    for p in ports.iter() {
+        let any = p.host_ip.is_empty();
+        let mut p = p.clone();
+        if any {
+            p.host_ip = "0.0.0.0".into();
+        }
+        out.push(bind_one(&mut p, false)?);
+        bound.push(p.clone());
+        if any && ipv6 {
+            let mut p6 = PortBinding {
+                host_ip: "::".into(),
+                ..p
+            };
+            match bind_one(&mut p6, true) {
+                Ok(l) => {
+                    out.push(l);
+                    bound.push(p6);
+                }
+                // IPv6 listed but not usable (disabled by sysctl, say): IPv4 only.
+                Err(ContainerError::Bind { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    *ports = bound;
+    Ok(out)
+}
+
+/// Whether the host has an IPv6 address (`/proc/net/if_inet6` lists one per line).
+pub fn host_has_ipv6() -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|s| !s.trim().is_empty())
+}
+
+/// Binds one host port; `v6only` for the `[::]` twin of a `0.0.0.0` listener, which must not
+/// claim IPv4 (Linux's default dual-stack socket would collide with it).
+fn bind_one(p: &mut PortBinding, v6only: bool) -> Result<(Listener, u16)> {
+    let ip: std::net::IpAddr = p
+        .host_ip
+        .parse()
+        .map_err(|_| ContainerError::Invalid(format!("invalid host address {}", p.host_ip)))?;
+    let addr = SocketAddr::new(ip, p.host_port);
+    let failed = |source: io::Error| ContainerError::Bind {
+        address: format!("{}/{}", p.host_address(), p.proto),
+        source,
+    };
+    let udp = p.proto == "udp";
+    let (l, local) = if v6only {
+        let fd = v6only_socket(addr, udp).map_err(failed)?;
+        if udp {
+            let s = UdpSocket::from(fd);
             let a = s.local_addr();
             (Listener::Udp(s), a)
         } else {
-            let l = TcpListener::bind(addr).map_err(failed)?;
+            let l = TcpListener::from(fd);
             let a = l.local_addr();
             (Listener::Tcp(l), a)
-        };
-        if p.host_port == 0 {
-            p.host_port = local.map(|a| a.port()).unwrap_or(0);
         }
-        out.push((l, p.container_port));
+    } else if udp {
+        let s = UdpSocket::bind(addr).map_err(failed)?;
+        let a = s.local_addr();
+        (Listener::Udp(s), a)
+    } else {
+        let l = TcpListener::bind(addr).map_err(failed)?;
+        let a = l.local_addr();
+        (Listener::Tcp(l), a)
+    };
+    if p.host_port == 0 {
+        p.host_port = local.map(|a| a.port()).unwrap_or(0);
     }
-    Ok(out)
+    Ok((l, p.container_port))
+}
+
+/// An IPv6 socket bound to `addr` with `IPV6_V6ONLY` (and `SO_REUSEADDR`, as std's
+/// listeners), listening when TCP. std cannot set an option before binding, hence libc.
+fn v6only_socket(addr: SocketAddr, udp: bool) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V6(v6) = addr else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    let kind = if udp {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: socket() takes no pointers; a non-negative result is a new fd we own.
+    let fd = check(unsafe { libc::socket(libc::AF_INET6, kind | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by socket() and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for (level, name) in [
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    ] {
+        // SAFETY: the option value points at a live c_int of the length given.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    let sa = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: v6.port().to_be(),
+        sin6_flowinfo: v6.flowinfo(),
+        sin6_addr: libc::in6_addr {
+            s6_addr: v6.ip().octets(),
+        },
+        sin6_scope_id: v6.scope_id(),
+    };
+    // SAFETY: sa is a valid sockaddr_in6 and the length is its size.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    })?;
+    if !udp {
+        // SAFETY: listen() on the socket we own; no pointers.
+        check(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+    }
+    Ok(fd)
 }
 
 /// Serves each listener on its own thread for the life of the process.
@@ -290,6 +407,35 @@ mod tests {
                 assert_eq!(&buf[..n], msg.to_uppercase().as_bytes());
             }
         }
+    }
+
+    /// `-p 80` with no address: `0.0.0.0` and, on a host with IPv6, `[::]` on the same port
+    /// the kernel chose, each reachable (a client only connects: nothing is served).
+    #[test]
+    fn an_unnamed_address_binds_ipv4_and_ipv6_on_one_port() {
+        let mut ports = vec![PortBinding::parse("80").expect("p")];
+        let ls = bind(&mut ports).expect("bind");
+        let port = ports[0].host_port;
+        assert_ne!(port, 0);
+        assert_eq!(ports[0].host_ip, "0.0.0.0");
+        TcpStream::connect(("127.0.0.1", port)).expect("IPv4");
+        if !host_has_ipv6() {
+            assert_eq!(ports.len(), 1);
+            return;
+        }
+        assert_eq!(ls.len(), 2);
+        assert_eq!(
+            ports.iter().map(PortBinding::display).collect::<Vec<_>>(),
+            [
+                format!("0.0.0.0:{port}->80/tcp"),
+                format!("[::]:{port}->80/tcp")
+            ]
+        );
+        TcpStream::connect(("::1", port)).expect("IPv6");
+        // The IPv4 address given explicitly stays IPv4 only, as in Docker.
+        let mut ports = vec![PortBinding::parse("0.0.0.0::80/udp").expect("p")];
+        bind(&mut ports).expect("bind");
+        assert_eq!(ports.len(), 1);
     }
 
     #[test]

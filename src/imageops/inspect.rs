@@ -266,7 +266,7 @@ fn non_empty(v: &Value, key: &str) -> Option<Value> {
 pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
     let raw = super::config_json(store, image)?;
     let null = Value::Null;
-    let size = image.size();
+    let size = super::size::Sizes::new(store).image(image)?;
     Ok(ImageInspect {
         id: image.id.to_string(),
         repo_tags: repo_tags(image),
@@ -324,9 +324,10 @@ pub struct HistoryEntry {
 pub fn history(store: &Store, image: &ImageRecord) -> Result<Vec<HistoryEntry>> {
     let entries = config::layer_history(&image.config)?;
     let mut out = Vec::with_capacity(entries.len());
+    let mut sizes = super::size::Sizes::new(store);
     for e in entries.into_iter().rev() {
         let size = match &e.diff_id {
-            Some(d) => store.blob_size(d)?,
+            Some(d) => sizes.layer(d)?,
             None => 0,
         };
         out.push(HistoryEntry {

@@ -8,7 +8,8 @@
 //!   formats `docker save`, `podman save` and `skopeo` write;
 //! * [`list`]: which images `kiln images` shows, with Docker's filters;
 //! * [`inspect`]: Docker's `image inspect` document and `image history` rows;
-//! * [`remove`]: `kiln rmi` and `kiln image prune`.
+//! * [`remove`]: `kiln rmi` and `kiln image prune`;
+//! * [`size`]: image and layer sizes as Docker counts them (the unpacked files).
 //!
 //! This module sits above the store and the image vocabulary (`crate::image`),
 //! which know nothing of it: the store keeps images, these functions decide
@@ -25,6 +26,7 @@ pub mod load;
 mod pipe;
 pub mod remove;
 pub mod save;
+pub mod size;
 mod tarscan;
 
 pub use error::{ImageOpsError, Result};

@@ -13,8 +13,11 @@
 //!   repository, is untagged and deleted; one with more names needs `-f`
 //!   (`image is referenced in multiple repositories`);
 //! * an image a container uses cannot be deleted: a running container's
-//!   image never, a stopped container's only with `-f`. Containers do not
-//!   exist yet; [`ContainerUsers`] is the hook the runtime will fill in.
+//!   image never, a stopped container's only with `-f` by ID. Its last name
+//!   is removed only with `-f`, and then the image stays, nameless, for its
+//!   containers, running or stopped (Docker's containerd image store; the
+//!   older graph-driver store deleted a stopped container's image there).
+//!   [`ContainerUsers`] is the hook the runtime fills in.
 //!
 //! Removing an image only drops it from `index.json`; the garbage
 //! collection that follows deletes the blobs and snapshots no remaining
@@ -180,12 +183,12 @@ fn remove_one(
     }
     let by_reference = parsed.filter(|r| image.references.contains(r));
     if let Some(r) = by_reference {
-        // Check containers before touching anything if this name is the last.
+        // Check containers before touching anything if this name is the last: without -f
+        // the name stays (the image would be left nameless under a container); with -f only
+        // the name goes, the image stays for its containers (running or stopped), nameless.
+        let mut keep_image = false;
         if names_left_after_untag(&image, &r) == 0 {
-            for u in users.containers_using(&image.id) {
-                if u.running {
-                    check_containers(&image, force, users)?;
-                }
+            if let Some(u) = users.containers_using(&image.id).first() {
                 if !force {
                     return Err(ImageOpsError::Conflict {
                         message: format!(
@@ -195,6 +198,7 @@ fn remove_one(
                         ),
                     });
                 }
+                keep_image = true;
             }
         }
         store.untag(&r)?;
@@ -215,7 +219,7 @@ fn remove_one(
             }
         }
         let current = store.image(&image.manifest_digest)?;
-        if !current.is_dangling() {
+        if keep_image || !current.is_dangling() {
             return Ok((events, None));
         }
         delete(store, &current, &mut events)?;
@@ -276,6 +280,9 @@ pub fn remove_images(
     }
     if groups.iter().any(|(_, deleted)| deleted.is_some()) {
         report.gc = Some(store.gc_with_roots(&users.gc_roots()));
+        if let Some(Ok(gc)) = &report.gc {
+            super::size::Sizes::new(store).forget(&gc.blobs_removed);
+        }
     }
     for (mut events, deleted) in groups {
         if let (Some(image), Some(Ok(gc))) = (&deleted, &report.gc) {
@@ -334,10 +341,11 @@ pub fn prune_images_where(
             other => other?,
         }
     }
-    Ok(PruneReport {
-        events,
-        gc: store.gc_with_roots(&users.gc_roots()),
-    })
+    let gc = store.gc_with_roots(&users.gc_roots());
+    if let Ok(gc) = &gc {
+        super::size::Sizes::new(store).forget(&gc.blobs_removed);
+    }
+    Ok(PruneReport { events, gc })
 }
 
 #[cfg(test)]
@@ -487,16 +495,43 @@ mod tests {
         let a = put_test_image(&store, &[b"a"], "a");
         store.tag(&r("app:1"), &a.manifest_digest).unwrap();
         let stopped = Using(a.id.clone(), false);
-        let rep = remove_images(&store, &names(&["app:1"]), false, &stopped);
-        assert!(rep.errors[0].1.to_string().contains("must force"));
         let running = Using(a.id.clone(), true);
-        let rep = remove_images(&store, &names(&["app:1"]), true, &running);
+        for users in [&stopped, &running] {
+            let rep = remove_images(&store, &names(&["app:1"]), false, users);
+            assert_eq!(
+                rep.errors[0].1.to_string(),
+                format!(
+                    "conflict: unable to remove repository reference \"app:1\" (must force) - container c0ffee is using its referenced image {}",
+                    a.id.short()
+                )
+            );
+            // Nothing was untagged.
+            assert_eq!(store.list_images().unwrap()[0].tags().count(), 1);
+        }
+        let rep = remove_images(&store, &names(&[a.id.as_str()]), true, &running);
         assert!(rep.errors[0].1.to_string().contains("cannot be forced"));
-        // Nothing was untagged.
-        assert_eq!(store.list_images().unwrap()[0].tags().count(), 1);
         let rep = remove_images(&store, &names(&[a.id.as_str()]), true, &stopped);
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         assert!(store.list_images().unwrap().is_empty());
+    }
+
+    // `rmi -f app:1` deleted the image of a stopped container and refused a running one's;
+    // Docker untags it and keeps the image for the container, either way.
+    #[test]
+    fn force_untags_an_image_a_container_uses_and_keeps_it() {
+        let (_dir, store) = temp_store();
+        let a = put_test_image(&store, &[b"a"], "a");
+        for running in [false, true] {
+            store.tag(&r("app:1"), &a.manifest_digest).unwrap();
+            let users = Using(a.id.clone(), running);
+            let rep = remove_images(&store, &names(&["app:1"]), true, &users);
+            assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+            assert_eq!(rep.events, vec![RemoveEvent::Untagged("app:1".into())]);
+            assert!(rep.gc.is_none());
+            let left = store.list_images().unwrap();
+            assert_eq!(left.len(), 1);
+            assert!(left[0].is_dangling() && left[0].id == a.id);
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod containers_network;
 mod containers_run;
 mod containers_terminal;
 mod containers_volumes;
+mod docker_habits_misc;
 mod docker_habits_run;
 mod format_templates;
 mod image_cmds;

@@ -30,7 +30,7 @@ pub use inspect::{inspect_doc, store_of, ContainerDoc, InspectArgs};
 pub use lifecycle::{KillArgs, PruneArgs, RmArgs, StartArgs, StopArgs};
 pub use logs::LogsArgs;
 pub use ps::PsArgs;
-pub use run::{usage_error_code, RunArgs};
+pub use run::RunArgs;
 
 /// Docker's exit code for errors of the tool itself (not of the container).
 const EXIT_TOOL: i32 = launch::EXIT_TOOL;

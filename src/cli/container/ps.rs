@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use kiln::common::time::Timestamp;
-use kiln::container::{Container, Containers, PortBinding, Status};
+use kiln::container::{Container, Containers, Status};
 
 use crate::cli::fail;
 use crate::cli::format::{print_rows, Report, Row};
@@ -106,25 +106,116 @@ pub(super) fn status_text(c: &Container, now: Timestamp) -> String {
 }
 
 fn ports_text(c: &Container) -> String {
-    let bound = if c.is_running() && !c.state.ports.is_empty() {
-        &c.state.ports
-    } else {
+    if !c.is_running() {
+        return String::new();
+    }
+    let bound = if c.state.ports.is_empty() {
         &c.config.ports
-    };
-    let mut parts: Vec<String> = if c.is_running() {
-        bound.iter().map(PortBinding::display).collect()
     } else {
-        Vec::new()
+        &c.state.ports
     };
+    let mut ports: Vec<ShownPort> = bound
+        .iter()
+        .map(|p| ShownPort {
+            private: p.container_port,
+            ip: Some(if p.host_ip.is_empty() {
+                "0.0.0.0".to_string()
+            } else {
+                p.host_ip.clone()
+            }),
+            public: p.host_port,
+            proto: p.proto.clone(),
+        })
+        .collect();
     for e in &c.config.exposed_ports {
-        let published = bound
+        let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+        let Ok(private) = port.parse::<u16>() else {
+            continue;
+        };
+        if !bound
             .iter()
-            .any(|p| format!("{}/{}", p.container_port, p.proto) == *e);
-        if !published && c.is_running() {
-            parts.push(e.clone());
+            .any(|p| p.container_port == private && p.proto == proto)
+        {
+            ports.push(ShownPort {
+                private,
+                ip: None,
+                public: 0,
+                proto: proto.to_string(),
+            });
         }
     }
-    parts.join(", ")
+    displayable_ports(ports)
+}
+
+/// A port as the PORTS column sees it: published (`ip` is the host address) or only exposed.
+#[derive(Debug, Clone)]
+struct ShownPort {
+    private: u16,
+    ip: Option<String>,
+    public: u16,
+    proto: String,
+}
+
+/// `ip:port` as Go's `net.JoinHostPort` writes it: IPv6 in brackets.
+fn join_host_port(ip: &str, port: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// Docker's PORTS column. Sorted by container port, then address, host port and protocol.
+/// A port published on its own number, or only exposed, joins a run of consecutive ports
+/// per address and protocol (`0.0.0.0:8000-8001->8000-8001/tcp`, `7000-7001/tcp`): a run
+/// that breaks is shown then, the runs still open at the end after them, in the order their
+/// address and protocol first came. Ports published on another number come last
+/// (`0.0.0.0:8080->80/tcp, [::]:8080->80/tcp`).
+fn displayable_ports(mut ports: Vec<ShownPort>) -> String {
+    ports.sort_by(|a, b| {
+        (a.private, a.ip.as_deref().unwrap_or(""), a.public, &a.proto).cmp(&(
+            b.private,
+            b.ip.as_deref().unwrap_or(""),
+            b.public,
+            &b.proto,
+        ))
+    });
+    type Key = (Option<String>, String);
+    let show = |(ip, proto): &Key, first: u16, last: u16| {
+        let range = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        match ip {
+            Some(ip) => format!("{}->{range}/{proto}", join_host_port(ip, &range)),
+            None => format!("{range}/{proto}"),
+        }
+    };
+    let mut shown = Vec::new();
+    let mut mappings = Vec::new();
+    let mut runs: Vec<(Key, u16, u16)> = Vec::new();
+    for p in ports {
+        if let Some(ip) = &p.ip {
+            if p.public != p.private {
+                let host = join_host_port(ip, &p.public.to_string());
+                mappings.push(format!("{host}->{}/{}", p.private, p.proto));
+                continue;
+            }
+        }
+        let key = (p.ip, p.proto);
+        match runs.iter_mut().find(|r| r.0 == key) {
+            None => runs.push((key, p.private, p.private)),
+            Some(run) if run.2.checked_add(1) == Some(p.private) => run.2 = p.private,
+            Some(run) => {
+                shown.push(show(&run.0, run.1, run.2));
+                (run.1, run.2) = (p.private, p.private);
+            }
+        }
+    }
+    shown.extend(runs.iter().map(|(k, first, last)| show(k, *first, *last)));
+    shown.extend(mappings);
+    shown.join(", ")
 }
 
 fn ps_row(c: &Container, no_trunc: bool, now: Timestamp) -> Value {
@@ -306,6 +397,58 @@ pub(super) fn ps_cmd(containers: &Containers, a: &PsArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn port(private: u16, ip: Option<&str>, public: u16, proto: &str) -> ShownPort {
+        ShownPort {
+            private,
+            ip: ip.map(str::to_string),
+            public,
+            proto: proto.to_string(),
+        }
+    }
+
+    /// The PORTS columns `docker ps` printed for these containers (Docker 28's CLI).
+    #[test]
+    fn ports_column_as_docker() {
+        let v4 = Some("0.0.0.0");
+        let v6 = Some("::");
+        // -p 18081:80 -p 127.0.0.1:18082:81 -p 18083 (the kernel chose 32768)
+        let ports = vec![
+            port(18083, v6, 32768, "tcp"),
+            port(80, v4, 18081, "tcp"),
+            port(81, Some("127.0.0.1"), 18082, "tcp"),
+            port(80, v6, 18081, "tcp"),
+            port(18083, v4, 32768, "tcp"),
+        ];
+        assert_eq!(
+            displayable_ports(ports),
+            "0.0.0.0:18081->80/tcp, [::]:18081->80/tcp, 127.0.0.1:18082->81/tcp, \
+             0.0.0.0:32768->18083/tcp, [::]:32768->18083/tcp"
+        );
+        // -p 18090:18090 -p 18091:18091 -p 127.0.0.1:18093:18093, exposed 7000, 7001, 7003/udp
+        let ports = vec![
+            port(18090, v4, 18090, "tcp"),
+            port(18090, v6, 18090, "tcp"),
+            port(18091, v4, 18091, "tcp"),
+            port(18091, v6, 18091, "tcp"),
+            port(18093, Some("127.0.0.1"), 18093, "tcp"),
+            port(7000, None, 0, "tcp"),
+            port(7001, None, 0, "tcp"),
+            port(7003, None, 0, "udp"),
+        ];
+        assert_eq!(
+            displayable_ports(ports),
+            "7000-7001/tcp, 7003/udp, 0.0.0.0:18090-18091->18090-18091/tcp, \
+             [::]:18090-18091->18090-18091/tcp, 127.0.0.1:18093->18093/tcp"
+        );
+        // A run that breaks is shown before the runs still open.
+        let ports = vec![
+            port(7000, None, 0, "tcp"),
+            port(7000, None, 0, "udp"),
+            port(7005, None, 0, "tcp"),
+        ];
+        assert_eq!(displayable_ports(ports), "7000/tcp, 7005/tcp, 7000/udp");
+    }
 
     #[test]
     fn commands_truncate_like_docker() {

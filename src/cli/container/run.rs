@@ -186,25 +186,6 @@ impl From<NetworkArg> for Network {
     }
 }
 
-/// The exit code for a command line clap refused: Docker's 125 for a bad value of a `run`
-/// or `create` flag whose values are a fixed set (kiln's own check gave 125 before these
-/// became clap value enums; Docker's `build --pull=sometimes` is 125 too), else clap's 2.
-pub fn usage_error_code(e: &clap::Error) -> i32 {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let flag = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.as_str(),
-        _ => "",
-    };
-    let docker_checks_value = ["--network ", "--pull ", "--sig-proxy"]
-        .iter()
-        .any(|f| flag.starts_with(f));
-    if e.kind() == ErrorKind::InvalidValue && docker_checks_value {
-        EXIT_TOOL
-    } else {
-        2
-    }
-}
-
 fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOptions, ContainerError> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -462,16 +443,19 @@ mod tests {
         // A Go bool flag takes its value only after `=`: here `false` is the image.
         let a = run_args(&["--sig-proxy", "false"]).unwrap();
         assert_eq!((a.sig_proxy, a.image.as_str()), (true, "false"));
-        // Bad values are Docker's 125, other usage errors clap's 2.
+        // Bad values and unknown flags are Docker's 125.
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         for bad in [
             &["--pull", "sometimes", "img"][..],
             &["--sig-proxy=maybe", "img"],
+            &["--nope", "img"],
         ] {
-            assert_eq!(usage_error_code(&run_args(bad).unwrap_err()), EXIT_TOOL);
+            let e = run_args(bad).unwrap_err();
+            assert_eq!(
+                crate::cli::usage::explain(&e, &argv(bad)).1,
+                EXIT_TOOL,
+                "{bad:?}"
+            );
         }
-        assert_eq!(
-            usage_error_code(&run_args(&["--nope", "img"]).unwrap_err()),
-            2
-        );
     }
 }
