@@ -153,26 +153,33 @@ pub fn read_env_file(path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Applies `-e` entries to an environment: `K=V` sets, `K` takes the host's value or is
-/// dropped when the host has none (Docker's behaviour).
-fn apply_env(env: &mut Vec<String>, entries: &[String]) {
+/// The container's environment as Docker merges it: the `-e` entries first, in order (`K=V`
+/// sets; `K` alone takes the host's value, or is dropped when the host has none), then the
+/// image's variables that no entry set.
+fn merge_env(image: &[String], entries: &[String]) -> Vec<String> {
+    fn key(kv: &str) -> &str {
+        kv.split_once('=').map_or(kv, |(k, _)| k)
+    }
+    let mut env: Vec<String> = Vec::new();
     for e in entries {
-        let (k, v) = match e.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
+        let entry = match e.split_once('=') {
+            Some(_) => e.clone(),
             None => match std::env::var(e) {
-                Ok(v) => (e.clone(), v),
+                Ok(v) => format!("{e}={v}"),
                 Err(_) => continue,
             },
         };
-        let entry = format!("{k}={v}");
-        match env
-            .iter_mut()
-            .find(|kv| kv.split_once('=').map_or(kv.as_str(), |(key, _)| key) == k)
-        {
+        match env.iter_mut().find(|kv| key(kv) == key(&entry)) {
             Some(slot) => *slot = entry,
             None => env.push(entry),
         }
     }
+    for kv in image {
+        if !env.iter().any(|e| key(e) == key(kv)) {
+            env.push(kv.clone());
+        }
+    }
+    env
 }
 
 fn clean_dest(d: &str, what: &str) -> Result<String> {
@@ -381,14 +388,13 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
         argv,
     } = command_of(opts, ic)?;
     let id = new_id()?;
-    let mut env = ic.env.clone();
     let hostname = match (&opts.hostname, opts.network) {
         (Some(h), _) => h.clone(),
         // The host's network comes with the host's name, as in Docker.
         (None, Network::Host) => host_name()?,
         (None, _) => id[..12].to_string(),
     };
-    apply_env(&mut env, &opts.env);
+    let env = merge_env(&ic.env, &opts.env);
     let mounts = mounts_of(&root, opts)?;
     let stop_signal = opts
         .stop_signal
@@ -835,6 +841,22 @@ mod tests {
             container_port,
             proto: proto.into(),
         }
+    }
+
+    // Docker lists the `-e` variables first, then the image's that they did not set.
+    #[test]
+    fn env_merges_as_docker_orders_it() {
+        let image = [
+            "PATH=/bin".to_string(),
+            "A=image".to_string(),
+            "B=2".to_string(),
+        ];
+        let entries = ["C=3", "A=user", "C=4", "KILN_SURELY_UNSET_VAR"].map(String::from);
+        assert_eq!(
+            merge_env(&image, &entries),
+            ["C=4", "A=user", "PATH=/bin", "B=2"].map(String::from)
+        );
+        assert_eq!(merge_env(&image, &[]), image);
     }
 
     #[test]
