@@ -6,6 +6,7 @@ mod commit;
 mod container;
 mod cp;
 mod debug;
+mod debugshell;
 mod format;
 mod image;
 mod info;
@@ -27,17 +28,15 @@ use clap::{Parser, Subcommand};
 
 use kiln::store::Store;
 
+/// Where kiln's store is unless `--root` or `KILN_ROOT` says otherwise.
+pub(crate) const DEFAULT_ROOT: &str = "/var/lib/kiln";
+
 /// kiln builds container images from Dockerfiles and runs them.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     /// Root directory of kiln's store.
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_ROOT",
-        default_value = "/var/lib/kiln"
-    )]
+    #[arg(long, global = true, env = "KILN_ROOT", default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
 
     /// A registry (`host[:port]`) to reach over plain HTTP; may be repeated
@@ -148,6 +147,30 @@ pub enum Command {
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completion(CompletionArgs),
+}
+
+/// `kiln completion`.
+#[derive(clap::Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to complete kiln's commands and flags in
+    #[arg(value_enum)]
+    pub shell: values::CompletionShell,
+}
+
+/// `kiln completion SHELL`: the script on standard output.
+fn completion(a: &CompletionArgs) -> i32 {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(a.shell),
+        &mut Cli::command(),
+        "kiln",
+        &mut script,
+    );
+    out(&String::from_utf8_lossy(&script));
+    0
 }
 
 /// Prints an error as Docker's CLI does and returns the exit code for it.
@@ -307,6 +330,7 @@ pub fn run() -> i32 {
         Command::Version(a) => info::version_cmd(&a),
         Command::Info(a) => info::info_cmd(&root, &a),
         Command::Debug(cmd) => debug::run(&root, cmd),
+        Command::Completion(a) => completion(&a),
     }
 }
 
