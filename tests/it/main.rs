@@ -25,6 +25,7 @@ mod containers_network;
 mod containers_run;
 mod containers_terminal;
 mod containers_volumes;
+mod debug_shell;
 mod image_cmds;
 mod image_interop;
 mod instructions_conformance;
