@@ -7,6 +7,7 @@ mod container;
 mod cp;
 mod debug;
 mod debugshell;
+mod dockerhelp;
 mod format;
 mod image;
 mod info;
@@ -31,22 +32,26 @@ use kiln::store::Store;
 /// Where kiln's store is unless `--root` or `KILN_ROOT` says otherwise.
 pub(crate) const DEFAULT_ROOT: &str = "/var/lib/kiln";
 
+/// The heading of the options every command takes, apart from each command's own (which
+/// `--help` lists first, as Docker lists a command's flags without the global ones).
+const GLOBAL: &str = "Global Options";
+
 /// kiln builds container images from Dockerfiles and runs them.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     /// Root directory of kiln's store.
-    #[arg(long, global = true, env = "KILN_ROOT", default_value = DEFAULT_ROOT)]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "KILN_ROOT", default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
 
     /// A registry (`host[:port]`) to reach over plain HTTP; may be repeated
     /// (also `KILN_INSECURE_REGISTRIES`, comma separated). Loopback registries always are.
-    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    #[arg(long = "insecure-registry", global = true, help_heading = GLOBAL, value_name = "HOST")]
     pub insecure_registries: Vec<String>,
 
     /// Print debug logs on standard error (as `docker --debug`); `KILN_LOG` or `RUST_LOG`
     /// (`info`, `kiln=debug`, …) choose more precisely. Warnings are always printed.
-    #[arg(short = 'D', long, global = true)]
+    #[arg(short = 'D', long, global = true, help_heading = GLOBAL)]
     pub debug: bool,
 
     #[command(subcommand)]
@@ -159,13 +164,25 @@ pub struct CompletionArgs {
     pub shell: values::CompletionShell,
 }
 
+/// kiln's command line, with the help of Docker's everyday commands in Docker's shape
+/// (see `dockerhelp`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    dockerhelp::apply(Cli::command())
+}
+
+/// The process's arguments, parsed against [`command`].
+fn parse_cli() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    Cli::from_arg_matches(&command().try_get_matches()?)
+}
+
 /// `kiln completion SHELL`: the script on standard output.
 fn completion(a: &CompletionArgs) -> i32 {
-    use clap::CommandFactory;
     let mut script = Vec::new();
     clap_complete::generate(
         clap_complete::Shell::from(a.shell),
-        &mut Cli::command(),
+        &mut command(),
         "kiln",
         &mut script,
     );
@@ -240,7 +257,7 @@ fn init_logging(debug: bool) {
 
 /// Run the command line; returns the process exit code.
 pub fn run() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -338,7 +355,6 @@ pub fn run() -> i32 {
 mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 }

@@ -13,6 +13,7 @@ mod build_mounts;
 mod build_plan_errors;
 mod build_vs_docker;
 mod buildkit_goldens;
+mod cli_help;
 mod cli_parser;
 mod code_shape;
 mod container_cli;
