@@ -199,6 +199,8 @@ fn open_failed(root: &Path, store: &Store, req: &BuildRequest, debug_secrets: bo
         ignore: Some(&req.ignore),
         tty: true,
         command: None,
+        // SIGTERM to kiln (its handler sets the build's flag) ends the shell too.
+        cancel: req.cancel.clone(),
     };
     let sandbox = match Sandbox::prepare(store, &record, &step, &opts) {
         Ok(s) => s,

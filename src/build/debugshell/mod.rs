@@ -128,6 +128,8 @@ pub struct ShellOptions<'a> {
     pub ignore: Option<&'a IgnoreRules>,
     /// The shell gets a terminal (`TERM` is set when the step has none).
     pub tty: bool,
+    /// Set (by a signal handler) to kill the shell: a build's Ctrl-C flag.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A step's sandbox, ready to run a shell; dropping it removes everything it made (the
@@ -212,6 +214,7 @@ impl Sandbox {
         spec.hostname = Some("buildkitsandbox".to_string());
         spec.build_step = true;
         spec.binds = made.binds;
+        spec.cancel = opts.cancel.clone();
         Ok(Sandbox {
             spec,
             withheld: made.withheld,
