@@ -197,6 +197,8 @@ mod tests {
             &["build", "--compression", "none", "."],
             &["push", "--compression", "xz", "x"],
             &["save", "--compression", "bzip2", "x"],
+            &["build", "--on-error", "retry", "."],
+            &["completion", "powershell"],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
