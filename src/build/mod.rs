@@ -2,6 +2,7 @@
 //! stores the target stage's result as an image.
 
 mod copystep;
+pub mod debugshell;
 mod direct;
 pub mod error;
 pub mod meta;
@@ -253,6 +254,8 @@ struct Builder<'a> {
     /// made on first use; closed once the stages are done, on success, error or Ctrl-C alike
     /// (and when the builder is dropped, on a panic).
     netpool: crate::executor::pasta::NetPool,
+    /// Every step's snapshot, environment and mounts, for `kiln debug shell`.
+    debug: debugshell::Recorder,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -309,6 +312,7 @@ pub fn build(
         &record_path,
     );
     let results = b.run_stages();
+    b.debug.save(store);
     // Reaped by the time this returns (`_closing` is dropped before `b`).
     let _closing = b.wind_down(&record_path);
     let mut results = results?;
@@ -393,6 +397,7 @@ impl<'a> Builder<'a> {
             netpool: crate::executor::pasta::NetPool::new(
                 crate::executor::pasta::PastaOptions::sandbox(),
             ),
+            debug: debugshell::Recorder::new(store, req.network, req.extra_hosts.clone()),
         }
     }
 

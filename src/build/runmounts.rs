@@ -14,6 +14,7 @@ use crate::planner::ops::{Mount, MountOp, MountType, Sharing};
 use crate::planner::Location;
 
 use super::copystep::FromRef;
+use super::debugshell::MountView;
 use super::error::MountError;
 use super::mountsrc::Pending;
 use super::{BuildError, Builder, StageResult};
@@ -30,6 +31,8 @@ pub(crate) struct MountSet {
     pub ssh_sock: Option<String>,
     /// Copies from other stages, made only when the step runs.
     pub pending: Vec<Pending>,
+    /// Each mount as `kiln debug shell` makes it again (its record).
+    pub views: Vec<MountView>,
 }
 
 /// One mount being prepared: its index among the step's mounts, its value as written, and
@@ -74,6 +77,9 @@ impl Builder<'_> {
                     let dir = scratch.join(format!("tmpfs-{i}"));
                     std::fs::create_dir_all(&dir).map_err(|e| at(e.into()))?;
                     set.key_parts.push(format!("tmpfs:{target}"));
+                    set.views.push(MountView::Tmpfs {
+                        target: target.clone(),
+                    });
                     set.binds.push(BindMount {
                         source: dir,
                         target,
@@ -107,6 +113,12 @@ impl Builder<'_> {
         set.key_parts
             .push(format!("bind:{target}:from={ident}:{path}:{}", m.read_only));
         let dst = scratch.join(format!("bind-{}", p.i));
+        set.views.push(MountView::From {
+            target: target.clone(),
+            readonly: m.read_only,
+            layers: layers.clone(),
+            path: path.clone(),
+        });
         set.pending.push(Pending::Copy {
             layers,
             path,
@@ -159,6 +171,13 @@ impl Builder<'_> {
             dst: source.clone(),
         });
         drop(guard);
+        set.views.push(MountView::Context {
+            target: target.clone(),
+            readonly: m.read_only,
+            context: std::fs::canonicalize(&self.req.context_dir)
+                .unwrap_or_else(|_| self.req.context_dir.clone()),
+            path: rel,
+        });
         set.binds.push(BindMount {
             source,
             target,
@@ -211,8 +230,15 @@ impl Builder<'_> {
             Some(sub) => cache_subdir(&dir, sub).map_err(&at)?,
             None => dir.clone(),
         };
+        let lock_path = base.join(format!("{name}.lock"));
+        set.views.push(MountView::Cache {
+            target: target.clone(),
+            readonly: m.read_only,
+            dir: source.clone(),
+            lock: (m.sharing == Some(Sharing::Locked)).then(|| lock_path.clone()),
+        });
         if m.sharing == Some(Sharing::Locked) {
-            let lock = std::fs::File::create(base.join(format!("{name}.lock"))).map_err(io)?;
+            let lock = std::fs::File::create(&lock_path).map_err(io)?;
             // Held (and released on drop) for as long as the step runs.
             let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
                 .map_err(|(_, e)| at(e.into()))?;
@@ -266,6 +292,13 @@ impl Builder<'_> {
         }
         let _ = std::os::unix::fs::chown(&file, m.uid, m.gid);
         set.key_parts.push(format!("secret:{target}:{id}"));
+        set.views.push(MountView::Secret {
+            target: target.clone(),
+            id: id.clone(),
+            mode: m.mode.unwrap_or(0o400),
+            uid: m.uid,
+            gid: m.gid,
+        });
         set.binds.push(BindMount {
             source: file,
             target,
@@ -297,6 +330,10 @@ impl Builder<'_> {
             .count();
         let target = target(cur, p, Some(format!("/run/buildkit/ssh_agent.{n}")))?;
         set.key_parts.push(format!("ssh:{target}:{id}"));
+        set.views.push(MountView::Ssh {
+            target: target.clone(),
+            id: id.clone(),
+        });
         set.ssh_sock.get_or_insert_with(|| target.clone());
         set.binds.push(BindMount {
             source: sock.clone(),

@@ -8,6 +8,7 @@ use crate::executor::{self, ExitStatus, Output, RwLayer, StepIo, StepOutcome, St
 use crate::image::Digest;
 use crate::planner::ops::{Command, Network, Op, RunOp};
 
+use super::debugshell::RunView;
 use super::error::RunError;
 use super::runmounts::MountSet;
 use super::{BuildError, BuildEvent, Builder, StageResult};
@@ -62,12 +63,32 @@ impl Builder<'_> {
         inputs.insert("user".to_string(), run.user.clone());
         inputs.insert("workdir".to_string(), run.workdir.clone());
         inputs.insert("network".to_string(), run.network_name().to_string());
+        self.debug.run_inputs(
+            id,
+            RunView {
+                command: run.argv.clone(),
+                env: run.env.clone(),
+                workdir: run.workdir.clone(),
+                user: run.user.clone(),
+                network: run.network,
+                mounts: mounts.views.clone(),
+            },
+        );
         if self.lookup(Some(id), position, &key, &mut || inputs.clone(), cur) {
+            self.debug.cached(id);
             self.settle_key(&key, cur);
             return Ok(());
         }
         let created_by = format!("RUN {} # kiln", run.argv.join(" "));
+        let shown = serde_json::to_string(&run.argv).unwrap_or_default();
         let (outcome, spec, res) = self.execute(id, cur, run, &mounts, scratch.path(), op)?;
+        if let Err(e) = failure(&outcome.status, &shown, op) {
+            // The files the command left stay for `kiln debug shell` (until the next build).
+            if let BuildError::RunFailed { message, code, .. } = &e {
+                self.debug.failed(id, &res.path(), *code, message.clone());
+            }
+            return Err(e);
+        }
         // The snapshot of what changed, if anything: the step's layer.
         let upper = res.path();
         let changed = std::fs::read_dir(&upper)
@@ -152,7 +173,8 @@ impl Builder<'_> {
     }
 
     /// Run the command: mount sources made, a snapshot reserved for what it writes, the
-    /// sandbox started on the build's network, its output streamed and logged.
+    /// sandbox started on the build's network, its output streamed and logged. How the
+    /// command ended is the caller's to judge ([`failure`]).
     fn execute(
         &self,
         id: usize,
@@ -173,7 +195,6 @@ impl Builder<'_> {
         let work = scratch.join("work");
         std::fs::create_dir(&work).map_err(|e| at(e.into()))?;
         let network = run.network;
-        let shown = serde_json::to_string(&run.argv).unwrap_or_default();
         let mut spec = StepSpec::new(lowers, scratch, run.argv);
         spec.rw = RwLayer::Dirs {
             upper: res.path(),
@@ -210,22 +231,7 @@ impl Builder<'_> {
         // the step (and no socket of one) is left in the namespace the next step gets.
         drop(net);
         let outcome = outcome.map_err(|e| at(e.into()))?;
-        let failed = |message: String, code: i32| BuildError::RunFailed {
-            message,
-            location: op.location,
-            code,
-        };
-        match outcome.status {
-            ExitStatus::Code(0) => Ok((outcome, spec, res)),
-            ExitStatus::Code(c) => Err(failed(
-                format!("process {shown} did not complete successfully: exit code: {c}"),
-                c,
-            )),
-            ExitStatus::Signal(s) => Err(failed(
-                format!("process {shown} did not complete successfully: killed by signal {s}"),
-                128 + s,
-            )),
-        }
+        Ok((outcome, spec, res))
     }
 
     /// Run the step, its full output going to the step's log file (never clipped) as well
@@ -276,6 +282,26 @@ impl Builder<'_> {
                 on_ready: None,
             },
         )
+    }
+}
+
+/// A command that did not exit 0, as the build's error.
+fn failure(status: &ExitStatus, shown: &str, op: &Op) -> Result<(), BuildError> {
+    let failed = |message: String, code: i32| BuildError::RunFailed {
+        message,
+        location: op.location,
+        code,
+    };
+    match *status {
+        ExitStatus::Code(0) => Ok(()),
+        ExitStatus::Code(c) => Err(failed(
+            format!("process {shown} did not complete successfully: exit code: {c}"),
+            c,
+        )),
+        ExitStatus::Signal(s) => Err(failed(
+            format!("process {shown} did not complete successfully: killed by signal {s}"),
+            128 + s,
+        )),
     }
 }
 

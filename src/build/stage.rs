@@ -178,6 +178,10 @@ impl Builder<'_> {
             stage: format!("{label} 1/{total}"),
             text: stage.code.clone(),
         });
+        let place = format!("{label} 1/{total}");
+        self.debug
+            .begin(from_id, &label, place, &stage.code, &cur.state);
+        self.debug.finish(from_id, &cur.state);
         self.progress.event(BuildEvent::Done {
             id: from_id,
             seconds: 0.0,
@@ -195,9 +199,12 @@ impl Builder<'_> {
             }
             let id = self.next_id();
             let started = Instant::now();
+            let place = format!("{label} {}/{total}", n + 2);
+            self.debug
+                .begin(id, &label, place.clone(), &op.code, &cur.state);
             self.progress.event(BuildEvent::Step {
                 id,
-                stage: format!("{label} {}/{total}", n + 2),
+                stage: place,
                 text: op.code.clone(),
             });
             let position = format!("{idx}/{n}");
@@ -212,6 +219,7 @@ impl Builder<'_> {
                     self.copy_step(id, &mut cur, op, c, results, &position)?
                 }
             }
+            self.debug.finish(id, &cur.state);
             self.progress.event(BuildEvent::Done {
                 id,
                 seconds: started.elapsed().as_secs_f64(),

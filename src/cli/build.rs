@@ -13,7 +13,9 @@ use kiln::parser;
 use kiln::store::Store;
 
 use super::debug::{display_name, read_dockerfile};
-use super::values::{Entitlement, Network, OutputType, ProgressMode, Pull, PushCompression};
+use super::values::{
+    Entitlement, Network, OnError, OutputType, ProgressMode, Pull, PushCompression,
+};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -98,6 +100,13 @@ pub struct BuildArgs {
     /// `ID=SOCKET` or `ID=KEY[,KEY...]` (key files, served by a private ssh-agent)
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
+    /// When a RUN step fails: `fail` (the build ends) or `shell` (first, on a terminal, a shell
+    /// in the step's sandbox on the files it left; nothing the shell does is kept)
+    #[arg(long = "on-error", value_enum, default_value_t = OnError::Fail)]
+    pub on_error: OnError,
+    /// With `--on-error=shell`: mount the step's secrets and ssh agents in the shell too
+    #[arg(long = "debug-secrets")]
+    pub debug_secrets: bool,
     /// Build context directory
     pub path: PathBuf,
 }
@@ -271,18 +280,17 @@ fn build_image(
     let ssh_agents = super::ssh::agents(&args.ssh)?;
     let req = request(root, args, name, &src, inputs, &tags, &ssh_agents)?;
     let view = View::new(args);
-    let result = view
-        .around(|| build::build(&store, &req, view.progress()))
-        .map_err(|e| {
-            let msg = match e.location() {
-                Some(loc) if loc.line > 0 => {
-                    let text = String::from_utf8_lossy(&src);
-                    parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
-                }
-                _ => format!("error: {e}"),
-            };
-            format!("{msg}{}", logs_note(req.logs_dir.as_deref()))
-        })?;
+    let result = view.around(|| build::build(&store, &req, view.progress()));
+    let result = super::debug::after_build(root, &store, &req, args, result).map_err(|e| {
+        let msg = match e.location() {
+            Some(loc) if loc.line > 0 => {
+                let text = String::from_utf8_lossy(&src);
+                parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
+            }
+            _ => format!("error: {e}"),
+        };
+        format!("{msg}{}", logs_note(req.logs_dir.as_deref()))
+    })?;
     deliver(&store, args, &result, &tags, view.quiet)?;
     report(&result, &tags, view.quiet, req.logs_dir.as_deref());
     Ok(())

@@ -1,4 +1,5 @@
-//! `kiln debug ...` and `kiln build --check`: parser-level commands.
+//! `kiln debug ...` and `kiln build --check`: parser-level commands, one-step runs, and
+//! the shell in a build's step (see `debugshell`).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -22,7 +23,12 @@ pub enum DebugCommand {
     },
     /// Run a command in a sandbox over an image and commit what it changed as a new image
     RunStep(RunStepArgs),
+    /// Open a shell in a step of the last build: its sandbox, environment and mounts, on its
+    /// files (for a failed RUN, as it left them); nothing changed in it is kept
+    Shell(super::debugshell::ShellArgs),
 }
+
+pub use super::debugshell::after_build;
 
 #[derive(clap::Args, Debug)]
 pub struct RunStepArgs {
@@ -63,6 +69,7 @@ pub fn display_name(path: &Path) -> String {
 pub fn run(root: &Path, cmd: DebugCommand) -> i32 {
     match cmd {
         DebugCommand::RunStep(a) => run_step(root, &a),
+        DebugCommand::Shell(a) => super::debugshell::shell_cmd(root, &a),
         DebugCommand::DumpAst { file } => {
             let src = match read_dockerfile(&file) {
                 Ok(s) => s,

@@ -6,6 +6,8 @@ mod commit;
 mod container;
 mod cp;
 mod debug;
+mod debugshell;
+mod dockerhelp;
 mod format;
 mod image;
 mod info;
@@ -30,27 +32,29 @@ use clap::{Parser, Subcommand};
 
 use kiln::store::Store;
 
+/// Where kiln's store is unless `--root` or `KILN_ROOT` says otherwise.
+pub(crate) const DEFAULT_ROOT: &str = "/var/lib/kiln";
+
+/// The heading of the options every command takes, apart from each command's own (which
+/// `--help` lists first, as Docker lists a command's flags without the global ones).
+const GLOBAL: &str = "Global Options";
+
 /// kiln builds container images from Dockerfiles and runs them.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     /// Root directory of kiln's store.
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_ROOT",
-        default_value = "/var/lib/kiln"
-    )]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "KILN_ROOT", default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
 
     /// A registry (`host[:port]`) to reach over plain HTTP; may be repeated
     /// (also `KILN_INSECURE_REGISTRIES`, comma separated). Loopback registries always are.
-    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    #[arg(long = "insecure-registry", global = true, help_heading = GLOBAL, value_name = "HOST")]
     pub insecure_registries: Vec<String>,
 
     /// Print debug logs on standard error (as `docker --debug`); `KILN_LOG` or `RUST_LOG`
     /// (`info`, `kiln=debug`, …) choose more precisely. Warnings are always printed.
-    #[arg(short = 'D', long, global = true)]
+    #[arg(short = 'D', long, global = true, help_heading = GLOBAL)]
     pub debug: bool,
 
     #[command(subcommand)]
@@ -151,6 +155,42 @@ pub enum Command {
     /// Tools for looking inside kiln
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completion(CompletionArgs),
+}
+
+/// `kiln completion`.
+#[derive(clap::Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to complete kiln's commands and flags in
+    #[arg(value_enum)]
+    pub shell: values::CompletionShell,
+}
+
+/// kiln's command line, with the help of Docker's everyday commands in Docker's shape
+/// (see `dockerhelp`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    dockerhelp::apply(Cli::command())
+}
+
+/// The process's arguments, parsed against [`command`].
+fn parse_cli() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    Cli::from_arg_matches(&command().try_get_matches()?)
+}
+
+/// `kiln completion SHELL`: the script on standard output.
+fn completion(a: &CompletionArgs) -> i32 {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(a.shell),
+        &mut command(),
+        "kiln",
+        &mut script,
+    );
+    out(&String::from_utf8_lossy(&script));
+    0
 }
 
 /// Prints an error as Docker's CLI does and returns the exit code for it.
@@ -223,7 +263,7 @@ pub fn run() -> i32 {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli() {
         Ok(c) => c,
         // Docker's codes: 125 for a flag, 1 for arguments or an unknown command.
         Err(e) => return usage::report(&e, &argv),
@@ -292,6 +332,7 @@ pub fn run() -> i32 {
         Command::Version(a) => info::version_cmd(&a),
         Command::Info(a) => info::info_cmd(&root, &a),
         Command::Debug(cmd) => debug::run(&root, cmd),
+        Command::Completion(a) => completion(&a),
     }
 }
 
@@ -299,7 +340,6 @@ pub fn run() -> i32 {
 mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 }

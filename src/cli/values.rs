@@ -129,6 +129,37 @@ pub enum OutputType {
     Registry,
 }
 
+/// `build --on-error`: what a failed RUN step leads to.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The build fails.
+    #[default]
+    Fail,
+    /// A shell in the failed step's sandbox, on a terminal; then the build fails.
+    Shell,
+}
+
+/// `kiln completion`: the shells a completion script is written for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> clap_complete::Shell {
+        match s {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +197,8 @@ mod tests {
             &["build", "--compression", "none", "."],
             &["push", "--compression", "xz", "x"],
             &["save", "--compression", "bzip2", "x"],
+            &["build", "--on-error", "retry", "."],
+            &["completion", "powershell"],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
