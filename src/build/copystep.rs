@@ -698,8 +698,8 @@ fn download_items(
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// `--chown` (or the USER of WORKDIR) names no user or group of the image.
-    #[error("{0}")]
-    Owner(String),
+    #[error(transparent)]
+    Owner(lookup::OwnerError),
     /// A path cannot be resolved or read (`/path: …`).
     #[error("{path}: {source}")]
     Path {

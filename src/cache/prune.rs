@@ -13,6 +13,7 @@ use std::fs;
 use std::time::{Duration, SystemTime};
 
 use super::{CacheIndex, CacheRecord};
+use crate::common::duration::{parse_duration, DurationError};
 use crate::image::Digest;
 use crate::store::{GcRoots, Store};
 
@@ -40,12 +41,13 @@ pub struct PruneFilter {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PruneFilterError {
     /// `until=` with a value that is not a Go duration.
-    #[error("invalid filter 'until={value}': {reason}")]
+    #[error("invalid filter 'until={value}': {source}")]
     Until {
         /// The value given.
         value: String,
         /// Why it is not a duration.
-        reason: String,
+        #[source]
+        source: DurationError,
     },
     /// Another filter than `until=`.
     #[error("invalid filter {0:?}: only until=<duration> is supported")]
@@ -57,11 +59,9 @@ impl PruneFilter {
     pub fn add(&mut self, filter: &str) -> Result<(), PruneFilterError> {
         match filter.split_once('=') {
             Some(("until", d)) => {
-                let nanos = crate::common::duration::parse_duration(d).map_err(|reason| {
-                    PruneFilterError::Until {
-                        value: d.to_string(),
-                        reason,
-                    }
+                let nanos = parse_duration(d).map_err(|source| PruneFilterError::Until {
+                    value: d.to_string(),
+                    source,
                 })?;
                 self.older_than = Some(Duration::from_nanos(nanos.max(0) as u64));
                 Ok(())
@@ -239,5 +239,27 @@ mod tests {
         assert!(!store.has_blob(&b));
         assert_eq!(r.bytes_freed, 7);
         assert_eq!(usage(&store), (0, 0, 0));
+    }
+
+    #[test]
+    fn an_until_filter_that_is_no_duration_keeps_the_duration_error() {
+        let mut f = PruneFilter::default();
+        f.add("until=90m").unwrap();
+        assert_eq!(f.older_than, Some(Duration::from_secs(5400)));
+        let err = f.add("until=2d").unwrap_err();
+        assert!(matches!(
+            &err,
+            PruneFilterError::Until { value, source: DurationError::UnknownUnit { unit, .. } }
+                if value == "2d" && unit == "d"
+        ));
+        assert_eq!(
+            err.to_string(),
+            "invalid filter 'until=2d': time: unknown unit \"d\" in duration \"2d\""
+        );
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(matches!(
+            f.add("dangling=true"),
+            Err(PruneFilterError::Unsupported(_))
+        ));
     }
 }

@@ -5,12 +5,31 @@
 
 use std::time::Duration;
 
+/// Why a string is not a Go duration; the messages are Go's `time.ParseDuration`'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration at all, or one out of the range of an `i64` of nanoseconds.
+    #[error("time: invalid duration {}", time_quote(.0))]
+    Invalid(String),
+    /// A number without a unit (`5`).
+    #[error("time: missing unit in duration {}", time_quote(.0))]
+    MissingUnit(String),
+    /// A unit other than `ns us µs μs ms s m h`.
+    #[error("time: unknown unit {} in duration {}", time_quote(.unit), time_quote(.input))]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole duration as written.
+        input: String,
+    },
+}
+
 /// Go's `time.ParseDuration`, returning signed nanoseconds.
 ///
 /// Accepts `[-+]?([0-9]*(\.[0-9]*)?unit)+` with units `ns us µs μs ms s m h`, and a bare `0`.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
+pub fn parse_duration(s: &str) -> Result<i64, DurationError> {
     let orig = s;
-    let invalid = || format!("time: invalid duration {}", time_quote(orig));
+    let invalid = || DurationError::Invalid(orig.to_string());
     let mut rest = s;
     let mut neg = false;
     if let Some(c) = rest.chars().next() {
@@ -75,10 +94,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             .find(|&(_, c)| c == '.' || c.is_ascii_digit())
             .map_or(rest.len(), |(i, _)| i);
         if unit_len == 0 {
-            return Err(format!(
-                "time: missing unit in duration {}",
-                time_quote(orig)
-            ));
+            return Err(DurationError::MissingUnit(orig.to_string()));
         }
         let unit_text = &rest[..unit_len];
         rest = &rest[unit_len..];
@@ -90,11 +106,10 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
             _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    time_quote(unit_text),
-                    time_quote(orig)
-                ))
+                return Err(DurationError::UnknownUnit {
+                    unit: unit_text.to_string(),
+                    input: orig.to_string(),
+                })
             }
         };
         if whole > LIMIT / unit {
@@ -191,11 +206,28 @@ mod tests {
             ),
         ];
         for (input, want) in bad {
-            assert_eq!(
-                parse_duration(input),
-                Err(want.to_string()),
-                "input {input:?}"
-            );
+            let got = parse_duration(input).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), Some(*want), "input {input:?}");
         }
+    }
+
+    #[test]
+    fn duration_errors_are_typed_kinds() {
+        assert_eq!(
+            parse_duration("abc"),
+            Err(DurationError::Invalid("abc".into()))
+        );
+        assert_eq!(
+            parse_duration("-1"),
+            Err(DurationError::MissingUnit("-1".into()))
+        );
+        assert!(matches!(
+            parse_duration("2d"),
+            Err(DurationError::UnknownUnit { unit, input }) if unit == "d" && input == "2d"
+        ));
+        assert!(matches!(
+            parse_duration("3000000h"),
+            Err(DurationError::Invalid(_))
+        ));
     }
 }

@@ -234,10 +234,21 @@ fn parse(b: &[u8]) -> Option<Timestamp> {
     Some(Timestamp { secs, nanos })
 }
 
+/// Why a `--since`/`--until` value is no time: neither RFC 3339, a Unix time nor a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid time {input:?}: expected RFC 3339, a Unix time or a duration like 10m")]
+pub struct TimeFilterError {
+    /// The value given.
+    pub input: String,
+    /// Why it is not a duration either, the last form tried.
+    #[source]
+    pub source: super::duration::DurationError,
+}
+
 /// A `--since`/`--until` value of `logs` (and other filters), as Docker reads it: an RFC 3339
 /// time, a Unix time (`1700000000`, `1700000000.5`), or a Go duration (`10m`, `1h30m`)
 /// meaning that long before `now`.
-pub fn parse_time_filter(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+pub fn parse_time_filter(s: &str, now: Timestamp) -> Result<Timestamp, TimeFilterError> {
     if let Ok(t) = Timestamp::parse_rfc3339(s) {
         return Ok(t);
     }
@@ -254,8 +265,9 @@ pub fn parse_time_filter(s: &str, now: Timestamp) -> Result<Timestamp, String> {
             return Ok(Timestamp { secs, nanos });
         }
     }
-    let d = super::duration::parse_duration(s).map_err(|_| {
-        format!("invalid time {s:?}: expected RFC 3339, a Unix time or a duration like 10m")
+    let d = super::duration::parse_duration(s).map_err(|source| TimeFilterError {
+        input: s.to_string(),
+        source,
     })?;
     let total = i128::from(now.secs) * 1_000_000_000 + i128::from(now.nanos) - i128::from(d);
     Ok(Timestamp {
@@ -316,6 +328,26 @@ mod tests {
             Timestamp::from_secs(10)
         );
         assert!(parse_time_filter("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn time_filter_errors_keep_the_duration_error() {
+        let now = Timestamp::from_secs(1_000_000);
+        let err = parse_time_filter("10x", now).unwrap_err();
+        assert_eq!(err.input, "10x");
+        assert!(matches!(
+            &err.source,
+            crate::common::duration::DurationError::UnknownUnit { unit, .. } if unit == "x"
+        ));
+        let cause = std::error::Error::source(&err).expect("a source");
+        assert_eq!(cause.to_string(), err.source.to_string());
+        assert!(matches!(
+            parse_time_filter("yesterday", now),
+            Err(TimeFilterError {
+                source: crate::common::duration::DurationError::Invalid(_),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -116,12 +116,17 @@ pub struct HealthFlags {
 
 /// Parses a `--health-*` duration (`30s`, `1m30s`), as Docker: Go syntax, not negative.
 pub fn parse_duration(flag: &str, s: &str) -> Result<i64> {
-    let bad = |why: String| {
-        super::ContainerError::Invalid(format!("invalid argument {s:?} for {flag}: {why}"))
-    };
-    let n = crate::common::duration::parse_duration(s).map_err(bad)?;
+    let n = crate::common::duration::parse_duration(s).map_err(|source| {
+        super::ContainerError::HealthDuration {
+            flag: flag.to_string(),
+            value: s.to_string(),
+            source,
+        }
+    })?;
     if n < 0 {
-        return Err(bad("must not be negative".into()));
+        return Err(super::ContainerError::Invalid(format!(
+            "invalid argument {s:?} for {flag}: must not be negative"
+        )));
     }
     Ok(n)
 }
@@ -331,6 +336,12 @@ mod tests {
             90_000_000_000
         );
         assert!(parse_duration("--health-interval", "-1s").is_err());
-        assert!(parse_duration("--health-interval", "soon").is_err());
+        assert!(matches!(
+            parse_duration("--health-interval", "soon"),
+            Err(crate::container::ContainerError::HealthDuration {
+                source: crate::common::duration::DurationError::Invalid(_),
+                ..
+            })
+        ));
     }
 }

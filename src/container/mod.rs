@@ -77,6 +77,17 @@ pub enum ContainerError {
     /// Bad user input (flags, references).
     #[error("{0}")]
     Invalid(String),
+    /// A `--health-*` duration that is not a Go duration.
+    #[error("invalid argument {value:?} for {flag}: {source}")]
+    HealthDuration {
+        /// The flag.
+        flag: String,
+        /// The value given.
+        value: String,
+        /// Why it is not a duration.
+        #[source]
+        source: crate::common::duration::DurationError,
+    },
     /// The container is in the wrong state for the operation.
     #[error("{0}")]
     State(String),

@@ -37,8 +37,7 @@ impl Changes {
         let mut items = Vec::new();
         for change in changes {
             let bad = |e: ChangeError| invalid(change, e);
-            let df =
-                parser::parse(change).map_err(|e| bad(ChangeError::Parse(e.message.clone())))?;
+            let df = parser::parse(change).map_err(|e| bad(ChangeError::Parse(e)))?;
             if df.children.is_empty() {
                 return Err(bad(ChangeError::Empty));
             }
@@ -94,8 +93,8 @@ fn invalid(change: &str, e: ChangeError) -> ImageOpsError {
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     /// The text is not a Dockerfile instruction.
-    #[error("{0}")]
-    Parse(String),
+    #[error(transparent)]
+    Parse(parser::ParseError),
     /// The text holds no instruction.
     #[error("no instruction")]
     Empty,
@@ -147,8 +146,49 @@ pub enum ChangeError {
     #[error("{0} isn't allowed as an ONBUILD trigger")]
     Trigger(String),
     /// A HEALTHCHECK that cannot be read.
-    #[error("{0}")]
-    Healthcheck(String),
+    #[error(transparent)]
+    Healthcheck(#[from] HealthcheckError),
+}
+
+/// Why a `--change` HEALTHCHECK cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthcheckError {
+    /// HEALTHCHECK alone.
+    #[error("HEALTHCHECK requires an argument")]
+    NoArgument,
+    /// `HEALTHCHECK NONE` with arguments or flags.
+    #[error("HEALTHCHECK NONE takes no arguments")]
+    NoneArguments,
+    /// A type other than CMD or NONE.
+    #[error("unknown type {0:?} in HEALTHCHECK (try CMD)")]
+    Type(String),
+    /// `HEALTHCHECK CMD` with nothing after it.
+    #[error("missing command after HEALTHCHECK CMD")]
+    MissingCommand,
+    /// A flag without `=value`.
+    #[error("HEALTHCHECK flag {0:?} needs a value")]
+    FlagValue(String),
+    /// A flag HEALTHCHECK does not take.
+    #[error("unknown HEALTHCHECK flag --{0}")]
+    UnknownFlag(String),
+    /// A `--retries` that is not an integer.
+    #[error("invalid --retries value {value:?}")]
+    Retries {
+        /// The value given.
+        value: String,
+        /// Why it is not an integer.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A negative `--retries`.
+    #[error("--retries cannot be negative")]
+    NegativeRetries,
+    /// A duration flag that is not a Go duration.
+    #[error(transparent)]
+    Duration(#[from] crate::common::duration::DurationError),
+    /// A non-zero duration below one millisecond, negative ones included.
+    #[error("--{0} cannot be less than 1ms")]
+    TooShort(String),
 }
 
 type Applied = std::result::Result<(), ChangeError>;
@@ -482,28 +522,24 @@ fn check_signal(sig: &str) -> Applied {
 }
 
 /// HEALTHCHECK [--interval=… --timeout=… --start-period=… --start-interval=… --retries=…] CMD …|NONE.
-fn healthcheck(node: &Node) -> std::result::Result<Value, ChangeError> {
-    healthcheck_value(node).map_err(ChangeError::Healthcheck)
-}
-
-fn healthcheck_value(node: &Node) -> std::result::Result<Value, String> {
+fn healthcheck(node: &Node) -> std::result::Result<Value, HealthcheckError> {
     let Some((kind, rest)) = node.args.split_first() else {
-        return Err("HEALTHCHECK requires an argument".into());
+        return Err(HealthcheckError::NoArgument);
     };
     let mut hc = Map::new();
     match kind.to_ascii_uppercase().as_str() {
         "NONE" => {
             if !rest.is_empty() || !node.flags.is_empty() {
-                return Err("HEALTHCHECK NONE takes no arguments".into());
+                return Err(HealthcheckError::NoneArguments);
             }
             hc.insert("Test".into(), json!(["NONE"]));
             return Ok(Value::Object(hc));
         }
         "CMD" => {}
-        other => return Err(format!("unknown type {other:?} in HEALTHCHECK (try CMD)")),
+        other => return Err(HealthcheckError::Type(other.to_string())),
     }
     if rest.is_empty() {
-        return Err("missing command after HEALTHCHECK CMD".into());
+        return Err(HealthcheckError::MissingCommand);
     }
     let test: Vec<String> = if node.json {
         std::iter::once("CMD".to_owned())
@@ -517,32 +553,31 @@ fn healthcheck_value(node: &Node) -> std::result::Result<Value, String> {
         let (name, value) = flag
             .trim_start_matches('-')
             .split_once('=')
-            .ok_or_else(|| format!("HEALTHCHECK flag {flag:?} needs a value"))?;
+            .ok_or_else(|| HealthcheckError::FlagValue(flag.clone()))?;
         let key = match name {
             "interval" => "Interval",
             "timeout" => "Timeout",
             "start-period" => "StartPeriod",
             "start-interval" => "StartInterval",
             "retries" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| format!("invalid --retries value {value:?}"))?;
+                let n: i64 = value.parse().map_err(|source| HealthcheckError::Retries {
+                    value: value.to_string(),
+                    source,
+                })?;
                 if n < 0 {
-                    return Err("--retries cannot be negative".into());
+                    return Err(HealthcheckError::NegativeRetries);
                 }
                 if n > 0 {
                     hc.insert("Retries".into(), json!(n));
                 }
                 continue;
             }
-            other => return Err(format!("unknown HEALTHCHECK flag --{other}")),
+            other => return Err(HealthcheckError::UnknownFlag(other.to_string())),
         };
         let d = crate::common::duration::parse_duration(value)?;
+        // Negative durations are below 1ms too, as in Docker.
         if d != 0 && d < 1_000_000 {
-            return Err(format!("--{name} cannot be less than 1ms"));
-        }
-        if d < 0 {
-            return Err(format!("--{name} cannot be negative"));
+            return Err(HealthcheckError::TooShort(name.to_string()));
         }
         if d > 0 {
             hc.insert(key.into(), json!(d));
@@ -585,7 +620,7 @@ mod tests {
         ));
         assert!(matches!(
             apply_one_err("HEALTHCHECK --retries=-1 CMD true"),
-            ChangeError::Healthcheck(_)
+            ChangeError::Healthcheck(HealthcheckError::NegativeRetries)
         ));
         assert!(matches!(
             apply_one_err("RUN true"),
@@ -709,6 +744,59 @@ mod tests {
             let err = apply_err(changes);
             assert!(err.contains(want), "{changes:?}: {err}");
         }
+    }
+
+    #[test]
+    fn healthcheck_errors_are_typed_kinds() {
+        use crate::common::duration::DurationError;
+        let hc = |text: &str| match apply_one_err(text) {
+            ChangeError::Healthcheck(e) => e,
+            other => panic!("{text}: not a healthcheck error: {other:?}"),
+        };
+        assert_eq!(hc("HEALTHCHECK NONE x"), HealthcheckError::NoneArguments);
+        assert_eq!(
+            hc("HEALTHCHECK FOO x"),
+            HealthcheckError::Type("FOO".into())
+        );
+        assert_eq!(
+            hc("HEALTHCHECK --bogus=1 CMD x"),
+            HealthcheckError::UnknownFlag("bogus".into())
+        );
+        assert_eq!(
+            hc("HEALTHCHECK --interval=1us CMD x"),
+            HealthcheckError::TooShort("interval".into())
+        );
+        assert_eq!(
+            hc("HEALTHCHECK --timeout=-1s CMD x"),
+            HealthcheckError::TooShort("timeout".into())
+        );
+        assert_eq!(
+            hc("HEALTHCHECK --interval=5 CMD x"),
+            HealthcheckError::Duration(DurationError::MissingUnit("5".into()))
+        );
+        let e = hc("HEALTHCHECK --retries=x CMD x");
+        assert!(matches!(&e, HealthcheckError::Retries { value, .. } if value == "x"));
+        let cause = std::error::Error::source(&e).expect("the integer error");
+        assert_eq!(cause.to_string(), "invalid digit found in string");
+        assert_eq!(e.to_string(), "invalid --retries value \"x\"");
+    }
+
+    #[test]
+    fn a_change_that_does_not_parse_keeps_the_parse_error() {
+        let err = Changes::parse(&["ENV k".to_owned()]).unwrap_err();
+        let ImageOpsError::Change {
+            source: ChangeError::Parse(e),
+            ..
+        } = &err
+        else {
+            panic!("not a parse error: {err:?}");
+        };
+        assert_eq!(e.message, "ENV must have two arguments");
+        assert_eq!(e.location.line, 1);
+        assert_eq!(
+            err.to_string(),
+            "invalid change \"ENV k\": ENV must have two arguments"
+        );
     }
 
     #[test]

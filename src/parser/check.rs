@@ -169,9 +169,20 @@ struct LintConfig {
     error: bool,
 }
 
+/// Why a `# check=` directive cannot be read (BuildKit's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum LintConfigError {
+    /// A part without `=`, or a key other than skip, error and experimental.
+    #[error("invalid check option {}", super::dump::go_quote(.0))]
+    Option(String),
+    /// `error=` with a value that is not a Go boolean.
+    #[error("failed to parse check option {}", super::dump::go_quote(.0))]
+    Bool(String),
+}
+
 impl LintConfig {
     /// BuildKit's `ParseLintOptions`.
-    fn parse(s: &str) -> Result<LintConfig, String> {
+    fn parse(s: &str) -> Result<LintConfig, LintConfigError> {
         let mut cfg = LintConfig::default();
         let s = s.trim();
         if s.is_empty() {
@@ -179,10 +190,7 @@ impl LintConfig {
         }
         for part in s.splitn(3, ';') {
             let Some((k, v)) = part.split_once('=') else {
-                return Err(format!(
-                    "invalid check option {}",
-                    super::dump::go_quote(part)
-                ));
+                return Err(LintConfigError::Option(part.to_string()));
             };
             match k.trim() {
                 "skip" => {
@@ -194,16 +202,12 @@ impl LintConfig {
                     }
                 }
                 "error" => {
-                    cfg.error = goparse::parse_bool(v.trim()).ok_or_else(|| {
-                        format!(
-                            "failed to parse check option {}",
-                            super::dump::go_quote(part)
-                        )
-                    })?;
+                    cfg.error = goparse::parse_bool(v.trim())
+                        .ok_or_else(|| LintConfigError::Bool(part.to_string()))?;
                 }
                 // Experimental rules are not implemented; enabling them changes nothing.
                 "experimental" => {}
-                k => return Err(format!("invalid check option {}", super::dump::go_quote(k))),
+                k => return Err(LintConfigError::Option(k.to_string())),
             }
         }
         Ok(cfg)
@@ -1281,6 +1285,21 @@ fn cycles(edges: &[Vec<(usize, (Location, usize))>]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_directive_errors_are_typed_kinds() {
+        let kind = |s: &str| LintConfig::parse(s).err();
+        assert_eq!(
+            kind("skip=all;bogus=1"),
+            Some(LintConfigError::Option("bogus".into()))
+        );
+        assert_eq!(kind("skip"), Some(LintConfigError::Option("skip".into())));
+        assert_eq!(
+            kind("error=maybe"),
+            Some(LintConfigError::Bool("error=maybe".into()))
+        );
+        assert_eq!(kind("skip=all;error=true;experimental=x"), None);
+    }
 
     /// (rule or "error", line, message) of each finding.
     fn findings(src: &str) -> Vec<(String, usize, String)> {

@@ -557,8 +557,8 @@ pub enum InstructionErrorKind {
     #[error("Interval {} cannot be less than 1ms", go_quote(.0))]
     IntervalTooShort(&'static str),
     /// A duration Go's `time.ParseDuration` refuses (its message).
-    #[error("{0}")]
-    Duration(String),
+    #[error(transparent)]
+    Duration(crate::common::duration::DurationError),
     /// A `--retries` Go's `strconv.ParseInt` refuses (its message).
     #[error(transparent)]
     Retries(goparse::ParseIntError),
@@ -1505,6 +1505,22 @@ mod tests {
                 "the message is Go's alone, not repeated by a cause"
             );
         }
+    }
+
+    #[test]
+    fn duration_refusals_are_typed() {
+        // A bad `--interval` kept only Go's message as a string; a caller now matches the kind.
+        use crate::common::duration::DurationError;
+        let e = error("HEALTHCHECK --interval=1 CMD x");
+        assert_eq!(
+            e.kind,
+            InstructionErrorKind::Duration(DurationError::MissingUnit("1".to_string()))
+        );
+        let e = error("HEALTHCHECK --timeout=5d CMD x");
+        assert!(matches!(
+            e.kind,
+            InstructionErrorKind::Duration(DurationError::UnknownUnit { ref unit, .. }) if unit == "d"
+        ));
     }
 
     #[test]

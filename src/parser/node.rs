@@ -111,8 +111,8 @@ pub(crate) fn from_line(
                 node.json = json;
             }
         }
-        "env" => node.args = name_val(rest, "ENV", escape).map_err(|m| err(&m))?,
-        "label" => node.args = name_val(rest, "LABEL", escape).map_err(|m| err(&m))?,
+        "env" => node.args = name_val(rest, "ENV", escape).map_err(|e| err(&e.to_string()))?,
+        "label" => node.args = name_val(rest, "LABEL", escape).map_err(|e| err(&e.to_string()))?,
         "arg" => node.args = grammar::words(rest, escape),
         "onbuild" => {
             if !rest.is_empty() {
@@ -143,9 +143,20 @@ fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), ()> {
     })
 }
 
+/// Why ENV or LABEL arguments are not name/value pairs (BuildKit's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NameValError {
+    /// The old `k v` form with only a name.
+    #[error("{0} must have two arguments")]
+    MissingValue(&'static str),
+    /// A word of the `k=v` form without `=`.
+    #[error("Syntax error - can't find = in {}. Must be of the form: name=value", super::dump::go_quote(.0))]
+    MissingEquals(String),
+}
+
 /// ENV and LABEL arguments as (key, value, separator) triples: `k v` (old form, separator
 /// empty) or `k=v ...` (separator `=`).
-fn name_val(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, String> {
+fn name_val(rest: &str, keyword: &'static str, escape: char) -> Result<Vec<String>, NameValError> {
     let words = grammar::words(rest, escape);
     let Some(first) = words.first() else {
         return Ok(Vec::new());
@@ -156,7 +167,7 @@ fn name_val(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, Stri
             return Ok(Vec::new());
         };
         if items.len() < 2 {
-            return Err(format!("{keyword} must have two arguments"));
+            return Err(NameValError::MissingValue(keyword));
         }
         // The value is the rest of the text verbatim after the first blank run.
         let after_key = &rest[key.len()..];
@@ -166,12 +177,31 @@ fn name_val(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, Stri
     let mut out = Vec::with_capacity(words.len() * 3);
     for w in &words {
         let Some((k, v)) = w.split_once('=') else {
-            return Err(format!(
-                "Syntax error - can't find = in {}. Must be of the form: name=value",
-                super::dump::go_quote(w)
-            ));
+            return Err(NameValError::MissingEquals(w.clone()));
         };
         out.extend([k.to_string(), v.to_string(), "=".to_string()]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_value_errors_are_typed_kinds() {
+        assert_eq!(
+            name_val("k", "ENV", '\\'),
+            Err(NameValError::MissingValue("ENV"))
+        );
+        assert_eq!(
+            name_val("a=1 b", "LABEL", '\\'),
+            Err(NameValError::MissingEquals("b".to_string()))
+        );
+        assert_eq!(
+            name_val("a=1 b", "LABEL", '\\').unwrap_err().to_string(),
+            "Syntax error - can't find = in \"b\". Must be of the form: name=value"
+        );
+        assert_eq!(name_val("k  v w", "ENV", '\\').unwrap(), ["k", "v w", ""]);
+    }
 }

@@ -135,10 +135,21 @@ fn read_in_root(root: &Path, path: &str, limit: u64) -> io::Result<String> {
     Ok(s)
 }
 
+/// A `user[:group]` naming a user or group the image does not have (BuildKit's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    /// No passwd entry with this name (or one without numeric IDs).
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    User(String),
+    /// No group entry with this name.
+    #[error("unable to find group {0}: no matching entries in group file")]
+    Group(String),
+}
+
 /// Resolve `user[:group]` (names or numbers) against the image's passwd and group files, as
 /// COPY --chown does: a name must exist; a number needs no entry; without a group, a name
 /// takes the user's primary group and a number the same number.
-pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), OwnerError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -158,11 +169,7 @@ pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
         Ok(n) => (n, Some(n)),
         Err(_) => match find_user(user) {
             Some((Some(u), g)) => (u, g),
-            _ => {
-                return Err(format!(
-                    "unable to find user {user}: no matching entries in passwd file"
-                ))
-            }
+            _ => return Err(OwnerError::User(user.to_string())),
         },
     };
     let gid = match group {
@@ -179,9 +186,7 @@ pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
                             .then(|| f[2].parse::<u32>().ok())
                             .flatten()
                     })
-                    .ok_or_else(|| {
-                        format!("unable to find group {g}: no matching entries in group file")
-                    })?
+                    .ok_or_else(|| OwnerError::Group(g.to_string()))?
             }
         },
     };
@@ -263,9 +268,17 @@ mod tests {
         assert_eq!(resolve_owner(d.path(), "4242"), Ok((4242, 4242)));
         // Regression: a UID without a group took its passwd entry's group (1001).
         assert_eq!(resolve_owner(d.path(), "1000"), Ok((1000, 1000)));
-        assert!(resolve_owner(d.path(), "nobody")
-            .unwrap_err()
-            .contains("unable to find user nobody"));
-        assert!(resolve_owner(d.path(), "app:nogroup").is_err());
+        assert_eq!(
+            resolve_owner(d.path(), "nobody"),
+            Err(OwnerError::User("nobody".into()))
+        );
+        assert_eq!(
+            resolve_owner(d.path(), "app:nogroup"),
+            Err(OwnerError::Group("nogroup".into()))
+        );
+        assert_eq!(
+            resolve_owner(d.path(), "nobody").unwrap_err().to_string(),
+            "unable to find user nobody: no matching entries in passwd file"
+        );
     }
 }
