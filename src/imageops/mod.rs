@@ -21,6 +21,7 @@ mod error;
 pub mod glob;
 pub mod import;
 pub mod inspect;
+pub mod layout;
 pub mod list;
 pub mod load;
 mod pipe;
