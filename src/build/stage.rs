@@ -152,8 +152,14 @@ impl Builder<'_> {
                                 self.escape,
                             ),
                             key: key.finish(),
-                            history: Vec::new(),
-                            history_mark: 0,
+                            // The directory's layer has a history entry of its own, undated
+                            // so that an unchanged rebuild keeps its image ID.
+                            history: vec![History {
+                                created_by: Some(format!("build context {name}")),
+                                comment: Some(HISTORY_COMMENT.to_string()),
+                                ..Default::default()
+                            }],
+                            history_mark: 1,
                             base: format!("context {name} {}", ctx.ident),
                             stage_name: None,
                             stage_idx: idx,

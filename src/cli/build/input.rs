@@ -202,7 +202,9 @@ fn dockerfile_in(dir: &Path, file: &Path) -> Result<Vec<u8>, InputError> {
         .ok_or_else(|| format!("error: {shown}: not UTF-8"))?;
     let fd = kiln::rootfs::lookup::open_in_root(dir, rel, libc::O_RDONLY | libc::O_NONBLOCK)
         .map_err(|e| {
-            format!("error: reading the Dockerfile {shown} of the context on standard input: {e}")
+            format!(
+                "error: cannot locate the Dockerfile {shown} in the context on standard input: {e}"
+            )
         })?;
     let f = std::fs::File::from(fd);
     let meta = f
