@@ -122,13 +122,16 @@ pub struct BuildArgs {
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<String>,
     /// No effect: RUN steps leave no intermediate containers (accepted for Docker's scripts)
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true)]
+    #[arg(default_missing_value = "true")]
     pub rm: Option<bool>,
     /// No effect: RUN steps leave no intermediate containers (accepted for Docker's scripts)
-    #[arg(long = "force-rm", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long = "force-rm", value_name = "BOOL", num_args = 0..=1, require_equals = true)]
+    #[arg(default_missing_value = "true")]
     pub force_rm: Option<bool>,
     /// No effect: the image is always in kiln's store (Docker's `--output=type=docker`)
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true)]
+    #[arg(default_missing_value = "true")]
     pub load: Option<bool>,
     /// Build context directory, or `-` to read a Dockerfile or a context tar from standard
     /// input
@@ -349,7 +352,12 @@ impl Inputs {
             Some(s) => match kiln::container::cgroups::parse_bytes(s) {
                 Some(0) => None,
                 Some(n) if n > 0 => Some(n as u64),
-                _ => return Err(format!("error: invalid argument {s:?} for \"--shm-size\" flag: expected a size such as 64m or 1g")),
+                _ => {
+                    return Err(format!(
+                        "error: invalid argument {s:?} for \"--shm-size\" flag: \
+                         expected a size such as 64m or 1g"
+                    ))
+                }
             },
         };
         let ulimits = args
