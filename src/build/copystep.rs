@@ -11,7 +11,7 @@ use crate::context::select::{confine, select, Selected};
 use crate::context::{self, ContextFile};
 use crate::planner::ops::{parse_checksum, CopyKind, CopyOp, Op};
 use crate::planner::Location;
-use crate::planner::{resolve_source, Source as PlanSource};
+use crate::planner::Source as PlanSource;
 
 use super::direct::{self, DirectWrite};
 use super::error::{CopyError, FromError};
@@ -404,8 +404,8 @@ impl Builder<'_> {
         Ok((ctx_srcs, archives))
     }
 
-    /// A `--from` value (COPY, RUN --mount): a built stage (its index and key) or an image
-    /// of the store (its layers and manifest digest).
+    /// A `--from` value (COPY, RUN --mount): a built stage (its index and key), or an image
+    /// of the store or a named context (its layers and what names it).
     pub(crate) fn resolve_from(
         &self,
         value: &str,
@@ -413,8 +413,9 @@ impl Builder<'_> {
         location: Location,
     ) -> Result<FromRef, BuildError> {
         let at = BuildError::at::<FromError>(location);
-        let names: Vec<Option<String>> = self.plan.stages.iter().map(|s| s.name.clone()).collect();
-        match resolve_source(value, &names, location)
+        match self
+            .plan
+            .resolve_source(value, location)
             .map_err(|e| at(FromError::Plan(Box::new(e))))?
         {
             PlanSource::Stage(i) => {
@@ -427,6 +428,10 @@ impl Builder<'_> {
                 let rec = self.image(&name, location)?;
                 let layers = super::image_layers(&rec);
                 Ok(FromRef::Image(layers, rec.manifest_digest.to_string()))
+            }
+            PlanSource::Context(name) => {
+                let ctx = self.named_context(&name, location)?;
+                Ok(FromRef::Image(ctx.layers.clone(), ctx.ident.clone()))
             }
         }
     }

@@ -148,6 +148,17 @@ pub enum BuildError {
     /// `--cache-to` failed (the image itself is built and stored).
     #[error("exporting the build cache: {0}")]
     CacheExport(#[from] crate::cache::transfer::TransferError),
+    /// A named context (`--build-context`) cannot be read.
+    #[error("build context {name}: {source}")]
+    NamedContext {
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<super::named::NamedContextError>,
+        /// Where in the Dockerfile it is first used.
+        location: Location,
+    },
     /// A base image is not in the store.
     #[error("{name}: image not found in the local store (and --pull never)")]
     NoBaseImage {
@@ -184,6 +195,7 @@ impl BuildError {
             | BuildError::Cancelled { location }
             | BuildError::StageCycle { location }
             | BuildError::RunFailed { location, .. }
+            | BuildError::NamedContext { location, .. }
             | BuildError::NoBaseImage { location, .. } => Some(*location),
             _ => None,
         }

@@ -417,6 +417,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             target: None,
+            ..Default::default()
         };
         let p = plan(&df, &opts).unwrap();
         let ops = p.stages[0]

@@ -7,6 +7,7 @@ mod direct;
 pub mod error;
 pub mod meta;
 mod mountsrc;
+pub mod named;
 mod record;
 mod remote;
 mod runmounts;
@@ -15,6 +16,7 @@ mod stage;
 pub mod state;
 
 pub use error::BuildError;
+pub use named::{parse_build_context, NamedContext};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -85,6 +87,14 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::cache::transfer::CacheFrom>,
     /// Whether `FROM` and `COPY --from` images are fetched from their registry.
     pub pull: PullPolicy,
+    /// `--build-context`: named contexts by normalized name (see
+    /// [`crate::planner::context_name`]), which `FROM`, `COPY --from` and
+    /// `RUN --mount=from=` use before any image of that name.
+    pub contexts: BTreeMap<String, NamedContext>,
+    /// `--shm-size`: bytes of RUN steps' `/dev/shm` (`None`: Docker's 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: RUN steps' resource limits (each checked to be at most kiln's own).
+    pub ulimits: Vec<crate::executor::rlimit::Ulimit>,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -247,6 +257,8 @@ struct Builder<'a> {
     used_keys: std::sync::Mutex<Vec<(usize, Digest)>>,
     /// Base images pulled by this build, by name as written.
     pulled: std::sync::Mutex<std::collections::HashMap<String, crate::store::ImageRecord>>,
+    /// Named contexts resolved by this build, by name.
+    named: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<named::Resolved>>>,
     /// Removals of finished steps' scratch directories, off the steps' critical path;
     /// joined before the build returns.
     cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -275,6 +287,7 @@ pub fn build(
         &PlanOptions {
             build_args: req.build_args.clone(),
             target: req.target.clone(),
+            contexts: req.contexts.keys().cloned().collect(),
         },
     )?;
     // A destination that cannot be written to is refused before anything is built.
@@ -344,7 +357,13 @@ fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
     use sha2::{Digest as _, Sha256};
     let abs = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
     let mut h = Sha256::new();
-    h.update(abs.as_os_str().as_encoded_bytes());
+    // A context from standard input has a new directory each time: such builds share one
+    // record (per Dockerfile name and target), so the next one can still say what changed.
+    if record::is_ephemeral(store, &req.context_dir) {
+        h.update(b"<ephemeral context>");
+    } else {
+        h.update(abs.as_os_str().as_encoded_bytes());
+    }
     h.update([0]);
     h.update(req.dockerfile_name.as_bytes());
     h.update([0]);
@@ -393,6 +412,7 @@ impl<'a> Builder<'a> {
             warnings: Default::default(),
             used_keys: Default::default(),
             pulled: Default::default(),
+            named: Default::default(),
             cleanup: Default::default(),
             netpool: crate::executor::pasta::NetPool::new(
                 crate::executor::pasta::PastaOptions::sandbox(),

@@ -15,6 +15,17 @@ use super::direct;
 use super::{BuildEvent, Builder, Recorded, StageResult, HISTORY_COMMENT};
 use crate::cache::explain::{BuildRecord, StepInputs, StoredStep};
 
+/// Whether `dir` is in the store's temporary area: made for this build only.
+pub(crate) fn is_ephemeral(store: &crate::store::Store, dir: &std::path::Path) -> bool {
+    match (
+        std::fs::canonicalize(dir),
+        std::fs::canonicalize(store.tmp_dir()),
+    ) {
+        (Ok(d), Ok(t)) => d.starts_with(t),
+        _ => false,
+    }
+}
+
 impl Builder<'_> {
     /// The build context, scanned on first use, with its stat cache.
     pub(crate) fn context(
@@ -23,19 +34,28 @@ impl Builder<'_> {
         let mut guard = self.context.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             let ctx = Context::scan(&self.req.context_dir, &self.req.ignore)?;
-            let abs = std::fs::canonicalize(&self.req.context_dir)
-                .unwrap_or_else(|_| self.req.context_dir.clone());
-            let name = context::hex(&Sha256::digest(abs.as_os_str().as_encoded_bytes()).into());
-            let cache = StatCache::load(
-                &self
-                    .store
-                    .root()
-                    .join("contexts")
-                    .join(format!("{name}.statcache-v1")),
-            );
+            let cache = self.stat_cache(&self.req.context_dir);
             *guard = Some((ctx, cache));
         }
         Ok(guard)
+    }
+
+    /// The stat cache of a context directory, kept in the store by the directory's path;
+    /// one in memory only for a directory in the store's temporary area (a context read
+    /// from standard input, a fetched one), whose path no later build has.
+    pub(crate) fn stat_cache(&self, dir: &std::path::Path) -> StatCache {
+        if is_ephemeral(self.store, dir) {
+            return StatCache::in_memory();
+        }
+        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let name = context::hex(&Sha256::digest(abs.as_os_str().as_encoded_bytes()).into());
+        StatCache::load(
+            &self
+                .store
+                .root()
+                .join("contexts")
+                .join(format!("{name}.statcache-v1")),
+        )
     }
 
     /// Write the stat cache back (called once at the end of a build).

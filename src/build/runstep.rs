@@ -50,7 +50,7 @@ impl Builder<'_> {
         // Mounts are prepared before the key: a bind's content is part of it.
         let scratch = crate::rootfs::layers::scratch_dir(self.store).map_err(&fs_at)?;
         let mounts = self.prepare_mounts(cur, &r.mounts, scratch.path(), stages, op.location)?;
-        let key = run_key(cur, &run, &mounts);
+        let key = run_key(cur, &run, &mounts, self.req);
         let mut inputs = BTreeMap::new();
         inputs.insert("instruction".to_string(), op.code.clone());
         for (k, v) in cur.state.arg_values() {
@@ -225,6 +225,8 @@ impl Builder<'_> {
         // in whatever a step writes of it) and no /etc/hostname.
         spec.hostname = Some("buildkitsandbox".to_string());
         spec.build_step = true;
+        spec.shm_size = self.req.shm_size;
+        spec.ulimits = self.req.ulimits.clone();
         spec.binds = mounts.binds.clone();
         let outcome = self.run_logged(id, &spec);
         // run_step has reaped the step's PID 1, so its PID namespace is empty: no process of
@@ -305,9 +307,23 @@ fn failure(status: &ExitStatus, shown: &str, op: &Op) -> Result<(), BuildError> 
     }
 }
 
-/// A RUN's key: its mounts, parent, command line, environment, user, directory, network.
-fn run_key(cur: &StageResult, run: &RunInputs, mounts: &MountSet) -> Digest {
+/// A RUN's key: its mounts, parent, command line, environment, user, directory, network,
+/// and `--shm-size` and `--ulimit` when given (as in BuildKit's; absent, keys stay as they
+/// were).
+fn run_key(
+    cur: &StageResult,
+    run: &RunInputs,
+    mounts: &MountSet,
+    req: &super::BuildRequest,
+) -> Digest {
     let mut key = KeyBuilder::new("run");
+    if let Some(bytes) = req.shm_size {
+        key.text("shm-size", &bytes.to_string());
+    }
+    if !req.ulimits.is_empty() {
+        let limits: Vec<String> = req.ulimits.iter().map(|u| u.to_string()).collect();
+        key.list("ulimits", &limits);
+    }
     key.list("mounts", &mounts.key_parts);
     key.text("parent", cur.key.as_str())
         .list("argv", &run.argv)

@@ -128,30 +128,78 @@ impl Builder<'_> {
             }
             Base::Image(name) => {
                 let rec = self.image(name, stage.location)?;
-                let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
-                let mut spec =
-                    ImageSpec::from_slice(&bytes).map_err(|source| BuildError::BaseConfig {
-                        name: name.clone(),
-                        source,
-                        location: stage.location,
-                    })?;
-                let layers = image_layers(&rec);
-                let mut key = KeyBuilder::new("image");
-                key.text("manifest", rec.manifest_digest.as_str())
-                    .opt("source-date-epoch", epoch);
-                // The stage's history is kept beside the config and written into it last.
-                let history = std::mem::take(&mut spec.history);
-                Ok(StageResult {
-                    state: StageState::new(spec, layers, self.escape),
-                    key: key.finish(),
-                    history_mark: history.len(),
-                    history,
-                    base: format!("{name}@{}", rec.manifest_digest),
-                    stage_name: None,
-                    stage_idx: idx,
-                })
+                self.image_base(name, &rec, idx, epoch, stage.location)
+            }
+            Base::Context(name) => {
+                let ctx = self.named_context(name, stage.location)?;
+                match &ctx.image {
+                    Some(rec) => self.image_base(name, rec, idx, epoch, stage.location),
+                    // A directory: BuildKit's empty image with the directory's files.
+                    None => {
+                        let mut key = KeyBuilder::new("named-context");
+                        key.text("context", &ctx.ident)
+                            .opt("source-date-epoch", epoch);
+                        Ok(StageResult {
+                            state: StageState::new(
+                                ImageSpec {
+                                    config: crate::image::spec::RunConfig {
+                                        working_dir: "/".to_string(),
+                                        ..Default::default()
+                                    },
+                                    ..ImageSpec::scratch()
+                                },
+                                ctx.layers.clone(),
+                                self.escape,
+                            ),
+                            key: key.finish(),
+                            // The directory's layer has a history entry of its own, undated
+                            // so that an unchanged rebuild keeps its image ID.
+                            history: vec![History {
+                                created_by: Some(format!("build context {name}")),
+                                comment: Some(HISTORY_COMMENT.to_string()),
+                                ..Default::default()
+                            }],
+                            history_mark: 1,
+                            base: format!("context {name} {}", ctx.ident),
+                            stage_name: None,
+                            stage_idx: idx,
+                        })
+                    }
+                }
             }
         }
+    }
+
+    /// A stage that starts from an image: its config, layers and history.
+    fn image_base(
+        &self,
+        name: &str,
+        rec: &crate::store::ImageRecord,
+        idx: usize,
+        epoch: Option<&str>,
+        location: Location,
+    ) -> Result<StageResult, BuildError> {
+        let bytes = self.store.read_blob(&rec.id, "image config", 16 << 20)?;
+        let mut spec = ImageSpec::from_slice(&bytes).map_err(|source| BuildError::BaseConfig {
+            name: name.to_string(),
+            source,
+            location,
+        })?;
+        let layers = image_layers(rec);
+        let mut key = KeyBuilder::new("image");
+        key.text("manifest", rec.manifest_digest.as_str())
+            .opt("source-date-epoch", epoch);
+        // The stage's history is kept beside the config and written into it last.
+        let history = std::mem::take(&mut spec.history);
+        Ok(StageResult {
+            state: StageState::new(spec, layers, self.escape),
+            key: key.finish(),
+            history_mark: history.len(),
+            history,
+            base: format!("{name}@{}", rec.manifest_digest),
+            stage_name: None,
+            stage_idx: idx,
+        })
     }
 
     /// A stage: its base → its ops (the base's ONBUILD triggers first) → each op as a step

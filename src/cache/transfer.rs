@@ -383,9 +383,15 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, CacheSpecError> {
     Ok(out)
 }
 
-/// Parses `--cache-from type=local,src=DIR[,tag=T]` or `type=registry,ref=R`.
+/// Parses `--cache-from type=local,src=DIR[,tag=T]` or `type=registry,ref=R`; a value
+/// without any `=` is a registry reference, `type=registry,ref=VALUE`, as in BuildKit.
 pub fn parse_cache_from(spec: &str) -> Result<CacheFrom, CacheSpecError> {
     const FLAG: &str = "--cache-from";
+    if !spec.is_empty() && !spec.contains('=') {
+        return Ok(CacheFrom::Registry {
+            reference: spec.to_string(),
+        });
+    }
     let mut f = fields(FLAG, spec)?;
     let kind = take_nonempty(&mut f, "type", FLAG, spec)?;
     let out = match kind.as_str() {
@@ -1156,6 +1162,16 @@ mod tests {
             assert!(parse_cache_to(bad).is_err(), "{bad}");
         }
         assert!(parse_cache_from("type=local,dest=/c").is_err());
+        // BuildKit's shorthand: a bare reference is a registry cache.
+        for r in ["127.0.0.1:5000/c:1", "busybox", "ghcr.io/o/app@sha256:abc"] {
+            assert_eq!(
+                parse_cache_from(r).unwrap(),
+                CacheFrom::Registry {
+                    reference: r.into()
+                }
+            );
+        }
+        assert!(parse_cache_from("").is_err());
         let sink = parse_cache_to("type=registry,ref=127.0.0.1:5000/c:main,mode=max")
             .unwrap()
             .sink(None)

@@ -12,10 +12,11 @@ use kiln::image::Reference;
 use kiln::parser;
 use kiln::store::Store;
 
-use super::debug::{display_name, read_dockerfile};
 use super::values::{
-    Entitlement, Network, OnError, OutputType, ProgressMode, Pull, PushCompression,
+    BuildPull, Entitlement, Network, OnError, OutputType, ProgressMode, PushCompression,
 };
+
+mod input;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -37,10 +38,20 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages (by name); may be repeated
     #[arg(long = "no-cache-filter")]
     pub no_cache_filter: Vec<String>,
-    /// Pull base images from their registry: `missing` (when not in the store), `always`
-    /// (follow moved tags) or `never`
-    #[arg(long, value_enum, default_value_t = Pull::Missing)]
-    pub pull: Pull,
+    /// Always attempt to pull all referenced images (`--pull` alone, or `--pull=true`); also
+    /// `--pull=false|missing` (only images the store lacks, the default), `--pull=always` and
+    /// `--pull=never`
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value_t = BuildPull::Missing,
+        hide_possible_values = true,
+        hide_default_value = true
+    )]
+    pub pull: BuildPull,
     /// Push the image to its registry under every `-t` name (`--output type=registry`)
     #[arg(long)]
     pub push: bool,
@@ -92,8 +103,8 @@ pub struct BuildArgs {
     /// or `type=registry,ref=HOST/REPO:TAG[,mode=min|max]` (an OCI artifact in a registry)
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
-    /// Use an exported build cache: `type=local,src=DIR` or `type=registry,ref=HOST/REPO:TAG`;
-    /// may be repeated
+    /// Use an exported build cache: `type=local,src=DIR` or `type=registry,ref=HOST/REPO:TAG`
+    /// (a bare `HOST/REPO:TAG` is the latter); may be repeated
     #[arg(long = "cache-from")]
     pub cache_from: Vec<String>,
     /// An ssh-agent for `RUN --mount=type=ssh`: `default` (from `$SSH_AUTH_SOCK`),
@@ -107,8 +118,36 @@ pub struct BuildArgs {
     /// With `--on-error=shell`: mount the step's secrets and ssh agents in the shell too
     #[arg(long = "debug-secrets")]
     pub debug_secrets: bool,
-    /// Build context directory
+    /// Additional build contexts (`NAME=PATH`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://DIR[:TAG][@DIGEST]`, `NAME=https://…`), used by `FROM NAME`,
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME`; may be repeated
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Size of `/dev/shm` in RUN steps (`64m`, `1g`; default 64 MiB)
+    #[arg(long = "shm-size", value_name = "BYTES")]
+    pub shm_size: Option<String>,
+    /// Resource limits of RUN steps (`nofile=1024:2048`; at most kiln's own hard limit); may
+    /// be repeated
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// No effect: RUN steps leave no intermediate containers (accepted for Docker's scripts)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true)]
+    #[arg(default_missing_value = "true")]
+    pub rm: Option<bool>,
+    /// No effect: RUN steps leave no intermediate containers (accepted for Docker's scripts)
+    #[arg(long = "force-rm", value_name = "BOOL", num_args = 0..=1, require_equals = true)]
+    #[arg(default_missing_value = "true")]
+    pub force_rm: Option<bool>,
+    /// No effect: the image is always in kiln's store (Docker's `--output=type=docker`)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true)]
+    #[arg(default_missing_value = "true")]
+    pub load: Option<bool>,
+    /// Build context directory, or `-` to read a Dockerfile or a context tar from standard
+    /// input
     pub path: PathBuf,
+    /// A second path only `--pull VALUE PATH` (kiln's old form of `--pull=VALUE`) gives
+    #[arg(hide = true)]
+    pub extra_path: Option<PathBuf>,
 }
 
 /// Plain progress in BuildKit's `--progress=plain` shape, on standard error.
@@ -222,28 +261,14 @@ fn key_values(items: &[String], from_env: bool) -> Result<BTreeMap<String, Strin
     Ok(out)
 }
 
-/// `<Dockerfile>.dockerignore` next to the Dockerfile wins over `<context>/.dockerignore`;
-/// one that exists but cannot be read is an error, never skipped.
-fn ignore_rules(
-    context: &Path,
-    dockerfile: Option<&Path>,
-) -> Result<kiln::context::IgnoreRules, String> {
-    kiln::context::files::load_ignore(context, dockerfile).map_err(|e| format!("error: {e}"))
-}
-
 pub fn run(root: &Path, args: &BuildArgs) -> i32 {
-    let file = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.path.join("Dockerfile"));
-    let src = match read_dockerfile(&file) {
+    let source = match input::Source::read(root, args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
-            return 1;
+            eprintln!("{}", e.message);
+            return e.code;
         }
     };
-    let name = display_name(&file);
     if args.check {
         let build_args = match key_values(&args.build_args, true) {
             Ok(a) => a.into_iter().collect(),
@@ -252,9 +277,9 @@ pub fn run(root: &Path, args: &BuildArgs) -> i32 {
                 return 1;
             }
         };
-        return super::debug::check(root, &name, &src, &build_args);
+        return super::debug::check(root, &source.name, &source.dockerfile, &build_args);
     }
-    match build_image(root, args, &file, &name, src) {
+    match build_image(root, args, source) {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("{msg}");
@@ -265,26 +290,21 @@ pub fn run(root: &Path, args: &BuildArgs) -> i32 {
 
 /// The build itself: read the flags into a request, run it with the chosen progress view,
 /// then hand the result where the flags say and tell the user.
-fn build_image(
-    root: &Path,
-    args: &BuildArgs,
-    file: &Path,
-    name: &str,
-    src: Vec<u8>,
-) -> Result<(), String> {
+fn build_image(root: &Path, args: &BuildArgs, source: input::Source) -> Result<(), String> {
     let tags = parse_tags(&args.tags)?;
-    let inputs = Inputs::read(args, file)?;
+    let inputs = Inputs::read(args)?;
     let store = Store::open(root).map_err(|e| format!("error: {e}"))?;
     super::warn_tightened(&store);
     // Agents kiln starts for key files live until the build is over.
     let ssh_agents = super::ssh::agents(&args.ssh)?;
-    let req = request(root, args, name, &src, inputs, &tags, &ssh_agents)?;
+    let (name, src) = (&source.name, &source.dockerfile);
+    let req = request(root, args, &source, inputs, &tags, &ssh_agents)?;
     let view = View::new(args);
     let result = view.around(|| build::build(&store, &req, view.progress()));
     let result = super::debug::after_build(root, &store, &req, args, result).map_err(|e| {
         let msg = match e.location() {
             Some(loc) if loc.line > 0 => {
-                let text = String::from_utf8_lossy(&src);
+                let text = String::from_utf8_lossy(src);
                 parser::Diagnostic::error(name, &text, loc, e.to_string()).to_string()
             }
             _ => format!("error: {e}"),
@@ -303,16 +323,19 @@ fn parse_tags(tags: &[String]) -> Result<Vec<Reference>, String> {
         .collect()
 }
 
-/// The flags read before the store is opened: variables, labels, the epoch, ignore rules.
+/// The flags read before the store is opened: variables, labels, the epoch, named contexts,
+/// RUN steps' limits.
 struct Inputs {
     build_args: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
     source_date_epoch: Option<i64>,
-    ignore: kiln::context::IgnoreRules,
+    contexts: BTreeMap<String, build::NamedContext>,
+    shm_size: Option<u64>,
+    ulimits: Vec<kiln::executor::rlimit::Ulimit>,
 }
 
 impl Inputs {
-    fn read(args: &BuildArgs, file: &Path) -> Result<Inputs, String> {
+    fn read(args: &BuildArgs) -> Result<Inputs, String> {
         let build_args = key_values(&args.build_args, true).map_err(|e| format!("error: {e}"))?;
         let labels = key_values(&args.labels, false).map_err(|e| format!("error: {e}"))?;
         // A `--build-arg SOURCE_DATE_EPOCH` wins over the environment.
@@ -326,13 +349,38 @@ impl Inputs {
                 })
             })
             .transpose()?;
-        let dockerfile_path = (file != Path::new("-")).then_some(file);
-        let ignore = ignore_rules(&args.path, dockerfile_path)?;
+        let mut contexts = BTreeMap::new();
+        for spec in &args.build_contexts {
+            let (name, ctx) =
+                build::parse_build_context(spec).map_err(|e| format!("error: {e}"))?;
+            contexts.insert(name, ctx);
+        }
+        let shm_size = match args.shm_size.as_deref() {
+            None => None,
+            Some(s) => match kiln::container::cgroups::parse_bytes(s) {
+                Some(0) => None,
+                Some(n) if n > 0 => Some(n as u64),
+                _ => {
+                    return Err(format!(
+                        "error: invalid argument {s:?} for \"--shm-size\" flag: \
+                         expected a size such as 64m or 1g"
+                    ))
+                }
+            },
+        };
+        let ulimits = args
+            .ulimits
+            .iter()
+            .map(|u| kiln::executor::rlimit::Ulimit::parse(u))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("error: {e}"))?;
         Ok(Inputs {
             build_args,
             labels,
             source_date_epoch,
-            ignore,
+            contexts,
+            shm_size,
+            ulimits,
         })
     }
 }
@@ -342,17 +390,16 @@ impl Inputs {
 fn request(
     root: &Path,
     args: &BuildArgs,
-    name: &str,
-    src: &[u8],
+    source: &input::Source,
     inputs: Inputs,
     tags: &[Reference],
     ssh_agents: &super::ssh::SshAgents,
 ) -> Result<BuildRequest, String> {
     Ok(BuildRequest {
-        context_dir: args.path.clone(),
-        dockerfile: src.to_vec(),
-        dockerfile_name: name.to_string(),
-        ignore: inputs.ignore,
+        context_dir: source.context.clone(),
+        dockerfile: source.dockerfile.clone(),
+        dockerfile_name: source.name.clone(),
+        ignore: source.ignore.clone(),
         tags: tags.to_vec(),
         build_args: inputs.build_args,
         target: args.target.clone(),
@@ -385,7 +432,10 @@ fn request(
             .map(|s| kiln::cache::transfer::parse_cache_from(s))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("error: {e}"))?,
-        pull: args.pull.into(),
+        pull: source.pull,
+        contexts: inputs.contexts,
+        shm_size: inputs.shm_size,
+        ulimits: inputs.ulimits,
     })
 }
 

@@ -50,6 +50,32 @@ impl From<Pull> for PullPolicy {
     }
 }
 
+/// `build --pull`: Docker's bool flag (`--pull` alone is `true`: pull every base image), and
+/// kiln's policies by name.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildPull {
+    /// Pull every base image, so a moved tag is followed (what `--pull` alone means).
+    True,
+    /// Pull only images the store lacks (Docker's default).
+    False,
+    /// Pull only images the store lacks.
+    Missing,
+    /// Pull every base image.
+    Always,
+    /// Never pull: the store must have the images.
+    Never,
+}
+
+impl From<BuildPull> for PullPolicy {
+    fn from(p: BuildPull) -> PullPolicy {
+        match p {
+            BuildPull::True | BuildPull::Always => PullPolicy::Always,
+            BuildPull::False | BuildPull::Missing => PullPolicy::Missing,
+            BuildPull::Never => PullPolicy::Never,
+        }
+    }
+}
+
 /// `build --progress`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -191,7 +217,7 @@ mod tests {
     fn fixed_value_options_refuse_other_values_as_usage_errors() {
         for args in [
             &["build", "--progress", "fancy", "."][..],
-            &["build", "--pull", "sometimes", "."],
+            &["build", "--pull=sometimes", "."],
             &["build", "--network", "bridge", "."],
             &["build", "--allow", "security.insecure", "."],
             &["build", "--compression", "none", "."],
@@ -235,7 +261,7 @@ mod tests {
             (b.progress, b.pull, b.network, b.compression),
             (
                 ProgressMode::Auto,
-                Pull::Missing,
+                BuildPull::Missing,
                 Network::Default,
                 PushCompression::Gzip
             )

@@ -109,6 +109,7 @@ pub mod kernel;
 pub mod layers;
 pub mod pasta;
 pub mod plan;
+pub mod rlimit;
 mod run;
 pub mod seccomp;
 pub mod setup;
@@ -265,6 +266,11 @@ pub struct StepSpec {
     /// points an image lacks are made in the step's layer (where runc makes them for
     /// BuildKit) rather than in the hidden init layer.
     pub build_step: bool,
+    /// Bytes of `/dev/shm` (`--shm-size`); `None`: Docker's 64 MiB.
+    pub shm_size: Option<u64>,
+    /// Resource limits set on the process before its command starts (`--ulimit`); each
+    /// at most kiln's own hard limit ([`rlimit::Ulimit::check`]).
+    pub ulimits: Vec<rlimit::Ulimit>,
 }
 
 impl StepSpec {
@@ -291,6 +297,8 @@ impl StepSpec {
             extra_hosts: Vec::new(),
             mknod_any: false,
             build_step: false,
+            shm_size: None,
+            ulimits: Vec::new(),
         }
     }
 }

@@ -249,6 +249,8 @@ pub struct PlanInput {
     pub tmpfs: Vec<(CString, CString, c_ulong)>,
     /// Remount the root read-only once everything is mounted on it.
     pub readonly_root: bool,
+    /// Bytes of the `/dev/shm` tmpfs (`--shm-size`); `None`: Docker's 64 MiB.
+    pub shm_size: Option<u64>,
 }
 
 /// What one `--tmpfs` option (Docker's syntax) becomes in the mount.
@@ -306,7 +308,7 @@ pub fn build(input: &PlanInput) -> Vec<Op> {
         data: None,
         optional: false,
     });
-    dev(&mut ops);
+    dev(&mut ops, input.shm_size);
     sys(&mut ops);
     user_mounts(&mut ops, input);
     if input.readonly_root {
@@ -346,8 +348,8 @@ fn mount_root(ops: &mut Vec<Op>, plan: &RootPlan) -> CString {
 }
 
 /// `/dev`: a tmpfs with the host's harmless devices bound in, the usual links, and
-/// devpts, shm and mqueue.
-fn dev(ops: &mut Vec<Op>) {
+/// devpts, shm (of `shm_size` bytes, Docker's 64 MiB by default) and mqueue.
+fn dev(ops: &mut Vec<Op>, shm_size: Option<u64>) {
     // nodev on /dev itself: without a device cgroup, a node the step mknods there (say 8:0,
     // the host's disk) must not open. The bound host nodes keep the host devtmpfs's flags.
     ops.push(Op::Mount {
@@ -398,7 +400,10 @@ fn dev(ops: &mut Vec<Op>) {
         rel: c("dev/shm"),
         fstype: c("tmpfs"),
         flags: NOSUID | NODEV | NOEXEC,
-        data: Some(c("mode=1777,size=65536k")),
+        data: Some(c(&match shm_size {
+            Some(bytes) => format!("mode=1777,size={bytes}"),
+            None => "mode=1777,size=65536k".to_string(),
+        })),
         optional: false,
     });
     ops.push(Op::Mount {
@@ -515,6 +520,7 @@ mod tests {
             binds: vec![(c("/host/src"), c("run/src"), true)],
             tmpfs: Vec::new(),
             readonly_root: false,
+            shm_size: None,
         }
     }
 
@@ -617,6 +623,23 @@ mod tests {
         // Host networking: no loopback setup, the host's lo is shared.
         let host = build(&input(overlay(), false));
         assert!(!host.contains(&Op::LoopbackUp));
+    }
+
+    #[test]
+    fn shm_is_dockers_64_mib_unless_sized() {
+        let shm_data = |input: &PlanInput| {
+            build(input)
+                .into_iter()
+                .find_map(|o| match o {
+                    Op::Mount { rel, data, .. } if rel.as_bytes() == b"dev/shm" => data,
+                    _ => None,
+                })
+                .expect("/dev/shm is mounted")
+        };
+        let mut inp = input(overlay(), true);
+        assert_eq!(shm_data(&inp).as_bytes(), b"mode=1777,size=65536k");
+        inp.shm_size = Some(128 << 20);
+        assert_eq!(shm_data(&inp).as_bytes(), b"mode=1777,size=134217728");
     }
 
     #[test]

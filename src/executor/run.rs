@@ -66,6 +66,10 @@ fn validate(spec: &StepSpec) -> Result<(), ExecError> {
             return Err(ExecError::InvalidSpec(format!("bad hostname {h:?}")));
         }
     }
+    for u in &spec.ulimits {
+        u.check()
+            .map_err(|e| ExecError::InvalidSpec(e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -688,6 +692,7 @@ fn step_ops(
             })
             .collect::<Result<_, ExecError>>()?,
         readonly_root: spec.readonly_root,
+        shm_size: spec.shm_size,
     }))
 }
 
@@ -1077,6 +1082,16 @@ fn handshake(
         }
     }
     let go = identity(container.pid, spec, workdir)?;
+    for u in &spec.ulimits {
+        if let Err(source) = u.apply(container.pid) {
+            container.abort();
+            return Err(ExecError::Setup {
+                stage: format!("setting the resource limit {u}"),
+                source,
+            }
+            .into());
+        }
+    }
     // Outbound network is up before the command's first instruction.
     if let Some(Err(e)) = pasta.map(|p| p.ready()) {
         container.abort();

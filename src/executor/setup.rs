@@ -518,6 +518,7 @@ mod tests {
             binds: vec![],
             tmpfs: vec![],
             readonly_root: false,
+            shm_size: None,
         })
     }
 

@@ -5,7 +5,9 @@
 //! * [`import`]: a rootfs tarball becomes a one-layer image and its snapshot
 //!   (`kiln image import`), with [`change`] applying `--change` instructions;
 //! * [`save`] and [`load`]: image archives out of and into the store, in the
-//!   formats `docker save`, `podman save` and `skopeo` write;
+//!   formats `docker save`, `podman save` and `skopeo` write; [`layout`]: one image
+//!   of an OCI image layout directory into the store (`build --build-context
+//!   NAME=oci-layout://…`), through `load`'s checks;
 //! * [`list`]: which images `kiln images` shows, with Docker's filters;
 //! * [`inspect`]: Docker's `image inspect` document and `image history` rows;
 //! * [`remove`]: `kiln rmi` and `kiln image prune`;
@@ -21,6 +23,7 @@ mod error;
 pub mod glob;
 pub mod import;
 pub mod inspect;
+pub mod layout;
 pub mod list;
 pub mod load;
 mod pipe;

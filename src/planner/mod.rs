@@ -59,6 +59,9 @@ pub enum Base {
     Image(String),
     /// An earlier stage, by index.
     Stage(usize),
+    /// A named context (`--build-context NAME=…`), by its normalized name: a directory or an
+    /// image, which the build reads.
+    Context(String),
 }
 
 /// Where a `COPY --from` / `RUN --mount=from=` points.
@@ -68,6 +71,8 @@ pub enum Source {
     Stage(usize),
     /// An image reference.
     Image(String),
+    /// A named context, by its normalized name.
+    Context(String),
 }
 
 /// One stage of the plan.
@@ -92,6 +97,9 @@ pub struct StagePlan {
     pub location: Location,
     /// The FROM line's text.
     pub code: String,
+    /// A named context of the stage's name replaces it, as in BuildKit: its base is that
+    /// context and it has no ops.
+    pub replaced: bool,
 }
 
 /// A planned build.
@@ -109,6 +117,17 @@ pub struct Plan {
     /// platform ARGs) with their values for this build: what ops are lowered with, ONBUILD
     /// triggers (lowered at build time) included.
     pub scope: ArgScope,
+    /// The named contexts' names (see [`PlanOptions::contexts`]).
+    pub contexts: BTreeSet<String>,
+}
+
+impl Plan {
+    /// A `--from` value, expanded: a stage, a named context or an image (see
+    /// [`resolve_source`]).
+    pub fn resolve_source(&self, value: &str, location: Location) -> Result<Source, PlanError> {
+        let names: Vec<Option<String>> = self.stages.iter().map(|s| s.name.clone()).collect();
+        resolve_source(value, &names, &self.contexts, location)
+    }
 }
 
 /// Options that shape a plan.
@@ -118,6 +137,20 @@ pub struct PlanOptions {
     pub build_args: BTreeMap<String, String>,
     /// `--target`.
     pub target: Option<String>,
+    /// The names of the named contexts (`--build-context`), normalized by [`context_name`].
+    pub contexts: BTreeSet<String>,
+}
+
+/// The name a named context is known by, as BuildKit normalizes it: a valid image name,
+/// in its familiar form, without a `:latest` tag (`docker.io/library/alpine:latest` and
+/// `alpine` are the same context). `None` for a name that is no valid image name.
+pub fn context_name(name: &str) -> Option<String> {
+    let r = crate::image::Reference::parse_normalized_named(name).ok()?;
+    let familiar = r.familiar_string();
+    Some(match familiar.strip_suffix(":latest") {
+        Some(s) => s.to_string(),
+        None => familiar,
+    })
 }
 
 /// Why a Dockerfile cannot be planned.
@@ -264,20 +297,24 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     let mut planned: Vec<StagePlan> = Vec::with_capacity(stages.len());
     for (index, st) in stages.iter().enumerate() {
-        planned.push(plan_stage(index, st, &planned, &expand)?);
+        planned.push(plan_stage(index, st, &planned, &opts.contexts, &expand)?);
     }
     // COPY --from and --mount from= may name any stage, later ones included.
     let names: Vec<Option<String>> = planned.iter().map(|s| s.name.clone()).collect();
     for (sp, st) in planned.iter_mut().zip(&stages) {
+        if sp.replaced {
+            continue;
+        }
         for (word, location) in sources_of(&st.commands) {
             let value = expand(&word, location)?;
-            match resolve_source(&value, &names, location)? {
+            match resolve_source(&value, &names, &opts.contexts, location)? {
                 Source::Stage(i) => {
                     sp.deps.insert(i);
                 }
                 Source::Image(r) => {
                     sp.image_sources.insert(r);
                 }
+                Source::Context(_) => {}
             }
         }
     }
@@ -301,6 +338,9 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     };
     let mut declared: BTreeSet<&str> = meta_defs.iter().map(|d| d.name.as_str()).collect();
     for &i in &order {
+        if planned[i].replaced {
+            continue;
+        }
         planned[i].ops = stages[i]
             .commands
             .iter()
@@ -325,6 +365,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
         order,
         unused_build_args,
         scope,
+        contexts: opts.contexts.clone(),
     })
 }
 
@@ -332,8 +373,27 @@ fn plan_stage(
     index: usize,
     st: &Stage,
     earlier: &[StagePlan],
+    contexts: &BTreeSet<String>,
     expand: &dyn Fn(&str, Location) -> Result<String, PlanError>,
 ) -> Result<StagePlan, PlanError> {
+    // As BuildKit: a named context of a stage's name replaces the whole stage, its FROM and
+    // its instructions.
+    if let Some(name) = st.name.as_deref().and_then(context_name) {
+        if contexts.contains(&name) {
+            return Ok(StagePlan {
+                index,
+                name: st.name.clone(),
+                base: Base::Context(name),
+                platform: None,
+                ops: Vec::new(),
+                deps: BTreeSet::new(),
+                image_sources: BTreeSet::new(),
+                location: st.location,
+                code: st.code.clone(),
+                replaced: true,
+            });
+        }
+    }
     let base_name = expand(&st.base, st.location)?;
     if base_name.is_empty() {
         return Err(PlanError::BlankBase {
@@ -350,6 +410,8 @@ fn plan_stage(
         Base::Stage(prev)
     } else if lower == "scratch" {
         Base::Scratch
+    } else if let Some(name) = context_name(&base_name).filter(|n| contexts.contains(n)) {
+        Base::Context(name)
     } else {
         Base::Image(base_name)
     };
@@ -371,6 +433,7 @@ fn plan_stage(
         image_sources: BTreeSet::new(),
         location: st.location,
         code: st.code.clone(),
+        replaced: false,
     })
 }
 
@@ -397,10 +460,12 @@ fn sources_of(commands: &[Instruction]) -> Vec<(String, Location)> {
     out
 }
 
-/// A `--from` value: a stage name, a stage index, or an image.
+/// A `--from` value: a stage name, a stage index, a named context (BuildKit looks stages up
+/// first), or an image.
 pub fn resolve_source(
     value: &str,
     names: &[Option<String>],
+    contexts: &BTreeSet<String>,
     location: Location,
 ) -> Result<Source, PlanError> {
     let lower = value.to_lowercase();
@@ -418,6 +483,9 @@ pub fn resolve_source(
                 location,
             }),
         };
+    }
+    if let Some(name) = context_name(value).filter(|n| contexts.contains(n)) {
+        return Ok(Source::Context(name));
     }
     Ok(Source::Image(value.to_string()))
 }
@@ -478,6 +546,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 target: target.map(str::to_string),
+                ..Default::default()
             },
         )
     }
@@ -519,6 +588,58 @@ mod tests {
             plan_of("ARG X\nFROM ${X}\n", None, &[]),
             Err(PlanError::BlankBase { .. })
         ));
+    }
+
+    // As BuildKit: a named context replaces a stage of its name (FROM and instructions),
+    // an image of its name (in FROM, COPY --from and --mount from=, by the image's familiar
+    // name without :latest), and is looked up after the stages.
+    #[test]
+    fn named_contexts_replace_stages_and_images() {
+        let src = "FROM busybox AS base\nRUN broken\nFROM base AS mid\nCOPY --from=src /a /b\n\
+                   FROM alpine:latest\nCOPY --from=mid /b /c\n\
+                   RUN --mount=from=docker.io/library/busybox,target=/m true\n";
+        let df = parse(src).unwrap();
+        let opts = PlanOptions {
+            contexts: ["base", "src", "alpine", "busybox"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ..Default::default()
+        };
+        let p = plan(&df, &opts).unwrap();
+        assert_eq!(p.stages[0].base, Base::Context("base".into()));
+        assert!(p.stages[0].replaced && p.stages[0].ops.is_empty());
+        assert_eq!(p.stages[1].base, Base::Stage(0));
+        assert!(!p.stages[1].replaced);
+        assert_eq!(p.stages[2].base, Base::Context("alpine".into()));
+        assert!(
+            p.stages[2].image_sources.is_empty(),
+            "contexts are no images"
+        );
+        assert_eq!(p.order, vec![0, 1, 2]);
+        let at = Location::default();
+        assert_eq!(p.resolve_source("base", at).unwrap(), Source::Stage(0));
+        assert_eq!(
+            p.resolve_source("src", at).unwrap(),
+            Source::Context("src".into())
+        );
+        assert_eq!(
+            p.resolve_source("busybox:latest", at).unwrap(),
+            Source::Context("busybox".into())
+        );
+        assert_eq!(
+            p.resolve_source("busybox:1", at).unwrap(),
+            Source::Image("busybox:1".into())
+        );
+        assert_eq!(context_name("Upper"), None);
+        assert_eq!(
+            context_name("docker.io/library/alpine:3").as_deref(),
+            Some("alpine:3")
+        );
+        assert_eq!(
+            context_name("localhost:5000/x:latest").as_deref(),
+            Some("localhost:5000/x")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::build_cmd::{cached_steps, write};
 use crate::util::{stderr, TestStore};
 
 /// `git` for the test's own repositories, free of the host's configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -35,13 +35,13 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// `git daemon` serving `base` on 127.0.0.1; killed on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Daemon {
-    fn start(base: &Path) -> Option<Daemon> {
+    pub(crate) fn start(base: &Path) -> Option<Daemon> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

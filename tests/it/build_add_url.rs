@@ -18,7 +18,7 @@ const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 const LAST_MODIFIED_SECS: i64 = 784_111_777;
 
 /// A tiny HTTP/1.1 file server on 127.0.0.1, serving `files` by path; stopped on drop.
-struct Server {
+pub(crate) struct Server {
     port: u16,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     requests: Arc<AtomicUsize>,
@@ -27,7 +27,7 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Default::default();
@@ -53,11 +53,11 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn put(&self, path: &str, data: &[u8]) {
+    pub(crate) fn put(&self, path: &str, data: &[u8]) {
         self.files
             .lock()
             .unwrap()
