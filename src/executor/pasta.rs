@@ -521,6 +521,14 @@ impl Maker {
 /// A new network namespace (this thread enters it, opens it and goes back to `own`) and a
 /// pasta starting for it (started from `own`, where its sockets must be).
 fn make_namespace(own: &OwnedFd, opts: PastaOptions) -> Result<PooledNs, PastaError> {
+    if super::isolation::in_user_namespace() {
+        let netns = namespace_from_a_thread()?;
+        let pasta = Pasta::spawn(netns.as_fd(), opts)?;
+        return Ok(PooledNs {
+            netns: Arc::new(netns),
+            pasta,
+        });
+    }
     // SAFETY: unshare of this thread's network namespace only.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(PastaError::Spawn(io::Error::last_os_error()));
@@ -535,6 +543,30 @@ fn make_namespace(own: &OwnedFd, opts: PastaOptions) -> Result<PooledNs, PastaEr
     Ok(PooledNs {
         netns: Arc::new(netns),
         pasta,
+    })
+}
+
+/// A new network namespace, made by a short-lived thread that unshares it and opens it. In the
+/// rootless user namespace a thread cannot go back to the host's network namespace (owned by
+/// the initial user namespace, `setns` needs `CAP_SYS_ADMIN` there), so the thread that made
+/// one ends instead.
+fn namespace_from_a_thread() -> Result<OwnedFd, PastaError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare of this (throw-away) thread's network namespace only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(PastaError::Spawn(io::Error::last_os_error()));
+            }
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .map(OwnedFd::from)
+                .map_err(PastaError::Spawn)
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(PastaError::Spawn(io::Error::other(
+                "namespace thread panicked",
+            )))
+        })
     })
 }
 

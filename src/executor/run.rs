@@ -654,7 +654,10 @@ fn step_ops(
             merged: path_c(&step.merged)?,
             options: cstring(
                 "overlay options",
-                plan::overlay_options_named(&step.lower_names, true),
+                super::isolation::overlay_options_here(plan::overlay_options_named(
+                    &step.lower_names,
+                    true,
+                )),
             )?,
         },
         Snapshot::Copy => RootPlan::Copy {
