@@ -70,6 +70,14 @@ pub enum PastaError {
     /// The network pool's thread could not return to its own namespace after making one.
     #[error("leaving a new network namespace: {0}")]
     Stuck(#[source] io::Error),
+    /// Rootless: `/dev/net/tun` cannot be opened by the user, so pasta cannot make its
+    /// interface in the namespace.
+    #[error(
+        "rootless RUN steps reach the network through pasta, which needs /dev/net/tun \
+         readable and writable by the user (mode 0666, as distributions ship it): {0}; \
+         or build with --network host or --network none"
+    )]
+    NoTun(#[source] io::Error),
     /// pasta exited, or did not come up in time, before the namespace was configured.
     #[error("pasta could not set up the network namespace{}", detail(.0))]
     Failed(String),
@@ -120,6 +128,14 @@ impl Pasta {
     /// holds its own reference once started, so the caller may close it).
     pub fn spawn(netns: BorrowedFd<'_>, opts: PastaOptions) -> Result<Pasta, PastaError> {
         let bin = binary().ok_or(PastaError::NotInstalled)?;
+        if super::isolation::in_user_namespace() {
+            // The host's root owns the node: in the user namespace only its mode counts.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map_err(PastaError::NoTun)?;
+        }
         let (ready_r, ready_w) = pipe()?;
         let (ns_fd, ready_fd) = (netns.as_raw_fd(), ready_w.as_raw_fd());
         let errors = memfd()?;
