@@ -483,6 +483,42 @@ pub fn userxattr_options(options: &str) -> String {
     out.join(",")
 }
 
+/// Adapts a step's mount plan to the user namespace kiln runs in, if it runs in one: a step
+/// that shares kiln's network namespace (`--network host`) cannot mount a sysfs there (the
+/// network namespace belongs to the host's user namespace), so it gets the host's `/sys`
+/// bound recursively (a plain bind would uncover what the locked submounts hide, and is
+/// refused) and remounted read-only instead.
+pub fn adapt_plan(ops: &mut Vec<super::plan::Op>, own_network: bool) {
+    if own_network || !in_user_namespace() {
+        return;
+    }
+    host_sys_for_sysfs(ops);
+}
+
+/// See [`adapt_plan`].
+pub fn host_sys_for_sysfs(ops: &mut Vec<super::plan::Op>) {
+    use super::plan::Op;
+    let Some(i) = ops
+        .iter()
+        .position(|op| matches!(op, Op::Mount { fstype, .. } if fstype.as_c_str() == c"sysfs"))
+    else {
+        return;
+    };
+    let Op::Mount { rel, .. } = &ops[i] else {
+        return;
+    };
+    let rel = rel.clone();
+    ops[i] = Op::Mount {
+        src: c"/sys".into(),
+        rel: rel.clone(),
+        fstype: c"none".into(),
+        flags: libc::MS_BIND | libc::MS_REC,
+        data: None,
+        optional: false,
+    };
+    ops.insert(i + 1, Op::RemountReadOnly(rel));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,6 +606,32 @@ mod tests {
             userxattr_options("lowerdir=i:0,upperdir=u,workdir=w,redirect_dir=off,metacopy=off"),
             "lowerdir=i:0,upperdir=u,workdir=w,redirect_dir=nofollow,metacopy=off,userxattr"
         );
+    }
+
+    #[test]
+    fn a_host_network_step_gets_the_hosts_sys_bound_read_only() {
+        use super::super::plan::Op;
+        let mut ops = vec![
+            Op::PrivateMounts,
+            Op::Mount {
+                src: c"sysfs".into(),
+                rel: c"sys".into(),
+                fstype: c"sysfs".into(),
+                flags: libc::MS_RDONLY,
+                data: None,
+                optional: false,
+            },
+            Op::Mask(c"sys/firmware".into()),
+        ];
+        host_sys_for_sysfs(&mut ops);
+        let described: Vec<String> = ops.iter().map(Op::describe).collect();
+        assert_eq!(ops.len(), 4, "{described:?}");
+        assert!(
+            matches!(&ops[1], Op::Mount { src, flags, .. }
+                if src.as_c_str() == c"/sys" && *flags == libc::MS_BIND | libc::MS_REC),
+            "{described:?}"
+        );
+        assert!(matches!(&ops[2], Op::RemountReadOnly(r) if r.as_c_str() == c"sys"));
     }
 
     #[test]

@@ -672,7 +672,7 @@ fn step_ops(
     for (src, rel, ro) in &step.binds {
         binds.push((path_c(src)?, cstring("bind target", rel.as_str())?, *ro));
     }
-    Ok(plan::build(&PlanInput {
+    let mut ops = plan::build(&PlanInput {
         root,
         own_network: spec.network != NetworkMode::Host,
         hostname: cstring("hostname", hostname)?,
@@ -691,7 +691,9 @@ fn step_ops(
             })
             .collect::<Result<_, ExecError>>()?,
         readonly_root: spec.readonly_root,
-    }))
+    });
+    super::isolation::adapt_plan(&mut ops, spec.network != NetworkMode::Host);
+    Ok(ops)
 }
 
 /// Runs a new command in an existing container: joins the namespaces of `target` (a pidfd of

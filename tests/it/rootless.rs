@@ -253,6 +253,21 @@ fn a_user_with_subordinate_ids_builds_and_the_layer_keeps_the_ids_it_chowned_to(
     assert_eq!(owner("y"), Some((65534, 65534)), "{:?}", layers[1]);
     assert_eq!(owner("z"), Some((0, 0)), "{:?}", layers[1]);
 
+    // The host's network: its /sys is bound read-only (no sysfs mount is allowed there).
+    let host = dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(
+        host.join("Dockerfile"),
+        "FROM busybox:local\nRUN test -d /sys/class/net && ! touch /sys/kiln-probe\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&host, Some(user.uid()), Some(user.uid())).unwrap();
+    let host_s = host.display().to_string();
+    ok(
+        &run(&["build", "--network", "host", &host_s]),
+        "rootless build on the host's network",
+    );
+
     // The default network: pasta, given a /dev/net/tun the user may open; otherwise an error
     // that says so.
     let net = dir.path().join("net");
