@@ -253,6 +253,42 @@ fn a_user_with_subordinate_ids_builds_and_the_layer_keeps_the_ids_it_chowned_to(
     assert_eq!(owner("y"), Some((65534, 65534)), "{:?}", layers[1]);
     assert_eq!(owner("z"), Some((0, 0)), "{:?}", layers[1]);
 
+    // Deletions and a replaced directory survive save and load into another store: the
+    // loaded layers' whiteouts and opaque markers are made inside the user namespace.
+    let del = dir.path().join("del");
+    std::fs::create_dir(&del).unwrap();
+    std::fs::write(
+        del.join("Dockerfile"),
+        "FROM busybox:local\nRUN rm /bin/ls && rm -rf /home && mkdir /home && touch /home/n\n",
+    )
+    .unwrap();
+    let on_top = dir.path().join("on-top");
+    std::fs::create_dir(&on_top).unwrap();
+    std::fs::write(
+        on_top.join("Dockerfile"),
+        "FROM deleted\nRUN test ! -e /bin/ls && test -e /home/n && test ! -e /home/app\n",
+    )
+    .unwrap();
+    let home2 = dir.path().join("home2");
+    std::fs::create_dir(&home2).unwrap();
+    for p in [&del, &on_top, &home2] {
+        std::os::unix::fs::chown(p, Some(user.uid()), Some(user.uid())).unwrap();
+    }
+    let del_s = del.display().to_string();
+    ok(
+        &run(&["build", "--network", "none", "-t", "deleted", &del_s]),
+        "build with deletions",
+    );
+    let del_tar = dir.path().join("deleted.tar").display().to_string();
+    ok(&run(&["save", "-o", &del_tar, "deleted"]), "save deleted");
+    let run2 = |args: &[&str]| user.kiln(&home2, dir.path(), args);
+    ok(&run2(&["load", "-i", &del_tar]), "load into a second store");
+    let on_top_s = on_top.display().to_string();
+    ok(
+        &run2(&["build", "--network", "none", &on_top_s]),
+        "build on the loaded image",
+    );
+
     // The host's network: its /sys is bound read-only (no sysfs mount is allowed there).
     let host = dir.path().join("host");
     std::fs::create_dir(&host).unwrap();
