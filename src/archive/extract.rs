@@ -886,6 +886,13 @@ impl<'a> Marker<'a> {
     }
 }
 
+/// Whether this process runs in a user namespace other than the host's (kiln's rootless
+/// mode; see `executor::isolation`, which this layer may not import).
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}
+
 /// Marks the open directory `fd` opaque for overlayfs. Unlike other xattrs a
 /// refusal is an error: without it, lower content would show through.
 fn set_opaque(fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
@@ -903,6 +910,23 @@ fn set_opaque(fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
         return Ok(());
     }
     let err = std::io::Error::last_os_error();
+    // In kiln's rootless user namespace no `trusted.*` xattr can be set, and overlayfs is
+    // mounted with `userxattr` there: it reads `user.overlay.opaque` instead.
+    if err.raw_os_error() == Some(libc::EPERM) && in_user_namespace() {
+        // SAFETY: valid fd, C string and buffer.
+        let r = unsafe {
+            libc::fsetxattr(
+                confined::raw(fd),
+                c"user.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+    }
     Err(match err.raw_os_error() {
         Some(libc::EPERM) => ArchiveError::OverlayNeedsPrivilege {
             path: show(&e.path),

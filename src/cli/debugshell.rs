@@ -229,7 +229,7 @@ fn open_failed(root: &Path, store: &Store, req: &BuildRequest, debug_secrets: bo
 
 /// Without a terminal: the command that opens the shell later, and the step's inputs.
 fn by_hand(root: &Path, step: &StepView) -> String {
-    let root_flag = if root == Path::new(super::DEFAULT_ROOT) {
+    let root_flag = if root == super::default_root() {
         String::new()
     } else {
         format!("--root {} ", quote(&root.display().to_string()))

@@ -11,6 +11,7 @@ use kiln::container::{Containers, Status};
 use kiln::common::platform::Platform;
 
 use super::format::{DocFormat, Report};
+use super::values::IsolationArg;
 use super::{open_store, out};
 
 /// `kiln version` / `kiln info`.
@@ -88,8 +89,18 @@ pub fn version_cmd(a: &InfoArgs) -> i32 {
     show(&doc, &a.format, "version", text)
 }
 
+/// The isolation mode `--isolation` gives on this host, and why (`rootless`, `not root; user
+/// namespaces allowed; …`), or why the forced mode is not possible.
+fn isolation_line(arg: IsolationArg) -> (String, String) {
+    use kiln::executor::isolation::{decide, probe};
+    match decide(probe(), arg.forced()) {
+        Ok(d) => (d.mode.to_string(), d.reason),
+        Err(e) => ("unavailable".to_string(), e.to_string()),
+    }
+}
+
 /// `kiln info`.
-pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
+pub fn info_cmd(root: &Path, a: &InfoArgs, isolation: IsolationArg) -> i32 {
     let store = match open_store(root) {
         Ok(s) => s,
         Err(code) => return code,
@@ -115,6 +126,7 @@ pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
     // What the container monitor will find when it starts pasta.
     let pasta = kiln::container::monitor::find_in_path("pasta").is_some();
     let os_name = os_name();
+    let (mode, why) = isolation_line(isolation);
     let doc = json!({
         "Containers": containers.len(),
         "ContainersRunning": running,
@@ -132,10 +144,13 @@ pub fn info_cmd(root: &Path, a: &InfoArgs) -> i32 {
         "MemTotal": mem,
         "ServerVersion": env!("CARGO_PKG_VERSION"),
         "Pasta": pasta,
+        "Isolation": mode,
+        "IsolationReason": why,
     });
     let text = format!(
         "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {stopped}\nImages: {images}\n\
-         Server Version: {}\nStorage Driver: overlay\nRoot Dir: {}\nCgroup Version: {cgroup}\n\
+         Server Version: {}\nStorage Driver: overlay\nRoot Dir: {}\nIsolation: {mode} ({why})\n\
+         Cgroup Version: {cgroup}\n\
          Outbound network for private containers (pasta): {}\nKernel Version: {kernel}\n\
          Operating System: {}\nOSType: {}\nArchitecture: {arch}\nCPUs: {cpus}\nTotal Memory: {}\n",
         containers.len(),

@@ -43,9 +43,22 @@ const GLOBAL: &str = "Global Options";
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about, disable_help_subcommand = true)]
 pub struct Cli {
-    /// Root directory of kiln's store.
-    #[arg(long, global = true, help_heading = GLOBAL, env = "KILN_ROOT", default_value = DEFAULT_ROOT)]
-    pub root: PathBuf,
+    /// Root directory of kiln's store [default: /var/lib/kiln for root, else
+    /// $XDG_DATA_HOME/kiln or ~/.local/share/kiln]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "KILN_ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// How RUN steps and containers are isolated: `auto` picks the strongest mode the host
+    /// allows (`kiln info` says which and why); forcing a mode the host cannot do is an error.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "KILN_ISOLATION",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub isolation: values::IsolationArg,
 
     /// A registry (`host[:port]`) to reach over plain HTTP; may be repeated
     /// (also `KILN_INSECURE_REGISTRIES`, comma separated). Loopback registries always are.
@@ -258,6 +271,56 @@ fn init_logging(debug: bool) {
         .try_init();
 }
 
+/// The store's default root: `/var/lib/kiln` for root (and for the rootless namespace's root,
+/// which is the user outside), `$XDG_DATA_HOME/kiln` or `~/.local/share/kiln` for other users.
+pub(crate) fn default_root() -> PathBuf {
+    let system = PathBuf::from(DEFAULT_ROOT);
+    if nix::unistd::geteuid().is_root() {
+        return system;
+    }
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").and_then(absolute) {
+        return xdg.join("kiln");
+    }
+    match std::env::var_os("HOME").and_then(absolute) {
+        Some(home) => home.join(".local/share/kiln"),
+        None => system,
+    }
+}
+
+/// Decides the isolation mode before any command touches the store, and for the rootless
+/// mode moves this (still single-threaded) process into its user namespace. Root with the
+/// automatic choice is today's sandbox and probes nothing. `Err` holds the exit code.
+fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(), i32> {
+    use kiln::executor::isolation::{self, Isolation};
+    if matches!(command, Command::Version(_) | Command::Info(_)) {
+        return Ok(());
+    }
+    let forced = arg.forced();
+    if forced.is_none() && nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let decision = isolation::decide(isolation::probe(), forced).map_err(fail)?;
+    match decision.mode {
+        Isolation::Root => Ok(()),
+        Isolation::Rootless => isolation::enter_user_namespace(&decision).map_err(fail),
+        Isolation::Unprivileged => {
+            let runs = matches!(
+                command,
+                Command::Build(_) | Command::Run(_) | Command::Create(_) | Command::Start(_)
+            );
+            if runs {
+                return Err(fail(format!(
+                    "isolation unprivileged ({}): building and running containers in this \
+                     mode is not implemented yet",
+                    decision.reason
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Run the command line; returns the process exit code.
 pub fn run() -> i32 {
     let argv: Vec<String> = std::env::args_os()
@@ -269,12 +332,16 @@ pub fn run() -> i32 {
         Err(e) => return usage::report(&e, &argv),
     };
     init_logging(cli.debug);
+    let mut cli = cli;
     use container::ContainerCommand as C;
     use image::ImageCommand as I;
-    let mut cli = cli;
+    let mut root = cli.root.take().unwrap_or_else(default_root);
     // Absolute, so paths derived from it stay right in threads that change directory.
-    if let Ok(abs) = std::path::absolute(&cli.root) {
-        cli.root = abs;
+    if let Ok(abs) = std::path::absolute(&root) {
+        root = abs;
+    }
+    if let Err(code) = prepare_isolation(cli.isolation, &cli.command) {
+        return code;
     }
     if !cli.insecure_registries.is_empty() {
         let mut all = std::env::var("KILN_INSECURE_REGISTRIES").unwrap_or_default();
@@ -287,7 +354,6 @@ pub fn run() -> i32 {
         // Single-threaded here: nothing else reads the environment yet.
         std::env::set_var("KILN_INSECURE_REGISTRIES", all);
     }
-    let root = cli.root;
     match cli.command {
         Command::Build(args) => build::run(&root, &args),
         Command::Image(cmd) => image::run(&root, cmd),
@@ -330,7 +396,7 @@ pub fn run() -> i32 {
         Command::Builder(cmd) => builder::run(&root, cmd),
         Command::Volume(cmd) => volume::run(&root, cmd),
         Command::Version(a) => info::version_cmd(&a),
-        Command::Info(a) => info::info_cmd(&root, &a),
+        Command::Info(a) => info::info_cmd(&root, &a, cli.isolation),
         Command::Debug(cmd) => debug::run(&root, cmd),
         Command::Completion(a) => completion(&a),
     }

@@ -5,6 +5,7 @@
 use clap::ValueEnum;
 
 use kiln::build::PullPolicy;
+use kiln::executor::isolation::Isolation;
 use kiln::executor::NetworkMode;
 use kiln::image::compression::Compression;
 
@@ -25,6 +26,32 @@ impl From<Network> for NetworkMode {
             Network::Default => NetworkMode::Sandbox,
             Network::Host => NetworkMode::Host,
             Network::None => NetworkMode::None,
+        }
+    }
+}
+
+/// `--isolation` (also `KILN_ISOLATION`): how RUN steps and containers are isolated.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IsolationArg {
+    /// The strongest mode the host allows (`kiln info` says which, and why).
+    #[default]
+    Auto,
+    /// Root with namespaces and overlay mounts.
+    Root,
+    /// A user namespace over the user's subordinate ids (`/etc/subuid`, `newuidmap`).
+    Rootless,
+    /// No user namespaces and no mounts (an unprivileged container); detection only for now.
+    Unprivileged,
+}
+
+impl IsolationArg {
+    /// The mode asked for; `None` for automatic detection.
+    pub fn forced(self) -> Option<Isolation> {
+        match self {
+            IsolationArg::Auto => None,
+            IsolationArg::Root => Some(Isolation::Root),
+            IsolationArg::Rootless => Some(Isolation::Rootless),
+            IsolationArg::Unprivileged => Some(Isolation::Unprivileged),
         }
     }
 }

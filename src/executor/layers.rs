@@ -38,17 +38,22 @@ pub fn is_whiteout(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Whether `path` (a directory) carries `trusted.overlay.opaque=y`.
+/// Whether `path` (a directory) carries `trusted.overlay.opaque=y`, or `user.overlay.opaque=y`
+/// as overlayfs writes it when mounted with `userxattr` (in a rootless user namespace).
 pub fn is_opaque(path: &Path) -> bool {
     let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
+    opaque_xattr(&cpath, c"trusted.overlay.opaque") || opaque_xattr(&cpath, c"user.overlay.opaque")
+}
+
+fn opaque_xattr(cpath: &std::ffi::CStr, name: &std::ffi::CStr) -> bool {
     let mut buf = [0u8; 4];
     // SAFETY: valid C strings and a buffer of the given size.
     let n = unsafe {
         libc::lgetxattr(
             cpath.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
+            name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
         )

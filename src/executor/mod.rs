@@ -105,6 +105,7 @@ pub mod changes;
 pub mod copyroot;
 mod error;
 pub mod init;
+pub mod isolation;
 pub mod kernel;
 pub mod layers;
 pub mod pasta;

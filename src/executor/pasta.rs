@@ -70,6 +70,14 @@ pub enum PastaError {
     /// The network pool's thread could not return to its own namespace after making one.
     #[error("leaving a new network namespace: {0}")]
     Stuck(#[source] io::Error),
+    /// Rootless: `/dev/net/tun` cannot be opened by the user, so pasta cannot make its
+    /// interface in the namespace.
+    #[error(
+        "rootless RUN steps reach the network through pasta, which needs /dev/net/tun \
+         readable and writable by the user (mode 0666, as distributions ship it): {0}; \
+         or build with --network host or --network none"
+    )]
+    NoTun(#[source] io::Error),
     /// pasta exited, or did not come up in time, before the namespace was configured.
     #[error("pasta could not set up the network namespace{}", detail(.0))]
     Failed(String),
@@ -120,6 +128,14 @@ impl Pasta {
     /// holds its own reference once started, so the caller may close it).
     pub fn spawn(netns: BorrowedFd<'_>, opts: PastaOptions) -> Result<Pasta, PastaError> {
         let bin = binary().ok_or(PastaError::NotInstalled)?;
+        if super::isolation::in_user_namespace() {
+            // The host's root owns the node: in the user namespace only its mode counts.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map_err(PastaError::NoTun)?;
+        }
         let (ready_r, ready_w) = pipe()?;
         let (ns_fd, ready_fd) = (netns.as_raw_fd(), ready_w.as_raw_fd());
         let errors = memfd()?;
@@ -521,6 +537,14 @@ impl Maker {
 /// A new network namespace (this thread enters it, opens it and goes back to `own`) and a
 /// pasta starting for it (started from `own`, where its sockets must be).
 fn make_namespace(own: &OwnedFd, opts: PastaOptions) -> Result<PooledNs, PastaError> {
+    if super::isolation::in_user_namespace() {
+        let netns = namespace_from_a_thread()?;
+        let pasta = Pasta::spawn(netns.as_fd(), opts)?;
+        return Ok(PooledNs {
+            netns: Arc::new(netns),
+            pasta,
+        });
+    }
     // SAFETY: unshare of this thread's network namespace only.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(PastaError::Spawn(io::Error::last_os_error()));
@@ -535,6 +559,30 @@ fn make_namespace(own: &OwnedFd, opts: PastaOptions) -> Result<PooledNs, PastaEr
     Ok(PooledNs {
         netns: Arc::new(netns),
         pasta,
+    })
+}
+
+/// A new network namespace, made by a short-lived thread that unshares it and opens it. In the
+/// rootless user namespace a thread cannot go back to the host's network namespace (owned by
+/// the initial user namespace, `setns` needs `CAP_SYS_ADMIN` there), so the thread that made
+/// one ends instead.
+fn namespace_from_a_thread() -> Result<OwnedFd, PastaError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare of this (throw-away) thread's network namespace only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(PastaError::Spawn(io::Error::last_os_error()));
+            }
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .map(OwnedFd::from)
+                .map_err(PastaError::Spawn)
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(PastaError::Spawn(io::Error::other(
+                "namespace thread panicked",
+            )))
+        })
     })
 }
 

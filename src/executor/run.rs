@@ -658,7 +658,10 @@ fn step_ops(
             merged: path_c(&step.merged)?,
             options: cstring(
                 "overlay options",
-                plan::overlay_options_named(&step.lower_names, true),
+                super::isolation::overlay_options_here(plan::overlay_options_named(
+                    &step.lower_names,
+                    true,
+                )),
             )?,
         },
         Snapshot::Copy => RootPlan::Copy {
@@ -673,7 +676,7 @@ fn step_ops(
     for (src, rel, ro) in &step.binds {
         binds.push((path_c(src)?, cstring("bind target", rel.as_str())?, *ro));
     }
-    Ok(plan::build(&PlanInput {
+    let mut ops = plan::build(&PlanInput {
         root,
         own_network: spec.network != NetworkMode::Host,
         hostname: cstring("hostname", hostname)?,
@@ -693,7 +696,9 @@ fn step_ops(
             .collect::<Result<_, ExecError>>()?,
         readonly_root: spec.readonly_root,
         shm_size: spec.shm_size,
-    }))
+    });
+    super::isolation::adapt_plan(&mut ops, spec.network != NetworkMode::Host);
+    Ok(ops)
 }
 
 /// Runs a new command in an existing container: joins the namespaces of `target` (a pidfd of

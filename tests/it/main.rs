@@ -39,6 +39,7 @@ mod layering;
 mod parser_conformance;
 mod parser_robustness;
 mod registry;
+mod rootless;
 mod security_context;
 mod security_devices;
 mod security_escapes;
