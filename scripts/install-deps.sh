@@ -11,7 +11,8 @@ $SUDO apt-get update -qq
 # (htpasswd), openssl: the registries (plain, basic auth, TLS with a test CA) the push/pull
 # tests run on 127.0.0.1; openssh-client: ssh-agent for RUN --mount=type=ssh; git: ADD of git
 # repositories (and `git daemon` in its test); procps: the `ps` that `kiln top NAME -o …`
-# runs, as `docker top` does; uidmap: newuidmap/newgidmap for rootless builds (and their test).
+# runs, as `docker top` does; uidmap: newuidmap/newgidmap for rootless builds (and their test);
+# debootstrap: the Debian minbase base of tests that apt-get install (scripts/debian-rootfs.sh).
 $SUDO apt-get install -y -qq --no-install-recommends \
     busybox-static skopeo umoci docker.io podman passt ca-certificates \
-    docker-registry apache2-utils openssl openssh-client git procps uidmap >/dev/null
+    docker-registry apache2-utils openssl openssh-client git procps uidmap debootstrap >/dev/null

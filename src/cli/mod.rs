@@ -310,11 +310,17 @@ fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(),
                 Command::Build(_) | Command::Run(_) | Command::Create(_) | Command::Start(_)
             );
             if runs {
-                return Err(fail(format!(
+                fail(format!(
                     "isolation unprivileged ({}): building and running containers in this \
                      mode is not implemented yet",
                     decision.reason
-                )));
+                ));
+                // Docker's code when a container cannot be created; a build fails with 1.
+                return Err(if matches!(command, Command::Build(_)) {
+                    1
+                } else {
+                    125
+                });
             }
             Ok(())
         }

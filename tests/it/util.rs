@@ -107,6 +107,31 @@ impl TestStore {
         Some(())
     }
 
+    /// Store a Debian 12 minbase image (`debootstrap --variant=minbase bookworm`, made once
+    /// per machine by `scripts/debian-rootfs.sh`, apt pointed at the mirror over HTTP) as
+    /// `name`. `None` when the host lacks root or debootstrap (reported through [`require`]:
+    /// a failure under CI).
+    pub fn debian(&self, name: &str) -> Option<()> {
+        if !require::require(nix::unistd::geteuid().is_root(), "root (RUN steps)") {
+            return None;
+        }
+        let tar = self.dir.path().join("debian-rootfs.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-rootfs.sh");
+        let st = Command::new("bash")
+            .arg(script)
+            .arg(&tar)
+            .status()
+            .expect("bash");
+        if !st.success() {
+            require::missing(
+                "a Debian minbase root (apt-get install debootstrap; mirror over HTTP)",
+            );
+            return None;
+        }
+        import_rootfs(&self.root(), &tar, name);
+        Some(())
+    }
+
     /// The files of an image, unpacked into a fresh directory.
     pub fn unpack(&self, name: &str) -> PathBuf {
         let store = kiln::store::Store::open(self.root()).expect("store");
