@@ -39,8 +39,8 @@ pub struct PastaOptions {
     /// build steps: with it, a RUN step reaches every service listening on the host's
     /// 127.0.0.1 through its gateway.
     pub gateway_to_host: bool,
-    /// Forward DNS queries sent to [`DNS_FORWARDER`] to the host's resolver, which may
-    /// itself be on the host's loopback (systemd-resolved's 127.0.0.53).
+    /// Forward DNS queries sent to [`DNS_FORWARDER`] to the host's resolver: the namespace's
+    /// only nameserver (see [`resolv_conf`]).
     pub dns_forward: bool,
 }
 
@@ -587,20 +587,17 @@ fn namespace_from_a_thread() -> Result<OwnedFd, PastaError> {
 }
 
 /// The resolver configuration for a namespace served with [`PastaOptions::dns_forward`]:
-/// the host's, with each loopback nameserver (unreachable from the namespace) replaced by
-/// [`DNS_FORWARDER`], once. Other lines are kept as they are.
+/// the host's, with its nameservers replaced by [`DNS_FORWARDER`], once. pasta sends the
+/// queries from the host's own socket to the host's first resolver: a loopback resolver
+/// (systemd-resolved's 127.0.0.53) is unreachable from the namespace, and on some hosts UDP
+/// from the namespace to the resolver's own address gets no answer while the forwarder's
+/// does (seen on the build machine: `apt-get update` in a RUN step could not resolve the
+/// mirror). Other lines are kept as they are.
 pub fn resolv_conf(host: &str) -> String {
     let mut out = String::with_capacity(host.len());
     let mut forwarder = false;
     for line in host.lines() {
-        let mut words = line.split_whitespace();
-        let loopback = words.next() == Some("nameserver")
-            && words
-                .next()
-                .and_then(|a| a.split('%').next())
-                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
-                .is_some_and(|a| a.is_loopback());
-        if loopback {
+        if line.split_whitespace().next() == Some("nameserver") {
             if !forwarder {
                 out.push_str(&format!("nameserver {DNS_FORWARDER}\n"));
                 forwarder = true;
@@ -651,18 +648,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_nameservers_become_the_forwarder() {
+    fn nameservers_become_the_forwarder_once() {
         let cases = [
-            ("nameserver 10.0.0.2\n", "nameserver 10.0.0.2\n"),
+            ("nameserver 10.0.0.2\n", "nameserver 169.254.1.1\n"),
             (
                 "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n",
                 "nameserver 169.254.1.1\noptions edns0 trust-ad\nsearch lan\n",
             ),
             (
                 "nameserver 127.0.0.1\nnameserver ::1\nnameserver 192.0.2.53\n",
-                "nameserver 169.254.1.1\nnameserver 192.0.2.53\n",
+                "nameserver 169.254.1.1\n",
             ),
-            ("nameserver fe80::1%eth0\n", "nameserver fe80::1%eth0\n"),
+            (
+                "search lan\nnameserver fe80::1%eth0\n",
+                "search lan\nnameserver 169.254.1.1\n",
+            ),
             ("# nameserver 127.0.0.1\n", "# nameserver 127.0.0.1\n"),
             ("", ""),
         ];

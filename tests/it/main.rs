@@ -6,6 +6,7 @@ mod build_cache_export;
 mod build_cache_registry;
 mod build_check;
 mod build_cmd;
+mod build_debian;
 mod build_flags;
 mod build_interop;
 mod build_interrupt;
