@@ -12,6 +12,9 @@ use crate::testutil;
 /// A root holding `/bin/busybox`, an empty `/proc` and an empty `/dev`.
 fn busybox_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), mode).expect("chmod");
     for d in ["bin", "proc", "dev", "tmp"] {
         std::fs::create_dir(dir.path().join(d)).expect("mkdir");
     }
@@ -36,6 +39,12 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 /// Runs `sh -c script` chrooted into `root` under the supervisor; the exit code and the
 /// output (stdout and stderr together).
 fn run(root: &Path, script: &str) -> (i32, String) {
+    run_as(root, script, 0, None)
+}
+
+/// [`run`] as `uid`:`uid` (0: root), or the raw `child` instead of the script when given
+/// (it runs after the filter is installed and must be async-signal-safe).
+fn run_as(root: &Path, script: &str, uid: u32, child: Option<fn() -> i32>) -> (i32, String) {
     let filter = Filter::new().expect("filter");
     let root_c = CString::new(root.to_str().expect("utf-8")).expect("root");
     let argv_c: Vec<CString> = ["sh", "-c", script]
@@ -72,13 +81,37 @@ fn run(root: &Path, script: &str) -> (i32, String) {
             if libc::chroot(root_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 libc::_exit(120);
             }
+            if uid != 0 {
+                let (g, u) = (libc::SYS_setresgid, libc::SYS_setresuid);
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()) != 0
+                    || libc::syscall(g, uid, uid, uid) != 0
+                    || libc::syscall(u, uid, uid, uid) != 0
+                {
+                    libc::_exit(124);
+                }
+            }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 libc::_exit(121);
             }
             if filter.install_in_child(child_sock.as_raw_fd()).is_err() {
                 libc::_exit(122);
             }
-            libc::execve(bb.as_ptr(), argv.as_ptr(), env.as_ptr());
+            if let Some(f) = child {
+                libc::_exit(f());
+            }
+            // ETXTBSY: another test's child, forked while busybox was being copied, may
+            // still hold the copy's write fd until it execs.
+            for _ in 0..100 {
+                libc::execve(bb.as_ptr(), argv.as_ptr(), env.as_ptr());
+                if *libc::__errno_location() != libc::ETXTBSY {
+                    break;
+                }
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                };
+                libc::nanosleep(&ts, std::ptr::null_mut());
+            }
             libc::_exit(123);
         }
     }
@@ -229,6 +262,37 @@ fn host_processes_and_files_are_refused() {
     assert!(out.contains("denied"), "{out}");
 }
 
+/// The child of the escape test: opens `/proc/self/fd` (a placeholder), `fchdir`s into it,
+/// walks up six levels and prints `marker` from where it ends up.
+fn walk_up_from_a_placeholder() -> i32 {
+    // SAFETY: raw syscalls on local buffers (async-signal-safe).
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        );
+        if fd < 0 {
+            return 10;
+        }
+        if libc::fchdir(fd) != 0 {
+            return 11;
+        }
+        for _ in 0..6 {
+            libc::chdir(c"..".as_ptr());
+        }
+        let m = libc::open(c"marker".as_ptr(), libc::O_RDONLY);
+        if m < 0 {
+            return 12;
+        }
+        let mut buf = [0u8; 64];
+        let n = libc::read(m, buf.as_mut_ptr().cast(), buf.len());
+        if n > 0 {
+            libc::write(1, buf.as_ptr().cast(), n as usize);
+        }
+        0
+    }
+}
+
 #[test]
 fn a_placeholder_directory_does_not_lead_out_of_the_root() {
     if !ready() {
@@ -236,11 +300,28 @@ fn a_placeholder_directory_does_not_lead_out_of_the_root() {
     }
     let root = busybox_root();
     std::fs::write(root.path().join("marker"), "inside").expect("marker");
-    // `cd` into the placeholder of /proc/self/fd (the shell opens it with `ls` first is not
-    // needed: busybox `cd` follows the path), then walk up: still inside the root.
-    let (code, out) = run(
-        root.path(),
-        "exec 7</proc/self/fd; cd /proc/self/fd/7 2>/dev/null; cd ../../../.. ; cat marker",
-    );
+    // A host /proc directory fd would lead to the host's / here (`..` of /proc).
+    let (code, out) = run_as(root.path(), "", 0, Some(walk_up_from_a_placeholder));
     assert_eq!((code, out.trim()), (0, "inside"), "{out}");
+}
+
+#[test]
+fn a_non_root_step_is_served_with_its_own_ids() {
+    if !ready() {
+        return;
+    }
+    let root = busybox_root();
+    let script = "cat /proc/self/status; readlink /proc/self/exe; ls /proc/self/fd; \
+                  cat /proc/self/environ >/dev/null && echo environ-ok; kill -0 $$ && echo kill-ok";
+    let (code, out) = run_as(root.path(), script, 1000, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Uid:\t1000\t1000\t1000\t1000"), "{out}");
+    assert!(out.contains("/bin/busybox\n"), "{out}");
+    assert!(
+        out.contains("environ-ok") && out.contains("kill-ok"),
+        "{out}"
+    );
+    // A non-root step cannot signal a root process of its own step either (kernel rule).
+    let (code, out) = run_as(root.path(), "kill -0 1", 1000, None);
+    assert_ne!(code, 0, "{out}");
 }
