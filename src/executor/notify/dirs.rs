@@ -6,13 +6,13 @@ use std::os::fd::AsRawFd;
 use nix::errno::Errno;
 
 use super::procfs::{fstatat, Caller, Emu, Reply};
-use super::sys::{self, Listener};
+use super::sys::Listener;
 
 /// The most bytes of directory entries read per `getdents64`.
 const MAX_CHUNK: usize = 64 * 1024;
 
 impl Emu {
-    /// The index of the placeholder the caller's `fd` is (same open file description).
+    /// The index of the placeholder the caller's `fd` is (each has an inode of its own).
     pub(super) fn find_placeholder(&self, c: &mut Caller, fd: i32) -> Option<usize> {
         if self.placeholders.is_empty() || fd < 0 {
             return None;
@@ -21,10 +21,7 @@ impl Emu {
         let link = format!("/proc/{tid}/fd/{fd}");
         let st = c.try_root(|| fstatat(libc::AT_FDCWD, &link, 0)).ok()?;
         let id = (st.st_dev, st.st_ino);
-        self.placeholders.iter().position(|p| {
-            let ours = p.ours.as_raw_fd();
-            p.id == id && c.try_root(|| sys::same_file(tid, ours, fd)) == Ok(true)
-        })
+        self.placeholders.iter().position(|p| p.id == id)
     }
 
     /// `getdents64(fd, buf, count)`: answered from the host directory when `fd` is a

@@ -59,10 +59,14 @@
 //!   For the step's other processes only `cmdline comm stat statm status` and the listings
 //!   are readable, as `ps` needs.
 //! * **Directories.** A host `/proc` directory fd is never given to the step: `..` from it
-//!   would lead out of the chroot. The step gets a *placeholder* instead — a new open of the
-//!   root's own `/proc` directory (or of the root itself when there is none) — and the
-//!   supervisor answers `getdents64` on it from its own fd of the host directory, matching the
-//!   placeholder with `kcmp(KCMP_FILE)`. `fchdir` into a placeholder stays inside the root.
+//!   would lead out of the chroot. The step gets a *placeholder* instead: an empty directory
+//!   made in the root's own `/proc` (or the root, when it has none), opened, and removed at
+//!   once, so it leaves no entry (the parent's times are put back; its ctime changes), and
+//!   its inode is unique while the supervisor holds it. `getdents64` on it is answered from
+//!   the supervisor's fd of the host directory, found by that inode (not with `kcmp`, which
+//!   Docker's default profile refuses without `CAP_SYS_PTRACE`). `fchdir` into a placeholder
+//!   and `..` stay inside the root. At most 256 placeholders are tracked (the oldest is
+//!   forgotten, and then lists as empty).
 //! * **Credentials.** Files are opened and stat'ed with the caller's filesystem uid and gid
 //!   (`setfsuid`/`setfsgid` on the supervisor thread), so `/proc/<pid>` permission checks are
 //!   made for the caller, and the supervisor can open the memory of a non-root caller without

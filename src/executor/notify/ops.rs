@@ -192,18 +192,8 @@ impl Emu {
         proc_root: bool,
         flags: i32,
     ) -> Reply {
-        let root = self.root_fd.as_raw_fd();
-        let dir = libc::O_RDONLY | libc::O_DIRECTORY;
-        let no_links = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS;
-        let ph = cstr("proc")
-            .and_then(|p| sys::openat2(root, &p, dir | libc::O_NOFOLLOW, no_links))
-            .or_else(|_| sys::openat2(root, c".", dir, 0));
-        let ph = match ph {
+        let (ph, id) = match self.new_placeholder() {
             Ok(p) => p,
-            Err(e) => return e.into(),
-        };
-        let id = match super::procfs::file_id(ph.as_raw_fd(), "", 0) {
-            Ok(id) => id,
             Err(e) => return e.into(),
         };
         match addfd(l, c, &ph, flags) {
@@ -213,7 +203,7 @@ impl Emu {
                 }
                 self.placeholders.push_back(Placeholder {
                     id,
-                    ours: ph,
+                    _held: ph,
                     host,
                     proc_root,
                     base,
@@ -222,6 +212,58 @@ impl Emu {
             }
             r => r,
         }
+    }
+}
+
+impl Emu {
+    /// A new, empty, already removed directory inside the root's `/proc` (or the root when it
+    /// has none): created, opened, then removed at once, so it leaves no entry behind and its
+    /// inode is unique while the supervisor holds it. `..` from it is the root's `/proc`.
+    /// The parent's times are put back (its ctime changes).
+    fn new_placeholder(&mut self) -> Result<(OwnedFd, (u64, u64)), Errno> {
+        let root = self.root_fd.as_raw_fd();
+        let no_links = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS;
+        let parent = sys::openat2(root, c"proc", libc::O_RDONLY | libc::O_DIRECTORY, no_links)
+            .or_else(|_| sys::openat2(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0))?;
+        let pfd = parent.as_raw_fd();
+        let before = fstatat(pfd, "", 0)?;
+        self.counter += 1;
+        let name = cstr(&format!(
+            ".kiln-proc-{}-{}",
+            std::process::id(),
+            self.counter
+        ))?;
+        // SAFETY: mkdirat/unlinkat with a NUL-terminated name under our fd.
+        if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o555) } != 0 {
+            return Err(Errno::last());
+        }
+        let opened = sys::openat2(
+            pfd,
+            &name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            RESOLVE_STRICT,
+        );
+        // SAFETY: as above.
+        let removed = unsafe { libc::unlinkat(pfd, name.as_ptr(), libc::AT_REMOVEDIR) };
+        let times = [
+            libc::timespec {
+                tv_sec: before.st_atime,
+                tv_nsec: before.st_atime_nsec,
+            },
+            libc::timespec {
+                tv_sec: before.st_mtime,
+                tv_nsec: before.st_mtime_nsec,
+            },
+        ];
+        // SAFETY: futimens with two timespecs.
+        unsafe { libc::futimens(pfd, times.as_ptr()) };
+        let ph = opened?;
+        if removed != 0 {
+            // The step put something in it meanwhile: not a usable placeholder.
+            return Err(Errno::EAGAIN);
+        }
+        let id = super::procfs::file_id(ph.as_raw_fd(), "", 0)?;
+        Ok((ph, id))
     }
 }
 

@@ -60,10 +60,11 @@ pub(super) const MAX_PLACEHOLDERS: usize = 256;
 /// A placeholder the step holds, and the host directory it stands for.
 #[derive(Debug)]
 pub(super) struct Placeholder {
-    /// Device and inode of the placeholder directory (a quick pre-check before `kcmp`).
+    /// Device and inode of the placeholder directory (unique: it is removed, and held open
+    /// by `ours`, so the inode is not reused).
     pub id: (u64, u64),
-    /// The supervisor's reference to the same open file description as the step's.
-    pub ours: OwnedFd,
+    /// The supervisor's own fd of the placeholder, which keeps its inode alive.
+    pub _held: OwnedFd,
     /// The host directory, read for `getdents64`.
     pub host: OwnedFd,
     /// `true` for `/proc` itself: the listing keeps only the step's pids.
@@ -83,6 +84,8 @@ pub(super) struct Emu {
     pub proc_dev: u64,
     pub dev_fd: OwnedFd,
     pub placeholders: VecDeque<Placeholder>,
+    /// Names placeholders uniquely.
+    pub counter: u64,
 }
 
 /// Device and inode of an fd (or of `name` under it).
@@ -194,6 +197,7 @@ impl Emu {
             proc_dev,
             dev_fd,
             placeholders: VecDeque::new(),
+            counter: 0,
         })
     }
 

@@ -1,5 +1,5 @@
 //! Thin wrappers of the kernel calls the supervisor makes: the listener's ioctls, the
-//! caller's memory, `openat2`, `kcmp` and pidfds.
+//! caller's memory, `openat2` and pidfds.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -243,31 +243,10 @@ pub(super) fn openat2(
 }
 
 /// Resolution inside a `/proc` directory fd: no symlinks, no magic links, no `..` out.
-pub(super) const RESOLVE_STRICT: u64 = libc::RESOLVE_BENEATH
-    | libc::RESOLVE_NO_SYMLINKS
-    | libc::RESOLVE_NO_MAGICLINKS
-    | libc::RESOLVE_NO_XDEV;
-
-/// Whether our `fd1` and `pid`'s `fd2` are the same open file description.
-pub(super) fn same_file(pid: i32, fd1: RawFd, fd2: i32) -> Result<bool, Errno> {
-    const KCMP_FILE: libc::c_int = 0;
-    // SAFETY: kcmp only compares kernel objects.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            libc::getpid(),
-            pid,
-            KCMP_FILE,
-            fd1 as libc::c_ulong,
-            fd2 as libc::c_ulong,
-        )
-    };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r == 0)
-    }
-}
+/// (Mount crossings are allowed: Docker binds `/proc/sys` read-only and masks files with
+/// mounts over them; the names reached are the policy's either way.)
+pub(super) const RESOLVE_STRICT: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 
 /// `pidfd_open(pid, 0)`.
 pub(super) fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {

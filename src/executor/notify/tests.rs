@@ -192,6 +192,11 @@ fn proc_directories_list_through_placeholders() {
     for n in ["0", "1", "2"] {
         assert!(names.contains(&n), "{out}");
     }
+    // The placeholder left nothing in the root's /proc.
+    let left: Vec<_> = std::fs::read_dir(root.path().join("proc"))
+        .expect("proc")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // /proc lists the step's pids only: the shell and ls, never the host's pid 1.
     let (code, out) = run(root.path(), "ls /proc");
     assert_eq!(code, 0, "{out}");
