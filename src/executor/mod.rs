@@ -108,6 +108,7 @@ pub mod init;
 pub mod isolation;
 pub mod kernel;
 pub mod layers;
+pub mod notify;
 pub mod pasta;
 pub mod plan;
 pub mod rlimit;
