@@ -297,7 +297,10 @@ fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(),
         return Ok(());
     }
     let forced = arg.forced();
-    if forced.is_none() && nix::unistd::geteuid().is_root() {
+    // Root with `auto` is root mode without a probe, except for a build: inside a default
+    // `docker run` root has no mounts, and builds fall back to the unprivileged mode.
+    if forced.is_none() && nix::unistd::geteuid().is_root() && !matches!(command, Command::Build(_))
+    {
         return Ok(());
     }
     let decision = isolation::decide(isolation::probe(), forced).map_err(fail)?;
