@@ -213,7 +213,8 @@ impl Builder<'_> {
         // A namespace of the build's pool, connected already: the step joins it (a setns)
         // instead of starting a pasta of its own.
         let net = match network {
-            executor::NetworkMode::Sandbox => {
+            // The unprivileged mode has no network namespaces: the step uses the host's.
+            executor::NetworkMode::Sandbox if !executor::unpriv::enabled() => {
                 Some(self.netpool.take().map_err(|e| at(RunError::Network(e)))?)
             }
             _ => None,

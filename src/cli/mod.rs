@@ -297,7 +297,10 @@ fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(),
         return Ok(());
     }
     let forced = arg.forced();
-    if forced.is_none() && nix::unistd::geteuid().is_root() {
+    // Root with `auto` is root mode without a probe, except for a build: inside a default
+    // `docker run` root has no mounts, and builds fall back to the unprivileged mode.
+    if forced.is_none() && nix::unistd::geteuid().is_root() && !matches!(command, Command::Build(_))
+    {
         return Ok(());
     }
     let decision = isolation::decide(isolation::probe(), forced).map_err(fail)?;
@@ -305,22 +308,23 @@ fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(),
         Isolation::Root => Ok(()),
         Isolation::Rootless => isolation::enter_user_namespace(&decision).map_err(fail),
         Isolation::Unprivileged => {
+            // Builds run their steps chrooted over copied roots (executor::unpriv).
+            if matches!(command, Command::Build(_)) {
+                kiln::executor::unpriv::enable();
+                return Ok(());
+            }
             let runs = matches!(
                 command,
-                Command::Build(_) | Command::Run(_) | Command::Create(_) | Command::Start(_)
+                Command::Run(_) | Command::Create(_) | Command::Start(_)
             );
             if runs {
                 fail(format!(
-                    "isolation unprivileged ({}): building and running containers in this \
-                     mode is not implemented yet",
+                    "isolation unprivileged ({}): running containers in this mode is not \
+                     implemented yet (kiln build is)",
                     decision.reason
                 ));
-                // Docker's code when a container cannot be created; a build fails with 1.
-                return Err(if matches!(command, Command::Build(_)) {
-                    1
-                } else {
-                    125
-                });
+                // Docker's code when a container cannot be created.
+                return Err(125);
             }
             Ok(())
         }

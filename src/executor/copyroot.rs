@@ -298,6 +298,9 @@ struct Diff<'a> {
     root: &'a Path,
     upper: &'a Path,
     before: &'a Manifest,
+    /// Paths (relative) whose subtree is not part of the step's changes: mount stand-ins of
+    /// the unprivileged mode (`/dev` nodes, `/etc/hosts`, `RUN --mount` copies).
+    skip: &'a dyn Fn(&Path) -> bool,
     seen: HashSet<PathBuf>,
     /// Directories that replaced an earlier one (opaque): their old children need no whiteouts.
     replaced: HashSet<PathBuf>,
@@ -306,10 +309,22 @@ struct Diff<'a> {
 
 /// Writes what changed in `root` since `before` into `upper`, in overlay's format.
 pub fn diff_into_upper(root: &Path, before: &Manifest, upper: &Path) -> io::Result<()> {
+    diff_into_upper_skipping(root, before, upper, &|_| false)
+}
+
+/// [`diff_into_upper`], leaving out every path for which `skip` is true (and everything
+/// below it): neither its content nor its deletion reaches `upper`.
+pub fn diff_into_upper_skipping(
+    root: &Path,
+    before: &Manifest,
+    upper: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+) -> io::Result<()> {
     let mut d = Diff {
         root,
         upper,
         before,
+        skip,
         seen: HashSet::new(),
         replaced: HashSet::new(),
         links: HashMap::new(),
@@ -318,7 +333,7 @@ pub fn diff_into_upper(root: &Path, before: &Manifest, upper: &Path) -> io::Resu
     let mut deleted: Vec<&PathBuf> = before
         .entries
         .keys()
-        .filter(|p| !d.seen.contains(*p))
+        .filter(|p| !d.seen.contains(*p) && !p.ancestors().any(skip))
         .collect();
     deleted.sort();
     for p in deleted {
@@ -329,14 +344,52 @@ pub fn diff_into_upper(root: &Path, before: &Manifest, upper: &Path) -> io::Resu
             continue;
         }
         d.ensure_parents(p)?;
-        let c = cpath(&upper.join(p))?;
-        // SAFETY: valid C string; a 0/0 character device is overlay's whiteout.
-        let ret = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        make_whiteout(&upper.join(p))?;
     }
     Ok(())
+}
+
+/// Overlayfs refuses to create its own whiteouts (a 0/0 character device) in an overlay
+/// mount: an upper dir on the container's own overlay root (a store inside `docker run`
+/// without a volume) cannot hold a deletion.
+fn make_whiteout(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string; a 0/0 character device is overlay's whiteout.
+    let ret = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
+    if ret == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EPERM) {
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot record a deletion as a whiteout at {} ({e}); is the store on overlayfs? \
+                 put it on a volume (docker run -v kiln-store:/var/lib/kiln)",
+                path.display()
+            ),
+        ));
+    }
+    Err(e)
+}
+
+/// Marks `dir` opaque: `trusted.overlay.opaque`, or where `trusted.*` xattrs need a
+/// capability kiln lacks (`CAP_SYS_ADMIN`, the unprivileged mode), `user.overlay.opaque`,
+/// which kiln's upper-dir readers accept too.
+fn set_opaque(dir: &Path) -> io::Result<()> {
+    let c = cpath(dir)?;
+    for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
+        // SAFETY: valid C strings and a one-byte value.
+        let ret = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+        if ret == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+    }
+    Err(io::Error::last_os_error())
 }
 
 impl Diff<'_> {
@@ -359,6 +412,9 @@ impl Diff<'_> {
         for name in sorted_names(&self.root.join(rel))? {
             let r = rel.join(&name);
             let src = self.root.join(&r);
+            if (self.skip)(&r) {
+                continue;
+            }
             let meta = fs::symlink_metadata(&src)?;
             self.seen.insert(r.clone());
             let now = stamp(&src, &meta);
@@ -377,20 +433,7 @@ impl Diff<'_> {
                     }
                     if replaced {
                         self.replaced.insert(r.clone());
-                        let c = cpath(&dst)?;
-                        // SAFETY: valid C strings and a one-byte value.
-                        let ret = unsafe {
-                            libc::lsetxattr(
-                                c.as_ptr(),
-                                c"trusted.overlay.opaque".as_ptr(),
-                                b"y".as_ptr().cast(),
-                                1,
-                                0,
-                            )
-                        };
-                        if ret != 0 {
-                            return Err(io::Error::last_os_error());
-                        }
+                        set_opaque(&dst)?;
                     }
                 }
                 self.dir(&r, force || replaced)?;

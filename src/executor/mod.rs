@@ -117,6 +117,7 @@ pub mod seccomp;
 pub mod setup;
 mod stepdir;
 pub mod trampoline;
+pub mod unpriv;
 pub mod user;
 
 #[cfg(test)]

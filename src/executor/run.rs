@@ -46,7 +46,7 @@ fn sys_err() -> ExecError {
     ExecError::Spawn(std::io::Error::last_os_error())
 }
 
-fn validate(spec: &StepSpec) -> Result<(), ExecError> {
+pub(super) fn validate(spec: &StepSpec) -> Result<(), ExecError> {
     if spec.argv.is_empty() || spec.argv[0].is_empty() {
         return Err(ExecError::InvalidSpec("empty command".into()));
     }
@@ -78,6 +78,10 @@ fn validate(spec: &StepSpec) -> Result<(), ExecError> {
 /// cancelled), and then the step's scratch dir is already removed.
 pub fn run_step(spec: &StepSpec, mut io: StepIo<'_>) -> Result<StepOutcome, ExecError> {
     validate(spec)?;
+    // The unprivileged mode (no namespaces, no mounts): a chroot over a copied root.
+    if super::unpriv::enabled() {
+        return super::unpriv::run_step(spec, io);
+    }
     if spec.network == NetworkMode::Sandbox && spec.netns.is_none() && pasta::binary().is_none() {
         return Err(network_error(PastaError::NotInstalled));
     }
@@ -195,7 +199,7 @@ fn run_prepared(
     }
 }
 
-enum Attempt {
+pub(super) enum Attempt {
     OverlayFailed(Errno),
     Failed(ExecError),
 }
@@ -236,7 +240,7 @@ fn candidates(argv0: &str, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn last_cap() -> u32 {
+pub(super) fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -348,10 +352,10 @@ fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, ExecError> {
 
 /// The container's PID 1. Dropping it without [`Container::wait`] kills and reaps it: the
 /// kernel then kills every other process of its PID namespace.
-struct Container {
-    pid: libc::pid_t,
-    pidfd: OwnedFd,
-    reaped: bool,
+pub(super) struct Container {
+    pub(super) pid: libc::pid_t,
+    pub(super) pidfd: OwnedFd,
+    pub(super) reaped: bool,
 }
 
 impl Container {
@@ -374,7 +378,7 @@ impl Container {
         let _ = self.wait();
     }
 
-    fn wait(&mut self) -> Result<ExitStatus, ExecError> {
+    pub(super) fn wait(&mut self) -> Result<ExitStatus, ExecError> {
         let mut status: c_int = 0;
         loop {
             // SAFETY: waiting for our own child.
@@ -422,7 +426,7 @@ fn pfd(fd: RawFd) -> libc::pollfd {
 }
 
 /// Reads one report, or `None` if the container process exited or closed the pipe without.
-fn read_report(report: &OwnedFd, pidfd: &OwnedFd) -> Result<Option<Report>, ExecError> {
+pub(super) fn read_report(report: &OwnedFd, pidfd: &OwnedFd) -> Result<Option<Report>, ExecError> {
     loop {
         let mut fds = [pfd(report.as_raw_fd()), pfd(pidfd.as_raw_fd())];
         poll(&mut fds, -1)?;
@@ -468,7 +472,7 @@ fn read_report_now(report: &OwnedFd) -> Result<Option<Report>, ExecError> {
     Ok(Some(Report::from_bytes(&buf)))
 }
 
-fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), ExecError> {
+pub(super) fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), ExecError> {
     while !buf.is_empty() {
         // SAFETY: valid buffer.
         let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
@@ -484,7 +488,7 @@ fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), ExecError> {
 }
 
 /// Turns a child's failure report into an error.
-fn failure(report: Report, ops: &[Op], spec: &StepSpec, workdir: &str) -> Attempt {
+pub(super) fn failure(report: Report, ops: &[Op], spec: &StepSpec, workdir: &str) -> Attempt {
     let errno = Errno::from_raw(report.errno);
     let io = std::io::Error::from(errno);
     let argv0 = spec.argv.first().cloned().unwrap_or_default();
@@ -529,7 +533,7 @@ fn failure(report: Report, ops: &[Op], spec: &StepSpec, workdir: &str) -> Attemp
 
 /// Creates a missing working directory inside the container's root (like Docker), resolving
 /// every component with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`.
-fn ensure_workdir(root: BorrowedFd<'_>, workdir: &str) -> Result<(), ExecError> {
+pub(super) fn ensure_workdir(root: BorrowedFd<'_>, workdir: &str) -> Result<(), ExecError> {
     let err = |e: Errno| ExecError::Workdir {
         path: workdir.to_string(),
         source: e.into(),
@@ -590,10 +594,19 @@ fn identity(pid: libc::pid_t, spec: &StepSpec, workdir: &str) -> Result<Go, Exec
     }
     // SAFETY: a fresh fd.
     let root = unsafe { OwnedFd::from_raw_fd(fd) };
-    let passwd = user::read_in_root(root.as_fd(), "etc/passwd")?;
-    let group = user::read_in_root(root.as_fd(), "etc/group")?;
+    identity_in(root.as_fd(), spec, workdir)
+}
+
+/// Resolves the step's identity in the root open as `root`, and creates its workdir there.
+pub(super) fn identity_in(
+    root: BorrowedFd<'_>,
+    spec: &StepSpec,
+    workdir: &str,
+) -> Result<Go, ExecError> {
+    let passwd = user::read_in_root(root, "etc/passwd")?;
+    let group = user::read_in_root(root, "etc/group")?;
     let u = user::resolve(&spec.user, passwd.as_deref(), group.as_deref())?;
-    ensure_workdir(root.as_fd(), workdir)?;
+    ensure_workdir(root, workdir)?;
     let mut go = Go {
         uid: u.uid,
         gid: u.gid,
@@ -744,25 +757,25 @@ pub fn exec_in(
 /// What the child process reads after the clone, prepared while allocation is still
 /// allowed. The pointers in `argv`/`envp`/`home` point into heap buffers owned here, which
 /// the child sees in its copy of the address space.
-struct ExecImage {
-    argv0_has_slash: bool,
-    candidates: Vec<CString>,
+pub(super) struct ExecImage {
+    pub(super) argv0_has_slash: bool,
+    pub(super) candidates: Vec<CString>,
     _argv: Vec<CString>,
     _env: Vec<CString>,
     /// `[init?, <resolved path slot>, argv…, NULL]`.
-    argv_ptrs: Vec<*const c_char>,
+    pub(super) argv_ptrs: Vec<*const c_char>,
     /// `HOME=` and room for the value the child fills in.
     _home_buf: Vec<u8>,
-    envp: Vec<*const c_char>,
-    home: Option<HomeSlot>,
-    workdir: String,
-    workdir_c: CString,
-    filter: Vec<libc::sock_filter>,
-    trampoline_fd: RawFd,
+    pub(super) envp: Vec<*const c_char>,
+    pub(super) home: Option<HomeSlot>,
+    pub(super) workdir: String,
+    pub(super) workdir_c: CString,
+    pub(super) filter: Vec<libc::sock_filter>,
+    pub(super) trampoline_fd: RawFd,
 }
 
 impl ExecImage {
-    fn new(spec: &StepSpec, hostname: &str) -> Result<ExecImage, ExecError> {
+    pub(super) fn new(spec: &StepSpec, hostname: &str) -> Result<ExecImage, ExecError> {
         let (env, need_home) = final_env(spec, hostname);
         let path_value = env
             .iter()
@@ -835,7 +848,7 @@ impl ExecImage {
 
 /// The descriptors of one attempt: the child's stdio, the parent's output readers, the
 /// report pipe (child → parent) and the go socket (parent → child).
-struct AttemptFds {
+pub(super) struct AttemptFds {
     child_stdio: [Option<OwnedFd>; 3],
     readers: [Option<OwnedFd>; 2],
     report_r: OwnedFd,
@@ -845,7 +858,7 @@ struct AttemptFds {
 }
 
 impl AttemptFds {
-    fn open(io: &StepIo<'_>) -> Result<AttemptFds, ExecError> {
+    pub(super) fn open(io: &StepIo<'_>) -> Result<AttemptFds, ExecError> {
         let null = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -884,7 +897,7 @@ impl AttemptFds {
     }
 
     /// The parent's ends, which the child closes first (so a dead parent shows up as EOF).
-    fn parent_ends(&self) -> Vec<RawFd> {
+    pub(super) fn parent_ends(&self) -> Vec<RawFd> {
         let mut close_fds = vec![self.report_r.as_raw_fd(), self.go_w.as_raw_fd()];
         close_fds.extend(self.readers.iter().flatten().map(|r| r.as_raw_fd()));
         close_fds
@@ -892,11 +905,16 @@ impl AttemptFds {
 
     /// After the clone: closes the child's ends here and returns the parent's (output
     /// readers, report, go).
-    fn into_parent_ends(self) -> ([Option<OwnedFd>; 2], OwnedFd, OwnedFd) {
+    pub(super) fn into_parent_ends(self) -> ([Option<OwnedFd>; 2], OwnedFd, OwnedFd) {
         (self.readers, self.report_r, self.go_w)
     }
 
-    fn child_stdio(&self) -> [Option<RawFd>; 3] {
+    /// The child's report and go ends, as raw fds (valid while `self` lives).
+    pub(super) fn child_ends(&self) -> (RawFd, RawFd) {
+        (self.report_w.as_raw_fd(), self.go_r.as_raw_fd())
+    }
+
+    pub(super) fn child_stdio(&self) -> [Option<RawFd>; 3] {
         [
             self.child_stdio[0].as_ref().map(|f| f.as_raw_fd()),
             self.child_stdio[1].as_ref().map(|f| f.as_raw_fd()),
@@ -1134,16 +1152,16 @@ fn handshake(
 }
 
 /// How the run ended, besides its exit status.
-struct Ended {
+pub(super) struct Ended {
     /// The child reported a failure (of its exec) late.
-    failed: Option<Report>,
+    pub(super) failed: Option<Report>,
     /// It was killed because the step was cancelled.
-    killed: bool,
+    pub(super) killed: bool,
 }
 
 /// Runs until the container exits (and a little after, to drain): streams output to
 /// `Output::Lines` callbacks, watches for a failure report and for cancellation.
-fn relay(
+pub(super) fn relay(
     spec: &StepSpec,
     io: &mut StepIo<'_>,
     container: &Container,

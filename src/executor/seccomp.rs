@@ -244,6 +244,129 @@ pub fn default_filter(_mknod_any: bool) -> Vec<sock_filter> {
     Vec::new()
 }
 
+/// The processes a step of the unprivileged mode must never reach (it shares kiln's PID
+/// namespace and runs as the same uid, so the kernel's own permission checks let it signal
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guarded {
+    /// kiln's own pid.
+    pub kiln: i32,
+    /// kiln's process group.
+    pub kiln_group: i32,
+}
+
+/// Syscalls refused outright in the unprivileged mode, on top of [`denied_syscalls`]: with
+/// no PID namespace and no mount namespace, these are the ways out of a chroot or into
+/// another process (kiln, another stage's step).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn unprivileged_denied() -> Vec<(&'static str, i64)> {
+    vec![
+        ("ptrace", libc::SYS_ptrace),
+        ("process_vm_readv", libc::SYS_process_vm_readv),
+        ("process_vm_writev", libc::SYS_process_vm_writev),
+        ("process_madvise", libc::SYS_process_madvise),
+        ("kcmp", libc::SYS_kcmp),
+        ("chroot", libc::SYS_chroot),
+        ("name_to_handle_at", libc::SYS_name_to_handle_at),
+        ("tkill", libc::SYS_tkill),
+        ("migrate_pages", libc::SYS_migrate_pages),
+        ("move_pages", libc::SYS_move_pages),
+        ("pidfd_getfd", libc::SYS_pidfd_getfd),
+    ]
+}
+
+/// Syscalls whose argument `.1` is a pid (or process group, as a negative pid, or for the
+/// `which`/`who` pairs a pid in `who`) checked against [`Guarded`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn pid_argument_syscalls() -> Vec<(i64, u32)> {
+    vec![
+        (libc::SYS_kill, 0),
+        (libc::SYS_tgkill, 0),
+        (libc::SYS_rt_sigqueueinfo, 0),
+        (libc::SYS_rt_tgsigqueueinfo, 0),
+        (libc::SYS_pidfd_open, 0),
+        (libc::SYS_prlimit64, 0),
+        (libc::SYS_sched_setaffinity, 0),
+        (libc::SYS_sched_setscheduler, 0),
+        (libc::SYS_sched_setparam, 0),
+        (libc::SYS_sched_setattr, 0),
+        (libc::SYS_setpriority, 1),
+        (libc::SYS_ioprio_set, 1),
+    ]
+}
+
+/// Refuses `nr` when the low word of `args[arg]` is one of `values`; entered and left with
+/// the syscall number in the accumulator.
+fn refuse_values(nr: i64, arg: u32, values: &[u32], ret: u32) -> Vec<sock_filter> {
+    let body = 2 + 2 * values.len();
+    let mut p = vec![
+        jump(BPF_JEQ_K, nr as u32, 0, body as u8),
+        stmt(BPF_LD_W_ABS, arg_lo(arg)),
+    ];
+    for v in values {
+        p.push(jump(BPF_JEQ_K, *v, 0, 1));
+        p.push(stmt(BPF_RET_K, ret));
+    }
+    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
+    p
+}
+
+/// The filter of a step in the unprivileged mode: [`default_filter`] with
+/// [`unprivileged_denied`] refused, and signals, scheduling and resource-limit calls aimed
+/// at pid 1, every process (-1), kiln or kiln's process group refused with EPERM (static
+/// argument checks: another step's pid cannot be known in advance; see the module docs of
+/// `executor::unpriv`). `no_network`: only `AF_UNIX` sockets (`RUN --network=none` without
+/// a network namespace).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn unprivileged_filter(mknod_any: bool, guard: Guarded, no_network: bool) -> Vec<sock_filter> {
+    let eperm = RET_ERRNO | libc::EPERM as u32;
+    let mut base = default_filter(mknod_any);
+    // After the prelude (arch check, syscall number loaded, x32 refused), the accumulator
+    // holds the syscall number: every block below starts and ends that way.
+    #[cfg(target_arch = "x86_64")]
+    let prelude = 6;
+    #[cfg(target_arch = "aarch64")]
+    let prelude = 4;
+    let mut extra = Vec::new();
+    for (_, nr) in unprivileged_denied() {
+        extra.push(jump(BPF_JEQ_K, nr as u32, 0, 1));
+        extra.push(stmt(BPF_RET_K, eperm));
+    }
+    let neg = |v: i32| (-(v as i64)) as i32 as u32;
+    let values = [
+        1,
+        u32::MAX, // -1: every process
+        neg(1),
+        guard.kiln as u32,
+        neg(guard.kiln),
+        neg(guard.kiln_group),
+        guard.kiln_group as u32,
+    ];
+    for (nr, arg) in pid_argument_syscalls() {
+        extra.extend(refuse_values(nr, arg, &values, eperm));
+    }
+    if no_network {
+        // socket(domain, …): anything but AF_UNIX.
+        extra.push(jump(BPF_JEQ_K, libc::SYS_socket as u32, 0, 4));
+        extra.push(stmt(BPF_LD_W_ABS, arg_lo(0)));
+        extra.push(jump(BPF_JEQ_K, libc::AF_UNIX as u32, 1, 0));
+        extra.push(stmt(BPF_RET_K, RET_ERRNO | libc::EAFNOSUPPORT as u32));
+        extra.push(stmt(BPF_LD_W_ABS, OFF_NR));
+    }
+    base.splice(prelude..prelude, extra);
+    base
+}
+
+/// No filter on architectures this module has no tables for.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub fn unprivileged_filter(
+    _mknod_any: bool,
+    _guard: Guarded,
+    _no_network: bool,
+) -> Vec<sock_filter> {
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,5 +603,55 @@ mod tests {
         }
         // As glibc's makedev, truncated to the 32 bits the syscall takes.
         assert_eq!(u64::from(encode_dev(8, 1)), libc::makedev(8, 1));
+    }
+
+    #[test]
+    fn unprivileged_filter_guards_kiln_pid_1_and_escapes() {
+        let guard = Guarded {
+            kiln: 4242,
+            kiln_group: 4240,
+        };
+        let p = unprivileged_filter(false, guard, true);
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        let call = |nr: i64, args: [u64; 6]| eval_args(&p, NATIVE_ARCH, nr as u32, args);
+        let kill = |pid: i64| call(libc::SYS_kill, [pid as u64, 9, 0, 0, 0, 0]);
+        for pid in [1, -1, 4242, -4242, -4240] {
+            assert_eq!(kill(pid), eperm, "kill({pid})");
+        }
+        for pid in [0, 2, 4243, -7] {
+            assert_eq!(kill(pid), RET_ALLOW, "kill({pid})");
+        }
+        assert_eq!(call(libc::SYS_tgkill, [4242, 4242, 9, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_pidfd_open, [1, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_prlimit64, [4242, 7, 0, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_prlimit64, [0, 7, 0, 0, 0, 0]), RET_ALLOW);
+        for (name, nr) in unprivileged_denied().into_iter().chain(denied_syscalls()) {
+            assert_eq!(call(nr, [0; 6]), eperm, "{name}");
+        }
+        let eafnosupport = RET_ERRNO | libc::EAFNOSUPPORT as u32;
+        assert_eq!(
+            call(libc::SYS_socket, [libc::AF_INET as u64, 1, 0, 0, 0, 0]),
+            eafnosupport
+        );
+        assert_eq!(
+            call(libc::SYS_socket, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(call(libc::SYS_getpid, [0; 6]), RET_ALLOW);
+        // The rules of the default filter still hold after the inserted ones.
+        assert_eq!(
+            call(libc::SYS_clone3, [0; 6]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        let with_net = unprivileged_filter(false, guard, false);
+        assert_eq!(
+            eval_args(
+                &with_net,
+                NATIVE_ARCH,
+                libc::SYS_socket as u32,
+                [2, 1, 0, 0, 0, 0]
+            ),
+            RET_ALLOW
+        );
     }
 }

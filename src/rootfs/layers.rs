@@ -164,7 +164,8 @@ pub fn commit_run_dir(
     lowers: &[PathBuf],
     clamp_mtime: Option<i64>,
 ) -> Result<LayerRef, FsError> {
-    if lowers.is_empty() {
+    // Without mounts (the unprivileged mode) the upper dir holds only what changed already.
+    if lowers.is_empty() || crate::executor::unpriv::enabled() {
         return commit_dir(store, upper, clamp_mtime);
     }
     let scratch = scratch_dir(store)?;

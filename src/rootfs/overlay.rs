@@ -31,6 +31,9 @@ pub fn with_overlay<R: Send>(
             lowers.len()
         )));
     }
+    if crate::executor::unpriv::enabled() {
+        return with_copies(lowers, upper, scratch, sources, f);
+    }
     let merged = scratch.join("merged");
     let work = scratch.join("work");
     let names = scratch.join("l");
@@ -132,6 +135,39 @@ pub fn with_overlay<R: Send>(
         .join()
         .map_err(|_| io::Error::other("the overlay worker thread panicked"))?
     })
+}
+
+/// [`with_overlay`] where nothing can be mounted (the unprivileged mode): the views are
+/// copies, and what `f` changed in the merged one is written into `upper` in overlay's
+/// format afterwards (`executor::copyroot`).
+fn with_copies<R: Send>(
+    lowers: &[PathBuf],
+    upper: &Path,
+    scratch: &Path,
+    sources: &[Vec<PathBuf>],
+    f: impl FnOnce(&Path, &[PathBuf]) -> R + Send,
+) -> io::Result<R> {
+    use crate::executor::copyroot;
+    let merged = scratch.join("merged");
+    fs::create_dir_all(&merged)?;
+    let mut layers = vec![upper.to_path_buf()];
+    layers.extend(lowers.iter().cloned());
+    copyroot::build_root(&layers, &merged)?;
+    let mut points = Vec::new();
+    for (n, stack) in sources.iter().enumerate() {
+        let point = scratch.join(format!("source{n}"));
+        fs::create_dir_all(&point)?;
+        copyroot::build_root(stack, &point)?;
+        points.push(point);
+    }
+    let before = copyroot::record(&merged)?;
+    let r = f(&merged, &points);
+    copyroot::diff_into_upper(&merged, &before, upper)?;
+    for p in points.iter().chain(std::iter::once(&merged)) {
+        fs::remove_dir_all(p)?;
+    }
+    fs::create_dir_all(&merged)?;
+    Ok(r)
 }
 
 #[cfg(test)]

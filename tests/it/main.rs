@@ -46,4 +46,5 @@ mod security_devices;
 mod security_escapes;
 mod security_meta;
 mod security_network;
+mod unprivileged;
 mod util;

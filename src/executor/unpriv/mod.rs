@@ -1,0 +1,154 @@
+//! Runs a step where neither namespaces nor mounts are allowed (`docker run` with Docker's
+//! default seccomp profile and capabilities, a Kubernetes pod's default security context):
+//! a chroot over a copied root, confined by capabilities and kiln's seccomp filter.
+//!
+//! # What a step gets
+//!
+//! * **Root**: a copy of the layers ([`super::copyroot::build_root`]) in the step's scratch
+//!   dir (0700). A stat index (inode, generation, ctime) is taken before the step; afterwards
+//!   what changed is written into the upper dir in overlay's format, deletions as whiteouts
+//!   ([`super::copyroot::diff_into_upper_skipping`]). No file of the store is shared with
+//!   the step: snapshots are copied, never linked.
+//! * **Stand-ins for the mounts** ([`root`]): `/dev` gets `null`, `zero`, `full`, `random`,
+//!   `urandom` and `tty` made with `mknod` (kiln has `CAP_MKNOD` there), `/etc/hosts` and
+//!   `/etc/resolv.conf` are written, and every `RUN --mount` (bind, cache, tmpfs, secret,
+//!   ssh) becomes a copy of its source at its target. None of them reaches the layer: the
+//!   diff skips what is under `/dev`, `/proc` and `/sys`, those two files and every mount
+//!   target. Writable mounts (caches) are copied back to their source after the step, under
+//!   the lock the builder holds. There is no `/proc` unless the `/proc` emulation supplies
+//!   one (a seccomp user-notification supervisor; see [`spawn`] for its hook).
+//! * **Process** ([`spawn`]): `fork` (no namespace flags); in the child `chroot` into the
+//!   copy, `PR_SET_NO_NEW_PRIVS`, drop every capability but CHOWN, DAC_OVERRIDE, FOWNER,
+//!   FSETID, SETUID, SETGID, KILL and NET_BIND_SERVICE from all five sets, install
+//!   [`super::seccomp::unprivileged_filter`] (no `chroot`, `ptrace`, `process_vm_*`,
+//!   `mount`, `unshare`, `setns`, `bpf`, `perf_event_open`, `keyctl`, handles; no signal or
+//!   scheduling call aimed at pid 1, every process, kiln or kiln's process group), switch to
+//!   the step's user, enter the workdir, close every fd above 2, exec through the sealed
+//!   trampoline. kiln itself is not dumpable in this mode ([`enable`]).
+//! * **Network**: the host's (the container's) network: pasta needs a network namespace.
+//!   `RUN --network=none` is a seccomp rule instead: only `AF_UNIX` sockets.
+//! * **Processes**: the step is a session and process group of its own; when its first
+//!   process exits the whole group is killed. A process that leaves the group (`setsid`)
+//!   can outlive the step: there is no PID namespace to end it.
+
+mod root;
+mod spawn;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::error::ExecError;
+use super::stepdir::{self, StepDir};
+use super::{copyroot, NetworkMode, Snapshot, StepIo, StepOutcome, StepSpec};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The capabilities a step keeps (a root step; a non-root user gets none but the bounding
+/// set): what Docker gives a container, minus what would open a way out of the chroot or into
+/// another process (SYS_CHROOT, MKNOD, SETPCAP, SETFCAP, NET_RAW, AUDIT_WRITE).
+/// (Bits: CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6, SETUID 7,
+/// NET_BIND_SERVICE 10.)
+pub const STEP_CAPS: u64 =
+    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10);
+
+/// Switches this process's steps to the unprivileged mode, and makes kiln not dumpable
+/// (`PR_SET_DUMPABLE 0`: no process of the same uid can ptrace it or open its `/proc`
+/// files). Call it once, early, before any step.
+pub fn enable() {
+    ENABLED.store(true, Ordering::SeqCst);
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong) };
+}
+
+/// Whether [`enable`] was called.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// [`super::run_step`] in the unprivileged mode.
+pub(super) fn run_step(spec: &StepSpec, io: StepIo<'_>) -> Result<StepOutcome, ExecError> {
+    let id = stepdir::new_id()?;
+    let hostname = spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
+    let step = stepdir::prepare(spec, &id, &hostname)?;
+    let result = run_prepared(spec, io, &id, &hostname, &step);
+    // The copied root holds the step's secrets and mount copies: it goes in every case.
+    let removed = stepdir::remove_step_dir(&step.rootfs);
+    if result.is_err() {
+        let _ = stepdir::remove_step_dir(&step.dir);
+    }
+    let outcome = result?;
+    removed?;
+    Ok(outcome)
+}
+
+fn run_prepared(
+    spec: &StepSpec,
+    mut io: StepIo<'_>,
+    id: &str,
+    hostname: &str,
+    step: &StepDir,
+) -> Result<StepOutcome, ExecError> {
+    build(step, spec)?;
+    let standins = root::StandIns::place(&step.rootfs, step)?;
+    let manifest = copyroot::record(&step.rootfs)
+        .map_err(|e| ExecError::io("reading copied root", &step.rootfs, e))?;
+    let root_fd = open_root(&step.rootfs)?;
+    let status = spawn::run(spec, &mut io, hostname, &step.rootfs, root_fd.as_fd())?;
+    drop(root_fd);
+    standins.copy_back(&step.rootfs)?;
+    copyroot::diff_into_upper_skipping(&step.rootfs, &manifest, &step.upper, &|p| {
+        standins.skips(p)
+    })
+    .map_err(|e| ExecError::io("diffing copied root", &step.rootfs, e))?;
+    Ok(StepOutcome {
+        status,
+        container_id: id.to_string(),
+        upper: step.upper.clone(),
+        work: step.work.clone(),
+        step_dir: step.dir.clone(),
+        snapshot: Snapshot::Copy,
+    })
+}
+
+/// Copies the layers into `step.rootfs`: the step's stubs (the `/proc`, `/dev`, `/sys` an
+/// image lacks, already in the upper dir, so in the layer), the init layer (mount targets,
+/// hidden from the layer by the diff or unchanged), then the lowers.
+fn build(step: &StepDir, spec: &StepSpec) -> Result<(), ExecError> {
+    let mut layers: Vec<PathBuf> = vec![step.upper.clone(), step.init.clone()];
+    for l in &spec.lowers {
+        layers.push(std::path::absolute(l).map_err(|e| ExecError::io("resolving", l, e))?);
+    }
+    std::fs::create_dir(&step.rootfs)
+        .map_err(|e| ExecError::io("creating root", &step.rootfs, e))?;
+    copyroot::build_root(&layers, &step.rootfs)
+        .map_err(|e| ExecError::io("copying layers", &step.rootfs, e))?;
+    // The root's own owner and mode are the image's, as overlay shows them.
+    if let Some(top) = spec.lowers.first() {
+        let m = std::fs::metadata(top).map_err(|e| ExecError::io("reading", top, e))?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::os::unix::fs::chown(&step.rootfs, Some(m.uid()), Some(m.gid()))
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    &step.rootfs,
+                    std::fs::Permissions::from_mode(m.mode() & 0o7777),
+                )
+            })
+            .map_err(|e| ExecError::io("setting owner of", &step.rootfs, e))?;
+    }
+    Ok(())
+}
+
+fn open_root(root: &Path) -> Result<OwnedFd, ExecError> {
+    std::fs::File::open(root)
+        .map(OwnedFd::from)
+        .map_err(|e| ExecError::io("opening copied root", root, e))
+}
+
+/// Whether a step in this mode may reach sockets of other address families than `AF_UNIX`.
+pub(super) fn network_allowed(spec: &StepSpec) -> bool {
+    spec.network != NetworkMode::None
+}

@@ -1,0 +1,351 @@
+//! The unprivileged isolation mode (no namespaces, no mounts): builds forced with
+//! `--isolation unprivileged` as root on the host, and builds inside `docker run` with
+//! Docker's default settings. Each gives the same layers as the root mode, records
+//! deletions as whiteouts, and keeps a RUN step away from kiln's binary, its store, the
+//! registry credentials, `--secret` files, the `--output` destination, another stage's
+//! secret, pid 1 and kiln itself.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::util::{busybox_rootfs, require, stderr, stdout, unique_name, TestStore};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// A multi-stage build: stage `a` writes and deletes files, the last stage copies from it.
+const MULTI_STAGE: &str = "FROM busybox AS a
+RUN echo hello > /a.txt && mkdir -p /d/e && echo x > /d/e/f && rm /etc/group && rm -r /tmp
+RUN rm /d/e/f && echo y > /d/g
+FROM busybox
+COPY --from=a /a.txt /b.txt
+RUN cat /b.txt > /c.txt && rm /bin/vi && ln -s /c.txt /link
+";
+
+fn kiln_env(store: &Path, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(KILN)
+        .args(args)
+        .current_dir(cwd)
+        .env("KILN_ROOT", store)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running kiln")
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\n{}{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The diffIDs of `name` in the store at `root`.
+fn diff_ids(root: &Path, name: &str) -> Vec<String> {
+    let store = kiln::store::Store::open(root).expect("store");
+    let rec = store.resolve(name).expect("image");
+    rec.diff_ids.iter().map(|d| d.to_string()).collect()
+}
+
+/// Every entry name of every layer of `name`, per layer, read from the layer tars.
+fn layer_entries(root: &Path, name: &str) -> Vec<Vec<(String, Vec<u8>)>> {
+    let store = kiln::store::Store::open(root).expect("store");
+    let rec = store.resolve(name).expect("image");
+    rec.diff_ids
+        .iter()
+        .map(|d| {
+            let f = store.open_blob(d).expect("blob");
+            let mut a = tar::Archive::new(f);
+            a.entries()
+                .expect("entries")
+                .map(|e| {
+                    let mut e = e.expect("entry");
+                    let path = e.path().expect("path").to_string_lossy().into_owned();
+                    let mut bytes = Vec::new();
+                    e.read_to_end(&mut bytes).expect("read");
+                    (path, bytes)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(d.path().join(name), text).expect("write");
+    }
+    d
+}
+
+/// Forced as root on the host: the same layers as the root mode, deletions as whiteouts.
+#[test]
+fn forced_unprivileged_build_gives_the_root_modes_layers_and_whiteouts() {
+    let (root_mode, unpriv) = (TestStore::new(), TestStore::new());
+    if root_mode.busybox("busybox").is_none() || unpriv.busybox("busybox").is_none() {
+        return;
+    }
+    let p = project(&[("Dockerfile", MULTI_STAGE)]);
+    let epoch = [("SOURCE_DATE_EPOCH", "0")];
+    for (store, mode) in [(&root_mode, "root"), (&unpriv, "unprivileged")] {
+        let o = kiln_env(
+            &store.root(),
+            p.path(),
+            &["--isolation", mode, "build", "-t", "eq", "."],
+            &epoch,
+        );
+        assert_ok(&o, mode);
+    }
+    let ids = diff_ids(&unpriv.root(), "eq");
+    assert_eq!(ids.len(), 3, "base, COPY, RUN");
+    assert_eq!(
+        ids,
+        diff_ids(&root_mode.root(), "eq"),
+        "same layers as root mode"
+    );
+    // Stage a's deletions, seen through `kiln save` of that stage.
+    let o = kiln_env(
+        &unpriv.root(),
+        p.path(),
+        &[
+            "--isolation",
+            "unprivileged",
+            "build",
+            "--target",
+            "a",
+            "-t",
+            "a",
+            ".",
+        ],
+        &epoch,
+    );
+    assert_ok(&o, "build --target a");
+    let layers = layer_entries(&unpriv.root(), "a");
+    let names = |i: usize| -> Vec<String> { layers[i].iter().map(|e| e.0.clone()).collect() };
+    let first = names(1);
+    for want in ["a.txt", "d/e/f", "etc/.wh.group", ".wh.tmp"] {
+        assert!(
+            first.iter().any(|n| n.trim_end_matches('/') == want),
+            "{want} in {first:?}"
+        );
+    }
+    let second = names(2);
+    assert!(second.iter().any(|n| n == "d/e/.wh.f"), "{second:?}");
+    assert!(second.iter().any(|n| n == "d/g"), "{second:?}");
+    // Mount stand-ins never reach a layer.
+    for l in &layers[1..] {
+        for (n, _) in l {
+            assert!(
+                !n.starts_with("dev/") && n != "etc/hosts" && n != "etc/resolv.conf",
+                "{n} leaked into a layer"
+            );
+        }
+    }
+    let saved = unpriv.dir.path().join("a.tar");
+    let o = kiln_env(
+        &unpriv.root(),
+        p.path(),
+        &["save", "-o", saved.to_str().unwrap(), "a"],
+        &[],
+    );
+    assert_ok(&o, "save");
+    assert!(std::fs::metadata(&saved).expect("saved").len() > 0);
+}
+
+/// What a step tries, with the host paths it must not reach given as build args.
+const ESCAPES: &str = r#"FROM busybox AS a
+RUN --mount=type=secret,id=s grep -q TOPSECRET /run/secrets/s && echo changed > /run/secrets/s && sleep 1
+FROM busybox AS b
+ARG KILN STORE CONFIG SECRET OUT
+RUN for p in "$KILN" "$STORE/pwned" "$CONFIG" "$SECRET" "$OUT/pwned"; do mkdir -p "$(dirname "$p")" && echo pwned > "$p"; done
+RUN sleep 0.3; for d in /*; do case $d in /dev|/proc|/sys) ;; *) if grep -rl "TOP""SECRET" $d; then exit 1; fi;; esac; done; true
+RUN ! kill -9 1 && ! kill -9 $PPID && ! chroot / true && ! mknod /blk b 8 0 && echo guarded > /ok
+FROM busybox
+COPY --from=a /etc/passwd /a
+COPY --from=b /ok /ok
+"#;
+
+/// Forced as root on the host: a RUN step writes only inside its own root, cannot find
+/// another stage's secret, cannot signal pid 1 or kiln, cannot chroot or make devices.
+#[test]
+fn forced_unprivileged_step_cannot_reach_kiln_store_credentials_secrets_or_output() {
+    let store = TestStore::new();
+    if store.busybox("busybox").is_none() {
+        return;
+    }
+    let p = project(&[("Dockerfile", ESCAPES), ("secret.txt", "TOPSECRET-1\n")]);
+    let config_dir = p.path().join("docker");
+    std::fs::create_dir(&config_dir).unwrap();
+    let config = config_dir.join("config.json");
+    std::fs::write(&config, "{\"auths\":{}}\n").unwrap();
+    let secret = p.path().join("secret.txt");
+    let out = p.path().join("out");
+    let kiln_before = std::fs::read(KILN).expect("kiln binary");
+    let arg = |k: &str, v: &Path| format!("{k}={}", v.display());
+    let o = kiln_env(
+        &store.root(),
+        p.path(),
+        &[
+            "--isolation",
+            "unprivileged",
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            &format!("id=s,src={}", secret.display()),
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            "--build-arg",
+            &arg("KILN", Path::new(KILN)),
+            "--build-arg",
+            &arg("STORE", &store.root()),
+            "--build-arg",
+            &arg("CONFIG", &config),
+            "--build-arg",
+            &arg("SECRET", &secret),
+            "--build-arg",
+            &arg("OUT", &out),
+            "-t",
+            "esc",
+            ".",
+        ],
+        &[("DOCKER_CONFIG", config_dir.to_str().unwrap())],
+    );
+    assert_ok(&o, "build");
+    assert_eq!(std::fs::read(out.join("ok")).expect("ok"), b"guarded\n");
+    assert!(
+        std::fs::read(KILN).expect("kiln") == kiln_before,
+        "kiln's binary changed"
+    );
+    assert!(!store.root().join("pwned").exists(), "wrote into the store");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "{\"auths\":{}}\n"
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "TOPSECRET-1\n");
+    assert!(!out.join("pwned").exists(), "wrote into the --output dest");
+    for layer in layer_entries(&store.root(), "esc") {
+        for (name, bytes) in layer {
+            let leaked = bytes.windows(9).any(|w| w == b"TOPSECRET");
+            assert!(!leaked, "the secret leaked into a layer at {name}");
+        }
+    }
+}
+
+/// The shared libraries a dynamically linked binary needs, as `ldd` lists them.
+fn libraries(binary: &str) -> Vec<PathBuf> {
+    let o = Command::new("ldd").arg(binary).output().expect("ldd");
+    stdout(&o)
+        .lines()
+        .filter_map(|l| {
+            let p = l.split("=>").last()?.split_whitespace().next()?;
+            p.starts_with('/').then(|| PathBuf::from(p))
+        })
+        .collect()
+}
+
+/// A docker image with busybox and kiln's libraries (kiln itself is mounted read-only).
+fn docker_image(dir: &Path) -> String {
+    let base = busybox_rootfs(dir);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut a = tar::Archive::new(std::fs::File::open(&base).expect("rootfs"));
+    for e in a.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let h = e.header().clone();
+        let path = e.path().expect("path").into_owned();
+        b.append_data(&mut h.clone(), path, &mut e).expect("append");
+    }
+    for lib in libraries(KILN) {
+        let rel = lib.strip_prefix("/").unwrap();
+        b.append_path_with_name(std::fs::canonicalize(&lib).unwrap(), rel)
+            .expect("lib");
+    }
+    let tar = dir.join("image.tar");
+    std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+    let name = unique_name("unpriv");
+    let o = Command::new("docker")
+        .args(["import", tar.to_str().unwrap(), &name])
+        .output()
+        .expect("docker import");
+    assert_ok(&o, "docker import");
+    name
+}
+
+fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require::require(
+        ok,
+        "a Docker daemon (docker info failed; scripts/start-dockerd.sh starts one)",
+    )
+}
+
+/// Inside `docker run` with Docker's defaults (no --privileged, no --security-opt): the
+/// multi-stage build works, equals the root mode's on the host, and the step is confined.
+#[test]
+fn build_inside_a_default_docker_run_equals_root_mode_and_is_confined() {
+    let host = TestStore::new();
+    if host.busybox("busybox").is_none() || !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let image = docker_image(work.path());
+    let checks = "FROM busybox\nRUN ! kill -9 1 && ! kill -9 $PPID && ! kill -9 -1 && mkdir -p /root/.docker && \
+                  ! chroot / true && echo pwned > /root/.docker/config.json && echo ok > /ok\n";
+    let p = project(&[("Dockerfile", MULTI_STAGE), ("Checks", checks)]);
+    std::fs::copy(host.busybox_tar(), p.path().join("busybox.tar")).unwrap();
+    let creds = work.path().join("config.json");
+    std::fs::write(&creds, "{\"auths\":{}}\n").unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let script = "kiln info | grep Isolation && kiln import /w/busybox.tar busybox >/dev/null && \
+                  kiln build -q -t eq /w && kiln build -q -f /w/Checks -t checks /w && \
+                  kiln save -o /store/eq.tar eq";
+    let vol = |a: &Path, b: &str| format!("{}:{b}", a.display());
+    let o = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-e",
+            "KILN_ROOT=/store",
+            "-e",
+            "SOURCE_DATE_EPOCH=0",
+        ])
+        .args(["-v", &format!("{KILN}:/usr/local/bin/kiln:ro")])
+        .args(["-v", &vol(p.path(), "/w"), "-v", &vol(&store, "/store")])
+        .args(["-v", &vol(&creds, "/root/.docker/config.json")])
+        .args([&image, "sh", "-c", script])
+        .output()
+        .expect("docker run");
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    assert_ok(&o, "kiln build inside docker run");
+    assert!(
+        stdout(&o).contains("Isolation: unprivileged"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&creds).unwrap(), "{\"auths\":{}}\n");
+    assert!(std::fs::metadata(store.join("eq.tar")).is_ok_and(|m| m.len() > 0));
+    // The same base as inside: imported from the same tar by the same command.
+    let epoch = [("SOURCE_DATE_EPOCH", "0")];
+    let o = kiln_env(
+        &host.root(),
+        p.path(),
+        &["import", "busybox.tar", "busybox"],
+        &epoch,
+    );
+    assert_ok(&o, "import");
+    let o = kiln_env(
+        &host.root(),
+        p.path(),
+        &["--isolation", "root", "build", "-q", "-t", "eq", "."],
+        &[("SOURCE_DATE_EPOCH", "0")],
+    );
+    assert_ok(&o, "root-mode build on the host");
+    assert_eq!(diff_ids(&store, "eq"), diff_ids(&host.root(), "eq"));
+}
