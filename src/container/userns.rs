@@ -89,16 +89,20 @@ impl HolderFiles {
 
     /// Takes the lock (blocking): held while a command joins or makes the namespace, and
     /// while the holder decides to leave.
-    fn lock(&self) -> Result<fs::File, UsernsError> {
-        // 0700 at every level made here: the store root must not start readable by others.
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(io_err("creating", &self.dir))?;
+    /// With `create`, makes the directory and the lock file if they are missing (the holder
+    /// does not: a store removed under it stays removed).
+    fn lock(&self, create: bool) -> Result<fs::File, UsernsError> {
+        if create {
+            // 0700 at every level made here: the store root must not start readable by others.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(io_err("creating", &self.dir))?;
+        }
         let path = self.lock_path();
         let f = fs::OpenOptions::new()
-            .create(true)
+            .create(create)
             .truncate(false)
             .write(true)
             .mode(0o600)
@@ -120,6 +124,12 @@ impl HolderFiles {
     /// The holder's pid and namespace inode, if recorded.
     pub fn read(&self) -> Option<(i32, u64)> {
         parse_record(&fs::read_to_string(self.record()).ok()?)
+    }
+
+    /// Removes the record if it names holder `pid` of namespace `ino`; true (the holder may
+    /// leave) unless the record could not be removed.
+    fn forget(&self, pid: i32, ino: u64) -> bool {
+        self.read() != Some((pid, ino)) || fs::remove_file(self.record()).is_ok()
     }
 
     fn write(&self, pid: i32, ino: u64) -> Result<(), UsernsError> {
@@ -154,7 +164,7 @@ fn own_namespace_inode() -> io::Result<u64> {
 /// holder in it. Afterwards the process is uid 0 of that namespace.
 pub fn enter_shared(root: &Path, decision: &Decision) -> Result<(), UsernsError> {
     let files = HolderFiles::new(root);
-    let _lock = files.lock()?;
+    let _lock = files.lock(true)?;
     if let Some((pid, ino)) = files.read() {
         if let Some(ns) = open_namespace(pid, ino) {
             // SAFETY: setns on an fd we own; the process is single-threaded (precondition).
@@ -234,14 +244,14 @@ fn hold(files: &HolderFiles, ino: u64) -> ! {
         }
         // Decided under the lock: a command joining meanwhile is in the namespace by the
         // time this looks again.
-        if let Ok(_lock) = files.lock() {
-            if !others_in_namespace(ino, me) {
-                if files.read() == Some((me, ino)) {
-                    let _ = fs::remove_file(files.record());
-                }
-                // SAFETY: leaving; the lock goes with the process.
-                unsafe { libc::_exit(0) };
-            }
+        // A store removed under the holder has no lock file: nothing to keep for it.
+        let leave = match files.lock(false) {
+            Ok(_lock) => !others_in_namespace(ino, me) && files.forget(me, ino),
+            Err(_) => !files.lock_path().exists(),
+        };
+        if leave {
+            // SAFETY: leaving; the lock (if taken) was released with its file above.
+            unsafe { libc::_exit(0) };
         }
         idle = 0;
     }
