@@ -291,7 +291,7 @@ pub(crate) fn default_root() -> PathBuf {
 /// Decides the isolation mode before any command touches the store, and for the rootless
 /// mode moves this (still single-threaded) process into its user namespace. Root with the
 /// automatic choice is today's sandbox and probes nothing. `Err` holds the exit code.
-fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(), i32> {
+fn prepare_isolation(arg: values::IsolationArg, command: &Command, root: &Path) -> Result<(), i32> {
     use kiln::executor::isolation::{self, Isolation};
     if matches!(command, Command::Version(_) | Command::Info(_)) {
         return Ok(());
@@ -306,7 +306,9 @@ fn prepare_isolation(arg: values::IsolationArg, command: &Command) -> Result<(),
     let decision = isolation::decide(isolation::probe(), forced).map_err(fail)?;
     match decision.mode {
         Isolation::Root => Ok(()),
-        Isolation::Rootless => isolation::enter_user_namespace(&decision).map_err(fail),
+        // One namespace per store, kept by a holder process, so that later commands reach
+        // the containers earlier ones started (see `kiln::container::userns`).
+        Isolation::Rootless => kiln::container::userns::enter_shared(root, &decision).map_err(fail),
         Isolation::Unprivileged => {
             // Builds run their steps chrooted over copied roots (executor::unpriv).
             if matches!(command, Command::Build(_)) {
@@ -350,7 +352,7 @@ pub fn run() -> i32 {
     if let Ok(abs) = std::path::absolute(&root) {
         root = abs;
     }
-    if let Err(code) = prepare_isolation(cli.isolation, &cli.command) {
+    if let Err(code) = prepare_isolation(cli.isolation, &cli.command, &root) {
         return code;
     }
     if !cli.insecure_registries.is_empty() {

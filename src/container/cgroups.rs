@@ -192,13 +192,33 @@ impl Hierarchy {
         })
     }
 
-    /// The host's layout.
+    /// The layout kiln makes its containers' cgroups in: the host's, or in rootless mode the
+    /// subtree delegated to the user (none if there is none).
     pub fn host() -> Option<Hierarchy> {
+        Hierarchy::usable().ok()
+    }
+
+    /// As [`Hierarchy::host`], or why there is none: `Err` finishes the sentence "resource
+    /// limits need …".
+    pub fn usable() -> std::result::Result<Hierarchy, String> {
         // Detected once per process: it is the host's mount layout, which does not change
         // under a running kiln, and `Container::load` asks on every call (polling loops).
-        static HOST: OnceLock<Option<Hierarchy>> = OnceLock::new();
-        HOST.get_or_init(|| Hierarchy::detect(Path::new(HOST_ROOT)))
-            .clone()
+        static HOST: OnceLock<std::result::Result<Hierarchy, String>> = OnceLock::new();
+        HOST.get_or_init(|| {
+            let root = Path::new(HOST_ROOT);
+            if crate::executor::isolation::entered() {
+                let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                return delegated(root, unified_path(&own).unwrap_or("/"), &|p| {
+                    nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+                })
+                .map_err(|why| {
+                    format!("a cgroup v2 subtree delegated to the user in rootless mode: {why}")
+                });
+            }
+            Hierarchy::detect(root)
+                .ok_or_else(|| format!("cgroups, and none are mounted at {HOST_ROOT}"))
+        })
+        .clone()
     }
 
     /// Whether `--memory-swap` can be enforced (v1 needs swap accounting: `memsw` files).
@@ -225,6 +245,63 @@ impl Hierarchy {
             .unwrap_or_default()
             .trim()
             .to_string()
+    }
+}
+
+/// The process's path in the unified (v2) hierarchy, from `/proc/self/cgroup` text (the
+/// `0::/path` line).
+pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// Where a rootless kiln may make cgroups, given the cgroup mount point `mount`, its own v2
+/// cgroup `own` and a test for "may write": the topmost cgroup on the way from the mount's
+/// root down to `own` whose directory, `cgroup.procs` and `cgroup.subtree_control` it may
+/// write (systemd's `user@UID.service` with `Delegate=yes`), as a v2 layout rooted there.
+/// `Err` says what is missing.
+pub fn delegated(
+    mount: &Path,
+    own: &str,
+    writable: &dyn Fn(&Path) -> bool,
+) -> std::result::Result<Hierarchy, String> {
+    let unified = if mount.join("cgroup.controllers").is_file() {
+        mount.to_path_buf()
+    } else {
+        // A hybrid host's v2 hierarchy holds only the controllers no v1 hierarchy took.
+        let hybrid = mount.join("unified");
+        return Err(match read(&hybrid.join("cgroup.controllers")) {
+            Some(c) => format!(
+                "this host has cgroup v1 (the cgroup v2 hierarchy at {} has {})",
+                hybrid.display(),
+                match c.trim() {
+                    "" => "no controllers".to_string(),
+                    c => format!("only the controllers {c}"),
+                }
+            ),
+            None => format!(
+                "this host has cgroup v1 (no cgroup v2 hierarchy at {})",
+                mount.display()
+            ),
+        });
+    };
+    let mut dir = unified.clone();
+    let mut candidates = Vec::new();
+    for part in Path::new(own).components().skip(1) {
+        dir.push(part);
+        candidates.push(dir.clone());
+    }
+    let delegated = candidates.into_iter().find(|d| {
+        writable(d)
+            && writable(&d.join("cgroup.procs"))
+            && writable(&d.join("cgroup.subtree_control"))
+    });
+    match delegated {
+        Some(root) => Ok(Hierarchy::V2 { root }),
+        None => Err(format!(
+            "{} and its parents are not writable by the user (not delegated; with systemd, \
+             a login session's user@UID.service with Delegate=yes is)",
+            unified.join(own.trim_start_matches('/')).display()
+        )),
     }
 }
 
@@ -946,6 +1023,33 @@ mod tests {
                 block_write: 20,
             }
         );
+    }
+
+    #[test]
+    fn rootless_limits_go_to_the_topmost_delegated_cgroup() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let user = t
+            .path()
+            .join("user.slice/user-1000.slice/user@1000.service");
+        fs::create_dir_all(user.join("app.slice/kiln.scope")).expect("mkdir");
+        fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").expect("write");
+        let own = "/user.slice/user-1000.slice/user@1000.service/app.slice/kiln.scope";
+        let delegated_to = user.clone();
+        let writable = move |p: &Path| p.starts_with(&delegated_to);
+        match delegated(t.path(), own, &writable) {
+            Ok(Hierarchy::V2 { root }) => assert_eq!(root, user),
+            other => panic!("{other:?}"),
+        }
+        let e = delegated(t.path(), own, &|_| false).expect_err("nothing writable");
+        assert!(e.contains("not writable by the user"), "{e}");
+        assert!(e.contains("kiln.scope"), "{e}");
+        // A hybrid host (this one's layout): v1 controllers, an empty v2 hierarchy.
+        let h = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(h.path().join("unified")).expect("mkdir");
+        fs::write(h.path().join("unified/cgroup.controllers"), "").expect("write");
+        let e = delegated(h.path(), "/", &|_| true).expect_err("v1");
+        assert!(e.starts_with("this host has cgroup v1"), "{e}");
+        assert_eq!(unified_path("1:cpu:/\n0::/a/b\n"), Some("/a/b"));
     }
 
     #[test]

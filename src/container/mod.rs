@@ -38,6 +38,7 @@ pub mod ops;
 pub mod ports;
 mod session;
 pub mod signals;
+pub mod userns;
 pub mod volumes;
 
 use std::collections::BTreeMap;

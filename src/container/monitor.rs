@@ -346,14 +346,12 @@ fn wait_to_restart(dir: &Path, state: &mut State, backoff: Duration) -> Result<b
 /// The container's cgroup, created (or found from an earlier start) with its limits. A host
 /// without cgroups runs containers without one, unless limits were asked for.
 fn container_cgroup(cfg: &ContainerConfig) -> Result<Option<Cgroup>> {
-    let Some(h) = Hierarchy::host() else {
-        if cfg.resources.any() {
-            return Err(ContainerError::Other(format!(
-                "resource limits need cgroups, and none are mounted at {}",
-                super::cgroups::HOST_ROOT
-            )));
+    let h = match Hierarchy::usable() {
+        Ok(h) => h,
+        Err(why) if cfg.resources.any() => {
+            return Err(ContainerError::Other(format!("resource limits need {why}")));
         }
-        return Ok(None);
+        Err(_) => return Ok(None),
     };
     let cg = Cgroup::new(h, &cfg.id)?;
     match cg.create(&cfg.resources) {

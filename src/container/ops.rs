@@ -551,12 +551,8 @@ fn published_ports(opts: &CreateOptions, exposed: &[String]) -> Result<Vec<PortB
 /// Resource limits this host can apply, and no `--rm` with a restart policy.
 fn check_limits(opts: &CreateOptions) -> Result<()> {
     if opts.resources.any() {
-        let h = super::cgroups::Hierarchy::host().ok_or_else(|| {
-            ContainerError::Invalid(format!(
-                "resource limits need cgroups, and none are mounted at {}",
-                super::cgroups::HOST_ROOT
-            ))
-        })?;
+        let h = super::cgroups::Hierarchy::usable()
+            .map_err(|why| ContainerError::Invalid(format!("resource limits need {why}")))?;
         let online = h.online_cpus();
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ncpus = super::cgroups::parse_cpu_list(&online).map_or(ncpus, |l| l.len());
@@ -650,11 +646,15 @@ pub fn running_cgroup(c: &Container) -> Result<Cgroup> {
     }
     Cgroup::host(&c.config.id)
         .filter(Cgroup::exists)
-        .ok_or_else(|| {
-            ContainerError::State(format!(
+        .ok_or_else(|| match super::cgroups::Hierarchy::usable() {
+            Err(why) => ContainerError::State(format!(
+                "container {} has no cgroup: kiln can make none here, as that needs {why}",
+                c.config.name
+            )),
+            Ok(_) => ContainerError::State(format!(
                 "container {} has no cgroup (started by an older kiln, or on a host without cgroups): restart it",
                 c.config.name
-            ))
+            )),
         })
 }
 

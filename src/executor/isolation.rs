@@ -438,7 +438,9 @@ pub fn enter_user_namespace(decision: &Decision) -> Result<(), IsolationError> {
     Ok(())
 }
 
-fn become_root() -> Result<(), IsolationError> {
+/// Becomes uid and gid 0 of the user namespace this process was moved into, with no
+/// supplementary groups.
+pub fn become_root() -> Result<(), IsolationError> {
     // SAFETY: plain id changes to ids the new maps contain.
     unsafe {
         if libc::setresgid(0, 0, 0) != 0 {

@@ -2,6 +2,7 @@
 //! WORKDIR): mounted in a mount namespace that only one short-lived thread sees, so nothing
 //! is ever mounted on the host and the mount dies with the thread, even on a panic.
 
+use crate::executor::isolation::overlay_options_here;
 use crate::executor::link_lowers;
 use std::fs;
 use std::io;
@@ -72,11 +73,12 @@ pub fn with_overlay<R: Send>(
             } else {
                 lower_names.join(":")
             };
-            let opts = format!(
+            // In the rootless user namespace overlayfs wants `userxattr` (see isolation).
+            let opts = overlay_options_here(format!(
                 "lowerdir={lower_opt},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
                 upper.display(),
                 work.display()
-            );
+            ));
             mount(
                 Some("overlay"),
                 &merged,
@@ -94,7 +96,10 @@ pub fn with_overlay<R: Send>(
                 let opts = if stack.len() == 1 {
                     None
                 } else {
-                    Some(format!("lowerdir={}", source_names[n].join(":")))
+                    Some(overlay_options_here(format!(
+                        "lowerdir={}",
+                        source_names[n].join(":")
+                    )))
                 };
                 match opts {
                     Some(o) => mount(

@@ -1,5 +1,8 @@
-//! Rootless isolation: a non-root user with subordinate ids builds an image whose RUN step
-//! `chown`s files to other users; the saved layer keeps those ids and root's files stay 0:0.
+//! Rootless isolation: a non-root user with subordinate ids builds a multi-stage image whose
+//! RUN steps `chown` files to other users (the saved layers keep those ids, root's files stay
+//! 0:0) and runs it; runs, inspects and stops detached containers from separate commands,
+//! publishes a port, is told why resource limits cannot apply; and builds on Debian with
+//! `apt-get install` over HTTP.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -8,17 +11,25 @@ use std::process::{Command, Output};
 
 use crate::util::{busybox_rootfs, require, stderr, stdout};
 
-/// A throw-away user with subordinate ids, removed (with its id ranges) when dropped.
+/// A throw-away user with subordinate ids, removed (with its id ranges) when dropped, after
+/// its containers and the holders of its user namespaces.
 struct TestUser {
     name: String,
     start: u32,
+    /// The homes kiln ran with (each with its default store), for the clean-up.
+    homes: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 const SUB_FILES: [&str; 2] = ["/etc/subuid", "/etc/subgid"];
 
+/// Tests in this binary run in parallel: one at a time picks a range and edits the files.
+static SUB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl TestUser {
-    fn create() -> TestUser {
-        let name = format!("kilnrl{}", std::process::id());
+    /// A new user named after this process and `tag` (one per test).
+    fn create(tag: &str) -> TestUser {
+        let _guard = SUB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let name = format!("kilnrl{}{tag}", std::process::id());
         let st = Command::new("useradd")
             .args(["-M", "-s", "/bin/sh", &name])
             .status()
@@ -37,7 +48,11 @@ impl TestUser {
         };
         if let (Some(u), Some(g)) = (given(SUB_FILES[0]), given(SUB_FILES[1])) {
             if u == g {
-                return TestUser { name, start: u };
+                return TestUser {
+                    name,
+                    start: u,
+                    homes: Default::default(),
+                };
             }
         }
         // A range above every range already given out, in both files.
@@ -53,7 +68,11 @@ impl TestUser {
                 }
             }
         }
-        let user = TestUser { name, start };
+        let user = TestUser {
+            name,
+            start,
+            homes: Default::default(),
+        };
         for f in SUB_FILES {
             let mut text = std::fs::read_to_string(f).unwrap_or_default();
             if !text.is_empty() && !text.ends_with('\n') {
@@ -82,6 +101,9 @@ impl TestUser {
     /// Runs kiln as this user with only `HOME` and `PATH` set (so the store is the default
     /// one under `home`), in `cwd`.
     fn kiln(&self, home: &Path, cwd: &Path, args: &[&str]) -> Output {
+        if !self.homes.borrow().iter().any(|h| h == home) {
+            self.homes.borrow_mut().push(home.to_path_buf());
+        }
         // runuser sets HOME from the passwd entry: `env` sets it again after.
         Command::new("runuser")
             .args(["-u", &self.name, "--", "env"])
@@ -98,6 +120,16 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        let homes = self.homes.take();
+        for home in homes.iter().filter(|h| h.is_dir()) {
+            // Containers a failed test left running, then the namespace's holder.
+            let root = Path::new("/");
+            let ids = self.kiln(home, root, &["ps", "-aq"]);
+            for id in stdout(&ids).split_whitespace() {
+                let _ = self.kiln(home, root, &["rm", "-f", id]);
+            }
+            stop_holder(&home.join(".local/share/kiln"));
+        }
         let _ = Command::new("userdel").arg(&self.name).status();
         let prefix = format!("{}:", self.name);
         for f in SUB_FILES {
@@ -109,6 +141,28 @@ impl Drop for TestUser {
                     .collect();
                 let _ = std::fs::write(f, kept);
             }
+        }
+    }
+}
+
+/// Ends the process keeping the store's rootless user namespace, if one runs (it would leave
+/// by itself once idle, but `userdel` refuses a user with processes).
+fn stop_holder(store: &Path) {
+    let files = kiln::container::userns::HolderFiles::new(store);
+    let Some((pid, _)) = files.read() else {
+        return;
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() == "kiln-userns" {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }
@@ -168,8 +222,12 @@ fn prepare(dir: &Path, uid: u32) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM busybox:local\n\
-         RUN echo hi > /x && chown 1000:1000 /x && mkdir /y && chown 65534:65534 /y && touch /z\n",
+        "FROM busybox:local AS first\n\
+         RUN echo from-first > /a && chown 65534:65534 /a\n\
+         FROM busybox:local\n\
+         COPY --from=first /a /a\n\
+         RUN echo hi > /x && chown 1000:1000 /x && mkdir /y && chown 65534:65534 /y && touch /z\n\
+         CMD [\"sh\", \"-c\", \"cat /a /x && stat -c '%n %u:%g' /a /x /y /z /bin/busybox\"]\n",
     )
     .unwrap();
     busybox_rootfs(dir);
@@ -193,8 +251,9 @@ fn a_user_with_subordinate_ids_builds_and_the_layer_keeps_the_ids_it_chowned_to(
     {
         return;
     }
-    let user = TestUser::create();
+    // Declared first, dropped last: the user's clean-up runs kiln on its store.
     let dir = tempfile::tempdir().expect("tempdir");
+    let user = TestUser::create("b");
     let (home, ctx) = prepare(dir.path(), user.uid());
     let run = |args: &[&str]| user.kiln(&home, dir.path(), args);
 
@@ -239,19 +298,29 @@ fn a_user_with_subordinate_ids_builds_and_the_layer_keeps_the_ids_it_chowned_to(
     );
 
     let layers = layer_owners(&saved);
-    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert_eq!(layers.len(), 3, "{layers:?}");
     let base = &layers[0];
     let busybox = base.iter().find(|(p, _, _)| p == "bin/busybox");
     assert_eq!(busybox.map(|b| (b.1, b.2)), Some((0, 0)), "{base:?}");
-    let owner = |name: &str| {
-        layers[1]
+    let owner = |layer: usize, name: &str| {
+        layers[layer]
             .iter()
             .find(|(p, _, _)| p.trim_end_matches('/') == name)
             .map(|(_, u, g)| (*u, *g))
     };
-    assert_eq!(owner("x"), Some((1000, 1000)), "{:?}", layers[1]);
-    assert_eq!(owner("y"), Some((65534, 65534)), "{:?}", layers[1]);
-    assert_eq!(owner("z"), Some((0, 0)), "{:?}", layers[1]);
+    // COPY --from keeps the owner the first stage's RUN gave (as BuildKit does).
+    assert_eq!(owner(1, "a"), Some((65534, 65534)), "{:?}", layers[1]);
+    assert_eq!(owner(2, "x"), Some((1000, 1000)), "{:?}", layers[2]);
+    assert_eq!(owner(2, "y"), Some((65534, 65534)), "{:?}", layers[2]);
+    assert_eq!(owner(2, "z"), Some((0, 0)), "{:?}", layers[2]);
+
+    // The image runs as the user, and its processes see the ids the build gave.
+    let ran = ok(&run(&["run", "--rm", "owned"]), "rootless run --rm");
+    assert_eq!(
+        ran,
+        "from-first\nhi\n/a 65534:65534\n/x 1000:1000\n/y 65534:65534\n/z 0:0\n\
+         /bin/busybox 0:0\n"
+    );
 
     // Deletions and a replaced directory survive save and load into another store: the
     // loaded layers' whiteouts and opaque markers are made inside the user namespace.
@@ -326,4 +395,217 @@ fn a_user_with_subordinate_ids_builds_and_the_layer_keeps_the_ids_it_chowned_to(
             stderr(&built)
         );
     }
+}
+
+/// A port on 127.0.0.1 nothing listens on (as far as anyone can know).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `GET /` on 127.0.0.1:`port`, retried while the container's server starts.
+fn http_get(port: u16) -> String {
+    use std::io::Write;
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            if body.starts_with("HTTP/1.") {
+                return body;
+            }
+            last = body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no HTTP answer on 127.0.0.1:{port}: {last:?}")
+}
+
+/// Each kiln command is a new process: they share the store's rootless user namespace (kept
+/// by its holder), so a later `exec` joins and a later `stop` signals a container an earlier
+/// `run -d` started, even one whose processes run as another user.
+#[test]
+fn a_user_with_subordinate_ids_runs_inspects_and_stops_detached_containers() {
+    if !require::root()
+        || !require::busybox()
+        || require::tool("newuidmap", "apt-get install uidmap").is_none()
+        || require::tool("runuser", "apt-get install util-linux").is_none()
+    {
+        return;
+    }
+    // Declared first, dropped last: the user's clean-up runs kiln on its store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user = TestUser::create("c");
+    let (home, _ctx) = prepare(dir.path(), user.uid());
+    let run = |args: &[&str]| user.kiln(&home, dir.path(), args);
+    let tar = dir.path().join("busybox-rootfs.tar").display().to_string();
+    ok(&run(&["image", "import", &tar, "busybox:local"]), "import");
+
+    let id = ok(
+        &run(&[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "--user",
+            "1000",
+            "busybox:local",
+            "sh",
+            "-c",
+            "echo started; echo oops >&2; exec sleep 1000",
+        ]),
+        "run -d",
+    );
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = ok(&run(&["ps", "--format", "{{.Names}} {{.Status}}"]), "ps");
+    assert!(ps.starts_with("bg Up"), "{ps}");
+    let exec = ok(
+        &run(&["exec", "bg", "sh", "-c", "id -u; cat /proc/1/cmdline"]),
+        "exec",
+    );
+    assert_eq!(exec, "1000\nsleep\u{0}1000\u{0}");
+    let as_root = ok(&run(&["exec", "-u", "0", "bg", "id", "-u"]), "exec -u 0");
+    assert_eq!(as_root, "0\n");
+    let logs = run(&["logs", "bg"]);
+    assert_eq!(ok(&logs, "logs"), "started\n");
+    assert_eq!(stderr(&logs), "oops\n");
+    // The container's PID 1 runs as 1000 (a subordinate id outside): only a command in the
+    // namespace that started it may signal it.
+    ok(&run(&["stop", "-t", "1", "bg"]), "stop");
+    let ps = ok(
+        &run(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]),
+        "ps -a",
+    );
+    assert!(ps.starts_with("bg Exited (137)"), "{ps}");
+    ok(&run(&["rm", "bg"]), "rm");
+    assert_eq!(ok(&run(&["ps", "-aq"]), "ps -aq"), "");
+
+    // A published port: the monitor listens on the host's loopback and connects inside.
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    ok(
+        &run(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            &publish,
+            "busybox:local",
+            "sh",
+            "-c",
+            "mkdir /www && echo served-rootless > /www/index.html && exec httpd -f -p 80 -h /www",
+        ]),
+        "run -d -p",
+    );
+    let page = http_get(port);
+    assert!(page.ends_with("served-rootless\n"), "{page}");
+    let ps = ok(&run(&["ps", "--format", "{{.Ports}}"]), "ps ports");
+    assert_eq!(ps.trim(), format!("127.0.0.1:{port}->80/tcp"));
+    ok(&run(&["rm", "-f", "web"]), "rm -f");
+
+    // Resource limits: applied in a delegated cgroup v2 subtree; elsewhere refused with the
+    // cause and Docker's code for a container that cannot be created.
+    let limited = run(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "busybox:local",
+        "cat",
+        "/sys/fs/cgroup/memory.max",
+    ]);
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let delegated = kiln::container::cgroups::delegated(
+        Path::new(kiln::container::cgroups::HOST_ROOT),
+        kiln::container::cgroups::unified_path(&own).unwrap_or("/"),
+        &|_| true,
+    );
+    if delegated.is_err() {
+        assert_eq!(limited.status.code(), Some(125), "{}", stderr(&limited));
+        let e = stderr(&limited);
+        assert!(
+            e.contains("resource limits need a cgroup v2 subtree delegated to the user"),
+            "{e}"
+        );
+        assert!(e.contains("cgroup v1"), "{e}");
+    } else if limited.status.success() {
+        assert_eq!(stdout(&limited), "67108864\n");
+    } else {
+        assert!(
+            stderr(&limited).contains("not writable by the user"),
+            "{}",
+            stderr(&limited)
+        );
+    }
+}
+
+/// A Debian minbase image loaded into the user's own store, `apt-get install` over HTTP in a
+/// rootless RUN step (apt's downloads run as `_apt`, another subordinate id), and the program
+/// run in a container.
+#[test]
+fn a_user_with_subordinate_ids_builds_on_debian_with_apt_get_over_http() {
+    if !require::root()
+        || require::tool("newuidmap", "apt-get install uidmap").is_none()
+        || require::tool("runuser", "apt-get install util-linux").is_none()
+    {
+        return;
+    }
+    // Declared first, dropped last: the user's clean-up runs kiln on its store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user = TestUser::create("d");
+    let (home, ctx) = prepare(dir.path(), user.uid());
+    let tar = dir.path().join("debian-rootfs.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-rootfs.sh");
+    let made = Command::new("bash")
+        .arg(script)
+        .arg(&tar)
+        .status()
+        .expect("bash");
+    if !made.success() {
+        require::missing("a Debian minbase root (apt-get install debootstrap; mirror over HTTP)");
+        return;
+    }
+    std::fs::set_permissions(&tar, PermissionsExt::from_mode(0o644)).unwrap();
+    let run = |args: &[&str]| user.kiln(&home, dir.path(), args);
+    let tar_s = tar.display().to_string();
+    ok(
+        &run(&[
+            "image",
+            "import",
+            "-c",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            &tar_s,
+            "debian:local",
+        ]),
+        "import the Debian root as the user",
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:local\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends hello \
+             && rm -rf /var/lib/apt/lists/*\n\
+         RUN test \"$(stat -c %U /var/cache/apt/archives/partial)\" = _apt\n\
+         CMD [\"hello\"]\n",
+    )
+    .unwrap();
+    // pasta needs a /dev/net/tun the user may open; without one, the host's network.
+    let tun_mode = std::fs::metadata("/dev/net/tun").map_or(0, |m| m.permissions().mode());
+    let network = if tun_mode & 0o006 == 0o006 {
+        "default"
+    } else {
+        "host"
+    };
+    let ctx_s = ctx.display().to_string();
+    ok(
+        &run(&["build", "--network", network, "-t", "hi:1", &ctx_s]),
+        "rootless apt-get install",
+    );
+    assert_eq!(
+        ok(&run(&["run", "--rm", "hi:1"]), "run hello"),
+        "Hello, world!\n"
+    );
 }
