@@ -229,12 +229,13 @@ fn kilns_image_builds_with_kiln_and_runs_unprivileged_in_docker() {
 }
 
 /// The CI example's project: two stages from a busybox base in the registry, a context file.
+/// A step that runs prints `builder-42` or `final-42` (not in the progress' step titles).
 const APP: &str = "FROM {BASE} AS build\n\
-                   RUN mkdir /out && echo built > /out/msg && echo builder-ran\n\
+                   RUN mkdir /out && echo built > /out/msg && echo builder-$((40+2))\n\
                    COPY src.txt /out/\n\
                    FROM {BASE}\n\
                    COPY --from=build /out /app\n\
-                   RUN cat /app/msg /app/src.txt > /app/all && echo final-ran\n\
+                   RUN cat /app/msg /app/src.txt > /app/all && echo final-$((40+2))\n\
                    CMD [\"cat\", \"/app/all\"]\n";
 
 /// `docker run` of kiln's image as the README's "kiln in CI" shows it: the project at
@@ -337,7 +338,7 @@ fn ci_example_builds_pushes_and_shares_its_cache_from_a_default_container() {
     );
     assert_eq!(count(&second, "cache miss:"), 0, "{err}");
     assert!(
-        !err.contains("builder-ran") && !err.contains("final-ran"),
+        !err.contains("builder-42") && !err.contains("final-42"),
         "{err}"
     );
     run_tool(Command::new(&docker).args(["--config", &config, "pull", &app]));
