@@ -341,6 +341,8 @@ fn ci_example_builds_pushes_and_shares_its_cache_from_a_default_container() {
         !err.contains("builder-42") && !err.contains("final-42"),
         "{err}"
     );
+    // The first pull's image (other timestamps), so it is not left behind untagged.
+    run_tool(Command::new(&docker).args(["rmi", &app]));
     run_tool(Command::new(&docker).args(["--config", &config, "pull", &app]));
     let out = run_tool(Command::new(&docker).args(["run", "--rm", &app]));
     assert_eq!(out, "built\nsource\n");
