@@ -509,9 +509,11 @@ impl Client {
             for (k, v) in headers {
                 req = req.set(k, v);
             }
+            let mut sent_auth = false;
             if self.same_host(&url) {
                 if let Some(a) = self.auth_header(scopes)? {
                     req = req.set("Authorization", &a);
+                    sent_auth = true;
                 }
             }
             let this = match body.take() {
@@ -531,7 +533,17 @@ impl Client {
             match this {
                 Ok(r) => return Ok(Ok(r)),
                 Err(ureq::Error::Status(401, r)) if attempt == 0 && body.is_some() => {
-                    if !self.learn(&r, scopes)? {
+                    // Parallel requests (a push's blob checks) may all be sent before the
+                    // first 401 is learned: one sent without credentials is retried when
+                    // another request has learned the scheme meanwhile.
+                    let learned_meanwhile = !sent_auth
+                        && self.same_host(&url)
+                        && match *self.lock_scheme() {
+                            Scheme::Unknown => false,
+                            Scheme::Basic => self.creds.is_some(),
+                            Scheme::Bearer { .. } => true,
+                        };
+                    if !self.learn(&r, scopes)? && !learned_meanwhile {
                         return Ok(Err((401, r)));
                     }
                 }
@@ -1166,6 +1178,62 @@ mod tests {
             seen
         });
         (addr, handle)
+    }
+
+    // A push's parallel blob checks were all sent before the first 401 was learned: the
+    // ones answered after another had learned Basic gave up with "unauthorized".
+    #[test]
+    fn a_request_sent_before_another_learned_the_scheme_is_retried_with_credentials() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let creds = Credentials {
+            username: "u".into(),
+            secret: "p".into(),
+        };
+        let header = creds.basic_header();
+        let c = Client::with_credentials(&addr, &ClientOptions::default(), Some(creds));
+        let seen = std::thread::scope(|scope| {
+            let server = scope.spawn(|| {
+                let mut seen = Vec::new();
+                for stream in listener.incoming().take(2) {
+                    let mut stream = stream.unwrap();
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut auth = String::new();
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("Authorization: ") {
+                            auth = v.trim().to_string();
+                        }
+                    }
+                    seen.push(auth.clone());
+                    let reply = if auth.is_empty() {
+                        // Meanwhile a parallel request learned the scheme.
+                        *c.lock_scheme() = Scheme::Basic;
+                        "401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\""
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {reply}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+                seen
+            });
+            let out = c
+                .send("HEAD", "/v2/a/blobs/x", &[], &[], Body::Empty)
+                .unwrap()
+                .map(|r| r.status())
+                .map_err(|e| e.0);
+            // Without the retry the server still waits for a second request: end it.
+            let _ = std::net::TcpStream::connect(&addr);
+            (out, server.join().unwrap())
+        });
+        assert_eq!(seen, (Ok(200), vec![String::new(), header]));
     }
 
     #[test]
