@@ -2,25 +2,34 @@
 # Writes a minimal busybox root filesystem tarball of a foreign architecture to $2, from
 # Debian's busybox-static package for that architecture ($1: a Debian architecture, arm64 or
 # armhf): the bases of the multi-platform tests (`kiln image import --platform linux/arm64
-# rootfs.tar busybox-arm64:local`). The package is fetched once per machine with `apt-get
-# download` (scripts/install-deps.sh adds the architectures) and kept in /var/tmp.
+# rootfs.tar busybox-arm64:local`). The package is fetched once per machine from Debian's
+# mirror (over HTTP; KILN_DEBIAN_MIRROR overrides it) and kept in /var/tmp.
 set -euo pipefail
 arch=${1:?usage: busybox-foreign-rootfs.sh DEBIAN-ARCH OUT.tar}
 out=${2:?usage: busybox-foreign-rootfs.sh DEBIAN-ARCH OUT.tar}
 cache=${KILN_FOREIGN_CACHE:-/var/tmp}/kiln-busybox-static-$arch.deb
+mirror=${KILN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 exec 9>"$cache.lock"
 flock 9
 if [ ! -s "$cache" ]; then
-    dl=$(mktemp -d)
-    trap 'rm -rf "$dl"' EXIT
-    # As root into a private directory: apt's _apt user could not write there.
-    (cd "$dl" && apt-get download -q -o APT::Sandbox::User=root "busybox-static:$arch" \
-        >/dev/null) || {
-        echo "busybox-foreign-rootfs: cannot download busybox-static:$arch" \
-             "(dpkg --add-architecture $arch && apt-get update)" >&2
+    # A private apt state (its own sources and lists) for that one download: the host's dpkg
+    # gets no foreign architecture, and its own `apt-get update` stays as it was.
+    apt=$(mktemp -d)
+    trap 'rm -rf "$apt"' EXIT
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/dl"
+    echo "deb $mirror bookworm main" >"$apt/sources.list"
+    opts=(-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+          -o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+          -o "APT::Architectures::=$arch" -o "Acquire::Languages=none"
+          -o "APT::Sandbox::User=root")
+    { apt-get "${opts[@]}" update -qq &&
+      (cd "$apt/dl" && apt-get "${opts[@]}" download -q "busybox-static:$arch"); } >/dev/null || {
+        echo "busybox-foreign-rootfs: cannot download busybox-static:$arch from $mirror" >&2
         exit 1
     }
-    mv "$dl"/busybox-static_*.deb "$cache"
+    mv "$apt"/dl/busybox-static_*.deb "$cache.tmp"
+    mv "$cache.tmp" "$cache"
+    rm -rf "$apt"
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

@@ -39,6 +39,7 @@ mod instructions_conformance;
 mod layering;
 mod parser_conformance;
 mod parser_robustness;
+mod platforms;
 mod registry;
 mod rootless;
 mod security_context;
