@@ -16,3 +16,10 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     busybox-static skopeo umoci docker.io podman passt ca-certificates \
     docker-registry apache2-utils openssl openssh-client git procps uidmap debootstrap >/dev/null
+# qemu-user-static: RUN steps of foreign platforms (`kiln build --platform linux/arm64`,
+# tests/it/platforms.rs) run under its emulators, registered in binfmt_misc with the F flag
+# (scripts/binfmt-setup.sh; registrations do not survive a reboot, so this runs every time).
+# The arm64/armhf busybox bases come from Debian's mirror (scripts/busybox-foreign-rootfs.sh),
+# with no foreign architecture added to dpkg.
+$SUDO apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
+$SUDO bash "$(dirname "$0")/binfmt-setup.sh"

@@ -425,7 +425,12 @@ impl Builder<'_> {
                 Ok(FromRef::Stage(i, src.key.to_string()))
             }
             PlanSource::Image(name) => {
-                let rec = self.image(&name, location)?;
+                // Images named by `--from` are taken for the build's target platform.
+                let rec = self.image(
+                    &name,
+                    (&self.plan.target_platform, self.plan.target_given),
+                    location,
+                )?;
                 let layers = super::image_layers(&rec);
                 Ok(FromRef::Image(layers, rec.manifest_digest.to_string()))
             }

@@ -167,6 +167,27 @@ pub enum BuildError {
         /// Where.
         location: Location,
     },
+    /// The store's image of a base's name is for another platform than its stage.
+    #[error("{name}: the local store's image is for {found}, not {wanted}; replace it with the {wanted} image (kiln pull --platform {wanted} {name}, or kiln image import --platform {wanted}), or build with --pull")]
+    BasePlatform {
+        /// The image name.
+        name: String,
+        /// The platform of the stored image.
+        found: String,
+        /// The platform of the stage.
+        wanted: String,
+        /// Where.
+        location: Location,
+    },
+    /// A RUN step's platform is foreign, and this host has no usable emulator for it.
+    #[error("{source}")]
+    Emulation {
+        /// Why the step's programs cannot run here.
+        #[source]
+        source: Box<crate::executor::binfmt::BinfmtError>,
+        /// The step.
+        location: Location,
+    },
 }
 
 fn pull_message(name: &str, missing: bool, e: &crate::registry::RegistryError) -> String {
@@ -196,7 +217,9 @@ impl BuildError {
             | BuildError::StageCycle { location }
             | BuildError::RunFailed { location, .. }
             | BuildError::NamedContext { location, .. }
-            | BuildError::NoBaseImage { location, .. } => Some(*location),
+            | BuildError::NoBaseImage { location, .. }
+            | BuildError::BasePlatform { location, .. }
+            | BuildError::Emulation { location, .. } => Some(*location),
             _ => None,
         }
     }

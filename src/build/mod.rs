@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cache::{CacheIndex, LayerRef};
+use crate::common::platform::Platform;
 use crate::image::config::{
     canonical_json, descriptor, new_manifest, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER,
 };
@@ -95,6 +96,12 @@ pub struct BuildRequest {
     pub shm_size: Option<u64>,
     /// `--ulimit`: RUN steps' resource limits (each checked to be at most kiln's own).
     pub ulimits: Vec<crate::executor::rlimit::Ulimit>,
+    /// `--platform`: the platform to build for (`None`: the host's). Base images are
+    /// resolved for it, RUN steps of a foreign platform run under binfmt_misc emulation, and
+    /// the image's config names it.
+    pub platform: Option<crate::common::platform::Platform>,
+    /// Where binfmt_misc registrations are read (`None`: [`crate::executor::binfmt::dir`]).
+    pub binfmt_dir: Option<PathBuf>,
 }
 
 /// Something that happened during a build, for the progress display.
@@ -193,6 +200,8 @@ struct StageResult {
     stage_name: Option<String>,
     /// The stage being built (its index in the plan), for `--cache-to mode=min`.
     stage_idx: usize,
+    /// The platform the stage's files are for: what its RUN steps run as.
+    platform: crate::common::platform::Platform,
 }
 
 /// Consecutive metadata steps not yet looked up in the cache (see [`Builder::flush_meta`]).
@@ -288,6 +297,7 @@ pub fn build(
             build_args: req.build_args.clone(),
             target: req.target.clone(),
             contexts: req.contexts.keys().cloned().collect(),
+            platform: req.platform.clone(),
         },
     )?;
     // A destination that cannot be written to is refused before anything is built.
@@ -444,32 +454,53 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// A base image from the store, pulled from its registry first as the
-    /// request's [`PullPolicy`] says (once per build and name).
+    /// A base image for `platform` from the store, pulled from its registry first as the
+    /// request's [`PullPolicy`] says (once per build, name and platform). A stored image of
+    /// another platform is refused when the platform was `given` (a name holds one platform
+    /// in the store), and taken with a warning otherwise, as Docker does.
     fn image(
         &self,
         name: &str,
+        (platform, given): (&Platform, bool),
         location: Location,
     ) -> Result<crate::store::ImageRecord, BuildError> {
+        let check_platform = |name: &str, rec: &crate::store::ImageRecord, wanted, location| {
+            match check_platform(name, rec, wanted, location) {
+                Err(BuildError::BasePlatform { found, wanted, .. }) if !given => {
+                    // BuildKit's InvalidBaseImagePlatform warning.
+                    self.warn(format!(
+                        "InvalidBaseImagePlatform: Base image {name} was pulled with platform \
+                         {found}, expected {wanted} for current build"
+                    ));
+                    Ok(())
+                }
+                other => other,
+            }
+        };
         let policy = self.req.pull;
         let local = || {
-            self.store
+            let rec = self
+                .store
                 .resolve(name)
                 .map_err(|_| BuildError::NoBaseImage {
                     name: name.to_string(),
                     location,
-                })
+                })?;
+            check_platform(name, &rec, platform, location)?;
+            Ok(rec)
         };
         let reference = match crate::image::Reference::parse_normalized_named(name) {
             Ok(r) if policy != PullPolicy::Never => r,
             _ => return local(),
         };
         let mut pulled = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = pulled.get(name) {
+        let pulled_as = format!("{name} {platform}");
+        if let Some(r) = pulled.get(&pulled_as) {
             return Ok(r.clone());
         }
         if policy == PullPolicy::Missing {
             if let Ok(r) = self.store.resolve(name) {
+                check_platform(name, &r, platform, location)?;
                 return Ok(r);
             }
         }
@@ -508,7 +539,9 @@ impl Builder<'_> {
             self.store,
             &client,
             &shown,
-            &crate::registry::pull::PullOptions::default(),
+            &crate::registry::pull::PullOptions {
+                platform: Some(platform.clone()),
+            },
             &report,
         )
         .map_err(fail)?;
@@ -520,8 +553,18 @@ impl Builder<'_> {
             id,
             seconds: started.elapsed().as_secs_f64(),
         });
-        pulled.insert(name.to_string(), result.image.clone());
+        check_platform(name, &result.image, platform, location)?;
+        pulled.insert(pulled_as, result.image.clone());
         Ok(result.image)
+    }
+
+    /// A warning about the build, shown with its progress and returned with its result.
+    fn warn(&self, w: String) {
+        self.progress.event(BuildEvent::Warning(w.clone()));
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
     }
 
     /// Run `f` (removing a finished step's files) on a thread of its own.
@@ -597,6 +640,8 @@ impl Builder<'_> {
 
     fn commit_image(&self, mut r: StageResult) -> Result<(Digest, Digest), BuildError> {
         let spec = &mut r.state.spec;
+        // The image is for the platform its files are for: the target stage's.
+        set_platform(spec, &r.platform);
         if !self.req.labels.is_empty() {
             let labels = spec.config.labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.req.labels.clone());
@@ -642,6 +687,32 @@ impl Builder<'_> {
             .store
             .put_image_tagged(&config, &manifest_bytes, &self.req.tags)?;
         Ok((rec.id, rec.manifest_digest))
+    }
+}
+
+/// Records `platform` in an image config (`os`, `architecture`, `variant`).
+pub(crate) fn set_platform(spec: &mut crate::image::spec::ImageSpec, platform: &Platform) {
+    spec.os = platform.os.clone();
+    spec.architecture = platform.architecture.clone();
+    spec.variant = platform.variant.clone();
+}
+
+/// Refuses a stored image whose config names another platform than `wanted`.
+fn check_platform(
+    name: &str,
+    rec: &crate::store::ImageRecord,
+    wanted: &Platform,
+    location: Location,
+) -> Result<(), BuildError> {
+    use crate::imageops::platform::{image_platform, suits};
+    match image_platform(rec) {
+        Some(found) if !suits(rec, wanted) => Err(BuildError::BasePlatform {
+            name: name.to_string(),
+            found: found.to_string(),
+            wanted: wanted.to_string(),
+            location,
+        }),
+        _ => Ok(()),
     }
 }
 

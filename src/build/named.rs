@@ -215,7 +215,11 @@ impl Builder<'_> {
             location,
         };
         let resolved = match ctx {
-            NamedContext::Image(r) => image_resolved(self.image(r, location)?),
+            NamedContext::Image(r) => image_resolved(self.image(
+                r,
+                (&self.plan.target_platform, self.plan.target_given),
+                location,
+            )?),
             NamedContext::OciLayout { dir, tag, digest } => {
                 let rec = self
                     .shown(name, &format!("oci-layout://{}", dir.display()), || {

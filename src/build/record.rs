@@ -227,6 +227,7 @@ impl Builder<'_> {
         }
         let mut inputs = inputs();
         inputs.insert("base".into(), cur.base.clone());
+        inputs.insert("platform".into(), cur.platform.to_string());
         inputs.insert("parent".into(), cur.key.to_string());
         let ids = self.key_ids.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = ids.get(cur.key.as_str()) {

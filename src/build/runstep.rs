@@ -79,6 +79,19 @@ impl Builder<'_> {
             self.settle_key(&key, cur);
             return Ok(());
         }
+        // A foreign platform's step runs under an emulator; without a usable one, a clear
+        // error now rather than "exec format error" in the step's output.
+        let binfmt = self
+            .req
+            .binfmt_dir
+            .clone()
+            .unwrap_or_else(executor::binfmt::dir);
+        executor::binfmt::support(&cur.platform, &binfmt).map_err(|source| {
+            BuildError::Emulation {
+                source: Box::new(source),
+                location: op.location,
+            }
+        })?;
         let created_by = format!("RUN {} # kiln", run.argv.join(" "));
         let shown = serde_json::to_string(&run.argv).unwrap_or_default();
         let (outcome, spec, res) = self.execute(id, cur, run, &mounts, scratch.path(), op)?;

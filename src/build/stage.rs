@@ -90,24 +90,22 @@ impl Builder<'_> {
         epoch: Option<&str>,
     ) -> Result<StageResult, BuildError> {
         let stage = &self.plan.stages[idx];
+        // The platform is in the key of every chain's root, so a step's result for one
+        // platform never answers for another (the same Dockerfile, the same base).
+        let platform = stage.platform.to_string();
         match &stage.base {
             Base::Scratch => Ok(StageResult {
                 state: StageState::new(
                     // BuildKit's empty image has WorkingDir "/" (and the default PATH, which
                     // base_state adds to every stage without one).
-                    ImageSpec {
-                        config: crate::image::spec::RunConfig {
-                            working_dir: "/".to_string(),
-                            ..Default::default()
-                        },
-                        ..ImageSpec::scratch()
-                    },
+                    empty_image(&stage.platform),
                     Vec::new(),
                     self.escape,
                 ),
                 key: {
                     let mut key = KeyBuilder::new("scratch");
-                    key.opt("source-date-epoch", epoch);
+                    key.opt("source-date-epoch", epoch)
+                        .text("platform", &platform);
                     key.finish()
                 },
                 history: Vec::new(),
@@ -115,6 +113,7 @@ impl Builder<'_> {
                 base: "scratch".to_string(),
                 stage_name: None,
                 stage_idx: idx,
+                platform: stage.platform.clone(),
             }),
             Base::Stage(i) => {
                 let mut r = results
@@ -127,7 +126,11 @@ impl Builder<'_> {
                 Ok(r)
             }
             Base::Image(name) => {
-                let rec = self.image(name, stage.location)?;
+                let rec = self.image(
+                    name,
+                    (&stage.platform, stage.platform_given),
+                    stage.location,
+                )?;
                 self.image_base(name, &rec, idx, epoch, stage.location)
             }
             Base::Context(name) => {
@@ -138,16 +141,11 @@ impl Builder<'_> {
                     None => {
                         let mut key = KeyBuilder::new("named-context");
                         key.text("context", &ctx.ident)
-                            .opt("source-date-epoch", epoch);
+                            .opt("source-date-epoch", epoch)
+                            .text("platform", &platform);
                         Ok(StageResult {
                             state: StageState::new(
-                                ImageSpec {
-                                    config: crate::image::spec::RunConfig {
-                                        working_dir: "/".to_string(),
-                                        ..Default::default()
-                                    },
-                                    ..ImageSpec::scratch()
-                                },
+                                empty_image(&stage.platform),
                                 ctx.layers.clone(),
                                 self.escape,
                             ),
@@ -163,6 +161,7 @@ impl Builder<'_> {
                             base: format!("context {name} {}", ctx.ident),
                             stage_name: None,
                             stage_idx: idx,
+                            platform: stage.platform.clone(),
                         })
                     }
                 }
@@ -186,9 +185,18 @@ impl Builder<'_> {
             location,
         })?;
         let layers = image_layers(rec);
+        // The stage's platform; a base of another one (allowed, with a warning, when no
+        // platform was asked for) makes the stage that platform's, as Docker does.
+        let stage = &self.plan.stages[idx];
+        let platform = match crate::imageops::platform::image_platform(rec) {
+            Some(p) if !stage.platform_given => p,
+            _ => stage.platform.clone(),
+        };
+        let platform = &platform;
         let mut key = KeyBuilder::new("image");
         key.text("manifest", rec.manifest_digest.as_str())
-            .opt("source-date-epoch", epoch);
+            .opt("source-date-epoch", epoch)
+            .text("platform", &platform.to_string());
         // The stage's history is kept beside the config and written into it last.
         let history = std::mem::take(&mut spec.history);
         Ok(StageResult {
@@ -199,6 +207,7 @@ impl Builder<'_> {
             base: format!("{name}@{}", rec.manifest_digest),
             stage_name: None,
             stage_idx: idx,
+            platform: platform.clone(),
         })
     }
 
@@ -442,4 +451,18 @@ impl Builder<'_> {
         self.remember(&key, cur, BTreeMap::new());
         Ok(())
     }
+}
+
+/// BuildKit's empty image for `platform`: WorkingDir "/" (and the default PATH, which
+/// `base_state` adds to every stage without one).
+fn empty_image(platform: &crate::common::platform::Platform) -> ImageSpec {
+    let mut spec = ImageSpec {
+        config: crate::image::spec::RunConfig {
+            working_dir: "/".to_string(),
+            ..Default::default()
+        },
+        ..ImageSpec::scratch()
+    };
+    super::set_platform(&mut spec, platform);
+    spec
 }

@@ -164,6 +164,12 @@ pub fn explain(prev: Option<&StepInputs>, cur: &StepInputs) -> String {
 /// The first input that differs between `prev` and `cur`, in words; `None` when they agree.
 fn difference(prev: &StepInputs, cur: &StepInputs) -> Option<String> {
     let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned();
+    // Records of builds before platforms were recorded have none: not a change.
+    if let (Some(a), Some(b)) = (get(&prev.inputs, "platform"), get(&cur.inputs, "platform")) {
+        if a != b {
+            return Some(format!("the platform changed ({a} → {b})"));
+        }
+    }
     if get(&prev.inputs, "base") != get(&cur.inputs, "base") {
         let name = cur
             .inputs

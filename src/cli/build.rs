@@ -35,6 +35,10 @@ pub struct BuildArgs {
     /// Do not use the cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Build for this platform (`os/arch[/variant]`: linux/arm64, linux/arm/v7); RUN steps of
+    /// a foreign platform run under QEMU's user-mode emulation (see `kiln info`)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Do not use the cache for these stages (by name); may be repeated
     #[arg(long = "no-cache-filter")]
     pub no_cache_filter: Vec<String>,
@@ -396,6 +400,8 @@ fn request(
     ssh_agents: &super::ssh::SshAgents,
 ) -> Result<BuildRequest, String> {
     Ok(BuildRequest {
+        platform: platform(args.platform.as_deref())?,
+        binfmt_dir: None,
         context_dir: source.context.clone(),
         dockerfile: source.dockerfile.clone(),
         dockerfile_name: source.name.clone(),
@@ -437,6 +443,22 @@ fn request(
         shm_size: inputs.shm_size,
         ulimits: inputs.ulimits,
     })
+}
+
+/// `--platform`: one platform, normalized as BuildKit does (`linux/arm` is `linux/arm/v7`).
+fn platform(value: Option<&str>) -> Result<Option<kiln::common::platform::Platform>, String> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if v.contains(',') {
+        return Err(format!(
+            "error: --platform {v}: building several platforms in one build (an image index) \
+             is not supported yet; build each platform on its own"
+        ));
+    }
+    kiln::common::platform::Platform::parse(v)
+        .map(|p| Some(p.normalized()))
+        .map_err(|e| format!("error: {e}"))
 }
 
 /// Where the build's progress goes, as `--progress` and `--quiet` chose.

@@ -99,6 +99,34 @@ fn isolation_line(arg: IsolationArg) -> (String, String) {
     }
 }
 
+/// The platforms this host runs programs of (natively, or through an emulator registered in
+/// binfmt_misc with the F flag), for `kiln info`: the JSON list, the emulators by platform
+/// and the text line.
+fn platforms() -> (Vec<String>, serde_json::Map<String, Value>, String) {
+    use kiln::executor::binfmt::{self, Support};
+    let mut names = Vec::new();
+    let mut emulators = serde_json::Map::new();
+    let mut shown = Vec::new();
+    for (p, how) in binfmt::runnable(&binfmt::dir()) {
+        match how {
+            Support::Native => shown.push(p.to_string()),
+            Support::Emulated { entry, interpreter } => {
+                shown.push(format!("{p} (emulated: {entry})"));
+                emulators.insert(p.to_string(), json!(interpreter));
+            }
+        }
+        names.push(p.to_string());
+    }
+    let mut line = shown.join(", ");
+    if emulators.is_empty() {
+        line.push_str(
+            " (no emulators for foreign platforms: apt-get install qemu-user-static, then \
+             register them with the F flag, e.g. scripts/binfmt-setup.sh)",
+        );
+    }
+    (names, emulators, line)
+}
+
 /// `kiln info`.
 pub fn info_cmd(root: &Path, a: &InfoArgs, isolation: IsolationArg) -> i32 {
     let store = match open_store(root) {
@@ -127,6 +155,7 @@ pub fn info_cmd(root: &Path, a: &InfoArgs, isolation: IsolationArg) -> i32 {
     let pasta = kiln::container::monitor::find_in_path("pasta").is_some();
     let os_name = os_name();
     let (mode, why) = isolation_line(isolation);
+    let (platforms, emulators, platforms_line) = platforms();
     let doc = json!({
         "Containers": containers.len(),
         "ContainersRunning": running,
@@ -146,13 +175,16 @@ pub fn info_cmd(root: &Path, a: &InfoArgs, isolation: IsolationArg) -> i32 {
         "Pasta": pasta,
         "Isolation": mode,
         "IsolationReason": why,
+        "Platforms": platforms,
+        "Emulators": emulators,
     });
     let text = format!(
         "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {stopped}\nImages: {images}\n\
          Server Version: {}\nStorage Driver: overlay\nRoot Dir: {}\nIsolation: {mode} ({why})\n\
          Cgroup Version: {cgroup}\n\
          Outbound network for private containers (pasta): {}\nKernel Version: {kernel}\n\
-         Operating System: {}\nOSType: {}\nArchitecture: {arch}\nCPUs: {cpus}\nTotal Memory: {}\n",
+         Operating System: {}\nOSType: {}\nArchitecture: {arch}\nPlatforms: {platforms_line}\n\
+         CPUs: {cpus}\nTotal Memory: {}\n",
         containers.len(),
         env!("CARGO_PKG_VERSION"),
         store.root().display(),

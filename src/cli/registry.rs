@@ -264,14 +264,20 @@ pub(crate) fn pull_one(
 
 /// Pulls `r` (tagged `latest` if it names no tag) for `kiln run` and `kiln create`: Docker's
 /// messages and progress on standard error.
-pub(crate) fn pull_for_run(store: &Store, r: &Reference) -> Result<(), String> {
+pub(crate) fn pull_for_run(
+    store: &Store,
+    r: &Reference,
+    platform: Option<&Platform>,
+) -> Result<(), String> {
     let r = r.clone().with_default_tag();
     let client = Client::new(r.domain(), &client_options()).map_err(|e| e.to_string())?;
     pull_reporting(
         store,
         &client,
         &r,
-        &PullOptions { platform: None },
+        &PullOptions {
+            platform: platform.cloned(),
+        },
         false,
         Sink::Stderr,
     )

@@ -63,6 +63,42 @@ impl Platform {
         })
     }
 
+    /// BuildKit's (containerd's) normal form of a platform: Go's architecture names for the
+    /// kernel's (`x86_64` → `amd64`, `aarch64` → `arm64`, `armhf` → `arm/v7`), 32-bit ARM
+    /// with its default variant (`linux/arm` → `linux/arm/v7`), and the variants that say
+    /// nothing dropped (`arm64/v8`, `amd64/v1`).
+    pub fn normalized(&self) -> Platform {
+        let os = match self.os.as_str() {
+            "macos" => "darwin".to_owned(),
+            other => other.to_owned(),
+        };
+        let variant = self.variant.as_deref();
+        let (architecture, variant) = match (self.architecture.as_str(), variant) {
+            ("x86_64" | "x86-64" | "amd64", None | Some("v1")) => ("amd64", None),
+            ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v),
+            ("i386" | "i486" | "i586" | "i686", _) => ("386", None),
+            ("aarch64" | "arm64", None | Some("v8" | "8")) => ("arm64", None),
+            ("aarch64" | "arm64", v) => ("arm64", v),
+            ("armhf", _) => ("arm", Some("v7")),
+            ("armel", _) => ("arm", Some("v6")),
+            ("arm", None | Some("7")) => ("arm", Some("v7")),
+            ("arm", Some("5")) => ("arm", Some("v5")),
+            ("arm", Some("6")) => ("arm", Some("v6")),
+            ("arm", Some("8")) => ("arm", Some("v8")),
+            (other, v) => (other, v),
+        };
+        Platform {
+            os,
+            architecture: architecture.to_owned(),
+            variant: variant.map(str::to_owned),
+        }
+    }
+
+    /// The variant as BuildKit's `TARGETVARIANT` gives it (empty when there is none).
+    pub fn variant_str(&self) -> &str {
+        self.variant.as_deref().unwrap_or("")
+    }
+
     /// True when an image for `os`/`arch`/`variant` suits this platform
     /// (a missing variant matches any).
     pub fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
@@ -100,6 +136,26 @@ mod tests {
         for bad in ["", "linux", "linux/", "a/b/c/d", "linux/amd 64", "../x"] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn normalizes_as_buildkit() {
+        for (given, want) in [
+            ("linux/x86_64", "linux/amd64"),
+            ("linux/amd64/v1", "linux/amd64"),
+            ("linux/amd64/v3", "linux/amd64/v3"),
+            ("linux/aarch64", "linux/arm64"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/arm", "linux/arm/v7"),
+            ("linux/armhf", "linux/arm/v7"),
+            ("linux/arm/6", "linux/arm/v6"),
+            ("linux/i686", "linux/386"),
+            ("linux/s390x", "linux/s390x"),
+        ] {
+            let p = Platform::parse(given).unwrap().normalized();
+            assert_eq!(p.to_string(), want, "{given}");
+        }
+        assert_eq!(Platform::host().normalized(), Platform::host());
     }
 
     #[test]

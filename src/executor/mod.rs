@@ -101,6 +101,7 @@
 //! AppArmor/SELinux labels, and a `setuid` PID 1 loses the parent-death signal (the kernel
 //! clears it on exec of set-id binaries).
 
+pub mod binfmt;
 pub mod changes;
 pub mod copyroot;
 mod error;

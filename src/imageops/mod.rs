@@ -11,7 +11,8 @@
 //! * [`list`]: which images `kiln images` shows, with Docker's filters;
 //! * [`inspect`]: Docker's `image inspect` document and `image history` rows;
 //! * [`remove`]: `kiln rmi` and `kiln image prune`;
-//! * [`size`]: image and layer sizes as Docker counts them (the unpacked files).
+//! * [`size`]: image and layer sizes as Docker counts them (the unpacked files);
+//! * [`platform`]: which platform a stored image is for, and whether it suits one asked for.
 //!
 //! This module sits above the store and the image vocabulary (`crate::image`),
 //! which know nothing of it: the store keeps images, these functions decide
@@ -27,6 +28,7 @@ pub mod layout;
 pub mod list;
 pub mod load;
 mod pipe;
+pub mod platform;
 pub mod remove;
 pub mod save;
 pub mod size;

@@ -20,6 +20,7 @@ pub mod expand {
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::common::platform::{Platform, PlatformError};
 use crate::parser::instructions::InstructionError;
 use crate::parser::instructions::{ArgDef, Instruction};
 use crate::parser::shell::Lexer;
@@ -84,8 +85,15 @@ pub struct StagePlan {
     pub name: Option<String>,
     /// What it starts from.
     pub base: Base,
-    /// `--platform`, expanded.
-    pub platform: Option<String>,
+    /// The platform the stage is built for: its `FROM --platform` (expanded and normalized),
+    /// the platform of the stage it starts from, or else the build's target platform. Its
+    /// base image is resolved for it, its RUN steps run on it (emulated when foreign) and its
+    /// cache keys start from it.
+    pub platform: Platform,
+    /// Whether the platform was asked for (`FROM --platform`, `--platform`, or a stage built
+    /// on such a stage): a base image of another platform is then an error, where otherwise
+    /// the stage takes the base image's platform, as Docker does (with a warning).
+    pub platform_given: bool,
     /// The stage's operations, after FROM; lowered only for the stages the target needs
     /// (empty for the others, which a build never runs).
     pub ops: Vec<Op>,
@@ -119,6 +127,12 @@ pub struct Plan {
     pub scope: ArgScope,
     /// The named contexts' names (see [`PlanOptions::contexts`]).
     pub contexts: BTreeSet<String>,
+    /// The platform kiln runs on (`BUILDPLATFORM`).
+    pub build_platform: Platform,
+    /// The platform the build is for (`TARGETPLATFORM`; `--platform`, else the host's).
+    pub target_platform: Platform,
+    /// Whether `--platform` was given.
+    pub target_given: bool,
 }
 
 impl Plan {
@@ -139,6 +153,8 @@ pub struct PlanOptions {
     pub target: Option<String>,
     /// The names of the named contexts (`--build-context`), normalized by [`context_name`].
     pub contexts: BTreeSet<String>,
+    /// `--platform`: the target platform (`None`: the host's).
+    pub platform: Option<Platform>,
 }
 
 /// The name a named context is known by, as BuildKit normalizes it: a valid image name,
@@ -193,6 +209,15 @@ pub enum PlanError {
         /// Where.
         location: Location,
     },
+    /// `FROM --platform=` is not `os/arch[/variant]` after expansion.
+    #[error("{source}")]
+    Platform {
+        /// What is wrong with it.
+        #[source]
+        source: PlatformError,
+        /// Where.
+        location: Location,
+    },
     /// `COPY --from=N` with N out of range.
     #[error("invalid stage index {index}")]
     BadIndex {
@@ -212,30 +237,50 @@ impl PlanError {
             PlanError::Cycle { location, .. }
             | PlanError::Expand { location, .. }
             | PlanError::BlankBase { location, .. }
+            | PlanError::Platform { location, .. }
             | PlanError::BadIndex { location, .. } => Some(*location),
             PlanError::NoStages | PlanError::NoTarget(_) => None,
         }
     }
 }
 
+/// BuildKit's automatic ARGs: the build platform (the machine kiln runs on), the target
+/// platform (`--platform`) and the target stage, sorted by name.
+pub fn automatic_args(build: &Platform, target: &Platform, stage: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = [
+        ("BUILDPLATFORM", build.to_string()),
+        ("BUILDOS", build.os.clone()),
+        ("BUILDOSVERSION", String::new()),
+        ("BUILDARCH", build.architecture.clone()),
+        ("BUILDVARIANT", build.variant_str().to_string()),
+        ("TARGETPLATFORM", target.to_string()),
+        ("TARGETOS", target.os.clone()),
+        ("TARGETOSVERSION", String::new()),
+        ("TARGETARCH", target.architecture.clone()),
+        ("TARGETVARIANT", target.variant_str().to_string()),
+        ("TARGETSTAGE", stage.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    debug_assert!(out
+        .iter()
+        .all(|(k, _)| crate::parser::check::PREDEFINED_ARGS.contains(&k.as_str())));
+    out.sort();
+    out
+}
+
 /// Values of the global ARGs: defaults expanded in order, overridden by `--build-arg`.
 fn resolve_globals(
     defs: &[ArgDef],
     build_args: &BTreeMap<String, String>,
-    target: &str,
+    automatic: Vec<(String, String)>,
     location: Location,
 ) -> Result<Vec<(String, Option<String>)>, PlanError> {
     let lexer = Lexer::new('\\');
-    // BuildKit's automatic platform ARGs come first: this machine is both the build and the
-    // target platform (kiln builds for the host only).
-    let mut out: Vec<(String, Option<String>)> = {
-        let mut pre: Vec<_> = crate::parser::check::predefined_args(target)
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        pre.sort();
-        pre
-    };
+    // BuildKit's automatic platform ARGs come first.
+    let mut out: Vec<(String, Option<String>)> =
+        automatic.into_iter().map(|(k, v)| (k, Some(v))).collect();
     for d in defs {
         let value = match build_args.get(&d.name) {
             Some(v) => Some(v.clone()),
@@ -286,7 +331,13 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let meta_defs: Vec<ArgDef> = meta.iter().flat_map(|a| a.args.clone()).collect();
     let meta_loc = meta.first().map(|a| a.location).unwrap_or_default();
     let target_name = opts.target.clone().unwrap_or_default();
-    let globals = resolve_globals(&meta_defs, &opts.build_args, &target_name, meta_loc)?;
+    let build_platform = Platform::host();
+    let target_platform = opts
+        .platform
+        .as_ref()
+        .map_or_else(Platform::host, Platform::normalized);
+    let automatic = automatic_args(&build_platform, &target_platform, &target_name);
+    let globals = resolve_globals(&meta_defs, &opts.build_args, automatic, meta_loc)?;
     let env = ArgEnv(&globals);
     let lexer = Lexer::new(df.escape);
     let expand = |word: &str, location: Location| -> Result<String, PlanError> {
@@ -297,7 +348,9 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     let mut planned: Vec<StagePlan> = Vec::with_capacity(stages.len());
     for (index, st) in stages.iter().enumerate() {
-        planned.push(plan_stage(index, st, &planned, &opts.contexts, &expand)?);
+        let target = (&target_platform, opts.platform.is_some());
+        let sp = plan_stage(index, st, &planned, &opts.contexts, &expand, target)?;
+        planned.push(sp);
     }
     // COPY --from and --mount from= may name any stage, later ones included.
     let names: Vec<Option<String>> = planned.iter().map(|s| s.name.clone()).collect();
@@ -366,6 +419,9 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, PlanError> {
         unused_build_args,
         scope,
         contexts: opts.contexts.clone(),
+        build_platform,
+        target_platform,
+        target_given: opts.platform.is_some(),
     })
 }
 
@@ -375,6 +431,7 @@ fn plan_stage(
     earlier: &[StagePlan],
     contexts: &BTreeSet<String>,
     expand: &dyn Fn(&str, Location) -> Result<String, PlanError>,
+    (target_platform, target_given): (&Platform, bool),
 ) -> Result<StagePlan, PlanError> {
     // As BuildKit: a named context of a stage's name replaces the whole stage, its FROM and
     // its instructions.
@@ -384,7 +441,8 @@ fn plan_stage(
                 index,
                 name: st.name.clone(),
                 base: Base::Context(name),
-                platform: None,
+                platform: target_platform.clone(),
+                platform_given: target_given,
                 ops: Vec::new(),
                 deps: BTreeSet::new(),
                 image_sources: BTreeSet::new(),
@@ -419,15 +477,28 @@ fn plan_stage(
     if let Base::Stage(i) = base {
         deps.insert(i);
     }
-    let platform = match &st.platform {
-        Some(p) => Some(expand(p, st.location)?),
-        None => None,
+    // A stage built on another one is on that one's platform (its files are); otherwise
+    // `--platform`, else the target.
+    let platform_given = match &base {
+        Base::Stage(i) => earlier[*i].platform_given,
+        _ => target_given || st.platform.is_some(),
+    };
+    let platform = match (&base, &st.platform) {
+        (Base::Stage(i), _) => earlier[*i].platform.clone(),
+        (_, Some(p)) => Platform::parse(&expand(p, st.location)?)
+            .map_err(|source| PlanError::Platform {
+                source,
+                location: st.location,
+            })?
+            .normalized(),
+        (_, None) => target_platform.clone(),
     };
     Ok(StagePlan {
         index,
         name: st.name.clone(),
         base,
         platform,
+        platform_given,
         ops: Vec::new(),
         deps,
         image_sources: BTreeSet::new(),
@@ -640,6 +711,42 @@ mod tests {
             context_name("localhost:5000/x:latest").as_deref(),
             Some("localhost:5000/x")
         );
+    }
+
+    // BuildKit's automatic ARGs carry the build platform (the host) and the target
+    // (`--platform`); FROM --platform=$BUILDPLATFORM stages stay on the host, stages built on
+    // a stage keep its platform, and the rest are for the target.
+    #[test]
+    fn platform_args_and_stage_platforms() {
+        let src = "ARG V=$TARGETARCH-$TARGETVARIANT\nFROM --platform=$BUILDPLATFORM b AS build\n\
+                   FROM img:$V AS t\nFROM build AS again\nFROM --platform=linux/aarch64 x\n";
+        let df = parse(src).unwrap();
+        let opts = PlanOptions {
+            platform: Some(Platform::parse("linux/arm").unwrap()),
+            ..Default::default()
+        };
+        let p = plan(&df, &opts).unwrap();
+        let host = Platform::host();
+        assert_eq!(p.build_platform, host);
+        assert_eq!(p.target_platform.to_string(), "linux/arm/v7");
+        assert_eq!(p.stages[0].platform, host);
+        assert_eq!(p.stages[1].base, Base::Image("img:arm-v7".into()));
+        assert_eq!(p.stages[1].platform.to_string(), "linux/arm/v7");
+        assert_eq!(p.stages[2].platform, host);
+        assert_eq!(p.stages[3].platform.to_string(), "linux/arm64");
+        let globals: BTreeMap<_, _> = p.scope.global_args.iter().cloned().collect();
+        assert_eq!(globals["TARGETPLATFORM"].as_deref(), Some("linux/arm/v7"));
+        assert_eq!(globals["TARGETARCH"].as_deref(), Some("arm"));
+        assert_eq!(
+            globals["BUILDARCH"].as_deref(),
+            Some(host.architecture.as_str())
+        );
+        assert_eq!(globals["BUILDVARIANT"].as_deref(), Some(""));
+
+        let bad = parse("FROM --platform=linux x\n").unwrap();
+        let e = plan(&bad, &PlanOptions::default()).unwrap_err();
+        assert!(matches!(e, PlanError::Platform { .. }), "{e:?}");
+        assert_eq!(e.location().map(|l| l.line), Some(1));
     }
 
     #[test]

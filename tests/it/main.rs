@@ -40,6 +40,7 @@ mod layering;
 mod own_image;
 mod parser_conformance;
 mod parser_robustness;
+mod platforms;
 mod registry;
 mod rootless;
 mod security_context;

@@ -20,6 +20,8 @@ use super::EXIT_TOOL;
 use crate::cli::registry::pull_for_run;
 use crate::cli::values::Pull;
 use crate::cli::{open_store, out};
+use kiln::common::platform::Platform;
+use kiln::imageops::platform;
 
 /// `kiln run` / `kiln create`.
 #[derive(Args, Debug)]
@@ -143,6 +145,10 @@ pub struct RunArgs {
     /// Pull image before running ("always", "missing", "never")
     #[arg(long, value_enum, default_value_t = Pull::Missing)]
     pub pull: Pull,
+    /// Run the image of this platform (`os/arch[/variant]`); a foreign one runs under QEMU's
+    /// user-mode emulation (see `kiln info`)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Proxy received signals to the process
     #[arg(
         long = "sig-proxy",
@@ -321,7 +327,16 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
         eprintln!("the input device is not a TTY");
         return 1;
     }
-    if let Err(e) = ensure_image(&store, &a.image, a.pull) {
+    let platform = match a.platform.as_deref().map(Platform::parse).transpose() {
+        Ok(p) => p.map(|p| p.normalized()),
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return EXIT_TOOL;
+        }
+    };
+    let ready = ensure_image(&store, &a.image, a.pull, platform.as_ref())
+        .and_then(|()| check_emulation(&store, &a.image, platform.is_some()));
+    if let Err(e) = ready {
         // Docker's daemon errors: `run` exits 125, `create` 1.
         return if start {
             eprintln!("kiln: Error response from daemon: {e}");
@@ -379,11 +394,26 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
 /// error) as `docker run` does: `missing` pulls a reference the store lacks, after Docker's
 /// "Unable to find image" line; `always` pulls whatever the store has; `never` refuses a
 /// missing image. References that name no repository (image IDs) are never pulled.
-fn ensure_image(store: &Store, image: &str, policy: Pull) -> Result<(), String> {
-    let missing = matches!(store.resolve(image), Err(StoreError::ImageNotFound { .. }));
+/// With `--platform`, the stored image must be of that platform (one name holds one platform
+/// in the store; `--pull always` fetches the platform's image from the registry).
+fn ensure_image(
+    store: &Store,
+    image: &str,
+    policy: Pull,
+    platform: Option<&Platform>,
+) -> Result<(), String> {
+    let found = store.resolve(image);
+    let missing = matches!(found, Err(StoreError::ImageNotFound { .. }));
     let hex = image.strip_prefix("sha256:").unwrap_or(image);
     if is_identifier(hex) || !(missing || policy == Pull::Always) {
-        return Ok(());
+        return match (found, platform) {
+            (Ok(rec), Some(p)) if !platform::suits(&rec, p) => Err(format!(
+                "image with reference {image} was found but does not match the specified \
+                 platform: wanted {p}, actual: {}",
+                platform::image_platform(&rec).map_or_else(String::new, |f| f.to_string())
+            )),
+            _ => Ok(()),
+        };
     }
     let Ok(named) = Reference::parse_normalized_named(image) else {
         return Ok(());
@@ -394,7 +424,31 @@ fn ensure_image(store: &Store, image: &str, policy: Pull) -> Result<(), String> 
         Pull::Missing => eprintln!("Unable to find image '{shown}' locally"),
         Pull::Always => {}
     }
-    pull_for_run(store, &named)
+    pull_for_run(store, &named, platform)
+}
+
+/// An image of a foreign platform runs under an emulator registered in binfmt_misc: refused
+/// before the container is made when there is none. Without `--platform`, Docker's warning
+/// that the image is not the host's.
+fn check_emulation(store: &Store, image: &str, asked: bool) -> Result<(), String> {
+    use kiln::executor::binfmt;
+    let Some(p) = store
+        .resolve(image)
+        .ok()
+        .and_then(|rec| platform::image_platform(&rec))
+    else {
+        return Ok(());
+    };
+    binfmt::support(&p, &binfmt::dir()).map_err(|e| e.to_string())?;
+    let host = Platform::host();
+    let native = p.os == host.os && p.architecture == host.architecture;
+    if !asked && !native {
+        eprintln!(
+            "WARNING: The requested image's platform ({p}) does not match the detected host \
+             platform ({host}) and no specific platform was requested"
+        );
+    }
+    Ok(())
 }
 
 /// A start that failed: Docker's message and exit code (127/126 for the command, 125 for

@@ -1,0 +1,83 @@
+//! Which platform a stored image is for, as its config names it, and whether it suits a
+//! platform asked for (`build --platform`, `run --platform`).
+//!
+//! The store keeps one image under a name, so choosing a platform is checking the one there:
+//! an index of several platforms under one tag is for a later change.
+
+use crate::common::platform::Platform;
+use crate::store::ImageRecord;
+
+/// The platform an image's config names, normalized (`arm64/v8` is `arm64`); `None` when it
+/// names no os or architecture.
+pub fn image_platform(rec: &ImageRecord) -> Option<Platform> {
+    let c = &rec.config;
+    let architecture = c.architecture().to_string();
+    let os = c.os().to_string();
+    if architecture.is_empty() || os.is_empty() {
+        return None;
+    }
+    Some(
+        Platform {
+            os,
+            architecture,
+            variant: c.variant().clone(),
+        }
+        .normalized(),
+    )
+}
+
+/// Whether the image suits `wanted`: an image that names no platform suits any, and one that
+/// names no variant suits every variant of its architecture.
+pub fn suits(rec: &ImageRecord, wanted: &Platform) -> bool {
+    let Some(found) = image_platform(rec) else {
+        return true;
+    };
+    // `linux/arm` with no variant recorded normalizes to v7; only a recorded one counts.
+    let variant = rec.config.variant().as_ref().and(found.variant.as_deref());
+    wanted
+        .normalized()
+        .matches(&found.os, &found.architecture, variant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn stored(store: &Store, name: &str, platform: &str) -> ImageRecord {
+        let opts = crate::imageops::import::ImportOptions {
+            platform: Platform::parse(platform).unwrap(),
+            tag: Some(crate::image::Reference::parse_normalized_named(name).unwrap()),
+            ..Default::default()
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        crate::imageops::import::import_rootfs(store, std::io::Cursor::new(tar), &opts)
+            .unwrap()
+            .image
+    }
+
+    #[test]
+    fn images_suit_their_platform_only() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("root")).unwrap();
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let arm64 = stored(&store, "a:1", "linux/arm64/v8");
+        assert_eq!(image_platform(&arm64), Some(p("linux/arm64")));
+        assert!(suits(&arm64, &p("linux/arm64")));
+        assert!(!suits(&arm64, &p("linux/amd64")));
+        let arm = stored(&store, "b:1", "linux/arm");
+        assert!(suits(&arm, &p("linux/arm/v7")));
+        assert!(
+            suits(&arm, &p("linux/arm/v6")),
+            "no variant recorded suits any"
+        );
+        let v7 = stored(&store, "c:1", "linux/arm/v7");
+        assert!(!suits(&v7, &p("linux/arm/v6")));
+        assert!(suits(&v7, &p("linux/arm")));
+    }
+}
