@@ -87,47 +87,7 @@ pub fn with_overlay<R: Send>(
                 Some(opts.as_str()),
             )
             .map_err(|e| io::Error::other(format!("mounting overlayfs ({opts}): {e}")))?;
-            for (n, stack) in sources.iter().enumerate() {
-                let point = &source_points[n];
-                if stack.is_empty() {
-                    continue; // a scratch stage: an empty directory
-                }
-                // Overlayfs without an upper dir is read-only; one layer needs no overlay.
-                let opts = if stack.len() == 1 {
-                    None
-                } else {
-                    Some(overlay_options_here(format!(
-                        "lowerdir={}",
-                        source_names[n].join(":")
-                    )))
-                };
-                match opts {
-                    Some(o) => mount(
-                        Some("overlay"),
-                        point,
-                        Some("overlay"),
-                        MsFlags::MS_RDONLY,
-                        Some(o.as_str()),
-                    ),
-                    None => mount(
-                        Some(&stack[0]),
-                        point,
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REC,
-                        None::<&str>,
-                    )
-                    .and_then(|_| {
-                        mount(
-                            None::<&str>,
-                            point,
-                            None::<&str>,
-                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                            None::<&str>,
-                        )
-                    }),
-                }
-                .map_err(|e| io::Error::other(format!("mounting a source stage: {e}")))?;
-            }
+            mount_sources(sources, &source_names, &source_points)?;
             let r = f(&merged, &source_points);
             // The namespace dies with this thread anyway; unmounting first makes the upper
             // dir consistent before anyone reads it.
@@ -140,6 +100,57 @@ pub fn with_overlay<R: Send>(
         .join()
         .map_err(|_| io::Error::other("the overlay worker thread panicked"))?
     })
+}
+
+/// Mount each source stack read-only at its point (inside [`with_overlay`]'s namespace): one
+/// layer is bound, several are stacked by overlayfs without an upper dir.
+fn mount_sources(
+    sources: &[Vec<PathBuf>],
+    source_names: &[Vec<String>],
+    source_points: &[PathBuf],
+) -> io::Result<()> {
+    for (n, stack) in sources.iter().enumerate() {
+        let point = &source_points[n];
+        if stack.is_empty() {
+            continue; // a scratch stage: an empty directory
+        }
+        // Overlayfs without an upper dir is read-only; one layer needs no overlay.
+        let opts = if stack.len() == 1 {
+            None
+        } else {
+            Some(overlay_options_here(format!(
+                "lowerdir={}",
+                source_names[n].join(":")
+            )))
+        };
+        match opts {
+            Some(o) => mount(
+                Some("overlay"),
+                point,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(o.as_str()),
+            ),
+            None => mount(
+                Some(&stack[0]),
+                point,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .and_then(|_| {
+                mount(
+                    None::<&str>,
+                    point,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+            }),
+        }
+        .map_err(|e| io::Error::other(format!("mounting a source stage: {e}")))?;
+    }
+    Ok(())
 }
 
 /// [`with_overlay`] where nothing can be mounted (the unprivileged mode): the views are
