@@ -525,3 +525,119 @@ fn readme_kubernetes_and_gitlab_examples_parse_and_run_the_tested_command() {
         "{steps:?}"
     );
 }
+
+/// The README's GitLab job run as GitLab's Docker executor runs it (its `script` lines by `sh`
+/// in kiln's image, entrypoint emptied, the `CI_*` variables set, the project checked out at
+/// `$CI_PROJECT_DIR`), and the Kubernetes Job's container as a default `docker run` (its
+/// `args` and `env`, its volumes bound from host directories; the checkout done beforehand),
+/// each against a loopback registry with basic auth; then the pushed images run in Docker.
+#[test]
+fn readme_gitlab_job_and_kubernetes_container_run_in_a_default_docker_run() {
+    let section = readme_ci_section();
+    let blocks = fenced(&section, "yaml");
+    let (Some(job), Some(gitlab)) = (yaml(&blocks[0]), yaml(&blocks[1])) else {
+        return;
+    };
+    let Some(image) = kiln_image() else { return };
+    let docker = docker().unwrap();
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    let host = reg.host();
+    let s = TestStore::new();
+    if s.busybox("busybox:local").is_none() {
+        return;
+    }
+    let cfg = s.dir.path().join("docker-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    host_kiln(&s, &cfg, &["login", "-u", "kiln", "-p", "s3cret", &host]);
+    let base = format!("{host}/base/busybox:1");
+    host_kiln(&s, &cfg, &["tag", "busybox:local", &base]);
+    host_kiln(&s, &cfg, &["push", &base]);
+    let files = [
+        ("Dockerfile", BUSYBOX_APP.replace("{BASE}", &base)),
+        ("src.txt", "source\n".to_string()),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(f, t)| (*f, t.as_str())).collect();
+    let output =
+        "built\nsource\nother\n/app/msg 1000:1000\n/data 65534:65534\n/app/all 0:0\nno-vi\n";
+    let config = cfg.display().to_string();
+    let pull_run = |app: &str| {
+        let _pulled = Removes(&docker, app.to_string());
+        run_tool(Command::new(&docker).args(["--config", &config, "pull", app]));
+        run_tool(Command::new(&docker).args(["run", "--rm", app]))
+    };
+
+    // GitLab: the job's image with `entrypoint: [""]`, its script in one `sh`.
+    let gl = &gitlab["build-image"];
+    let script = strings(&gl["script"]).join("\n");
+    let ctx = project(&s, "gitlab", &files);
+    let ws = format!("{}:/builds/team/app", ctx.display());
+    let vars = [
+        format!("CI_REGISTRY={host}"),
+        "CI_REGISTRY_USER=kiln".into(),
+        "CI_REGISTRY_PASSWORD=s3cret".into(),
+        format!("CI_REGISTRY_IMAGE={host}/team/app"),
+        "CI_COMMIT_SHORT_SHA=0abc123".into(),
+        "CI_PROJECT_DIR=/builds/team/app".into(),
+    ];
+    let mut args = vec!["run", "--rm", "--network", "host", "--entrypoint", ""];
+    for v in &vars {
+        args.extend(["-e", v]);
+    }
+    let set_e = format!("set -e\n{script}");
+    args.extend([
+        "-v",
+        &ws,
+        "-w",
+        "/builds/team/app",
+        &image,
+        "sh",
+        "-c",
+        &set_e,
+    ]);
+    let o = docker_run(&docker, &args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(pull_run(&format!("{host}/team/app:0abc123")), output);
+
+    // Kubernetes: the Job's container; each volume a host directory, the Secret's
+    // `config.json` the one `kiln login` wrote.
+    let pod = &job["spec"]["template"]["spec"];
+    let kiln = &pod["containers"][0];
+    let ctx = project(&s, "k8s", &files);
+    let cache = s.dir.path().join("k8s-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let mut args: Vec<String> = ["run", "--rm", "--network", "host"]
+        .map(String::from)
+        .into();
+    for e in kiln["env"].as_array().expect("env") {
+        args.push("-e".into());
+        args.push(format!(
+            "{}={}",
+            e["name"].as_str().unwrap(),
+            e["value"].as_str().unwrap()
+        ));
+    }
+    for m in kiln["volumeMounts"].as_array().expect("volumeMounts") {
+        let from = match m["name"].as_str().unwrap() {
+            "workspace" => &ctx,
+            "cache" => &cache,
+            "registry-credentials" => &cfg,
+            other => panic!("a volume this test does not know: {other}"),
+        };
+        let ro = if m["readOnly"] == true { ":ro" } else { "" };
+        let at = m["mountPath"].as_str().unwrap();
+        args.push("-v".into());
+        args.push(format!("{}:{at}{ro}", from.display()));
+    }
+    args.push(image.clone());
+    args.extend(
+        strings(&kiln["args"])
+            .iter()
+            .map(|a| a.replace("registry.example.com", &host)),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = docker_run(&docker, &args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(pull_run(&format!("{host}/team/app:1")), output);
+}
