@@ -20,7 +20,9 @@ const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// Two stages: the first creates, `chown`s, links, copies from the context and deletes; the
 /// last copies from it and from the context with `--chown`, deletes base files and replaces a
-/// base directory (an opaque directory in overlay terms).
+/// base directory (an opaque directory in overlay terms). That directory, `/tmp`, is empty
+/// in the base: the root mode's layer writer leaves out an opaque marker that hides nothing,
+/// so the unprivileged mode's diff must not write one either.
 const EQUIV: &str = "FROM busybox AS build
 RUN mkdir -p /out/sub && echo one > /out/a && echo two > /out/sub/b && chown 1000:1000 /out/a \
     && chown -R 65534:65534 /out/sub && ln -s a /out/link && chmod 0750 /out/sub
