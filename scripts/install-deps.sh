@@ -12,10 +12,12 @@ $SUDO apt-get update -qq
 # tests run on 127.0.0.1; openssh-client: ssh-agent for RUN --mount=type=ssh; git: ADD of git
 # repositories (and `git daemon` in its test); procps: the `ps` that `kiln top NAME -o …`
 # runs, as `docker top` does; uidmap: newuidmap/newgidmap for rootless builds (and their test);
-# debootstrap: the Debian minbase base of tests that apt-get install (scripts/debian-rootfs.sh).
+# debootstrap: the Debian minbase base of tests that apt-get install (scripts/debian-rootfs.sh);
+# python3-yaml: parsing the README's Kubernetes and CI YAML examples (tests/it/in_docker.rs).
 $SUDO apt-get install -y -qq --no-install-recommends \
     busybox-static skopeo umoci docker.io podman passt ca-certificates \
-    docker-registry apache2-utils openssl openssh-client git procps uidmap debootstrap >/dev/null
+    docker-registry apache2-utils openssl openssh-client git procps uidmap debootstrap \
+    python3-yaml >/dev/null
 # qemu-user-static: RUN steps of foreign platforms (`kiln build --platform linux/arm64`,
 # tests/it/platforms.rs) run under its emulators, registered in binfmt_misc with the F flag
 # (scripts/binfmt-setup.sh; registrations do not survive a reboot, so this runs every time).

@@ -20,7 +20,7 @@ fn repo() -> &'static Path {
 }
 
 /// `docker` with a reachable daemon; reports it missing otherwise.
-fn docker() -> Option<PathBuf> {
+pub(crate) fn docker() -> Option<PathBuf> {
     let docker = require::tool("docker", "apt-get install docker.io")?;
     let up = Command::new(&docker)
         .args(["version", "--format", "{{.Server.Version}}"])
@@ -34,7 +34,7 @@ fn docker() -> Option<PathBuf> {
 }
 
 /// Runs docker with `args`.
-fn docker_run(docker: &Path, args: &[&str]) -> Output {
+pub(crate) fn docker_run(docker: &Path, args: &[&str]) -> Output {
     Command::new(docker)
         .args(args)
         .output()
@@ -42,7 +42,7 @@ fn docker_run(docker: &Path, args: &[&str]) -> Output {
 }
 
 /// Removes a docker image when dropped, even if the test failed.
-struct Removes<'a>(&'a Path, String);
+pub(crate) struct Removes<'a>(pub(crate) &'a Path, pub(crate) String);
 
 impl Drop for Removes<'_> {
     fn drop(&mut self) {
@@ -76,7 +76,7 @@ fn remove_stale_images(docker: &Path) {
 
 /// kiln's image, built once per test process with kiln from this repository's Dockerfile and
 /// loaded into Docker: its name there, or `None` after reporting what is missing.
-fn kiln_image() -> Option<String> {
+pub(crate) fn kiln_image() -> Option<String> {
     static IMAGE: OnceLock<Result<String, String>> = OnceLock::new();
     let image = IMAGE.get_or_init(|| {
         let docker = docker().ok_or("docker")?;

@@ -13,9 +13,9 @@ use crate::util::{busybox_rootfs, require, stderr, stdout};
 
 /// A throw-away user with subordinate ids, removed (with its id ranges) when dropped, after
 /// its containers and the holders of its user namespaces.
-struct TestUser {
+pub(crate) struct TestUser {
     name: String,
-    start: u32,
+    pub(crate) start: u32,
     /// The homes kiln ran with (each with its default store), for the clean-up.
     homes: std::cell::RefCell<Vec<PathBuf>>,
 }
@@ -27,7 +27,7 @@ static SUB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl TestUser {
     /// A new user named after this process and `tag` (one per test).
-    fn create(tag: &str) -> TestUser {
+    pub(crate) fn create(tag: &str) -> TestUser {
         let _guard = SUB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let name = format!("kilnrl{}{tag}", std::process::id());
         let st = Command::new("useradd")
@@ -90,7 +90,7 @@ impl TestUser {
         user
     }
 
-    fn uid(&self) -> u32 {
+    pub(crate) fn uid(&self) -> u32 {
         nix::unistd::User::from_name(&self.name)
             .expect("getpwnam")
             .expect("the user exists")
@@ -100,7 +100,19 @@ impl TestUser {
 
     /// Runs kiln as this user with only `HOME` and `PATH` set (so the store is the default
     /// one under `home`), in `cwd`.
-    fn kiln(&self, home: &Path, cwd: &Path, args: &[&str]) -> Output {
+    pub(crate) fn kiln(&self, home: &Path, cwd: &Path, args: &[&str]) -> Output {
+        self.kiln_with(Path::new(env!("CARGO_BIN_EXE_kiln")), home, cwd, args, &[])
+    }
+
+    /// [`TestUser::kiln`] with the kiln binary at `bin` and the variables `env` set too.
+    pub(crate) fn kiln_with(
+        &self,
+        bin: &Path,
+        home: &Path,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
         if !self.homes.borrow().iter().any(|h| h == home) {
             self.homes.borrow_mut().push(home.to_path_buf());
         }
@@ -108,7 +120,8 @@ impl TestUser {
         Command::new("runuser")
             .args(["-u", &self.name, "--", "env"])
             .arg(format!("HOME={}", home.display()))
-            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+            .arg(bin)
             .args(args)
             .current_dir(cwd)
             .env_clear()
