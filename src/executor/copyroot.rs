@@ -433,7 +433,12 @@ impl Diff<'_> {
                     }
                     if replaced {
                         self.replaced.insert(r.clone());
-                        set_opaque(&dst)?;
+                        // As the root mode's layer writer: an opaque directory with nothing
+                        // below it in the base to hide gets no marker.
+                        let hides = self.before.entries.keys().any(|p| p.parent() == Some(&r));
+                        if hides {
+                            set_opaque(&dst)?;
+                        }
                     }
                 }
                 self.dir(&r, force || replaced)?;
