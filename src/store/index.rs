@@ -61,7 +61,7 @@ pub const ANNOTATION_UNTAGGED: &str = "dev.kiln.untagged";
 const MAX_INDEX_SIZE: u64 = 64 << 20;
 
 /// An empty index with its media type set.
-pub(crate) fn empty_index() -> ImageIndex {
+pub fn empty_index() -> ImageIndex {
     let mut index = ImageIndex::default();
     index.set_media_type(Some(MediaType::from(MEDIA_TYPE_INDEX)));
     index

@@ -228,6 +228,11 @@ impl Store {
         self.load_index_record(digest, &entries)
     }
 
+    /// An index by digest from its blob alone (named in `index.json` or not): no names.
+    pub fn index_blob(&self, digest: &Digest) -> Result<IndexRecord> {
+        self.load_index_record(digest, &[])
+    }
+
     /// Every index `index.json` names (indexes other tools left without a readable blob are
     /// logged and left out).
     pub fn list_indexes(&self) -> Result<Vec<IndexRecord>> {
