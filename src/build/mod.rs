@@ -502,7 +502,7 @@ impl Builder<'_> {
         let local = || {
             let rec = self
                 .store
-                .resolve(name)
+                .resolve_platform(name, Some(platform))
                 .map_err(|_| BuildError::NoBaseImage {
                     name: name.to_string(),
                     location,
@@ -520,7 +520,8 @@ impl Builder<'_> {
             return Ok(r.clone());
         }
         if policy == PullPolicy::Missing {
-            if let Ok(r) = self.store.resolve(name) {
+            // A name holding an index of several platforms gives the stage's platform's.
+            if let Ok(r) = self.store.resolve_platform(name, Some(platform)) {
                 check_platform(name, &r, platform, location)?;
                 return Ok(r);
             }
