@@ -209,6 +209,10 @@ impl Store {
             Ok(())
         })?;
         tracing::debug!(index = %digest, "stored image index");
+        if names.is_empty() {
+            // Kept only as blobs (for an export right after): nothing names it.
+            return self.index_blob(&digest);
+        }
         self.index_record(&digest)
     }
 
