@@ -20,7 +20,7 @@ use crate::util::{require, stderr, stdout, TestStore};
 
 /// Whether arm64 and arm/v7 programs run here (natively or under an emulator registered
 /// with F); reported missing otherwise.
-fn emulation() -> bool {
+pub(crate) fn emulation() -> bool {
     let dir = Path::new(binfmt::DEFAULT_DIR);
     let ok = ["linux/arm64", "linux/arm/v7"]
         .iter()
@@ -34,7 +34,7 @@ fn emulation() -> bool {
 
 /// Imports Debian's busybox-static of `arch` (a Debian architecture) as `name`, recorded for
 /// `platform`. `false` when it cannot be had (reported missing).
-fn foreign_busybox(s: &TestStore, arch: &str, platform: &str, name: &str) -> bool {
+pub(crate) fn foreign_busybox(s: &TestStore, arch: &str, platform: &str, name: &str) -> bool {
     if !require::root() {
         return false;
     }
