@@ -417,6 +417,8 @@ fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
 }
 
 impl<'a> Builder<'a> {
+    // The parts of one build, each used once here.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         store: &'a Store,
         req: &'a BuildRequest,

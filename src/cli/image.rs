@@ -679,7 +679,7 @@ impl Drop for AtomicFile {
 /// What `kiln save` writes: images, or one index of several platforms under its name.
 enum ToSave {
     Images(Vec<kiln::imageops::save::SaveItem>),
-    Index(kiln::store::IndexRecord, Vec<Reference>),
+    Index(Box<kiln::store::IndexRecord>, Vec<Reference>),
 }
 
 impl ToSave {

@@ -363,8 +363,10 @@ pub(crate) fn push_image_by_manifest(
     let digest = kiln::image::Digest::parse(manifest).map_err(|e| e.to_string())?;
     // A build of several platforms made an index.
     let stored = match store.index_blob(&digest) {
-        Ok(index) => kiln::store::Stored::Index(index),
-        Err(_) => kiln::store::Stored::Image(store.image(&digest).map_err(|e| e.to_string())?),
+        Ok(index) => kiln::store::Stored::Index(Box::new(index)),
+        Err(_) => {
+            kiln::store::Stored::Image(Box::new(store.image(&digest).map_err(|e| e.to_string())?))
+        }
     };
     let opts = client_options();
     let client = Client::new(target.domain(), &opts).map_err(|e| e.to_string())?;

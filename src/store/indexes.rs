@@ -83,9 +83,9 @@ impl IndexRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stored {
     /// A single image.
-    Image(ImageRecord),
+    Image(Box<ImageRecord>),
     /// An index.
-    Index(IndexRecord),
+    Index(Box<IndexRecord>),
 }
 
 /// The index descriptor of one stored image: its manifest with its config's platform.
@@ -328,10 +328,10 @@ impl Store {
     /// What `name_or_id` names: an image as [`Store::resolve`] finds it, else an index.
     pub fn resolve_stored(&self, name_or_id: &str) -> Result<Stored> {
         match self.resolve_image_only(name_or_id) {
-            Ok(i) => Ok(Stored::Image(i)),
+            Ok(i) => Ok(Stored::Image(Box::new(i))),
             Err(e @ (StoreError::ImageNotFound { .. } | StoreError::Reference(_))) => {
                 match self.find_index(name_or_id)? {
-                    Some(i) => Ok(Stored::Index(i)),
+                    Some(i) => Ok(Stored::Index(Box::new(i))),
                     None => Err(e),
                 }
             }
@@ -348,7 +348,7 @@ impl Store {
         platform: Option<&Platform>,
     ) -> Result<ImageRecord> {
         match self.resolve_stored(name_or_id)? {
-            Stored::Image(i) => Ok(i),
+            Stored::Image(i) => Ok(*i),
             Stored::Index(ix) => {
                 let wanted = platform.cloned().unwrap_or_else(Platform::host);
                 let m = ix
