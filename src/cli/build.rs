@@ -36,8 +36,9 @@ pub struct BuildArgs {
     /// Do not use the cache
     #[arg(long)]
     pub no_cache: bool,
-    /// Build for this platform (`os/arch[/variant]`: linux/arm64, linux/arm/v7); RUN steps of
-    /// a foreign platform run under QEMU's user-mode emulation (see `kiln info`)
+    /// Build for this platform (`os/arch[/variant]`: linux/arm64, linux/arm/v7), or for
+    /// several, comma-separated, into one image index; RUN steps of a foreign platform run
+    /// under QEMU's user-mode emulation (see `kiln info`)
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Do not use the cache for these stages (by name); may be repeated
