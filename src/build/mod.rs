@@ -338,7 +338,7 @@ fn build_with(
         progress.event(BuildEvent::Warning(w.clone()));
         warnings.push(w);
     }
-    let record_path = record_path(store, req);
+    let record_path = record_path(store, req, commit);
     let imported = crate::cache::transfer::ImportedCache::load(
         &req.cache_from,
         req.cancel.as_ref(),
@@ -386,7 +386,7 @@ fn build_with(
 }
 
 /// Where this build's record of step inputs is kept: one per context, Dockerfile and target.
-fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
+fn record_path(store: &Store, req: &BuildRequest, commit: Commit) -> PathBuf {
     use sha2::{Digest as _, Sha256};
     let abs = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
     let mut h = Sha256::new();
@@ -401,8 +401,9 @@ fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
     h.update(req.dockerfile_name.as_bytes());
     h.update([0]);
     h.update(req.target.as_deref().unwrap_or("").as_bytes());
-    // Each platform of a multi-platform build keeps its own record.
-    if let Some(p) = &req.platform {
+    // Each platform of a multi-platform build keeps its own record (a build of one platform
+    // keeps the one record, so its next build can say the platform changed).
+    if let (Commit::Platform, Some(p)) = (commit, &req.platform) {
         h.update([0]);
         h.update(p.to_string().as_bytes());
     }
