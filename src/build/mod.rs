@@ -7,6 +7,7 @@ mod direct;
 pub mod error;
 pub mod meta;
 mod mountsrc;
+pub mod multi;
 pub mod named;
 mod record;
 mod remote;
@@ -33,6 +34,7 @@ use crate::planner::Location;
 use crate::planner::{self, Base, Plan, PlanOptions};
 use crate::store::Store;
 
+use multi::Shared;
 use state::StageState;
 
 /// History comment of every step kiln records.
@@ -239,15 +241,14 @@ enum Recorded {
 struct Builder<'a> {
     store: &'a Store,
     cache: CacheIndex,
-    /// The build context and its stat cache, scanned on first use; shared by stages that
-    /// run in parallel.
-    context: std::sync::Mutex<Option<(crate::context::Context, crate::context::StatCache)>>,
+    /// What the builds of one command share (the context, step numbers, pulls, steps in
+    /// flight).
+    shared: &'a Shared,
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     req: &'a BuildRequest,
     plan: Plan,
     progress: &'a dyn Progress,
     escape: char,
-    step_id: std::sync::atomic::AtomicUsize,
     created: String,
     /// The inputs of this build's steps, and the previous build's, for miss reasons.
     record: std::sync::Mutex<Vec<Recorded>>,
@@ -264,8 +265,6 @@ struct Builder<'a> {
     /// The key of every step that ended with a cache record (hit or recorded), by stage, for
     /// `--cache-to`.
     used_keys: std::sync::Mutex<Vec<(usize, Digest)>>,
-    /// Base images pulled by this build, by name as written.
-    pulled: std::sync::Mutex<std::collections::HashMap<String, crate::store::ImageRecord>>,
     /// Named contexts resolved by this build, by name.
     named: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<named::Resolved>>>,
     /// Removals of finished steps' scratch directories, off the steps' critical path;
@@ -289,6 +288,29 @@ pub fn build(
     store: &Store,
     req: &BuildRequest,
     progress: &dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    let shared = Shared::default();
+    let result = build_with(store, req, progress, &shared, Commit::Tagged);
+    shared.finish();
+    result
+}
+
+/// How a build stores its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Recorded in `index.json` under the request's tags.
+    Tagged,
+    /// Blobs only: one platform's image of an index ([`multi`]).
+    Platform,
+}
+
+/// [`build`] with what it shares with the other platforms' builds of one command.
+fn build_with(
+    store: &Store,
+    req: &BuildRequest,
+    progress: &dyn Progress,
+    shared: &Shared,
+    commit: Commit,
 ) -> Result<BuildResult, BuildError> {
     let df = crate::planner::parse_bytes(&req.dockerfile)?;
     let plan = planner::plan(
@@ -316,7 +338,7 @@ pub fn build(
         progress.event(BuildEvent::Warning(w.clone()));
         warnings.push(w);
     }
-    let record_path = record_path(store, req);
+    let record_path = record_path(store, req, commit);
     let imported = crate::cache::transfer::ImportedCache::load(
         &req.cache_from,
         req.cancel.as_ref(),
@@ -333,6 +355,7 @@ pub fn build(
         df.escape,
         imported,
         &record_path,
+        shared,
     );
     let results = b.run_stages();
     b.debug.save(store);
@@ -342,7 +365,7 @@ pub fn build(
     let target = results
         .remove(&b.plan.target)
         .expect("the target is the last stage in the order");
-    let (image_id, manifest_digest) = b.commit_image(target)?;
+    let (image_id, manifest_digest) = b.commit_image(target, commit)?;
     let cache_exports = req
         .cache_to
         .iter()
@@ -363,7 +386,7 @@ pub fn build(
 }
 
 /// Where this build's record of step inputs is kept: one per context, Dockerfile and target.
-fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
+fn record_path(store: &Store, req: &BuildRequest, commit: Commit) -> PathBuf {
     use sha2::{Digest as _, Sha256};
     let abs = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
     let mut h = Sha256::new();
@@ -378,6 +401,12 @@ fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
     h.update(req.dockerfile_name.as_bytes());
     h.update([0]);
     h.update(req.target.as_deref().unwrap_or("").as_bytes());
+    // Each platform of a multi-platform build keeps its own record (a build of one platform
+    // keeps the one record, so its next build can say the platform changed).
+    if let (Commit::Platform, Some(p)) = (commit, &req.platform) {
+        h.update([0]);
+        h.update(p.to_string().as_bytes());
+    }
     let id: [u8; 32] = h.finalize().into();
     crate::cache::explain::record_path(
         &store
@@ -389,6 +418,8 @@ fn record_path(store: &Store, req: &BuildRequest) -> PathBuf {
 }
 
 impl<'a> Builder<'a> {
+    // The parts of one build, each used once here.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         store: &'a Store,
         req: &'a BuildRequest,
@@ -397,6 +428,7 @@ impl<'a> Builder<'a> {
         escape: char,
         imported: crate::cache::transfer::ImportedCache,
         record_path: &std::path::Path,
+        shared: &'a Shared,
     ) -> Builder<'a> {
         let now = req.source_date_epoch.unwrap_or_else(|| {
             SystemTime::now()
@@ -406,13 +438,12 @@ impl<'a> Builder<'a> {
         Builder {
             store,
             cache: CacheIndex::open(store),
-            context: std::sync::Mutex::new(None),
+            shared,
             cancel: req.cancel.clone(),
             req,
             plan,
             progress,
             escape,
-            step_id: std::sync::atomic::AtomicUsize::new(0),
             created: rfc3339(now),
             record: Default::default(),
             previous: crate::cache::explain::load(record_path),
@@ -421,7 +452,6 @@ impl<'a> Builder<'a> {
             imported,
             warnings: Default::default(),
             used_keys: Default::default(),
-            pulled: Default::default(),
             named: Default::default(),
             cleanup: Default::default(),
             netpool: crate::executor::pasta::NetPool::new(
@@ -438,17 +468,11 @@ impl<'a> Builder<'a> {
     fn wind_down(&mut self, record_path: &std::path::Path) -> crate::executor::pasta::Closing {
         let closing = self.netpool.close_later();
         self.wait_cleanup();
-        self.save_statcache();
         self.save_record(record_path);
-        // Freeing a big context's listing and the previous record takes milliseconds: done
-        // on another thread, off the way out of the build.
-        let scanned = self
-            .context
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        // Freeing the previous record takes milliseconds: done on another thread, off the
+        // way out of the build.
         let previous = self.previous.take();
-        std::thread::spawn(move || drop((scanned, previous)));
+        std::thread::spawn(move || drop(previous));
         closing
     }
 }
@@ -481,7 +505,7 @@ impl Builder<'_> {
         let local = || {
             let rec = self
                 .store
-                .resolve(name)
+                .resolve_platform(name, Some(platform))
                 .map_err(|_| BuildError::NoBaseImage {
                     name: name.to_string(),
                     location,
@@ -493,13 +517,14 @@ impl Builder<'_> {
             Ok(r) if policy != PullPolicy::Never => r,
             _ => return local(),
         };
-        let mut pulled = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pulled = self.shared.pulled.lock().unwrap_or_else(|p| p.into_inner());
         let pulled_as = format!("{name} {platform}");
         if let Some(r) = pulled.get(&pulled_as) {
             return Ok(r.clone());
         }
         if policy == PullPolicy::Missing {
-            if let Ok(r) = self.store.resolve(name) {
+            // A name holding an index of several platforms gives the stage's platform's.
+            if let Ok(r) = self.store.resolve_platform(name, Some(platform)) {
                 check_platform(name, &r, platform, location)?;
                 return Ok(r);
             }
@@ -588,7 +613,8 @@ impl Builder<'_> {
     }
 
     fn next_id(&self) -> usize {
-        self.step_id
+        self.shared
+            .step_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1
     }
@@ -638,7 +664,11 @@ impl Builder<'_> {
         Ok((sink.describe(), report))
     }
 
-    fn commit_image(&self, mut r: StageResult) -> Result<(Digest, Digest), BuildError> {
+    fn commit_image(
+        &self,
+        mut r: StageResult,
+        commit: Commit,
+    ) -> Result<(Digest, Digest), BuildError> {
         let spec = &mut r.state.spec;
         // The image is for the platform its files are for: the target stage's.
         set_platform(spec, &r.platform);
@@ -683,9 +713,13 @@ impl Builder<'_> {
         );
         let manifest_bytes = canonical_json("manifest", &manifest).map_err(BuildError::Manifest)?;
         self.store.put_blob_bytes(&manifest_bytes, None)?;
-        let rec = self
-            .store
-            .put_image_tagged(&config, &manifest_bytes, &self.req.tags)?;
+        let rec = match commit {
+            Commit::Tagged => {
+                self.store
+                    .put_image_tagged(&config, &manifest_bytes, &self.req.tags)?
+            }
+            Commit::Platform => self.store.put_platform_image(&config, &manifest_bytes)?,
+        };
         Ok((rec.id, rec.manifest_digest))
     }
 }

@@ -31,7 +31,11 @@ impl Builder<'_> {
     pub(crate) fn context(
         &self,
     ) -> Result<std::sync::MutexGuard<'_, Option<(Context, StatCache)>>, ContextError> {
-        let mut guard = self.context.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .shared
+            .context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             let ctx = Context::scan(&self.req.context_dir, &self.req.ignore)?;
             let cache = self.stat_cache(&self.req.context_dir);
@@ -56,16 +60,6 @@ impl Builder<'_> {
                 .join("contexts")
                 .join(format!("{name}.statcache-v1")),
         )
-    }
-
-    /// Write the stat cache back (called once at the end of a build).
-    pub(crate) fn save_statcache(&self) {
-        let mut guard = self.context.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, c)) = guard.as_mut() {
-            if let Err(e) = c.save() {
-                tracing::warn!(error = %e, "cannot save the build context's stat cache");
-            }
-        }
     }
 
     /// Remember a metadata step (its number, text and the key before it) under the key it
@@ -182,7 +176,14 @@ impl Builder<'_> {
         let (found, from) = if self.req.no_cache || filtered {
             (None, None)
         } else {
-            self.find_record(key)
+            // A step another platform's build is running is waited for, then found in the
+            // cache: steps shared by the platforms run once.
+            loop {
+                let r = self.find_record(key);
+                if r.0.is_some() || self.shared.flights.take_off(key) {
+                    break r;
+                }
+            }
         };
         // The config is the builder's own: the key covers it (see `crate::cache`).
         let hit = found.is_some();

@@ -265,17 +265,21 @@ impl Builder<'_> {
                 text: op.code.clone(),
             });
             let position = format!("{idx}/{n}");
-            match &op.kind {
-                OpKind::Meta(m) => self.meta_step(id, &mut cur, op, m, &position, &mut pending)?,
+            let done = match &op.kind {
+                OpKind::Meta(m) => self.meta_step(id, &mut cur, op, m, &position, &mut pending),
                 OpKind::Run(r) => {
                     self.flush_meta(&mut cur, &mut pending);
-                    self.run_step(id, &mut cur, op, r, results, &position)?
+                    self.run_step(id, &mut cur, op, r, results, &position)
                 }
                 OpKind::Copy(c) => {
                     self.flush_meta(&mut cur, &mut pending);
-                    self.copy_step(id, &mut cur, op, c, results, &position)?
+                    self.copy_step(id, &mut cur, op, c, results, &position)
                 }
-            }
+            };
+            // The step's keys are recorded (or it failed): other builds waiting for them
+            // look them up now.
+            self.shared.flights.land();
+            done?;
             self.debug.finish(id, &cur.state);
             self.progress.event(BuildEvent::Done {
                 id,
@@ -283,6 +287,7 @@ impl Builder<'_> {
             });
         }
         self.flush_meta(&mut cur, &mut pending);
+        self.shared.flights.land();
         Ok(cur)
     }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use clap::{Args, ValueEnum};
 
 use kiln::build::{self, BuildEvent, BuildRequest, Progress};
+use kiln::common::platform::Platform;
 use kiln::image::Reference;
 use kiln::parser;
 use kiln::store::Store;
@@ -35,8 +36,9 @@ pub struct BuildArgs {
     /// Do not use the cache
     #[arg(long)]
     pub no_cache: bool,
-    /// Build for this platform (`os/arch[/variant]`: linux/arm64, linux/arm/v7); RUN steps of
-    /// a foreign platform run under QEMU's user-mode emulation (see `kiln info`)
+    /// Build for this platform (`os/arch[/variant]`: linux/arm64, linux/arm/v7), or for
+    /// several, comma-separated, into one image index; RUN steps of a foreign platform run
+    /// under QEMU's user-mode emulation (see `kiln info`)
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Do not use the cache for these stages (by name); may be repeated
@@ -304,8 +306,7 @@ fn build_image(root: &Path, args: &BuildArgs, source: input::Source) -> Result<(
     let (name, src) = (&source.name, &source.dockerfile);
     let req = request(root, args, &source, inputs, &tags, &ssh_agents)?;
     let view = View::new(args);
-    let result = view.around(|| build::build(&store, &req, view.progress()));
-    let result = super::debug::after_build(root, &store, &req, args, result).map_err(|e| {
+    let failed = |e: build::BuildError| {
         let msg = match e.location() {
             Some(loc) if loc.line > 0 => {
                 let text = String::from_utf8_lossy(src);
@@ -314,10 +315,64 @@ fn build_image(root: &Path, args: &BuildArgs, source: input::Source) -> Result<(
             _ => format!("error: {e}"),
         };
         format!("{msg}{}", logs_note(req.logs_dir.as_deref()))
-    })?;
-    deliver(&store, args, &result, &tags, view.quiet)?;
-    report(&result, &tags, view.quiet, req.logs_dir.as_deref());
+    };
+    let several = platforms(args.platform.as_deref())?;
+    if several.len() > 1 {
+        // One build per platform, stored as an OCI index under the tags.
+        let result = view
+            .around(|| build::multi::build_platforms(&store, &req, &several, view.progress()))
+            .map_err(failed)?;
+        let built = Built::Index(&result);
+        deliver(&store, args, built, &tags, view.quiet)?;
+        report(built, &tags, view.quiet, req.logs_dir.as_deref());
+        if tags.is_empty() && args.outputs.is_empty() && !view.quiet {
+            eprintln!("WARNING: the image index is not named: give -t NAME to keep it");
+        }
+        return Ok(());
+    }
+    let result = view.around(|| build::build(&store, &req, view.progress()));
+    let result = super::debug::after_build(root, &store, &req, args, result).map_err(failed)?;
+    deliver(&store, args, Built::Image(&result), &tags, view.quiet)?;
+    report(
+        Built::Image(&result),
+        &tags,
+        view.quiet,
+        req.logs_dir.as_deref(),
+    );
     Ok(())
+}
+
+/// What a build made: one image, or an index of several platforms' images.
+#[derive(Clone, Copy)]
+enum Built<'a> {
+    Image(&'a build::BuildResult),
+    Index(&'a build::multi::MultiBuildResult),
+}
+
+impl Built<'_> {
+    /// What names it: the image ID, or the index's digest (Docker's containerd store shows
+    /// an index's digest as its ID).
+    fn id(&self) -> &kiln::image::Digest {
+        match self {
+            Built::Image(r) => &r.image_id,
+            Built::Index(r) => &r.index_digest,
+        }
+    }
+
+    /// The manifest's digest, or the index's.
+    fn digest(&self) -> &kiln::image::Digest {
+        match self {
+            Built::Image(r) => &r.manifest_digest,
+            Built::Index(r) => &r.index_digest,
+        }
+    }
+
+    fn media_type(&self) -> &'static str {
+        match self {
+            Built::Image(_) => kiln::image::config::MEDIA_TYPE_MANIFEST,
+            Built::Index(_) => kiln::image::config::MEDIA_TYPE_INDEX,
+        }
+    }
 }
 
 /// `-t` names.
@@ -445,20 +500,28 @@ fn request(
     })
 }
 
-/// `--platform`: one platform, normalized as BuildKit does (`linux/arm` is `linux/arm/v7`).
-fn platform(value: Option<&str>) -> Result<Option<kiln::common::platform::Platform>, String> {
-    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    if v.contains(',') {
-        return Err(format!(
-            "error: --platform {v}: building several platforms in one build (an image index) \
-             is not supported yet; build each platform on its own"
-        ));
+/// `--platform`: the platforms, comma-separated, each normalized as BuildKit does
+/// (`linux/arm` is `linux/arm/v7`); a platform given twice counts once.
+fn platforms(value: Option<&str>) -> Result<Vec<Platform>, String> {
+    let mut out: Vec<Platform> = Vec::new();
+    for v in value.unwrap_or("").split(',').map(str::trim) {
+        if v.is_empty() {
+            continue;
+        }
+        let p = Platform::parse(v)
+            .map(|p| p.normalized())
+            .map_err(|e| format!("error: {e}"))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
     }
-    kiln::common::platform::Platform::parse(v)
-        .map(|p| Some(p.normalized()))
-        .map_err(|e| format!("error: {e}"))
+    Ok(out)
+}
+
+/// The platform of a build of one platform (`None`: the host's, or several).
+fn platform(value: Option<&str>) -> Result<Option<Platform>, String> {
+    let mut ps = platforms(value)?;
+    Ok(if ps.len() == 1 { ps.pop() } else { None })
 }
 
 /// Where the build's progress goes, as `--progress` and `--quiet` chose.
@@ -520,7 +583,7 @@ fn logs_note(logs: Option<&Path>) -> String {
 fn deliver(
     store: &Store,
     args: &BuildArgs,
-    result: &build::BuildResult,
+    result: Built<'_>,
     tags: &[Reference],
     quiet: bool,
 ) -> Result<(), String> {
@@ -535,7 +598,7 @@ fn deliver(
         push_tags(store, result, tags, compression, quiet)?;
     }
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, result.image_id.to_string())
+        std::fs::write(path, result.id().to_string())
             .map_err(|e| format!("error: writing {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
@@ -545,38 +608,46 @@ fn deliver(
 }
 
 /// `--metadata-file`: BuildKit's keys, for CI scripts that read them.
-fn write_metadata(
-    path: &Path,
-    result: &build::BuildResult,
-    tags: &[Reference],
-) -> Result<(), String> {
+fn write_metadata(path: &Path, result: Built<'_>, tags: &[Reference]) -> Result<(), String> {
     let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-    let doc = serde_json::json!({
-        "containerimage.config.digest": result.image_id.to_string(),
-        "containerimage.digest": result.manifest_digest.to_string(),
+    let mut doc = serde_json::json!({
+        "containerimage.digest": result.digest().to_string(),
         "containerimage.descriptor": {
-            "mediaType": kiln::image::config::MEDIA_TYPE_MANIFEST,
-            "digest": result.manifest_digest.to_string(),
+            "mediaType": result.media_type(),
+            "digest": result.digest().to_string(),
         },
         "image.name": names.join(","),
     });
+    if let Built::Image(r) = result {
+        doc["containerimage.config.digest"] = r.image_id.to_string().into();
+    }
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     std::fs::write(path, text + "\n").map_err(|e| format!("error: writing {}: {e}", path.display()))
 }
 
 /// The last lines: the image ID alone when quiet, else what was exported, written and named.
-fn report(result: &build::BuildResult, tags: &[Reference], quiet: bool, logs: Option<&Path>) {
+fn report(result: Built<'_>, tags: &[Reference], quiet: bool, logs: Option<&Path>) {
     if quiet {
-        println!("{}", result.image_id);
+        println!("{}", result.id());
         return;
     }
-    for (dest, r) in &result.cache_exports {
-        eprintln!(
-            "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
-            r.records, r.written, r.skipped
-        );
+    match result {
+        Built::Image(r) => {
+            for (dest, r) in &r.cache_exports {
+                eprintln!(
+                    "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
+                    r.records, r.written, r.skipped
+                );
+            }
+            eprintln!("writing image {} done", r.image_id);
+        }
+        Built::Index(r) => {
+            for (p, image) in &r.images {
+                eprintln!("writing image {} for {p} done", image.image_id);
+            }
+            eprintln!("writing image index {} done", r.index_digest);
+        }
     }
-    eprintln!("writing image {} done", result.image_id);
     for t in tags {
         eprintln!("naming to {t} done");
     }
@@ -650,12 +721,12 @@ fn secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>, String> {
 /// Pushes the built image under each name (the progress goes to standard error).
 fn push_tags(
     store: &Store,
-    result: &build::BuildResult,
+    result: Built<'_>,
     names: &[Reference],
     compression: kiln::registry::Compression,
     quiet: bool,
 ) -> Result<(), String> {
-    let id = result.manifest_digest.to_string();
+    let id = result.digest().to_string();
     for t in names {
         let target = t.clone().with_default_tag();
         super::registry::push_image_by_manifest(store, &target, &id, compression, quiet)
@@ -667,7 +738,7 @@ fn push_tags(
 /// `--output`: write the built image (or its files) somewhere.
 fn export(
     store: &Store,
-    result: &build::BuildResult,
+    result: Built<'_>,
     tags: &[Reference],
     spec: &str,
     push_compression: kiln::registry::Compression,
@@ -730,56 +801,117 @@ fn export(
     }
     let dest = dest.ok_or_else(|| format!("error: --output {spec:?} needs dest="))?;
     let err = |e: String| format!("error: --output {spec}: {e}");
-    let image = store
-        .image(&result.manifest_digest)
-        .map_err(|e| err(e.to_string()))?;
-    let open = |dest: &str| -> Result<Box<dyn Write>, String> {
-        if dest == "-" {
-            Ok(Box::new(std::io::stdout().lock()))
-        } else {
-            std::fs::File::create(dest)
-                .map(|f| Box::new(std::io::BufWriter::new(f)) as Box<dyn Write>)
-                .map_err(|e| err(format!("{dest}: {e}")))
-        }
-    };
+    let compression = compression.unwrap_or(kiln::registry::Compression::None);
     match kind {
         OutputType::Oci | OutputType::Docker => {
-            let items = [kiln::imageops::save::SaveItem {
-                image,
-                tags: tags.to_vec(),
-            }];
-            let compression = compression.unwrap_or(kiln::registry::Compression::None);
-            let mut w =
-                kiln::imageops::save::save_compressed(store, &items, open(&dest)?, compression)
-                    .map_err(|e| err(e.to_string()))?;
-            w.flush().map_err(|e| err(e.to_string()))
+            write_archive(store, result, tags, &dest, compression).map_err(err)
         }
-        OutputType::Local | OutputType::Tar => {
-            let dir = if kind == OutputType::Local {
-                std::fs::create_dir_all(&dest).map_err(|e| err(e.to_string()))?;
-                PathBuf::from(&dest)
-            } else {
-                store
-                    .tmp_dir()
-                    .join(format!("export-{}", std::process::id()))
-            };
-            for d in &image.diff_ids {
-                let blob = store.open_blob(d).map_err(|e| err(e.to_string()))?;
-                kiln::archive::extract(std::io::BufReader::new(blob), &dir, &Default::default())
+        OutputType::Local | OutputType::Tar => match result {
+            Built::Image(r) => {
+                let image = store
+                    .image(&r.manifest_digest)
                     .map_err(|e| err(e.to_string()))?;
+                write_files(store, &[(PathBuf::new(), image)], kind, &dest).map_err(err)
             }
-            if kind == OutputType::Tar {
-                let w = open(&dest)?;
-                let r = kiln::archive::write_tree(&dir, w, Default::default());
-                let _ = std::fs::remove_dir_all(&dir);
-                let (mut w, _) = r.map_err(|e| err(e.to_string()))?;
-                w.flush().map_err(|e| err(e.to_string()))?;
+            // As BuildKit: each platform's files in a directory named after it
+            // (`linux_arm64`, `linux_arm_v7`).
+            Built::Index(r) => {
+                let mut images = Vec::new();
+                for (p, b) in &r.images {
+                    let image = store
+                        .image_blobs(&b.manifest_digest)
+                        .map_err(|e| err(e.to_string()))?;
+                    images.push((PathBuf::from(p.to_string().replace('/', "_")), image));
+                }
+                write_files(store, &images, kind, &dest).map_err(err)
             }
-            Ok(())
-        }
+        },
         // `type=image` without `push=true`: kiln has no such export (registry went above).
         OutputType::Image | OutputType::Registry => Err(err(
             "unknown type \"image\" (kiln exports oci, docker, tar, local and registry)".into(),
         )),
     }
+}
+
+/// Where an output goes: a file, or standard output for `-`.
+fn open_dest(dest: &str) -> Result<Box<dyn Write>, String> {
+    if dest == "-" {
+        Ok(Box::new(std::io::stdout().lock()))
+    } else {
+        std::fs::File::create(dest)
+            .map(|f| Box::new(std::io::BufWriter::new(f)) as Box<dyn Write>)
+            .map_err(|e| format!("{dest}: {e}"))
+    }
+}
+
+/// `type=oci` and `type=docker`: one archive that is both an OCI layout and a docker-archive
+/// (see `kiln::imageops::save`). For an index, the OCI layout holds the index, and
+/// `manifest.json` the host's platform (what `docker load` with the classic store reads).
+fn write_archive(
+    store: &Store,
+    result: Built<'_>,
+    tags: &[Reference],
+    dest: &str,
+    compression: kiln::registry::Compression,
+) -> Result<(), String> {
+    use kiln::imageops::save;
+    let mut w = match result {
+        Built::Image(r) => {
+            let image = store.image(&r.manifest_digest).map_err(|e| e.to_string())?;
+            let items = [save::SaveItem {
+                image,
+                tags: tags.to_vec(),
+            }];
+            save::save_compressed(store, &items, open_dest(dest)?, compression)
+        }
+        Built::Index(r) => {
+            let index = store
+                .index_blob(&r.index_digest)
+                .map_err(|e| e.to_string())?;
+            save::save_index(store, &index, tags, open_dest(dest)?, compression)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    w.flush().map_err(|e| e.to_string())
+}
+
+/// `type=local` and `type=tar`: the images' files, each under its subdirectory of `dest`
+/// (an empty one for a single image).
+fn write_files(
+    store: &Store,
+    images: &[(PathBuf, kiln::store::ImageRecord)],
+    kind: OutputType,
+    dest: &str,
+) -> Result<(), String> {
+    let dir = if kind == OutputType::Local {
+        std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+        PathBuf::from(dest)
+    } else {
+        store
+            .tmp_dir()
+            .join(format!("export-{}", std::process::id()))
+    };
+    let extracted = (|| {
+        for (sub, image) in images {
+            let to = dir.join(sub);
+            std::fs::create_dir_all(&to).map_err(|e| e.to_string())?;
+            for d in &image.diff_ids {
+                let blob = store.open_blob(d).map_err(|e| e.to_string())?;
+                kiln::archive::extract(std::io::BufReader::new(blob), &to, &Default::default())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    if kind == OutputType::Tar {
+        let written = extracted.and_then(|()| {
+            let w = open_dest(dest)?;
+            let (mut w, _) = kiln::archive::write_tree(&dir, w, Default::default())
+                .map_err(|e| e.to_string())?;
+            w.flush().map_err(|e| e.to_string())
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        return written;
+    }
+    extracted
 }

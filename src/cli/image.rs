@@ -325,9 +325,9 @@ fn image_rows(store: &Store, images: &[ImageSummary], no_trunc: bool) -> Vec<Val
     let mut sizes = kiln::imageops::size::Sizes::new(store);
     for s in images {
         let id = if no_trunc {
-            s.image.id.to_string()
+            s.id().to_string()
         } else {
-            s.image.id.short().to_owned()
+            s.id().short().to_owned()
         };
         let size = sizes.image(&s.image).unwrap_or_else(|_| s.image.size());
         for (repo, tag) in s.rows() {
@@ -335,7 +335,7 @@ fn image_rows(store: &Store, images: &[ImageSummary], no_trunc: bool) -> Vec<Val
                 "Containers": "N/A",
                 "CreatedAt": s.created.unwrap_or(Timestamp::from_secs(0)).to_go_string(),
                 "CreatedSince": since(now, s.created),
-                "Digest": s.image.manifest_digest.to_string(),
+                "Digest": s.digest().to_string(),
                 "ID": id,
                 "Repository": repo,
                 "SharedSize": "N/A",
@@ -388,7 +388,11 @@ fn inspect_cmd(store: &Store, a: &InspectArgs) -> i32 {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in &a.images {
-        match imageops::resolve(store, name).and_then(|i| inspect(store, &i)) {
+        let doc = match store.resolve_stored(name) {
+            Ok(kiln::store::Stored::Index(ix)) => imageops::inspect::inspect_index(store, &ix),
+            _ => imageops::resolve(store, name).and_then(|i| inspect(store, &i)),
+        };
+        match doc {
             Ok(d) => docs.push(d),
             Err(e) => errors.push(e.to_string()),
         }
@@ -464,13 +468,21 @@ fn history_cmd(store: &Store, a: &HistoryArgs) -> i32 {
 // tag, rm, prune
 
 fn tag(store: &Store, a: &TagArgs) -> CmdResult {
-    let image = imageops::resolve(store, &a.source).map_err(msg)?;
+    // A name that holds an index of several platforms tags the index.
+    let digest = match store.resolve_stored(&a.source) {
+        Ok(kiln::store::Stored::Index(ix)) => ix.digest,
+        _ => {
+            imageops::resolve(store, &a.source)
+                .map_err(msg)?
+                .manifest_digest
+        }
+    };
     let target = Reference::parse_normalized_named(&a.target).map_err(|e| e.to_string())?;
     if target.digest().is_some() {
         return Err("refusing to create a tag with a digest reference".into());
     }
     store
-        .tag(&target.with_default_tag(), &image.manifest_digest)
+        .tag(&target.with_default_tag(), &digest)
         .map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -664,14 +676,52 @@ impl Drop for AtomicFile {
     }
 }
 
+/// What `kiln save` writes: images, or one index of several platforms under its name.
+enum ToSave {
+    Images(Vec<kiln::imageops::save::SaveItem>),
+    Index(Box<kiln::store::IndexRecord>, Vec<Reference>),
+}
+
+impl ToSave {
+    fn find(store: &Store, names: &[String]) -> Result<ToSave, String> {
+        let index = names.iter().find_map(|n| match store.resolve_stored(n) {
+            Ok(kiln::store::Stored::Index(ix)) => Some((n, ix)),
+            _ => None,
+        });
+        match index {
+            None => Ok(ToSave::Images(resolve_for_save(store, names).map_err(msg)?)),
+            Some((n, ix)) if names.len() == 1 => {
+                let tags = Reference::parse_normalized_named(n)
+                    .ok()
+                    .filter(|r| r.digest().is_none())
+                    .map(|r| vec![r.with_default_tag()])
+                    .unwrap_or_default();
+                Ok(ToSave::Index(ix, tags))
+            }
+            Some((n, _)) => Err(format!(
+                "{n} is an image index of several platforms: save it on its own"
+            )),
+        }
+    }
+
+    fn write<W: Write>(&self, store: &Store, w: W, compression: Compression) -> Result<W, String> {
+        match self {
+            ToSave::Images(items) => save_compressed(store, items, w, compression),
+            ToSave::Index(ix, tags) => {
+                kiln::imageops::save::save_index(store, ix, tags, w, compression)
+            }
+        }
+        .map_err(msg)
+    }
+}
+
 fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
-    let items = resolve_for_save(store, &a.images).map_err(msg)?;
+    let items = ToSave::find(store, &a.images)?;
     let compression = Compression::from(a.compression);
     match &a.output {
         Some(path) if path != Path::new("-") => {
             let (guard, file) = AtomicFile::create(path)?;
-            let w =
-                save_compressed(store, &items, BufWriter::new(file), compression).map_err(msg)?;
+            let w = items.write(store, BufWriter::new(file), compression)?;
             let file = w
                 .into_inner()
                 .map_err(|e| format!("failed to save image: {}", e.error()))?;
@@ -684,8 +734,7 @@ fn save_cmd(store: &Store, a: &SaveArgs) -> CmdResult {
                     "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
                 );
             }
-            let mut w = save_compressed(store, &items, BufWriter::new(stdout.lock()), compression)
-                .map_err(msg)?;
+            let mut w = items.write(store, BufWriter::new(stdout.lock()), compression)?;
             w.flush().map_err(|e| format!("failed to save image: {e}"))
         }
     }

@@ -361,7 +361,13 @@ pub(crate) fn push_image_by_manifest(
     quiet: bool,
 ) -> Result<(), String> {
     let digest = kiln::image::Digest::parse(manifest).map_err(|e| e.to_string())?;
-    let image = store.image(&digest).map_err(|e| e.to_string())?;
+    // A build of several platforms made an index.
+    let stored = match store.index_blob(&digest) {
+        Ok(index) => kiln::store::Stored::Index(Box::new(index)),
+        Err(_) => {
+            kiln::store::Stored::Image(Box::new(store.image(&digest).map_err(|e| e.to_string())?))
+        }
+    };
     let opts = client_options();
     let client = Client::new(target.domain(), &opts).map_err(|e| e.to_string())?;
     let seen = Mutex::new(std::collections::HashSet::new());
@@ -378,14 +384,15 @@ pub(crate) fn push_image_by_manifest(
             eprintln!("{line}");
         }
     };
-    let pushed = push::push_image(
-        store,
-        &client,
-        &image,
-        target,
-        &PushOptions { compression },
-        &report,
-    )
+    let popts = PushOptions { compression };
+    let pushed = match &stored {
+        kiln::store::Stored::Image(image) => {
+            push::push_image(store, &client, image, target, &popts, &report)
+        }
+        kiln::store::Stored::Index(index) => {
+            push::push_index(store, &client, index, target, &popts, &report)
+        }
+    }
     .map_err(|e| e.to_string())?;
     if !quiet {
         eprintln!(
@@ -404,7 +411,7 @@ pub(crate) fn push_one(
     compression: Compression,
     quiet: bool,
 ) -> Result<(), String> {
-    let image = store.resolve(source).map_err(|_| {
+    let stored = store.resolve_stored(source).map_err(|_| {
         format!(
             "An image does not exist locally with the tag: {}",
             target.familiar_name()
@@ -419,14 +426,17 @@ pub(crate) fn push_one(
         ));
     }
     let view = LayerView::new(quiet);
-    let pushed = push::push_image(
-        store,
-        &client,
-        &image,
-        target,
-        &PushOptions { compression },
-        &|id, s| view.event(id, s),
-    )
+    let popts = PushOptions { compression };
+    let report = |id: &str, s: Status| view.event(id, s);
+    let pushed = match &stored {
+        kiln::store::Stored::Image(image) => {
+            push::push_image(store, &client, image, target, &popts, &report)
+        }
+        // An index of several platforms: each platform's image, then the index.
+        kiln::store::Stored::Index(index) => {
+            push::push_index(store, &client, index, target, &popts, &report)
+        }
+    }
     .map_err(|e| e.to_string())?;
     if quiet {
         out(&format!("{target}\n"));

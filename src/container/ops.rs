@@ -24,6 +24,9 @@ pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
 pub struct CreateOptions {
     /// The image (name, ID or ID prefix).
     pub image: String,
+    /// `--platform`: which entry of a name holding an index of several platforms (`None`:
+    /// the host's).
+    pub platform: Option<crate::common::platform::Platform>,
     /// Arguments after the image: replace the image's CMD.
     pub command: Vec<String>,
     /// `--entrypoint` (empty string: none).
@@ -380,7 +383,7 @@ fn host_name() -> Result<String> {
 /// Creates a container from an image, as `docker create` does.
 pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
     let root = store.root().to_path_buf();
-    let (image, spec) = image_config(store, &opts.image)?;
+    let (image, spec) = image_config(store, &opts.image, opts.platform.as_ref())?;
     let ic = &spec.config;
     let Command {
         entrypoint,
@@ -469,8 +472,12 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<Container> {
 }
 
 /// The image `reference` names in the store, and its config.
-fn image_config(store: &Store, reference: &str) -> Result<(ImageRecord, ImageSpec)> {
-    let image = store.resolve(reference).map_err(|_| {
+fn image_config(
+    store: &Store,
+    reference: &str,
+    platform: Option<&crate::common::platform::Platform>,
+) -> Result<(ImageRecord, ImageSpec)> {
+    let image = store.resolve_platform(reference, platform).map_err(|_| {
         ContainerError::Invalid(format!("Unable to find image '{reference}' locally"))
     })?;
     let bytes = store.read_blob(&image.id, "image config", 16 << 20)?;

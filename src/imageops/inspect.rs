@@ -9,7 +9,7 @@ use super::list::{repo_digests, repo_tags};
 use crate::common::time::Timestamp;
 use crate::image::config;
 use crate::image::Digest;
-use crate::store::{ImageRecord, Store};
+use crate::store::{ImageRecord, IndexRecord, Store};
 
 /// What Docker shows for a time it does not know (Go's zero `time.Time`).
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -239,6 +239,14 @@ pub struct ImageInspect {
     pub root_fs: InspectRootFs,
     /// Bookkeeping.
     pub metadata: InspectMetadata,
+    /// For a name holding an index of several platforms: the index's descriptor (the rest
+    /// of the document describes the host's entry, else the first, as Docker shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub descriptor: Option<Value>,
+    /// For an index: each platform's entry (`Platform`, manifest `Digest`, image `Id`,
+    /// `Size` of its files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifests: Option<Vec<Value>>,
 }
 
 fn string_at(v: &Value, key: &str) -> String {
@@ -297,7 +305,58 @@ pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
         metadata: InspectMetadata {
             last_tag_time: ZERO_TIME.to_owned(),
         },
+        descriptor: None,
+        manifests: None,
     })
+}
+
+/// `image inspect` of a name that holds an index of several platforms: the host's entry
+/// (else the first) as [`inspect`] shows an image, under the index's digest and names, with
+/// the index's `Descriptor` and every platform's entry in `Manifests`.
+pub fn inspect_index(store: &Store, index: &IndexRecord) -> Result<ImageInspect> {
+    let host = crate::common::platform::Platform::host();
+    let platforms = index.platforms();
+    let shown = index
+        .manifest_for(&host)
+        .or_else(|| platforms.first().map(|(_, d)| d.clone()))
+        .ok_or_else(|| crate::store::StoreError::InvalidIndex {
+            index: index.digest.clone(),
+            reason: "it names no platform".to_owned(),
+        })?;
+    let mut image = store.image_blobs(&shown)?;
+    image.references = index.references.clone();
+    let mut doc = inspect(store, &image)?;
+    doc.id = index.digest.to_string();
+    let mut digests: Vec<String> = index
+        .references
+        .iter()
+        .map(|r| format!("{}@{}", r.familiar_name(), index.digest))
+        .collect();
+    digests.sort();
+    digests.dedup();
+    doc.repo_digests = digests;
+    doc.descriptor = Some(serde_json::json!({
+        "mediaType": config::MEDIA_TYPE_INDEX,
+        "digest": index.digest.to_string(),
+        "size": index.size,
+    }));
+    let mut sizes = super::size::Sizes::new(store);
+    let mut manifests = Vec::new();
+    for (p, m) in &platforms {
+        let entry = store.image_blobs(m)?;
+        let mut platform = serde_json::json!({"os": p.os, "architecture": p.architecture});
+        if let Some(v) = &p.variant {
+            platform["variant"] = v.clone().into();
+        }
+        manifests.push(serde_json::json!({
+            "Platform": platform,
+            "Digest": m.to_string(),
+            "Id": entry.id.to_string(),
+            "Size": sizes.image(&entry)?,
+        }));
+    }
+    doc.manifests = Some(manifests);
+    Ok(doc)
 }
 
 /// One row of `docker history`, newest first.

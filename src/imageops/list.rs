@@ -144,6 +144,7 @@ impl ImageFilters {
             created,
             references,
             other_names,
+            index: None,
         })
     }
 }
@@ -206,6 +207,22 @@ pub struct ImageSummary {
     pub references: Vec<Reference>,
     /// Names other tools wrote, that the filters let through.
     pub other_names: Vec<String>,
+    /// When the names hold an index of several platforms: its digest (`image` is then the
+    /// host's entry, else the first, with the index's names).
+    pub index: Option<crate::image::Digest>,
+}
+
+impl ImageSummary {
+    /// What `IMAGE ID` shows: the image ID, or an index's digest (as Docker's containerd
+    /// image store shows a multi-platform image).
+    pub fn id(&self) -> &crate::image::Digest {
+        self.index.as_ref().unwrap_or(&self.image.id)
+    }
+
+    /// The manifest's digest, or the index's.
+    pub fn digest(&self) -> &crate::image::Digest {
+        self.index.as_ref().unwrap_or(&self.image.manifest_digest)
+    }
 }
 
 impl ImageSummary {
@@ -247,6 +264,23 @@ pub fn list(store: &Store, filters: &ImageFilters) -> Result<Vec<ImageSummary>> 
         .iter()
         .filter_map(|i| filters.apply(i))
         .collect();
+    // An index of several platforms is one line per name, as Docker lists a manifest list.
+    let host = crate::common::platform::Platform::host();
+    for ix in store.list_indexes()? {
+        let Some(m) = ix
+            .manifest_for(&host)
+            .or_else(|| ix.platforms().first().map(|(_, d)| d.clone()))
+        else {
+            continue;
+        };
+        let mut image = store.image_blobs(&m)?;
+        image.references = ix.references.clone();
+        image.other_names = ix.other_names.clone();
+        if let Some(mut s) = filters.apply(&image) {
+            s.index = Some(ix.digest.clone());
+            out.push(s);
+        }
+    }
     out.sort_by(|a, b| {
         b.created
             .cmp(&a.created)

@@ -1,8 +1,8 @@
 //! Which platform a stored image is for, as its config names it, and whether it suits a
 //! platform asked for (`build --platform`, `run --platform`).
 //!
-//! The store keeps one image under a name, so choosing a platform is checking the one there:
-//! an index of several platforms under one tag is for a later change.
+//! A name holds one image, whose platform is checked here, or an index of several platforms,
+//! whose entry for a platform the store picks (`Store::resolve_platform`).
 
 use crate::common::platform::Platform;
 use crate::store::ImageRecord;

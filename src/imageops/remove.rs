@@ -149,6 +149,9 @@ fn remove_one(
     force: bool,
     users: &dyn ContainerUsers,
 ) -> Result<(Vec<RemoveEvent>, Option<ImageRecord>)> {
+    if let Ok(crate::store::Stored::Index(ix)) = store.resolve_stored(name) {
+        return remove_index(store, name, &ix);
+    }
     let image = super::resolve(store, name)?;
     let mut events = Vec::new();
     let parsed = Reference::parse(name).ok();
@@ -258,6 +261,40 @@ fn deleted_layers(image: &ImageRecord, gc: &GcReport) -> Vec<Digest> {
         .collect();
     out.reverse();
     out
+}
+
+/// Removes a name of an index of several platforms (by one of its names), or the index and
+/// all its names (by digest). An index without names is dropped, its platforms' images with
+/// it: the first of them is returned so that garbage collection runs (containers made from
+/// them keep their layers, as after `rmi -f`).
+fn remove_index(
+    store: &Store,
+    name: &str,
+    ix: &crate::store::IndexRecord,
+) -> Result<(Vec<RemoveEvent>, Option<ImageRecord>)> {
+    let mut events = Vec::new();
+    match Reference::parse(name)
+        .ok()
+        .filter(|r| ix.references.contains(r))
+    {
+        Some(r) => {
+            store.untag(&r)?;
+            events.push(RemoveEvent::Untagged(r.familiar_string()));
+        }
+        None => {
+            for r in &ix.references {
+                events.push(RemoveEvent::Untagged(r.familiar_string()));
+            }
+            store.remove_image(&ix.digest)?;
+        }
+    }
+    if store.index_record(&ix.digest).is_ok() {
+        return Ok((events, None));
+    }
+    events.push(RemoveEvent::Deleted(ix.digest.clone()));
+    let first = ix.platforms().first().map(|(_, m)| m.clone());
+    let image = first.map(|m| store.image_blobs(&m)).transpose()?;
+    Ok((events, image))
 }
 
 /// `kiln rmi [-f] IMAGE...`: removes each name or image, then collects

@@ -28,7 +28,7 @@ use super::error::{io_err, ImageOpsError, Result};
 use crate::image::compression::Compression;
 use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::image::{Digest, Reference};
-use crate::store::{ImageRecord, Store, StoreError};
+use crate::store::{ImageRecord, IndexRecord, Store, StoreError};
 
 /// The annotation containerd and Docker use for an image's full name.
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
@@ -241,6 +241,68 @@ pub fn save_compressed<W: Write>(
             archive.write_compressed(store, &item.image, &packed, compression)?
         };
         archive.name(item, &manifest, layers);
+    }
+    archive.finish()
+}
+
+/// Writes a stored index of several platforms as an image archive under `tags`: every
+/// platform's image, the index (what `index.json` names, so OCI tools and Docker's
+/// containerd image store load every platform), and in `manifest.json` the host's image
+/// (else the first) under the tags, which is what `docker load` with Docker's classic image
+/// store reads: that store keeps one platform under a name.
+pub fn save_index<W: Write>(
+    store: &Store,
+    index: &IndexRecord,
+    tags: &[Reference],
+    out: W,
+    compression: Compression,
+) -> Result<W> {
+    let _lease = store.lease()?;
+    let mut items = Vec::new();
+    for d in index.index.manifests() {
+        let m = config::descriptor_digest("index", "manifests[].digest", d)?;
+        items.push(SaveItem {
+            image: store.image_blobs(&m)?,
+            tags: Vec::new(),
+        });
+    }
+    let packed = pack_all(store, &items, compression)?;
+    let mut archive = ArchiveWriter::new(out)?;
+    let host = crate::common::platform::Platform::host();
+    let mut entries = Vec::new();
+    let mut layer_lists = Vec::new();
+    for (item, d) in items.iter().zip(index.index.manifests()) {
+        let (mut manifest, layers) = if compression == Compression::None {
+            archive.write_stored(store, &item.image)?
+        } else {
+            archive.write_compressed(store, &item.image, &packed, compression)?
+        };
+        manifest.set_platform(d.platform().clone());
+        entries.push(manifest);
+        layer_lists.push(layers);
+    }
+    let docker = items
+        .iter()
+        .position(|i| crate::imageops::platform::suits(&i.image, &host))
+        .unwrap_or(0);
+    let bytes = if compression == Compression::None {
+        store.read_blob(&index.digest, "index", super::MAX_MANIFEST_SIZE)?
+    } else {
+        let mut out = crate::store::index::empty_index();
+        out.set_manifests(entries);
+        config::canonical_json("index", &out)?
+    };
+    let digest = Digest::of_bytes(&bytes);
+    if archive.written.insert(digest.clone()) {
+        append(&mut archive.b, &blob_name(&digest), &bytes)?;
+    }
+    let desc = config::descriptor(MEDIA_TYPE_INDEX, &digest, bytes.len() as u64);
+    if let (Some(item), Some(layers)) = (items.get(docker), layer_lists.get(docker)) {
+        let item = SaveItem {
+            image: item.image.clone(),
+            tags: tags.to_vec(),
+        };
+        archive.name(&item, &desc, layers.clone());
     }
     archive.finish()
 }

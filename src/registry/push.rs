@@ -20,7 +20,7 @@ use super::pull::{Progress, Status};
 use super::{media, Compression};
 use crate::image::config::{self};
 use crate::image::{Digest, Reference, Sha256Writer};
-use crate::store::{fsutil, ImageRecord, Store};
+use crate::store::{fsutil, ImageRecord, IndexRecord, Store};
 
 /// Opens a blob for reading from its start (called again for a retry).
 pub type OpenBlob<'a> =
@@ -284,6 +284,17 @@ fn push_inner(
     opts: &PushOptions,
     progress: Progress<'_>,
 ) -> Result<Pushed> {
+    let (repo, tag) = tag_of(target)?;
+    let manifest = push_image_blobs(store, client, image, &repo, opts, progress)?;
+    let digest = client.put_manifest(&repo, &tag, &manifest, media::OCI_MANIFEST)?;
+    Ok(Pushed {
+        digest,
+        size: manifest.len() as u64,
+    })
+}
+
+/// The repository and tag of a push target (`latest` when it has none); a digest is refused.
+fn tag_of(target: &Reference) -> Result<(String, String)> {
     if target.digest().is_some() {
         return Err(RegistryError::Invalid(
             "cannot push to a digest reference: give a tag".into(),
@@ -291,7 +302,18 @@ fn push_inner(
     }
     let target = target.clone().with_default_tag();
     let tag = target.tag().unwrap_or(crate::image::reference::DEFAULT_TAG);
-    let repo = target.path();
+    Ok((target.path().to_string(), tag.to_string()))
+}
+
+/// Pushes an image's layers (compressed) and config; returns the manifest to put.
+fn push_image_blobs(
+    store: &Store,
+    client: &Client,
+    image: &ImageRecord,
+    repo: &str,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Vec<u8>> {
     let blobs = push_layers(
         store,
         client,
@@ -311,9 +333,54 @@ fn push_inner(
     let manifest = config::canonical_json("manifest", &manifest)?;
     let config_blob = BlobSource::bytes(&config_bytes);
     push_blobs(client, repo, &[(&config_blob, String::new())], &|_, _| {})?;
-    let digest = client.put_manifest(repo, tag, &manifest, media::OCI_MANIFEST)?;
+    Ok(manifest)
+}
+
+/// Pushes a stored index of several platforms as `target`: each platform's image (its
+/// blobs, then its manifest by digest), then an index naming those manifests, with each
+/// entry's platform, under the tag. The registry's manifests list compressed layers, so
+/// their digests (and the index's) differ from the store's.
+pub fn push_index(
+    store: &Store,
+    client: &Client,
+    index: &IndexRecord,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Pushed> {
+    let shown = super::display(target);
+    push_index_inner(store, client, index, target, opts, progress)
+        .map_err(|e| e.for_image("pushing", &shown))
+}
+
+fn push_index_inner(
+    store: &Store,
+    client: &Client,
+    index: &IndexRecord,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Pushed> {
+    let (repo, tag) = tag_of(target)?;
+    let mut entries = Vec::new();
+    for d in index.index.manifests() {
+        let m = config::descriptor_digest("index", "manifests[].digest", d)?;
+        let image = store.image_blobs(&m)?;
+        let manifest = push_image_blobs(store, client, &image, &repo, opts, progress)?;
+        let by_digest = Digest::of_bytes(&manifest);
+        let digest =
+            client.put_manifest(&repo, by_digest.as_str(), &manifest, media::OCI_MANIFEST)?;
+        let mut entry = config::descriptor(media::OCI_MANIFEST, &digest, manifest.len() as u64);
+        entry.set_platform(d.platform().clone());
+        entries.push(entry);
+    }
+    let mut out = oci_spec::image::ImageIndex::default();
+    out.set_media_type(Some(oci_spec::image::MediaType::from(media::OCI_INDEX)));
+    out.set_manifests(entries);
+    let bytes = config::canonical_json("index", &out)?;
+    let digest = client.put_manifest(&repo, &tag, &bytes, media::OCI_INDEX)?;
     Ok(Pushed {
         digest,
-        size: manifest.len() as u64,
+        size: bytes.len() as u64,
     })
 }

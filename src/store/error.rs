@@ -114,6 +114,24 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// An index handed to `put_index_tagged` is not one kiln can keep under a tag.
+    #[error("image index {index} rejected: {reason}")]
+    InvalidIndex {
+        /// The index digest.
+        index: Digest,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A name holds an index of several platforms and none is the one asked for.
+    #[error("image {name} has no entry for platform {wanted} (it holds {available})")]
+    NoMatchingPlatform {
+        /// The name looked up.
+        name: String,
+        /// The platform asked for (the host's unless `--platform` said otherwise).
+        wanted: String,
+        /// The platforms the index holds, comma-separated.
+        available: String,
+    },
     /// No image matches a name, ID or digest.
     #[error("no such image: {name}")]
     ImageNotFound {

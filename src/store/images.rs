@@ -93,7 +93,7 @@ fn is_lower_hex(s: &str) -> bool {
 
 /// The reference as it is recorded for `manifest`: with a default tag if
 /// it has neither tag nor digest, and only the digest if it has both.
-fn reference_for_tag(reference: &Reference, manifest: &Digest) -> Result<Reference> {
+pub(super) fn reference_for_tag(reference: &Reference, manifest: &Digest) -> Result<Reference> {
     let r = reference.clone().with_default_tag();
     match r.digest() {
         None => Ok(r),
@@ -165,7 +165,7 @@ impl Store {
     }
 
     /// Checks an image before anything of it is stored; returns its config.
-    fn validate_image(
+    pub(super) fn validate_image(
         &self,
         manifest_digest: &Digest,
         config_bytes: &[u8],
@@ -371,8 +371,26 @@ impl Store {
     /// prefix of the image ID (`3f5a`, `sha256:3f5a`). A prefix matching
     /// several images is an error, as is an invalid reference that
     /// matches nothing.
+    ///
+    /// A name that holds an index of several platforms gives the index's entry for the
+    /// host's platform ([`Store::resolve_platform`] for another; [`Store::resolve_stored`]
+    /// for the index itself); an image ID finds an index's entry too.
     pub fn resolve(&self, name_or_id: &str) -> Result<ImageRecord> {
-        let images = self.list_images()?;
+        self.resolve_platform(name_or_id, None)
+    }
+
+    /// [`Store::resolve`] without indexes: images in `index.json`, and by ID the entries of
+    /// stored indexes.
+    pub(super) fn resolve_image_only(&self, name_or_id: &str) -> Result<ImageRecord> {
+        let mut images = self.list_images()?;
+        for i in self.index_images()? {
+            if !images
+                .iter()
+                .any(|x| x.manifest_digest == i.manifest_digest)
+            {
+                images.push(i);
+            }
+        }
         let s = name_or_id;
         let hex = s.strip_prefix("sha256:").unwrap_or(s);
         if reference::is_identifier(hex) {
@@ -449,7 +467,7 @@ impl Store {
 
     /// Reads the manifest and config of one image and collects its names
     /// from its index entries.
-    fn load_record(
+    pub(super) fn load_record(
         &self,
         manifest_digest: &Digest,
         entries: &[&Descriptor],
@@ -500,7 +518,11 @@ fn digest_of_entry(entry: &Descriptor) -> Result<Digest> {
 /// Points `name` at the manifest `template` describes, keeping whatever
 /// image it named before reachable. Returns that image's manifest digest if
 /// the name moved.
-fn retag(entries: &mut Vec<Descriptor>, template: &Descriptor, name: &str) -> Option<Digest> {
+pub(super) fn retag(
+    entries: &mut Vec<Descriptor>,
+    template: &Descriptor,
+    name: &str,
+) -> Option<Digest> {
     let previous: Vec<Descriptor> = entries
         .iter()
         .filter(|e| ref_name(e) == Some(name))

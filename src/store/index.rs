@@ -61,7 +61,7 @@ pub const ANNOTATION_UNTAGGED: &str = "dev.kiln.untagged";
 const MAX_INDEX_SIZE: u64 = 64 << 20;
 
 /// An empty index with its media type set.
-pub(crate) fn empty_index() -> ImageIndex {
+pub fn empty_index() -> ImageIndex {
     let mut index = ImageIndex::default();
     index.set_media_type(Some(MediaType::from(MEDIA_TYPE_INDEX)));
     index
@@ -122,7 +122,10 @@ pub(crate) fn settle(entries: &mut Vec<Descriptor>, template: &Descriptor) {
         .any(|e| points_at(e, &digest) && ref_name(e).is_some());
     if tagged {
         entries.retain(|e| !(points_at(e, &digest) && is_kiln_untagged(e)));
-    } else if !entries.iter().any(|e| points_at(e, &digest)) {
+    } else if !entries.iter().any(|e| points_at(e, &digest))
+        && template.media_type().to_string() != MEDIA_TYPE_INDEX
+    {
+        // An index left without a name is dropped (see `indexes`); an image is kept.
         entries.push(entry_for(template, None));
     }
 }

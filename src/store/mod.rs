@@ -27,6 +27,7 @@ pub(crate) mod fsutil;
 mod gc;
 mod images;
 pub mod index;
+mod indexes;
 mod lock;
 mod snapshots;
 
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 pub use error::{Result, StoreError};
 pub use gc::{GcReport, GcRoots, Problem};
 pub use images::ImageRecord;
+pub use indexes::{index_bytes, platform_descriptor, IndexRecord, Stored};
 pub use lock::Lease;
 pub use snapshots::{Snapshot, SnapshotReservation};
 

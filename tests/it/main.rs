@@ -39,6 +39,7 @@ mod inspect_keys;
 mod instructions_conformance;
 mod layering;
 mod mode_equivalence;
+mod multiplatform;
 mod own_image;
 mod parser_conformance;
 mod parser_robustness;

@@ -20,7 +20,7 @@ use crate::util::{require, stderr, stdout, TestStore};
 
 /// Whether arm64 and arm/v7 programs run here (natively or under an emulator registered
 /// with F); reported missing otherwise.
-fn emulation() -> bool {
+pub(crate) fn emulation() -> bool {
     let dir = Path::new(binfmt::DEFAULT_DIR);
     let ok = ["linux/arm64", "linux/arm/v7"]
         .iter()
@@ -34,7 +34,7 @@ fn emulation() -> bool {
 
 /// Imports Debian's busybox-static of `arch` (a Debian architecture) as `name`, recorded for
 /// `platform`. `false` when it cannot be had (reported missing).
-fn foreign_busybox(s: &TestStore, arch: &str, platform: &str, name: &str) -> bool {
+pub(crate) fn foreign_busybox(s: &TestStore, arch: &str, platform: &str, name: &str) -> bool {
     if !require::root() {
         return false;
     }
@@ -318,12 +318,28 @@ fn missing_emulation_is_a_clear_error_before_the_step_runs() {
         "{}",
         stderr(&o)
     );
-    // Several platforms in one build are for a later change: said plainly.
+    // Several platforms in one build: a base that is not the target's is the same clear
+    // error, and nothing is named.
     let o = s.kiln(
         &ctx,
-        &["build", "--platform", "linux/amd64,linux/arm64", "."],
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "two:1",
+            ".",
+        ],
         None,
     );
     assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the local store's image is for linux/arm64, not linux/amd64"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s
+        .kiln(&ctx, &["image", "inspect", "two:1"], None)
+        .status
+        .success());
 }

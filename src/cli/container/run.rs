@@ -209,6 +209,7 @@ fn create_options(root: &Path, a: &RunArgs, attach: bool) -> Result<CreateOption
     let _ = root;
     Ok(CreateOptions {
         image: a.image.clone(),
+        platform: None,
         command: a.command.clone(),
         entrypoint: a.entrypoint.clone(),
         env,
@@ -316,7 +317,7 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
         Err(_) => return EXIT_TOOL,
     };
     let attach_mode = start && !a.detach;
-    let opts = match create_options(root, a, attach_mode) {
+    let mut opts = match create_options(root, a, attach_mode) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("kiln: {e}");
@@ -335,7 +336,10 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
         }
     };
     let ready = ensure_image(&store, &a.image, a.pull, platform.as_ref())
-        .and_then(|()| check_emulation(&store, &a.image, platform.is_some()));
+        .and_then(|()| check_emulation(&store, &a.image, platform.as_ref()));
+    // A name holding an index of several platforms runs the entry for --platform (else
+    // the host's).
+    opts.platform = platform.clone();
     if let Err(e) = ready {
         // Docker's daemon errors: `run` exits 125, `create` 1.
         return if start {
@@ -394,16 +398,21 @@ pub(super) fn run_cmd(root: &Path, a: &RunArgs, start: bool) -> i32 {
 /// error) as `docker run` does: `missing` pulls a reference the store lacks, after Docker's
 /// "Unable to find image" line; `always` pulls whatever the store has; `never` refuses a
 /// missing image. References that name no repository (image IDs) are never pulled.
-/// With `--platform`, the stored image must be of that platform (one name holds one platform
-/// in the store; `--pull always` fetches the platform's image from the registry).
+/// With `--platform`, the stored image must be of that platform, or the name hold an index
+/// with an entry for it (`--pull always` fetches the platform's image from the registry).
 fn ensure_image(
     store: &Store,
     image: &str,
     policy: Pull,
     platform: Option<&Platform>,
 ) -> Result<(), String> {
-    let found = store.resolve(image);
+    let found = store.resolve_platform(image, platform);
     let missing = matches!(found, Err(StoreError::ImageNotFound { .. }));
+    if let Err(e @ StoreError::NoMatchingPlatform { .. }) = &found {
+        if policy != Pull::Always {
+            return Err(e.to_string());
+        }
+    }
     let hex = image.strip_prefix("sha256:").unwrap_or(image);
     if is_identifier(hex) || !(missing || policy == Pull::Always) {
         return match (found, platform) {
@@ -430,10 +439,10 @@ fn ensure_image(
 /// An image of a foreign platform runs under an emulator registered in binfmt_misc: refused
 /// before the container is made when there is none. Without `--platform`, Docker's warning
 /// that the image is not the host's.
-fn check_emulation(store: &Store, image: &str, asked: bool) -> Result<(), String> {
+fn check_emulation(store: &Store, image: &str, asked: Option<&Platform>) -> Result<(), String> {
     use kiln::executor::binfmt;
     let Some(p) = store
-        .resolve(image)
+        .resolve_platform(image, asked)
         .ok()
         .and_then(|rec| platform::image_platform(&rec))
     else {
@@ -442,7 +451,7 @@ fn check_emulation(store: &Store, image: &str, asked: bool) -> Result<(), String
     binfmt::support(&p, &binfmt::dir()).map_err(|e| e.to_string())?;
     let host = Platform::host();
     let native = p.os == host.os && p.architecture == host.architecture;
-    if !asked && !native {
+    if asked.is_none() && !native {
         eprintln!(
             "WARNING: The requested image's platform ({p}) does not match the detected host \
              platform ({host}) and no specific platform was requested"

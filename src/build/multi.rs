@@ -1,0 +1,236 @@
+//! A build for several platforms at once (`--platform linux/amd64,linux/arm64`): one build
+//! per platform, in parallel up to the number of cores, sharing the context scan, the step
+//! numbers, the pulls and the steps in flight, each platform's steps shown with its name
+//! (`[linux/arm64 build 2/3]`), and the images stored as one OCI index under the tags.
+//!
+//! Steps that have the same key for every platform (a `FROM --platform=$BUILDPLATFORM`
+//! stage that reads no target ARG) run once: the first build to miss one runs it, and the
+//! others wait for it and then find it in the cache ([`Flights`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
+
+use super::{build_with, BuildError, BuildEvent, BuildRequest, BuildResult, Commit, Progress};
+use crate::common::platform::Platform;
+use crate::image::Digest;
+use crate::store::Store;
+
+/// The context and its stat cache, scanned on first use.
+type Scanned = Option<(crate::context::Context, crate::context::StatCache)>;
+
+/// What the builds of one command share.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// The build context and its stat cache, scanned (and hashed) once for every stage and
+    /// every platform.
+    pub(crate) context: Mutex<Scanned>,
+    /// Step numbers, unique across the platforms (the progress view tells steps by them).
+    pub(crate) step_id: AtomicUsize,
+    /// Base images pulled, by name and platform.
+    pub(crate) pulled: Mutex<HashMap<String, crate::store::ImageRecord>>,
+    /// Steps being run, by key.
+    pub(crate) flights: Flights,
+}
+
+impl Shared {
+    /// Once every build is over: the stat cache saved, the context's listing freed off the
+    /// way out (that takes milliseconds for a big context).
+    pub(crate) fn finish(&self) {
+        let scanned = self
+            .context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((_, mut c)) = scanned {
+            if let Err(e) = c.save() {
+                tracing::warn!(error = %e, "cannot save the build context's stat cache");
+            }
+            std::thread::spawn(move || drop(c));
+        }
+    }
+}
+
+/// The keys of the steps being run, each by the thread running it.
+#[derive(Default)]
+pub(crate) struct Flights {
+    running: Mutex<HashMap<String, ThreadId>>,
+    landed: Condvar,
+}
+
+impl Flights {
+    /// Before running the step `key` (it missed the cache): true when this thread is to run
+    /// it (now marked as running); false once another thread that ran it has finished, so
+    /// that the caller looks the key up again.
+    pub(crate) fn take_off(&self, key: &Digest) -> bool {
+        let me = std::thread::current().id();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waited = false;
+        loop {
+            match running.get(key.as_str()) {
+                Some(owner) if *owner == me => return true,
+                Some(_) => {
+                    waited = true;
+                    running = self.landed.wait(running).unwrap_or_else(|p| p.into_inner());
+                }
+                None if waited => return false,
+                None => {
+                    running.insert(key.to_string(), me);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// After a step (recorded or failed): the keys this thread ran are free.
+    pub(crate) fn land(&self) {
+        let me = std::thread::current().id();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let before = running.len();
+        running.retain(|_, owner| *owner != me);
+        if running.len() != before {
+            self.landed.notify_all();
+        }
+    }
+}
+
+/// Passes events on with each step's label prefixed by the platform, as BuildKit shows a
+/// multi-platform build (`[linux/arm64 build 2/3] RUN …`).
+struct Prefixed<'a> {
+    inner: &'a dyn Progress,
+    platform: String,
+}
+
+impl Progress for Prefixed<'_> {
+    fn event(&self, e: BuildEvent) {
+        match e {
+            BuildEvent::Step { id, stage, text } => self.inner.event(BuildEvent::Step {
+                id,
+                stage: format!("{} {stage}", self.platform),
+                text,
+            }),
+            other => self.inner.event(other),
+        }
+    }
+}
+
+/// The result of a build of several platforms.
+#[derive(Debug, Clone)]
+pub struct MultiBuildResult {
+    /// The digest of the index naming every platform's image.
+    pub index_digest: Digest,
+    /// Each platform's image, in the order the platforms were given.
+    pub images: Vec<(Platform, BuildResult)>,
+    /// Warnings of every platform's build.
+    pub warnings: Vec<String>,
+}
+
+/// Builds `req` for each of `platforms` (at least one; duplicates are one) and stores the
+/// images as one OCI index under `req.tags`. `req.platform` is ignored. The first failing
+/// platform's error is returned; nothing is tagged then.
+pub fn build_platforms(
+    store: &Store,
+    req: &BuildRequest,
+    platforms: &[Platform],
+    progress: &dyn Progress,
+) -> Result<MultiBuildResult, BuildError> {
+    let mut unique: Vec<Platform> = Vec::new();
+    for p in platforms.iter().map(Platform::normalized) {
+        if !unique.contains(&p) {
+            unique.push(p);
+        }
+    }
+    if !req.cache_to.is_empty() {
+        return Err(BuildError::MultiPlatformCacheTo);
+    }
+    let shared = Shared::default();
+    // The platforms' images are not named until the index is: the lease keeps them from a
+    // concurrent garbage collection.
+    let _lease = store.lease()?;
+    let results = run_parallel(store, req, &unique, progress, &shared);
+    shared.finish();
+    let mut images = Vec::new();
+    let mut warnings = Vec::new();
+    for (p, r) in unique.into_iter().zip(results) {
+        let r = r?;
+        warnings.extend(r.warnings.iter().cloned());
+        images.push((p, r));
+    }
+    let records = images
+        .iter()
+        .map(|(_, r)| store.image_blobs(&r.manifest_digest))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = crate::store::index_bytes(&records)?;
+    let index = store.put_index_tagged(&bytes, &req.tags)?;
+    Ok(MultiBuildResult {
+        index_digest: index.digest,
+        images,
+        warnings,
+    })
+}
+
+/// Each platform's build, on at most as many threads as there are cores.
+fn run_parallel(
+    store: &Store,
+    req: &BuildRequest,
+    platforms: &[Platform],
+    progress: &dyn Progress,
+    shared: &Shared,
+) -> Vec<Result<BuildResult, BuildError>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores.clamp(1, platforms.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<BuildResult, BuildError>>>> =
+        Mutex::new(platforms.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(p) = platforms.get(i) else { break };
+                let mut one = req.clone();
+                one.platform = Some(p.clone());
+                one.tags = Vec::new();
+                let shown = Prefixed {
+                    inner: progress,
+                    platform: p.to_string(),
+                };
+                let r = build_with(store, &one, &shown, shared, Commit::Platform);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(BuildError::Panicked)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_in_flight_runs_once() {
+        let flights = std::sync::Arc::new(Flights::default());
+        let key = Digest::of_bytes(b"step");
+        assert!(flights.take_off(&key));
+        assert!(flights.take_off(&key), "the owner may ask again");
+        let other = {
+            let (flights, key) = (flights.clone(), key.clone());
+            std::thread::spawn(move || flights.take_off(&key))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!other.is_finished(), "the second waits for the first");
+        flights.land();
+        assert!(!other.join().unwrap(), "and then looks the key up again");
+        // Nobody runs it now (the first failed, say): the next one takes it.
+        let again = {
+            let (flights, key) = (flights.clone(), key.clone());
+            std::thread::spawn(move || flights.take_off(&key))
+        };
+        assert!(again.join().unwrap());
+    }
+}

@@ -1,0 +1,484 @@
+//! Image indexes kept under a tag: one name for the images of several platforms, as
+//! `kiln build --platform linux/amd64,linux/arm64` makes them.
+//!
+//! The tag's `index.json` entry has the OCI index media type and points at an index blob
+//! whose `manifests` name one stored image per platform (each descriptor with its
+//! `platform`). The platforms' images have no `index.json` entry of their own: they are
+//! reachable through the index, so garbage collection keeps them while the index is named
+//! and `kiln images` lists the index once, as Docker lists a manifest list. An index that
+//! loses its last name is dropped from `index.json` (no dangling indexes are kept), and its
+//! images go with it at the next garbage collection.
+
+use oci_spec::image::{Descriptor, ImageIndex, PlatformBuilder};
+
+use super::error::{Result, StoreError};
+use super::images::{ImageRecord, MAX_MANIFEST_SIZE};
+use super::index::{points_at, ref_name};
+use super::Store;
+use crate::common::platform::Platform;
+use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::{Digest, Reference};
+
+/// An index of several platforms' images kept under one or more names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRecord {
+    /// The index blob's digest (what `kiln images` shows as its ID).
+    pub digest: Digest,
+    /// The index blob's size.
+    pub size: u64,
+    /// Its names (tags and names by digest), sorted.
+    pub references: Vec<Reference>,
+    /// Names other tools wrote that are not Docker references.
+    pub other_names: Vec<String>,
+    /// The parsed index.
+    pub index: ImageIndex,
+}
+
+impl IndexRecord {
+    /// The tagged references.
+    pub fn tags(&self) -> impl Iterator<Item = &Reference> {
+        self.references.iter().filter(|r| r.tag().is_some())
+    }
+
+    /// Each entry's platform (normalized) and manifest digest, in the index's order; an
+    /// entry without a platform or with a bad digest is left out.
+    pub fn platforms(&self) -> Vec<(Platform, Digest)> {
+        self.index
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                let p = d.platform().as_ref()?;
+                let digest = Digest::try_from(d.digest()).ok()?;
+                let platform = Platform {
+                    os: p.os().to_string(),
+                    architecture: p.architecture().to_string(),
+                    variant: p.variant().clone(),
+                }
+                .normalized();
+                Some((platform, digest))
+            })
+            .collect()
+    }
+
+    /// The manifest of the entry for `wanted` (a variant missing on either side matches).
+    pub fn manifest_for(&self, wanted: &Platform) -> Option<Digest> {
+        let wanted = wanted.normalized();
+        self.platforms()
+            .into_iter()
+            .find(|(p, _)| wanted.matches(&p.os, &p.architecture, p.variant.as_deref()))
+            .map(|(_, d)| d)
+    }
+
+    /// The platforms it holds, comma-separated (for messages).
+    pub fn platform_list(&self) -> String {
+        self.platforms()
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a name in the store stands for: one image, or an index of several platforms'.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// A single image.
+    Image(Box<ImageRecord>),
+    /// An index.
+    Index(Box<IndexRecord>),
+}
+
+/// The index descriptor of one stored image: its manifest with its config's platform.
+pub fn platform_descriptor(image: &ImageRecord) -> Descriptor {
+    let mut d = config::descriptor(
+        MEDIA_TYPE_MANIFEST,
+        &image.manifest_digest,
+        image.manifest_size,
+    );
+    let c = &image.config;
+    let mut p = PlatformBuilder::default()
+        .architecture(c.architecture().clone())
+        .os(c.os().clone());
+    if let Some(v) = c.variant() {
+        p = p.variant(v.clone());
+    }
+    if let Ok(p) = p.build() {
+        d.set_platform(Some(p));
+    }
+    d
+}
+
+/// The bytes of an OCI index naming `images` in the order given (canonical JSON, nothing
+/// time-dependent: the same images always give the same index digest).
+pub fn index_bytes(images: &[ImageRecord]) -> Result<Vec<u8>> {
+    let mut index = super::index::empty_index();
+    index.set_manifests(images.iter().map(platform_descriptor).collect());
+    Ok(config::canonical_json("index", &index)?)
+}
+
+fn is_index_entry(e: &Descriptor) -> bool {
+    e.media_type().to_string() == MEDIA_TYPE_INDEX
+}
+
+impl Store {
+    /// Stores an image's config and manifest blobs without recording it in `index.json`:
+    /// a platform's image that an index will name ([`Store::put_index_tagged`]). Checked as
+    /// [`Store::put_image`] checks. The caller holds a [`super::Lease`] until the index is
+    /// recorded, so garbage collection cannot take the blobs in between.
+    pub fn put_platform_image(
+        &self,
+        config_bytes: &[u8],
+        manifest_bytes: &[u8],
+    ) -> Result<ImageRecord> {
+        let _gc = self.gc_shared()?;
+        let manifest_digest = Digest::of_bytes(manifest_bytes);
+        self.validate_image(&manifest_digest, config_bytes, manifest_bytes)?;
+        let id = config::image_id(config_bytes);
+        self.put_blob_bytes(config_bytes, Some(&id))?;
+        self.put_blob_bytes(manifest_bytes, Some(&manifest_digest))?;
+        self.image_blobs(&manifest_digest)
+    }
+
+    /// An image by its manifest digest, from its blobs alone (an index's entry, which has
+    /// no `index.json` entry): no names.
+    pub fn image_blobs(&self, manifest: &Digest) -> Result<ImageRecord> {
+        self.load_record(manifest, &[])
+    }
+
+    /// Records the index `index_bytes` under `tags` in one `index.json` update. Every entry
+    /// must be an OCI image manifest already stored with its config and layers, and name
+    /// its platform; two entries may not name the same platform. A tag that named something
+    /// else moves (that image becomes untagged, an index is dropped).
+    pub fn put_index_tagged(&self, index_bytes: &[u8], tags: &[Reference]) -> Result<IndexRecord> {
+        let _gc = self.gc_shared()?;
+        let digest = Digest::of_bytes(index_bytes);
+        let reject = |reason: String| StoreError::InvalidIndex {
+            index: digest.clone(),
+            reason,
+        };
+        if index_bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(reject(format!(
+                "it is {} bytes, more than the {MAX_MANIFEST_SIZE} allowed",
+                index_bytes.len()
+            )));
+        }
+        let index = config::parse_index(index_bytes)?;
+        let mut seen: Vec<Platform> = Vec::new();
+        for (i, d) in index.manifests().iter().enumerate() {
+            if d.media_type().to_string() != MEDIA_TYPE_MANIFEST {
+                return Err(reject(format!(
+                    "entry {i} is a {}, not an image manifest",
+                    d.media_type()
+                )));
+            }
+            let m = config::descriptor_digest("index", format!("manifests[{i}].digest"), d)?;
+            let image = self
+                .image_blobs(&m)
+                .map_err(|e| reject(format!("entry {i} ({m}) is not a stored image: {e}")))?;
+            if image.manifest_size != d.size() {
+                return Err(reject(format!(
+                    "entry {i} says {} bytes, the stored manifest is {}",
+                    d.size(),
+                    image.manifest_size
+                )));
+            }
+            let Some(p) = d.platform() else {
+                return Err(reject(format!("entry {i} names no platform")));
+            };
+            let p = Platform {
+                os: p.os().to_string(),
+                architecture: p.architecture().to_string(),
+                variant: p.variant().clone(),
+            }
+            .normalized();
+            if seen.contains(&p) {
+                return Err(reject(format!("two entries are for {p}")));
+            }
+            seen.push(p);
+        }
+        let names = tags
+            .iter()
+            .map(|t| super::images::reference_for_tag(t, &digest))
+            .collect::<Result<Vec<_>>>()?;
+        self.put_blob_bytes(index_bytes, Some(&digest))?;
+        let template = config::descriptor(MEDIA_TYPE_INDEX, &digest, index_bytes.len() as u64);
+        self.update_index(|entries| {
+            for n in &names {
+                super::images::retag(entries, &template, &n.to_string());
+            }
+            Ok(())
+        })?;
+        tracing::debug!(index = %digest, "stored image index");
+        if names.is_empty() {
+            // Kept only as blobs (for an export right after): nothing names it.
+            return self.index_blob(&digest);
+        }
+        self.index_record(&digest)
+    }
+
+    /// The index with digest `digest`, if `index.json` records it.
+    pub fn index_record(&self, digest: &Digest) -> Result<IndexRecord> {
+        let index = self.read_index()?;
+        let entries: Vec<&Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|e| is_index_entry(e) && points_at(e, digest))
+            .collect();
+        if entries.is_empty() {
+            return Err(StoreError::ImageNotFound {
+                name: digest.to_string(),
+            });
+        }
+        self.load_index_record(digest, &entries)
+    }
+
+    /// An index by digest from its blob alone (named in `index.json` or not): no names.
+    pub fn index_blob(&self, digest: &Digest) -> Result<IndexRecord> {
+        self.load_index_record(digest, &[])
+    }
+
+    /// Every index `index.json` names (indexes other tools left without a readable blob are
+    /// logged and left out).
+    pub fn list_indexes(&self) -> Result<Vec<IndexRecord>> {
+        let index = self.read_index()?;
+        let mut order: Vec<Digest> = Vec::new();
+        for e in index.manifests().iter().filter(|e| is_index_entry(e)) {
+            if let Ok(d) = Digest::try_from(e.digest()) {
+                if !order.contains(&d) {
+                    order.push(d);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for d in order {
+            let entries: Vec<&Descriptor> = index
+                .manifests()
+                .iter()
+                .filter(|e| is_index_entry(e) && points_at(e, &d))
+                .collect();
+            match self.load_index_record(&d, &entries) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(index = %d, error = %e, "skipping unreadable index"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_index_record(&self, digest: &Digest, entries: &[&Descriptor]) -> Result<IndexRecord> {
+        let bytes = self.read_blob(digest, "index", MAX_MANIFEST_SIZE)?;
+        let index = config::parse_index(&bytes)?;
+        let mut references = Vec::new();
+        let mut other_names = Vec::new();
+        for name in entries.iter().filter_map(|e| ref_name(e)) {
+            match Reference::parse_normalized_named(name) {
+                Ok(r) if r.to_string() == name && !r.is_name_only() => references.push(r),
+                _ => other_names.push(name.to_owned()),
+            }
+        }
+        references.sort();
+        references.dedup();
+        other_names.sort();
+        other_names.dedup();
+        Ok(IndexRecord {
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            references,
+            other_names,
+            index,
+        })
+    }
+
+    /// Finds an index by name (tag, `name@<index digest>`, another tool's name) or by its
+    /// digest (`sha256:…`, 64 hex digits, or a unique prefix of 12 or more).
+    fn find_index(&self, s: &str) -> Result<Option<IndexRecord>> {
+        let indexes = self.list_indexes()?;
+        if indexes.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(r) = Reference::parse(s) {
+            let found = match r.digest() {
+                Some(d) => indexes
+                    .iter()
+                    .find(|i| i.digest == *d && i.references.iter().any(|n| n.name() == r.name())),
+                None => indexes.iter().find(|i| i.references.contains(&r)),
+            };
+            if let Some(i) = found {
+                return Ok(Some(i.clone()));
+            }
+        }
+        if let Some(i) = indexes
+            .iter()
+            .find(|i| i.other_names.iter().any(|n| n == s))
+        {
+            return Ok(Some(i.clone()));
+        }
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let found: Vec<&IndexRecord> = indexes
+                .iter()
+                .filter(|i| i.digest.hex().starts_with(hex))
+                .collect();
+            if found.len() == 1 {
+                return Ok(Some(found[0].clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What `name_or_id` names: an image as [`Store::resolve`] finds it, else an index.
+    pub fn resolve_stored(&self, name_or_id: &str) -> Result<Stored> {
+        match self.resolve_image_only(name_or_id) {
+            Ok(i) => Ok(Stored::Image(Box::new(i))),
+            Err(e @ (StoreError::ImageNotFound { .. } | StoreError::Reference(_))) => {
+                match self.find_index(name_or_id)? {
+                    Some(i) => Ok(Stored::Index(Box::new(i))),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The image `name_or_id` names for `platform`: the image itself (whatever its
+    /// platform: the caller checks it), or an index's entry for the platform (the host's
+    /// when `None`), which is an error when the index has none.
+    pub fn resolve_platform(
+        &self,
+        name_or_id: &str,
+        platform: Option<&Platform>,
+    ) -> Result<ImageRecord> {
+        match self.resolve_stored(name_or_id)? {
+            Stored::Image(i) => Ok(*i),
+            Stored::Index(ix) => {
+                let wanted = platform.cloned().unwrap_or_else(Platform::host);
+                let m = ix
+                    .manifest_for(&wanted)
+                    .ok_or_else(|| StoreError::NoMatchingPlatform {
+                        name: name_or_id.to_owned(),
+                        wanted: wanted.to_string(),
+                        available: ix.platform_list(),
+                    })?;
+                let mut rec = self.image_blobs(&m)?;
+                // The entry answers to the index's names (what `kiln run` records).
+                rec.references = ix.references.clone();
+                Ok(rec)
+            }
+        }
+    }
+
+    /// Every image an index in `index.json` names, by manifest digest (no names).
+    pub(crate) fn index_images(&self) -> Result<Vec<ImageRecord>> {
+        let mut out: Vec<ImageRecord> = Vec::new();
+        for ix in self.list_indexes()? {
+            for (_, m) in ix.platforms() {
+                if out.iter().any(|i| i.manifest_digest == m) {
+                    continue;
+                }
+                match self.image_blobs(&m) {
+                    Ok(i) => out.push(i),
+                    Err(e) => tracing::warn!(manifest = %m, error = %e, "unreadable index entry"),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{image_bytes, temp_store};
+
+    /// Stores an image for `platform` without an `index.json` entry.
+    fn platform_image(store: &Store, platform: &str, label: &str) -> ImageRecord {
+        let layer = store.put_blob_bytes(label.as_bytes(), None).unwrap();
+        let (config, manifest) = image_bytes(store, &[layer], label);
+        let p = Platform::parse(platform).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        v["architecture"] = p.architecture.clone().into();
+        if let Some(var) = &p.variant {
+            v["variant"] = var.clone().into();
+        }
+        let config = serde_json::to_vec(&v).unwrap();
+        let manifest = String::from_utf8(manifest).unwrap();
+        let old: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        let mut m = old.clone();
+        m["config"]["digest"] = Digest::of_bytes(&config).to_string().into();
+        m["config"]["size"] = config.len().into();
+        let manifest = config::canonical_json("manifest", &m).unwrap();
+        store.put_platform_image(&config, &manifest).unwrap()
+    }
+
+    fn r(s: &str) -> Reference {
+        Reference::parse(s).unwrap()
+    }
+
+    #[test]
+    fn an_index_under_a_tag_resolves_per_platform_and_survives_gc() {
+        let (_dir, store) = temp_store();
+        let amd = platform_image(&store, "linux/amd64", "a");
+        let arm = platform_image(&store, "linux/arm64", "b");
+        let v7 = platform_image(&store, "linux/arm/v7", "c");
+        let bytes = index_bytes(&[amd.clone(), arm.clone(), v7.clone()]).unwrap();
+        let ix = store.put_index_tagged(&bytes, &[r("app:1")]).unwrap();
+        assert_eq!(ix.platforms().len(), 3);
+        assert_eq!(ix.platform_list(), "linux/amd64, linux/arm64, linux/arm/v7");
+        // Only the index is named; its images are not listed on their own.
+        assert!(store.list_images().unwrap().is_empty());
+        assert_eq!(store.list_indexes().unwrap(), vec![ix.clone()]);
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let pick = |s: &str| {
+            store
+                .resolve_platform("app:1", Some(&p(s)))
+                .map(|i| i.manifest_digest)
+        };
+        assert_eq!(pick("linux/arm64").unwrap(), arm.manifest_digest);
+        assert_eq!(pick("linux/arm").unwrap(), v7.manifest_digest);
+        assert!(matches!(
+            pick("linux/s390x"),
+            Err(StoreError::NoMatchingPlatform { .. })
+        ));
+        assert!(matches!(
+            store.resolve_stored("app:1").unwrap(),
+            Stored::Index(_)
+        ));
+        // By the index digest, and an entry by its image ID.
+        assert!(matches!(
+            store.resolve_stored(ix.digest.as_str()).unwrap(),
+            Stored::Index(_)
+        ));
+        assert_eq!(store.resolve(arm.id.as_str()).unwrap().id, arm.id);
+        // The images stay through gc while the index is named, and go once it is not.
+        store.gc().unwrap();
+        for i in [&amd, &arm, &v7] {
+            assert!(store.has_blob(&i.manifest_digest) && store.has_blob(&i.id));
+        }
+        store.tag(&r("app:2"), &ix.digest).unwrap();
+        store.untag(&r("app:1")).unwrap();
+        assert_eq!(store.list_indexes().unwrap().len(), 1);
+        store.untag(&r("app:2")).unwrap();
+        assert!(
+            store.list_indexes().unwrap().is_empty(),
+            "no dangling index"
+        );
+        assert!(store.read_index().unwrap().manifests().is_empty());
+        store.gc().unwrap();
+        assert!(!store.has_blob(&arm.manifest_digest));
+    }
+
+    #[test]
+    fn an_index_of_missing_or_duplicate_platforms_is_refused() {
+        let (_dir, store) = temp_store();
+        let a = platform_image(&store, "linux/arm64", "a");
+        let b = platform_image(&store, "linux/arm64/v8", "b");
+        let bytes = index_bytes(&[a.clone(), b]).unwrap();
+        let err = store.put_index_tagged(&bytes, &[r("x:1")]).unwrap_err();
+        assert!(err.to_string().contains("two entries"), "{err}");
+        let mut missing = a.clone();
+        missing.manifest_digest = Digest::of_bytes(b"nothing");
+        let bytes = index_bytes(&[missing]).unwrap();
+        let err = store.put_index_tagged(&bytes, &[r("x:1")]).unwrap_err();
+        assert!(err.to_string().contains("not a stored image"), "{err}");
+        assert!(store.read_index().unwrap().manifests().is_empty());
+    }
+}
