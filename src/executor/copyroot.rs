@@ -45,16 +45,23 @@ struct Stamp {
 }
 
 /// How recent a ctime must be, at the time of the index or the diff, for the generation
-/// to be read too: far above any filesystem clock tick (a jiffy; one second on the coarsest
-/// filesystems kiln's store can be on).
-pub const RECENT: std::time::Duration = std::time::Duration::from_secs(3);
+/// to be read too: far above the tick of the clock filesystems stamp inodes with (a jiffy,
+/// at most 10 ms). A ctime with no nanoseconds may come from a filesystem that keeps whole
+/// seconds only: [`RECENT_COARSE`] then.
+pub const RECENT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// [`RECENT`] for ctimes in whole seconds.
+pub const RECENT_COARSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Stamp {
     /// Whether this entry is the same inode as `prev` (not deleted and recreated).
     fn same_inode(&self, prev: &Stamp) -> bool {
         self.ino == prev.ino
             && self.fmt == prev.fmt
-            && (prev.generation.is_none() || self.generation == prev.generation)
+            && match (self.generation, prev.generation) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 
     /// Whether nothing changed since `prev`.
@@ -95,10 +102,19 @@ fn generation(path: &Path, m: &fs::Metadata) -> u64 {
     }
 }
 
-/// The stamp of `path`; `recent_from`: ctimes at or after it (seconds) get the generation
-/// too, and so does every entry when `prev` has one.
-fn stamp(path: &Path, m: &fs::Metadata, recent_from: i64, prev: Option<&Stamp>) -> Stamp {
-    let wants_generation = m.ctime() >= recent_from || prev.is_some_and(|p| p.generation.is_some());
+/// The stamp of `path` as of `now` (nanoseconds since the epoch): with the generation if
+/// its ctime is recent, or if `prev` has one and the inode number is the same (only the
+/// generation can tell a recreated inode from the old one then).
+fn stamp(path: &Path, m: &fs::Metadata, now: i128, prev: Option<&Stamp>) -> Stamp {
+    let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+    let window = if m.ctime_nsec() == 0 {
+        RECENT_COARSE
+    } else {
+        RECENT
+    };
+    let recent = ctime >= now - window.as_nanos() as i128;
+    let ambiguous = prev.is_some_and(|p| p.generation.is_some() && p.ino == m.ino());
+    let wants_generation = recent || ambiguous;
     Stamp {
         ino: m.ino(),
         generation: wants_generation.then(|| generation(path, m)),
@@ -108,12 +124,11 @@ fn stamp(path: &Path, m: &fs::Metadata, recent_from: i64, prev: Option<&Stamp>) 
     }
 }
 
-/// The ctime (seconds) from which a stamp taken now reads the generation.
-fn recent_from() -> i64 {
-    let now = std::time::SystemTime::now()
+/// Now, in nanoseconds since the epoch (what [`stamp`] measures recency against).
+fn recent_from() -> i128 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    now - RECENT.as_secs() as i64
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -319,7 +334,7 @@ pub fn record(root: &Path) -> io::Result<Manifest> {
     Ok(m)
 }
 
-fn record_dir(root: &Path, rel: &Path, m: &mut Manifest, recent: i64) -> io::Result<()> {
+fn record_dir(root: &Path, rel: &Path, m: &mut Manifest, recent: i128) -> io::Result<()> {
     for name in sorted_names(&root.join(rel))? {
         let r = rel.join(&name);
         let full = root.join(&r);
@@ -397,7 +412,7 @@ struct Diff<'a> {
     /// The index of the root as the diff found it (what the next step on this root starts
     /// from): every entry walked, with its stamp now.
     after: Manifest,
-    recent: i64,
+    recent: i128,
     /// Directories that replaced an earlier one (opaque): their old children need no whiteouts.
     replaced: HashSet<PathBuf>,
     links: HashMap<(u64, u64), PathBuf>,

@@ -13,10 +13,14 @@
 //!   `urandom` and `tty` made with `mknod` (kiln has `CAP_MKNOD` there), `/etc/hosts` and
 //!   `/etc/resolv.conf` are written, and every `RUN --mount` (bind, cache, tmpfs, secret,
 //!   ssh) becomes a copy of its source at its target. None of them reaches the layer: the
-//!   diff skips what is under `/dev`, `/proc` and `/sys`, those two files and every mount
-//!   target. Writable mounts (caches) are copied back to their source after the step, under
-//!   the lock the builder holds. There is no `/proc` unless the `/proc` emulation supplies
-//!   one (a seccomp user-notification supervisor; see [`spawn`] for its hook).
+//!   diff skips `/dev`, `/proc` and `/sys`, those two files and every mount target.
+//!   Writable mounts (caches) are copied back to their source after the step, under the
+//!   lock the builder holds; then every stand-in is taken out again. `/proc` and missing
+//!   `/dev` nodes come from the seccomp user-notification supervisor (`executor::notify`,
+//!   started by [`spawn`]).
+//! * **Reuse** ([`pool`]): a successful build step's root, stand-ins out, is kept for the
+//!   next step whose lowers are this step's layer on the same chain, with the index the
+//!   diff took; every other step gets a fresh copy.
 //! * **Process** ([`spawn`]): `fork` (no namespace flags); in the child `chroot` into the
 //!   copy, `PR_SET_NO_NEW_PRIVS`, drop every capability but CHOWN, DAC_OVERRIDE, FOWNER,
 //!   FSETID, SETUID, SETGID, KILL and NET_BIND_SERVICE from all five sets, install
@@ -102,6 +106,9 @@ fn run_prepared(
     let (key, carried) = reusable_root(spec, step)?;
     if carried.is_none() {
         build(step, spec)?;
+        // Every entry of a fresh copy has a recent ctime, so the index would read each one's
+        // generation (an open and an ioctl); once the window has passed it needs none.
+        std::thread::sleep(copyroot::RECENT + std::time::Duration::from_millis(5));
     }
     let standins = root::StandIns::place(&step.rootfs, step)?;
     let manifest = match carried {
