@@ -7,6 +7,13 @@
 //! which `touch -r` or archive extraction can). A directory that was removed and recreated
 //! has a new inode and becomes opaque. Hard links between new files are copied as separate
 //! files. Extended attributes are copied on a best-effort basis.
+//!
+//! Cost: one `lstat` per entry for the index and for the diff; file contents are read only
+//! for what changed. The generation needs an open and an `ioctl`, so it is read only for
+//! entries whose ctime is recent ([`RECENT`]): a file deleted and recreated with the same
+//! inode number has the old ctime only if both fall in one tick of the filesystem's clock,
+//! and every change a step makes comes after the index was taken, so an entry whose ctime
+//! is older than that margin cannot be confused with a recreated one.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -27,13 +34,40 @@ pub struct Manifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     ino: u64,
-    /// The inode's generation: a deleted and recreated file can get the same inode number
-    /// (and, within the filesystem's coarse clock tick, the same ctime), never the same
-    /// generation on filesystems that keep one (ext4, btrfs, xfs, tmpfs).
-    generation: u64,
+    /// The inode's generation, read for recently changed entries only (see the module
+    /// docs): a deleted and recreated file can get the same inode number (and, within the
+    /// filesystem's coarse clock tick, the same ctime), never the same generation on
+    /// filesystems that keep one (ext4, btrfs, xfs, tmpfs).
+    generation: Option<u64>,
     fmt: u32,
     ctime: i64,
     ctime_nsec: i64,
+}
+
+/// How recent a ctime must be, at the time of the index or the diff, for the generation
+/// to be read too: far above the tick of the clock filesystems stamp inodes with (a jiffy,
+/// at most 10 ms). A ctime with no nanoseconds may come from a filesystem that keeps whole
+/// seconds only: [`RECENT_COARSE`] then.
+pub const RECENT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// [`RECENT`] for ctimes in whole seconds.
+pub const RECENT_COARSE: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Stamp {
+    /// Whether this entry is the same inode as `prev` (not deleted and recreated).
+    fn same_inode(&self, prev: &Stamp) -> bool {
+        self.ino == prev.ino
+            && self.fmt == prev.fmt
+            && match (self.generation, prev.generation) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// Whether nothing changed since `prev`.
+    fn unchanged(&self, prev: &Stamp) -> bool {
+        self.same_inode(prev) && self.ctime == prev.ctime && self.ctime_nsec == prev.ctime_nsec
+    }
 }
 
 /// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`.
@@ -68,14 +102,33 @@ fn generation(path: &Path, m: &fs::Metadata) -> u64 {
     }
 }
 
-fn stamp(path: &Path, m: &fs::Metadata) -> Stamp {
+/// The stamp of `path` as of `now` (nanoseconds since the epoch): with the generation if
+/// its ctime is recent, or if `prev` has one and the inode number is the same (only the
+/// generation can tell a recreated inode from the old one then).
+fn stamp(path: &Path, m: &fs::Metadata, now: i128, prev: Option<&Stamp>) -> Stamp {
+    let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+    let window = if m.ctime_nsec() == 0 {
+        RECENT_COARSE
+    } else {
+        RECENT
+    };
+    let recent = ctime >= now - window.as_nanos() as i128;
+    let ambiguous = prev.is_some_and(|p| p.generation.is_some() && p.ino == m.ino());
+    let wants_generation = recent || ambiguous;
     Stamp {
         ino: m.ino(),
-        generation: generation(path, m),
+        generation: wants_generation.then(|| generation(path, m)),
         fmt: m.mode() & libc::S_IFMT,
         ctime: m.ctime(),
         ctime_nsec: m.ctime_nsec(),
     }
+}
+
+/// Now, in nanoseconds since the epoch (what [`stamp`] measures recency against).
+fn recent_from() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -277,21 +330,75 @@ fn apply_dir(
 /// Records what `root` holds now.
 pub fn record(root: &Path) -> io::Result<Manifest> {
     let mut m = Manifest::default();
-    record_dir(root, Path::new(""), &mut m)?;
+    record_dir(root, Path::new(""), &mut m, recent_from())?;
     Ok(m)
 }
 
-fn record_dir(root: &Path, rel: &Path, m: &mut Manifest) -> io::Result<()> {
+fn record_dir(root: &Path, rel: &Path, m: &mut Manifest, recent: i128) -> io::Result<()> {
     for name in sorted_names(&root.join(rel))? {
         let r = rel.join(&name);
         let full = root.join(&r);
         let meta = fs::symlink_metadata(&full)?;
-        m.entries.insert(r.clone(), stamp(&full, &meta));
+        m.entries
+            .insert(r.clone(), stamp(&full, &meta, recent, None));
         if meta.is_dir() {
-            record_dir(root, &r, m)?;
+            record_dir(root, &r, m, recent)?;
         }
     }
     Ok(())
+}
+
+impl Manifest {
+    /// How many entries the index holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Forgets `rel` and everything below it.
+    pub fn forget(&mut self, rel: &Path) {
+        self.entries.retain(|p, _| !p.starts_with(rel));
+    }
+
+    /// Records `rel` (and what is below it) as `root` holds it now, replacing what the
+    /// index had there; a missing `rel` is forgotten.
+    pub fn refresh(&mut self, root: &Path, rel: &Path) -> io::Result<()> {
+        self.forget(rel);
+        let full = root.join(rel);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let recent = recent_from();
+        self.entries
+            .insert(rel.to_path_buf(), stamp(&full, &meta, recent, None));
+        if meta.is_dir() {
+            record_dir(root, rel, self, recent)?;
+        }
+        Ok(())
+    }
+
+    /// Records only the entry `rel` itself (a directory whose ctime changed), if it exists.
+    pub fn restamp(&mut self, root: &Path, rel: &Path) -> io::Result<()> {
+        let full = root.join(rel);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) => {
+                let s = stamp(&full, &meta, recent_from(), None);
+                self.entries.insert(rel.to_path_buf(), s);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.entries.remove(rel);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 struct Diff<'a> {
@@ -302,6 +409,10 @@ struct Diff<'a> {
     /// the unprivileged mode (`/dev` nodes, `/etc/hosts`, `RUN --mount` copies).
     skip: &'a dyn Fn(&Path) -> bool,
     seen: HashSet<PathBuf>,
+    /// The index of the root as the diff found it (what the next step on this root starts
+    /// from): every entry walked, with its stamp now.
+    after: Manifest,
+    recent: i128,
     /// Directories that replaced an earlier one (opaque): their old children need no whiteouts.
     replaced: HashSet<PathBuf>,
     links: HashMap<(u64, u64), PathBuf>,
@@ -320,12 +431,25 @@ pub fn diff_into_upper_skipping(
     upper: &Path,
     skip: &dyn Fn(&Path) -> bool,
 ) -> io::Result<()> {
+    diff_into_upper_tracking(root, before, upper, skip).map(drop)
+}
+
+/// [`diff_into_upper_skipping`], also giving the index of `root` as it is now (without the
+/// skipped paths): the `before` of a next step on the same root, with no second walk.
+pub fn diff_into_upper_tracking(
+    root: &Path,
+    before: &Manifest,
+    upper: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+) -> io::Result<Manifest> {
     let mut d = Diff {
         root,
         upper,
         before,
         skip,
         seen: HashSet::new(),
+        after: Manifest::default(),
+        recent: recent_from(),
         replaced: HashSet::new(),
         links: HashMap::new(),
     };
@@ -346,7 +470,7 @@ pub fn diff_into_upper_skipping(
         d.ensure_parents(p)?;
         make_whiteout(&upper.join(p))?;
     }
-    Ok(())
+    Ok(d.after)
 }
 
 /// Overlayfs refuses to create its own whiteouts (a 0/0 character device) in an overlay
@@ -417,12 +541,11 @@ impl Diff<'_> {
             }
             let meta = fs::symlink_metadata(&src)?;
             self.seen.insert(r.clone());
-            let now = stamp(&src, &meta);
             let prev = self.before.entries.get(&r).copied();
-            let is_new = prev.is_none_or(|p| {
-                p.ino != now.ino || p.generation != now.generation || p.fmt != now.fmt
-            });
-            let changed = force || is_new || prev != Some(now);
+            let now = stamp(&src, &meta, self.recent, prev.as_ref());
+            self.after.entries.insert(r.clone(), now);
+            let is_new = prev.is_none_or(|p| !now.same_inode(&p));
+            let changed = force || is_new || prev.is_none_or(|p| !now.unchanged(&p));
             let dst = self.upper.join(&r);
             if meta.is_dir() {
                 let replaced = is_new && prev.is_some();

@@ -349,3 +349,127 @@ fn build_inside_a_default_docker_run_equals_root_mode_and_is_confined() {
     assert_ok(&o, "root-mode build on the host");
     assert_eq!(diff_ids(&store, "eq"), diff_ids(&host.root(), "eq"));
 }
+
+/// Builds `dockerfile` (with `files`) in both modes, forced on the host, with
+/// `SOURCE_DATE_EPOCH=0` and `extra` arguments; the unprivileged build's output and both
+/// stores. `None`: busybox is missing (skipped loudly).
+fn build_both(
+    files: &[(&str, &str)],
+    extra: &[&str],
+) -> Option<(String, TestStore, TestStore, tempfile::TempDir)> {
+    let (root_mode, unpriv) = (TestStore::new(), TestStore::new());
+    if root_mode.busybox("busybox").is_none() || unpriv.busybox("busybox").is_none() {
+        return None;
+    }
+    let p = project(files);
+    let mut shown = String::new();
+    for (store, mode) in [(&root_mode, "root"), (&unpriv, "unprivileged")] {
+        let mut args = vec!["--isolation", mode, "build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-t", "eq", "."]);
+        let o = kiln_env(
+            &store.root(),
+            p.path(),
+            &args,
+            &[("SOURCE_DATE_EPOCH", "0")],
+        );
+        assert_ok(&o, mode);
+        shown = stderr(&o);
+    }
+    Some((shown, root_mode, unpriv, p))
+}
+
+/// The `/proc` emulation and the `/dev` nodes reach a step; the placeholder directories the
+/// emulation makes in `/proc` leave no trace in the layer (same layers as the root mode,
+/// where `/proc` is a mount).
+#[test]
+fn forced_unprivileged_step_has_proc_and_dev_and_proc_stays_out_of_the_layer() {
+    let dockerfile = "FROM busybox
+RUN grep -q '^Pid:' /proc/self/status && echo status-ok \
+ && ls /proc/self/fd | grep -qx 2 && echo fd-ok \
+ && echo exe=$(readlink /proc/self/exe) \
+ && ls -l /proc/self/ >/dev/null && echo listing-ok \
+ && head -c 8 /dev/urandom | wc -c | sed 's/^ */urandom=/' \
+ && ls /proc | grep -qx cpuinfo && echo proc-root-ok \
+ && echo made > /made
+RUN test -c /dev/null && test -c /dev/zero && echo dev-ok && ls /proc/self/ > /dev/null
+";
+    let Some((shown, root_mode, unpriv, _p)) = build_both(&[("Dockerfile", dockerfile)], &[])
+    else {
+        return;
+    };
+    for want in [
+        "status-ok",
+        "fd-ok",
+        "exe=/bin/busybox",
+        "listing-ok",
+        "urandom=8",
+        "proc-root-ok",
+        "dev-ok",
+    ] {
+        assert!(shown.contains(want), "{want} missing in:\n{shown}");
+    }
+    assert_eq!(
+        diff_ids(&unpriv.root(), "eq"),
+        diff_ids(&root_mode.root(), "eq")
+    );
+    let layers = layer_entries(&unpriv.root(), "eq");
+    let names: Vec<&str> = layers[1].iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["made"],
+        "the RUN layer holds only what the step wrote"
+    );
+}
+
+/// Consecutive steps share one working root: what a step wrote is there for the next one,
+/// its mounts, secret and `/etc/hosts` stand-in are not (the image's own `/etc/hosts` is
+/// back), a process it left behind does not make the next step see a wrong root, and the
+/// layers are the root mode's.
+#[test]
+fn forced_unprivileged_steps_reuse_the_root_without_leaking_mounts_or_secrets() {
+    let dockerfile = "FROM busybox
+COPY hosts /etc/hosts
+RUN mkdir -p /data && echo keep > /data/keep
+RUN --mount=type=secret,id=s,target=/run/secrets/s --mount=type=bind,target=/ctx \
+    cat /run/secrets/s > /dev/null && ls /ctx/Dockerfile && echo one > /one \
+    && rm /data/keep && echo junk > /dev/shm/junk && echo 1.2.3.4 x >> /etc/hosts
+RUN test ! -e /run/secrets/s && test ! -e /ctx && test ! -e /dev/shm/junk && test -f /one \
+    && test ! -e /data/keep && ! grep -q 1.2.3.4 /etc/hosts && echo two > /two
+RUN (setsid sleep 3 </dev/null >/dev/null 2>&1 &) ; echo three > /three
+RUN cat /one /two /three && test ! -e /run/secrets/s && echo all-seen
+";
+    let Some((shown, root_mode, unpriv, _p)) = build_both(
+        &[
+            ("Dockerfile", dockerfile),
+            ("secret.txt", "TOPSECRET-2\n"),
+            ("hosts", "127.0.0.1 image-hosts\n"),
+        ],
+        &["--secret", "id=s,src=secret.txt"],
+    ) else {
+        return;
+    };
+    assert!(shown.contains("all-seen"), "{shown}");
+    assert_eq!(
+        diff_ids(&unpriv.root(), "eq"),
+        diff_ids(&root_mode.root(), "eq")
+    );
+    let layers = layer_entries(&unpriv.root(), "eq");
+    for (i, layer) in layers.iter().enumerate() {
+        for (name, bytes) in layer {
+            let stand_in = name.starts_with("run/secrets")
+                || name.starts_with("ctx")
+                || name.starts_with("dev/")
+                || (i > 1 && name == "etc/hosts");
+            assert!(!stand_in, "a mount stand-in in layer {i}: {name}");
+            assert!(
+                !bytes.windows(9).any(|w| w == b"TOPSECRET"),
+                "secret in {name}"
+            );
+        }
+    }
+    // No working root is left behind in the store once kiln has exited.
+    let roots = unpriv.root().join("tmp/unpriv-roots");
+    let left = std::fs::read_dir(&roots).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "parked roots left in {}", roots.display());
+}

@@ -265,6 +265,8 @@ pub(super) fn pid_rule(tail: &[String], own: bool, op: Op) -> PidRule {
             (_, None) => PidRule::Refuse(Errno::ENOENT),
         },
         ["ns", _] if own => link_rule(op),
+        // Its metadata only (`ls -l /proc/self` stats every entry); its links are refused.
+        ["map_files"] if own && matches!(op, Op::Stat(_)) => PidRule::Allow,
         ["map_files", ..] => DENY,
         [m, _, ..] if MAGIC_LINKS.contains(m) || *m == "fd" || *m == "ns" => DENY,
         _ if op.writes() || op == Op::Readlink => DENY,
@@ -418,6 +420,9 @@ mod tests {
             (&["fd", "3"], false, Op::Readlink, deny),
             (&["fd", "3", "x"], true, rd, deny),
             (&["map_files", "1-2"], true, rd, deny),
+            (&["map_files"], true, Op::Stat(false), PidRule::Allow),
+            (&["map_files"], true, rd, deny),
+            (&["map_files"], false, Op::Stat(false), deny),
             (&["ns", "net"], true, rd, deny),
             (&["ns", "net"], true, Op::Readlink, PidRule::Link),
             (&["task", "5", "exe"], true, rd, deny),

@@ -13,10 +13,14 @@
 //!   `urandom` and `tty` made with `mknod` (kiln has `CAP_MKNOD` there), `/etc/hosts` and
 //!   `/etc/resolv.conf` are written, and every `RUN --mount` (bind, cache, tmpfs, secret,
 //!   ssh) becomes a copy of its source at its target. None of them reaches the layer: the
-//!   diff skips what is under `/dev`, `/proc` and `/sys`, those two files and every mount
-//!   target. Writable mounts (caches) are copied back to their source after the step, under
-//!   the lock the builder holds. There is no `/proc` unless the `/proc` emulation supplies
-//!   one (a seccomp user-notification supervisor; see [`spawn`] for its hook).
+//!   diff skips `/dev`, `/proc` and `/sys`, those two files and every mount target.
+//!   Writable mounts (caches) are copied back to their source after the step, under the
+//!   lock the builder holds; then every stand-in is taken out again. `/proc` and missing
+//!   `/dev` nodes come from the seccomp user-notification supervisor (`executor::notify`,
+//!   started by [`spawn`]).
+//! * **Reuse** ([`pool`]): a successful build step's root, stand-ins out, is kept for the
+//!   next step whose lowers are this step's layer on the same chain, with the index the
+//!   diff took; every other step gets a fresh copy.
 //! * **Process** ([`spawn`]): `fork` (no namespace flags); in the child `chroot` into the
 //!   copy, `PR_SET_NO_NEW_PRIVS`, drop every capability but CHOWN, DAC_OVERRIDE, FOWNER,
 //!   FSETID, SETUID, SETGID, KILL and NET_BIND_SERVICE from all five sets, install
@@ -31,8 +35,11 @@
 //!   process exits the whole group is killed. A process that leaves the group (`setsid`)
 //!   can outlive the step: there is no PID namespace to end it.
 
+mod pool;
 mod root;
 mod spawn;
+
+pub use pool::release as release_parked_roots;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -40,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::ExecError;
 use super::stepdir::{self, StepDir};
-use super::{copyroot, NetworkMode, Snapshot, StepIo, StepOutcome, StepSpec};
+use super::{copyroot, ExitStatus, NetworkMode, Snapshot, StepIo, StepOutcome, StepSpec};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -75,8 +82,12 @@ pub(super) fn run_step(spec: &StepSpec, io: StepIo<'_>) -> Result<StepOutcome, E
         .unwrap_or_else(|| id[..12].to_string());
     let step = stepdir::prepare(spec, &id, &hostname)?;
     let result = run_prepared(spec, io, &id, &hostname, &step);
-    // The copied root holds the step's secrets and mount copies: it goes in every case.
-    let removed = stepdir::remove_step_dir(&step.rootfs);
+    // The copied root holds the step's secrets and mount copies: unless it was parked for
+    // the next step (with them taken out), it goes in every case.
+    let removed = match std::fs::symlink_metadata(&step.rootfs) {
+        Ok(_) => stepdir::remove_step_dir(&step.rootfs),
+        Err(_) => Ok(()),
+    };
     if result.is_err() {
         let _ = stepdir::remove_step_dir(&step.dir);
     }
@@ -92,18 +103,34 @@ fn run_prepared(
     hostname: &str,
     step: &StepDir,
 ) -> Result<StepOutcome, ExecError> {
-    build(step, spec)?;
+    let (key, carried) = reusable_root(spec, step)?;
+    if carried.is_none() {
+        build(step, spec)?;
+        // Every entry of a fresh copy has a recent ctime, so the index would read each one's
+        // generation (an open and an ioctl); once the window has passed it needs none.
+        std::thread::sleep(copyroot::RECENT + std::time::Duration::from_millis(5));
+    }
     let standins = root::StandIns::place(&step.rootfs, step)?;
-    let manifest = copyroot::record(&step.rootfs)
-        .map_err(|e| ExecError::io("reading copied root", &step.rootfs, e))?;
+    let manifest = match carried {
+        Some(mut index) => {
+            standins.update_index(&step.rootfs, &mut index)?;
+            index
+        }
+        None => copyroot::record(&step.rootfs)
+            .map_err(|e| ExecError::io("reading copied root", &step.rootfs, e))?,
+    };
     let root_fd = open_root(&step.rootfs)?;
+    let since = pool::boot_ticks().saturating_sub(1);
     let status = spawn::run(spec, &mut io, hostname, &step.rootfs, root_fd.as_fd())?;
     drop(root_fd);
     standins.copy_back(&step.rootfs)?;
-    copyroot::diff_into_upper_skipping(&step.rootfs, &manifest, &step.upper, &|p| {
+    let after = copyroot::diff_into_upper_tracking(&step.rootfs, &manifest, &step.upper, &|p| {
         standins.skips(p)
     })
     .map_err(|e| ExecError::io("diffing copied root", &step.rootfs, e))?;
+    if let (Some(key), ExitStatus::Code(0)) = (key, status) {
+        park(spec, step, (&standins, since), key, after)?;
+    }
     Ok(StepOutcome {
         status,
         container_id: id.to_string(),
@@ -114,11 +141,69 @@ fn run_prepared(
     })
 }
 
+/// The key of the step's lowers when its root may be kept for the next step (a build step
+/// whose upper dir starts empty), and the index of a parked root with that key, moved to
+/// `step.rootfs`.
+fn reusable_root(
+    spec: &StepSpec,
+    step: &StepDir,
+) -> Result<(Option<pool::Key>, Option<copyroot::Manifest>), ExecError> {
+    let empty = std::fs::read_dir(&step.upper).is_ok_and(|mut d| d.next().is_none());
+    if !spec.build_step || !empty {
+        return Ok((None, None));
+    }
+    let mut lowers = Vec::with_capacity(spec.lowers.len());
+    for l in &spec.lowers {
+        lowers.push(std::path::absolute(l).map_err(|e| ExecError::io("resolving", l, e))?);
+    }
+    let Ok(key) = pool::Key::of(&lowers) else {
+        return Ok((None, None));
+    };
+    let carried = pool::take(&key, &step.rootfs);
+    tracing::debug!(reused = carried.is_some(), "unprivileged step root");
+    Ok((Some(key), carried))
+}
+
+/// After a step that succeeded: takes the stand-ins out and parks the root for the step
+/// that will have this one's layer on top of `key` (or `key` itself, if it changed
+/// nothing). A root still used by a process of the step, or whose stand-ins were not as
+/// placed, is not kept.
+fn park(
+    spec: &StepSpec,
+    step: &StepDir,
+    (standins, since): (&root::StandIns, u64),
+    key: pool::Key,
+    mut index: copyroot::Manifest,
+) -> Result<(), ExecError> {
+    if pool::in_use(&step.rootfs, since) {
+        tracing::debug!("not keeping the step's root: a process of the step is left");
+        return Ok(());
+    }
+    if !standins.undo(&step.rootfs, &step.upper, &mut index)? {
+        tracing::debug!("not keeping the step's root: its stand-ins were moved");
+        return Ok(());
+    }
+    let changed = std::fs::read_dir(&step.upper).is_ok_and(|mut d| d.next().is_some());
+    let next = if changed {
+        key.with_top(&step.upper)
+    } else {
+        Ok(key)
+    };
+    let (Ok(next), Some(beside)) = (next, spec.scratch.parent()) else {
+        return Ok(());
+    };
+    let beside = std::path::absolute(beside).map_err(|e| ExecError::io("resolving", beside, e))?;
+    if let Err(e) = pool::park(&step.rootfs, &beside, next, index) {
+        tracing::debug!("not keeping the step's root: {e}");
+    }
+    Ok(())
+}
+
 /// Copies the layers into `step.rootfs`: the step's stubs (the `/proc`, `/dev`, `/sys` an
-/// image lacks, already in the upper dir, so in the layer), the init layer (mount targets,
-/// hidden from the layer by the diff or unchanged), then the lowers.
+/// image lacks, already in the upper dir, so in the layer), then the lowers. Mount targets
+/// are the stand-ins' business ([`root::StandIns::place`]).
 fn build(step: &StepDir, spec: &StepSpec) -> Result<(), ExecError> {
-    let mut layers: Vec<PathBuf> = vec![step.upper.clone(), step.init.clone()];
+    let mut layers: Vec<PathBuf> = vec![step.upper.clone()];
     for l in &spec.lowers {
         layers.push(std::path::absolute(l).map_err(|e| ExecError::io("resolving", l, e))?);
     }

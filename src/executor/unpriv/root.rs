@@ -1,14 +1,23 @@
 //! What stands in for the mounts of the root mode in a copied root: `/dev` nodes, the
 //! generated `/etc` files and copies of `RUN --mount` sources; which paths the diff must
-//! leave out because of them; and copying writable mounts back after the step.
+//! leave out because of them; copying writable mounts back after the step; and taking them
+//! all out again, so the root is the stage's root once more for the next step.
+//!
+//! Placing a stand-in never loses what the image had at its path: an existing entry is
+//! moved aside into the step's scratch dir (outside the root, same filesystem), a missing
+//! one (and its missing parents) is made and recorded. Undoing removes each stand-in and
+//! puts the image's entry back, in reverse order, and gives the parents their times back:
+//! the root then holds exactly the stage's layers plus what the step wrote (which the diff
+//! put in the upper dir). Anything unexpected (a parent the step replaced, a symlink on the
+//! way) makes the undo report the root as not reusable.
 
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::executor::copyroot;
+use crate::executor::copyroot::{self, Manifest};
 use crate::executor::error::ExecError;
 use crate::executor::kernel::openat2;
 use crate::executor::stepdir::StepDir;
@@ -24,6 +33,25 @@ const DEV_NODES: &[(&str, u64, u64)] = &[
     ("tty", 5, 0),
 ];
 
+/// One change placing the stand-ins made, undone after the step.
+#[derive(Debug)]
+enum Undo {
+    /// `rel` was made where nothing was: removed, unless the step's upper dir has it (a
+    /// parent the step wrote into).
+    Made(PathBuf),
+    /// What was at `rel` was moved to `to`; `parent` is the parent's inode then.
+    Moved {
+        rel: PathBuf,
+        to: PathBuf,
+        parent: u64,
+    },
+    /// The directory `rel` had these access and modification times.
+    Times {
+        rel: PathBuf,
+        times: [libc::timespec; 2],
+    },
+}
+
 /// The mount stand-ins placed in one step's root.
 #[derive(Debug, Default)]
 pub(super) struct StandIns {
@@ -31,44 +59,255 @@ pub(super) struct StandIns {
     skipped: Vec<PathBuf>,
     /// `(host source, relative target)` of writable mounts, copied back after the step.
     writable: Vec<(PathBuf, PathBuf)>,
+    /// What placing changed, in order.
+    undo: Vec<Undo>,
+    /// Where moved-aside entries go (outside the root).
+    aside: PathBuf,
 }
 
 impl StandIns {
     /// Places `/dev` nodes, the `/etc` files and the mount copies of `step` in `root`.
     pub(super) fn place(root: &Path, step: &StepDir) -> Result<StandIns, ExecError> {
-        let mut s = StandIns::default();
+        let aside = step.dir.join("aside");
+        fs::create_dir(&aside).map_err(|e| ExecError::io("creating", &aside, e))?;
+        let mut s = StandIns {
+            aside,
+            ..StandIns::default()
+        };
         for d in ["dev", "proc", "sys"] {
-            // Their contents are mounts in the root mode: never part of a layer.
-            if dir_beneath(root, d).is_ok() {
-                s.skipped.push(PathBuf::from(d).join(""));
+            // Mount points in the root mode: neither they nor their contents are ever part
+            // of a layer there (a stub the image lacks is in the upper dir already). The
+            // `/proc` emulation's placeholders change `/proc`'s ctime, nothing else.
+            s.skipped.push(PathBuf::from(d));
+            if d != "dev" && fs::symlink_metadata(root.join(d)).is_err() {
+                s.keep_times(root, "")?;
+                s.make_dir(root, d, 0o755)?;
             }
         }
-        dev_nodes(root)?;
+        s.dev(root)?;
         for (rel, host) in &step.etc_files {
             let bytes = fs::read(host).map_err(|e| ExecError::io("reading", host, e))?;
+            s.clear(root, rel)?;
             write_file(root, rel, &bytes, 0o644)?;
+            s.undo.push(Undo::Made(PathBuf::from(rel)));
             s.skipped.push(PathBuf::from(rel));
         }
         for (source, rel, readonly) in &step.binds {
+            s.clear(root, rel)?;
+            let dir = fs::metadata(source).is_ok_and(|m| m.is_dir());
+            if dir {
+                s.make_dir(root, rel, 0o755)?;
+            }
             copy_in(root, source, rel)?;
+            if !dir {
+                s.undo.push(Undo::Made(PathBuf::from(rel)));
+            }
             s.skipped.push(PathBuf::from(rel));
             if !*readonly && fs::metadata(source).is_ok_and(|m| m.is_dir()) {
                 s.writable.push((source.clone(), PathBuf::from(rel)));
             }
         }
+        s.put_times_back(root, None);
         Ok(s)
+    }
+
+    /// A fresh `/dev` (the image's own is moved aside, as the root mode's tmpfs hides it)
+    /// with the device nodes, made with `mknod` (kiln has `CAP_MKNOD` there).
+    fn dev(&mut self, root: &Path) -> Result<(), ExecError> {
+        let (mode, owner) = match fs::symlink_metadata(root.join("dev")) {
+            Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
+            Err(_) => (0o755, None),
+        };
+        self.clear(root, "dev")?;
+        self.make_dir(root, "dev", mode)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(root.join("dev"), Some(uid), Some(gid))
+                .map_err(|e| ExecError::io("setting owner of", root.join("dev"), e))?;
+        }
+        dev_nodes(root)
+    }
+
+    /// Makes room at `rel` for a stand-in: its missing parents are made (0755, as the root
+    /// mode's init layer makes them), what is there is moved aside, the parent's times are
+    /// kept for [`Self::put_times_back`].
+    fn clear(&mut self, root: &Path, rel: &str) -> Result<(), ExecError> {
+        let (parent, _) = split(rel);
+        let mut prefix = String::new();
+        for comp in parent.split('/').filter(|c| !c.is_empty()) {
+            let up = prefix.clone();
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            if dir_beneath(root, &prefix).is_err() {
+                self.keep_times(root, &up)?;
+                self.make_dir(root, &prefix, 0o755)?;
+            }
+        }
+        let dir = dir_beneath(root, parent)?;
+        self.keep_times(root, parent)?;
+        let full = root.join(rel);
+        if fs::symlink_metadata(&full).is_err() {
+            return Ok(());
+        }
+        let to = self.aside.join(self.undo.len().to_string());
+        fs::rename(&full, &to).map_err(|e| ExecError::io("moving aside", &full, e))?;
+        let parent_ino = fd_ino(&dir)?;
+        self.undo.push(Undo::Moved {
+            rel: PathBuf::from(rel),
+            to,
+            parent: parent_ino,
+        });
+        Ok(())
+    }
+
+    fn make_dir(&mut self, root: &Path, rel: &str, mode: u32) -> Result<(), ExecError> {
+        let (parent, name) = split(rel);
+        let dir = dir_beneath(root, parent)?;
+        let c = cstr(name)?;
+        // SAFETY: valid fd and C string.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) } != 0 {
+            return Err(ExecError::io(
+                "creating",
+                root.join(rel),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: valid fd and C string; mkdir's mode went through the umask.
+        unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode, 0) };
+        self.undo.push(Undo::Made(PathBuf::from(rel)));
+        Ok(())
+    }
+
+    /// Keeps the times of the directory `rel` ("" is the root itself, left alone).
+    fn keep_times(&mut self, root: &Path, rel: &str) -> Result<(), ExecError> {
+        let rel = PathBuf::from(rel);
+        let known = self
+            .undo
+            .iter()
+            .any(|u| matches!(u, Undo::Times { rel: r, .. } | Undo::Made(r) if *r == rel));
+        if known || rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let m = fs::symlink_metadata(root.join(&rel))
+            .map_err(|e| ExecError::io("reading", root.join(&rel), e))?;
+        let times = [
+            timespec(m.atime(), m.atime_nsec()),
+            timespec(m.mtime(), m.mtime_nsec()),
+        ];
+        self.undo.push(Undo::Times { rel, times });
+        Ok(())
+    }
+
+    /// Gives the directories whose entries the stand-ins changed their times back: the
+    /// times in `upper` when the step's layer has that directory (the diff took them from
+    /// the root), else the ones kept before placing.
+    fn put_times_back(&self, root: &Path, upper: Option<&Path>) {
+        for u in &self.undo {
+            let (rel, mut times) = match u {
+                Undo::Times { rel, times } => (rel, *times),
+                // A directory made for a stand-in that the step wrote into stays; its
+                // times are the layer's.
+                Undo::Made(rel) if upper.is_some() => (rel, [timespec(0, libc::UTIME_OMIT); 2]),
+                _ => continue,
+            };
+            if let Some(m) = upper.and_then(|up| fs::symlink_metadata(up.join(rel)).ok()) {
+                times = [
+                    timespec(m.atime(), m.atime_nsec()),
+                    timespec(m.mtime(), m.mtime_nsec()),
+                ];
+            }
+            let Ok(dir) = dir_beneath(root, &rel.to_string_lossy()) else {
+                continue;
+            };
+            let c = c".";
+            // SAFETY: valid fd, C string and a two-element timespec array.
+            unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), times.as_ptr(), 0) };
+        }
     }
 
     /// Whether the diff leaves `rel` (and what is below it) out.
     pub(super) fn skips(&self, rel: &Path) -> bool {
-        self.skipped.iter().any(|s| {
-            // "dev/" skips what is under /dev, not /dev itself.
-            if s.as_os_str().as_bytes().ends_with(b"/") {
-                rel.starts_with(s) && rel != s.as_path()
-            } else {
-                rel == s
+        self.skipped.iter().any(|s| rel == s.as_path())
+    }
+
+    /// The paths whose index entries placing (or undoing) changed: each stand-in's path and
+    /// the directories around them.
+    fn touched(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = Vec::new();
+        for u in &self.undo {
+            let rel = match u {
+                Undo::Made(r) | Undo::Moved { rel: r, .. } | Undo::Times { rel: r, .. } => r,
+            };
+            v.push(rel.clone());
+            if let Some(p) = rel.parent() {
+                v.push(p.to_path_buf());
             }
-        })
+        }
+        v.extend(self.skipped.iter().cloned());
+        v.retain(|p| !p.as_os_str().is_empty());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Updates `index` (carried from the last step on this root) for what placing changed:
+    /// a stand-in's subtree is left out (the diff skips it), a directory around one gets
+    /// its new ctime.
+    pub(super) fn update_index(&self, root: &Path, index: &mut Manifest) -> Result<(), ExecError> {
+        for rel in self.touched() {
+            let r = if self.skips(&rel) {
+                index.forget(&rel);
+                Ok(())
+            } else {
+                index.restamp(root, &rel)
+            };
+            r.map_err(|e| ExecError::io("indexing", root.join(&rel), e))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the stand-ins out again after the step (the diff has run): what was made goes
+    /// (unless `upper` has it), what was moved aside comes back, directories get their
+    /// times back, and `index` (the diff's) is brought up to date. `Ok(false)`: something
+    /// was not as placed, and the root must not be used again.
+    pub(super) fn undo(
+        &self,
+        root: &Path,
+        upper: &Path,
+        index: &mut Manifest,
+    ) -> Result<bool, ExecError> {
+        let mut clean = true;
+        for u in self.undo.iter().rev() {
+            match u {
+                Undo::Made(rel) => {
+                    if !self.skips(rel) && fs::symlink_metadata(upper.join(rel)).is_ok() {
+                        continue;
+                    }
+                    clean &= remove_beneath(root, rel);
+                }
+                Undo::Moved { rel, to, parent } => {
+                    let p = rel.parent().unwrap_or(Path::new(""));
+                    let same = dir_beneath(root, &p.to_string_lossy())
+                        .and_then(|d| fd_ino(&d))
+                        .is_ok_and(|ino| ino == *parent);
+                    if !same || !remove_beneath(root, rel) {
+                        clean = false;
+                        continue;
+                    }
+                    let full = root.join(rel);
+                    fs::rename(to, &full).map_err(|e| ExecError::io("putting back", &full, e))?;
+                }
+                Undo::Times { .. } => {}
+            }
+        }
+        self.put_times_back(root, Some(upper));
+        for rel in self.touched() {
+            index
+                .refresh(root, &rel)
+                .map_err(|e| ExecError::io("indexing", root.join(&rel), e))?;
+        }
+        Ok(clean)
     }
 
     /// Copies writable mount targets (caches) back to their sources. A target the step
@@ -246,5 +485,38 @@ fn copy_in(root: &Path, source: &Path, rel: &str) -> Result<(), ExecError> {
         use std::os::unix::fs::MetadataExt;
         write_file(root, rel, &bytes, meta.mode() & 0o777)?;
         std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid())).map_err(err)
+    }
+}
+
+fn timespec(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as _,
+    }
+}
+
+fn fd_ino(fd: &OwnedFd) -> Result<u64, ExecError> {
+    // SAFETY: an all-zero stat is valid; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a stat buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(ExecError::Spawn(std::io::Error::last_os_error()));
+    }
+    Ok(st.st_ino)
+}
+
+/// Removes `rel` (whatever it is, never followed) after checking that no symlink leads to
+/// its parent; `false` when its parent cannot be reached that way. No process of the step
+/// is left when this runs, so nothing can swap a component meanwhile.
+fn remove_beneath(root: &Path, rel: &Path) -> bool {
+    let p = rel.parent().unwrap_or(Path::new(""));
+    if dir_beneath(root, &p.to_string_lossy()).is_err() {
+        return false;
+    }
+    let full = root.join(rel);
+    match fs::symlink_metadata(&full) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(&full).is_ok(),
+        Ok(_) => fs::remove_file(&full).is_ok(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }

@@ -4,19 +4,21 @@
 //! with an empty mount plan; in the parent, the handshake, output relay and end of the
 //! step's process group.
 //!
-//! # Hook for the `/proc` and `/dev` emulation
+//! # `/proc` and `/dev` through the notify supervisor
 //!
-//! A seccomp user-notification supervisor (`executor::notify`, written separately) will give
-//! steps an emulated `/proc`. Its place here: build `notify::Filter::new()` in the parent
-//! before the fork with a `socketpair`; in the child, after `chroot` and before
-//! [`setup::run_child`], call `filter.install_in_child(sock)` (it sends the listener fd over
-//! the socket); in the parent, receive the listener and start
-//! `notify::Supervisor::spawn(listener, root, pid)` before sending the go-ahead. The marked
-//! `NOTIFY HOOK` lines below are where those calls go; until then a step has no `/proc`.
+//! The parent builds a [`notify::Filter`] and a `socketpair` before the fork. The child,
+//! after `chroot` and `PR_SET_NO_NEW_PRIVS` and before the root mode's sequence, installs it
+//! ([`notify::Filter::install_in_child`] sends the listener fd back over the socket). Only
+//! then does it report READY, so once the parent has that report the listener is waiting on
+//! the socket: the parent takes it ([`notify::recv_listener`]) and starts the
+//! [`notify::Supervisor`] before sending the go-ahead, since every intercepted call the child
+//! makes from then on (the workdir, the `$PATH` lookup, the step itself) waits for an
+//! answer. The supervisor is stopped once the step's first process is reaped and its group
+//! killed.
 
 use std::ffi::CString;
 use std::ops::Not;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -24,6 +26,7 @@ use libc::{c_int, c_long};
 
 use crate::executor::error::ExecError;
 use crate::executor::kernel::{self, RealKernel, Report};
+use crate::executor::notify;
 use crate::executor::run::{self, Attempt, AttemptFds, Container, ExecImage};
 use crate::executor::seccomp::{self, Guarded};
 use crate::executor::setup::{self, ChildPlan, Stage};
@@ -82,7 +85,9 @@ pub(super) fn run(
         console: false,
     };
     let (report_w, go_r) = fds.child_ends();
-    let mut container = fork_child(&root_c, &plan, report_w, go_r)?;
+    let emu = Emulation::new()?;
+    let mut container = fork_child(&root_c, &plan, report_w, go_r, &emu)?;
+    let emu = emu.forked();
     let (readers, report_r, go_w) = fds.into_parent_ends();
     let failure_of = |r: Report| match run::failure(r, &[], spec, &image.workdir) {
         Attempt::Failed(e) => e,
@@ -108,7 +113,7 @@ pub(super) fn run(
             source,
         })?;
     }
-    // NOTIFY HOOK (parent): receive the listener and start the supervisor here.
+    let supervisor = emu.start(root, container.pid)?;
     run::write_all(&go_w, go.as_bytes())?;
     drop(go_w);
     if let Some(r) = run::read_report(&report_r, &container.pidfd)? {
@@ -121,6 +126,7 @@ pub(super) fn run(
     let ended = run::relay(spec, io, &container, report_r, readers)?;
     end_group(&container);
     let status = container.wait()?;
+    supervisor.stop();
     if let Some(r) = ended.failed {
         return Err(failure_of(r));
     }
@@ -144,7 +150,9 @@ fn fork_child(
     plan: &ChildPlan<'_>,
     report_w: c_int,
     go_r: c_int,
+    emu: &Emulation,
 ) -> Result<Container, ExecError> {
+    let notify = (&emu.filter, emu.child_sock.as_raw_fd());
     let mut pidfd: c_int = -1;
     // SAFETY: clone without CLONE_VM or a new stack behaves like fork; the child runs only
     // async-signal-safe code (raw syscalls, `setup::run_child`) and ends in exec or _exit.
@@ -163,7 +171,7 @@ fn fork_child(
             report_fd: report_w,
             go_fd: go_r,
         };
-        let (stage, errno) = child(&mut k, root, plan);
+        let (stage, errno) = child(&mut k, root, plan, notify);
         kernel::Kernel::report(
             &mut k,
             Report {
@@ -188,18 +196,96 @@ fn fork_child(
 }
 
 /// The child, between fork and exec: async-signal-safe only.
-fn child(k: &mut RealKernel, root: &CString, plan: &ChildPlan<'_>) -> setup::Failure {
+fn child(
+    k: &mut RealKernel,
+    root: &CString,
+    plan: &ChildPlan<'_>,
+    (filter, sock): (&notify::Filter, c_int),
+) -> setup::Failure {
     let errno = nix::errno::Errno::last;
     // SAFETY: valid C strings.
     if unsafe { libc::chroot(root.as_ptr()) } != 0 || unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
         return (Stage::Start, errno());
     }
-    // NOTIFY HOOK (child): `filter.install_in_child(sock)` goes here, after the chroot.
     // No new privileges: an unprivileged process may then install a seccomp filter, and no
     // set-id binary of the image gains anything.
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
         return (Stage::Seccomp, errno());
     }
+    // The `/proc` emulation's filter, which needs no_new_privs (kiln has no CAP_SYS_ADMIN
+    // here). Before READY: the parent then knows the listener is on its way.
+    if let Err(e) = filter.install_in_child(sock) {
+        return (Stage::Seccomp, e);
+    }
     setup::run_child(k, plan)
+}
+
+/// The `/proc` emulation of one step: its filter and the socketpair the listener comes back
+/// over, made before the fork.
+struct Emulation {
+    filter: notify::Filter,
+    parent_sock: OwnedFd,
+    child_sock: OwnedFd,
+}
+
+/// [`Emulation`] after the fork: the child's end is closed in the parent, so a child that
+/// ends without sending the listener gives an end of file, not a wait.
+struct Forked {
+    parent_sock: OwnedFd,
+}
+
+fn emulation_error(
+    what: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ExecError {
+    ExecError::Setup {
+        stage: what.to_string(),
+        source: std::io::Error::other(e),
+    }
+}
+
+impl Emulation {
+    fn new() -> Result<Emulation, ExecError> {
+        let filter = notify::Filter::new().map_err(|e| emulation_error("the /proc filter", e))?;
+        let mut sp = [0 as c_int; 2];
+        // SAFETY: socketpair fills two fds.
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                sp.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(ExecError::Spawn(std::io::Error::last_os_error()));
+        }
+        // SAFETY: two fresh fds from socketpair.
+        let (parent_sock, child_sock) =
+            unsafe { (OwnedFd::from_raw_fd(sp[0]), OwnedFd::from_raw_fd(sp[1])) };
+        Ok(Emulation {
+            filter,
+            parent_sock,
+            child_sock,
+        })
+    }
+
+    fn forked(self) -> Forked {
+        drop(self.child_sock);
+        Forked {
+            parent_sock: self.parent_sock,
+        }
+    }
+}
+
+impl Forked {
+    /// Takes the listener the child sent (it reported READY, so it is there) and starts the
+    /// supervisor over `root` for the step whose first process is `pid`.
+    fn start(self, root: &Path, pid: libc::pid_t) -> Result<notify::Supervisor, ExecError> {
+        let listener = notify::recv_listener(&self.parent_sock)
+            .map_err(|e| emulation_error("receiving the /proc listener", e))?;
+        notify::Supervisor::spawn(listener, root.to_path_buf(), pid)
+            .map_err(|e| emulation_error("starting the /proc supervisor", e))
+    }
 }

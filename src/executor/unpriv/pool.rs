@@ -1,0 +1,189 @@
+//! Working roots kept between steps: after a step, its copied root (stand-ins taken out) is
+//! the root of the next step of the same stage, so it is parked under the key of the layer
+//! chain it now holds and taken by the step whose lowers have that key. Any other step gets
+//! a fresh copy.
+//!
+//! The key is the stamp (device, inode, generation, ctime) of every lower dir, top-most
+//! first: a snapshot is never changed once committed, and the step's upper dir becomes the
+//! next layer's snapshot by a rename of its parent, which keeps its inode and ctime. A
+//! cache hit, a COPY, another parent or a layer another process committed first gives
+//! other lowers, so no match. Parked roots sit in a 0700 directory beside the build's
+//! scratch dirs (the store's `tmp/`, which garbage collection empties), at most
+//! [`MAX_PARKED`] of them, and go when the process exits.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+
+use crate::executor::copyroot::Manifest;
+
+/// How many roots are kept at most (parallel stages each keep one).
+pub(super) const MAX_PARKED: usize = 8;
+
+/// The identity of a stack of lower dirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Key(Vec<[i64; 5]>);
+
+fn dir_stamp(p: &Path) -> std::io::Result<[i64; 5]> {
+    let m = fs::metadata(p)?;
+    let f = fs::File::open(p)?;
+    let mut g: libc::c_long = 0;
+    use std::os::fd::AsRawFd;
+    // SAFETY: FS_IOC_GETVERSION writes one long through the pointer given.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_7601, &mut g as *mut libc::c_long) };
+    let generation = if r == 0 { g as i64 } else { 0 };
+    Ok([
+        m.dev() as i64,
+        m.ino() as i64,
+        generation,
+        m.ctime(),
+        m.ctime_nsec(),
+    ])
+}
+
+impl Key {
+    /// The key of `lowers` (top-most first).
+    pub(super) fn of(lowers: &[PathBuf]) -> std::io::Result<Key> {
+        lowers
+            .iter()
+            .map(|l| dir_stamp(l))
+            .collect::<Result<_, _>>()
+            .map(Key)
+    }
+
+    /// The key once `upper` is committed as the next layer on top.
+    pub(super) fn with_top(&self, upper: &Path) -> std::io::Result<Key> {
+        let mut v = vec![dir_stamp(upper)?];
+        v.extend(self.0.iter().copied());
+        Ok(Key(v))
+    }
+}
+
+struct Parked {
+    key: Key,
+    dir: PathBuf,
+    index: Manifest,
+}
+
+static POOL: Mutex<Vec<Parked>> = Mutex::new(Vec::new());
+static AT_EXIT: Once = Once::new();
+
+fn pool() -> std::sync::MutexGuard<'static, Vec<Parked>> {
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes the root parked under `key`, moved to `dest`, and its index; `None` if there is
+/// none (or it cannot be moved: then it is removed).
+pub(super) fn take(key: &Key, dest: &Path) -> Option<Manifest> {
+    let parked = {
+        let mut p = pool();
+        let i = p.iter().position(|r| r.key == *key)?;
+        p.remove(i)
+    };
+    match fs::rename(&parked.dir, dest) {
+        Ok(()) => Some(parked.index),
+        Err(e) => {
+            tracing::debug!(dir = %parked.dir.display(), "cannot take a parked root: {e}");
+            let _ = fs::remove_dir_all(&parked.dir);
+            None
+        }
+    }
+}
+
+/// Parks `root` (moved into a 0700 dir under `beside`) for the step whose lowers have
+/// `key`. `Err`: it was not moved; the caller removes it.
+pub(super) fn park(root: &Path, beside: &Path, key: Key, index: Manifest) -> std::io::Result<()> {
+    let home = beside.join("unpriv-roots");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&home)?;
+    let dir = home.join(crate::common::ids::new_id()?);
+    fs::rename(root, &dir)?;
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain extern "C" function.
+        unsafe { libc::atexit(release_at_exit) };
+    });
+    let evicted: Vec<Parked> = {
+        let mut p = pool();
+        p.retain(|r| r.key != key);
+        p.push(Parked { key, dir, index });
+        let extra = p.len().saturating_sub(MAX_PARKED);
+        p.drain(..extra).collect()
+    };
+    for r in evicted {
+        let _ = fs::remove_dir_all(&r.dir);
+    }
+    Ok(())
+}
+
+/// Removes every parked root (the end of a build, or of the process).
+pub fn release() {
+    let all: Vec<Parked> = pool().drain(..).collect();
+    for r in all {
+        let _ = fs::remove_dir_all(&r.dir);
+    }
+}
+
+extern "C" fn release_at_exit() {
+    release();
+}
+
+/// Clock ticks since boot now, as `/proc/<pid>/stat` gives a process's start time.
+pub(super) fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec; sysconf takes an integer.
+    let (hz, ok) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as u64,
+            libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) == 0,
+        )
+    };
+    if !ok {
+        return 0;
+    }
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
+/// The start time (clock ticks since boot) of process `pid`.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold spaces and parentheses).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a process still has `root` as its root directory (one that left the step's
+/// process group): the root cannot be given to another step then. A process whose root
+/// cannot be read (kiln lacks `CAP_SYS_PTRACE` for it) counts as one unless it started
+/// before `since` (clock ticks since boot), when the step did not exist yet.
+pub(super) fn in_use(root: &Path, since: u64) -> bool {
+    let Ok(m) = fs::metadata(root) else {
+        return true;
+    };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return true;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        match fs::metadata(format!("/proc/{pid}/root")) {
+            Ok(r) if r.dev() == m.dev() && r.ino() == m.ino() => return true,
+            Ok(_) => {}
+            // Gone meanwhile, a zombie (no root), or a kernel thread.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+            Err(_) => {
+                if start_ticks(pid).is_none_or(|t| t >= since) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
