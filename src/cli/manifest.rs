@@ -291,14 +291,20 @@ fn verbose_doc(records: Vec<String>, list: bool) -> String {
     }
 }
 
-/// Prints JSON text indented with tabs, as `docker manifest inspect` does.
+/// Prints JSON text indented with tabs, as `docker manifest inspect` prints a manifest and
+/// its `--verbose` records.
 fn print_json(text: &[u8]) {
-    out(&format!("{}\n", indent_json(text)));
+    out(&format!("{}\n", indent_json(text, "\t")));
 }
 
-/// Go's `json.Indent(dst, src, "", "\t")`: the same keys in the same order, whitespace
+/// Prints an index indented with three spaces, as `docker manifest inspect` prints a list.
+fn print_list(text: &[u8]) {
+    out(&format!("{}\n", indent_json(text, "   ")));
+}
+
+/// Go's `json.Indent(dst, src, "", indent)`: the same keys in the same order, whitespace
 /// between tokens replaced, empty `{}` and `[]` kept on one line.
-pub(crate) fn indent_json(src: &[u8]) -> String {
+pub(crate) fn indent_json(src: &[u8], indent: &str) -> String {
     let text = String::from_utf8_lossy(src);
     let chars: Vec<char> = text.chars().collect();
     let mut outs = String::with_capacity(src.len() * 2);
@@ -306,7 +312,9 @@ pub(crate) fn indent_json(src: &[u8]) -> String {
     let (mut in_str, mut escaped) = (false, false);
     let newline = |o: &mut String, d: usize| {
         o.push('\n');
-        o.extend(std::iter::repeat_n('\t', d));
+        for _ in 0..d {
+            o.push_str(indent);
+        }
     };
     let mut i = 0;
     while i < chars.len() {
@@ -419,7 +427,7 @@ fn print_found(
     match found {
         Found::List(list) if !verbose => {
             let (bytes, _) = ml::index_document(&list).map_err(|e| e.to_string())?;
-            print_json(&bytes);
+            print_list(&bytes);
         }
         Found::List(list) => {
             let mut records = Vec::new();
@@ -429,12 +437,17 @@ fn print_found(
             }
             print_json(verbose_doc(records, true).as_bytes());
         }
+        Found::Doc(bytes, mt) if !verbose && ml::is_index_type(&mt) => print_list(&bytes),
         Found::Doc(bytes, _) if !verbose => print_json(&bytes),
         Found::Doc(bytes, mt) if ml::is_index_type(&mt) => {
             let mut records = Vec::new();
             for d in ml::index_children(&bytes).map_err(|e| e.to_string())? {
                 let raw = child(&d.digest)?;
-                let name = r.repository().with_digest(d.digest.clone()).to_string();
+                // Docker names a child `name:tag@digest`.
+                let name = match r.digest() {
+                    Some(_) => r.repository().with_digest(d.digest.clone()).to_string(),
+                    None => format!("{}@{}", r.clone().with_default_tag(), d.digest),
+                };
                 records.push(verbose_json(name, &d, &raw)?);
             }
             print_json(verbose_doc(records, true).as_bytes());
@@ -491,7 +504,7 @@ mod tests {
     fn json_is_indented_as_go_indents_it() {
         let src = br#"{"a":[],"b":{"c":"x, \"y\": {z}","d":[1,2]},"e":{} }"#;
         assert_eq!(
-            indent_json(src),
+            indent_json(src, "\t"),
             "{\n\t\"a\": [],\n\t\"b\": {\n\t\t\"c\": \"x, \\\"y\\\": {z}\",\n\t\t\"d\": [\n\t\t\t1,\n\t\t\t2\n\t\t]\n\t},\n\t\"e\": {}\n}"
         );
     }

@@ -37,6 +37,7 @@ mod image_interop;
 mod inspect_keys;
 mod instructions_conformance;
 mod layering;
+mod manifest;
 mod own_image;
 mod parser_conformance;
 mod parser_robustness;
