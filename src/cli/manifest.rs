@@ -111,6 +111,83 @@ pub struct RmArgs {
     pub lists: Vec<String>,
 }
 
+/// `kiln buildx`: the part of buildx's commands kiln has.
+#[derive(Subcommand, Debug)]
+pub enum BuildxCommand {
+    /// Commands to work on images in registry
+    #[command(subcommand)]
+    Imagetools(ImagetoolsCommand),
+}
+
+/// `kiln buildx imagetools`.
+#[derive(Subcommand, Debug)]
+pub enum ImagetoolsCommand {
+    /// Copy an image or a multi-platform index to other tags, in any registry
+    Create(ImagetoolsCreateArgs),
+}
+
+/// `kiln buildx imagetools create`.
+#[derive(Args, Debug)]
+pub struct ImagetoolsCreateArgs {
+    /// Set reference for new image
+    #[arg(short = 't', long = "tag", required = true)]
+    pub tags: Vec<String>,
+    /// Show final image instead of pushing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// SOURCE: an index or an image, copied unchanged (its digest stays)
+    pub source: String,
+}
+
+/// Runs `kiln buildx imagetools create`; the exit code.
+pub fn run_buildx(cmd: BuildxCommand) -> i32 {
+    let BuildxCommand::Imagetools(ImagetoolsCommand::Create(a)) = cmd;
+    match imagetools_create(&a) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+fn imagetools_create(a: &ImagetoolsCreateArgs) -> Result<(), String> {
+    let source = parse(
+        a.source
+            .strip_prefix("docker-image://")
+            .unwrap_or(&a.source),
+    )?;
+    let targets = a
+        .tags
+        .iter()
+        .map(|t| parse(t).map(Reference::with_default_tag))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(t) = targets.iter().find(|t| t.digest().is_some()) {
+        return Err(ml::ManifestListError::DigestTarget(t.familiar_string()).to_string());
+    }
+    let from_client = client(source.domain(), false)?;
+    let from = ml::Repo {
+        client: &from_client,
+        path: source.path(),
+    };
+    let wanted = ml::tag_or_digest(&source);
+    if a.dry_run {
+        let m = from_client
+            .fetch_manifest(source.path(), &wanted)
+            .map_err(|e| e.to_string())?;
+        out(&format!("{}\n", indent_json(&m.bytes, "  ")));
+        return Ok(());
+    }
+    for t in &targets {
+        let to_client = client(t.domain(), false)?;
+        let to = ml::Repo {
+            client: &to_client,
+            path: t.path(),
+        };
+        let tag = ml::tag_or_digest(t);
+        let digest = ml::copy_tagged(from, &wanted, to, &tag).map_err(|e| e.to_string())?;
+        eprintln!("pushed {t}@{digest}");
+    }
+    Ok(())
+}
+
 /// Runs a `kiln manifest` command; the exit code.
 pub fn run(root: &Path, cmd: ManifestCommand) -> i32 {
     let store = match open_store(root) {

@@ -97,6 +97,9 @@ pub enum Command {
     /// Manage Docker image manifests and manifest lists
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// The part of Docker Buildx kiln has (`imagetools create`)
+    #[command(subcommand)]
+    Buildx(manifest::BuildxCommand),
     /// Download an image from a registry
     Pull(registry::PullArgs),
     /// Upload an image to a registry
@@ -380,6 +383,7 @@ pub fn run() -> i32 {
         Command::Load(a) => image::run(&root, I::Load(a)),
         Command::Tag(a) => image::run(&root, I::Tag(a)),
         Command::Manifest(cmd) => manifest::run(&root, cmd),
+        Command::Buildx(cmd) => manifest::run_buildx(cmd),
         Command::Pull(a) => registry::pull(&root, &a),
         Command::Push(a) => registry::push_cli(&root, &a),
         Command::Login(a) => registry::login(&a),

@@ -286,6 +286,7 @@ struct ConfigDescriptor {
 #[derive(Deserialize)]
 struct LayerDescriptor {
     digest: Digest,
+    size: u64,
     #[serde(default)]
     urls: Vec<String>,
 }
@@ -486,30 +487,56 @@ pub struct PushedList {
     pub copied: Vec<(String, Digest)>,
 }
 
-/// Makes `repo` hold `blob` of repository `from` (same registry): present already,
-/// mounted, or copied through kiln.
-fn copy_blob(client: &Client, repo: &str, from: &str, blob: &Digest) -> Result<()> {
-    if client.has_blob(repo, blob)?.is_some() || client.mount_blob(repo, blob, from)? {
+/// A repository of a registry, and the client that reaches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Repo<'a> {
+    /// A client of the registry.
+    pub client: &'a Client,
+    /// The repository's path (`library/busybox`).
+    pub path: &'a str,
+}
+
+/// Makes `to` hold the blob `digest` (of `size` bytes) of `from`: present already, mounted
+/// (same registry), or streamed through kiln (the registry checks the digest).
+fn copy_blob(from: Repo<'_>, to: Repo<'_>, digest: &Digest, size: u64) -> Result<()> {
+    if to.client.has_blob(to.path, digest)?.is_some() {
         return Ok(());
     }
-    let size = client
-        .has_blob(from, blob)?
-        .ok_or_else(|| RegistryError::BlobNotFound {
-            registry: client.registry().to_string(),
-            repository: from.to_string(),
-            digest: blob.clone(),
-        })?;
+    let same_registry = from.client.registry() == to.client.registry();
+    if same_registry && to.client.mount_blob(to.path, digest, from.path)? {
+        return Ok(());
+    }
     let open = || -> std::io::Result<Box<dyn Read + Send>> {
-        client
-            .blob_reader(from, blob)
+        from.client
+            .blob_reader(from.path, digest)
             .map_err(std::io::Error::other)
     };
-    client.upload_blob(repo, blob, size, &open)?;
+    to.client.upload_blob(to.path, digest, size, &open)?;
     Ok(())
 }
 
-/// Copies the image of `entry` (in another repository of the registry) into `repo`: its
-/// blobs, then its manifest by digest.
+/// Copies the image manifest `raw` (of media type `media_type`) from `from` to `to`: its
+/// blobs, then the manifest under its digest.
+pub fn copy_manifest(from: Repo<'_>, to: Repo<'_>, raw: &[u8], media_type: &str) -> Result<Digest> {
+    let digest = Digest::of_bytes(raw);
+    if is_index_type(media_type) {
+        return Err(RegistryError::Invalid(format!(
+            "{digest} is an index inside an index, which kiln does not copy"
+        ))
+        .into());
+    }
+    let probe = probe_manifest(digest.as_str(), raw)?;
+    copy_blob(from, to, &probe.config.digest, probe.config.size)?;
+    // Foreign layers (with URLs) are not in the registry; the manifest points elsewhere.
+    for l in probe.layers.iter().filter(|l| l.urls.is_empty()) {
+        copy_blob(from, to, &l.digest, l.size)?;
+    }
+    to.client
+        .put_manifest(to.path, digest.as_str(), raw, media_type)?;
+    Ok(digest)
+}
+
+/// Copies the image of `entry` (in another repository of the registry) into `repo`.
 fn copy_child(client: &Client, repo: &str, entry: &ListEntry) -> Result<()> {
     let source = entry.parsed()?;
     let raw = entry.raw_bytes()?;
@@ -519,26 +546,33 @@ fn copy_child(client: &Client, repo: &str, entry: &ListEntry) -> Result<()> {
             reason: "the kept manifest does not match its digest".into(),
         });
     }
-    let probe = probe_manifest(&entry.reference, &raw)?;
-    let mut blobs = vec![probe.config.digest];
-    // Foreign layers (with URLs) are not in the registry; the manifest points elsewhere.
-    blobs.extend(
-        probe
-            .layers
-            .into_iter()
-            .filter(|l| l.urls.is_empty())
-            .map(|l| l.digest),
-    );
-    for b in &blobs {
-        copy_blob(client, repo, source.path(), b)?;
-    }
-    client.put_manifest(
-        repo,
-        entry.descriptor.digest.as_str(),
-        &raw,
-        &entry.descriptor.media_type,
-    )?;
+    let from = Repo {
+        client,
+        path: source.path(),
+    };
+    let to = Repo { client, path: repo };
+    copy_manifest(from, to, &raw, &entry.descriptor.media_type)?;
     Ok(())
+}
+
+/// Copies what `source` names (an index with every image it lists, or one image) to the
+/// tag `tag` of `to`, unchanged, so its digest stays; returns that digest. Images of the
+/// index are copied before it, so the index is complete where it lands.
+pub fn copy_tagged(from: Repo<'_>, source: &str, to: Repo<'_>, tag: &str) -> Result<Digest> {
+    let m = from.client.fetch_manifest(from.path, source)?;
+    if is_index_type(&m.media_type) {
+        for child in index_children(&m.bytes)? {
+            let c = from
+                .client
+                .fetch_manifest(from.path, child.digest.as_str())?;
+            copy_manifest(from, to, &c.bytes, &c.media_type)?;
+        }
+    } else {
+        copy_manifest(from, to, &m.bytes, &m.media_type)?;
+    }
+    Ok(to
+        .client
+        .put_manifest(to.path, tag, &m.bytes, &m.media_type)?)
 }
 
 /// Pushes `list` as `target` (a tag): children from other repositories of the registry are

@@ -201,6 +201,7 @@ fn a_list_of_two_platforms_is_pushed_and_read_back() {
     compare_with_docker(&list, &kiln_text);
 
     amend_annotate_and_copy_across_repositories(&k, &skopeo, &reg);
+    copy_to_another_registry(&k, &skopeo, &list, &digest);
     k.ok(&["manifest", "rm", &list]);
     let e = k.fails(&["manifest", "push", &list]);
     assert!(e.contains(&format!("no such manifest: {list}")), "{e}");
@@ -235,6 +236,21 @@ fn amend_annotate_and_copy_across_repositories(k: &Kiln, skopeo: &Path, reg: &st
     // --purge removed the local list.
     let e = k.fails(&["manifest", "rm", &list]);
     assert!(e.contains(&format!("no such manifest: {list}")), "{e}");
+}
+
+/// `kiln buildx imagetools create -t DEST SRC` copies the index and its images to another
+/// registry unchanged: the same digest, every platform's image there.
+fn copy_to_another_registry(k: &Kiln, skopeo: &Path, list: &str, digest: &str) {
+    let Some(other) = Registry::start(false) else {
+        return;
+    };
+    let dest = format!("{}/copy:1", other.host());
+    k.ok(&["buildx", "imagetools", "create", "-t", &dest, list]);
+    assert_eq!(raw_digest(skopeo, &dest), digest);
+    let mut c = Command::new(skopeo);
+    c.args(["inspect", "--tls-verify=false", "--override-arch", "arm64"])
+        .arg(format!("docker://{dest}"));
+    assert_eq!(json(&run_tool(&mut c))["Labels"]["arch"], "arm64");
 }
 
 /// Docker reads kiln's list: `docker manifest inspect` prints what `kiln manifest inspect`
