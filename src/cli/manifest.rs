@@ -195,6 +195,14 @@ pub fn run(root: &Path, cmd: ManifestCommand) -> i32 {
         Err(code) => return code,
     };
     let lists = ListStore::new(&store);
+    // Commands that change lists hold the list store's lock from reading to writing.
+    let _lock = match &cmd {
+        ManifestCommand::Inspect(_) => None,
+        _ => match lists.lock() {
+            Ok(l) => Some(l),
+            Err(e) => return fail(e),
+        },
+    };
     let result = match cmd {
         ManifestCommand::Create(a) => create(&lists, &a),
         ManifestCommand::Inspect(a) => inspect(&store, &lists, &a),

@@ -191,6 +191,25 @@ impl ListStore {
             .join(format!("{}.json", Digest::of_bytes(name.as_bytes()).hex()))
     }
 
+    /// An exclusive lock on the list store, held by a command from reading a list to
+    /// writing it back, so two `--amend`s of one list both count. Released when dropped.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        atomic::create_dir_all(&self.dir, 0o700)?;
+        let err = |source: std::io::Error| AtomicError {
+            op: "lock",
+            path: self.dir.clone(),
+            source,
+        };
+        let mut dir = std::fs::File::open(&self.dir).map_err(err)?;
+        loop {
+            match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(lock),
+                Err((d, nix::errno::Errno::EINTR)) => dir = d,
+                Err((_, e)) => return Err(err(e.into()).into()),
+            }
+        }
+    }
+
     /// The list named `list`, if one was created.
     pub fn get(&self, list: &Reference) -> Result<Option<ManifestList>> {
         let name = list_name(list);

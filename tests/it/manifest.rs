@@ -130,6 +130,9 @@ fn a_list_of_two_platforms_is_pushed_and_read_back() {
         "{e}"
     );
     let local = json(&k.ok(&["manifest", "inspect", &list]));
+    // `inspect LIST IMAGE`: the image's manifest as the list keeps it.
+    let kept = json(&k.ok(&["manifest", "inspect", &list, &arm]));
+    assert_eq!(kept, json(&skopeo_inspect(&skopeo, &arm, true)));
 
     let pushed = k.ok(&["manifest", "push", &list]);
     let digest = pushed.trim().to_string();
