@@ -6,8 +6,11 @@
 //! reference, descriptor (with the platform read from its config, or annotated) and the
 //! manifest's bytes, so a push can copy a child into the list's repository without
 //! fetching it again. The images of the store are not involved.
+//!
+//! Pushing a list whose images live in another repository, and copying an index to another
+//! registry (`kiln buildx imagetools create`), share one copier: [`copy_manifest`] (blobs
+//! mounted within a registry, streamed between two) and [`copy_tagged`].
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -633,7 +636,7 @@ pub fn stored_document(store: &Store, reference: &Reference) -> Result<Option<(V
     Ok(Some((bytes, entry.media_type().to_string())))
 }
 
-/// The children of an index: (media type, digest, platform) for each, in order.
+/// The descriptors of an index's children, in order.
 pub fn index_children(bytes: &[u8]) -> Result<Vec<ChildDescriptor>> {
     #[derive(Deserialize)]
     struct Children {
@@ -642,22 +645,6 @@ pub fn index_children(bytes: &[u8]) -> Result<Vec<ChildDescriptor>> {
     let c: Children = serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::Invalid(format!("not an index: {e}")))?;
     Ok(c.manifests)
-}
-
-/// Entries by platform string (`linux/arm64`, `linux/arm/v7`), for tests and messages.
-pub fn platforms(list: &[ChildDescriptor]) -> BTreeMap<String, Digest> {
-    list.iter()
-        .filter_map(|d| {
-            d.platform.as_ref().map(|p| {
-                let mut s = format!("{}/{}", p.os, p.architecture);
-                if let Some(v) = &p.variant {
-                    s.push('/');
-                    s.push_str(v);
-                }
-                (s, d.digest.clone())
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
