@@ -12,6 +12,7 @@ mod format;
 mod image;
 mod info;
 mod inspect;
+mod manifest;
 mod port;
 mod registry;
 mod ssh;
@@ -93,6 +94,12 @@ pub enum Command {
     Load(image::LoadArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(image::TagArgs),
+    /// Manage Docker image manifests and manifest lists
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
+    /// The part of Docker Buildx kiln has (`imagetools create`)
+    #[command(subcommand)]
+    Buildx(manifest::BuildxCommand),
     /// Download an image from a registry
     Pull(registry::PullArgs),
     /// Upload an image to a registry
@@ -375,6 +382,8 @@ pub fn run() -> i32 {
         Command::Save(a) => image::run(&root, I::Save(a)),
         Command::Load(a) => image::run(&root, I::Load(a)),
         Command::Tag(a) => image::run(&root, I::Tag(a)),
+        Command::Manifest(cmd) => manifest::run(&root, cmd),
+        Command::Buildx(cmd) => manifest::run_buildx(cmd),
         Command::Pull(a) => registry::pull(&root, &a),
         Command::Push(a) => registry::push_cli(&root, &a),
         Command::Login(a) => registry::login(&a),

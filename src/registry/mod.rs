@@ -10,6 +10,8 @@
 //! * [`push`]: an image of the store to a registry (layers compressed in
 //!   parallel, blobs the registry has skipped or mounted), and
 //!   [`push::push_manifest`] for any manifest and blobs (cache exports).
+//! * [`manifest_list`]: lists assembled from images already pushed (`kiln manifest`),
+//!   kept under the store root apart from the images, pushed as one index.
 //! * [`distribution`]: what kiln remembers about compressed blobs
 //!   (`<root>/distribution/`): diffID ↔ compressed digest, and where each
 //!   was seen.
@@ -18,6 +20,7 @@ pub mod client;
 pub mod credentials;
 pub mod distribution;
 mod error;
+pub mod manifest_list;
 pub mod pull;
 pub mod push;
 

@@ -38,6 +38,7 @@ mod in_docker;
 mod inspect_keys;
 mod instructions_conformance;
 mod layering;
+mod manifest;
 mod mode_equivalence;
 mod multiplatform;
 mod own_image;
