@@ -384,15 +384,14 @@ pub(crate) fn push_image_by_manifest(
             eprintln!("{line}");
         }
     };
-    let popts = PushOptions { compression };
-    let pushed = match &stored {
-        kiln::store::Stored::Image(image) => {
-            push::push_image(store, &client, image, target, &popts, &report)
-        }
-        kiln::store::Stored::Index(index) => {
-            push::push_index(store, &client, index, target, &popts, &report)
-        }
-    }
+    let pushed = push::push_stored(
+        store,
+        &client,
+        &stored,
+        target,
+        &PushOptions { compression },
+        &report,
+    )
     .map_err(|e| e.to_string())?;
     if !quiet {
         eprintln!(
@@ -426,17 +425,15 @@ pub(crate) fn push_one(
         ));
     }
     let view = LayerView::new(quiet);
-    let popts = PushOptions { compression };
-    let report = |id: &str, s: Status| view.event(id, s);
-    let pushed = match &stored {
-        kiln::store::Stored::Image(image) => {
-            push::push_image(store, &client, image, target, &popts, &report)
-        }
-        // An index of several platforms: each platform's image, then the index.
-        kiln::store::Stored::Index(index) => {
-            push::push_index(store, &client, index, target, &popts, &report)
-        }
-    }
+    // An index of several platforms: each platform's image, then the index.
+    let pushed = push::push_stored(
+        store,
+        &client,
+        &stored,
+        target,
+        &PushOptions { compression },
+        &|id, s| view.event(id, s),
+    )
     .map_err(|e| e.to_string())?;
     if quiet {
         out(&format!("{target}\n"));

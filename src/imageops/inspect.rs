@@ -314,11 +314,9 @@ pub fn inspect(store: &Store, image: &ImageRecord) -> Result<ImageInspect> {
 /// (else the first) as [`inspect`] shows an image, under the index's digest and names, with
 /// the index's `Descriptor` and every platform's entry in `Manifests`.
 pub fn inspect_index(store: &Store, index: &IndexRecord) -> Result<ImageInspect> {
-    let host = crate::common::platform::Platform::host();
     let platforms = index.platforms();
     let shown = index
-        .manifest_for(&host)
-        .or_else(|| platforms.first().map(|(_, d)| d.clone()))
+        .shown_manifest()
         .ok_or_else(|| crate::store::StoreError::InvalidIndex {
             index: index.digest.clone(),
             reason: "it names no platform".to_owned(),

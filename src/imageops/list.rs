@@ -265,12 +265,8 @@ pub fn list(store: &Store, filters: &ImageFilters) -> Result<Vec<ImageSummary>> 
         .filter_map(|i| filters.apply(i))
         .collect();
     // An index of several platforms is one line per name, as Docker lists a manifest list.
-    let host = crate::common::platform::Platform::host();
     for ix in store.list_indexes()? {
-        let Some(m) = ix
-            .manifest_for(&host)
-            .or_else(|| ix.platforms().first().map(|(_, d)| d.clone()))
-        else {
+        let Some(m) = ix.shown_manifest() else {
             continue;
         };
         let mut image = store.image_blobs(&m)?;

@@ -20,7 +20,7 @@ use super::pull::{Progress, Status};
 use super::{media, Compression};
 use crate::image::config::{self};
 use crate::image::{Digest, Reference, Sha256Writer};
-use crate::store::{fsutil, ImageRecord, IndexRecord, Store};
+use crate::store::{fsutil, ImageRecord, IndexRecord, Store, Stored};
 
 /// Opens a blob for reading from its start (called again for a retry).
 pub type OpenBlob<'a> =
@@ -334,6 +334,22 @@ fn push_image_blobs(
     let config_blob = BlobSource::bytes(&config_bytes);
     push_blobs(client, repo, &[(&config_blob, String::new())], &|_, _| {})?;
     Ok(manifest)
+}
+
+/// Pushes what a name in the store stands for as `target`: an image ([`push_image`]) or an
+/// index of several platforms ([`push_index`]).
+pub fn push_stored(
+    store: &Store,
+    client: &Client,
+    stored: &Stored,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Pushed> {
+    match stored {
+        Stored::Image(image) => push_image(store, client, image, target, opts, progress),
+        Stored::Index(index) => push_index(store, client, index, target, opts, progress),
+    }
 }
 
 /// Pushes a stored index of several platforms as `target`: each platform's image (its

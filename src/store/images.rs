@@ -478,20 +478,7 @@ impl Store {
         let config_bytes = self.read_blob(&id, "config", MAX_CONFIG_SIZE)?;
         let config = config::parse_config(&config_bytes)?;
         let diff_ids = config::diff_ids(&config)?;
-        let mut references = Vec::new();
-        let mut other_names = Vec::new();
-        for name in entries.iter().filter_map(|e| ref_name(e)) {
-            // Only a name in kiln's canonical form is a reference; anything
-            // else (another tool's `latest`) is kept verbatim.
-            match Reference::parse_normalized_named(name) {
-                Ok(r) if r.to_string() == name && !r.is_name_only() => references.push(r),
-                _ => other_names.push(name.to_owned()),
-            }
-        }
-        references.sort();
-        references.dedup();
-        other_names.sort();
-        other_names.dedup();
+        let (references, other_names) = names_of(entries);
         Ok(ImageRecord {
             id,
             manifest_digest: manifest_digest.clone(),
@@ -543,6 +530,25 @@ pub(super) fn retag(
         }
     }
     moved_from
+}
+
+/// The names `entries` (index.json records of one manifest or index) give it, sorted and
+/// deduplicated: references in kiln's canonical form, and every other name (another tool's
+/// `latest`) verbatim.
+pub(super) fn names_of(entries: &[&Descriptor]) -> (Vec<Reference>, Vec<String>) {
+    let mut references = Vec::new();
+    let mut other_names = Vec::new();
+    for name in entries.iter().filter_map(|e| ref_name(e)) {
+        match Reference::parse_normalized_named(name) {
+            Ok(r) if r.to_string() == name && !r.is_name_only() => references.push(r),
+            _ => other_names.push(name.to_owned()),
+        }
+    }
+    references.sort();
+    references.dedup();
+    other_names.sort();
+    other_names.dedup();
+    (references, other_names)
 }
 
 #[cfg(test)]

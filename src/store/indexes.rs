@@ -13,7 +13,7 @@ use oci_spec::image::{Descriptor, ImageIndex, PlatformBuilder};
 
 use super::error::{Result, StoreError};
 use super::images::{ImageRecord, MAX_MANIFEST_SIZE};
-use super::index::{points_at, ref_name};
+use super::index::points_at;
 use super::Store;
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
@@ -47,14 +47,8 @@ impl IndexRecord {
             .manifests()
             .iter()
             .filter_map(|d| {
-                let p = d.platform().as_ref()?;
+                let platform = platform_of(d.platform().as_ref()?);
                 let digest = Digest::try_from(d.digest()).ok()?;
-                let platform = Platform {
-                    os: p.os().to_string(),
-                    architecture: p.architecture().to_string(),
-                    variant: p.variant().clone(),
-                }
-                .normalized();
                 Some((platform, digest))
             })
             .collect()
@@ -67,6 +61,13 @@ impl IndexRecord {
             .into_iter()
             .find(|(p, _)| wanted.matches(&p.os, &p.architecture, p.variant.as_deref()))
             .map(|(_, d)| d)
+    }
+
+    /// The entry that stands for the whole index where one image is shown (`kiln images`,
+    /// `image inspect`): the host's, else the first.
+    pub fn shown_manifest(&self) -> Option<Digest> {
+        self.manifest_for(&Platform::host())
+            .or_else(|| self.platforms().into_iter().next().map(|(_, d)| d))
     }
 
     /// The platforms it holds, comma-separated (for messages).
@@ -114,6 +115,16 @@ pub fn index_bytes(images: &[ImageRecord]) -> Result<Vec<u8>> {
     let mut index = super::index::empty_index();
     index.set_manifests(images.iter().map(platform_descriptor).collect());
     Ok(config::canonical_json("index", &index)?)
+}
+
+/// An index entry's platform, normalized.
+fn platform_of(p: &oci_spec::image::Platform) -> Platform {
+    Platform {
+        os: p.os().to_string(),
+        architecture: p.architecture().to_string(),
+        variant: p.variant().clone(),
+    }
+    .normalized()
 }
 
 fn is_index_entry(e: &Descriptor) -> bool {
@@ -185,12 +196,7 @@ impl Store {
             let Some(p) = d.platform() else {
                 return Err(reject(format!("entry {i} names no platform")));
             };
-            let p = Platform {
-                os: p.os().to_string(),
-                architecture: p.architecture().to_string(),
-                variant: p.variant().clone(),
-            }
-            .normalized();
+            let p = platform_of(p);
             if seen.contains(&p) {
                 return Err(reject(format!("two entries are for {p}")));
             }
@@ -267,18 +273,7 @@ impl Store {
     fn load_index_record(&self, digest: &Digest, entries: &[&Descriptor]) -> Result<IndexRecord> {
         let bytes = self.read_blob(digest, "index", MAX_MANIFEST_SIZE)?;
         let index = config::parse_index(&bytes)?;
-        let mut references = Vec::new();
-        let mut other_names = Vec::new();
-        for name in entries.iter().filter_map(|e| ref_name(e)) {
-            match Reference::parse_normalized_named(name) {
-                Ok(r) if r.to_string() == name && !r.is_name_only() => references.push(r),
-                _ => other_names.push(name.to_owned()),
-            }
-        }
-        references.sort();
-        references.dedup();
-        other_names.sort();
-        other_names.dedup();
+        let (references, other_names) = super::images::names_of(entries);
         Ok(IndexRecord {
             digest: digest.clone(),
             size: bytes.len() as u64,
