@@ -83,6 +83,12 @@ impl Flights {
         }
     }
 
+    /// Frees the keys this thread ran when the returned guard drops: after a step, whether
+    /// it was recorded, failed or panicked (a panic must not leave other builds waiting).
+    pub(crate) fn landing(&self) -> Landing<'_> {
+        Landing(self)
+    }
+
     /// After a step (recorded or failed): the keys this thread ran are free.
     pub(crate) fn land(&self) {
         let me = std::thread::current().id();
@@ -92,6 +98,15 @@ impl Flights {
         if running.len() != before {
             self.landed.notify_all();
         }
+    }
+}
+
+/// See [`Flights::landing`].
+pub(crate) struct Landing<'a>(&'a Flights);
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        self.0.land();
     }
 }
 

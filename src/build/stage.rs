@@ -265,20 +265,22 @@ impl Builder<'_> {
                 text: op.code.clone(),
             });
             let position = format!("{idx}/{n}");
-            let done = match &op.kind {
-                OpKind::Meta(m) => self.meta_step(id, &mut cur, op, m, &position, &mut pending),
-                OpKind::Run(r) => {
-                    self.flush_meta(&mut cur, &mut pending);
-                    self.run_step(id, &mut cur, op, r, results, &position)
-                }
-                OpKind::Copy(c) => {
-                    self.flush_meta(&mut cur, &mut pending);
-                    self.copy_step(id, &mut cur, op, c, results, &position)
+            let done = {
+                // Once the step's keys are recorded (or it failed, or panicked), other builds
+                // waiting for them look them up again.
+                let _landing = self.shared.flights.landing();
+                match &op.kind {
+                    OpKind::Meta(m) => self.meta_step(id, &mut cur, op, m, &position, &mut pending),
+                    OpKind::Run(r) => {
+                        self.flush_meta(&mut cur, &mut pending);
+                        self.run_step(id, &mut cur, op, r, results, &position)
+                    }
+                    OpKind::Copy(c) => {
+                        self.flush_meta(&mut cur, &mut pending);
+                        self.copy_step(id, &mut cur, op, c, results, &position)
+                    }
                 }
             };
-            // The step's keys are recorded (or it failed): other builds waiting for them
-            // look them up now.
-            self.shared.flights.land();
             done?;
             self.debug.finish(id, &cur.state);
             self.progress.event(BuildEvent::Done {
@@ -286,8 +288,8 @@ impl Builder<'_> {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
+        let _landing = self.shared.flights.landing();
         self.flush_meta(&mut cur, &mut pending);
-        self.shared.flights.land();
         Ok(cur)
     }
 
