@@ -167,7 +167,7 @@ fn imagetools_create(a: &ImagetoolsCreateArgs) -> Result<(), String> {
         client: &from_client,
         path: source.path(),
     };
-    let wanted = ml::tag_or_digest(&source);
+    let wanted = source.tag_or_digest();
     if a.dry_run {
         let m = from_client
             .fetch_manifest(source.path(), &wanted)
@@ -181,7 +181,7 @@ fn imagetools_create(a: &ImagetoolsCreateArgs) -> Result<(), String> {
             client: &to_client,
             path: t.path(),
         };
-        let tag = ml::tag_or_digest(t);
+        let tag = t.tag_or_digest();
         let digest = ml::copy_tagged(from, &wanted, to, &tag).map_err(|e| e.to_string())?;
         eprintln!("pushed {t}@{digest}");
     }
@@ -480,7 +480,7 @@ fn inspect(store: &Store, lists: &ListStore, a: &InspectArgs) -> Result<(), Stri
     }
     let c = client(r.domain(), a.insecure)?;
     let m = c
-        .fetch_manifest(r.path(), &ml::tag_or_digest(&r))
+        .fetch_manifest(r.path(), &r.tag_or_digest())
         .map_err(|e| e.to_string())?;
     let child = |d: &Digest| {
         c.fetch_manifest(r.path(), d.as_str())

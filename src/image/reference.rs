@@ -453,6 +453,16 @@ impl Reference {
         }
     }
 
+    /// What the reference names in its repository, as a registry's manifest URL takes it:
+    /// the digest, else the tag, else `latest`.
+    pub fn tag_or_digest(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => DEFAULT_TAG.to_owned(),
+        }
+    }
+
     /// Adds `:latest` if the reference names neither a tag nor a digest
     /// (Docker's `TagNameOnly`).
     pub fn with_default_tag(mut self) -> Reference {

@@ -175,6 +175,12 @@ pub struct ListStore {
     tmp: PathBuf,
 }
 
+/// The list store's lock ([`ListStore::lock`]); released when dropped.
+#[derive(Debug)]
+pub struct ListLock {
+    _guard: crate::store::LockGuard,
+}
+
 /// The name a list is kept under: the reference with a tag.
 fn list_name(list: &Reference) -> String {
     list.clone().with_default_tag().to_string()
@@ -196,21 +202,12 @@ impl ListStore {
 
     /// An exclusive lock on the list store, held by a command from reading a list to
     /// writing it back, so two `--amend`s of one list both count. Released when dropped.
-    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    pub fn lock(&self) -> Result<ListLock> {
         atomic::create_dir_all(&self.dir, 0o700)?;
-        let err = |source: std::io::Error| AtomicError {
-            op: "lock",
-            path: self.dir.clone(),
-            source,
-        };
-        let mut dir = std::fs::File::open(&self.dir).map_err(err)?;
-        loop {
-            match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(lock),
-                Err((d, nix::errno::Errno::EINTR)) => dir = d,
-                Err((_, e)) => return Err(err(e.into()).into()),
-            }
-        }
+        Ok(ListLock {
+            // Beside the lists, not among them.
+            _guard: crate::store::lock_exclusive(&self.dir.with_file_name("v1.lock"))?,
+        })
     }
 
     /// The list named `list`, if one was created.
@@ -282,15 +279,6 @@ pub fn is_index_type(media_type: &str) -> bool {
     media_type == media::OCI_INDEX || media_type == media::DOCKER_LIST
 }
 
-/// The tag or digest a reference names in its repository (`latest` when neither).
-pub fn tag_or_digest(reference: &Reference) -> String {
-    match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => crate::image::reference::DEFAULT_TAG.to_string(),
-    }
-}
-
 /// The fields of a manifest a list needs.
 #[derive(Deserialize)]
 struct ManifestProbe {
@@ -324,7 +312,7 @@ fn probe_manifest(what: &str, bytes: &[u8]) -> Result<ManifestProbe> {
 pub fn fetch_entry(client: &Client, reference: &Reference) -> Result<ListEntry> {
     let shown = super::display(reference);
     let repo = reference.path();
-    let m = client.fetch_manifest(repo, &tag_or_digest(reference))?;
+    let m = client.fetch_manifest(repo, &reference.tag_or_digest())?;
     if is_index_type(&m.media_type) {
         return Err(ManifestListError::IsList(shown));
     }
@@ -613,7 +601,7 @@ pub fn push_list(client: &Client, target: &Reference, list: &ManifestList) -> Re
             copied.push((e.reference.clone(), e.descriptor.digest.clone()));
         }
     }
-    let digest = client.put_manifest(repo, &tag_or_digest(target), &bytes, media_type)?;
+    let digest = client.put_manifest(repo, &target.tag_or_digest(), &bytes, media_type)?;
     Ok(PushedList { digest, copied })
 }
 

@@ -258,12 +258,7 @@ pub fn resolve(
     platform: &Platform,
 ) -> Result<(Manifest, Digest)> {
     let repo = reference.path();
-    let tag_or_digest = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => crate::image::reference::DEFAULT_TAG.to_string(),
-    };
-    let top = client.fetch_manifest(repo, &tag_or_digest)?;
+    let top = client.fetch_manifest(repo, &reference.tag_or_digest())?;
     let named = top.digest.clone();
     let mut current = top;
     for _ in 0..4 {

@@ -43,10 +43,10 @@ pub use gc::{GcReport, GcRoots, Problem};
 pub use images::ImageRecord;
 pub use indexes::{index_bytes, platform_descriptor, IndexRecord, Stored};
 pub use lock::Lease;
+pub(crate) use lock::{lock_exclusive, LockGuard};
 pub use snapshots::{Snapshot, SnapshotReservation};
 
 use error::io_err;
-use lock::LockGuard;
 
 /// The store format this kiln reads and writes.
 pub const STORE_FORMAT_VERSION: u32 = 1;

@@ -56,11 +56,7 @@ impl RegistryCache {
             return Err(bad("a cache is pushed under a tag, not a digest".into()));
         }
         let parsed = parsed.with_default_tag();
-        let tag_or_digest = match (parsed.digest(), parsed.tag()) {
-            (Some(d), _) => d.to_string(),
-            (None, Some(t)) => t.to_string(),
-            (None, None) => crate::image::reference::DEFAULT_TAG.to_string(),
-        };
+        let tag_or_digest = parsed.tag_or_digest();
         let mut opts = ClientOptions::from_env();
         opts.cancel = cancel.cloned();
         let client =
