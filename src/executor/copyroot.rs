@@ -73,7 +73,7 @@ impl Stamp {
 /// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`.
 const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
 
-fn generation(path: &Path, m: &fs::Metadata) -> u64 {
+pub(crate) fn generation(path: &Path, m: &fs::Metadata) -> u64 {
     // Symlinks cannot be opened for an ioctl; their inode number and ctime must do.
     if m.file_type().is_symlink() || !(m.is_file() || m.is_dir()) {
         return 0;
@@ -349,16 +349,6 @@ fn record_dir(root: &Path, rel: &Path, m: &mut Manifest, recent: i128) -> io::Re
 }
 
 impl Manifest {
-    /// How many entries the index holds.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Forgets `rel` and everything below it.
     pub fn forget(&mut self, rel: &Path) {
         self.entries.retain(|p, _| !p.starts_with(rel));
@@ -420,22 +410,13 @@ struct Diff<'a> {
 
 /// Writes what changed in `root` since `before` into `upper`, in overlay's format.
 pub fn diff_into_upper(root: &Path, before: &Manifest, upper: &Path) -> io::Result<()> {
-    diff_into_upper_skipping(root, before, upper, &|_| false)
+    diff_into_upper_tracking(root, before, upper, &|_| false).map(drop)
 }
 
 /// [`diff_into_upper`], leaving out every path for which `skip` is true (and everything
-/// below it): neither its content nor its deletion reaches `upper`.
-pub fn diff_into_upper_skipping(
-    root: &Path,
-    before: &Manifest,
-    upper: &Path,
-    skip: &dyn Fn(&Path) -> bool,
-) -> io::Result<()> {
-    diff_into_upper_tracking(root, before, upper, skip).map(drop)
-}
-
-/// [`diff_into_upper_skipping`], also giving the index of `root` as it is now (without the
-/// skipped paths): the `before` of a next step on the same root, with no second walk.
+/// below it: neither its content nor its deletion reaches `upper`), and giving the index of
+/// `root` as it is now (without the skipped paths): the `before` of a next step on the same
+/// root, with no second walk.
 pub fn diff_into_upper_tracking(
     root: &Path,
     before: &Manifest,

@@ -7,7 +7,7 @@
 //! * **Root**: a copy of the layers ([`super::copyroot::build_root`]) in the step's scratch
 //!   dir (0700). A stat index (inode, generation, ctime) is taken before the step; afterwards
 //!   what changed is written into the upper dir in overlay's format, deletions as whiteouts
-//!   ([`super::copyroot::diff_into_upper_skipping`]). No file of the store is shared with
+//!   ([`super::copyroot::diff_into_upper_tracking`]). No file of the store is shared with
 //!   the step: snapshots are copied, never linked.
 //! * **Stand-ins for the mounts** ([`root`]): `/dev` gets `null`, `zero`, `full`, `random`,
 //!   `urandom` and `tty` made with `mknod` (kiln has `CAP_MKNOD` there), `/etc/hosts` and

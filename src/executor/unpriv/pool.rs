@@ -27,12 +27,7 @@ pub(super) struct Key(Vec<[i64; 5]>);
 
 fn dir_stamp(p: &Path) -> std::io::Result<[i64; 5]> {
     let m = fs::metadata(p)?;
-    let f = fs::File::open(p)?;
-    let mut g: libc::c_long = 0;
-    use std::os::fd::AsRawFd;
-    // SAFETY: FS_IOC_GETVERSION writes one long through the pointer given.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_7601, &mut g as *mut libc::c_long) };
-    let generation = if r == 0 { g as i64 } else { 0 };
+    let generation = crate::executor::copyroot::generation(p, &m) as i64;
     Ok([
         m.dev() as i64,
         m.ino() as i64,

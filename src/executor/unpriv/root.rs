@@ -103,7 +103,7 @@ impl StandIns {
                 s.undo.push(Undo::Made(PathBuf::from(rel)));
             }
             s.skipped.push(PathBuf::from(rel));
-            if !*readonly && fs::metadata(source).is_ok_and(|m| m.is_dir()) {
+            if !*readonly && dir {
                 s.writable.push((source.clone(), PathBuf::from(rel)));
             }
         }
