@@ -67,6 +67,16 @@ fn project(s: &TestStore, name: &str, files: &[(&str, &str)]) -> PathBuf {
     ctx
 }
 
+/// Pushes the store's `NAME:local` to the registry at `host` as `base/NAME:1`; its name.
+fn push_base(s: &TestStore, host: &str, name: &str) -> String {
+    let cfg = s.dir.path().join("docker-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let base = format!("{host}/base/{name}:1");
+    host_kiln(s, &cfg, &["tag", &format!("{name}:local"), &base]);
+    host_kiln(s, &cfg, &["push", &base]);
+    base
+}
+
 /// Three stages over busybox: one builds from the context and `chown`s, one deletes, the last
 /// copies from both, deletes a base file and `chown`s; its command prints what it finds.
 const BUSYBOX_APP: &str = "FROM {BASE} AS build\n\
@@ -94,11 +104,7 @@ fn busybox_multi_stage_builds_in_a_default_docker_run_pushes_and_runs_in_docker(
     if s.busybox("busybox:local").is_none() {
         return;
     }
-    let cfg = s.dir.path().join("docker-config");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let base = format!("{host}/base/busybox:1");
-    host_kiln(&s, &cfg, &["tag", "busybox:local", &base]);
-    host_kiln(&s, &cfg, &["push", &base]);
+    let base = push_base(&s, &host, "busybox");
     let ctx = project(
         &s,
         "busybox-app",
@@ -139,11 +145,7 @@ fn debian_apt_get_install_builds_in_a_default_docker_run_pushes_and_runs_in_dock
     if s.debian("debian:local").is_none() {
         return;
     }
-    let cfg = s.dir.path().join("docker-config");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let base = format!("{host}/base/debian:1");
-    host_kiln(&s, &cfg, &["tag", "debian:local", &base]);
-    host_kiln(&s, &cfg, &["push", &base]);
+    let base = push_base(&s, &host, "debian");
     let ctx = project(
         &s,
         "debian-app",

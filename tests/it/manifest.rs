@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::registry::{need, skopeo_inspect, Registry};
-use crate::util::{require, run_tool, stdout, Kiln};
+use crate::util::{platform_string, require, run_tool, stdout, Kiln};
 
 /// A busybox root filesystem tar of `arch` (amd64 or arm64): the host's busybox when it is
 /// of that architecture, else Debian's busybox-static of it. `None` when it cannot be had.
@@ -75,18 +75,7 @@ fn platforms(index: &Value) -> Vec<String> {
         .as_array()
         .expect("manifests")
         .iter()
-        .map(|m| {
-            let p = &m["platform"];
-            let mut s = format!(
-                "{}/{}",
-                p["os"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap()
-            );
-            if let Some(v) = p["variant"].as_str() {
-                s = format!("{s}/{v}");
-            }
-            s
-        })
+        .map(|m| platform_string(&m["platform"]))
         .collect()
 }
 

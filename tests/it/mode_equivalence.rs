@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::own_image::{docker, kiln_image};
-use crate::rootless::TestUser;
-use crate::util::{busybox_rootfs, require, stderr, stdout};
+use crate::rootless::{ok, TestUser};
+use crate::util::{busybox_rootfs, require};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -46,17 +46,6 @@ fn layers_and_id(inspect: &str) -> (Vec<String>, String) {
         .map(|l| l.as_str().expect("a diffID").to_string())
         .collect();
     (layers, v[0]["Id"].as_str().expect("Id").to_string())
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n{}{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
 }
 
 /// Root on the host: `kiln --isolation root` with the store `store`, in `cwd`.

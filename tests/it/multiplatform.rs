@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::build_cmd::write;
 use crate::platforms::{emulation, foreign_busybox};
 use crate::registry::{need, Registry};
-use crate::util::{require, run_tool, stderr, stdout, unique_name, TestStore};
+use crate::util::{platform_string, require, run_tool, stderr, stdout, unique_name, TestStore};
 
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
@@ -205,18 +205,7 @@ fn three_platforms_are_one_index_pushed_run_by_kiln_and_pulled_by_docker() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            let p = &m["Platform"];
-            let mut s = format!(
-                "{}/{}",
-                p["os"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap()
-            );
-            if let Some(v) = p["variant"].as_str() {
-                s = format!("{s}/{v}");
-            }
-            s
-        })
+        .map(|m| platform_string(&m["Platform"]))
         .collect();
     assert_eq!(shown, platforms);
     // The index the build pushed, and `kiln push` of the tag pushes the same one again.

@@ -180,7 +180,7 @@ fn stop_holder(store: &Path) {
     }
 }
 
-fn ok(o: &Output, what: &str) -> String {
+pub(crate) fn ok(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
         "{what} failed ({}):\n{}{}",

@@ -327,6 +327,20 @@ impl Kiln {
 }
 
 /// True for `sha256:` and 64 lowercase hex digits.
+/// `os/arch[/variant]` of an index entry's platform object (`{"os", "architecture",
+/// "variant"}`).
+pub fn platform_string(p: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{}/{}",
+        p["os"].as_str().unwrap(),
+        p["architecture"].as_str().unwrap()
+    );
+    if let Some(v) = p["variant"].as_str() {
+        s = format!("{s}/{v}");
+    }
+    s
+}
+
 pub fn is_image_id(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
         h.len() == 64
