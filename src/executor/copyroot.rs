@@ -144,7 +144,7 @@ fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
     Ok(names)
 }
 
-fn remove_any(p: &Path) -> io::Result<()> {
+pub(super) fn remove_any(p: &Path) -> io::Result<()> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(p),
         Ok(_) => fs::remove_file(p),
@@ -155,7 +155,7 @@ fn remove_any(p: &Path) -> io::Result<()> {
 
 /// Copies owner, mode, extended attributes and times of `src` to `dst` (not following
 /// symlinks).
-fn copy_meta(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+pub(super) fn copy_meta(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
     std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
     if !meta.file_type().is_symlink() {
         // After chown, which clears set-id bits.
@@ -234,7 +234,7 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 }
 
 /// Creates a copy of a non-directory `src` at `dst` (which must not exist).
-fn copy_nondir(
+pub(super) fn copy_nondir(
     src: &Path,
     dst: &Path,
     meta: &fs::Metadata,
@@ -277,22 +277,25 @@ fn copy_nondir(
 }
 
 /// Builds a root in `dest` (an empty dir) from `layers`, top-most first, applying whiteouts
-/// and opaque dirs as overlayfs would.
-pub fn build_root(layers: &[PathBuf], dest: &Path) -> io::Result<()> {
+/// and opaque dirs as overlayfs would. Gives the number of entries copied.
+pub fn build_root(layers: &[PathBuf], dest: &Path) -> io::Result<usize> {
+    let mut count = 0;
     for layer in layers.iter().rev() {
         let mut links = HashMap::new();
-        apply_dir(layer, dest, Path::new(""), &mut links)?;
+        count += apply_dir(layer, dest, Path::new(""), &mut links)?;
     }
-    Ok(())
+    Ok(count)
 }
 
-fn apply_dir(
+pub(super) fn apply_dir(
     layer: &Path,
     dest: &Path,
     rel: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> io::Result<()> {
+) -> io::Result<usize> {
+    let mut count = 0;
     for name in sorted_names(&layer.join(rel))? {
+        count += 1;
         let r = rel.join(&name);
         let s = layer.join(&r);
         let d = dest.join(&r);
@@ -316,7 +319,7 @@ fn apply_dir(
                 }
                 Err(_) => fs::create_dir(&d)?,
             }
-            apply_dir(layer, dest, &r, links)?;
+            count += apply_dir(layer, dest, &r, links)?;
             // After the children, so the directory's mtime is the layer's.
             copy_meta(&s, &d, &meta)?;
         } else {
@@ -324,7 +327,7 @@ fn apply_dir(
             copy_nondir(&s, &d, &meta, links)?;
         }
     }
-    Ok(())
+    Ok(count)
 }
 
 /// Records what `root` holds now.

@@ -112,6 +112,7 @@ pub mod layers;
 pub mod notify;
 pub mod pasta;
 pub mod plan;
+mod rebase;
 pub mod rlimit;
 mod run;
 pub mod seccomp;

@@ -393,6 +393,7 @@ pub fn copy_root(spec_lowers: &[PathBuf], step: &StepDir) -> Result<(), ExecErro
     make_dir(&step.rootfs, 0o755)?;
     copy_owner_mode(layers.get(1).map(PathBuf::as_path), &step.rootfs)?;
     super::copyroot::build_root(&layers, &step.rootfs)
+        .map(drop)
         .map_err(io_err("copying layers", &step.rootfs))
 }
 

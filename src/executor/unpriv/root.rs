@@ -479,7 +479,9 @@ fn copy_in(root: &Path, source: &Path, rel: &str) -> Result<(), ExecError> {
     }
     if meta.is_dir() {
         dir_beneath(root, rel)?;
-        copyroot::build_root(&[source.to_path_buf()], &dst).map_err(err)
+        copyroot::build_root(&[source.to_path_buf()], &dst)
+            .map(drop)
+            .map_err(err)
     } else {
         let bytes = fs::read(source).map_err(|e| ExecError::io("reading", source, e))?;
         use std::os::unix::fs::MetadataExt;
