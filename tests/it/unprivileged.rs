@@ -468,8 +468,129 @@ RUN cat /one /two /three && test ! -e /run/secrets/s && echo all-seen
             );
         }
     }
-    // No working root is left behind in the store once kiln has exited.
+    // No working root is left parked once kiln has exited; the ones kept for the next
+    // build hold neither the secret nor a mount stand-in.
     let roots = unpriv.root().join("tmp/unpriv-roots");
     let left = std::fs::read_dir(&roots).map_or(0, |d| d.count());
     assert_eq!(left, 0, "parked roots left in {}", roots.display());
+    let kept = kept_roots(&unpriv.root());
+    assert!(!kept.is_empty() && kept.len() <= 2, "{kept:?}");
+    for root in kept {
+        assert!(!root.join("run/secrets/s").exists() && !root.join("ctx").exists());
+        let hosts = std::fs::read_to_string(root.join("etc/hosts")).expect("hosts");
+        assert_eq!(hosts, "127.0.0.1 image-hosts\n");
+        for f in walk_files(&root) {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            let secret = bytes.windows(9).any(|w| w == b"TOPSECRET");
+            assert!(!secret, "secret in kept root: {}", f.display());
+        }
+    }
+}
+
+/// The working roots kept in the store at `root` for later builds.
+fn kept_roots(root: &Path) -> Vec<PathBuf> {
+    let home = root.join("tmp/unpriv-kept");
+    std::fs::read_dir(&home)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("root"))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every regular file under `dir` (symlinks not followed).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Rebuilds after edits take the root the last build kept and move it onto the new layers;
+/// every such build gives the layers a build in an empty store gives, whatever the last
+/// build's steps changed (a mode, a deleted file, an appended file) and whichever chain the
+/// kept root showed (the same Dockerfile after an edit, or another Dockerfile on the base).
+#[test]
+fn forced_unprivileged_rebuilds_move_a_kept_root_and_equal_fresh_builds() {
+    const APP: &str = "FROM busybox
+COPY app /app
+RUN cat /app/a /app/sub/b > /both && chmod 600 /app/a && rm /app/c \
+    && echo more >> /app/sub/b && mkdir /app/new && ls -lR /app > /listing
+RUN cat /both && wc -l < /listing
+";
+    const OTHER: &str = "FROM busybox
+RUN test ! -e /app && test ! -e /both && ls / > /top && echo other-ok
+";
+    let unpriv = TestStore::new();
+    if unpriv.busybox("busybox").is_none() {
+        return;
+    }
+    let p = project(&[("Dockerfile", APP), ("Dockerfile.other", OTHER)]);
+    let app = p.path().join("app");
+    std::fs::create_dir_all(app.join("sub")).expect("mkdir");
+    for (name, text) in [("a", "one\n"), ("sub/b", "two\n"), ("c", "three\n")] {
+        std::fs::write(app.join(name), text).expect("write");
+    }
+    let env = [("SOURCE_DATE_EPOCH", "0"), ("KILN_LOG", "kiln=debug")];
+    let build = |store: &Path, file: &str| {
+        let args = [
+            "--isolation",
+            "unprivileged",
+            "build",
+            "--progress",
+            "plain",
+        ];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["-f", file, "-t", "eq", "."]);
+        let o = kiln_env(store, p.path(), &args, &env);
+        assert_ok(&o, file);
+        stderr(&o)
+    };
+    type Edit = (&'static str, fn(&Path));
+    let edits: [Edit; 4] = [
+        ("first build", |_| {}),
+        ("an edited file", |app| {
+            std::fs::write(app.join("a"), "ONE\n").expect("edit")
+        }),
+        ("a deleted and an added file", |app| {
+            std::fs::remove_file(app.join("sub/b")).expect("rm");
+            std::fs::write(app.join("sub/d"), "four\n").expect("add");
+            std::fs::write(app.join("sub/b"), "two again\n").expect("re-add");
+        }),
+        ("another Dockerfile", |_| {}),
+    ];
+    for (i, (what, edit)) in edits.iter().enumerate() {
+        edit(&app);
+        let file = if i == 3 {
+            "Dockerfile.other"
+        } else {
+            "Dockerfile"
+        };
+        let shown = build(&unpriv.root(), file);
+        if i > 0 {
+            assert!(
+                shown.contains("moved a kept working root"),
+                "{what}: the kept root was not used:\n{shown}"
+            );
+        }
+        let fresh = TestStore::new();
+        fresh.busybox("busybox").expect("busybox");
+        build(&fresh.root(), file);
+        assert_eq!(
+            diff_ids(&unpriv.root(), "eq"),
+            diff_ids(&fresh.root(), "eq"),
+            "{what}: a rebuild on a kept root differs from a build in an empty store"
+        );
+    }
 }

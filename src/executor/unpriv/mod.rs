@@ -20,7 +20,10 @@
 //!   started by [`spawn`]).
 //! * **Reuse** ([`pool`]): a successful build step's root, stand-ins out, is kept for the
 //!   next step whose lowers are this step's layer on the same chain, with the index the
-//!   diff took; every other step gets a fresh copy.
+//!   diff took. When kiln exits, the last parked roots are kept in the store ([`kept`]); a
+//!   step with no parked root takes the kept one sharing the most layers with its own and
+//!   has it moved onto its layers ([`super::rebase`]), copying only what differs. Only
+//!   a step with neither gets a fresh copy.
 //! * **Process** ([`spawn`]): `fork` (no namespace flags); in the child `chroot` into the
 //!   copy, `PR_SET_NO_NEW_PRIVS`, drop every capability but CHOWN, DAC_OVERRIDE, FOWNER,
 //!   FSETID, SETUID, SETGID, KILL and NET_BIND_SERVICE from all five sets, install
@@ -35,6 +38,7 @@
 //!   process exits the whole group is killed. A process that leaves the group (`setsid`)
 //!   can outlive the step: there is no PID namespace to end it.
 
+mod kept;
 mod pool;
 mod root;
 mod spawn;
@@ -105,10 +109,18 @@ fn run_prepared(
 ) -> Result<StepOutcome, ExecError> {
     let (key, carried) = reusable_root(spec, step)?;
     if carried.is_none() {
-        build(step, spec)?;
-        // Every entry of a fresh copy has a recent ctime, so the index would read each one's
-        // generation (an open and an ioctl); once the window has passed it needs none.
-        std::thread::sleep(copyroot::RECENT + std::time::Duration::from_millis(5));
+        let kept = match (&key, beside(spec)?) {
+            (Some(key), Some(beside)) => kept::take(key, &step.rootfs, &beside),
+            _ => false,
+        };
+        if kept {
+            set_root_owner(step, spec)?;
+        } else if build(step, spec)? > GENERATIONS_UP_TO {
+            // Every entry of a fresh copy has a recent ctime, so the index would read each
+            // one's generation (an open and an ioctl); once the window has passed it needs
+            // none.
+            std::thread::sleep(copyroot::RECENT + std::time::Duration::from_millis(5));
+        }
     }
     let standins = root::StandIns::place(&step.rootfs, step)?;
     let manifest = match carried {
@@ -189,29 +201,46 @@ fn park(
     } else {
         Ok(key)
     };
-    let (Ok(next), Some(beside)) = (next, spec.scratch.parent()) else {
+    let (Ok(next), Some(beside)) = (next, beside(spec)?) else {
         return Ok(());
     };
-    let beside = std::path::absolute(beside).map_err(|e| ExecError::io("resolving", beside, e))?;
     if let Err(e) = pool::park(&step.rootfs, &beside, next, index) {
         tracing::debug!("not keeping the step's root: {e}");
     }
     Ok(())
 }
 
+/// Where parked and kept roots go: beside the step's scratch dir (the store's `tmp/`).
+fn beside(spec: &StepSpec) -> Result<Option<PathBuf>, ExecError> {
+    spec.scratch
+        .parent()
+        .map(|b| std::path::absolute(b).map_err(|e| ExecError::io("resolving", b, e)))
+        .transpose()
+}
+
+/// Up to how many entries a fresh copy's index reads every generation rather than wait
+/// for [`copyroot::RECENT`] to pass (an open and an ioctl each, about 15 µs here).
+const GENERATIONS_UP_TO: usize = 3000;
+
 /// Copies the layers into `step.rootfs`: the step's stubs (the `/proc`, `/dev`, `/sys` an
 /// image lacks, already in the upper dir, so in the layer), then the lowers. Mount targets
-/// are the stand-ins' business ([`root::StandIns::place`]).
-fn build(step: &StepDir, spec: &StepSpec) -> Result<(), ExecError> {
+/// are the stand-ins' business ([`root::StandIns::place`]). Gives the number of entries
+/// copied.
+fn build(step: &StepDir, spec: &StepSpec) -> Result<usize, ExecError> {
     let mut layers: Vec<PathBuf> = vec![step.upper.clone()];
     for l in &spec.lowers {
         layers.push(std::path::absolute(l).map_err(|e| ExecError::io("resolving", l, e))?);
     }
     std::fs::create_dir(&step.rootfs)
         .map_err(|e| ExecError::io("creating root", &step.rootfs, e))?;
-    copyroot::build_root(&layers, &step.rootfs)
+    let copied = copyroot::build_root(&layers, &step.rootfs)
         .map_err(|e| ExecError::io("copying layers", &step.rootfs, e))?;
-    // The root's own owner and mode are the image's, as overlay shows them.
+    set_root_owner(step, spec)?;
+    Ok(copied)
+}
+
+/// Gives the root dir the owner and mode of the image's, as overlay shows them.
+fn set_root_owner(step: &StepDir, spec: &StepSpec) -> Result<(), ExecError> {
     if let Some(top) = spec.lowers.first() {
         let m = std::fs::metadata(top).map_err(|e| ExecError::io("reading", top, e))?;
         use std::os::unix::fs::{MetadataExt, PermissionsExt};

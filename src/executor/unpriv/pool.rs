@@ -9,7 +9,8 @@
 //! cache hit, a COPY, another parent or a layer another process committed first gives
 //! other lowers, so no match. Parked roots sit in a 0700 directory beside the build's
 //! scratch dirs (the store's `tmp/`, which garbage collection empties), at most
-//! [`MAX_PARKED`] of them, and go when the process exits.
+//! [`MAX_PARKED`] of them; when the process exits the last ones are kept for later builds
+//! ([`super::kept`]) and the others removed.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -21,11 +22,23 @@ use crate::executor::copyroot::Manifest;
 /// How many roots are kept at most (parallel stages each keep one).
 pub(super) const MAX_PARKED: usize = 8;
 
-/// The identity of a stack of lower dirs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Key(Vec<[i64; 5]>);
+/// The identity of a stack of lower dirs: each one's stamp, and where it was.
+#[derive(Debug, Clone)]
+pub(super) struct Key {
+    pub(super) stamps: Vec<Stamp>,
+    pub(super) paths: Vec<PathBuf>,
+}
 
-fn dir_stamp(p: &Path) -> std::io::Result<[i64; 5]> {
+/// Device, inode, generation and ctime of a directory.
+pub(super) type Stamp = [i64; 5];
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.stamps == other.stamps
+    }
+}
+
+pub(super) fn dir_stamp(p: &Path) -> std::io::Result<Stamp> {
     let m = fs::metadata(p)?;
     let generation = crate::executor::copyroot::generation(p, &m) as i64;
     Ok([
@@ -40,18 +53,25 @@ fn dir_stamp(p: &Path) -> std::io::Result<[i64; 5]> {
 impl Key {
     /// The key of `lowers` (top-most first).
     pub(super) fn of(lowers: &[PathBuf]) -> std::io::Result<Key> {
-        lowers
+        let stamps = lowers
             .iter()
             .map(|l| dir_stamp(l))
-            .collect::<Result<_, _>>()
-            .map(Key)
+            .collect::<Result<_, _>>()?;
+        Ok(Key {
+            stamps,
+            paths: lowers.to_vec(),
+        })
     }
 
     /// The key once `upper` is committed as the next layer on top.
     pub(super) fn with_top(&self, upper: &Path) -> std::io::Result<Key> {
-        let mut v = vec![dir_stamp(upper)?];
-        v.extend(self.0.iter().copied());
-        Ok(Key(v))
+        let mut k = Key {
+            stamps: vec![dir_stamp(upper)?],
+            paths: vec![upper.to_path_buf()],
+        };
+        k.stamps.extend(self.stamps.iter().copied());
+        k.paths.extend(self.paths.iter().cloned());
+        Ok(k)
     }
 }
 
@@ -113,10 +133,20 @@ pub(super) fn park(root: &Path, beside: &Path, key: Key, index: Manifest) -> std
     Ok(())
 }
 
-/// Removes every parked root (the end of a build, or of the process).
+/// Takes every parked root out of the pool (the end of the process): the most recently
+/// parked ones are kept for later builds ([`super::kept`]), the others removed.
 pub fn release() {
     let all: Vec<Parked> = pool().drain(..).collect();
-    for r in all {
+    let keep_from = all.len().saturating_sub(super::kept::MAX_KEPT);
+    for (i, r) in all.into_iter().enumerate() {
+        // Parked roots sit in `<beside>/unpriv-roots/<id>`.
+        let beside = r.dir.parent().and_then(Path::parent);
+        if let (true, Some(beside)) = (i >= keep_from, beside) {
+            match super::kept::keep(&r.dir, beside, &r.key) {
+                Ok(()) => continue,
+                Err(e) => tracing::debug!("not keeping a working root: {e}"),
+            }
+        }
         let _ = fs::remove_dir_all(&r.dir);
     }
 }
