@@ -215,11 +215,14 @@ fn first_build(s: &TestStore, ctx: &Path, to: &str, dest: &str) -> String {
 }
 
 /// A second runner with an empty store: every COPY and RUN step of both platforms CACHED
-/// from `from`, nothing run, the same index digest.
-fn second_runner(from: &str, digest: &str) {
-    let Some(b) = runner() else { return };
+/// from `from`, nothing run, the same index digest. `extra` flags are added (the fleet's
+/// usual `--cache-to` back to the same cache).
+fn second_runner(from: &str, digest: &str, extra: &[&str]) -> Option<Output> {
+    let b = runner()?;
     let ctx = context(&b);
-    let (o, second) = build(&b, &ctx, &["--cache-from", from]);
+    let mut args = vec!["--cache-from", from];
+    args.extend_from_slice(extra);
+    let (o, second) = build(&b, &ctx, &args);
     let err = stderr(&o);
     let by_platform = steps(&o);
     assert_eq!(by_platform.len(), 2, "{err}");
@@ -243,7 +246,7 @@ fn second_runner(from: &str, digest: &str) {
     assert_eq!(second, digest, "the same index on the second runner");
     // And the images work: each platform's files, its RUN made under its emulation.
     for (p, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
-        let o = b.kiln(
+        let run = b.kiln(
             b.dir.path(),
             &[
                 "run",
@@ -258,9 +261,10 @@ fn second_runner(from: &str, digest: &str) {
             ],
             None,
         );
-        assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(stdout(&o), format!("{machine}\n{p}\nx86_64\n"), "{p}");
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert_eq!(stdout(&run), format!("{machine}\n{p}\nx86_64\n"), "{p}");
     }
+    Some(o)
 }
 
 #[test]
@@ -308,7 +312,22 @@ fn a_registry_cache_of_two_platforms_serves_an_empty_store() {
     let m2: Value = serde_json::from_str(&skopeo_inspect(&skopeo, &cache, true)).unwrap();
     assert_eq!(m2, m);
 
-    second_runner(&format!("type=registry,ref={cache}"), &digest);
+    // The second runner imports and exports back in one command, as runners of a fleet do:
+    // it sends nothing, and the cache stays the same.
+    let to = format!("type=registry,ref={cache},mode=max");
+    let from = format!("type=registry,ref={cache}");
+    let Some(o) = second_runner(&from, &digest, &["--cache-to", &to]) else {
+        return;
+    };
+    assert!(
+        stderr(&o).contains(&format!(
+            "exporting cache to {dest} done (9 records, 0 blobs written"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let m3: Value = serde_json::from_str(&skopeo_inspect(&skopeo, &cache, true)).unwrap();
+    assert_eq!(m3, m);
 }
 
 #[test]
@@ -327,7 +346,7 @@ fn a_local_cache_of_two_platforms_serves_an_empty_store() {
     // One cache in the layout, one tag.
     let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
-    second_runner(&format!("type=local,src={}", dir.display()), &digest);
+    second_runner(&format!("type=local,src={}", dir.display()), &digest, &[]);
 }
 
 #[test]
