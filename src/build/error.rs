@@ -123,9 +123,6 @@ pub enum BuildError {
         /// A stage of the cycle.
         location: Location,
     },
-    /// `--cache-to` with several platforms (each platform's build would export its own).
-    #[error("--cache-to is not supported with several platforms yet: build each platform with its own --cache-to")]
-    MultiPlatformCacheTo,
     /// A thread building a stage panicked.
     #[error("a build thread panicked")]
     Panicked,

@@ -259,7 +259,7 @@ struct Builder<'a> {
     /// before it, so a miss below it can name the metadata step that changed.
     meta_steps: std::sync::Mutex<std::collections::HashMap<String, MetaOrigin>>,
     /// The `--cache-from` caches.
-    imported: crate::cache::transfer::ImportedCache,
+    imported: std::sync::Arc<crate::cache::transfer::ImportedCache>,
     /// Warnings given while steps run (an imported layer refused).
     warnings: std::sync::Mutex<Vec<String>>,
     /// The key of every step that ended with a cache record (hit or recorded), by stage, for
@@ -339,14 +339,18 @@ fn build_with(
         warnings.push(w);
     }
     let record_path = record_path(store, req, commit);
-    let imported = crate::cache::transfer::ImportedCache::load(
-        &req.cache_from,
-        req.cancel.as_ref(),
-        &mut |w: String| {
-            progress.event(BuildEvent::Warning(w.clone()));
-            warnings.push(w);
-        },
-    );
+    // A build of several platforms loads the `--cache-from` caches once, for all of them.
+    let imported = match &shared.imported {
+        Some(imported) => imported.clone(),
+        None => std::sync::Arc::new(crate::cache::transfer::ImportedCache::load(
+            &req.cache_from,
+            req.cancel.as_ref(),
+            &mut |w: String| {
+                progress.event(BuildEvent::Warning(w.clone()));
+                warnings.push(w);
+            },
+        )),
+    };
     let mut b = Builder::new(
         store,
         req,
@@ -366,11 +370,19 @@ fn build_with(
         .remove(&b.plan.target)
         .expect("the target is the last stage in the order");
     let (image_id, manifest_digest) = b.commit_image(target, commit)?;
-    let cache_exports = req
-        .cache_to
-        .iter()
-        .map(|to| b.export_cache(to))
-        .collect::<Result<Vec<_>, _>>()?;
+    let cache_exports = match commit {
+        Commit::Tagged => req
+            .cache_to
+            .iter()
+            .map(|to| b.export_cache(to))
+            .collect::<Result<Vec<_>, _>>()?,
+        // A build of several platforms exports once, every platform's records together.
+        Commit::Platform => {
+            let records = req.cache_to.iter().map(|to| b.cache_records(to.mode()));
+            shared.keep_cache_records(req.platform.as_ref(), records.collect());
+            Vec::new()
+        }
+    };
     warnings.extend(
         b.warnings
             .lock()
@@ -383,6 +395,28 @@ fn build_with(
         warnings,
         cache_exports,
     })
+}
+
+/// Writes `records` and the layers they name to `to`, one of `req`'s `--cache-to`
+/// destinations; returns the destination as shown and what was written.
+fn export_records(
+    store: &Store,
+    req: &BuildRequest,
+    to: &crate::cache::transfer::CacheTo,
+    records: &[crate::cache::CacheRecord],
+) -> Result<(String, crate::cache::transfer::ExportReport), BuildError> {
+    use crate::cache::transfer::{self, CacheArtifact};
+    let sink = to.sink(req.cancel.as_ref())?;
+    let artifact = CacheArtifact::new(store, records, to.mode(), &*sink)?;
+    let report = transfer::export(store, &artifact, &*sink)?;
+    tracing::info!(
+        cache = %sink.describe(),
+        records = report.records,
+        written = report.written,
+        skipped = report.skipped,
+        "exported the build cache"
+    );
+    Ok((sink.describe(), report))
 }
 
 /// Where this build's record of step inputs is kept: one per context, Dockerfile and target.
@@ -426,7 +460,7 @@ impl<'a> Builder<'a> {
         plan: Plan,
         progress: &'a dyn Progress,
         escape: char,
-        imported: crate::cache::transfer::ImportedCache,
+        imported: std::sync::Arc<crate::cache::transfer::ImportedCache>,
         record_path: &std::path::Path,
         shared: &'a Shared,
     ) -> Builder<'a> {
@@ -619,15 +653,25 @@ impl Builder<'_> {
             + 1
     }
 
-    /// `--cache-to`: export the records of this build's steps (the final image's stages for
-    /// `mode=min`, every stage built for `mode=max`) and the layers they name.
+    /// `--cache-to`: export the records of this build's steps (see [`Builder::cache_records`])
+    /// and the layers they name.
     fn export_cache(
         &self,
         to: &crate::cache::transfer::CacheTo,
     ) -> Result<(String, crate::cache::transfer::ExportReport), BuildError> {
-        use crate::cache::transfer::{self, CacheArtifact, CacheMode};
+        let records = self.cache_records(to.mode());
+        export_records(self.store, self.req, to, &records)
+    }
+
+    /// The records of this build's steps a `--cache-to` of `mode` exports: the final image's
+    /// stages for `mode=min`, every stage built for `mode=max`.
+    fn cache_records(
+        &self,
+        mode: crate::cache::transfer::CacheMode,
+    ) -> Vec<crate::cache::CacheRecord> {
+        use crate::cache::transfer::CacheMode;
         let mut stages = std::collections::BTreeSet::new();
-        match to.mode() {
+        match mode {
             CacheMode::Max => stages.extend(self.plan.order.iter().copied()),
             CacheMode::Min => {
                 let mut i = self.plan.target;
@@ -646,22 +690,10 @@ impl Builder<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut seen = std::collections::BTreeSet::new();
-        let records: Vec<_> = used
-            .into_iter()
+        used.into_iter()
             .filter(|(stage, key)| stages.contains(stage) && seen.insert(key.clone()))
             .filter_map(|(_, key)| self.cache.get(&key))
-            .collect();
-        let sink = to.sink(self.req.cancel.as_ref())?;
-        let artifact = CacheArtifact::new(self.store, &records, to.mode(), &*sink)?;
-        let report = transfer::export(self.store, &artifact, &*sink)?;
-        tracing::info!(
-            cache = %sink.describe(),
-            records = report.records,
-            written = report.written,
-            skipped = report.skipped,
-            "exported the build cache"
-        );
-        Ok((sink.describe(), report))
+            .collect()
     }
 
     fn commit_image(

@@ -6,13 +6,19 @@
 //! Steps that have the same key for every platform (a `FROM --platform=$BUILDPLATFORM`
 //! stage that reads no target ARG) run once: the first build to miss one runs it, and the
 //! others wait for it and then find it in the cache ([`Flights`]).
+//!
+//! The build cache goes with the platforms as BuildKit's does: the `--cache-from` caches are
+//! loaded once for every platform, and each `--cache-to` destination gets one export holding
+//! the records of every platform's steps (see [`crate::cache::transfer::merge_records`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 
 use super::{build_with, BuildError, BuildEvent, BuildRequest, BuildResult, Commit, Progress};
+use crate::cache::transfer::{merge_records, ExportReport, ImportedCache};
+use crate::cache::CacheRecord;
 use crate::common::platform::Platform;
 use crate::image::Digest;
 use crate::store::Store;
@@ -32,9 +38,29 @@ pub(crate) struct Shared {
     pub(crate) pulled: Mutex<HashMap<String, crate::store::ImageRecord>>,
     /// Steps being run, by key.
     pub(crate) flights: Flights,
+    /// The `--cache-from` caches, loaded once for every platform (`None`: each build loads
+    /// its own, as a build of one platform does).
+    pub(crate) imported: Option<Arc<ImportedCache>>,
+    /// The records each platform's build leaves for the `--cache-to` exports, by platform:
+    /// one list per destination, in the request's order.
+    cache_records: Mutex<HashMap<String, Vec<Vec<CacheRecord>>>>,
 }
 
 impl Shared {
+    /// A platform's build is over: `records` are its selection for each `--cache-to`
+    /// destination, exported with the other platforms' once every build is over.
+    pub(crate) fn keep_cache_records(
+        &self,
+        platform: Option<&Platform>,
+        records: Vec<Vec<CacheRecord>>,
+    ) {
+        let name = platform.map(ToString::to_string).unwrap_or_default();
+        self.cache_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, records);
+    }
+
     /// Once every build is over: the stat cache saved, the context's listing freed off the
     /// way out (that takes milliseconds for a big context).
     pub(crate) fn finish(&self) {
@@ -139,6 +165,9 @@ pub struct MultiBuildResult {
     pub images: Vec<(Platform, BuildResult)>,
     /// Warnings of every platform's build.
     pub warnings: Vec<String>,
+    /// `--cache-to`: each destination, and what was written there (one export of every
+    /// platform's records).
+    pub cache_exports: Vec<(String, ExportReport)>,
 }
 
 /// Builds `req` for each of `platforms` (at least one; duplicates are one) and stores the
@@ -156,17 +185,17 @@ pub fn build_platforms(
             unique.push(p);
         }
     }
-    if !req.cache_to.is_empty() {
-        return Err(BuildError::MultiPlatformCacheTo);
-    }
-    let shared = Shared::default();
-    // The platforms' images are not named until the index is: the lease keeps them from a
-    // concurrent garbage collection.
+    let mut warnings = Vec::new();
+    let shared = Shared {
+        imported: Some(import_caches(req, progress, &mut warnings)?),
+        ..Shared::default()
+    };
+    // The platforms' images are not named until the index is: the lease keeps them (and the
+    // layers the cache records name) from a concurrent garbage collection.
     let _lease = store.lease()?;
     let results = run_parallel(store, req, &unique, progress, &shared);
     shared.finish();
     let mut images = Vec::new();
-    let mut warnings = Vec::new();
     for (p, r) in unique.into_iter().zip(results) {
         let r = r?;
         warnings.extend(r.warnings.iter().cloned());
@@ -178,11 +207,65 @@ pub fn build_platforms(
         .collect::<Result<Vec<_>, _>>()?;
     let bytes = crate::store::index_bytes(&records)?;
     let index = store.put_index_tagged(&bytes, &req.tags)?;
+    let cache_exports = export_caches(store, req, &images, &shared)?;
     Ok(MultiBuildResult {
         index_digest: index.digest,
         images,
         warnings,
+        cache_exports,
     })
+}
+
+/// The `--cache-from` caches, loaded once for every platform's build. A `--cache-to` or
+/// `--cache-from` value that cannot be used is an error before anything is built; a cache
+/// that cannot be read is a warning (once), and the build goes on without it, as for one
+/// platform.
+fn import_caches(
+    req: &BuildRequest,
+    progress: &dyn Progress,
+    warnings: &mut Vec<String>,
+) -> Result<Arc<ImportedCache>, BuildError> {
+    for to in &req.cache_to {
+        to.sink(req.cancel.as_ref())?;
+    }
+    for from in &req.cache_from {
+        from.source(req.cancel.as_ref())?;
+    }
+    let imported = ImportedCache::load(&req.cache_from, req.cancel.as_ref(), &mut |w| {
+        progress.event(BuildEvent::Warning(w.clone()));
+        warnings.push(w);
+    });
+    Ok(Arc::new(imported))
+}
+
+/// `--cache-to`: one export per destination, of the records every platform's build kept
+/// for it (a step the platforms share is one record).
+fn export_caches(
+    store: &Store,
+    req: &BuildRequest,
+    images: &[(Platform, BuildResult)],
+    shared: &Shared,
+) -> Result<Vec<(String, ExportReport)>, BuildError> {
+    let mut kept = std::mem::take(
+        &mut *shared
+            .cache_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    let mut per_platform: Vec<Vec<Vec<CacheRecord>>> = images
+        .iter()
+        .map(|(p, _)| kept.remove(&p.to_string()).unwrap_or_default())
+        .collect();
+    req.cache_to
+        .iter()
+        .enumerate()
+        .map(|(i, to)| {
+            let lists = per_platform
+                .iter_mut()
+                .map(|lists| lists.get_mut(i).map(std::mem::take).unwrap_or_default());
+            super::export_records(store, req, to, &merge_records(lists))
+        })
+        .collect()
 }
 
 /// Each platform's build, on at most as many threads as there are cores.

@@ -26,6 +26,15 @@
 //! layout directory transport (`type=local`), [`registry`] the OCI distribution one
 //! (`type=registry`): the same artifact, byte for byte, in either.
 //!
+//! # Several platforms
+//!
+//! A build of several platforms exports one artifact per destination, as BuildKit exports
+//! one cache manifest for all platforms of a build: the records of every platform's steps
+//! ([`merge_records`]). The platform is part of every step's key, so the platforms' records
+//! never collide, and a step they share (a `FROM --platform=$BUILDPLATFORM` stage that reads
+//! no target ARG) has one key and is one record. The format is the one above: an importer
+//! finds each platform's steps by key as it finds one platform's.
+//!
 //! Which gzip blob holds a layer is remembered in the store's `distribution/` records, shared
 //! with `kiln push` and pulls: a layer the destination (or, for a registry, another
 //! repository it can mount from) already has is neither compressed nor sent again.
@@ -754,6 +763,20 @@ pub struct ExportReport {
     pub written: usize,
     /// Blobs the destination already had.
     pub skipped: usize,
+}
+
+/// The records of a build of several platforms for one export: each platform's selection
+/// (by the export's [`CacheMode`]), a record the platforms share (same key) once. They are in
+/// key order, so the artifact is the same whichever platform finished first.
+pub fn merge_records<I>(per_platform: I) -> Vec<CacheRecord>
+where
+    I: IntoIterator<Item = Vec<CacheRecord>>,
+{
+    let mut by_key = BTreeMap::new();
+    for rec in per_platform.into_iter().flatten() {
+        by_key.entry(rec.key.clone()).or_insert(rec);
+    }
+    by_key.into_values().collect()
 }
 
 /// Writes `artifact` to `sink`: every blob the sink lacks, then the manifest. The store

@@ -631,16 +631,18 @@ fn report(result: Built<'_>, tags: &[Reference], quiet: bool, logs: Option<&Path
         println!("{}", result.id());
         return;
     }
+    let exports = match result {
+        Built::Image(r) => &r.cache_exports,
+        Built::Index(r) => &r.cache_exports,
+    };
+    for (dest, r) in exports {
+        eprintln!(
+            "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
+            r.records, r.written, r.skipped
+        );
+    }
     match result {
-        Built::Image(r) => {
-            for (dest, r) in &r.cache_exports {
-                eprintln!(
-                    "exporting cache to {dest} done ({} records, {} blobs written, {} already there)",
-                    r.records, r.written, r.skipped
-                );
-            }
-            eprintln!("writing image {} done", r.image_id);
-        }
+        Built::Image(r) => eprintln!("writing image {} done", r.image_id),
         Built::Index(r) => {
             for (p, image) in &r.images {
                 eprintln!("writing image {} for {p} done", image.image_id);

@@ -41,6 +41,7 @@ mod layering;
 mod manifest;
 mod mode_equivalence;
 mod multiplatform;
+mod multiplatform_cache;
 mod own_image;
 mod parser_conformance;
 mod parser_robustness;

@@ -310,6 +310,74 @@ mod tests {
         assert!(e.contains("does not match its digest"), "{e}");
     }
 
+    /// A record of `key` whose image is `layers` (with their sizes as stored).
+    fn record(key: &str, layers: &[(&Digest, u64)]) -> CacheRecord {
+        CacheRecord {
+            version: CACHE_VERSION,
+            key: crate::cache::KeyBuilder::new(key).finish(),
+            layers: layers
+                .iter()
+                .map(|(d, size)| LayerRef {
+                    diff_id: (*d).clone(),
+                    size: *size,
+                })
+                .collect(),
+            history: Vec::new(),
+            inputs: [("platform".to_string(), key.to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn several_platforms_merge_into_one_export_every_step_once() {
+        let (dir, store) = temp_store();
+        let put = |name: &str| {
+            let tar = layer_tar(&[(name, name.as_bytes())]);
+            (store.put_blob_bytes(&tar, None).unwrap(), tar.len() as u64)
+        };
+        let (tools, amd, arm) = (put("tools"), put("amd64"), put("arm64"));
+        // The $BUILDPLATFORM step both platforms used, then each platform's own step on it.
+        let shared = record("tools", &[(&tools.0, tools.1)]);
+        let amd64 = vec![
+            shared.clone(),
+            record("amd64", &[(&tools.0, tools.1), (&amd.0, amd.1)]),
+        ];
+        let arm64 = vec![
+            record("arm64", &[(&tools.0, tools.1), (&arm.0, arm.1)]),
+            shared.clone(),
+        ];
+        let merged = merge_records([amd64.clone(), arm64.clone()]);
+        assert_eq!(merged.len(), 3, "the shared step is one record");
+        // Whichever platform finished first, the same records in the same order.
+        assert_eq!(merge_records([arm64.clone(), amd64.clone()]), merged);
+        let out = dir.path().join("cache");
+        let sink = LocalLayout::new(&out, DEFAULT_TAG);
+        let art = CacheArtifact::new(&store, &merged, CacheMode::Max, &sink).unwrap();
+        assert_eq!(art.layers.len(), 3, "each layer once");
+        let r = export(&store, &art, &sink).unwrap();
+        assert_eq!((r.records, r.written), (3, 5));
+        let again = CacheArtifact::new(&store, &merged, CacheMode::Max, &sink).unwrap();
+        assert_eq!(again.manifest, art.manifest);
+
+        // A fresh store finds every platform's steps in the one export.
+        let (_d2, other) = temp_store();
+        let local = crate::cache::CacheIndex::open(&other);
+        let src: std::sync::Arc<dyn CacheSource> =
+            std::sync::Arc::new(LocalLayout::new(&out, DEFAULT_TAG));
+        let imported = ImportedCache {
+            sources: vec![ImportedSource::load(src).unwrap()],
+        };
+        assert_eq!(imported.sources[0].len(), 3);
+        for rec in amd64.iter().chain(&arm64) {
+            let hit = imported
+                .fetch(&other, &local, &rec.key, &mut |w| panic!("{w}"))
+                .unwrap();
+            assert_eq!(&hit.record, rec);
+        }
+        for (d, _) in [&tools, &amd, &arm] {
+            assert!(other.has_blob(d));
+        }
+    }
+
     /// Writes a hand-made cache (config and records documents as given) to `dir`.
     fn craft(dir: &Path, config_json: &str, records_json: &str, artifact_type: Option<&str>) {
         let sink = LocalLayout::new(dir, DEFAULT_TAG);
