@@ -350,8 +350,8 @@ impl PruneReport {
     }
 }
 
-/// `kiln image prune [-a]`: removes dangling images (with `all`, every image
-/// no container uses), then collects garbage.
+/// `kiln image prune [-a]`: removes dangling images (with `all`, every image and every
+/// index of several platforms no container uses), then collects garbage.
 pub fn prune_images(store: &Store, all: bool, users: &dyn ContainerUsers) -> Result<PruneReport> {
     prune_images_where(store, all, &|_| true, users)
 }
@@ -378,11 +378,59 @@ pub fn prune_images_where(
             other => other?,
         }
     }
+    if all {
+        prune_indexes(store, selected, users, &mut events)?;
+    }
     let gc = store.gc_with_roots(&users.gc_roots());
     if let Ok(gc) = &gc {
         super::size::Sizes::new(store).forget(&gc.blobs_removed);
     }
     Ok(PruneReport { events, gc })
+}
+
+/// `prune -a` of indexes of several platforms: each index whose entries no container uses
+/// goes with all its names (an index is never dangling: one without names is dropped at
+/// once). `selected` sees the entry an index shows as itself (the host's, else the first).
+/// Its platforms' images go at the garbage collection that follows, unless something else
+/// names them.
+fn prune_indexes(
+    store: &Store,
+    selected: &dyn Fn(&ImageRecord) -> bool,
+    users: &dyn ContainerUsers,
+    events: &mut Vec<RemoveEvent>,
+) -> Result<()> {
+    for ix in store.list_indexes()? {
+        let entries: Vec<ImageRecord> = ix
+            .platforms()
+            .iter()
+            .filter_map(|(_, m)| store.image_blobs(m).ok())
+            .collect();
+        let shown = ix
+            .shown_manifest()
+            .and_then(|m| entries.iter().find(|e| e.manifest_digest == m));
+        if !shown.is_some_and(selected) {
+            continue;
+        }
+        if entries
+            .iter()
+            .any(|e| !users.containers_using(&e.id).is_empty())
+        {
+            continue;
+        }
+        match store.remove_image(&ix.digest) {
+            // Removed meanwhile by another kiln: nothing to do.
+            Err(StoreError::ImageNotFound { .. }) => continue,
+            other => other?,
+        };
+        for r in &ix.references {
+            events.push(RemoveEvent::Untagged(r.familiar_string()));
+        }
+        for n in &ix.other_names {
+            events.push(RemoveEvent::Untagged(n.clone()));
+        }
+        events.push(RemoveEvent::Deleted(ix.digest.clone()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
