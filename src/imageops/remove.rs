@@ -650,4 +650,46 @@ mod tests {
         );
         assert!(store.list_blobs().unwrap().is_empty());
     }
+
+    /// Imports a one-file image for `platform` into `tag` (which then holds an index when
+    /// it held another platform).
+    fn import_into(store: &Store, tag: &str, platform: &str) -> ImageRecord {
+        let opts = super::super::import::ImportOptions {
+            platform: crate::common::platform::Platform::parse(platform).unwrap(),
+            tag: Some(r(tag)),
+            ..Default::default()
+        };
+        let tar = layer_tar(&[("f", platform.as_bytes())]);
+        super::super::import::import_rootfs(store, &tar[..], &opts)
+            .unwrap()
+            .image
+    }
+
+    #[test]
+    fn prune_all_removes_unused_indexes_and_their_images() {
+        let (_dir, store) = temp_store();
+        let amd = import_into(&store, "m:1", "linux/amd64");
+        let arm = import_into(&store, "m:1", "linux/arm64");
+        let ix = store.list_indexes().unwrap().remove(0);
+        assert_eq!(ix.platforms().len(), 2);
+        // Never dangling; kept while a container uses an entry.
+        let rep = prune_images(&store, false, &NoContainers).unwrap();
+        assert!(rep.events.is_empty(), "{:?}", rep.events);
+        let rep = prune_images(&store, true, &Using(arm.id.clone(), false)).unwrap();
+        assert!(rep.events.is_empty(), "{:?}", rep.events);
+        assert!(store.has_blob(&arm.manifest_digest));
+        let rep = prune_images(&store, true, &NoContainers).unwrap();
+        assert_eq!(
+            rep.events,
+            vec![
+                RemoveEvent::Untagged("m:1".into()),
+                RemoveEvent::Deleted(ix.digest.clone())
+            ]
+        );
+        assert!(store.list_indexes().unwrap().is_empty());
+        for i in [&amd, &arm] {
+            assert!(!store.has_blob(&i.manifest_digest) && !store.has_blob(&i.diff_ids[0]));
+        }
+        assert!(store.list_blobs().unwrap().is_empty());
+    }
 }

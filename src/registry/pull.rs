@@ -899,9 +899,14 @@ mod tests {
 
     /// Routes of a one-layer image under `r:1`, with the layer blob as `served`.
     fn image_routes(layer: &[u8], served: Vec<u8>) -> (Vec<(String, Vec<u8>)>, Digest) {
+        arch_routes("amd64", layer, served)
+    }
+
+    /// [`image_routes`] of an image for `linux/<arch>`.
+    fn arch_routes(arch: &str, layer: &[u8], served: Vec<u8>) -> (Vec<(String, Vec<u8>)>, Digest) {
         let layer_digest = Digest::of_bytes(layer);
         let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
         )
         .into_bytes();
         let config_digest = Digest::of_bytes(&config);
@@ -1024,5 +1029,71 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.example+json","digest":"{d}","size":1}}}}"#
         );
         assert!(parse_manifest(artifact.as_bytes(), media::OCI_MANIFEST).is_err());
+    }
+
+    #[test]
+    fn all_platforms_keeps_every_platform_image_of_an_index() {
+        use crate::store::test_support::layer_tar;
+        let (mut routes, amd) = arch_routes("amd64", &layer_tar(&[("a", b"1")]), {
+            layer_tar(&[("a", b"1")])
+        });
+        let (arm_routes, arm) = arch_routes("arm64", &layer_tar(&[("b", b"2")]), {
+            layer_tar(&[("b", b"2")])
+        });
+        routes.extend(
+            arm_routes
+                .into_iter()
+                .filter(|(p, _)| p != "/v2/r/manifests/1"),
+        );
+        let size = |d: &Digest| {
+            routes
+                .iter()
+                .find(|(p, _)| *p == format!("/v2/r/manifests/{d}"))
+                .map_or(1, |(_, b)| b.len())
+        };
+        let entry = |d: &Digest, os: &str, arch: &str| {
+            format!(
+                r#"{{"mediaType":"{}","digest":"{d}","size":{},"platform":{{"os":"{os}","architecture":"{arch}"}}}}"#,
+                media::OCI_MANIFEST,
+                size(d)
+            )
+        };
+        // An attestation manifest (unknown/unknown), never fetched, and arm64 twice.
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{},{},{}]}}"#,
+            media::OCI_INDEX,
+            entry(&arm, "linux", "arm64"),
+            entry(&amd, "linux", "amd64"),
+            entry(&Digest::of_bytes(b"attestation"), "unknown", "unknown"),
+            entry(&amd, "linux", "arm64"),
+        )
+        .into_bytes();
+        let index_digest = Digest::of_bytes(&index);
+        routes.push(("/v2/r/manifests/multi".into(), index));
+        let server = FakeRegistry::serve(routes);
+        let (_dir, store) = crate::store::test_support::temp_store();
+        let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
+        let r = Reference::parse(&format!("{}/r:multi", server.addr)).unwrap();
+        let pulled = pull_all_platforms(&store, &client, &r, &|_, _| {}).unwrap();
+        assert_eq!(pulled.digest, index_digest);
+        let ix = pulled.index.expect("an index");
+        assert_eq!(ix.platform_list(), "linux/arm64, linux/amd64");
+        assert_eq!(ix.references, vec![r.clone()]);
+        let by_digest = format!("{}/r@{index_digest}", server.addr);
+        assert!(matches!(
+            store.resolve_stored(&by_digest).unwrap(),
+            Stored::Index(i) if i.digest == ix.digest
+        ));
+        assert!(pulled.changed);
+        let again = pull_all_platforms(&store, &client, &r, &|_, _| {}).unwrap();
+        assert!(!again.changed);
+        assert!(store.check().unwrap().is_empty());
+        // One platform pulled into the tag replaces its entry and keeps the other.
+        let one = PullOptions {
+            platform: Some(Platform::parse("linux/amd64").unwrap()),
+        };
+        let pulled = pull(&store, &client, &r, &one, &|_, _| {}).unwrap();
+        assert!(!pulled.changed);
+        assert_eq!(pulled.index.expect("still an index").digest, ix.digest);
     }
 }
