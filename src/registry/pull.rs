@@ -704,7 +704,7 @@ fn pull_all_inner(
     }
     let index = parse_index(&top.bytes)?;
     let _lease = store.lease()?;
-    let mut images: Vec<ImageRecord> = Vec::new();
+    let mut entries: Vec<oci_spec::image::Descriptor> = Vec::new();
     let mut taken: Vec<Platform> = Vec::new();
     for entry in index.manifests.iter().filter(|d| is_platform_image(d)) {
         let Some(p) = &entry.platform else { continue };
@@ -720,25 +720,16 @@ fn pull_all_inner(
         let manifest = fetch_entry(client, repo, entry)?;
         let (config_bytes, local) = fetch_image(store, client, repo, &manifest, progress)?;
         let stored = store.put_platform_image(&config_bytes, &local)?;
-        if crate::store::platform_descriptor(&stored)
-            .platform()
-            .is_none()
-        {
-            return Err(invalid(
-                "image",
-                format!(
-                    "the entry for {platform} ({}) names no platform in its config",
-                    entry.digest
-                ),
-            ));
-        }
+        // The entry keeps the registry's platform, so a push gives back the same index.
+        entries.push(local_entry(&stored, p)?);
         taken.push(platform);
-        images.push(stored);
     }
-    if images.is_empty() {
+    if entries.is_empty() {
         return Err(invalid("index", "it names no platform's image"));
     }
-    let bytes = crate::store::index_bytes(&images)?;
+    let mut local_index = crate::store::index::empty_index();
+    local_index.set_manifests(entries);
+    let bytes = config::canonical_json("index", &local_index)?;
     let local_digest = Digest::of_bytes(&bytes);
     let name = match reference.digest() {
         Some(_) => reference.repository().with_digest(local_digest.clone()),
@@ -750,7 +741,7 @@ fn pull_all_inner(
     let changed = !matches!(before, Some(Stored::Index(b)) if b.digest == ix.digest);
     let shown = ix
         .shown_manifest()
-        .unwrap_or_else(|| images[0].manifest_digest.clone());
+        .ok_or_else(|| invalid("index", "it names no platform's image"))?;
     let mut image = store.image_blobs(&shown)?;
     image.references = ix.references.clone();
     Ok(Pulled {
@@ -759,6 +750,30 @@ fn pull_all_inner(
         digest: top.digest,
         changed,
     })
+}
+
+/// The stored index's entry for a pulled platform's image: its local manifest, with the
+/// platform the registry's index gave it.
+fn local_entry(image: &ImageRecord, p: &RemotePlatform) -> Result<oci_spec::image::Descriptor> {
+    let mut d = config::descriptor(
+        config::MEDIA_TYPE_MANIFEST,
+        &image.manifest_digest,
+        image.manifest_size,
+    );
+    let mut platform = oci_spec::image::PlatformBuilder::default()
+        .architecture(oci_spec::image::Arch::from(p.architecture.as_str()))
+        .os(oci_spec::image::Os::from(p.os.as_str()));
+    if let Some(v) = &p.variant {
+        platform = platform.variant(v.clone());
+    }
+    let platform = platform.build().map_err(|e| {
+        invalid(
+            "index",
+            format!("platform of {}: {e}", image.manifest_digest),
+        )
+    })?;
+    d.set_platform(Some(platform));
+    Ok(d)
 }
 
 /// Fetches an index entry's manifest by digest (so verified) and checks its size.

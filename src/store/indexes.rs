@@ -1,5 +1,7 @@
 //! Image indexes kept under a tag: one name for the images of several platforms, as
-//! `kiln build --platform linux/amd64,linux/arm64` makes them.
+//! `kiln build --platform linux/amd64,linux/arm64` makes them, `kiln pull --all-platforms`
+//! keeps them, and pulls or imports of one platform after another into one tag grow them
+//! ([`Store::put_image_in_tag`]).
 //!
 //! The tag's `index.json` entry has the OCI index media type and points at an index blob
 //! whose `manifests` name one stored image per platform (each descriptor with its
@@ -357,7 +359,13 @@ impl Store {
                 .map(|ix| {
                     ix.platforms()
                         .into_iter()
-                        .filter_map(|(_, m)| self.image_blobs(&m).ok())
+                        .filter_map(|(_, m)| match self.image_blobs(&m) {
+                            Ok(i) => Some(i),
+                            Err(e) => {
+                                tracing::warn!(manifest = %m, error = %e, "dropping an unreadable index entry");
+                                None
+                            }
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
