@@ -29,6 +29,9 @@ pub struct PullArgs {
     /// Pull the image for this platform (os/arch[/variant]) from a multi-platform index
     #[arg(long)]
     pub platform: Option<String>,
+    /// Pull every platform of a multi-platform index and keep the index under the tag
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
     /// Suppress verbose output
     #[arg(short, long)]
     pub quiet: bool,
@@ -241,22 +244,32 @@ fn pull_cmd(store: &Store, args: &PullArgs) -> Result<(), String> {
         }
         vec![reference.clone().with_default_tag()]
     };
-    let popts = PullOptions { platform };
+    let what = if args.all_platforms {
+        What::AllPlatforms
+    } else {
+        What::One(PullOptions { platform })
+    };
     for r in refs {
-        pull_one(store, &client, &r, &popts, args.quiet)?;
+        pull_one(store, &client, &r, &what, args.quiet)?;
     }
     Ok(())
 }
 
-/// Pulls one reference with Docker's messages; shared with `kiln build`.
+/// What a pull fetches of an index: one platform's image, or all of them.
+pub(crate) enum What {
+    One(PullOptions),
+    AllPlatforms,
+}
+
+/// Pulls one reference with Docker's messages.
 pub(crate) fn pull_one(
     store: &Store,
     client: &Client,
     r: &Reference,
-    popts: &PullOptions,
+    what: &What,
     quiet: bool,
 ) -> Result<(), String> {
-    pull_reporting(store, client, r, popts, quiet, Sink::Stdout)?;
+    pull_reporting(store, client, r, what, quiet, Sink::Stdout)?;
     // `docker pull` ends with the reference; `run` and `create` do not.
     out(&format!("{r}\n"));
     Ok(())
@@ -275,9 +288,9 @@ pub(crate) fn pull_for_run(
         store,
         &client,
         &r,
-        &PullOptions {
+        &What::One(PullOptions {
             platform: platform.cloned(),
-        },
+        }),
         false,
         Sink::Stderr,
     )
@@ -288,7 +301,7 @@ fn pull_reporting(
     store: &Store,
     client: &Client,
     r: &Reference,
-    popts: &PullOptions,
+    what: &What,
     quiet: bool,
     sink: Sink,
 ) -> Result<(), String> {
@@ -301,8 +314,12 @@ fn pull_reporting(
         sink.write(&format!("{what}: Pulling from {}\n", r.path()));
     }
     let view = LayerView::to(quiet, sink);
-    let pulled = pull::pull(store, client, r, popts, &|id, s| view.event(id, s))
-        .map_err(|e| e.to_string())?;
+    let progress = |id: &str, s| view.event(id, s);
+    let pulled = match what {
+        What::One(popts) => pull::pull(store, client, r, popts, &progress),
+        What::AllPlatforms => pull::pull_all_platforms(store, client, r, &progress),
+    }
+    .map_err(|e| e.to_string())?;
     if !quiet {
         sink.write(&format!("Digest: {}\n", pulled.digest));
         let shown = r.familiar_string();
@@ -323,13 +340,21 @@ pub fn push_cli(root: &Path, args: &PushArgs) -> i32 {
     let compression = Compression::from(args.compression);
     let result = parse_name(&args.name).and_then(|reference| {
         let targets = if args.all_tags {
+            // Images' tags and indexes' (each pushed as what it names).
             let images = store.list_images().map_err(|e| e.to_string())?;
+            let indexes = store.list_indexes().map_err(|e| e.to_string())?;
             let mut tags: Vec<Reference> = images
                 .iter()
                 .flat_map(|i| i.tags().cloned().collect::<Vec<_>>())
+                .chain(
+                    indexes
+                        .iter()
+                        .flat_map(|i| i.tags().cloned().collect::<Vec<_>>()),
+                )
                 .filter(|t| t.name() == reference.name())
                 .collect();
             tags.sort();
+            tags.dedup();
             if tags.is_empty() {
                 return Err(format!(
                     "no tags of {} in the store",

@@ -21,6 +21,10 @@
 //! The config follows `docker import`: the host's (or `--platform`'s) os and
 //! architecture, one diffID, a history entry and a top-level `comment` of
 //! `Imported from -` (or `--message`), and `--change` edits.
+//!
+//! A tag that already holds an image of another platform, or an index, keeps it: the
+//! imported image joins it in an index, replacing the entry of its own platform
+//! (`Store::put_image_in_tag`).
 
 use std::io::Read;
 
@@ -34,7 +38,7 @@ use crate::common::platform::Platform;
 use crate::common::time::Timestamp;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
 use crate::image::{Digest, Reference};
-use crate::store::{ImageRecord, Snapshot, Store};
+use crate::store::{ImageRecord, Snapshot, Store, Stored};
 
 /// The history comment `docker import` writes when no message is given.
 /// Docker names the source `-` because its CLI always streams the file.
@@ -159,8 +163,19 @@ pub fn import_rootfs<R: Read>(store: &Store, reader: R, opts: &ImportOptions) ->
         vec![config::descriptor(MEDIA_TYPE_LAYER, &diff_id, written.size)],
     );
     let manifest_bytes = config::canonical_json("manifest", &manifest)?;
-    let tags: Vec<Reference> = opts.tag.iter().cloned().collect();
-    let image = store.put_image_tagged(&config_bytes, &manifest_bytes, &tags)?;
+    // A tag keeps its other platforms: the image joins them in an index.
+    let image = match &opts.tag {
+        None => store.put_image(&config_bytes, &manifest_bytes)?,
+        Some(t) => {
+            let references = match store.put_image_in_tag(&config_bytes, &manifest_bytes, t)? {
+                Stored::Image(i) => i.references,
+                Stored::Index(ix) => ix.references,
+            };
+            let mut image = store.image_blobs(&Digest::of_bytes(&manifest_bytes))?;
+            image.references = references;
+            image
+        }
+    };
     tracing::info!(id = %image.id, layer = %diff_id, "imported rootfs");
     Ok(Imported {
         image,

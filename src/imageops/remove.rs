@@ -350,8 +350,8 @@ impl PruneReport {
     }
 }
 
-/// `kiln image prune [-a]`: removes dangling images (with `all`, every image
-/// no container uses), then collects garbage.
+/// `kiln image prune [-a]`: removes dangling images (with `all`, every image and every
+/// index of several platforms no container uses), then collects garbage.
 pub fn prune_images(store: &Store, all: bool, users: &dyn ContainerUsers) -> Result<PruneReport> {
     prune_images_where(store, all, &|_| true, users)
 }
@@ -378,11 +378,59 @@ pub fn prune_images_where(
             other => other?,
         }
     }
+    if all {
+        prune_indexes(store, selected, users, &mut events)?;
+    }
     let gc = store.gc_with_roots(&users.gc_roots());
     if let Ok(gc) = &gc {
         super::size::Sizes::new(store).forget(&gc.blobs_removed);
     }
     Ok(PruneReport { events, gc })
+}
+
+/// `prune -a` of indexes of several platforms: each index whose entries no container uses
+/// goes with all its names (an index is never dangling: one without names is dropped at
+/// once). `selected` sees the entry an index shows as itself (the host's, else the first).
+/// Its platforms' images go at the garbage collection that follows, unless something else
+/// names them.
+fn prune_indexes(
+    store: &Store,
+    selected: &dyn Fn(&ImageRecord) -> bool,
+    users: &dyn ContainerUsers,
+    events: &mut Vec<RemoveEvent>,
+) -> Result<()> {
+    for ix in store.list_indexes()? {
+        let entries: Vec<ImageRecord> = ix
+            .platforms()
+            .iter()
+            .filter_map(|(_, m)| store.image_blobs(m).ok())
+            .collect();
+        let shown = ix
+            .shown_manifest()
+            .and_then(|m| entries.iter().find(|e| e.manifest_digest == m));
+        if !shown.is_some_and(selected) {
+            continue;
+        }
+        if entries
+            .iter()
+            .any(|e| !users.containers_using(&e.id).is_empty())
+        {
+            continue;
+        }
+        match store.remove_image(&ix.digest) {
+            // Removed meanwhile by another kiln: nothing to do.
+            Err(StoreError::ImageNotFound { .. }) => continue,
+            other => other?,
+        };
+        for r in &ix.references {
+            events.push(RemoveEvent::Untagged(r.familiar_string()));
+        }
+        for n in &ix.other_names {
+            events.push(RemoveEvent::Untagged(n.clone()));
+        }
+        events.push(RemoveEvent::Deleted(ix.digest.clone()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -600,6 +648,48 @@ mod tests {
                 RemoveEvent::Deleted(a.id.clone())
             ]
         );
+        assert!(store.list_blobs().unwrap().is_empty());
+    }
+
+    /// Imports a one-file image for `platform` into `tag` (which then holds an index when
+    /// it held another platform).
+    fn import_into(store: &Store, tag: &str, platform: &str) -> ImageRecord {
+        let opts = super::super::import::ImportOptions {
+            platform: crate::common::platform::Platform::parse(platform).unwrap(),
+            tag: Some(r(tag)),
+            ..Default::default()
+        };
+        let tar = layer_tar(&[("f", platform.as_bytes())]);
+        super::super::import::import_rootfs(store, &tar[..], &opts)
+            .unwrap()
+            .image
+    }
+
+    #[test]
+    fn prune_all_removes_unused_indexes_and_their_images() {
+        let (_dir, store) = temp_store();
+        let amd = import_into(&store, "m:1", "linux/amd64");
+        let arm = import_into(&store, "m:1", "linux/arm64");
+        let ix = store.list_indexes().unwrap().remove(0);
+        assert_eq!(ix.platforms().len(), 2);
+        // Never dangling; kept while a container uses an entry.
+        let rep = prune_images(&store, false, &NoContainers).unwrap();
+        assert!(rep.events.is_empty(), "{:?}", rep.events);
+        let rep = prune_images(&store, true, &Using(arm.id.clone(), false)).unwrap();
+        assert!(rep.events.is_empty(), "{:?}", rep.events);
+        assert!(store.has_blob(&arm.manifest_digest));
+        let rep = prune_images(&store, true, &NoContainers).unwrap();
+        assert_eq!(
+            rep.events,
+            vec![
+                RemoveEvent::Untagged("m:1".into()),
+                RemoveEvent::Deleted(ix.digest.clone())
+            ]
+        );
+        assert!(store.list_indexes().unwrap().is_empty());
+        for i in [&amd, &arm] {
+            assert!(!store.has_blob(&i.manifest_digest) && !store.has_blob(&i.diff_ids[0]));
+        }
         assert!(store.list_blobs().unwrap().is_empty());
     }
 }

@@ -21,7 +21,7 @@ use super::{media, Compression};
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
 use crate::image::{Digest, Reference, Sha256Writer};
-use crate::store::{fsutil, ImageRecord, Store};
+use crate::store::{fsutil, ImageRecord, IndexRecord, Store, Stored};
 
 /// Largest config kiln accepts from a registry.
 const MAX_CONFIG_SIZE: u64 = 32 << 20;
@@ -84,12 +84,16 @@ pub struct PullOptions {
 /// A pulled image.
 #[derive(Debug, Clone)]
 pub struct Pulled {
-    /// The image in the store.
+    /// The image in the store (for `--all-platforms`, the index's entry for the host, else
+    /// the first), with the names it was pulled as.
     pub image: ImageRecord,
     /// The digest of the manifest in the registry (what `name@sha256:` names).
     pub digest: Digest,
     /// False when the store already had this image under this name.
     pub changed: bool,
+    /// The index the name holds, when it holds several platforms (after a pull of one
+    /// platform into a tag of others, or `--all-platforms`).
+    pub index: Option<IndexRecord>,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -267,23 +271,7 @@ pub fn resolve(
         }
         let index = parse_index(&current.bytes)?;
         let chosen = choose(&index, platform)?;
-        if chosen.size > MAX_MANIFEST_SIZE {
-            return Err(invalid("index", "a manifest is larger than 4 MiB"));
-        }
-        let m = client.fetch_manifest(repo, chosen.digest.as_str())?;
-        if m.bytes.len() as u64 != chosen.size {
-            return Err(RegistryError::SizeMismatch {
-                registry: client.registry().to_string(),
-                what: "manifest".into(),
-                digest: chosen.digest.clone(),
-                expected: chosen.size,
-                actual: m.bytes.len() as u64,
-            });
-        }
-        current = Manifest {
-            media_type: chosen.media_type.clone(),
-            ..m
-        };
+        current = fetch_entry(client, repo, &chosen)?;
     }
     Err(invalid("index", "indexes nested too deep"))
 }
@@ -541,7 +529,9 @@ pub fn pull_layers(
 
 /// Pulls `reference` into the store and names it: by its tag, or for a
 /// `name@sha256:…` reference by the stored image's own digest, with the
-/// registry's digest recorded so `name@sha256:…` finds it.
+/// registry's digest recorded so `name@sha256:…` finds it. A tag keeps the other
+/// platforms it holds: the image joins them in an index, replacing the entry of its own
+/// platform ([`Store::put_image_in_tag`]).
 pub fn pull(
     store: &Store,
     client: &Client,
@@ -561,8 +551,73 @@ fn pull_inner(
     progress: Progress<'_>,
 ) -> Result<Pulled> {
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let repo = reference.path();
     let (manifest, named) = resolve(client, reference, &platform)?;
+    // Layers go into the store before any image references them.
+    let _lease = store.lease()?;
+    let (config_bytes, local) = fetch_image(store, client, reference.path(), &manifest, progress)?;
+    let local_digest = Digest::of_bytes(&local);
+    let record = match reference.digest() {
+        Some(_) => {
+            let name = reference.repository().with_digest(local_digest.clone());
+            let before = store.resolve(&name.to_string()).ok();
+            let record = store.put_image_tagged(&config_bytes, &local, &[name])?;
+            let changed = before.is_none_or(|b| b.manifest_digest != local_digest);
+            (record, None, changed)
+        }
+        None => put_in_tag(store, reference, &config_bytes, &local)?,
+    };
+    store.record_repo_digest(&named, &local_digest)?;
+    let (image, index, changed) = record;
+    Ok(Pulled {
+        image,
+        index,
+        digest: named,
+        changed,
+    })
+}
+
+/// Stores a pulled image under the tag of `reference` beside the tag's other platforms;
+/// returns the image (with the tag's names), the index the tag holds if it is one, and
+/// whether the tag's entry for the image's platform changed.
+fn put_in_tag(
+    store: &Store,
+    reference: &Reference,
+    config_bytes: &[u8],
+    local: &[u8],
+) -> Result<(ImageRecord, Option<IndexRecord>, bool)> {
+    let name = reference.clone().with_default_tag();
+    let digest = Digest::of_bytes(local);
+    let pulled_platform = {
+        let c = config::parse_config(config_bytes)?;
+        Platform {
+            os: c.os().to_string(),
+            architecture: c.architecture().to_string(),
+            variant: c.variant().clone(),
+        }
+    };
+    let before = store
+        .resolve_platform(&name.to_string(), Some(&pulled_platform))
+        .ok();
+    let changed = before.is_none_or(|b| b.manifest_digest != digest);
+    let (references, index) = match store.put_image_in_tag(config_bytes, local, &name)? {
+        Stored::Image(i) => (i.references, None),
+        Stored::Index(ix) => (ix.references.clone(), Some(*ix)),
+    };
+    let mut image = store.image_blobs(&digest)?;
+    image.references = references;
+    Ok((image, index, changed))
+}
+
+/// Fetches the image `manifest` names (config, then the layers the store lacks) and
+/// returns its config and the store's own manifest for it (uncompressed layers). Nothing
+/// is recorded: the caller holds a lease until it names the image.
+fn fetch_image(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    manifest: &Manifest,
+    progress: Progress<'_>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let m = parse_manifest(&manifest.bytes, &manifest.media_type)?;
     if m.config.size > MAX_CONFIG_SIZE {
         return Err(invalid("manifest", "the config is larger than 32 MiB"));
@@ -581,9 +636,6 @@ fn pull_inner(
             ),
         ));
     }
-
-    // Layers go into the store before any image references them.
-    let _lease = store.lease()?;
     let layers: Vec<(KnownBlob, Digest)> = m
         .layers
         .iter()
@@ -611,20 +663,137 @@ fn pull_inner(
         config::descriptor(MEDIA_TYPE_CONFIG, &id, config_bytes.len() as u64),
         layers,
     );
-    let local = config::canonical_json("manifest", &local)?;
-    let local_digest = Digest::of_bytes(&local);
+    Ok((config_bytes, config::canonical_json("manifest", &local)?))
+}
+
+/// Whether an index entry is a platform's image that `--all-platforms` pulls: an image
+/// manifest naming a real platform (not the `unknown/unknown` of attestations).
+fn is_platform_image(d: &RemoteDescriptor) -> bool {
+    (d.media_type == media::OCI_MANIFEST || d.media_type == media::DOCKER_MANIFEST)
+        && d.platform
+            .as_ref()
+            .is_some_and(|p| p.os != "unknown" && p.architecture != "unknown")
+}
+
+/// `kiln pull --all-platforms`: every platform's image of the index `reference` names,
+/// stored as an index under its tag (replacing what the tag held), or under
+/// `name@<the stored index's digest>` for a digest reference, with the registry's index
+/// digest recorded so `name@<registry digest>` finds it. Entries that are not a
+/// platform's image (attestations, nested indexes) are left out, as is a second entry for
+/// a platform already taken. A reference to a single manifest is pulled as [`pull`] pulls it.
+pub fn pull_all_platforms(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    progress: Progress<'_>,
+) -> Result<Pulled> {
+    let image = super::display(reference);
+    pull_all_inner(store, client, reference, progress).map_err(|e| e.for_image("pulling", &image))
+}
+
+fn pull_all_inner(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    progress: Progress<'_>,
+) -> Result<Pulled> {
+    let repo = reference.path();
+    let top = client.fetch_manifest(repo, &reference.tag_or_digest())?;
+    if !is_index_type(&top.media_type) {
+        return pull_inner(store, client, reference, &PullOptions::default(), progress);
+    }
+    let index = parse_index(&top.bytes)?;
+    let _lease = store.lease()?;
+    let mut entries: Vec<oci_spec::image::Descriptor> = Vec::new();
+    let mut taken: Vec<Platform> = Vec::new();
+    for entry in index.manifests.iter().filter(|d| is_platform_image(d)) {
+        let Some(p) = &entry.platform else { continue };
+        let platform = Platform {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+        }
+        .normalized();
+        if taken.contains(&platform) {
+            continue;
+        }
+        let manifest = fetch_entry(client, repo, entry)?;
+        let (config_bytes, local) = fetch_image(store, client, repo, &manifest, progress)?;
+        let stored = store.put_platform_image(&config_bytes, &local)?;
+        // The entry keeps the registry's platform, so a push gives back the same index.
+        entries.push(local_entry(&stored, p)?);
+        taken.push(platform);
+    }
+    if entries.is_empty() {
+        return Err(invalid("index", "it names no platform's image"));
+    }
+    let mut local_index = crate::store::index::empty_index();
+    local_index.set_manifests(entries);
+    let bytes = config::canonical_json("index", &local_index)?;
+    let local_digest = Digest::of_bytes(&bytes);
     let name = match reference.digest() {
         Some(_) => reference.repository().with_digest(local_digest.clone()),
         None => reference.clone().with_default_tag(),
     };
-    let before = store.resolve(&name.to_string()).ok();
-    let record = store.put_image_tagged(&config_bytes, &local, std::slice::from_ref(&name))?;
-    store.record_repo_digest(&named, &record.manifest_digest)?;
-    let changed = before.is_none_or(|b| b.manifest_digest != record.manifest_digest);
+    let before = store.resolve_stored(&name.to_string()).ok();
+    let ix = store.put_index_tagged(&bytes, &[name])?;
+    store.record_repo_digest(&top.digest, &ix.digest)?;
+    let changed = !matches!(before, Some(Stored::Index(b)) if b.digest == ix.digest);
+    let shown = ix
+        .shown_manifest()
+        .ok_or_else(|| invalid("index", "it names no platform's image"))?;
+    let mut image = store.image_blobs(&shown)?;
+    image.references = ix.references.clone();
     Ok(Pulled {
-        image: record,
-        digest: named,
+        image,
+        index: Some(ix),
+        digest: top.digest,
         changed,
+    })
+}
+
+/// The stored index's entry for a pulled platform's image: its local manifest, with the
+/// platform the registry's index gave it.
+fn local_entry(image: &ImageRecord, p: &RemotePlatform) -> Result<oci_spec::image::Descriptor> {
+    let mut d = config::descriptor(
+        config::MEDIA_TYPE_MANIFEST,
+        &image.manifest_digest,
+        image.manifest_size,
+    );
+    let mut platform = oci_spec::image::PlatformBuilder::default()
+        .architecture(oci_spec::image::Arch::from(p.architecture.as_str()))
+        .os(oci_spec::image::Os::from(p.os.as_str()));
+    if let Some(v) = &p.variant {
+        platform = platform.variant(v.clone());
+    }
+    let platform = platform.build().map_err(|e| {
+        invalid(
+            "index",
+            format!("platform of {}: {e}", image.manifest_digest),
+        )
+    })?;
+    d.set_platform(Some(platform));
+    Ok(d)
+}
+
+/// Fetches an index entry's manifest by digest (so verified) and checks its size.
+fn fetch_entry(client: &Client, repo: &str, entry: &RemoteDescriptor) -> Result<Manifest> {
+    if entry.size > MAX_MANIFEST_SIZE {
+        return Err(invalid("index", "a manifest is larger than 4 MiB"));
+    }
+    let m = client.fetch_manifest(repo, entry.digest.as_str())?;
+    if m.bytes.len() as u64 != entry.size {
+        return Err(RegistryError::SizeMismatch {
+            registry: client.registry().to_string(),
+            what: "manifest".into(),
+            digest: entry.digest.clone(),
+            expected: entry.size,
+            actual: m.bytes.len() as u64,
+        });
+    }
+    Ok(Manifest {
+        media_type: entry.media_type.clone(),
+        ..m
     })
 }
 
@@ -745,9 +914,14 @@ mod tests {
 
     /// Routes of a one-layer image under `r:1`, with the layer blob as `served`.
     fn image_routes(layer: &[u8], served: Vec<u8>) -> (Vec<(String, Vec<u8>)>, Digest) {
+        arch_routes("amd64", layer, served)
+    }
+
+    /// [`image_routes`] of an image for `linux/<arch>`.
+    fn arch_routes(arch: &str, layer: &[u8], served: Vec<u8>) -> (Vec<(String, Vec<u8>)>, Digest) {
         let layer_digest = Digest::of_bytes(layer);
         let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
         )
         .into_bytes();
         let config_digest = Digest::of_bytes(&config);
@@ -870,5 +1044,71 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.example+json","digest":"{d}","size":1}}}}"#
         );
         assert!(parse_manifest(artifact.as_bytes(), media::OCI_MANIFEST).is_err());
+    }
+
+    #[test]
+    fn all_platforms_keeps_every_platform_image_of_an_index() {
+        use crate::store::test_support::layer_tar;
+        let (mut routes, amd) = arch_routes("amd64", &layer_tar(&[("a", b"1")]), {
+            layer_tar(&[("a", b"1")])
+        });
+        let (arm_routes, arm) = arch_routes("arm64", &layer_tar(&[("b", b"2")]), {
+            layer_tar(&[("b", b"2")])
+        });
+        routes.extend(
+            arm_routes
+                .into_iter()
+                .filter(|(p, _)| p != "/v2/r/manifests/1"),
+        );
+        let size = |d: &Digest| {
+            routes
+                .iter()
+                .find(|(p, _)| *p == format!("/v2/r/manifests/{d}"))
+                .map_or(1, |(_, b)| b.len())
+        };
+        let entry = |d: &Digest, os: &str, arch: &str| {
+            format!(
+                r#"{{"mediaType":"{}","digest":"{d}","size":{},"platform":{{"os":"{os}","architecture":"{arch}"}}}}"#,
+                media::OCI_MANIFEST,
+                size(d)
+            )
+        };
+        // An attestation manifest (unknown/unknown), never fetched, and arm64 twice.
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{},{},{}]}}"#,
+            media::OCI_INDEX,
+            entry(&arm, "linux", "arm64"),
+            entry(&amd, "linux", "amd64"),
+            entry(&Digest::of_bytes(b"attestation"), "unknown", "unknown"),
+            entry(&amd, "linux", "arm64"),
+        )
+        .into_bytes();
+        let index_digest = Digest::of_bytes(&index);
+        routes.push(("/v2/r/manifests/multi".into(), index));
+        let server = FakeRegistry::serve(routes);
+        let (_dir, store) = crate::store::test_support::temp_store();
+        let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
+        let r = Reference::parse(&format!("{}/r:multi", server.addr)).unwrap();
+        let pulled = pull_all_platforms(&store, &client, &r, &|_, _| {}).unwrap();
+        assert_eq!(pulled.digest, index_digest);
+        let ix = pulled.index.expect("an index");
+        assert_eq!(ix.platform_list(), "linux/arm64, linux/amd64");
+        assert_eq!(ix.references, vec![r.clone()]);
+        let by_digest = format!("{}/r@{index_digest}", server.addr);
+        assert!(matches!(
+            store.resolve_stored(&by_digest).unwrap(),
+            Stored::Index(i) if i.digest == ix.digest
+        ));
+        assert!(pulled.changed);
+        let again = pull_all_platforms(&store, &client, &r, &|_, _| {}).unwrap();
+        assert!(!again.changed);
+        assert!(store.check().unwrap().is_empty());
+        // One platform pulled into the tag replaces its entry and keeps the other.
+        let one = PullOptions {
+            platform: Some(Platform::parse("linux/amd64").unwrap()),
+        };
+        let pulled = pull(&store, &client, &r, &one, &|_, _| {}).unwrap();
+        assert!(!pulled.changed);
+        assert_eq!(pulled.index.expect("still an index").digest, ix.digest);
     }
 }

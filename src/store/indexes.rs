@@ -1,5 +1,7 @@
 //! Image indexes kept under a tag: one name for the images of several platforms, as
-//! `kiln build --platform linux/amd64,linux/arm64` makes them.
+//! `kiln build --platform linux/amd64,linux/arm64` makes them, `kiln pull --all-platforms`
+//! keeps them, and pulls or imports of one platform after another into one tag grow them
+//! ([`Store::put_image_in_tag`]).
 //!
 //! The tag's `index.json` entry has the OCI index media type and points at an index blob
 //! whose `manifests` name one stored image per platform (each descriptor with its
@@ -13,7 +15,7 @@ use oci_spec::image::{Descriptor, ImageIndex, PlatformBuilder};
 
 use super::error::{Result, StoreError};
 use super::images::{ImageRecord, MAX_MANIFEST_SIZE};
-use super::index::points_at;
+use super::index::{is_kiln_untagged, points_at, ref_name};
 use super::Store;
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
@@ -131,6 +133,52 @@ fn is_index_entry(e: &Descriptor) -> bool {
     e.media_type().to_string() == MEDIA_TYPE_INDEX
 }
 
+/// How often [`Store::put_image_in_tag`] tries again when another process changed the tag.
+const MAX_TAG_RETRIES: usize = 16;
+
+/// The platform an image's config names, normalized; `None` when it names no os or
+/// architecture.
+fn config_platform(image: &ImageRecord) -> Option<Platform> {
+    let c = &image.config;
+    let (os, architecture) = (c.os().to_string(), c.architecture().to_string());
+    if os.is_empty() || architecture.is_empty() {
+        return None;
+    }
+    Some(
+        Platform {
+            os,
+            architecture,
+            variant: c.variant().clone(),
+        }
+        .normalized(),
+    )
+}
+
+/// `held` with `image` in the place of the entry of its platform (appended when there is
+/// none). An image without a platform cannot share a tag: it replaces everything.
+fn merge_platform(held: Vec<ImageRecord>, image: &ImageRecord) -> Vec<ImageRecord> {
+    let Some(p) = config_platform(image) else {
+        return vec![image.clone()];
+    };
+    let mut out: Vec<ImageRecord> = Vec::with_capacity(held.len() + 1);
+    let mut placed = false;
+    for h in held {
+        match config_platform(&h) {
+            Some(q) if q == p && !placed => {
+                out.push(image.clone());
+                placed = true;
+            }
+            Some(q) if q != p => out.push(h),
+            // A second entry of the platform, or an image without one: dropped.
+            _ => {}
+        }
+    }
+    if !placed {
+        out.push(image.clone());
+    }
+    out
+}
+
 impl Store {
     /// Stores an image's config and manifest blobs without recording it in `index.json`:
     /// a platform's image that an index will name ([`Store::put_index_tagged`]). Checked as
@@ -162,6 +210,29 @@ impl Store {
     /// else moves (that image becomes untagged, an index is dropped).
     pub fn put_index_tagged(&self, index_bytes: &[u8], tags: &[Reference]) -> Result<IndexRecord> {
         let _gc = self.gc_shared()?;
+        let digest = self.store_index_blob(index_bytes)?;
+        let names = tags
+            .iter()
+            .map(|t| super::images::reference_for_tag(t, &digest))
+            .collect::<Result<Vec<_>>>()?;
+        let template = config::descriptor(MEDIA_TYPE_INDEX, &digest, index_bytes.len() as u64);
+        self.update_index(|entries| {
+            for n in &names {
+                super::images::retag(entries, &template, &n.to_string());
+            }
+            Ok(())
+        })?;
+        tracing::debug!(index = %digest, "stored image index");
+        if names.is_empty() {
+            // Kept only as blobs (for an export right after): nothing names it.
+            return self.index_blob(&digest);
+        }
+        self.index_record(&digest)
+    }
+
+    /// Checks an index as [`Store::put_index_tagged`] describes and stores its blob (no
+    /// `index.json` entry); returns its digest. The caller holds the gc lock shared.
+    fn store_index_blob(&self, index_bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(index_bytes);
         let reject = |reason: String| StoreError::InvalidIndex {
             index: digest.clone(),
@@ -202,24 +273,105 @@ impl Store {
             }
             seen.push(p);
         }
-        let names = tags
-            .iter()
-            .map(|t| super::images::reference_for_tag(t, &digest))
-            .collect::<Result<Vec<_>>>()?;
         self.put_blob_bytes(index_bytes, Some(&digest))?;
-        let template = config::descriptor(MEDIA_TYPE_INDEX, &digest, index_bytes.len() as u64);
-        self.update_index(|entries| {
-            for n in &names {
-                super::images::retag(entries, &template, &n.to_string());
-            }
-            Ok(())
-        })?;
-        tracing::debug!(index = %digest, "stored image index");
-        if names.is_empty() {
-            // Kept only as blobs (for an export right after): nothing names it.
-            return self.index_blob(&digest);
+        Ok(digest)
+    }
+
+    /// Stores an image under the tag `tag` beside the other platforms the tag holds, as
+    /// `kiln pull --platform` and `kiln image import --platform` do: a tag that names
+    /// nothing, or an image of the same platform (or of none), names the new image alone; a
+    /// tag that names an image of another platform, or an index, names an index of them all
+    /// afterwards, the new image replacing the entry of its platform. The images an index
+    /// takes in lose kiln's untagged entries (the index keeps them). `tag` must not be a
+    /// digest reference. Concurrent changes of the tag are retried, never lost.
+    pub fn put_image_in_tag(
+        &self,
+        config_bytes: &[u8],
+        manifest_bytes: &[u8],
+        tag: &Reference,
+    ) -> Result<Stored> {
+        let _gc = self.gc_shared()?;
+        let image = self.put_platform_image(config_bytes, manifest_bytes)?;
+        let name = super::images::reference_for_tag(tag, &image.manifest_digest)?;
+        if name.digest().is_some() {
+            return Err(StoreError::DigestReferenceMismatch {
+                reference: name.to_string(),
+                manifest: image.manifest_digest.clone(),
+            });
         }
-        self.index_record(&digest)
+        let name = name.to_string();
+        for _ in 0..MAX_TAG_RETRIES {
+            let before = self
+                .read_index()?
+                .manifests()
+                .iter()
+                .find(|e| ref_name(e) == Some(name.as_str()))
+                .cloned();
+            let (held, was_index) = self.held_images(before.as_ref());
+            let merged = merge_platform(held, &image);
+            let as_index = was_index || merged.len() > 1;
+            let (template, digest, children) = if as_index {
+                let bytes = index_bytes(&merged)?;
+                let digest = self.store_index_blob(&bytes)?;
+                let t = config::descriptor(MEDIA_TYPE_INDEX, &digest, bytes.len() as u64);
+                let children = merged.iter().map(|i| i.manifest_digest.clone()).collect();
+                (t, digest, children)
+            } else {
+                let digest = image.manifest_digest.clone();
+                (platform_descriptor(&image), digest, Vec::new())
+            };
+            let swapped = self.update_index(|entries| {
+                let now = entries.iter().find(|e| ref_name(e) == Some(name.as_str()));
+                if now != before.as_ref() {
+                    return Ok(false);
+                }
+                super::images::retag(entries, &template, &name);
+                entries
+                    .retain(|e| !(is_kiln_untagged(e) && children.iter().any(|c| points_at(e, c))));
+                Ok(true)
+            })?;
+            if swapped {
+                tracing::debug!(tag = %name, stored = %digest, "stored image in tag");
+                return Ok(if as_index {
+                    Stored::Index(Box::new(self.index_record(&digest)?))
+                } else {
+                    Stored::Image(Box::new(self.image(&digest)?))
+                });
+            }
+        }
+        Err(StoreError::Busy {
+            root: self.root().to_path_buf(),
+        })
+    }
+
+    /// The images the `index.json` entry `entry` stands for (one, or an index's), and
+    /// whether it is an index; nothing for no entry or one kiln cannot read.
+    fn held_images(&self, entry: Option<&Descriptor>) -> (Vec<ImageRecord>, bool) {
+        let Some(e) = entry else {
+            return (Vec::new(), false);
+        };
+        let Ok(d) = Digest::try_from(e.digest()) else {
+            return (Vec::new(), false);
+        };
+        if is_index_entry(e) {
+            let images = self
+                .index_blob(&d)
+                .map(|ix| {
+                    ix.platforms()
+                        .into_iter()
+                        .filter_map(|(_, m)| match self.image_blobs(&m) {
+                            Ok(i) => Some(i),
+                            Err(e) => {
+                                tracing::warn!(manifest = %m, error = %e, "dropping an unreadable index entry");
+                                None
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return (images, true);
+        }
+        (self.image_blobs(&d).into_iter().collect(), false)
     }
 
     /// The index with digest `digest`, if `index.json` records it.
@@ -299,6 +451,14 @@ impl Store {
             };
             if let Some(i) = found {
                 return Ok(Some(i.clone()));
+            }
+            // `name@sha256:…` with the registry's index digest, recorded by a pull.
+            if let Some(local) = r.digest().and_then(|d| self.repo_digest_target(d)) {
+                if let Some(i) = indexes.iter().find(|i| {
+                    i.digest == local && i.references.iter().any(|n| n.name() == r.name())
+                }) {
+                    return Ok(Some(i.clone()));
+                }
             }
         }
         if let Some(i) = indexes
@@ -475,5 +635,65 @@ mod tests {
         let err = store.put_index_tagged(&bytes, &[r("x:1")]).unwrap_err();
         assert!(err.to_string().contains("not a stored image"), "{err}");
         assert!(store.read_index().unwrap().manifests().is_empty());
+    }
+
+    #[test]
+    fn images_of_other_platforms_pulled_into_one_tag_make_an_index() {
+        let (_dir, store) = temp_store();
+        let arm = platform_image(&store, "linux/arm64", "a");
+        let amd = platform_image(&store, "linux/amd64", "b");
+        let amd2 = platform_image(&store, "linux/amd64", "c");
+        let bytes = |i: &ImageRecord| {
+            (
+                store.read_blob(&i.id, "config", 1 << 20).unwrap(),
+                store
+                    .read_blob(&i.manifest_digest, "manifest", 1 << 20)
+                    .unwrap(),
+            )
+        };
+        let put = |i: &ImageRecord, tag: &str| {
+            let (c, m) = bytes(i);
+            store.put_image_in_tag(&c, &m, &r(tag)).unwrap()
+        };
+        // Nothing under the tag, then the same platform again: one image.
+        assert!(matches!(put(&arm, "app:1"), Stored::Image(_)));
+        assert!(matches!(put(&arm, "app:1"), Stored::Image(_)));
+        // Another platform: an index of both, and the first image is not left dangling.
+        let Stored::Index(ix) = put(&amd, "app:1") else {
+            panic!("no index")
+        };
+        assert_eq!(ix.platform_list(), "linux/arm64, linux/amd64");
+        assert_eq!(ix.references, vec![r("app:1")]);
+        assert!(store.list_images().unwrap().is_empty(), "no dangling image");
+        // The same platform again replaces its entry; the index stays one per platform.
+        let Stored::Index(ix2) = put(&amd2, "app:1") else {
+            panic!("no index")
+        };
+        assert_eq!(
+            ix2.platforms()
+                .iter()
+                .map(|(_, m)| m.clone())
+                .collect::<Vec<_>>(),
+            vec![arm.manifest_digest.clone(), amd2.manifest_digest.clone()]
+        );
+        assert_eq!(store.list_indexes().unwrap().len(), 1);
+        let p = Platform::parse("linux/amd64").unwrap();
+        assert_eq!(
+            store.resolve_platform("app:1", Some(&p)).unwrap().id,
+            amd2.id
+        );
+        // A tag naming one image becomes an index too; the image is not left dangling.
+        let (c, m) = bytes(&arm);
+        store.put_image_tagged(&c, &m, &[r("arm:1")]).unwrap();
+        put(&amd, "arm:1");
+        let images = store.list_images().unwrap();
+        assert!(images.is_empty(), "{images:?}");
+        assert_eq!(store.list_indexes().unwrap().len(), 2);
+        // gc keeps every entry while the indexes name them.
+        store.gc().unwrap();
+        for i in [&arm, &amd, &amd2] {
+            assert!(store.has_blob(&i.manifest_digest), "{}", i.manifest_digest);
+        }
+        assert!(store.check().unwrap().is_empty());
     }
 }

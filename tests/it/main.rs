@@ -35,6 +35,7 @@ mod format_templates;
 mod image_cmds;
 mod image_interop;
 mod in_docker;
+mod index_store;
 mod inspect_keys;
 mod instructions_conformance;
 mod layering;

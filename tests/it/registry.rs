@@ -434,10 +434,14 @@ fn an_index_resolves_to_the_host_platform() {
         &format!("{repo}:latest"),
     ]);
     assert!(out.contains("Digest: sha256:"), "{out}");
-    assert_eq!(
-        fresh.inspect(&format!("{repo}:latest"))["Id"],
-        other_id.as_str()
-    );
+    // The tag now holds both platforms, as an index (tests/it/index_store.rs has more).
+    let ids: Vec<Value> = fresh.inspect(&format!("{repo}:latest"))["Manifests"]
+        .as_array()
+        .expect("an index")
+        .iter()
+        .map(|m| m["Id"].clone())
+        .collect();
+    assert_eq!(ids, [host_id.as_str(), other_id.as_str()]);
     let err = fresh.fails(&["pull", "--platform", "linux/s390x", &repo]);
     assert!(
         err.contains("no image for platform linux/s390x") && err.contains(&reg.host()),
