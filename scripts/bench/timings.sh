@@ -22,8 +22,11 @@ timed() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# A used store is moved aside, deleted only at the end: deleting thousands of files just
+# before a cold build makes ext4 scan its recently deleted inodes on every create, which
+# would measure the last run's clean-up rather than the build.
 fresh() {
-    rm -rf "$root/store"
+    if [ -d "$root/store" ]; then mv "$root/store" "$(mktemp -d "$root/old.XXXXXX")/"; fi
     "$kiln" "${flags[@]}" --root "$root/store" image import "$dir/busybox.tar" busybox:local >/dev/null
     if [ -f "$dir/debian.tar" ]; then
         "$kiln" "${flags[@]}" --root "$root/store" image import "$dir/debian.tar" debian:local >/dev/null

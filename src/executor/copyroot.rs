@@ -29,6 +29,10 @@ use super::layers::{is_opaque, is_whiteout};
 #[derive(Debug, Default)]
 pub struct Manifest {
     entries: HashMap<PathBuf, Stamp>,
+    /// The names in each directory (sorted), as of its stamp in `entries`.
+    children: HashMap<PathBuf, Vec<std::ffi::OsString>>,
+    /// When the walk that made the index started (nanoseconds since the epoch).
+    taken: i128,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,18 @@ pub const RECENT: std::time::Duration = std::time::Duration::from_millis(50);
 pub const RECENT_COARSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Stamp {
+    /// Whether the ctime is older than `at` by more than the clock's tick can hide: any
+    /// change made after `at` gives another ctime.
+    fn settled_before(&self, at: i128) -> bool {
+        let window = if self.ctime_nsec == 0 {
+            RECENT_COARSE
+        } else {
+            RECENT
+        };
+        let ctime = i128::from(self.ctime) * 1_000_000_000 + i128::from(self.ctime_nsec);
+        ctime < at - window.as_nanos() as i128
+    }
+
     /// Whether this entry is the same inode as `prev` (not deleted and recreated).
     fn same_inode(&self, prev: &Stamp) -> bool {
         self.ino == prev.ino
@@ -332,13 +348,19 @@ pub(super) fn apply_dir(
 
 /// Records what `root` holds now.
 pub fn record(root: &Path) -> io::Result<Manifest> {
-    let mut m = Manifest::default();
-    record_dir(root, Path::new(""), &mut m, recent_from())?;
+    let taken = recent_from();
+    let mut m = Manifest {
+        taken,
+        ..Manifest::default()
+    };
+    record_dir(root, Path::new(""), &mut m, taken)?;
     Ok(m)
 }
 
 fn record_dir(root: &Path, rel: &Path, m: &mut Manifest, recent: i128) -> io::Result<()> {
-    for name in sorted_names(&root.join(rel))? {
+    let names = sorted_names(&root.join(rel))?;
+    m.children.insert(rel.to_path_buf(), names.clone());
+    for name in names {
         let r = rel.join(&name);
         let full = root.join(&r);
         let meta = fs::symlink_metadata(&full)?;
@@ -355,6 +377,7 @@ impl Manifest {
     /// Forgets `rel` and everything below it.
     pub fn forget(&mut self, rel: &Path) {
         self.entries.retain(|p, _| !p.starts_with(rel));
+        self.children.retain(|p, _| !p.starts_with(rel));
     }
 
     /// Records `rel` (and what is below it) as `root` holds it now, replacing what the
@@ -383,10 +406,15 @@ impl Manifest {
             Ok(meta) => {
                 let s = stamp(&full, &meta, recent_from(), None);
                 self.entries.insert(rel.to_path_buf(), s);
+                if meta.is_dir() && self.children.contains_key(rel) {
+                    self.children
+                        .insert(rel.to_path_buf(), sorted_names(&full)?);
+                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.entries.remove(rel);
+                self.children.remove(rel);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -426,14 +454,18 @@ pub fn diff_into_upper_tracking(
     upper: &Path,
     skip: &dyn Fn(&Path) -> bool,
 ) -> io::Result<Manifest> {
+    let now = recent_from();
     let mut d = Diff {
         root,
         upper,
         before,
         skip,
         seen: HashSet::new(),
-        after: Manifest::default(),
-        recent: recent_from(),
+        after: Manifest {
+            taken: now,
+            ..Manifest::default()
+        },
+        recent: now,
         replaced: HashSet::new(),
         links: HashMap::new(),
     };
@@ -516,14 +548,39 @@ impl Diff<'_> {
         Ok(())
     }
 
+    /// The names in the directory `rel`: the index's when the directory is unchanged since
+    /// a ctime the step cannot have shared (creating, removing or renaming an entry changes
+    /// the directory's ctime), so only the entries themselves need a `stat`; otherwise read.
+    fn names(&self, rel: &Path, force: bool) -> io::Result<Vec<std::ffi::OsString>> {
+        let known = (!force && !rel.as_os_str().is_empty())
+            .then(|| {
+                let prev = self.before.entries.get(rel)?;
+                let now = self.after.entries.get(rel)?;
+                let settled = now.unchanged(prev) && prev.settled_before(self.before.taken);
+                settled.then(|| self.before.children.get(rel))?
+            })
+            .flatten();
+        match known {
+            Some(names) => Ok(names.clone()),
+            None => sorted_names(&self.root.join(rel)),
+        }
+    }
+
     fn dir(&mut self, rel: &Path, force: bool) -> io::Result<()> {
-        for name in sorted_names(&self.root.join(rel))? {
+        let names = self.names(rel, force)?;
+        self.after.children.insert(rel.to_path_buf(), names.clone());
+        for name in names {
             let r = rel.join(&name);
             let src = self.root.join(&r);
             if (self.skip)(&r) {
                 continue;
             }
-            let meta = fs::symlink_metadata(&src)?;
+            let meta = match fs::symlink_metadata(&src) {
+                Ok(m) => m,
+                // Gone since the names were read: a deletion.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             self.seen.insert(r.clone());
             let prev = self.before.entries.get(&r).copied();
             let now = stamp(&src, &meta, self.recent, prev.as_ref());
@@ -542,7 +599,11 @@ impl Diff<'_> {
                         self.replaced.insert(r.clone());
                         // As the root mode's layer writer: an opaque directory with nothing
                         // below it in the base to hide gets no marker.
-                        let hides = self.before.entries.keys().any(|p| p.parent() == Some(&r));
+                        let hides = self.before.children.get(&r).is_some_and(|names| {
+                            names
+                                .iter()
+                                .any(|n| self.before.entries.contains_key(&r.join(n)))
+                        });
                         if hides {
                             set_opaque(&dst)?;
                         }
