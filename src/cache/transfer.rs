@@ -645,7 +645,9 @@ fn compress_layer(
 impl CacheArtifact {
     /// The artifact for `records`, to be written to `sink`. Layers are gzip-compressed;
     /// one the sink already holds (by the digest it compressed to last time) is not
-    /// compressed again.
+    /// compressed again. The records, and so the layers (each where a record first names
+    /// it), are in key order whatever order `records` is in: the steps of parallel stages
+    /// finish in any order, and an unchanged build must give the same manifest.
     pub fn new(
         store: &Store,
         records: &[CacheRecord],
@@ -660,6 +662,8 @@ impl CacheArtifact {
         let mut by_diff: HashMap<Digest, BlobDesc> = HashMap::new();
         let mut staged = HashMap::new();
         let mut exported = Vec::new();
+        let mut records: Vec<&CacheRecord> = records.iter().collect();
+        records.sort_by(|a, b| a.key.cmp(&b.key));
         for rec in records {
             let mut ls = Vec::new();
             for l in &rec.layers {
@@ -693,7 +697,6 @@ impl CacheArtifact {
                 inputs: rec.inputs.clone(),
             });
         }
-        exported.sort_by(|a, b| a.key.cmp(&b.key));
         let doc = RecordsDoc {
             version: RECORDS_VERSION,
             cache_version: CACHE_VERSION,

@@ -3,6 +3,7 @@
 mod build_add_git;
 mod build_add_url;
 mod build_cache_export;
+mod build_cache_order;
 mod build_cache_registry;
 mod build_check;
 mod build_cmd;

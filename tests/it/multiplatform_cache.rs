@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::build_cmd::write;
-use crate::platforms::emulation;
+use crate::platforms::{emulation, foreign_busybox};
 use crate::registry::{need, skopeo_inspect, Registry};
 use crate::util::{require, stderr, stdout, TestStore};
 
@@ -55,39 +55,7 @@ fn runner() -> Option<TestStore> {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    arm64_base(&s).then_some(s)
-}
-
-/// Imports Debian's arm64 busybox-static as `busybox-arm64:local`, with SOURCE_DATE_EPOCH so
-/// every runner has the same base image (as when they all pull it from one registry); the
-/// platform tests' `foreign_busybox` dates it now. `false` when it cannot be had (reported).
-fn arm64_base(s: &TestStore) -> bool {
-    if !require::root() {
-        return false;
-    }
-    let tar = s.dir.path().join("busybox-arm64.tar");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-foreign-rootfs.sh");
-    let st = Command::new("bash")
-        .arg(script)
-        .args(["arm64".as_ref(), tar.as_os_str()])
-        .status()
-        .expect("bash");
-    if !st.success() {
-        require::missing(
-            "Debian's busybox-static:arm64 (scripts/busybox-foreign-rootfs.sh; mirror over HTTP)",
-        );
-        return false;
-    }
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["image", "import", "--platform", "linux/arm64"])
-        .arg(&tar)
-        .arg("busybox-arm64:local")
-        .env("KILN_ROOT", s.root())
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .expect("running kiln");
-    assert!(o.status.success(), "{}", stderr(&o));
-    true
+    foreign_busybox(&s, "arm64", "linux/arm64", "busybox-arm64:local").then_some(s)
 }
 
 fn context(s: &TestStore) -> PathBuf {

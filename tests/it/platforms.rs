@@ -33,7 +33,8 @@ pub(crate) fn emulation() -> bool {
 }
 
 /// Imports Debian's busybox-static of `arch` (a Debian architecture) as `name`, recorded for
-/// `platform`. `false` when it cannot be had (reported missing).
+/// `platform`, dated by SOURCE_DATE_EPOCH: every store gets the same base image (as when
+/// they all pull it from one registry). `false` when it cannot be had (reported missing).
 pub(crate) fn foreign_busybox(s: &TestStore, arch: &str, platform: &str, name: &str) -> bool {
     if !require::root() {
         return false;
@@ -53,10 +54,11 @@ pub(crate) fn foreign_busybox(s: &TestStore, arch: &str, platform: &str, name: &
         return false;
     }
     let tar = tar.to_str().unwrap();
-    let o = s.kiln(
+    let o = kiln_env(
+        s,
         s.dir.path(),
         &["image", "import", "--platform", platform, tar, name],
-        None,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     true

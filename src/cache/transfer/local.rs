@@ -328,6 +328,27 @@ mod tests {
     }
 
     #[test]
+    fn one_export_is_the_same_whichever_step_finished_first() {
+        let (dir, store) = temp_store();
+        let put = |name: &str| {
+            let tar = layer_tar(&[(name, name.as_bytes())]);
+            (store.put_blob_bytes(&tar, None).unwrap(), tar.len() as u64)
+        };
+        let (a, b) = (put("stage-a"), put("stage-b"));
+        // Two parallel stages' steps, each with a layer of its own, in both finishing orders.
+        let first = record("a", &[(&a.0, a.1)]);
+        let second = record("b", &[(&b.0, b.1)]);
+        let sink = LocalLayout::new(&dir.path().join("cache"), DEFAULT_TAG);
+        let one = [first.clone(), second.clone()];
+        let other = [second, first];
+        let art = CacheArtifact::new(&store, &one, CacheMode::Max, &sink).unwrap();
+        let again = CacheArtifact::new(&store, &other, CacheMode::Max, &sink).unwrap();
+        assert_eq!(again.layers, art.layers);
+        assert_eq!(again.records.0, art.records.0);
+        assert_eq!(again.manifest, art.manifest);
+    }
+
+    #[test]
     fn several_platforms_merge_into_one_export_every_step_once() {
         let (dir, store) = temp_store();
         let put = |name: &str| {
