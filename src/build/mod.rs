@@ -770,8 +770,8 @@ fn check_platform(
     wanted: &Platform,
     location: Location,
 ) -> Result<(), BuildError> {
-    use crate::imageops::platform::{image_platform, suits};
-    match image_platform(rec) {
+    use crate::imageops::platform::suits;
+    match rec.platform() {
         Some(found) if !suits(rec, wanted) => Err(BuildError::BasePlatform {
             name: name.to_string(),
             found: found.to_string(),

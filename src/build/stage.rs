@@ -188,7 +188,7 @@ impl Builder<'_> {
         // The stage's platform; a base of another one (allowed, with a warning, when no
         // platform was asked for) makes the stage that platform's, as Docker does.
         let stage = &self.plan.stages[idx];
-        let platform = match crate::imageops::platform::image_platform(rec) {
+        let platform = match rec.platform() {
             Some(p) if !stage.platform_given => p,
             _ => stage.platform.clone(),
         };

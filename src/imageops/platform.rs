@@ -1,5 +1,5 @@
-//! Which platform a stored image is for, as its config names it, and whether it suits a
-//! platform asked for (`build --platform`, `run --platform`).
+//! Whether a stored image (its platform: [`ImageRecord::platform`]) suits a platform asked for
+//! (`build --platform`, `run --platform`).
 //!
 //! A name holds one image, whose platform is checked here, or an index of several platforms,
 //! whose entry for a platform the store picks (`Store::resolve_platform`).
@@ -7,29 +7,10 @@
 use crate::common::platform::Platform;
 use crate::store::ImageRecord;
 
-/// The platform an image's config names, normalized (`arm64/v8` is `arm64`); `None` when it
-/// names no os or architecture.
-pub fn image_platform(rec: &ImageRecord) -> Option<Platform> {
-    let c = &rec.config;
-    let architecture = c.architecture().to_string();
-    let os = c.os().to_string();
-    if architecture.is_empty() || os.is_empty() {
-        return None;
-    }
-    Some(
-        Platform {
-            os,
-            architecture,
-            variant: c.variant().clone(),
-        }
-        .normalized(),
-    )
-}
-
 /// Whether the image suits `wanted`: an image that names no platform suits any, and one that
 /// names no variant suits every variant of its architecture.
 pub fn suits(rec: &ImageRecord, wanted: &Platform) -> bool {
-    let Some(found) = image_platform(rec) else {
+    let Some(found) = rec.platform() else {
         return true;
     };
     // `linux/arm` with no variant recorded normalizes to v7; only a recorded one counts.
@@ -67,7 +48,7 @@ mod tests {
         let store = Store::open(d.path().join("root")).unwrap();
         let p = |s: &str| Platform::parse(s).unwrap();
         let arm64 = stored(&store, "a:1", "linux/arm64/v8");
-        assert_eq!(image_platform(&arm64), Some(p("linux/arm64")));
+        assert_eq!(arm64.platform(), Some(p("linux/arm64")));
         assert!(suits(&arm64, &p("linux/arm64")));
         assert!(!suits(&arm64, &p("linux/amd64")));
         let arm = stored(&store, "b:1", "linux/arm");

@@ -42,6 +42,24 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// The platform the image's config names, normalized (`arm64/v8` is `arm64`); `None`
+    /// when it names no os or architecture.
+    pub fn platform(&self) -> Option<crate::common::platform::Platform> {
+        let c = &self.config;
+        let (os, architecture) = (c.os().to_string(), c.architecture().to_string());
+        if os.is_empty() || architecture.is_empty() {
+            return None;
+        }
+        Some(
+            crate::common::platform::Platform {
+                os,
+                architecture,
+                variant: c.variant().clone(),
+            }
+            .normalized(),
+        )
+    }
+
     /// The tagged references (without those recorded by digest).
     pub fn tags(&self) -> impl Iterator<Item = &Reference> {
         self.references.iter().filter(|r| r.tag().is_some())

@@ -136,34 +136,16 @@ fn is_index_entry(e: &Descriptor) -> bool {
 /// How often [`Store::put_image_in_tag`] tries again when another process changed the tag.
 const MAX_TAG_RETRIES: usize = 16;
 
-/// The platform an image's config names, normalized; `None` when it names no os or
-/// architecture.
-fn config_platform(image: &ImageRecord) -> Option<Platform> {
-    let c = &image.config;
-    let (os, architecture) = (c.os().to_string(), c.architecture().to_string());
-    if os.is_empty() || architecture.is_empty() {
-        return None;
-    }
-    Some(
-        Platform {
-            os,
-            architecture,
-            variant: c.variant().clone(),
-        }
-        .normalized(),
-    )
-}
-
 /// `held` with `image` in the place of the entry of its platform (appended when there is
 /// none). An image without a platform cannot share a tag: it replaces everything.
 fn merge_platform(held: Vec<ImageRecord>, image: &ImageRecord) -> Vec<ImageRecord> {
-    let Some(p) = config_platform(image) else {
+    let Some(p) = image.platform() else {
         return vec![image.clone()];
     };
     let mut out: Vec<ImageRecord> = Vec::with_capacity(held.len() + 1);
     let mut placed = false;
     for h in held {
-        match config_platform(&h) {
+        match h.platform() {
             Some(q) if q == p && !placed => {
                 out.push(image.clone());
                 placed = true;

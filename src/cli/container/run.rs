@@ -419,7 +419,7 @@ fn ensure_image(
             (Ok(rec), Some(p)) if !platform::suits(&rec, p) => Err(format!(
                 "image with reference {image} was found but does not match the specified \
                  platform: wanted {p}, actual: {}",
-                platform::image_platform(&rec).map_or_else(String::new, |f| f.to_string())
+                rec.platform().map_or_else(String::new, |f| f.to_string())
             )),
             _ => Ok(()),
         };
@@ -444,7 +444,7 @@ fn check_emulation(store: &Store, image: &str, asked: Option<&Platform>) -> Resu
     let Some(p) = store
         .resolve_platform(image, asked)
         .ok()
-        .and_then(|rec| platform::image_platform(&rec))
+        .and_then(|rec| rec.platform())
     else {
         return Ok(());
     };
