@@ -325,6 +325,8 @@ mod tests {
         let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
         let kept = ino(&root.join("app/d0/f3"));
         let changed = ino(&root.join("app/d1/f7"));
+        // Held open, the replaced file's inode cannot be freed and its number reused.
+        let _old = fs::File::open(root.join("app/d1/f7")).unwrap();
         rebase(&root, &from, &to).unwrap();
         assert_eq!(
             ino(&root.join("app/d0/f3")),
