@@ -51,7 +51,7 @@ fn built(s: &TestStore, ctx: &Path, docker_config: &Path, extra: &[&str]) -> Out
 }
 
 /// The records count of the `exporting cache to DEST done (N records, …)` line.
-fn exported_records(o: &Output, dest: &str) -> usize {
+pub(crate) fn exported_records(o: &Output, dest: &str) -> usize {
     let err = stderr(o);
     let prefix = format!("exporting cache to {dest} done (");
     let line = err

@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::build_cache_registry::exported_records;
 use crate::build_cmd::write;
 use crate::platforms::{emulation, foreign_busybox};
 use crate::registry::{need, skopeo_inspect, Registry};
@@ -131,17 +132,6 @@ fn steps(o: &Output) -> BTreeMap<String, Vec<(String, String)>> {
         out.entry(platform).or_default().push((text, end));
     }
     out
-}
-
-/// The records count of the `exporting cache to DEST done (N records, …)` line.
-fn exported_records(o: &Output, dest: &str) -> usize {
-    let err = stderr(o);
-    let prefix = format!("exporting cache to {dest} done (");
-    let line = err
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{err}"));
-    line.split(' ').next().unwrap().parse().unwrap()
 }
 
 /// The first build, exporting to `to` (shown as `dest`): every step of both platforms ran
