@@ -17,10 +17,11 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::pool::{dir_stamp, Key, Stamp};
+use crate::common::atomic;
 
 /// How many roots are kept between builds at most.
 pub(super) const MAX_KEPT: usize = 2;
@@ -28,18 +29,18 @@ pub(super) const MAX_KEPT: usize = 2;
 const HOME: &str = "unpriv-kept";
 const ROOT: &str = "root";
 const CHAIN: &str = "chain";
+/// The chain file's last line: a file cut short (a crash before it reached the disk) does
+/// not name a shorter chain.
+const END: &[u8] = b"end\n";
 
 /// Keeps `root` (moved) under `beside` (the store's `tmp/`) as the view of `key`.
 pub(super) fn keep(root: &Path, beside: &Path, key: &Key) -> io::Result<()> {
     let paths = locate(key)?;
     let home = beside.join(HOME);
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(&home)?;
+    atomic::create_dir_all(&home, 0o700).map_err(io::Error::other)?;
     let id = crate::common::ids::new_id()?;
-    let staging = home.join(format!(".new-{id}"));
-    fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    // Takers skip names starting with a dot.
+    let staging = atomic::create_temp_dir(&home, ".new", 0o700).map_err(io::Error::other)?;
     let placed = fs::rename(root, staging.join(ROOT)).and_then(|()| {
         let mut chain = Vec::new();
         for (stamp, path) in key.stamps.iter().zip(&paths) {
@@ -49,6 +50,7 @@ pub(super) fn keep(root: &Path, beside: &Path, key: &Key) -> io::Result<()> {
             chain.extend_from_slice(path.as_os_str().as_bytes());
             chain.push(b'\n');
         }
+        chain.extend_from_slice(END);
         fs::File::create(staging.join(CHAIN))?.write_all(&chain)?;
         fs::rename(&staging, home.join(&id))
     });
@@ -129,8 +131,9 @@ fn evict(home: &Path) {
 /// A kept root's chain, top-most first, if every layer of it is still there.
 fn read_chain(dir: &Path) -> Option<Vec<(Stamp, PathBuf)>> {
     let bytes = fs::read(dir.join(CHAIN)).ok()?;
+    let lines = bytes.strip_suffix(END)?;
     let mut chain = Vec::new();
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let mut parts = line.splitn(6, |b| *b == b' ');
         let mut stamp = [0i64; 5];
         for v in &mut stamp {
