@@ -534,16 +534,20 @@ impl Client {
                 Ok(r) => return Ok(Ok(r)),
                 Err(ureq::Error::Status(401, r)) if attempt == 0 && body.is_some() => {
                     // Parallel requests (a push's blob checks) may all be sent before the
-                    // first 401 is learned: one sent without credentials is retried when
-                    // another request has learned the scheme meanwhile.
-                    let learned_meanwhile = !sent_auth
+                    // first 401 is learned: one sent without credentials is retried when the
+                    // scheme, as known after this 401 was learned (by this request or by
+                    // another in between), now gives credentials. Asked before `learn`, a
+                    // parallel request learning the same challenge in between made both see
+                    // "nothing new" and this one gave up.
+                    let learned = self.learn(&r, scopes)?;
+                    let can_authenticate_now = !sent_auth
                         && self.same_host(&url)
                         && match *self.lock_scheme() {
                             Scheme::Unknown => false,
                             Scheme::Basic => self.creds.is_some(),
                             Scheme::Bearer { .. } => true,
                         };
-                    if !self.learn(&r, scopes)? && !learned_meanwhile {
+                    if !learned && !can_authenticate_now {
                         return Ok(Err((401, r)));
                     }
                 }
@@ -1234,6 +1238,91 @@ mod tests {
             (out, server.join().unwrap())
         });
         assert_eq!(seen, (Ok(200), vec![String::new(), header]));
+    }
+
+    /// Reads one request's head from `stream`; returns its `Authorization` value ("" if none).
+    fn read_auth(stream: &std::net::TcpStream) -> String {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut auth = String::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                return auth;
+            }
+            if let Some(v) = h.strip_prefix("Authorization: ") {
+                auth = v.trim().to_string();
+            }
+        }
+    }
+
+    // CI saw a push fail with "unauthorized" though it had credentials: two parallel blob
+    // checks got their 401s together, and one learned Basic between the other's "learned
+    // meanwhile?" check and its own `learn`, so that one saw nothing new and gave up. Here
+    // every round's requests get their 401s at once, so the two learn together.
+    #[test]
+    fn parallel_requests_answered_401_together_all_retry_with_credentials() {
+        const N: usize = 8;
+        let creds = Credentials {
+            username: "u".into(),
+            secret: "p".into(),
+        };
+        let header = creds.basic_header();
+        for _round in 0..20 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let c = Client::with_credentials(&addr, &ClientOptions::default(), Some(creds.clone()));
+            let statuses = std::thread::scope(|scope| {
+                let header = header.clone();
+                scope.spawn(move || {
+                    let (mut waiting, mut answered) = (Vec::new(), 0);
+                    for stream in listener.incoming() {
+                        let mut stream = stream.unwrap();
+                        let auth = read_auth(&stream);
+                        if auth.is_empty() {
+                            waiting.push(stream);
+                            if waiting.len() == N {
+                                for mut s in waiting.drain(..) {
+                                    let _ = write!(
+                                        s,
+                                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                    );
+                                }
+                            }
+                            continue;
+                        }
+                        let status = if auth == header { "200 OK" } else { "403 Forbidden" };
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        answered += 1;
+                        if answered == N {
+                            return;
+                        }
+                    }
+                });
+                let clients: Vec<_> = (0..N)
+                    .map(|i| {
+                        let c = &c;
+                        scope.spawn(move || {
+                            let path = format!("/v2/a/blobs/{i}");
+                            c.send("HEAD", &path, &[], &[], Body::Empty)
+                                .unwrap()
+                                .map(|r| r.status())
+                                .map_err(|e| e.0)
+                        })
+                    })
+                    .collect();
+                let statuses: Vec<_> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+                // A request that gave up leaves the server waiting for its retry: end it.
+                for _ in 0..N {
+                    let _ = std::net::TcpStream::connect(&addr)
+                        .and_then(|mut s| write!(s, "GET / HTTP/1.1\r\nAuthorization: x\r\n\r\n"));
+                }
+                statuses
+            });
+            assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+        }
     }
 
     #[test]
