@@ -34,6 +34,9 @@ fn sys_ret(r: libc::c_long) -> Result<libc::c_long, Errno> {
     }
 }
 
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (linux/seccomp.h; not in the libc crate).
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
 impl Listener {
     pub fn new(fd: OwnedFd) -> Result<Listener, Errno> {
         let mut sizes = libc::seccomp_notif_sizes {
@@ -50,6 +53,18 @@ impl Listener {
                 &mut sizes as *mut libc::seccomp_notif_sizes,
             )
         })?;
+        // Each intercepted call is a round trip between the step's task and the supervisor
+        // thread: woken on the current CPU (Linux 6.6+), the other side runs at once instead
+        // of waiting for an idle CPU to come out of its halt, several times faster. Older
+        // kernels refuse the flag; the round trip is then only slower.
+        // SAFETY: SECCOMP_IOCTL_NOTIF_SET_FLAGS reads one u64 flags value (passed by value).
+        unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            )
+        };
         // Buffers at least as large as the kernel's structures and ours, in u64 words.
         let words = |k: u16, ours: usize| (usize::from(k).max(ours)).div_ceil(8);
         Ok(Listener {
