@@ -13,6 +13,7 @@ use crate::store::fsutil::{self, TempPath};
 use crate::store::{Store, StoreError};
 
 use super::overlay::with_overlay;
+use crate::executor::unpriv::WorkRoot;
 
 /// The file in a snapshot's directory (beside `fs/`) listing the files a direct COPY wrote,
 /// with their content hashes: what a later COPY may hard-link.
@@ -128,11 +129,24 @@ pub(crate) fn change_then<R: Send, T>(
     let res = store.reserve_snapshot()?;
     let upper = res.path();
     let scratch = scratch_dir(store)?;
-    let r = with_overlay(&lowers, &upper, scratch.path(), &source_dirs, |m, roots| {
-        work(m, roots, &lowers)
-    })?;
-    drop(scratch);
-    let (t, index) = then(r, &upper)?;
+    let (t, index) = if crate::executor::unpriv::enabled() {
+        // No overlay: a working root that the steps around this change share.
+        let merged = scratch.path().join("merged");
+        let mut root = WorkRoot::obtain(&lowers, &merged, &store.tmp_dir())?;
+        let r = super::overlay::with_source_copies(scratch.path(), &source_dirs, |roots| {
+            work(root.path(), roots, &lowers)
+        })?;
+        root.diff_into(&upper)?;
+        let (t, index) = then(r, &upper)?;
+        root.park(&upper, index.is_some());
+        (t, index)
+    } else {
+        let r = with_overlay(&lowers, &upper, scratch.path(), &source_dirs, |m, roots| {
+            work(m, roots, &lowers)
+        })?;
+        drop(scratch);
+        then(r, &upper)?
+    };
     if !empty_is_layer && fs::read_dir(&upper)?.next().is_none() {
         return Ok((t, None));
     }

@@ -169,20 +169,33 @@ fn with_copies<R: Send>(
     let mut layers = vec![upper.to_path_buf()];
     layers.extend(lowers.iter().cloned());
     copyroot::build_root(&layers, &merged)?;
+    let before = copyroot::record(&merged)?;
+    let r = with_source_copies(scratch, sources, |points| f(&merged, points))?;
+    copyroot::diff_into_upper(&merged, &before, upper)?;
+    fs::remove_dir_all(&merged)?;
+    fs::create_dir_all(&merged)?;
+    Ok(r)
+}
+
+/// Runs `f` with a copy of each stack of `sources` (top-most first) in `scratch` (the
+/// unprivileged mode's stand-in for [`with_overlay`]'s read-only source mounts), removed
+/// afterwards.
+pub(crate) fn with_source_copies<R>(
+    scratch: &Path,
+    sources: &[Vec<PathBuf>],
+    f: impl FnOnce(&[PathBuf]) -> R,
+) -> io::Result<R> {
     let mut points = Vec::new();
     for (n, stack) in sources.iter().enumerate() {
         let point = scratch.join(format!("source{n}"));
         fs::create_dir_all(&point)?;
-        copyroot::build_root(stack, &point)?;
+        crate::executor::copyroot::build_root(stack, &point)?;
         points.push(point);
     }
-    let before = copyroot::record(&merged)?;
-    let r = f(&merged, &points);
-    copyroot::diff_into_upper(&merged, &before, upper)?;
-    for p in points.iter().chain(std::iter::once(&merged)) {
+    let r = f(&points);
+    for p in &points {
         fs::remove_dir_all(p)?;
     }
-    fs::create_dir_all(&merged)?;
     Ok(r)
 }
 

@@ -594,3 +594,120 @@ RUN test ! -e /app && test ! -e /both && ls / > /top && echo other-ok
         );
     }
 }
+
+/// Builds where kiln's own changes (COPY, ADD, WORKDIR) come between RUN steps: over a file
+/// and a directory a RUN made, into a fresh directory (written straight into the layer), an
+/// archive unpacked over a directory, `--chown`, `COPY --from`, and RUN steps deleting what
+/// a COPY wrote. In the unprivileged mode these changes and the RUN steps around them share
+/// working roots (parked, or moved onto other layers); every image must still be the root
+/// mode's, in one store through a series of builds and context edits.
+const SHARED_ROOTS: [&str; 2] = [
+    "FROM busybox
+RUN mkdir -p /app/sub && echo run > /app/sub/r && echo keep > /app/k
+COPY a /app/sub/r
+COPY dir/ /app/
+WORKDIR /app/w/x
+RUN cat /app/sub/r /app/a2 > out && rm /app/k && ln -s /app/sub/r /app/link
+ADD arch.tar /app/sub/
+COPY --chown=1:2 a /new/a
+COPY dir /fresh
+RUN find /app /new /fresh | sort | xargs stat -c '%n %F %a %u %g %s' > /listing \
+    && rm /fresh/a2 && echo end >> /app/sub/t
+",
+    "FROM busybox AS build
+WORKDIR /src
+COPY dir/ ./
+RUN cat a2 x/y > /built && rm -r /src/x
+FROM busybox
+COPY --from=build /built /b
+RUN cat /b > /c && rm /bin/vi
+COPY a /c
+RUN wc -c /c > /d
+WORKDIR /c2
+COPY --from=build /src /src
+",
+];
+
+/// The shared-roots project's context, its files' contents numbered by `round`.
+fn shared_roots_context(dir: &Path, round: usize) {
+    std::fs::create_dir_all(dir.join("dir/x")).expect("mkdir");
+    std::fs::write(dir.join("a"), format!("a {round}\n")).expect("write");
+    std::fs::write(dir.join("dir/a2"), format!("a2 {}\n", round / 2)).expect("write");
+    std::fs::write(dir.join("dir/x/y"), format!("y {round}\n")).expect("write");
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [("t", format!("t {round}\n")), ("r2", "r2\n".to_string())] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o640);
+        h.set_mtime(1_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_bytes())
+            .expect("tar entry");
+    }
+    std::fs::write(dir.join("arch.tar"), b.into_inner().expect("tar")).expect("write");
+}
+
+#[test]
+fn forced_unprivileged_changes_between_steps_share_roots_and_equal_root_mode() {
+    let (root_mode, unpriv) = (TestStore::new(), TestStore::new());
+    if root_mode.busybox("busybox").is_none() || unpriv.busybox("busybox").is_none() {
+        return;
+    }
+    let p = project(&[
+        ("Dockerfile.0", SHARED_ROOTS[0]),
+        ("Dockerfile.1", SHARED_ROOTS[1]),
+    ]);
+    let env = [("SOURCE_DATE_EPOCH", "0"), ("KILN_LOG", "kiln=debug")];
+    let build = |store: &Path, mode: &str, file: &str| {
+        let args = ["--isolation", mode, "build", "--progress", "plain"];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["-f", file, "-t", "eq", "."]);
+        let o = kiln_env(store, p.path(), &args, &env);
+        assert_ok(&o, &format!("{mode} {file}"));
+        stderr(&o)
+    };
+    let mut shown = String::new();
+    for round in 0..3 {
+        shared_roots_context(p.path(), round);
+        for file in ["Dockerfile.0", "Dockerfile.1"] {
+            shown.push_str(&build(&unpriv.root(), "unprivileged", file));
+            build(&root_mode.root(), "root", file);
+            let (u, r) = (
+                layer_entries(&unpriv.root(), "eq"),
+                layer_entries(&root_mode.root(), "eq"),
+            );
+            assert_eq!(u.len(), r.len(), "round {round}, {file}: number of layers");
+            for (i, (u, r)) in u.iter().zip(&r).enumerate() {
+                let names = |l: &[(String, Vec<u8>)]| -> Vec<String> {
+                    l.iter().map(|(n, d)| format!("{n} {}", d.len())).collect()
+                };
+                assert_eq!(
+                    names(u),
+                    names(r),
+                    "round {round}, {file}, layer {i}: the unprivileged mode's entries (left) \
+                     differ from the root mode's"
+                );
+                for ((n, ud), (_, rd)) in u.iter().zip(r) {
+                    assert!(
+                        ud == rd,
+                        "round {round}, {file}, layer {i}, {n}: {:?} against the root mode's {:?}",
+                        String::from_utf8_lossy(ud),
+                        String::from_utf8_lossy(rd)
+                    );
+                }
+            }
+            assert_eq!(
+                diff_ids(&unpriv.root(), "eq"),
+                diff_ids(&root_mode.root(), "eq"),
+                "round {round}, {file}"
+            );
+        }
+    }
+    // The changes did use the roots the steps left, and moved them onto other layers.
+    for used in [
+        "working root for a change root=\"parked\"",
+        "moved a parked working root",
+    ] {
+        assert!(shown.contains(used), "never {used}:\n{shown}");
+    }
+}

@@ -64,7 +64,7 @@ pub(super) fn keep(root: &Path, beside: &Path, key: &Key) -> io::Result<()> {
 
 /// Where each layer of `key` is now: the step's upper dir of the top one was renamed into
 /// the snapshots since, so it is found there by its device and inode.
-fn locate(key: &Key) -> io::Result<Vec<PathBuf>> {
+pub(super) fn locate(key: &Key) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::with_capacity(key.paths.len());
     for (stamp, path) in key.stamps.iter().zip(&key.paths) {
         if dir_stamp(path).is_ok_and(|s| s == *stamp) {
@@ -148,15 +148,13 @@ fn read_chain(dir: &Path) -> Option<Vec<(Stamp, PathBuf)>> {
     Some(chain)
 }
 
-/// Moves the kept root that shares the most bottom layers with `target` to `dest` (which
-/// must not exist) and rebases it onto `target`. `false`: there was none, or it could not be
-/// moved (`dest` does not exist then).
-pub(super) fn take(target: &Key, dest: &Path, beside: &Path) -> bool {
-    let home = beside.join(HOME);
-    let Ok(dir) = fs::read_dir(&home) else {
-        return false;
+/// The kept roots under `beside` with their chains (layer paths, top-most first) and how
+/// well each fits `target` ([`super::pool::fit`]); a root whose layers are gone is removed.
+fn candidates(target: &Key, beside: &Path) -> Vec<((usize, usize), PathBuf, Vec<PathBuf>)> {
+    let Ok(dir) = fs::read_dir(beside.join(HOME)) else {
+        return Vec::new();
     };
-    let mut best: Option<(usize, usize, PathBuf, Vec<PathBuf>)> = None;
+    let mut found = Vec::new();
     for e in dir.flatten() {
         if e.file_name().as_bytes().starts_with(b".") {
             continue;
@@ -166,26 +164,39 @@ pub(super) fn take(target: &Key, dest: &Path, beside: &Path) -> bool {
             let _ = fs::remove_dir_all(e.path());
             continue;
         };
-        let shared = chain
-            .iter()
-            .rev()
-            .zip(target.stamps.iter().rev())
-            .take_while(|((s, _), t)| s == *t)
-            .count();
-        let extra = chain.len() + target.stamps.len() - 2 * shared;
-        let better = best
-            .as_ref()
-            .is_none_or(|(bs, be, ..)| shared > *bs || (shared == *bs && extra < *be));
-        if shared > 0 && better {
-            best = Some((
-                shared,
-                extra,
-                e.path(),
-                chain.into_iter().map(|(_, p)| p).collect(),
-            ));
+        let stamps: Vec<Stamp> = chain.iter().map(|(s, _)| *s).collect();
+        if let Some(f) = super::pool::fit(&stamps, &target.stamps) {
+            found.push((f, e.path(), chain.into_iter().map(|(_, p)| p).collect()));
         }
     }
-    let Some((shared, _, dir, from)) = best else {
+    found
+}
+
+/// How well the best kept root fits `target`, if any shares a layer with it.
+pub(super) fn best_fit(target: &Key, beside: &Path) -> Option<(usize, usize)> {
+    candidates(target, beside)
+        .into_iter()
+        .map(|(f, ..)| f)
+        .fold(None, |best, f| {
+            if super::pool::better(f, best) {
+                Some(f)
+            } else {
+                best
+            }
+        })
+}
+
+/// Moves the kept root that shares the most bottom layers with `target` to `dest` (which
+/// must not exist) and rebases it onto `target`. `false`: there was none, or it could not be
+/// moved (`dest` does not exist then).
+pub(super) fn take(target: &Key, dest: &Path, beside: &Path) -> bool {
+    let mut best: Option<((usize, usize), PathBuf, Vec<PathBuf>)> = None;
+    for c in candidates(target, beside) {
+        if super::pool::better(c.0, best.as_ref().map(|b| b.0)) {
+            best = Some(c);
+        }
+    }
+    let Some((_, dir, from)) = best else {
         return false;
     };
     // Whoever renames it first has it.
@@ -193,19 +204,5 @@ pub(super) fn take(target: &Key, dest: &Path, beside: &Path) -> bool {
         return false;
     }
     let _ = fs::remove_dir_all(&dir);
-    match crate::executor::rebase::rebase(dest, &from, &target.paths) {
-        Ok(()) => {
-            tracing::debug!(
-                from = from.len(),
-                shared,
-                "moved a kept working root onto the step's layers"
-            );
-            true
-        }
-        Err(e) => {
-            tracing::debug!("cannot move a kept root onto the step's layers: {e}");
-            let _ = fs::remove_dir_all(dest);
-            false
-        }
-    }
+    super::pool::rebase_taken(dest, &from, &target.paths, "kept")
 }

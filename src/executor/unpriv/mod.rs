@@ -45,6 +45,7 @@ mod spawn;
 
 pub use pool::release as release_parked_roots;
 
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,17 +110,14 @@ fn run_prepared(
 ) -> Result<StepOutcome, ExecError> {
     let (key, carried) = reusable_root(spec, step)?;
     if carried.is_none() {
-        let kept = match (&key, beside(spec)?) {
-            (Some(key), Some(beside)) => kept::take(key, &step.rootfs, &beside),
+        let near = match (&key, beside(spec)?) {
+            (Some(key), Some(beside)) => take_near(key, &step.rootfs, &beside),
             _ => false,
         };
-        if kept {
-            set_root_owner(step, spec)?;
-        } else if build(step, spec)? > GENERATIONS_UP_TO {
-            // Every entry of a fresh copy has a recent ctime, so the index would read each
-            // one's generation (an open and an ioctl); once the window has passed it needs
-            // none.
-            std::thread::sleep(copyroot::RECENT + std::time::Duration::from_millis(5));
+        if near {
+            set_root_owner(&step.rootfs, spec.lowers.first())?;
+        } else {
+            settle_fresh(build(step, spec)?);
         }
     }
     let standins = root::StandIns::place(&step.rootfs, step)?;
@@ -210,6 +208,103 @@ fn park(
     Ok(())
 }
 
+/// Moves the parked or kept root that shares the most layers with `key` to `dest` and onto
+/// `key`'s layers; `false` if there is none (`dest` does not exist then).
+fn take_near(key: &pool::Key, dest: &Path, beside: &Path) -> bool {
+    let kept = kept::best_fit(key, beside);
+    pool::take_nearest(key, dest, kept) || kept::take(key, dest, beside)
+}
+
+/// After a fresh copy of `copied` entries: every entry has a recent ctime, so the index
+/// would read each one's generation (an open and an ioctl); once the window has passed it
+/// needs none.
+fn settle_fresh(copied: usize) {
+    if copied > GENERATIONS_UP_TO {
+        std::thread::sleep(copyroot::RECENT + std::time::Duration::from_millis(5));
+    }
+}
+
+/// A working root for kiln's own changes over a stack of layers (COPY, ADD, WORKDIR: the
+/// view overlayfs gives them in the other modes). It is the root a step left parked for
+/// these layers, or one parked or kept for others sharing layers with them, moved onto
+/// them, or else a fresh copy. Afterwards it is parked for the next step: a RUN after a COPY
+/// then takes it instead of copying the whole image again. It lives at the path given to
+/// [`WorkRoot::obtain`], under the caller's scratch dir, until parked.
+pub struct WorkRoot {
+    path: PathBuf,
+    key: Option<pool::Key>,
+    index: copyroot::Manifest,
+    beside: PathBuf,
+    changed: bool,
+}
+
+impl WorkRoot {
+    /// A root at `path` (which must not exist) showing `lowers` (top-most first); parked
+    /// roots go under `beside` (the store's `tmp/`).
+    pub fn obtain(lowers: &[PathBuf], path: &Path, beside: &Path) -> io::Result<WorkRoot> {
+        let lowers = lowers
+            .iter()
+            .map(std::path::absolute)
+            .collect::<io::Result<Vec<_>>>()?;
+        let beside = std::path::absolute(beside)?;
+        let key = pool::Key::of(&lowers).ok();
+        let carried = key.as_ref().and_then(|k| pool::take(k, path));
+        let (index, how) = match carried {
+            Some(index) => (index, "parked"),
+            None => {
+                let near = key.as_ref().is_some_and(|k| take_near(k, path, &beside));
+                if !near {
+                    std::fs::create_dir(path)?;
+                    settle_fresh(copyroot::build_root(&lowers, path)?);
+                }
+                set_root_owner(path, lowers.first()).map_err(io::Error::other)?;
+                let how = if near { "moved" } else { "fresh" };
+                (copyroot::record(path)?, how)
+            }
+        };
+        tracing::debug!(root = how, "unprivileged working root for a change");
+        Ok(WorkRoot {
+            path: path.to_path_buf(),
+            key,
+            index,
+            beside,
+            changed: false,
+        })
+    }
+
+    /// Where the root is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes what changed in the root since it was obtained into `upper` (an empty
+    /// directory), in overlay's format.
+    pub fn diff_into(&mut self, upper: &Path) -> io::Result<()> {
+        self.index =
+            copyroot::diff_into_upper_tracking(&self.path, &self.index, upper, &|_| false)?;
+        self.changed = std::fs::read_dir(upper)?.next().is_some();
+        Ok(())
+    }
+
+    /// Parks the root for the step whose lowers are these layers with `upper` (the dir
+    /// [`WorkRoot::diff_into`] wrote) committed on top, or these layers alone when nothing
+    /// changed. `written_after`: more was written into `upper` since (a COPY written
+    /// straight into its layer), which the root does not show: it is then parked only if
+    /// it still shows the layers alone, and otherwise removed.
+    pub fn park(self, upper: &Path, written_after: bool) {
+        let key = match (self.key, self.changed, written_after) {
+            (Some(k), false, _) => Ok(k),
+            (Some(k), true, false) => k.with_top(upper),
+            _ => Err(io::Error::other("the root does not show its layer")),
+        };
+        let parked = key.and_then(|k| pool::park(&self.path, &self.beside, k, self.index));
+        if let Err(e) = parked {
+            tracing::debug!("not keeping a working root: {e}");
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// Where parked and kept roots go: beside the step's scratch dir (the store's `tmp/`).
 fn beside(spec: &StepSpec) -> Result<Option<PathBuf>, ExecError> {
     spec.scratch
@@ -235,23 +330,21 @@ fn build(step: &StepDir, spec: &StepSpec) -> Result<usize, ExecError> {
         .map_err(|e| ExecError::io("creating root", &step.rootfs, e))?;
     let copied = copyroot::build_root(&layers, &step.rootfs)
         .map_err(|e| ExecError::io("copying layers", &step.rootfs, e))?;
-    set_root_owner(step, spec)?;
+    set_root_owner(&step.rootfs, spec.lowers.first())?;
     Ok(copied)
 }
 
-/// Gives the root dir the owner and mode of the image's, as overlay shows them.
-fn set_root_owner(step: &StepDir, spec: &StepSpec) -> Result<(), ExecError> {
-    if let Some(top) = spec.lowers.first() {
+/// Gives the root dir `root` the owner and mode of the image's (its top layer's, `top`),
+/// as overlay shows them.
+fn set_root_owner(root: &Path, top: Option<&PathBuf>) -> Result<(), ExecError> {
+    if let Some(top) = top {
         let m = std::fs::metadata(top).map_err(|e| ExecError::io("reading", top, e))?;
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        std::os::unix::fs::chown(&step.rootfs, Some(m.uid()), Some(m.gid()))
+        std::os::unix::fs::chown(root, Some(m.uid()), Some(m.gid()))
             .and_then(|()| {
-                std::fs::set_permissions(
-                    &step.rootfs,
-                    std::fs::Permissions::from_mode(m.mode() & 0o7777),
-                )
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(m.mode() & 0o7777))
             })
-            .map_err(|e| ExecError::io("setting owner of", &step.rootfs, e))?;
+            .map_err(|e| ExecError::io("setting owner of", root, e))?;
     }
     Ok(())
 }

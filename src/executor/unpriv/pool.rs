@@ -106,6 +106,82 @@ pub(super) fn take(key: &Key, dest: &Path) -> Option<Manifest> {
     }
 }
 
+/// How well a root showing the chain `chain` fits `target` (both top-most first): how many
+/// bottom layers they share, and how many they do not; `None` when they share none.
+/// Better is more shared, then fewer others.
+pub(super) fn fit(chain: &[Stamp], target: &[Stamp]) -> Option<(usize, usize)> {
+    let shared = chain
+        .iter()
+        .rev()
+        .zip(target.iter().rev())
+        .take_while(|(s, t)| s == t)
+        .count();
+    (shared > 0).then_some((shared, chain.len() + target.len() - 2 * shared))
+}
+
+/// Whether the fit `a` is better than `b`.
+pub(super) fn better(a: (usize, usize), b: Option<(usize, usize)>) -> bool {
+    b.is_none_or(|(bs, be)| a.0 > bs || (a.0 == bs && a.1 < be))
+}
+
+/// Takes the parked root that fits `target` best ([`fit`]), if it fits better than `beat`,
+/// moved to `dest` (which must not exist) and moved onto `target`'s layers
+/// ([`crate::executor::rebase`]). `false`: there was none, or it could not be moved
+/// (`dest` does not exist then). Used when no root is parked under `target` itself: a COPY
+/// after a RUN, or the RUN after it, then copies what the layers between them hold rather
+/// than the whole image.
+pub(super) fn take_nearest(target: &Key, dest: &Path, beat: Option<(usize, usize)>) -> bool {
+    let parked = {
+        let mut p = pool();
+        let mut best: Option<(usize, (usize, usize))> = None;
+        for (i, r) in p.iter().enumerate() {
+            if let Some(f) = fit(&r.key.stamps, &target.stamps) {
+                if better(f, best.map(|b| b.1)) {
+                    best = Some((i, f));
+                }
+            }
+        }
+        match best {
+            Some((i, f)) if better(f, beat) => p.remove(i),
+            _ => return false,
+        }
+    };
+    let from = match super::kept::locate(&parked.key) {
+        Ok(from) => from,
+        Err(e) => {
+            tracing::debug!("cannot move a parked root: {e}");
+            let _ = fs::remove_dir_all(&parked.dir);
+            return false;
+        }
+    };
+    if let Err(e) = fs::rename(&parked.dir, dest) {
+        tracing::debug!(dir = %parked.dir.display(), "cannot take a parked root: {e}");
+        let _ = fs::remove_dir_all(&parked.dir);
+        return false;
+    }
+    rebase_taken(dest, &from, &target.paths, "parked")
+}
+
+/// Rebases the root just taken to `dest` from the layers `from` onto `to`; on an error it
+/// is removed. `what`: "parked" or "kept", for the log.
+pub(super) fn rebase_taken(dest: &Path, from: &[PathBuf], to: &[PathBuf], what: &str) -> bool {
+    match crate::executor::rebase::rebase(dest, from, to) {
+        Ok(()) => {
+            tracing::debug!(
+                from = from.len(),
+                to = to.len(),
+                "moved a {what} working root onto the step's layers"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::debug!("cannot move a {what} root onto the step's layers: {e}");
+            let _ = fs::remove_dir_all(dest);
+            false
+        }
+    }
+}
+
 /// Parks `root` (moved into a 0700 dir under `beside`) for the step whose lowers have
 /// `key`. `Err`: it was not moved; the caller removes it.
 pub(super) fn park(root: &Path, beside: &Path, key: Key, index: Manifest) -> std::io::Result<()> {
