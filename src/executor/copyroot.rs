@@ -295,19 +295,41 @@ pub(super) fn copy_nondir(
 /// Builds a root in `dest` (an empty dir) from `layers`, top-most first, applying whiteouts
 /// and opaque dirs as overlayfs would. Gives the number of entries copied.
 pub fn build_root(layers: &[PathBuf], dest: &Path) -> io::Result<usize> {
+    place_layers(layers, dest, false)
+}
+
+/// [`build_root`] for a view nothing writes to (the source of a `COPY --from` in the
+/// unprivileged mode): its directories are made, but its other entries are hard links to
+/// the layers' own (a copy where a link cannot be made). The caller must only read it:
+/// writing a file of it would change a snapshot of the store.
+pub fn link_root(layers: &[PathBuf], dest: &Path) -> io::Result<usize> {
+    place_layers(layers, dest, true)
+}
+
+fn place_layers(layers: &[PathBuf], dest: &Path, link: bool) -> io::Result<usize> {
     let mut count = 0;
     for layer in layers.iter().rev() {
-        let mut links = HashMap::new();
+        let mut links = Placed {
+            copies: HashMap::new(),
+            link,
+        };
         count += apply_dir(layer, dest, Path::new(""), &mut links)?;
     }
     Ok(count)
+}
+
+/// How [`apply_dir`] places non-directories: the copies made so far (by the source's device
+/// and inode, so hard links stay links), or links to the layer's own entries.
+pub(super) struct Placed {
+    pub(super) copies: HashMap<(u64, u64), PathBuf>,
+    pub(super) link: bool,
 }
 
 pub(super) fn apply_dir(
     layer: &Path,
     dest: &Path,
     rel: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
+    links: &mut Placed,
 ) -> io::Result<usize> {
     let mut count = 0;
     for name in sorted_names(&layer.join(rel))? {
@@ -340,7 +362,9 @@ pub(super) fn apply_dir(
             copy_meta(&s, &d, &meta)?;
         } else {
             remove_any(&d)?;
-            copy_nondir(&s, &d, &meta, links)?;
+            if !(links.link && fs::hard_link(&s, &d).is_ok()) {
+                copy_nondir(&s, &d, &meta, &mut links.copies)?;
+            }
         }
     }
     Ok(count)

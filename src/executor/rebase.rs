@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::copyroot::{apply_dir, copy_meta, copy_nondir, remove_any};
+use super::copyroot::{apply_dir, copy_meta, copy_nondir, remove_any, Placed};
 use super::layers::{is_opaque, is_whiteout};
 
 /// The entry a chain shows at a path: the layer it comes from and its metadata.
@@ -147,7 +147,15 @@ fn sync(
                 fs::create_dir(&dst)?;
                 let layers = dir_layers(to, &new, rel)?;
                 for layer in layers.iter().rev() {
-                    apply_dir(layer, root, rel, &mut HashMap::new())?;
+                    apply_dir(
+                        layer,
+                        root,
+                        rel,
+                        &mut Placed {
+                            copies: HashMap::new(),
+                            link: false,
+                        },
+                    )?;
                 }
                 copy_meta(&new.path(rel), &dst, &new.meta)
             } else {
@@ -311,6 +319,39 @@ mod tests {
                 fs::remove_dir_all(&fresh).unwrap();
             }
         }
+    }
+
+    // The source of a COPY --from in the unprivileged mode: a view whose files are the
+    // layers' own must show what a copy shows, and leave the layers as they were.
+    #[test]
+    fn a_linked_view_equals_a_copy_and_leaves_the_layers_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let l = layers(d.path());
+        let mut names: Vec<&str> = l.keys().copied().collect();
+        names.sort();
+        let before: Vec<_> = names.iter().map(|n| tree(&l[n])).collect();
+        let chain = |names: &[&str]| names.iter().map(|n| l[n].clone()).collect::<Vec<_>>();
+        for (i, c) in [
+            chain(&["run2", "run1", "copy1", "base"]),
+            chain(&["other", "run1", "copy2", "base"]),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (linked, copied) = (d.path().join(format!("linked{i}")), d.path().join("copied"));
+            fs::create_dir(&linked).unwrap();
+            fs::create_dir(&copied).unwrap();
+            crate::executor::copyroot::link_root(c, &linked).unwrap();
+            build_root(c, &copied).unwrap();
+            assert_eq!(tree(&linked), tree(&copied), "chain {i}");
+            fs::remove_dir_all(&copied).unwrap();
+        }
+        // It did link: the view's file is the top layer's inode.
+        let (view, layer) = (d.path().join("linked0/etc/os"), l["run2"].join("etc/os"));
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&view), ino(&layer));
+        let after: Vec<_> = names.iter().map(|n| tree(&l[n])).collect();
+        assert_eq!(before, after, "a layer changed");
     }
 
     #[test]

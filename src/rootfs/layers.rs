@@ -108,7 +108,8 @@ pub fn change<R: Send>(
 }
 
 /// [`change`] in two parts: `work` runs on the mounted overlay (and also gets the lower
-/// dirs, top-most first); `then`, after the overlay is unmounted, may write into the upper
+/// dirs, top-most first) and must only read the `sources` (in the unprivileged mode their
+/// files are the snapshots' own, hard-linked); `then`, after the overlay is unmounted, may write into the upper
 /// dir itself (a COPY written straight into the layer) and return a file to keep beside the
 /// snapshot ([`INDEX_FILE`]). Nothing changed gives no layer unless
 /// `empty_is_layer`.
@@ -133,7 +134,8 @@ pub(crate) fn change_then<R: Send, T>(
         // No overlay: a working root that the steps around this change share.
         let merged = scratch.path().join("merged");
         let mut root = WorkRoot::obtain(&lowers, &merged, &store.tmp_dir())?;
-        let r = super::overlay::with_source_copies(scratch.path(), &source_dirs, |roots| {
+        // The sources are only read (COPY --from): hard links to their layers' files.
+        let r = super::overlay::with_source_copies(scratch.path(), &source_dirs, true, |roots| {
             work(root.path(), roots, &lowers)
         })?;
         root.diff_into(&upper)?;

@@ -170,7 +170,7 @@ fn with_copies<R: Send>(
     layers.extend(lowers.iter().cloned());
     copyroot::build_root(&layers, &merged)?;
     let before = copyroot::record(&merged)?;
-    let r = with_source_copies(scratch, sources, |points| f(&merged, points))?;
+    let r = with_source_copies(scratch, sources, false, |points| f(&merged, points))?;
     copyroot::diff_into_upper(&merged, &before, upper)?;
     fs::remove_dir_all(&merged)?;
     fs::create_dir_all(&merged)?;
@@ -179,17 +179,24 @@ fn with_copies<R: Send>(
 
 /// Runs `f` with a copy of each stack of `sources` (top-most first) in `scratch` (the
 /// unprivileged mode's stand-in for [`with_overlay`]'s read-only source mounts), removed
-/// afterwards.
+/// afterwards. `read_only`: `f` only reads them (kiln's COPY), so their files are hard
+/// links to the layers' own ([`copyroot::link_root`](crate::executor::copyroot::link_root)).
 pub(crate) fn with_source_copies<R>(
     scratch: &Path,
     sources: &[Vec<PathBuf>],
+    read_only: bool,
     f: impl FnOnce(&[PathBuf]) -> R,
 ) -> io::Result<R> {
+    use crate::executor::copyroot;
     let mut points = Vec::new();
     for (n, stack) in sources.iter().enumerate() {
         let point = scratch.join(format!("source{n}"));
         fs::create_dir_all(&point)?;
-        crate::executor::copyroot::build_root(stack, &point)?;
+        if read_only {
+            copyroot::link_root(stack, &point)?;
+        } else {
+            copyroot::build_root(stack, &point)?;
+        }
         points.push(point);
     }
     let r = f(&points);
