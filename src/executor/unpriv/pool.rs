@@ -198,10 +198,15 @@ pub(super) fn park(root: &Path, beside: &Path, key: Key, index: Manifest) -> std
     });
     let evicted: Vec<Parked> = {
         let mut p = pool();
-        p.retain(|r| r.key != key);
+        // One root per key: one parked before under the same key (a parallel stage's) goes.
+        let mut evicted: Vec<Parked> = Vec::new();
+        if let Some(i) = p.iter().position(|r| r.key == key) {
+            evicted.push(p.remove(i));
+        }
         p.push(Parked { key, dir, index });
         let extra = p.len().saturating_sub(MAX_PARKED);
-        p.drain(..extra).collect()
+        evicted.extend(p.drain(..extra));
+        evicted
     };
     for r in evicted {
         let _ = fs::remove_dir_all(&r.dir);
