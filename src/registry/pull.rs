@@ -20,6 +20,7 @@ use super::error::{RegistryError, Result};
 use super::{media, Compression};
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
+use crate::image::index_doc::{self, IndexDoc};
 use crate::image::{Digest, Reference, Sha256Writer};
 use crate::store::{fsutil, ImageRecord, IndexRecord, Store, Stored};
 
@@ -703,11 +704,18 @@ fn pull_all_inner(
         return pull_inner(store, client, reference, &PullOptions::default(), progress);
     }
     let index = parse_index(&top.bytes)?;
+    // The same `manifests`, every field of each entry kept for the stored index.
+    let doc = IndexDoc::parse(&top.bytes)?;
     let _lease = store.lease()?;
-    let mut entries: Vec<oci_spec::image::Descriptor> = Vec::new();
+    let mut entries: Vec<index_doc::Entry> = Vec::new();
     let mut taken: Vec<Platform> = Vec::new();
-    for entry in index.manifests.iter().filter(|d| is_platform_image(d)) {
-        let Some(p) = &entry.platform else { continue };
+    for (i, entry) in index.manifests.iter().enumerate() {
+        let (Some(p), Some(written)) = (&entry.platform, doc.entries.get(i)) else {
+            continue;
+        };
+        if !is_platform_image(entry) {
+            continue;
+        }
         let platform = Platform {
             os: p.os.clone(),
             architecture: p.architecture.clone(),
@@ -720,16 +728,20 @@ fn pull_all_inner(
         let manifest = fetch_entry(client, repo, entry)?;
         let (config_bytes, local) = fetch_image(store, client, repo, &manifest, progress)?;
         let stored = store.put_platform_image(&config_bytes, &local)?;
-        // The entry keeps the registry's platform, so a push gives back the same index.
-        entries.push(local_entry(&stored, p)?);
+        // The entry keeps everything but what names the manifest (the registry's platform as
+        // given, its annotations), so a push gives back the same index.
+        let manifest = config::descriptor(
+            config::MEDIA_TYPE_MANIFEST,
+            &stored.manifest_digest,
+            stored.manifest_size,
+        );
+        entries.push(index_doc::repoint(written, &manifest));
         taken.push(platform);
     }
     if entries.is_empty() {
         return Err(invalid("index", "it names no platform's image"));
     }
-    let mut local_index = crate::store::index::empty_index();
-    local_index.set_manifests(entries);
-    let bytes = config::canonical_json("index", &local_index)?;
+    let bytes = doc.with_entries(entries)?;
     let local_digest = Digest::of_bytes(&bytes);
     let name = match reference.digest() {
         Some(_) => reference.repository().with_digest(local_digest.clone()),
@@ -750,30 +762,6 @@ fn pull_all_inner(
         digest: top.digest,
         changed,
     })
-}
-
-/// The stored index's entry for a pulled platform's image: its local manifest, with the
-/// platform the registry's index gave it.
-fn local_entry(image: &ImageRecord, p: &RemotePlatform) -> Result<oci_spec::image::Descriptor> {
-    let mut d = config::descriptor(
-        config::MEDIA_TYPE_MANIFEST,
-        &image.manifest_digest,
-        image.manifest_size,
-    );
-    let mut platform = oci_spec::image::PlatformBuilder::default()
-        .architecture(oci_spec::image::Arch::from(p.architecture.as_str()))
-        .os(oci_spec::image::Os::from(p.os.as_str()));
-    if let Some(v) = &p.variant {
-        platform = platform.variant(v.clone());
-    }
-    let platform = platform.build().map_err(|e| {
-        invalid(
-            "index",
-            format!("platform of {}: {e}", image.manifest_digest),
-        )
-    })?;
-    d.set_platform(Some(platform));
-    Ok(d)
 }
 
 /// Fetches an index entry's manifest by digest (so verified) and checks its size.
