@@ -1034,8 +1034,9 @@ mod tests {
         assert!(parse_manifest(artifact.as_bytes(), media::OCI_MANIFEST).is_err());
     }
 
-    #[test]
-    fn all_platforms_keeps_every_platform_image_of_an_index() {
+    /// Routes of an index `r:multi` (also served by its digest, which is returned) of an
+    /// amd64 and an arm64 image, an attestation manifest, and arm64 a second time.
+    fn multi_routes() -> (Vec<(String, Vec<u8>)>, Digest) {
         use crate::store::test_support::layer_tar;
         let (mut routes, amd) = arch_routes("amd64", &layer_tar(&[("a", b"1")]), {
             layer_tar(&[("a", b"1")])
@@ -1072,7 +1073,14 @@ mod tests {
         )
         .into_bytes();
         let index_digest = Digest::of_bytes(&index);
+        routes.push((format!("/v2/r/manifests/{index_digest}"), index.clone()));
         routes.push(("/v2/r/manifests/multi".into(), index));
+        (routes, index_digest)
+    }
+
+    #[test]
+    fn all_platforms_keeps_every_platform_image_of_an_index() {
+        let (routes, index_digest) = multi_routes();
         let server = FakeRegistry::serve(routes);
         let (_dir, store) = crate::store::test_support::temp_store();
         let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
@@ -1098,5 +1106,57 @@ mod tests {
         let pulled = pull(&store, &client, &r, &one, &|_, _| {}).unwrap();
         assert!(!pulled.changed);
         assert_eq!(pulled.index.expect("still an index").digest, ix.digest);
+    }
+
+    /// Regression: a pull of one platform by the registry's index digest recorded that digest
+    /// as the platform's image, so `name@<index digest>` stopped naming the index that
+    /// `--all-platforms` had stored (by tag or by that digest).
+    #[test]
+    fn one_platform_pulled_by_an_index_digest_leaves_it_naming_the_index() {
+        let (routes, index_digest) = multi_routes();
+        let server = FakeRegistry::serve(routes);
+        let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
+        let amd64 = PullOptions {
+            platform: Some(Platform::parse("linux/amd64").unwrap()),
+        };
+        let by_digest = Reference::parse(&format!("{}/r@{index_digest}", server.addr)).unwrap();
+        for first in ["r:multi".to_string(), format!("r@{index_digest}")] {
+            let (_dir, store) = crate::store::test_support::temp_store();
+            let all = Reference::parse(&format!("{}/{first}", server.addr)).unwrap();
+            let ix = pull_all_platforms(&store, &client, &all, &|_, _| {})
+                .unwrap()
+                .index
+                .expect("an index");
+            let one = pull(&store, &client, &by_digest, &amd64, &|_, _| {}).unwrap();
+            assert_eq!(one.digest, index_digest);
+            assert!(
+                matches!(
+                    store.resolve_stored(&by_digest.to_string()).unwrap(),
+                    Stored::Index(i) if i.digest == ix.digest
+                ),
+                "after --all-platforms {first}"
+            );
+            // The image pulled alone keeps its own name by digest.
+            let own = by_digest
+                .repository()
+                .with_digest(one.image.manifest_digest.clone());
+            assert_eq!(
+                store.resolve(&own.to_string()).unwrap().id,
+                one.image.id,
+                "{first}"
+            );
+            // Once the index is gone, the digest names what a pull of it stores.
+            for name in &ix.references {
+                store.untag(name).unwrap();
+            }
+            pull(&store, &client, &by_digest, &amd64, &|_, _| {}).unwrap();
+            assert!(
+                matches!(
+                    store.resolve_stored(&by_digest.to_string()).unwrap(),
+                    Stored::Image(i) if i.manifest_digest == one.image.manifest_digest
+                ),
+                "{first}"
+            );
+        }
     }
 }

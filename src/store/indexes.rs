@@ -424,6 +424,13 @@ impl Store {
         self.load_index_record(digest, &entries)
     }
 
+    /// Whether the index `index` is named in `index.json` and has an entry for the image
+    /// whose manifest is `image`.
+    pub(super) fn named_index_holds(&self, index: &Digest, image: &Digest) -> bool {
+        self.index_record(index)
+            .is_ok_and(|ix| ix.platforms().iter().any(|(_, m)| m == image))
+    }
+
     /// An index by digest from its blob alone (named in `index.json` or not): no names.
     pub fn index_blob(&self, digest: &Digest) -> Result<IndexRecord> {
         self.load_index_record(digest, &[])
@@ -521,13 +528,43 @@ impl Store {
         match self.resolve_image_only(name_or_id) {
             Ok(i) => Ok(Stored::Image(Box::new(i))),
             Err(e @ (StoreError::ImageNotFound { .. } | StoreError::Reference(_))) => {
-                match self.find_index(name_or_id)? {
-                    Some(i) => Ok(Stored::Index(Box::new(i))),
+                if let Some(i) = self.find_index(name_or_id)? {
+                    return Ok(Stored::Index(Box::new(i)));
+                }
+                match self.entry_by_index_digest(name_or_id)? {
+                    Some(i) => Ok(Stored::Image(Box::new(i))),
                     None => Err(e),
                 }
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `name@<registry's index digest>` when the index that digest was pulled as is not
+    /// under `name` (another repository's, or removed since) but one of its images was
+    /// pulled alone as `name@…`: that image, the host's platform first. The digest keeps
+    /// naming the index while the index is stored ([`Store::record_repo_digest`]).
+    fn entry_by_index_digest(&self, s: &str) -> Result<Option<ImageRecord>> {
+        let Ok(r) = Reference::parse(s) else {
+            return Ok(None);
+        };
+        let Some(local) = r.digest().and_then(|d| self.repo_digest_target(d)) else {
+            return Ok(None);
+        };
+        let Ok(ix) = self.index_blob(&local) else {
+            return Ok(None);
+        };
+        let mut entries: Vec<Digest> = ix.manifest_for(&Platform::host()).into_iter().collect();
+        entries.extend(ix.platforms().into_iter().map(|(_, m)| m));
+        let images = self.list_images()?;
+        Ok(entries.iter().find_map(|m| {
+            images
+                .iter()
+                .find(|i| {
+                    i.manifest_digest == *m && i.references.iter().any(|n| n.name() == r.name())
+                })
+                .cloned()
+        }))
     }
 
     /// The image `name_or_id` names for `platform`: the image itself (whatever its
@@ -714,6 +751,55 @@ mod tests {
         assert!(!ix2.doc.entries[1].contains_key("annotations"));
         let stored = store.read_blob(&ix2.digest, "index", 1 << 20).unwrap();
         assert_eq!(IndexDoc::parse(&stored).unwrap(), ix2.doc);
+    }
+
+    /// Regression: a platform pulled alone by a registry's index digest took over the
+    /// record of that digest, so `name@<index digest>` named one image, not the index.
+    #[test]
+    fn a_registry_index_digest_keeps_naming_the_stored_index() {
+        let (_dir, store) = temp_store();
+        let amd = platform_image(&store, "linux/amd64", "a");
+        let arm = platform_image(&store, "linux/arm64", "b");
+        let bytes = index_bytes(&[amd.clone(), arm.clone()]).unwrap();
+        let ix = store
+            .put_index_tagged(&bytes, &[r("reg.example/app:1")])
+            .unwrap();
+        let remote = Digest::of_bytes(b"the registry's index");
+        store.record_repo_digest(&remote, &ix.digest).unwrap();
+        // The amd64 image pulled alone by that digest, here and in another repository.
+        let c = store.read_blob(&amd.id, "config", 1 << 20).unwrap();
+        let m = store
+            .read_blob(&amd.manifest_digest, "manifest", 1 << 20)
+            .unwrap();
+        for repo in ["reg.example/app", "reg.example/other"] {
+            let name = r(&format!("{repo}@{}", amd.manifest_digest));
+            store.put_image_tagged(&c, &m, &[name]).unwrap();
+        }
+        store
+            .record_repo_digest(&remote, &amd.manifest_digest)
+            .unwrap();
+        assert_eq!(store.repo_digest_target(&remote), Some(ix.digest.clone()));
+        assert!(matches!(
+            store.resolve_stored(&format!("reg.example/app@{remote}")).unwrap(),
+            Stored::Index(i) if i.digest == ix.digest
+        ));
+        // Where the index has no name, the digest finds the image pulled alone there.
+        let other = store
+            .resolve(&format!("reg.example/other@{remote}"))
+            .unwrap();
+        assert_eq!(other.manifest_digest, amd.manifest_digest);
+        // An image the index does not hold, or any once the index is gone, is recorded.
+        let v2 = platform_image(&store, "linux/amd64", "v2");
+        store
+            .record_repo_digest(&remote, &v2.manifest_digest)
+            .unwrap();
+        assert_eq!(store.repo_digest_target(&remote), Some(v2.manifest_digest));
+        store.record_repo_digest(&remote, &ix.digest).unwrap();
+        store.untag(&r("reg.example/app:1")).unwrap();
+        store
+            .record_repo_digest(&remote, &amd.manifest_digest)
+            .unwrap();
+        assert_eq!(store.repo_digest_target(&remote), Some(amd.manifest_digest));
     }
 
     #[test]
