@@ -340,6 +340,8 @@ struct VerboseDescriptor<'a> {
     digest: &'a Digest,
     size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     platform: Option<&'a ListPlatform>,
 }
 
@@ -357,6 +359,7 @@ fn verbose_json(reference: String, d: &ChildDescriptor, raw: &[u8]) -> Result<St
             media_type: &d.media_type,
             digest: &d.digest,
             size: d.size,
+            annotations: d.annotations.as_ref(),
             platform: d.platform.as_ref(),
         },
         raw: base64::engine::general_purpose::STANDARD.encode(raw),
@@ -542,6 +545,7 @@ fn print_found(
                 media_type: mt,
                 size: bytes.len() as u64,
                 digest: Digest::of_bytes(&bytes),
+                annotations: None,
                 platform: None,
             };
             let rec = verbose_json(r.to_string(), &d, &bytes)?;

@@ -4,6 +4,7 @@
 pub mod compression;
 pub mod config;
 pub mod digest;
+pub mod index_doc;
 pub mod reference;
 pub mod spec;
 

@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use super::error::{io_err, ImageOpsError, Result};
 use crate::image::compression::Compression;
 use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::index_doc;
 use crate::image::{Digest, Reference};
 use crate::store::{ImageRecord, IndexRecord, Store, StoreError};
 
@@ -259,8 +260,8 @@ pub fn save_index<W: Write>(
 ) -> Result<W> {
     let _lease = store.lease()?;
     let mut items = Vec::new();
-    for d in index.index.manifests() {
-        let m = config::descriptor_digest("index", "manifests[].digest", d)?;
+    for i in 0..index.doc.entries.len() {
+        let m = index.doc.digest(i)?;
         items.push(SaveItem {
             image: store.image_blobs(&m)?,
             tags: Vec::new(),
@@ -271,14 +272,14 @@ pub fn save_index<W: Write>(
     let host = crate::common::platform::Platform::host();
     let mut entries = Vec::new();
     let mut layer_lists = Vec::new();
-    for (item, d) in items.iter().zip(index.index.manifests()) {
-        let (mut manifest, layers) = if compression == Compression::None {
+    for (item, stored) in items.iter().zip(&index.doc.entries) {
+        let (manifest, layers) = if compression == Compression::None {
             archive.write_stored(store, &item.image)?
         } else {
             archive.write_compressed(store, &item.image, &packed, compression)?
         };
-        manifest.set_platform(d.platform().clone());
-        entries.push(manifest);
+        // The stored entry's other fields (platform, annotations) go with it.
+        entries.push(index_doc::repoint(stored, &manifest));
         layer_lists.push(layers);
     }
     let docker = items
@@ -288,9 +289,7 @@ pub fn save_index<W: Write>(
     let bytes = if compression == Compression::None {
         store.read_blob(&index.digest, "index", super::MAX_MANIFEST_SIZE)?
     } else {
-        let mut out = crate::store::index::empty_index();
-        out.set_manifests(entries);
-        config::canonical_json("index", &out)?
+        index.doc.with_entries(entries)?
     };
     let digest = Digest::of_bytes(&bytes);
     if archive.written.insert(digest.clone()) {

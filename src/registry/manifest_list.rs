@@ -126,6 +126,9 @@ pub struct ChildDescriptor {
     pub size: u64,
     /// Its digest.
     pub digest: Digest,
+    /// Its annotations (an index another tool wrote may have them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
     /// Its platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<ListPlatform>,
@@ -335,6 +338,7 @@ pub fn fetch_entry(client: &Client, reference: &Reference) -> Result<ListEntry> 
             media_type: m.media_type,
             size: m.bytes.len() as u64,
             digest: m.digest,
+            annotations: None,
             platform: Some(platform),
         },
         raw: base64::engine::general_purpose::STANDARD.encode(&m.bytes),
@@ -647,6 +651,7 @@ mod tests {
                 media_type: media_type.into(),
                 size: raw.len() as u64,
                 digest: Digest::of_bytes(raw.as_bytes()),
+                annotations: None,
                 platform: Some(ListPlatform {
                     architecture: arch.into(),
                     os: "linux".into(),

@@ -20,6 +20,7 @@ use super::error::{RegistryError, Result};
 use super::{media, Compression};
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER};
+use crate::image::index_doc::{self, IndexDoc};
 use crate::image::{Digest, Reference, Sha256Writer};
 use crate::store::{fsutil, ImageRecord, IndexRecord, Store, Stored};
 
@@ -703,11 +704,18 @@ fn pull_all_inner(
         return pull_inner(store, client, reference, &PullOptions::default(), progress);
     }
     let index = parse_index(&top.bytes)?;
+    // The same `manifests`, every field of each entry kept for the stored index.
+    let doc = IndexDoc::parse(&top.bytes)?;
     let _lease = store.lease()?;
-    let mut entries: Vec<oci_spec::image::Descriptor> = Vec::new();
+    let mut entries: Vec<index_doc::Entry> = Vec::new();
     let mut taken: Vec<Platform> = Vec::new();
-    for entry in index.manifests.iter().filter(|d| is_platform_image(d)) {
-        let Some(p) = &entry.platform else { continue };
+    for (i, entry) in index.manifests.iter().enumerate() {
+        let (Some(p), Some(written)) = (&entry.platform, doc.entries.get(i)) else {
+            continue;
+        };
+        if !is_platform_image(entry) {
+            continue;
+        }
         let platform = Platform {
             os: p.os.clone(),
             architecture: p.architecture.clone(),
@@ -720,16 +728,20 @@ fn pull_all_inner(
         let manifest = fetch_entry(client, repo, entry)?;
         let (config_bytes, local) = fetch_image(store, client, repo, &manifest, progress)?;
         let stored = store.put_platform_image(&config_bytes, &local)?;
-        // The entry keeps the registry's platform, so a push gives back the same index.
-        entries.push(local_entry(&stored, p)?);
+        // The entry keeps everything but what names the manifest (the registry's platform as
+        // given, its annotations), so a push gives back the same index.
+        let manifest = config::descriptor(
+            config::MEDIA_TYPE_MANIFEST,
+            &stored.manifest_digest,
+            stored.manifest_size,
+        );
+        entries.push(index_doc::repoint(written, &manifest));
         taken.push(platform);
     }
     if entries.is_empty() {
         return Err(invalid("index", "it names no platform's image"));
     }
-    let mut local_index = crate::store::index::empty_index();
-    local_index.set_manifests(entries);
-    let bytes = config::canonical_json("index", &local_index)?;
+    let bytes = doc.with_entries(entries)?;
     let local_digest = Digest::of_bytes(&bytes);
     let name = match reference.digest() {
         Some(_) => reference.repository().with_digest(local_digest.clone()),
@@ -750,30 +762,6 @@ fn pull_all_inner(
         digest: top.digest,
         changed,
     })
-}
-
-/// The stored index's entry for a pulled platform's image: its local manifest, with the
-/// platform the registry's index gave it.
-fn local_entry(image: &ImageRecord, p: &RemotePlatform) -> Result<oci_spec::image::Descriptor> {
-    let mut d = config::descriptor(
-        config::MEDIA_TYPE_MANIFEST,
-        &image.manifest_digest,
-        image.manifest_size,
-    );
-    let mut platform = oci_spec::image::PlatformBuilder::default()
-        .architecture(oci_spec::image::Arch::from(p.architecture.as_str()))
-        .os(oci_spec::image::Os::from(p.os.as_str()));
-    if let Some(v) = &p.variant {
-        platform = platform.variant(v.clone());
-    }
-    let platform = platform.build().map_err(|e| {
-        invalid(
-            "index",
-            format!("platform of {}: {e}", image.manifest_digest),
-        )
-    })?;
-    d.set_platform(Some(platform));
-    Ok(d)
 }
 
 /// Fetches an index entry's manifest by digest (so verified) and checks its size.
@@ -1046,8 +1034,9 @@ mod tests {
         assert!(parse_manifest(artifact.as_bytes(), media::OCI_MANIFEST).is_err());
     }
 
-    #[test]
-    fn all_platforms_keeps_every_platform_image_of_an_index() {
+    /// Routes of an index `r:multi` (also served by its digest, which is returned) of an
+    /// amd64 and an arm64 image, an attestation manifest, and arm64 a second time.
+    fn multi_routes() -> (Vec<(String, Vec<u8>)>, Digest) {
         use crate::store::test_support::layer_tar;
         let (mut routes, amd) = arch_routes("amd64", &layer_tar(&[("a", b"1")]), {
             layer_tar(&[("a", b"1")])
@@ -1084,7 +1073,14 @@ mod tests {
         )
         .into_bytes();
         let index_digest = Digest::of_bytes(&index);
+        routes.push((format!("/v2/r/manifests/{index_digest}"), index.clone()));
         routes.push(("/v2/r/manifests/multi".into(), index));
+        (routes, index_digest)
+    }
+
+    #[test]
+    fn all_platforms_keeps_every_platform_image_of_an_index() {
+        let (routes, index_digest) = multi_routes();
         let server = FakeRegistry::serve(routes);
         let (_dir, store) = crate::store::test_support::temp_store();
         let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
@@ -1110,5 +1106,57 @@ mod tests {
         let pulled = pull(&store, &client, &r, &one, &|_, _| {}).unwrap();
         assert!(!pulled.changed);
         assert_eq!(pulled.index.expect("still an index").digest, ix.digest);
+    }
+
+    /// Regression: a pull of one platform by the registry's index digest recorded that digest
+    /// as the platform's image, so `name@<index digest>` stopped naming the index that
+    /// `--all-platforms` had stored (by tag or by that digest).
+    #[test]
+    fn one_platform_pulled_by_an_index_digest_leaves_it_naming_the_index() {
+        let (routes, index_digest) = multi_routes();
+        let server = FakeRegistry::serve(routes);
+        let client = Client::new(&server.addr, &super::super::ClientOptions::default()).unwrap();
+        let amd64 = PullOptions {
+            platform: Some(Platform::parse("linux/amd64").unwrap()),
+        };
+        let by_digest = Reference::parse(&format!("{}/r@{index_digest}", server.addr)).unwrap();
+        for first in ["r:multi".to_string(), format!("r@{index_digest}")] {
+            let (_dir, store) = crate::store::test_support::temp_store();
+            let all = Reference::parse(&format!("{}/{first}", server.addr)).unwrap();
+            let ix = pull_all_platforms(&store, &client, &all, &|_, _| {})
+                .unwrap()
+                .index
+                .expect("an index");
+            let one = pull(&store, &client, &by_digest, &amd64, &|_, _| {}).unwrap();
+            assert_eq!(one.digest, index_digest);
+            assert!(
+                matches!(
+                    store.resolve_stored(&by_digest.to_string()).unwrap(),
+                    Stored::Index(i) if i.digest == ix.digest
+                ),
+                "after --all-platforms {first}"
+            );
+            // The image pulled alone keeps its own name by digest.
+            let own = by_digest
+                .repository()
+                .with_digest(one.image.manifest_digest.clone());
+            assert_eq!(
+                store.resolve(&own.to_string()).unwrap().id,
+                one.image.id,
+                "{first}"
+            );
+            // Once the index is gone, the digest names what a pull of it stores.
+            for name in &ix.references {
+                store.untag(name).unwrap();
+            }
+            pull(&store, &client, &by_digest, &amd64, &|_, _| {}).unwrap();
+            assert!(
+                matches!(
+                    store.resolve_stored(&by_digest.to_string()).unwrap(),
+                    Stored::Image(i) if i.manifest_digest == one.image.manifest_digest
+                ),
+                "{first}"
+            );
+        }
     }
 }

@@ -19,6 +19,7 @@ use super::parallel;
 use super::pull::{Progress, Status};
 use super::{media, Compression};
 use crate::image::config::{self};
+use crate::image::index_doc;
 use crate::image::{Digest, Reference, Sha256Writer};
 use crate::store::{fsutil, ImageRecord, IndexRecord, Store, Stored};
 
@@ -353,9 +354,10 @@ pub fn push_stored(
 }
 
 /// Pushes a stored index of several platforms as `target`: each platform's image (its
-/// blobs, then its manifest by digest), then an index naming those manifests, with each
-/// entry's platform, under the tag. The registry's manifests list compressed layers, so
-/// their digests (and the index's) differ from the store's.
+/// blobs, then its manifest by digest), then an index naming those manifests, each entry
+/// with every other field of the stored one (platform, annotations), under the tag. The
+/// registry's manifests list compressed layers, so their digests (and the index's) differ
+/// from the store's.
 pub fn push_index(
     store: &Store,
     client: &Client,
@@ -379,21 +381,18 @@ fn push_index_inner(
 ) -> Result<Pushed> {
     let (repo, tag) = tag_of(target)?;
     let mut entries = Vec::new();
-    for d in index.index.manifests() {
-        let m = config::descriptor_digest("index", "manifests[].digest", d)?;
+    for (i, stored) in index.doc.entries.iter().enumerate() {
+        let m = index.doc.digest(i)?;
         let image = store.image_blobs(&m)?;
         let manifest = push_image_blobs(store, client, &image, &repo, opts, progress)?;
         let by_digest = Digest::of_bytes(&manifest);
         let digest =
             client.put_manifest(&repo, by_digest.as_str(), &manifest, media::OCI_MANIFEST)?;
-        let mut entry = config::descriptor(media::OCI_MANIFEST, &digest, manifest.len() as u64);
-        entry.set_platform(d.platform().clone());
-        entries.push(entry);
+        let pushed = config::descriptor(media::OCI_MANIFEST, &digest, manifest.len() as u64);
+        // The stored entry's other fields (platform, annotations) go with it.
+        entries.push(index_doc::repoint(stored, &pushed));
     }
-    let mut out = oci_spec::image::ImageIndex::default();
-    out.set_media_type(Some(oci_spec::image::MediaType::from(media::OCI_INDEX)));
-    out.set_manifests(entries);
-    let bytes = config::canonical_json("index", &out)?;
+    let bytes = index.doc.with_entries(entries)?;
     let digest = client.put_manifest(&repo, &tag, &bytes, media::OCI_INDEX)?;
     Ok(Pushed {
         digest,

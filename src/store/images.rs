@@ -469,7 +469,19 @@ impl Store {
     /// the image whose manifest is `local`, so `name@<registry_digest>`
     /// resolves to it (the store keeps layers uncompressed, so its own
     /// manifest digest differs from the registry's).
+    ///
+    /// A registry's index digest recorded as a stored index (`pull --all-platforms`) keeps
+    /// naming it when one of its platforms is pulled alone by that digest (`local` is then
+    /// the index's entry for the platform): `name@<index digest>` stays the index, as in
+    /// Docker, for as long as the index is named in `index.json` and has that entry.
     pub fn record_repo_digest(&self, registry_digest: &Digest, local: &Digest) -> Result<()> {
+        if let Some(held) = self.repo_digest_target(registry_digest) {
+            if held != *local && self.named_index_holds(&held, local) {
+                tracing::debug!(registry = %registry_digest, index = %held, image = %local,
+                    "the registry's digest keeps naming the stored index of the image");
+                return Ok(());
+            }
+        }
         let path = self.repo_digest_path(registry_digest);
         if let Some(dir) = path.parent() {
             super::fsutil::create_dir_all(dir, 0o755)?;

@@ -19,6 +19,7 @@ use super::index::{is_kiln_untagged, points_at, ref_name};
 use super::Store;
 use crate::common::platform::Platform;
 use crate::image::config::{self, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::index_doc::{self, Entry, IndexDoc};
 use crate::image::{Digest, Reference};
 
 /// An index of several platforms' images kept under one or more names.
@@ -34,6 +35,10 @@ pub struct IndexRecord {
     pub other_names: Vec<String>,
     /// The parsed index.
     pub index: ImageIndex,
+    /// The index's entries and fields as stored, every one of them (what a push or an
+    /// export of the index gives back; `index` lacks the platforms' `os.version` and
+    /// `os.features`).
+    pub doc: IndexDoc,
 }
 
 impl IndexRecord {
@@ -136,18 +141,40 @@ fn is_index_entry(e: &Descriptor) -> bool {
 /// How often [`Store::put_image_in_tag`] tries again when another process changed the tag.
 const MAX_TAG_RETRIES: usize = 16;
 
+/// An image a tag holds, with the stored index's entry for it (every field kept, so an
+/// index pulled with its entries' annotations keeps them as other platforms come and go);
+/// `None` for an image the tag names alone, or one being put in.
+struct Held {
+    image: ImageRecord,
+    entry: Option<Entry>,
+}
+
+impl Held {
+    fn new(image: &ImageRecord) -> Held {
+        Held {
+            image: image.clone(),
+            entry: None,
+        }
+    }
+}
+
 /// `held` with `image` in the place of the entry of its platform (appended when there is
-/// none). An image without a platform cannot share a tag: it replaces everything.
-fn merge_platform(held: Vec<ImageRecord>, image: &ImageRecord) -> Vec<ImageRecord> {
+/// none); an entry that already names `image` stays as it is. An image without a platform
+/// cannot share a tag: it replaces everything.
+fn merge_platform(held: Vec<Held>, image: &ImageRecord) -> Vec<Held> {
     let Some(p) = image.platform() else {
-        return vec![image.clone()];
+        return vec![Held::new(image)];
     };
-    let mut out: Vec<ImageRecord> = Vec::with_capacity(held.len() + 1);
+    let mut out: Vec<Held> = Vec::with_capacity(held.len() + 1);
     let mut placed = false;
     for h in held {
-        match h.platform() {
+        match h.image.platform() {
             Some(q) if q == p && !placed => {
-                out.push(image.clone());
+                if h.image.manifest_digest == image.manifest_digest {
+                    out.push(h);
+                } else {
+                    out.push(Held::new(image));
+                }
                 placed = true;
             }
             Some(q) if q != p => out.push(h),
@@ -156,9 +183,22 @@ fn merge_platform(held: Vec<ImageRecord>, image: &ImageRecord) -> Vec<ImageRecor
         }
     }
     if !placed {
-        out.push(image.clone());
+        out.push(Held::new(image));
     }
     out
+}
+
+/// The bytes of the index `doc` (a held index's fields, or none) naming `merged`: each held
+/// entry as stored, a new image with [`platform_descriptor`].
+fn merged_index_bytes(doc: &IndexDoc, merged: &[Held]) -> Result<Vec<u8>> {
+    let entries = merged
+        .iter()
+        .map(|h| match &h.entry {
+            Some(e) => Ok(e.clone()),
+            None => index_doc::entry_of(&platform_descriptor(&h.image)),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(doc.with_entries(entries)?)
 }
 
 impl Store {
@@ -289,14 +329,17 @@ impl Store {
                 .iter()
                 .find(|e| ref_name(e) == Some(name.as_str()))
                 .cloned();
-            let (held, was_index) = self.held_images(before.as_ref());
+            let (held, doc) = self.held_images(before.as_ref());
             let merged = merge_platform(held, &image);
-            let as_index = was_index || merged.len() > 1;
+            let as_index = doc.is_some() || merged.len() > 1;
             let (template, digest, children) = if as_index {
-                let bytes = index_bytes(&merged)?;
+                let bytes = merged_index_bytes(&doc.unwrap_or_default(), &merged)?;
                 let digest = self.store_index_blob(&bytes)?;
                 let t = config::descriptor(MEDIA_TYPE_INDEX, &digest, bytes.len() as u64);
-                let children = merged.iter().map(|i| i.manifest_digest.clone()).collect();
+                let children = merged
+                    .iter()
+                    .map(|h| h.image.manifest_digest.clone())
+                    .collect();
                 (t, digest, children)
             } else {
                 let digest = image.manifest_digest.clone();
@@ -326,34 +369,43 @@ impl Store {
         })
     }
 
-    /// The images the `index.json` entry `entry` stands for (one, or an index's), and
-    /// whether it is an index; nothing for no entry or one kiln cannot read.
-    fn held_images(&self, entry: Option<&Descriptor>) -> (Vec<ImageRecord>, bool) {
+    /// The images the `index.json` entry `entry` stands for (one, or an index's with its
+    /// entries), and for an index its fields; nothing for no entry or one kiln cannot read.
+    fn held_images(&self, entry: Option<&Descriptor>) -> (Vec<Held>, Option<IndexDoc>) {
         let Some(e) = entry else {
-            return (Vec::new(), false);
+            return (Vec::new(), None);
         };
         let Ok(d) = Digest::try_from(e.digest()) else {
-            return (Vec::new(), false);
+            return (Vec::new(), None);
         };
-        if is_index_entry(e) {
-            let images = self
-                .index_blob(&d)
-                .map(|ix| {
-                    ix.platforms()
-                        .into_iter()
-                        .filter_map(|(_, m)| match self.image_blobs(&m) {
-                            Ok(i) => Some(i),
-                            Err(e) => {
-                                tracing::warn!(manifest = %m, error = %e, "dropping an unreadable index entry");
-                                None
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            return (images, true);
+        if !is_index_entry(e) {
+            let held = self.image_blobs(&d).iter().map(Held::new).collect();
+            return (held, None);
         }
-        (self.image_blobs(&d).into_iter().collect(), false)
+        let Ok(ix) = self.index_blob(&d) else {
+            return (Vec::new(), Some(IndexDoc::default()));
+        };
+        let mut held = Vec::new();
+        for (i, d) in ix.index.manifests().iter().enumerate() {
+            let Ok(m) = Digest::try_from(d.digest()) else {
+                continue;
+            };
+            if d.platform().is_none() {
+                continue;
+            }
+            match self.image_blobs(&m) {
+                Ok(image) => held.push(Held {
+                    image,
+                    entry: ix.doc.entries.get(i).cloned(),
+                }),
+                Err(e) => {
+                    tracing::warn!(manifest = %m, error = %e, "dropping an unreadable index entry")
+                }
+            }
+        }
+        let mut doc = ix.doc;
+        doc.entries.clear();
+        (held, Some(doc))
     }
 
     /// The index with digest `digest`, if `index.json` records it.
@@ -370,6 +422,13 @@ impl Store {
             });
         }
         self.load_index_record(digest, &entries)
+    }
+
+    /// Whether the index `index` is named in `index.json` and has an entry for the image
+    /// whose manifest is `image`.
+    pub(super) fn named_index_holds(&self, index: &Digest, image: &Digest) -> bool {
+        self.index_record(index)
+            .is_ok_and(|ix| ix.platforms().iter().any(|(_, m)| m == image))
     }
 
     /// An index by digest from its blob alone (named in `index.json` or not): no names.
@@ -407,6 +466,7 @@ impl Store {
     fn load_index_record(&self, digest: &Digest, entries: &[&Descriptor]) -> Result<IndexRecord> {
         let bytes = self.read_blob(digest, "index", MAX_MANIFEST_SIZE)?;
         let index = config::parse_index(&bytes)?;
+        let doc = IndexDoc::parse(&bytes)?;
         let (references, other_names) = super::images::names_of(entries);
         Ok(IndexRecord {
             digest: digest.clone(),
@@ -414,6 +474,7 @@ impl Store {
             references,
             other_names,
             index,
+            doc,
         })
     }
 
@@ -467,13 +528,43 @@ impl Store {
         match self.resolve_image_only(name_or_id) {
             Ok(i) => Ok(Stored::Image(Box::new(i))),
             Err(e @ (StoreError::ImageNotFound { .. } | StoreError::Reference(_))) => {
-                match self.find_index(name_or_id)? {
-                    Some(i) => Ok(Stored::Index(Box::new(i))),
+                if let Some(i) = self.find_index(name_or_id)? {
+                    return Ok(Stored::Index(Box::new(i)));
+                }
+                match self.entry_by_index_digest(name_or_id)? {
+                    Some(i) => Ok(Stored::Image(Box::new(i))),
                     None => Err(e),
                 }
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `name@<registry's index digest>` when the index that digest was pulled as is not
+    /// under `name` (another repository's, or removed since) but one of its images was
+    /// pulled alone as `name@…`: that image, the host's platform first. The digest keeps
+    /// naming the index while the index is stored ([`Store::record_repo_digest`]).
+    fn entry_by_index_digest(&self, s: &str) -> Result<Option<ImageRecord>> {
+        let Ok(r) = Reference::parse(s) else {
+            return Ok(None);
+        };
+        let Some(local) = r.digest().and_then(|d| self.repo_digest_target(d)) else {
+            return Ok(None);
+        };
+        let Ok(ix) = self.index_blob(&local) else {
+            return Ok(None);
+        };
+        let mut entries: Vec<Digest> = ix.manifest_for(&Platform::host()).into_iter().collect();
+        entries.extend(ix.platforms().into_iter().map(|(_, m)| m));
+        let images = self.list_images()?;
+        Ok(entries.iter().find_map(|m| {
+            images
+                .iter()
+                .find(|i| {
+                    i.manifest_digest == *m && i.references.iter().any(|n| n.name() == r.name())
+                })
+                .cloned()
+        }))
     }
 
     /// The image `name_or_id` names for `platform`: the image itself (whatever its
@@ -617,6 +708,98 @@ mod tests {
         let err = store.put_index_tagged(&bytes, &[r("x:1")]).unwrap_err();
         assert!(err.to_string().contains("not a stored image"), "{err}");
         assert!(store.read_index().unwrap().manifests().is_empty());
+    }
+
+    /// Regression: a platform pulled or imported into a tag rebuilt the tag's index from the
+    /// images' configs, dropping what the stored entries had beyond that (a pulled index's
+    /// annotations, `os.version`, `os.features`) and the index's own annotations.
+    #[test]
+    fn a_platform_put_into_a_tag_keeps_the_other_entries_as_stored() {
+        let (_dir, store) = temp_store();
+        let arm = platform_image(&store, "linux/arm64", "a");
+        let amd = platform_image(&store, "linux/amd64", "b");
+        let amd2 = platform_image(&store, "linux/amd64", "c");
+        let mut entries: Vec<serde_json::Value> = [&arm, &amd]
+            .iter()
+            .map(|i| serde_json::to_value(platform_descriptor(i)).unwrap())
+            .collect();
+        entries[0]["annotations"] = serde_json::json!({"com.example.role": "edge"});
+        entries[0]["platform"]["os.features"] = serde_json::json!(["f"]);
+        entries[1]["annotations"] = serde_json::json!({"com.example.role": "server"});
+        let doc = serde_json::json!({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX,
+            "annotations": {"com.example.index": "1"}, "manifests": entries});
+        let bytes = config::canonical_json("index", &doc).unwrap();
+        let ix = store.put_index_tagged(&bytes, &[r("app:1")]).unwrap();
+        let put = |i: &ImageRecord| {
+            let c = store.read_blob(&i.id, "config", 1 << 20).unwrap();
+            let m = store
+                .read_blob(&i.manifest_digest, "manifest", 1 << 20)
+                .unwrap();
+            match store.put_image_in_tag(&c, &m, &r("app:1")).unwrap() {
+                Stored::Index(ix) => ix,
+                Stored::Image(_) => panic!("no index"),
+            }
+        };
+        // The image an entry names already: the index as it was.
+        assert_eq!(put(&amd).digest, ix.digest);
+        // Another image of a platform: a new entry for it, the other one and the index's
+        // own fields as stored.
+        let ix2 = put(&amd2);
+        assert_eq!(ix2.doc.entries[0], ix.doc.entries[0]);
+        assert_eq!(ix2.doc.other, ix.doc.other);
+        assert_eq!(ix2.doc.digest(1).unwrap(), amd2.manifest_digest);
+        assert!(!ix2.doc.entries[1].contains_key("annotations"));
+        let stored = store.read_blob(&ix2.digest, "index", 1 << 20).unwrap();
+        assert_eq!(IndexDoc::parse(&stored).unwrap(), ix2.doc);
+    }
+
+    /// Regression: a platform pulled alone by a registry's index digest took over the
+    /// record of that digest, so `name@<index digest>` named one image, not the index.
+    #[test]
+    fn a_registry_index_digest_keeps_naming_the_stored_index() {
+        let (_dir, store) = temp_store();
+        let amd = platform_image(&store, "linux/amd64", "a");
+        let arm = platform_image(&store, "linux/arm64", "b");
+        let bytes = index_bytes(&[amd.clone(), arm.clone()]).unwrap();
+        let ix = store
+            .put_index_tagged(&bytes, &[r("reg.example/app:1")])
+            .unwrap();
+        let remote = Digest::of_bytes(b"the registry's index");
+        store.record_repo_digest(&remote, &ix.digest).unwrap();
+        // The amd64 image pulled alone by that digest, here and in another repository.
+        let c = store.read_blob(&amd.id, "config", 1 << 20).unwrap();
+        let m = store
+            .read_blob(&amd.manifest_digest, "manifest", 1 << 20)
+            .unwrap();
+        for repo in ["reg.example/app", "reg.example/other"] {
+            let name = r(&format!("{repo}@{}", amd.manifest_digest));
+            store.put_image_tagged(&c, &m, &[name]).unwrap();
+        }
+        store
+            .record_repo_digest(&remote, &amd.manifest_digest)
+            .unwrap();
+        assert_eq!(store.repo_digest_target(&remote), Some(ix.digest.clone()));
+        assert!(matches!(
+            store.resolve_stored(&format!("reg.example/app@{remote}")).unwrap(),
+            Stored::Index(i) if i.digest == ix.digest
+        ));
+        // Where the index has no name, the digest finds the image pulled alone there.
+        let other = store
+            .resolve(&format!("reg.example/other@{remote}"))
+            .unwrap();
+        assert_eq!(other.manifest_digest, amd.manifest_digest);
+        // An image the index does not hold, or any once the index is gone, is recorded.
+        let v2 = platform_image(&store, "linux/amd64", "v2");
+        store
+            .record_repo_digest(&remote, &v2.manifest_digest)
+            .unwrap();
+        assert_eq!(store.repo_digest_target(&remote), Some(v2.manifest_digest));
+        store.record_repo_digest(&remote, &ix.digest).unwrap();
+        store.untag(&r("reg.example/app:1")).unwrap();
+        store
+            .record_repo_digest(&remote, &amd.manifest_digest)
+            .unwrap();
+        assert_eq!(store.repo_digest_target(&remote), Some(amd.manifest_digest));
     }
 
     #[test]

@@ -329,3 +329,170 @@ fn push_all_tags_pushes_index_tags_as_indexes() {
         "{image}"
     );
 }
+
+/// A rootfs tar holding one file, `name` with `content`, in `dir`.
+fn one_file_tar(dir: &std::path::Path, name: &str, content: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.tar"));
+    let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, content.as_bytes()).unwrap();
+    b.finish().unwrap();
+    path
+}
+
+/// The index blob `kiln save` wrote into the archive `tar` (what its `index.json` names).
+fn saved_index(tar: &std::path::Path) -> Value {
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(tar).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        files.insert(name, bytes);
+    }
+    let top: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let entry = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mediaType"] == "application/vnd.oci.image.index.v1+json")
+        .unwrap_or_else(|| panic!("no index in {top}"));
+    let blob = format!(
+        "blobs/sha256/{}",
+        entry["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap()
+    );
+    serde_json::from_slice(&files[&blob]).unwrap()
+}
+
+/// Regression: `pull --all-platforms` kept of each registry entry only its platform's os,
+/// architecture and variant, so the entries' annotations and the platforms' `os.version` and
+/// `os.features` were lost to the stored index, `manifest inspect`, `save` and a push.
+#[test]
+fn an_index_another_tool_wrote_keeps_every_field_through_pull_and_push() {
+    let (Some(reg), Some(skopeo)) = (Registry::start(false), need("skopeo", None)) else {
+        return;
+    };
+    let s = TestStore::new();
+    let path = "is/annotated";
+    let repo = format!("{}/{path}", reg.host());
+    // Two images kiln pushed, named by an index another tool wrote, with fields of every kind.
+    let platforms = [
+        (
+            "linux/amd64",
+            serde_json::json!({"architecture": "amd64", "os": "linux",
+                "os.version": "6.1.0", "os.features": ["sse4"]}),
+            serde_json::json!({"org.opencontainers.image.created": "2024-05-01T00:00:00Z",
+                "com.example.role": "server"}),
+        ),
+        (
+            "linux/arm64",
+            serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"}),
+            serde_json::json!({"com.example.role": "edge"}),
+        ),
+    ];
+    let mut entries = Vec::new();
+    for (platform, p, annotations) in &platforms {
+        let arch = p["architecture"].as_str().unwrap();
+        let tar = one_file_tar(s.dir.path(), arch, arch);
+        let name = format!("{repo}:{arch}");
+        k(
+            &s,
+            &[
+                "image",
+                "import",
+                "--platform",
+                platform,
+                tar.to_str().unwrap(),
+                &name,
+            ],
+        );
+        let digest = pushed_digest(&k(&s, &["push", &name]));
+        let text = run_tool(Command::new(&skopeo).args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ]));
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": text.len(),
+            "platform": p,
+            "annotations": annotations,
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "annotations": {"org.opencontainers.image.source": "https://example.com/app"},
+        "manifests": entries,
+    });
+    // In kiln's own encoding, so a push that keeps every field gives back the same digest.
+    let bytes = kiln::image::config::canonical_json("index", &index).unwrap();
+    let digest = kiln::image::Digest::of_bytes(&bytes).to_string();
+    reg.put_manifest(
+        path,
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &bytes,
+    );
+    let multi = format!("{repo}:multi");
+
+    let g = TestStore::new();
+    let out = k(&g, &["pull", "--all-platforms", &multi]);
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    // The stored index: the local manifests, every other field as the registry's.
+    let local: Value = serde_json::from_str(&k(&g, &["manifest", "inspect", &multi])).unwrap();
+    let same_but_digests = |doc: &Value| {
+        assert_eq!(doc["annotations"], index["annotations"], "{doc}");
+        let got = doc["manifests"].as_array().unwrap();
+        assert_eq!(got.len(), 2, "{doc}");
+        for (g, (_, p, a)) in got.iter().zip(&platforms) {
+            assert_eq!(&g["platform"], p, "{doc}");
+            assert_eq!(&g["annotations"], a, "{doc}");
+        }
+    };
+    same_but_digests(&local);
+    let verbose: Value =
+        serde_json::from_str(&k(&g, &["manifest", "inspect", "--verbose", &multi])).unwrap();
+    let first = &verbose[0]["Descriptor"];
+    assert_eq!(first["annotations"], platforms[0].2, "{verbose}");
+    assert_eq!(first["platform"]["os.version"], "6.1.0", "{verbose}");
+    assert_eq!(first["platform"]["os.features"][0], "sse4", "{verbose}");
+    // One platform pulled again into the tag leaves the index as it was.
+    let out = k(&g, &["pull", "--platform", "linux/amd64", &multi]);
+    assert!(out.contains("Image is up to date"), "{out}");
+    let again: Value = serde_json::from_str(&k(&g, &["manifest", "inspect", &multi])).unwrap();
+    assert_eq!(again, local);
+
+    // A push gives back the registry's index, byte for byte.
+    let copy = format!("{repo}:copy");
+    k(&g, &["tag", &multi, &copy]);
+    let out = k(&g, &["push", &copy]);
+    assert_eq!(pushed_digest(&out), digest, "{out}");
+    let (pushed, pushed_digest) = raw(&skopeo, &copy);
+    assert_eq!(pushed_digest, digest);
+    assert_eq!(pushed, index);
+    // So does an archive with compressed layers (its own manifests).
+    let archive = g.dir.path().join("saved.tar");
+    k(
+        &g,
+        &[
+            "save",
+            "--compression",
+            "gzip",
+            "-o",
+            archive.to_str().unwrap(),
+            &multi,
+        ],
+    );
+    same_but_digests(&saved_index(&archive));
+}

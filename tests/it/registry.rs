@@ -101,6 +101,14 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// PUTs `body` as the manifest `repo:reference` of type `media_type` (a document another
+    /// tool wrote); the registry must take it.
+    pub(crate) fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let (status, text) = http(self.port, "PUT", &path, media_type, body);
+        assert_eq!(status, 201, "PUT {path}: {text}");
+    }
+
     /// The file holding a blob in the registry's storage.
     pub(crate) fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
