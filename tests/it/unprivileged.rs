@@ -584,6 +584,17 @@ RUN test ! -e /app && test ! -e /both && ls / > /top && echo other-ok
                 "{what}: the kept root was not used:\n{shown}"
             );
         }
+        if (1..3).contains(&i) {
+            // The first RUN (over the COPY and the base: 2 layers) takes the last build's
+            // root, which holds the unchanged files already; the COPY before it must not
+            // have moved that root down onto the base alone.
+            assert!(
+                shown
+                    .lines()
+                    .any(|l| l.contains("moved a kept working root") && l.contains("to=2")),
+                "{what}: the RUN after the COPY did not take the kept root:\n{shown}"
+            );
+        }
         let fresh = TestStore::new();
         fresh.busybox("busybox").expect("busybox");
         build(&fresh.root(), file);

@@ -225,10 +225,10 @@ fn settle_fresh(copied: usize) {
 }
 
 /// A working root for kiln's own changes over a stack of layers (COPY, ADD, WORKDIR: the
-/// view overlayfs gives them in the other modes). It is the root a step left parked for
-/// these layers, or one parked or kept for others sharing layers with them, moved onto
-/// them, or else a fresh copy. Afterwards it is parked for the next step: a RUN after a COPY
-/// then takes it instead of copying the whole image again. It lives at the path given to
+/// view overlayfs gives them in the other modes). It is the root a step of this process
+/// left parked for these layers, or one parked for others sharing layers with them, moved
+/// onto them, or else a fresh copy. A root that was parked is parked again afterwards for
+/// the next step: a RUN after a COPY then takes it instead of copying the whole image. It lives at the path given to
 /// [`WorkRoot::obtain`], under the caller's scratch dir, until parked.
 pub struct WorkRoot {
     path: PathBuf,
@@ -236,6 +236,10 @@ pub struct WorkRoot {
     index: copyroot::Manifest,
     beside: PathBuf,
     changed: bool,
+    /// Taken from this process's roots. A fresh copy is not parked: the step after the
+    /// change then takes a kept root (an earlier build's), which may hold much more of
+    /// what it needs than a root of the layers below a COPY.
+    parkable: bool,
 }
 
 impl WorkRoot {
@@ -249,10 +253,17 @@ impl WorkRoot {
         let beside = std::path::absolute(beside)?;
         let key = pool::Key::of(&lowers).ok();
         let carried = key.as_ref().and_then(|k| pool::take(k, path));
+        // Only roots of this process: a kept root (an earlier build's) is left for the steps.
+        // Moved down onto a COPY's layers it would lose what the next step needs (after an
+        // edit, `COPY . /app` + `RUN` rebases the kept root of the last build, which already
+        // holds the unchanged files, onto the new COPY; a COPY written straight into its
+        // layer needs no root but its layers below).
         let (index, how) = match carried {
             Some(index) => (index, "parked"),
             None => {
-                let near = key.as_ref().is_some_and(|k| take_near(k, path, &beside));
+                let near = key
+                    .as_ref()
+                    .is_some_and(|k| pool::take_nearest(k, path, None));
                 if !near {
                     std::fs::create_dir(path)?;
                     settle_fresh(copyroot::build_root(&lowers, path)?);
@@ -269,6 +280,7 @@ impl WorkRoot {
             index,
             beside,
             changed: false,
+            parkable: how != "fresh",
         })
     }
 
@@ -293,6 +305,7 @@ impl WorkRoot {
     /// it still shows the layers alone, and otherwise removed.
     pub fn park(self, upper: &Path, written_after: bool) {
         let key = match (self.key, self.changed, written_after) {
+            _ if !self.parkable => Err(io::Error::other("a fresh copy is not kept")),
             (Some(k), false, _) => Ok(k),
             (Some(k), true, false) => k.with_top(upper),
             _ => Err(io::Error::other("the root does not show its layer")),
