@@ -166,7 +166,8 @@ mod tests {
     fn an_index_of_kilns_own_entries_encodes_as_before() {
         // Indexes kiln built (and the digests they have) do not change with this form.
         let d = config::descriptor(config::MEDIA_TYPE_MANIFEST, &Digest::of_bytes(b"m"), 9);
-        let mut index = crate::store::index::empty_index();
+        let mut index = oci_spec::image::ImageIndex::default();
+        index.set_media_type(Some(oci_spec::image::MediaType::from(MEDIA_TYPE_INDEX)));
         index.set_manifests(vec![d.clone()]);
         let typed = config::canonical_json("index", &index).unwrap();
         let doc = IndexDoc::default();
