@@ -722,3 +722,84 @@ fn forced_unprivileged_changes_between_steps_share_roots_and_equal_root_mode() {
         assert!(shown.contains(used), "never {used}:\n{shown}");
     }
 }
+
+/// A step that replaces `/sys` with a symlink to a host directory (and writes into `/dev`):
+/// the next steps on the same working root get a real, empty `/sys` again (a mount point in
+/// the root mode, hiding what the image has there), and a COPY into `/sys` and the rebase
+/// that brings it into the next step's root go into the image, never through that symlink
+/// into the host directory. The second build is the escape this stopped: a root parked
+/// with the symlink was rebased onto another stage's COPY into `/sys`, and the rebase,
+/// working on host paths, wrote that file into the host directory.
+#[test]
+fn forced_unprivileged_step_replacing_sys_with_a_host_symlink_leaves_no_trace() {
+    let s = TestStore::new();
+    if s.busybox("busybox").is_none() {
+        return;
+    }
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("marker"), "host\n").expect("marker");
+    let same_stage = format!(
+        "FROM busybox
+RUN rm -rf /sys && ln -s {host} /sys && test -L /sys && mkdir /dev/junk
+RUN test -d /sys && test ! -L /sys && test -z \"$(ls -A /sys)\" && test ! -e /dev/junk
+COPY f /sys/d/f
+RUN test -d /sys && test ! -L /sys && test ! -e /sys/d && echo hidden > /seen
+",
+        host = host.path().display()
+    );
+    let across_stages = format!(
+        "FROM busybox AS clean
+COPY f /sys/d/f
+FROM busybox AS dirty
+RUN rm -rf /sys && ln -s {host} /sys
+FROM clean
+COPY --from=dirty /etc/passwd /p
+RUN echo after > /after
+",
+        host = host.path().display()
+    );
+    let p = project(&[
+        ("Dockerfile", &same_stage),
+        ("Dockerfile.stages", &across_stages),
+        ("f", "copied\n"),
+    ]);
+    for (file, tag) in [("Dockerfile.stages", "stages"), ("Dockerfile", "sys")] {
+        let args = [
+            "--isolation",
+            "unprivileged",
+            "build",
+            "-f",
+            file,
+            "-t",
+            tag,
+            ".",
+        ];
+        assert_ok(&kiln_env(&s.root(), p.path(), &args, &[]), file);
+        let mut left: Vec<String> = std::fs::read_dir(host.path())
+            .expect("host dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["marker"], "{file}: the host directory was written");
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("marker")).expect("marker"),
+            "host\n"
+        );
+        let layers = layer_entries(&s.root(), tag);
+        let names: Vec<&str> = layers.iter().flatten().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"sys/d/f"), "{file}: {names:?}");
+        // The step's symlink is in no layer: `/sys` is a mount point in the root mode.
+        assert!(
+            !names.iter().any(|n| *n == "sys" || n.starts_with("dev/")),
+            "{file}: {names:?}"
+        );
+    }
+    let layers = layer_entries(&s.root(), "sys");
+    assert!(
+        layers
+            .iter()
+            .flatten()
+            .any(|(n, d)| n == "seen" && d == b"hidden\n"),
+        "{layers:?}"
+    );
+}

@@ -9,8 +9,10 @@
 //!   what changed is written into the upper dir in overlay's format, deletions as whiteouts
 //!   ([`super::copyroot::diff_into_upper_tracking`]). No file of the store is shared with
 //!   the step: snapshots are copied, never linked.
-//! * **Stand-ins for the mounts** ([`root`]): `/dev` gets `null`, `zero`, `full`, `random`,
-//!   `urandom` and `tty` made with `mknod` (kiln has `CAP_MKNOD` there), `/etc/hosts` and
+//! * **Stand-ins for the mounts** ([`root`]): `/dev`, `/proc` and `/sys` are fresh
+//!   directories (the image's own moved aside and put back after the step), `/dev` gets
+//!   `null`, `zero`, `full`, `random`, `urandom` and `tty` made with `mknod` (kiln has
+//!   `CAP_MKNOD` there), `/etc/hosts` and
 //!   `/etc/resolv.conf` are written, and every `RUN --mount` (bind, cache, tmpfs, secret,
 //!   ssh) becomes a copy of its source at its target. None of them reaches the layer: the
 //!   diff skips `/dev`, `/proc` and `/sys`, those two files and every mount target.

@@ -76,15 +76,16 @@ impl StandIns {
         };
         for d in ["dev", "proc", "sys"] {
             // Mount points in the root mode: neither they nor their contents are ever part
-            // of a layer there (a stub the image lacks is in the upper dir already). The
-            // `/proc` emulation's placeholders change `/proc`'s ctime, nothing else.
+            // of a layer there (a stub the image lacks is in the upper dir already), and
+            // what the image has there is hidden. So each is a fresh directory, the image's
+            // own moved aside and put back afterwards: what the step does there (a symlink
+            // to a host path in place of `/sys`) never stays in the root for a later step,
+            // or for a rebase that would follow it. The `/proc` emulation's placeholders
+            // change `/proc`'s ctime, nothing else.
             s.skipped.push(PathBuf::from(d));
-            if d != "dev" && fs::symlink_metadata(root.join(d)).is_err() {
-                s.keep_times(root, "")?;
-                s.make_dir(root, d, 0o755)?;
-            }
+            s.fresh_dir(root, d)?;
         }
-        s.dev(root)?;
+        dev_nodes(root)?;
         for (rel, host) in &step.etc_files {
             let bytes = fs::read(host).map_err(|e| ExecError::io("reading", host, e))?;
             s.clear(root, rel)?;
@@ -111,20 +112,20 @@ impl StandIns {
         Ok(s)
     }
 
-    /// A fresh `/dev` (the image's own is moved aside, as the root mode's tmpfs hides it)
-    /// with the device nodes, made with `mknod` (kiln has `CAP_MKNOD` there).
-    fn dev(&mut self, root: &Path) -> Result<(), ExecError> {
-        let (mode, owner) = match fs::symlink_metadata(root.join("dev")) {
-            Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
-            Err(_) => (0o755, None),
+    /// A fresh, empty directory at `name` (top level) with the mode and owner of what the
+    /// image has there, which is moved aside (as the root mode's mounts hide it).
+    fn fresh_dir(&mut self, root: &Path, name: &str) -> Result<(), ExecError> {
+        let (mode, owner) = match fs::symlink_metadata(root.join(name)) {
+            Ok(m) if m.is_dir() => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
+            _ => (0o755, None),
         };
-        self.clear(root, "dev")?;
-        self.make_dir(root, "dev", mode)?;
+        self.clear(root, name)?;
+        self.make_dir(root, name, mode)?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::lchown(root.join("dev"), Some(uid), Some(gid))
-                .map_err(|e| ExecError::io("setting owner of", root.join("dev"), e))?;
+            std::os::unix::fs::lchown(root.join(name), Some(uid), Some(gid))
+                .map_err(|e| ExecError::io("setting owner of", root.join(name), e))?;
         }
-        dev_nodes(root)
+        Ok(())
     }
 
     /// Makes room at `rel` for a stand-in: its missing parents are made (0755, as the root
