@@ -309,11 +309,7 @@ pub fn link_root(layers: &[PathBuf], dest: &Path) -> io::Result<usize> {
 fn place_layers(layers: &[PathBuf], dest: &Path, link: bool) -> io::Result<usize> {
     let mut count = 0;
     for layer in layers.iter().rev() {
-        let mut links = Placed {
-            copies: HashMap::new(),
-            link,
-        };
-        count += apply_dir(layer, dest, Path::new(""), &mut links)?;
+        count += apply_dir(layer, dest, Path::new(""), &mut Placed::new(link))?;
     }
     Ok(count)
 }
@@ -321,8 +317,18 @@ fn place_layers(layers: &[PathBuf], dest: &Path, link: bool) -> io::Result<usize
 /// How [`apply_dir`] places non-directories: the copies made so far (by the source's device
 /// and inode, so hard links stay links), or links to the layer's own entries.
 pub(super) struct Placed {
-    pub(super) copies: HashMap<(u64, u64), PathBuf>,
-    pub(super) link: bool,
+    copies: HashMap<(u64, u64), PathBuf>,
+    link: bool,
+}
+
+impl Placed {
+    /// Nothing placed yet; `link`: non-directories are linked, not copied.
+    pub(super) fn new(link: bool) -> Placed {
+        Placed {
+            copies: HashMap::new(),
+            link,
+        }
+    }
 }
 
 pub(super) fn apply_dir(

@@ -147,15 +147,7 @@ fn sync(
                 fs::create_dir(&dst)?;
                 let layers = dir_layers(to, &new, rel)?;
                 for layer in layers.iter().rev() {
-                    apply_dir(
-                        layer,
-                        root,
-                        rel,
-                        &mut Placed {
-                            copies: HashMap::new(),
-                            link: false,
-                        },
-                    )?;
+                    apply_dir(layer, root, rel, &mut Placed::new(false))?;
                 }
                 copy_meta(&new.path(rel), &dst, &new.meta)
             } else {

@@ -109,9 +109,9 @@ pub fn change<R: Send>(
 
 /// [`change`] in two parts: `work` runs on the mounted overlay (and also gets the lower
 /// dirs, top-most first) and must only read the `sources` (in the unprivileged mode their
-/// files are the snapshots' own, hard-linked); `then`, after the overlay is unmounted, may write into the upper
-/// dir itself (a COPY written straight into the layer) and return a file to keep beside the
-/// snapshot ([`INDEX_FILE`]). Nothing changed gives no layer unless
+/// files are the snapshots' own, hard-linked); `then`, after the overlay is unmounted, may
+/// write into the upper dir itself (a COPY written straight into the layer) and return a
+/// file to keep beside the snapshot ([`INDEX_FILE`]). Nothing changed gives no layer unless
 /// `empty_is_layer`.
 pub(crate) fn change_then<R: Send, T>(
     store: &Store,

@@ -148,12 +148,17 @@ fn read_chain(dir: &Path) -> Option<Vec<(Stamp, PathBuf)>> {
     Some(chain)
 }
 
-/// The kept roots under `beside` with their chains (layer paths, top-most first) and how
-/// well each fits `target` ([`super::pool::fit`]); a root whose layers are gone is removed.
-fn candidates(target: &Key, beside: &Path) -> Vec<((usize, usize), PathBuf, Vec<PathBuf>)> {
-    let Ok(dir) = fs::read_dir(beside.join(HOME)) else {
-        return Vec::new();
-    };
+/// A kept root that shares layers with a step's: where it is, and the layers it shows
+/// (top-most first).
+pub(super) struct Candidate {
+    dir: PathBuf,
+    from: Vec<PathBuf>,
+}
+
+/// The kept root under `beside` that fits `target` best ([`super::pool::fit`]), with its
+/// fit; a root whose layers are gone is removed on the way.
+pub(super) fn best(target: &Key, beside: &Path) -> Option<((usize, usize), Candidate)> {
+    let dir = fs::read_dir(beside.join(HOME)).ok()?;
     let mut found = Vec::new();
     for e in dir.flatten() {
         if e.file_name().as_bytes().starts_with(b".") {
@@ -166,43 +171,26 @@ fn candidates(target: &Key, beside: &Path) -> Vec<((usize, usize), PathBuf, Vec<
         };
         let stamps: Vec<Stamp> = chain.iter().map(|(s, _)| *s).collect();
         if let Some(f) = super::pool::fit(&stamps, &target.stamps) {
-            found.push((f, e.path(), chain.into_iter().map(|(_, p)| p).collect()));
+            let from = chain.into_iter().map(|(_, p)| p).collect();
+            found.push((
+                f,
+                Candidate {
+                    dir: e.path(),
+                    from,
+                },
+            ));
         }
     }
-    found
+    super::pool::best(found)
 }
 
-/// How well the best kept root fits `target`, if any shares a layer with it.
-pub(super) fn best_fit(target: &Key, beside: &Path) -> Option<(usize, usize)> {
-    candidates(target, beside)
-        .into_iter()
-        .map(|(f, ..)| f)
-        .fold(None, |best, f| {
-            if super::pool::better(f, best) {
-                Some(f)
-            } else {
-                best
-            }
-        })
-}
-
-/// Moves the kept root that shares the most bottom layers with `target` to `dest` (which
-/// must not exist) and rebases it onto `target`. `false`: there was none, or it could not be
-/// moved (`dest` does not exist then).
-pub(super) fn take(target: &Key, dest: &Path, beside: &Path) -> bool {
-    let mut best: Option<((usize, usize), PathBuf, Vec<PathBuf>)> = None;
-    for c in candidates(target, beside) {
-        if super::pool::better(c.0, best.as_ref().map(|b| b.0)) {
-            best = Some(c);
-        }
-    }
-    let Some((_, dir, from)) = best else {
-        return false;
-    };
+/// Moves the kept root `c` to `dest` (which must not exist) and rebases it onto `target`.
+/// `false`: it could not be taken or moved (`dest` does not exist then).
+pub(super) fn take(c: Candidate, target: &Key, dest: &Path) -> bool {
     // Whoever renames it first has it.
-    if fs::rename(dir.join(ROOT), dest).is_err() {
+    if fs::rename(c.dir.join(ROOT), dest).is_err() {
         return false;
     }
-    let _ = fs::remove_dir_all(&dir);
-    super::pool::rebase_taken(dest, &from, &target.paths, "kept")
+    let _ = fs::remove_dir_all(&c.dir);
+    super::pool::rebase_taken(dest, &c.from, &target.paths, "kept")
 }

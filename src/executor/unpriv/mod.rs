@@ -213,8 +213,9 @@ fn park(
 /// Moves the parked or kept root that shares the most layers with `key` to `dest` and onto
 /// `key`'s layers; `false` if there is none (`dest` does not exist then).
 fn take_near(key: &pool::Key, dest: &Path, beside: &Path) -> bool {
-    let kept = kept::best_fit(key, beside);
-    pool::take_nearest(key, dest, kept) || kept::take(key, dest, beside)
+    let kept = kept::best(key, beside);
+    pool::take_nearest(key, dest, kept.as_ref().map(|k| k.0))
+        || kept.is_some_and(|(_, c)| kept::take(c, key, dest))
 }
 
 /// After a fresh copy of `copied` entries: every entry has a recent ctime, so the index
@@ -260,8 +261,11 @@ impl WorkRoot {
         // edit, `COPY . /app` + `RUN` rebases the kept root of the last build, which already
         // holds the unchanged files, onto the new COPY; a COPY written straight into its
         // layer needs no root but its layers below).
-        let (index, how) = match carried {
-            Some(index) => (index, "parked"),
+        let (index, fresh) = match carried {
+            Some(index) => {
+                tracing::debug!(root = "parked", "unprivileged working root for a change");
+                (index, false)
+            }
             None => {
                 let near = key
                     .as_ref()
@@ -272,17 +276,17 @@ impl WorkRoot {
                 }
                 set_root_owner(path, lowers.first()).map_err(io::Error::other)?;
                 let how = if near { "moved" } else { "fresh" };
-                (copyroot::record(path)?, how)
+                tracing::debug!(root = how, "unprivileged working root for a change");
+                (copyroot::record(path)?, !near)
             }
         };
-        tracing::debug!(root = how, "unprivileged working root for a change");
         Ok(WorkRoot {
             path: path.to_path_buf(),
             key,
             index,
             beside,
             changed: false,
-            parkable: how != "fresh",
+            parkable: !fresh,
         })
     }
 

@@ -124,6 +124,19 @@ pub(super) fn better(a: (usize, usize), b: Option<(usize, usize)>) -> bool {
     b.is_none_or(|(bs, be)| a.0 > bs || (a.0 == bs && a.1 < be))
 }
 
+/// The candidate with the best fit (the first of equals).
+pub(super) fn best<T>(
+    candidates: impl IntoIterator<Item = ((usize, usize), T)>,
+) -> Option<((usize, usize), T)> {
+    candidates.into_iter().fold(None, |best, c| {
+        if better(c.0, best.as_ref().map(|b| b.0)) {
+            Some(c)
+        } else {
+            best
+        }
+    })
+}
+
 /// Takes the parked root that fits `target` best ([`fit`]), if it fits better than `beat`,
 /// moved to `dest` (which must not exist) and moved onto `target`'s layers
 /// ([`crate::executor::rebase`]). `false`: there was none, or it could not be moved
@@ -133,16 +146,13 @@ pub(super) fn better(a: (usize, usize), b: Option<(usize, usize)>) -> bool {
 pub(super) fn take_nearest(target: &Key, dest: &Path, beat: Option<(usize, usize)>) -> bool {
     let parked = {
         let mut p = pool();
-        let mut best: Option<(usize, (usize, usize))> = None;
-        for (i, r) in p.iter().enumerate() {
-            if let Some(f) = fit(&r.key.stamps, &target.stamps) {
-                if better(f, best.map(|b| b.1)) {
-                    best = Some((i, f));
-                }
-            }
-        }
-        match best {
-            Some((i, f)) if better(f, beat) => p.remove(i),
+        let found = best(
+            p.iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((fit(&r.key.stamps, &target.stamps)?, i))),
+        );
+        match found {
+            Some((f, i)) if better(f, beat) => p.remove(i),
             _ => return false,
         }
     };
